@@ -1,0 +1,1 @@
+"""The customer-run connector: Graph subscriptions, relay and basic events."""

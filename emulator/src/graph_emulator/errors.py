@@ -1,0 +1,54 @@
+"""Graph-style errors: every failure the emulator answers has Graph's body shape
+``{"error": {"code": ..., "message": ..., "innerError": {...}}}`` and Graph's status code."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from starlette.responses import JSONResponse
+
+
+class GraphError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def to_response(self, *, now: dt.datetime | None = None) -> JSONResponse:
+        request_id = str(uuid.uuid4())
+        when = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S")
+        body = {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "innerError": {
+                    "date": when,
+                    "request-id": request_id,
+                    "client-request-id": request_id,
+                },
+            }
+        }
+        headers = {"request-id": request_id, "client-request-id": request_id, **self.headers}
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+def bad_request(message: str, code: str = "BadRequest") -> GraphError:
+    return GraphError(400, code, message)
+
+
+def not_found(message: str, code: str = "ErrorItemNotFound") -> GraphError:
+    return GraphError(404, code, message)
+
+
+def access_denied(message: str = "Access is denied. Check credentials and try again.") -> GraphError:
+    return GraphError(403, "ErrorAccessDenied", message)

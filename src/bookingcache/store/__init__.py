@@ -1,0 +1,1 @@
+"""Persistence: the store port and its SQLAlchemy adapter (SQLite or PostgreSQL)."""

@@ -1,0 +1,113 @@
+"""The store port. The service sees this Protocol; ``store.sql.SqlStore`` fills it for SQLite
+and PostgreSQL alike, and one contract suite (tests/store) holds both to the same behaviour."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bookingcache.domain.events import BasicEvent, EventDiff
+from bookingcache.domain.tenancy import CalendarState, Room, Tenant, TenantSecrets
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarChange:
+    """One entry of the change feed: a calendar whose cached events changed."""
+
+    seq: int
+    tenant_id: str
+    mailbox: str
+    at: dt.datetime
+
+
+class Store(Protocol):
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the database answers and migrations are at head."""
+        ...
+
+    async def close(self) -> None: ...
+
+    # --- tenants -----------------------------------------------------------------------------
+    async def create_tenant(self, tenant: Tenant, secrets: TenantSecrets) -> Tenant:
+        """Insert a tenant; ``Conflict`` if the id exists. Stores a hash of the read token."""
+        ...
+
+    async def get_tenant(self, tenant_id: str) -> Tenant:
+        """``NotFound`` if unknown."""
+        ...
+
+    async def list_tenants(self) -> Sequence[Tenant]: ...
+
+    async def update_tenant(self, tenant_id: str, changes: Mapping[str, Any]) -> Tenant:
+        """Apply field changes (names as in ``Tenant``); ``NotFound`` if unknown."""
+        ...
+
+    async def delete_tenant(self, tenant_id: str) -> None:
+        """Delete the tenant and everything it owns; ``NotFound`` if unknown."""
+        ...
+
+    async def get_signing_secret(self, tenant_id: str) -> str: ...
+
+    async def check_read_token(self, tenant_id: str, token: str) -> bool:
+        """Constant-time check of a presented read token against the stored hash."""
+        ...
+
+    # --- rooms -------------------------------------------------------------------------------
+    async def put_room(self, room: Room) -> tuple[Room, bool]:
+        """Create or replace a room link; returns (room, created). Ensures its calendar exists."""
+        ...
+
+    async def get_room(self, tenant_id: str, room_id: str) -> Room: ...
+
+    async def list_rooms(
+        self, tenant_id: str, *, building: str | None = None, floor: str | None = None
+    ) -> Sequence[Room]: ...
+
+    async def delete_room(self, tenant_id: str, room_id: str) -> None: ...
+
+    async def import_rooms(self, tenant_id: str, rooms: Sequence[Room]) -> tuple[int, int]:
+        """Upsert all rooms in one transaction (all or nothing); returns (created, updated)."""
+        ...
+
+    # --- calendars and cached events ---------------------------------------------------------
+    async def get_calendar(self, tenant_id: str, mailbox: str) -> CalendarState: ...
+
+    async def list_calendars(self, tenant_id: str | None = None) -> Sequence[CalendarState]: ...
+
+    async def replace_window(
+        self,
+        tenant_id: str,
+        mailbox: str,
+        *,
+        window_start: dt.datetime,
+        window_end: dt.datetime,
+        events: Sequence[BasicEvent],
+        synced_at: dt.datetime,
+    ) -> EventDiff:
+        """Atomically make the cached events of ``mailbox`` that overlap the window exactly
+        ``events``, record a successful sync at ``synced_at``, append to the change feed when
+        anything changed, and return the diff. Events outside the window are untouched."""
+        ...
+
+    async def record_sync_error(
+        self, tenant_id: str, mailbox: str, *, error: str, at: dt.datetime
+    ) -> None: ...
+
+    async def events_in_window(
+        self,
+        tenant_id: str,
+        mailboxes: Sequence[str],
+        *,
+        start: dt.datetime,
+        end: dt.datetime,
+    ) -> dict[str, list[BasicEvent]]:
+        """Cached events overlapping [start, end) per mailbox, ordered by start."""
+        ...
+
+    # --- change feed -------------------------------------------------------------------------
+    async def changes_since(self, seq: int, *, limit: int = 1000) -> Sequence[CalendarChange]: ...
+
+    async def last_change_seq(self) -> int: ...
