@@ -50,5 +50,7 @@ def not_found(message: str, code: str = "ErrorItemNotFound") -> GraphError:
     return GraphError(404, code, message)
 
 
-def access_denied(message: str = "Access is denied. Check credentials and try again.") -> GraphError:
+def access_denied(
+    message: str = "Access is denied. Check credentials and try again.",
+) -> GraphError:
     return GraphError(403, "ErrorAccessDenied", message)
