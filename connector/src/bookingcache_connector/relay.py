@@ -1,0 +1,263 @@
+"""Alternative 2: Graph posts to the connector, the connector tells the service.
+
+Receiving is cheap and durable: the batch is parsed, each notification's clientState compared in
+constant time, and the accepted ones committed to the SQLite inbox before Graph gets its 202.
+Forwarding runs apart from receiving: it drains the inbox into one signed call to the service,
+retries with exponential backoff and jitter, and once it has been failing for longer than
+``resync_after_s`` it collapses the backlog into one ``resync`` per mailbox, delivered when the
+service answers again. Nothing is deleted from the inbox before the service accepted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .clock import Clock
+from .errors import BadRequest, ConnectorError, DeliveryError
+from .events import MalformedEvent, basic_event
+from .service import ServiceClient
+from .store import InboxItem, StateStore
+
+log = logging.getLogger(__name__)
+
+ReadWindow = Callable[[str, datetime, datetime], Awaitable[list[dict[str, Any]]]]
+RefreshMap = Callable[[], Awaitable[None]]
+
+
+def parse_batch(body: bytes, field: str) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("body is not JSON") from exc
+    items = data.get("value") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise BadRequest('body must be {"value": [...]}')
+    return [
+        item
+        for item in items
+        if isinstance(item, dict)
+        and isinstance(item.get("subscriptionId"), str)
+        and isinstance(item.get(field), str)
+    ]
+
+
+def state_matches(given: Any, known: Iterable[str]) -> bool:
+    """Compare against every known clientState without stopping early."""
+    if not isinstance(given, str):
+        return False
+    offered = given.encode()
+    matched = False
+    for state in known:
+        matched |= hmac.compare_digest(offered, state.encode())
+    return matched
+
+
+class Relay:
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        clock: Clock,
+        service: ServiceClient,
+        client_states: Iterable[str] = (),
+        refresh_map: RefreshMap | None = None,
+        read_window: ReadWindow | None = None,
+        window_days: int = 14,
+        resync_after_s: float = 300.0,
+        max_backoff_s: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._service = service
+        self._configured_states = tuple(client_states)
+        self._refresh_map = refresh_map
+        self._read_window = read_window
+        self._window = timedelta(days=window_days)
+        self._resync_after = timedelta(seconds=resync_after_s)
+        self._max_backoff = max_backoff_s
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._wake = asyncio.Event()
+        self._drain_lock = asyncio.Lock()
+
+    # -- receiving (on Graph's clock: must answer within 3 s) --------------------------------
+
+    def receive(self, kind: str, body: bytes) -> int:
+        """Commit the authentic notifications of one Graph batch; returns how many."""
+        field = "changeType" if kind == "change" else "lifecycleEvent"
+        items = parse_batch(body, field)
+        known = set(self._configured_states) | self._store.client_states()
+        accepted = [
+            (kind, item["subscriptionId"], None, item[field])
+            for item in items
+            if state_matches(item.get("clientState"), known)
+        ]
+        if len(accepted) < len(items):
+            log.warning(
+                "ignored %d notification(s) with a wrong clientState", len(items) - len(accepted)
+            )
+        count = self._store.enqueue(accepted, self._clock.now()) if accepted else 0
+        if count:
+            self._wake.set()
+        return count
+
+    # -- forwarding --------------------------------------------------------------------------
+
+    async def drain(self) -> float | None:
+        """Try to deliver the backlog once. Returns None when the inbox is empty, otherwise the
+        number of seconds to wait before the next attempt."""
+        async with self._drain_lock:
+            items = self._store.pending()
+            if not items:
+                return None
+            mailbox_of, fresh = await self._mailboxes(items)
+            payload, handled = await self._payload(items, mailbox_of, drop_unknown=fresh)
+            if any(payload[key] for key in ("changes", "lifecycle", "resync")):
+                try:
+                    await self._service.notify(payload)
+                except DeliveryError as exc:
+                    return self._failed(exc, mailbox_of)
+                self._store.record_success()
+            self._store.remove(handled)
+            if not self._store.pending_count():
+                return None
+            return 0.0 if handled else self._max_backoff
+
+    def _failed(self, exc: DeliveryError, mailbox_of: dict[str, str]) -> float:
+        now = self._clock.now()
+        self._store.record_failure(now)
+        since, attempts = self._store.failing_since()
+        log.warning("forwarding to the service failed (attempt %d): %s", attempts, exc)
+        if since is not None and now - since >= self._resync_after:
+            self._store.collapse_to_resync(mailbox_of, now)
+        backoff = min(self._max_backoff, 0.5 * 2.0 ** min(attempts, 16))
+        return backoff * (0.5 + self._rng.random() / 2)
+
+    async def _mailboxes(self, items: list[InboxItem]) -> tuple[dict[str, str], bool]:
+        """The subscription map, refreshed from Graph when an item names an unknown id.
+        The flag says whether the map is fresh, i.e. an id still unknown is not ours."""
+        mailbox_of = self._store.subscription_map()
+        unknown = {i.subscription_id for i in items if not i.mailbox} - mailbox_of.keys()
+        if not unknown or self._refresh_map is None:
+            return mailbox_of, False
+        try:
+            await self._refresh_map()
+        except ConnectorError as exc:
+            log.warning("could not refresh the subscription map: %s", exc)
+            return mailbox_of, False
+        return self._store.subscription_map(), True
+
+    async def _payload(
+        self, items: list[InboxItem], mailbox_of: dict[str, str], *, drop_unknown: bool
+    ) -> tuple[dict[str, Any], list[int]]:
+        changes: list[dict[str, str]] = []
+        lifecycle: list[dict[str, str]] = []
+        resync: list[str] = []
+        seen: set[tuple[str, str, str]] = set()
+        delivered: list[int] = []
+        for item in items:
+            mailbox = item.mailbox or mailbox_of.get(item.subscription_id)
+            if mailbox is None:
+                # Unknown even to a fresh listing: not this app's subscription. Otherwise keep
+                # it until the map can be refreshed.
+                if drop_unknown:
+                    log.warning(
+                        "dropping notification for unknown subscription %s", item.subscription_id
+                    )
+                    delivered.append(item.seq)
+                continue
+            delivered.append(item.seq)
+            if item.kind == "resync":
+                if mailbox not in resync:
+                    resync.append(mailbox)
+            elif item.kind == "lifecycle":
+                lifecycle.append(
+                    {
+                        "mailbox": mailbox,
+                        "subscriptionId": item.subscription_id,
+                        "lifecycleEvent": item.value,
+                    }
+                )
+            elif (key := (mailbox, item.subscription_id, item.value)) not in seen:
+                seen.add(key)
+                changes.append(
+                    {
+                        "mailbox": mailbox,
+                        "subscriptionId": item.subscription_id,
+                        "changeType": item.value,
+                    }
+                )
+        payload: dict[str, Any] = {"changes": changes, "lifecycle": lifecycle, "resync": resync}
+        if self._read_window is not None:
+            payload["windows"] = await self._windows(changes, lifecycle, resync)
+        return payload, delivered
+
+    async def _windows(
+        self, changes: list[dict[str, str]], lifecycle: list[dict[str, str]], resync: list[str]
+    ) -> list[dict[str, Any]]:
+        assert self._read_window is not None
+        mailboxes = list(
+            dict.fromkeys(
+                [c["mailbox"] for c in changes]
+                + resync
+                + [
+                    x["mailbox"]
+                    for x in lifecycle
+                    if x["lifecycleEvent"] != "reauthorizationRequired"
+                ]
+            )
+        )
+        today = self._clock.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        start, end = today, today + self._window
+        windows: list[dict[str, Any]] = []
+        for mailbox in mailboxes:
+            try:
+                raw = await self._read_window(mailbox, start, end)
+                events = [basic_event(e).to_json() for e in raw]
+            except (ConnectorError, MalformedEvent) as exc:
+                log.warning("could not read the window of %s: %s", mailbox, exc)
+                if mailbox not in resync:
+                    resync.append(mailbox)
+                continue
+            windows.append(
+                {"mailbox": mailbox, "start": _z(start), "end": _z(end), "events": events}
+            )
+        return windows
+
+    # -- background loop (ASGI lifespan / Functions worker) -----------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, *, idle_s: float = 30.0) -> None:
+        """Drain forever; woken by new notifications, otherwise retried on the backoff."""
+        while True:
+            self._wake.clear()
+            try:
+                delay = await self.drain()
+            except ConnectorError as exc:
+                log.warning("relay drain failed: %s", exc)
+                delay = idle_s
+            if delay == 0.0:
+                continue
+            if delay is not None:
+                await self._clock.sleep(delay)  # backing off: new arrivals wait too
+                continue
+            sleeper = asyncio.ensure_future(self._clock.sleep(idle_s))
+            waker = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                waker.cancel()
+
+
+def _z(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,203 @@
+"""The connector's small durable state: one SQLite file in the configured state directory.
+
+* ``inbox``: notifications accepted from Graph and not yet delivered to the service (a row is
+  committed before Graph gets its 202, and deleted only after the service answered 202);
+* ``subscriptions``: subscription id -> mailbox (and the clientState it was created with), as
+  learnt from creating and listing subscriptions;
+* ``desired``: the last desired set stated by the service, for the renewal timer;
+* ``relay``: since when forwarding has been failing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('change', 'lifecycle', 'resync')),
+    subscription_id TEXT NOT NULL,
+    mailbox TEXT,
+    value TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    subscription_id TEXT PRIMARY KEY,
+    mailbox TEXT NOT NULL,
+    client_state TEXT
+);
+CREATE TABLE IF NOT EXISTS desired (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS relay (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    failing_since TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    seq: int
+    kind: str
+    subscription_id: str
+    mailbox: str | None
+    value: str
+
+
+class StateStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+
+    @classmethod
+    def in_directory(cls, directory: Path) -> StateStore:
+        return cls(directory / "connector.sqlite3")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- inbox ------------------------------------------------------------------------------
+
+    def enqueue(self, rows: Iterable[tuple[str, str, str | None, str]], at: datetime) -> int:
+        """Commit ``(kind, subscription_id, mailbox, value)`` rows; returns how many."""
+        batch = [(k, s, m, v, at.isoformat()) for k, s, m, v in rows]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT INTO inbox (kind, subscription_id, mailbox, value, received_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                batch,
+            )
+            self._db.execute("COMMIT")
+        return len(batch)
+
+    def pending(self, limit: int = 1000) -> list[InboxItem]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, subscription_id, mailbox, value FROM inbox ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [InboxItem(*row) for row in rows]
+
+    def pending_count(self) -> int:
+        with self._lock:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM inbox").fetchone()
+        return int(count)
+
+    def remove(self, seqs: Iterable[int]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("DELETE FROM inbox WHERE seq = ?", [(s,) for s in seqs])
+            self._db.execute("COMMIT")
+
+    def collapse_to_resync(self, mailbox_of: dict[str, str], at: datetime) -> None:
+        """Replace the whole backlog by one ``resync`` row per mailbox, in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            rows = self._db.execute("SELECT subscription_id, mailbox, kind, value FROM inbox")
+            mailboxes: set[str] = set()
+            unresolved: list[tuple[str, str, str]] = []
+            for subscription_id, mailbox, kind, value in rows.fetchall():
+                resolved = mailbox or mailbox_of.get(subscription_id)
+                if resolved:
+                    mailboxes.add(resolved)
+                else:
+                    unresolved.append((kind, subscription_id, value))
+            self._db.execute("DELETE FROM inbox")
+            stamp = at.isoformat()
+            self._db.executemany(
+                "INSERT INTO inbox (kind, subscription_id, mailbox, value, received_at) "
+                "VALUES ('resync', '', ?, 'resync', ?)",
+                [(m, stamp) for m in sorted(mailboxes)],
+            )
+            self._db.executemany(
+                "INSERT INTO inbox (kind, subscription_id, mailbox, value, received_at) "
+                "VALUES (?, ?, NULL, ?, ?)",
+                [(k, s, v, stamp) for k, s, v in unresolved],
+            )
+            self._db.execute("COMMIT")
+
+    # -- relay failure bookkeeping ----------------------------------------------------------
+
+    def failing_since(self) -> tuple[datetime | None, int]:
+        with self._lock:
+            row = self._db.execute("SELECT failing_since, attempts FROM relay").fetchone()
+        if row is None or row[0] is None:
+            return None, 0
+        return datetime.fromisoformat(row[0]), int(row[1])
+
+    def record_failure(self, at: datetime) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO relay (id, failing_since, attempts) VALUES (1, ?, 1) "
+                "ON CONFLICT (id) DO UPDATE SET attempts = attempts + 1, "
+                "failing_since = COALESCE(failing_since, excluded.failing_since)",
+                (at.isoformat(),),
+            )
+
+    def record_success(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM relay")
+
+    # -- subscription map -------------------------------------------------------------------
+
+    def remember_subscription(
+        self, subscription_id: str, mailbox: str, client_state: str | None
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO subscriptions (subscription_id, mailbox, client_state) "
+                "VALUES (?, ?, ?) ON CONFLICT (subscription_id) DO UPDATE SET "
+                "mailbox = excluded.mailbox, "
+                "client_state = COALESCE(excluded.client_state, subscriptions.client_state)",
+                (subscription_id, mailbox, client_state),
+            )
+
+    def forget_subscription(self, subscription_id: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM subscriptions WHERE subscription_id = ?", (subscription_id,)
+            )
+
+    def subscription_map(self) -> dict[str, str]:
+        with self._lock:
+            rows = self._db.execute("SELECT subscription_id, mailbox FROM subscriptions")
+            return {sid: mailbox for sid, mailbox in rows.fetchall()}
+
+    def client_states(self) -> set[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT client_state FROM subscriptions WHERE client_state IS NOT NULL"
+            ).fetchall()
+        return {state for (state,) in rows}
+
+    # -- desired set ------------------------------------------------------------------------
+
+    def save_desired(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO desired (id, body) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                (json.dumps(body),),
+            )
+
+    def load_desired(self) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT body FROM desired").fetchone()
+        if row is None:
+            return None
+        loaded: dict[str, Any] = json.loads(row[0])
+        return loaded
