@@ -1,0 +1,161 @@
+"""``bookingcache-connector``: the connector as a script, for customers who run no service.
+
+    bookingcache-connector subscribe --mailboxes rooms.txt --notification-url URL --client-state S
+    bookingcache-connector renew | list | delete [--mailboxes rooms.txt] | check [...]
+
+Settings come from the same ``CONNECTOR_*`` environment variables as the other entry points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from .bootstrap import Connector, build_connector
+from .check import run_check
+from .config import load_settings
+from .errors import ConnectorError
+from .subscriptions import Desired
+
+Factory = Callable[[Mapping[str, str]], Connector]
+
+
+def read_mailboxes(path: str) -> list[str]:
+    """One address per line; blank lines and ``#`` comments ignored; ``-`` reads stdin."""
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    found = []
+    for line in text.splitlines():
+        entry = line.split("#", 1)[0].strip().strip(",")
+        if entry:
+            found.append(entry)
+    return found
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="bookingcache-connector",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    commands = top.add_subparsers(dest="command", required=True)
+    sub = commands.add_parser("subscribe", help="converge subscriptions to exactly these rooms")
+    sub.add_argument("--mailboxes", required=True, help="file with one room address per line")
+    sub.add_argument("--notification-url", required=True)
+    sub.add_argument("--lifecycle-url", default=None)
+    sub.add_argument("--client-state", required=True)
+    renew = commands.add_parser("renew", help="renew subscriptions with less than 48 h left")
+    renew.add_argument("--all", action="store_true", help="renew every subscription now")
+    commands.add_parser("list", help="list this app's subscriptions")
+    delete = commands.add_parser("delete", help="delete this app's subscriptions")
+    delete.add_argument("--mailboxes", default=None, help="only these rooms (default: all)")
+    check = commands.add_parser("check", help="diagnose credentials, permissions and URLs")
+    check.add_argument("--mailboxes", required=True)
+    check.add_argument("--notification-url", default=None)
+    check.add_argument("--lifecycle-url", default=None)
+    return top
+
+
+async def _run(args: argparse.Namespace, connector: Connector) -> tuple[list[dict[str, Any]], bool]:
+    manager = connector.subscriptions
+    if args.command == "subscribe":
+        desired = Desired.from_json(
+            {
+                "mailboxes": read_mailboxes(args.mailboxes),
+                "notificationUrl": args.notification_url,
+                "lifecycleNotificationUrl": args.lifecycle_url,
+                "clientState": args.client_state,
+            }
+        )
+        rows = await manager.converge(desired)
+        return rows, all(r["status"] != "failed" for r in rows)
+    if args.command == "renew":
+        rows = await manager.renew(force=args.all)
+        return rows, all(r["status"] != "failed" for r in rows)
+    if args.command == "list":
+        subs = await manager.list_all()
+        keys = (
+            "id",
+            "resource",
+            "expirationDateTime",
+            "notificationUrl",
+            "lifecycleNotificationUrl",
+        )
+        return [{k: s.get(k) for k in keys} for s in subs], True
+    if args.command == "delete":
+        only = set(read_mailboxes(args.mailboxes)) if args.mailboxes else None
+        rows = await manager.delete(only)
+        return rows, all(r["status"] != "failed" for r in rows)
+    urls = [
+        (label, url)
+        for label, url in (
+            ("notificationUrl", args.notification_url),
+            ("lifecycleNotificationUrl", args.lifecycle_url),
+        )
+        if url
+    ]
+    settings = connector.settings
+    async with httpx.AsyncClient(verify=settings.ssl_context(), trust_env=False) as http:
+        findings = await run_check(
+            tokens=connector.tokens,
+            graph=connector.graph,
+            clock=connector.clock,
+            http=http,
+            mailboxes=read_mailboxes(args.mailboxes),
+            notification_urls=urls,
+        )
+    return [f.to_json() for f in findings], all(f.ok for f in findings)
+
+
+def _print(rows: list[dict[str, Any]], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        out.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if not rows:
+        out.write("(nothing)\n")
+        return
+    columns = list(rows[0].keys())
+    widths = {c: max(len(c), *(len(str(r.get(c) or "")) for r in rows)) for c in columns}
+    out.write("  ".join(c.ljust(widths[c]) for c in columns).rstrip() + "\n")
+    for r in rows:
+        out.write("  ".join(str(r.get(c) or "").ljust(widths[c]) for c in columns).rstrip() + "\n")
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    factory: Factory | None = None,
+    out: TextIO | None = None,
+) -> int:
+    args = parser().parse_args(argv)
+    out = out or sys.stdout
+    try:
+        connector = (factory or (lambda e: build_connector(load_settings(e))))(
+            env if env is not None else os.environ
+        )
+    except ConnectorError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        return 2
+
+    async def go() -> tuple[list[dict[str, Any]], bool]:
+        try:
+            return await _run(args, connector)
+        finally:
+            await connector.aclose()
+
+    try:
+        rows, ok = asyncio.run(go())
+    except (ConnectorError, OSError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    _print(rows, args.json, out)
+    return 0 if ok else 1

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bookingcache_connector.app import create_app
+from bookingcache_connector.events import BASIC_FIELDS, basic_event
+from bookingcache_connector.signing import Signer
+
+from .conftest import WEBHOOK_SECRET
+from .fakes import FakeClock, FakeGraph, sample
+
+PAGE = sample("calendarview-page1.json")
+
+
+def test_sample_page_becomes_basic_events() -> None:
+    events = [basic_event(e).to_json() for e in PAGE["value"]]
+    assert [tuple(e) for e in events] == [BASIC_FIELDS] * 5
+    assert events[0] == {
+        "id": PAGE["value"][0]["id"],
+        "start": "2026-11-24T08:00:00Z",
+        "end": "2026-11-24T09:00:00Z",
+        "isAllDay": False,
+        "showAs": "busy",
+        "isCancelled": False,
+        "subject": "Kari Nordmann",
+        "sensitivity": "normal",
+        "type": "singleInstance",
+        "seriesMasterId": None,
+    }
+    assert events[1]["seriesMasterId"] == PAGE["value"][1]["seriesMasterId"]
+    # all-day: Graph's midnight-to-midnight of the local dates, passed on unchanged
+    assert (events[2]["isAllDay"], events[2]["start"], events[2]["end"]) == (
+        True,
+        "2026-11-25T00:00:00Z",
+        "2026-11-26T00:00:00Z",
+    )
+    assert events[3]["isCancelled"] is True and events[4]["sensitivity"] == "private"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+SECRET_MARK = "LEAK-"
+secret_text = st.text(min_size=1, max_size=12).map(lambda s: SECRET_MARK + s)
+person = st.builds(
+    lambda n, a: {"emailAddress": {"name": n, "address": a}}, secret_text, secret_text
+)
+extra_fields: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
+    {
+        "body": st.builds(lambda c: {"contentType": "html", "content": c}, secret_text),
+        "bodyPreview": secret_text,
+        "attendees": st.lists(st.builds(lambda p: {**p, "type": "required"}, person), max_size=3),
+        "organizer": person,
+        "location": st.builds(lambda n: {"displayName": n}, secret_text),
+        "locations": st.lists(st.builds(lambda n: {"displayName": n}, secret_text), max_size=2),
+        "attachments": st.lists(
+            st.builds(lambda n: {"name": n, "contentBytes": n}, secret_text), max_size=2
+        ),
+        "extensions": st.lists(st.builds(lambda n: {"extensionName": n}, secret_text), max_size=2),
+        "onlineMeeting": st.builds(lambda u: {"joinUrl": u}, secret_text),
+        "webLink": secret_text,
+        "iCalUId": secret_text,
+        "categories": st.lists(secret_text, max_size=2),
+    }
+) | st.just({})
+random_keys = st.dictionaries(
+    st.text(min_size=1, max_size=10).filter(lambda k: k not in BASIC_FIELDS),
+    json_values,
+    max_size=5,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(base=st.sampled_from(PAGE["value"]), extras=extra_fields, noise=random_keys)
+def test_only_allowlisted_fields_ever_leave(
+    base: dict[str, Any], extras: dict[str, Any], noise: dict[str, Any]
+) -> None:
+    event = {**noise, **extras, **copy.deepcopy(base)}
+    out = basic_event(event).to_json()
+    assert set(out) == set(BASIC_FIELDS)
+    assert SECRET_MARK not in json.dumps(out)
+    for key in (
+        "id",
+        "isAllDay",
+        "showAs",
+        "isCancelled",
+        "subject",
+        "sensitivity",
+        "type",
+        "seriesMasterId",
+    ):
+        assert out[key] == base[key]
+
+
+def signed_get(signer: Signer, path: str) -> dict[str, str]:
+    return signer.headers("GET", path, b"")
+
+
+async def test_events_endpoint_follows_every_next_link(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    mailbox = "room-a1@contoso.example"
+    # 2,500 events (every one carrying fields that must not leave) -> pages of 1,000 + nextLinks
+    template = {
+        **PAGE["value"][0],
+        "body": {"content": "secret agenda"},
+        "attendees": [{"emailAddress": {"address": "ceo@contoso.example"}}],
+    }
+    graph.events[mailbox] = [
+        {
+            **template,
+            "id": f"ev-{i:05d}",
+            "start": {"dateTime": f"2026-11-24T{8 + i % 9:02d}:00:00.0000000", "timeZone": "UTC"},
+            "end": {"dateTime": f"2026-11-24T{8 + i % 9:02d}:30:00.0000000", "timeZone": "UTC"},
+        }
+        for i in range(2500)
+    ]
+    connector = make_connector()
+    app = create_app(connector)
+    path = f"/v1/calendars/{mailbox}/events?start=2026-11-24T00:00:00Z&end=2026-11-25T00:00:00Z"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://c"
+    ) as http:
+        response = await http.get(path, headers=signed_get(Signer(WEBHOOK_SECRET, clock), path))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["mailbox"], body["start"], body["end"]) == (
+        mailbox,
+        "2026-11-24T00:00:00Z",
+        "2026-11-25T00:00:00Z",
+    )
+    assert [e["id"] for e in body["events"]] == [f"ev-{i:05d}" for i in range(2500)]
+    assert "secret agenda" not in response.text and "ceo@" not in response.text
+    views = [p for m, p in graph.requests if p.endswith("calendarView")]
+    assert len(views) == 3
+
+
+async def test_events_endpoint_refuses_unsigned_and_reports_denied_mailbox(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    graph.denied.add("room-x@contoso.example")
+    app = create_app(make_connector())
+    signer = Signer(WEBHOOK_SECRET, clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://c"
+    ) as http:
+        window = "start=2026-11-24T00:00:00Z&end=2026-11-25T00:00:00Z"
+        path = f"/v1/calendars/room-a1@contoso.example/events?{window}"
+        unsigned = await http.get(path)
+        assert unsigned.status_code == 401
+        assert unsigned.headers["content-type"] == "application/problem+json"
+        assert graph.requests == []  # nothing reached Graph
+        denied = f"/v1/calendars/room-x@contoso.example/events?{window}"
+        response = await http.get(denied, headers=signed_get(signer, denied))
+        assert response.status_code == 403 and "ErrorAccessDenied" in response.text
+        bad = (
+            "/v1/calendars/room-a1@contoso.example/events?start=yesterday&end=2026-11-25T00:00:00Z"
+        )
+        assert (await http.get(bad, headers=signed_get(signer, bad))).status_code == 400
+
+
+@pytest.mark.parametrize("zone", ["W. Europe Standard Time", "Europe/Oslo"])
+def test_times_not_in_utc_are_refused(zone: str) -> None:
+    event = {**PAGE["value"][0], "start": {"dateTime": "2026-11-24T08:00:00", "timeZone": zone}}
+    with pytest.raises(ValueError):
+        basic_event(event)
+
+
+def test_parse_handles_graph_seven_digit_fractions() -> None:
+    from bookingcache_connector.clock import parse_instant
+
+    assert parse_instant("2026-11-24T08:00:00.1234567") == datetime(
+        2026, 11, 24, 8, 0, 0, 123456, tzinfo=UTC
+    )

@@ -1,0 +1,269 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from bookingcache_connector.app import create_app
+from bookingcache_connector.clock import parse_instant
+from bookingcache_connector.ratelimit import SlidingWindow
+from bookingcache_connector.signing import Signer
+from bookingcache_connector.subscriptions import Desired
+
+from .conftest import WEBHOOK_SECRET
+from .fakes import FakeClock, FakeGraph
+
+URL = "https://relay.contoso.example/graph/notifications"
+LIFECYCLE = "https://relay.contoso.example/graph/lifecycle"
+ROOMS = ["room-a1@contoso.example", "room-b2@contoso.example", "room-c3@contoso.example"]
+
+
+def desired(rooms: list[str], **over: Any) -> Desired:
+    body = {
+        "mailboxes": rooms,
+        "notificationUrl": URL,
+        "lifecycleNotificationUrl": LIFECYCLE,
+        "clientState": "k3Yq0pL9",
+    }
+    body.update(over)
+    return Desired.from_json(body)
+
+
+def statuses(rows: list[dict[str, Any]]) -> dict[str, str]:
+    return {r["mailbox"]: r["status"] for r in rows}
+
+
+async def test_add_then_idempotent_then_remove(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    manager = make_connector().subscriptions
+    rows = await manager.converge(desired(ROOMS))
+    assert statuses(rows) == dict.fromkeys(ROOMS, "created")
+    assert set(graph.by_mailbox()) == set(ROOMS)
+    for r in rows:
+        sub = graph.subscriptions[r["subscriptionId"]]
+        assert sub["changeType"] == "created,updated,deleted"
+        assert (sub["notificationUrl"], sub["lifecycleNotificationUrl"], sub["clientState"]) == (
+            URL,
+            LIFECYCLE,
+            "k3Yq0pL9",
+        )
+        lifetime = parse_instant(sub["expirationDateTime"]) - clock.now()
+        assert timedelta(minutes=10_000) < lifetime <= timedelta(minutes=10_080)
+        assert r["error"] is None and r["expirationDateTime"] == sub["expirationDateTime"]
+
+    writes = len([m for m, _ in graph.requests if m != "GET"])
+    clock.advance(3600)
+    again = await manager.converge(desired(ROOMS))
+    assert statuses(again) == dict.fromkeys(ROOMS, "unchanged")
+    assert len([m for m, _ in graph.requests if m != "GET"]) == writes  # no write at all
+
+    gone = ROOMS[2]
+    rows = await manager.converge(desired([*ROOMS[:2], "room-d4@contoso.example"]))
+    assert statuses(rows) == {
+        ROOMS[0]: "unchanged",
+        ROOMS[1]: "unchanged",
+        "room-d4@contoso.example": "created",
+        gone: "deleted",
+    }
+    assert set(graph.by_mailbox()) == {ROOMS[0], ROOMS[1], "room-d4@contoso.example"}
+
+
+async def test_foreign_subscriptions_of_the_app_are_left_alone(
+    make_connector: Any, graph: FakeGraph
+) -> None:
+    other = graph.add_subscription(
+        "room-z9@contoso.example",
+        expires_in=timedelta(days=5),
+        notificationUrl="https://elsewhere.example/hook",
+    )
+    rows = await make_connector().subscriptions.converge(desired(ROOMS[:1]))
+    assert statuses(rows) == {ROOMS[0]: "created"}
+    assert other in graph.subscriptions
+
+
+async def test_renews_below_48_hours_and_recreates_on_404(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    manager = make_connector().subscriptions
+    await manager.converge(desired(ROOMS))
+    subs = graph.by_mailbox()
+    # a: 47 h left -> renew; b: 49 h left -> unchanged; c: vanished between listing and PATCH -> 404
+    subs[ROOMS[0]]["expirationDateTime"] = (clock.now() + timedelta(hours=47)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    subs[ROOMS[1]]["expirationDateTime"] = (clock.now() + timedelta(hours=49)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    subs[ROOMS[2]]["expirationDateTime"] = (clock.now() + timedelta(hours=1)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    vanished = subs[ROOMS[2]]["id"]
+
+    original = graph.handle
+
+    async def vanish_before_patch(request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH" and request.url.path.endswith(vanished):
+            graph.subscriptions.pop(vanished, None)
+        return await original(request)
+
+    graph.handle = vanish_before_patch  # type: ignore[method-assign]
+    connector = make_connector()
+    rows = await connector.subscriptions.converge(desired(ROOMS))
+    assert statuses(rows) == {ROOMS[0]: "renewed", ROOMS[1]: "unchanged", ROOMS[2]: "recreated"}
+    renewed = graph.by_mailbox()[ROOMS[0]]
+    assert parse_instant(renewed["expirationDateTime"]) - clock.now() > timedelta(days=6)
+    assert graph.by_mailbox()[ROOMS[2]]["id"] != vanished
+
+
+async def test_adopts_on_409(make_connector: Any, graph: FakeGraph, clock: FakeClock) -> None:
+    # Created by an earlier run that crashed; the first listing misses it (paging race).
+    existing = graph.add_subscription(
+        ROOMS[0],
+        expires_in=timedelta(hours=5),
+        notificationUrl="https://old.example/n",
+        lifecycleNotificationUrl=LIFECYCLE,
+        clientState=None,
+    )
+    graph.hidden_from_list.add(existing)
+    rows = await make_connector().subscriptions.converge(desired(ROOMS[:1]))
+    assert rows == [
+        {
+            "mailbox": ROOMS[0],
+            "subscriptionId": existing,
+            "status": "adopted",
+            "error": None,
+            "expirationDateTime": graph.subscriptions[existing]["expirationDateTime"],
+        }
+    ]
+    sub = graph.subscriptions[existing]
+    assert sub["notificationUrl"] == URL
+    assert parse_instant(sub["expirationDateTime"]) - clock.now() > timedelta(days=6)
+    assert len(graph.subscriptions) == 1
+
+
+async def test_different_lifecycle_url_means_delete_and_create(
+    make_connector: Any, graph: FakeGraph
+) -> None:
+    old = graph.add_subscription(
+        ROOMS[0],
+        expires_in=timedelta(days=6),
+        notificationUrl=URL,
+        lifecycleNotificationUrl=None,
+        clientState="k3Yq0pL9",
+    )
+    rows = await make_connector().subscriptions.converge(desired(ROOMS[:1]))
+    assert statuses(rows) == {ROOMS[0]: "recreated"}
+    assert old not in graph.subscriptions
+    assert graph.by_mailbox()[ROOMS[0]]["lifecycleNotificationUrl"] == LIFECYCLE
+
+
+async def test_403_on_one_mailbox_fails_only_that_row(
+    make_connector: Any, graph: FakeGraph
+) -> None:
+    graph.denied.add(ROOMS[1])
+    rows = await make_connector().subscriptions.converge(desired(ROOMS))
+    assert statuses(rows) == {ROOMS[0]: "created", ROOMS[1]: "failed", ROOMS[2]: "created"}
+    failed = next(r for r in rows if r["status"] == "failed")
+    assert failed["subscriptionId"] is None
+    assert "403 ErrorAccessDenied" in failed["error"] and "RBAC" in failed["error"]
+    assert set(graph.by_mailbox()) == {ROOMS[0], ROOMS[2]}
+
+
+async def test_put_endpoint_signed_and_unsigned(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    app = create_app(make_connector())
+    body = json.dumps(desired(ROOMS[:2]).to_json()).encode()
+    signer = Signer(WEBHOOK_SECRET, clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://c"
+    ) as http:
+        forged = Signer("whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB", clock).headers(
+            "PUT", "/v1/subscriptions", body
+        )
+        for headers in ({}, forged):
+            refused = await http.put("/v1/subscriptions", content=body, headers=headers)
+            assert (
+                refused.status_code == 401
+                and refused.headers["content-type"] == "application/problem+json"
+            )
+        assert graph.subscriptions == {} and graph.requests == []
+        headers = signer.headers("PUT", "/v1/subscriptions", body)
+        ok = await http.put("/v1/subscriptions", content=body, headers=headers)
+        assert ok.status_code == 200
+        assert statuses(ok.json()["subscriptions"]) == dict.fromkeys(ROOMS[:2], "created")
+        replay = await http.put("/v1/subscriptions", content=body, headers=headers)
+        assert replay.status_code == 401 and "replay" in replay.json()["detail"]
+        bad = b'{"mailboxes": "room-a1", "notificationUrl": "http://x"}'
+        resp = await http.put(
+            "/v1/subscriptions",
+            content=bad,
+            headers=signer.headers("PUT", "/v1/subscriptions", bad),
+        )
+        assert resp.status_code == 400
+
+
+async def test_timer_reconverges_last_desired_set(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    await make_connector().subscriptions.converge(desired(ROOMS))
+    clock.advance(timedelta(days=5, hours=1).total_seconds())  # under 48 h left now
+    graph.subscriptions.pop(graph.by_mailbox()[ROOMS[2]]["id"])  # and one expired meanwhile
+    fresh = make_connector()  # a new process: the desired set comes from the state file
+    rows = await fresh.subscriptions.timer()
+    assert statuses(rows) == {ROOMS[0]: "renewed", ROOMS[1]: "renewed", ROOMS[2]: "created"}
+    for sub in graph.subscriptions.values():
+        assert parse_instant(sub["expirationDateTime"]) - clock.now() > timedelta(days=6)
+
+
+async def test_timer_without_desired_set_renews_what_exists(
+    make_connector: Any, graph: FakeGraph
+) -> None:
+    soon = graph.add_subscription(ROOMS[0], expires_in=timedelta(hours=10))
+    later = graph.add_subscription(ROOMS[1], expires_in=timedelta(days=6))
+    before = graph.subscriptions[later]["expirationDateTime"]
+    rows = await make_connector().subscriptions.timer()
+    assert statuses(rows) == {ROOMS[0]: "renewed", ROOMS[1]: "unchanged"}
+    assert graph.subscriptions[later]["expirationDateTime"] == before
+    assert graph.subscriptions[soon]["expirationDateTime"] != before
+
+
+async def test_429_honours_retry_after_and_listing_pages(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    for i in range(5):
+        graph.add_subscription(f"room-{i}@contoso.example", expires_in=timedelta(days=6))
+    graph.throttle_next = 2
+    subs = await make_connector().subscriptions.list_all()
+    assert len(subs) == 5  # 3 pages of 2
+    assert clock.slept[:2] == [7.0, 7.0]
+
+
+async def test_write_and_list_limits_spread_calls(clock: FakeClock) -> None:
+    window = SlidingWindow(500, 20, clock)
+    start = clock.now()
+    for _ in range(1200):
+        await window.acquire()
+    assert clock.now() - start >= timedelta(seconds=40)  # 1,200 writes need three 20-s windows
+
+
+async def test_never_more_than_four_requests_per_mailbox(
+    make_connector: Any, graph: FakeGraph
+) -> None:
+    graph.delay_s = 0.01
+    mailbox = "room-a1@contoso.example"
+    graph.events[mailbox] = []
+    connector = make_connector()
+    from datetime import UTC, datetime
+
+    start, end = datetime(2026, 11, 24, tzinfo=UTC), datetime(2026, 11, 25, tzinfo=UTC)
+    await asyncio.gather(
+        *(connector.graph.calendar_view(mailbox, start, end) for _ in range(12)),
+        *(connector.graph.calendar_view("room-b2@contoso.example", start, end) for _ in range(3)),
+    )
+    assert graph.max_in_flight[mailbox] == 4
+    assert graph.max_in_flight["room-b2@contoso.example"] == 3
