@@ -254,3 +254,17 @@ def test_room_availability_is_consistent(
         assert slot.duration() >= min_free
         assert window.start <= slot.start and slot.end <= window.end
         assert not any(slot.overlaps(b) for b in answer.busy)
+    # Nothing of the window is lost: with no minimum, busy and free tile it exactly.
+    every_gap = room_availability(
+        items,
+        now=now,
+        window=window,
+        tz=tz,
+        min_free=dt.timedelta(0),
+        last_success_at=now,
+        staleness_bound=dt.timedelta(hours=1),
+    ).free
+    tiles = sorted([*answer.busy, *every_gap])
+    assert tiles[0].start == window.start and tiles[-1].end == window.end
+    for left, right in itertools.pairwise(tiles):
+        assert left.end == right.start
