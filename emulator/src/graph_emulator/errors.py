@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 from starlette.responses import JSONResponse
 
@@ -24,10 +25,12 @@ class GraphError(Exception):
         self.message = message
         self.headers = headers or {}
 
-    def to_response(self, *, now: dt.datetime | None = None) -> JSONResponse:
-        request_id = str(uuid.uuid4())
+    def to_body(
+        self, *, now: dt.datetime | None = None, request_id: str | None = None
+    ) -> dict[str, Any]:
+        request_id = request_id or str(uuid.uuid4())
         when = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S")
-        body = {
+        return {
             "error": {
                 "code": self.code,
                 "message": self.message,
@@ -38,6 +41,10 @@ class GraphError(Exception):
                 },
             }
         }
+
+    def to_response(self, *, now: dt.datetime | None = None) -> JSONResponse:
+        request_id = str(uuid.uuid4())
+        body = self.to_body(now=now, request_id=request_id)
         headers = {"request-id": request_id, "client-request-id": request_id, **self.headers}
         return JSONResponse(body, status_code=self.status, headers=headers)
 

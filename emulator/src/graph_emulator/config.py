@@ -1,0 +1,63 @@
+"""Every number the emulator reproduces from Graph, in one place so tests and the CLI can change it.
+
+Defaults follow the current Microsoft documentation; where the sources disagree (see the protocol
+notes) the current value is the default and the older one is a setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EmulatorConfig:
+    # Tokens: Entra ID hands out 60-90 minute tokens; ``token_lifetime_s`` pins an exact value.
+    token_lifetime_s: int | None = None
+    token_lifetime_min_s: int = 3600
+    token_lifetime_max_s: int = 5400
+
+    # Subscriptions (used by the subscription and delivery part).
+    allow_http_notifications: bool = False
+    subscription_max_minutes: int = 10_080
+    subscription_min_minutes: int = 45
+    subscriptions_per_mailbox: int = 1_000
+    client_state_max_length: int = 128
+    validation_timeout_s: float = 10.0
+    delivery_timeout_s: float = 3.0
+    retry_timeout_s: float = 10.0
+    retry_window_s: float = 4 * 3600.0
+
+    # Clock.
+    virtual_clock: bool = False
+
+    # Throttling per app id + mailbox (Outlook limits).
+    mailbox_concurrency_limit: int = 4
+    mailbox_request_limit: int = 10_000
+    mailbox_request_window_s: float = 600.0
+    throttle_retry_after_s: int = 1
+    # Simulated service time of each mailbox request; 0 answers as fast as possible.
+    mailbox_latency_s: float = 0.0
+
+    # Paging.
+    default_page_size: int = 10
+    max_page_size: int = 1000
+
+    # calendarView delta: sync states live this long, and at most this many are kept.
+    delta_token_lifetime_s: float = 7 * 24 * 3600.0
+    delta_sync_state_capacity: int = 10_000
+
+    # getSchedule.
+    schedule_max_schedules: int = 20
+    schedule_max_window_days: int = 62
+    schedule_max_items: int = 1_000
+    # Current docs map workingElsewhere to 0; older docs and SDKs used 4.
+    schedule_working_elsewhere_digit: str = "0"
+
+    # $batch.
+    batch_max_requests: int = 20
+    batch_parallelism: int = 4
+
+    # Notification bursts Exchange produces per room write (room bookings re-stamp the item).
+    burst_create_updates: int = 3
+    burst_edit_updates: int = 3
+    burst_delete_updates: int = 2

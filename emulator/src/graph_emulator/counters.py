@@ -1,0 +1,47 @@
+"""Request counters the control API reports: per mailbox requests, throttled requests and the
+highest concurrency seen, plus named counters other parts may add (notifications sent, ...)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.requests_per_mailbox: Counter[str] = Counter()
+        self.throttled_per_mailbox: Counter[str] = Counter()
+        self.max_concurrency_per_mailbox: dict[str, int] = {}
+        self.named: Counter[str] = Counter()
+
+    @property
+    def throttled(self) -> int:
+        return sum(self.throttled_per_mailbox.values())
+
+    def record_request(self, mailbox_id: str) -> None:
+        self.requests_per_mailbox[mailbox_id] += 1
+
+    def record_throttled(self, mailbox_id: str) -> None:
+        self.throttled_per_mailbox[mailbox_id] += 1
+
+    def record_concurrency(self, mailbox_id: str, in_flight: int) -> None:
+        if in_flight > self.max_concurrency_per_mailbox.get(mailbox_id, 0):
+            self.max_concurrency_per_mailbox[mailbox_id] = in_flight
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        self.named[name] += amount
+
+    def reset(self) -> None:
+        self.requests_per_mailbox.clear()
+        self.throttled_per_mailbox.clear()
+        self.max_concurrency_per_mailbox.clear()
+        self.named.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests_per_mailbox": dict(self.requests_per_mailbox),
+            "throttled": self.throttled,
+            "throttled_per_mailbox": dict(self.throttled_per_mailbox),
+            "max_concurrency_per_mailbox": dict(self.max_concurrency_per_mailbox),
+            **dict(self.named),
+        }

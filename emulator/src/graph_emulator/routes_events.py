@@ -1,0 +1,178 @@
+"""Events CRUD on ``/users/{id}/events`` and ``/users/{id}/calendar/events``, and
+``calendarView`` with recurrence expansion, ``$select``, ``$top``, paging and ``Prefer``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from graph_emulator.errors import GraphError
+from graph_emulator.expansion import Instance, as_instance
+from graph_emulator.pipeline import (
+    check_options,
+    context_user,
+    graph_root,
+    int_option,
+    mailbox_access,
+    parse_prefer,
+    read_json,
+    view_for,
+)
+from graph_emulator.timezones import parse_query_instant
+from graph_emulator.views import View, render
+
+if TYPE_CHECKING:
+    from graph_emulator.state import EmulatorState
+
+WINDOW_REQUIRED = (
+    "This request requires a time window specified by the query string parameters "
+    "StartDateTime and EndDateTime."
+)
+
+
+def _page(
+    request: Request,
+    instances: list[Instance],
+    view: View,
+    *,
+    page_size: int,
+    skip: int,
+    context: str,
+    headers: dict[str, str],
+) -> Response:
+    chunk = instances[skip : skip + page_size]
+    body: dict[str, Any] = {
+        "@odata.context": context,
+        "value": [render(i, view) for i in chunk],
+    }
+    if skip + page_size < len(instances):
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "$skip"]
+        params.append(("$skip", str(skip + page_size)))
+        body["@odata.nextLink"] = f"{graph_root(request)}{request.url.path[5:]}?" + urlencode(
+            params
+        )
+    return JSONResponse(body, headers=headers)
+
+
+def _context(request: Request, user: str, tail: str, view: View) -> str:
+    select = f"({','.join(view.select)})" if view.select else ""
+    return f"{graph_root(request)}/$metadata#users('{context_user(user)}')/{tail}{select}"
+
+
+def routes(state: EmulatorState) -> list[Route]:
+    config = state.config
+
+    def page_size(request: Request, preferred: int | None) -> int:
+        top = int_option(request, "$top", low=1, high=config.max_page_size)
+        if top is not None:
+            return top
+        if preferred is not None:
+            return min(preferred, config.max_page_size)
+        return config.default_page_size
+
+    async def calendar_view(request: Request) -> Response:
+        user = request.path_params["user"]
+        async with mailbox_access(request, state, user, need="readbasic") as access:
+            check_options(request, supported={"$select", "$top", "$skip"})
+            prefer = parse_prefer(request)
+            view = view_for(request, access, prefer)
+            start_raw = request.query_params.get("startDateTime")
+            end_raw = request.query_params.get("endDateTime")
+            if not start_raw or not end_raw:
+                raise GraphError(400, "ErrorInvalidParameter", WINDOW_REQUIRED)
+            start = parse_query_instant(start_raw, "startDateTime")
+            end = parse_query_instant(end_raw, "endDateTime")
+            instances = state.calendars.instances(access.mailbox, start, end) if end > start else []
+            skip = int_option(request, "$skip", low=0, high=10**9) or 0
+            return _page(
+                request,
+                instances,
+                view,
+                page_size=page_size(request, prefer.max_page_size),
+                skip=skip,
+                context=_context(request, user, "calendar/calendarView", view),
+                headers=prefer.applied(),
+            )
+
+    async def list_events(request: Request) -> Response:
+        user = request.path_params["user"]
+        async with mailbox_access(request, state, user, need="readbasic") as access:
+            check_options(request, supported={"$select", "$top", "$skip"})
+            prefer = parse_prefer(request)
+            view = view_for(request, access, prefer)
+            mailbox = access.mailbox
+            items = [as_instance(e, mailbox.upn) for e in state.calendars.items(mailbox)]
+            skip = int_option(request, "$skip", low=0, high=10**9) or 0
+            return _page(
+                request,
+                items,
+                view,
+                page_size=page_size(request, prefer.max_page_size),
+                skip=skip,
+                context=_context(request, user, "events", view),
+                headers=prefer.applied(),
+            )
+
+    async def create_event(request: Request) -> Response:
+        user = request.path_params["user"]
+        async with mailbox_access(request, state, user, need="write") as access:
+            body = await read_json(request)
+            created = state.calendars.create_event(access.mailbox.id, body)
+            instance = state.calendars.find(access.mailbox, created["id"])
+            prefer = parse_prefer(request)
+            view = view_for(request, access, prefer, select=False)
+            data = {"@odata.context": _context(request, user, "events/$entity", View())}
+            location = f"{graph_root(request)}/users/{access.mailbox.id}/events/{created['id']}"
+            return JSONResponse(
+                data | render(instance, view),
+                status_code=201,
+                headers={"Location": location, **prefer.applied()},
+            )
+
+    async def get_event(request: Request) -> Response:
+        user = request.path_params["user"]
+        async with mailbox_access(request, state, user, need="readbasic") as access:
+            check_options(request, supported={"$select"})
+            prefer = parse_prefer(request)
+            view = view_for(request, access, prefer)
+            instance = state.calendars.find(access.mailbox, request.path_params["event_id"])
+            data = {"@odata.context": _context(request, user, "events/$entity", view)}
+            return JSONResponse(data | render(instance, view), headers=prefer.applied())
+
+    async def update_event(request: Request) -> Response:
+        user = request.path_params["user"]
+        async with mailbox_access(request, state, user, need="write") as access:
+            patch = await read_json(request)
+            event_id = request.path_params["event_id"]
+            state.calendars.find(access.mailbox, event_id)
+            state.calendars.update_event(access.mailbox.id, event_id, patch)
+            instance = state.calendars.find(access.mailbox, event_id)
+            prefer = parse_prefer(request)
+            view = view_for(request, access, prefer, select=False)
+            data = {"@odata.context": _context(request, user, "events/$entity", View())}
+            return JSONResponse(data | render(instance, view), headers=prefer.applied())
+
+    async def delete_event(request: Request) -> Response:
+        user = request.path_params["user"]
+        async with mailbox_access(request, state, user, need="write") as access:
+            event_id = request.path_params["event_id"]
+            state.calendars.find(access.mailbox, event_id)
+            state.calendars.delete_event(access.mailbox.id, event_id)
+            return Response(status_code=204)
+
+    found: list[Route] = []
+    for base in ("/v1.0/users/{user}/events", "/v1.0/users/{user}/calendar/events"):
+        found += [
+            Route(base, list_events, methods=["GET"]),
+            Route(base, create_event, methods=["POST"]),
+            Route(base + "/{event_id}", get_event, methods=["GET"]),
+            Route(base + "/{event_id}", update_event, methods=["PATCH"]),
+            Route(base + "/{event_id}", delete_event, methods=["DELETE"]),
+        ]
+    for path in ("/v1.0/users/{user}/calendarView", "/v1.0/users/{user}/calendar/calendarView"):
+        found.append(Route(path, calendar_view, methods=["GET"]))
+    return found

@@ -1,0 +1,71 @@
+"""Outlook's throttling per app id + mailbox: at most 4 concurrent requests and 10,000 requests
+per 10 minutes; beyond that, ``429 Too Many Requests`` with ``Retry-After``."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from graph_emulator.clock import Clock
+from graph_emulator.config import EmulatorConfig
+from graph_emulator.counters import Counters
+from graph_emulator.errors import GraphError
+
+
+def throttled(message: str, retry_after_s: int) -> GraphError:
+    return GraphError(
+        429,
+        "ApplicationThrottled",
+        message,
+        headers={"Retry-After": str(max(1, retry_after_s))},
+    )
+
+
+class Throttle:
+    def __init__(self, *, config: EmulatorConfig, clock: Clock, counters: Counters) -> None:
+        self._config = config
+        self._clock = clock
+        self._counters = counters
+        self._in_flight: dict[tuple[str, str], int] = defaultdict(int)
+        self._mailbox_in_flight: dict[str, int] = defaultdict(int)
+        self._recent: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+
+    def in_flight(self, mailbox_id: str) -> int:
+        return self._mailbox_in_flight.get(mailbox_id, 0)
+
+    @asynccontextmanager
+    async def admit(self, app_id: str, mailbox_id: str) -> AsyncIterator[None]:
+        """Hold one of the app's concurrent slots on the mailbox for the request's duration."""
+        config = self._config
+        key = (app_id, mailbox_id)
+        self._counters.record_request(mailbox_id)
+        now = self._clock.monotonic()
+        recent = self._recent[key]
+        while recent and recent[0] <= now - config.mailbox_request_window_s:
+            recent.popleft()
+        # Throttled requests still count against the window, as Graph documents.
+        recent.append(now)
+        if len(recent) > config.mailbox_request_limit:
+            self._counters.record_throttled(mailbox_id)
+            wait = recent[-config.mailbox_request_limit] + config.mailbox_request_window_s - now
+            raise throttled(
+                "Application is over its MailboxRequests limit.", math.ceil(max(wait, 1.0))
+            )
+        if self._in_flight[key] >= config.mailbox_concurrency_limit:
+            self._counters.record_throttled(mailbox_id)
+            raise throttled(
+                "Application is over its MailboxConcurrency limit.",
+                config.throttle_retry_after_s,
+            )
+        self._in_flight[key] += 1
+        self._mailbox_in_flight[mailbox_id] += 1
+        self._counters.record_concurrency(mailbox_id, self._mailbox_in_flight[mailbox_id])
+        try:
+            if config.mailbox_latency_s > 0:
+                await self._clock.sleep(config.mailbox_latency_s)
+            yield
+        finally:
+            self._in_flight[key] -= 1
+            self._mailbox_in_flight[mailbox_id] -= 1
