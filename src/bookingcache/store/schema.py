@@ -1,0 +1,267 @@
+"""The database schema, shared by SQLite and PostgreSQL (SQLAlchemy Core tables).
+
+Every instant is stored as UTC through ``UTCDateTime`` and read back as an aware UTC datetime
+on both engines. The Alembic migrations in ``store/migrations`` create exactly these tables; a
+contract test compares the migrated database with this metadata.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """An aware instant stored as UTC.
+
+    PostgreSQL keeps ``timestamptz``. SQLite has no time type, so the instant is stored as a
+    fixed-width ISO 8601 text in UTC (``2026-01-05T09:30:00.000000``): it sorts and compares
+    as text in time order, and parses back with ``fromisoformat``, which is fast. Naive
+    datetimes are refused rather than guessed.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(32))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime) or value.tzinfo is None:
+            raise ValueError(f"an aware datetime is required, got {value!r}")
+        value = value.astimezone(dt.UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None).isoformat(timespec="microseconds")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+        assert isinstance(value, dt.datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def _json() -> TypeEngine[Any]:
+    return JSON().with_variant(JSONB(), "postgresql")
+
+
+def _serial() -> TypeEngine[int]:
+    # SQLite only auto-assigns INTEGER PRIMARY KEY columns; PostgreSQL gets a 64-bit identity.
+    return BigInteger().with_variant(Integer(), "sqlite")
+
+
+ID = 200  # tenant and room ids
+MAILBOX = 320  # an SMTP address, or a directory object id
+EVENT_ID = 1024
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("name", String(300), nullable=False),
+    Column("event_source", String(16), nullable=False),
+    Column("connector_url", Text, nullable=True),
+    Column("title_policy", String(16), nullable=False),
+    Column("default_time_zone", String(64), nullable=False),
+    Column("staleness_bound_s", Integer, nullable=False),
+    Column("signing_secret", Text, nullable=False),
+    Column("read_token_sha256", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+rooms = Table(
+    "rooms",
+    metadata,
+    Column("tenant_id", String(ID), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("room_id", String(ID), primary_key=True),
+    Column("mailbox", String(MAILBOX), nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("building", String(ID), nullable=True),
+    Column("floor", String(64), nullable=True),
+    Column("geometry", _json(), nullable=True),
+    Column("time_zone", String(64), nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "tenant_id", "building", "floor"),
+    Index(None, "tenant_id", "mailbox"),
+)
+
+calendars = Table(
+    "calendars",
+    metadata,
+    Column("tenant_id", String(ID), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("mailbox", String(MAILBOX), primary_key=True),
+    # The room's own zone; NULL means "the tenant's default time zone".
+    Column("time_zone", String(64), nullable=True),
+    Column("last_refresh_at", UTCDateTime(), nullable=True),
+    Column("last_success_at", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("window_start", UTCDateTime(), nullable=True),
+    Column("window_end", UTCDateTime(), nullable=True),
+    Column("delta_link", Text, nullable=True),
+    Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "last_success_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("tenant_id", String(ID), primary_key=True),
+    Column("mailbox", String(MAILBOX), primary_key=True),
+    Column("event_id", String(EVENT_ID), primary_key=True),
+    Column("start_utc", UTCDateTime(), nullable=False),
+    Column("end_utc", UTCDateTime(), nullable=False),
+    Column("is_all_day", Boolean, nullable=False),
+    Column("show_as", String(24), nullable=False),
+    Column("is_cancelled", Boolean, nullable=False),
+    Column("title", Text, nullable=True),
+    Column("sensitivity", String(16), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("series_master_id", String(EVENT_ID), nullable=True),
+    ForeignKeyConstraint(
+        ["tenant_id", "mailbox"],
+        ["calendars.tenant_id", "calendars.mailbox"],
+        ondelete="CASCADE",
+    ),
+    Index(None, "tenant_id", "mailbox", "start_utc"),
+    Index(None, "tenant_id", "mailbox", "end_utc"),
+)
+
+# The change feed. Not tied to tenants by a foreign key: deleting a tenant or unlinking a
+# calendar appends rows here so that other processes' read models evict it.
+calendar_changes = Table(
+    "calendar_changes",
+    metadata,
+    Column("seq", _serial(), primary_key=True, autoincrement=True),
+    Column("tenant_id", String(ID), nullable=False),
+    Column("mailbox", String(MAILBOX), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    sqlite_autoincrement=True,  # never reuse a sequence number after rows are pruned
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", _serial(), primary_key=True, autoincrement=True),
+    Column("tenant_id", String(ID), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("source", String(8), nullable=False),
+    Column("subscription_id", String(200), nullable=True),
+    Column("mailbox", String(MAILBOX), nullable=True),
+    Column("kind", String(16), nullable=False),
+    Column("change_type", String(32), nullable=True),
+    Column("lifecycle_event", String(64), nullable=True),
+    Column("payload", _json(), nullable=True),
+    Column("processed_at", UTCDateTime(), nullable=True),
+    CheckConstraint("source IN ('alt1', 'alt2')", name="source"),
+    CheckConstraint("kind IN ('change', 'lifecycle', 'resync')", name="kind"),
+    Index(
+        "ix_inbox_pending",
+        "id",
+        postgresql_where=text("processed_at IS NULL"),
+        sqlite_where=text("processed_at IS NULL"),
+    ),
+    Index(None, "tenant_id"),
+    sqlite_autoincrement=True,
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", _serial(), primary_key=True, autoincrement=True),
+    Column("tenant_id", String(ID), nullable=False),
+    Column("mailbox", String(MAILBOX), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("due_at", UTCDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("locked_by", String(200), nullable=True),
+    Column("locked_until", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    ForeignKeyConstraint(
+        ["tenant_id", "mailbox"],
+        ["calendars.tenant_id", "calendars.mailbox"],
+        ondelete="CASCADE",
+    ),
+    CheckConstraint("kind IN ('refresh', 'full_resync')", name="kind"),
+    # At most one *pending* (unclaimed) job per calendar: enqueueing coalesces into it, while
+    # a claimed job may run beside it.
+    Index(
+        "ux_jobs_pending",
+        "tenant_id",
+        "mailbox",
+        unique=True,
+        postgresql_where=text("locked_by IS NULL"),
+        sqlite_where=text("locked_by IS NULL"),
+    ),
+    Index(None, "due_at"),
+    sqlite_autoincrement=True,
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("tenant_id", String(ID), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("mailbox", String(MAILBOX), primary_key=True),
+    Column("subscription_id", String(200), nullable=True),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("last_notification_at", UTCDateTime(), nullable=True),
+    Column("needs_action", String(16), nullable=False, server_default=text("'none'")),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    CheckConstraint("needs_action IN ('renew', 'recreate', 'none')", name="needs_action"),
+    Index(None, "subscription_id"),
+)
+
+client_states = Table(
+    "client_states",
+    metadata,
+    Column("id", _serial(), primary_key=True, autoincrement=True),
+    Column("tenant_id", String(ID), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("secret", String(200), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("retired_at", UTCDateTime(), nullable=True),
+    Index(None, "tenant_id"),
+    sqlite_autoincrement=True,
+)

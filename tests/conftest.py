@@ -1,0 +1,145 @@
+"""Shared fixtures of the service tests: a migrated, empty database on every engine under test.
+
+``database_url`` is parametrised over ``sqlite`` (always) and ``postgres`` (when
+``BOOKINGCACHE_TEST_DATABASE_URL`` names a server). For PostgreSQL one database with a unique
+name is created on that server per test session and dropped at its end, so concurrent runs
+never meet; between tests its tables are truncated. For SQLite each test gets a copy of a
+database migrated once per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+import pytest
+from sqlalchemy import make_url
+
+from bookingcache.clock import FixedClock
+from bookingcache.store.schema import metadata
+from bookingcache.store.sql import SqlStore, open_store
+
+T = TypeVar("T")
+
+POSTGRES_ENV = "BOOKINGCACHE_TEST_DATABASE_URL"
+CLOCK_START = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
+
+
+def _run(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion on its own loop in a worker thread (session set-up runs
+    outside the tests' event loops and must not disturb them)."""
+
+    async def main() -> T:
+        return await factory()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _migrate(url: str) -> None:
+    store = await open_store(url, migrate=True)
+    await store.close()
+
+
+@pytest.fixture(scope="session")
+def _postgres_url() -> Iterator[str | None]:
+    server_url = os.environ.get(POSTGRES_ENV)
+    if not server_url:
+        yield None
+        return
+    server = make_url(server_url)
+    name = f"bookingcache_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    test_url = server.set(database=name).render_as_string(hide_password=False)
+    maintenance = _asyncpg_dsn(server_url)
+
+    async def create() -> None:
+        conn = await asyncpg.connect(maintenance, timeout=10)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        await _migrate(test_url)
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(maintenance, timeout=10)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    _run(create)
+    try:
+        yield test_url
+    finally:
+        _run(drop)
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    _run(lambda: _migrate(f"sqlite:///{path}"))
+    return path
+
+
+_TABLES = ", ".join(table.name for table in metadata.sorted_tables)
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgres",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(
+                    not os.environ.get(POSTGRES_ENV), reason=f"{POSTGRES_ENV} unset"
+                ),
+            ],
+        ),
+    ]
+)
+async def database_url(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    _sqlite_template: Path,
+    _postgres_url: str | None,
+) -> str:
+    """The URL of a migrated database with empty tables."""
+    if request.param == "sqlite":
+        path = tmp_path / "bookingcache.db"
+        shutil.copyfile(_sqlite_template, path)
+        return f"sqlite:///{path}"
+    assert _postgres_url is not None
+    conn = await asyncpg.connect(_asyncpg_dsn(_postgres_url), timeout=10)
+    try:
+        await conn.execute(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+    return _postgres_url
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(CLOCK_START)
+
+
+@pytest.fixture
+async def store(database_url: str, clock: FixedClock) -> AsyncIterator[SqlStore]:
+    """An opened, migrated ``SqlStore`` on an empty database, closed after the test."""
+    opened = await open_store(database_url, migrate=True, clock=clock)
+    try:
+        yield opened
+    finally:
+        await opened.close()
