@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from graph_emulator.changes import ChangeType
 from graph_emulator.counters import Counters
 from graph_emulator.delivery import DeliveryEngine, Outgoing
+from graph_emulator.errors import GraphError
 from graph_emulator.faults import FaultRegistry
 
 if TYPE_CHECKING:
@@ -247,8 +248,14 @@ class SubscriptionHub:
             self.engine.submit(sub.notification_url, Outgoing(body=body, subscription_id=sub.id))
 
     def _etag(self, mailbox_id: str, event_id: str) -> str:
-        change_key = self.state.calendars.change_key(mailbox_id, event_id)
-        if change_key is None:  # deleted: Graph still sends an etag of the last version
+        change_key = ""
+        mailbox = self.state.directory.find(mailbox_id)
+        if mailbox is not None:
+            try:
+                change_key = self.state.calendars.find(mailbox, event_id).change_key
+            except GraphError:
+                change_key = ""  # deleted; Graph still sends an etag of the last version
+        if not change_key:
             self._etag_seq += 1
             change_key = f"DwAAABYAAAD{self._etag_seq:012d}"
         return f'W/"{change_key}"'
