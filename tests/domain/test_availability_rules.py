@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bookingcache.domain.availability import (
+    RoomSchedule,
     RoomStatus,
     StatusSegment,
     availability_view,
@@ -20,6 +21,7 @@ from bookingcache.domain.availability import (
     next_change,
     placed_interval,
     room_availability,
+    schedule_availability,
     status_at,
     timeline,
     validate_view_interval,
@@ -337,3 +339,61 @@ def test_view_interval_in_range(minutes: int) -> None:
 def test_view_interval_out_of_range(minutes: int) -> None:
     with pytest.raises(InvalidWindow, match="between 5 and 1440"):
         validate_view_interval(minutes)
+
+
+# --- a compiled schedule --------------------------------------------------------------------
+
+
+def test_one_schedule_answers_many_windows() -> None:
+    events = [
+        ev(t(9), t(10)),
+        ev(t(11), t(12), ShowAs.TENTATIVE),
+        ev(t(9, 30), t(9, 45), ShowAs.OOF),
+    ]
+    schedule = RoomSchedule.from_events(events, tz=dt.UTC)
+    for window in (Interval(t(0), t(23)), Interval(t(9, 40), t(11, 30)), Interval(t(13), t(14))):
+        assert schedule.timeline(window) == timeline(events, window=window, tz=dt.UTC)
+        assert schedule.busy_intervals(window) == busy_intervals(events, window=window, tz=dt.UTC)
+        assert schedule.availability_view(window, interval=15 * MIN) == availability_view(
+            events, window=window, interval=15 * MIN, tz=dt.UTC
+        )
+    assert schedule.status_at(t(9, 35)) == RoomStatus.OOF
+    assert schedule.free_slots(Interval(t(8), t(13)), min_length=61 * MIN) == []
+    assert schedule.free_slots(Interval(t(8), t(13)), min_length=60 * MIN) == [
+        Interval(t(8), t(9)),
+        Interval(t(10), t(11)),
+        Interval(t(12), t(13)),
+    ]
+    answer = schedule_availability(
+        schedule,
+        now=t(9, 50),
+        window=Interval(t(8), t(13)),
+        min_free=60 * MIN,
+        last_success_at=t(9),
+        staleness_bound=dt.timedelta(hours=1),
+    )
+    assert (answer.status, answer.next_change_at, answer.next_status) == (
+        RoomStatus.BUSY,
+        t(10),
+        RoomStatus.FREE,
+    )
+
+
+def test_inputs_in_other_zones_give_utc_answers() -> None:
+    events = [ev(t(9), t(10))]
+    window = Interval(t(8).astimezone(BERLIN), t(12).astimezone(BERLIN))
+    answer = room_availability(
+        events,
+        now=t(8, 30).astimezone(BERLIN),
+        window=window,
+        tz=BERLIN,
+        min_free=30 * MIN,
+        last_success_at=t(8).astimezone(BERLIN),
+        staleness_bound=dt.timedelta(hours=1),
+    )
+    assert answer.status == RoomStatus.FREE
+    assert answer.next_change_at == t(9) and answer.next_change_at.tzinfo is dt.UTC
+    assert answer.busy == [Interval(t(9), t(10))]
+    assert answer.free == [Interval(t(8), t(9)), Interval(t(10), t(12))]
+    assert all(i.start.tzinfo is dt.UTC and i.end.tzinfo is dt.UTC for i in answer.free)
+    assert availability_view(events, window=window, interval=60 * MIN, tz=BERLIN) == "0200"
