@@ -1,0 +1,460 @@
+"""The durable inbox and the coalescing refresh-job queue, over the store's ``inbox`` and ``jobs``
+tables (one behaviour on SQLite and PostgreSQL).
+
+A calendar has at most one *pending* job (``locked_by IS NULL``; a unique index holds it) and at
+most one *claimed* job. Accepting notifications for a calendar creates its pending job due after
+the coalescing window, or leaves an existing one as it is, only ever pulling it earlier; a
+notification that arrives while the calendar's refresh runs lands in a new pending job, which
+cannot be claimed before the running one ends, so it causes exactly one more refresh.
+
+Claiming takes due pending jobs of calendars with no live claim, and claimed jobs whose lease
+ran out (their worker died). On PostgreSQL the calendar rows are locked ``FOR UPDATE SKIP
+LOCKED`` before the running check, so two workers can never claim one calendar; on SQLite the
+claim is one ``BEGIN IMMEDIATE`` transaction (the store's write path), which is the
+single-writer equivalent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bookingcache.clock import Clock
+from bookingcache.store.schema import calendars, inbox, jobs
+from bookingcache.store.sql import SqlStore
+from bookingcache.sync import lifecycle
+from bookingcache.sync.model import InboxItem, Job, NotificationKind
+
+REFRESH = "refresh"
+FULL_RESYNC = "full_resync"
+_MAX_KEY = 320
+
+
+def _lease(worker_id: str) -> str:
+    # locked_by holds "<worker>/<claim>": the worker for people, the claim id for fencing.
+    return f"{worker_id[:150]}/{uuid.uuid4().hex}"
+
+
+class JobQueue:
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        clock: Clock,
+        coalesce_s: float = 0.2,
+        lease_s: float = 60.0,
+        max_attempts: int = 8,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self.coalesce_s = coalesce_s
+        self.lease_s = lease_s
+        self.max_attempts = max_attempts
+        self._listeners: list[Callable[[], None]] = []
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """``listener`` is called after every commit that made a job due (same process)."""
+        self._listeners.append(listener)
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    @property
+    def _postgres(self) -> bool:
+        return self._store.dialect == "postgresql"
+
+    def _insert(self) -> Any:
+        return postgresql.insert(jobs) if self._postgres else sqlite.insert(jobs)
+
+    # --- intake ------------------------------------------------------------------------------
+    async def append_inbox(self, items: Sequence[InboxItem]) -> list[int]:
+        """Store a batch of accepted notifications and enqueue their refreshes, all in ONE
+        transaction: when this returns, every item is durable. Returns the inbox row ids."""
+        if not items:
+            return []
+        now = self._clock.now()
+        async with self._store.write() as connection:
+            resolved = await lifecycle.resolve_mailboxes(connection, items)
+            rows = [_inbox_row(item, now) for item in resolved]
+            result = await connection.execute(inbox.insert().returning(inbox.c.id), rows)
+            ids = [row[0] for row in result.all()]
+            await lifecycle.record(connection, resolved, now=now)
+            wanted: dict[tuple[str, str], bool] = {}
+            for item in resolved:
+                if item.mailbox and item.kind.needs_refresh:
+                    key = (item.tenant_id, item.mailbox)
+                    wanted[key] = wanted.get(key, False) or item.kind.needs_full_resync
+            enqueued = await self._enqueue(
+                connection,
+                {
+                    key: (now + dt.timedelta(seconds=self.coalesce_s), full)
+                    for key, full in wanted.items()
+                },
+                now=now,
+                pull_earlier=True,
+            )
+        if enqueued:
+            self._notify()
+        return ids
+
+    async def enqueue(
+        self,
+        calendars_due: dict[tuple[str, str], dt.datetime],
+        *,
+        full_resync: bool = False,
+    ) -> int:
+        """Give each calendar a refresh due at the given time unless it already has a pending
+        or running job (the sweep's path). Returns how many jobs were created."""
+        if not calendars_due:
+            return 0
+        now = self._clock.now()
+        async with self._store.write() as connection:
+            busy = await self._busy(connection, calendars_due.keys())
+            todo = {
+                key: (due, full_resync) for key, due in calendars_due.items() if key not in busy
+            }
+            created = await self._enqueue(connection, todo, now=now, pull_earlier=False)
+        if created:
+            self._notify()
+        return created
+
+    async def _busy(
+        self, connection: AsyncConnection, keys: Iterable[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        tenants = {tenant for tenant, _ in keys}
+        rows = await connection.execute(
+            sa.select(jobs.c.tenant_id, jobs.c.mailbox).where(jobs.c.tenant_id.in_(tenants))
+        )
+        return {(row.tenant_id, row.mailbox) for row in rows}
+
+    async def _enqueue(
+        self,
+        connection: AsyncConnection,
+        wanted: dict[tuple[str, str], tuple[dt.datetime, bool]],
+        *,
+        now: dt.datetime,
+        pull_earlier: bool,
+    ) -> int:
+        if not wanted:
+            return 0
+        # Jobs belong to known calendars (foreign key); a notification for a mailbox the
+        # service does not cache stays in the inbox as a record and refreshes nothing.
+        known: set[tuple[str, str]] = set()
+        for tenant in {tenant for tenant, _ in wanted}:
+            mailboxes = [mailbox for t, mailbox in wanted if t == tenant]
+            rows = await connection.execute(
+                sa.select(calendars.c.mailbox).where(
+                    calendars.c.tenant_id == tenant, calendars.c.mailbox.in_(mailboxes)
+                )
+            )
+            known.update((tenant, row.mailbox) for row in rows)
+        targets = {key: value for key, value in wanted.items() if key in known}
+        if not targets:
+            return 0
+        inserted = await connection.execute(
+            self._insert()
+            .values(
+                [
+                    {
+                        "tenant_id": tenant,
+                        "mailbox": mailbox,
+                        "kind": FULL_RESYNC if full else REFRESH,
+                        "due_at": due,
+                        "attempts": 0,
+                        "created_at": now,
+                    }
+                    for (tenant, mailbox), (due, full) in targets.items()
+                ]
+            )
+            .on_conflict_do_nothing(
+                index_elements=["tenant_id", "mailbox"],
+                index_where=jobs.c.locked_by.is_(None),
+            )
+        )
+        created = max(inserted.rowcount or 0, 0)
+        if not pull_earlier:
+            return created
+        # Existing pending jobs: never later than the new due time, unless the job is backing
+        # off after a failure (attempts > 0), whose Retry-After/backoff must be honoured.
+        # A full resync request upgrades the job.
+        for (tenant, mailbox), (due, full) in targets.items():
+            pending = sa.and_(
+                jobs.c.tenant_id == tenant,
+                jobs.c.mailbox == mailbox,
+                jobs.c.locked_by.is_(None),
+            )
+            await connection.execute(
+                sa.update(jobs)
+                .where(pending, jobs.c.attempts == 0, jobs.c.due_at > due)
+                .values(due_at=due)
+            )
+            if full:
+                await connection.execute(
+                    sa.update(jobs)
+                    .where(pending, jobs.c.kind != FULL_RESYNC)
+                    .values(kind=FULL_RESYNC)
+                )
+        return len(targets)
+
+    # --- workers -----------------------------------------------------------------------------
+    async def claim(
+        self, worker_id: str, limit: int, *, exclude_tenants: Iterable[str] = ()
+    ) -> list[Job]:
+        """Up to ``limit`` due jobs, at most one per calendar and none for a calendar whose
+        refresh is running elsewhere; each comes with a lease of ``lease_s``."""
+        if limit <= 0:
+            return []
+        now = self._clock.now()
+        excluded = list(set(exclude_tenants))
+        running = jobs.alias("running")
+        live_claim = (
+            sa.select(running.c.id)
+            .where(
+                running.c.tenant_id == jobs.c.tenant_id,
+                running.c.mailbox == jobs.c.mailbox,
+                running.c.locked_by.is_not(None),
+                running.c.locked_until >= now,
+                running.c.id != jobs.c.id,
+            )
+            .exists()
+        )
+        claimable = sa.or_(
+            sa.and_(jobs.c.locked_by.is_(None), jobs.c.due_at <= now, ~live_claim),
+            sa.and_(jobs.c.locked_by.is_not(None), jobs.c.locked_until < now, ~live_claim),
+        )
+        query = sa.select(
+            jobs.c.id, jobs.c.tenant_id, jobs.c.mailbox, jobs.c.kind, jobs.c.attempts
+        ).where(claimable)
+        if excluded:
+            query = query.where(jobs.c.tenant_id.not_in(excluded))
+        # Over-fetch: two candidates of one calendar (a dead claim and a pending job) collapse.
+        query = query.order_by(jobs.c.due_at, jobs.c.id).limit(limit * 2)
+        async with self._store.write() as connection:
+            if self._postgres:
+                query = query.with_for_update(of=jobs, skip_locked=True)
+            candidates = (await connection.execute(query)).all()
+            chosen: dict[tuple[str, str], Any] = {}
+            for row in candidates:
+                chosen.setdefault((row.tenant_id, row.mailbox), row)
+                if len(chosen) >= limit:
+                    break
+            if self._postgres and chosen:
+                chosen = await self._lock_calendars(connection, chosen, now=now)
+            claimed: list[Job] = []
+            until = now + dt.timedelta(seconds=self.lease_s)
+            for (tenant, mailbox), row in chosen.items():
+                lease = _lease(worker_id)
+                await connection.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.id == row.id)
+                    .values(locked_by=lease, locked_until=until)
+                )
+                upto = await connection.scalar(
+                    sa.select(sa.func.max(inbox.c.id)).where(
+                        inbox.c.tenant_id == tenant, inbox.c.mailbox == mailbox
+                    )
+                )
+                claimed.append(
+                    Job(
+                        id=row.id,
+                        tenant_id=tenant,
+                        mailbox=mailbox,
+                        full_resync=row.kind == FULL_RESYNC,
+                        attempts=row.attempts,
+                        lease=lease,
+                        locked_until=until,
+                        inbox_upto=int(upto or 0),
+                    )
+                )
+        return claimed
+
+    async def _lock_calendars(
+        self, connection: AsyncConnection, chosen: dict[tuple[str, str], Any], *, now: dt.datetime
+    ) -> dict[tuple[str, str], Any]:
+        """PostgreSQL: take each chosen calendar's row lock (skipping ones another claimer
+        holds), then re-check with a fresh snapshot that no live claim appeared meanwhile."""
+        kept: dict[tuple[str, str], Any] = {}
+        for (tenant, mailbox), row in chosen.items():
+            locked = await connection.scalar(
+                sa.select(calendars.c.mailbox)
+                .where(calendars.c.tenant_id == tenant, calendars.c.mailbox == mailbox)
+                .with_for_update(skip_locked=True)
+            )
+            if locked is None:
+                continue
+            live = await connection.scalar(
+                sa.select(sa.func.count())
+                .select_from(jobs)
+                .where(
+                    jobs.c.tenant_id == tenant,
+                    jobs.c.mailbox == mailbox,
+                    jobs.c.locked_by.is_not(None),
+                    jobs.c.locked_until >= now,
+                    jobs.c.id != row.id,
+                )
+            )
+            if not live:
+                kept[(tenant, mailbox)] = row
+        return kept
+
+    def _mine(self, job: Job) -> Any:
+        return sa.and_(jobs.c.id == job.id, jobs.c.locked_by == job.lease)
+
+    async def extend(self, job: Job) -> bool:
+        """Renew the lease of a long refresh; False when the claim was lost."""
+        until = self._clock.now() + dt.timedelta(seconds=self.lease_s)
+        async with self._store.write() as connection:
+            result = await connection.execute(
+                sa.update(jobs).where(self._mine(job)).values(locked_until=until)
+            )
+        return (result.rowcount or 0) > 0
+
+    async def complete(self, job: Job) -> bool:
+        """The refresh succeeded: drop the claim and mark the calendar's inbox rows up to the
+        claim processed. False (and no change) when the lease was lost to another worker."""
+        now = self._clock.now()
+        async with self._store.write() as connection:
+            result = await connection.execute(sa.delete(jobs).where(self._mine(job)))
+            if not result.rowcount:
+                return False
+            await connection.execute(
+                sa.update(inbox)
+                .where(
+                    inbox.c.tenant_id == job.tenant_id,
+                    inbox.c.mailbox == job.mailbox,
+                    inbox.c.id <= job.inbox_upto,
+                    inbox.c.processed_at.is_(None),
+                )
+                .values(processed_at=now)
+            )
+        return True
+
+    async def retry(self, job: Job, *, defer_s: float, error: str) -> bool:
+        """The refresh failed: make it pending again ``defer_s`` from now with one more attempt.
+        After ``max_attempts`` the job is dropped (the calendar keeps its recorded error and the
+        sweep or the next notification tries again). Returns False when given up or lost."""
+        attempts = job.attempts + 1
+        due = self._clock.now() + dt.timedelta(seconds=max(0.0, defer_s))
+        give_up = attempts >= self.max_attempts
+        return await self._unclaim(
+            job, due=due, attempts=attempts, error=error[:2000], give_up=give_up
+        )
+
+    async def release(self, job: Job) -> bool:
+        """Hand an unfinished job back (graceful stop): due now, attempts unchanged."""
+        return await self._unclaim(
+            job, due=self._clock.now(), attempts=job.attempts, error=None, give_up=False
+        )
+
+    async def _unclaim(
+        self, job: Job, *, due: dt.datetime, attempts: int, error: str | None, give_up: bool
+    ) -> bool:
+        kind = FULL_RESYNC if job.full_resync else REFRESH
+        async with self._store.write() as connection:
+            owned = await connection.scalar(sa.select(jobs.c.id).where(self._mine(job)))
+            if owned is None:
+                return False
+            if give_up:
+                await connection.execute(sa.delete(jobs).where(jobs.c.id == job.id))
+                return False
+            pending = (
+                await connection.execute(
+                    sa.select(jobs.c.id, jobs.c.due_at, jobs.c.kind).where(
+                        jobs.c.tenant_id == job.tenant_id,
+                        jobs.c.mailbox == job.mailbox,
+                        jobs.c.locked_by.is_(None),
+                    )
+                )
+            ).first()
+            if pending is None:
+                await connection.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.id == job.id)
+                    .values(
+                        locked_by=None,
+                        locked_until=None,
+                        due_at=due,
+                        attempts=attempts,
+                        kind=kind,
+                        last_error=error,
+                    )
+                )
+            else:
+                # A notification arrived meanwhile: fold this job into the pending one, keeping
+                # the later due time (a backoff must not be cut short) and the stronger kind.
+                await connection.execute(sa.delete(jobs).where(jobs.c.id == job.id))
+                await connection.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.id == pending.id)
+                    .values(
+                        due_at=max(pending.due_at, due),
+                        attempts=attempts,
+                        kind=FULL_RESYNC if job.full_resync else pending.kind,
+                        last_error=error,
+                    )
+                )
+        self._notify()
+        return True
+
+    # --- views -------------------------------------------------------------------------------
+    async def next_due_at(self) -> dt.datetime | None:
+        """When the earliest pending job falls due or the earliest lease runs out."""
+        async with self._store.read() as connection:
+            due = await connection.scalar(
+                sa.select(sa.func.min(jobs.c.due_at)).where(jobs.c.locked_by.is_(None))
+            )
+            lease = await connection.scalar(
+                sa.select(sa.func.min(jobs.c.locked_until)).where(jobs.c.locked_by.is_not(None))
+            )
+        # min() over a TypeDecorator column comes back undecorated on SQLite.
+        values = [_as_utc(value) for value in (due, lease) if value is not None]
+        return min(values) if values else None
+
+    async def busy_calendars(self) -> set[tuple[str, str]]:
+        """Calendars with a pending or claimed job."""
+        async with self._store.read() as connection:
+            rows = await connection.execute(sa.select(jobs.c.tenant_id, jobs.c.mailbox))
+        return {(row.tenant_id, row.mailbox) for row in rows}
+
+    async def pending_inbox(self) -> int:
+        async with self._store.read() as connection:
+            count = await connection.scalar(
+                sa.select(sa.func.count()).select_from(inbox).where(inbox.c.processed_at.is_(None))
+            )
+        return int(count or 0)
+
+
+def _as_utc(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+    assert isinstance(value, dt.datetime)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _inbox_row(item: InboxItem, now: dt.datetime) -> dict[str, Any]:
+    if item.kind is NotificationKind.CHANGE:
+        kind, event = "change", None
+    elif item.kind is NotificationKind.RESYNC:
+        kind, event = "resync", None
+    else:
+        kind, event = "lifecycle", item.kind.value
+    return {
+        "tenant_id": item.tenant_id,
+        "received_at": now,
+        "source": item.via,
+        "subscription_id": item.subscription_id,
+        "mailbox": item.mailbox[:_MAX_KEY] if item.mailbox else None,
+        "kind": kind,
+        "change_type": item.change_type,
+        "lifecycle_event": event,
+        "payload": item.payload,
+        "processed_at": None,
+    }

@@ -1,0 +1,57 @@
+"""Knobs of the sync engine. A sub-model of the service settings (``BOOKINGCACHE_SYNC__...``)
+and usable on its own in tests."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+class GraphTenantSettings(BaseModel):
+    """How the service's own app reads one customer's Graph (event source ``graph``)."""
+
+    # The customer's Entra tenant id (or verified domain) that MSAL's authority names.
+    directory_tenant: str
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    # ``read``: the app holds Calendars.Read, so calendarView/delta is used;
+    # ``read_basic``: only Calendars.ReadBasic.All, so plain calendarView with $select.
+    permission: Literal["read", "read_basic"] | None = None
+
+
+class GraphSettings(BaseModel):
+    """The service's own Graph app, shared by every ``graph`` tenant unless one overrides it."""
+
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
+    authority_host: str = "https://login.microsoftonline.com"
+    graph_base_url: str = "https://graph.microsoft.com/v1.0"
+    scope: str = "https://graph.microsoft.com/.default"
+    # A CA bundle to trust for the authority and Graph (a private emulator, a TLS-inspecting proxy).
+    ca_bundle: str | None = None
+    permission: Literal["read", "read_basic"] = "read"
+    request_timeout_s: float = 10.0
+    max_concurrent_per_mailbox: int = Field(default=4, ge=1, le=4)
+    page_size: int = Field(default=500, ge=1, le=1000)
+    # Keyed by the service's tenant id.
+    tenants: dict[str, GraphTenantSettings] = Field(default_factory=dict)
+
+
+class SyncSettings(BaseModel):
+    coalesce_ms: int = Field(default=200, ge=0, le=60_000)
+    window_days: int = Field(default=14, ge=1, le=62)
+    # How far before the start of the room's local today the window begins.
+    window_past_days: int = Field(default=0, ge=0, le=30)
+    max_refreshes_per_tenant: int = Field(default=8, ge=1)
+    max_refreshes_total: int = Field(default=32, ge=1)
+    claim_batch: int = Field(default=32, ge=1, le=1000)
+    poll_interval_ms: int = Field(default=500, ge=10)
+    lease_s: float = Field(default=60.0, gt=0)
+    max_tries: int = Field(default=8, ge=1)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    sweep_bound_s: float = Field(default=900.0, gt=0)
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+    connector_timeout_s: float = Field(default=10.0, gt=0)
+    graph: GraphSettings = Field(default_factory=GraphSettings)

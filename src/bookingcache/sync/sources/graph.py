@@ -1,0 +1,285 @@
+"""Event source ``graph``: the service's own app reads the room calendar from Microsoft Graph.
+
+- With ``Calendars.Read``: ``calendarView/delta``. The first round pages to the deltaLink; later
+  rounds apply changes and ``@removed`` entries to the window state kept with the token, so the
+  caller always receives the full window. The token is kept only after a whole round succeeded;
+  a 410 (``SyncStateNotFound``) or a token of another window starts a fresh round, which is a
+  full read. Tokens live in process memory: a restarted worker starts with a full round.
+- With only ``Calendars.ReadBasic.All``: plain ``calendarView`` with ``$select`` of the basic
+  fields.
+
+Every request carries ``Prefer: outlook.timezone="UTC"``, follows every nextLink, and holds a
+per-mailbox semaphore shared by all refreshes of the process (Graph allows 4 concurrent requests
+per app and mailbox). 429/503 raise ``Throttled`` with the ``Retry-After`` seconds; the worker
+defers the job by that much, which is the one backoff path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bookingcache.clock import Clock
+from bookingcache.domain.events import BasicEvent
+from bookingcache.domain.tenancy import CalendarState
+from bookingcache.errors import Throttled, UpstreamError
+from bookingcache.sync.settings import GraphSettings
+from bookingcache.sync.sources import overlaps
+from bookingcache.sync.sources.graph_auth import TokenProvider
+from bookingcache.sync.sources.graph_events import parse_graph_event
+from bookingcache.sync.sources.http import retry_after_s
+
+BASIC_SELECT = "id,subject,start,end,isAllDay,showAs,isCancelled,type,seriesMasterId,sensitivity"
+
+
+class SyncStateGone(UpstreamError):
+    """The delta token is no longer usable (410 SyncStateNotFound, or refused as invalid)."""
+
+
+class GraphPage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    value: list[dict[str, Any]]
+    next_link: str | None = Field(default=None, alias="@odata.nextLink")
+    delta_link: str | None = Field(default=None, alias="@odata.deltaLink")
+
+
+@dataclass(slots=True)
+class DeltaState:
+    start: dt.datetime
+    end: dt.datetime
+    delta_link: str
+    events: dict[str, BasicEvent]
+
+
+class MailboxLimiter:
+    """One semaphore per (directory, mailbox) for the whole process."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._semaphores: dict[tuple[str, str], asyncio.Semaphore] = {}
+
+    def __call__(self, directory: str, mailbox: str) -> asyncio.Semaphore:
+        key = (directory.casefold(), mailbox.casefold())
+        semaphore = self._semaphores.get(key)
+        if semaphore is None:
+            semaphore = self._semaphores[key] = asyncio.Semaphore(self._limit)
+        return semaphore
+
+
+class GraphSource:
+    def __init__(
+        self,
+        settings: GraphSettings,
+        *,
+        clock: Clock,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        verify: str | bool = settings.ca_bundle or True
+        # trust_env=False: proxies and CA bundles come from settings, not the host environment.
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=settings.request_timeout_s,
+            verify=verify,
+            trust_env=False,
+            follow_redirects=False,
+        )
+        self._limiter = MailboxLimiter(settings.max_concurrent_per_mailbox)
+        self._tokens: dict[str, TokenProvider] = {}
+        self._delta: dict[tuple[str, str], DeltaState] = {}
+        origin = urlsplit(settings.graph_base_url)
+        self._origin = (origin.scheme, origin.netloc.casefold())
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _provider(self, tenant_id: str) -> tuple[TokenProvider, str, str]:
+        tenant = self._settings.tenants.get(tenant_id)
+        if tenant is None:
+            raise UpstreamError(f"tenant {tenant_id!r} has no Graph app configured")
+        permission = tenant.permission or self._settings.permission
+        provider = self._tokens.get(tenant_id)
+        if provider is None:
+            secret = tenant.client_secret or self._settings.client_secret
+            client_id = tenant.client_id or self._settings.client_id
+            if not client_id or not secret.get_secret_value():
+                raise UpstreamError(f"tenant {tenant_id!r}: Graph client id or secret missing")
+            provider = self._tokens[tenant_id] = TokenProvider(
+                authority_host=self._settings.authority_host,
+                directory_tenant=tenant.directory_tenant,
+                client_id=client_id,
+                client_secret=secret.get_secret_value(),
+                scope=self._settings.scope,
+                http=self._http,
+                timeout_s=self._settings.request_timeout_s,
+            )
+        return provider, tenant.directory_tenant, permission
+
+    async def read_window(
+        self, calendar: CalendarState, *, start: dt.datetime, end: dt.datetime
+    ) -> Sequence[BasicEvent] | None:
+        provider, directory, permission = self._provider(calendar.tenant_id)
+        semaphore = self._limiter(directory, calendar.mailbox)
+        if permission == "read_basic":
+            events = await self._calendar_view(provider, semaphore, calendar.mailbox, start, end)
+        else:
+            events = await self._delta_read(provider, semaphore, calendar, start, end)
+        return [event for event in events if overlaps(event, start, end)]
+
+    def forget(self, tenant_id: str, mailbox: str) -> None:
+        """Drop the delta state of a calendar so the next read is a full round."""
+        self._delta.pop((tenant_id, mailbox.casefold()), None)
+
+    # --- reads -------------------------------------------------------------------------------
+    def _users_url(self, mailbox: str) -> str:
+        return f"{self._settings.graph_base_url.rstrip('/')}/users/{quote(mailbox, safe='@')}"
+
+    @staticmethod
+    def _window_params(start: dt.datetime, end: dt.datetime) -> dict[str, str]:
+        return {
+            "startDateTime": start.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "endDateTime": end.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+
+    async def _calendar_view(
+        self,
+        provider: TokenProvider,
+        semaphore: asyncio.Semaphore,
+        mailbox: str,
+        start: dt.datetime,
+        end: dt.datetime,
+    ) -> list[BasicEvent]:
+        params = self._window_params(start, end) | {
+            "$select": BASIC_SELECT,
+            "$top": str(self._settings.page_size),
+        }
+        url: str | None = str(
+            httpx.URL(f"{self._users_url(mailbox)}/calendar/calendarView", params=params)
+        )
+        events: dict[str, BasicEvent] = {}
+        while url is not None:
+            page = await self._get(provider, semaphore, url, delta=False)
+            for raw in page.value:
+                event = parse_graph_event(raw)
+                if event is not None:
+                    events[event.id] = event
+            url = page.next_link
+        return list(events.values())
+
+    async def _delta_read(
+        self,
+        provider: TokenProvider,
+        semaphore: asyncio.Semaphore,
+        calendar: CalendarState,
+        start: dt.datetime,
+        end: dt.datetime,
+    ) -> list[BasicEvent]:
+        key = (calendar.tenant_id, calendar.mailbox.casefold())
+        state = self._delta.get(key)
+        if state is not None and (state.start, state.end) == (start, end):
+            try:
+                events, link = await self._delta_round(
+                    provider, semaphore, state.delta_link, dict(state.events)
+                )
+            except SyncStateGone:
+                self._delta.pop(key, None)
+            else:
+                self._delta[key] = DeltaState(start, end, link, events)
+                return list(events.values())
+        # No token, a token of another window, or an expired one: a fresh round is a full read.
+        self._delta.pop(key, None)
+        first = str(
+            httpx.URL(
+                f"{self._users_url(calendar.mailbox)}/calendarView/delta",
+                params=self._window_params(start, end),
+            )
+        )
+        try:
+            events, link = await self._delta_round(provider, semaphore, first, {})
+        except SyncStateGone as exc:
+            raise UpstreamError(f"Graph refused a fresh delta round: {exc}") from exc
+        self._delta[key] = DeltaState(start, end, link, events)
+        return list(events.values())
+
+    async def _delta_round(
+        self,
+        provider: TokenProvider,
+        semaphore: asyncio.Semaphore,
+        url: str,
+        events: dict[str, BasicEvent],
+    ) -> tuple[dict[str, BasicEvent], str]:
+        next_url: str | None = url
+        while next_url is not None:
+            page = await self._get(provider, semaphore, next_url, delta=True)
+            for raw in page.value:
+                item_id = raw.get("id")
+                if not isinstance(item_id, str) or not item_id:
+                    raise UpstreamError("Graph sent a delta item without an id")
+                if "@removed" in raw:
+                    events.pop(item_id, None)
+                    continue
+                event = parse_graph_event(raw)
+                if event is None:
+                    events.pop(item_id, None)
+                else:
+                    events[item_id] = event
+            if page.delta_link is not None:
+                return events, page.delta_link
+            next_url = page.next_link
+        raise UpstreamError("Graph ended a delta round without a deltaLink")
+
+    # --- one request -------------------------------------------------------------------------
+    def _check_origin(self, url: str) -> None:
+        # Links from Graph carry our bearer token: never follow one to another host.
+        parts = urlsplit(url)
+        if (parts.scheme, parts.netloc.casefold()) != self._origin:
+            raise UpstreamError(f"Graph sent a link to another origin: {parts.netloc}")
+
+    async def _get(
+        self, provider: TokenProvider, semaphore: asyncio.Semaphore, url: str, *, delta: bool
+    ) -> GraphPage:
+        self._check_origin(url)
+        prefer = 'outlook.timezone="UTC"'
+        if delta:
+            prefer += f", odata.maxpagesize={self._settings.page_size}"
+        for attempt in range(2):
+            token = await provider.token()
+            headers = {"Authorization": f"Bearer {token}", "Prefer": prefer}
+            async with semaphore:
+                try:
+                    response = await self._http.get(url, headers=headers)
+                except httpx.TimeoutException as exc:
+                    raise UpstreamError("Graph request timed out") from exc
+                except httpx.HTTPError as exc:
+                    raise UpstreamError(f"Graph unreachable: {exc.__class__.__name__}") from exc
+            if response.status_code == 401 and attempt == 0:
+                # A token Graph no longer accepts (revoked, expired early): get a fresh one once.
+                await provider.discard()
+                continue
+            return self._page(response, delta=delta)
+        raise UpstreamError("Graph refused a fresh token (401)")
+
+    def _page(self, response: httpx.Response, *, delta: bool) -> GraphPage:
+        status = response.status_code
+        if status in (429, 503):
+            raise Throttled(
+                f"Graph answered {status}",
+                retry_after_s=retry_after_s(response, now=self._clock.now()),
+            )
+        if delta and status in (400, 404, 410):
+            raise SyncStateGone(f"delta token refused ({status}): {response.text[:200]}")
+        if status != 200:
+            raise UpstreamError(f"Graph answered {status}: {response.text[:300]}")
+        try:
+            return GraphPage.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise UpstreamError(f"Graph sent an unreadable page: {exc}") from exc

@@ -1,0 +1,94 @@
+"""The reconciliation sweep: the safety net that repairs missed or silent notifications.
+
+Every ``interval_s`` it gives a refresh to each calendar whose last successful refresh is older
+than ``bound_s`` (or that never had one) and that has no pending or running job. The refreshes
+are spread out: one every ``min(bound_s / n, 1 / rate_per_s)`` seconds, so they never burst,
+yet all of them fall within the bound however many calendars are stale. Push tenants are left
+out: the service has nothing to read for them, their data ages into ``unknown`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+from bookingcache.clock import Clock
+from bookingcache.domain.tenancy import EventSource as SourceKind
+from bookingcache.store.port import Store
+from bookingcache.sync.queue import JobQueue
+
+log = logging.getLogger(__name__)
+
+_NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+class Sweep:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        queue: JobQueue,
+        clock: Clock,
+        bound_s: float = 900.0,
+        interval_s: float = 30.0,
+        rate_per_s: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._clock = clock
+        self.bound_s = bound_s
+        self.interval_s = interval_s
+        self.rate_per_s = rate_per_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def run_once(self) -> int:
+        """One pass; returns how many refreshes it scheduled."""
+        now = self._clock.now()
+        bound = dt.timedelta(seconds=self.bound_s)
+        readable = {
+            tenant.id
+            for tenant in await self._store.list_tenants()
+            if SourceKind(tenant.event_source) is not SourceKind.PUSH
+        }
+        stale = [
+            calendar
+            for calendar in await self._store.list_calendars()
+            if calendar.tenant_id in readable
+            and (calendar.last_success_at is None or now - calendar.last_success_at > bound)
+        ]
+        if not stale:
+            return 0
+        busy = await self._queue.busy_calendars()
+        stale = [c for c in stale if (c.tenant_id, c.mailbox) not in busy]
+        if not stale:
+            return 0
+        stale.sort(key=lambda calendar: calendar.last_success_at or _NEVER)
+        spacing_s = min(self.bound_s / len(stale), 1 / self.rate_per_s)
+        due = {
+            (calendar.tenant_id, calendar.mailbox): now + dt.timedelta(seconds=index * spacing_s)
+            for index, calendar in enumerate(stale)
+        }
+        scheduled = await self._queue.enqueue(due)
+        if scheduled:
+            span_s = len(due) * spacing_s
+            log.info("sweep scheduled %d stale calendars over %.1fs", scheduled, span_s)
+        return scheduled
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:  # the timer must outlive a failed pass
+                log.exception("reconciliation sweep failed")
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="reconciliation sweep")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None

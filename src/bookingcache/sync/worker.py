@@ -1,0 +1,297 @@
+"""The worker: claims due refresh jobs and runs them, each a read of the calendar window from the
+tenant's event source followed by the store's replace-window (whose diff feeds the change feed).
+
+- At most ``max_refreshes_total`` refreshes run in the process, at most
+  ``max_refreshes_per_tenant`` of one tenant; the queue guarantees one per calendar.
+- It wakes at once when intake in the same process enqueues (a queue listener sets an event),
+  and otherwise polls, so several worker processes share one database.
+- A failed refresh is retried through ``JobQueue.retry`` (the one backoff path): ``Throttled``
+  waits its ``Retry-After``, anything else waits an exponential backoff with jitter, up to the
+  queue's maximum attempts. The error is recorded on the calendar either way.
+- Leases are renewed while refreshes run; ``stop`` lets running refreshes finish within a grace
+  period and hands the rest back to the queue. Bookkeeping runs under ``asyncio.shield`` so a
+  cancellation cannot lose it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from bookingcache.clock import Clock
+from bookingcache.domain.tenancy import EventSource as SourceKind
+from bookingcache.domain.tenancy import Tenant
+from bookingcache.errors import BookingCacheError, NotFound, Throttled
+from bookingcache.store.port import Store
+from bookingcache.sync.model import Job
+from bookingcache.sync.queue import JobQueue
+from bookingcache.sync.settings import SyncSettings
+from bookingcache.sync.sources import EventSource
+from bookingcache.sync.timing import backoff_s, refresh_window
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class SourceSet:
+    """The event source for each kind of tenant."""
+
+    def __init__(self, *, connector: EventSource, graph: EventSource, push: EventSource) -> None:
+        self._sources = {
+            SourceKind.CONNECTOR: connector,
+            SourceKind.GRAPH: graph,
+            SourceKind.PUSH: push,
+        }
+
+    def for_tenant(self, tenant: Tenant) -> EventSource:
+        return self._sources[SourceKind(tenant.event_source)]
+
+    async def aclose(self) -> None:
+        for source in {id(s): s for s in self._sources.values()}.values():
+            await source.aclose()
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    refreshes: int = 0
+    changed: int = 0
+    failures: int = 0
+    throttled: int = 0
+    given_up: int = 0
+    by_calendar: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        queue: JobQueue,
+        sources: SourceSet,
+        settings: SyncSettings,
+        clock: Clock,
+        worker_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._sources = sources
+        self._settings = settings
+        self._clock = clock
+        self.worker_id = worker_id or default_worker_id()
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrecy)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._running: dict[asyncio.Task[None], Job] = {}
+        self._per_tenant: Counter[str] = Counter()
+        self._tenant_slots: dict[str, asyncio.Semaphore] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+        self.stats = WorkerStats()
+        queue.add_listener(self.wake)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self.run(), name=f"worker {self.worker_id}")
+            self._lease_task = asyncio.create_task(self._keep_leases(), name="worker leases")
+
+    async def stop(self, *, grace_s: float = 5.0) -> None:
+        """Stop claiming; let running refreshes finish for up to ``grace_s``, then cancel them,
+        which hands their jobs back to the queue."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=grace_s)
+        for task in list(self._running):
+            task.cancel()
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+        self._loop_task = self._lease_task = None
+
+    async def run(self) -> None:
+        poll_s = self._settings.poll_interval_ms / 1000
+        while not self._stopping:
+            self._wake.clear()
+            claimed_all = False
+            try:
+                claimed_all = await self._claim_some()
+                timeout_s = poll_s
+                if not claimed_all:
+                    next_due = await self._queue.next_due_at()
+                    if next_due is not None:
+                        until_due = (next_due - self._clock.now()).total_seconds()
+                        timeout_s = min(poll_s, max(0.0, until_due))
+            except Exception:  # the loop must survive a database hiccup
+                log.exception("worker %s: claiming failed", self.worker_id)
+                timeout_s = poll_s
+            if claimed_all or self._stopping:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(timeout_s, 0.001))
+
+    async def _claim_some(self) -> bool:
+        """Claim as many jobs as there is room for; True when the batch came back full (so
+        more may be due right away)."""
+        room = self._settings.max_refreshes_total - len(self._running)
+        if room <= 0:
+            return False
+        limit = min(room, self._settings.claim_batch)
+        cap = self._settings.max_refreshes_per_tenant
+        full = [tenant for tenant, count in self._per_tenant.items() if count >= cap]
+        jobs = await self._queue.claim(self.worker_id, limit, exclude_tenants=full)
+        for job in jobs:
+            self._per_tenant[job.tenant_id] += 1
+            task = asyncio.create_task(self._run_job(job), name=f"refresh {job.mailbox}")
+            self._running[task] = job
+            task.add_done_callback(self._finished)
+        return len(jobs) == limit
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        job = self._running.pop(task, None)
+        if job is not None:
+            self._per_tenant[job.tenant_id] -= 1
+            if self._per_tenant[job.tenant_id] <= 0:
+                del self._per_tenant[job.tenant_id]
+        self._wake.set()
+
+    async def _keep_leases(self) -> None:
+        interval_s = max(0.05, self._queue.lease_s / 3)
+        while True:
+            await asyncio.sleep(interval_s)
+            for job in list(self._running.values()):
+                try:
+                    await self._queue.extend(job)
+                except Exception:
+                    log.exception("worker %s: renewing the lease of %s failed", self.worker_id, job)
+
+    # --- one job -----------------------------------------------------------------------------
+    def _slot(self, tenant_id: str) -> asyncio.Semaphore:
+        slot = self._tenant_slots.get(tenant_id)
+        if slot is None:
+            slot = asyncio.Semaphore(self._settings.max_refreshes_per_tenant)
+            self._tenant_slots[tenant_id] = slot
+        return slot
+
+    async def _run_job(self, job: Job) -> None:
+        try:
+            async with self._slot(job.tenant_id):
+                await self._refresh(job)
+        except asyncio.CancelledError:
+            await self._bookkeep(self._queue.release(job))
+            raise
+        except NotFound as exc:
+            # The tenant or calendar went away: nothing left to refresh.
+            log.info("job %s for %s/%s dropped: %s", job.id, job.tenant_id, job.mailbox, exc)
+            await self._bookkeep(self._queue.complete(job))
+        except Throttled as exc:
+            self.stats.throttled += 1
+            delay_s = exc.retry_after_s
+            if delay_s is None:
+                delay_s = self._backoff(job)
+            await self._failed(job, exc, delay_s)
+        except BookingCacheError as exc:
+            await self._failed(job, exc, self._backoff(job))
+        except Exception as exc:  # the job boundary: log with the job, retry later
+            log.exception("refresh job %s for %s/%s crashed", job.id, job.tenant_id, job.mailbox)
+            await self._failed(job, exc, self._backoff(job))
+        else:
+            await self._bookkeep(self._queue.complete(job))
+
+    def _backoff(self, job: Job) -> float:
+        return backoff_s(
+            job.attempts + 1,
+            base_s=self._settings.backoff_base_s,
+            max_s=self._settings.backoff_max_s,
+            rng=self._rng,
+        )
+
+    async def _failed(self, job: Job, exc: BaseException, delay_s: float) -> None:
+        self.stats.failures += 1
+        error = f"{exc.__class__.__name__}: {exc}"
+        log.warning(
+            "refresh of %s/%s failed (attempt %d), retrying in %.2fs: %s",
+            job.tenant_id,
+            job.mailbox,
+            job.attempts + 1,
+            delay_s,
+            error,
+        )
+        await self._bookkeep(
+            self._store.record_sync_error(
+                job.tenant_id, job.mailbox, error=error[:2000], at=self._clock.now()
+            )
+        )
+        kept = await self._bookkeep(self._queue.retry(job, defer_s=delay_s, error=error))
+        if kept is False and job.attempts + 1 >= self._queue.max_attempts:
+            self.stats.given_up += 1
+            log.error(
+                "refresh of %s/%s gave up after %d attempts: %s",
+                job.tenant_id,
+                job.mailbox,
+                job.attempts + 1,
+                error,
+            )
+
+    async def _bookkeep(self, operation: Awaitable[T]) -> T | None:
+        try:
+            return await asyncio.shield(operation)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker %s: queue bookkeeping failed", self.worker_id)
+            return None
+
+    async def _refresh(self, job: Job) -> None:
+        tenant = await self._store.get_tenant(job.tenant_id)
+        calendar = await self._store.get_calendar(job.tenant_id, job.mailbox)
+        source = self._sources.for_tenant(tenant)
+        start, end = refresh_window(
+            self._clock.now(),
+            calendar.time_zone,
+            days=self._settings.window_days,
+            past_days=self._settings.window_past_days,
+        )
+        if job.full_resync:
+            forget = getattr(source, "forget", None)
+            if forget is not None:
+                forget(job.tenant_id, job.mailbox)
+        events = await source.read_window(calendar, start=start, end=end)
+        if events is None:
+            return
+        diff = await self._store.replace_window(
+            job.tenant_id,
+            job.mailbox,
+            window_start=start,
+            window_end=end,
+            events=events,
+            synced_at=self._clock.now(),
+        )
+        self.stats.refreshes += 1
+        self.stats.by_calendar[(job.tenant_id, job.mailbox)] += 1
+        if not diff.is_empty:
+            self.stats.changed += 1
