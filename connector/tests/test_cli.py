@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import io
+import json
+import random
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bookingcache_connector.bootstrap import Connector, build_connector
+from bookingcache_connector.cli import main, read_mailboxes
+from bookingcache_connector.config import load_settings
+
+from .fakes import (
+    AUTHORITY_HOST,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    GRAPH,
+    TENANT_ID,
+    FakeClock,
+    FakeGraph,
+    identity_platform,
+)
+
+URL = "https://relay.contoso.example/graph/notifications"
+
+
+def env(tmp_path: Path, **over: str) -> dict[str, str]:
+    values = {
+        "CONNECTOR_TENANT_ID": TENANT_ID,
+        "CONNECTOR_CLIENT_ID": CLIENT_ID,
+        "CONNECTOR_CLIENT_SECRET": CLIENT_SECRET,
+        "CONNECTOR_AUTHORITY": AUTHORITY_HOST,
+        "CONNECTOR_GRAPH_URL": GRAPH,
+        "CONNECTOR_STATE_DIR": str(tmp_path / "state"),
+    }
+    values.update(over)
+    return values
+
+
+def run(
+    graph: FakeGraph, clock: FakeClock, environ: Mapping[str, str], *argv: str
+) -> tuple[int, Any]:
+    def factory(e: Mapping[str, str]) -> Connector:
+        return build_connector(
+            load_settings(e),
+            clock=clock,
+            graph_transport=graph.transport(),
+            msal_transport=identity_platform(),
+            rng=random.Random(1),
+        )
+
+    out = io.StringIO()
+    code = main(["--json", *argv], env=environ, factory=factory, out=out)
+    return code, json.loads(out.getvalue()) if out.getvalue() else None
+
+
+def test_subscribe_list_renew_delete(tmp_path: Path) -> None:
+    clock = FakeClock()
+    graph = FakeGraph(clock=clock)
+    rooms = tmp_path / "rooms.txt"
+    rooms.write_text(
+        "# building A\nroom-a1@contoso.example\n\nroom-a2@contoso.example  # 2nd floor\n"
+    )
+    e = env(tmp_path)
+    code, rows = run(
+        graph,
+        clock,
+        e,
+        "subscribe",
+        "--mailboxes",
+        str(rooms),
+        "--notification-url",
+        URL,
+        "--client-state",
+        "s3cret",
+    )
+    assert code == 0 and [r["status"] for r in rows] == ["created", "created"]
+    code, listed = run(graph, clock, e, "list")
+    assert code == 0 and sorted(s["resource"] for s in listed) == [
+        "users/room-a1@contoso.example/events",
+        "users/room-a2@contoso.example/events",
+    ]
+    clock.advance(timedelta(days=6).total_seconds())
+    code, renewed = run(graph, clock, e, "renew")
+    assert code == 0 and [r["status"] for r in renewed] == ["renewed", "renewed"]
+    code, deleted = run(graph, clock, e, "delete")
+    assert code == 0 and [r["status"] for r in deleted] == ["deleted", "deleted"]
+    assert graph.subscriptions == {}
+
+
+def test_subscribe_exit_code_when_a_row_fails(tmp_path: Path) -> None:
+    clock = FakeClock()
+    graph = FakeGraph(clock=clock, denied={"room-a2@contoso.example"})
+    rooms = tmp_path / "rooms.txt"
+    rooms.write_text("room-a1@contoso.example\nroom-a2@contoso.example\n")
+    code, rows = run(
+        graph,
+        clock,
+        env(tmp_path),
+        "subscribe",
+        "--mailboxes",
+        str(rooms),
+        "--notification-url",
+        URL,
+        "--client-state",
+        "s3cret",
+    )
+    assert code == 1
+    assert [(r["status"], r["error"] is None) for r in rows] == [
+        ("created", True),
+        ("failed", False),
+    ]
+
+
+def test_check_reports_each_problem(tmp_path: Path) -> None:
+    clock = FakeClock()
+    graph = FakeGraph(clock=clock, denied={"room-a2@contoso.example"})
+    rooms = tmp_path / "rooms.txt"
+    rooms.write_text("room-a1@contoso.example\nroom-a2@contoso.example\n")
+    code, findings = run(
+        graph,
+        clock,
+        env(tmp_path),
+        "check",
+        "--mailboxes",
+        str(rooms),
+        "--notification-url",
+        "https://127.0.0.1:9/unreachable",
+    )
+    assert code == 1
+    assert [(f["check"], f["ok"]) for f in findings] == [
+        ("credentials", True),
+        ("mailbox room-a1@contoso.example", True),
+        ("mailbox room-a2@contoso.example", False),
+        ("notificationUrl", False),
+    ]
+    code, findings = run(
+        graph,
+        clock,
+        env(tmp_path, CONNECTOR_CLIENT_SECRET="wrong"),
+        "check",
+        "--mailboxes",
+        str(rooms),
+    )
+    assert code == 1 and findings[0]["ok"] is False and "bad credentials" in findings[0]["detail"]
+
+
+def test_configuration_errors_are_reported_not_raised(tmp_path: Path, capsys: Any) -> None:
+    assert main(["list"], env={"CONNECTOR_TENANT_ID": TENANT_ID}) == 2
+    assert "CONNECTOR_CLIENT_ID" in capsys.readouterr().err
+    bad = env(tmp_path, CONNECTOR_WEBHOOK_SECRET="plain-text")
+    assert main(["list"], env=bad) == 2
+
+
+def test_read_mailboxes_ignores_comments_and_blanks(tmp_path: Path) -> None:
+    path = tmp_path / "rooms.txt"
+    path.write_text("a@x\n  # note\n\nb@x, \n")
+    assert read_mailboxes(str(path)) == ["a@x", "b@x"]

@@ -1,0 +1,251 @@
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from bookingcache_connector.app import create_app
+from bookingcache_connector.bootstrap import Connector
+from bookingcache_connector.events import BASIC_FIELDS
+from bookingcache_connector.relay import Relay
+from bookingcache_connector.service import ServiceClient
+from bookingcache_connector.signing import Signer
+from bookingcache_connector.store import StateStore
+
+from .conftest import WEBHOOK_SECRET
+from .fakes import FakeClock, FakeGraph, sample
+from .receiver import Receiver
+
+BATCH = sample("notification-batch.json")
+LIFECYCLE = sample("lifecycle-batch.json")
+A1, B2, C3 = "room-a1@contoso.example", "room-b2@contoso.example", "room-c3@contoso.example"
+
+
+def known_subscriptions(graph: FakeGraph) -> None:
+    """The sample notifications' subscription ids, as this app's listing shows them."""
+    for sub_id, mailbox, state in [
+        ("8c1f2a9e-5b3d-4e8f-9a7c-1d2e3f4a5b6c", A1, "k3Yq0pL9-room-a1"),
+        ("0d4e5f6a-7b8c-4d9e-a0b1-c2d3e4f5a6b7", B2, "Zr8wq1Tn-room-b2"),
+        ("5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d", C3, "Pq2xY7mK-room-c3"),
+    ]:
+        tmp = graph.add_subscription(mailbox, expires_in=timedelta(days=6), clientState=state)
+        graph.subscriptions[sub_id] = {**graph.subscriptions.pop(tmp), "id": sub_id}
+
+
+def relay_connector(make_connector: Any, receiver: Receiver, **over: Any) -> Connector:
+    states = ("k3Yq0pL9-room-a1", "Zr8wq1Tn-room-b2", "Pq2xY7mK-room-c3")
+    connector: Connector = make_connector(
+        service=httpx.ASGITransport(app=receiver.app()), client_states=states, **over
+    )
+    return connector
+
+
+async def post(app: Any, path: str, body: bytes | None = None, **kw: Any) -> httpx.Response:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://relay.test"
+    ) as http:
+        return await http.post(path, content=body or b"", **kw)
+
+
+async def test_validation_handshake_on_both_endpoints(make_connector: Any) -> None:
+    app = create_app(make_connector())
+    token = (
+        "Validation: Testing client application reachability for subscription Request-Id: 25ba5e96"
+    )
+    for path in ("/graph/notifications", "/graph/lifecycle"):
+        response = await post(
+            app,
+            path,
+            params={"validationToken": token},
+            headers={"Content-Type": "text/plain; charset=utf-8"},
+        )
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        assert response.text == token
+
+
+async def test_relay_end_to_end_into_the_service(make_connector: Any, graph: FakeGraph) -> None:
+    known_subscriptions(graph)
+    receiver = Receiver(WEBHOOK_SECRET)
+    connector = relay_connector(make_connector, receiver)
+    app = create_app(connector)
+    # Graph's burst: the same batch three times, plus the lifecycle batch
+    for _ in range(3):
+        assert (
+            await post(app, "/graph/notifications", json.dumps(BATCH).encode())
+        ).status_code == 202
+    assert (await post(app, "/graph/lifecycle", json.dumps(LIFECYCLE).encode())).status_code == 202
+    assert connector.store.pending_count() == 9  # durable before the 202, nothing sent yet
+    assert receiver.accepted == []
+    assert connector.relay is not None
+    assert await connector.relay.drain() is None
+    assert connector.store.pending_count() == 0
+    [call] = receiver.accepted
+    assert call["tenant"] == "contoso"
+    assert call["changes"] == [
+        {
+            "mailbox": A1,
+            "subscriptionId": "8c1f2a9e-5b3d-4e8f-9a7c-1d2e3f4a5b6c",
+            "changeType": "created",
+        },
+        {
+            "mailbox": B2,
+            "subscriptionId": "0d4e5f6a-7b8c-4d9e-a0b1-c2d3e4f5a6b7",
+            "changeType": "updated",
+        },
+    ]
+    assert [(x["mailbox"], x["lifecycleEvent"]) for x in call["lifecycle"]] == [
+        (A1, "reauthorizationRequired"),
+        (B2, "missed"),
+        (C3, "subscriptionRemoved"),
+    ]
+    assert call["resync"] == [] and "windows" not in call
+
+
+async def test_wrong_client_state_is_acknowledged_and_ignored(
+    make_connector: Any, graph: FakeGraph
+) -> None:
+    known_subscriptions(graph)
+    receiver = Receiver(WEBHOOK_SECRET)
+    connector = relay_connector(make_connector, receiver)
+    forged = copy.deepcopy(BATCH)
+    forged["value"][0]["clientState"] = "guessed"
+    del forged["value"][1]["clientState"]
+    response = await post(
+        create_app(connector), "/graph/notifications", json.dumps(forged).encode()
+    )
+    assert response.status_code == 202
+    assert connector.store.pending_count() == 0
+    assert connector.relay is not None and await connector.relay.drain() is None
+    assert receiver.accepted == []
+    bad = await post(create_app(connector), "/graph/notifications", b"not json")
+    assert bad.status_code == 400
+
+
+async def test_outage_collapses_backlog_into_resync(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    known_subscriptions(graph)
+    receiver = Receiver(WEBHOOK_SECRET, down=True)
+    connector = relay_connector(make_connector, receiver)  # resync after 30 s, backoff <= 8 s
+    relay = connector.relay
+    assert relay is not None
+    app = create_app(connector)
+    await post(app, "/graph/notifications", json.dumps(BATCH).encode())
+    delays: list[float] = []
+    while len(delays) < 12:
+        delay = await relay.drain()
+        assert delay is not None and 0 < delay <= 8
+        delays.append(delay)
+        await clock.sleep(delay)
+    assert delays[0] < delays[3]  # exponential, then capped
+    # Notifications keep arriving during the outage; none is lost.
+    await post(app, "/graph/lifecycle", json.dumps(LIFECYCLE).encode())
+    await clock.sleep(31)
+    assert await relay.drain() is not None
+    receiver.down = False
+    assert await relay.drain() is None
+    [call] = receiver.accepted
+    assert call["changes"] == [] and call["lifecycle"] == []
+    assert sorted(call["resync"]) == [A1, B2, C3]
+    assert connector.store.pending_count() == 0
+    assert connector.store.failing_since() == (None, 0)
+
+
+async def test_backlog_survives_a_restart(make_connector: Any, graph: FakeGraph) -> None:
+    known_subscriptions(graph)
+    receiver = Receiver(WEBHOOK_SECRET, down=True)
+    first = relay_connector(make_connector, receiver)
+    await post(create_app(first), "/graph/notifications", json.dumps(BATCH).encode())
+    assert first.relay is not None and await first.relay.drain() is not None
+    await first.aclose()
+    receiver.down = False
+    second = relay_connector(make_connector, receiver)
+    assert second.relay is not None and await second.relay.drain() is None
+    assert receiver.changes() == [(A1, "created"), (B2, "updated")]
+
+
+async def test_push_mode_sends_the_basic_window(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    known_subscriptions(graph)
+    today = clock.now().replace(hour=9, minute=0, second=0)
+    event = {
+        **sample("calendarview-page1.json")["value"][0],
+        "start": {"dateTime": today.strftime("%Y-%m-%dT%H:%M:%S.0000000"), "timeZone": "UTC"},
+        "end": {
+            "dateTime": (today + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.0000000"),
+            "timeZone": "UTC",
+        },
+        "body": {"content": "board minutes"},
+        "attendees": [{"emailAddress": {"address": "x@y"}}],
+    }
+    graph.events[A1] = [event]
+    graph.denied.add(B2)
+    receiver = Receiver(WEBHOOK_SECRET)
+    connector = relay_connector(make_connector, receiver, push_events=True)
+    await post(create_app(connector), "/graph/notifications", json.dumps(BATCH).encode())
+    assert connector.relay is not None and await connector.relay.drain() is None
+    [call] = receiver.accepted
+    [window] = call["windows"]
+    midnight = clock.now().strftime("%Y-%m-%dT00:00:00Z")
+    assert (window["mailbox"], window["start"]) == (A1, midnight)
+    assert window["end"] == (clock.now() + timedelta(days=14)).strftime("%Y-%m-%dT00:00:00Z")
+    assert [tuple(e) for e in window["events"]] == [BASIC_FIELDS]
+    assert "board minutes" not in json.dumps(call)
+    assert call["resync"] == [B2]  # its window could not be read: the service must resync it
+
+
+async def test_unknown_subscription_resolved_from_a_fresh_listing(
+    make_connector: Any, graph: FakeGraph
+) -> None:
+    receiver = Receiver(WEBHOOK_SECRET)
+    connector = relay_connector(make_connector, receiver)
+    await post(create_app(connector), "/graph/notifications", json.dumps(BATCH).encode())
+    known_subscriptions(graph)  # created by another run; this process has never listed them
+    assert connector.relay is not None and await connector.relay.drain() is None
+    assert receiver.changes() == [(A1, "created"), (B2, "updated")]
+
+
+async def test_relay_signature_refused_when_secret_differs(clock: FakeClock, tmp_path: Any) -> None:
+    receiver = Receiver(WEBHOOK_SECRET)
+    store = StateStore.in_directory(tmp_path)
+    store.remember_subscription("s1", A1, "cs")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=receiver.app())) as http:
+        service = ServiceClient(
+            base_url="https://svc.test",
+            tenant="contoso",
+            signer=Signer("whsec_QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB", clock),
+            http=http,
+        )
+        relay = Relay(store=store, clock=clock, service=service)
+        relay.receive(
+            "change",
+            json.dumps(
+                {"value": [{"subscriptionId": "s1", "clientState": "cs", "changeType": "updated"}]}
+            ).encode(),
+        )
+        assert await relay.drain() is not None  # refused -> kept for retry
+        assert receiver.refused == 1 and store.pending_count() == 1
+    store.close()
+
+
+async def test_run_loop_forwards_when_woken(make_connector: Any, graph: FakeGraph) -> None:
+    known_subscriptions(graph)
+    receiver = Receiver(WEBHOOK_SECRET)
+    connector = relay_connector(make_connector, receiver)
+    assert connector.relay is not None
+    task = asyncio.create_task(connector.relay.run(idle_s=3600))
+    try:
+        await post(create_app(connector), "/graph/notifications", json.dumps(BATCH).encode())
+        for _ in range(200):
+            if receiver.accepted:
+                break
+            await asyncio.sleep(0.005)
+        assert receiver.changes() == [(A1, "created"), (B2, "updated")]
+    finally:
+        task.cancel()

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import pytest
+from standardwebhooks import Webhook
+
+from bookingcache_connector.errors import SignatureError
+from bookingcache_connector.signing import Signer, Verifier, signed_content
+
+from .conftest import WEBHOOK_SECRET
+from .fakes import FakeClock
+
+PATH = (
+    "/v1/calendars/room-a1@contoso.example/events"
+    "?start=2026-11-24T00:00:00Z&end=2026-11-25T00:00:00Z"
+)
+
+
+def test_good_signature_accepted_once(clock: FakeClock) -> None:
+    headers = Signer(WEBHOOK_SECRET, clock).headers("GET", PATH, b"")
+    verifier = Verifier(WEBHOOK_SECRET, clock)
+    verifier.verify("GET", PATH, headers, b"")
+    with pytest.raises(SignatureError, match="replay"):
+        verifier.verify("GET", PATH, headers, b"")
+
+
+def test_interoperates_with_the_standardwebhooks_library(clock: FakeClock) -> None:
+    body = b'{"changes": []}'
+    headers = Signer(WEBHOOK_SECRET, FakeClock()).headers(
+        "POST", "/v1/tenants/t/notifications", body
+    )
+    content = signed_content("POST", "/v1/tenants/t/notifications", body)
+    Webhook(WEBHOOK_SECRET).verify(content, headers, json_parse=False)  # raises if wrong
+    theirs = Webhook(WEBHOOK_SECRET)
+    msg_id = "msg_from_the_service"
+    signature = theirs.sign(msg_id, clock.now(), signed_content("PUT", "/v1/subscriptions", body))
+    Verifier(WEBHOOK_SECRET, clock).verify(
+        "PUT",
+        "/v1/subscriptions",
+        {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(clock.now().timestamp())),
+            "webhook-signature": signature,
+        },
+        body,
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", PATH, b""),
+        ("GET", PATH.replace("a1", "a2"), b""),
+        ("GET", PATH, b"x"),
+        ("GET", PATH.replace("2026-11-25", "2026-12-25"), b""),
+    ],
+)
+def test_signature_covers_method_path_query_and_body(
+    clock: FakeClock, method: str, path: str, body: bytes
+) -> None:
+    headers = Signer(WEBHOOK_SECRET, clock).headers("GET", PATH, b"")
+    with pytest.raises(SignatureError, match="no matching signature"):
+        Verifier(WEBHOOK_SECRET, clock).verify(method, path, headers, body)
+
+
+def test_forged_secret_refused(clock: FakeClock) -> None:
+    headers = Signer("whsec_QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB", clock).headers("GET", PATH, b"")
+    with pytest.raises(SignatureError):
+        Verifier(WEBHOOK_SECRET, clock).verify("GET", PATH, headers, b"")
+
+
+@pytest.mark.parametrize("skew_s", [-301, 301])
+def test_stale_or_future_refused(clock: FakeClock, skew_s: int) -> None:
+    signer_clock = FakeClock(clock.now())
+    signer_clock.advance(skew_s)
+    headers = Signer(WEBHOOK_SECRET, signer_clock).headers("GET", PATH, b"")
+    with pytest.raises(SignatureError, match="5-minute"):
+        Verifier(WEBHOOK_SECRET, clock).verify("GET", PATH, headers, b"")
+
+
+def test_replay_window_forgets_only_what_is_stale_anyway(clock: FakeClock) -> None:
+    verifier = Verifier(WEBHOOK_SECRET, clock)
+    old = Signer(WEBHOOK_SECRET, clock).headers("GET", PATH, b"")
+    verifier.verify("GET", PATH, old, b"")
+    clock.advance(200)
+    with pytest.raises(SignatureError, match="replay"):
+        verifier.verify("GET", PATH, old, b"")
+    clock.advance(200)
+    with pytest.raises(SignatureError, match="5-minute"):
+        verifier.verify("GET", PATH, old, b"")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"webhook-id": "a", "webhook-timestamp": "x", "webhook-signature": "v1,AAAA"},
+        {"webhook-id": "a", "webhook-timestamp": "1", "webhook-signature": "garbage"},
+        {
+            "webhook-id": "a",
+            "webhook-timestamp": "99999999999999999999",
+            "webhook-signature": "v1,!!",
+        },
+    ],
+)
+def test_malformed_headers_refused_cleanly(clock: FakeClock, headers: dict[str, str]) -> None:
+    with pytest.raises(SignatureError):
+        Verifier(WEBHOOK_SECRET, clock).verify("GET", PATH, headers, b"")
