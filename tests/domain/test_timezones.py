@@ -61,3 +61,9 @@ def test_bad_names_are_refused_by_name(name: str) -> None:
 def test_error_names_the_zone() -> None:
     with pytest.raises(InvalidInput, match="Mars/Olympus_Mons"):
         resolve_time_zone("Mars/Olympus_Mons")
+
+
+def test_a_name_that_is_not_text_is_refused() -> None:
+    assert not is_valid_time_zone(None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="unknown time zone"):
+        resolve_time_zone(42)  # type: ignore[arg-type]

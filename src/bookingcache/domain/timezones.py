@@ -32,7 +32,7 @@ def _windows_names() -> dict[str, str]:
 
 
 def _iana_key(name: str) -> str | None:
-    if not name or len(name) > _MAX_NAME_LENGTH:
+    if not isinstance(name, str) or not name or len(name) > _MAX_NAME_LENGTH:
         return None
     folded = name.strip().casefold()
     return _iana_names().get(folded) or _windows_names().get(folded)
@@ -43,7 +43,9 @@ def resolve_time_zone(name: str) -> zoneinfo.ZoneInfo:
     ``W. Europe Standard Time``, case-insensitive); InvalidInput for anything else."""
     key = _iana_key(name)
     if key is None:
-        shown = name if len(name) <= _MAX_NAME_LENGTH else name[:_MAX_NAME_LENGTH] + "..."
+        shown = str(name)
+        if len(shown) > _MAX_NAME_LENGTH:
+            shown = shown[:_MAX_NAME_LENGTH] + "..."
         raise InvalidInput(f"unknown time zone {shown!r}: use an IANA or Windows zone name")
     return zoneinfo.ZoneInfo(key)
 
