@@ -49,6 +49,7 @@ from bookingcache.store.schema import ID, calendar_changes, calendars, rooms, te
 log = logging.getLogger(__name__)
 
 ChangeListener = Callable[[CalendarChange], None]
+RoomsListener = Callable[[str], None]
 
 
 @contextlib.asynccontextmanager
@@ -76,6 +77,7 @@ class SqlStore:
         self._clock = clock or SystemClock()
         self._write_lock = asyncio.Lock() if engines.is_sqlite(engine) else None
         self._listeners: list[ChangeListener] = []
+        self._rooms_listeners: list[RoomsListener] = []
 
     @property
     def engine(self) -> AsyncEngine:
@@ -111,6 +113,22 @@ class SqlStore:
     def remove_change_listener(self, callback: ChangeListener) -> None:
         with contextlib.suppress(ValueError):
             self._listeners.remove(callback)
+
+    def add_rooms_listener(self, callback: RoomsListener) -> None:
+        """Call ``callback(tenant_id)`` in this process after every commit that wrote room links
+        (put, delete, import) or deleted the tenant."""
+        self._rooms_listeners.append(callback)
+
+    def remove_rooms_listener(self, callback: RoomsListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._rooms_listeners.remove(callback)
+
+    def _notify_rooms(self, tenant_id: str) -> None:
+        for listener in list(self._rooms_listeners):
+            try:
+                listener(tenant_id)
+            except Exception:  # a listener's failure must not undo a committed write
+                log.exception("rooms listener failed for %s", tenant_id)
 
     def _notify(self, changes: Sequence[CalendarChange]) -> None:
         for change in changes:
@@ -193,6 +211,7 @@ class SqlStore:
                 conn, [(tenant_id, mailbox) for mailbox in mailboxes], at=self._clock.now()
             )
         self._notify(changes)
+        self._notify_rooms(tenant_id)
 
     async def get_signing_secret(self, tenant_id: str) -> str:
         async with self.read() as conn:
@@ -239,6 +258,7 @@ class SqlStore:
             )
             changes = await self._dropped(conn, room.tenant_id, dropped)
         self._notify(changes)
+        self._notify_rooms(room.tenant_id)
         return await self.get_room(room.tenant_id, room.room_id), created == 1
 
     async def get_room(self, tenant_id: str, room_id: str) -> Room:
@@ -279,6 +299,7 @@ class SqlStore:
             dropped = await room_ops.drop_unlinked_calendars(conn, tenant_id, [mailbox])
             changes = await self._dropped(conn, tenant_id, dropped)
         self._notify(changes)
+        self._notify_rooms(tenant_id)
 
     async def import_rooms(self, tenant_id: str, rooms_in: Sequence[Room]) -> tuple[int, int]:
         room_ops.check_rooms(tenant_id, rooms_in)
@@ -289,6 +310,7 @@ class SqlStore:
             )
             changes = await self._dropped(conn, tenant_id, dropped)
         self._notify(changes)
+        self._notify_rooms(tenant_id)
         return created, updated
 
     async def _dropped(
