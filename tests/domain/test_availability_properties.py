@@ -13,6 +13,7 @@ from bookingcache.domain.availability import (
     availability_view,
     busy_intervals,
     next_change,
+    placed_interval,
     room_availability,
     status_at,
     timeline,
@@ -137,7 +138,7 @@ def windows(draw: st.DrawFn) -> Interval:
     return Interval(start, start + draw(st.integers(1, 2 * 24 * 12)) * FIVE)
 
 
-PROPERTY = settings(max_examples=150, deadline=None)
+PROPERTY = settings(max_examples=100, deadline=None)
 
 
 @PROPERTY
@@ -268,3 +269,31 @@ def test_room_availability_is_consistent(
     assert tiles[0].start == window.start and tiles[-1].end == window.end
     for left, right in itertools.pairwise(tiles):
         assert left.end == right.start
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dates(min_value=dt.date(2025, 1, 1), max_value=dt.date(2027, 12, 31)),
+    st.integers(1, 3),
+    st.sampled_from(["Europe/Berlin", "W. Europe Standard Time", "Pacific Standard Time", "UTC"]),
+)
+def test_all_day_events_cover_whole_local_days(first: dt.date, days: int, zone: str) -> None:
+    tz = resolve_time_zone(zone)
+    last = first + dt.timedelta(days=days)
+    event = BasicEvent(
+        id="a",
+        start=dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC),
+        end=dt.datetime.combine(last, dt.time(), tzinfo=dt.UTC),
+        is_all_day=True,
+    )
+    placed = placed_interval(event, tz)
+    local_start, local_end = placed.start.astimezone(tz), placed.end.astimezone(tz)
+    assert (local_start.date(), local_start.time()) == (first, dt.time())
+    assert (local_end.date(), local_end.time()) == (last, dt.time())
+    # Local days last 23, 24 or 25 hours; together the event lasts as long as its local days.
+    offset_change = local_end.utcoffset() - local_start.utcoffset()  # type: ignore[operator]
+    assert placed.duration() == dt.timedelta(days=days) - offset_change
+    # The instant before the first local midnight and the last local midnight are outside.
+    assert status_at([event], at=placed.start - dt.timedelta(seconds=1), tz=tz) == RoomStatus.FREE
+    assert status_at([event], at=placed.start, tz=tz) == RoomStatus.BUSY
+    assert status_at([event], at=placed.end, tz=tz) == RoomStatus.FREE
