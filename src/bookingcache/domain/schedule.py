@@ -200,7 +200,8 @@ class RoomSchedule:
     """A room's statuses over time, compiled once from its events and its time zone.
 
     Immutable after construction, so a read model may keep one per calendar and answer many
-    requests from it until the calendar's events change.
+    requests from it until the calendar's events change. Build it with ``from_events``; the
+    constructor takes segments already sorted, disjoint and maximal.
     """
 
     __slots__ = ("_ends", "_starts", "segments")
