@@ -60,6 +60,7 @@ class FakeGraph:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     denied: set[str] = field(default_factory=set)  # mailboxes outside the app's scope
     no_permission: bool = False
+    read_basic_only: bool = False  # Calendars.ReadBasic: calendars readable, no subscriptions
     hidden_from_list: set[str] = field(default_factory=set)  # ids a listing misses once
     throttle_next: int = 0
     list_page_size: int = 2
@@ -178,6 +179,12 @@ class FakeGraph:
         mailbox = body["resource"].split("/")[1]
         if (denied := self._allowed(mailbox)) is not None:
             return denied
+        if self.read_basic_only:
+            return self.error(
+                403,
+                code="ExtensionError",
+                message="Operation: Create; Exception: [Status Code: Forbidden]",
+            )
         for existing in self.subscriptions.values():
             if existing["resource"].lower() == body["resource"].lower():
                 return self.error(

@@ -32,7 +32,7 @@ async def checked(
         )
 
 
-async def test_all_good(make_connector: Any) -> None:
+async def test_all_good(make_connector: Any, graph: FakeGraph) -> None:
     connector = make_connector()
     findings = await checked(
         connector,
@@ -42,9 +42,12 @@ async def test_all_good(make_connector: Any) -> None:
         ],
     )
     assert all(f.ok for f in findings), findings
+    assert graph.subscriptions == {}  # the test subscription was removed again
+    assert [m for m, p in graph.requests if p.startswith("/subscriptions")] == ["POST", "DELETE"]
     assert [f.check for f in findings] == [
         "credentials",
         *(f"mailbox {m}" for m in ROOMS),
+        "subscriptions",
         "notificationUrl",
         "lifecycleNotificationUrl",
     ]
@@ -124,3 +127,14 @@ async def test_notification_url_failures() -> None:
     assert "answered 500" in results["error.test"].detail
     assert "not text/plain" in results["json.test"].detail
     assert "did not echo" in results["encoded.test"].detail
+
+
+async def test_read_basic_only_cannot_subscribe(make_connector: Any, graph: FakeGraph) -> None:
+    graph.read_basic_only = True
+    findings = await checked(
+        make_connector(), [("notificationUrl", "https://relay.test/graph/notifications")]
+    )
+    failed = [f for f in findings if not f.ok]
+    assert [f.check for f in failed] == ["permission Calendars.Read"]
+    assert "Calendars.ReadBasic is not enough" in failed[0].detail
+    assert graph.subscriptions == {}

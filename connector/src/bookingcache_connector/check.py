@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from .auth import TokenProvider
-from .clock import Clock
+from .clock import Clock, to_graph_utc
 from .errors import AuthError, ConnectorError, GraphError
 from .graph import GraphClient
 
@@ -104,6 +104,43 @@ async def check_mailboxes(
     return findings
 
 
+async def check_subscription(
+    graph: GraphClient, clock: Clock, mailbox: str, notification_url: str
+) -> Finding:
+    """Create a short-lived subscription on one readable mailbox and delete it again: the only
+    sure test that Graph lets this app subscribe (Calendars.ReadBasic alone reads, but cannot)."""
+    body = {
+        "changeType": "created,updated,deleted",
+        "notificationUrl": notification_url,
+        "resource": f"users/{quote(mailbox, safe='@')}/events",
+        "expirationDateTime": to_graph_utc(clock.now() + timedelta(minutes=45)),
+        "clientState": secrets.token_urlsafe(24),
+    }
+    try:
+        created = await graph.create_subscription(body, mailbox=mailbox)
+    except GraphError as exc:
+        if exc.status == 409:
+            return Finding("subscriptions", True, f"{mailbox} already has this app's subscription")
+        if exc.status == 403:
+            return Finding(
+                "permission Calendars.Read",
+                False,
+                f"missing Calendars.Read: the calendar of {mailbox} is readable but Graph refused "
+                f"a subscription (403 {exc.code}: {exc.message}). Subscriptions need the "
+                "application permission Calendars.Read; Calendars.ReadBasic is not enough.",
+            )
+        return Finding("subscriptions", False, f"creating a test subscription failed: {exc}")
+    try:
+        await graph.delete_subscription(str(created["id"]), mailbox=mailbox)
+    except GraphError as exc:
+        return Finding(
+            "subscriptions", False, f"test subscription {created.get('id')} not deleted: {exc}"
+        )
+    return Finding(
+        "subscriptions", True, f"a test subscription on {mailbox} was created and removed"
+    )
+
+
 async def check_notification_url(
     http: httpx.AsyncClient, url: str, *, label: str = "notificationUrl", timeout_s: float = 10.0
 ) -> Finding:
@@ -152,6 +189,19 @@ async def run_check(
             findings.extend(await check_mailboxes(graph, clock, mailboxes, token))
         except ConnectorError as exc:
             findings.append(Finding("graph", False, str(exc)))
-    for label, url in notification_urls:
-        findings.append(await check_notification_url(http, url, label=label))
-    return findings
+    url_findings = [
+        await check_notification_url(http, url, label=label) for label, url in notification_urls
+    ]
+    readable = [
+        f.check.removeprefix("mailbox ")
+        for f in findings
+        if f.ok and f.check.startswith("mailbox ")
+    ]
+    if readable and notification_urls and all(f.ok for f in url_findings):
+        try:
+            findings.append(
+                await check_subscription(graph, clock, readable[0], notification_urls[0][1])
+            )
+        except ConnectorError as exc:
+            findings.append(Finding("subscriptions", False, str(exc)))
+    return findings + url_findings

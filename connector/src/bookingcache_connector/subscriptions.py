@@ -44,10 +44,11 @@ class Desired:
             raise BadRequest("mailboxes must be a list of mailbox addresses")
         url, lifecycle = body.get("notificationUrl"), body.get("lifecycleNotificationUrl")
         state = body.get("clientState")
-        if not isinstance(url, str) or not url.startswith("https://"):
+        # Graph itself insists on https; plain http is passed on for local emulators.
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise BadRequest("notificationUrl must be an https URL")
         if lifecycle is not None and (
-            not isinstance(lifecycle, str) or not lifecycle.startswith("https://")
+            not isinstance(lifecycle, str) or not lifecycle.startswith(("https://", "http://"))
         ):
             raise BadRequest("lifecycleNotificationUrl must be an https URL or null")
         if not isinstance(state, str) or not 0 < len(state) <= MAX_CLIENT_STATE:
