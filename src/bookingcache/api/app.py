@@ -1,0 +1,124 @@
+"""The ASGI application factory. Nothing is built at import time: ``create_app`` returns an app
+whose lifespan waits for the database, migrates it and builds the container (bootstrap)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CollectorRegistry
+
+from bookingcache.api import health, rooms, tenants
+from bookingcache.api.metrics import HttpMetrics, MetricsMiddleware
+from bookingcache.api.problems import PROBLEM_JSON, Problem, install_problem_handlers
+from bookingcache.bootstrap import build_container
+from bookingcache.clock import Clock
+from bookingcache.settings import Settings
+
+_OPTIONAL_ROUTERS = (
+    "bookingcache.api.availability",
+    "bookingcache.api.schedule",
+    "bookingcache.api.events",
+)
+
+_DESCRIPTION = """\
+Meeting-room availability for indoor maps, answered from a cache kept fresh by Microsoft 365
+change notifications.
+
+Management calls (tenants, rooms) need the admin token; availability calls need the tenant's read
+token or the admin token; both as `Authorization: Bearer <token>`. Every error is an RFC 9457
+`application/problem+json` body.
+"""
+
+
+def _optional_routers() -> list[APIRouter]:
+    found: list[APIRouter] = []
+    for name in _OPTIONAL_ROUTERS:
+        if importlib.util.find_spec(name) is None:
+            continue
+        router = getattr(importlib.import_module(name), "router", None)
+        if isinstance(router, APIRouter):
+            found.append(router)
+    return found
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
+    registry = CollectorRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        container = await build_container(settings, clock=clock, metrics=registry)
+        app.state.container = container
+        try:
+            yield
+        finally:
+            app.state.container = None
+            await container.close()
+
+    app = FastAPI(
+        title="bookingcache",
+        version=version("bookingcache"),
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.container = None
+    app.state.metrics_registry = registry
+    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(tenants.router)
+    app.include_router(rooms.router)
+    for router in _optional_routers():
+        app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = problems_in_openapi(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def problems_in_openapi(schema: dict[str, Any]) -> dict[str, Any]:
+    """Describe every error answer as what it is, a problem+json body, and document the
+    401/403/503 of every operation that takes a token (and so reads the store)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in problem_schema.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    components.setdefault("Problem", problem_schema)
+    for name, definition in rooms.openapi_components().items():
+        components.setdefault(name, definition)
+    problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses: dict[str, Any] = operation["responses"]
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "The body could not be parsed"})
+            if operation.get("security"):
+                responses.setdefault("401", {"description": "Missing or wrong token"})
+                responses.setdefault("403", {"description": "The token may not do this"})
+                responses.setdefault("503", {"description": "The database is unavailable"})
+            for code, response in responses.items():
+                if code.isdigit() and int(code) >= 400:
+                    response["content"] = dict(problem)
+                    if response.get("description") == "Validation Error":
+                        response["description"] = "The request is invalid"
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    return schema

@@ -1,0 +1,111 @@
+"""Dependencies of the HTTP API, as ``Annotated`` aliases endpoints declare in their signatures.
+
+Auth: management needs the admin token; reading a tenant's availability needs that tenant's read
+token or the admin token, both as ``Authorization: Bearer``. Read tokens look like
+``<tenant id>.<random>``, so a valid token presented for the wrong tenant (or for management)
+is told apart from a wrong one: 403 rather than 401.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from bookingcache.bootstrap import Container
+from bookingcache.clock import Clock
+from bookingcache.domain.tenancy import Tenant
+from bookingcache.errors import Forbidden, NotFound, StoreUnavailable, Unauthorized
+from bookingcache.settings import Settings
+from bookingcache.store.port import Store
+
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="The admin token, or a tenant's read token for availability calls",
+)
+
+
+def get_container(request: Request) -> Container:
+    container = getattr(request.app.state, "container", None)
+    if not isinstance(container, Container):
+        raise StoreUnavailable("the service is starting or stopping")
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+def get_store(container: ContainerDep) -> Store:
+    return container.store
+
+
+def get_clock(container: ContainerDep) -> Clock:
+    return container.clock
+
+
+def get_settings(container: ContainerDep) -> Settings:
+    return container.settings
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+TenantIdPath = Annotated[
+    str, Path(description="The tenant's id", pattern=TENANT_ID_PATTERN, max_length=63)
+]
+
+
+def _presented_token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("send the admin token or a read token as 'Authorization: Bearer ...'")
+    return credentials.credentials
+
+
+def _is_admin(container: Container, token: str) -> bool:
+    return hmac.compare_digest(token.encode(), container.admin_token.encode())
+
+
+def read_token_tenant(token: str) -> str | None:
+    """The tenant a read token claims to belong to (checked against the store separately)."""
+    tenant_id, dot, rest = token.partition(".")
+    return tenant_id if dot and rest and tenant_id else None
+
+
+async def _is_valid_read_token(store: Store, tenant_id: str, token: str) -> bool:
+    try:
+        return await store.check_read_token(tenant_id, token)
+    except NotFound:
+        return False
+
+
+async def require_admin(container: ContainerDep, credentials: BearerDep) -> None:
+    token = _presented_token(credentials)
+    if _is_admin(container, token):
+        return
+    claimed = read_token_tenant(token)
+    if claimed is not None and await _is_valid_read_token(container.store, claimed, token):
+        raise Forbidden("a read token cannot manage tenants or rooms; use the admin token")
+    raise Unauthorized("the token is not valid")
+
+
+async def require_tenant_reader(
+    tenant: TenantIdPath, container: ContainerDep, credentials: BearerDep
+) -> Tenant:
+    token = _presented_token(credentials)
+    if _is_admin(container, token):
+        return await container.store.get_tenant(tenant)
+    claimed = read_token_tenant(token)
+    if claimed is None or not await _is_valid_read_token(container.store, claimed, token):
+        raise Unauthorized("the token is not valid")
+    if claimed != tenant:
+        raise Forbidden(f"this read token belongs to another tenant, not {tenant!r}")
+    return await container.store.get_tenant(tenant)
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
+TenantReader = Annotated[Tenant, Depends(require_tenant_reader)]

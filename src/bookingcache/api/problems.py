@@ -1,0 +1,224 @@
+"""RFC 9457 problem details: every 4xx and 5xx the API answers is ``application/problem+json``.
+
+This is the one place where the service's error tree (``bookingcache.errors``) meets HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bookingcache import errors
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:bookingcache:problem:"
+
+
+class FieldError(BaseModel):
+    """One thing wrong with the request."""
+
+    field: str = Field(description="where: e.g. body.mailbox, query.start, or a CSV column")
+    message: str
+    type: str | None = Field(default=None, description="machine-readable error kind")
+    row: int | None = Field(
+        default=None, description="for imports: the row number (CSV: the line, header is 1)"
+    )
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem details object."""
+
+    type: str = Field(description="a URI naming the kind of problem")
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class ProblemError(Exception):
+    """Raised by endpoints for a problem that carries field errors (e.g. a rejected import)."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        *,
+        field_errors: Sequence[FieldError] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.field_errors = list(field_errors)
+        self.headers = headers
+
+
+# Ordered most specific first: the first matching class decides.
+_ERROR_MAP: tuple[tuple[type[errors.BookingCacheError], int, str], ...] = (
+    (errors.InvalidWindow, 422, "invalid-window"),
+    (errors.InvalidInput, 422, "invalid-input"),
+    (errors.NotFound, 404, "not-found"),
+    (errors.Conflict, 409, "conflict"),
+    (errors.Unauthorized, 401, "unauthorized"),
+    (errors.Forbidden, 403, "forbidden"),
+    (errors.StoreUnavailable, 503, "store-unavailable"),
+    (errors.Throttled, 503, "upstream-throttled"),
+    (errors.UpstreamError, 502, "upstream-error"),
+)
+
+_HTTP_SLUGS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "invalid-input",
+    429: "too-many-requests",
+    500: "internal-error",
+    502: "upstream-error",
+    503: "unavailable",
+}
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    *,
+    slug: str | None = None,
+    detail: str | None = None,
+    field_errors: Sequence[FieldError] = (),
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    body = Problem(
+        type=TYPE_PREFIX + (slug or _HTTP_SLUGS.get(status, "error")),
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=list(field_errors) or None,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def status_of(exc: errors.BookingCacheError) -> tuple[int, str]:
+    for cls, status, slug in _ERROR_MAP:
+        if isinstance(exc, cls):
+            return status, slug
+    return 500, "internal-error"
+
+
+def _field_name(loc: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in loc) or "request"
+
+
+def validation_errors(raw: Sequence[Any]) -> list[FieldError]:
+    result: list[FieldError] = []
+    for item in raw:
+        if isinstance(item, dict):
+            result.append(
+                FieldError(
+                    field=_field_name(item.get("loc", ())),
+                    message=str(item.get("msg", "invalid")),
+                    type=str(item.get("type")) if item.get("type") else None,
+                )
+            )
+    return result
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(
+        request,
+        exc.status,
+        slug=exc.slug,
+        detail=exc.detail,
+        field_errors=exc.field_errors,
+        headers=exc.headers,
+    )
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.BookingCacheError)
+    status, slug = status_of(exc)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, errors.Throttled) and exc.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    if status >= 500:
+        log.warning("%s %s answered %d: %s", request.method, request.url.path, status, exc)
+    return problem_response(request, status, slug=slug, detail=str(exc), headers=headers or None)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    field_errors = validation_errors(exc.errors())
+    detail = "; ".join(f"{e.field}: {e.message}" for e in field_errors[:5]) or "invalid request"
+    return problem_response(
+        request, 422, slug="invalid-input", detail=detail, field_errors=field_errors
+    )
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no resource at {request.url.path}"
+    elif exc.status_code == 405 and detail == "Method Not Allowed":
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return problem_response(
+        request, exc.status_code, detail=detail, headers=dict(exc.headers or {}) or None
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(
+        request, 500, slug="internal-error", detail="the service failed to answer this request"
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(errors.BookingCacheError, _on_domain_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem answers."""
+    return {
+        status: {
+            "model": Problem,
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }

@@ -1,0 +1,264 @@
+"""Tenants: the customer organisations whose room calendars the service caches."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import secrets
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, Response, status
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bookingcache.api.deps import (
+    TENANT_ID_PATTERN,
+    ClockDep,
+    SettingsDep,
+    StoreDep,
+    TenantIdPath,
+    require_admin,
+)
+from bookingcache.api.problems import FieldError, ProblemError, problem_responses
+from bookingcache.domain.tenancy import EventSource, Tenant, TenantSecrets, TitlePolicy
+from bookingcache.domain.timezones import resolve_time_zone
+from bookingcache.errors import InvalidInput
+
+MAX_STALENESS_S = 7 * 24 * 3600
+
+router = APIRouter(
+    prefix="/v1/tenants",
+    tags=["tenants"],
+    dependencies=[Depends(require_admin)],
+    responses=problem_responses(401, 403),
+)
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+ConnectorUrl = Annotated[str, Field(max_length=2000, examples=["https://connector.example.com"])]
+TimeZoneName = Annotated[
+    str, Field(min_length=1, max_length=128, examples=["Europe/Berlin", "W. Europe Standard Time"])
+]
+StalenessS = Annotated[int, Field(gt=0, le=MAX_STALENESS_S)]
+
+
+def check_connector_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("connector_url must be an absolute http:// or https:// URL")
+    return value.strip().rstrip("/")
+
+
+def canonical_time_zone(value: str) -> str:
+    try:
+        return resolve_time_zone(value).key
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
+
+
+def check_name(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("name must not be blank")
+    return value
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(
+        pattern=TENANT_ID_PATTERN,
+        max_length=63,
+        description="Lower-case letters, digits and dashes; used in every tenant URL",
+        examples=["contoso"],
+    )
+    name: Name
+    event_source: EventSource = EventSource.CONNECTOR
+    connector_url: ConnectorUrl | None = None
+    title_policy: TitlePolicy = TitlePolicy.HIDE_PRIVATE
+    default_time_zone: TimeZoneName = "UTC"
+    staleness_bound_s: StalenessS | None = Field(
+        default=None, description="Data older than this reads as unknown; default from settings"
+    )
+
+    _name = field_validator("name")(check_name)
+    _tz = field_validator("default_time_zone")(canonical_time_zone)
+
+    @field_validator("connector_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_connector_url(value)
+
+    @model_validator(mode="after")
+    def _connector_needs_url(self) -> TenantCreate:
+        if self.event_source is EventSource.CONNECTOR and self.connector_url is None:
+            raise ValueError("connector_url is required when event_source is 'connector'")
+        return self
+
+
+class TenantUpdate(BaseModel):
+    """Only the fields present change; ``connector_url`` may be set to null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    event_source: EventSource | None = None
+    connector_url: ConnectorUrl | None = None
+    title_policy: TitlePolicy | None = None
+    default_time_zone: TimeZoneName | None = None
+    staleness_bound_s: StalenessS | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value)
+
+    @field_validator("default_time_zone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return None if value is None else canonical_time_zone(value)
+
+    @field_validator("connector_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_connector_url(value)
+
+    @model_validator(mode="after")
+    def _no_null_except_url(self) -> TenantUpdate:
+        for name in self.model_fields_set - {"connector_url"}:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class TenantOut(BaseModel):
+    id: str
+    name: str
+    event_source: EventSource
+    connector_url: str | None
+    title_policy: TitlePolicy
+    default_time_zone: str
+    staleness_bound_s: int
+    created_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, tenant: Tenant) -> TenantOut:
+        return cls(
+            id=tenant.id,
+            name=tenant.name,
+            event_source=tenant.event_source,
+            connector_url=tenant.connector_url,
+            title_policy=tenant.title_policy,
+            default_time_zone=tenant.default_time_zone,
+            staleness_bound_s=tenant.staleness_bound_s,
+            created_at=tenant.created_at,
+        )
+
+
+class TenantSecretsOut(BaseModel):
+    signing_secret: str = Field(
+        description="Standard Webhooks secret (whsec_...) signing service<->connector calls"
+    )
+    read_token: str = Field(description="Bearer token for the tenant's availability calls")
+
+
+class TenantCreated(TenantOut):
+    secrets: TenantSecretsOut = Field(description="Shown once: the service cannot show them again")
+
+
+class TenantList(BaseModel):
+    tenants: list[TenantOut]
+
+
+def generate_secrets(tenant_id: str) -> TenantSecrets:
+    return TenantSecrets(
+        signing_secret="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii"),
+        read_token=f"{tenant_id}.{secrets.token_urlsafe(32)}",
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TenantCreated,
+    summary="Create a tenant; its secrets are in this answer only",
+    responses=problem_responses(409, 422),
+)
+async def create_tenant(
+    body: TenantCreate, store: StoreDep, clock: ClockDep, settings: SettingsDep
+) -> TenantCreated:
+    tenant_secrets = generate_secrets(body.id)
+    tenant = await store.create_tenant(
+        Tenant(
+            id=body.id,
+            name=body.name,
+            event_source=body.event_source,
+            connector_url=body.connector_url,
+            title_policy=body.title_policy,
+            default_time_zone=body.default_time_zone,
+            staleness_bound_s=body.staleness_bound_s or settings.default_staleness_s,
+            created_at=clock.now(),
+        ),
+        tenant_secrets,
+    )
+    return TenantCreated(
+        **TenantOut.of(tenant).model_dump(),
+        secrets=TenantSecretsOut(
+            signing_secret=tenant_secrets.signing_secret, read_token=tenant_secrets.read_token
+        ),
+    )
+
+
+@router.get("", response_model=TenantList, summary="List tenants")
+async def list_tenants(store: StoreDep) -> TenantList:
+    return TenantList(tenants=[TenantOut.of(t) for t in await store.list_tenants()])
+
+
+@router.get(
+    "/{tenant}", response_model=TenantOut, summary="Read a tenant", responses=problem_responses(404)
+)
+async def get_tenant(tenant: TenantIdPath, store: StoreDep) -> TenantOut:
+    return TenantOut.of(await store.get_tenant(tenant))
+
+
+@router.patch(
+    "/{tenant}",
+    response_model=TenantOut,
+    summary="Change some of a tenant's settings",
+    responses=problem_responses(404, 422),
+)
+async def update_tenant(tenant: TenantIdPath, body: TenantUpdate, store: StoreDep) -> TenantOut:
+    current = await store.get_tenant(tenant)
+    changes = body.changes()
+    source = changes.get("event_source", current.event_source)
+    url = changes.get("connector_url", current.connector_url)
+    if source is EventSource.CONNECTOR and url is None:
+        raise ProblemError(
+            422,
+            "invalid-input",
+            "connector_url is required when event_source is 'connector'",
+            field_errors=[
+                FieldError(
+                    field="body.connector_url",
+                    message="required when event_source is 'connector'",
+                    type="missing",
+                )
+            ],
+        )
+    if not changes:
+        return TenantOut.of(current)
+    return TenantOut.of(await store.update_tenant(tenant, changes))
+
+
+@router.delete(
+    "/{tenant}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete a tenant with its rooms and cached events",
+    responses=problem_responses(404),
+)
+async def delete_tenant(tenant: TenantIdPath, store: StoreDep) -> Response:
+    await store.delete_tenant(tenant)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

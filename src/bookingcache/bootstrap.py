@@ -1,0 +1,81 @@
+"""The composition root: the one place that chooses real adapters and wires them together.
+
+Tests call ``build_container`` with their own settings (a temporary data directory, a test
+database) and a ``FixedClock``; nothing else in the service constructs a store or a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from bookingcache.clock import Clock, SystemClock
+from bookingcache.errors import StoreUnavailable
+from bookingcache.readmodel import ReadModel
+from bookingcache.settings import Settings, admin_token_of, ensure_admin_token
+from bookingcache.store.port import Store
+from bookingcache.store.sql import open_store
+
+log = logging.getLogger(__name__)
+
+_DATABASE_RETRY_S = 0.5
+
+
+@dataclass(slots=True)
+class Container:
+    """The composed objects one service process runs with."""
+
+    settings: Settings
+    store: Store
+    clock: Clock
+    read_model: ReadModel
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    @property
+    def admin_token(self) -> str:
+        return admin_token_of(self.settings)
+
+    async def close(self) -> None:
+        self.read_model.detach()
+        await self.store.close()
+
+
+async def open_store_when_ready(settings: Settings, *, clock: Clock) -> Store:
+    """Open the store and migrate it to head, waiting up to ``database_wait_s`` for a database
+    that is still starting (a container orchestrator may start us first)."""
+    url = settings.resolved_database_url
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + settings.database_wait_s
+    while True:
+        try:
+            return await open_store(url, migrate=True, clock=clock)
+        except StoreUnavailable as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("database not ready, retrying: %s", exc)
+            await asyncio.sleep(_DATABASE_RETRY_S)
+
+
+async def build_container(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    metrics: CollectorRegistry | None = None,
+) -> Container:
+    settings = ensure_admin_token(settings)
+    clock = clock or SystemClock()
+    store = await open_store_when_ready(settings, clock=clock)
+    read_model = ReadModel(store, clock)
+    read_model.attach()
+    return Container(
+        settings=settings,
+        store=store,
+        clock=clock,
+        read_model=read_model,
+        metrics=metrics if metrics is not None else CollectorRegistry(),
+    )

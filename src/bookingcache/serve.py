@@ -1,0 +1,94 @@
+"""``bookingcache serve``: the service on uvicorn, with one line saying where it listens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from bookingcache.api.app import create_app
+from bookingcache.logs import configure_logging
+from bookingcache.settings import Settings, admin_token_of, ensure_admin_token
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """Tells when it listens, so the address is printed only once it is true."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # _serve handles SIGINT/SIGTERM on the event loop; uvicorn's own handlers would re-raise
+        # the signal after the graceful shutdown and turn a clean stop into a death by signal.
+        yield
+
+    def request_exit(self) -> None:
+        if self.should_exit:
+            self.force_exit = True  # a second signal: stop waiting for open connections
+        self.should_exit = True
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.ready.set()
+
+
+def settings_from(**overrides: Any) -> Settings:
+    """Settings from the environment, with command-line values (those not None) on top."""
+    return Settings(**{name: value for name, value in overrides.items() if value is not None})
+
+
+def serve(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    data_dir: str | None = None,
+    database_url: str | None = None,
+) -> int:
+    settings = settings_from(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    configure_logging(settings)
+    settings = ensure_admin_token(settings)
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(stop_signal, server.request_exit)
+    running = asyncio.create_task(server.serve())
+    ready = asyncio.create_task(server.ready.wait())
+    await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    if not server.started:
+        await running
+        log.error("bookingcache did not start")
+        return 1
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    print(
+        f"bookingcache listening on http://{shown_host}:{port} "
+        f"admin token: {admin_token_of(settings)}",
+        flush=True,
+    )
+    await running
+    return 0

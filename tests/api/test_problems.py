@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+
+from bookingcache.errors import Throttled
+
+from .conftest import ADMIN, assert_problem
+
+
+async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.get("/no/such/thing"), 404)
+    assert body["instance"] == "/no/such/thing"
+    assert "/no/such/thing" in body["detail"]
+
+
+async def test_wrong_method_is_a_problem(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.put("/healthz"), 405)
+    assert "PUT" in body["detail"]
+
+
+async def test_validation_error_lists_every_field(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/tenants",
+        json={"id": "Not Valid!", "name": "", "event_source": "carrier-pigeon"},
+        headers=ADMIN,
+    )
+    body = assert_problem(response, 422)
+    fields = {error["field"] for error in body["errors"]}
+    assert {"body.id", "body.name", "body.event_source"} <= fields
+    assert all(error["message"] for error in body["errors"])
+
+
+async def test_malformed_json_is_a_problem(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/tenants",
+        content=b"{not json",
+        headers={**ADMIN, "content-type": "application/json"},
+    )
+    assert_problem(response, 422)
+
+
+async def test_domain_errors_map_to_status(app: FastAPI, client: httpx.AsyncClient) -> None:
+    async def throttled() -> None:
+        raise Throttled("Graph said slow down", retry_after_s=7.2)
+
+    async def crash() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/test/throttled", throttled)
+    app.add_api_route("/test/crash", crash)
+    response = await client.get("/test/throttled")
+    body = assert_problem(response, 503)
+    assert body["detail"] == "Graph said slow down"
+    assert response.headers["retry-after"] == "7"
+    body = assert_problem(await client.get("/test/crash"), 500)
+    assert "a bug" not in body["detail"]

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from .conftest import ADMIN, assert_problem, tenant_body
+
+
+async def test_create_returns_secrets_once(
+    client: httpx.AsyncClient, tenant: dict[str, Any], tenant_id: str
+) -> None:
+    assert tenant["id"] == tenant_id
+    assert tenant["name"] == "Contoso"
+    assert tenant["title_policy"] == "hide_private"
+    assert tenant["staleness_bound_s"] == 3600
+    assert dt.datetime.fromisoformat(tenant["created_at"]) == dt.datetime(
+        2026, 11, 23, 9, 0, tzinfo=dt.UTC
+    )
+    signing = tenant["secrets"]["signing_secret"]
+    assert signing.startswith("whsec_")
+    assert len(base64.b64decode(signing.removeprefix("whsec_"), validate=True)) == 32
+    # The secret is usable as-is by a Standard Webhooks implementation.
+    webhook = Webhook(signing)
+    now = dt.datetime.now(dt.UTC)
+    signature = webhook.sign("msg_1", now, '{"a":1}')
+    webhook.verify(
+        '{"a":1}',
+        {
+            "webhook-id": "msg_1",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signature,
+        },
+    )
+    assert tenant["secrets"]["read_token"].startswith(tenant_id + ".")
+
+    shown = (await client.get(f"/v1/tenants/{tenant_id}", headers=ADMIN)).json()
+    assert "secrets" not in shown
+    assert signing not in (await client.get("/v1/tenants", headers=ADMIN)).text
+
+
+async def test_two_tenants_get_different_secrets(client: httpx.AsyncClient, tenant_id: str) -> None:
+    a = (await client.post("/v1/tenants", json=tenant_body(tenant_id + "-a"), headers=ADMIN)).json()
+    b = (await client.post("/v1/tenants", json=tenant_body(tenant_id + "-b"), headers=ADMIN)).json()
+    assert a["secrets"]["signing_secret"] != b["secrets"]["signing_secret"]
+    listed = (await client.get("/v1/tenants", headers=ADMIN)).json()["tenants"]
+    assert {tenant_id + "-a", tenant_id + "-b"} <= {t["id"] for t in listed}
+
+
+async def test_duplicate_id_conflicts(client: httpx.AsyncClient, tenant: dict[str, Any]) -> None:
+    response = await client.post("/v1/tenants", json=tenant_body(tenant["id"]), headers=ADMIN)
+    assert_problem(response, 409)
+
+
+async def test_windows_time_zone_is_accepted_and_stored_as_iana(
+    client: httpx.AsyncClient, tenant_id: str
+) -> None:
+    body = tenant_body(tenant_id, default_time_zone="W. Europe Standard Time")
+    response = await client.post("/v1/tenants", json=body, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    assert response.json()["default_time_zone"] == "Europe/Berlin"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"event_source": "fax"}, "body.event_source"),
+        ({"connector_url": None}, "body"),
+        ({"connector_url": "ftp://connector.example"}, "body.connector_url"),
+        ({"connector_url": "not a url"}, "body.connector_url"),
+        ({"title_policy": "shout"}, "body.title_policy"),
+        ({"default_time_zone": "Mars/Olympus_Mons"}, "body.default_time_zone"),
+        ({"staleness_bound_s": 0}, "body.staleness_bound_s"),
+        ({"staleness_bound_s": -5}, "body.staleness_bound_s"),
+        ({"name": "   "}, "body.name"),
+        ({"surprise": 1}, "body.surprise"),
+    ],
+)
+async def test_bad_tenant_is_refused(
+    client: httpx.AsyncClient, tenant_id: str, overrides: dict[str, Any], field: str
+) -> None:
+    response = await client.post(
+        "/v1/tenants", json=tenant_body(tenant_id, **overrides), headers=ADMIN
+    )
+    body = assert_problem(response, 422)
+    assert field in {error["field"] for error in body["errors"]}
+    assert_problem(await client.get(f"/v1/tenants/{tenant_id}", headers=ADMIN), 404)
+
+
+async def test_push_and_graph_sources_need_no_connector_url(
+    client: httpx.AsyncClient, tenant_id: str
+) -> None:
+    for source in ("push", "graph"):
+        body = tenant_body(f"{tenant_id}-{source}", event_source=source, connector_url=None)
+        response = await client.post("/v1/tenants", json=body, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        assert response.json()["event_source"] == source
+
+
+async def test_patch_changes_only_given_fields(
+    client: httpx.AsyncClient, tenant: dict[str, Any]
+) -> None:
+    url = f"/v1/tenants/{tenant['id']}"
+    response = await client.patch(
+        url, json={"title_policy": "hide", "staleness_bound_s": 600}, headers=ADMIN
+    )
+    assert response.status_code == 200, response.text
+    changed = response.json()
+    assert changed["title_policy"] == "hide"
+    assert changed["staleness_bound_s"] == 600
+    assert changed["name"] == tenant["name"]
+    assert changed["connector_url"] == tenant["connector_url"]
+    assert (await client.get(url, headers=ADMIN)).json() == changed
+
+
+async def test_patch_keeps_the_connector_rule(
+    client: httpx.AsyncClient, tenant: dict[str, Any]
+) -> None:
+    url = f"/v1/tenants/{tenant['id']}"
+    assert_problem(await client.patch(url, json={"connector_url": None}, headers=ADMIN), 422)
+    assert_problem(await client.patch(url, json={"name": None}, headers=ADMIN), 422)
+    assert_problem(
+        await client.patch(url, json={"default_time_zone": "Nowhere"}, headers=ADMIN), 422
+    )
+    response = await client.patch(
+        url, json={"event_source": "push", "connector_url": None}, headers=ADMIN
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["connector_url"] is None
+    assert_problem(await client.patch(url, json={"event_source": "connector"}, headers=ADMIN), 422)
+
+
+async def test_delete_tenant(client: httpx.AsyncClient, tenant: dict[str, Any]) -> None:
+    url = f"/v1/tenants/{tenant['id']}"
+    assert (await client.delete(url, headers=ADMIN)).status_code == 204
+    assert_problem(await client.get(url, headers=ADMIN), 404)
+    assert_problem(await client.delete(url, headers=ADMIN), 404)
+    assert_problem(await client.patch(url, json={"name": "x"}, headers=ADMIN), 404)
