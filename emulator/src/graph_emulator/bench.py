@@ -42,6 +42,7 @@ class LoopbackReceiver:
     ``status`` (after ``delay_s``) and keeps what it received."""
 
     status: int = 202
+    statuses: dict[str, int] = field(default_factory=dict)  # per path, overriding ``status``
     delay_s: float = 0.0
     handshake: HandshakeMode = "echo"
     handshake_delay_s: float = 0.0
@@ -103,7 +104,7 @@ class LoopbackReceiver:
                 self.first_arrival[str(event_id)] = arrival
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        await _respond(send, self.status, b"", "text/plain")
+        await _respond(send, self.statuses.get(scope["path"], self.status), b"", "text/plain")
 
     async def _handshake(self, send: Send, token: str) -> None:
         if self.handshake_delay_s or self.handshake == "slow":
@@ -150,6 +151,7 @@ async def serve(app: Any, *, host: str = "127.0.0.1") -> AsyncIterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
+        server.force_exit = True  # don't wait out idle keep-alive connections
         await asyncio.wait_for(task, timeout=10)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from graph_emulator.clock import Clock
+from graph_emulator.counters import Counters
 from graph_emulator.errors import GraphError
 
 NotificationFaultKind = Literal["drop", "duplicate", "reorder", "delay"]
@@ -98,6 +99,7 @@ class FaultRegistry:
     notification: dict[NotificationFaultKind, NotificationFault] = field(default_factory=dict)
     mailbox: dict[str, MailboxFault] = field(default_factory=dict)
     silenced: set[str] = field(default_factory=set)
+    counters: Counters | None = None
 
     # -- notification faults ------------------------------------------------------------------
 
@@ -184,6 +186,8 @@ class FaultRegistry:
         if fault.trigger.exhausted:
             del self.mailbox[key]
         if fault.kind == "throttle":
+            if self.counters is not None:
+                self.counters.record_throttled(mailbox_id)
             raise GraphError(
                 429,
                 "ApplicationThrottled",

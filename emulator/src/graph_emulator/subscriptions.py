@@ -411,7 +411,11 @@ def build_hub(
     settings: DeliverySettings | None = None,
 ) -> SubscriptionHub:
     config = state.config
-    faults = FaultRegistry(clock=state.clock, rng=random.Random(state.rng.random()))  # noqa: S311
+    faults = FaultRegistry(
+        clock=state.clock,
+        rng=random.Random(state.rng.random()),  # noqa: S311 - reproducible faults
+        counters=state.counters,
+    )
     engine = DeliveryEngine(
         clock=state.clock,
         client=httpx.AsyncClient(transport=transport, verify=False),  # noqa: S501
