@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from graph_emulator.state import EmulatorState
 
+_PARAMETERS = ("schedules", "startTime", "endTime", "availabilityViewInterval")
 _RANK = {"free": 0, "workingElsewhere": 1, "tentative": 2, "busy": 3, "oof": 4, "unknown": 0}
 _DIGIT = {"free": "0", "tentative": "1", "busy": "2", "oof": "3", "unknown": "0"}
 
@@ -120,7 +121,10 @@ def routes(state: EmulatorState) -> list[Route]:
     async def get_schedule(request: Request) -> Response:
         user = request.path_params["user"]
         async with mailbox_access(request, state, user, need="readbasic") as access:
-            body = await read_json(request)
+            # Action parameters are matched case-insensitively (msgraph-sdk sends "Schedules").
+            raw = await read_json(request)
+            canonical = {k.lower(): k for k in _PARAMETERS}
+            body = {canonical.get(k.lower(), k): v for k, v in raw.items()}
             schedules = body.get("schedules")
             if (
                 not isinstance(schedules, list)
