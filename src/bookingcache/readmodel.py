@@ -1,0 +1,431 @@
+"""The availability read model: per tenant, the room index and every linked calendar's cached
+events around now, kept in memory so availability answers never wait for the database.
+
+Consistency (docs/architecture.md, "change feed -> availability read model"):
+
+* Events: the store calls its change listeners right after a commit that changed a calendar's
+  events; this process marks the calendar dirty and re-reads it before the next answer. Other
+  processes' writes arrive through the change feed (``Store.changes_since``), polled at most
+  every ``poll_interval`` when an answer is about to be given.
+* Sync state: a refresh that changed nothing still moves ``last_success_at`` without a feed
+  row. A calendar that looks stale from memory is therefore re-checked in the store (at most
+  every ``poll_interval``) before it is reported stale; fresh-looking data can only be fresher.
+* Room links: re-read per tenant when the store signals a room write in this process (its
+  ``add_rooms_listener``, when it has one), when a change names a mailbox the index does not
+  know or a calendar disappears, when a request names an unknown room, and otherwise every
+  ``rooms_ttl`` (writes by other processes).
+
+Requests outside the cached horizon (yesterday .. +15 days around the load) read the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bookingcache.clock import Clock
+from bookingcache.domain.availability import is_stale
+from bookingcache.domain.events import BasicEvent
+from bookingcache.domain.intervals import Interval
+from bookingcache.domain.tenancy import CalendarState, Room, Tenant
+from bookingcache.domain.timezones import resolve_time_zone
+from bookingcache.errors import InvalidInput, NotFound
+from bookingcache.store.port import CalendarChange, Store
+
+log = logging.getLogger(__name__)
+
+UTC = dt.UTC
+# All-day events are stored at UTC midnights and placed in the room's zone, which moves them by
+# up to 14 hours: select them with this much slack either side and let the domain clip.
+_PLACEMENT_SLACK = dt.timedelta(days=1)
+# Change-feed sequence numbers can become visible out of order on PostgreSQL (a transaction that
+# took a lower number commits later); polls look back this far and skip numbers already seen.
+_FEED_LOOKBACK = 256
+_FEED_PAGE = 1000
+# Up to this many calendars are re-read one by one; more, and their tenant's list is read once.
+_ONE_BY_ONE = 16
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEntry:
+    """A room of the index with its calendar's resolved time zone."""
+
+    room: Room
+    time_zone: str
+    tz: ZoneInfo
+
+    @property
+    def room_id(self) -> str:
+        return self.room.room_id
+
+    @property
+    def mailbox(self) -> str:
+        return self.room.mailbox
+
+
+@dataclass(slots=True)
+class CachedCalendar:
+    """One mailbox's events overlapping the loaded span, sorted by start."""
+
+    mailbox: str
+    events: list[BasicEvent]
+    starts: list[dt.datetime]
+    reach: dt.timedelta  # how far before a window an event starting there can still overlap it
+    last_success_at: dt.datetime | None
+    # Answers computed from exactly these events, keyed by their request; dropped with the
+    # calendar when it is re-read (api/availability.py decides what a key and value hold).
+    memo: dict[Any, Any] = field(default_factory=dict)
+    sync_checked_at: dt.datetime | None = None
+
+    @classmethod
+    def of(
+        cls, mailbox: str, events: Iterable[BasicEvent], last_success_at: dt.datetime | None
+    ) -> CachedCalendar:
+        ordered = sorted(events, key=lambda event: event.start)
+        longest = max((e.end - e.start for e in ordered), default=dt.timedelta(0))
+        all_day = any(event.is_all_day for event in ordered)
+        return cls(
+            mailbox=mailbox,
+            events=ordered,
+            starts=[event.start for event in ordered],
+            reach=longest + (_PLACEMENT_SLACK if all_day else dt.timedelta(0)),
+            last_success_at=last_success_at,
+        )
+
+    def overlapping(self, start: dt.datetime, end: dt.datetime) -> list[BasicEvent]:
+        """Events that may overlap [start, end) once placed (a superset; the domain clips)."""
+        low = bisect.bisect_left(self.starts, start - self.reach)
+        high = bisect.bisect_left(self.starts, end + _PLACEMENT_SLACK)
+        return self.events[low:high]
+
+
+@dataclass(slots=True)
+class TenantView:
+    """What the read model holds for one tenant."""
+
+    tenant_id: str
+    created_at: dt.datetime | None
+    default_time_zone: str
+    horizon: Interval
+    loaded_at: dt.datetime
+    rooms: dict[str, RoomEntry] = field(default_factory=dict)
+    calendars: dict[str, CachedCalendar] = field(default_factory=dict)
+    rooms_read_at: dt.datetime | None = None
+
+    def room(self, room_id: str) -> RoomEntry:
+        entry = self.rooms.get(room_id)
+        if entry is None:
+            raise NotFound(f"room {room_id!r} is not linked in tenant {self.tenant_id!r}")
+        return entry
+
+    def rooms_where(self, *, building: str, floor: str | None) -> list[RoomEntry]:
+        found = [
+            entry
+            for entry in self.rooms.values()
+            if entry.room.building == building and (floor is None or entry.room.floor == floor)
+        ]
+        found.sort(key=lambda entry: entry.room_id)
+        return found
+
+    def rooms_of_mailbox(self, mailbox: str) -> list[RoomEntry]:
+        folded = mailbox.casefold()
+        return [entry for entry in self.rooms.values() if entry.mailbox.casefold() == folded]
+
+    def calendar(self, mailbox: str) -> CachedCalendar:
+        cached = self.calendars.get(mailbox)
+        if cached is None:
+            cached = CachedCalendar.of(mailbox, (), None)
+            self.calendars[mailbox] = cached
+        return cached
+
+    def covers(self, start: dt.datetime, end: dt.datetime) -> bool:
+        return self.horizon.start <= start and end <= self.horizon.end
+
+
+def _due(last: dt.datetime | None, now: dt.datetime, interval: dt.timedelta) -> bool:
+    """True unless ``last`` lies within ``interval`` before ``now`` (a clock set back is due)."""
+    return last is None or not last <= now < last + interval
+
+
+def _zone(name: str | None, fallback: str) -> tuple[str, ZoneInfo]:
+    for candidate in (name, fallback, "UTC"):
+        if not candidate:
+            continue
+        try:
+            return candidate, resolve_time_zone(candidate)
+        except InvalidInput:
+            log.warning("ignoring unusable time zone %r", candidate)
+    return "UTC", ZoneInfo("UTC")
+
+
+class ReadModel:
+    """In-memory availability data for every tenant asked about since start."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        horizon_past: dt.timedelta = dt.timedelta(days=1),
+        horizon_future: dt.timedelta = dt.timedelta(days=15),
+        reload_after: dt.timedelta = dt.timedelta(hours=12),
+        poll_interval: dt.timedelta = dt.timedelta(seconds=1),
+        rooms_ttl: dt.timedelta = dt.timedelta(seconds=10),
+        load_batch: int = 500,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._horizon_past = horizon_past
+        self._horizon_future = horizon_future
+        self._reload_after = reload_after
+        self._poll_interval = poll_interval
+        self._rooms_ttl = rooms_ttl
+        self._load_batch = max(1, load_batch)
+        self._views: dict[str, TenantView] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._dirty: dict[str, set[str]] = {}
+        self._rooms_dirty: set[str] = set()
+        self._feed_seq: int | None = None
+        self._feed_seen: set[int] = set()
+        self._last_poll: dt.datetime | None = None
+        self._poll_lock = asyncio.Lock()
+
+    # --- change signals ----------------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Subscribe to the store's in-process signals, where it offers them."""
+        add_listener = getattr(self._store, "add_change_listener", None)
+        if callable(add_listener):
+            add_listener(self._on_change)
+        add_rooms_listener = getattr(self._store, "add_rooms_listener", None)
+        if callable(add_rooms_listener):
+            add_rooms_listener(self.rooms_changed)
+
+    def detach(self) -> None:
+        remove_listener = getattr(self._store, "remove_change_listener", None)
+        if callable(remove_listener):
+            remove_listener(self._on_change)
+        remove_rooms_listener = getattr(self._store, "remove_rooms_listener", None)
+        if callable(remove_rooms_listener):
+            remove_rooms_listener(self.rooms_changed)
+
+    def _on_change(self, change: CalendarChange) -> None:
+        self.calendar_changed(change.tenant_id, change.mailbox)
+
+    def calendar_changed(self, tenant_id: str, mailbox: str) -> None:
+        """The calendar's cached events changed; re-read it before next use."""
+        view = self._views.get(tenant_id)
+        if view is None:
+            return
+        self._dirty.setdefault(tenant_id, set()).add(mailbox)
+        if mailbox not in view.calendars:
+            # A mailbox the index has not seen: a room was linked to it.
+            self._rooms_dirty.add(tenant_id)
+
+    def rooms_changed(self, tenant_id: str) -> None:
+        """The tenant's room links changed; re-read the room index before next use."""
+        self._rooms_dirty.add(tenant_id)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def view(self, tenant: Tenant) -> TenantView:
+        """The tenant's up-to-date view: loaded on first use, then kept current."""
+        await self._poll_feed()
+        lock = self._locks.setdefault(tenant.id, asyncio.Lock())
+        async with lock:
+            current = self._views.get(tenant.id)
+            now = self._clock.now()
+            if (
+                current is None
+                or current.created_at != tenant.created_at
+                or not current.loaded_at <= now < current.loaded_at + self._reload_after
+            ):
+                current = await self._load(tenant, now)
+            else:
+                if current.default_time_zone != tenant.default_time_zone:
+                    current.default_time_zone = tenant.default_time_zone
+                    self._rooms_dirty.add(tenant.id)
+                if _due(current.rooms_read_at, now, self._rooms_ttl):
+                    self._rooms_dirty.add(tenant.id)
+            # Signals that arrived while loading are honoured now, before anyone reads.
+            if tenant.id in self._rooms_dirty:
+                await self._reload_rooms(current)
+            dirty = self._dirty.pop(tenant.id, None)
+            if dirty:
+                await self._reload_calendars(current, sorted(dirty))
+            return current
+
+    async def room(self, view: TenantView, room_id: str) -> RoomEntry:
+        """The room's entry; ``NotFound`` when not linked (after ``recheck_unknown``)."""
+        await self.recheck_unknown(view, [room_id])
+        return view.room(room_id)
+
+    async def recheck_unknown(self, view: TenantView, names: Iterable[str]) -> None:
+        """Re-read the room index when a request names rooms (or mailboxes) it does not know:
+        they may have been linked by another process. At most once per poll interval."""
+        now = self._clock.now()
+        unknown = any(name not in view.rooms and not view.rooms_of_mailbox(name) for name in names)
+        if unknown and _due(view.rooms_read_at, now, self._poll_interval):
+            async with self._locks.setdefault(view.tenant_id, asyncio.Lock()):
+                await self._reload_rooms(view)
+
+    async def events(
+        self, view: TenantView, mailbox: str, *, start: dt.datetime, end: dt.datetime
+    ) -> list[BasicEvent]:
+        """The mailbox's events that may overlap [start, end): from memory inside the horizon,
+        otherwise from the store."""
+        if view.covers(start, end):
+            return view.calendar(mailbox).overlapping(start, end)
+        found = await self._store.events_in_window(
+            view.tenant_id,
+            [mailbox],
+            start=start - _PLACEMENT_SLACK,
+            end=end + _PLACEMENT_SLACK,
+        )
+        return found.get(mailbox, [])
+
+    async def confirm_sync_state(
+        self, view: TenantView, mailboxes: Iterable[str], *, now: dt.datetime, bound: dt.timedelta
+    ) -> None:
+        """Re-read the sync state of calendars that look stale from memory (a refresh that
+        changed no event moves ``last_success_at`` without a change signal)."""
+        doubtful = [
+            calendar
+            for calendar in (view.calendar(mailbox) for mailbox in dict.fromkeys(mailboxes))
+            if is_stale(calendar.last_success_at, now=now, bound=bound)
+            and _due(calendar.sync_checked_at, now, self._poll_interval)
+        ]
+        if not doubtful:
+            return
+        states = await self._states(view, [calendar.mailbox for calendar in doubtful])
+        for calendar in doubtful:
+            calendar.sync_checked_at = now
+            state = states.get(calendar.mailbox)
+            if state is None:
+                self._rooms_dirty.add(view.tenant_id)  # unlinked meanwhile
+            else:
+                calendar.last_success_at = state.last_success_at
+
+    # --- loading -----------------------------------------------------------------------------
+
+    async def _load(self, tenant: Tenant, now: dt.datetime) -> TenantView:
+        if self._feed_seq is None:
+            # Read the feed position before the data: a row committed after this read is
+            # replayed by the next poll, never lost; the rows read now are already in the data.
+            self._feed_seq = await self._store.last_change_seq()
+            await self._read_feed()
+            self._last_poll = self._clock.now()
+        self._dirty.pop(tenant.id, None)
+        view = TenantView(
+            tenant_id=tenant.id,
+            created_at=tenant.created_at,
+            default_time_zone=tenant.default_time_zone,
+            horizon=Interval(now - self._horizon_past, now + self._horizon_future),
+            loaded_at=now,
+        )
+        # Registered before reading, so that changes committed meanwhile are marked dirty.
+        self._views[tenant.id] = view
+        await self._reload_rooms(view)
+        return view
+
+    async def _reload_rooms(self, view: TenantView) -> None:
+        """Re-read the room index and every calendar's sync state; read the events of newly
+        linked calendars, forget unlinked ones."""
+        self._rooms_dirty.discard(view.tenant_id)
+        view.rooms_read_at = self._clock.now()
+        rooms = await self._store.list_rooms(view.tenant_id)
+        states = {
+            state.mailbox: state for state in await self._store.list_calendars(view.tenant_id)
+        }
+        entries: dict[str, RoomEntry] = {}
+        for room in rooms:
+            state = states.get(room.mailbox)
+            name = room.time_zone or (state.time_zone if state else None)
+            time_zone, tz = _zone(name, view.default_time_zone)
+            entries[room.room_id] = RoomEntry(room=room, time_zone=time_zone, tz=tz)
+        view.rooms = entries
+        linked = {entry.mailbox for entry in entries.values()}
+        for mailbox in list(view.calendars):
+            if mailbox not in linked:
+                del view.calendars[mailbox]
+            elif mailbox in states:
+                view.calendars[mailbox].last_success_at = states[mailbox].last_success_at
+        await self._read_events(view, sorted(linked - view.calendars.keys()), states)
+
+    async def _read_events(
+        self, view: TenantView, mailboxes: Sequence[str], states: dict[str, CalendarState]
+    ) -> None:
+        for offset in range(0, len(mailboxes), self._load_batch):
+            batch = list(mailboxes[offset : offset + self._load_batch])
+            found = await self._store.events_in_window(
+                view.tenant_id,
+                batch,
+                start=view.horizon.start - _PLACEMENT_SLACK,
+                end=view.horizon.end + _PLACEMENT_SLACK,
+            )
+            for mailbox in batch:
+                state = states.get(mailbox)
+                view.calendars[mailbox] = CachedCalendar.of(
+                    mailbox, found.get(mailbox, ()), state.last_success_at if state else None
+                )
+
+    async def _reload_calendars(self, view: TenantView, mailboxes: list[str]) -> None:
+        linked = {entry.mailbox for entry in view.rooms.values()}
+        wanted = [mailbox for mailbox in mailboxes if mailbox in linked]
+        if not wanted:
+            return
+        states = await self._states(view, wanted)
+        if any(mailbox not in states for mailbox in wanted):
+            # A calendar went away: its room was unlinked or re-linked (or the tenant deleted).
+            await self._reload_rooms(view)
+            wanted = [mailbox for mailbox in wanted if mailbox in view.calendars]
+        await self._read_events(view, wanted, states)
+
+    async def _states(self, view: TenantView, mailboxes: list[str]) -> dict[str, CalendarState]:
+        """The sync states of those calendars that still exist."""
+        if len(mailboxes) > _ONE_BY_ONE:
+            listed = await self._store.list_calendars(view.tenant_id)
+            return {state.mailbox: state for state in listed}
+        states: dict[str, CalendarState] = {}
+        for mailbox in mailboxes:
+            with contextlib.suppress(NotFound):
+                states[mailbox] = await self._store.get_calendar(view.tenant_id, mailbox)
+        return states
+
+    async def _poll_feed(self) -> None:
+        if self._feed_seq is None or not self._views:
+            return
+        if not _due(self._last_poll, self._clock.now(), self._poll_interval):
+            return
+        async with self._poll_lock:
+            now = self._clock.now()
+            if not _due(self._last_poll, now, self._poll_interval):
+                return
+            self._last_poll = now
+            await self._read_feed()
+
+    async def _read_feed(self) -> None:
+        """Mark the calendars of unseen feed rows dirty (rows already seen are skipped)."""
+        assert self._feed_seq is not None
+        position = max(0, self._feed_seq - _FEED_LOOKBACK)
+        newest = self._feed_seq
+        while True:
+            changes = await self._store.changes_since(position, limit=_FEED_PAGE)
+            for change in changes:
+                if change.seq not in self._feed_seen:
+                    self._feed_seen.add(change.seq)
+                    self.calendar_changed(change.tenant_id, change.mailbox)
+                position = max(position, change.seq)
+            newest = max(newest, position)
+            if len(changes) < _FEED_PAGE:
+                break
+        self._feed_seq = newest
+        floor = newest - _FEED_LOOKBACK
+        self._feed_seen = {seq for seq in self._feed_seen if seq > floor}
