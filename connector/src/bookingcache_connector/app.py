@@ -24,17 +24,20 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_BODY = 4 * 1024 * 1024
 
 
-def create_app(connector: Connector | None = None) -> ASGIApp:
-    """Build the app; without an argument the connector is built from ``CONNECTOR_*`` settings
-    at start-up (in the lifespan), never at import."""
+def create_app(
+    connector: Connector | None = None, *, build: Callable[[], Connector] | None = None
+) -> ASGIApp:
+    """Build the app around a ready ``connector``, or let the lifespan build one at start-up
+    (with ``build``, or from the ``CONNECTOR_*`` settings) and close it at shut-down."""
     holder: dict[str, Any] = {"connector": connector}
+    builder = build or (lambda: build_connector(load_settings(os.environ)))
 
     async def lifespan(receive: Receive, send: Send) -> None:
         message = await receive()
         assert message["type"] == "lifespan.startup"
         if holder["connector"] is None:
             try:
-                holder["connector"] = build_connector(load_settings(os.environ))
+                holder["connector"] = builder()
                 holder["owned"] = True
             except Exception as exc:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
