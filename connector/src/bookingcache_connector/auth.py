@@ -40,6 +40,10 @@ class MsalHttpClient:
         headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
+        if isinstance(data, Mapping):
+            # MSAL hands over some form values as bytes (the certificate's client assertion);
+            # requests form-encodes those as text, httpx would write their repr.
+            data = {k: v.decode() if isinstance(v, bytes) else v for k, v in data.items()}
         return self._client.post(url, params=params, data=data, headers=headers)
 
     def get(
