@@ -19,6 +19,8 @@ from bookingcache.readmodel import ReadModel
 from bookingcache.settings import Settings, admin_token_of, ensure_admin_token
 from bookingcache.store.port import Store
 from bookingcache.store.sql import open_store
+from bookingcache.sync.runtime import SyncRuntime
+from bookingcache.sync.settings import SyncSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,16 @@ class Container:
     clock: Clock
     read_model: ReadModel
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # The sync engine: its queue is intake's way in; its worker runs when settings.run_worker.
+    sync: SyncRuntime | None = None
 
     @property
     def admin_token(self) -> str:
         return admin_token_of(self.settings)
 
     async def close(self) -> None:
+        if self.sync is not None:
+            await self.sync.stop()
         self.read_model.detach()
         await self.store.close()
 
@@ -66,16 +72,21 @@ async def build_container(
     *,
     clock: Clock | None = None,
     metrics: CollectorRegistry | None = None,
+    sync_settings: SyncSettings | None = None,
 ) -> Container:
     settings = ensure_admin_token(settings)
     clock = clock or SystemClock()
     store = await open_store_when_ready(settings, clock=clock)
     read_model = ReadModel(store, clock)
     read_model.attach()
+    sync = SyncRuntime(store, clock=clock, settings=sync_settings)
+    if settings.run_worker:
+        sync.start()
     return Container(
         settings=settings,
         store=store,
         clock=clock,
         read_model=read_model,
         metrics=metrics if metrics is not None else CollectorRegistry(),
+        sync=sync,
     )

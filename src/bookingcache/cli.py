@@ -28,14 +28,34 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default 8080; 0: any free)")
     parser.add_argument("--data-dir", help="where the SQLite database and admin token live")
     parser.add_argument("--database-url", help="sqlite:///path or postgresql://...")
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="intake and API only; run `bookingcache worker` elsewhere to refresh calendars",
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     from bookingcache.serve import serve
 
     return serve(
-        host=args.host, port=args.port, data_dir=args.data_dir, database_url=args.database_url
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        run_worker=not args.no_worker,
     )
+
+
+def _configure_worker(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="where the SQLite database lives")
+    parser.add_argument("--database-url", help="sqlite:///path or postgresql://...")
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from bookingcache.sync.command import run_worker
+
+    return run_worker(data_dir=args.data_dir, database_url=args.database_url)
 
 
 def _configure_passthrough(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +70,9 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 _COMMANDS: dict[str, Command] = {
     "serve": Command("run the service (API and background work)", _configure_serve, _run_serve),
+    "worker": Command(
+        "run only the sync worker and reconciliation sweep", _configure_worker, _run_worker
+    ),
     "bench": Command(
         "run a benchmark (see docs/benchmarks.md)",
         _configure_passthrough,

@@ -54,8 +54,15 @@ def serve(
     port: int | None = None,
     data_dir: str | None = None,
     database_url: str | None = None,
+    run_worker: bool = True,
 ) -> int:
-    settings = settings_from(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    settings = settings_from(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        run_worker=run_worker,
+    )
     configure_logging(settings)
     settings = ensure_admin_token(settings)
     return asyncio.run(_serve(settings))

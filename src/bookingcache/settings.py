@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool = False
     default_staleness_s: int = Field(default=3600, gt=0)
+    run_worker: bool = Field(
+        default=False,
+        description="run the sync worker and sweep in this process (`serve` turns it on "
+        "unless --no-worker); sync knobs are BOOKINGCACHE_SYNC_* (bookingcache.sync.settings)",
+    )
     database_wait_s: float = Field(
         default=30.0, ge=0, description="how long start-up waits for the database"
     )

@@ -1,11 +1,11 @@
-"""Knobs of the sync engine. A sub-model of the service settings (``BOOKINGCACHE_SYNC__...``)
-and usable on its own in tests."""
+"""Knobs of the sync engine, read from the environment beside the service settings."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class GraphTenantSettings(BaseModel):
@@ -38,7 +38,14 @@ class GraphSettings(BaseModel):
     tenants: dict[str, GraphTenantSettings] = Field(default_factory=dict)
 
 
-class SyncSettings(BaseModel):
+class SyncSettings(BaseSettings):
+    """Read from ``BOOKINGCACHE_SYNC_*`` (nested with ``__``, e.g.
+    ``BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID``; ``BOOKINGCACHE_SYNC_GRAPH__TENANTS`` as JSON)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BOOKINGCACHE_SYNC_", env_nested_delimiter="__", extra="ignore"
+    )
+
     coalesce_ms: int = Field(default=200, ge=0, le=60_000)
     window_days: int = Field(default=14, ge=1, le=62)
     # How far before the start of the room's local today the window begins.
@@ -53,5 +60,6 @@ class SyncSettings(BaseModel):
     backoff_max_s: float = Field(default=300.0, gt=0)
     sweep_bound_s: float = Field(default=900.0, gt=0)
     sweep_interval_s: float = Field(default=30.0, gt=0)
+    sweep_rate_per_s: float = Field(default=5.0, gt=0)
     connector_timeout_s: float = Field(default=10.0, gt=0)
     graph: GraphSettings = Field(default_factory=GraphSettings)
