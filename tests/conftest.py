@@ -3,7 +3,7 @@
 ``database_url`` is parametrised over ``sqlite`` (always) and ``postgres`` (when
 ``BOOKINGCACHE_TEST_DATABASE_URL`` names a server). For PostgreSQL one database with a unique
 name is created on that server per test session and dropped at its end, so concurrent runs
-never meet; between tests its tables are truncated. For SQLite each test gets a copy of a
+never meet; between tests its tables are emptied. For SQLite each test gets a copy of a
 database migrated once per session.
 """
 
@@ -68,6 +68,8 @@ def _postgres_url() -> Iterator[str | None]:
         conn = await asyncpg.connect(maintenance, timeout=10)
         try:
             await conn.execute(f'CREATE DATABASE "{name}"')
+            # A throwaway database: commits need not wait for the disk.
+            await conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
         finally:
             await conn.close()
         await _migrate(test_url)
@@ -93,7 +95,9 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-_TABLES = ", ".join(table.name for table in metadata.sorted_tables)
+# Children first. DELETE on tables this small is far cheaper than TRUNCATE, which PostgreSQL
+# implements with new files and a checkpoint-visible catalog change.
+_CLEAR = "; ".join(f"DELETE FROM {table.name}" for table in reversed(metadata.sorted_tables))
 
 
 @pytest.fixture(
@@ -124,7 +128,7 @@ async def database_url(
     assert _postgres_url is not None
     conn = await asyncpg.connect(_asyncpg_dsn(_postgres_url), timeout=10)
     try:
-        await conn.execute(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE")
+        await conn.execute(_CLEAR)
     finally:
         await conn.close()
     return _postgres_url
@@ -137,8 +141,8 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 async def store(database_url: str, clock: FixedClock) -> AsyncIterator[SqlStore]:
-    """An opened, migrated ``SqlStore`` on an empty database, closed after the test."""
-    opened = await open_store(database_url, migrate=True, clock=clock)
+    """An opened ``SqlStore`` on an empty, migrated database, closed after the test."""
+    opened = await open_store(database_url, migrate=False, clock=clock)
     try:
         yield opened
     finally:

@@ -78,6 +78,17 @@ def _redact(url: str) -> str:
         return "<unparseable>"
 
 
+def check_sqlite_directory(url: str) -> None:
+    """``StoreUnavailable`` when a SQLite file would go in a directory that does not exist
+    (SQLite cannot create it, and failing before connecting gives the clearer message)."""
+    parsed = make_url(normalize_database_url(url))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return
+    directory = Path(parsed.database).parent
+    if not directory.is_dir():
+        raise StoreUnavailable(f"the SQLite database directory {str(directory)!r} does not exist")
+
+
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 

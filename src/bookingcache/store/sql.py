@@ -465,6 +465,7 @@ async def open_store(url: str, *, migrate: bool = True, clock: Clock | None = No
     """Open the store at ``url`` (see ``engine.normalize_database_url``), migrating it to the
     newest schema unless ``migrate`` is false; ``StoreUnavailable`` if the database cannot be
     reached (or, without ``migrate``, is not at the newest schema)."""
+    engines.check_sqlite_directory(url)
     engine = engines.create_engine(url)
     try:
         async with translate_errors():

@@ -1,0 +1,102 @@
+"""The change feed: one row per committed non-empty diff, in commit order, with in-process
+listeners called after the commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from bookingcache.domain.events import BasicEvent
+from bookingcache.domain.tenancy import Tenant
+from bookingcache.errors import InvalidInput
+from bookingcache.store.port import CalendarChange
+from bookingcache.store.sql import SqlStore
+
+from .conftest import TENANT
+
+DAY = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+END = DAY + dt.timedelta(days=1)
+
+
+def ev(event_id: str, hour: int) -> BasicEvent:
+    return BasicEvent(event_id, DAY + dt.timedelta(hours=hour), DAY + dt.timedelta(hours=hour + 1))
+
+
+async def test_feed_is_ordered_and_pages(store: SqlStore, tenant: Tenant) -> None:
+    assert await store.last_change_seq() == 0
+    assert await store.changes_since(0) == []
+    order = ["a@acme.test", "c@acme.test", "b@acme.test", "a@acme.test"]
+    for n, mailbox in enumerate(order):
+        await store.replace_window(
+            TENANT,
+            mailbox,
+            window_start=DAY,
+            window_end=END,
+            events=[ev(f"e{n}", n)],
+            synced_at=DAY + dt.timedelta(minutes=n),
+        )
+    changes = await store.changes_since(0)
+    assert [c.mailbox for c in changes] == order
+    assert [c.at for c in changes] == [DAY + dt.timedelta(minutes=n) for n in range(4)]
+    seqs = [c.seq for c in changes]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4
+    assert await store.last_change_seq() == seqs[-1]
+    assert await store.changes_since(seqs[0], limit=2) == changes[1:3]
+    assert await store.changes_since(seqs[-1]) == []
+
+
+async def test_listeners_hear_committed_changes_only(store: SqlStore, tenant: Tenant) -> None:
+    heard: list[CalendarChange] = []
+
+    def broken(change: CalendarChange) -> None:
+        raise RuntimeError("a listener bug")
+
+    store.add_change_listener(broken)
+    store.add_change_listener(heard.append)
+    await store.replace_window(
+        TENANT, "a@acme.test", window_start=DAY, window_end=END, events=[ev("e1", 9)], synced_at=DAY
+    )
+    assert heard == list(await store.changes_since(0))
+    # No change, no call; a refused write, no call.
+    await store.replace_window(
+        TENANT, "a@acme.test", window_start=DAY, window_end=END, events=[ev("e1", 9)], synced_at=DAY
+    )
+    with pytest.raises(InvalidInput):
+        await store.replace_window(
+            TENANT,
+            "a@acme.test",
+            window_start=DAY,
+            window_end=END,
+            events=[ev("x", 1), ev("x", 2)],
+            synced_at=DAY,
+        )
+    assert len(heard) == 1
+    store.remove_change_listener(heard.append)
+    await store.replace_window(
+        TENANT, "a@acme.test", window_start=DAY, window_end=END, events=[], synced_at=DAY
+    )
+    assert len(heard) == 1
+    assert len(await store.changes_since(0)) == 2
+
+
+async def test_pruning_keeps_recent_rows_and_the_newest(store: SqlStore, tenant: Tenant) -> None:
+    for n in range(3):
+        await store.replace_window(
+            TENANT,
+            "a@acme.test",
+            window_start=DAY,
+            window_end=END,
+            events=[ev(f"e{n}", n)],
+            synced_at=DAY + dt.timedelta(hours=n),
+        )
+    newest = await store.last_change_seq()
+    assert await store.prune_changes(before=DAY + dt.timedelta(hours=1, minutes=30)) == 2
+    assert [c.seq for c in await store.changes_since(0)] == [newest]
+    assert await store.prune_changes(before=DAY + dt.timedelta(days=9)) == 0
+    assert await store.last_change_seq() == newest
+    # Sequence numbers are never reused after pruning.
+    await store.replace_window(
+        TENANT, "a@acme.test", window_start=DAY, window_end=END, events=[], synced_at=DAY
+    )
+    assert await store.last_change_seq() > newest

@@ -1,0 +1,73 @@
+"""Two refreshes of one calendar at once never interleave into a mixed result, also when
+they come from two store instances (two processes' worth of connections) on one database."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from bookingcache.domain.events import BasicEvent, EventDiff
+from bookingcache.domain.tenancy import Tenant
+from bookingcache.store.sql import SqlStore, open_store
+
+from .conftest import TENANT
+
+A = "a@acme.test"
+DAY = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+WRITERS = 6
+EVENTS_PER_WRITER = 40
+
+
+def batch(writer: int) -> list[BasicEvent]:
+    return [
+        BasicEvent(
+            f"w{writer}-{i}",
+            DAY + dt.timedelta(minutes=15 * i),
+            DAY + dt.timedelta(minutes=15 * i + 10),
+        )
+        for i in range(EVENTS_PER_WRITER)
+    ]
+
+
+async def test_concurrent_replacements_serialise(
+    store: SqlStore, tenant: Tenant, database_url: str
+) -> None:
+    second = await open_store(database_url, migrate=False)
+    try:
+        stores = [store, second]
+        inputs = {writer: batch(writer) for writer in range(WRITERS)}
+        diffs: list[EventDiff] = await asyncio.gather(
+            *(
+                stores[writer % 2].replace_window(
+                    TENANT,
+                    A,
+                    window_start=DAY,
+                    window_end=DAY + dt.timedelta(days=1),
+                    events=events,
+                    synced_at=DAY,
+                )
+                for writer, events in inputs.items()
+            )
+        )
+    finally:
+        await second.close()
+
+    ids = {writer: {e.id for e in events} for writer, events in inputs.items()}
+    # Each replacement saw exactly the complete result of one other (or an empty calendar)...
+    removed_sets = [set(diff.removed) for diff in diffs]
+    assert sum(1 for removed in removed_sets if not removed) == 1
+    predecessors = []
+    for writer, diff in enumerate(diffs):
+        assert {e.id for e in diff.added} == ids[writer]
+        assert diff.changed == ()
+        if diff.removed:
+            (predecessor,) = [w for w, s in ids.items() if s == set(diff.removed)]
+            predecessors.append(predecessor)
+    # ... forming one chain: every writer but the last was replaced by exactly one other.
+    assert len(set(predecessors)) == WRITERS - 1
+    (last,) = set(range(WRITERS)) - set(predecessors)
+    final = await store.events_in_window(TENANT, [A], start=DAY, end=DAY + dt.timedelta(days=1))
+    assert final[A] == inputs[last]
+    changes = await store.changes_since(0)
+    assert len(changes) == WRITERS
+    assert [c.seq for c in changes] == sorted(c.seq for c in changes)

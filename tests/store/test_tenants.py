@@ -1,0 +1,205 @@
+"""Tenants: create, read, change, delete (with everything they own), secrets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import pytest
+from sqlalchemy import func, insert, select, text
+
+from bookingcache.clock import FixedClock
+from bookingcache.domain.events import BasicEvent
+from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets, TitlePolicy
+from bookingcache.errors import Conflict, InvalidInput, NotFound
+from bookingcache.store import schema
+from bookingcache.store.sql import SqlStore
+
+from .conftest import READ_TOKEN, SIGNING_SECRET, TENANT
+
+DAY = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+
+
+async def test_create_and_get_round_trip_every_field(store: SqlStore, clock: FixedClock) -> None:
+    tenant = Tenant(
+        id="globex",
+        name="Globex",
+        event_source=EventSource.GRAPH,
+        connector_url="https://connector.globex.test/api",
+        title_policy=TitlePolicy.SHOW,
+        default_time_zone="America/New_York",
+        staleness_bound_s=900,
+    )
+    created = await store.create_tenant(tenant, TenantSecrets("whsec_Z2xvYmV4", "globex.token"))
+
+    assert created.created_at == clock.now()
+    assert await store.get_tenant("globex") == created
+    assert created == Tenant(
+        id="globex",
+        name="Globex",
+        event_source=EventSource.GRAPH,
+        connector_url="https://connector.globex.test/api",
+        title_policy=TitlePolicy.SHOW,
+        default_time_zone="America/New_York",
+        staleness_bound_s=900,
+        created_at=clock.now(),
+    )
+
+
+async def test_duplicate_tenant_is_a_conflict_and_keeps_the_first(
+    store: SqlStore, tenant: Tenant
+) -> None:
+    with pytest.raises(Conflict):
+        await store.create_tenant(
+            Tenant(id=TENANT, name="Impostor"), TenantSecrets("whsec_b3RoZXI=", "acme.other")
+        )
+    assert (await store.get_tenant(TENANT)).name == "Acme"
+    assert await store.check_read_token(TENANT, READ_TOKEN)
+
+
+async def test_unknown_tenant_is_not_found(store: SqlStore) -> None:
+    with pytest.raises(NotFound):
+        await store.get_tenant("nobody")
+    with pytest.raises(NotFound):
+        await store.update_tenant("nobody", {"name": "X"})
+    with pytest.raises(NotFound):
+        await store.delete_tenant("nobody")
+    with pytest.raises(NotFound):
+        await store.get_signing_secret("nobody")
+    with pytest.raises(NotFound):
+        await store.check_read_token("nobody", "nobody.token")
+
+
+async def test_list_tenants_in_id_order(store: SqlStore) -> None:
+    for tenant_id in ("zeta", "alpha", "mid"):
+        await store.create_tenant(
+            Tenant(id=tenant_id, name=tenant_id.title()),
+            TenantSecrets("whsec_eA==", f"{tenant_id}.t"),
+        )
+    assert [t.id for t in await store.list_tenants()] == ["alpha", "mid", "zeta"]
+
+
+async def test_update_tenant_changes_only_named_fields(store: SqlStore, tenant: Tenant) -> None:
+    updated = await store.update_tenant(
+        TENANT, {"title_policy": "hide", "event_source": EventSource.PUSH, "connector_url": None}
+    )
+    assert updated.title_policy is TitlePolicy.HIDE
+    assert updated.event_source is EventSource.PUSH
+    assert updated.name == "Acme"
+    assert updated.default_time_zone == "Europe/Berlin"
+    assert await store.get_tenant(TENANT) == updated
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"id": "other"},
+        {"created_at": DAY},
+        {"title_policy": "sometimes"},
+        {"event_source": "carrier-pigeon"},
+        {"staleness_bound_s": 0},
+        {"staleness_bound_s": "60"},
+        {"name": ""},
+        {"unknown": 1},
+    ],
+)
+async def test_bad_tenant_changes_are_refused_and_change_nothing(
+    store: SqlStore, tenant: Tenant, changes: dict[str, object]
+) -> None:
+    with pytest.raises(InvalidInput):
+        await store.update_tenant(TENANT, changes)
+    assert await store.get_tenant(TENANT) == tenant
+
+
+async def test_read_token_is_stored_only_as_its_hash(store: SqlStore, tenant: Tenant) -> None:
+    assert await store.check_read_token(TENANT, READ_TOKEN)
+    assert not await store.check_read_token(TENANT, READ_TOKEN + "x")
+    assert not await store.check_read_token(TENANT, "")
+    async with store.read() as conn:
+        stored = (
+            await conn.execute(
+                select(schema.tenants.c.read_token_sha256).where(schema.tenants.c.id == TENANT)
+            )
+        ).scalar_one()
+    assert stored == hashlib.sha256(READ_TOKEN.encode()).hexdigest()
+    assert await store.get_signing_secret(TENANT) == SIGNING_SECRET
+
+
+async def test_secrets_can_be_rotated(store: SqlStore, tenant: Tenant) -> None:
+    await store.set_tenant_secrets(TENANT, TenantSecrets("whsec_bmV3", "acme.new-token"))
+    assert await store.get_signing_secret(TENANT) == "whsec_bmV3"
+    assert await store.check_read_token(TENANT, "acme.new-token")
+    assert not await store.check_read_token(TENANT, READ_TOKEN)
+
+
+async def _count(store: SqlStore, table: str, tenant_id: str) -> int:
+    async with store.read() as conn:
+        result = await conn.execute(
+            text(f"SELECT count(*) FROM {table} WHERE tenant_id = :t"), {"t": tenant_id}
+        )
+        return int(result.scalar_one())
+
+
+async def test_delete_tenant_removes_everything_it_owns(
+    store: SqlStore, tenant: Tenant, clock: FixedClock
+) -> None:
+    other = await store.create_tenant(
+        Tenant(id="other", name="Other"), TenantSecrets("whsec_eA==", "other.t")
+    )
+    now = clock.now()
+    for tenant_id, mailbox in ((TENANT, "a@acme.test"), (other.id, "x@other.test")):
+        if tenant_id == other.id:
+            await store.put_room(Room(tenant_id, "x", mailbox, "X"))
+        await store.replace_window(
+            tenant_id,
+            mailbox,
+            window_start=DAY,
+            window_end=DAY + dt.timedelta(days=1),
+            events=[BasicEvent("e1", DAY + dt.timedelta(hours=9), DAY + dt.timedelta(hours=10))],
+            synced_at=now,
+        )
+        async with store.write() as conn:
+            await conn.execute(
+                insert(schema.inbox),
+                {"tenant_id": tenant_id, "received_at": now, "source": "alt1", "kind": "change"},
+            )
+            await conn.execute(
+                insert(schema.jobs),
+                {
+                    "tenant_id": tenant_id,
+                    "mailbox": mailbox,
+                    "kind": "refresh",
+                    "due_at": now,
+                    "created_at": now,
+                },
+            )
+            await conn.execute(
+                insert(schema.subscriptions),
+                {"tenant_id": tenant_id, "mailbox": mailbox, "status": "ok", "updated_at": now},
+            )
+            await conn.execute(
+                insert(schema.client_states),
+                {"tenant_id": tenant_id, "secret": "s3cr3t", "created_at": now},
+            )
+    seq_before = await store.last_change_seq()
+
+    await store.delete_tenant(TENANT)
+
+    with pytest.raises(NotFound):
+        await store.get_tenant(TENANT)
+    owned = ("rooms", "calendars", "events", "inbox", "jobs", "subscriptions", "client_states")
+    for table in owned:
+        assert await _count(store, table, TENANT) == 0, table
+        assert await _count(store, table, other.id) >= 1, table
+    # Read models in other processes learn of the eviction through the feed.
+    evicted = await store.changes_since(seq_before)
+    assert sorted(c.mailbox for c in evicted) == ["a@acme.test", "b@acme.test", "c@acme.test"]
+    assert {c.tenant_id for c in evicted} == {TENANT}
+
+
+async def test_tenant_ids_the_store_cannot_hold_are_refused(store: SqlStore) -> None:
+    for bad in ("", "x" * 201):
+        with pytest.raises(InvalidInput):
+            await store.create_tenant(Tenant(id=bad, name="X"), TenantSecrets("whsec_eA==", "t"))
+    async with store.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(schema.tenants))).scalar() == 0
