@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+
 import httpx
+import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -66,3 +70,16 @@ async def test_each_app_has_its_own_registry(settings: Settings, client: httpx.A
     total = "bookingcache_http_requests_total"
     assert _sample(other_metrics, total, route="/healthz") == 2
     assert _sample(mine, total, route="/healthz") == 1
+
+
+async def test_not_ready_when_the_schema_is_behind(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("rewinds the schema version through the SQLite file")
+    path = database_url.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE alembic_version SET version_num = 'older'")
+    body = assert_problem(await client.get("/readyz"), 503)
+    assert "migration" in body["detail"]
+    assert (await client.get("/healthz")).status_code == 200

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 from fastapi import FastAPI
 
@@ -55,3 +57,25 @@ async def test_domain_errors_map_to_status(app: FastAPI, client: httpx.AsyncClie
     assert response.headers["retry-after"] == "7"
     body = assert_problem(await client.get("/test/crash"), 500)
     assert "a bug" not in body["detail"]
+
+
+async def test_oversized_body_is_a_problem(client: httpx.AsyncClient) -> None:
+    body = b'{"id": "x", "name": "' + b"n" * (1024 * 1024) + b'"}'
+    response = await client.post(
+        "/v1/tenants", content=body, headers={**ADMIN, "content-type": "application/json"}
+    )
+    assert_problem(response, 413)
+
+
+async def test_body_longer_than_declared_is_cut_off(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"id": "x", "name": "'
+        for _ in range(20):
+            yield b"n" * 65536
+        yield b'"}'
+
+    response = await client.post(
+        "/v1/tenants", content=chunks(), headers={**ADMIN, "content-type": "application/json"}
+    )
+    assert "content-length" not in response.request.headers
+    assert_problem(response, 413)

@@ -3,29 +3,25 @@ whose lifespan waits for the database, migrates it and builds the container (boo
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 
-from bookingcache.api import health, rooms, tenants
+from bookingcache.api import availability, events, health, rooms, schedule, tenants
+from bookingcache.api.limits import BodyLimitMiddleware
 from bookingcache.api.metrics import HttpMetrics, MetricsMiddleware
 from bookingcache.api.problems import PROBLEM_JSON, Problem, install_problem_handlers
 from bookingcache.bootstrap import build_container
 from bookingcache.clock import Clock
 from bookingcache.settings import Settings
 
-_OPTIONAL_ROUTERS = (
-    "bookingcache.api.availability",
-    "bookingcache.api.schedule",
-    "bookingcache.api.events",
-)
+# Request bodies are small JSON documents; the room import is allowed more (see create_app).
+MAX_BODY_BYTES = 1024 * 1024
 
 _DESCRIPTION = """\
 Meeting-room availability for indoor maps, answered from a cache kept fresh by Microsoft 365
@@ -35,17 +31,6 @@ Management calls (tenants, rooms) need the admin token; availability calls need 
 token or the admin token; both as `Authorization: Bearer <token>`. Every error is an RFC 9457
 `application/problem+json` body.
 """
-
-
-def _optional_routers() -> list[APIRouter]:
-    found: list[APIRouter] = []
-    for name in _OPTIONAL_ROUTERS:
-        if importlib.util.find_spec(name) is None:
-            continue
-        router = getattr(importlib.import_module(name), "router", None)
-        if isinstance(router, APIRouter):
-            found.append(router)
-    return found
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
@@ -69,13 +54,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     )
     app.state.container = None
     app.state.metrics_registry = registry
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_bytes=MAX_BODY_BYTES,
+        overrides=[(r"/v1/tenants/[^/]+/rooms:import", rooms.MAX_IMPORT_BYTES)],
+    )
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(tenants.router)
     app.include_router(rooms.router)
-    for router in _optional_routers():
-        app.include_router(router)
+    app.include_router(availability.router)
+    app.include_router(schedule.router)
+    app.include_router(events.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

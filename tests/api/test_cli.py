@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from bookingcache.cli import main
+from bookingcache.logs import configure_logging
+from bookingcache.settings import Settings
+
+
+def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "serve" in out
+    assert "bench" in out
+
+
+def test_a_bad_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--port", "eighty"])
+    assert exit_info.value.code == 2
+    assert "--port" in capsys.readouterr().err
+
+
+def test_invalid_settings_are_reported_not_raised(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOOKINGCACHE_LOG_LEVEL", "LOUD")
+    assert main(["serve", "--port", "0"]) == 2
+    assert "log_level" in capsys.readouterr().err
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_logs_are_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(Settings(log_json=True, log_level="INFO"))
+    log = logging.getLogger("bookingcache.test")
+    log.debug("not shown")
+    log.info("refreshed %s", "room.1@contoso.com", extra={"tenant": "contoso", "events": 3})
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert first["level"] == "INFO"
+    assert first["logger"] == "bookingcache.test"
+    assert first["message"] == "refreshed room.1@contoso.com"
+    assert first["tenant"] == "contoso"
+    assert first["events"] == 3
+    assert first["time"].endswith("+00:00")
+    assert "ValueError: boom" in second["exception"]
