@@ -229,16 +229,16 @@ class DeliveryEngine:
     async def _worker(self, endpoint: Endpoint) -> None:
         while True:
             await self._wait_until_ready(endpoint)
-            if self.settings.batch_window_s > 0:
+            # Gather for a moment unless a full batch is already waiting.
+            if self.settings.batch_window_s > 0 and not self._full_batch_ready(endpoint):
                 await self.clock.sleep(self.settings.batch_window_s)
-            batch = self._take_batch(endpoint)
-            if not batch:
-                continue
-            assert endpoint.in_flight is not None
-            await endpoint.in_flight.acquire()
-            task = asyncio.get_running_loop().create_task(self._deliver(endpoint, batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            # Everything ready goes out now, in as many POSTs as the batch size needs.
+            while batch := self._take_batch(endpoint):
+                assert endpoint.in_flight is not None
+                await endpoint.in_flight.acquire()
+                task = asyncio.get_running_loop().create_task(self._deliver(endpoint, batch))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def _wait_until_ready(self, endpoint: Endpoint) -> None:
         while True:
@@ -272,6 +272,13 @@ class DeliveryEngine:
             else:
                 keep.append((deadline, item))
         endpoint.held = keep
+
+    def _full_batch_ready(self, endpoint: Endpoint) -> bool:
+        size = self.settings.max_batch_size
+        if len(endpoint.pending) < size:
+            return False
+        now = self.clock.monotonic()
+        return sum(1 for ready_at, *_ in endpoint.pending[:size] if ready_at <= now) >= size
 
     def _take_batch(self, endpoint: Endpoint) -> list[Outgoing]:
         now = self.clock.monotonic()

@@ -157,6 +157,14 @@ class LifecycleNotifier:
         return True
 
 
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class SubscriptionHub:
     """The registry of live subscriptions and the state's ``ChangeSink``."""
 
@@ -177,6 +185,7 @@ class SubscriptionHub:
         self.sweep_interval_s = 30.0
         self._sweeper: asyncio.Task[None] | None = None
         self._etag_seq = 0
+        self._etags: dict[tuple[str, str], str] = {}
 
     # -- registry -------------------------------------------------------------------------------
 
@@ -248,6 +257,16 @@ class SubscriptionHub:
             self.engine.submit(sub.notification_url, Outgoing(body=body, subscription_id=sub.id))
 
     def _etag(self, mailbox_id: str, event_id: str) -> str:
+        """The event's etag; the notifications of one write (a burst) share one lookup."""
+        key = (mailbox_id, event_id)
+        cached = self._etags.get(key)
+        if cached is not None:
+            return cached
+        if not self._etags:
+            try:
+                asyncio.get_running_loop().call_soon(self._etags.clear)
+            except RuntimeError:
+                pass  # no loop: nothing to cache across
         change_key = ""
         mailbox = self.state.directory.find(mailbox_id)
         if mailbox is not None:
@@ -258,7 +277,10 @@ class SubscriptionHub:
         if not change_key:
             self._etag_seq += 1
             change_key = f"DwAAABYAAAD{self._etag_seq:012d}"
-        return f'W/"{change_key}"'
+        etag = f'W/"{change_key}"'
+        if self._etags or _loop_running():
+            self._etags[key] = etag
+        return etag
 
     def dropped(self, subscription_ids: Iterable[str]) -> None:
         now = self.state.clock.now()
