@@ -262,11 +262,8 @@ class SubscriptionHub:
         cached = self._etags.get(key)
         if cached is not None:
             return cached
-        if not self._etags:
-            try:
-                asyncio.get_running_loop().call_soon(self._etags.clear)
-            except RuntimeError:
-                pass  # no loop: nothing to cache across
+        if not self._etags and _loop_running():
+            asyncio.get_running_loop().call_soon(self._etags.clear)
         change_key = ""
         mailbox = self.state.directory.find(mailbox_id)
         if mailbox is not None:
