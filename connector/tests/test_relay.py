@@ -249,3 +249,17 @@ async def test_run_loop_forwards_when_woken(make_connector: Any, graph: FakeGrap
         assert receiver.changes() == [(A1, "created"), (B2, "updated")]
     finally:
         task.cancel()
+
+
+async def test_client_state_of_another_subscription_is_refused(
+    make_connector: Any, graph: FakeGraph
+) -> None:
+    known_subscriptions(graph)
+    receiver = Receiver(WEBHOOK_SECRET)
+    connector = relay_connector(make_connector, receiver)
+    await connector.subscriptions.list_all()  # learns each subscription's own clientState
+    swapped = copy.deepcopy(BATCH)
+    swapped["value"][0]["clientState"] = swapped["value"][1]["clientState"]
+    await post(create_app(connector), "/graph/notifications", json.dumps(swapped).encode())
+    assert connector.relay is not None and await connector.relay.drain() is None
+    assert receiver.changes() == [(B2, "updated")]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import timedelta
 from typing import Any
@@ -267,3 +268,23 @@ async def test_never_more_than_four_requests_per_mailbox(
     )
     assert graph.max_in_flight[mailbox] == 4
     assert graph.max_in_flight["room-b2@contoso.example"] == 3
+
+
+async def test_container_renews_on_its_own_schedule(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    from bookingcache_connector.app import renew_periodically
+
+    connector = make_connector(renew_every_s=3600.0)
+    await connector.subscriptions.converge(desired(ROOMS[:1]))
+    graph.subscriptions.clear()  # vanished (expired while nobody looked)
+    task = asyncio.create_task(renew_periodically(connector))
+    for _ in range(50):
+        if graph.subscriptions:
+            break
+        await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert set(graph.by_mailbox()) == {ROOMS[0]}
+    assert clock.slept and clock.slept[0] == 3600.0

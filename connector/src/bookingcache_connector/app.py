@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .bootstrap import Connector, build_connector
 from .config import load_settings
+from .errors import ConnectorError
 from .web import Request
 
 Scope = MutableMapping[str, Any]
@@ -22,6 +24,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_BODY = 4 * 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -43,10 +46,14 @@ def create_app(
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
         built: Connector = holder["connector"]
-        task = asyncio.create_task(built.relay.run()) if built.relay is not None else None
+        tasks = []
+        if built.relay is not None:
+            tasks.append(asyncio.create_task(built.relay.run()))
+        if built.settings.renew_every_s > 0:
+            tasks.append(asyncio.create_task(renew_periodically(built)))
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -86,6 +93,20 @@ def create_app(
         await _send(send, response.status, response.body, response.content_type)
 
     return app
+
+
+async def renew_periodically(connector: Connector) -> None:
+    """The container's counterpart of the Functions timer: re-converge the last desired set."""
+    while True:
+        await connector.clock.sleep(connector.settings.renew_every_s)
+        try:
+            rows = await connector.subscriptions.timer()
+        except ConnectorError as exc:
+            log.warning("subscription renewal failed: %s", exc)
+            continue
+        for row in rows:
+            if row["status"] == "failed":
+                log.warning("renewal failed for %s: %s", row["mailbox"], row["error"])
 
 
 async def _send(send: Send, status: int, body: bytes, content_type: str) -> None:

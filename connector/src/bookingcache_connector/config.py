@@ -40,6 +40,7 @@ class Settings:
     relay_max_backoff_s: float = 60.0
     expiration_minutes: int = 10_070
     renew_below_hours: int = 48
+    renew_every_s: float = 6 * 3600.0
     per_mailbox_concurrency: int = 4
     graph_max_retries: int = 5
     http_timeout_s: float = 30.0
@@ -151,5 +152,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         relay_max_backoff_s=_number(env, "CONNECTOR_RELAY_MAX_BACKOFF_S", 60.0),
         expiration_minutes=int(_number(env, "CONNECTOR_EXPIRATION_MINUTES", 10_070)),
         renew_below_hours=int(_number(env, "CONNECTOR_RENEW_BELOW_HOURS", 48)),
+        renew_every_s=_number(env, "CONNECTOR_RENEW_EVERY_S", 6 * 3600.0),
         http_timeout_s=_number(env, "CONNECTOR_HTTP_TIMEOUT_S", 30.0),
     )

@@ -93,11 +93,19 @@ class Relay:
         """Commit the authentic notifications of one Graph batch; returns how many."""
         field = "changeType" if kind == "change" else "lifecycleEvent"
         items = parse_batch(body, field)
-        known = set(self._configured_states) | self._store.client_states()
+        # A subscription this connector knows must carry its own clientState; others (created
+        # elsewhere, not yet listed) any clientState the connector has been told about.
+        per_subscription = self._store.client_state_map()
+        known = set(self._configured_states) | set(per_subscription.values())
         accepted = [
             (kind, item["subscriptionId"], None, item[field])
             for item in items
-            if state_matches(item.get("clientState"), known)
+            if state_matches(
+                item.get("clientState"),
+                [per_subscription[item["subscriptionId"]]]
+                if item["subscriptionId"] in per_subscription
+                else known,
+            )
         ]
         if len(accepted) < len(items):
             log.warning(

@@ -177,6 +177,14 @@ class StateStore:
             rows = self._db.execute("SELECT subscription_id, mailbox FROM subscriptions")
             return {sid: mailbox for sid, mailbox in rows.fetchall()}
 
+    def client_state_map(self) -> dict[str, str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT subscription_id, client_state FROM subscriptions "
+                "WHERE client_state IS NOT NULL"
+            ).fetchall()
+        return {sid: state for sid, state in rows}
+
     def client_states(self) -> set[str]:
         with self._lock:
             rows = self._db.execute(
