@@ -83,21 +83,34 @@ class JobQueue:
         now = self._clock.now()
         async with self._store.write() as connection:
             resolved = await lifecycle.resolve_mailboxes(connection, items)
-            rows = [_inbox_row(item, now) for item in resolved]
-            result = await connection.execute(inbox.insert().returning(inbox.c.id), rows)
-            ids = [row[0] for row in result.all()]
-            await lifecycle.record(connection, resolved, now=now)
             wanted: dict[tuple[str, str], bool] = {}
             for item in resolved:
                 if item.mailbox and item.kind.needs_refresh:
                     key = (item.tenant_id, item.mailbox)
                     wanted[key] = wanted.get(key, False) or item.kind.needs_full_resync
+            known = await self._known(connection, wanted)
+            # A row that starts no refresh (an unknown mailbox, a reauthorization, which lives
+            # on as the subscription's needs_action) is kept as a record, already processed,
+            # so the pending rows stay the ones a refresh will settle.
+            rows = [
+                _inbox_row(
+                    item,
+                    now,
+                    settled=not (
+                        item.mailbox
+                        and item.kind.needs_refresh
+                        and (item.tenant_id, item.mailbox) in known
+                    ),
+                )
+                for item in resolved
+            ]
+            result = await connection.execute(inbox.insert().returning(inbox.c.id), rows)
+            ids = [row[0] for row in result.all()]
+            await lifecycle.record(connection, resolved, now=now)
+            due = now + dt.timedelta(seconds=self.coalesce_s)
             enqueued = await self._enqueue(
                 connection,
-                {
-                    key: (now + dt.timedelta(seconds=self.coalesce_s), full)
-                    for key, full in wanted.items()
-                },
+                {key: (due, full) for key, full in wanted.items() if key in known},
                 now=now,
                 pull_earlier=True,
             )
@@ -135,6 +148,23 @@ class JobQueue:
         )
         return {(row.tenant_id, row.mailbox) for row in rows}
 
+    async def _known(
+        self, connection: AsyncConnection, wanted: Iterable[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        """The calendars among ``wanted`` that the service caches (jobs reference them)."""
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, mailbox in wanted:
+            by_tenant.setdefault(tenant, []).append(mailbox)
+        known: set[tuple[str, str]] = set()
+        for tenant, mailboxes in by_tenant.items():
+            rows = await connection.execute(
+                sa.select(calendars.c.mailbox).where(
+                    calendars.c.tenant_id == tenant, calendars.c.mailbox.in_(mailboxes)
+                )
+            )
+            known.update((tenant, row.mailbox) for row in rows)
+        return known
+
     async def _enqueue(
         self,
         connection: AsyncConnection,
@@ -145,17 +175,7 @@ class JobQueue:
     ) -> int:
         if not wanted:
             return 0
-        # Jobs belong to known calendars (foreign key); a notification for a mailbox the
-        # service does not cache stays in the inbox as a record and refreshes nothing.
-        known: set[tuple[str, str]] = set()
-        for tenant in {tenant for tenant, _ in wanted}:
-            mailboxes = [mailbox for t, mailbox in wanted if t == tenant]
-            rows = await connection.execute(
-                sa.select(calendars.c.mailbox).where(
-                    calendars.c.tenant_id == tenant, calendars.c.mailbox.in_(mailboxes)
-                )
-            )
-            known.update((tenant, row.mailbox) for row in rows)
+        known = await self._known(connection, wanted)
         targets = {key: value for key, value in wanted.items() if key in known}
         if not targets:
             return 0
@@ -249,19 +269,28 @@ class JobQueue:
             if self._postgres and chosen:
                 chosen = await self._lock_calendars(connection, chosen, now=now)
             claimed: list[Job] = []
+            if not chosen:
+                return claimed
             until = now + dt.timedelta(seconds=self.lease_s)
+            # One lease per claim: (id, lease) fences each job of the batch.
+            lease = _lease(worker_id)
+            await connection.execute(
+                sa.update(jobs)
+                .where(jobs.c.id.in_([row.id for row in chosen.values()]))
+                .values(locked_by=lease, locked_until=until)
+            )
+            # The newest pending inbox row of each calendar (the partial index on pending rows
+            # keeps this cheap however long the inbox's history is).
+            newest = await connection.execute(
+                sa.select(inbox.c.tenant_id, inbox.c.mailbox, sa.func.max(inbox.c.id))
+                .where(
+                    inbox.c.processed_at.is_(None),
+                    inbox.c.tenant_id.in_({tenant for tenant, _ in chosen}),
+                )
+                .group_by(inbox.c.tenant_id, inbox.c.mailbox)
+            )
+            upto = {(row[0], row[1]): int(row[2]) for row in newest}
             for (tenant, mailbox), row in chosen.items():
-                lease = _lease(worker_id)
-                await connection.execute(
-                    sa.update(jobs)
-                    .where(jobs.c.id == row.id)
-                    .values(locked_by=lease, locked_until=until)
-                )
-                upto = await connection.scalar(
-                    sa.select(sa.func.max(inbox.c.id)).where(
-                        inbox.c.tenant_id == tenant, inbox.c.mailbox == mailbox
-                    )
-                )
                 claimed.append(
                     Job(
                         id=row.id,
@@ -271,7 +300,7 @@ class JobQueue:
                         attempts=row.attempts,
                         lease=lease,
                         locked_until=until,
-                        inbox_upto=int(upto or 0),
+                        inbox_upto=upto.get((tenant, mailbox), 0),
                     )
                 )
         return claimed
@@ -328,10 +357,10 @@ class JobQueue:
             await connection.execute(
                 sa.update(inbox)
                 .where(
+                    inbox.c.processed_at.is_(None),
                     inbox.c.tenant_id == job.tenant_id,
                     inbox.c.mailbox == job.mailbox,
                     inbox.c.id <= job.inbox_upto,
-                    inbox.c.processed_at.is_(None),
                 )
                 .values(processed_at=now)
             )
@@ -439,7 +468,7 @@ def _as_utc(value: Any) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def _inbox_row(item: InboxItem, now: dt.datetime) -> dict[str, Any]:
+def _inbox_row(item: InboxItem, now: dt.datetime, *, settled: bool) -> dict[str, Any]:
     if item.kind is NotificationKind.CHANGE:
         kind, event = "change", None
     elif item.kind is NotificationKind.RESYNC:
@@ -456,5 +485,5 @@ def _inbox_row(item: InboxItem, now: dt.datetime) -> dict[str, Any]:
         "change_type": item.change_type,
         "lifecycle_event": event,
         "payload": item.payload,
-        "processed_at": None,
+        "processed_at": now if settled else None,
     }

@@ -1,0 +1,318 @@
+"""End to end: Graph emulator → notifications → queue → worker (graph source over MSAL) →
+store → availability API. Notifications are handed to the queue the way intake does
+(``append_inbox``), built from the changes Exchange reported in the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from bookingcache.api.app import create_app
+from bookingcache.bootstrap import Container
+from bookingcache.settings import Settings
+from bookingcache.sync.model import InboxItem, NotificationKind
+from bookingcache.sync.runtime import SyncRuntime
+from bookingcache.sync.settings import SyncSettings
+
+from .emulated import TENANT, Emulated, emulate
+
+START = dt.datetime(2026, 3, 16, 6, 0, tzinfo=dt.UTC)
+ADMIN = "admin-token-for-the-sync-tests-0123456789"
+HEADERS = {"Authorization": f"Bearer {ADMIN}"}
+DAY = dt.datetime(2026, 3, 17, tzinfo=dt.UTC)
+
+
+class Service:
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient, emulator: Emulated) -> None:
+        self.app = app
+        self.client = client
+        self.emulator = emulator
+        self.runtime: SyncRuntime | None = None
+
+    @property
+    def container(self) -> Container:
+        container = self.app.state.container
+        assert isinstance(container, Container)
+        return container
+
+    async def start_sync(self, **knobs: Any) -> SyncRuntime:
+        """Replace the container's default sync engine by one that reads the emulator."""
+        container = self.container
+        if container.sync is not None:
+            await container.sync.stop()
+        settings = SyncSettings.model_validate(
+            {
+                "coalesce_ms": 100,
+                "poll_interval_ms": 50,
+                "backoff_base_s": 0.05,
+                "backoff_max_s": 0.5,
+                "graph": self.emulator.settings(),
+            }
+            | knobs
+        )
+        runtime = SyncRuntime(
+            container.store,
+            clock=self.emulator.state.clock,
+            settings=settings,
+            graph_transport=self.emulator.transport,
+        )
+        runtime.worker.start()
+        container.sync = self.runtime = runtime
+        runtime.running = True
+        return runtime
+
+    def notifications(
+        self, *, drop: float = 0.0, duplicate: bool = False, rng: random.Random | None = None
+    ) -> list[InboxItem]:
+        rng = rng or random.Random(3)
+        items = []
+        for mailbox_id, _event_id, change in self.emulator.changes.take():
+            mailbox = self.emulator.state.directory.resolve(mailbox_id)
+            if rng.random() < drop:
+                continue
+            item = InboxItem(TENANT, mailbox.upn, change_type=change)
+            items.extend([item, item] if duplicate else [item])
+        return items
+
+    async def notify(self, items: list[InboxItem], *, batch: int = 3) -> None:
+        assert self.runtime is not None
+        for offset in range(0, len(items), batch):
+            await self.runtime.queue.append_inbox(items[offset : offset + batch])
+
+    async def settled(self, timeout_s: float = 10.0) -> None:
+        assert self.runtime is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while await self.runtime.queue.busy_calendars():
+            if loop.time() > deadline:
+                raise AssertionError("the queue did not drain")
+            await asyncio.sleep(0.02)
+
+    async def events(self, room: str) -> list[dict[str, Any]]:
+        response = await self.client.get(
+            f"/v1/tenants/{TENANT}/rooms/{room}/events",
+            params={"start": "2026-03-16T00:00:00Z", "end": "2026-03-30T00:00:00Z"},
+            headers=HEADERS,
+        )
+        assert response.status_code == 200, response.text
+        events: list[dict[str, Any]] = response.json()["events"]
+        return events
+
+    async def busy(self, room: str, day: dt.datetime = DAY) -> list[tuple[str, str]]:
+        response = await self.client.get(
+            f"/v1/tenants/{TENANT}/rooms/{room}/availability",
+            params={
+                "start": day.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "end": (day + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+            headers=HEADERS,
+        )
+        assert response.status_code == 200, response.text
+        return [(span["start"], span["end"]) for span in response.json()["busy"]]
+
+    async def converged(self, room_index: int) -> bool:
+        emulator = self.emulator
+        room = emulator.rooms[room_index]
+        truth = emulator.truth(
+            room, dt.datetime(2026, 3, 16, tzinfo=dt.UTC), dt.datetime(2026, 3, 30, tzinfo=dt.UTC)
+        )
+        cached = await self.events(f"r{room_index}")
+        seen = {
+            (
+                event["id"],
+                dt.datetime.fromisoformat(event["start"]),
+                dt.datetime.fromisoformat(event["end"]),
+                event["is_cancelled"],
+            )
+            for event in cached
+        }
+        return seen == truth
+
+
+ServiceFactory = Callable[..., Service]
+
+
+@pytest.fixture
+async def service(tmp_path: Path, database_url: str) -> AsyncIterator[Service]:
+    emulator = emulate(rooms=4, start=START)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        admin_token=SecretStr(ADMIN),
+        database_wait_s=0,
+    )
+    app = create_app(settings, clock=emulator.state.clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as client:
+            created = await client.post(
+                "/v1/tenants",
+                json={
+                    "id": TENANT,
+                    "name": "Contoso",
+                    "event_source": "graph",
+                    "default_time_zone": "Europe/Berlin",
+                },
+                headers=HEADERS,
+            )
+            assert created.status_code == 201, created.text
+            for index, room in enumerate(emulator.rooms):
+                linked = await client.put(
+                    f"/v1/tenants/{TENANT}/rooms/r{index}",
+                    json={"mailbox": room.upn, "name": room.display_name, "building": "HQ"},
+                    headers=HEADERS,
+                )
+                assert linked.status_code in (200, 201), linked.text
+            yield Service(app, client, emulator)
+
+
+def _utc(value: dt.datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_created_moved_cancelled_and_occurrence_edit_reach_the_availability_api(
+    service: Service,
+) -> None:
+    runtime = await service.start_sync()
+    emulator = service.emulator
+    room = emulator.rooms[0]
+    booking = emulator.book(room, DAY + dt.timedelta(hours=9), 60)
+    await service.notify(service.notifications())
+    await service.settled()
+    assert await service.busy("r0") == [
+        (_utc(DAY + dt.timedelta(hours=9)), _utc(DAY + dt.timedelta(hours=10)))
+    ]
+    # One booking = 1 created + 3 updated notifications = one refresh.
+    assert runtime.worker.stats.by_calendar[(TENANT, room.upn)] == 1
+
+    emulator.move(room, booking, DAY + dt.timedelta(hours=13), 30)
+    await service.notify(service.notifications())
+    await service.settled()
+    assert await service.busy("r0") == [
+        (_utc(DAY + dt.timedelta(hours=13)), _utc(DAY + dt.timedelta(hours=13, minutes=30)))
+    ]
+
+    emulator.state.calendars.cancel_event(room.id, booking)
+    await service.notify(service.notifications())
+    await service.settled()
+    assert await service.busy("r0") == []
+    [cancelled] = await service.events("r0")
+    assert cancelled["is_cancelled"] is True
+
+    series = emulator.book(
+        room,
+        DAY + dt.timedelta(hours=8),
+        30,
+        recurrence={
+            "pattern": {"type": "daily", "interval": 1},
+            "range": {
+                "type": "numbered",
+                "startDate": DAY.date().isoformat(),
+                "numberOfOccurrences": 3,
+            },
+        },
+    )
+    await service.notify(service.notifications())
+    await service.settled()
+    assert len(await service.busy("r0", DAY + dt.timedelta(days=1))) == 1
+    # Moving one occurrence is reported on the series master; the window re-read finds it.
+    emulator.state.calendars.update_occurrence(
+        room.id,
+        series,
+        DAY + dt.timedelta(days=1, hours=8),
+        {
+            "start": {"dateTime": "2026-03-18T15:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-03-18T16:00:00", "timeZone": "UTC"},
+        },
+    )
+    reported = service.notifications()
+    assert reported and all(item.mailbox == room.upn for item in reported)
+    await service.notify(reported)
+    await service.settled()
+    assert await service.busy("r0", DAY + dt.timedelta(days=1)) == [
+        ("2026-03-18T15:00:00Z", "2026-03-18T16:00:00Z")
+    ]
+    assert await service.converged(0)
+
+
+async def test_duplicated_reordered_delayed_notifications_converge_with_one_refresh_per_burst(
+    service: Service,
+) -> None:
+    runtime = await service.start_sync(coalesce_ms=300)
+    emulator = service.emulator
+    for index, room in enumerate(emulator.rooms):
+        emulator.book(room, DAY + dt.timedelta(hours=9 + index), 45)
+    items = service.notifications(duplicate=True)
+    random.Random(5).shuffle(items)
+    # Intake group-commits concurrent requests: the reordered, duplicated burst of all four
+    # rooms arrives in a few batches inside the coalescing window.
+    await service.notify(items, batch=8)
+    await service.settled()
+    assert all([await service.converged(index) for index in range(4)])
+    counts = [runtime.worker.stats.by_calendar[(TENANT, room.upn)] for room in emulator.rooms]
+    assert counts == [1, 1, 1, 1]
+    # A late duplicate of an old notification costs one refresh and changes nothing.
+    changed_before = runtime.worker.stats.changed
+    await service.notify(items[:1])
+    await service.settled()
+    assert all([await service.converged(index) for index in range(4)])
+    assert sum(runtime.worker.stats.by_calendar.values()) == 5
+    assert runtime.worker.stats.changed == changed_before
+
+
+async def test_sweep_converges_calendars_whose_notifications_were_dropped(
+    service: Service,
+) -> None:
+    runtime = await service.start_sync()
+    emulator = service.emulator
+    rng = random.Random(11)
+    for round_ in range(5):
+        for room in emulator.rooms:
+            emulator.book(
+                room, DAY + dt.timedelta(hours=8 + 2 * round_, minutes=rng.randrange(0, 60, 15)), 30
+            )
+    # Exchange reports each booking as a burst; deliver them with 20 % lost.
+    await service.notify(service.notifications(drop=0.2, rng=rng))
+    await service.settled()
+    # Some calendars miss changes whose whole burst was lost...
+    for room in emulator.rooms:
+        emulator.book(room, DAY + dt.timedelta(days=2, hours=10), 30)
+    service.emulator.changes.take()  # ...and these are never notified at all.
+    assert not all([await service.converged(index) for index in range(4)])
+    runtime.sweep.bound_s = 0.2
+    runtime.sweep.rate_per_s = 20
+    await asyncio.sleep(0.3)
+    scheduled = await runtime.sweep.run_once()
+    assert scheduled == 4
+    await service.settled()
+    assert all([await service.converged(index) for index in range(4)])
+
+
+async def test_throttling_storm_and_missed_lifecycle_converge_within_graph_limits(
+    service: Service,
+) -> None:
+    runtime = await service.start_sync()
+    emulator = service.emulator
+    emulator.faults.set_mailbox_fault("*", "throttle", probability=0.5, retry_after_s=1)
+    for index, room in enumerate(emulator.rooms):
+        emulator.book(room, DAY + dt.timedelta(hours=10 + index), 60)
+    await service.notify(service.notifications())
+    await asyncio.sleep(1.5)
+    emulator.faults.clear_mailbox_fault()
+    # A lifecycle "missed" forces a full round on top.
+    await service.notify([InboxItem(TENANT, emulator.rooms[0].upn, NotificationKind.MISSED)])
+    await service.settled(timeout_s=15)
+    assert all([await service.converged(index) for index in range(4)])
+    counters = emulator.state.counters
+    assert counters.throttled > 0
+    assert max(counters.max_concurrency_per_mailbox.values()) <= 4
+    assert runtime.worker.stats.throttled > 0
