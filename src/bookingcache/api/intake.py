@@ -1,0 +1,200 @@
+"""The notification endpoints: Graph's webhooks (Alternative 1) and the connector's signed relay
+call (Alternative 2). Both answer 202 only after what they accepted is committed to the inbox;
+see docs/intake.md."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from bookingcache.api.deps import TENANT_ID_PATTERN, get_container
+from bookingcache.api.problems import FieldError, ProblemError, problem_responses
+from bookingcache.errors import StoreUnavailable
+from bookingcache.intake.errors import (
+    BadSignature,
+    BodyTooLarge,
+    MalformedBody,
+    NotPersisted,
+    UnknownMailbox,
+    UnsupportedMediaType,
+)
+from bookingcache.intake.metrics import IntakeMetrics
+from bookingcache.intake.relay import InvalidRelayCall
+from bookingcache.intake.service import MAX_BODY_BYTES, IntakeService, is_json
+from bookingcache.store.sql import SqlStore
+from bookingcache.sync.queue import JobQueue
+from bookingcache.sync.settings import SyncSettings
+
+router = APIRouter(tags=["notifications"])
+
+TenantPath = Annotated[
+    str, Path(description="The tenant's id", pattern=TENANT_ID_PATTERN, max_length=63)
+]
+_RETRY_AFTER_S = "1"
+_GRAPH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Validation handshake: the decoded validationToken",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+    202: {"description": "Accepted: every authentic notification of the batch is stored"},
+    **problem_responses(400, 413, 415, 503),
+}
+
+
+def intake_of(request: Request) -> IntakeService:
+    """The process's intake, built on first use for the running container."""
+    container = get_container(request)
+    state = request.app.state
+    current = getattr(state, "intake", None)
+    if isinstance(current, IntakeService) and getattr(state, "intake_for", None) is container:
+        return current
+    store = container.store
+    if not isinstance(store, SqlStore):
+        raise StoreUnavailable("the notification intake needs the SQL store")
+    metrics = getattr(state, "intake_metrics", None)
+    if not isinstance(metrics, IntakeMetrics):
+        metrics = IntakeMetrics(state.metrics_registry)
+        state.intake_metrics = metrics
+    # Share the worker's queue when the container runs one, so intake wakes it directly.
+    queue = getattr(container, "queue", None)
+    if not isinstance(queue, JobQueue):
+        sync = getattr(container.settings, "sync", None)
+        coalesce_ms = (
+            sync.coalesce_ms if isinstance(sync, SyncSettings) else SyncSettings().coalesce_ms
+        )
+        queue = JobQueue(store, clock=container.clock, coalesce_s=coalesce_ms / 1000)
+    service = IntakeService(store=store, queue=queue, clock=container.clock, metrics=metrics)
+    state.intake = service
+    state.intake_for = container
+    return service
+
+
+async def read_body(request: Request, *, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit``: from the declared
+    Content-Length, and by counting while reading (a chunked or lying sender)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ProblemError(400, "bad-request", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise BodyTooLarge(f"the body is over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _problem(exc: Exception, *, via: str, metrics: IntakeMetrics) -> ProblemError:
+    if isinstance(exc, BodyTooLarge):
+        status, slug, reason = 413, "payload-too-large", "too_large"
+    elif isinstance(exc, UnsupportedMediaType):
+        status, slug, reason = 415, "unsupported-media-type", "media_type"
+    elif isinstance(exc, BadSignature):
+        status, slug, reason = 401, "bad-signature", "signature"
+    elif isinstance(exc, UnknownMailbox):
+        metrics.rejected.labels(via, "unknown_mailbox").inc()
+        return ProblemError(
+            422,
+            "unknown-mailbox",
+            str(exc),
+            field_errors=[
+                FieldError(field="mailbox", message=f"{mailbox!r} is not a calendar of this tenant")
+                for mailbox in exc.mailboxes[:100]
+            ],
+        )
+    elif isinstance(exc, InvalidRelayCall):
+        metrics.rejected.labels(via, "invalid").inc()
+        return ProblemError(
+            422,
+            "invalid-input",
+            str(exc),
+            field_errors=[FieldError(field=f, message=m, type=t) for f, m, t in exc.errors],
+        )
+    elif isinstance(exc, MalformedBody):
+        status, slug, reason = 400, "malformed-body", "malformed"
+    else:
+        assert isinstance(exc, NotPersisted)
+        return ProblemError(503, "not-persisted", str(exc), headers={"Retry-After": _RETRY_AFTER_S})
+    metrics.rejected.labels(via, reason).inc()
+    return ProblemError(status, slug, str(exc))
+
+
+async def _graph(request: Request, tenant: str) -> Response:
+    token = request.query_params.get("validationToken")
+    if token is not None:
+        # Graph's handshake: the decoded token, verbatim, as plain text, within 10 s.
+        return PlainTextResponse(token, headers={"X-Content-Type-Options": "nosniff"})
+    intake = intake_of(request)
+    try:
+        body = await read_body(request)
+        if not is_json(request.headers.get("content-type")):
+            raise UnsupportedMediaType("notifications must be sent as application/json")
+        await intake.receive_graph(tenant, body)
+    except (BodyTooLarge, UnsupportedMediaType, MalformedBody, NotPersisted) as exc:
+        raise _problem(exc, via="alt1", metrics=intake.metrics) from exc
+    return Response(status_code=202)
+
+
+@router.post(
+    "/graph/notifications/{tenant}",
+    status_code=202,
+    summary="Graph change notifications (Alternative 1) and the validation handshake",
+    response_class=Response,
+    responses=_GRAPH_RESPONSES,
+)
+async def graph_notifications(request: Request, tenant: TenantPath) -> Response:
+    return await _graph(request, tenant)
+
+
+@router.post(
+    "/graph/lifecycle/{tenant}",
+    status_code=202,
+    summary="Graph lifecycle notifications (Alternative 1) and the validation handshake",
+    response_class=Response,
+    responses=_GRAPH_RESPONSES,
+)
+async def graph_lifecycle(request: Request, tenant: TenantPath) -> Response:
+    return await _graph(request, tenant)
+
+
+@router.post(
+    "/v1/tenants/{tenant}/notifications",
+    status_code=202,
+    summary="The connector relay's signed notification call (Alternative 2)",
+    response_class=Response,
+    responses={
+        202: {"description": "Accepted: windows applied and notifications stored"},
+        **problem_responses(400, 401, 413, 415, 422, 503),
+    },
+)
+async def relay_notifications(request: Request, tenant: TenantPath) -> Response:
+    intake = intake_of(request)
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    target = raw_path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
+    try:
+        body = await read_body(request)
+        await intake.receive_relay(
+            tenant,
+            method=request.method,
+            path_with_query=target,
+            headers=request.headers,
+            content_type=request.headers.get("content-type"),
+            body=body,
+        )
+    except (
+        BodyTooLarge,
+        UnsupportedMediaType,
+        MalformedBody,
+        BadSignature,
+        UnknownMailbox,
+        NotPersisted,
+    ) as exc:
+        raise _problem(exc, via="alt2", metrics=intake.metrics) from exc
+    return Response(status_code=202)

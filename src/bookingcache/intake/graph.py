@@ -1,0 +1,168 @@
+"""Alternative 1: Graph's change and lifecycle notifications (graph-protocol.md sections 2-4).
+
+A POST body is a ``changeNotificationCollection``: ``{"value": [...]}`` whose items name a
+subscription, carry its ``clientState`` and either a ``changeType`` or a ``lifecycleEvent``
+(one batch may mix both, and several subscriptions). Each item is judged on its own:
+
+- accepted when the subscription is one the service recorded for this URL's tenant and the
+  ``clientState`` matches one of the tenant's valid secrets (constant-time comparison);
+- otherwise acknowledged with the rest but ignored, and counted: an unknown subscription, one
+  of another tenant, a wrong ``clientState``, a lifecycle event this service does not know.
+
+A body that is not such a collection is refused as a whole (400), so nothing of it is stored.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bookingcache.intake.directory import IntakeDirectory
+from bookingcache.intake.errors import MalformedBody
+from bookingcache.intake.fields import (
+    ChangeType,
+    ClientState,
+    EventName,
+    Resource,
+    ShortText,
+    SubscriptionId,
+)
+from bookingcache.sync.model import InboxItem, NotificationKind
+
+MAX_NOTIFICATIONS = 10_000
+
+_LIFECYCLE = {
+    "missed": NotificationKind.MISSED,
+    "subscriptionRemoved": NotificationKind.SUBSCRIPTION_REMOVED,
+    "reauthorizationRequired": NotificationKind.REAUTHORIZATION_REQUIRED,
+}
+
+
+class Ignored(StrEnum):
+    UNKNOWN_SUBSCRIPTION = "unknown_subscription"
+    OTHER_TENANT = "other_tenant"
+    WRONG_CLIENT_STATE = "wrong_client_state"
+    UNKNOWN_LIFECYCLE_EVENT = "unknown_lifecycle_event"
+
+
+class GraphNotification(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    subscription_id: SubscriptionId = Field(alias="subscriptionId")
+    client_state: ClientState | None = Field(default=None, alias="clientState")
+    change_type: ChangeType | None = Field(default=None, alias="changeType")
+    lifecycle_event: EventName | None = Field(default=None, alias="lifecycleEvent")
+    resource: Resource | None = None
+    id: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if (self.change_type is None) == (self.lifecycle_event is None):
+            raise ValueError("a notification has either a changeType or a lifecycleEvent")
+        return self
+
+
+class GraphBatch(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    value: list[GraphNotification] = Field(max_length=MAX_NOTIFICATIONS)
+
+
+def parse_batch(body: bytes) -> GraphBatch:
+    """The collection in ``body``; ``MalformedBody`` saying why not."""
+    try:
+        return GraphBatch.model_validate_json(body)
+    except ValidationError as exc:
+        raise MalformedBody(describe(exc)) from exc
+
+
+def describe(exc: ValidationError, *, limit: int = 5) -> str:
+    problems = exc.errors(include_url=False, include_input=False)
+    if any(problem["type"] == "json_invalid" for problem in problems):
+        return "the body is not valid JSON"
+    parts = []
+    for problem in problems[:limit]:
+        where = ".".join(str(part) for part in problem["loc"]) or "body"
+        parts.append(f"{where}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+@dataclass(slots=True)
+class Classified:
+    accepted: list[InboxItem] = field(default_factory=list)
+    ignored: Counter[Ignored] = field(default_factory=Counter)
+
+
+def _matches(offered: str | None, secrets: Sequence[str]) -> bool:
+    if offered is None:
+        return False
+    given = offered.encode()
+    matched = False
+    for secret in secrets:  # no early exit: timing says nothing about which one matched
+        matched |= hmac.compare_digest(given, secret.encode())
+    return matched
+
+
+def _payload(note: GraphNotification) -> dict[str, Any] | None:
+    payload = {"resource": note.resource, "id": note.id}
+    kept = {key: value for key, value in payload.items() if value is not None}
+    return kept or None
+
+
+async def classify(batch: GraphBatch, *, tenant_id: str, directory: IntakeDirectory) -> Classified:
+    """Split a batch posted to ``tenant_id``'s URL into inbox items and counted rejects."""
+    result = Classified()
+    if not batch.value:
+        return result
+    owners = await directory.owners({note.subscription_id for note in batch.value})
+    secrets: list[str] | None = None
+    refreshed = False
+    for note in batch.value:
+        owner = owners.get(note.subscription_id)
+        if owner is None:
+            result.ignored[Ignored.UNKNOWN_SUBSCRIPTION] += 1
+            continue
+        if owner.tenant_id != tenant_id:
+            result.ignored[Ignored.OTHER_TENANT] += 1
+            continue
+        if secrets is None:
+            secrets = await directory.client_states(tenant_id)
+        if not _matches(note.client_state, secrets) and not refreshed:
+            refreshed = True
+            secrets = await directory.client_states(tenant_id, fresh=True)
+        if not _matches(note.client_state, secrets):
+            result.ignored[Ignored.WRONG_CLIENT_STATE] += 1
+            continue
+        if note.lifecycle_event is not None:
+            kind = _LIFECYCLE.get(note.lifecycle_event)
+            if kind is None:
+                result.ignored[Ignored.UNKNOWN_LIFECYCLE_EVENT] += 1
+                continue
+            result.accepted.append(
+                InboxItem(
+                    tenant_id=tenant_id,
+                    mailbox=owner.mailbox,
+                    kind=kind,
+                    via="alt1",
+                    subscription_id=note.subscription_id,
+                )
+            )
+        else:
+            result.accepted.append(
+                InboxItem(
+                    tenant_id=tenant_id,
+                    mailbox=owner.mailbox,
+                    kind=NotificationKind.CHANGE,
+                    via="alt1",
+                    subscription_id=note.subscription_id,
+                    change_type=note.change_type,
+                    payload=_payload(note),
+                )
+            )
+    return result

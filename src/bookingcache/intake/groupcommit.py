@@ -1,0 +1,126 @@
+"""Group commit: concurrent requests share one inbox transaction.
+
+A request hands its accepted notifications to ``submit`` and waits. While no commit runs, the
+first submitter starts one; while one runs, later submitters queue up, and everything waiting
+when it ends goes into the next single transaction. Each request is answered only after the
+transaction holding its items committed, so "accepted" still means "durable", at the cost of
+one commit per round instead of one per request.
+
+When a shared commit fails, each request of the round is retried on its own, so one request
+whose items cannot be stored (say, its tenant was deleted meanwhile) fails alone.
+The commit runs in its own task: a request that goes away (its client hung up) does not cancel
+a commit that holds other requests' items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from bookingcache.intake.errors import NotPersisted
+from bookingcache.sync.model import InboxItem
+
+log = logging.getLogger(__name__)
+
+Write = Callable[[Sequence[InboxItem]], Awaitable[object]]
+RoundObserver = Callable[[int, int], None]
+
+
+@dataclass(slots=True)
+class _Waiter:
+    items: Sequence[InboxItem]
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        write: Write,
+        *,
+        max_items: int = 5000,
+        on_round: RoundObserver | None = None,
+    ) -> None:
+        """``write`` stores items in ONE transaction (``JobQueue.append_inbox``). A round takes
+        waiting requests until it holds ``max_items`` items (a request is never split).
+        ``on_round(requests, items)`` is told the size of every committed round."""
+        self._write = write
+        self._max_items = max_items
+        self._on_round = on_round
+        self._waiting: list[_Waiter] = []
+        self._task: asyncio.Task[None] | None = None
+        self.rounds = 0
+
+    async def submit(self, items: Sequence[InboxItem]) -> None:
+        """Return once ``items`` are committed; ``NotPersisted`` if they could not be."""
+        if not items:
+            return
+        waiter = _Waiter(items)
+        self._waiting.append(waiter)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="inbox group commit")
+        # shield: cancelling this request must not cancel the shared future's consumers.
+        await asyncio.shield(waiter.done)
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is committed or failed."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def _run(self) -> None:
+        batch: list[_Waiter] = []
+        try:
+            while self._waiting:
+                batch = self._take()
+                await self._commit(batch)
+                batch = []
+        finally:
+            # Only reached with work left when the commit task itself was cancelled (shutdown):
+            # whether that transaction committed is unknown, so the senders must retry.
+            interrupted = RuntimeError("the inbox commit was interrupted")
+            for waiter in batch + self._waiting:
+                _fail(waiter, interrupted)
+            self._waiting.clear()
+
+    def _take(self) -> list[_Waiter]:
+        batch: list[_Waiter] = []
+        count = 0
+        while self._waiting:
+            size = len(self._waiting[0].items)
+            if batch and count + size > self._max_items:
+                break
+            batch.append(self._waiting.pop(0))
+            count += size
+        return batch
+
+    async def _commit(self, batch: list[_Waiter]) -> None:
+        items = [item for waiter in batch for item in waiter.items]
+        try:
+            await self._write(items)
+        except Exception as exc:  # a failed round: retry its requests one by one
+            if len(batch) == 1:
+                log.warning("inbox commit of %d notification(s) failed: %s", len(items), exc)
+                _fail(batch[0], exc)
+                return
+            log.warning(
+                "shared inbox commit of %d requests failed, retrying them one by one", len(batch)
+            )
+            for waiter in batch:
+                await self._commit([waiter])
+            return
+        self.rounds += 1
+        if self._on_round is not None:
+            self._on_round(len(batch), len(items))
+        for waiter in batch:
+            if not waiter.done.done():
+                waiter.done.set_result(None)
+
+
+def _fail(waiter: _Waiter, exc: Exception) -> None:
+    if not waiter.done.done():
+        error = NotPersisted("the notifications could not be stored; send them again")
+        error.__cause__ = exc
+        waiter.done.set_exception(error)

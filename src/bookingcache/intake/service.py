@@ -1,0 +1,141 @@
+"""The intake as one object per service process: parses, verifies and classifies what the two
+endpoints receive, and commits the accepted notifications through the group committer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from bookingcache.clock import Clock
+from bookingcache.domain.tenancy import EventSource
+from bookingcache.errors import NotFound
+from bookingcache.intake import graph, relay
+from bookingcache.intake.directory import IntakeDirectory
+from bookingcache.intake.errors import BadSignature, NotPersisted, UnsupportedMediaType
+from bookingcache.intake.groupcommit import GroupCommitter
+from bookingcache.intake.metrics import IntakeMetrics
+from bookingcache.intake.signing import SignatureVerifier
+from bookingcache.store.sql import SqlStore
+from bookingcache.store.subscriptions import SubscriptionRegistry
+from bookingcache.sync.model import InboxItem
+from bookingcache.sync.queue import JobQueue
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOutcome:
+    notifications: int
+    windows_applied: int
+
+
+class IntakeService:
+    def __init__(
+        self,
+        *,
+        store: SqlStore,
+        queue: JobQueue,
+        clock: Clock,
+        metrics: IntakeMetrics,
+        max_round_items: int = 5000,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self.metrics = metrics
+        self.registry = SubscriptionRegistry(store, clock=clock)
+        self.directory = IntakeDirectory(self.registry, clock=clock)
+        self.committer = GroupCommitter(
+            queue.append_inbox, max_items=max_round_items, on_round=metrics.observe_round
+        )
+        self.verifier = SignatureVerifier(clock=clock)
+
+    async def _commit(self, items: Sequence[InboxItem], *, via: str) -> None:
+        try:
+            await self.committer.submit(items)
+        except NotPersisted:
+            self.metrics.commit_failures.inc()
+            raise
+        if items:
+            self.metrics.accepted.labels(via).inc(len(items))
+
+    # --- Alternative 1 -------------------------------------------------------------------------
+    async def receive_graph(self, tenant_id: str, body: bytes) -> graph.Classified:
+        """Commit the authentic notifications of a Graph batch posted to ``tenant_id``'s URL
+        (``MalformedBody`` for a body that is not a notification collection)."""
+        batch = graph.parse_batch(body)
+        classified = await graph.classify(batch, tenant_id=tenant_id, directory=self.directory)
+        for reason, count in classified.ignored.items():
+            self.metrics.ignored.labels(reason.value).inc(count)
+        await self._commit(classified.accepted, via="alt1")
+        return classified
+
+    # --- Alternative 2 -------------------------------------------------------------------------
+    async def receive_relay(
+        self,
+        tenant_id: str,
+        *,
+        method: str,
+        path_with_query: str,
+        headers: Mapping[str, str],
+        content_type: str | None,
+        body: bytes,
+    ) -> RelayOutcome:
+        """Verify, validate and apply a relay call; nothing is stored unless all of it is
+        valid. Raises ``BadSignature``, ``UnsupportedMediaType``, ``MalformedBody`` (and its
+        ``InvalidRelayCall``), ``UnknownMailbox`` or ``NotPersisted``."""
+        try:
+            secret = await self._store.get_signing_secret(tenant_id)
+        except NotFound as exc:
+            raise BadSignature(
+                f"tenant {tenant_id!r} is not known here, so its signature cannot be checked"
+            ) from exc
+        message_id = self.verifier.verify(
+            tenant_id=tenant_id,
+            secret=secret,
+            method=method,
+            path_with_query=path_with_query,
+            headers=headers,
+            body=body,
+        )
+        try:
+            return await self._accept_relay(tenant_id, content_type=content_type, body=body)
+        except BaseException:
+            # Not accepted: the sender may retry this very call.
+            self.verifier.release(tenant_id, message_id)
+            raise
+
+    async def _accept_relay(
+        self, tenant_id: str, *, content_type: str | None, body: bytes
+    ) -> RelayOutcome:
+        if not is_json(content_type):
+            raise UnsupportedMediaType("the relay call must be sent as application/json")
+        call = relay.parse_call(body)
+        known = await self.registry.calendars_of(tenant_id, call.mailboxes())
+        relay.resolve_mailboxes(call, known)
+        items = relay.inbox_items(call, tenant_id=tenant_id, known=known)
+        applied = 0
+        if call.windows:
+            tenant = await self._store.get_tenant(tenant_id)
+            if EventSource(tenant.event_source) is EventSource.PUSH:
+                for window in call.windows:
+                    await self._store.replace_window(
+                        tenant_id,
+                        known[window.mailbox],
+                        window_start=window.start,
+                        window_end=window.end,
+                        events=window.basic_events(),
+                        synced_at=self._clock.now(),
+                    )
+                    applied += 1
+                self.metrics.pushed_windows.inc(applied)
+        await self._commit(items, via="alt2")
+        return RelayOutcome(notifications=len(items), windows_applied=applied)

@@ -1,0 +1,159 @@
+"""Fixtures of the intake tests: the service app over the shared ``database_url`` fixture, with
+tenants, rooms, subscriptions and clientState secrets written through the store."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from pydantic import SecretStr
+from standardwebhooks import Webhook
+
+from bookingcache.api.app import create_app
+from bookingcache.clock import FixedClock
+from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets
+from bookingcache.settings import Settings
+from bookingcache.store.schema import events, inbox, jobs, subscriptions
+from bookingcache.store.sql import SqlStore
+from bookingcache.store.subscriptions import SubscriptionRegistry
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph-samples"
+ADMIN_TOKEN = "admin-token-for-the-intake-tests-0123"
+
+
+def sample(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((SAMPLES / name).read_text(encoding="utf-8"))
+    return loaded
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(uuid.uuid4().bytes * 2).decode("ascii")
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        admin_token=SecretStr(ADMIN_TOKEN),
+        database_wait_s=0,
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: FixedClock) -> AsyncIterator[FastAPI]:
+    app = create_app(settings, clock=clock)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def store(app: FastAPI) -> SqlStore:
+    found = app.state.container.store
+    assert isinstance(found, SqlStore)
+    return found
+
+
+@pytest.fixture
+def registry(store: SqlStore, clock: FixedClock) -> SubscriptionRegistry:
+    return SubscriptionRegistry(store, clock=clock)
+
+
+class Org:
+    """A tenant with rooms, as the tests set it up."""
+
+    def __init__(self, tenant_id: str, mailboxes: list[str], secret: str) -> None:
+        self.id = tenant_id
+        self.mailboxes = mailboxes
+        self.secret = secret
+
+
+async def add_org(
+    store: SqlStore,
+    *,
+    rooms: int = 3,
+    source: EventSource = EventSource.CONNECTOR,
+    connector_url: str | None = "https://connector.test",
+) -> Org:
+    tenant_id = f"t-{uuid.uuid4().hex[:10]}"
+    secret = new_secret()
+    await store.create_tenant(
+        Tenant(id=tenant_id, name=tenant_id, event_source=source, connector_url=connector_url),
+        TenantSecrets(signing_secret=secret, read_token=f"{tenant_id}.read-token-0123456789"),
+    )
+    mailboxes = [f"room-{index}@{tenant_id}.example" for index in range(rooms)]
+    await store.import_rooms(
+        tenant_id,
+        [
+            Room(tenant_id=tenant_id, room_id=f"r{i}", mailbox=mailbox, name=f"Room {i}")
+            for i, mailbox in enumerate(mailboxes)
+        ],
+    )
+    return Org(tenant_id, mailboxes, secret)
+
+
+async def inbox_rows(store: SqlStore, tenant_id: str | None = None) -> list[Any]:
+    query = sa.select(inbox).order_by(inbox.c.id)
+    if tenant_id is not None:
+        query = query.where(inbox.c.tenant_id == tenant_id)
+    async with store.read() as connection:
+        return list((await connection.execute(query)).all())
+
+
+async def job_rows(store: SqlStore) -> list[Any]:
+    async with store.read() as connection:
+        return list((await connection.execute(sa.select(jobs).order_by(jobs.c.id))).all())
+
+
+async def subscription_rows(store: SqlStore, tenant_id: str) -> dict[str, Any]:
+    async with store.read() as connection:
+        rows = await connection.execute(
+            sa.select(subscriptions).where(subscriptions.c.tenant_id == tenant_id)
+        )
+        return {row.mailbox: row for row in rows}
+
+
+async def event_count(store: SqlStore) -> int:
+    async with store.read() as connection:
+        return int(await connection.scalar(sa.select(sa.func.count()).select_from(events)) or 0)
+
+
+def sign(
+    secret: str,
+    method: str,
+    target: str,
+    body: bytes,
+    *,
+    at: dt.datetime,
+    msg_id: str | None = None,
+) -> dict[str, str]:
+    """Standard Webhooks headers over ``"{METHOD} {target}\\n" + body`` (the contract)."""
+    message_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    content = f"{method} {target}\n".encode() + body
+    signature = Webhook(secret).sign(msg_id=message_id, timestamp=at, data=content.decode())
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": signature,
+    }

@@ -1,0 +1,288 @@
+"""Alternative 1: Graph posts change and lifecycle notifications to the service."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from bookingcache.clock import FixedClock
+from bookingcache.store.sql import SqlStore
+from bookingcache.store.subscriptions import SubscriptionRegistry
+
+from .conftest import Org, add_org, inbox_rows, job_rows, sample, subscription_rows
+
+HANDSHAKE = (
+    "Validation%3A%20Testing%20client%20application%20reachability%20for%20subscription"
+    "%20Request-Id%3A%2025ba5e96-7d4f-4f7a-8a1c-2c6f1e2a9b3d"
+)
+DECODED = (
+    "Validation: Testing client application reachability for subscription "
+    "Request-Id: 25ba5e96-7d4f-4f7a-8a1c-2c6f1e2a9b3d"
+)
+JSON = {"Content-Type": "application/json"}
+
+
+async def subscribe_samples(registry: SubscriptionRegistry, org: Org) -> list[dict[str, Any]]:
+    """Record the subscriptions of the sample batches for ``org``'s rooms, with the samples'
+    clientStates as the tenant's current and previous (rotating) secrets."""
+    notes = sample("notification-batch.json")["value"]
+    lifecycle = sample("lifecycle-batch.json")["value"]
+    ids = list(dict.fromkeys(n["subscriptionId"] for n in notes + lifecycle))
+    for subscription_id, mailbox in zip(ids, org.mailboxes, strict=True):
+        await registry.record(
+            org.id, mailbox, subscription_id, expires_at=dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+        )
+    states = list(dict.fromkeys(n["clientState"] for n in notes + lifecycle))
+    for state in states:
+        await registry.rotate_client_state(org.id, state)
+    return list(notes)
+
+
+def counter(app: FastAPI, name: str, **labels: str) -> float:
+    registry: CollectorRegistry = app.state.metrics_registry
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.mark.parametrize("url", ["/graph/notifications/contoso", "/graph/lifecycle/contoso"])
+async def test_validation_handshake_echoes_the_decoded_token(
+    client: httpx.AsyncClient, url: str
+) -> None:
+    response = await client.post(
+        f"{url}?validationToken={HANDSHAKE}",
+        headers={"Content-Type": "text/plain; charset=utf-8"},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text == DECODED
+
+
+async def test_sample_batch_is_committed_before_the_202(
+    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+) -> None:
+    org = await add_org(store)
+    await subscribe_samples(registry, org)
+    body = sample("notification-batch.json")
+    response = await client.post(f"/graph/notifications/{org.id}", json=body)
+    assert response.status_code == 202, response.text
+    rows = await inbox_rows(store, org.id)
+    assert [(r.mailbox, r.kind, r.change_type, r.source) for r in rows] == [
+        (org.mailboxes[0], "change", "created", "alt1"),
+        (org.mailboxes[1], "change", "updated", "alt1"),
+    ]
+    assert rows[0].subscription_id == body["value"][0]["subscriptionId"]
+    assert rows[0].payload["resource"] == body["value"][0]["resource"]
+    # One coalesced refresh per dirty calendar.
+    assert sorted(j.mailbox for j in await job_rows(store)) == org.mailboxes[:2]
+
+
+async def test_inauthentic_notifications_are_acknowledged_ignored_and_counted(
+    app: FastAPI, client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+) -> None:
+    org = await add_org(store)
+    other = await add_org(store)
+    notes = await subscribe_samples(registry, org)
+    await registry.record(other.id, other.mailboxes[0], "sub-of-other-tenant", expires_at=None)
+    await registry.rotate_client_state(other.id, "state-of-other-tenant")
+    good = notes[0]
+    unknown = {**good, "subscriptionId": "never-created"}
+    wrong_state = {**notes[1], "clientState": "Zr8wq1Tn-room-b3"}
+    missing_state = {k: v for k, v in notes[1].items() if k != "clientState"}
+    foreign = {
+        **good,
+        "subscriptionId": "sub-of-other-tenant",
+        "clientState": "state-of-other-tenant",
+    }
+    body = {"value": [unknown, good, wrong_state, missing_state, foreign]}
+    response = await client.post(f"/graph/notifications/{org.id}", json=body)
+    assert response.status_code == 202
+    rows = await inbox_rows(store)
+    assert [(r.tenant_id, r.mailbox) for r in rows] == [(org.id, org.mailboxes[0])]
+    name = "bookingcache_intake_ignored_notifications_total"
+    assert counter(app, name, reason="unknown_subscription") == 1
+    assert counter(app, name, reason="wrong_client_state") == 2
+    assert counter(app, name, reason="other_tenant") == 1
+    accepted = "bookingcache_intake_accepted_notifications_total"
+    assert counter(app, accepted, via="alt1") == 1
+
+
+async def test_a_batch_for_an_unknown_tenant_is_acknowledged_and_stores_nothing(
+    client: httpx.AsyncClient, store: SqlStore
+) -> None:
+    response = await client.post(
+        "/graph/notifications/nobody-here", json=sample("notification-batch.json")
+    )
+    assert response.status_code == 202
+    assert await inbox_rows(store) == []
+
+
+async def test_lifecycle_events_mark_subscriptions_and_force_full_resyncs(
+    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+) -> None:
+    org = await add_org(store)
+    await subscribe_samples(registry, org)
+    response = await client.post(f"/graph/lifecycle/{org.id}", json=sample("lifecycle-batch.json"))
+    assert response.status_code == 202
+    rows = await inbox_rows(store, org.id)
+    assert [(r.mailbox, r.kind, r.lifecycle_event) for r in rows] == [
+        (org.mailboxes[0], "lifecycle", "reauthorizationRequired"),
+        (org.mailboxes[1], "lifecycle", "missed"),
+        (org.mailboxes[2], "lifecycle", "subscriptionRemoved"),
+    ]
+    marks = await subscription_rows(store, org.id)
+    assert marks[org.mailboxes[0]].needs_action == "renew"
+    assert marks[org.mailboxes[1]].needs_action == "none"
+    assert marks[org.mailboxes[2]].needs_action == "recreate"
+    assert await registry.needs_action(org.id) == {
+        org.mailboxes[0]: "renew",
+        org.mailboxes[2]: "recreate",
+    }
+    # reauthorizationRequired alone does not dirty the calendar; the other two resync fully.
+    assert {(j.mailbox, j.kind) for j in await job_rows(store)} == {
+        (org.mailboxes[1], "full_resync"),
+        (org.mailboxes[2], "full_resync"),
+    }
+
+
+async def test_changes_and_lifecycle_events_may_share_a_batch(
+    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+) -> None:
+    org = await add_org(store)
+    await subscribe_samples(registry, org)
+    mixed = sample("notification-batch.json")["value"] + sample("lifecycle-batch.json")["value"]
+    response = await client.post(f"/graph/notifications/{org.id}", json={"value": mixed})
+    assert response.status_code == 202
+    kinds = sorted((r.kind, r.change_type or r.lifecycle_event) for r in await inbox_rows(store))
+    assert kinds == [
+        ("change", "created"),
+        ("change", "updated"),
+        ("lifecycle", "missed"),
+        ("lifecycle", "reauthorizationRequired"),
+        ("lifecycle", "subscriptionRemoved"),
+    ]
+
+
+async def test_a_rotated_client_state_verifies_until_its_grace_ends(
+    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry, clock: FixedClock
+) -> None:
+    org = await add_org(store)
+    # The three sample clientStates were made current in turn: a1, b2 retire, c3 stays.
+    notes = await subscribe_samples(registry, org)
+    old = {"value": [notes[0]]}
+    assert (await client.post(f"/graph/notifications/{org.id}", json=old)).status_code == 202
+    assert len(await inbox_rows(store)) == 1
+    clock.advance(dt.timedelta(hours=4, minutes=1))
+    assert (await client.post(f"/graph/notifications/{org.id}", json=old)).status_code == 202
+    assert len(await inbox_rows(store)) == 1  # the retired secret no longer verifies
+    current = {"value": [{**notes[1], "clientState": "Pq2xY7mK-room-c3"}]}
+    assert (await client.post(f"/graph/notifications/{org.id}", json=current)).status_code == 202
+    assert len(await inbox_rows(store)) == 2
+
+
+async def test_a_subscription_recorded_after_a_miss_is_found_at_once(
+    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+) -> None:
+    org = await add_org(store)
+    await registry.rotate_client_state(org.id, "the-state")
+    note = {"subscriptionId": "sub-new", "clientState": "the-state", "changeType": "updated"}
+    await client.post(f"/graph/notifications/{org.id}", json={"value": [note]})
+    assert await inbox_rows(store) == []
+    await registry.record(org.id, org.mailboxes[1], "sub-new", expires_at=None)
+    await client.post(f"/graph/notifications/{org.id}", json={"value": [note]})
+    assert [r.mailbox for r in await inbox_rows(store)] == [org.mailboxes[1]]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b"{not json", JSON, 400),
+        (b"", JSON, 400),
+        (b"[]", JSON, 400),
+        (b'{"value": {}}', JSON, 400),
+        (b'{"value": [{"subscriptionId": 7, "changeType": "updated"}]}', JSON, 400),
+        (b'{"value": [{"subscriptionId": "s", "clientState": "x"}]}', JSON, 400),
+        (
+            b'{"value": [{"subscriptionId": "s", "changeType": "a", "lifecycleEvent": "missed"}]}',
+            JSON,
+            400,
+        ),
+        (b'{"value": [{"subscriptionId": "s\\u0000", "changeType": "updated"}]}', JSON, 400),
+        (b'{"value": []}', {"Content-Type": "text/plain"}, 415),
+        (b'{"value": []}', {}, 415),
+    ],
+)
+async def test_bad_bodies_get_a_problem_and_store_nothing(
+    client: httpx.AsyncClient,
+    store: SqlStore,
+    registry: SubscriptionRegistry,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    org = await add_org(store)
+    await subscribe_samples(registry, org)
+    response = await client.post(f"/graph/notifications/{org.id}", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["status"] == status
+    assert await inbox_rows(store) == []
+
+
+async def test_bodies_over_one_mebibyte_are_refused(
+    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+) -> None:
+    org = await add_org(store)
+    notes = await subscribe_samples(registry, org)
+    big = {"value": [notes[1]] * 3000}
+    data = json.dumps(big).encode()
+    assert len(data) > 1024 * 1024
+    declared = await client.post(f"/graph/notifications/{org.id}", content=data, headers=JSON)
+    assert declared.status_code == 413
+
+    async def chunks() -> Any:
+        for offset in range(0, len(data), 65536):
+            yield data[offset : offset + 65536]
+
+    streamed = await client.post(f"/graph/notifications/{org.id}", content=chunks(), headers=JSON)
+    assert streamed.status_code == 413
+    assert "content-length" not in {k.lower() for k in streamed.request.headers}
+    assert await inbox_rows(store) == []
+    # Just under the limit is fine.
+    fits = {"value": [notes[1]] * 1000}
+    ok = await client.post(f"/graph/notifications/{org.id}", json=fits)
+    assert ok.status_code == 202
+    assert len(await inbox_rows(store)) == 1000
+
+
+async def test_a_failed_commit_answers_503_so_graph_retries(
+    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("breaks the inbox with a SQLite trigger")
+    org = await add_org(store)
+    await subscribe_samples(registry, org)
+    async with store.write() as connection:
+        await connection.execute(
+            sa.text(
+                "CREATE TRIGGER refuse_inbox BEFORE INSERT ON inbox "
+                "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+        )
+    body = sample("notification-batch.json")
+    response = await client.post(f"/graph/notifications/{org.id}", json=body)
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["retry-after"] == "1"
+    async with store.write() as connection:
+        await connection.execute(sa.text("DROP TRIGGER refuse_inbox"))
+    assert await inbox_rows(store) == []
+    retried = await client.post(f"/graph/notifications/{org.id}", json=copy.deepcopy(body))
+    assert retried.status_code == 202
+    assert len(await inbox_rows(store)) == 2

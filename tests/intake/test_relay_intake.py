@@ -1,0 +1,322 @@
+"""Alternative 2: the connector relay's signed call."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from bookingcache.clock import FixedClock
+from bookingcache.domain.tenancy import EventSource
+from bookingcache.store.schema import calendars
+from bookingcache.store.sql import SqlStore
+from bookingcache.store.subscriptions import SubscriptionRegistry
+
+from .conftest import Org, add_org, event_count, inbox_rows, job_rows, sign, subscription_rows
+
+START = "2026-11-23T00:00:00Z"
+END = "2026-12-07T00:00:00Z"
+
+
+def event(event_id: str, start: str, end: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "start": start,
+        "end": end,
+        "isAllDay": False,
+        "showAs": "busy",
+        "isCancelled": False,
+        "subject": "Weekly",
+        "sensitivity": "normal",
+        "type": "singleInstance",
+        "seriesMasterId": None,
+        **extra,
+    }
+
+
+async def post_signed(
+    client: httpx.AsyncClient,
+    org: Org,
+    payload: Any,
+    *,
+    clock: FixedClock,
+    secret: str | None = None,
+    at: dt.datetime | None = None,
+    msg_id: str | None = None,
+    path_tenant: str | None = None,
+) -> httpx.Response:
+    target = f"/v1/tenants/{path_tenant or org.id}/notifications"
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    headers = sign(secret or org.secret, "POST", target, body, at=at or clock.now(), msg_id=msg_id)
+    headers["Content-Type"] = "application/json"
+    return await client.post(target, content=body, headers=headers)
+
+
+async def test_changes_lifecycle_and_resync_reach_the_inbox(
+    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry, clock: FixedClock
+) -> None:
+    org = await add_org(store)
+    await registry.record(org.id, org.mailboxes[2], "sub-2", expires_at=None)
+    payload = {
+        "changes": [
+            {"mailbox": org.mailboxes[0], "subscriptionId": "sub-0", "changeType": "updated"},
+            # Mailboxes are compared without case, and stored as the room links them.
+            {
+                "mailbox": org.mailboxes[0].upper(),
+                "subscriptionId": "sub-0",
+                "changeType": "created",
+            },
+        ],
+        "lifecycle": [
+            {
+                "mailbox": org.mailboxes[2],
+                "subscriptionId": "sub-2",
+                "lifecycleEvent": "subscriptionRemoved",
+            }
+        ],
+        "resync": [org.mailboxes[1]],
+    }
+    response = await post_signed(client, org, payload, clock=clock)
+    assert response.status_code == 202, response.text
+    rows = await inbox_rows(store, org.id)
+    assert [(r.mailbox, r.kind, r.source) for r in rows] == [
+        (org.mailboxes[0], "change", "alt2"),
+        (org.mailboxes[0], "change", "alt2"),
+        (org.mailboxes[2], "lifecycle", "alt2"),
+        (org.mailboxes[1], "resync", "alt2"),
+    ]
+    assert {(j.mailbox, j.kind) for j in await job_rows(store)} == {
+        (org.mailboxes[0], "refresh"),
+        (org.mailboxes[1], "full_resync"),
+        (org.mailboxes[2], "full_resync"),
+    }
+    assert (await subscription_rows(store, org.id))[org.mailboxes[2]].needs_action == "recreate"
+
+
+async def test_pushed_windows_replace_the_cached_window(
+    client: httpx.AsyncClient, store: SqlStore, clock: FixedClock
+) -> None:
+    org = await add_org(store, source=EventSource.PUSH, connector_url=None)
+    window = {
+        "mailbox": org.mailboxes[0],
+        "start": START,
+        "end": END,
+        "events": [
+            event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z"),
+            event(
+                "e2", "2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z", isAllDay=True, showAs="oof"
+            ),
+        ],
+    }
+    payload = {
+        "changes": [{"mailbox": org.mailboxes[0], "changeType": "updated"}],
+        "windows": [window],
+    }
+    response = await post_signed(client, org, payload, clock=clock)
+    assert response.status_code == 202, response.text
+    cached = await store.events_in_window(
+        org.id,
+        [org.mailboxes[0]],
+        start=dt.datetime(2026, 11, 23, tzinfo=dt.UTC),
+        end=dt.datetime(2026, 12, 7, tzinfo=dt.UTC),
+    )
+    assert [(e.id, e.show_as.value, e.is_all_day) for e in cached[org.mailboxes[0]]] == [
+        ("e1", "busy", False),
+        ("e2", "oof", True),
+    ]
+    calendar = await store.get_calendar(org.id, org.mailboxes[0])
+    assert calendar.last_success_at == clock.now()
+    # The next push replaces the window: e1 was cancelled and removed.
+    window["events"] = window["events"][1:]
+    again = await post_signed(client, org, {"windows": [window]}, clock=clock)
+    assert again.status_code == 202
+    assert await event_count(store) == 1
+
+
+async def test_windows_of_a_tenant_that_reads_its_connector_are_not_applied(
+    client: httpx.AsyncClient, store: SqlStore, clock: FixedClock
+) -> None:
+    org = await add_org(store)
+    window = {
+        "mailbox": org.mailboxes[0],
+        "start": START,
+        "end": END,
+        "events": [event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z")],
+    }
+    payload = {"changes": [{"mailbox": org.mailboxes[0]}], "windows": [window]}
+    assert (await post_signed(client, org, payload, clock=clock)).status_code == 202
+    assert await event_count(store) == 0
+    assert len(await inbox_rows(store)) == 1
+
+
+@pytest.mark.parametrize(
+    "problem",
+    ["unsigned", "stale", "future", "wrong-secret", "tampered", "other-tenant", "unknown-tenant"],
+)
+async def test_unauthentic_calls_get_401_and_change_nothing(
+    client: httpx.AsyncClient, store: SqlStore, clock: FixedClock, problem: str
+) -> None:
+    org = await add_org(store)
+    other = await add_org(store)
+    payload = {"resync": [org.mailboxes[0]]}
+    target = f"/v1/tenants/{org.id}/notifications"
+    body = json.dumps(payload).encode()
+    headers = sign(org.secret, "POST", target, body, at=clock.now())
+    if problem == "unsigned":
+        headers = {}
+    elif problem == "stale":
+        headers = sign(org.secret, "POST", target, body, at=clock.now() - dt.timedelta(minutes=6))
+    elif problem == "future":
+        headers = sign(org.secret, "POST", target, body, at=clock.now() + dt.timedelta(minutes=6))
+    elif problem == "wrong-secret":
+        headers = sign(other.secret, "POST", target, body, at=clock.now())
+    elif problem == "tampered":
+        body = json.dumps({"resync": [org.mailboxes[1]]}).encode()
+    elif problem == "other-tenant":
+        # Tenant B's relay, correctly signed for B, aimed at tenant A's data.
+        other_target = f"/v1/tenants/{other.id}/notifications"
+        headers = sign(other.secret, "POST", other_target, body, at=clock.now())
+    elif problem == "unknown-tenant":
+        target = "/v1/tenants/nobody/notifications"
+        headers = sign(org.secret, "POST", target, body, at=clock.now())
+    headers["Content-Type"] = "application/json"
+    response = await client.post(target, content=body, headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"].endswith("bad-signature")
+    assert await inbox_rows(store) == []
+
+
+async def test_a_replayed_call_is_refused(
+    client: httpx.AsyncClient, store: SqlStore, clock: FixedClock
+) -> None:
+    org = await add_org(store)
+    target = f"/v1/tenants/{org.id}/notifications"
+    body = json.dumps({"resync": [org.mailboxes[0]]}).encode()
+    headers = {
+        **sign(org.secret, "POST", target, body, at=clock.now()),
+        "Content-Type": "application/json",
+    }
+    assert (await client.post(target, content=body, headers=headers)).status_code == 202
+    clock.advance(dt.timedelta(minutes=2))
+    replay = await client.post(target, content=body, headers=headers)
+    assert replay.status_code == 401
+    assert "replay" in replay.json()["detail"]
+    assert len(await inbox_rows(store)) == 1
+
+
+async def test_a_call_refused_after_its_signature_checked_may_be_sent_again(
+    client: httpx.AsyncClient, store: SqlStore, clock: FixedClock
+) -> None:
+    org = await add_org(store)
+    target = f"/v1/tenants/{org.id}/notifications"
+    body = json.dumps({"resync": [org.mailboxes[0]]}).encode()
+    headers = sign(org.secret, "POST", target, body, at=clock.now())
+    refused = await client.post(
+        target, content=body, headers={**headers, "Content-Type": "text/plain"}
+    )
+    assert refused.status_code == 415
+    accepted = await client.post(
+        target, content=body, headers={**headers, "Content-Type": "application/json"}
+    )
+    assert accepted.status_code == 202
+
+
+async def test_a_mailbox_of_another_tenant_is_refused_by_name(
+    client: httpx.AsyncClient, store: SqlStore, clock: FixedClock
+) -> None:
+    org = await add_org(store, source=EventSource.PUSH, connector_url=None)
+    other = await add_org(store)
+    window = {
+        "mailbox": org.mailboxes[0],
+        "start": START,
+        "end": END,
+        "events": [event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z")],
+    }
+    payload = {
+        "changes": [{"mailbox": org.mailboxes[1]}, {"mailbox": other.mailboxes[0]}],
+        "resync": ["nobody@example.com"],
+        "windows": [window],
+    }
+    response = await post_signed(client, org, payload, clock=clock)
+    assert response.status_code == 422
+    problem = response.json()
+    assert other.mailboxes[0] in problem["detail"]
+    assert "nobody@example.com" in problem["detail"]
+    assert len(problem["errors"]) == 2
+    assert await inbox_rows(store) == []
+    assert await event_count(store) == 0
+
+
+@pytest.mark.parametrize(
+    ("window_change", "event_change"),
+    [
+        ({}, {"start": "2026-11-23T25:00:00Z"}),
+        ({}, {"start": "2026-11-23T10:00:00"}),  # no offset: ambiguous
+        ({}, {"end": "2026-11-23T09:00:00Z"}),  # ends before it starts
+        ({}, {"showAs": "maybe"}),
+        ({}, {"isAllDay": "sometimes"}),
+        ({}, {"start": "9999-12-31T23:00:00-05:00"}),
+        ({}, {"subject": "a\u0000b"}),
+        ({"end": "2026-11-22T00:00:00Z"}, {}),
+        ({"start": "yesterday"}, {}),
+        ({"end": "2027-11-22T00:00:00Z"}, {}),
+    ],
+)
+async def test_invalid_pushed_windows_get_422_and_store_nothing(
+    client: httpx.AsyncClient,
+    store: SqlStore,
+    clock: FixedClock,
+    window_change: dict[str, Any],
+    event_change: dict[str, Any],
+) -> None:
+    org = await add_org(store, source=EventSource.PUSH, connector_url=None)
+    good = {
+        "mailbox": org.mailboxes[0],
+        "start": START,
+        "end": END,
+        "events": [event("ok", "2026-11-23T08:00:00Z", "2026-11-23T09:00:00Z")],
+    }
+    bad = {
+        "mailbox": org.mailboxes[1],
+        "start": START,
+        "end": END,
+        "events": [{**event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z"), **event_change}],
+        **window_change,
+    }
+    payload = {"changes": [{"mailbox": org.mailboxes[0]}], "windows": [good, bad]}
+    response = await post_signed(client, org, payload, clock=clock)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"]
+    assert await event_count(store) == 0
+    assert await inbox_rows(store) == []
+    async with store.read() as connection:
+        synced = await connection.scalar(
+            sa.select(sa.func.count()).where(calendars.c.last_success_at.is_not(None))
+        )
+    assert synced == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{nope", 400),
+        (b'"just a string"', 422),
+        (b'{"changes": {"mailbox": "x"}}', 422),
+        (b'{"changes": [{"changeType": "updated"}]}', 422),
+        (b'{"lifecycle": [{"mailbox": "m", "lifecycleEvent": "exploded"}]}', 422),
+        (b'{"resync": [1, 2]}', 422),
+    ],
+)
+async def test_malformed_relay_bodies(
+    client: httpx.AsyncClient, store: SqlStore, clock: FixedClock, body: bytes, status: int
+) -> None:
+    org = await add_org(store)
+    response = await post_signed(client, org, body, clock=clock)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert await inbox_rows(store) == []
