@@ -279,10 +279,10 @@ async def test_container_renews_on_its_own_schedule(
     await connector.subscriptions.converge(desired(ROOMS[:1]))
     graph.subscriptions.clear()  # vanished (expired while nobody looked)
     task = asyncio.create_task(renew_periodically(connector))
-    for _ in range(50):
+    for _ in range(500):  # token acquisition runs in a worker thread: give it real time
         if graph.subscriptions:
             break
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
