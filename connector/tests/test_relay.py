@@ -242,7 +242,7 @@ async def test_run_loop_forwards_when_woken(make_connector: Any, graph: FakeGrap
     task = asyncio.create_task(connector.relay.run(idle_s=3600))
     try:
         await post(create_app(connector), "/graph/notifications", json.dumps(BATCH).encode())
-        for _ in range(200):
+        for _ in range(1000):  # the map refresh fetches a token in a worker thread
             if receiver.accepted:
                 break
             await asyncio.sleep(0.005)
