@@ -203,3 +203,34 @@ async def test_full_resync_makes_the_source_forget_incremental_state(
     await queue.append_inbox([InboxItem(TENANT, room, NotificationKind.MISSED)])
     await _until(lambda: source.reads[room] == 1)
     assert source.forgotten == [room]
+
+
+async def test_a_push_tenants_refresh_reads_nothing_and_leaves_the_cache(
+    store: SqlStore, source: MemorySource, make_worker: WorkerFactory
+) -> None:
+    from bookingcache.domain.tenancy import EventSource
+
+    [room] = await add_tenant(store, "pushy", rooms=1, source=EventSource.PUSH, connector_url=None)
+    start = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    pushed = BasicEvent(id="p", start=start, end=start + dt.timedelta(hours=1))
+    synced = start + dt.timedelta(minutes=1)
+    await store.replace_window(
+        "pushy",
+        room,
+        window_start=start,
+        window_end=start + dt.timedelta(days=1),
+        events=[pushed],
+        synced_at=synced,
+    )
+    queue = _queue(store)
+    worker = make_worker(queue)
+    await queue.append_inbox([InboxItem("pushy", room)])
+    await _until(lambda: not worker._running and source.reads[room] == 0)
+    await asyncio.sleep(0.2)
+    assert await queue.busy_calendars() == set()
+    calendar = await store.get_calendar("pushy", room)
+    assert calendar.last_success_at == synced  # staleness keeps counting from the last push
+    found = await store.events_in_window(
+        "pushy", [room], start=start, end=start + dt.timedelta(days=1)
+    )
+    assert [event.id for event in found[room]] == ["p"]

@@ -1,0 +1,70 @@
+"""The reconciliation sweep: who gets a refresh, and when."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import sqlalchemy as sa
+
+from bookingcache.clock import FixedClock
+from bookingcache.domain.events import BasicEvent
+from bookingcache.domain.tenancy import EventSource
+from bookingcache.store.schema import jobs
+from bookingcache.store.sql import SqlStore
+from bookingcache.sync.model import InboxItem
+from bookingcache.sync.queue import JobQueue
+from bookingcache.sync.sweep import Sweep
+
+from .conftest import TENANT, add_tenant
+
+
+async def _due_times(store: SqlStore) -> dict[str, dt.datetime]:
+    async with store.read() as conn:
+        rows = await conn.execute(sa.select(jobs.c.mailbox, jobs.c.due_at))
+        return {row.mailbox: row.due_at for row in rows}
+
+
+async def _synced(store: SqlStore, mailbox: str, at: dt.datetime) -> None:
+    start = at.replace(hour=0, minute=0, second=0, microsecond=0)
+    await store.replace_window(
+        TENANT,
+        mailbox,
+        window_start=start,
+        window_end=start + dt.timedelta(days=14),
+        events=[BasicEvent(id="e", start=start, end=start + dt.timedelta(hours=1))],
+        synced_at=at,
+    )
+
+
+async def test_stale_calendars_are_spread_out_and_busy_or_fresh_ones_skipped(
+    store: SqlStore, queue: JobQueue, clock: FixedClock
+) -> None:
+    rooms = await add_tenant(store, rooms=6)
+    await add_tenant(store, "pushy", rooms=2, source=EventSource.PUSH, connector_url=None)
+    old = clock.now() - dt.timedelta(minutes=30)
+    for mailbox in rooms[:3]:
+        await _synced(store, mailbox, old)
+    await _synced(store, rooms[3], clock.now() - dt.timedelta(minutes=5))  # fresh
+    await queue.append_inbox([InboxItem(TENANT, rooms[4])])  # already has a job
+    sweep = Sweep(store=store, queue=queue, clock=clock, bound_s=900, rate_per_s=2)
+    assert await sweep.run_once() == 4  # rooms 0-2 (stale) and 5 (never synced)
+    due = await _due_times(store)
+    assert set(due) == {rooms[0], rooms[1], rooms[2], rooms[4], rooms[5]}
+    swept = sorted(due[mailbox] for mailbox in (rooms[0], rooms[1], rooms[2], rooms[5]))
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(swept)]
+    assert gaps == [0.5, 0.5, 0.5]  # never a burst: at most rate_per_s
+    assert swept[0] == clock.now()
+    # The next pass finds them all pending and schedules nothing twice.
+    assert await sweep.run_once() == 0
+
+
+async def test_many_stale_calendars_still_fit_in_the_bound(
+    store: SqlStore, queue: JobQueue, clock: FixedClock
+) -> None:
+    await add_tenant(store, rooms=40)
+    sweep = Sweep(store=store, queue=queue, clock=clock, bound_s=10, rate_per_s=1)
+    assert await sweep.run_once() == 40
+    due = sorted((await _due_times(store)).values())
+    assert due[-1] - due[0] < dt.timedelta(seconds=10)
+    assert due[1] - due[0] == dt.timedelta(seconds=0.25)
