@@ -19,6 +19,7 @@ from bookingcache.readmodel import ReadModel
 from bookingcache.settings import Settings, admin_token_of, ensure_admin_token
 from bookingcache.store.port import Store
 from bookingcache.store.sql import open_store
+from bookingcache.sync.queue import JobQueue
 from bookingcache.sync.runtime import SyncRuntime
 from bookingcache.sync.settings import SyncSettings
 
@@ -42,6 +43,11 @@ class Container:
     @property
     def admin_token(self) -> str:
         return admin_token_of(self.settings)
+
+    @property
+    def queue(self) -> JobQueue | None:
+        """The sync engine's queue, which intake appends to (and so wakes the worker)."""
+        return self.sync.queue if self.sync is not None else None
 
     async def close(self) -> None:
         if self.sync is not None:
