@@ -24,6 +24,7 @@ import asyncio
 import bisect
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ _FEED_LOOKBACK = 256
 _FEED_PAGE = 1000
 # Up to this many calendars are re-read one by one; more, and their tenant's list is read once.
 _ONE_BY_ONE = 16
+_MAX_CONFIRMED_TOKENS = 10_000
+_MAX_SELECTIONS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class CachedCalendar:
     events: list[BasicEvent]
     starts: list[dt.datetime]
     reach: dt.timedelta  # how far before a window an event starting there can still overlap it
+    slack: dt.timedelta  # how far after a window an event starting there can overlap it placed
     last_success_at: dt.datetime | None
     # Answers computed from exactly these events, keyed by their request; dropped with the
     # calendar when it is re-read (api/availability.py decides what a key and value hold).
@@ -96,13 +100,14 @@ class CachedCalendar:
             events=ordered,
             starts=[event.start for event in ordered],
             reach=longest + (_PLACEMENT_SLACK if all_day else dt.timedelta(0)),
+            slack=_PLACEMENT_SLACK if all_day else dt.timedelta(0),
             last_success_at=last_success_at,
         )
 
     def overlapping(self, start: dt.datetime, end: dt.datetime) -> list[BasicEvent]:
         """Events that may overlap [start, end) once placed (a superset; the domain clips)."""
         low = bisect.bisect_left(self.starts, start - self.reach)
-        high = bisect.bisect_left(self.starts, end + _PLACEMENT_SLACK)
+        high = bisect.bisect_left(self.starts, end + self.slack)
         return self.events[low:high]
 
 
@@ -118,6 +123,8 @@ class TenantView:
     rooms: dict[str, RoomEntry] = field(default_factory=dict)
     calendars: dict[str, CachedCalendar] = field(default_factory=dict)
     rooms_read_at: dt.datetime | None = None
+    # Rooms per (building, floor) as bulk requests ask for them; cleared with the index.
+    selections: dict[tuple[str, str | None], list[RoomEntry]] = field(default_factory=dict)
 
     def room(self, room_id: str) -> RoomEntry:
         entry = self.rooms.get(room_id)
@@ -126,13 +133,19 @@ class TenantView:
         return entry
 
     def rooms_where(self, *, building: str, floor: str | None) -> list[RoomEntry]:
-        found = [
-            entry
-            for entry in self.rooms.values()
-            if entry.room.building == building and (floor is None or entry.room.floor == floor)
-        ]
-        found.sort(key=lambda entry: entry.room_id)
-        return found
+        """The rooms of a building (and floor), ordered by room id."""
+        found = self.selections.get((building, floor))
+        if found is None:
+            found = [
+                entry
+                for entry in self.rooms.values()
+                if entry.room.building == building and (floor is None or entry.room.floor == floor)
+            ]
+            found.sort(key=lambda entry: entry.room_id)
+            if len(self.selections) >= _MAX_SELECTIONS:
+                self.selections.clear()
+            self.selections[(building, floor)] = found
+        return list(found)
 
     def rooms_of_mailbox(self, mailbox: str) -> list[RoomEntry]:
         folded = mailbox.casefold()
@@ -177,7 +190,7 @@ class ReadModel:
         horizon_future: dt.timedelta = dt.timedelta(days=15),
         reload_after: dt.timedelta = dt.timedelta(hours=12),
         poll_interval: dt.timedelta = dt.timedelta(seconds=1),
-        rooms_ttl: dt.timedelta = dt.timedelta(seconds=10),
+        rooms_ttl: dt.timedelta = dt.timedelta(seconds=30),
         load_batch: int = 500,
     ) -> None:
         self._store = store
@@ -196,6 +209,10 @@ class ReadModel:
         self._feed_seen: set[int] = set()
         self._last_poll: dt.datetime | None = None
         self._poll_lock = asyncio.Lock()
+        self._tenants: dict[str, tuple[dt.datetime, Tenant]] = {}
+        self._tokens: dict[tuple[str, bytes], dt.datetime] = {}
+        self._zones: dict[tuple[str | None, str], tuple[str, ZoneInfo]] = {}
+        self._background: dict[str, asyncio.Task[None]] = {}
 
     # --- change signals ----------------------------------------------------------------------
 
@@ -209,6 +226,8 @@ class ReadModel:
             add_rooms_listener(self.rooms_changed)
 
     def detach(self) -> None:
+        for task in self._background.values():
+            task.cancel()
         remove_listener = getattr(self._store, "remove_change_listener", None)
         if callable(remove_listener):
             remove_listener(self._on_change)
@@ -230,8 +249,44 @@ class ReadModel:
             self._rooms_dirty.add(tenant_id)
 
     def rooms_changed(self, tenant_id: str) -> None:
-        """The tenant's room links changed; re-read the room index before next use."""
+        """The tenant's room links changed (or the tenant went); re-read before next use."""
         self._rooms_dirty.add(tenant_id)
+        self._tenants.pop(tenant_id, None)
+        for key in [key for key in self._tokens if key[0] == tenant_id]:
+            del self._tokens[key]
+
+    # --- tenants and read tokens -------------------------------------------------------------
+
+    async def tenant(self, tenant_id: str) -> Tenant:
+        """The tenant's settings, re-read at most once per poll interval; ``NotFound``."""
+        now = self._clock.now()
+        cached = self._tenants.get(tenant_id)
+        if cached is not None and not _due(cached[0], now, self._poll_interval):
+            return cached[1]
+        tenant = await self._store.get_tenant(tenant_id)
+        self._tenants[tenant_id] = (now, tenant)
+        return tenant
+
+    async def read_token_valid(self, tenant_id: str, token: str) -> bool:
+        """Whether ``token`` is the tenant's read token. A confirmed token is trusted for one
+        poll interval without asking the store again (a replaced token stops working within
+        it); a refused one is asked about every time."""
+        now = self._clock.now()
+        key = (tenant_id, hashlib.sha256(token.encode()).digest())
+        confirmed = self._tokens.get(key)
+        if confirmed is not None and not _due(confirmed, now, self._poll_interval):
+            return True
+        try:
+            valid = await self._store.check_read_token(tenant_id, token)
+        except NotFound:
+            valid = False
+        if valid:
+            if len(self._tokens) >= _MAX_CONFIRMED_TOKENS:
+                self._tokens.clear()
+            self._tokens[key] = now
+        else:
+            self._tokens.pop(key, None)
+        return valid
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -252,8 +307,15 @@ class ReadModel:
                 if current.default_time_zone != tenant.default_time_zone:
                     current.default_time_zone = tenant.default_time_zone
                     self._rooms_dirty.add(tenant.id)
-                if _due(current.rooms_read_at, now, self._rooms_ttl):
-                    self._rooms_dirty.add(tenant.id)
+                if (
+                    _due(current.rooms_read_at, now, self._rooms_ttl)
+                    and tenant.id not in self._background
+                ):
+                    # Other processes' room writes: re-read without holding anyone up.
+                    current.rooms_read_at = now
+                    task = asyncio.create_task(self._refresh_rooms_quietly(current))
+                    self._background[tenant.id] = task
+                    task.add_done_callback(lambda _: self._background.pop(tenant.id, None))
             # Signals that arrived while loading are honoured now, before anyone reads.
             if tenant.id in self._rooms_dirty:
                 await self._reload_rooms(current)
@@ -296,12 +358,18 @@ class ReadModel:
     ) -> None:
         """Re-read the sync state of calendars that look stale from memory (a refresh that
         changed no event moves ``last_success_at`` without a change signal)."""
-        doubtful = [
-            calendar
-            for calendar in (view.calendar(mailbox) for mailbox in dict.fromkeys(mailboxes))
-            if is_stale(calendar.last_success_at, now=now, bound=bound)
-            and _due(calendar.sync_checked_at, now, self._poll_interval)
-        ]
+        doubtful: list[CachedCalendar] = []
+        fresh_since = now - bound  # a cheap pre-filter; ``is_stale`` decides
+        for mailbox in mailboxes:
+            calendar = view.calendar(mailbox)
+            synced = calendar.last_success_at
+            looks_stale = synced is None or synced < fresh_since
+            if (
+                looks_stale
+                and is_stale(synced, now=now, bound=bound)
+                and _due(calendar.sync_checked_at, now, self._poll_interval)
+            ):
+                doubtful.append(calendar)
         if not doubtful:
             return
         states = await self._states(view, [calendar.mailbox for calendar in doubtful])
@@ -337,31 +405,55 @@ class ReadModel:
 
     async def _reload_rooms(self, view: TenantView) -> None:
         """Re-read the room index and every calendar's sync state; read the events of newly
-        linked calendars, forget unlinked ones."""
+        linked calendars, forget unlinked ones. Everything is read first and applied without
+        yielding, so answers given meanwhile see the old index or the new one, never a mix."""
         self._rooms_dirty.discard(view.tenant_id)
         view.rooms_read_at = self._clock.now()
         rooms = await self._store.list_rooms(view.tenant_id)
-        states = {
-            state.mailbox: state for state in await self._store.list_calendars(view.tenant_id)
-        }
+        listed = await self._store.list_calendars(view.tenant_id)
+        states = {state.mailbox: state for state in listed}
         entries: dict[str, RoomEntry] = {}
         for room in rooms:
             state = states.get(room.mailbox)
             name = room.time_zone or (state.time_zone if state else None)
-            time_zone, tz = _zone(name, view.default_time_zone)
+            time_zone, tz = self._zone(name, view.default_time_zone)
             entries[room.room_id] = RoomEntry(room=room, time_zone=time_zone, tz=tz)
-        view.rooms = entries
         linked = {entry.mailbox for entry in entries.values()}
+        loaded = await self._read_calendars(view, sorted(linked - view.calendars.keys()), states)
+        view.rooms = entries
+        view.selections.clear()
         for mailbox in list(view.calendars):
             if mailbox not in linked:
                 del view.calendars[mailbox]
             elif mailbox in states:
                 view.calendars[mailbox].last_success_at = states[mailbox].last_success_at
-        await self._read_events(view, sorted(linked - view.calendars.keys()), states)
+        for mailbox, calendar in loaded.items():
+            view.calendars.setdefault(mailbox, calendar)
 
-    async def _read_events(
+    async def _refresh_rooms_quietly(self, view: TenantView) -> None:
+        try:
+            await self._reload_rooms(view)
+        except Exception:  # a background job's boundary: the next request tries again
+            log.exception("re-reading the rooms of tenant %s failed", view.tenant_id)
+            view.rooms_read_at = None
+
+    async def settle(self) -> None:
+        """Wait for background re-reads in flight (tests and orderly shutdown)."""
+        while self._background:
+            await asyncio.gather(*self._background.values(), return_exceptions=True)
+
+    def _zone(self, name: str | None, fallback: str) -> tuple[str, ZoneInfo]:
+        key = (name, fallback)
+        found = self._zones.get(key)
+        if found is None:
+            found = self._zones[key] = _zone(name, fallback)
+        return found
+
+    async def _read_calendars(
         self, view: TenantView, mailboxes: Sequence[str], states: dict[str, CalendarState]
-    ) -> None:
+    ) -> dict[str, CachedCalendar]:
+        """The calendars' events in the view's horizon, one store read per batch."""
+        loaded: dict[str, CachedCalendar] = {}
         for offset in range(0, len(mailboxes), self._load_batch):
             batch = list(mailboxes[offset : offset + self._load_batch])
             found = await self._store.events_in_window(
@@ -372,9 +464,10 @@ class ReadModel:
             )
             for mailbox in batch:
                 state = states.get(mailbox)
-                view.calendars[mailbox] = CachedCalendar.of(
+                loaded[mailbox] = CachedCalendar.of(
                     mailbox, found.get(mailbox, ()), state.last_success_at if state else None
                 )
+        return loaded
 
     async def _reload_calendars(self, view: TenantView, mailboxes: list[str]) -> None:
         linked = {entry.mailbox for entry in view.rooms.values()}
@@ -386,7 +479,7 @@ class ReadModel:
             # A calendar went away: its room was unlinked or re-linked (or the tenant deleted).
             await self._reload_rooms(view)
             wanted = [mailbox for mailbox in wanted if mailbox in view.calendars]
-        await self._read_events(view, wanted, states)
+        view.calendars.update(await self._read_calendars(view, wanted, states))
 
     async def _states(self, view: TenantView, mailboxes: list[str]) -> dict[str, CalendarState]:
         """The sync states of those calendars that still exist."""

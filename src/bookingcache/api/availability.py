@@ -1,38 +1,35 @@
 """Availability of map rooms: status now, next change, busy intervals, free slots, segments.
 
-Answers come from the in-memory read model. Each room's answer is encoded once and kept with
-its calendar's cached events: it stays valid until the room's status next changes, its data
-turns stale, or the calendar is re-read, so a map polling a floor gets bytes, not work.
+Answers come from the in-memory read model (``answers.room_answers``): each room's answer is
+encoded once and reused while valid, so a map polling a floor gets bytes, not work. The
+pydantic models below document the shapes in /openapi.json; the tests hold the encoded answers
+to them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from typing import Annotated, Any
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bookingcache.api.deps import ClockDep, ContainerDep, TenantReader
+from bookingcache.api.answers import room_answers
+from bookingcache.api.deps import BearerDep, TenantIdPath, read_token_tenant
 from bookingcache.api.problems import FieldError, ProblemError, problem_responses
+from bookingcache.bootstrap import Container
+from bookingcache.clock import Clock
 from bookingcache.domain.availability import (
-    RoomAvailability,
     RoomStatus,
-    room_availability,
-    validate_window,
 )
-from bookingcache.domain.intervals import Interval
 from bookingcache.domain.tenancy import Tenant
-from bookingcache.errors import StoreUnavailable
-from bookingcache.readmodel import ReadModel, RoomEntry, TenantView
+from bookingcache.errors import Forbidden, StoreUnavailable, Unauthorized
+from bookingcache.readmodel import ReadModel
 
-UTC = dt.UTC
-MAX_WINDOW_DAYS = 62
 MAX_BULK_ROOMS = 5000
 DEFAULT_MIN_FREE_MINUTES = 15
-_MEMO_PER_CALENDAR = 4
-_FOREVER = dt.datetime.max.replace(tzinfo=UTC)
 
 router = APIRouter(
     prefix="/v1/tenants/{tenant}",
@@ -41,14 +38,41 @@ router = APIRouter(
 )
 
 
-def get_read_model(container: ContainerDep) -> ReadModel:
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What an availability request works with: the authorised tenant, the read model and
+    the clock."""
+
+    tenant: Tenant
+    model: ReadModel
+    clock: Clock
+
+
+async def authorised_reading(
+    request: Request, tenant: TenantIdPath, credentials: BearerDep
+) -> Reading:
+    """``deps.TenantReader``'s rules (the admin token, or the tenant's own read token: 401 for
+    a wrong token, 403 for another tenant's, 404 for an unknown tenant), answered from the read
+    model's short-lived cache of tenants and confirmed tokens. Availability is the hot path:
+    two database round trips (and a thread hop per synchronous dependency) would cost more
+    than the answer itself, so this is one asynchronous dependency."""
+    container = getattr(request.app.state, "container", None)
     model = getattr(container, "read_model", None)
-    if not isinstance(model, ReadModel):
-        raise StoreUnavailable("the availability read model is not running")
-    return model
+    if not isinstance(container, Container) or not isinstance(model, ReadModel):
+        raise StoreUnavailable("the service is starting or stopping")
+    token = credentials.credentials if credentials is not None else ""
+    if not token:
+        raise Unauthorized("send the admin token or a read token as 'Authorization: Bearer ...'")
+    if not hmac.compare_digest(token.encode(), container.admin_token.encode()):
+        claimed = read_token_tenant(token)
+        if claimed is None or not await model.read_token_valid(claimed, token):
+            raise Unauthorized("the token is not valid")
+        if claimed != tenant:
+            raise Forbidden(f"this read token belongs to another tenant, not {tenant!r}")
+    return Reading(tenant=await model.tenant(tenant), model=model, clock=container.clock)
 
 
-ReadModelDep = Annotated[ReadModel, Depends(get_read_model)]
+ReadingDep = Annotated[Reading, Depends(authorised_reading)]
 
 
 # --- wire shapes -----------------------------------------------------------------------------
@@ -110,129 +134,6 @@ class BulkAvailabilityOut(BaseModel):
     rooms: list[RoomAvailabilityOut]
 
 
-# --- windows ---------------------------------------------------------------------------------
-
-
-def utc_text(instant: dt.datetime) -> str:
-    """ISO 8601 in UTC with ``Z``."""
-    text = instant.astimezone(UTC).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-def end_of_local_day(instant: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
-    """The next local midnight after ``instant`` in ``tz``, as UTC."""
-    local = instant.astimezone(tz)
-    following = local.date() + dt.timedelta(days=1)
-    return dt.datetime.combine(following, dt.time(), tzinfo=tz).astimezone(UTC)
-
-
-def request_window(
-    start: dt.datetime | None, end: dt.datetime | None, *, now: dt.datetime, tz: dt.tzinfo
-) -> Interval:
-    """The asked window; by default from now (to the minute) to the end of the room's day."""
-    if start is None:
-        start = now.astimezone(UTC).replace(second=0, microsecond=0)
-    if end is None:
-        end = end_of_local_day(start if start.tzinfo is not None else now, tz)
-    return validate_window(start, end, max_days=MAX_WINDOW_DAYS)
-
-
-# --- answers ---------------------------------------------------------------------------------
-
-
-def _ranges(intervals: list[Interval]) -> list[dict[str, str]]:
-    return [{"start": utc_text(i.start), "end": utc_text(i.end)} for i in intervals]
-
-
-def _encode(
-    entry: RoomEntry, window: Interval, answer: RoomAvailability, synced: dt.datetime | None
-) -> str:
-    room = entry.room
-    body: dict[str, Any] = {
-        "room_id": room.room_id,
-        "mailbox": room.mailbox,
-        "name": room.name,
-        "building": room.building,
-        "floor": room.floor,
-        "time_zone": entry.time_zone,
-        "window": {"start": utc_text(window.start), "end": utc_text(window.end)},
-        "status": answer.status.value,
-        "next_change_at": utc_text(answer.next_change_at) if answer.next_change_at else None,
-        "next_status": answer.next_status.value if answer.next_status else None,
-        "stale": answer.stale,
-        "last_synced_at": utc_text(synced) if synced else None,
-        "busy": _ranges(answer.busy),
-        "free": _ranges(answer.free),
-        "segments": [
-            {"start": utc_text(s.start), "end": utc_text(s.end), "status": s.status.value}
-            for s in answer.segments
-        ],
-    }
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-
-
-def _valid_until(
-    answer: RoomAvailability, window: Interval, synced: dt.datetime | None, bound: dt.timedelta
-) -> dt.datetime:
-    """Until when the same request gets the same answer: the status holds until its next
-    change (or, with none, the window's end) and freshness until the staleness bound."""
-    if answer.stale:
-        return _FOREVER  # stays stale until a sync, and a sync re-reads the calendar
-    until = answer.next_change_at or window.end
-    if synced is not None:
-        until = min(until, synced + bound)
-    return until
-
-
-async def room_answers(
-    model: ReadModel,
-    view: TenantView,
-    entries: list[RoomEntry],
-    *,
-    tenant: Tenant,
-    now: dt.datetime,
-    start: dt.datetime | None,
-    end: dt.datetime | None,
-    min_free: dt.timedelta,
-) -> list[str]:
-    """Each room's encoded answer, from the memo when the same request is still valid."""
-    bound = dt.timedelta(seconds=tenant.staleness_bound_s)
-    await model.confirm_sync_state(view, (e.mailbox for e in entries), now=now, bound=bound)
-    answers: list[str] = []
-    for entry in entries:
-        window = request_window(start, end, now=now, tz=entry.tz)
-        calendar = view.calendar(entry.mailbox)
-        key = (entry.room_id, window.start, window.end, min_free, bound)
-        synced = calendar.last_success_at
-        hit = calendar.memo.get(key)
-        if hit is not None and hit[0] is entry and hit[1] == synced and hit[2] <= now < hit[3]:
-            answers.append(hit[4])
-            continue
-        span_start, span_end = min(now, window.start), max(now, window.end)
-        events = await model.events(view, entry.mailbox, start=span_start, end=span_end)
-        answer = room_availability(
-            events,
-            now=now,
-            window=window,
-            tz=entry.tz,
-            min_free=min_free,
-            last_success_at=synced,
-            staleness_bound=bound,
-        )
-        encoded = _encode(entry, window, answer, synced)
-        if view.covers(span_start, span_end):
-            if len(calendar.memo) >= _MEMO_PER_CALENDAR and key not in calendar.memo:
-                calendar.memo.pop(next(iter(calendar.memo)))
-            until = _valid_until(answer, window, synced, bound)
-            calendar.memo[key] = (entry, synced, now, until, encoded)
-        answers.append(encoded)
-    return answers
-
-
-def _json_response(body: str) -> Response:
-    return Response(content=body.encode(), media_type="application/json")
-
-
 # --- endpoints -------------------------------------------------------------------------------
 
 
@@ -243,26 +144,25 @@ def _json_response(body: str) -> Response:
 )
 async def room_availability_endpoint(
     room: str,
-    tenant: TenantReader,
-    model: ReadModelDep,
-    clock: ClockDep,
+    reading: ReadingDep,
     start: Annotated[dt.datetime | None, Query(description="default: now (to the minute)")] = None,
     end: Annotated[dt.datetime | None, Query(description="default: end of the room's day")] = None,
     min_free_minutes: Annotated[int, Query(ge=1, le=1440)] = DEFAULT_MIN_FREE_MINUTES,
 ) -> Response:
-    view = await model.view(tenant)
+    model = reading.model
+    view = await model.view(reading.tenant)
     entry = await model.room(view, room)
     [answer] = await room_answers(
         model,
         view,
         [entry],
-        tenant=tenant,
-        now=clock.now(),
+        tenant=reading.tenant,
+        now=reading.clock.now(),
         start=start,
         end=end,
         min_free=dt.timedelta(minutes=min_free_minutes),
     )
-    return _json_response(answer)
+    return Response(content=answer, media_type="application/json")
 
 
 @router.post(
@@ -272,10 +172,9 @@ async def room_availability_endpoint(
 )
 async def bulk_availability(
     body: BulkAvailabilityRequest,
-    tenant: TenantReader,
-    model: ReadModelDep,
-    clock: ClockDep,
+    reading: ReadingDep,
 ) -> Response:
+    model, tenant = reading.model, reading.tenant
     view = await model.view(tenant)
     if body.rooms is not None:
         await model.recheck_unknown(view, body.rooms)
@@ -301,9 +200,11 @@ async def bulk_availability(
         view,
         entries,
         tenant=tenant,
-        now=clock.now(),
+        now=reading.clock.now(),
         start=body.start,
         end=body.end,
         min_free=dt.timedelta(minutes=body.min_free_minutes),
     )
-    return _json_response('{"rooms":[' + ",".join(answers) + "]}")
+    return Response(
+        content=b'{"rooms":[' + b",".join(answers) + b"]}", media_type="application/json"
+    )

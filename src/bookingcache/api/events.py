@@ -8,13 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from bookingcache.api.availability import (
-    MAX_WINDOW_DAYS,
-    ReadModelDep,
-    TimeRange,
-    end_of_local_day,
-)
-from bookingcache.api.deps import ClockDep, TenantReader
+from bookingcache.api.answers import MAX_WINDOW_DAYS, end_of_local_day
+from bookingcache.api.availability import ReadingDep, TimeRange
 from bookingcache.api.problems import problem_responses
 from bookingcache.domain.availability import placed_interval, validate_window
 from bookingcache.domain.events import EventType, Sensitivity, ShowAs
@@ -60,12 +55,11 @@ class RoomEventsOut(BaseModel):
 )
 async def room_events(
     room: str,
-    tenant: TenantReader,
-    model: ReadModelDep,
-    clock: ClockDep,
+    reading: ReadingDep,
     start: Annotated[dt.datetime | None, Query(description="default: start of today")] = None,
     end: Annotated[dt.datetime | None, Query(description="default: end of start's day")] = None,
 ) -> RoomEventsOut:
+    model, tenant, clock = reading.model, reading.tenant, reading.clock
     view = await model.view(tenant)
     entry = await model.room(view, room)
     if start is None:

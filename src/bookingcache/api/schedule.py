@@ -23,8 +23,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from bookingcache.api.availability import ReadModelDep
-from bookingcache.api.deps import ClockDep, TenantReader
+from bookingcache.api.availability import ReadingDep
 from bookingcache.api.problems import problem_responses
 from bookingcache.domain.availability import (
     availability_view,
@@ -243,9 +242,7 @@ async def _information(
 )
 async def get_schedule(
     body: ScheduleRequest,
-    tenant: TenantReader,
-    model: ReadModelDep,
-    clock: ClockDep,
+    reading: ReadingDep,
     prefer: Annotated[
         str | None,
         Header(description='e.g. outlook.timezone="W. Europe Standard Time"', max_length=500),
@@ -263,9 +260,10 @@ async def get_schedule(
     interval = validate_view_interval(body.availabilityViewInterval)
     preferred = preferred_zone(prefer)
     zone: tuple[str, dt.tzinfo] = preferred if preferred is not None else ("UTC", UTC)
+    model, tenant = reading.model, reading.tenant
     view = await model.view(tenant)
     await model.recheck_unknown(view, body.schedules)
-    now = clock.now()
+    now = reading.clock.now()
     resolved = (_resolve(view, schedule) for schedule in body.schedules)
     await model.confirm_sync_state(
         view,
