@@ -147,7 +147,11 @@ async def test_window_edges_are_half_open(store: SqlStore, tenant: Tenant) -> No
     await replace(store, edge_events, window=(at(-48), at(72)))
     diff = await replace(store, [])
     assert sorted(diff.removed) == ["point-at-start", "straddles-end", "straddles-start"]
-    assert [e.id for e in await cached(store)] == ["ends-at-start", "point-at-end", "starts-at-end"]
+    assert sorted(e.id for e in await cached(store)) == [
+        "ends-at-start",
+        "point-at-end",
+        "starts-at-end",
+    ]
 
 
 async def test_given_events_outside_the_window_are_ignored(store: SqlStore, tenant: Tenant) -> None:

@@ -46,9 +46,10 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     """An aware instant stored as UTC.
 
     PostgreSQL keeps ``timestamptz``. SQLite has no time type, so the instant is stored as a
-    fixed-width ISO 8601 text in UTC (``2026-01-05T09:30:00.000000``): it sorts and compares
-    as text in time order, and parses back with ``fromisoformat``, which is fast. Naive
-    datetimes are refused rather than guessed.
+    fixed-width ISO 8601 text in UTC (``2026-01-05T09:30:00.000000+00:00``): it sorts and
+    compares as text in time order, and ``fromisoformat`` parses it straight back into an aware
+    UTC datetime, which keeps reading thousands of events cheap. Naive datetimes are refused
+    rather than guessed.
     """
 
     impl = DateTime(timezone=True)
@@ -66,15 +67,17 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             raise ValueError(f"an aware datetime is required, got {value!r}")
         value = value.astimezone(dt.UTC)
         if dialect.name == "sqlite":
-            return value.replace(tzinfo=None).isoformat(timespec="microseconds")
+            return value.isoformat(timespec="microseconds")
         return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):
-            return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+        if type(value) is str:
+            value = dt.datetime.fromisoformat(value)
         assert isinstance(value, dt.datetime)
+        if value.tzinfo is dt.UTC:
+            return value
         if value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
         return value.astimezone(dt.UTC)

@@ -363,7 +363,14 @@ class SqlStore:
             raise InvalidWindow("the window must end after it starts")
         given = windows.events_by_id(events, window_start=window_start, window_end=window_end)
         async with self.write() as conn:
-            await windows.lock_calendar(conn, tenant_id, mailbox)
+            await windows.record_success_and_lock(
+                conn,
+                tenant_id,
+                mailbox,
+                window_start=window_start,
+                window_end=window_end,
+                synced_at=synced_at,
+            )
             diff = await windows.apply_window(
                 conn,
                 tenant_id,
@@ -371,14 +378,6 @@ class SqlStore:
                 window_start=window_start,
                 window_end=window_end,
                 given=given,
-            )
-            await windows.record_success(
-                conn,
-                tenant_id,
-                mailbox,
-                window_start=window_start,
-                window_end=window_end,
-                synced_at=synced_at,
             )
             changes: list[CalendarChange] = []
             if not diff.is_empty:

@@ -61,15 +61,37 @@ def events_by_id(
     }
 
 
-async def lock_calendar(conn: AsyncConnection, tenant_id: str, mailbox: str) -> None:
-    """Lock the calendar row until commit (PostgreSQL; SQLite already holds the write lock
-    from ``BEGIN IMMEDIATE``); ``NotFound`` if the calendar does not exist."""
-    statement = (
-        select(calendars.c.mailbox)
+async def record_success_and_lock(
+    conn: AsyncConnection,
+    tenant_id: str,
+    mailbox: str,
+    *,
+    window_start: dt.datetime,
+    window_end: dt.datetime,
+    synced_at: dt.datetime,
+) -> None:
+    """Record a successful sync of the calendar; ``NotFound`` if it does not exist.
+
+    This is the first statement of a replacement on purpose: on PostgreSQL the UPDATE holds
+    the calendar row's lock until commit, so a second replacement of the same calendar waits
+    here and then reads the first one's committed events. On SQLite ``BEGIN IMMEDIATE``
+    already holds the database's write lock. The transaction rolls back if anything later
+    fails, so the success is only recorded together with the events.
+    """
+    result = await conn.execute(
+        update(calendars)
         .where(calendars.c.tenant_id == tenant_id, calendars.c.mailbox == mailbox)
-        .with_for_update()
+        .values(
+            last_refresh_at=synced_at,
+            last_success_at=synced_at,
+            last_error=None,
+            consecutive_failures=0,
+            window_start=window_start,
+            window_end=window_end,
+        )
+        .returning(calendars.c.mailbox)
     )
-    if (await conn.execute(statement)).first() is None:
+    if result.first() is None:
         tenant = await conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id))
         if tenant.first() is None:
             raise NotFound(f"tenant {tenant_id!r} not found")
@@ -87,18 +109,27 @@ async def apply_window(
 ) -> EventDiff:
     """Make the cached events overlapping the window exactly ``given``; return the diff."""
     of_calendar = and_(events.c.tenant_id == tenant_id, events.c.mailbox == mailbox)
+    in_window_now = overlap_condition(window_start, window_end)
+    # An event that moved into the window is still cached under its id outside it, so the
+    # given ids are looked up too (in the same query while they are few).
+    ids = list(given)
+    first, rest = ids[:CHUNK], ids[CHUNK:]
+    condition = or_(in_window_now, events.c.event_id.in_(first)) if first else in_window_now
     result = await conn.execute(
-        select(*EVENT_COLUMNS).where(of_calendar, overlap_condition(window_start, window_end))
+        select(*EVENT_COLUMNS, in_window_now.label("in_window")).where(of_calendar, condition)
     )
-    cached = {event.id: event for event in map(event_from_tuple, result)}
-    in_window = set(cached)
-    # An event that moved into the window is still cached under its id outside it.
-    elsewhere = [event_id for event_id in given if event_id not in cached]
-    for chunk in chunked(elsewhere):
+    cached: dict[str, BasicEvent] = {}
+    in_window: set[str] = set()
+    for row in result.all():
+        event = event_from_tuple(row[:-1])
+        cached[event.id] = event
+        if row[-1]:
+            in_window.add(event.id)
+    for chunk in chunked(rest):
         result = await conn.execute(
             select(*EVENT_COLUMNS).where(of_calendar, events.c.event_id.in_(chunk))
         )
-        cached.update((event.id, event) for event in map(event_from_tuple, result))
+        cached.update((event.id, event) for event in map(event_from_tuple, result.all()))
 
     added = [event for event_id, event in given.items() if event_id not in cached]
     changed = [
@@ -129,29 +160,6 @@ async def apply_window(
             [{"tenant_id": tenant_id, "mailbox": mailbox, **event_values(e)} for e in added],
         )
     return EventDiff(added=tuple(added), changed=tuple(changed), removed=tuple(removed))
-
-
-async def record_success(
-    conn: AsyncConnection,
-    tenant_id: str,
-    mailbox: str,
-    *,
-    window_start: dt.datetime,
-    window_end: dt.datetime,
-    synced_at: dt.datetime,
-) -> None:
-    await conn.execute(
-        update(calendars)
-        .where(calendars.c.tenant_id == tenant_id, calendars.c.mailbox == mailbox)
-        .values(
-            last_refresh_at=synced_at,
-            last_success_at=synced_at,
-            last_error=None,
-            consecutive_failures=0,
-            window_start=window_start,
-            window_end=window_end,
-        )
-    )
 
 
 async def append_changes(
@@ -199,21 +207,21 @@ async def load_window(
     when, placed in the calendar's time zone, they overlap the window."""
     wanted = list(dict.fromkeys(mailboxes))
     found: dict[str, list[BasicEvent]] = {mailbox: [] for mailbox in wanted}
-    condition = or_(
-        overlap_condition(start, end),
-        and_(
-            events.c.is_all_day == true(),
-            overlap_condition(start - _MAX_ZONE_OFFSET, end + _MAX_ZONE_OFFSET),
-        ),
+    # The outer bounds come first so that an index range does the narrowing; the exact rule
+    # for timed events is checked on what is left.
+    condition = and_(
+        events.c.start_utc < end + _MAX_ZONE_OFFSET,
+        events.c.end_utc >= start - _MAX_ZONE_OFFSET,
+        or_(events.c.is_all_day == true(), overlap_condition(start, end)),
     )
     with_all_day: set[str] = set()
     for chunk in chunked(wanted, 1000):
         result = await conn.execute(
             select(events.c.mailbox, *EVENT_COLUMNS)
             .where(events.c.tenant_id == tenant_id, events.c.mailbox.in_(chunk), condition)
-            .order_by(events.c.mailbox, events.c.start_utc, events.c.event_id)
+            .order_by(events.c.mailbox, events.c.start_utc)
         )
-        for row in result:
+        for row in result.all():
             event = event_from_tuple(row[1:])
             found[row[0]].append(event)
             if event.is_all_day:
