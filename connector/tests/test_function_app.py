@@ -132,3 +132,18 @@ async def test_relay_and_timers_through_function_handlers(
         graph.by_mailbox()[A1.lower()]["notificationUrl"]
         == "https://relay.test/graph/notifications"
     )
+
+
+def test_function_app_module_builds_nothing_at_import(tmp_path: Any, monkeypatch: Any) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)  # the default state directory would appear here if built
+    path = Path(__file__).resolve().parents[1] / "function_app.py"
+    spec = importlib.util.spec_from_file_location("connector_function_app", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names = {f.get_function_name() for f in module.app.get_functions()}
+    assert {"subscriptions", "graph_notifications", "renew_subscriptions"} <= names
+    assert list(tmp_path.iterdir()) == []

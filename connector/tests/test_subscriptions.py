@@ -7,9 +7,11 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from bookingcache_connector.app import create_app
 from bookingcache_connector.clock import parse_instant
+from bookingcache_connector.errors import GraphError
 from bookingcache_connector.ratelimit import SlidingWindow
 from bookingcache_connector.signing import Signer
 from bookingcache_connector.subscriptions import Desired
@@ -288,3 +290,49 @@ async def test_container_renews_on_its_own_schedule(
         await task
     assert set(graph.by_mailbox()) == {ROOMS[0]}
     assert clock.slept and clock.slept[0] == 3600.0
+
+
+async def test_409_with_other_lifecycle_url_is_adopted_by_recreating(
+    make_connector: Any, graph: FakeGraph
+) -> None:
+    existing = graph.add_subscription(
+        ROOMS[0],
+        expires_in=timedelta(days=6),
+        notificationUrl=URL,
+        lifecycleNotificationUrl="https://old.example/lifecycle",
+        clientState="k3Yq0pL9",
+    )
+    graph.hidden_from_list.add(existing)
+    rows = await make_connector().subscriptions.converge(desired(ROOMS[:1]))
+    assert statuses(rows) == {ROOMS[0]: "adopted"}
+    assert existing not in graph.subscriptions
+    [sub] = graph.subscriptions.values()
+    assert (sub["id"], sub["lifecycleNotificationUrl"]) == (rows[0]["subscriptionId"], LIFECYCLE)
+
+
+async def test_503_retry_after_then_bounded_retries(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    original = graph.handle
+    calls = {"n": 0}
+
+    async def unavailable(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            return httpx.Response(
+                503,
+                headers={"Retry-After": "3"},
+                json={"error": {"code": "ServiceUnavailable", "message": "try later"}},
+            )
+        return await original(request)
+
+    graph.handle = unavailable  # type: ignore[method-assign]
+    assert await make_connector().subscriptions.list_all() == []
+    assert clock.slept[:2] == [3.0, 3.0]
+
+    graph.throttle_next = 100  # never recovers: give up after the configured retries
+    graph.requests.clear()
+    with pytest.raises(GraphError) as raised:
+        await make_connector(graph_max_retries=2).subscriptions.converge(desired(ROOMS[:1]))
+    assert raised.value.status == 429
+    assert graph.requests == [("GET", "/subscriptions")] * 3
