@@ -77,11 +77,16 @@ CHECKS = [
 EXAMPLES_PER_MODE = 15
 
 
-def test_no_input_makes_the_api_fail(tmp_path: Path) -> None:
+def test_no_input_makes_the_api_fail(tmp_path: Path, database_url: str) -> None:
     """Drive every documented operation with generated input, valid and invalid: never a 5xx,
     invalid input is refused, and every answer matches the OpenAPI document (status, content
     type, body schema)."""
-    settings = Settings(data_dir=tmp_path, admin_token=SecretStr(ADMIN_TOKEN), database_wait_s=0)
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        admin_token=SecretStr(ADMIN_TOKEN),
+        database_wait_s=0,
+    )
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(settings))
     failures: list[str] = []
     try:

@@ -65,6 +65,8 @@ async def test_list_filters_by_building_and_floor(
     assert await ids(building="HQ", floor="1") == {"a"}
     assert await ids(floor="1") == {"a", "c"}
     assert await ids(building="Nowhere") == set()
+    response = await client.get(base, params={"building": "H\x00Q"}, headers=ADMIN)
+    assert_problem(response, 422)
 
 
 async def test_delete_room(client: httpx.AsyncClient, tenant: dict[str, Any]) -> None:
@@ -88,6 +90,9 @@ async def test_rooms_of_unknown_tenant(client: httpx.AsyncClient) -> None:
         ({"mailbox": "two@@contoso.com"}, "body.mailbox"),
         ({"mailbox": "room@localhost"}, "body.mailbox"),
         ({"name": ""}, "body.name"),
+        ({"name": "Ada\x00"}, "body.name"),
+        ({"building": "H\x00Q"}, "body.building"),
+        ({"floor": "1\x07"}, "body.floor"),
         ({"time_zone": "Atlantis/Capital"}, "body.time_zone"),
         ({"geometry": {"type": "Circle", "coordinates": [0, 0]}}, "body.geometry"),
         ({"geometry": {"type": "Point", "coordinates": [0]}}, "body.geometry"),

@@ -77,6 +77,7 @@ async def test_windows_time_zone_is_accepted_and_stored_as_iana(
         ({"staleness_bound_s": 0}, "body.staleness_bound_s"),
         ({"staleness_bound_s": -5}, "body.staleness_bound_s"),
         ({"name": "   "}, "body.name"),
+        ({"name": "Con\x00toso"}, "body.name"),
         ({"surprise": 1}, "body.surprise"),
     ],
 )

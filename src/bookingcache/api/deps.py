@@ -36,18 +36,24 @@ def get_container(request: Request) -> Container:
     return container
 
 
-ContainerDep = Annotated[Container, Depends(get_container)]
+# Dependencies are coroutines even where they need not be: FastAPI runs plain functions in a
+# worker thread, a hop that costs more than these lookups.
+async def _container(request: Request) -> Container:
+    return get_container(request)
 
 
-def get_store(container: ContainerDep) -> Store:
+ContainerDep = Annotated[Container, Depends(_container)]
+
+
+async def get_store(container: ContainerDep) -> Store:
     return container.store
 
 
-def get_clock(container: ContainerDep) -> Clock:
+async def get_clock(container: ContainerDep) -> Clock:
     return container.clock
 
 
-def get_settings(container: ContainerDep) -> Settings:
+async def get_settings(container: ContainerDep) -> Settings:
     return container.settings
 
 

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bookingcache.api.tenants import canonical_time_zone
+from bookingcache.api.tenants import canonical_time_zone, check_name, check_text
 from bookingcache.domain.tenancy import Room
 
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 ROOM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 _MAILBOX = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -129,15 +130,17 @@ class RoomLink(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("name must not be blank")
-        return value
+        return check_name(value)
 
     @field_validator("building", "floor", "time_zone", mode="before")
     @classmethod
     def _blank(cls, value: Any) -> Any:
         return _blank_to_none(value)
+
+    @field_validator("building", "floor")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        return None if value is None else check_text(value)
 
     @field_validator("time_zone")
     @classmethod

@@ -10,7 +10,13 @@ from pydantic import BaseModel
 from bookingcache.api.deps import StoreDep, TenantIdPath, require_admin
 from bookingcache.api.problems import ProblemError, problem_responses
 from bookingcache.api.room_import import ImportRejected, parse_csv, parse_json
-from bookingcache.api.room_input import ROOM_ID_PATTERN, ImportedRoom, RoomLink, RoomOut
+from bookingcache.api.room_input import (
+    PRINTABLE_PATTERN,
+    ROOM_ID_PATTERN,
+    ImportedRoom,
+    RoomLink,
+    RoomOut,
+)
 
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
 
@@ -84,8 +90,8 @@ async def delete_room(tenant: TenantIdPath, room: RoomIdPath, store: StoreDep) -
 async def list_rooms(
     tenant: TenantIdPath,
     store: StoreDep,
-    building: Annotated[str | None, Query(max_length=100)] = None,
-    floor: Annotated[str | None, Query(max_length=100)] = None,
+    building: Annotated[str | None, Query(max_length=100, pattern=PRINTABLE_PATTERN)] = None,
+    floor: Annotated[str | None, Query(max_length=100, pattern=PRINTABLE_PATTERN)] = None,
 ) -> RoomList:
     await store.get_tenant(tenant)
     rooms = await store.list_rooms(tenant, building=building, floor=floor)

@@ -55,8 +55,16 @@ def canonical_time_zone(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+def check_text(value: str) -> str:
+    """Printable text: control characters (NUL above all, which PostgreSQL cannot store) are
+    refused here rather than failing in the database."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
 def check_name(value: str) -> str:
-    value = value.strip()
+    value = check_text(value).strip()
     if not value:
         raise ValueError("name must not be blank")
     return value
