@@ -263,3 +263,27 @@ async def test_client_state_of_another_subscription_is_refused(
     await post(create_app(connector), "/graph/notifications", json.dumps(swapped).encode())
     assert connector.relay is not None and await connector.relay.drain() is None
     assert receiver.changes() == [(B2, "updated")]
+
+
+async def test_reauthorization_required_renews_the_subscription(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    known_subscriptions(graph)
+    sub_id = "8c1f2a9e-5b3d-4e8f-9a7c-1d2e3f4a5b6c"
+    graph.subscriptions[sub_id]["expirationDateTime"] = (
+        clock.now() + timedelta(hours=50)
+    ).strftime("%Y-%m-%dT%H:%M:%SZ")
+    receiver = Receiver(WEBHOOK_SECRET)
+    connector = relay_connector(make_connector, receiver)
+    app = create_app(connector)
+    only_reauth = {"value": [LIFECYCLE["value"][0]]}
+    for _ in range(2):  # Graph repeats it; one PATCH within 10 minutes is enough
+        await post(app, "/graph/lifecycle", json.dumps(only_reauth).encode())
+        assert connector.relay is not None and await connector.relay.drain() is None
+    patches = [p for m, p in graph.requests if m == "PATCH"]
+    assert patches == [f"/subscriptions/{sub_id}"]
+    expires = graph.subscriptions[sub_id]["expirationDateTime"]
+    assert expires > (clock.now() + timedelta(days=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert [x["lifecycleEvent"] for c in receiver.accepted for x in c["lifecycle"]] == [
+        "reauthorizationRequired"
+    ] * 2

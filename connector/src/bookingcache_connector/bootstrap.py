@@ -108,6 +108,7 @@ def build_connector(
             service=service,
             client_states=settings.client_states,
             refresh_map=refresh_map,
+            renew=subscriptions.renew_one,
             read_window=read_window if settings.push_events else None,
             window_days=settings.window_days,
             resync_after_s=settings.relay_resync_after_s,

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 ReadWindow = Callable[[str, datetime, datetime], Awaitable[list[dict[str, Any]]]]
 RefreshMap = Callable[[], Awaitable[None]]
+Renew = Callable[[str, str], Awaitable[None]]
+REAUTHORIZE_SPACING = timedelta(minutes=10)
 
 
 def parse_batch(body: bytes, field: str) -> list[dict[str, Any]]:
@@ -68,6 +70,7 @@ class Relay:
         service: ServiceClient,
         client_states: Iterable[str] = (),
         refresh_map: RefreshMap | None = None,
+        renew: Renew | None = None,
         read_window: ReadWindow | None = None,
         window_days: int = 14,
         resync_after_s: float = 300.0,
@@ -79,6 +82,8 @@ class Relay:
         self._service = service
         self._configured_states = tuple(client_states)
         self._refresh_map = refresh_map
+        self._renew = renew
+        self._renewed_at: dict[str, datetime] = {}
         self._read_window = read_window
         self._window = timedelta(days=window_days)
         self._resync_after = timedelta(seconds=resync_after_s)
@@ -126,6 +131,7 @@ class Relay:
             if not items:
                 return None
             mailbox_of, fresh = await self._mailboxes(items)
+            await self._reauthorize(items, mailbox_of)
             payload, handled = await self._payload(items, mailbox_of, drop_unknown=fresh)
             if any(payload[key] for key in ("changes", "lifecycle", "resync")):
                 try:
@@ -137,6 +143,27 @@ class Relay:
             if not self._store.pending_count():
                 return None
             return 0.0 if handled else self._max_backoff
+
+    async def _reauthorize(self, items: list[InboxItem], mailbox_of: dict[str, str]) -> None:
+        """Answer ``reauthorizationRequired`` ourselves: only the connector holds the Graph
+        credentials, and delivery pauses until the subscription is renewed. A PATCH renews and
+        reauthorizes; it is sent at most once per 10 minutes per subscription."""
+        if self._renew is None:
+            return
+        now = self._clock.now()
+        for item in items:
+            sub_id = item.subscription_id
+            mailbox = item.mailbox or mailbox_of.get(sub_id)
+            if item.kind != "lifecycle" or item.value != "reauthorizationRequired" or not mailbox:
+                continue
+            last = self._renewed_at.get(sub_id)
+            if last is not None and now - last < REAUTHORIZE_SPACING:
+                continue
+            self._renewed_at[sub_id] = now
+            try:
+                await self._renew(sub_id, mailbox)
+            except ConnectorError as exc:
+                log.warning("could not renew subscription %s of %s: %s", sub_id, mailbox, exc)
 
     def _failed(self, exc: DeliveryError, mailbox_of: dict[str, str]) -> float:
         now = self._clock.now()

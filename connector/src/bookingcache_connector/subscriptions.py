@@ -271,6 +271,13 @@ class SubscriptionManager:
                 rows.append(row(mailbox, sub, "failed", readable(exc, mailbox)))
         return rows
 
+    async def renew_one(self, subscription_id: str, mailbox: str) -> None:
+        """PATCH one subscription's expiry (which also reauthorizes it)."""
+        await self._writes.acquire()
+        await self._graph.update_subscription(
+            subscription_id, {"expirationDateTime": self._expiry()}, mailbox=mailbox
+        )
+
     async def delete(self, mailboxes: set[str] | None = None) -> list[dict[str, Any]]:
         """Delete this app's subscriptions (only those of ``mailboxes`` when given)."""
         wanted = {m.lower() for m in mailboxes} if mailboxes is not None else None
