@@ -107,6 +107,7 @@ async def test_rooms_of_unknown_tenant(client: httpx.AsyncClient) -> None:
             "body.geometry",
         ),
         ({"geometry": {"type": "LineString", "coordinates": [[0, 0]]}}, "body.geometry"),
+        ({"geometry": {"type": "Point", "coordinates": [0, 0], "label": "\x00"}}, "body.geometry"),
     ],
 )
 async def test_bad_room_is_refused(

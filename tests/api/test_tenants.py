@@ -72,6 +72,7 @@ async def test_windows_time_zone_is_accepted_and_stored_as_iana(
         ({"connector_url": None}, "body"),
         ({"connector_url": "ftp://connector.example"}, "body.connector_url"),
         ({"connector_url": "not a url"}, "body.connector_url"),
+        ({"connector_url": "https://connector.example/\x00"}, "body.connector_url"),
         ({"title_policy": "shout"}, "body.title_policy"),
         ({"default_time_zone": "Mars/Olympus_Mons"}, "body.default_time_zone"),
         ({"staleness_bound_s": 0}, "body.staleness_bound_s"),

@@ -86,6 +86,7 @@ def check_geometry(value: Any, *, nested: bool = False) -> dict[str, Any]:
             raise ValueError("a GeometryCollection needs a 'geometries' list")
         for member in members:
             check_geometry(member, nested=True)
+        _refuse_nul(value)
         return value
     if kind not in _POSITION_DEPTH:
         allowed = ", ".join(_POSITION_DEPTH)
@@ -94,7 +95,23 @@ def check_geometry(value: Any, *, nested: bool = False) -> dict[str, Any]:
     _check_coordinates(coordinates, _POSITION_DEPTH[kind], "coordinates")
     if isinstance(coordinates, list):
         _check_shape(kind, coordinates)
+    if not nested:
+        _refuse_nul(value)
     return value
+
+
+def _refuse_nul(value: Any) -> None:
+    """Foreign members may hold any JSON, but not NUL, which PostgreSQL cannot store."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("geometry must not contain NUL characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key)
+            _refuse_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_nul(item)
 
 
 def _blank_to_none(value: Any) -> Any:

@@ -42,7 +42,7 @@ StalenessS = Annotated[int, Field(gt=0, le=MAX_STALENESS_S)]
 
 
 def check_connector_url(value: str) -> str:
-    parts = urlsplit(value.strip())
+    parts = urlsplit(check_text(value).strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("connector_url must be an absolute http:// or https:// URL")
     return value.strip().rstrip("/")
