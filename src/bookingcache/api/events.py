@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from bookingcache.api.answers import MAX_WINDOW_DAYS, end_of_local_day
-from bookingcache.api.availability import ReadingDep, TimeRange
+from bookingcache.api.availability import BEARER, ReadingDep, TimeRange
 from bookingcache.api.problems import problem_responses
 from bookingcache.domain.availability import placed_interval, validate_window
 from bookingcache.domain.events import EventType, Sensitivity, ShowAs
@@ -52,6 +52,7 @@ class RoomEventsOut(BaseModel):
     "/rooms/{room}/events",
     response_model=RoomEventsOut,
     summary="A room's cached basic events in a window, after the title policy",
+    openapi_extra=BEARER,
 )
 async def room_events(
     room: str,

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from bookingcache.api.availability import ReadingDep
+from bookingcache.api.availability import BEARER, ReadingDep
 from bookingcache.api.problems import problem_responses
 from bookingcache.domain.availability import (
     availability_view,
@@ -239,6 +239,7 @@ async def _information(
     response_model=ScheduleResponse,
     response_model_by_alias=True,
     summary="Graph's calendar/getSchedule, answered from the cache",
+    openapi_extra=BEARER,
 )
 async def get_schedule(
     body: ScheduleRequest,

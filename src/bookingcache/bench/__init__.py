@@ -15,6 +15,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bookingcache.bench.availability",
         "bulk and single-room availability through HTTP, and the server's memory",
     ),
+    "freshness": (
+        "bookingcache.bench.freshness",
+        "change in the Graph emulator to change in the availability API, end to end",
+    ),
 }
 
 

@@ -172,9 +172,13 @@ async def _measure(
     _, _ = await timed_requests(server, [bulk(15)])  # loads the tenant into the read model
     first_ms = (time.perf_counter() - started) * 1000
     warm, _ = await timed_requests(server, [bulk(15)] * 5)
+    cpu = server.cpu_s()
     cached, size = await timed_requests(server, [bulk(15)] * args.bulk_requests)
+    bulk_cpu_ms = (server.cpu_s() - cpu) * 1000 / len(cached)
     fresh_count = max(1, min(args.bulk_requests, 50))
+    cpu = server.cpu_s()
     fresh, _ = await timed_requests(server, [bulk(16 + n % 200) for n in range(fresh_count)])
+    fresh_cpu_ms = (server.cpu_s() - cpu) * 1000 / len(fresh)
 
     singles = [
         request_bytes(
@@ -183,9 +187,11 @@ async def _measure(
         for index in range(min(args.rooms, 500))
     ]
     await throughput(server, singles, concurrency=args.concurrency, seconds=0.5)  # warm-up
+    cpu = server.cpu_s()
     answered, elapsed, latencies = await throughput(
         server, singles, concurrency=args.concurrency, seconds=args.single_seconds
     )
+    single_cpu_ms = (server.cpu_s() - cpu) * 1000 / max(1, answered)
     rss, peak = server.rss_mb()
     return {
         "bulk_rooms": floor_rooms,
@@ -193,15 +199,18 @@ async def _measure(
         "bulk_response_bytes": size,
         "bulk_p50_ms": round(percentile(cached, 0.5), 2),
         "bulk_p99_ms": round(percentile(cached, 0.99), 2),
+        "bulk_server_cpu_ms": round(bulk_cpu_ms, 2),
         "bulk_uncached_requests": len(fresh),
         "bulk_uncached_p50_ms": round(percentile(fresh, 0.5), 2),
         "bulk_uncached_p99_ms": round(percentile(fresh, 0.99), 2),
+        "bulk_uncached_server_cpu_ms": round(fresh_cpu_ms, 2),
         "first_request_ms": round(first_ms, 1),
         "single_rps": round(answered / elapsed, 1),
         "single_requests": answered,
         "single_concurrency": args.concurrency,
         "single_p50_ms": round(percentile(latencies, 0.5), 2),
         "single_p99_ms": round(percentile(latencies, 0.99), 2),
+        "single_server_cpu_ms": round(single_cpu_ms, 3),
         "rss_mb": rss,
         "rss_peak_mb": peak,
         "warm_bulk_ms": [round(value, 1) for value in warm],

@@ -36,6 +36,12 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
+    def cpu_s(self) -> float:
+        """User plus system CPU seconds the server process has used so far."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text(encoding="ascii")
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> tuple[float, float]:
         """(current, peak) resident memory of the server process in MiB, from /proc."""
         fields: dict[str, float] = {}

@@ -1,0 +1,498 @@
+"""``bookingcache bench freshness``: how long a change in Microsoft 365 takes to show in the
+availability API, end to end through real processes.
+
+A Graph emulator (``graph-emulator``, TLS) holds the room mailboxes and delivers change
+notifications to the service's Alternative 1 intake over loopback HTTP; the service
+(``bookingcache serve``, its worker reading Graph over MSAL and calendarView delta) refreshes the
+cache. The benchmark books, moves and cancels meetings through the emulator's control API at a
+fixed rate and polls the bulk availability API for the rooms with changes still unseen. A
+change's latency runs from just before its control call to the first availability answer that
+shows it; a change never seen within the settle time counts as lost. Graph requests per change
+come from the emulator's per-mailbox request counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import secrets
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bookingcache.bench.http import BenchError, Server, _wait_listening
+from bookingcache.clock import SystemClock
+from bookingcache.store.sql import open_store
+from bookingcache.store.subscriptions import SubscriptionRegistry
+from bookingcache.sync.queue import JobQueue
+
+TENANT = "bench"
+ADMIN_TOKEN = "bench-admin-" + "0123456789abcdef"
+ORGANIZER = "organizer@bench.example"
+SLOT = dt.timedelta(minutes=30)
+BOOKING = dt.timedelta(minutes=15)
+SLOTS_PER_ROOM = 10 * 48
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bookingcache bench freshness", description=__doc__)
+    parser.add_argument("--rooms", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=100.0, help="changes per second")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of changes")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait after")
+    parser.add_argument("--poll-ms", type=float, default=25.0, help="availability polling")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _process(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[str]]:
+    with log.open("w") as errors:
+        process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
+            command, env=env, stdout=subprocess.PIPE, stderr=errors, text=True
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def _emulator_info(process: subprocess.Popen[str]) -> dict[str, Any]:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise BenchError(f"the Graph emulator exited before starting (code {process.wait()})")
+    info: dict[str, Any] = json.loads(line)
+    return info
+
+
+def _seed_file(path: Path, rooms: int) -> None:
+    mailboxes: list[dict[str, Any]] = [
+        {
+            "upn": _mailbox(index),
+            "display_name": f"Room {index:04d}",
+            "time_zone": "Europe/Berlin",
+            "is_room": True,
+            "building": "HQ",
+            "floor": index // 100,
+        }
+        for index in range(rooms)
+    ]
+    mailboxes.append({"upn": ORGANIZER, "display_name": "Bench Organizer"})
+    apps = [{"name": "full", "display_name": "bookingcache", "roles": ["Calendars.Read"]}]
+    path.write_text(json.dumps({"mailboxes": mailboxes, "apps": apps}), encoding="utf-8")
+
+
+def _mailbox(index: int) -> str:
+    return f"room-{index:04d}@bench.example"
+
+
+def _room_id(index: int) -> str:
+    return f"room-{index:04d}"
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Change:
+    room: int
+    busy: tuple[dt.datetime, dt.datetime] | None  # must show as busy
+    free: tuple[dt.datetime, dt.datetime] | None  # must no longer show as busy
+    sent: float
+    booking: str | None = None
+    slot: int | None = None  # the slot the booking holds once this change is seen
+    seen: float | None = None
+
+
+def _iso(instant: dt.datetime) -> str:
+    return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _covered(
+    span: tuple[dt.datetime, dt.datetime], busy: list[tuple[dt.datetime, dt.datetime]]
+) -> bool:
+    return any(start <= span[0] and span[1] <= end for start, end in busy)
+
+
+class Run:
+    def __init__(
+        self, args: argparse.Namespace, service: str, control: str, verify: ssl.SSLContext
+    ) -> None:
+        self.args = args
+        self.service = httpx.AsyncClient(
+            base_url=service,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=30,
+            limits=httpx.Limits(max_connections=8),
+        )
+        self.control = httpx.AsyncClient(
+            base_url=control, verify=verify, timeout=30, limits=httpx.Limits(max_connections=32)
+        )
+        self.rng = random.Random(args.seed)  # noqa: S311 (a reproducible workload)
+        self.driven = False
+        self.drained = asyncio.Event()
+        self.changes: list[Change] = []
+        self.pending: list[Change] = []
+        # room -> booking id -> slot index, for bookings whose creation was seen
+        self.bookings: dict[int, dict[str, int]] = {}
+        self.free_slots: dict[int, list[int]] = {}
+        base = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        self.first_slot = base + dt.timedelta(days=1)
+        self.window = (base, base + dt.timedelta(days=12))
+        self.failures = 0
+
+    def span(self, slot: int) -> tuple[dt.datetime, dt.datetime]:
+        start = self.first_slot + slot * SLOT
+        return start, start + BOOKING
+
+    def take_slot(self, room: int) -> int:
+        slots = self.free_slots.setdefault(room, list(range(SLOTS_PER_ROOM)))
+        return slots.pop(self.rng.randrange(len(slots)))
+
+    async def mutate(self) -> None:
+        room = self.rng.randrange(self.args.rooms)
+        mailbox = _mailbox(room)
+        confirmed = self.bookings.get(room, {})
+        roll = self.rng.random()
+        sent = time.perf_counter()
+        if confirmed and roll < 0.25:
+            booking, old = self.rng.choice(list(confirmed.items()))
+            new = self.take_slot(room)
+            del confirmed[booking]
+            change = Change(room, self.span(new), self.span(old), sent, booking)
+            self.pending.append(change)
+            start, end = self.span(new)
+            response = await self.control.post(
+                f"/mailboxes/{mailbox}/events/{booking}/move",
+                json={"start": _iso(start), "end": _iso(end)},
+            )
+            self.free_slots[room].append(old)
+            change.slot = new
+        elif confirmed and roll < 0.40:
+            booking, old = self.rng.choice(list(confirmed.items()))
+            del confirmed[booking]
+            change = Change(room, None, self.span(old), sent, booking)
+            self.pending.append(change)
+            response = await self.control.delete(f"/mailboxes/{mailbox}/events/{booking}")
+            self.free_slots[room].append(old)
+        else:
+            slot = self.take_slot(room)
+            start, end = self.span(slot)
+            change = Change(room, (start, end), None, sent)
+            self.pending.append(change)
+            response = await self.control.post(
+                f"/mailboxes/{mailbox}/bookings",
+                json={
+                    "organizer": ORGANIZER,
+                    "subject": "Bench",
+                    "start": _iso(start),
+                    "end": _iso(end),
+                },
+            )
+            if response.status_code == 201:
+                change.booking = str(response.json()["id"])
+                change.slot = slot
+        self.changes.append(change)
+        if response.status_code >= 300:
+            self.failures += 1
+            self.pending.remove(change)
+            self.changes.remove(change)
+
+    async def observe_once(self) -> None:
+        if not self.pending:
+            if self.driven:
+                self.drained.set()
+            return
+        rooms = sorted({change.room for change in self.pending})
+        response = await self.service.post(
+            f"/v1/tenants/{TENANT}/availability",
+            json={
+                "rooms": [_room_id(room) for room in rooms],
+                "start": _iso(self.window[0]),
+                "end": _iso(self.window[1]),
+            },
+        )
+        now = time.perf_counter()
+        if response.status_code != 200:
+            raise BenchError(f"availability answered {response.status_code}: {response.text[:300]}")
+        busy: dict[int, list[tuple[dt.datetime, dt.datetime]]] = {}
+        for answer in response.json()["rooms"]:
+            index = int(answer["room_id"].split("-")[1])
+            busy[index] = [
+                (dt.datetime.fromisoformat(span["start"]), dt.datetime.fromisoformat(span["end"]))
+                for span in answer["busy"]
+            ]
+        still: list[Change] = []
+        for change in self.pending:
+            spans = busy.get(change.room, [])
+            shown = (change.busy is None or _covered(change.busy, spans)) and (
+                change.free is None or not _covered(change.free, spans)
+            )
+            if shown and change.booking is not None:
+                change.seen = now
+                if change.slot is not None:
+                    # Seen: a later move or cancel may pick this booking.
+                    self.bookings.setdefault(change.room, {})[change.booking] = change.slot
+            else:
+                still.append(change)
+        self.pending = still
+        if self.driven and not self.pending:
+            self.drained.set()
+
+    async def drive(self) -> None:
+        interval = 1 / self.args.rate
+        total = int(self.args.rate * self.args.duration)
+        began = time.perf_counter()
+        tasks: set[asyncio.Task[None]] = set()
+        for number in range(total):
+            delay = began + number * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(self.mutate())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def observe(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.observe_once()
+            await asyncio.sleep(self.args.poll_ms / 1000)
+
+    async def aclose(self) -> None:
+        await self.service.aclose()
+        await self.control.aclose()
+
+
+async def _prepare(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    service_url: str,
+    database_url: str,
+    verify: ssl.SSLContext,
+) -> None:
+    async with httpx.AsyncClient(
+        base_url=service_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
+    ) as service:
+        created = await service.post(
+            "/v1/tenants",
+            json={
+                "id": TENANT,
+                "name": "Bench",
+                "event_source": "graph",
+                "default_time_zone": "Europe/Berlin",
+            },
+        )
+        if created.status_code != 201:
+            raise BenchError(f"creating the tenant failed: {created.text[:300]}")
+        rooms = [
+            {
+                "room_id": _room_id(i),
+                "mailbox": _mailbox(i),
+                "name": f"Room {i:04d}",
+                "building": "HQ",
+            }
+            for i in range(args.rooms)
+        ]
+        imported = await service.post(f"/v1/tenants/{TENANT}/rooms:import", json={"rooms": rooms})
+        if imported.status_code != 200:
+            raise BenchError(f"importing rooms failed: {imported.text[:300]}")
+    store = await open_store(database_url, migrate=False)
+    try:
+        registry = SubscriptionRegistry(store, clock=SystemClock())
+        client_state = secrets.token_urlsafe(24)
+        await registry.rotate_client_state(TENANT, client_state)
+        await _subscribe(args, info, service_url, client_state, registry, verify)
+        queue = JobQueue(store, clock=SystemClock())
+        now = dt.datetime.now(dt.UTC)
+        await queue.enqueue({(TENANT, _mailbox(i)): now for i in range(args.rooms)})
+        deadline = time.monotonic() + 300
+        while True:
+            calendars = await store.list_calendars(TENANT)
+            if all(c.last_success_at is not None for c in calendars):
+                break
+            if time.monotonic() > deadline:
+                raise BenchError("the first sync of the rooms did not finish in 5 minutes")
+            await asyncio.sleep(0.5)
+    finally:
+        await store.close()
+
+
+async def _subscribe(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    service_url: str,
+    client_state: str,
+    registry: SubscriptionRegistry,
+    verify: ssl.SSLContext,
+) -> None:
+    async with httpx.AsyncClient(verify=verify, timeout=30) as graph:
+        token = await graph.post(
+            f"{info['authority']}/oauth2/v2.0/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": info["apps"]["full"]["client_id"],
+                "client_secret": info["apps"]["full"]["client_secret"],
+                "scope": "https://graph.microsoft.com/.default",
+            },
+        )
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        todo = list(range(args.rooms))
+
+        async def one(index: int) -> None:
+            while True:
+                response = await graph.post(
+                    f"{info['base_url']}/subscriptions",
+                    headers=headers,
+                    json={
+                        "changeType": "created,updated,deleted",
+                        "notificationUrl": f"{service_url}/graph/notifications/{TENANT}",
+                        "lifecycleNotificationUrl": f"{service_url}/graph/lifecycle/{TENANT}",
+                        "resource": f"users/{_mailbox(index)}/events",
+                        "expirationDateTime": expires,
+                        "clientState": client_state,
+                    },
+                )
+                if response.status_code == 429:
+                    await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+                    continue
+                if response.status_code != 201:
+                    raise BenchError(f"creating a subscription failed: {response.text[:300]}")
+                body = response.json()
+                await registry.record(
+                    TENANT,
+                    _mailbox(index),
+                    body["id"],
+                    expires_at=dt.datetime.fromisoformat(
+                        body["expirationDateTime"].replace("Z", "+00:00")
+                    ),
+                )
+                return
+
+        while todo:
+            batch, todo = todo[:16], todo[16:]
+            await asyncio.gather(*(one(index) for index in batch))
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def _measure(
+    args: argparse.Namespace, info: dict[str, Any], service_url: str, verify: ssl.SSLContext
+) -> dict[str, Any]:
+    run = Run(args, service_url, info["control_url"], verify)
+    try:
+        await run.control.post("/counters/reset")
+        stop = asyncio.Event()
+        observer = asyncio.create_task(run.observe(stop))
+        await run.drive()
+        run.driven = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.drained.wait(), timeout=args.settle)
+        stop.set()
+        await observer
+        counters = (await run.control.get("/counters")).json()
+    finally:
+        await run.aclose()
+    latencies = [(c.seen - c.sent) * 1000 for c in run.changes if c.seen is not None]
+    requests = sum(counters.get("requests_per_mailbox", {}).values())
+    if not latencies:
+        raise BenchError("no change became visible")
+    return {
+        "rooms": args.rooms,
+        "rate_per_s": args.rate,
+        "duration_s": args.duration,
+        "mutations": len(run.changes),
+        "p50_ms": round(_percentile(latencies, 0.50), 1),
+        "p99_ms": round(_percentile(latencies, 0.99), 1),
+        "max_ms": round(max(latencies), 1),
+        "graph_requests_per_mutation": round(requests / max(1, len(run.changes)), 3),
+        "graph_throttled": counters.get("throttled", 0),
+        "lost": len(run.pending),
+        "control_failures": run.failures,
+    }
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bookingcache-freshness-") as tmp:
+        root = Path(tmp)
+        seed = root / "seed.json"
+        _seed_file(seed, args.rooms)
+        emulator_command = [
+            sys.executable, "-m", "graph_emulator.cli", "--seed", str(seed), "--tls",
+            "--tls-dir", str(root / "tls"), "--allow-http-notifications", "--port", "0",
+        ]  # fmt: skip
+        with _process(emulator_command, dict(os.environ), root / "emulator.log") as emulator:
+            info = _emulator_info(emulator)
+            authority_root = info["authority"].rsplit("/", 1)[0]
+            data_dir = root / "service"
+            database_url = f"sqlite:///{data_dir / 'bookingcache.db'}"
+            env = {
+                "BOOKINGCACHE_LOG_LEVEL": "WARNING",
+                **os.environ,
+                "BOOKINGCACHE_ADMIN_TOKEN": ADMIN_TOKEN,
+                "BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID": info["apps"]["full"]["client_id"],
+                "BOOKINGCACHE_SYNC_GRAPH__CLIENT_SECRET": info["apps"]["full"]["client_secret"],
+                "BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST": authority_root,
+                "BOOKINGCACHE_SYNC_GRAPH__GRAPH_BASE_URL": info["base_url"],
+                "BOOKINGCACHE_SYNC_GRAPH__CA_BUNDLE": info["cert_path"],
+                "BOOKINGCACHE_SYNC_GRAPH__TENANTS": json.dumps(
+                    {TENANT: {"directory_tenant": info["tenant_id"]}}
+                ),
+            }
+            service_command = [
+                sys.executable, "-m", "bookingcache.cli", "serve", "--host", "127.0.0.1",
+                "--port", "0", "--data-dir", str(data_dir), "--database-url", database_url,
+            ]  # fmt: skip
+            with _process(service_command, env, root / "service.log") as process:
+                server: Server = _wait_listening(process, 60)
+                service_url = f"http://{server.host}:{server.port}"
+                verify = ssl.create_default_context(cafile=info["cert_path"])
+                try:
+                    asyncio.run(_prepare(args, info, service_url, database_url, verify))
+                    result = asyncio.run(_measure(args, info, service_url, verify))
+                    if os.environ.get("BOOKINGCACHE_BENCH_KEEP_LOG"):
+                        Path(os.environ["BOOKINGCACHE_BENCH_KEEP_LOG"]).write_text(
+                            (root / "service.log").read_text()
+                        )
+                except BenchError:
+                    sys.stderr.write((root / "service.log").read_text()[-3000:])
+                    raise
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for name, value in result.items():
+            print(f"{name:>28}: {value}")
+    return 0
