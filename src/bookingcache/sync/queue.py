@@ -17,6 +17,7 @@ single-writer equivalent.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -30,6 +31,8 @@ from bookingcache.store.schema import calendars, inbox, jobs
 from bookingcache.store.sql import SqlStore
 from bookingcache.sync import lifecycle
 from bookingcache.sync.model import InboxItem, Job, NotificationKind
+
+log = logging.getLogger(__name__)
 
 REFRESH = "refresh"
 FULL_RESYNC = "full_resync"
@@ -114,6 +117,11 @@ class JobQueue:
                 now=now,
                 pull_earlier=True,
             )
+        log.debug(
+            "inbox: %d notifications, refreshes for %s",
+            len(items),
+            ",".join(sorted(mailbox for _, mailbox in wanted)),
+        )
         if enqueued:
             self._notify()
         return ids

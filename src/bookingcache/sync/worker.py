@@ -267,6 +267,7 @@ class Worker:
             return None
 
     async def _refresh(self, job: Job) -> None:
+        began = self._clock.now()
         tenant = await self._store.get_tenant(job.tenant_id)
         calendar = await self._store.get_calendar(job.tenant_id, job.mailbox)
         source = self._sources.for_tenant(tenant)
@@ -281,6 +282,7 @@ class Worker:
             if forget is not None:
                 forget(job.tenant_id, job.mailbox)
         events = await source.read_window(calendar, start=start, end=end)
+        read = self._clock.now()
         if events is None:
             return
         diff = await self._store.replace_window(
@@ -290,6 +292,15 @@ class Worker:
             window_end=end,
             events=events,
             synced_at=self._clock.now(),
+        )
+        log.debug(
+            "refreshed %s/%s: %d events, %s, read %.0f ms, write %.0f ms",
+            job.tenant_id,
+            job.mailbox,
+            len(events),
+            "changed" if not diff.is_empty else "unchanged",
+            (read - began).total_seconds() * 1000,
+            (self._clock.now() - read).total_seconds() * 1000,
         )
         self.stats.refreshes += 1
         self.stats.by_calendar[(job.tenant_id, job.mailbox)] += 1

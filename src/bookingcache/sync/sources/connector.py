@@ -4,6 +4,7 @@ the service holds no Graph credentials. Every call is signed with the tenant's s
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 from collections.abc import Sequence
 from urllib.parse import quote
 
@@ -28,7 +29,7 @@ class ConnectorSource:
         clock: Clock,
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
-        verify: str | bool = True,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._store = store
         self._clock = clock

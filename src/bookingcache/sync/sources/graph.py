@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +85,9 @@ class GraphSource:
     ) -> None:
         self._settings = settings
         self._clock = clock
-        verify: str | bool = settings.ca_bundle or True
+        verify: ssl.SSLContext | bool = True
+        if settings.ca_bundle:
+            verify = ssl.create_default_context(cafile=settings.ca_bundle)
         # trust_env=False: proxies and CA bundles come from settings, not the host environment.
         self._http = httpx.AsyncClient(
             transport=transport,

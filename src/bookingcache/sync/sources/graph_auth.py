@@ -10,6 +10,7 @@ keeps ``REQUESTS_CA_BUNDLE`` from overriding the configured CA bundle.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,10 @@ _MICROSOFT_AUTHORITY_HOSTS = frozenset(
         "login.partner.microsoftonline.cn",
     }
 )
+
+
+# MSAL treats a cached token with less than five minutes left as expired; so does the shortcut.
+_REUSE_MARGIN_S = 300.0
 
 
 class LoopBoundHttpClient:
@@ -86,6 +91,7 @@ class TokenProvider:
         self._http = http
         self._timeout_s = timeout_s
         self._app: msal.ConfidentialClientApplication | None = None
+        self._token: tuple[str, float] | None = None
         self._lock = asyncio.Lock()
 
     def _build(self, loop: asyncio.AbstractEventLoop) -> msal.ConfidentialClientApplication:
@@ -102,6 +108,10 @@ class TokenProvider:
         )
 
     async def token(self) -> str:
+        # MSAL's cache answers too, but only through a worker thread; a token with more than
+        # MSAL's own five-minute margin left is handed out directly.
+        if self._token is not None and time.monotonic() < self._token[1]:
+            return self._token[0]
         loop = asyncio.get_running_loop()
         async with self._lock:
             if self._app is None:
@@ -121,9 +131,13 @@ class TokenProvider:
                 f"token request refused: {result.get('error')}: "
                 f"{str(result.get('error_description', ''))[:300]}"
             )
+        expires_in = result.get("expires_in")
+        if isinstance(expires_in, int | float) and expires_in > _REUSE_MARGIN_S:
+            self._token = (token, time.monotonic() + float(expires_in) - _REUSE_MARGIN_S)
         return token
 
     async def discard(self) -> None:
         """Forget cached tokens (Graph refused one): the next call builds a fresh app."""
         async with self._lock:
             self._app = None
+            self._token = None
