@@ -1,0 +1,197 @@
+"""Accepted means durable: ``bookingcache serve`` is killed with SIGKILL in the middle of a burst
+of Graph notifications and restarted; every notification it answered 202 is in the inbox, gets
+processed, and every calendar converges to the source's truth."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from bookingcache.clock import SystemClock
+from bookingcache.store.schema import inbox
+from bookingcache.store.sql import SqlStore, open_store
+from bookingcache.store.subscriptions import SubscriptionRegistry
+
+from .servers import ServiceProcess, TruthConnector, serve_in_thread
+
+ADMIN = "crash-test-admin-token-0123456789"
+ROOMS = 12
+CLIENT_STATE = "crash-test-client-state"
+KILL_AFTER = 150
+
+
+def booking(event_id: str, start: dt.datetime, minutes: int = 30) -> dict[str, Any]:
+    end = start + dt.timedelta(minutes=minutes)
+    return {
+        "id": event_id,
+        "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "end": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "isAllDay": False,
+        "showAs": "busy",
+        "isCancelled": False,
+        "subject": "Booked",
+        "sensitivity": "normal",
+        "type": "singleInstance",
+        "seriesMasterId": None,
+    }
+
+
+async def cached_ids(store: SqlStore, tenant: str, mailboxes: list[str]) -> dict[str, set[str]]:
+    now = dt.datetime.now(dt.UTC)
+    found = await store.events_in_window(
+        tenant, mailboxes, start=now - dt.timedelta(days=2), end=now + dt.timedelta(days=20)
+    )
+    return {mailbox: {e.id for e in found.get(mailbox, [])} for mailbox in mailboxes}
+
+
+async def wait_for(check: Any, *, timeout_s: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_burst_loses_no_accepted_notification(tmp_path: Path) -> None:
+    connector = TruthConnector()
+    data_dir = tmp_path / "data"
+    env = {
+        "BOOKINGCACHE_ADMIN_TOKEN": ADMIN,
+        "BOOKINGCACHE_LOG_LEVEL": "WARNING",
+        # Refreshes wait out a long coalescing window, so the kill comes before they run and
+        # the restarted process has to do them from what it stored.
+        "BOOKINGCACHE_SYNC_COALESCE_MS": "2500",
+        "BOOKINGCACHE_SYNC_POLL_INTERVAL_MS": "100",
+        "BOOKINGCACHE_SYNC_SWEEP_RATE_PER_S": "200",
+        "BOOKINGCACHE_SYNC_SWEEP_BOUND_S": "900",
+        "BOOKINGCACHE_SYNC_SWEEP_INTERVAL_S": "0.5",
+    }
+    service = ServiceProcess(data_dir, env, log=tmp_path / "serve.log")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    with serve_in_thread(connector.app()) as connector_url:
+        base = await service.start()
+        try:
+            admin = {"Authorization": f"Bearer {ADMIN}"}
+            async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+                created = await http.post(
+                    "/v1/tenants",
+                    headers=admin,
+                    json={
+                        "id": "crash",
+                        "name": "Crash Ltd",
+                        "event_source": "connector",
+                        "connector_url": connector_url,
+                        "default_time_zone": "UTC",
+                    },
+                )
+                assert created.status_code == 201, created.text
+                connector.secret = created.json()["secrets"]["signing_secret"]
+                mailboxes = [f"room-{i}@crash.example" for i in range(ROOMS)]
+                for index, mailbox in enumerate(mailboxes):
+                    connector.truth[mailbox] = [
+                        booking(f"old-{index}", now + dt.timedelta(hours=1))
+                    ]
+                    linked = await http.put(
+                        f"/v1/tenants/crash/rooms/r{index}",
+                        headers=admin,
+                        json={"mailbox": mailbox, "name": f"Room {index}"},
+                    )
+                    assert linked.status_code == 201, linked.text
+
+            # The subscriptions the orchestration would have recorded.
+            store = await open_store(f"sqlite:///{data_dir / 'bookingcache.db'}", migrate=False)
+            try:
+                registry = SubscriptionRegistry(store, clock=SystemClock())
+                for index, mailbox in enumerate(mailboxes):
+                    await registry.record("crash", mailbox, f"sub-{index}", expires_at=None)
+                await registry.rotate_client_state("crash", CLIENT_STATE)
+
+                # The sweep gives every new calendar its first read.
+                async def first_reads_done() -> bool:
+                    return (await cached_ids(store, "crash", mailboxes)) == {
+                        m: {f"old-{i}"} for i, m in enumerate(mailboxes)
+                    }
+
+                await wait_for(first_reads_done, timeout_s=20, what="the first reads")
+
+                # Every room gets booked; Graph sends its burst of notifications.
+                for index, mailbox in enumerate(mailboxes):
+                    connector.truth[mailbox] = [
+                        booking(f"old-{index}", now + dt.timedelta(hours=1)),
+                        booking(f"new-{index}", now + dt.timedelta(hours=2)),
+                    ]
+                accepted: set[str] = set()
+                sequence = itertools.count()
+                killed = asyncio.Event()
+
+                async def sender(http: httpx.AsyncClient) -> None:
+                    while not killed.is_set():
+                        numbers = [next(sequence) for _ in range(3)]
+                        notes = [
+                            {
+                                "subscriptionId": f"sub-{n % ROOMS}",
+                                "clientState": CLIENT_STATE,
+                                "changeType": "updated",
+                                "resource": f"Users/room-{n % ROOMS}/Events/burst-{n}",
+                            }
+                            for n in numbers
+                        ]
+                        try:
+                            response = await http.post(
+                                "/graph/notifications/crash", json={"value": notes}
+                            )
+                        except httpx.HTTPError:
+                            return  # the service is gone
+                        if response.status_code == 202:
+                            accepted.update(note["resource"] for note in notes)
+                            if len(accepted) >= KILL_AFTER * 3 and not killed.is_set():
+                                service.kill()
+                                killed.set()
+
+                limits = httpx.Limits(max_connections=16)
+                async with httpx.AsyncClient(base_url=base, timeout=5, limits=limits) as http:
+                    await asyncio.gather(*(sender(http) for _ in range(16)))
+                assert killed.is_set()
+                assert await service.wait() == -9
+
+                async with store.read() as connection:
+                    stored = {
+                        row.payload["resource"]
+                        for row in await connection.execute(sa.select(inbox.c.payload))
+                        if row.payload and "burst-" in row.payload.get("resource", "")
+                    }
+                missing = accepted - stored
+                assert not missing, f"{len(missing)} accepted notifications were lost"
+                before_restart = await cached_ids(store, "crash", mailboxes)
+                assert any(f"new-{i}" not in before_restart[m] for i, m in enumerate(mailboxes))
+
+                reads_before = connector.reads
+                await service.start()
+
+                async def converged() -> bool:
+                    cached = await cached_ids(store, "crash", mailboxes)
+                    if cached != {m: {f"old-{i}", f"new-{i}"} for i, m in enumerate(mailboxes)}:
+                        return False
+                    async with store.read() as connection:
+                        pending = await connection.scalar(
+                            sa.select(sa.func.count())
+                            .select_from(inbox)
+                            .where(inbox.c.processed_at.is_(None))
+                        )
+                    return pending == 0
+
+                await wait_for(converged, timeout_s=30, what="every calendar to converge")
+                assert connector.reads > reads_before
+                assert connector.refused == 0
+            finally:
+                await store.close()
+        finally:
+            await service.stop()
