@@ -1,0 +1,40 @@
+"""The availability benchmark runs end to end with tiny numbers and prints its JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bookingcache.bench import main
+
+
+@pytest.mark.slow
+def test_bench_availability_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "availability",
+            "--rooms",
+            "5",
+            "--bulk-requests",
+            "3",
+            "--single-seconds",
+            "0.3",
+            "--concurrency",
+            "2",
+            "--json",
+        ]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["rooms"] == 5
+    assert result["bulk_rooms"] == 5 and result["bulk_requests"] == 3
+    for key in ("bulk_p50_ms", "bulk_p99_ms", "single_rps", "rss_mb"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert result["bulk_p50_ms"] <= result["bulk_p99_ms"]
+    assert result["bulk_response_bytes"] > 5 * 500  # five rooms' answers came back
+
+
+def test_unknown_benchmark_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["nonsense"]) == 2
+    assert "availability" in capsys.readouterr().err

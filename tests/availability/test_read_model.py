@@ -1,0 +1,131 @@
+"""The read model across processes: a second ``ReadModel`` on its own store connection (as in
+another service process: no in-process signals) follows the first one's writes through the
+change feed, the room index re-read and the sync-state re-check."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bookingcache.clock import FixedClock
+from bookingcache.readmodel import ReadModel
+from bookingcache.store.sql import SqlStore, open_store
+
+from .conftest import NOW, Tenant, event
+
+
+@pytest.fixture
+async def other_store(database_url: str) -> AsyncIterator[SqlStore]:
+    store = await open_store(database_url, migrate=False)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_another_process_follows_the_change_feed(
+    tenant: Tenant, other_store: SqlStore
+) -> None:
+    await tenant.put_room("a1", "a1@contoso.example")
+    await tenant.sync("a1@contoso.example", [event("m1", "08:00", "09:30")])
+    clock = FixedClock(NOW)
+    model = ReadModel(other_store, clock, poll_interval=dt.timedelta(seconds=1))
+    settings = await other_store.get_tenant(tenant.id)
+    view = await model.view(settings)
+    assert [e.id for e in view.calendar("a1@contoso.example").events] == ["m1"]
+
+    await tenant.sync(
+        "a1@contoso.example", [event("m1", "08:00", "09:30"), event("m2", "10:00", "11:00")]
+    )
+    # Polls are at most once per interval; the next one after it sees the new event.
+    view = await model.view(settings)
+    assert [e.id for e in view.calendar("a1@contoso.example").events] == ["m1"]
+    clock.advance(dt.timedelta(seconds=1))
+    view = await model.view(settings)
+    assert [e.id for e in view.calendar("a1@contoso.example").events] == ["m1", "m2"]
+
+
+async def test_another_process_sees_room_links(tenant: Tenant, other_store: SqlStore) -> None:
+    await tenant.put_room("a1", "a1@contoso.example")
+    await tenant.sync("a1@contoso.example", [event("m1", "08:00", "09:30")])
+    clock = FixedClock(NOW)
+    model = ReadModel(
+        other_store,
+        clock,
+        poll_interval=dt.timedelta(seconds=1),
+        rooms_ttl=dt.timedelta(seconds=30),
+    )
+    settings = await other_store.get_tenant(tenant.id)
+    view = await model.view(settings)
+
+    # A room linked elsewhere is found as soon as a request names it.
+    await tenant.put_room("a2", "a2@contoso.example", building="Annex")
+    await tenant.sync("a2@contoso.example", [event("m9", "12:00", "13:00")])
+    clock.advance(dt.timedelta(seconds=1))
+    entry = await model.room(view, "a2")
+    assert entry.room.building == "Annex"
+    assert [e.id for e in view.calendar("a2@contoso.example").events] == ["m9"]
+
+    # A change to a known room shows once the index is re-read (every rooms_ttl, in the
+    # background, so no request waits for it).
+    await tenant.put_room("a1", "a1@contoso.example", building="Annex", floor="7")
+    clock.advance(dt.timedelta(seconds=10))
+    view = await model.view(settings)
+    assert view.room("a1").room.floor == "1"
+    clock.advance(dt.timedelta(seconds=30))
+    view = await model.view(settings)
+    await model.settle()
+    assert view.room("a1").room.floor == "7"
+    assert [e.room_id for e in view.rooms_where(building="Annex", floor=None)] == ["a1", "a2"]
+
+
+async def test_a_refresh_without_changes_still_counts_as_fresh(
+    tenant: Tenant, other_store: SqlStore
+) -> None:
+    await tenant.put_room("a1", "a1@contoso.example")
+    await tenant.sync("a1@contoso.example", [event("m1", "08:00", "09:30")])
+    clock = FixedClock(NOW + dt.timedelta(hours=2))
+    model = ReadModel(other_store, clock)
+    settings = await other_store.get_tenant(tenant.id)
+    view = await model.view(settings)
+    bound = dt.timedelta(hours=1)
+    calendar = view.calendar("a1@contoso.example")
+    await model.confirm_sync_state(view, ["a1@contoso.example"], now=clock.now(), bound=bound)
+    assert calendar.last_success_at == NOW  # truly stale
+
+    await tenant.sync("a1@contoso.example", [event("m1", "08:00", "09:30")], synced_at=clock.now())
+    # Checked less than a poll interval ago: not asked again yet.
+    await model.confirm_sync_state(view, ["a1@contoso.example"], now=clock.now(), bound=bound)
+    assert calendar.last_success_at == NOW
+    clock.advance(dt.timedelta(seconds=1))
+    await model.confirm_sync_state(view, ["a1@contoso.example"], now=clock.now(), bound=bound)
+    assert calendar.last_success_at == NOW + dt.timedelta(hours=2)
+
+
+async def test_the_horizon_moves_with_time(tenant: Tenant, other_store: SqlStore) -> None:
+    await tenant.put_room("a1", "a1@contoso.example")
+    clock = FixedClock(NOW)
+    model = ReadModel(other_store, clock, horizon_future=dt.timedelta(days=2))
+    settings = await other_store.get_tenant(tenant.id)
+    far = NOW + dt.timedelta(days=5)
+    await tenant.store.replace_window(
+        tenant.id,
+        "a1@contoso.example",
+        window_start=far,
+        window_end=far + dt.timedelta(days=1),
+        events=[event("later", far.isoformat(), (far + dt.timedelta(hours=1)).isoformat())],
+        synced_at=NOW,
+    )
+    view = await model.view(settings)
+    assert view.calendar("a1@contoso.example").events == []
+    # Outside the horizon the store answers.
+    found = await model.events(
+        view, "a1@contoso.example", start=far, end=far + dt.timedelta(hours=2)
+    )
+    assert [e.id for e in found] == ["later"]
+    clock.advance(dt.timedelta(days=4))
+    view = await model.view(settings)
+    assert view.horizon.start == clock.now() - dt.timedelta(days=1)
+    assert [e.id for e in view.calendar("a1@contoso.example").events] == ["later"]
