@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from bookingcache.api.availability import BulkAvailabilityOut
 from bookingcache.api.events import RoomEventsOut
@@ -57,7 +58,7 @@ async def test_unknown_rooms_are_reported_not_dropped(tenant: Tenant) -> None:
 
 async def test_bulk_bad_requests(tenant: Tenant) -> None:
     await three_rooms(tenant)
-    for bad in (
+    bad_bodies: list[dict[str, Any]] = [
         {},
         {"rooms": ["a1"], "building": "HQ"},
         {"floor": "1"},
@@ -65,7 +66,8 @@ async def test_bulk_bad_requests(tenant: Tenant) -> None:
         {"rooms": ["a1"], "min_free_minutes": 0},
         {"rooms": ["a1"], "colour": "red"},
         {"rooms": ["a1"], "start": "2026-11-23T18:00:00Z", "end": "2026-11-23T08:00:00Z"},
-    ):
+    ]
+    for bad in bad_bodies:
         assert_problem(await tenant.post("/availability", bad), 422)
 
 
