@@ -68,7 +68,7 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(tmp_path: Path) 
         "BOOKINGCACHE_LOG_LEVEL": "WARNING",
         # Refreshes wait out a long coalescing window, so the kill comes before they run and
         # the restarted process has to do them from what it stored.
-        "BOOKINGCACHE_SYNC_COALESCE_MS": "2500",
+        "BOOKINGCACHE_SYNC_COALESCE_MS": "4000",
         "BOOKINGCACHE_SYNC_POLL_INTERVAL_MS": "100",
         "BOOKINGCACHE_SYNC_SWEEP_RATE_PER_S": "200",
         "BOOKINGCACHE_SYNC_SWEEP_BOUND_S": "900",

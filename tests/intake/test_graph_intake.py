@@ -199,39 +199,35 @@ async def test_a_subscription_recorded_after_a_miss_is_found_at_once(
     assert [r.mailbox for r in await inbox_rows(store)] == [org.mailboxes[1]]
 
 
-@pytest.mark.parametrize(
-    ("body", "headers", "status"),
-    [
-        (b"{not json", JSON, 400),
-        (b"", JSON, 400),
-        (b"[]", JSON, 400),
-        (b'{"value": {}}', JSON, 400),
-        (b'{"value": [{"subscriptionId": 7, "changeType": "updated"}]}', JSON, 400),
-        (b'{"value": [{"subscriptionId": "s", "clientState": "x"}]}', JSON, 400),
-        (
-            b'{"value": [{"subscriptionId": "s", "changeType": "a", "lifecycleEvent": "missed"}]}',
-            JSON,
-            400,
-        ),
-        (b'{"value": [{"subscriptionId": "s\\u0000", "changeType": "updated"}]}', JSON, 400),
-        (b'{"value": []}', {"Content-Type": "text/plain"}, 415),
-        (b'{"value": []}', {}, 415),
-    ],
-)
+BAD_BODIES: list[tuple[bytes, dict[str, str], int]] = [
+    (b"{not json", JSON, 400),
+    (b"", JSON, 400),
+    (b"[]", JSON, 400),
+    (b'{"value": {}}', JSON, 400),
+    (b'{"value": [{"subscriptionId": 7, "changeType": "updated"}]}', JSON, 400),
+    (b'{"value": [{"subscriptionId": "s", "clientState": "x"}]}', JSON, 400),
+    (
+        b'{"value": [{"subscriptionId": "s", "changeType": "a", "lifecycleEvent": "missed"}]}',
+        JSON,
+        400,
+    ),
+    (b'{"value": [{"subscriptionId": "s\\u0000", "changeType": "updated"}]}', JSON, 400),
+    (b'{"value": []}', {"Content-Type": "text/plain"}, 415),
+    (b'{"value": []}', {}, 415),
+]
+
+
 async def test_bad_bodies_get_a_problem_and_store_nothing(
-    client: httpx.AsyncClient,
-    store: SqlStore,
-    registry: SubscriptionRegistry,
-    body: bytes,
-    headers: dict[str, str],
-    status: int,
+    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
 ) -> None:
     org = await add_org(store)
     await subscribe_samples(registry, org)
-    response = await client.post(f"/graph/notifications/{org.id}", content=body, headers=headers)
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    assert response.json()["status"] == status
+    for body, headers, status in BAD_BODIES:
+        url = f"/graph/{'lifecycle' if status == 415 else 'notifications'}/{org.id}"
+        response = await client.post(url, content=body, headers=headers)
+        assert response.status_code == status, (body, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["status"] == status
     assert await inbox_rows(store) == []
 
 

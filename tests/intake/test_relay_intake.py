@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from bookingcache.clock import FixedClock
@@ -153,41 +152,45 @@ async def test_windows_of_a_tenant_that_reads_its_connector_are_not_applied(
     assert len(await inbox_rows(store)) == 1
 
 
-@pytest.mark.parametrize(
-    "problem",
-    ["unsigned", "stale", "future", "wrong-secret", "tampered", "other-tenant", "unknown-tenant"],
-)
 async def test_unauthentic_calls_get_401_and_change_nothing(
-    client: httpx.AsyncClient, store: SqlStore, clock: FixedClock, problem: str
+    client: httpx.AsyncClient, store: SqlStore, clock: FixedClock
 ) -> None:
     org = await add_org(store)
     other = await add_org(store)
-    payload = {"resync": [org.mailboxes[0]]}
     target = f"/v1/tenants/{org.id}/notifications"
-    body = json.dumps(payload).encode()
-    headers = sign(org.secret, "POST", target, body, at=clock.now())
-    if problem == "unsigned":
-        headers = {}
-    elif problem == "stale":
-        headers = sign(org.secret, "POST", target, body, at=clock.now() - dt.timedelta(minutes=6))
-    elif problem == "future":
-        headers = sign(org.secret, "POST", target, body, at=clock.now() + dt.timedelta(minutes=6))
-    elif problem == "wrong-secret":
-        headers = sign(other.secret, "POST", target, body, at=clock.now())
-    elif problem == "tampered":
-        body = json.dumps({"resync": [org.mailboxes[1]]}).encode()
-    elif problem == "other-tenant":
+    body = json.dumps({"resync": [org.mailboxes[0]]}).encode()
+    now = clock.now()
+    minutes = dt.timedelta(minutes=6)
+    other_target = f"/v1/tenants/{other.id}/notifications"
+    cases: dict[str, tuple[str, bytes, dict[str, str]]] = {
+        "unsigned": (target, body, {}),
+        "stale": (target, body, sign(org.secret, "POST", target, body, at=now - minutes)),
+        "future": (target, body, sign(org.secret, "POST", target, body, at=now + minutes)),
+        "wrong secret": (target, body, sign(other.secret, "POST", target, body, at=now)),
+        "tampered body": (
+            target,
+            json.dumps({"resync": [org.mailboxes[1]]}).encode(),
+            sign(org.secret, "POST", target, body, at=now),
+        ),
         # Tenant B's relay, correctly signed for B, aimed at tenant A's data.
-        other_target = f"/v1/tenants/{other.id}/notifications"
-        headers = sign(other.secret, "POST", other_target, body, at=clock.now())
-    elif problem == "unknown-tenant":
-        target = "/v1/tenants/nobody/notifications"
-        headers = sign(org.secret, "POST", target, body, at=clock.now())
-    headers["Content-Type"] = "application/json"
-    response = await client.post(target, content=body, headers=headers)
-    assert response.status_code == 401, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    assert response.json()["type"].endswith("bad-signature")
+        "other tenant": (target, body, sign(other.secret, "POST", other_target, body, at=now)),
+        "unknown tenant": (
+            "/v1/tenants/nobody/notifications",
+            body,
+            sign(org.secret, "POST", "/v1/tenants/nobody/notifications", body, at=now),
+        ),
+        "garbage": (
+            target,
+            body,
+            {"webhook-id": "x", "webhook-timestamp": "12e3", "webhook-signature": "v1,%%"},
+        ),
+    }
+    for case, (url, content, headers) in cases.items():
+        headers = {**headers, "Content-Type": "application/json"}
+        response = await client.post(url, content=content, headers=headers)
+        assert response.status_code == 401, (case, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["type"].endswith("bad-signature")
     assert await inbox_rows(store) == []
 
 
@@ -252,27 +255,22 @@ async def test_a_mailbox_of_another_tenant_is_refused_by_name(
     assert await event_count(store) == 0
 
 
-@pytest.mark.parametrize(
-    ("window_change", "event_change"),
-    [
-        ({}, {"start": "2026-11-23T25:00:00Z"}),
-        ({}, {"start": "2026-11-23T10:00:00"}),  # no offset: ambiguous
-        ({}, {"end": "2026-11-23T09:00:00Z"}),  # ends before it starts
-        ({}, {"showAs": "maybe"}),
-        ({}, {"isAllDay": "sometimes"}),
-        ({}, {"start": "9999-12-31T23:00:00-05:00"}),
-        ({}, {"subject": "a\u0000b"}),
-        ({"end": "2026-11-22T00:00:00Z"}, {}),
-        ({"start": "yesterday"}, {}),
-        ({"end": "2027-11-22T00:00:00Z"}, {}),
-    ],
-)
+BAD_WINDOWS: list[tuple[dict[str, Any], dict[str, Any]]] = [
+    ({}, {"start": "2026-11-23T25:00:00Z"}),
+    ({}, {"start": "2026-11-23T10:00:00"}),  # no offset: ambiguous
+    ({}, {"end": "2026-11-23T09:00:00Z"}),  # ends before it starts
+    ({}, {"showAs": "maybe"}),
+    ({}, {"isAllDay": "sometimes"}),
+    ({}, {"start": "9999-12-31T23:00:00-05:00"}),
+    ({}, {"subject": "a\u0000b"}),
+    ({"end": "2026-11-22T00:00:00Z"}, {}),
+    ({"start": "yesterday"}, {}),
+    ({"end": "2027-11-22T00:00:00Z"}, {}),
+]
+
+
 async def test_invalid_pushed_windows_get_422_and_store_nothing(
-    client: httpx.AsyncClient,
-    store: SqlStore,
-    clock: FixedClock,
-    window_change: dict[str, Any],
-    event_change: dict[str, Any],
+    client: httpx.AsyncClient, store: SqlStore, clock: FixedClock
 ) -> None:
     org = await add_org(store, source=EventSource.PUSH, connector_url=None)
     good = {
@@ -281,17 +279,20 @@ async def test_invalid_pushed_windows_get_422_and_store_nothing(
         "end": END,
         "events": [event("ok", "2026-11-23T08:00:00Z", "2026-11-23T09:00:00Z")],
     }
-    bad = {
-        "mailbox": org.mailboxes[1],
-        "start": START,
-        "end": END,
-        "events": [{**event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z"), **event_change}],
-        **window_change,
-    }
-    payload = {"changes": [{"mailbox": org.mailboxes[0]}], "windows": [good, bad]}
-    response = await post_signed(client, org, payload, clock=clock)
-    assert response.status_code == 422, response.text
-    assert response.json()["errors"]
+    for window_change, event_change in BAD_WINDOWS:
+        bad = {
+            "mailbox": org.mailboxes[1],
+            "start": START,
+            "end": END,
+            "events": [
+                {**event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z"), **event_change}
+            ],
+            **window_change,
+        }
+        payload = {"changes": [{"mailbox": org.mailboxes[0]}], "windows": [good, bad]}
+        response = await post_signed(client, org, payload, clock=clock)
+        assert response.status_code == 422, (window_change, event_change, response.text)
+        assert response.json()["errors"]
     assert await event_count(store) == 0
     assert await inbox_rows(store) == []
     async with store.read() as connection:
@@ -301,22 +302,22 @@ async def test_invalid_pushed_windows_get_422_and_store_nothing(
     assert synced == 0
 
 
-@pytest.mark.parametrize(
-    ("body", "status"),
-    [
-        (b"{nope", 400),
-        (b'"just a string"', 422),
-        (b'{"changes": {"mailbox": "x"}}', 422),
-        (b'{"changes": [{"changeType": "updated"}]}', 422),
-        (b'{"lifecycle": [{"mailbox": "m", "lifecycleEvent": "exploded"}]}', 422),
-        (b'{"resync": [1, 2]}', 422),
-    ],
-)
+MALFORMED: list[tuple[bytes, int]] = [
+    (b"{nope", 400),
+    (b'"just a string"', 422),
+    (b'{"changes": {"mailbox": "x"}}', 422),
+    (b'{"changes": [{"changeType": "updated"}]}', 422),
+    (b'{"lifecycle": [{"mailbox": "m", "lifecycleEvent": "exploded"}]}', 422),
+    (b'{"resync": [1, 2]}', 422),
+]
+
+
 async def test_malformed_relay_bodies(
-    client: httpx.AsyncClient, store: SqlStore, clock: FixedClock, body: bytes, status: int
+    client: httpx.AsyncClient, store: SqlStore, clock: FixedClock
 ) -> None:
     org = await add_org(store)
-    response = await post_signed(client, org, body, clock=clock)
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
+    for body, status in MALFORMED:
+        response = await post_signed(client, org, body, clock=clock)
+        assert response.status_code == status, (body, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
     assert await inbox_rows(store) == []
