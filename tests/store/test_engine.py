@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, inspect, make_url, text
 
 from bookingcache.errors import InvalidInput, StoreUnavailable
 from bookingcache.store import engine as engines
 from bookingcache.store.engine import normalize_database_url
 from bookingcache.store.schema import metadata
 from bookingcache.store.sql import SqlStore, open_store
+
+POSTGRES_ENV = "BOOKINGCACHE_TEST_DATABASE_URL"
 
 
 @pytest.mark.parametrize(
@@ -132,3 +137,28 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None
             assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() == 10_000
     finally:
         await store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"{POSTGRES_ENV} unset")
+async def test_a_database_that_goes_away_is_store_unavailable() -> None:
+    server = make_url(os.environ[POSTGRES_ENV])
+    name = f"bookingcache_gone_{uuid.uuid4().hex[:8]}"
+    maintenance = await asyncpg.connect(
+        server.set(drivername="postgresql").render_as_string(hide_password=False), timeout=10
+    )
+    try:
+        await maintenance.execute(f'CREATE DATABASE "{name}"')
+        store = await open_store(server.set(database=name).render_as_string(hide_password=False))
+        try:
+            assert await store.list_tenants() == []
+            await maintenance.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            with pytest.raises(StoreUnavailable):
+                await store.list_tenants()
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+        finally:
+            await store.close()
+    finally:
+        await maintenance.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await maintenance.close()

@@ -1,27 +1,24 @@
 """``SqlStore``: the ``Store`` port over SQLAlchemy 2, the same code for SQLite and PostgreSQL.
 
-Writes run in one transaction each. On SQLite every write transaction starts with
-``BEGIN IMMEDIATE`` (see ``store.engine``) and, inside one process, also waits on an asyncio
-lock, so writers queue in the event loop instead of in SQLite's busy handler. On PostgreSQL
-``replace_window`` locks the calendar row (``SELECT ... FOR UPDATE``), so two refreshes of one
-calendar never interleave.
+Writes run in one transaction each (``SqlBase.write``). On SQLite every write transaction
+starts with ``BEGIN IMMEDIATE`` (see ``store.engine``) and, inside one process, also waits on an
+asyncio lock, so writers queue in the event loop instead of in SQLite's busy handler. On
+PostgreSQL ``replace_window`` first updates the calendar row, whose lock it then holds until
+commit, so two refreshes of one calendar never interleave.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import hmac
-import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bookingcache.clock import Clock, SystemClock
+from bookingcache.clock import Clock
 from bookingcache.domain.events import BasicEvent, EventDiff
 from bookingcache.domain.tenancy import CalendarState, Room, Tenant, TenantSecrets
 from bookingcache.errors import (
@@ -35,6 +32,7 @@ from bookingcache.errors import (
 from bookingcache.store import engine as engines
 from bookingcache.store import rooms as room_ops
 from bookingcache.store import windows
+from bookingcache.store.base import SqlBase, translate_errors
 from bookingcache.store.port import CalendarChange
 from bookingcache.store.rows import (
     calendar_from_row,
@@ -46,110 +44,9 @@ from bookingcache.store.rows import (
 )
 from bookingcache.store.schema import ID, calendar_changes, calendars, rooms, tenants
 
-log = logging.getLogger(__name__)
 
-ChangeListener = Callable[[CalendarChange], None]
-RoomsListener = Callable[[str], None]
-
-
-@contextlib.asynccontextmanager
-async def translate_errors() -> AsyncIterator[None]:
-    """Database trouble becomes ``StoreUnavailable``; the service's own errors pass through."""
-    try:
-        yield
-    except BookingCacheError:
-        raise
-    except (OperationalError, InterfaceError) as exc:
-        raise StoreUnavailable(f"the database failed: {exc.orig or exc}") from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise StoreUnavailable(f"the database connection was lost: {exc.orig}") from exc
-        raise
-    except (OSError, TimeoutError) as exc:
-        raise StoreUnavailable(f"the database is not reachable: {exc}") from exc
-
-
-class SqlStore:
-    """The store over one SQLAlchemy async engine (build it with ``open_store``)."""
-
-    def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None) -> None:
-        self._engine = engine
-        self._clock = clock or SystemClock()
-        self._write_lock = asyncio.Lock() if engines.is_sqlite(engine) else None
-        self._listeners: list[ChangeListener] = []
-        self._rooms_listeners: list[RoomsListener] = []
-
-    @property
-    def engine(self) -> AsyncEngine:
-        return self._engine
-
-    @property
-    def dialect(self) -> str:
-        return self._engine.dialect.name
-
-    # --- plumbing ------------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (a deferred transaction on SQLite, rolled back after)."""
-        async with translate_errors(), self._engine.connect() as conn:
-            yield conn
-
-    @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction, committed when the block ends without an error."""
-        async with contextlib.AsyncExitStack() as stack:
-            if self._write_lock is not None:
-                await stack.enter_async_context(self._write_lock)
-            await stack.enter_async_context(translate_errors())
-            conn = await stack.enter_async_context(self._engine.connect())
-            await conn.execution_options(**{engines.WRITE_OPTION: True})
-            await stack.enter_async_context(conn.begin())
-            yield conn
-
-    def add_change_listener(self, callback: ChangeListener) -> None:
-        """Call ``callback`` in this process after every commit that appended to the feed."""
-        self._listeners.append(callback)
-
-    def remove_change_listener(self, callback: ChangeListener) -> None:
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(callback)
-
-    def add_rooms_listener(self, callback: RoomsListener) -> None:
-        """Call ``callback(tenant_id)`` in this process after every commit that wrote room links
-        (put, delete, import) or deleted the tenant."""
-        self._rooms_listeners.append(callback)
-
-    def remove_rooms_listener(self, callback: RoomsListener) -> None:
-        with contextlib.suppress(ValueError):
-            self._rooms_listeners.remove(callback)
-
-    def _notify_rooms(self, tenant_id: str) -> None:
-        for listener in list(self._rooms_listeners):
-            try:
-                listener(tenant_id)
-            except Exception:  # a listener's failure must not undo a committed write
-                log.exception("rooms listener failed for %s", tenant_id)
-
-    def _notify(self, changes: Sequence[CalendarChange]) -> None:
-        for change in changes:
-            for listener in list(self._listeners):
-                try:
-                    listener(change)
-                except Exception:  # a listener's failure must not undo a committed write
-                    log.exception(
-                        "change listener failed for %s/%s", change.tenant_id, change.mailbox
-                    )
-
-    # --- lifecycle -----------------------------------------------------------------------
-    async def ping(self) -> None:
-        async with translate_errors():
-            async with self._engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            if not await engines.migrations_at_head(self._engine):
-                raise StoreUnavailable("the database schema is not at the newest migration")
-
-    async def close(self) -> None:
-        await self._engine.dispose()
+class SqlStore(SqlBase):
+    """The ``Store`` port over one SQLAlchemy async engine (build it with ``open_store``)."""
 
     # --- tenants -------------------------------------------------------------------------
     async def create_tenant(self, tenant: Tenant, secrets: TenantSecrets) -> Tenant:
