@@ -163,6 +163,7 @@ async def test_events_after_each_title_policy(tenant: Tenant) -> None:
     )
     assert [e["id"] for e in window.json()["events"]] == ["day", "tomorrow"]
     assert_problem(await tenant.get("/rooms/zz/events"), 404)
+    assert_problem(await tenant.get("/rooms/a1/events", start="9999-12-31T23:00:00Z"), 422)
     assert_problem(
         await tenant.get(
             "/rooms/a1/events", start="2026-11-24T00:00:00Z", end="2026-11-23T00:00:00Z"

@@ -193,6 +193,13 @@ async def test_bad_requests_are_problems(tenant: Tenant) -> None:
     assert_problem(naive, 422)
     assert_problem(await tenant.get(path, min_free_minutes=0), 422)
     assert_problem(await tenant.get(path, start="yesterday"), 422)
+    for start, end in (
+        ("0001-01-01T00:00:00+14:00", "0001-01-02T00:00:00Z"),
+        ("9999-12-31T00:00:00Z", "9999-12-31T23:59:59-23:59"),
+        ("1850-01-01T00:00:00Z", "1850-01-02T00:00:00Z"),
+    ):
+        assert_problem(await tenant.get(path, start=start, end=end), 422)
+    assert_problem(await tenant.get(path, start="9999-12-31T23:00:00Z"), 422)
     unknown = await tenant.get("/rooms/nowhere/availability")
     assert "nowhere" in assert_problem(unknown, 404)["detail"]
     anonymous = await tenant.client.get(f"{tenant.base}{path}")

@@ -194,6 +194,13 @@ async def test_bad_requests_are_problems(tenant: Tenant) -> None:
     assert (
         "Mars/Olympus" in assert_problem(await tenant.post("/getSchedule", bad_zone), 422)["detail"]
     )
+    for start, end, zone in (
+        ("9999-12-31T20:00:00", "9999-12-31T23:59:59", "Pacific/Kiritimati"),
+        ("0001-01-01T00:00:00", "0001-01-01T10:00:00", "Pacific/Kiritimati"),
+        ("1800-01-01T00:00:00", "1800-01-01T10:00:00", "UTC"),
+    ):
+        extreme = request("a1", start=start, end=end, zone=zone)
+        assert_problem(await tenant.post("/getSchedule", extreme), 422)
     bad_time = request("a1", start="tomorrow")
     assert_problem(await tenant.post("/getSchedule", bad_time), 422)
     assert_problem(await tenant.post("/getSchedule", {"schedules": []}), 422)

@@ -21,12 +21,17 @@ from bookingcache.domain.availability import (
 )
 from bookingcache.domain.intervals import Interval
 from bookingcache.domain.tenancy import Tenant
+from bookingcache.errors import InvalidWindow
 from bookingcache.readmodel import ReadModel, RoomEntry, TenantView
 
 UTC = dt.UTC
 MAX_WINDOW_DAYS = 62
 _MEMO_PER_CALENDAR = 4
 _FOREVER = dt.datetime.max.replace(tzinfo=UTC)
+# Windows must lie in this span: far enough for any calendar, and far from the ends of
+# datetime's range, where placing, widening or converting an instant would overflow.
+EARLIEST = dt.datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = dt.datetime(2200, 1, 1, tzinfo=UTC)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -34,6 +39,18 @@ def utc_text(instant: dt.datetime) -> str:
     """ISO 8601 in UTC with ``Z`` (slot boundaries repeat across rooms: formatted once)."""
     text = instant.astimezone(UTC).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def checked_window(start: dt.datetime, end: dt.datetime) -> Interval:
+    """``validate_window`` (at most 62 days, start before end, with offsets), inside the
+    supported span."""
+    try:
+        window = validate_window(start, end, max_days=MAX_WINDOW_DAYS)
+    except OverflowError:
+        raise InvalidWindow("the window is out of range") from None
+    if window.start < EARLIEST or window.end > LATEST:
+        raise InvalidWindow(f"the window must lie between {EARLIEST.year} and {LATEST.year}")
+    return window
 
 
 def end_of_local_day(instant: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
@@ -50,8 +67,9 @@ def request_window(
     if start is None:
         start = now.astimezone(UTC).replace(second=0, microsecond=0)
     if end is None:
-        end = end_of_local_day(start if start.tzinfo is not None else now, tz)
-    return validate_window(start, end, max_days=MAX_WINDOW_DAYS)
+        day_of = start if start.tzinfo is not None and EARLIEST <= start < LATEST else now
+        end = end_of_local_day(day_of, tz)
+    return checked_window(start, end)
 
 
 def _ranges(intervals: Iterable[Interval]) -> str:

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from bookingcache.api.answers import MAX_WINDOW_DAYS, end_of_local_day
+from bookingcache.api.answers import EARLIEST, LATEST, checked_window, end_of_local_day
 from bookingcache.api.availability import BEARER, ReadingDep, TimeRange
 from bookingcache.api.problems import problem_responses
-from bookingcache.domain.availability import placed_interval, validate_window
+from bookingcache.domain.availability import placed_interval
 from bookingcache.domain.events import EventType, Sensitivity, ShowAs
 from bookingcache.domain.titles import displayed_title
 
@@ -67,8 +67,9 @@ async def room_events(
         local_now = clock.now().astimezone(entry.tz)
         start = dt.datetime.combine(local_now.date(), dt.time(), tzinfo=entry.tz).astimezone(UTC)
     if end is None:
-        end = end_of_local_day(start if start.tzinfo is not None else clock.now(), entry.tz)
-    window = validate_window(start, end, max_days=MAX_WINDOW_DAYS)
+        day_of = start if start.tzinfo is not None and EARLIEST <= start < LATEST else clock.now()
+        end = end_of_local_day(day_of, entry.tz)
+    window = checked_window(start, end)
     found = await model.events(view, entry.mailbox, start=window.start, end=window.end)
     shown: list[EventOut] = []
     for event in found:

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from bookingcache.api.answers import checked_window
 from bookingcache.api.availability import BEARER, ReadingDep
 from bookingcache.api.problems import problem_responses
 from bookingcache.domain.availability import (
@@ -30,7 +31,6 @@ from bookingcache.domain.availability import (
     is_stale,
     placed_interval,
     validate_view_interval,
-    validate_window,
 )
 from bookingcache.domain.events import BasicEvent, EventType, Sensitivity
 from bookingcache.domain.intervals import Interval
@@ -110,13 +110,15 @@ def parse_date_time(value: DateTimeTimeZone, *, field: str) -> dt.datetime:
         raise InvalidWindow(
             f"{field}.dateTime {value.dateTime!r} is not an ISO 8601 date-time"
         ) from None
-    if parsed.tzinfo is not None:
-        return parsed.astimezone(UTC)
+    if parsed.tzinfo is None:
+        try:
+            parsed = parsed.replace(tzinfo=resolve_time_zone(value.timeZone))
+        except InvalidInput as exc:
+            raise InvalidInput(f"{field}.timeZone: {exc}") from None
     try:
-        zone = resolve_time_zone(value.timeZone)
-    except InvalidInput as exc:
-        raise InvalidInput(f"{field}.timeZone: {exc}") from None
-    return parsed.replace(tzinfo=zone).astimezone(UTC)
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidWindow(f"{field} is out of range") from None
 
 
 def preferred_zone(prefer: str | None) -> tuple[str, ZoneInfo] | None:
@@ -239,6 +241,15 @@ async def _information(
     response_model=ScheduleResponse,
     response_model_by_alias=True,
     summary="Graph's calendar/getSchedule, answered from the cache",
+    description=(
+        "Same request and response as Graph's `POST /users/{id}/calendar/getSchedule`. "
+        "`schedules` are map room ids or room mailboxes, **up to 100** (Graph's concept page "
+        "says 20, while Graph itself reports an allowed size of 100; the larger is accepted). "
+        "The window must be shorter than 62 days; `availabilityViewInterval` is 5..1440 "
+        'minutes (default 30). `Prefer: outlook.timezone="..."` sets the zone of the '
+        "returned times. Unknown schedules, never-synced and stale calendars are reported per "
+        "schedule in `error`, as Graph does; `workingHours` is not returned."
+    ),
     openapi_extra=BEARER,
 )
 async def get_schedule(
@@ -255,7 +266,7 @@ async def get_schedule(
 ) -> JSONResponse:
     start = parse_date_time(body.startTime, field="startTime")
     end = parse_date_time(body.endTime, field="endTime")
-    window = validate_window(start, end, max_days=62)
+    window = checked_window(start, end)
     if window.duration() >= MAX_WINDOW:
         raise InvalidWindow("the window must be shorter than 62 days")
     interval = validate_view_interval(body.availabilityViewInterval)
