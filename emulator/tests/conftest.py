@@ -117,6 +117,11 @@ def tenant() -> Tenant:
     return build_tenant()
 
 
+@pytest.fixture
+def tenant_factory() -> Callable[[EmulatorConfig | None], Tenant]:
+    return build_tenant
+
+
 async def get_token(client: httpx.AsyncClient, state: EmulatorState, app: App) -> str:
     response = await client.post(
         f"/{state.tenant_id}/oauth2/v2.0/token",
@@ -201,8 +206,18 @@ def msal_factory() -> Callable[[BackgroundEmulator, App], Any]:
 
 
 @pytest.fixture
-def sdk_factory() -> Callable[[BackgroundEmulator, App], Any]:
-    return sdk_client
+async def sdk_factory() -> AsyncIterator[Callable[[BackgroundEmulator, App], Any]]:
+    """Builds msgraph-sdk clients and closes their connections afterwards."""
+    opened: list[httpx.AsyncClient] = []
+
+    def build(emulator: BackgroundEmulator, app: App) -> Any:
+        client, http = sdk_client(emulator, app)
+        opened.append(http)
+        return client
+
+    yield build
+    for http in opened:
+        await http.aclose()
 
 
 @pytest.fixture
@@ -225,7 +240,7 @@ def msal_app(emulator: BackgroundEmulator, app: App) -> Any:
     )
 
 
-def sdk_client(emulator: BackgroundEmulator, app: App) -> Any:
+def sdk_client(emulator: BackgroundEmulator, app: App) -> tuple[Any, httpx.AsyncClient]:
     """The official msgraph-sdk client aimed at the emulator, with tokens from MSAL."""
     import ssl
 
@@ -234,12 +249,13 @@ def sdk_client(emulator: BackgroundEmulator, app: App) -> Any:
         AllowedHostsValidator,
         BaseBearerTokenAuthenticationProvider,
     )
-    from msgraph import GraphRequestAdapter, GraphServiceClient
-    from msgraph_core import GraphClientFactory
+    from msgraph.graph_request_adapter import GraphRequestAdapter
+    from msgraph.graph_service_client import GraphServiceClient
+    from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
 
     confidential = msal_app(emulator, app)
 
-    class MsalTokens(AccessTokenProvider):  # type: ignore[misc]
+    class MsalTokens(AccessTokenProvider):
         async def get_authorization_token(
             self, uri: str, additional_authentication_context: dict[str, Any] | None = None
         ) -> str:
@@ -255,4 +271,4 @@ def sdk_client(emulator: BackgroundEmulator, app: App) -> Any:
     )
     adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(MsalTokens()), http)
     adapter.base_url = emulator.base_url
-    return GraphServiceClient(request_adapter=adapter)
+    return GraphServiceClient(request_adapter=adapter), http

@@ -45,8 +45,13 @@ class Clock:
             if self._changed is None:
                 self._changed = asyncio.Event()
             changed = self._changed
+            # asyncio.wait, unlike wait_for on Python 3.11, never swallows a cancellation that
+            # races with the event being set, so tasks sleeping here always stop when cancelled.
+            waiter = asyncio.ensure_future(changed.wait())
             try:
-                await asyncio.wait_for(changed.wait(), timeout=remaining)
-            except TimeoutError:
+                done, _ = await asyncio.wait({waiter}, timeout=remaining)
+            finally:
+                waiter.cancel()
+            if not done:
                 continue
             changed.clear()

@@ -87,6 +87,8 @@ def make_server(
         ssl_keyfile=str(key_path) if key_path else None,
         lifespan="on",
         access_log=False,
+        # Keep-alive clients must not hold a stopping emulator for long.
+        timeout_graceful_shutdown=2,
     )
     listening = Listening(host, actual_port, "https" if tls_dir else "http", cert_path)
     return uvicorn.Server(config), sock, listening
