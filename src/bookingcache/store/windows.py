@@ -20,8 +20,10 @@ from bookingcache.errors import InvalidInput, NotFound
 from bookingcache.store.port import CalendarChange
 from bookingcache.store.rows import (
     EVENT_COLUMNS,
+    RAW_EVENT_COLUMNS,
     event_from_tuple,
     event_values,
+    events_from_raw,
     overlap_condition,
     overlaps,
 )
@@ -215,17 +217,17 @@ async def load_window(
         or_(events.c.is_all_day == true(), overlap_condition(start, end)),
     )
     with_all_day: set[str] = set()
+    text_times = conn.dialect.name == "sqlite"
     for chunk in chunked(wanted, 1000):
         result = await conn.execute(
-            select(events.c.mailbox, *EVENT_COLUMNS)
+            select(*RAW_EVENT_COLUMNS)
             .where(events.c.tenant_id == tenant_id, events.c.mailbox.in_(chunk), condition)
             .order_by(events.c.mailbox, events.c.start_utc)
         )
-        for row in result.all():
-            event = event_from_tuple(row[1:])
-            found[row[0]].append(event)
+        for mailbox, event in events_from_raw(result.all(), text_times=text_times):
+            found[mailbox].append(event)
             if event.is_all_day:
-                with_all_day.add(row[0])
+                with_all_day.add(mailbox)
     if with_all_day:
         zones = await _calendar_zones(conn, tenant_id, sorted(with_all_day))
         for mailbox in with_all_day:
