@@ -268,8 +268,9 @@ class ReadModel:
             state = states.get(calendar.mailbox)
             if state is None:
                 self._rooms_dirty.add(view.tenant_id)  # unlinked meanwhile
-            else:
+            elif calendar.last_success_at != state.last_success_at:
                 calendar.last_success_at = state.last_success_at
+                view.changed()
 
     # --- loading -----------------------------------------------------------------------------
 
@@ -312,6 +313,7 @@ class ReadModel:
         loaded = await self._read_calendars(view, sorted(linked - view.calendars.keys()), states)
         view.rooms = entries
         view.selections.clear()
+        view.changed()
         for mailbox in list(view.calendars):
             if mailbox not in linked:
                 del view.calendars[mailbox]
@@ -370,6 +372,7 @@ class ReadModel:
             await self._reload_rooms(view)
             wanted = [mailbox for mailbox in wanted if mailbox in view.calendars]
         view.calendars.update(await self._read_calendars(view, wanted, states))
+        view.changed()
 
     async def _states(self, view: TenantView, mailboxes: list[str]) -> dict[str, CalendarState]:
         """The sync states of those calendars that still exist."""

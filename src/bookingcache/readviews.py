@@ -92,6 +92,14 @@ class TenantView:
     rooms_read_at: dt.datetime | None = None
     # Rooms per (building, floor) as bulk requests ask for them; cleared with the index.
     selections: dict[tuple[str, str | None], list[RoomEntry]] = field(default_factory=dict)
+    # Bumped by every change of rooms, events or sync state; whole answers computed under an
+    # older generation are not reused (see api/answers.py).
+    generation: int = 0
+    answers: dict[Any, Any] = field(default_factory=dict)
+
+    def changed(self) -> None:
+        self.generation += 1
+        self.answers.clear()
 
     def room(self, room_id: str) -> RoomEntry:
         entry = self.rooms.get(room_id)

@@ -9,7 +9,7 @@ from bookingcache.api.availability import BulkAvailabilityOut
 from bookingcache.api.events import RoomEventsOut
 from bookingcache.domain.events import Sensitivity, ShowAs
 
-from .conftest import ADMIN, Tenant, assert_problem, event
+from .conftest import ADMIN, Tenant, assert_problem, at, event
 
 DAY = {"start": "2026-11-23T08:00:00Z", "end": "2026-11-23T18:00:00Z"}
 
@@ -170,3 +170,25 @@ async def test_events_after_each_title_policy(tenant: Tenant) -> None:
         ),
         422,
     )
+
+
+async def test_bulk_answers_follow_writes_and_the_clock(tenant: Tenant) -> None:
+    await three_rooms(tenant)
+
+    async def states() -> list[tuple[str, str, str | None]]:
+        response = await tenant.post("/availability", {"building": "HQ", **DAY})
+        assert response.status_code == 200, response.text
+        return [(r["room_id"], r["status"], r["next_change_at"]) for r in response.json()["rooms"]]
+
+    first = await states()
+    assert first == [("a1", "busy", "2026-11-23T09:30:00Z"), ("a2", "free", "2026-11-23T12:00:00Z")]
+    assert await states() == first
+    await tenant.sync("a2@contoso.example", [event("m3", "09:00", "10:00")])
+    assert await states() == [
+        ("a1", "busy", "2026-11-23T09:30:00Z"),
+        ("a2", "busy", "2026-11-23T10:00:00Z"),
+    ]
+    tenant.clock.set(at("09:30"))
+    assert await states() == [("a1", "free", None), ("a2", "busy", "2026-11-23T10:00:00Z")]
+    tenant.clock.set(at("10:00") + dt.timedelta(seconds=1))  # over the one-hour bound
+    assert await states() == [("a1", "unknown", None), ("a2", "unknown", None)]

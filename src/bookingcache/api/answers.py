@@ -27,6 +27,7 @@ from bookingcache.readmodel import ReadModel, RoomEntry, TenantView
 UTC = dt.UTC
 MAX_WINDOW_DAYS = 62
 _MEMO_PER_CALENDAR = 4
+_WHOLE_ANSWERS = 64
 _FOREVER = dt.datetime.max.replace(tzinfo=UTC)
 # Windows must lie in this span: far enough for any calendar, and far from the ends of
 # datetime's range, where placing, widening or converting an instant would overflow.
@@ -142,9 +143,63 @@ async def room_answers(
     """Each room's encoded answer, from the memo when the same request is still valid."""
     bound = dt.timedelta(seconds=tenant.staleness_bound_s)
     await model.confirm_sync_state(view, [e.mailbox for e in entries], now=now, bound=bound)
+    answers, _ = await _answers(
+        model, view, entries, now=now, start=start, end=end, min_free=min_free, bound=bound
+    )
+    return answers
+
+
+async def bulk_answer(
+    model: ReadModel,
+    view: TenantView,
+    entries: list[RoomEntry],
+    *,
+    selection: tuple[object, ...],
+    tenant: Tenant,
+    now: dt.datetime,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    min_free: dt.timedelta,
+) -> bytes:
+    """``{"rooms": [...]}`` for the rooms. The whole body is reused for the same request while
+    the view has not changed (its generation) and every room's answer is still valid."""
+    bound = dt.timedelta(seconds=tenant.staleness_bound_s)
+    await model.confirm_sync_state(view, [e.mailbox for e in entries], now=now, bound=bound)
+    minute = now.replace(second=0, microsecond=0) if start is None else None
+    key = (selection, start, end, min_free, bound, minute)
+    generation = view.generation
+    hit = view.answers.get(key)
+    if hit is not None and hit[0] == generation and hit[1] <= now < hit[2]:
+        body: bytes = hit[3]
+        return body
+    answers, until = await _answers(
+        model, view, entries, now=now, start=start, end=end, min_free=min_free, bound=bound
+    )
+    body = b"".join((b'{"rooms":[', b",".join(answers), b"]}"))
+    if until is not None and view.generation == generation:
+        if len(view.answers) >= _WHOLE_ANSWERS:
+            view.answers.clear()
+        view.answers[key] = (generation, now, until, body)
+    return body
+
+
+async def _answers(
+    model: ReadModel,
+    view: TenantView,
+    entries: list[RoomEntry],
+    *,
+    now: dt.datetime,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    min_free: dt.timedelta,
+    bound: dt.timedelta,
+) -> tuple[list[bytes], dt.datetime | None]:
+    """The rooms' answers and until when all of them stay valid (None: not reusable, some
+    came from outside the cached horizon)."""
     # Rooms in one zone share their window: validate it once per zone.
     windows: dict[dt.tzinfo, Interval] = {}
     answers: list[bytes] = []
+    valid_until: dt.datetime | None = _FOREVER
     for entry in entries:
         window = windows.get(entry.tz)
         if window is None:
@@ -155,6 +210,8 @@ async def room_answers(
         hit = calendar.memo.get(key)
         if hit is not None and hit[0] is entry and hit[1] == synced and hit[2] <= now < hit[3]:
             answers.append(hit[4])
+            if valid_until is not None and hit[3] < valid_until:
+                valid_until = hit[3]
             continue
         span_start, span_end = min(now, window.start), max(now, window.end)
         events = await model.events(view, entry.mailbox, start=span_start, end=span_end)
@@ -173,5 +230,9 @@ async def room_answers(
                 calendar.memo.pop(next(iter(calendar.memo)))
             until = _valid_until(answer, window, synced, bound)
             calendar.memo[key] = (entry, synced, now, until, encoded)
+            if valid_until is not None and until < valid_until:
+                valid_until = until
+        else:
+            valid_until = None
         answers.append(encoded)
-    return answers
+    return answers, valid_until

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bookingcache.api.answers import room_answers
+from bookingcache.api.answers import bulk_answer, room_answers
 from bookingcache.api.deps import TenantIdPath, read_token_tenant
 from bookingcache.api.problems import FieldError, ProblemError, problem_responses
 from bookingcache.bootstrap import Container
@@ -200,19 +200,20 @@ async def bulk_availability(
                 404, "not-found", f"{len(missing)} of the rooms are unknown", field_errors=missing
             )
         entries = [view.rooms[room_id] for room_id in dict.fromkeys(body.rooms)]
+        selection: tuple[object, ...] = ("rooms", *(entry.room_id for entry in entries))
     else:
         assert body.building is not None
         entries = view.rooms_where(building=body.building, floor=body.floor)
-    answers = await room_answers(
+        selection = ("building", body.building, body.floor)
+    answer = await bulk_answer(
         model,
         view,
         entries,
+        selection=selection,
         tenant=tenant,
         now=reading.clock.now(),
         start=body.start,
         end=body.end,
         min_free=dt.timedelta(minutes=body.min_free_minutes),
     )
-    return Response(
-        content=b'{"rooms":[' + b",".join(answers) + b"]}", media_type="application/json"
-    )
+    return Response(content=answer, media_type="application/json")
