@@ -16,6 +16,7 @@ single-writer equivalent.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -60,6 +61,8 @@ class JobQueue:
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self._listeners: list[Callable[[], None]] = []
+        self._completions: list[tuple[Job, asyncio.Future[bool]]] = []
+        self._completer: asyncio.Task[None] | None = None
 
     # --- plumbing ----------------------------------------------------------------------------
     def add_listener(self, listener: Callable[[], None]) -> None:
@@ -212,22 +215,37 @@ class JobQueue:
             return created
         # Existing pending jobs: never later than the new due time, unless the job is backing
         # off after a failure (attempts > 0), whose Retry-After/backoff must be honoured.
-        # A full resync request upgrades the job.
+        # A full resync request upgrades the job. Calendars sharing a tenant and due time
+        # (intake gives a whole batch one due time) are updated together.
+        groups: dict[tuple[str, dt.datetime], list[str]] = {}
+        upgrades: dict[str, list[str]] = {}
         for (tenant, mailbox), (due, full) in targets.items():
-            pending = sa.and_(
-                jobs.c.tenant_id == tenant,
-                jobs.c.mailbox == mailbox,
-                jobs.c.locked_by.is_(None),
-            )
-            await connection.execute(
-                sa.update(jobs)
-                .where(pending, jobs.c.attempts == 0, jobs.c.due_at > due)
-                .values(due_at=due)
-            )
+            groups.setdefault((tenant, due), []).append(mailbox)
             if full:
+                upgrades.setdefault(tenant, []).append(mailbox)
+        for (tenant, due), mailboxes in groups.items():
+            for chunk in _chunks(mailboxes):
                 await connection.execute(
                     sa.update(jobs)
-                    .where(pending, jobs.c.kind != FULL_RESYNC)
+                    .where(
+                        jobs.c.tenant_id == tenant,
+                        jobs.c.mailbox.in_(chunk),
+                        jobs.c.locked_by.is_(None),
+                        jobs.c.attempts == 0,
+                        jobs.c.due_at > due,
+                    )
+                    .values(due_at=due)
+                )
+        for tenant, mailboxes in upgrades.items():
+            for chunk in _chunks(mailboxes):
+                await connection.execute(
+                    sa.update(jobs)
+                    .where(
+                        jobs.c.tenant_id == tenant,
+                        jobs.c.mailbox.in_(chunk),
+                        jobs.c.locked_by.is_(None),
+                        jobs.c.kind != FULL_RESYNC,
+                    )
                     .values(kind=FULL_RESYNC)
                 )
         return len(targets)
@@ -356,23 +374,60 @@ class JobQueue:
 
     async def complete(self, job: Job) -> bool:
         """The refresh succeeded: drop the claim and mark the calendar's inbox rows up to the
-        claim processed. False (and no change) when the lease was lost to another worker."""
+        claim processed. False (and no change) when the lease was lost to another worker.
+
+        Completions are group-committed: while one transaction runs, the completions that
+        arrive meanwhile wait and go together in the next one, so a busy worker spends one
+        write per round instead of one per refresh."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._completions.append((job, future))
+        if self._completer is None or self._completer.done():
+            self._completer = asyncio.create_task(self._complete_waiting())
+        return await future
+
+    async def _complete_waiting(self) -> None:
+        while self._completions:
+            batch, self._completions = self._completions, []
+            try:
+                done = await self._complete_many([job for job, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for job, future in batch:
+                    if not future.done():
+                        future.set_result(job.id in done)
+
+    async def _complete_many(self, batch: Sequence[Job]) -> set[int]:
         now = self._clock.now()
         async with self._store.write() as connection:
-            result = await connection.execute(sa.delete(jobs).where(self._mine(job)))
-            if not result.rowcount:
-                return False
-            await connection.execute(
-                sa.update(inbox)
-                .where(
-                    inbox.c.processed_at.is_(None),
-                    inbox.c.tenant_id == job.tenant_id,
-                    inbox.c.mailbox == job.mailbox,
-                    inbox.c.id <= job.inbox_upto,
-                )
-                .values(processed_at=now)
+            deleted = await connection.execute(
+                sa.delete(jobs)
+                .where(sa.tuple_(jobs.c.id, jobs.c.locked_by).in_([(j.id, j.lease) for j in batch]))
+                .returning(jobs.c.id)
             )
-        return True
+            done = {row[0] for row in deleted}
+            settled = [job for job in batch if job.id in done]
+            if settled:
+                await connection.execute(
+                    sa.update(inbox)
+                    .where(
+                        inbox.c.processed_at.is_(None),
+                        sa.or_(
+                            *(
+                                sa.and_(
+                                    inbox.c.tenant_id == job.tenant_id,
+                                    inbox.c.mailbox == job.mailbox,
+                                    inbox.c.id <= job.inbox_upto,
+                                )
+                                for job in settled
+                            )
+                        ),
+                    )
+                    .values(processed_at=now)
+                )
+        return done
 
     async def retry(self, job: Job, *, defer_s: float, error: str) -> bool:
         """The refresh failed: make it pending again ``defer_s`` from now with one more attempt.
@@ -443,10 +498,23 @@ class JobQueue:
 
     # --- views -------------------------------------------------------------------------------
     async def next_due_at(self) -> dt.datetime | None:
-        """When the earliest pending job falls due or the earliest lease runs out."""
+        """When the earliest claimable pending job falls due (one whose calendar is not being
+        refreshed) or the earliest lease runs out."""
+        now = self._clock.now()
+        running = jobs.alias("running")
+        refreshing = (
+            sa.select(running.c.id)
+            .where(
+                running.c.tenant_id == jobs.c.tenant_id,
+                running.c.mailbox == jobs.c.mailbox,
+                running.c.locked_by.is_not(None),
+                running.c.locked_until >= now,
+            )
+            .exists()
+        )
         async with self._store.read() as connection:
             due = await connection.scalar(
-                sa.select(sa.func.min(jobs.c.due_at)).where(jobs.c.locked_by.is_(None))
+                sa.select(sa.func.min(jobs.c.due_at)).where(jobs.c.locked_by.is_(None), ~refreshing)
             )
             lease = await connection.scalar(
                 sa.select(sa.func.min(jobs.c.locked_until)).where(jobs.c.locked_by.is_not(None))
@@ -467,6 +535,11 @@ class JobQueue:
                 sa.select(sa.func.count()).select_from(inbox).where(inbox.c.processed_at.is_(None))
             )
         return int(count or 0)
+
+
+def _chunks(values: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    for offset in range(0, len(values), size):
+        yield values[offset : offset + size]
 
 
 def _as_utc(value: Any) -> dt.datetime:

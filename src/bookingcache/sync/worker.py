@@ -137,26 +137,27 @@ class Worker:
         poll_s = self._settings.poll_interval_ms / 1000
         while not self._stopping:
             self._wake.clear()
-            claimed_all = False
+            timeout_s = poll_s
             try:
-                claimed_all = await self._claim_some()
-                timeout_s = poll_s
-                if not claimed_all:
-                    next_due = await self._queue.next_due_at()
-                    if next_due is not None:
-                        until_due = (next_due - self._clock.now()).total_seconds()
-                        timeout_s = min(poll_s, max(0.0, until_due))
+                next_due = await self._queue.next_due_at()
+                if next_due is not None:
+                    until_due_s = (next_due - self._clock.now()).total_seconds()
+                    if until_due_s > 0:
+                        timeout_s = min(poll_s, until_due_s)
+                    elif await self._claim_some():
+                        continue
+                    # Otherwise due work waits for room (a finishing refresh wakes us), for a
+                    # tenant under its cap, or for another process's refresh of the calendar.
             except Exception:  # the loop must survive a database hiccup
                 log.exception("worker %s: claiming failed", self.worker_id)
-                timeout_s = poll_s
-            if claimed_all or self._stopping:
-                continue
+            if self._stopping:
+                break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(timeout_s, 0.001))
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout_s)
 
     async def _claim_some(self) -> bool:
-        """Claim as many jobs as there is room for; True when the batch came back full (so
-        more may be due right away)."""
+        """Claim as many jobs as there is room for; True when any was claimed (more may be
+        due right away)."""
         room = self._settings.max_refreshes_total - len(self._running)
         if room <= 0:
             return False
@@ -169,7 +170,7 @@ class Worker:
             task = asyncio.create_task(self._run_job(job), name=f"refresh {job.mailbox}")
             self._running[task] = job
             task.add_done_callback(self._finished)
-        return len(jobs) == limit
+        return bool(jobs)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         job = self._running.pop(task, None)
