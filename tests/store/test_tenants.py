@@ -83,6 +83,9 @@ async def test_update_tenant_changes_only_named_fields(store: SqlStore, tenant: 
     updated = await store.update_tenant(
         TENANT, {"title_policy": "hide", "event_source": EventSource.PUSH, "connector_url": None}
     )
+    windows_zone = await store.update_tenant(TENANT, {"default_time_zone": "Pacific Standard Time"})
+    assert windows_zone.default_time_zone == "Pacific Standard Time"
+    updated = await store.update_tenant(TENANT, {"default_time_zone": "Europe/Berlin"})
     assert updated.title_policy is TitlePolicy.HIDE
     assert updated.event_source is EventSource.PUSH
     assert updated.name == "Acme"
@@ -99,7 +102,11 @@ async def test_update_tenant_changes_only_named_fields(store: SqlStore, tenant: 
         {"event_source": "carrier-pigeon"},
         {"staleness_bound_s": 0},
         {"staleness_bound_s": "60"},
+        {"staleness_bound_s": 2**31},
         {"name": ""},
+        {"name": "N" * 301},
+        {"default_time_zone": "Mars/Olympus_Mons"},
+        {"default_time_zone": "Europe/Berlin" * 10},
         {"unknown": 1},
     ],
 )
@@ -197,9 +204,14 @@ async def test_delete_tenant_removes_everything_it_owns(
     assert {c.tenant_id for c in evicted} == {TENANT}
 
 
-async def test_tenant_ids_the_store_cannot_hold_are_refused(store: SqlStore) -> None:
-    for bad in ("", "x" * 201):
+async def test_tenants_the_store_cannot_hold_are_refused(store: SqlStore) -> None:
+    for bad in (
+        Tenant(id="", name="X"),
+        Tenant(id="x" * 201, name="X"),
+        Tenant(id="x", name="X" * 301),
+        Tenant(id="x", name="X", default_time_zone="Nowhere/Special"),
+    ):
         with pytest.raises(InvalidInput):
-            await store.create_tenant(Tenant(id=bad, name="X"), TenantSecrets("whsec_eA==", "t"))
+            await store.create_tenant(bad, TenantSecrets("whsec_eA==", "t"))
     async with store.read() as conn:
         assert (await conn.execute(select(func.count()).select_from(schema.tenants))).scalar() == 0

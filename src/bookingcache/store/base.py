@@ -9,11 +9,11 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bookingcache.clock import Clock, SystemClock
-from bookingcache.errors import BookingCacheError, StoreUnavailable
+from bookingcache.errors import BookingCacheError, InvalidInput, StoreUnavailable
 from bookingcache.store import engine as engines
 from bookingcache.store.port import CalendarChange
 
@@ -30,6 +30,10 @@ async def translate_errors() -> AsyncIterator[None]:
         yield
     except BookingCacheError:
         raise
+    except DataError as exc:
+        # A value the checks above the database let through but a column cannot hold (say an
+        # over-long text on PostgreSQL): the caller's input, not a server fault.
+        raise InvalidInput(f"a value does not fit the database: {exc.orig}") from exc
     except (OperationalError, InterfaceError) as exc:
         raise StoreUnavailable(f"the database failed: {exc.orig or exc}") from exc
     except DBAPIError as exc:

@@ -13,6 +13,7 @@ from sqlalchemy.types import NullType
 
 from bookingcache.domain.events import BasicEvent, EventType, Sensitivity, ShowAs
 from bookingcache.domain.tenancy import CalendarState, EventSource, Room, Tenant, TitlePolicy
+from bookingcache.domain.timezones import is_valid_time_zone
 from bookingcache.errors import InvalidInput
 from bookingcache.store.schema import events
 
@@ -83,10 +84,14 @@ def tenant_values(tenant: Tenant | dict[str, Any]) -> dict[str, Any]:
         elif name == "title_policy":
             value = _enum(TitlePolicy, value, name)
         elif name == "staleness_bound_s":
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise InvalidInput("staleness_bound_s must be a positive integer")
-        elif name in ("name", "default_time_zone") and (not isinstance(value, str) or not value):
-            raise InvalidInput(f"{name} must be a non-empty string")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+                raise InvalidInput("staleness_bound_s must be a positive 32-bit integer")
+        elif name == "name" and (not isinstance(value, str) or not 0 < len(value) <= 300):
+            raise InvalidInput("name must be a string of 1 to 300 characters")
+        elif name == "default_time_zone" and (
+            not isinstance(value, str) or len(value) > 64 or not is_valid_time_zone(value)
+        ):
+            raise InvalidInput(f"default_time_zone {value!r} is not a known time zone")
         elif name == "connector_url" and value is not None and not isinstance(value, str):
             raise InvalidInput("connector_url must be a string or null")
         values[name] = value
