@@ -54,6 +54,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     )
     app.state.container = None
     app.state.metrics_registry = registry
+    app.add_middleware(intake.GraphWebhookFastPath)
     app.add_middleware(
         BodyLimitMiddleware,
         default_bytes=MAX_BODY_BYTES,

@@ -11,6 +11,10 @@ import sys
 
 # name -> (module, one-line description)
 BENCHMARKS: dict[str, tuple[str, str]] = {
+    "intake": (
+        "bookingcache.bench.intake",
+        "Graph webhook intake against a bare Starlette handler",
+    ),
     "availability": (
         "bookingcache.bench.availability",
         "bulk and single-room availability through HTTP, and the server's memory",
