@@ -190,29 +190,28 @@ class JobQueue:
         targets = {key: value for key, value in wanted.items() if key in known}
         if not targets:
             return 0
-        inserted = await connection.execute(
-            self._insert()
-            .values(
-                [
-                    {
-                        "tenant_id": tenant,
-                        "mailbox": mailbox,
-                        "kind": FULL_RESYNC if full else REFRESH,
-                        "due_at": due,
-                        "attempts": 0,
-                        "created_at": now,
-                    }
-                    for (tenant, mailbox), (due, full) in targets.items()
-                ]
-            )
-            .on_conflict_do_nothing(
-                index_elements=["tenant_id", "mailbox"],
-                index_where=jobs.c.locked_by.is_(None),
-            )
+        rows = [
+            {
+                "tenant_id": tenant,
+                "mailbox": mailbox,
+                "kind": FULL_RESYNC if full else REFRESH,
+                "due_at": due,
+                "attempts": 0,
+                "created_at": now,
+            }
+            for (tenant, mailbox), (due, full) in targets.items()
+        ]
+        statement = self._insert().on_conflict_do_nothing(
+            index_elements=["tenant_id", "mailbox"],
+            index_where=jobs.c.locked_by.is_(None),
         )
-        created = max(inserted.rowcount or 0, 0)
-        if not pull_earlier:
-            return created
+        if pull_earlier:
+            # Intake's path: one statement for any number of calendars (executemany keeps its
+            # compiled form cached); how many were new does not matter here.
+            await connection.execute(statement, rows)
+        else:
+            inserted = await connection.execute(statement.values(rows))
+            return max(inserted.rowcount or 0, 0)
         # Existing pending jobs: never later than the new due time, unless the job is backing
         # off after a failure (attempts > 0), whose Retry-After/backoff must be honoured.
         # A full resync request upgrades the job. Calendars sharing a tenant and due time
