@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from bookingcache.domain.events import BasicEvent
-from bookingcache.domain.tenancy import Tenant
+from bookingcache.domain.tenancy import Room, Tenant
 from bookingcache.errors import InvalidInput
 from bookingcache.store.port import CalendarChange
 from bookingcache.store.sql import SqlStore
@@ -100,3 +100,23 @@ async def test_pruning_keeps_recent_rows_and_the_newest(store: SqlStore, tenant:
         TENANT, "a@acme.test", window_start=DAY, window_end=END, events=[], synced_at=DAY
     )
     assert await store.last_change_seq() > newest
+
+
+async def test_a_zone_change_tells_read_models_to_reload(store: SqlStore, tenant: Tenant) -> None:
+    heard: list[CalendarChange] = []
+    store.add_change_listener(heard.append)
+    seq = await store.last_change_seq()
+    # Same link again: nothing to reload.
+    await store.put_room(Room(TENANT, "r1", "a@acme.test", "Room 1", building="HQ", floor="1"))
+    assert await store.changes_since(seq) == []
+    # The room gets its own zone: its all-day events fall elsewhere now.
+    await store.put_room(Room(TENANT, "r1", "a@acme.test", "Room 1", time_zone="Asia/Tokyo"))
+    changes = await store.changes_since(seq)
+    assert [c.mailbox for c in changes] == ["a@acme.test"]
+    # The tenant's default moves every calendar without a zone of its own.
+    await store.update_tenant(TENANT, {"default_time_zone": "America/Chicago"})
+    changes = await store.changes_since(changes[-1].seq)
+    assert sorted(c.mailbox for c in changes) == ["b@acme.test", "c@acme.test"]
+    await store.update_tenant(TENANT, {"default_time_zone": "America/Chicago", "name": "Acme"})
+    assert await store.changes_since(changes[-1].seq) == []
+    assert heard == list(await store.changes_since(seq))

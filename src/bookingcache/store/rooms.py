@@ -53,7 +53,8 @@ async def upsert_rooms(
     conn: AsyncConnection, tenant_id: str, batch: Sequence[Room], *, at: dt.datetime
 ) -> tuple[int, int, list[str]]:
     """Create or replace the rooms; returns (created, updated, mailboxes whose calendar was
-    dropped because no room links them any more)."""
+    dropped because no room links them any more, or whose time zone changed: in both cases
+    read models must reload them)."""
     previous: dict[str, str] = {}
     for chunk in chunked([room.room_id for room in batch]):
         result = await conn.execute(
@@ -82,19 +83,21 @@ async def upsert_rooms(
         )
 
     zones = {room.mailbox: room.time_zone for room in batch}  # the last room's zone wins
-    await _ensure_calendars(conn, tenant_id, zones, at=at)
+    rezoned = await _ensure_calendars(conn, tenant_id, zones, at=at)
     left = {
         mailbox
         for room_id, mailbox in previous.items()
         if mailbox not in zones  # re-linked away from this mailbox
     }
     dropped = await drop_unlinked_calendars(conn, tenant_id, sorted(left))
-    return len(new), len(replaced), dropped
+    return len(new), len(replaced), [*dropped, *rezoned]
 
 
 async def _ensure_calendars(
     conn: AsyncConnection, tenant_id: str, zones: dict[str, str | None], *, at: dt.datetime
-) -> None:
+) -> list[str]:
+    """Create the missing calendars and set each one's zone; returns the existing calendars
+    whose zone changed (their all-day events now fall elsewhere)."""
     current: dict[str, str | None] = {}
     for chunk in chunked(list(zones)):
         result = await conn.execute(
@@ -110,10 +113,14 @@ async def _ensure_calendars(
     ]
     if missing:
         await conn.execute(insert(calendars), missing)
-    moved = [
-        {"key_tenant": tenant_id, "key_mailbox": mailbox, "time_zone": zone}
+    rezoned = [
+        mailbox
         for mailbox, zone in zones.items()
         if mailbox in current and current[mailbox] != zone
+    ]
+    moved = [
+        {"key_tenant": tenant_id, "key_mailbox": mailbox, "time_zone": zones[mailbox]}
+        for mailbox in rezoned
     ]
     if moved:
         await conn.execute(
@@ -123,6 +130,7 @@ async def _ensure_calendars(
             ),
             moved,
         )
+    return rezoned
 
 
 async def drop_unlinked_calendars(

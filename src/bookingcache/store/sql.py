@@ -85,13 +85,28 @@ class SqlStore(SqlBase):
     async def update_tenant(self, tenant_id: str, changes: Mapping[str, Any]) -> Tenant:
         values = tenant_values(dict(changes))
         async with self.write() as conn:
-            result = await conn.execute(
+            before = await conn.execute(
+                select(tenants.c.default_time_zone).where(tenants.c.id == tenant_id)
+            )
+            zone = before.scalar_one_or_none()
+            if zone is None:
+                raise NotFound(f"tenant {tenant_id!r} not found")
+            await conn.execute(
                 update(tenants)
                 .where(tenants.c.id == tenant_id)
                 .values(**values, updated_at=self._clock.now())
             )
-            if result.rowcount == 0:
-                raise NotFound(f"tenant {tenant_id!r} not found")
+            rezoned: list[str] = []
+            if values.get("default_time_zone", zone) != zone:
+                # Calendars without a zone of their own now place all-day events elsewhere.
+                result = await conn.execute(
+                    select(calendars.c.mailbox).where(
+                        calendars.c.tenant_id == tenant_id, calendars.c.time_zone.is_(None)
+                    )
+                )
+                rezoned = list(result.scalars())
+            feed = await self._reload(conn, tenant_id, rezoned)
+        self._notify(feed)
         return await self.get_tenant(tenant_id)
 
     async def delete_tenant(self, tenant_id: str) -> None:
@@ -153,7 +168,7 @@ class SqlStore(SqlBase):
             created, _, dropped = await room_ops.upsert_rooms(
                 conn, room.tenant_id, [room], at=self._clock.now()
             )
-            changes = await self._dropped(conn, room.tenant_id, dropped)
+            changes = await self._reload(conn, room.tenant_id, dropped)
         self._notify(changes)
         self._notify_rooms(room.tenant_id)
         return await self.get_room(room.tenant_id, room.room_id), created == 1
@@ -194,7 +209,7 @@ class SqlStore(SqlBase):
                 await room_ops.require_tenant(conn, tenant_id)
                 raise NotFound(f"room {room_id!r} of tenant {tenant_id!r} not found")
             dropped = await room_ops.drop_unlinked_calendars(conn, tenant_id, [mailbox])
-            changes = await self._dropped(conn, tenant_id, dropped)
+            changes = await self._reload(conn, tenant_id, dropped)
         self._notify(changes)
         self._notify_rooms(tenant_id)
 
@@ -205,14 +220,15 @@ class SqlStore(SqlBase):
             created, updated, dropped = await room_ops.upsert_rooms(
                 conn, tenant_id, rooms_in, at=self._clock.now()
             )
-            changes = await self._dropped(conn, tenant_id, dropped)
+            changes = await self._reload(conn, tenant_id, dropped)
         self._notify(changes)
         self._notify_rooms(tenant_id)
         return created, updated
 
-    async def _dropped(
+    async def _reload(
         self, conn: AsyncConnection, tenant_id: str, mailboxes: Sequence[str]
     ) -> list[CalendarChange]:
+        """Feed rows for calendars read models must reload (dropped or placed differently)."""
         keys = [(tenant_id, mailbox) for mailbox in mailboxes]
         return await windows.append_changes(conn, keys, at=self._clock.now())
 
