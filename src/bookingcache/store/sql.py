@@ -33,7 +33,7 @@ from bookingcache.store import engine as engines
 from bookingcache.store import rooms as room_ops
 from bookingcache.store import windows
 from bookingcache.store.base import SqlBase, translate_errors
-from bookingcache.store.port import CalendarChange
+from bookingcache.store.port import CalendarChange, Store
 from bookingcache.store.rows import (
     calendar_from_row,
     require_aware,
@@ -395,4 +395,9 @@ async def open_store(url: str, *, migrate: bool = True, clock: Clock | None = No
     except BaseException:
         await engine.dispose()
         raise
+    return store
+
+
+def _fills_the_port(store: SqlStore) -> Store:
+    """Never called: mypy checks here that ``SqlStore`` has every method of the port."""
     return store
