@@ -10,9 +10,12 @@ database migrated once per session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import hashlib
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +56,24 @@ async def _migrate(url: str) -> None:
     await store.close()
 
 
+_DATABASE_PREFIX = "bookingcache_test_"
+# Several hosts may share one server: a run only ever cleans up after its own host.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+async def _drop_abandoned(conn: asyncpg.Connection) -> None:
+    """Drop the test databases of runs on this host that died before their clean-up."""
+    names = await conn.fetch(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
+        f"{_DATABASE_PREFIX}{_HOST}_",
+    )
+    for (name,) in names:
+        pid = name.removeprefix(f"{_DATABASE_PREFIX}{_HOST}_").split("_")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(asyncpg.PostgresError):
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
 @pytest.fixture(scope="session")
 def _postgres_url() -> Iterator[str | None]:
     server_url = os.environ.get(POSTGRES_ENV)
@@ -60,13 +81,14 @@ def _postgres_url() -> Iterator[str | None]:
         yield None
         return
     server = make_url(server_url)
-    name = f"bookingcache_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    name = f"{_DATABASE_PREFIX}{_HOST}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     test_url = server.set(database=name).render_as_string(hide_password=False)
     maintenance = _asyncpg_dsn(server_url)
 
     async def create() -> None:
         conn = await asyncpg.connect(maintenance, timeout=10)
         try:
+            await _drop_abandoned(conn)
             await conn.execute(f'CREATE DATABASE "{name}"')
             # A throwaway database: commits need not wait for the disk.
             await conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
