@@ -81,7 +81,7 @@ class ReadModel:
         reload_after: dt.timedelta = dt.timedelta(hours=12),
         poll_interval: dt.timedelta = dt.timedelta(seconds=1),
         rooms_ttl: dt.timedelta = dt.timedelta(seconds=30),
-        load_batch: int = 500,
+        load_batch: int = 100,
     ) -> None:
         self._store = store
         self._clock = clock

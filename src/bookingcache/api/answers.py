@@ -26,8 +26,9 @@ from bookingcache.readmodel import ReadModel, RoomEntry, TenantView
 
 UTC = dt.UTC
 MAX_WINDOW_DAYS = 62
-_MEMO_PER_CALENDAR = 4
-_WHOLE_ANSWERS = 64
+_MEMO_PER_CALENDAR = 2
+# Whole bulk bodies kept per tenant, by total size (a floor of 1,000 rooms is about 3 MB).
+_WHOLE_ANSWER_BYTES = 16 * 1024 * 1024
 _FOREVER = dt.datetime.max.replace(tzinfo=UTC)
 # Windows must lie in this span: far enough for any calendar, and far from the ends of
 # datetime's range, where placing, widening or converting an instant would overflow.
@@ -176,9 +177,12 @@ async def bulk_answer(
         model, view, entries, now=now, start=start, end=end, min_free=min_free, bound=bound
     )
     body = b"".join((b'{"rooms":[', b",".join(answers), b"]}"))
-    if until is not None and view.generation == generation:
-        if len(view.answers) >= _WHOLE_ANSWERS:
-            view.answers.clear()
+    if until is not None and view.generation == generation and len(body) <= _WHOLE_ANSWER_BYTES:
+        view.answers.pop(key, None)
+        kept = sum(len(entry[3]) for entry in view.answers.values())
+        while view.answers and kept + len(body) > _WHOLE_ANSWER_BYTES:
+            oldest = next(iter(view.answers))
+            kept -= len(view.answers.pop(oldest)[3])
         view.answers[key] = (generation, now, until, body)
     return body
 
