@@ -74,7 +74,7 @@ CHECKS = [
     response_schema_conformance,
     negative_data_rejection,
 ]
-EXAMPLES_PER_MODE = 15
+EXAMPLES_PER_MODE = 12
 
 
 def test_no_input_makes_the_api_fail(tmp_path: Path, database_url: str) -> None:
