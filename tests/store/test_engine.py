@@ -162,3 +162,12 @@ async def test_a_database_that_goes_away_is_store_unavailable() -> None:
     finally:
         await maintenance.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await maintenance.close()
+
+
+async def test_waiting_for_a_sqlite_file_in_a_missing_directory_fails_at_once(
+    tmp_path: Path,
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        await engines.wait_for_database(f"sqlite:///{tmp_path}/nope/bc.db", timeout_s=30)
+    assert time.monotonic() - started < 5

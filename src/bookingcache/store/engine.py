@@ -146,7 +146,9 @@ def _sqlite_engine(url: str, *, pool_size: int) -> AsyncEngine:
 
 
 async def wait_for_database(url: str, timeout_s: float, *, interval_s: float = 0.5) -> None:
-    """Return once the database answers; ``StoreUnavailable`` after ``timeout_s``."""
+    """Return once the database answers; ``StoreUnavailable`` after ``timeout_s`` (at once for
+    a SQLite file whose directory does not exist: waiting would not create it)."""
+    check_sqlite_directory(url)
     engine = create_engine(url, pool_size=1)
     deadline = time.monotonic() + timeout_s
     try:
