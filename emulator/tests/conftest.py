@@ -201,23 +201,44 @@ def load_sample() -> Callable[[str], Any]:
 
 
 @pytest.fixture
-def msal_factory() -> Callable[[BackgroundEmulator, App], Any]:
-    return msal_app
+def msal_factory() -> Iterator[Callable[[BackgroundEmulator, App], Any]]:
+    """Builds fresh MSAL clients and closes their HTTP sessions afterwards."""
+    import requests
+
+    sessions: list[requests.Session] = []
+
+    def build(emulator: BackgroundEmulator, app: App) -> Any:
+        session = requests.Session()
+        session.verify = str(emulator.listening.cert_path)
+        sessions.append(session)
+        return msal_app(emulator, app, http_client=session)
+
+    yield build
+    for session in sessions:
+        session.close()
 
 
 @pytest.fixture
 async def sdk_factory() -> AsyncIterator[Callable[[BackgroundEmulator, App], Any]]:
     """Builds msgraph-sdk clients and closes their connections afterwards."""
-    opened: list[httpx.AsyncClient] = []
+    import requests
+
+    opened: list[httpx.AsyncHTTPTransport] = []
+    sessions: list[requests.Session] = []
 
     def build(emulator: BackgroundEmulator, app: App) -> Any:
-        client, http = sdk_client(emulator, app)
-        opened.append(http)
+        session = requests.Session()
+        session.verify = str(emulator.listening.cert_path)
+        sessions.append(session)
+        client, transport = sdk_client(emulator, app, session)
+        opened.append(transport)
         return client
 
     yield build
-    for http in opened:
-        await http.aclose()
+    for transport in opened:
+        await transport.aclose()
+    for session in sessions:
+        session.close()
 
 
 @pytest.fixture
@@ -227,7 +248,7 @@ def recording_sink(tenant: Tenant) -> RecordingSink:
     return sink
 
 
-def msal_app(emulator: BackgroundEmulator, app: App) -> Any:
+def msal_app(emulator: BackgroundEmulator, app: App, *, http_client: Any = None) -> Any:
     """A fresh MSAL confidential client for the emulator (fresh: MSAL caches HTTP answers)."""
     import msal
 
@@ -237,10 +258,13 @@ def msal_app(emulator: BackgroundEmulator, app: App) -> Any:
         authority=emulator.authority,
         instance_discovery=False,
         verify=str(emulator.listening.cert_path),
+        http_client=http_client,
     )
 
 
-def sdk_client(emulator: BackgroundEmulator, app: App) -> tuple[Any, httpx.AsyncClient]:
+def sdk_client(
+    emulator: BackgroundEmulator, app: App, session: Any
+) -> tuple[Any, httpx.AsyncHTTPTransport]:
     """The official msgraph-sdk client aimed at the emulator, with tokens from MSAL."""
     import ssl
 
@@ -253,7 +277,7 @@ def sdk_client(emulator: BackgroundEmulator, app: App) -> tuple[Any, httpx.Async
     from msgraph.graph_service_client import GraphServiceClient
     from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
 
-    confidential = msal_app(emulator, app)
+    confidential = msal_app(emulator, app, http_client=session)
 
     class MsalTokens(AccessTokenProvider):
         async def get_authorization_token(
@@ -266,9 +290,12 @@ def sdk_client(emulator: BackgroundEmulator, app: App) -> tuple[Any, httpx.Async
             return AllowedHostsValidator(["127.0.0.1"])
 
     context = ssl.create_default_context(cafile=str(emulator.listening.cert_path))
+    transport = httpx.AsyncHTTPTransport(verify=context)
     http = GraphClientFactory.create_with_default_middleware(
-        client=httpx.AsyncClient(verify=context, timeout=30)
+        client=httpx.AsyncClient(transport=transport, timeout=30)
     )
     adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(MsalTokens()), http)
     adapter.base_url = emulator.base_url
-    return GraphServiceClient(request_adapter=adapter), http
+    # The SDK wraps the transport in middleware that does not pass aclose() on: callers close
+    # this transport themselves.
+    return GraphServiceClient(request_adapter=adapter), transport
