@@ -94,8 +94,8 @@ async def test_working_elsewhere_digit_is_configurable(
         ({"availabilityViewInterval": 4}, "ErrorInvalidParameter"),
         ({"availabilityViewInterval": 1441}, "ErrorInvalidParameter"),
         (
-            {"endTime": {"dateTime": "2026-05-18T08:00:00", "timeZone": "UTC"}},
-            "ErrorInvalidTimeInterval",
+            {"endTime": {"dateTime": "2026-05-19T08:00:00", "timeZone": "UTC"}},
+            "ErrorTimeIntervalTooBig",
         ),
         (
             {"endTime": {"dateTime": "2026-03-17T07:00:00", "timeZone": "UTC"}},

@@ -67,9 +67,10 @@ def routes(state: EmulatorState) -> list[Route]:
     config = state.config
 
     def page_size(request: Request, preferred: int | None) -> int:
-        top = int_option(request, "$top", low=1, high=config.max_page_size)
+        # Graph accepts any positive $top but never pages more than 1,000 items.
+        top = int_option(request, "$top", low=1, high=2**31 - 1)
         if top is not None:
-            return top
+            return min(top, config.max_page_size)
         if preferred is not None:
             return min(preferred, config.max_page_size)
         return config.default_page_size

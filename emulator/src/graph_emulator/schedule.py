@@ -147,11 +147,13 @@ def routes(state: EmulatorState) -> list[Route]:
                 raise bad_request(
                     "The end time must be after the start time.", "ErrorInvalidTimeInterval"
                 )
-            if end - start >= dt.timedelta(days=config.schedule_max_window_days):
+            if end - start > dt.timedelta(days=config.schedule_max_window_days):
+                actual = math.ceil((end - start) / dt.timedelta(days=1))
                 raise bad_request(
-                    "The requested time duration specified is too long. The limit is "
-                    f"{config.schedule_max_window_days} days.",
-                    "ErrorInvalidTimeInterval",
+                    "The requested time duration specified for FreeBusyViewOptions.TimeWindow "
+                    f"is too long. The allowed limit = {config.schedule_max_window_days} days; "
+                    f"the actual limit = {actual} days.",
+                    "ErrorTimeIntervalTooBig",
                 )
             interval = body.get("availabilityViewInterval", 30)
             if (

@@ -81,7 +81,8 @@ def to_wire(instant: dt.datetime, zone: ZoneInfo, zone_name: str) -> dict[str, s
 
 def parse_query_instant(value: str, name: str) -> dt.datetime:
     """``startDateTime``/``endDateTime``: ISO 8601, offset honoured, no offset means UTC."""
-    text = value.strip().replace(" ", "+")
+    # An unencoded "+" in an offset arrives as a space; Graph rejects that, and so do we.
+    text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
@@ -90,7 +91,7 @@ def parse_query_instant(value: str, name: str) -> dt.datetime:
         raise GraphError(
             400,
             "ErrorInvalidParameter",
-            f"The value '{value}' of parameter '{name}' is invalid.",
+            f"The value of parameter '{name[0].upper()}{name[1:]}' is invalid.",
         ) from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
