@@ -55,8 +55,10 @@ async def test_domain_errors_map_to_status(app: FastAPI, client: httpx.AsyncClie
     body = assert_problem(response, 503)
     assert body["detail"] == "Graph said slow down"
     assert response.headers["retry-after"] == "7"
-    body = assert_problem(await client.get("/test/crash"), 500)
+    response = await client.get("/test/crash", headers={"X-Request-ID": "req-42"})
+    body = assert_problem(response, 500)
     assert "a bug" not in body["detail"]
+    assert "req-42" in body["detail"]
 
 
 async def test_oversized_body_is_a_problem(client: httpx.AsyncClient) -> None:
@@ -79,3 +81,14 @@ async def test_body_longer_than_declared_is_cut_off(client: httpx.AsyncClient) -
     )
     assert "content-length" not in response.request.headers
     assert_problem(response, 413)
+
+
+async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    response = await client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+    made = response.headers["x-request-id"]
+    assert made != "bad id\twith spaces"
+    assert len(made) == 16
+    other = (await client.get("/nowhere")).headers["x-request-id"]
+    assert other != made

@@ -16,6 +16,7 @@ from bookingcache.api import availability, events, health, intake, rooms, schedu
 from bookingcache.api.limits import BodyLimitMiddleware
 from bookingcache.api.metrics import HttpMetrics, MetricsMiddleware
 from bookingcache.api.problems import PROBLEM_JSON, Problem, install_problem_handlers
+from bookingcache.api.request_id import RequestIdMiddleware
 from bookingcache.bootstrap import build_container
 from bookingcache.clock import Clock
 from bookingcache.settings import Settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         default_bytes=MAX_BODY_BYTES,
         overrides=[(r"/v1/tenants/[^/]+/rooms:import", rooms.MAX_IMPORT_BYTES)],
     )
+    app.add_middleware(RequestIdMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
     install_problem_handlers(app)
     app.include_router(health.router)

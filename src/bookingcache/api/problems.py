@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bookingcache import errors
+from bookingcache.api.request_id import request_id_of
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,14 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, errors.Throttled) and exc.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
     if status >= 500:
-        log.warning("%s %s answered %d: %s", request.method, request.url.path, status, exc)
+        log.warning(
+            "%s %s answered %d: %s",
+            request.method,
+            request.url.path,
+            status,
+            exc,
+            extra={"request_id": request_id_of(request.scope)},
+        )
     return problem_response(request, status, slug=slug, detail=str(exc), headers=headers or None)
 
 
@@ -198,10 +206,18 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem_response(
-        request, 500, slug="internal-error", detail="the service failed to answer this request"
+    request_id = request_id_of(request.scope)
+    log.exception(
+        "unhandled error on %s %s (request %s)",
+        request.method,
+        request.url.path,
+        request_id,
+        extra={"request_id": request_id},
     )
+    detail = "the service failed to answer this request"
+    if request_id:
+        detail += f"; quote request id {request_id} to the operator"
+    return problem_response(request, 500, slug="internal-error", detail=detail)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

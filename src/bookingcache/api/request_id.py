@@ -1,0 +1,42 @@
+"""A request id on every request: the caller's ``X-Request-ID`` when it is sane, else a new one.
+It comes back as a response header, and errors are logged with it so an operator can find the
+log line of a failed call."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = b"x-request-id"
+SCOPE_KEY = "bookingcache.request_id"
+_SANE = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_of(scope: Scope) -> str | None:
+    value = scope.get(SCOPE_KEY)
+    return value if isinstance(value, str) else None
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((value for name, value in scope["headers"] if name == HEADER), None)
+        request_id = (
+            given.decode("ascii") if given and _SANE.fullmatch(given) else os.urandom(8).hex()
+        )
+        scope[SCOPE_KEY] = request_id
+        encoded = request_id.encode("ascii")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (HEADER, encoded)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
