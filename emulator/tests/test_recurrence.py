@@ -224,3 +224,35 @@ async def test_edited_and_cancelled_occurrences(
     missing = await graph.http.get(f"/v1.0/users/{tenant.room.id}/events/{value[2]['id']}")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "ErrorItemNotFound"
+
+
+async def test_instances_of_a_series_and_the_default_calendar(tenant: Any, graph: Any) -> None:
+    master = tenant.book(
+        tenant.room,
+        "2026-03-16T10:00:00",
+        "2026-03-16T10:30:00",
+        recurrence={
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
+            "range": {"type": "noEnd", "startDate": "2026-03-16"},
+        },
+    )
+    single = tenant.book(tenant.room, "2026-03-17T10:00:00", "2026-03-17T10:30:00")
+    path = f"/v1.0/users/{tenant.room.id}/events"
+    window = {"startDateTime": "2026-03-01T00:00:00Z", "endDateTime": "2026-04-07T00:00:00Z"}
+    response = await graph.http.get(f"{path}/{master['id']}/instances", params=window)
+    assert response.status_code == 200
+    value = response.json()["value"]
+    assert [v["start"]["dateTime"][:10] for v in value] == [
+        "2026-03-16",
+        "2026-03-23",
+        "2026-03-30",
+        "2026-04-06",
+    ]
+    assert {v["seriesMasterId"] for v in value} == {master["id"]}
+    not_series = await graph.http.get(f"{path}/{single['id']}/instances", params=window)
+    assert not_series.status_code == 400
+    no_window = await graph.http.get(f"{path}/{master['id']}/instances")
+    assert no_window.json()["error"]["code"] == "ErrorInvalidParameter"
+    calendar = await graph.http.get(f"/v1.0/users/{tenant.room.upn}/calendar")
+    assert calendar.json()["isDefaultCalendar"] is True
+    assert calendar.json()["owner"]["address"] == tenant.room.upn

@@ -19,6 +19,7 @@ from graph_emulator import (
     auth,
     batch,
     control,
+    routes_calendar,
     routes_delta,
     routes_directory,
     routes_events,
@@ -44,6 +45,7 @@ _SEGMENTS = {
         "microsoft.graph.room",
         "subscriptions",
         "reauthorize",
+        "instances",
     )
 }
 
@@ -92,6 +94,7 @@ def create_app(state: EmulatorState) -> Starlette:
     own: list[BaseRoute] = [
         *auth.routes(state),
         *routes_directory.routes(state),
+        *routes_calendar.routes(state),
         *routes_delta.routes(state),
         *routes_events.routes(state),
         *schedule.routes(state),

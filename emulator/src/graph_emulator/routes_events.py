@@ -34,7 +34,7 @@ WINDOW_REQUIRED = (
 )
 
 
-def _page(
+def page_response(
     request: Request,
     instances: list[Instance],
     view: View,
@@ -89,7 +89,7 @@ def routes(state: EmulatorState) -> list[Route]:
             end = parse_query_instant(end_raw, "endDateTime")
             instances = state.calendars.instances(access.mailbox, start, end) if end > start else []
             skip = int_option(request, "$skip", low=0, high=10**9) or 0
-            return _page(
+            return page_response(
                 request,
                 instances,
                 view,
@@ -108,7 +108,7 @@ def routes(state: EmulatorState) -> list[Route]:
             mailbox = access.mailbox
             items = [as_instance(e, mailbox.upn) for e in state.calendars.items(mailbox)]
             skip = int_option(request, "$skip", low=0, high=10**9) or 0
-            return _page(
+            return page_response(
                 request,
                 items,
                 view,
