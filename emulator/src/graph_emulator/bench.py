@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
@@ -137,10 +138,28 @@ class _QuietServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any, *, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Run ``app`` on a free loopback port in this event loop; yields its base URL."""
-    config = uvicorn.Config(app, host=host, port=0, log_level="warning", access_log=False)
+async def serve(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+) -> AsyncIterator[str]:
+    """Run ``app`` on a free loopback port in this event loop (HTTPS with a certificate and
+    key); yields its base URL."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=0,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=str(certfile) if certfile else None,
+        ssl_keyfile=str(keyfile) if keyfile else None,
+        # An idle keep-alive client must not hold a stopping server for long.
+        timeout_graceful_shutdown=1,
+    )
     server = _QuietServer(config)
+    scheme = "https" if certfile else "http"
     task = asyncio.get_running_loop().create_task(server.serve())
     try:
         while not server.started:
@@ -149,10 +168,9 @@ async def serve(app: Any, *, host: str = "127.0.0.1") -> AsyncIterator[str]:
                 raise RuntimeError("server stopped during start-up")
             await asyncio.sleep(0.005)
         port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://{host}:{port}"
+        yield f"{scheme}://{host}:{port}"
     finally:
         server.should_exit = True
-        server.force_exit = True  # don't wait out idle keep-alive connections
         await asyncio.wait_for(task, timeout=10)
 
 
