@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from bookingcache.api.app import create_app
+from bookingcache.errors import BookingCacheError
 from bookingcache.logs import configure_logging
 from bookingcache.settings import Settings, admin_token_of, ensure_admin_token
 
@@ -68,7 +69,30 @@ def serve(
     return asyncio.run(_serve(settings))
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the app is built so that the port (chosen by the
+    system for ``--port 0``) is known to the settings, and so to ``public_base_url``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BookingCacheError(f"cannot listen on {host}:{port}: {exc}") from None
+    return sock
+
+
 async def _serve(settings: Settings) -> int:
+    sock = bind(settings.host, settings.port)
+    settings = settings.model_copy(update={"port": sock.getsockname()[1]})
+    try:
+        return await _serve_on(settings, sock)
+    finally:
+        sock.close()
+
+
+async def _serve_on(settings: Settings, sock: socket.socket) -> int:
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -82,7 +106,7 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(stop_signal, server.request_exit)
-    running = asyncio.create_task(server.serve())
+    running = asyncio.create_task(server.serve(sockets=[sock]))
     ready = asyncio.create_task(server.ready.wait())
     await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
     ready.cancel()
