@@ -63,3 +63,13 @@ def test_public_base_url_must_be_http() -> None:
     with pytest.raises(ValidationError):
         Settings(public_base_url="ftp://example.com")
     assert Settings(public_base_url="https://x.example/").public_base_url == "https://x.example"
+
+
+def test_cors_origins_from_a_comma_separated_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOOKINGCACHE_CORS_ORIGINS", "https://map.example, https://edit.example/")
+    assert Settings().cors_origins == ["https://map.example", "https://edit.example"]
+    monkeypatch.setenv("BOOKINGCACHE_CORS_ORIGINS", "map.example")
+    with pytest.raises(ValidationError, match="CORS origin"):
+        Settings()
+    monkeypatch.delenv("BOOKINGCACHE_CORS_ORIGINS")
+    assert Settings().cors_origins == []
