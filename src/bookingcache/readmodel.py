@@ -308,19 +308,29 @@ class ReadModel:
             state = states.get(room.mailbox)
             name = room.time_zone or (state.time_zone if state else None)
             time_zone, tz = self._zone(name, view.default_time_zone)
-            entries[room.room_id] = RoomEntry(room=room, time_zone=time_zone, tz=tz)
+            entry = RoomEntry(room=room, time_zone=time_zone, tz=tz)
+            # An unchanged room keeps its entry, and with it the answers kept for it.
+            previous = view.rooms.get(room.room_id)
+            entries[room.room_id] = previous if previous == entry else entry
         linked = {entry.mailbox for entry in entries.values()}
         loaded = await self._read_calendars(view, sorted(linked - view.calendars.keys()), states)
+        changed = bool(loaded) or entries.keys() != view.rooms.keys()
+        changed = changed or any(entry is not view.rooms[key] for key, entry in entries.items())
         view.rooms = entries
-        view.selections.clear()
-        view.changed()
         for mailbox in list(view.calendars):
             if mailbox not in linked:
                 del view.calendars[mailbox]
+                changed = True
             elif mailbox in states:
-                view.calendars[mailbox].last_success_at = states[mailbox].last_success_at
+                calendar = view.calendars[mailbox]
+                if calendar.last_success_at != states[mailbox].last_success_at:
+                    calendar.last_success_at = states[mailbox].last_success_at
+                    changed = True
         for mailbox, calendar in loaded.items():
             view.calendars.setdefault(mailbox, calendar)
+        if changed:
+            view.selections.clear()
+            view.changed()
 
     async def _refresh_rooms_quietly(self, view: TenantView) -> None:
         try:

@@ -129,3 +129,24 @@ async def test_the_horizon_moves_with_time(tenant: Tenant, other_store: SqlStore
     view = await model.view(settings)
     assert view.horizon.start == clock.now() - dt.timedelta(days=1)
     assert [e.id for e in view.calendar("a1@contoso.example").events] == ["later"]
+
+
+async def test_rereading_unchanged_rooms_keeps_what_was_computed(
+    tenant: Tenant, other_store: SqlStore
+) -> None:
+    await tenant.put_room("a1", "a1@contoso.example")
+    await tenant.sync("a1@contoso.example", [event("m1", "08:00", "09:30")])
+    clock = FixedClock(NOW)
+    model = ReadModel(other_store, clock, rooms_ttl=dt.timedelta(seconds=30))
+    settings = await other_store.get_tenant(tenant.id)
+    view = await model.view(settings)
+    generation, entry = view.generation, view.room("a1")
+    clock.advance(dt.timedelta(seconds=31))
+    await model.view(settings)
+    await model.settle()
+    assert view.generation == generation and view.room("a1") is entry
+    await tenant.put_room("a1", "a1@contoso.example", name="Renamed")
+    clock.advance(dt.timedelta(seconds=31))
+    await model.view(settings)
+    await model.settle()
+    assert view.generation > generation and view.room("a1").room.name == "Renamed"
