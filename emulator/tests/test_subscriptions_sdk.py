@@ -40,10 +40,11 @@ async def graph_client(root: str, cert: Path, msal_app: Any) -> AsyncIterator[An
         AllowedHostsValidator,
         BaseBearerTokenAuthenticationProvider,
     )
-    from msgraph import GraphRequestAdapter, GraphServiceClient
-    from msgraph_core import GraphClientFactory
+    from msgraph.graph_request_adapter import GraphRequestAdapter
+    from msgraph.graph_service_client import GraphServiceClient
+    from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
 
-    class MsalTokens(AccessTokenProvider):  # type: ignore[misc]
+    class MsalTokens(AccessTokenProvider):
         async def get_authorization_token(
             self, uri: str, additional_authentication_context: dict[str, Any] | None = None
         ) -> str:
