@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait after")
     parser.add_argument("--poll-ms", type=float, default=25.0, help="availability polling")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--database-url",
+        help="an EMPTY database for the service (default: SQLite in a temporary directory)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -466,7 +470,7 @@ def main(argv: list[str]) -> int:
             info = _emulator_info(emulator)
             authority_root = info["authority"].rsplit("/", 1)[0]
             data_dir = root / "service"
-            database_url = f"sqlite:///{data_dir / 'bookingcache.db'}"
+            database_url = args.database_url or f"sqlite:///{data_dir / 'bookingcache.db'}"
             env = {
                 "BOOKINGCACHE_LOG_LEVEL": "WARNING",
                 **os.environ,

@@ -50,7 +50,7 @@ class SyncSettings(BaseSettings):
     window_days: int = Field(default=14, ge=1, le=62)
     # How far before the start of the room's local today the window begins.
     window_past_days: int = Field(default=0, ge=0, le=30)
-    max_refreshes_per_tenant: int = Field(default=8, ge=1)
+    max_refreshes_per_tenant: int = Field(default=16, ge=1)
     max_refreshes_total: int = Field(default=32, ge=1)
     claim_batch: int = Field(default=32, ge=1, le=1000)
     poll_interval_ms: int = Field(default=500, ge=10)

@@ -32,6 +32,7 @@ from bookingcache.domain.tenancy import EventSource as SourceKind
 from bookingcache.domain.tenancy import Tenant
 from bookingcache.errors import BookingCacheError, NotFound, Throttled
 from bookingcache.store.port import Store
+from bookingcache.sync.directory import SyncDirectory
 from bookingcache.sync.model import Job
 from bookingcache.sync.queue import JobQueue
 from bookingcache.sync.settings import SyncSettings
@@ -102,6 +103,7 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self.stats = WorkerStats()
+        self._directory = SyncDirectory(store)
         queue.add_listener(self.wake)
 
     def wake(self) -> None:
@@ -207,6 +209,7 @@ class Worker:
             raise
         except NotFound as exc:
             # The tenant or calendar went away: nothing left to refresh.
+            self._directory.forget(job.tenant_id)
             log.info("job %s for %s/%s dropped: %s", job.id, job.tenant_id, job.mailbox, exc)
             await self._bookkeep(self._queue.complete(job))
         except Throttled as exc:
@@ -269,8 +272,7 @@ class Worker:
 
     async def _refresh(self, job: Job) -> None:
         began = self._clock.now()
-        tenant = await self._store.get_tenant(job.tenant_id)
-        calendar = await self._store.get_calendar(job.tenant_id, job.mailbox)
+        tenant, calendar = await self._directory.lookup(job.tenant_id, job.mailbox)
         source = self._sources.for_tenant(tenant)
         start, end = refresh_window(
             self._clock.now(),
