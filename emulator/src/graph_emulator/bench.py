@@ -252,7 +252,14 @@ async def _run(rooms: int, duration_s: float, concurrency: int) -> dict[str, Any
                 r.raise_for_status()
             cpu_before = _cpu_s(child.pid), time.process_time()
             result = await _drive(client, receiver, rooms, duration_s, concurrency, expiry)
-            result["emulator_cpu_s"] = round(_cpu_s(child.pid) - cpu_before[0], 2)
+            emulator_cpu_s = _cpu_s(child.pid) - cpu_before[0]
+            result["emulator_cpu_s"] = round(emulator_cpu_s, 2)
+            if emulator_cpu_s > 0 and result["mutations"]:
+                # What one core fully given to the emulator sustains, machine load aside.
+                per_mutation_s = emulator_cpu_s / result["mutations"]
+                result["emulator_cpu_ms_per_mutation"] = round(per_mutation_s * 1000, 3)
+                result["mutations_per_emulator_cpu_s"] = round(1 / per_mutation_s, 1)
+            result["load_average_1m"] = round(os.getloadavg()[0], 2)
             result["driver_and_receiver_cpu_s"] = round(time.process_time() - cpu_before[1], 2)
             return result
     finally:
