@@ -140,6 +140,32 @@ def _choice(body: dict[str, Any], key: str, allowed: set[str], current: str) -> 
     return str(value)
 
 
+def _bool(body: dict[str, Any], key: str, current: bool) -> bool:
+    if key not in body:
+        return current
+    value = body[key]
+    if not isinstance(value, bool):
+        raise GraphError(
+            400,
+            "RequestBodyRead",
+            f"Cannot convert the literal '{value}' to the expected type 'Edm.Boolean'.",
+        )
+    return value
+
+
+def _text_list(body: dict[str, Any], key: str, current: list[str]) -> list[str]:
+    if key not in body:
+        return current
+    value = body[key]
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise GraphError(
+            400, "RequestBodyRead", f"The property '{key}' must be a collection of strings."
+        )
+    return list(value)
+
+
 def apply_fields(event: StoredEvent, body: dict[str, Any], *, creating: bool) -> None:
     """Apply a create or PATCH body to ``event``; raise a Graph 400 for anything invalid."""
     check_properties(body)
@@ -150,15 +176,17 @@ def apply_fields(event: StoredEvent, body: dict[str, Any], *, creating: bool) ->
             "Your request can't be completed. An event must have a start and an end time.",
         )
     if "subject" in body:
-        event.subject = str(body["subject"] or "")
+        subject = body["subject"]
+        if subject is not None and not isinstance(subject, str):
+            raise GraphError(400, "RequestBodyRead", "The property 'subject' must be a string.")
+        event.subject = subject or ""
     if "body" in body:
         content = body["body"] or {}
         if not isinstance(content, dict):
             raise bad_request("The property 'body' must be an itemBody.", "RequestBodyRead")
         event.body_type = str(content.get("contentType") or "text").lower()
         event.body_content = str(content.get("content") or "")
-    if "isAllDay" in body:
-        event.is_all_day = bool(body["isAllDay"])
+    event.is_all_day = _bool(body, "isAllDay", event.is_all_day)
     start, end = event.start, event.end
     if "start" in body:
         start, event.zone_name, event.zone = _time(body["start"], "start")
@@ -189,19 +217,24 @@ def apply_fields(event: StoredEvent, body: dict[str, Any], *, creating: bool) ->
         event.location = dict(location) if isinstance(location, dict) else {}
     if "attendees" in body:
         attendees = body["attendees"] or []
-        if not isinstance(attendees, list):
+        if not isinstance(attendees, list) or not all(isinstance(a, dict) for a in attendees):
             raise bad_request("The property 'attendees' must be a collection.", "RequestBodyRead")
         event.attendees = [a for a in attendees if isinstance(a, dict)]
-    if "categories" in body:
-        event.categories = [str(c) for c in body["categories"] or []]
-    if "isReminderOn" in body:
-        event.is_reminder_on = bool(body["isReminderOn"])
+    event.categories = _text_list(body, "categories", event.categories)
+    event.is_reminder_on = _bool(body, "isReminderOn", event.is_reminder_on)
     if "reminderMinutesBeforeStart" in body:
-        event.reminder_minutes = int(body["reminderMinutesBeforeStart"] or 0)
+        minutes = body["reminderMinutesBeforeStart"]
+        if not isinstance(minutes, int) or isinstance(minutes, bool) or minutes < 0:
+            raise GraphError(
+                400,
+                "RequestBodyRead",
+                f"Cannot convert the literal '{minutes}' to the expected type 'Edm.Int32'.",
+            )
+        event.reminder_minutes = minutes
     if "transactionId" in body:
-        event.transaction_id = body["transactionId"]
-    if "isCancelled" in body:
-        event.is_cancelled = bool(body["isCancelled"])
+        transaction = body["transactionId"]
+        event.transaction_id = str(transaction) if transaction is not None else None
+    event.is_cancelled = _bool(body, "isCancelled", event.is_cancelled)
     if "recurrence" in body:
         if body["recurrence"] is None:
             event.recurrence = None
