@@ -24,7 +24,7 @@ from .conftest import Org, add_org, sample, sign
 
 ALLOWED = {202, 400, 401, 413, 415, 422}
 FUZZ = settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
