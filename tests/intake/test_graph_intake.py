@@ -282,3 +282,20 @@ async def test_a_failed_commit_answers_503_so_graph_retries(
     retried = await client.post(f"/graph/notifications/{org.id}", json=copy.deepcopy(body))
     assert retried.status_code == 202
     assert len(await inbox_rows(store)) == 2
+
+
+async def test_a_failed_subscription_lookup_answers_503(
+    client: httpx.AsyncClient, store: SqlStore, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("breaks the database by dropping a table")
+    org = await add_org(store)
+    async with store.write() as connection:
+        await connection.execute(sa.text("DROP TABLE subscriptions"))
+    response = await client.post(
+        f"/graph/notifications/{org.id}", json=sample("notification-batch.json")
+    )
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["retry-after"] == "1"
+    assert await inbox_rows(store) == []

@@ -162,6 +162,15 @@ async def answer_graph(request: Request, tenant: str) -> Response:
             field_errors=problem.field_errors,
             headers=problem.headers,
         )
+    except StoreUnavailable as exc:
+        # The subscription lookup could not reach the database: Graph must retry.
+        return problem_response(
+            request,
+            503,
+            slug="store-unavailable",
+            detail=str(exc),
+            headers={"Retry-After": _RETRY_AFTER_S},
+        )
     return Response(status_code=202)
 
 
