@@ -1,0 +1,80 @@
+"""The contract from the other side: the connector's own relay client, signing with its own
+signer, is accepted by the service, and its pushed window lands in the cache."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx
+from fastapi import FastAPI
+
+from bookingcache.clock import FixedClock
+from bookingcache.domain.tenancy import EventSource
+from bookingcache.store.sql import SqlStore
+from bookingcache_connector.service import ServiceClient
+from bookingcache_connector.signing import Signer
+
+from .conftest import add_org, inbox_rows
+
+
+class ConnectorClock:
+    """The service's test clock in the shape of the connector's clock."""
+
+    def __init__(self, clock: FixedClock) -> None:
+        self._clock = clock
+
+    def now(self) -> dt.datetime:
+        return self._clock.now()
+
+    async def sleep(self, seconds: float) -> None:
+        self._clock.advance(dt.timedelta(seconds=seconds))
+
+
+async def test_the_connector_relay_client_is_accepted(
+    app: FastAPI, store: SqlStore, clock: FixedClock
+) -> None:
+    org = await add_org(store, source=EventSource.PUSH, connector_url=None)
+    mailbox = org.mailboxes[0]
+    payload = {
+        "changes": [{"mailbox": mailbox, "subscriptionId": "sub-1", "changeType": "updated"}],
+        "lifecycle": [],
+        "resync": [],
+        "windows": [
+            {
+                "mailbox": mailbox,
+                "start": "2026-11-23T00:00:00Z",
+                "end": "2026-12-07T00:00:00Z",
+                "events": [
+                    {
+                        "id": "evt-1",
+                        "start": "2026-11-24T10:00:00Z",
+                        "end": "2026-11-24T11:00:00Z",
+                        "isAllDay": False,
+                        "showAs": "busy",
+                        "isCancelled": False,
+                        "subject": "Stand-up",
+                        "sensitivity": "normal",
+                        "type": "singleInstance",
+                        "seriesMasterId": None,
+                    }
+                ],
+            }
+        ],
+    }
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+        relay = ServiceClient(
+            base_url="http://service",
+            tenant=org.id,
+            signer=Signer(org.secret, ConnectorClock(clock)),
+            http=http,
+        )
+        await relay.notify(payload)  # raises DeliveryError unless answered 2xx
+    assert [(r.mailbox, r.source) for r in await inbox_rows(store)] == [(mailbox, "alt2")]
+    cached = await store.events_in_window(
+        org.id,
+        [mailbox],
+        start=dt.datetime(2026, 11, 23, tzinfo=dt.UTC),
+        end=dt.datetime(2026, 12, 7, tzinfo=dt.UTC),
+    )
+    assert [event.id for event in cached[mailbox]] == ["evt-1"]
