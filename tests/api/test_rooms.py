@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
 from .conftest import ADMIN, assert_problem
 
@@ -83,40 +82,40 @@ async def test_rooms_of_unknown_tenant(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/v1/tenants/nobody/rooms/r1", headers=ADMIN), 404)
 
 
-@pytest.mark.parametrize(
-    ("overrides", "field"),
-    [
-        ({"mailbox": "not-an-address"}, "body.mailbox"),
-        ({"mailbox": "two@@contoso.com"}, "body.mailbox"),
-        ({"mailbox": "room@localhost"}, "body.mailbox"),
-        ({"name": ""}, "body.name"),
-        ({"name": "Ada\x00"}, "body.name"),
-        ({"building": "H\x00Q"}, "body.building"),
-        ({"floor": "1\x07"}, "body.floor"),
-        ({"time_zone": "Atlantis/Capital"}, "body.time_zone"),
-        ({"geometry": {"type": "Circle", "coordinates": [0, 0]}}, "body.geometry"),
-        ({"geometry": {"type": "Point", "coordinates": [0]}}, "body.geometry"),
-        ({"geometry": {"type": "Point", "coordinates": ["a", "b"]}}, "body.geometry"),
-        ({"geometry": {"type": "Point"}}, "body.geometry"),
-        (
-            {"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [0, 0]]]}},
-            "body.geometry",
-        ),
-        (
-            {"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [0, 1], [1, 1], [1, 0]]]}},
-            "body.geometry",
-        ),
-        ({"geometry": {"type": "LineString", "coordinates": [[0, 0]]}}, "body.geometry"),
-        ({"geometry": {"type": "Point", "coordinates": [0, 0], "label": "\x00"}}, "body.geometry"),
-    ],
-)
-async def test_bad_room_is_refused(
-    client: httpx.AsyncClient, tenant: dict[str, Any], overrides: dict[str, Any], field: str
-) -> None:
+# Each case is refused with a 422 naming the field, and nothing is stored. One app serves all
+# cases: these are checks of the HTTP edge, and an app per case would cost more than the check.
+BAD_ROOMS: list[tuple[dict[str, Any], str]] = [
+    ({"mailbox": "not-an-address"}, "body.mailbox"),
+    ({"mailbox": "two@@contoso.com"}, "body.mailbox"),
+    ({"mailbox": "room@localhost"}, "body.mailbox"),
+    ({"name": ""}, "body.name"),
+    ({"name": "Ada\x00"}, "body.name"),
+    ({"building": "H\x00Q"}, "body.building"),
+    ({"floor": "1\x07"}, "body.floor"),
+    ({"time_zone": "Atlantis/Capital"}, "body.time_zone"),
+    ({"geometry": {"type": "Circle", "coordinates": [0, 0]}}, "body.geometry"),
+    ({"geometry": {"type": "Point", "coordinates": [0]}}, "body.geometry"),
+    ({"geometry": {"type": "Point", "coordinates": ["a", "b"]}}, "body.geometry"),
+    ({"geometry": {"type": "Point"}}, "body.geometry"),
+    (
+        {"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [0, 0]]]}},
+        "body.geometry",
+    ),
+    (
+        {"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [0, 1], [1, 1], [1, 0]]]}},
+        "body.geometry",
+    ),
+    ({"geometry": {"type": "LineString", "coordinates": [[0, 0]]}}, "body.geometry"),
+    ({"geometry": {"type": "Point", "coordinates": [0, 0], "label": "\x00"}}, "body.geometry"),
+]
+
+
+async def test_bad_room_is_refused(client: httpx.AsyncClient, tenant: dict[str, Any]) -> None:
     url = f"/v1/tenants/{tenant['id']}/rooms/r1"
-    body = assert_problem(await client.put(url, json=room(**overrides), headers=ADMIN), 422)
-    assert field in {error["field"] for error in body["errors"]}
-    assert_problem(await client.get(url, headers=ADMIN), 404)
+    for overrides, field in BAD_ROOMS:
+        body = assert_problem(await client.put(url, json=room(**overrides), headers=ADMIN), 422)
+        assert field in {error["field"] for error in body["errors"]}, overrides
+        assert_problem(await client.get(url, headers=ADMIN), 404)
 
 
 async def test_bad_room_id_is_refused(client: httpx.AsyncClient, tenant: dict[str, Any]) -> None:
