@@ -3,6 +3,7 @@ loopback webhook receiver answering (or failing) the validation handshake."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
@@ -375,3 +376,11 @@ async def test_list_is_rate_limited_per_app(harness: Harness) -> None:
     harness.state.clock.advance(dt.timedelta(seconds=21))
     again = await harness.client.get("/v1.0/subscriptions", headers=harness.auth())
     assert again.status_code == 200
+
+
+async def test_concurrent_duplicates_yield_one_subscription(harness: Harness) -> None:
+    harness.receiver.handshake_delay_s = 0.2  # both creates are validating at once
+    first, second = await asyncio.gather(harness.create(), harness.create())
+    assert sorted([first.status_code, second.status_code]) == [201, 409]
+    listed = await harness.client.get("/v1.0/subscriptions", headers=harness.auth())
+    assert len(listed.json()["value"]) == 1

@@ -270,24 +270,12 @@ class SubscriptionApi:
         except GraphError as exc:
             raise extension_error("Create", "Forbidden", exc.message, 403) from exc
         change_types = frozenset(kinds)
-        for existing in self.hub.for_app(principal.app_id):
-            if existing.mailbox_id == mailbox.id and existing.change_types == change_types:
-                raise extension_error(
-                    "Create",
-                    "Conflict",
-                    f"Subscription Id {existing.id} already exists for the requested combination",
-                    409,
-                )
-        if self.hub.count_for_mailbox(mailbox.id) >= self.state.config.subscriptions_per_mailbox:
-            raise extension_error(
-                "Create",
-                "Forbidden",
-                "The maximum number of subscriptions for this mailbox has been reached.",
-                403,
-            )
+        self._check_room(principal, mailbox.id, change_types)
         await self._handshake(notification_url)
         if lifecycle_url is not None:
             await self._handshake(lifecycle_url)
+        # Another create may have finished while the endpoints were being validated.
+        self._check_room(principal, mailbox.id, change_types)
         sub = Subscription(
             id=str(uuid.uuid4()),
             resource=str(body["resource"]).strip(),
@@ -305,6 +293,26 @@ class SubscriptionApi:
         self.hub.add(sub)
         self.state.counters.incr("subscriptions_created")
         return JSONResponse(sub.to_graph(), status_code=201)
+
+    def _check_room(
+        self, principal: AppPrincipal, mailbox_id: str, change_types: frozenset[str]
+    ) -> None:
+        """409 for a duplicate of this app's, 403 when the mailbox has its quota."""
+        for existing in self.hub.for_app(principal.app_id):
+            if existing.mailbox_id == mailbox_id and existing.change_types == change_types:
+                raise extension_error(
+                    "Create",
+                    "Conflict",
+                    f"Subscription Id {existing.id} already exists for the requested combination",
+                    409,
+                )
+        if self.hub.count_for_mailbox(mailbox_id) >= self.state.config.subscriptions_per_mailbox:
+            raise extension_error(
+                "Create",
+                "Forbidden",
+                "The maximum number of subscriptions for this mailbox has been reached.",
+                403,
+            )
 
     def _own(self, principal: AppPrincipal, sub_id: str, operation: str) -> Subscription:
         sub = self.hub.live(sub_id)
