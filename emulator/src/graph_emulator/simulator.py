@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +64,8 @@ class BookingSimulator:
     rng: random.Random = field(init=False)
     bookings: list[Booking] = field(default_factory=list)
     actions: Counter[str] = field(default_factory=Counter)
-    log: list[dict[str, Any]] = field(default_factory=list)
+    # The most recent actions, for status and tests; bounded for long demo runs.
+    log: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
     errors: int = 0
     _task: asyncio.Task[None] | None = None
 
