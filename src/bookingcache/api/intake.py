@@ -69,14 +69,11 @@ def intake_of(request: Request) -> IntakeService:
     if not isinstance(metrics, IntakeMetrics):
         metrics = IntakeMetrics(state.metrics_registry)
         state.intake_metrics = metrics
-    # Share the worker's queue when the container runs one, so intake wakes it directly.
-    queue = getattr(container, "queue", None)
-    if not isinstance(queue, JobQueue):
-        sync = getattr(container.settings, "sync", None)
-        coalesce_ms = (
-            sync.coalesce_ms if isinstance(sync, SyncSettings) else SyncSettings().coalesce_ms
-        )
-        queue = JobQueue(store, clock=container.clock, coalesce_s=coalesce_ms / 1000)
+    # The sync engine's queue: appending to it wakes an in-process worker directly.
+    queue = container.queue
+    if queue is None:
+        coalesce_s = SyncSettings().coalesce_ms / 1000
+        queue = JobQueue(store, clock=container.clock, coalesce_s=coalesce_s)
     service = IntakeService(store=store, queue=queue, clock=container.clock, metrics=metrics)
     state.intake = service
     state.intake_for = container
