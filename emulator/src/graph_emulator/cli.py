@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import tempfile
@@ -70,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"graph-emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(startup_info(state, listening, apps)), flush=True)
-    asyncio.run(server.serve(sockets=[sock]))
+    # uvicorn picks the fastest loop available (uvloop when installed).
+    server.run(sockets=[sock])
     return 0
 
 

@@ -49,7 +49,7 @@ def windows_name(iana: str) -> str:
 
 def format_local(value: dt.datetime) -> str:
     """Graph's ``dateTime``: local wall time with 7 fractional digits and no offset."""
-    return value.replace(tzinfo=None).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0"
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "0"
 
 
 def parse_local(value: str) -> dt.datetime:

@@ -93,7 +93,7 @@ def parse_select(value: str | None) -> tuple[str, ...] | None:
 
 
 def _stamp(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "0Z"
 
 
 def _preview(instance: Instance) -> str:
