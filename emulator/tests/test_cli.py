@@ -145,3 +145,27 @@ def test_json_seed_file(tmp_path: Path) -> None:
     assert apps["reader"].mailbox_scope == {room.id}
     (event,) = state.calendars.list_events(room.id)
     assert event["subject"] == "Ola Hansen"
+
+
+async def test_served_connections_send_without_nagle_delay() -> None:
+    import asyncio
+    import socket
+
+    from graph_emulator.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    seen: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted = writer.get_extra_info("socket")
+        seen.append(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, sock=sock)
+    async with server:
+        reader, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    assert seen and seen[0] != 0
