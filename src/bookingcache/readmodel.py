@@ -25,7 +25,8 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from bookingcache.clock import Clock
@@ -50,6 +51,7 @@ _FEED_PAGE = 1000
 # Up to this many calendars are re-read one by one; more, and their tenant's list is read once.
 _ONE_BY_ONE = 16
 _MAX_CONFIRMED_TOKENS = 10_000
+_ROOMS = ""  # marks "room links changed" among the mailboxes changed while re-centring
 
 
 def _due(last: dt.datetime | None, now: dt.datetime, interval: dt.timedelta) -> bool:
@@ -103,6 +105,8 @@ class ReadModel:
         self._tokens: dict[tuple[str, bytes], dt.datetime] = {}
         self._zones: dict[tuple[str | None, str], tuple[str, ZoneInfo]] = {}
         self._background: dict[str, asyncio.Task[None]] = {}
+        # Per tenant whose horizon is being rebuilt: what changed meanwhile (mailboxes, _ROOMS).
+        self._recentring: dict[str, set[str]] = {}
 
     # --- change signals ----------------------------------------------------------------------
 
@@ -130,6 +134,9 @@ class ReadModel:
 
     def calendar_changed(self, tenant_id: str, mailbox: str) -> None:
         """The calendar's cached events changed; re-read it before next use."""
+        building = self._recentring.get(tenant_id)
+        if building is not None:
+            building.add(mailbox)
         view = self._views.get(tenant_id)
         if view is None:
             return
@@ -141,6 +148,9 @@ class ReadModel:
     def rooms_changed(self, tenant_id: str) -> None:
         """The tenant's room links changed (or the tenant went); re-read before next use."""
         self._rooms_dirty.add(tenant_id)
+        building = self._recentring.get(tenant_id)
+        if building is not None:
+            building.add(_ROOMS)
         self._tenants.pop(tenant_id, None)
         for key in [key for key in self._tokens if key[0] == tenant_id]:
             del self._tokens[key]
@@ -190,22 +200,20 @@ class ReadModel:
             if (
                 current is None
                 or current.created_at != tenant.created_at
-                or not current.loaded_at <= now < current.loaded_at + self._reload_after
+                or now < current.loaded_at  # a clock set back: start afresh
             ):
                 current = await self._load(tenant, now)
             else:
+                if now >= current.loaded_at + self._reload_after:
+                    # Re-centre the horizon on now: built aside, swapped in when complete.
+                    self._in_background(f"{tenant.id} horizon", self._recentre(tenant, current))
                 if current.default_time_zone != tenant.default_time_zone:
                     current.default_time_zone = tenant.default_time_zone
                     self._rooms_dirty.add(tenant.id)
-                if (
-                    _due(current.rooms_read_at, now, self._rooms_ttl)
-                    and tenant.id not in self._background
-                ):
+                if _due(current.rooms_read_at, now, self._rooms_ttl):
                     # Other processes' room writes: re-read without holding anyone up.
                     current.rooms_read_at = now
-                    task = asyncio.create_task(self._refresh_rooms_quietly(current))
-                    self._background[tenant.id] = task
-                    task.add_done_callback(lambda _: self._background.pop(tenant.id, None))
+                    self._in_background(f"{tenant.id} rooms", self._refresh_rooms_quietly(current))
             # Signals that arrived while loading are honoured now, before anyone reads.
             if tenant.id in self._rooms_dirty:
                 await self._reload_rooms(current)
@@ -294,11 +302,12 @@ class ReadModel:
         await self._reload_rooms(view)
         return view
 
-    async def _reload_rooms(self, view: TenantView) -> None:
+    async def _reload_rooms(self, view: TenantView, *, consume: bool = True) -> None:
         """Re-read the room index and every calendar's sync state; read the events of newly
         linked calendars, forget unlinked ones. Everything is read first and applied without
         yielding, so answers given meanwhile see the old index or the new one, never a mix."""
-        self._rooms_dirty.discard(view.tenant_id)
+        if consume:
+            self._rooms_dirty.discard(view.tenant_id)
         view.rooms_read_at = self._clock.now()
         rooms = await self._store.list_rooms(view.tenant_id)
         listed = await self._store.list_calendars(view.tenant_id)
@@ -331,6 +340,42 @@ class ReadModel:
         if changed:
             view.selections.clear()
             view.changed()
+
+    def _in_background(self, name: str, job: Coroutine[Any, Any, None]) -> None:
+        """Run ``job`` unless a job of that name is already running."""
+        if name in self._background:
+            job.close()
+            return
+        task = asyncio.create_task(job)
+        self._background[name] = task
+        task.add_done_callback(lambda _: self._background.pop(name, None))
+
+    async def _recentre(self, tenant: Tenant, current: TenantView) -> None:
+        """Build a view around now beside the current one and swap it in; what changed while
+        building is re-read by the next request."""
+        changed: set[str] = set()
+        self._recentring[tenant.id] = changed
+        try:
+            now = self._clock.now()
+            fresh = TenantView(
+                tenant_id=tenant.id,
+                created_at=tenant.created_at,
+                default_time_zone=tenant.default_time_zone,
+                horizon=Interval(now - self._horizon_past, now + self._horizon_future),
+                loaded_at=now,
+            )
+            await self._reload_rooms(fresh, consume=False)
+            if self._views.get(tenant.id) is current:
+                self._views[tenant.id] = fresh
+                if _ROOMS in changed:
+                    self._rooms_dirty.add(tenant.id)
+                mailboxes = changed - {_ROOMS}
+                if mailboxes:
+                    self._dirty.setdefault(tenant.id, set()).update(mailboxes)
+        except Exception:  # a background job's boundary: the next request tries again
+            log.exception("re-centring the horizon of tenant %s failed", tenant.id)
+        finally:
+            self._recentring.pop(tenant.id, None)
 
     async def _refresh_rooms_quietly(self, view: TenantView) -> None:
         try:

@@ -126,6 +126,9 @@ async def test_the_horizon_moves_with_time(tenant: Tenant, other_store: SqlStore
     )
     assert [e.id for e in found] == ["later"]
     clock.advance(dt.timedelta(days=4))
+    # The aged view keeps answering while a view around now is built beside it.
+    assert await model.view(settings) is view
+    await model.settle()
     view = await model.view(settings)
     assert view.horizon.start == clock.now() - dt.timedelta(days=1)
     assert [e.id for e in view.calendar("a1@contoso.example").events] == ["later"]
