@@ -13,7 +13,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 
-from bookingcache.api import availability, events, health, intake, rooms, schedule, tenants
+from bookingcache.api import (
+    availability,
+    events,
+    health,
+    intake,
+    rooms,
+    schedule,
+    subscriptions,
+    tenants,
+)
 from bookingcache.api.limits import BodyLimitMiddleware
 from bookingcache.api.metrics import HttpMetrics, MetricsMiddleware
 from bookingcache.api.problems import PROBLEM_JSON, Problem, install_problem_handlers
@@ -81,6 +90,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(schedule.router)
     app.include_router(events.router)
     app.include_router(intake.router)
+    app.include_router(subscriptions.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

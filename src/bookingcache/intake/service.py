@@ -3,7 +3,7 @@ endpoints receive, and commits the accepted notifications through the group comm
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bookingcache.clock import Clock
@@ -57,6 +57,8 @@ class IntakeService:
             queue.append_inbox, max_items=max_round_items, on_round=metrics.observe_round
         )
         self.verifier = SignatureVerifier(clock=clock)
+        # Told the tenant of a batch that named a subscription the service does not know.
+        self.on_unknown_subscription: Callable[[str], None] | None = None
 
     async def _commit(self, items: Sequence[InboxItem], *, via: str) -> None:
         try:
@@ -75,6 +77,9 @@ class IntakeService:
         classified = await graph.classify(batch, tenant_id=tenant_id, directory=self.directory)
         for reason, count in classified.ignored.items():
             self.metrics.ignored.labels(reason.value).inc(count)
+        unknown = classified.ignored.get(graph.Ignored.UNKNOWN_SUBSCRIPTION)
+        if unknown and self.on_unknown_subscription is not None:
+            self.on_unknown_subscription(tenant_id)
         await self._commit(classified.accepted, via="alt1")
         return classified
 

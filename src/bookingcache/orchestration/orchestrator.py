@@ -1,0 +1,359 @@
+"""Desired state, converged: a tenant's subscription set follows from its linked rooms.
+
+A change of room links schedules a debounced converge of that tenant: one signed
+``PUT {connector}/v1/subscriptions`` with every linked mailbox, the tenant's notification URLs
+and its current clientState; the connector's rows are stored where the intake looks
+subscriptions up. A timer converges again
+
+- every tenant every ``reconverge_every_s`` and whenever a subscription expires within
+  ``renew_within_s``, so renewal never rests on the connector's own timer alone;
+- at once after a lifecycle event marked a subscription (``subscriptionRemoved``,
+  ``reauthorizationRequired``) or a notification came from a subscription the service does
+  not know;
+- when the backoff of a mailbox (or a whole connector) that failed has run out.
+
+Calendars whose subscription is new are refreshed once, so changes made while no subscription
+delivered (between an old subscription and its replacement) are read; calendars that turned
+``silent`` are refreshed every ``silent_resync_s`` until notifications return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from bookingcache.clock import Clock
+from bookingcache.domain.tenancy import EventSource
+from bookingcache.errors import BookingCacheError, NotFound, Throttled
+from bookingcache.orchestration.connector import FAILED, ConnectorClient, SubscriptionRow
+from bookingcache.orchestration.health import CalendarHealth, HealthMetrics, judge
+from bookingcache.orchestration.records import SubscriptionRecords
+from bookingcache.orchestration.settings import NotificationMode, OrchestrationSettings
+from bookingcache.orchestration.silence import SilenceTracker
+from bookingcache.store.sql import SqlStore
+from bookingcache.store.subscriptions import SubscriptionRegistry
+from bookingcache.sync.queue import JobQueue
+
+log = logging.getLogger(__name__)
+
+_NEW = frozenset({"created", "recreated", "adopted"})
+_PUBLISH_EVERY_S = 15.0
+
+
+@dataclass(slots=True)
+class ConvergeResult:
+    tenant_id: str
+    rows: list[SubscriptionRow] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def failed(self) -> list[str]:
+        return [row.mailbox for row in self.rows if row.status == FAILED]
+
+
+@dataclass(slots=True)
+class _Backoff:
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        clock: Clock,
+        public_base_url: str,
+        settings: OrchestrationSettings | None = None,
+        queue: JobQueue | None = None,
+        metrics: CollectorRegistry | None = None,
+        connector_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings = settings or OrchestrationSettings()
+        self._store = store
+        self._clock = clock
+        self._queue = queue
+        self._base_url = public_base_url.rstrip("/")
+        self.records = SubscriptionRecords(store, clock=clock)
+        self.registry = SubscriptionRegistry(store, clock=clock)
+        self.metrics = HealthMetrics(metrics if metrics is not None else CollectorRegistry())
+        self.silence = SilenceTracker(
+            self.records,
+            clock=clock,
+            silent_after=settings.silent_after,
+            observe_lag=self.metrics.notification_lag.observe,
+        )
+        self._connector = ConnectorClient(
+            clock=clock, timeout_s=settings.connector_timeout_s, transport=connector_transport
+        )
+        self._due: dict[str, float] = {}  # tenant -> monotonic time of its debounced converge
+        self._last: dict[str, float] = {}  # tenant -> monotonic time of its last converge
+        self._backoff: dict[str, _Backoff] = {}  # tenant (whole call) or tenant/mailbox
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._silent_refreshed: dict[tuple[str, str], float] = {}
+        self._published = 0.0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- wiring --------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is not None:
+            return
+        self._store.add_rooms_listener(self.rooms_changed)
+        self._store.add_change_listener(self.silence.on_change)
+        self._task = asyncio.create_task(self._run(), name="subscription orchestration")
+
+    async def stop(self) -> None:
+        self._store.remove_rooms_listener(self.rooms_changed)
+        self._store.remove_change_listener(self.silence.on_change)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.silence.drain()
+        await self._connector.aclose()
+
+    def rooms_changed(self, tenant_id: str) -> None:
+        """A room link of ``tenant_id`` changed (the store's rooms listener)."""
+        self.schedule(tenant_id)
+
+    def unknown_subscription(self, tenant_id: str) -> None:
+        """A notification named a subscription the service does not know: the connector and
+        the service disagree, converge (at most once per ``unknown_min_interval_s``: a
+        deleted subscription may keep delivering for a while)."""
+        since = time.monotonic() - self._last.get(tenant_id, -float("inf"))
+        self.schedule(tenant_id, delay_s=max(0.0, self.settings.unknown_min_interval_s - since))
+
+    def schedule(self, tenant_id: str, *, delay_s: float | None = None) -> None:
+        delay = self.settings.debounce_s if delay_s is None else delay_s
+        due = time.monotonic() + delay
+        if delay_s is None or tenant_id not in self._due:
+            self._due[tenant_id] = due  # a new change restarts the debounce
+        else:
+            self._due[tenant_id] = min(self._due[tenant_id], due)
+        self._wake.set()
+
+    # --- the timer -----------------------------------------------------------------------------
+    async def _run(self) -> None:
+        for tenant in await self._tenant_ids():
+            self._due.setdefault(tenant, time.monotonic())
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # the timer must outlive a failed pass
+                log.exception("subscription orchestration pass failed")
+            wait = self.settings.tick_s
+            if self._due:
+                wait = max(0.0, min(wait, min(self._due.values()) - time.monotonic()))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def _tenant_ids(self) -> list[str]:
+        return [tenant.id for tenant in await self._store.list_tenants()]
+
+    async def tick(self) -> None:
+        """One pass of the timer: converge every tenant that is due, refresh silent calendars,
+        publish the health gauges."""
+        mono = time.monotonic()
+        due = {tenant for tenant, at in self._due.items() if at <= mono}
+        every = self.settings.reconverge_every_s
+        for tenant in await self._tenant_ids():
+            if mono - self._last.get(tenant, -float("inf")) >= every:
+                due.add(tenant)
+        renew_before = self._clock.now() + dt.timedelta(seconds=self.settings.renew_within_s)
+        for tenant in await self.records.tenants_needing_action(expiring_before=renew_before):
+            if self._ready(tenant, mono):
+                due.add(tenant)
+        for key, backoff in list(self._backoff.items()):
+            if "/" in key and backoff.retry_at <= mono:
+                due.add(key.split("/", 1)[0])
+        for tenant in sorted(due):
+            if not self._ready(tenant, mono) and tenant not in self._due:
+                continue
+            self._due.pop(tenant, None)
+            await self.converge(tenant)
+        await self._refresh_silent(mono)
+        if mono - self._published >= _PUBLISH_EVERY_S:
+            await self.health()
+
+    def _ready(self, tenant_id: str, mono: float) -> bool:
+        backoff = self._backoff.get(tenant_id)
+        return backoff is None or backoff.retry_at <= mono
+
+    async def _refresh_silent(self, mono: float) -> None:
+        if self._queue is None:
+            return
+        due: dict[tuple[str, str], dt.datetime] = {}
+        for key in self.silence.silent():
+            if mono - self._silent_refreshed.get(key, -float("inf")) >= (
+                self.settings.silent_resync_s
+            ):
+                due[key] = self._clock.now()
+                self._silent_refreshed[key] = mono
+        if due:
+            await self._queue.enqueue(due)
+
+    # --- converging ----------------------------------------------------------------------------
+    def notification_mode(self, tenant_id: str, event_source: str) -> NotificationMode:
+        if EventSource(event_source) is EventSource.PUSH:
+            return "relay"
+        return self.settings.notification_modes.get(tenant_id, "direct")
+
+    def notification_urls(
+        self, tenant_id: str, *, mode: NotificationMode, connector_url: str
+    ) -> tuple[str, str]:
+        if mode == "relay":
+            base = connector_url.rstrip("/")
+            return f"{base}/graph/notifications", f"{base}/graph/lifecycle"
+        return (
+            f"{self._base_url}/graph/notifications/{tenant_id}",
+            f"{self._base_url}/graph/lifecycle/{tenant_id}",
+        )
+
+    async def client_state(self, tenant_id: str) -> str:
+        """The tenant's current clientState, made on first use."""
+        current = await self.registry.current_client_state(tenant_id)
+        if current is None:
+            await self.registry.rotate_client_state(
+                tenant_id, _new_client_state(), grace=self._grace()
+            )
+            current = await self.registry.current_client_state(tenant_id)
+            assert current is not None
+        return current
+
+    async def rotate_client_state(self, tenant_id: str) -> ConvergeResult:
+        """A new clientState becomes current (the previous one keeps verifying for the grace
+        period) and the subscriptions are converged to it."""
+        await self.registry.rotate_client_state(tenant_id, _new_client_state(), grace=self._grace())
+        return await self.converge(tenant_id)
+
+    def _grace(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.settings.client_state_grace_s)
+
+    async def desired_mailboxes(self, tenant_id: str) -> list[str]:
+        """The tenant's linked calendars, each once (mailboxes compare without case)."""
+        wanted: dict[str, str] = {}
+        for room in await self._store.list_rooms(tenant_id):
+            wanted.setdefault(room.mailbox.casefold(), room.mailbox)
+        return sorted(wanted.values())
+
+    async def converge(self, tenant_id: str) -> ConvergeResult:
+        lock = self._locks.setdefault(tenant_id, asyncio.Lock())
+        async with lock:
+            self._last[tenant_id] = time.monotonic()
+            try:
+                return await self._converge(tenant_id)
+            except NotFound:
+                self._forget(tenant_id)
+                return ConvergeResult(tenant_id, error="tenant not found")
+
+    async def _converge(self, tenant_id: str) -> ConvergeResult:
+        tenant = await self._store.get_tenant(tenant_id)
+        wanted = await self.desired_mailboxes(tenant_id)
+        if not tenant.connector_url:
+            error = "the tenant has no connector URL, so no subscription can be made"
+            if wanted:
+                await self.records.fail(tenant_id, wanted, error)
+            return ConvergeResult(tenant_id, error=error)
+        secret = await self._store.get_signing_secret(tenant_id)
+        state = await self.client_state(tenant_id)
+        mode = self.notification_mode(tenant_id, tenant.event_source)
+        notification_url, lifecycle_url = self.notification_urls(
+            tenant_id, mode=mode, connector_url=tenant.connector_url
+        )
+        started = self._clock.now()
+        try:
+            rows = await self._connector.put_subscriptions(
+                tenant.connector_url,
+                secret=secret,
+                mailboxes=wanted,
+                notification_url=notification_url,
+                lifecycle_url=lifecycle_url,
+                client_state=state,
+            )
+        except BookingCacheError as exc:
+            retry_after = exc.retry_after_s if isinstance(exc, Throttled) else None
+            self._fail(tenant_id, retry_after_s=retry_after)
+            log.warning("subscription converge of %s failed: %s", tenant_id, exc)
+            if wanted:
+                await self.records.fail(tenant_id, wanted, str(exc))
+            return ConvergeResult(tenant_id, error=str(exc))
+        self._backoff.pop(tenant_id, None)
+        folded = {m.casefold(): m for m in wanted}
+        kept = [
+            row.model_copy(update={"mailbox": folded[row.mailbox.casefold()]})
+            for row in rows
+            if row.mailbox.casefold() in folded
+        ]
+        await self.records.save(tenant_id, kept, started_at=started)
+        await self.records.drop_unwanted(tenant_id, wanted)
+        for mailbox in set(self._mailboxes_in_backoff(tenant_id)) - set(folded.values()):
+            self._backoff.pop(f"{tenant_id}/{mailbox}", None)
+        for row in kept:
+            if row.status == FAILED:
+                self._fail(f"{tenant_id}/{row.mailbox}")
+            else:
+                self._backoff.pop(f"{tenant_id}/{row.mailbox}", None)
+        await self._refresh_new(tenant_id, kept)
+        result = ConvergeResult(tenant_id, rows=kept)
+        if result.failed:
+            log.warning("subscriptions failed for %s: %s", tenant_id, ", ".join(result.failed))
+        return result
+
+    async def _refresh_new(self, tenant_id: str, rows: Sequence[SubscriptionRow]) -> None:
+        if self._queue is None:
+            return
+        now = self._clock.now()
+        due = {(tenant_id, row.mailbox): now for row in rows if row.status in _NEW}
+        if due:
+            await self._queue.enqueue(due)
+
+    def _mailboxes_in_backoff(self, tenant_id: str) -> list[str]:
+        prefix = f"{tenant_id}/"
+        return [key[len(prefix) :] for key in self._backoff if key.startswith(prefix)]
+
+    def _fail(self, key: str, *, retry_after_s: float | None = None) -> None:
+        backoff = self._backoff.setdefault(key, _Backoff())
+        backoff.failures += 1
+        delay = min(
+            self.settings.backoff_max_s,
+            self.settings.backoff_base_s * 2 ** (backoff.failures - 1),
+        )
+        if retry_after_s is not None:
+            delay = max(delay, retry_after_s)
+        backoff.retry_at = time.monotonic() + delay
+
+    def _forget(self, tenant_id: str) -> None:
+        self._due.pop(tenant_id, None)
+        self._last.pop(tenant_id, None)
+        self._backoff.pop(tenant_id, None)
+        for mailbox in self._mailboxes_in_backoff(tenant_id):
+            self._backoff.pop(f"{tenant_id}/{mailbox}", None)
+
+    # --- health --------------------------------------------------------------------------------
+    async def health(self, tenant_id: str | None = None) -> list[CalendarHealth]:
+        now = self._clock.now()
+        within = dt.timedelta(seconds=self.settings.expiring_within_s)
+        report = [
+            judge(record, now=now, expiring_within=within, silence=self.silence)
+            for record in await self.records.calendars(tenant_id)
+        ]
+        if tenant_id is None:
+            self.metrics.publish(report)
+            self.metrics.converges.set(sum(1 for key in self._backoff if "/" not in key))
+            self._published = time.monotonic()
+        return report
+
+
+def _new_client_state() -> str:
+    return secrets.token_urlsafe(48)  # 64 characters, under Graph's 128

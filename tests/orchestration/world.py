@@ -1,0 +1,213 @@
+"""A whole deployment on loopback, in this process: the Graph emulator (TLS, its own thread),
+the real connector ASGI app and the service, each on a real port in a thread, so the emulator
+delivers notifications to the service (Alternative 1) or to the connector's relay
+(Alternative 2) over HTTP exactly as in production."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from pydantic import SecretStr
+
+from bookingcache.api.app import create_app
+from bookingcache.orchestration.settings import OrchestrationSettings
+from bookingcache.settings import Settings
+from bookingcache_connector.app import create_app as create_connector_app
+from bookingcache_connector.bootstrap import build_connector
+from bookingcache_connector.config import Settings as ConnectorSettings
+from graph_emulator.auth import App
+from graph_emulator.lifecycle import SubscriptionHub
+from graph_emulator.server import BackgroundEmulator
+
+ADMIN = "orchestration-test-admin-token-0123456789"
+TENANT = "contoso"
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, sock: socket.socket) -> Iterator[str]:
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("a loopback server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 20.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {timeout_s}s: {what}")
+        time.sleep(0.1)
+
+
+@dataclass
+class World:
+    emulator: BackgroundEmulator
+    app: App
+    service_url: str
+    admin: httpx.Client
+    control: httpx.Client
+    tmp: Path
+    stack: contextlib.ExitStack
+    connector_url: str = ""
+    read_token: str = ""
+    signing_secret: str = ""
+    rooms: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def hub(self) -> SubscriptionHub:
+        hub = self.emulator.state.notifications
+        assert isinstance(hub, SubscriptionHub)
+        return hub
+
+    def start_connector(self, sock: socket.socket) -> None:
+        cert = self.emulator.listening.cert_path
+        assert cert is not None
+        settings = ConnectorSettings(
+            tenant_id=self.emulator.state.tenant_id,
+            client_id=self.app.client_id,
+            client_secret=self.app.client_secret,
+            authority_host=self.emulator.root,
+            graph_url=self.emulator.base_url,
+            ca_bundle=cert,
+            webhook_secret=self.signing_secret,
+            service_url=self.service_url,
+            service_tenant=TENANT,
+            state_dir=self.tmp / "connector",
+            renew_every_s=0,
+            relay_max_backoff_s=0.5,
+        )
+        app = create_connector_app(build=lambda: build_connector(settings))
+        self.stack.enter_context(serve_in_thread(app, sock))
+
+    # --- the service's API --------------------------------------------------------------------
+    def link(self, room_id: str, mailbox: str, **extra: Any) -> None:
+        body = {"mailbox": mailbox, "name": room_id, **extra}
+        answer = self.admin.put(f"/v1/tenants/{TENANT}/rooms/{room_id}", json=body)
+        assert answer.status_code in (200, 201), answer.text
+
+    def unlink(self, room_id: str) -> None:
+        answer = self.admin.delete(f"/v1/tenants/{TENANT}/rooms/{room_id}")
+        assert answer.status_code == 204, answer.text
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        answer = self.admin.get(f"/v1/tenants/{TENANT}/subscriptions")
+        assert answer.status_code == 200, answer.text
+        return {row["mailbox"]: row for row in answer.json()["calendars"]}
+
+    # --- the emulator's view -------------------------------------------------------------------
+    def graph_subscriptions(self) -> dict[str, dict[str, Any]]:
+        """Live subscriptions at "Graph", by mailbox UPN."""
+        answer = self.control.get("/subscriptions")
+        assert answer.status_code == 200, answer.text
+        by_id = {m.id: m.upn for m in self.emulator.state.directory.rooms()}
+        return {by_id[s["mailboxId"]]: s for s in answer.json()["value"]}
+
+
+@contextlib.contextmanager
+def deployment(
+    tmp: Path,
+    *,
+    orchestration: OrchestrationSettings,
+    alternative: int = 1,
+) -> Iterator[World]:
+    from graph_emulator.config import EmulatorConfig
+    from graph_emulator.seed import seed_demo
+    from graph_emulator.state import new_state
+
+    state = new_state(EmulatorConfig(allow_http_notifications=True), seed=5)
+    apps = seed_demo(state)
+    with contextlib.ExitStack() as stack:
+        emulator = stack.enter_context(BackgroundEmulator(state, tls_dir=tmp / "tls"))
+        cert = emulator.listening.cert_path
+        assert cert is not None
+        service_sock, connector_sock = bound_socket(), bound_socket()
+        stack.callback(service_sock.close)
+        stack.callback(connector_sock.close)
+        service_url = f"http://127.0.0.1:{service_sock.getsockname()[1]}"
+        settings = Settings(
+            environment="development",
+            data_dir=tmp / "service",
+            public_base_url=service_url,
+            admin_token=SecretStr(ADMIN),
+            run_worker=True,
+        )
+        app = create_app(settings)
+        if alternative == 2:
+            orchestration = orchestration.model_copy(
+                update={"notification_modes": {TENANT: "relay"}}
+            )
+        app.state.orchestration_settings = orchestration
+        stack.enter_context(serve_in_thread(app, service_sock))
+        admin = stack.enter_context(
+            httpx.Client(
+                base_url=service_url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30
+            )
+        )
+        control = stack.enter_context(
+            httpx.Client(
+                base_url=f"{emulator.root}/_emulator",
+                verify=ssl.create_default_context(cafile=str(cert)),
+                timeout=30,
+            )
+        )
+        world = World(
+            emulator=emulator,
+            app=apps["full"],
+            service_url=service_url,
+            admin=admin,
+            control=control,
+            tmp=tmp,
+            stack=stack,
+        )
+        connector_url = f"http://127.0.0.1:{connector_sock.getsockname()[1]}"
+        created = admin.post(
+            "/v1/tenants",
+            json={
+                "id": TENANT,
+                "name": "Contoso",
+                "connector_url": connector_url,
+                "default_time_zone": "Europe/Berlin",
+            },
+        )
+        assert created.status_code == 201, created.text
+        secrets = created.json()["secrets"]
+        world.connector_url = connector_url
+        world.signing_secret = secrets["signing_secret"]
+        world.read_token = secrets["read_token"]
+        world.start_connector(connector_sock)
+        world.rooms = [
+            {"upn": m.upn, "id": m.id, "building": m.building, "floor": m.floor}
+            for m in sorted(state.directory.rooms(), key=lambda m: m.upn)
+        ]
+        yield world
