@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
@@ -36,6 +35,7 @@ from bookingcache.domain.intervals import Interval
 from bookingcache.domain.tenancy import CalendarState, Tenant
 from bookingcache.domain.timezones import resolve_time_zone
 from bookingcache.errors import InvalidInput, NotFound
+from bookingcache.readaccess import AccessCache
 from bookingcache.readviews import PLACEMENT_SLACK, CachedCalendar, RoomEntry, TenantView
 from bookingcache.store.port import CalendarChange, Store
 
@@ -50,7 +50,6 @@ _FEED_LOOKBACK = 256
 _FEED_PAGE = 1000
 # Up to this many calendars are re-read one by one; more, and their tenant's list is read once.
 _ONE_BY_ONE = 16
-_MAX_CONFIRMED_TOKENS = 10_000
 _ROOMS = ""  # marks "room links changed" among the mailboxes changed while re-centring
 
 
@@ -101,8 +100,7 @@ class ReadModel:
         self._feed_seen: set[int] = set()
         self._last_poll: dt.datetime | None = None
         self._poll_lock = asyncio.Lock()
-        self._tenants: dict[str, tuple[dt.datetime, Tenant]] = {}
-        self._tokens: dict[tuple[str, bytes], dt.datetime] = {}
+        self.access = AccessCache(store, clock, ttl=poll_interval)
         self._zones: dict[tuple[str | None, str], tuple[str, ZoneInfo]] = {}
         self._background: dict[str, asyncio.Task[None]] = {}
         # Per tenant whose horizon is being rebuilt: what changed meanwhile (mailboxes, _ROOMS).
@@ -151,42 +149,7 @@ class ReadModel:
         building = self._recentring.get(tenant_id)
         if building is not None:
             building.add(_ROOMS)
-        self._tenants.pop(tenant_id, None)
-        for key in [key for key in self._tokens if key[0] == tenant_id]:
-            del self._tokens[key]
-
-    # --- tenants and read tokens -------------------------------------------------------------
-
-    async def tenant(self, tenant_id: str) -> Tenant:
-        """The tenant's settings, re-read at most once per poll interval; ``NotFound``."""
-        now = self._clock.now()
-        cached = self._tenants.get(tenant_id)
-        if cached is not None and not _due(cached[0], now, self._poll_interval):
-            return cached[1]
-        tenant = await self._store.get_tenant(tenant_id)
-        self._tenants[tenant_id] = (now, tenant)
-        return tenant
-
-    async def read_token_valid(self, tenant_id: str, token: str) -> bool:
-        """Whether ``token`` is the tenant's read token. A confirmed token is trusted for one
-        poll interval without asking the store again (a replaced token stops working within
-        it); a refused one is asked about every time."""
-        now = self._clock.now()
-        key = (tenant_id, hashlib.sha256(token.encode()).digest())
-        confirmed = self._tokens.get(key)
-        if confirmed is not None and not _due(confirmed, now, self._poll_interval):
-            return True
-        try:
-            valid = await self._store.check_read_token(tenant_id, token)
-        except NotFound:
-            valid = False
-        if valid:
-            if len(self._tokens) >= _MAX_CONFIRMED_TOKENS:
-                self._tokens.clear()
-            self._tokens[key] = now
-        else:
-            self._tokens.pop(key, None)
-        return valid
+        self.access.forget(tenant_id)
 
     # --- reading -----------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import datetime as dt
 from bookingcache.api.availability import RoomAvailabilityOut
 from bookingcache.domain.events import ShowAs
 
-from .conftest import NOW, Tenant, assert_problem, at, event, z
+from .conftest import ADMIN, NOW, Tenant, assert_problem, at, event, z
 
 
 async def test_status_now_next_change_busy_and_free(tenant: Tenant) -> None:
@@ -204,5 +204,12 @@ async def test_bad_requests_are_problems(tenant: Tenant) -> None:
     assert "nowhere" in assert_problem(unknown, 404)["detail"]
     anonymous = await tenant.client.get(f"{tenant.base}{path}")
     assert_problem(anonymous, 401)
+    forged = {"Authorization": f"Bearer {tenant.id}.not-the-token"}
+    assert_problem(await tenant.client.get(f"{tenant.base}{path}", headers=forged), 401)
+    basic = {"Authorization": "Basic dXNlcjpwYXNz"}
+    assert_problem(await tenant.client.get(f"{tenant.base}{path}", headers=basic), 401)
+    admin = await tenant.client.get(f"{tenant.base}{path}", headers=ADMIN)
+    assert admin.status_code == 200, admin.text
+    assert_problem(await tenant.client.get(f"/v1/tenants/t-unknown{path}", headers=ADMIN), 404)
     other = await tenant.client.get(f"/v1/tenants/other-tenant{path}", headers=tenant.reader)
     assert_problem(other, 403)

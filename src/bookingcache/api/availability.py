@@ -69,11 +69,11 @@ async def authorised_reading(request: Request, tenant: TenantIdPath) -> Reading:
         raise Unauthorized("send the admin token or a read token as 'Authorization: Bearer ...'")
     if not hmac.compare_digest(token.encode(), container.admin_token.encode()):
         claimed = read_token_tenant(token)
-        if claimed is None or not await model.read_token_valid(claimed, token):
+        if claimed is None or not await model.access.read_token_valid(claimed, token):
             raise Unauthorized("the token is not valid")
         if claimed != tenant:
             raise Forbidden(f"this read token belongs to another tenant, not {tenant!r}")
-    return Reading(tenant=await model.tenant(tenant), model=model, clock=container.clock)
+    return Reading(tenant=await model.access.tenant(tenant), model=model, clock=container.clock)
 
 
 ReadingDep = Annotated[Reading, Depends(authorised_reading)]
