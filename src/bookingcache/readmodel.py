@@ -380,13 +380,17 @@ class ReadModel:
         return loaded
 
     async def _reload_calendars(self, view: TenantView, mailboxes: list[str]) -> None:
-        linked = {entry.mailbox for entry in view.rooms.values()}
-        wanted = [mailbox for mailbox in mailboxes if mailbox in linked]
+        zones = {entry.mailbox: entry.time_zone for entry in view.rooms.values()}
+        wanted = [mailbox for mailbox in mailboxes if mailbox in zones]
         if not wanted:
             return
         states = await self._states(view, wanted)
-        if any(mailbox not in states for mailbox in wanted):
-            # A calendar went away: its room was unlinked or re-linked (or the tenant deleted).
+        if any(
+            mailbox not in states or states[mailbox].time_zone != zones[mailbox]
+            for mailbox in wanted
+        ):
+            # A calendar went away (its room unlinked or re-linked, or the tenant deleted) or
+            # moved to another zone: the room index changed too.
             await self._reload_rooms(view)
             wanted = [mailbox for mailbox in wanted if mailbox in view.calendars]
         view.calendars.update(await self._read_calendars(view, wanted, states))

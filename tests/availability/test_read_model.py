@@ -153,3 +153,19 @@ async def test_rereading_unchanged_rooms_keeps_what_was_computed(
     await model.view(settings)
     await model.settle()
     assert view.generation > generation and view.room("a1").room.name == "Renamed"
+
+
+async def test_another_process_sees_a_zone_change_at_the_next_poll(
+    tenant: Tenant, other_store: SqlStore
+) -> None:
+    await tenant.put_room("a1", "a1@contoso.example", time_zone="Europe/Berlin")
+    clock = FixedClock(NOW)
+    model = ReadModel(other_store, clock, rooms_ttl=dt.timedelta(hours=1))
+    settings = await other_store.get_tenant(tenant.id)
+    view = await model.view(settings)
+    assert view.room("a1").time_zone == "Europe/Berlin"
+    # The store signals a zone change through the change feed; no room re-read is due yet.
+    await tenant.put_room("a1", "a1@contoso.example", time_zone="Asia/Tokyo")
+    clock.advance(dt.timedelta(seconds=1))
+    view = await model.view(settings)
+    assert view.room("a1").time_zone == "Asia/Tokyo"
