@@ -61,7 +61,7 @@ def test_event_bodies_never_cause_a_500(tenant: Any) -> None:
     @given(body=event_bodies)
     def check(body: dict[str, Any]) -> None:
         response = call("POST", f"/v1.0/users/{tenant.room.id}/events", json=body)
-        assert response.status_code in (201, 400), response.text
+        assert response.status_code in (201, 400), (body, response.text)
         if response.status_code == 400:
             error = response.json()["error"]
             assert error["code"] and error["message"]

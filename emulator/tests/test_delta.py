@@ -7,6 +7,10 @@ import datetime as dt
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
+from graph_emulator.config import EmulatorConfig
+
 WINDOW = {"startDateTime": "2026-03-16T00:00:00Z", "endDateTime": "2026-03-23T00:00:00Z"}
 
 
@@ -94,7 +98,11 @@ async def test_window_is_baked_into_the_token(tenant: Any, graph: Any) -> None:
     assert response.json()["value"] == []
 
 
-async def test_cancelled_occurrence_arrives_as_removed(tenant: Any, graph: Any) -> None:
+@pytest.mark.parametrize("report_cancelled", [False, True])
+async def test_series_master_bare_occurrences_and_cancellation(
+    tenant_factory: Any, graph_factory: Any, report_cancelled: bool
+) -> None:
+    tenant = tenant_factory(EmulatorConfig(delta_reports_cancelled_occurrences=report_cancelled))
     master = tenant.book(
         tenant.room,
         "2026-03-16T10:00:00",
@@ -105,14 +113,45 @@ async def test_cancelled_occurrence_arrives_as_removed(tenant: Any, graph: Any) 
         },
     )
     path = f"/v1.0/users/{tenant.room.id}/calendarView/delta"
-    first, delta_link, _ = await full_round(graph, path, WINDOW)
-    assert len(first) == 3
-    tenant.state.calendars.cancel_occurrence(
-        tenant.room.id, master["id"], dt.datetime(2026, 3, 17, 9, 0, tzinfo=dt.UTC)
-    )
-    changes, _, _ = await full_round(graph, delta_link)
+    async with graph_factory(tenant) as graph:
+        first, delta_link, _ = await full_round(graph, path, WINDOW)
+        # The master in full, then its occurrences bare, as Graph sends them.
+        assert [v["type"] for v in first] == ["seriesMaster"] + ["occurrence"] * 3
+        assert first[0]["id"] == master["id"] and first[0]["subject"] == "Kari Nordmann"
+        assert set(first[1]) == {
+            "@odata.type",
+            "@odata.etag",
+            "id",
+            "seriesMasterId",
+            "type",
+            "start",
+            "end",
+        }
+        tenant.state.calendars.cancel_occurrence(
+            tenant.room.id, master["id"], dt.datetime(2026, 3, 17, 9, 0, tzinfo=dt.UTC)
+        )
+        changes, _, _ = await full_round(graph, delta_link)
     removed = [v["id"] for v in changes if "@removed" in v]
-    assert removed == [first[1]["id"]]
+    assert removed == ([first[2]["id"]] if report_cancelled else [])
+    changed = [v["id"] for v in changes if "@removed" not in v]
+    assert changed == [master["id"], first[1]["id"], first[3]["id"]]
+
+
+async def test_a_long_series_stays_on_one_page(tenant: Any, graph: Any) -> None:
+    tenant.book(
+        tenant.room,
+        "2026-03-16T07:00:00",
+        "2026-03-16T07:30:00",
+        recurrence={
+            "pattern": {"type": "daily", "interval": 1},
+            "range": {"type": "numbered", "startDate": "2026-03-16", "numberOfOccurrences": 7},
+        },
+    )
+    book(tenant, 17, 9)
+    path = f"/v1.0/users/{tenant.room.id}/calendarView/delta"
+    response = await graph.http.get(path, params=WINDOW, headers={"Prefer": "odata.maxpagesize=4"})
+    assert len(response.json()["value"]) == 8
+    assert "@odata.nextLink" in response.json()
 
 
 async def test_expired_and_invalidated_tokens_answer_410(

@@ -273,8 +273,8 @@ class CalendarStore:
         if organizer is None:
             given = body.get("organizer")
             if isinstance(given, dict) and isinstance(given.get("emailAddress"), dict):
-                address = given["emailAddress"]
-                organizer = str(address.get("address") or "") or None
+                address = given["emailAddress"].get("address")
+                organizer = address if isinstance(address, str) and address else None
         if organizer is None:
             return mailbox.display_name, mailbox.upn
         person = self._directory.find(organizer)

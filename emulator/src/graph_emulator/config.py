@@ -45,6 +45,9 @@ class EmulatorConfig:
     # calendarView delta: sync states live this long, and at most this many are kept.
     delta_token_lifetime_s: float = 7 * 24 * 3600.0
     delta_sync_state_capacity: int = 10_000
+    # Observed Graph behaviour: a cancelled occurrence gets no @removed entry in calendarView
+    # delta (its series master arrives changed instead). True reports it as removed.
+    delta_reports_cancelled_occurrences: bool = False
 
     # getSchedule.
     schedule_max_schedules: int = 20

@@ -37,8 +37,8 @@ class SyncState:
     created: float
     # What the client holds once it has read every page of the round.
     seen: dict[str, str]
-    # Pages not yet handed out (for skip tokens).
-    pending: list[dict[str, Any]] = field(default_factory=list)
+    # Pages not yet handed out (for skip tokens), grouped so a series stays on one page.
+    pending: list[list[dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def _choice(body: dict[str, Any], key: str, allowed: set[str], current: str) -> 
     if key not in body:
         return current
     value = body[key]
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise GraphError(
             400,
             "RequestBodyRead",
@@ -217,7 +217,9 @@ def apply_fields(event: StoredEvent, body: dict[str, Any], *, creating: bool) ->
         event.location = dict(location) if isinstance(location, dict) else {}
     if "attendees" in body:
         attendees = body["attendees"] or []
-        if not isinstance(attendees, list) or not all(isinstance(a, dict) for a in attendees):
+        if not isinstance(attendees, list) or not all(
+            isinstance(a, dict) and isinstance(a.get("emailAddress", {}), dict) for a in attendees
+        ):
             raise bad_request("The property 'attendees' must be a collection.", "RequestBodyRead")
         event.attendees = [a for a in attendees if isinstance(a, dict)]
     event.categories = _text_list(body, "categories", event.categories)

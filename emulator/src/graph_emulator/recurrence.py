@@ -41,6 +41,14 @@ def _date(value: Any, name: str) -> dt.date:
         raise invalid(f"Recurrence property '{name}' is not a valid date: '{value}'.") from exc
 
 
+def _whole(value: Any, name: str) -> int:
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise invalid(f"The recurrence property '{name}' must be an integer.")
+    return value
+
+
 def normalize(recurrence: Any, *, start_date: dt.date, zone_name: str) -> dict[str, Any]:
     """Validate a request's ``recurrence`` and return it in Graph's full response shape."""
     if not isinstance(recurrence, dict):
@@ -50,7 +58,7 @@ def normalize(recurrence: Any, *, start_date: dt.date, zone_name: str) -> dict[s
     if not isinstance(pattern, dict) or not isinstance(rng, dict):
         raise invalid("The recurrence must have both 'pattern' and 'range'.")
     kind = pattern.get("type")
-    if kind not in PATTERNS:
+    if not isinstance(kind, str) or kind not in PATTERNS:
         raise invalid(f"The recurrence pattern type '{kind}' is not valid.")
     interval = pattern.get("interval", 1)
     if not isinstance(interval, int) or isinstance(interval, bool) or not 1 <= interval <= 999:
@@ -65,8 +73,8 @@ def normalize(recurrence: Any, *, start_date: dt.date, zone_name: str) -> dict[s
     index = str(pattern.get("index") or "first").lower()
     if index not in INDEXES:
         raise invalid("The recurrence index is invalid.")
-    month = int(pattern.get("month") or 0)
-    day_of_month = int(pattern.get("dayOfMonth") or 0)
+    month = _whole(pattern.get("month"), "month")
+    day_of_month = _whole(pattern.get("dayOfMonth"), "dayOfMonth")
     if kind in ("weekly", "relativeMonthly", "relativeYearly") and not days:
         raise invalid(f"A {kind} recurrence needs daysOfWeek.")
     if kind in ("absoluteMonthly", "absoluteYearly") and not 1 <= day_of_month <= 31:
@@ -74,7 +82,7 @@ def normalize(recurrence: Any, *, start_date: dt.date, zone_name: str) -> dict[s
     if kind in ("absoluteYearly", "relativeYearly") and not 1 <= month <= 12:
         raise invalid(f"A {kind} recurrence needs month from 1 to 12.")
     range_type = rng.get("type")
-    if range_type not in RANGES:
+    if not isinstance(range_type, str) or range_type not in RANGES:
         raise invalid(f"The recurrence range type '{range_type}' is not valid.")
     range_start = _date(rng.get("startDate") or start_date.isoformat(), "startDate")
     end_date = "0001-01-01"

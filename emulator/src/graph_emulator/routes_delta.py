@@ -3,6 +3,7 @@ rounds return what changed since, and ``@removed`` for what left the window or w
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -10,16 +11,84 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from graph_emulator.delta import SyncState, decode_token, encode_token, sync_state_not_found
+from graph_emulator.directory import Mailbox
 from graph_emulator.errors import GraphError, bad_request
+from graph_emulator.ids import parse_occurrence_id
 from graph_emulator.pipeline import graph_root, mailbox_access, parse_prefer, view_for
 from graph_emulator.routes_events import WINDOW_REQUIRED
 from graph_emulator.timezones import parse_query_instant
-from graph_emulator.views import render
+from graph_emulator.views import View, render
 
 if TYPE_CHECKING:
     from graph_emulator.state import EmulatorState
 
+# What Graph sends for a plain occurrence in a delta round (no subject, organizer, ...).
+BARE_OCCURRENCE = ("@odata.type", "@odata.etag", "id", "seriesMasterId", "type", "start", "end")
 UNSUPPORTED = ("$filter", "$orderby", "$expand", "$search", "$select", "$top", "$count")
+
+
+def _removed(item_id: str) -> dict[str, Any]:
+    return {
+        "@odata.type": "#microsoft.graph.event",
+        "id": item_id,
+        "@removed": {"reason": "deleted"},
+    }
+
+
+def _round(
+    state: EmulatorState,
+    mailbox: Mailbox,
+    start: dt.datetime,
+    end: dt.datetime,
+    seen: dict[str, str],
+) -> tuple[list[list[dict[str, Any]]], dict[str, str]]:
+    """What a delta round reports, grouped by series, and what the client holds afterwards.
+
+    Series masters are listed (with their own, first-occurrence times) next to their
+    occurrences, which Graph sends bare; a cancelled occurrence is not reported as removed
+    unless configured (the master arrives changed instead).
+    """
+    instances = state.calendars.instances(mailbox, start, end) if end > start else []
+    grouped: dict[str, list[tuple[str, str, str]]] = {}
+    for instance in instances:
+        key = instance.series_master_id or instance.id
+        group = grouped.setdefault(key, [])
+        if instance.series_master_id is not None and not group:
+            group.append((instance.event.id, instance.event.change_key, "item"))
+        kind = "bare" if instance.type == "occurrence" else "item"
+        group.append((instance.id, instance.change_key, kind))
+    now_seen = {item_id: key for group in grouped.values() for item_id, key, _ in group}
+    groups = [
+        [{"kind": kind, "id": item_id} for item_id, key, kind in group if seen.get(item_id) != key]
+        for group in grouped.values()
+    ]
+    for gone in seen:
+        if gone in now_seen:
+            continue
+        parsed = parse_occurrence_id(gone)
+        if (
+            parsed is not None
+            and parsed[0] in now_seen
+            and not state.config.delta_reports_cancelled_occurrences
+        ):
+            continue
+        groups.append([{"kind": "removed", "id": gone}])
+    return [g for g in groups if g], now_seen
+
+
+def _entry(
+    state: EmulatorState, mailbox: Mailbox, entry: dict[str, Any], view: View
+) -> dict[str, Any]:
+    if entry["kind"] == "removed":
+        return _removed(entry["id"])
+    try:
+        instance = state.calendars.find(mailbox, entry["id"])
+    except GraphError:
+        return _removed(entry["id"])
+    data = {"@odata.type": "#microsoft.graph.event"} | render(instance, view)
+    if entry["kind"] == "bare":
+        data = {k: data[k] for k in BARE_OCCURRENCE}
+    return data
 
 
 def routes(state: EmulatorState) -> list[Route]:
@@ -64,48 +133,25 @@ def routes(state: EmulatorState) -> list[Route]:
                     start = parse_query_instant(start_raw, "startDateTime")
                     end = parse_query_instant(end_raw, "endDateTime")
                     seen = {}
-                instances = state.calendars.instances(mailbox, start, end) if end > start else []
-                now_seen = {i.id: i.change_key for i in instances}
-                pending: list[dict[str, Any]] = [
-                    {"kind": "item", "id": i.id}
-                    for i in instances
-                    if seen.get(i.id) != i.change_key
-                ]
-                pending += [
-                    {"kind": "removed", "id": gone} for gone in seen if gone not in now_seen
-                ]
+                groups, now_seen = _round(state, mailbox, start, end, seen)
                 sync = SyncState(
                     mailbox_id=mailbox.id,
                     start=start,
                     end=end,
                     created=state.clock.monotonic(),
                     seen=now_seen,
-                    pending=pending,
+                    pending=groups,
                 )
-            chunk, rest = sync.pending[:page_size], sync.pending[page_size:]
-            values: list[dict[str, Any]] = []
-            for entry in chunk:
-                if entry["kind"] == "removed":
-                    values.append(
-                        {
-                            "@odata.type": "#microsoft.graph.event",
-                            "id": entry["id"],
-                            "@removed": {"reason": "deleted"},
-                        }
-                    )
-                    continue
-                try:
-                    instance = state.calendars.find(mailbox, entry["id"])
-                except GraphError:
-                    values.append(
-                        {
-                            "@odata.type": "#microsoft.graph.event",
-                            "id": entry["id"],
-                            "@removed": {"reason": "deleted"},
-                        }
-                    )
-                    continue
-                values.append({"@odata.type": "#microsoft.graph.event"} | render(instance, view))
+            # A series (master, occurrences, exceptions) is never split across pages.
+            chunk: list[list[dict[str, Any]]] = []
+            taken = 0
+            for group in sync.pending:
+                if chunk and taken + len(group) > page_size:
+                    break
+                chunk.append(group)
+                taken += len(group)
+            rest = sync.pending[len(chunk) :]
+            values = [_entry(state, mailbox, entry, view) for group in chunk for entry in group]
             following = SyncState(
                 mailbox_id=mailbox.id,
                 start=sync.start,
