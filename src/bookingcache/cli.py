@@ -68,10 +68,41 @@ def _run_bench(args: argparse.Namespace) -> int:
     return result
 
 
+def _configure_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--alternative",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: Graph notifies the service (default); 2: Graph notifies the connector's relay",
+    )
+    parser.add_argument("--port", type=int, default=8080, help="service port (0: any free)")
+    parser.add_argument("--data-dir", help="keep the demo's files here (default: a temp dir)")
+    parser.add_argument(
+        "--rate", type=float, default=0.5, help="simulated bookings per second (default 0.5)"
+    )
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from bookingcache.demo import run_demo
+
+    return run_demo(
+        alternative=args.alternative,
+        port=args.port,
+        data_dir=args.data_dir,
+        rate_per_s=args.rate,
+    )
+
+
 _COMMANDS: dict[str, Command] = {
     "serve": Command("run the service (API and background work)", _configure_serve, _run_serve),
     "worker": Command(
         "run only the sync worker and reconciliation sweep", _configure_worker, _run_worker
+    ),
+    "demo": Command(
+        "start the emulator, the connector and the service with rooms linked (one command)",
+        _configure_demo,
+        _run_demo,
     ),
     "bench": Command(
         "run a benchmark (see docs/benchmarks.md)",

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 
 from bookingcache.api.deps import AdminDep, ContainerDep, TenantIdPath, TenantReader
+from bookingcache.api.problems import problem_responses
 from bookingcache.errors import StoreUnavailable
 from bookingcache.orchestration.health import CalendarHealth, State
 from bookingcache.orchestration.orchestrator import ConvergeResult, Orchestrator
@@ -144,6 +145,7 @@ def _converged(result: ConvergeResult) -> ConvergeOut:
     "/v1/tenants/{tenant}/subscriptions",
     response_model=HealthOut,
     summary="Subscription health of the tenant's calendars",
+    responses=problem_responses(404),
     openapi_extra=BEARER,
 )
 async def tenant_subscriptions(tenant: TenantReader, orchestrator: OrchestratorDep) -> HealthOut:
@@ -164,6 +166,7 @@ async def all_subscriptions(_: AdminDep, orchestrator: OrchestratorDep) -> Healt
     "/v1/tenants/{tenant}/subscriptions:converge",
     response_model=ConvergeOut,
     summary="Converge the tenant's subscriptions through its connector now",
+    responses=problem_responses(404),
     openapi_extra=BEARER,
 )
 async def converge_now(
@@ -177,6 +180,7 @@ async def converge_now(
     "/v1/tenants/{tenant}/subscriptions:rotate-client-state",
     response_model=ConvergeOut,
     summary="Make a new clientState current (the old one verifies during a grace period)",
+    responses=problem_responses(404),
     openapi_extra=BEARER,
 )
 async def rotate_client_state(
