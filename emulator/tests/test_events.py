@@ -173,3 +173,18 @@ async def test_burst_sizes_are_configurable(tenant_factory: Any) -> None:
     tenant.state.notifications = Sink()
     tenant.book(tenant.room, "2026-03-17T09:00:00", "2026-03-17T10:00:00")
     assert seen == ["created", "updated"]
+
+
+async def test_if_match_guards_updates_and_deletes(tenant: Any, graph: Any) -> None:
+    event = tenant.book(tenant.person, "2026-03-17T09:00:00", "2026-03-17T10:00:00")
+    path = f"/v1.0/users/{tenant.person.id}/events/{event['id']}"
+    current = event["@odata.etag"]
+    changed = await graph.http.patch(path, json={"subject": "a"}, headers={"If-Match": current})
+    assert changed.status_code == 200
+    stale = await graph.http.patch(path, json={"subject": "b"}, headers={"If-Match": current})
+    assert stale.status_code == 412
+    assert stale.json()["error"]["code"] == "ErrorIrresolvableConflict"
+    refused = await graph.http.delete(path, headers={"If-Match": current})
+    assert refused.status_code == 412
+    deleted = await graph.http.delete(path, headers={"If-Match": changed.json()["@odata.etag"]})
+    assert deleted.status_code == 204

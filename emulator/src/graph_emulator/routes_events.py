@@ -58,6 +58,20 @@ def page_response(
     return JSONResponse(body, headers=headers)
 
 
+def _check_if_match(request: Request, instance: Instance) -> None:
+    """Optimistic concurrency: an ``If-Match`` etag must be the item's current one."""
+    wanted = request.headers.get("if-match")
+    if wanted is None or wanted.strip() == "*":
+        return
+    if wanted.strip() != f'W/"{instance.change_key}"':
+        raise GraphError(
+            412,
+            "ErrorIrresolvableConflict",
+            "The send or update operation could not be performed because the change key passed "
+            "in the request does not match the current change key for the item.",
+        )
+
+
 def _context(request: Request, user: str, tail: str, view: View) -> str:
     select = f"({','.join(view.select)})" if view.select else ""
     return f"{graph_root(request)}/$metadata#users('{context_user(user)}')/{tail}{select}"
@@ -149,7 +163,7 @@ def routes(state: EmulatorState) -> list[Route]:
         async with mailbox_access(request, state, user, need="write") as access:
             patch = await read_json(request)
             event_id = request.path_params["event_id"]
-            state.calendars.find(access.mailbox, event_id)
+            _check_if_match(request, state.calendars.find(access.mailbox, event_id))
             state.calendars.update_event(access.mailbox.id, event_id, patch)
             instance = state.calendars.find(access.mailbox, event_id)
             prefer = parse_prefer(request)
@@ -161,7 +175,7 @@ def routes(state: EmulatorState) -> list[Route]:
         user = request.path_params["user"]
         async with mailbox_access(request, state, user, need="write") as access:
             event_id = request.path_params["event_id"]
-            state.calendars.find(access.mailbox, event_id)
+            _check_if_match(request, state.calendars.find(access.mailbox, event_id))
             state.calendars.delete_event(access.mailbox.id, event_id)
             return Response(status_code=204)
 
