@@ -73,7 +73,7 @@ def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before the app is built so that the port (chosen by the
     system for ``--port 0``) is known to the settings, and so to ``public_base_url``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
