@@ -55,9 +55,15 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(
-    *, data_dir: Path, database_url: str, admin_token: str, start_timeout_s: float = 60.0
+    *,
+    data_dir: Path,
+    database_url: str,
+    admin_token: str,
+    worker: bool = True,
+    start_timeout_s: float = 60.0,
 ) -> Iterator[Server]:
-    """``bookingcache serve`` on a free loopback port, stopped (SIGTERM) afterwards."""
+    """``bookingcache serve`` on a free loopback port, stopped (SIGTERM) afterwards;
+    ``worker=False`` starts an API-only process (``--no-worker``)."""
     env = {
         **os.environ,
         "BOOKINGCACHE_ADMIN_TOKEN": admin_token,
@@ -76,6 +82,7 @@ def running_server(
         str(data_dir),
         "--database-url",
         database_url,
+        *([] if worker else ["--no-worker"]),
     ]
     process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
