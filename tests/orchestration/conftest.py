@@ -20,7 +20,7 @@ FAST = OrchestrationSettings(
     connector_timeout_s=20,
     silent_after=2,
     silent_resync_s=1.0,
-    unknown_min_interval_s=0.5,
+    react_min_interval_s=0.5,
 )
 
 

@@ -27,6 +27,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from math import inf
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -128,10 +129,10 @@ class Orchestrator:
 
     def unknown_subscription(self, tenant_id: str) -> None:
         """A notification named a subscription the service does not know: the connector and
-        the service disagree, converge (at most once per ``unknown_min_interval_s``: a
+        the service disagree, converge (at most once per ``react_min_interval_s``: a
         deleted subscription may keep delivering for a while)."""
-        since = time.monotonic() - self._last.get(tenant_id, -float("inf"))
-        self.schedule(tenant_id, delay_s=max(0.0, self.settings.unknown_min_interval_s - since))
+        since = time.monotonic() - self._last.get(tenant_id, -inf)
+        self.schedule(tenant_id, delay_s=max(0.0, self.settings.react_min_interval_s - since))
 
     def schedule(self, tenant_id: str, *, delay_s: float | None = None) -> None:
         delay = self.settings.debounce_s if delay_s is None else delay_s
@@ -168,11 +169,12 @@ class Orchestrator:
         due = {tenant for tenant, at in self._due.items() if at <= mono}
         every = self.settings.reconverge_every_s
         for tenant in await self._tenant_ids():
-            if mono - self._last.get(tenant, -float("inf")) >= every:
+            if mono - self._last.get(tenant, -inf) >= every:
                 due.add(tenant)
         renew_before = self._clock.now() + dt.timedelta(seconds=self.settings.renew_within_s)
+        react = self.settings.react_min_interval_s
         for tenant in await self.records.tenants_needing_action(expiring_before=renew_before):
-            if self._ready(tenant, mono):
+            if self._ready(tenant, mono) and mono - self._last.get(tenant, -inf) >= react:
                 due.add(tenant)
         for key, backoff in list(self._backoff.items()):
             if "/" in key and backoff.retry_at <= mono:
@@ -195,9 +197,7 @@ class Orchestrator:
             return
         due: dict[tuple[str, str], dt.datetime] = {}
         for key in self.silence.silent():
-            if mono - self._silent_refreshed.get(key, -float("inf")) >= (
-                self.settings.silent_resync_s
-            ):
+            if mono - self._silent_refreshed.get(key, -inf) >= (self.settings.silent_resync_s):
                 due[key] = self._clock.now()
                 self._silent_refreshed[key] = mono
         if due:
@@ -295,6 +295,7 @@ class Orchestrator:
             for row in rows
             if row.mailbox.casefold() in folded
         ]
+        known = await self.records.subscription_ids(tenant_id)
         await self.records.save(tenant_id, kept, started_at=started)
         await self.records.drop_unwanted(tenant_id, wanted)
         for mailbox in set(self._mailboxes_in_backoff(tenant_id)) - set(folded.values()):
@@ -304,17 +305,27 @@ class Orchestrator:
                 self._fail(f"{tenant_id}/{row.mailbox}")
             else:
                 self._backoff.pop(f"{tenant_id}/{row.mailbox}", None)
-        await self._refresh_new(tenant_id, kept)
+        await self._refresh_new(tenant_id, kept, known=known)
         result = ConvergeResult(tenant_id, rows=kept)
         if result.failed:
             log.warning("subscriptions failed for %s: %s", tenant_id, ", ".join(result.failed))
         return result
 
-    async def _refresh_new(self, tenant_id: str, rows: Sequence[SubscriptionRow]) -> None:
+    async def _refresh_new(
+        self, tenant_id: str, rows: Sequence[SubscriptionRow], *, known: dict[str, str | None]
+    ) -> None:
+        """Refresh each calendar whose subscription is new to the service: notifications may
+        have gone unheard (between an old subscription and its replacement, or while the
+        service did not know the id)."""
         if self._queue is None:
             return
         now = self._clock.now()
-        due = {(tenant_id, row.mailbox): now for row in rows if row.status in _NEW}
+        due = {
+            (tenant_id, row.mailbox): now
+            for row in rows
+            if row.status != FAILED
+            and (row.status in _NEW or known.get(row.mailbox) != row.subscription_id)
+        }
         if due:
             await self._queue.enqueue(due)
 

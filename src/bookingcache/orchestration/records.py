@@ -124,6 +124,16 @@ class SubscriptionRecords:
                 )
         return len(gone)
 
+    async def subscription_ids(self, tenant_id: str) -> dict[str, str | None]:
+        """Mailbox -> the subscription id the service knows for it."""
+        async with self._store.read() as connection:
+            rows = await connection.execute(
+                sa.select(subscriptions.c.mailbox, subscriptions.c.subscription_id).where(
+                    subscriptions.c.tenant_id == tenant_id
+                )
+            )
+            return {row.mailbox: row.subscription_id for row in rows}
+
     async def tenants_needing_action(self, *, expiring_before: dt.datetime) -> set[str]:
         """Tenants with a subscription marked by a lifecycle event, or expiring soon."""
         async with self._store.read() as connection:

@@ -32,8 +32,10 @@ class OrchestrationSettings(BaseSettings):
     # Backoff of a mailbox (or a whole connector) that failed: base * 2^n, capped.
     backoff_base_s: float = Field(default=30.0, gt=0)
     backoff_max_s: float = Field(default=1800.0, gt=0)
-    # A notification from an unknown subscription converges its tenant at most this often.
-    unknown_min_interval_s: float = Field(default=30.0, ge=0)
+    # Lifecycle marks, subscriptions expiring soon and notifications from unknown
+    # subscriptions converge a tenant at most this often (the connector may leave a mark
+    # standing, say for a mailbox it cannot subscribe).
+    react_min_interval_s: float = Field(default=30.0, ge=0)
     connector_timeout_s: float = Field(default=60.0, gt=0)
     # clientState rotation: the previous secret keeps verifying this long.
     client_state_grace_s: float = Field(default=4 * 3600.0, ge=0)
