@@ -1,0 +1,104 @@
+"""The orchestration's rows in the ``subscriptions`` table, on every engine under test."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+
+from bookingcache.clock import FixedClock
+from bookingcache.orchestration.connector import SubscriptionRow
+from bookingcache.orchestration.records import SubscriptionRecords
+from bookingcache.store.schema import subscriptions
+from bookingcache.store.sql import SqlStore
+from bookingcache.store.subscriptions import SubscriptionRegistry
+from bookingcache.sync.lifecycle import record as record_lifecycle
+from bookingcache.sync.model import InboxItem, NotificationKind
+from bookingcache.sync.queue import JobQueue
+
+from .records_setup import add_tenant
+
+
+def _row(mailbox: str, sub: str | None, status: str, **extra: object) -> SubscriptionRow:
+    return SubscriptionRow.model_validate(
+        {"mailbox": mailbox, "subscriptionId": sub, "status": status, **extra}
+    )
+
+
+async def test_rows_are_stored_failures_keep_the_old_subscription_and_unwanted_go(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    a, b, c = await add_tenant(store, rooms=3)
+    records = SubscriptionRecords(store, clock=clock)
+    registry = SubscriptionRegistry(store, clock=clock)
+    expiry = clock.now() + dt.timedelta(days=6)
+    await records.save(
+        "contoso",
+        [
+            _row(a, "sub-a", "created", expirationDateTime=expiry.isoformat()),
+            _row(b, "sub-b", "created", expirationDateTime=expiry.isoformat()),
+            _row(c, None, "failed", error="Graph answered 403 for this mailbox"),
+        ],
+        started_at=clock.now(),
+    )
+    owners = await registry.lookup(["sub-a", "sub-b"])
+    assert {s: o.mailbox for s, o in owners.items()} == {"sub-a": a, "sub-b": b}
+    by_mailbox = {r.mailbox: r for r in await records.calendars("contoso")}
+    assert by_mailbox[a].expires_at == expiry
+    assert by_mailbox[c].status == "failed" and "403" in (by_mailbox[c].error or "")
+
+    # A later failure of b keeps its subscription (it may still deliver) with the error.
+    clock.advance(dt.timedelta(minutes=1))
+    await records.save(
+        "contoso", [_row(b, None, "failed", error="throttled")], started_at=clock.now()
+    )
+    assert (await records.subscription_ids("contoso"))[b] == "sub-b"
+    await records.fail("contoso", [a], "connector unreachable")
+    again = {r.mailbox: r for r in await records.calendars("contoso")}
+    assert again[a].subscription_id == "sub-a" and again[a].error == "connector unreachable"
+
+    assert await records.drop_unwanted("contoso", [a.upper()]) == 2
+    assert set(await records.subscription_ids("contoso")) == {a}
+
+
+async def test_a_lifecycle_mark_made_during_a_converge_is_kept(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    [a] = await add_tenant(store, rooms=1)
+    records = SubscriptionRecords(store, clock=clock)
+    await records.save("contoso", [_row(a, "sub-a", "created")], started_at=clock.now())
+    started = clock.now()
+    clock.advance(dt.timedelta(seconds=1))
+    item = InboxItem(
+        tenant_id="contoso",
+        subscription_id="sub-a",
+        mailbox=a,
+        kind=NotificationKind.SUBSCRIPTION_REMOVED,
+    )
+    async with store.write() as connection:
+        await record_lifecycle(connection, [item], now=clock.now())
+    soon = clock.now() + dt.timedelta(hours=1)
+    assert await records.tenants_needing_action(expiring_before=soon) == {"contoso"}
+    clock.advance(dt.timedelta(seconds=1))
+    # The converge that was out when the mark came answers "unchanged": the mark stays.
+    await records.save("contoso", [_row(a, "sub-a", "unchanged")], started_at=started)
+    assert await records.tenants_needing_action(expiring_before=soon) == {"contoso"}
+    # The next converge, started after the mark, settles it.
+    await records.save("contoso", [_row(a, "sub-a2", "recreated")], started_at=clock.now())
+    assert await records.tenants_needing_action(expiring_before=soon) == set()
+    async with store.read() as connection:
+        action = await connection.scalar(sa.select(subscriptions.c.needs_action))
+    assert action == "none"
+
+
+async def test_last_notification_comes_from_the_inbox(store: SqlStore, clock: FixedClock) -> None:
+    [a, b] = await add_tenant(store, rooms=2)
+    records = SubscriptionRecords(store, clock=clock)
+    queue = JobQueue(store, clock=clock, coalesce_s=0)
+    await queue.append_inbox(
+        [InboxItem(tenant_id="contoso", mailbox=a, kind=NotificationKind.CHANGE)]
+    )
+    received = clock.now()
+    found = {r.mailbox: r.last_notification_at for r in await records.calendars()}
+    assert found == {a: received, b: None}
+    assert await records.last_notification("contoso", a) == received
