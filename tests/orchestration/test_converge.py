@@ -55,3 +55,21 @@ def test_a_new_mailbox_id_for_a_room_resubscribes(world: World) -> None:
         what="health follows the new mailbox",
     )
     assert health[new]["subscription_id"] != first["id"]
+
+
+def test_health_is_for_the_tenants_reader_and_the_operator(world: World) -> None:
+    world.link("r-a", world.rooms[0]["upn"])
+    reader = {"Authorization": f"Bearer {world.read_token}"}
+    own = world.admin.get("/v1/tenants/contoso/subscriptions", headers=reader)
+    assert own.status_code == 200
+    assert [row["mailbox"] for row in own.json()["calendars"]] == [world.rooms[0]["upn"]]
+    assert world.admin.get("/v1/subscriptions", headers=reader).status_code == 403
+    anonymous = {"Authorization": ""}
+    assert (
+        world.admin.get("/v1/tenants/contoso/subscriptions", headers=anonymous).status_code == 401
+    )
+    missing = world.admin.get("/v1/tenants/nobody/subscriptions")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    everyone = world.admin.get("/v1/subscriptions").json()
+    assert sum(everyone["counts"].values()) == len(everyone["calendars"]) == 1

@@ -168,3 +168,34 @@ def _accepted(world: World) -> float:
         if line.startswith("bookingcache_intake_accepted_notifications_total"):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def test_reauthorization_required_renews_the_subscription(world: World) -> None:
+    mailbox = world.rooms[6]["upn"]
+    world.link("r6", mailbox)
+    first = _subscribed(world, mailbox)
+    # Close to its end, Graph asks for reauthorization; only a renewal (PATCH) answers it.
+    now = world.emulator.state.clock.now()
+    world.hub.by_id[first["id"]].expiration = now + dt.timedelta(hours=2)
+    answer = world.control.post(
+        f"/subscriptions/{first['id']}/lifecycle", json={"event": "reauthorizationRequired"}
+    )
+    assert answer.status_code == 204, answer.text
+    renewed = wait_for(
+        lambda: (
+            (s := world.graph_subscriptions()[mailbox])
+            and dt.datetime.fromisoformat(s["expirationDateTime"]) > now + dt.timedelta(days=5)
+            and s
+        ),
+        what="renewed at Graph",
+    )
+    assert renewed["id"] == first["id"]
+    health = wait_for(
+        lambda: (
+            (h := world.health()[mailbox])["expires_at"]
+            and dt.datetime.fromisoformat(h["expires_at"]) > now + dt.timedelta(days=5)
+            and h
+        ),
+        what="the service recorded the new expiry",
+    )
+    assert health["state"] == "healthy"
