@@ -242,10 +242,12 @@ class Demo:
             rooms = _rooms_of(emulator)
             self.say(f"linking {len(rooms)} rooms through the rooms API ...")
             for room_id, body in rooms.items():
+                if self.stop_requested.is_set():
+                    raise DemoError("interrupted")
                 _expect(
                     admin.put(f"/v1/tenants/{TENANT}/rooms/{room_id}", json=body), 201, "a room"
                 )
-            self.say("waiting for the subscriptions ...")
+            self.say("waiting for the subscriptions and the first read of each calendar ...")
             health = self._wait_subscribed(admin, len(rooms))
         control = httpx.Client(
             base_url=str(emulator["control_url"]),
@@ -281,10 +283,15 @@ class Demo:
             health: dict[str, Any] = answer.json()
             counts = health["counts"]
             subscribed = sum(n for state, n in counts.items() if state != "unsubscribed")
-            if len(health["calendars"]) >= rooms and subscribed == len(health["calendars"]):
+            # ... and every calendar's first read is in, so what follows is news.
+            read = all(row["last_success_at"] for row in health["calendars"])
+            calendars = len(health["calendars"])
+            if calendars >= rooms and subscribed == calendars and read:
                 return health
             if time.monotonic() > deadline:
                 raise DemoError(f"the subscriptions were not all created: {counts}")
+            if self.stop_requested.is_set():
+                raise DemoError("interrupted")
             if (dead := self.dead_child()) is not None:
                 raise DemoError(f"{dead.name} exited; see {dead.log}")
             time.sleep(0.25)

@@ -145,8 +145,7 @@ class Orchestrator:
 
     # --- the timer -----------------------------------------------------------------------------
     async def _run(self) -> None:
-        for tenant in await self._tenant_ids():
-            self._due.setdefault(tenant, time.monotonic())
+        # Every tenant is due at start (``_last`` is empty), so the first tick converges all.
         while True:
             try:
                 await self.tick()
@@ -166,22 +165,23 @@ class Orchestrator:
         """One pass of the timer: converge every tenant that is due, refresh silent calendars,
         publish the health gauges."""
         mono = time.monotonic()
-        due = {tenant for tenant, at in self._due.items() if at <= mono}
+        requested = {tenant for tenant, at in self._due.items() if at <= mono}
+        timed: set[str] = set()
         every = self.settings.reconverge_every_s
         for tenant in await self._tenant_ids():
             if mono - self._last.get(tenant, -inf) >= every:
-                due.add(tenant)
+                timed.add(tenant)
         renew_before = self._clock.now() + dt.timedelta(seconds=self.settings.renew_within_s)
         react = self.settings.react_min_interval_s
         for tenant in await self.records.tenants_needing_action(expiring_before=renew_before):
-            if self._ready(tenant, mono) and mono - self._last.get(tenant, -inf) >= react:
-                due.add(tenant)
+            if mono - self._last.get(tenant, -inf) >= react:
+                timed.add(tenant)
         for key, backoff in list(self._backoff.items()):
             if "/" in key and backoff.retry_at <= mono:
-                due.add(key.split("/", 1)[0])
+                timed.add(key.split("/", 1)[0])
+        # A room change converges at once; timed work waits for a failed tenant's backoff.
+        due = requested | {tenant for tenant in timed if self._ready(tenant, mono)}
         for tenant in sorted(due):
-            if not self._ready(tenant, mono) and tenant not in self._due:
-                continue
             self._due.pop(tenant, None)
             await self.converge(tenant)
         await self._refresh_silent(mono)
