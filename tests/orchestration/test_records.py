@@ -57,7 +57,7 @@ async def test_rows_are_stored_failures_keep_the_old_subscription_and_unwanted_g
     again = {r.mailbox: r for r in await records.calendars("contoso")}
     assert again[a].subscription_id == "sub-a" and again[a].error == "connector unreachable"
 
-    assert await records.drop_unwanted("contoso", [a.upper()]) == 2
+    assert sorted(await records.drop_unwanted("contoso", [a.upper()])) == [b, c]
     assert set(await records.subscription_ids("contoso")) == {a}
 
 

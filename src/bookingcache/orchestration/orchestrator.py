@@ -297,7 +297,8 @@ class Orchestrator:
         ]
         known = await self.records.subscription_ids(tenant_id)
         await self.records.save(tenant_id, kept, started_at=started)
-        await self.records.drop_unwanted(tenant_id, wanted)
+        for mailbox in await self.records.drop_unwanted(tenant_id, wanted):
+            self.silence.forget(tenant_id, mailbox)
         for mailbox in set(self._mailboxes_in_backoff(tenant_id)) - set(folded.values()):
             self._backoff.pop(f"{tenant_id}/{mailbox}", None)
         for row in kept:

@@ -107,7 +107,7 @@ class SubscriptionRecords:
                     )
                 )
 
-    async def drop_unwanted(self, tenant_id: str, wanted: Collection[str]) -> int:
+    async def drop_unwanted(self, tenant_id: str, wanted: Collection[str]) -> list[str]:
         """Forget the subscriptions of calendars no room links any more."""
         keep = {m.casefold() for m in wanted}
         async with self._store.write() as connection:
@@ -122,7 +122,7 @@ class SubscriptionRecords:
                         subscriptions.c.mailbox.in_(gone),
                     )
                 )
-        return len(gone)
+        return gone
 
     async def subscription_ids(self, tenant_id: str) -> dict[str, str | None]:
         """Mailbox -> the subscription id the service knows for it."""
