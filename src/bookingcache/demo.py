@@ -318,6 +318,13 @@ def _expect(response: httpx.Response, status: int, what: str) -> None:
         raise DemoError(f"{what} failed: {response.status_code} {response.text[:500]}")
 
 
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -388,14 +395,19 @@ def run_demo(
         demo.stop_requested.set()
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    status = 1
     try:
         try:
             info = demo.setup()
         except (DemoError, httpx.HTTPError) as exc:
             if demo.stop_requested.is_set():
-                return 0
-            print(f"bookingcache demo: {exc} (logs in {work_dir})", file=sys.stderr)
-            return 1
+                status = 0
+                return status
+            print(f"bookingcache demo: {exc}", file=sys.stderr)
+            for child in demo.children:
+                if tail := _tail(child.log):
+                    print(f"--- {child.log} (last lines) ---\n{tail}", file=sys.stderr)
+            return status
         print(json.dumps({"demo": "ready", **info}), flush=True)
         print(banner(info), flush=True)
         while not demo.stop_requested.wait(0.5):
@@ -403,10 +415,11 @@ def run_demo(
                 print(f"bookingcache demo: {dead.name} exited; see {dead.log}", file=sys.stderr)
                 return 1
         print("stopping ...", flush=True)
-        return 0
+        status = 0
+        return status
     finally:
         demo.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        if temporary is not None:
-            shutil.rmtree(temporary, ignore_errors=True)
+        if temporary is not None and status == 0:
+            shutil.rmtree(temporary, ignore_errors=True)  # kept after a failure, for its logs
