@@ -125,6 +125,12 @@ def test_a_silenced_subscription_is_detected_and_the_calendar_stays_fresh(
         latest = _book(world, mailbox, 9)
         wait_for(lambda: latest in _busy_starts(world, "quiet"), what="notified change")
         wait_for(lambda: world.health()[mailbox]["state"] == "healthy", what="healthy again")
+        lag = [
+            line
+            for line in world.admin.get("/metrics").text.splitlines()
+            if line.startswith("bookingcache_notification_lag_seconds_count")
+        ]
+        assert lag and float(lag[0].rsplit(" ", 1)[1]) >= 1
 
 
 def test_client_state_rotation_loses_no_notification(world: World) -> None:
@@ -132,6 +138,7 @@ def test_client_state_rotation_loses_no_notification(world: World) -> None:
     world.link("rot", mailbox)
     first = _subscribed(world, mailbox)
     old_state = world.hub.by_id[first["id"]].client_state
+    during = _book(world, mailbox, 3)  # its notification may race the rotation
     rotated = world.admin.post(f"/v1/tenants/{TENANT}/subscriptions:rotate-client-state")
     assert rotated.status_code == 200, rotated.text
     [row] = rotated.json()["subscriptions"]
@@ -159,6 +166,7 @@ def test_client_state_rotation_loses_no_notification(world: World) -> None:
     # And changes made after the rotation arrive under the new secret.
     start = _book(world, mailbox, 4)
     wait_for(lambda: start in _busy_starts(world, "rot"), what="booked after rotation")
+    assert during in _busy_starts(world, "rot")
     assert world.health()[mailbox]["last_notification_at"] is not None
 
 
