@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from bookingcache.api.deps import AdminDep, ContainerDep, TenantIdPath, TenantReader
 from bookingcache.api.problems import problem_responses
 from bookingcache.errors import StoreUnavailable
-from bookingcache.orchestration.health import CalendarHealth, State
+from bookingcache.orchestration.health import CalendarHealth, HealthMetrics, State
 from bookingcache.orchestration.orchestrator import ConvergeResult, Orchestrator
 from bookingcache.orchestration.settings import OrchestrationSettings
 from bookingcache.store.sql import SqlStore
@@ -34,13 +34,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = settings or OrchestrationSettings()
     orchestrator: Orchestrator | None = None
     if settings.enabled and container is not None and isinstance(container.store, SqlStore):
+        # One set of metrics per app, however often its lifespan runs.
+        metrics = getattr(app.state, "subscription_metrics", None)
+        if not isinstance(metrics, HealthMetrics):
+            metrics = HealthMetrics(container.metrics)
+            app.state.subscription_metrics = metrics
         orchestrator = Orchestrator(
             container.store,
             clock=container.clock,
             public_base_url=container.settings.resolved_public_base_url,
             settings=settings,
             queue=container.queue,
-            metrics=container.metrics,
+            metrics=metrics,
             connector_transport=getattr(app.state, "connector_transport", None),
         )
         orchestrator.start()

@@ -76,7 +76,7 @@ class Orchestrator:
         public_base_url: str,
         settings: OrchestrationSettings | None = None,
         queue: JobQueue | None = None,
-        metrics: CollectorRegistry | None = None,
+        metrics: CollectorRegistry | HealthMetrics | None = None,
         connector_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings = settings or OrchestrationSettings()
@@ -86,7 +86,9 @@ class Orchestrator:
         self._base_url = public_base_url.rstrip("/")
         self.records = SubscriptionRecords(store, clock=clock)
         self.registry = SubscriptionRegistry(store, clock=clock)
-        self.metrics = HealthMetrics(metrics if metrics is not None else CollectorRegistry())
+        if not isinstance(metrics, HealthMetrics):
+            metrics = HealthMetrics(metrics if metrics is not None else CollectorRegistry())
+        self.metrics = metrics
         self.silence = SilenceTracker(
             self.records,
             clock=clock,
