@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bookingcache.serve import event_loop_runner
+
 
 async def _notifications(request: Request) -> Response:
     json.loads(await request.body())
@@ -55,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.host, args.port))
+    # The same event loop as ``bookingcache serve``: same process settings on both sides.
+    with event_loop_runner() as runner:
+        runner.run(_serve(args.host, args.port))
     return 0
 
 
