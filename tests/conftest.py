@@ -23,10 +23,15 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
+import httpx
 import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy import make_url
 
+from bookingcache.api.app import create_app
 from bookingcache.clock import FixedClock
+from bookingcache.settings import Settings
 from bookingcache.store.schema import metadata
 from bookingcache.store.sql import SqlStore, open_store
 
@@ -169,3 +174,34 @@ async def store(database_url: str, clock: FixedClock) -> AsyncIterator[SqlStore]
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+def admin_token() -> str:
+    """The admin token of the app under test; a test area overrides it to use its own."""
+    return "admin-token-for-the-service-tests-0123456789"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, admin_token: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        admin_token=SecretStr(admin_token),
+        database_wait_s=0,
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: FixedClock) -> AsyncIterator[FastAPI]:
+    """The service's app with its lifespan running (store, read model, worker)."""
+    app = create_app(settings, clock=clock)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client

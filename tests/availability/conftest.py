@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import SecretStr
 
-from bookingcache.api.app import create_app
 from bookingcache.clock import FixedClock
 from bookingcache.domain.events import BasicEvent, EventType, Sensitivity, ShowAs
-from bookingcache.settings import Settings
 from bookingcache.store.port import Store
 
 ADMIN_TOKEN = "admin-token-for-the-availability-tests-42"
@@ -78,27 +75,8 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        admin_token=SecretStr(ADMIN_TOKEN),
-        database_wait_s=0,
-    )
-
-
-@pytest.fixture
-async def app(settings: Settings, clock: FixedClock) -> AsyncIterator[FastAPI]:
-    app = create_app(settings, clock=clock)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield client
+def admin_token() -> str:
+    return ADMIN_TOKEN
 
 
 @pytest.fixture

@@ -7,21 +7,16 @@ import base64
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
-from pydantic import SecretStr
 from standardwebhooks import Webhook
 
-from bookingcache.api.app import create_app
 from bookingcache.clock import FixedClock
 from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets
-from bookingcache.settings import Settings
 from bookingcache.store.schema import events, inbox, jobs, subscriptions
 from bookingcache.store.sql import SqlStore
 from bookingcache.store.subscriptions import SubscriptionRegistry
@@ -45,27 +40,8 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        admin_token=SecretStr(ADMIN_TOKEN),
-        database_wait_s=0,
-    )
-
-
-@pytest.fixture
-async def app(settings: Settings, clock: FixedClock) -> AsyncIterator[FastAPI]:
-    app = create_app(settings, clock=clock)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield client
+def admin_token() -> str:
+    return ADMIN_TOKEN
 
 
 @pytest.fixture
