@@ -106,23 +106,26 @@ class Orchestrator:
         self._published = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
 
     # --- wiring --------------------------------------------------------------------------------
     def start(self) -> None:
         if self._task is not None:
             return
         self._store.add_rooms_listener(self.rooms_changed)
-        self._store.add_change_listener(self.silence.on_change)
         self._task = asyncio.create_task(self._run(), name="subscription orchestration")
+        self._follower = asyncio.create_task(
+            self.silence.follow(self._store, interval_s=min(self.settings.tick_s, 1.0)),
+            name="subscription silence",
+        )
 
     async def stop(self) -> None:
         self._store.remove_rooms_listener(self.rooms_changed)
-        self._store.remove_change_listener(self.silence.on_change)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        await self.silence.drain()
+        tasks = [t for t in (self._task, self._follower) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = self._follower = None
         await self._connector.aclose()
 
     def rooms_changed(self, tenant_id: str) -> None:

@@ -1,6 +1,6 @@
 """Finding calendars whose notifications stopped without a word.
 
-The store tells its change listeners about every committed refresh whose diff was not empty.
+The store's change feed has an entry for every committed refresh whose diff was not empty.
 For each, the tracker asks whether any change notification for that calendar arrived since the
 previous change it saw: if none did, reconciliation found a change nobody announced. After
 ``silent_after`` such changes in a row the calendar is ``silent``; the next announced change
@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bookingcache.clock import Clock
 from bookingcache.orchestration.records import SubscriptionRecords
-from bookingcache.store.port import CalendarChange
+from bookingcache.store.port import CalendarChange, Store
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,22 @@ class SilenceTracker:
         self._silent_after = silent_after
         self._observe_lag = observe_lag
         self._seen: dict[Key, _Seen] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    def on_change(self, change: CalendarChange) -> None:
-        """The store's change listener (called right after the commit, in its loop)."""
-        task = asyncio.get_running_loop().create_task(self.judge(change))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def follow(self, store: Store, *, interval_s: float, batch: int = 1000) -> None:
+        """Judge every change of the store's change feed from now on. The feed is shared by
+        every process, so refreshes a separate ``bookingcache worker`` commits count too."""
+        seq = await _retrying(store.last_change_seq, interval_s)
+        while True:
+            try:
+                changes = await store.changes_since(seq, limit=batch)
+            except Exception:  # the database may be away for a while; keep following
+                log.exception("could not read the change feed")
+                changes = []
+            for change in changes:
+                await self.judge(change)
+                seq = change.seq
+            if len(changes) < batch:
+                await asyncio.sleep(interval_s)
 
     async def judge(self, change: CalendarChange) -> None:
         key = (change.tenant_id, change.mailbox)
@@ -103,6 +112,11 @@ class SilenceTracker:
     def forget(self, tenant_id: str, mailbox: str) -> None:
         self._seen.pop((tenant_id, mailbox), None)
 
-    async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+async def _retrying(read: Callable[[], Awaitable[int]], interval_s: float) -> int:
+    while True:
+        try:
+            return await read()
+        except Exception:
+            log.exception("could not read the change feed")
+            await asyncio.sleep(interval_s)
