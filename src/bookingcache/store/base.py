@@ -4,13 +4,17 @@ in-process listeners told about committed changes."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from bookingcache.clock import Clock, SystemClock
 from bookingcache.errors import BookingCacheError, InvalidInput, StoreUnavailable
@@ -21,6 +25,7 @@ log = logging.getLogger(__name__)
 
 ChangeListener = Callable[[CalendarChange], None]
 RoomsListener = Callable[[str], None]
+T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
@@ -55,6 +60,9 @@ class SqlBase:
         self._engine = engine
         self._clock = clock or SystemClock()
         self._write_lock = asyncio.Lock() if engines.is_sqlite(engine) else None
+        # SQLite only: a synchronous engine on one thread of its own for ``write_at_once``.
+        self._sync_engine: Engine | None = None
+        self._sync_thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._listeners: list[ChangeListener] = []
         self._rooms_listeners: list[RoomsListener] = []
 
@@ -94,6 +102,42 @@ class SqlBase:
             await conn.execution_options(**{engines.WRITE_OPTION: True})
             await stack.enter_async_context(conn.begin())
             yield conn
+
+    async def write_at_once(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` (synchronous SQLAlchemy statements) as ONE write transaction, committed
+        when it returns; the same transaction semantics as ``write()``.
+
+        On SQLite the whole transaction runs in a single hand-off to a writer thread of its own
+        (``BEGIN IMMEDIATE``, the statements, ``COMMIT``), where ``write()`` hands every
+        statement over to the driver's thread and back; it waits on the same in-process write
+        lock. On PostgreSQL ``work`` runs inside ``write()``."""
+        if self._write_lock is None:
+            async with self.write() as conn:
+                return await conn.run_sync(work)
+        async with self._write_lock, translate_errors():
+            loop = asyncio.get_running_loop()
+            running = loop.run_in_executor(self._sqlite_thread(), self._sqlite_write, work)
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # Hold the write lock until the transaction on the thread has ended.
+                with contextlib.suppress(Exception):
+                    await running
+                raise
+
+    def _sqlite_thread(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._sync_thread is None:
+            self._sync_thread = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="bookingcache-sqlite-writer"
+            )
+        return self._sync_thread
+
+    def _sqlite_write(self, work: Callable[[Connection], T]) -> T:
+        # Runs on the writer thread, which alone creates and uses its one connection.
+        if self._sync_engine is None:
+            self._sync_engine = _sqlite_sync_engine(self._engine)
+        with self._sync_engine.connect() as conn, conn.begin():
+            return work(conn)
 
     def add_change_listener(self, callback: ChangeListener) -> None:
         """Call ``callback`` in this process after every commit that appended to the feed."""
@@ -138,4 +182,38 @@ class SqlBase:
                 raise StoreUnavailable("the database schema is not at the newest migration")
 
     async def close(self) -> None:
+        if self._sync_thread is not None:
+            thread, self._sync_thread = self._sync_thread, None
+            if self._sync_engine is not None:
+                sync_engine, self._sync_engine = self._sync_engine, None
+                await asyncio.get_running_loop().run_in_executor(thread, sync_engine.dispose)
+            thread.shutdown(wait=False)
         await self._engine.dispose()
+
+
+def _sqlite_sync_engine(engine: AsyncEngine) -> Engine:
+    """The stdlib sqlite3 driver on the same database file, with the same connection settings
+    as ``store.engine`` gives the async engine, for write transactions only."""
+    sync = create_engine(
+        engine.url.set(drivername="sqlite+pysqlite"),
+        poolclass=StaticPool,
+        connect_args={"timeout": engines.SQLITE_BUSY_TIMEOUT_MS / 1000},
+    )
+
+    @event.listens_for(sync, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={engines.SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(sync, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return sync

@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bookingcache.clock import Clock
@@ -87,38 +88,16 @@ class JobQueue:
         if not items:
             return []
         now = self._clock.now()
-        async with self._store.write() as connection:
-            resolved = await lifecycle.resolve_mailboxes(connection, items)
-            wanted: dict[tuple[str, str], bool] = {}
-            for item in resolved:
-                if item.mailbox and item.kind.needs_refresh:
-                    key = (item.tenant_id, item.mailbox)
-                    wanted[key] = wanted.get(key, False) or item.kind.needs_full_resync
-            known = await self._known(connection, wanted)
-            # A row that starts no refresh (an unknown mailbox, a reauthorization, which lives
-            # on as the subscription's needs_action) is kept as a record, already processed,
-            # so the pending rows stay the ones a refresh will settle.
-            rows = [
-                _inbox_row(
-                    item,
-                    now,
-                    settled=not (
-                        item.mailbox
-                        and item.kind.needs_refresh
-                        and (item.tenant_id, item.mailbox) in known
-                    ),
-                )
-                for item in resolved
-            ]
-            result = await connection.execute(inbox.insert().returning(inbox.c.id), rows)
-            ids = [row[0] for row in result.all()]
-            await lifecycle.record(connection, resolved, now=now)
-            due = now + dt.timedelta(seconds=self.coalesce_s)
-            enqueued = await self._enqueue(
-                connection,
-                {key: (due, full) for key, full in wanted.items() if key in known},
-                now=now,
-                pull_earlier=True,
+        if any(_needs_lifecycle(item) for item in items):
+            async with self._store.write() as connection:
+                resolved = await lifecycle.resolve_mailboxes(connection, items)
+                ids, wanted, enqueued = await connection.run_sync(self._append_rows, resolved, now)
+                await lifecycle.record(connection, resolved, now=now)
+        else:
+            # Intake's usual round (change notifications naming their mailbox): the whole
+            # transaction in one go, see ``SqlBase.write_at_once``.
+            ids, wanted, enqueued = await self._store.write_at_once(
+                lambda connection: self._append_rows(connection, items, now)
             )
         log.debug(
             "inbox: %d notifications, refreshes for %s",
@@ -128,6 +107,42 @@ class JobQueue:
         if enqueued:
             self._notify()
         return ids
+
+    def _append_rows(
+        self, connection: Connection, resolved: Sequence[InboxItem], now: dt.datetime
+    ) -> tuple[list[int], dict[tuple[str, str], bool], int]:
+        wanted: dict[tuple[str, str], bool] = {}
+        for item in resolved:
+            if item.mailbox and item.kind.needs_refresh:
+                key = (item.tenant_id, item.mailbox)
+                wanted[key] = wanted.get(key, False) or item.kind.needs_full_resync
+        known = self._known(connection, wanted)
+        # A row that starts no refresh (an unknown mailbox, a reauthorization, which lives
+        # on as the subscription's needs_action) is kept as a record, already processed,
+        # so the pending rows stay the ones a refresh will settle.
+        rows = [
+            _inbox_row(
+                item,
+                now,
+                settled=not (
+                    item.mailbox
+                    and item.kind.needs_refresh
+                    and (item.tenant_id, item.mailbox) in known
+                ),
+            )
+            for item in resolved
+        ]
+        result = connection.execute(inbox.insert().returning(inbox.c.id), rows)
+        ids = [row[0] for row in result.all()]
+        due = now + dt.timedelta(seconds=self.coalesce_s)
+        enqueued = self._enqueue(
+            connection,
+            {key: (due, full) for key, full in wanted.items() if key in known},
+            now=now,
+            pull_earlier=True,
+            known=known,
+        )
+        return ids, wanted, enqueued
 
     async def enqueue(
         self,
@@ -145,7 +160,9 @@ class JobQueue:
             todo = {
                 key: (due, full_resync) for key, due in calendars_due.items() if key not in busy
             }
-            created = await self._enqueue(connection, todo, now=now, pull_earlier=False)
+            created = await connection.run_sync(
+                lambda sync: self._enqueue(sync, todo, now=now, pull_earlier=False)
+            )
         if created:
             self._notify()
         return created
@@ -159,8 +176,8 @@ class JobQueue:
         )
         return {(row.tenant_id, row.mailbox) for row in rows}
 
-    async def _known(
-        self, connection: AsyncConnection, wanted: Iterable[tuple[str, str]]
+    def _known(
+        self, connection: Connection, wanted: Iterable[tuple[str, str]]
     ) -> set[tuple[str, str]]:
         """The calendars among ``wanted`` that the service caches (jobs reference them)."""
         by_tenant: dict[str, list[str]] = {}
@@ -168,7 +185,7 @@ class JobQueue:
             by_tenant.setdefault(tenant, []).append(mailbox)
         known: set[tuple[str, str]] = set()
         for tenant, mailboxes in by_tenant.items():
-            rows = await connection.execute(
+            rows = connection.execute(
                 sa.select(calendars.c.mailbox).where(
                     calendars.c.tenant_id == tenant, calendars.c.mailbox.in_(mailboxes)
                 )
@@ -176,17 +193,19 @@ class JobQueue:
             known.update((tenant, row.mailbox) for row in rows)
         return known
 
-    async def _enqueue(
+    def _enqueue(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         wanted: dict[tuple[str, str], tuple[dt.datetime, bool]],
         *,
         now: dt.datetime,
         pull_earlier: bool,
+        known: set[tuple[str, str]] | None = None,
     ) -> int:
         if not wanted:
             return 0
-        known = await self._known(connection, wanted)
+        if known is None:
+            known = self._known(connection, wanted)
         targets = {key: value for key, value in wanted.items() if key in known}
         if not targets:
             return 0
@@ -208,9 +227,9 @@ class JobQueue:
         if pull_earlier:
             # Intake's path: one statement for any number of calendars (executemany keeps its
             # compiled form cached); how many were new does not matter here.
-            await connection.execute(statement, rows)
+            connection.execute(statement, rows)
         else:
-            inserted = await connection.execute(statement.values(rows))
+            inserted = connection.execute(statement.values(rows))
             return max(inserted.rowcount or 0, 0)
         # Existing pending jobs: never later than the new due time, unless the job is backing
         # off after a failure (attempts > 0), whose Retry-After/backoff must be honoured.
@@ -224,7 +243,7 @@ class JobQueue:
                 upgrades.setdefault(tenant, []).append(mailbox)
         for (tenant, due), mailboxes in groups.items():
             for chunk in _chunks(mailboxes):
-                await connection.execute(
+                connection.execute(
                     sa.update(jobs)
                     .where(
                         jobs.c.tenant_id == tenant,
@@ -237,7 +256,7 @@ class JobQueue:
                 )
         for tenant, mailboxes in upgrades.items():
             for chunk in _chunks(mailboxes):
-                await connection.execute(
+                connection.execute(
                     sa.update(jobs)
                     .where(
                         jobs.c.tenant_id == tenant,
@@ -546,6 +565,15 @@ def _as_utc(value: Any) -> dt.datetime:
         return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
     assert isinstance(value, dt.datetime)
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _needs_lifecycle(item: InboxItem) -> bool:
+    """Whether storing ``item`` involves the subscriptions table (a mailbox to look up or a
+    subscription to mark for the orchestration)."""
+    return (item.mailbox is None and bool(item.subscription_id)) or item.kind in (
+        NotificationKind.SUBSCRIPTION_REMOVED,
+        NotificationKind.REAUTHORIZATION_REQUIRED,
+    )
 
 
 def _inbox_row(item: InboxItem, now: dt.datetime, *, settled: bool) -> dict[str, Any]:
