@@ -7,8 +7,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
@@ -125,6 +125,18 @@ class SqlBase:
                     await running
                 raise
 
+    async def write_through(self, body: Callable[[AsyncConnection], Coroutine[Any, Any, T]]) -> T:
+        """Run ``body`` as ONE write transaction, like ``async with write() as conn: return
+        await body(conn)``. On SQLite the whole of it runs in one go on the writer thread of
+        ``write_at_once``: ``body`` gets a connection whose statements complete at once, so it
+        must await nothing but that connection's ``execute``/``scalar``."""
+        if self._write_lock is None:
+            async with self.write() as conn:
+                return await body(conn)
+        return await self.write_at_once(
+            lambda sync: _run_to_end(body(cast(AsyncConnection, _Immediate(sync))))
+        )
+
     def _sqlite_thread(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._sync_thread is None:
             self._sync_thread = concurrent.futures.ThreadPoolExecutor(
@@ -189,6 +201,34 @@ class SqlBase:
                 await asyncio.get_running_loop().run_in_executor(thread, sync_engine.dispose)
             thread.shutdown(wait=False)
         await self._engine.dispose()
+
+
+class _Immediate:
+    """The part of ``AsyncConnection`` the store's transaction bodies use, over a synchronous
+    connection: every statement has completed when its ``await`` is reached."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    @property
+    def dialect(self) -> Any:
+        return self._conn.dialect
+
+    async def execute(self, statement: Any, parameters: Any = None, **options: Any) -> Any:
+        return self._conn.execute(statement, parameters, **options)
+
+    async def scalar(self, statement: Any, parameters: Any = None, **options: Any) -> Any:
+        return self._conn.scalar(statement, parameters, **options)
+
+
+def _run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never suspends (its awaits all complete at once)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return cast(T, finished.value)
+    coroutine.close()
+    raise RuntimeError("a transaction body waited on something other than its connection")
 
 
 def _sqlite_sync_engine(engine: AsyncEngine) -> Engine:

@@ -275,7 +275,8 @@ class SqlStore(SqlBase):
         if window_end <= window_start:
             raise InvalidWindow("the window must end after it starts")
         given = windows.events_by_id(events, window_start=window_start, window_end=window_end)
-        async with self.write() as conn:
+
+        async def body(conn: AsyncConnection) -> tuple[EventDiff, list[CalendarChange]]:
             await windows.record_success_and_lock(
                 conn,
                 tenant_id,
@@ -295,6 +296,10 @@ class SqlStore(SqlBase):
             changes: list[CalendarChange] = []
             if not diff.is_empty:
                 changes = await windows.append_changes(conn, [(tenant_id, mailbox)], at=synced_at)
+            return diff, changes
+
+        # One hand-off on SQLite for the whole refresh write (see ``SqlBase.write_through``).
+        diff, changes = await self.write_through(body)
         self._notify(changes)
         return diff
 

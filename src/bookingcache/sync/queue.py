@@ -21,7 +21,7 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 REFRESH = "refresh"
 FULL_RESYNC = "full_resync"
 _MAX_KEY = 320
+T = TypeVar("T")
 
 
 def _lease(worker_id: str) -> str:
@@ -301,9 +302,10 @@ class JobQueue:
             query = query.where(jobs.c.tenant_id.not_in(excluded))
         # Over-fetch: two candidates of one calendar (a dead claim and a pending job) collapse.
         query = query.order_by(jobs.c.due_at, jobs.c.id).limit(limit * 2)
-        async with self._store.write() as connection:
-            if self._postgres:
-                query = query.with_for_update(of=jobs, skip_locked=True)
+        if self._postgres:
+            query = query.with_for_update(of=jobs, skip_locked=True)
+
+        async def claim_in(connection: AsyncConnection) -> list[Job]:
             candidates = (await connection.execute(query)).all()
             chosen: dict[tuple[str, str], Any] = {}
             for row in candidates:
@@ -323,17 +325,16 @@ class JobQueue:
                 .where(jobs.c.id.in_([row.id for row in chosen.values()]))
                 .values(locked_by=lease, locked_until=until)
             )
-            # The newest pending inbox row of each calendar (the partial index on pending rows
-            # keeps this cheap however long the inbox's history is).
+            # The newest pending inbox row of each calendar. Only the pending rows are read,
+            # through their partial index: the range on ``id`` (true of every row) makes SQLite
+            # take that index; a condition on the tenant would make it take the tenant's index
+            # and walk the tenant's whole inbox history.
             newest = await connection.execute(
                 sa.select(inbox.c.tenant_id, inbox.c.mailbox, sa.func.max(inbox.c.id))
-                .where(
-                    inbox.c.processed_at.is_(None),
-                    inbox.c.tenant_id.in_({tenant for tenant, _ in chosen}),
-                )
+                .where(inbox.c.processed_at.is_(None), inbox.c.id > 0)
                 .group_by(inbox.c.tenant_id, inbox.c.mailbox)
             )
-            upto = {(row[0], row[1]): int(row[2]) for row in newest}
+            upto = {(row[0], row[1]): int(row[2]) for row in newest if (row[0], row[1]) in chosen}
             for (tenant, mailbox), row in chosen.items():
                 claimed.append(
                     Job(
@@ -347,7 +348,10 @@ class JobQueue:
                         inbox_upto=upto.get((tenant, mailbox), 0),
                     )
                 )
-        return claimed
+            return claimed
+
+        # One hand-off on SQLite for the whole claim (see ``SqlBase.write_through``).
+        return await self._store.write_through(claim_in)
 
     async def _lock_calendars(
         self, connection: AsyncConnection, chosen: dict[tuple[str, str], Any], *, now: dt.datetime
@@ -384,11 +388,14 @@ class JobQueue:
     async def extend(self, job: Job) -> bool:
         """Renew the lease of a long refresh; False when the claim was lost."""
         until = self._clock.now() + dt.timedelta(seconds=self.lease_s)
-        async with self._store.write() as connection:
+
+        async def extend_in(connection: AsyncConnection) -> bool:
             result = await connection.execute(
                 sa.update(jobs).where(self._mine(job)).values(locked_until=until)
             )
-        return (result.rowcount or 0) > 0
+            return (result.rowcount or 0) > 0
+
+        return await self._store.write_through(extend_in)
 
     async def complete(self, job: Job) -> bool:
         """The refresh succeeded: drop the claim and mark the calendar's inbox rows up to the
@@ -419,7 +426,8 @@ class JobQueue:
 
     async def _complete_many(self, batch: Sequence[Job]) -> set[int]:
         now = self._clock.now()
-        async with self._store.write() as connection:
+
+        async def complete_in(connection: AsyncConnection) -> set[int]:
             deleted = await connection.execute(
                 sa.delete(jobs)
                 .where(sa.tuple_(jobs.c.id, jobs.c.locked_by).in_([(j.id, j.lease) for j in batch]))
@@ -427,25 +435,31 @@ class JobQueue:
             )
             done = {row[0] for row in deleted}
             settled = [job for job in batch if job.id in done]
-            if settled:
+            upto: dict[tuple[str, str], int] = {}
+            for job in settled:
+                key = (job.tenant_id, job.mailbox)
+                upto[key] = max(upto.get(key, 0), job.inbox_upto)
+            if not upto or max(upto.values()) <= 0:
+                return done
+            # The settled calendars' pending rows up to each claim's mark, found among the
+            # pending rows through their partial index (by id range; see ``claim``) and marked
+            # by primary key.
+            pending = await connection.execute(
+                sa.select(inbox.c.id, inbox.c.tenant_id, inbox.c.mailbox).where(
+                    inbox.c.processed_at.is_(None), inbox.c.id <= max(upto.values())
+                )
+            )
+            ids = [row.id for row in pending if row.id <= upto.get((row.tenant_id, row.mailbox), 0)]
+            for chunk in _chunks(ids):
                 await connection.execute(
                     sa.update(inbox)
-                    .where(
-                        inbox.c.processed_at.is_(None),
-                        sa.or_(
-                            *(
-                                sa.and_(
-                                    inbox.c.tenant_id == job.tenant_id,
-                                    inbox.c.mailbox == job.mailbox,
-                                    inbox.c.id <= job.inbox_upto,
-                                )
-                                for job in settled
-                            )
-                        ),
-                    )
+                    .where(inbox.c.id.in_(chunk), inbox.c.processed_at.is_(None))
                     .values(processed_at=now)
                 )
-        return done
+            return done
+
+        # One hand-off on SQLite for the whole round of completions.
+        return await self._store.write_through(complete_in)
 
     async def retry(self, job: Job, *, defer_s: float, error: str) -> bool:
         """The refresh failed: make it pending again ``defer_s`` from now with one more attempt.
@@ -530,13 +544,19 @@ class JobQueue:
             )
             .exists()
         )
+        earliest_due = (
+            sa.select(sa.func.min(jobs.c.due_at))
+            .where(jobs.c.locked_by.is_(None), ~refreshing)
+            .scalar_subquery()
+        )
+        earliest_lease = (
+            sa.select(sa.func.min(jobs.c.locked_until))
+            .where(jobs.c.locked_by.is_not(None))
+            .scalar_subquery()
+        )
+        # One statement: the worker asks this before every claim.
         async with self._store.read() as connection:
-            due = await connection.scalar(
-                sa.select(sa.func.min(jobs.c.due_at)).where(jobs.c.locked_by.is_(None), ~refreshing)
-            )
-            lease = await connection.scalar(
-                sa.select(sa.func.min(jobs.c.locked_until)).where(jobs.c.locked_by.is_not(None))
-            )
+            due, lease = (await connection.execute(sa.select(earliest_due, earliest_lease))).one()
         # min() over a TypeDecorator column comes back undecorated on SQLite.
         values = [_as_utc(value) for value in (due, lease) if value is not None]
         return min(values) if values else None
@@ -555,7 +575,7 @@ class JobQueue:
         return int(count or 0)
 
 
-def _chunks(values: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+def _chunks(values: Sequence[T], size: int = 500) -> Iterable[Sequence[T]]:
     for offset in range(0, len(values), size):
         yield values[offset : offset + size]
 
