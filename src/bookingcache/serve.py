@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 import socket
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,8 +18,6 @@ from bookingcache.logs import configure_logging
 from bookingcache.settings import Settings, admin_token_of, ensure_admin_token
 
 log = logging.getLogger(__name__)
-
-SWITCH_INTERVAL_S = 0.001
 
 
 class _Server(uvicorn.Server):
@@ -69,9 +66,6 @@ def serve(
     )
     configure_logging(settings)
     settings = ensure_admin_token(settings)
-    # The SQLite threads hand each transaction back to the event loop; a thread waiting for the
-    # interpreter lock would otherwise wait up to 5 ms for the loop to let go of it.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     with event_loop_runner() as runner:
         return runner.run(_serve(settings))
 

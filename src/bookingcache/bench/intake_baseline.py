@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from collections.abc import Sequence
 
 import uvicorn
@@ -17,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bookingcache.serve import SWITCH_INTERVAL_S, event_loop_runner
+from bookingcache.serve import event_loop_runner
 
 
 async def _notifications(request: Request) -> Response:
@@ -58,8 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    # The same event loop and switch interval as ``bookingcache serve``: same process settings.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    # The same event loop as ``bookingcache serve``: same process settings.
     with event_loop_runner() as runner:
         runner.run(_serve(args.host, args.port))
     return 0
