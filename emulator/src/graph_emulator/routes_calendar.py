@@ -18,13 +18,11 @@ from graph_emulator.pipeline import (
     check_options,
     context_user,
     graph_root,
-    int_option,
     mailbox_access,
     parse_prefer,
     view_for,
 )
-from graph_emulator.routes_events import WINDOW_REQUIRED, page_response
-from graph_emulator.timezones import parse_query_instant
+from graph_emulator.routes_events import page_response, page_size, query_window
 
 if TYPE_CHECKING:
     from graph_emulator.state import EmulatorState
@@ -64,12 +62,7 @@ def routes(state: EmulatorState) -> list[Route]:
         user = request.path_params["user"]
         async with mailbox_access(request, state, user, need="readbasic") as access:
             check_options(request, supported={"$select", "$top", "$skip"})
-            start_raw = request.query_params.get("startDateTime")
-            end_raw = request.query_params.get("endDateTime")
-            if not start_raw or not end_raw:
-                raise GraphError(400, "ErrorInvalidParameter", WINDOW_REQUIRED)
-            start = parse_query_instant(start_raw, "startDateTime")
-            end = parse_query_instant(end_raw, "endDateTime")
+            start, end = query_window(request.query_params)
             master = state.calendars.find(access.mailbox, request.path_params["event_id"])
             if master.type != "seriesMaster":
                 raise GraphError(
@@ -78,14 +71,11 @@ def routes(state: EmulatorState) -> list[Route]:
             found = expand(master.event, access.mailbox.upn, start, end) if end > start else []
             prefer = parse_prefer(request)
             view = view_for(request, access, prefer)
-            top = int_option(request, "$top", low=1, high=2**31 - 1)
-            size = min(top or prefer.max_page_size or state.config.default_page_size, 1000)
             return page_response(
                 request,
                 found,
                 view,
-                page_size=size,
-                skip=int_option(request, "$skip", low=0, high=10**9) or 0,
+                page_size=page_size(request, state.config, prefer.max_page_size),
                 context=f"{graph_root(request)}/$metadata#Collection(event)",
                 headers=prefer.applied(),
             )

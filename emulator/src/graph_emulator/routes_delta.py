@@ -15,8 +15,7 @@ from graph_emulator.directory import Mailbox
 from graph_emulator.errors import GraphError, bad_request
 from graph_emulator.ids import parse_occurrence_id
 from graph_emulator.pipeline import graph_root, mailbox_access, parse_prefer, view_for
-from graph_emulator.routes_events import WINDOW_REQUIRED
-from graph_emulator.timezones import parse_query_instant
+from graph_emulator.routes_events import query_window
 from graph_emulator.views import View, render
 
 if TYPE_CHECKING:
@@ -126,12 +125,7 @@ def routes(state: EmulatorState) -> list[Route]:
                     previous = state.delta.load(info.state_id, mailbox_id=mailbox.id)
                     start, end, seen = previous.start, previous.end, previous.seen
                 else:
-                    start_raw = params.get("startDateTime")
-                    end_raw = params.get("endDateTime")
-                    if not start_raw or not end_raw:
-                        raise GraphError(400, "ErrorInvalidParameter", WINDOW_REQUIRED)
-                    start = parse_query_instant(start_raw, "startDateTime")
-                    end = parse_query_instant(end_raw, "endDateTime")
+                    start, end = query_window(params)
                     seen = {}
                 groups, now_seen = _round(state, mailbox, start, end, seen)
                 sync = SyncState(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -26,6 +28,7 @@ from graph_emulator.timezones import parse_query_instant
 from graph_emulator.views import View, render
 
 if TYPE_CHECKING:
+    from graph_emulator.config import EmulatorConfig
     from graph_emulator.state import EmulatorState
 
 WINDOW_REQUIRED = (
@@ -34,16 +37,39 @@ WINDOW_REQUIRED = (
 )
 
 
+def query_window(params: Mapping[str, str]) -> tuple[dt.datetime, dt.datetime]:
+    """The ``startDateTime``/``endDateTime`` window that calendarView, instances and delta need."""
+    start_raw = params.get("startDateTime")
+    end_raw = params.get("endDateTime")
+    if not start_raw or not end_raw:
+        raise GraphError(400, "ErrorInvalidParameter", WINDOW_REQUIRED)
+    return (
+        parse_query_instant(start_raw, "startDateTime"),
+        parse_query_instant(end_raw, "endDateTime"),
+    )
+
+
+def page_size(request: Request, config: EmulatorConfig, preferred: int | None) -> int:
+    # Graph accepts any positive $top but never pages more than 1,000 items.
+    top = int_option(request, "$top", low=1, high=2**31 - 1)
+    if top is not None:
+        return min(top, config.max_page_size)
+    if preferred is not None:
+        return min(preferred, config.max_page_size)
+    return config.default_page_size
+
+
 def page_response(
     request: Request,
     instances: list[Instance],
     view: View,
     *,
     page_size: int,
-    skip: int,
     context: str,
     headers: dict[str, str],
 ) -> Response:
+    """One page of ``instances`` from ``$skip`` on, with Graph's ``@odata.nextLink``."""
+    skip = int_option(request, "$skip", low=0, high=10**9) or 0
     chunk = instances[skip : skip + page_size]
     body: dict[str, Any] = {
         "@odata.context": context,
@@ -80,35 +106,19 @@ def _context(request: Request, user: str, tail: str, view: View) -> str:
 def routes(state: EmulatorState) -> list[Route]:
     config = state.config
 
-    def page_size(request: Request, preferred: int | None) -> int:
-        # Graph accepts any positive $top but never pages more than 1,000 items.
-        top = int_option(request, "$top", low=1, high=2**31 - 1)
-        if top is not None:
-            return min(top, config.max_page_size)
-        if preferred is not None:
-            return min(preferred, config.max_page_size)
-        return config.default_page_size
-
     async def calendar_view(request: Request) -> Response:
         user = request.path_params["user"]
         async with mailbox_access(request, state, user, need="readbasic") as access:
             check_options(request, supported={"$select", "$top", "$skip"})
             prefer = parse_prefer(request)
             view = view_for(request, access, prefer)
-            start_raw = request.query_params.get("startDateTime")
-            end_raw = request.query_params.get("endDateTime")
-            if not start_raw or not end_raw:
-                raise GraphError(400, "ErrorInvalidParameter", WINDOW_REQUIRED)
-            start = parse_query_instant(start_raw, "startDateTime")
-            end = parse_query_instant(end_raw, "endDateTime")
+            start, end = query_window(request.query_params)
             instances = state.calendars.instances(access.mailbox, start, end) if end > start else []
-            skip = int_option(request, "$skip", low=0, high=10**9) or 0
             return page_response(
                 request,
                 instances,
                 view,
-                page_size=page_size(request, prefer.max_page_size),
-                skip=skip,
+                page_size=page_size(request, config, prefer.max_page_size),
                 context=_context(request, user, "calendar/calendarView", view),
                 headers=prefer.applied(),
             )
@@ -121,13 +131,11 @@ def routes(state: EmulatorState) -> list[Route]:
             view = view_for(request, access, prefer)
             mailbox = access.mailbox
             items = [as_instance(e, mailbox.upn) for e in state.calendars.items(mailbox)]
-            skip = int_option(request, "$skip", low=0, high=10**9) or 0
             return page_response(
                 request,
                 items,
                 view,
-                page_size=page_size(request, prefer.max_page_size),
-                skip=skip,
+                page_size=page_size(request, config, prefer.max_page_size),
                 context=_context(request, user, "events", view),
                 headers=prefer.applied(),
             )
