@@ -14,7 +14,7 @@ import pytest
 from graph_emulator.directory import Mailbox
 
 from .conftest import FAST
-from .test_lifecycle import _book, _busy_starts, _subscribed
+from .test_lifecycle import _book, _booked_starts, _subscribed
 from .world import TENANT, World, deployment, wait_for
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ def test_a_notification_from_an_unknown_subscription_reconverges(
     # Graph notifies under the subscription the service does not know: ignored, then adopted,
     # and the calendar read again so the change is not lost.
     wait_for(lambda: world.health()[mailbox]["subscription_id"] == sub["id"], what="adopted again")
-    wait_for(lambda: start in _busy_starts(world, "lost"), what="the change is read")
+    wait_for(lambda: start in _booked_starts(world, "lost"), what="the change is read")
 
 
 def test_alternative_2_subscribes_the_connectors_relay(tmp_path: Path) -> None:
@@ -76,7 +76,7 @@ def test_alternative_2_subscribes_the_connectors_relay(tmp_path: Path) -> None:
         assert sub["lifecycleNotificationUrl"] == f"{world.connector_url}/graph/lifecycle"
         wait_for(lambda: world.health()[mailbox]["last_success_at"], what="first read")
         start = _book(world, mailbox, 2)
-        wait_for(lambda: start in _busy_starts(world, "relayed"), what="relayed change")
+        wait_for(lambda: start in _booked_starts(world, "relayed"), what="relayed change")
         health = world.health()[mailbox]
         assert health["last_notification_at"] is not None
         assert dt.datetime.fromisoformat(health["last_notification_at"]) > dt.datetime.now(
