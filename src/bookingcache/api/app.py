@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
+from starlette.types import Receive, Scope, Send
 
 from bookingcache.api import (
     availability,
@@ -44,6 +45,23 @@ token or the admin token; both as `Authorization: Bearer <token>`. Every error i
 """
 
 
+class ServiceApp(FastAPI):
+    """The service's FastAPI app, with Graph's webhook POSTs answered before the middleware
+    stack and the router (see ``intake.GraphWebhook``, which does what those layers would do
+    for these requests)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = intake.WEBHOOK_PATH.fullmatch(scope["path"])
+            if match is not None:
+                scope["app"] = self
+                await intake.GraphWebhook(self, kind=match[1], tenant=match[2])(
+                    scope, receive, send
+                )
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     registry = CollectorRegistry()
 
@@ -57,15 +75,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             app.state.container = None
             await container.close()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="bookingcache",
         version=version("bookingcache"),
         description=_DESCRIPTION,
         lifespan=lifespan,
+        # The service's own metrics are Prometheus (GET /metrics); FastAPI's OpenTelemetry
+        # hooks would cost every request a look at the global providers for nothing.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    http_metrics = HttpMetrics(registry)
     app.state.container = None
     app.state.metrics_registry = registry
-    app.add_middleware(intake.GraphWebhookFastPath)
+    app.state.http_metrics = http_metrics
     app.add_middleware(
         BodyLimitMiddleware,
         default_bytes=MAX_BODY_BYTES,
@@ -81,7 +103,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(RequestIdMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
+    app.add_middleware(MetricsMiddleware, metrics=http_metrics)
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(tenants.router)

@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+import time
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Request, Response
-from fastapi.responses import PlainTextResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from bookingcache.api.deps import TENANT_ID_PATTERN, get_container
+from bookingcache.api.deps import TENANT_ID_PATTERN
+from bookingcache.api.metrics import HttpMetrics
 from bookingcache.api.problems import (
     FieldError,
     ProblemError,
     problem_response,
     problem_responses,
 )
+from bookingcache.api.request_id import HEADER as REQUEST_ID_HEADER
+from bookingcache.api.request_id import SCOPE_KEY as REQUEST_ID_SCOPE_KEY
+from bookingcache.api.request_id import fresh_request_id
+from bookingcache.bootstrap import Container
 from bookingcache.errors import StoreUnavailable
 from bookingcache.intake.errors import (
     BadSignature,
@@ -56,12 +60,23 @@ _GRAPH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def intake_of(request: Request) -> IntakeService:
-    """The process's intake, built on first use for the running container."""
-    container = get_container(request)
-    state = request.app.state
+    """The process's intake (``StoreUnavailable`` while the service starts or stops)."""
+    return intake_of_app(request.app)
+
+
+def intake_of_app(app: Any) -> IntakeService:
+    """The app's intake, built on first use for the running container."""
+    state = app.state
+    container = getattr(state, "container", None)
     current = getattr(state, "intake", None)
-    if isinstance(current, IntakeService) and getattr(state, "intake_for", None) is container:
+    if (
+        container is not None
+        and isinstance(current, IntakeService)
+        and getattr(state, "intake_for", None) is container
+    ):
         return current
+    if not isinstance(container, Container):
+        raise StoreUnavailable("the service is starting or stopping")
     store = container.store
     if not isinstance(store, SqlStore):
         raise StoreUnavailable("the notification intake needs the SQL store")
@@ -135,90 +150,199 @@ def _problem(exc: Exception, *, via: str, metrics: IntakeMetrics) -> ProblemErro
     return ProblemError(status, slug, str(exc))
 
 
-async def answer_graph(request: Request, tenant: str) -> Response:
-    """Graph's POST to either webhook URL, answered: the handshake, 202, or a problem."""
-    token = request.query_params.get("validationToken")
-    if token is not None:
-        # Graph's handshake: the decoded token, verbatim, as plain text, within 10 s.
-        return PlainTextResponse(token, headers={"X-Content-Type-Options": "nosniff"})
-    try:
-        intake = intake_of(request)
-    except StoreUnavailable as exc:
-        return problem_response(request, 503, slug="store-unavailable", detail=str(exc))
-    try:
-        body = await read_body(request)
-        if not is_json(request.headers.get("content-type")):
-            raise UnsupportedMediaType("notifications must be sent as application/json")
-        await intake.receive_graph(tenant, body)
-    except (BodyTooLarge, UnsupportedMediaType, MalformedBody, NotPersisted) as exc:
-        problem = _problem(exc, via="alt1", metrics=intake.metrics)
-        return problem_response(
-            request,
-            problem.status,
-            slug=problem.slug,
-            detail=problem.detail,
-            field_errors=problem.field_errors,
-            headers=problem.headers,
-        )
-    except StoreUnavailable as exc:
-        # The subscription lookup could not reach the database: Graph must retry.
-        return problem_response(
-            request,
-            503,
-            slug="store-unavailable",
-            detail=str(exc),
-            headers={"Retry-After": _RETRY_AFTER_S},
-        )
-    return Response(status_code=202)
+class GraphWebhook:
+    """Graph's POSTs to either webhook URL, served as a bare ASGI exchange: the handshake,
+    202, or a problem. ``ServiceApp`` hands matching requests here before the middleware
+    stack and the router (Graph judges an endpoint by its latency and throughput, and these
+    requests need none of that machinery); the documented FastAPI routes below answer with
+    the same object, so both ways in behave identically.
 
+    What the middleware stack gives other requests is done here too: the request id header,
+    the body limit (413 from the declared length, and while reading) and the HTTP metrics."""
 
-@dataclass(frozen=True, slots=True)
-class _RouteLabel:
-    """What the HTTP metrics read from ``scope["route"]``."""
-
-    path: str
-
-    @property
-    def path_format(self) -> str:
-        return self.path
-
-
-_FAST_PATH = re.compile(r"/graph/(notifications|lifecycle)/([a-z0-9][a-z0-9-]{0,62})")
-
-
-class GraphWebhookFastPath:
-    """ASGI middleware answering Graph's webhook POSTs before the router and its dependency
-    machinery: Graph judges an endpoint by its latency and throughput, and these requests need
-    none of it. Other requests (and malformed webhook paths) pass through; the FastAPI routes
-    below document the same endpoints and answer identically when called directly."""
-
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: Any, *, kind: str, tenant: str) -> None:
         self.app = app
+        self.kind = kind
+        self.tenant = tenant
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = None
-        if scope["type"] == "http" and scope["method"] == "POST":
-            match = _FAST_PATH.fullmatch(scope["path"])
-        if match is None:
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = _RouteLabel(f"/graph/{match[1]}/{{tenant}}")
-        request = Request(scope, receive)
+        started = time.perf_counter()
+        content_type = declared = given_id = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                declared = value
+            elif name == REQUEST_ID_HEADER:
+                given_id = value
+        request_id = fresh_request_id(given_id)
+        scope[REQUEST_ID_SCOPE_KEY] = request_id
         try:
-            response = await answer_graph(request, match[2])
-        except ProblemError as exc:
-            response = problem_response(
-                request, exc.status, slug=exc.slug, detail=exc.detail, headers=exc.headers
-            )
-        except StarletteHTTPException as exc:  # the body limit cut the body off
-            detail = exc.detail if isinstance(exc.detail, str) else None
-            response = problem_response(request, exc.status_code, detail=detail)
+            status = await self._answer(scope, receive, send, content_type, declared, request_id)
         except Exception:  # the request boundary, as the app's unexpected-error handler
-            log.exception("unhandled error on POST %s", scope["path"])
-            response = problem_response(
-                request, 500, slug="internal-error", detail="the service failed to answer"
+            log.exception("unhandled error on POST %s [%s]", scope["path"], request_id)
+            status = await _send_problem(
+                scope, send, request_id, 500, "internal-error", "the service failed to answer"
             )
-        await response(scope, receive, send)
+        metrics = getattr(self.app.state, "http_metrics", None)
+        if isinstance(metrics, HttpMetrics):
+            metrics.observe_fixed(
+                "POST", f"/graph/{self.kind}/{{tenant}}", status, time.perf_counter() - started
+            )
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        content_type: bytes | None,
+        declared: bytes | None,
+        request_id: str,
+    ) -> int:
+        query = scope.get("query_string", b"")
+        if query:
+            token = validation_token(query)
+            if token is not None:
+                # Graph's handshake: the decoded token, verbatim, as plain text, within 10 s.
+                await _send(
+                    send,
+                    200,
+                    token.encode(),
+                    request_id,
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"x-content-type-options", b"nosniff"),
+                )
+                return 200
+        try:
+            intake = intake_of_app(self.app)
+        except StoreUnavailable as exc:
+            return await _send_problem(scope, send, request_id, 503, "store-unavailable", str(exc))
+        try:
+            if declared is not None:
+                if not declared.isdigit():
+                    return await _send_problem(
+                        scope,
+                        send,
+                        request_id,
+                        400,
+                        "bad-request",
+                        "Content-Length is not a number",
+                    )
+                if int(declared) > MAX_BODY_BYTES:
+                    raise BodyTooLarge(f"the body is over {MAX_BODY_BYTES} bytes")
+            body = await _receive_body(receive, MAX_BODY_BYTES)
+            if not is_json(content_type.decode("latin-1") if content_type else None):
+                raise UnsupportedMediaType("notifications must be sent as application/json")
+            await intake.receive_graph(self.tenant, body)
+        except (BodyTooLarge, UnsupportedMediaType, MalformedBody, NotPersisted) as exc:
+            problem = _problem(exc, via="alt1", metrics=intake.metrics)
+            return await _send_problem(
+                scope,
+                send,
+                request_id,
+                problem.status,
+                problem.slug,
+                problem.detail,
+                problem.headers,
+            )
+        except StoreUnavailable as exc:
+            # The subscription lookup could not reach the database: Graph must retry.
+            return await _send_problem(
+                scope,
+                send,
+                request_id,
+                503,
+                "store-unavailable",
+                str(exc),
+                {"Retry-After": _RETRY_AFTER_S},
+            )
+        await _send(send, 202, b"", request_id)
+        return 202
+
+
+def validation_token(query: bytes) -> str | None:
+    """Graph's ``validationToken`` query parameter, decoded, if the query holds one."""
+    if b"validationToken" not in query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name == "validationToken":
+            return value
+    return None
+
+
+async def _receive_body(receive: Receive, limit: int) -> bytes:
+    """The request body, refused as soon as it passes ``limit`` (a chunked or lying sender)."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise BodyTooLarge(f"the body is over {limit} bytes")
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _send(
+    send: Send, status: int, body: bytes, request_id: str, *headers: tuple[bytes, bytes]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *headers,
+                (b"content-length", str(len(body)).encode()),
+                (REQUEST_ID_HEADER, request_id.encode("ascii")),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_problem(
+    scope: Scope,
+    send: Send,
+    request_id: str,
+    status: int,
+    slug: str,
+    detail: str | None,
+    headers: dict[str, str] | None = None,
+) -> int:
+    response = problem_response(Request(scope), status, slug=slug, detail=detail, headers=headers)
+    await _send(
+        send,
+        status,
+        bytes(response.body),
+        request_id,
+        *((name, value) for name, value in response.raw_headers if name != b"content-length"),
+    )
+    return status
+
+
+class _Handover(Response):
+    """A route's answer that is the webhook's own exchange (the request's body is unread)."""
+
+    def __init__(self, webhook: GraphWebhook) -> None:
+        super().__init__(status_code=202)
+        self.webhook = webhook
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.webhook(scope, receive, send)
+
+
+WEBHOOK_PATH = re.compile(
+    r"/graph/(notifications|lifecycle)/(" + TENANT_ID_PATTERN.strip("^$") + ")"
+)
 
 
 @router.post(
@@ -229,7 +353,7 @@ class GraphWebhookFastPath:
     responses=_GRAPH_RESPONSES,
 )
 async def graph_notifications(request: Request, tenant: TenantPath) -> Response:
-    return await answer_graph(request, tenant)
+    return _Handover(GraphWebhook(request.app, kind="notifications", tenant=tenant))
 
 
 @router.post(
@@ -240,7 +364,7 @@ async def graph_notifications(request: Request, tenant: TenantPath) -> Response:
     responses=_GRAPH_RESPONSES,
 )
 async def graph_lifecycle(request: Request, tenant: TenantPath) -> Response:
-    return await answer_graph(request, tenant)
+    return _Handover(GraphWebhook(request.app, kind="lifecycle", tenant=tenant))
 
 
 @router.post(

@@ -29,6 +29,21 @@ class HttpMetrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe_fixed(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answer of a route whose labels repeat (a hot path): the labelled series
+        are looked up once and kept."""
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 def route_template(scope: Scope) -> str:

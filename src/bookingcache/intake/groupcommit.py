@@ -62,8 +62,9 @@ class GroupCommitter:
         self._waiting.append(waiter)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="inbox group commit")
-        # shield: cancelling this request must not cancel the shared future's consumers.
-        await asyncio.shield(waiter.done)
+        # The future is this request's alone: a cancelled request cancels only it, and the
+        # round that holds its items sees it done and leaves it be.
+        await waiter.done
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is committed or failed."""

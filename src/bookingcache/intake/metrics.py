@@ -50,6 +50,14 @@ class IntakeMetrics:
             registry=registry,
         )
 
+        self._accepted_via: dict[str, Counter] = {}
+
+    def count_accepted(self, via: str, count: int) -> None:
+        child = self._accepted_via.get(via)
+        if child is None:
+            child = self._accepted_via[via] = self.accepted.labels(via)
+        child.inc(count)
+
     def observe_round(self, requests: int, items: int) -> None:
         self.round_requests.observe(requests)
         self.round_items.observe(items)

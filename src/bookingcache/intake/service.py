@@ -67,7 +67,7 @@ class IntakeService:
             self.metrics.commit_failures.inc()
             raise
         if items:
-            self.metrics.accepted.labels(via).inc(len(items))
+            self.metrics.count_accepted(via, len(items))
 
     # --- Alternative 1 -------------------------------------------------------------------------
     async def receive_graph(self, tenant_id: str, body: bytes) -> graph.Classified:

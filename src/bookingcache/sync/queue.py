@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -62,18 +64,19 @@ class JobQueue:
         self.coalesce_s = coalesce_s
         self.lease_s = lease_s
         self.max_attempts = max_attempts
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[dt.datetime | None], None]] = []
         self._completions: list[tuple[Job, asyncio.Future[bool]]] = []
         self._completer: asyncio.Task[None] | None = None
 
     # --- plumbing ----------------------------------------------------------------------------
-    def add_listener(self, listener: Callable[[], None]) -> None:
-        """``listener`` is called after every commit that made a job due (same process)."""
+    def add_listener(self, listener: Callable[[dt.datetime | None], None]) -> None:
+        """``listener(due)`` is called after every commit that created or moved a job (same
+        process), with the earliest due time among them (None: due now or not known)."""
         self._listeners.append(listener)
 
-    def _notify(self) -> None:
+    def _notify(self, due: dt.datetime | None = None) -> None:
         for listener in self._listeners:
-            listener()
+            listener(due)
 
     @property
     def _postgres(self) -> bool:
@@ -106,7 +109,7 @@ class JobQueue:
             ",".join(sorted(mailbox for _, mailbox in wanted)),
         )
         if enqueued:
-            self._notify()
+            self._notify(now + dt.timedelta(seconds=self.coalesce_s))
         return ids
 
     def _append_rows(
@@ -117,6 +120,9 @@ class JobQueue:
             if item.mailbox and item.kind.needs_refresh:
                 key = (item.tenant_id, item.mailbox)
                 wanted[key] = wanted.get(key, False) or item.kind.needs_full_resync
+        raw = connection.connection.driver_connection
+        if isinstance(raw, sqlite3.Connection):  # the SQLite writer thread (``write_at_once``)
+            return self._append_rows_sqlite(raw, resolved, wanted, now)
         known = self._known(connection, wanted)
         # A row that starts no refresh (an unknown mailbox, a reauthorization, which lives
         # on as the subscription's needs_action) is kept as a record, already processed,
@@ -145,6 +151,67 @@ class JobQueue:
         )
         return ids, wanted, enqueued
 
+    def _append_rows_sqlite(
+        self,
+        raw: sqlite3.Connection,
+        resolved: Sequence[InboxItem],
+        wanted: dict[tuple[str, str], bool],
+        now: dt.datetime,
+    ) -> tuple[list[int], dict[tuple[str, str], bool], int]:
+        """``_append_rows`` on SQLite, in the open transaction of ``raw`` (the writer thread's
+        own connection): the same statements as plain parameterised SQL, since this is the
+        webhook's hot path and the SQL layer's per-row work would cost more than SQLite's.
+        Values are stored exactly as the table's column types store them (``UTCDateTime``'s
+        text form, JSON text)."""
+        known: set[tuple[str, str]] = set()
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, mailbox in wanted:
+            by_tenant.setdefault(tenant, []).append(mailbox)
+        for tenant, mailboxes in by_tenant.items():
+            for chunk in _chunks(mailboxes):
+                marks = ",".join("?" * len(chunk))
+                rows = raw.execute(
+                    f"SELECT mailbox FROM calendars WHERE tenant_id = ? AND mailbox IN ({marks})",  # noqa: S608 (placeholders only)
+                    (tenant, *chunk),
+                )
+                known.update((tenant, mailbox) for (mailbox,) in rows)
+        stamp = _sqlite_instant(now)
+        values = []
+        for item in resolved:
+            row = _inbox_row(
+                item,
+                stamp,
+                settled=not (
+                    item.mailbox
+                    and item.kind.needs_refresh
+                    and (item.tenant_id, item.mailbox) in known
+                ),
+            )
+            row["payload"] = json.dumps(row["payload"])
+            values.append(tuple(row[name] for name in _INBOX_COLUMNS))
+        raw.executemany(_SQLITE_INBOX_INSERT, values)
+        # The transaction holds SQLite's write lock (BEGIN IMMEDIATE), so the rows just
+        # inserted took consecutive ids ending at the last one.
+        last = raw.execute("SELECT last_insert_rowid()").fetchone()[0]
+        ids = list(range(last - len(values) + 1, last + 1))
+        targets = {key: full for key, full in wanted.items() if key in known}
+        if targets:
+            due = _sqlite_instant(now + dt.timedelta(seconds=self.coalesce_s))
+            raw.executemany(
+                _SQLITE_JOB_INSERT,
+                [
+                    (tenant, mailbox, FULL_RESYNC if full else REFRESH, due, stamp)
+                    for (tenant, mailbox), full in targets.items()
+                ],
+            )
+            # An existing pending job: never later than the new due time unless it is backing
+            # off after a failure; a full resync request upgrades it (as ``_enqueue``).
+            raw.executemany(_SQLITE_JOB_PULL, [(due, t, m, due) for (t, m) in targets])
+            upgrades = [(t, m) for (t, m), full in targets.items() if full]
+            if upgrades:
+                raw.executemany(_SQLITE_JOB_UPGRADE, upgrades)
+        return ids, wanted, len(targets)
+
     async def enqueue(
         self,
         calendars_due: dict[tuple[str, str], dt.datetime],
@@ -165,7 +232,7 @@ class JobQueue:
                 lambda sync: self._enqueue(sync, todo, now=now, pull_earlier=False)
             )
         if created:
-            self._notify()
+            self._notify(min(due for due, _ in todo.values()))
         return created
 
     async def _busy(
@@ -596,7 +663,43 @@ def _needs_lifecycle(item: InboxItem) -> bool:
     )
 
 
-def _inbox_row(item: InboxItem, now: dt.datetime, *, settled: bool) -> dict[str, Any]:
+_INBOX_COLUMNS = (
+    "tenant_id",
+    "received_at",
+    "source",
+    "subscription_id",
+    "mailbox",
+    "kind",
+    "change_type",
+    "lifecycle_event",
+    "payload",
+    "processed_at",
+)
+_SQLITE_INBOX_INSERT = (
+    f"INSERT INTO inbox ({', '.join(_INBOX_COLUMNS)}) "  # noqa: S608 (fixed column names)
+    f"VALUES ({', '.join('?' * len(_INBOX_COLUMNS))})"
+)
+_SQLITE_JOB_INSERT = (
+    "INSERT INTO jobs (tenant_id, mailbox, kind, due_at, attempts, created_at) "
+    "VALUES (?, ?, ?, ?, 0, ?) "
+    "ON CONFLICT (tenant_id, mailbox) WHERE locked_by IS NULL DO NOTHING"
+)
+_SQLITE_JOB_PULL = (
+    "UPDATE jobs SET due_at = ? WHERE tenant_id = ? AND mailbox = ? "
+    "AND locked_by IS NULL AND attempts = 0 AND due_at > ?"
+)
+_SQLITE_JOB_UPGRADE = (
+    f"UPDATE jobs SET kind = '{FULL_RESYNC}' WHERE tenant_id = ? AND mailbox = ? "  # noqa: S608
+    f"AND locked_by IS NULL AND kind != '{FULL_RESYNC}'"
+)
+
+
+def _sqlite_instant(value: dt.datetime) -> str:
+    """An instant as ``UTCDateTime`` stores it on SQLite."""
+    return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _inbox_row(item: InboxItem, now: Any, *, settled: bool) -> dict[str, Any]:
     if item.kind is NotificationKind.CHANGE:
         kind, event = "change", None
     elif item.kind is NotificationKind.RESYNC:

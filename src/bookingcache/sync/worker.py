@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import random
@@ -96,6 +97,8 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrecy)
         self._wake = asyncio.Event()
+        # While the loop sleeps: when it will look again by itself (None while it is awake).
+        self._sleeps_until: dt.datetime | None = None
         self._stopping = False
         self._running: dict[asyncio.Task[None], Job] = {}
         self._per_tenant: Counter[str] = Counter()
@@ -106,8 +109,12 @@ class Worker:
         self._directory = SyncDirectory(store)
         queue.add_listener(self.wake)
 
-    def wake(self) -> None:
-        self._wake.set()
+    def wake(self, due: dt.datetime | None = None) -> None:
+        """Look for due work now; or, given when new work falls due, only if the loop would
+        otherwise sleep past it (a busy intake does not wake the loop for every commit)."""
+        until = self._sleeps_until
+        if due is None or until is None or due < until:
+            self._wake.set()
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -154,8 +161,12 @@ class Worker:
                 log.exception("worker %s: claiming failed", self.worker_id)
             if self._stopping:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout_s)
+            self._sleeps_until = self._clock.now() + dt.timedelta(seconds=timeout_s)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=timeout_s)
+            finally:
+                self._sleeps_until = None
 
     async def _claim_some(self) -> bool:
         """Claim as many jobs as there is room for; True when any was claimed (more may be
