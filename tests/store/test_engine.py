@@ -111,7 +111,7 @@ async def test_migrated_schema_matches_the_table_definitions(store: SqlStore) ->
         assert await conn.run_sync(_schema_differences) == []
         indexes = await conn.run_sync(_index_names)
     assert "ux_jobs_pending" in indexes["jobs"]
-    assert "ix_inbox_pending" in indexes["inbox"]
+    assert "ix_inbox_pending_calendar" in indexes["inbox"]
     assert "ix_events_tenant_id_mailbox_start_utc" in indexes["events"]
     assert "ix_rooms_tenant_id_building_floor" in indexes["rooms"]
 

@@ -198,8 +198,11 @@ inbox = Table(
     Column("processed_at", UTCDateTime(), nullable=True),
     CheckConstraint("source IN ('alt1', 'alt2')", name="source"),
     CheckConstraint("kind IN ('change', 'lifecycle', 'resync')", name="kind"),
+    # Pending rows by calendar: what a claim and a completion look up (migration 0002).
     Index(
-        "ix_inbox_pending",
+        "ix_inbox_pending_calendar",
+        "tenant_id",
+        "mailbox",
         "id",
         postgresql_where=text("processed_at IS NULL"),
         sqlite_where=text("processed_at IS NULL"),

@@ -392,16 +392,24 @@ class JobQueue:
                 .where(jobs.c.id.in_([row.id for row in chosen.values()]))
                 .values(locked_by=lease, locked_until=until)
             )
-            # The newest pending inbox row of each calendar. Only the pending rows are read,
-            # through their partial index: the range on ``id`` (true of every row) makes SQLite
-            # take that index; a condition on the tenant would make it take the tenant's index
-            # and walk the tenant's whole inbox history.
-            newest = await connection.execute(
-                sa.select(inbox.c.tenant_id, inbox.c.mailbox, sa.func.max(inbox.c.id))
-                .where(inbox.c.processed_at.is_(None), inbox.c.id > 0)
-                .group_by(inbox.c.tenant_id, inbox.c.mailbox)
-            )
-            upto = {(row[0], row[1]): int(row[2]) for row in newest if (row[0], row[1]) in chosen}
+            # The newest pending inbox row of each calendar, read through the pending rows'
+            # partial index by calendar (one probe per calendar, whatever else is pending).
+            by_tenant: dict[str, list[str]] = {}
+            for tenant, mailbox in chosen:
+                by_tenant.setdefault(tenant, []).append(mailbox)
+            upto: dict[tuple[str, str], int] = {}
+            for tenant, mailboxes in by_tenant.items():
+                for chunk in _chunks(mailboxes):
+                    newest = await connection.execute(
+                        sa.select(inbox.c.mailbox, sa.func.max(inbox.c.id))
+                        .where(
+                            inbox.c.tenant_id == tenant,
+                            inbox.c.mailbox.in_(chunk),
+                            inbox.c.processed_at.is_(None),
+                        )
+                        .group_by(inbox.c.mailbox)
+                    )
+                    upto.update({(tenant, row[0]): int(row[1]) for row in newest})
             for (tenant, mailbox), row in chosen.items():
                 claimed.append(
                     Job(
@@ -508,21 +516,19 @@ class JobQueue:
                 upto[key] = max(upto.get(key, 0), job.inbox_upto)
             if not upto or max(upto.values()) <= 0:
                 return done
-            # The settled calendars' pending rows up to each claim's mark, found among the
-            # pending rows through their partial index (by id range; see ``claim``) and marked
-            # by primary key.
-            pending = await connection.execute(
-                sa.select(inbox.c.id, inbox.c.tenant_id, inbox.c.mailbox).where(
-                    inbox.c.processed_at.is_(None), inbox.c.id <= max(upto.values())
+            # Each settled calendar's pending rows up to its claim's mark, through the pending
+            # rows' partial index by calendar: only those rows are touched.
+            await connection.execute(
+                sa.update(inbox)
+                .where(
+                    inbox.c.tenant_id == sa.bindparam("t"),
+                    inbox.c.mailbox == sa.bindparam("m"),
+                    inbox.c.processed_at.is_(None),
+                    inbox.c.id <= sa.bindparam("upto"),
                 )
+                .values(processed_at=now),
+                [{"t": t, "m": m, "upto": mark} for (t, m), mark in upto.items() if mark > 0],
             )
-            ids = [row.id for row in pending if row.id <= upto.get((row.tenant_id, row.mailbox), 0)]
-            for chunk in _chunks(ids):
-                await connection.execute(
-                    sa.update(inbox)
-                    .where(inbox.c.id.in_(chunk), inbox.c.processed_at.is_(None))
-                    .values(processed_at=now)
-                )
             return done
 
         # One hand-off on SQLite for the whole round of completions.
