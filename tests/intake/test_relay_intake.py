@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from fastapi import FastAPI
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.tenancy import EventSource
@@ -16,6 +17,7 @@ from bookingcache.store.sql import SqlStore
 from bookingcache.store.subscriptions import SubscriptionRegistry
 
 from .conftest import Org, add_org, event_count, inbox_rows, job_rows, sign, subscription_rows
+from .test_graph_intake import counter
 
 START = "2026-11-23T00:00:00Z"
 END = "2026-12-07T00:00:00Z"
@@ -229,9 +231,12 @@ async def test_a_call_refused_after_its_signature_checked_may_be_sent_again(
     assert accepted.status_code == 202
 
 
-async def test_a_mailbox_of_another_tenant_is_refused_by_name(
-    client: httpx.AsyncClient, store: SqlStore, clock: FixedClock
+async def test_mailboxes_that_are_not_the_tenants_calendars_are_ignored_and_named(
+    client: httpx.AsyncClient, app: FastAPI, store: SqlStore, clock: FixedClock
 ) -> None:
+    """A room unlinked since Graph notified, or another tenant's mailbox: those parts are
+    acknowledged and ignored (refusing the call would make the relay resend it forever), the
+    rest is applied, and another tenant's data is never touched."""
     org = await add_org(store, source=EventSource.PUSH, connector_url=None)
     other = await add_org(store)
     window = {
@@ -240,19 +245,32 @@ async def test_a_mailbox_of_another_tenant_is_refused_by_name(
         "end": END,
         "events": [event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z")],
     }
+    foreign_window = {**window, "mailbox": other.mailboxes[1]}
     payload = {
         "changes": [{"mailbox": org.mailboxes[1]}, {"mailbox": other.mailboxes[0]}],
-        "resync": ["nobody@example.com"],
-        "windows": [window],
+        "lifecycle": [{"mailbox": "gone@example.com", "lifecycleEvent": "missed"}],
+        "resync": ["nobody@example.com", org.mailboxes[2]],
+        "windows": [window, foreign_window],
     }
     response = await post_signed(client, org, payload, clock=clock)
-    assert response.status_code == 422
-    problem = response.json()
-    assert other.mailboxes[0] in problem["detail"]
-    assert "nobody@example.com" in problem["detail"]
-    assert len(problem["errors"]) == 2
-    assert await inbox_rows(store) == []
-    assert await event_count(store) == 0
+    assert response.status_code == 202, response.text
+    assert response.json() == {
+        "notifications": 2,
+        "windowsApplied": 1,
+        "ignoredMailboxes": sorted(
+            [other.mailboxes[0], other.mailboxes[1], "gone@example.com", "nobody@example.com"]
+        ),
+    }
+    rows = await inbox_rows(store)
+    assert {(row.tenant_id, row.mailbox, row.kind) for row in rows} == {
+        (org.id, org.mailboxes[1], "change"),
+        (org.id, org.mailboxes[2], "resync"),
+    }
+    assert await event_count(store) == 1  # the tenant's own window, nothing of the other's
+    ignored = counter(
+        app, "bookingcache_intake_ignored_notifications_total", reason="unknown_mailbox"
+    )
+    assert ignored == 4  # one change, one lifecycle event, one resync, one window
 
 
 BAD_WINDOWS: list[tuple[dict[str, Any], dict[str, Any]]] = [

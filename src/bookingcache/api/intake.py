@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel, Field
 from starlette.types import Receive, Scope, Send
 
 from bookingcache.api.deps import TENANT_ID_PATTERN
@@ -31,7 +32,6 @@ from bookingcache.intake.errors import (
     BodyTooLarge,
     MalformedBody,
     NotPersisted,
-    UnknownMailbox,
     UnsupportedMediaType,
 )
 from bookingcache.intake.metrics import IntakeMetrics
@@ -122,17 +122,6 @@ def _problem(exc: Exception, *, via: str, metrics: IntakeMetrics) -> ProblemErro
         status, slug, reason = 415, "unsupported-media-type", "media_type"
     elif isinstance(exc, BadSignature):
         status, slug, reason = 401, "bad-signature", "signature"
-    elif isinstance(exc, UnknownMailbox):
-        metrics.rejected.labels(via, "unknown_mailbox").inc()
-        return ProblemError(
-            422,
-            "unknown-mailbox",
-            str(exc),
-            field_errors=[
-                FieldError(field="mailbox", message=f"{mailbox!r} is not a calendar of this tenant")
-                for mailbox in exc.mailboxes[:100]
-            ],
-        )
     elif isinstance(exc, InvalidRelayCall):
         metrics.rejected.labels(via, "invalid").inc()
         return ProblemError(
@@ -367,24 +356,38 @@ async def graph_lifecycle(request: Request, tenant: TenantPath) -> Response:
     return _Handover(GraphWebhook(request.app, kind="lifecycle", tenant=tenant))
 
 
+class RelayAccepted(BaseModel):
+    """What a relay call did. Parts naming a mailbox that is not a calendar of the tenant (a
+    room unlinked since Graph notified, or another tenant's mailbox) are acknowledged and
+    ignored, so the relay does not send them again; they are listed here and counted in
+    ``bookingcache_intake_ignored_notifications{reason="unknown_mailbox"}``."""
+
+    notifications: int = Field(description="changes, lifecycle events and resyncs stored")
+    windows_applied: int = Field(alias="windowsApplied", description="pushed windows applied")
+    ignored_mailboxes: list[str] = Field(
+        alias="ignoredMailboxes", description="mailboxes that are not calendars of the tenant"
+    )
+
+
 @router.post(
     "/v1/tenants/{tenant}/notifications",
     status_code=202,
     summary="The connector relay's signed notification call (Alternative 2)",
-    response_class=Response,
+    response_model=RelayAccepted,
+    response_model_by_alias=True,
     responses={
         202: {"description": "Accepted: windows applied and notifications stored"},
         **problem_responses(400, 401, 413, 415, 422, 503),
     },
 )
-async def relay_notifications(request: Request, tenant: TenantPath) -> Response:
+async def relay_notifications(request: Request, tenant: TenantPath) -> RelayAccepted:
     intake = intake_of(request)
     raw_path = request.scope.get("raw_path") or request.url.path.encode()
     query = request.scope.get("query_string", b"")
     target = raw_path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
     try:
         body = await read_body(request)
-        await intake.receive_relay(
+        outcome = await intake.receive_relay(
             tenant,
             method=request.method,
             path_with_query=target,
@@ -397,8 +400,11 @@ async def relay_notifications(request: Request, tenant: TenantPath) -> Response:
         UnsupportedMediaType,
         MalformedBody,
         BadSignature,
-        UnknownMailbox,
         NotPersisted,
     ) as exc:
         raise _problem(exc, via="alt2", metrics=intake.metrics) from exc
-    return Response(status_code=202)
+    return RelayAccepted(
+        notifications=outcome.notifications,
+        windowsApplied=outcome.windows_applied,
+        ignoredMailboxes=outcome.ignored_mailboxes,
+    )

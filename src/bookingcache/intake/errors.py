@@ -3,7 +3,6 @@
 BookingCacheError
 ├── InvalidInput
 │   ├── MalformedBody        400: not JSON, or not the shape of the call
-│   ├── UnknownMailbox       422: the relay named calendars the tenant does not have
 │   ├── UnsupportedMediaType 415: the body is not declared as JSON
 │   └── BodyTooLarge         413: the body is over the size limit
 ├── Unauthorized
@@ -14,21 +13,11 @@ BookingCacheError
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from bookingcache.errors import InvalidInput, StoreUnavailable, Unauthorized
 
 
 class MalformedBody(InvalidInput):
     pass
-
-
-class UnknownMailbox(InvalidInput):
-    def __init__(self, mailboxes: Sequence[str]) -> None:
-        shown = ", ".join(repr(m) for m in mailboxes[:20])
-        more = f" and {len(mailboxes) - 20} more" if len(mailboxes) > 20 else ""
-        super().__init__(f"no room of this tenant is linked to {shown}{more}")
-        self.mailboxes = list(mailboxes)
 
 
 class BadSignature(Unauthorized):

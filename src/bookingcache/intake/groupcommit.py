@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 
 from bookingcache.intake.errors import NotPersisted
 from bookingcache.sync.model import InboxItem
@@ -28,12 +27,14 @@ Write = Callable[[Sequence[InboxItem]], Awaitable[object]]
 RoundObserver = Callable[[int, int], None]
 
 
-@dataclass(slots=True)
 class _Waiter:
-    items: Sequence[InboxItem]
-    done: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    """One request's items and the future its answer waits on."""
+
+    __slots__ = ("done", "items")
+
+    def __init__(self, items: Sequence[InboxItem], done: asyncio.Future[None]) -> None:
+        self.items = items
+        self.done = done
 
 
 class GroupCommitter:
@@ -58,7 +59,7 @@ class GroupCommitter:
         """Return once ``items`` are committed; ``NotPersisted`` if they could not be."""
         if not items:
             return
-        waiter = _Waiter(items)
+        waiter = _Waiter(items, asyncio.get_running_loop().create_future())
         self._waiting.append(waiter)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="inbox group commit")

@@ -20,7 +20,7 @@ from typing import Literal, Self
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bookingcache.domain.events import BasicEvent
-from bookingcache.intake.errors import MalformedBody, UnknownMailbox
+from bookingcache.intake.errors import MalformedBody
 from bookingcache.intake.fields import ChangeType, Mailbox, SubscriptionId
 from bookingcache.intake.graph import describe
 from bookingcache.sync.model import InboxItem, NotificationKind
@@ -156,12 +156,23 @@ def parse_call(body: bytes) -> RelayCall:
         raise InvalidRelayCall(describe(exc), fields) from exc
 
 
-def resolve_mailboxes(call: RelayCall, known: dict[str, str]) -> None:
-    """Raise ``UnknownMailbox`` naming every mailbox of the call not in ``known`` (the
-    tenant's calendars, as ``SubscriptionRegistry.calendars_of`` answers)."""
-    missing = [mailbox for mailbox in call.mailboxes() if mailbox not in known]
-    if missing:
-        raise UnknownMailbox(missing)
+def drop_unknown(call: RelayCall, known: dict[str, str]) -> tuple[list[str], int]:
+    """Take out of ``call`` everything naming a mailbox that is not one of the tenant's
+    calendars (``known``, as ``SubscriptionRegistry.calendars_of`` answers): a room unlinked
+    since Graph notified, or a mailbox of another tenant. Such parts are acknowledged and
+    ignored, as Alternative 1 ignores unknown subscriptions: refusing the call would make the
+    relay send it again forever and hold back the rest of its backlog. Returns the unknown
+    mailboxes (sorted, each once) and how many parts were dropped."""
+    missing = sorted({mailbox for mailbox in call.mailboxes() if mailbox not in known})
+    if not missing:
+        return [], 0
+    before = len(call.changes) + len(call.lifecycle) + len(call.resync) + len(call.windows)
+    call.changes = [change for change in call.changes if change.mailbox in known]
+    call.lifecycle = [event for event in call.lifecycle if event.mailbox in known]
+    call.resync = [mailbox for mailbox in call.resync if mailbox in known]
+    call.windows = [window for window in call.windows if window.mailbox in known]
+    after = len(call.changes) + len(call.lifecycle) + len(call.resync) + len(call.windows)
+    return missing, before - after
 
 
 def inbox_items(call: RelayCall, *, tenant_id: str, known: dict[str, str]) -> list[InboxItem]:

@@ -36,6 +36,8 @@ def is_json(content_type: str | None) -> bool:
 class RelayOutcome:
     notifications: int
     windows_applied: int
+    # Mailboxes the call named that are not calendars of the tenant; their parts were ignored.
+    ignored_mailboxes: list[str]
 
 
 class IntakeService:
@@ -96,7 +98,7 @@ class IntakeService:
     ) -> RelayOutcome:
         """Verify, validate and apply a relay call; nothing is stored unless all of it is
         valid. Raises ``BadSignature``, ``UnsupportedMediaType``, ``MalformedBody`` (and its
-        ``InvalidRelayCall``), ``UnknownMailbox`` or ``NotPersisted``."""
+        ``InvalidRelayCall``) or ``NotPersisted``."""
         try:
             secret = await self._store.get_signing_secret(tenant_id)
         except NotFound as exc:
@@ -125,7 +127,7 @@ class IntakeService:
             raise UnsupportedMediaType("the relay call must be sent as application/json")
         call = relay.parse_call(body)
         known = await self.registry.calendars_of(tenant_id, call.mailboxes())
-        relay.resolve_mailboxes(call, known)
+        unknown, dropped = relay.drop_unknown(call, known)
         items = relay.inbox_items(call, tenant_id=tenant_id, known=known)
         applied = 0
         if call.windows:
@@ -143,4 +145,8 @@ class IntakeService:
                     applied += 1
                 self.metrics.pushed_windows.inc(applied)
         await self._commit(items, via="alt2")
-        return RelayOutcome(notifications=len(items), windows_applied=applied)
+        if dropped:
+            self.metrics.ignored.labels("unknown_mailbox").inc(dropped)
+        return RelayOutcome(
+            notifications=len(items), windows_applied=applied, ignored_mailboxes=unknown
+        )
