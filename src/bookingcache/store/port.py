@@ -86,9 +86,11 @@ class Store(Protocol):
         window_end: dt.datetime,
         events: Sequence[BasicEvent],
         synced_at: dt.datetime,
+        delta_link: str | None = None,
     ) -> EventDiff:
         """Atomically make the cached events of ``mailbox`` that overlap the window exactly
-        ``events``, record a successful sync at ``synced_at``, append to the change feed when
+        ``events``, record a successful sync at ``synced_at`` together with the source's
+        ``delta_link`` for this window (``None`` clears it), append to the change feed when
         anything changed, and return the diff. Events outside the window are untouched."""
         ...
 

@@ -268,6 +268,7 @@ class SqlStore(SqlBase):
         window_end: dt.datetime,
         events: Sequence[BasicEvent],
         synced_at: dt.datetime,
+        delta_link: str | None = None,
     ) -> EventDiff:
         window_start = require_aware("window_start", window_start)
         window_end = require_aware("window_end", window_end)
@@ -284,6 +285,7 @@ class SqlStore(SqlBase):
                 window_start=window_start,
                 window_end=window_end,
                 synced_at=synced_at,
+                delta_link=delta_link,
             )
             diff = await windows.apply_window(
                 conn,

@@ -52,7 +52,7 @@ class SyncRuntime:
                 timeout_s=settings.connector_timeout_s,
                 transport=connector_transport,
             ),
-            graph=GraphSource(settings.graph, clock=clock, transport=graph_transport),
+            graph=GraphSource(settings.graph, clock=clock, transport=graph_transport, store=store),
             push=PushSource(),
         )
         self.worker = Worker(

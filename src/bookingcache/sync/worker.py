@@ -288,6 +288,8 @@ class Worker:
         read = self._clock.now()
         if events is None:
             return
+        # A delta source's link for this window goes into the same transaction as its events.
+        link_of = getattr(source, "delta_link_of", None)
         diff = await self._store.replace_window(
             job.tenant_id,
             job.mailbox,
@@ -295,6 +297,7 @@ class Worker:
             window_end=end,
             events=events,
             synced_at=self._clock.now(),
+            delta_link=None if link_of is None else link_of(job.tenant_id, job.mailbox),
         )
         log.debug(
             "refreshed %s/%s: %d events, %s, read %.0f ms, write %.0f ms",
