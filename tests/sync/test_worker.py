@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -97,6 +98,34 @@ async def test_burst_gives_one_refresh_and_the_cache_follows(
     await _until(lambda: source.reads[room] >= 1)
     await asyncio.sleep(0.2)
     assert source.reads[room] == 1
+    assert await _cached(store, room) == {"a"}
+    assert await queue.pending_inbox() == 0
+
+
+async def test_a_stream_of_notifications_within_the_window_gives_one_refresh(
+    store: SqlStore, source: MemorySource, make_worker: WorkerFactory
+) -> None:
+    [room, other, _] = await add_tenant(store)
+    queue = JobQueue(
+        store, clock=SystemClock(), coalesce_s=0.05, coalesce_window_s=0.4, lease_s=5.0
+    )
+    make_worker(queue)
+    source.put(room, _event("a", 2))
+    source.put(other, _event("b", 3))
+    # One burst for an idle calendar: refreshed after the short gather delay.
+    began = time.monotonic()
+    await queue.append_inbox(
+        [InboxItem(TENANT, other, change_type=c) for c in ("created", "updated", "updated")]
+    )
+    await _until(lambda: source.reads[other] >= 1)
+    assert time.monotonic() - began < 0.3
+    # Notifications every 20 ms for about 250 ms: held until they pause, one refresh.
+    for _ in range(12):
+        await queue.append_inbox([InboxItem(TENANT, room, change_type="updated")])
+        await asyncio.sleep(0.02)
+    await _until(lambda: source.reads[room] >= 1)
+    await asyncio.sleep(0.3)
+    assert source.reads[room] == 1 and source.reads[other] == 1
     assert await _cached(store, room) == {"a"}
     assert await queue.pending_inbox() == 0
 

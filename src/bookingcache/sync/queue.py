@@ -54,12 +54,19 @@ class JobQueue:
         *,
         clock: Clock,
         coalesce_s: float = 0.2,
+        coalesce_window_s: float | None = None,
         lease_s: float = 60.0,
         max_attempts: int = 8,
     ) -> None:
         self._store = store
         self._clock = clock
+        # A notification makes its calendar's refresh due ``coalesce_s`` later; while further
+        # notifications keep arriving less than ``coalesce_s`` apart the claim holds the job
+        # back, for at most ``coalesce_window_s`` after the job was created.
         self.coalesce_s = coalesce_s
+        self.coalesce_window_s = max(coalesce_s, coalesce_window_s or 0.0)
+        # After a claim that held jobs back: when the first of them becomes claimable.
+        self.held_until: dt.datetime | None = None
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self._listeners: list[Callable[[], None]] = []
@@ -296,7 +303,13 @@ class JobQueue:
             sa.and_(jobs.c.locked_by.is_not(None), jobs.c.locked_until < now, ~live_claim),
         )
         query = sa.select(
-            jobs.c.id, jobs.c.tenant_id, jobs.c.mailbox, jobs.c.kind, jobs.c.attempts
+            jobs.c.id,
+            jobs.c.tenant_id,
+            jobs.c.mailbox,
+            jobs.c.kind,
+            jobs.c.attempts,
+            jobs.c.locked_by,
+            jobs.c.created_at,
         ).where(claimable)
         if excluded:
             query = query.where(jobs.c.tenant_id.not_in(excluded))
@@ -305,13 +318,28 @@ class JobQueue:
         if self._postgres:
             query = query.with_for_update(of=jobs, skip_locked=True)
 
+        quiet_since = now - dt.timedelta(seconds=self.coalesce_s)
+        window = dt.timedelta(seconds=self.coalesce_window_s)
+        holding = self.coalesce_window_s > self.coalesce_s
+
         async def claim_in(connection: AsyncConnection) -> list[Job]:
             candidates = (await connection.execute(query)).all()
+            newest = await _newest_pending(connection) if candidates else {}
             chosen: dict[tuple[str, str], Any] = {}
+            held: list[dt.datetime] = []
             for row in candidates:
-                chosen.setdefault((row.tenant_id, row.mailbox), row)
+                key = (row.tenant_id, row.mailbox)
+                if holding and row.locked_by is None and key in newest:
+                    # Notifications still arriving: gather them, within the window.
+                    last = newest[key][1]
+                    created = _as_utc(row.created_at)
+                    if last > quiet_since and created + window > now:
+                        held.append(min(last + (now - quiet_since), created + window))
+                        continue
+                chosen.setdefault(key, row)
                 if len(chosen) >= limit:
                     break
+            self.held_until = min(held) if held else None
             if self._postgres and chosen:
                 chosen = await self._lock_calendars(connection, chosen, now=now)
             claimed: list[Job] = []
@@ -325,16 +353,11 @@ class JobQueue:
                 .where(jobs.c.id.in_([row.id for row in chosen.values()]))
                 .values(locked_by=lease, locked_until=until)
             )
-            # The newest pending inbox row of each calendar. Only the pending rows are read,
-            # through their partial index: the range on ``id`` (true of every row) makes SQLite
-            # take that index; a condition on the tenant would make it take the tenant's index
-            # and walk the tenant's whole inbox history.
-            newest = await connection.execute(
-                sa.select(inbox.c.tenant_id, inbox.c.mailbox, sa.func.max(inbox.c.id))
-                .where(inbox.c.processed_at.is_(None), inbox.c.id > 0)
-                .group_by(inbox.c.tenant_id, inbox.c.mailbox)
-            )
-            upto = {(row[0], row[1]): int(row[2]) for row in newest if (row[0], row[1]) in chosen}
+            if self._postgres:
+                # Read again after the claim: a notification committed meanwhile either is
+                # counted here or found the job claimed and created a new pending one.
+                newest = await _newest_pending(connection)
+            upto = {key: newest[key][0] for key in chosen if key in newest}
             for (tenant, mailbox), row in chosen.items():
                 claimed.append(
                     Job(
@@ -573,6 +596,26 @@ class JobQueue:
                 sa.select(sa.func.count()).select_from(inbox).where(inbox.c.processed_at.is_(None))
             )
         return int(count or 0)
+
+
+async def _newest_pending(
+    connection: AsyncConnection,
+) -> dict[tuple[str, str], tuple[int, dt.datetime]]:
+    """The id and arrival of the newest pending inbox row of each calendar. Only the pending
+    rows are read, through their partial index: the range on ``id`` (true of every row) makes
+    SQLite take that index; a condition on the tenant would make it take the tenant's index and
+    walk the tenant's whole inbox history."""
+    rows = await connection.execute(
+        sa.select(
+            inbox.c.tenant_id,
+            inbox.c.mailbox,
+            sa.func.max(inbox.c.id),
+            sa.func.max(inbox.c.received_at),
+        )
+        .where(inbox.c.processed_at.is_(None), inbox.c.id > 0)
+        .group_by(inbox.c.tenant_id, inbox.c.mailbox)
+    )
+    return {(row[0], row[1]): (int(row[2]), _as_utc(row[3])) for row in rows}
 
 
 def _chunks(values: Sequence[T], size: int = 500) -> Iterable[Sequence[T]]:

@@ -42,6 +42,7 @@ class SyncRuntime:
             store,
             clock=clock,
             coalesce_s=settings.coalesce_ms / 1000,
+            coalesce_window_s=settings.coalesce_window_ms / 1000,
             lease_s=settings.lease_s,
             max_attempts=settings.max_tries,
         )

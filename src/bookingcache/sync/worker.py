@@ -148,8 +148,14 @@ class Worker:
                         timeout_s = min(poll_s, until_due_s)
                     elif await self._claim_some():
                         continue
-                    # Otherwise due work waits for room (a finishing refresh wakes us), for a
-                    # tenant under its cap, or for another process's refresh of the calendar.
+                    else:
+                        # Due work waits for room (a finishing refresh wakes us), for a tenant
+                        # under its cap, for another process's refresh of the calendar, or
+                        # for its notifications to pause (the claim says until when).
+                        held = self._queue.held_until
+                        now = self._clock.now()
+                        if held is not None and held > now:
+                            timeout_s = min(poll_s, (held - now).total_seconds())
             except Exception:  # the loop must survive a database hiccup
                 log.exception("worker %s: claiming failed", self.worker_id)
             if self._stopping:
