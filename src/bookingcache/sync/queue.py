@@ -67,6 +67,8 @@ class JobQueue:
         self.coalesce_window_s = max(coalesce_s, coalesce_window_s or 0.0)
         # After a claim that held jobs back: when the first of them becomes claimable.
         self.held_until: dt.datetime | None = None
+        # Unclaimed jobs as ``next_due_at`` last counted them (the queue-depth metric).
+        self.depth = 0
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self._listeners: list[Callable[[], None]] = []
@@ -577,9 +579,18 @@ class JobQueue:
             .where(jobs.c.locked_by.is_not(None))
             .scalar_subquery()
         )
+        waiting = (
+            sa.select(sa.func.count())
+            .select_from(jobs)
+            .where(jobs.c.locked_by.is_(None))
+            .scalar_subquery()
+        )
         # One statement: the worker asks this before every claim.
         async with self._store.read() as connection:
-            due, lease = (await connection.execute(sa.select(earliest_due, earliest_lease))).one()
+            due, lease, count = (
+                await connection.execute(sa.select(earliest_due, earliest_lease, waiting))
+            ).one()
+        self.depth = int(count or 0)
         # min() over a TypeDecorator column comes back undecorated on SQLite.
         values = [_as_utc(value) for value in (due, lease) if value is not None]
         return min(values) if values else None
