@@ -49,7 +49,7 @@ class SyncSettings(BaseSettings):
     # A notification makes its calendar's refresh due ``coalesce_ms`` later (the notifications
     # of one Exchange write arrive together); notifications that keep arriving less than
     # ``coalesce_ms`` apart hold it back, for at most ``coalesce_window_ms`` after the first.
-    coalesce_ms: int = Field(default=50, ge=0, le=60_000)
+    coalesce_ms: int = Field(default=25, ge=0, le=60_000)
     coalesce_window_ms: int = Field(default=300, ge=0, le=60_000)
     window_days: int = Field(default=14, ge=1, le=62)
     # How far before the start of the room's local today the window begins.
