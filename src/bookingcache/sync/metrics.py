@@ -3,6 +3,8 @@ are): refreshes by outcome, their duration, and the queue the worker sees."""
 
 from __future__ import annotations
 
+import weakref
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # The outcome label's values.
@@ -17,6 +19,15 @@ _DURATION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 
 
 class SyncMetrics:
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> SyncMetrics:
+        """The registry's sync metrics, registered once however many engines it serves (an
+        app's lifespan that runs again builds a new engine over the same registry)."""
+        metrics = _by_registry.get(registry)
+        if metrics is None:
+            metrics = _by_registry[registry] = cls(registry)
+        return metrics
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.refreshes = Counter(
             "bookingcache_sync_refreshes",
@@ -41,3 +52,8 @@ class SyncMetrics:
             "Refreshes running in this process",
             registry=registry,
         )
+
+
+_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, SyncMetrics] = (
+    weakref.WeakKeyDictionary()
+)

@@ -66,7 +66,7 @@ class SyncRuntime:
             settings=settings,
             clock=clock,
             worker_id=worker_id,
-            metrics=SyncMetrics(metrics if metrics is not None else CollectorRegistry()),
+            metrics=SyncMetrics.of(metrics if metrics is not None else CollectorRegistry()),
         )
         self.sweep = Sweep(
             store=store,
