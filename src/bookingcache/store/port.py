@@ -75,7 +75,12 @@ class Store(Protocol):
     # --- calendars and cached events ---------------------------------------------------------
     async def get_calendar(self, tenant_id: str, mailbox: str) -> CalendarState: ...
 
-    async def list_calendars(self, tenant_id: str | None = None) -> Sequence[CalendarState]: ...
+    async def list_calendars(
+        self, tenant_id: str | None = None, *, mailboxes: Sequence[str] | None = None
+    ) -> Sequence[CalendarState]:
+        """The calendars (of one tenant), ordered by tenant and mailbox; only those of
+        ``mailboxes`` when given (unknown ones are left out)."""
+        ...
 
     async def replace_window(
         self,
