@@ -3,15 +3,17 @@ tables (one behaviour on SQLite and PostgreSQL).
 
 A calendar has at most one *pending* job (``locked_by IS NULL``; a unique index holds it) and at
 most one *claimed* job. Accepting notifications for a calendar creates its pending job due after
-the coalescing window, or leaves an existing one as it is, only ever pulling it earlier; a
-notification that arrives while the calendar's refresh runs lands in a new pending job, which
-cannot be claimed before the running one ends, so it causes exactly one more refresh.
+the short gather delay (``coalesce_s``), or leaves an existing one as it is, only ever pulling it
+earlier; a notification that arrives while the calendar's refresh runs lands in a new pending
+job, which cannot be claimed before the running one ends, so it causes exactly one more refresh.
 
 Claiming takes due pending jobs of calendars with no live claim, and claimed jobs whose lease
-ran out (their worker died). On PostgreSQL the calendar rows are locked ``FOR UPDATE SKIP
-LOCKED`` before the running check, so two workers can never claim one calendar; on SQLite the
-claim is one ``BEGIN IMMEDIATE`` transaction (the store's write path), which is the
-single-writer equivalent.
+ran out (their worker died). A due job whose calendar's newest notification is younger than the
+gather delay is held back while the notifications keep coming, at most ``coalesce_window_s``
+after the job was created, so a stream of notifications within that window gives one refresh.
+On PostgreSQL the calendar rows are locked ``FOR UPDATE SKIP LOCKED`` before the running check,
+so two workers can never claim one calendar; on SQLite the claim is one ``BEGIN IMMEDIATE``
+transaction (the store's write path), which is the single-writer equivalent.
 """
 
 from __future__ import annotations
