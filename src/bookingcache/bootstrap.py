@@ -85,7 +85,8 @@ async def build_container(
     store = await open_store_when_ready(settings, clock=clock)
     read_model = ReadModel(store, clock)
     read_model.attach()
-    sync = SyncRuntime(store, clock=clock, settings=sync_settings)
+    registry = metrics if metrics is not None else CollectorRegistry()
+    sync = SyncRuntime(store, clock=clock, settings=sync_settings, metrics=registry)
     if settings.run_worker:
         sync.start()
     return Container(
@@ -93,6 +94,6 @@ async def build_container(
         store=store,
         clock=clock,
         read_model=read_model,
-        metrics=metrics if metrics is not None else CollectorRegistry(),
+        metrics=registry,
         sync=sync,
     )

@@ -21,7 +21,6 @@ Requests outside the cached horizon (yesterday .. +15 days around the load) read
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Coroutine, Iterable, Sequence
@@ -34,7 +33,7 @@ from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.intervals import Interval
 from bookingcache.domain.tenancy import CalendarState, Tenant
 from bookingcache.domain.timezones import resolve_time_zone
-from bookingcache.errors import InvalidInput, NotFound
+from bookingcache.errors import InvalidInput
 from bookingcache.readaccess import AccessCache
 from bookingcache.readviews import PLACEMENT_SLACK, CachedCalendar, RoomEntry, TenantView
 from bookingcache.store.port import CalendarChange, Store
@@ -48,8 +47,9 @@ UTC = dt.UTC
 # took a lower number commits later); polls look back this far and skip numbers already seen.
 _FEED_LOOKBACK = 256
 _FEED_PAGE = 1000
-# Up to this many calendars are re-read one by one; more, and their tenant's list is read once.
-_ONE_BY_ONE = 16
+# Up to this many calendars' states are read by name (one query); more, and their tenant's
+# whole list is read.
+_BY_NAME = 256
 _ROOMS = ""  # marks "room links changed" among the mailboxes changed while re-centring
 
 
@@ -398,14 +398,11 @@ class ReadModel:
 
     async def _states(self, view: TenantView, mailboxes: list[str]) -> dict[str, CalendarState]:
         """The sync states of those calendars that still exist."""
-        if len(mailboxes) > _ONE_BY_ONE:
+        if len(mailboxes) > _BY_NAME:
             listed = await self._store.list_calendars(view.tenant_id)
-            return {state.mailbox: state for state in listed}
-        states: dict[str, CalendarState] = {}
-        for mailbox in mailboxes:
-            with contextlib.suppress(NotFound):
-                states[mailbox] = await self._store.get_calendar(view.tenant_id, mailbox)
-        return states
+        else:
+            listed = await self._store.list_calendars(view.tenant_id, mailboxes=mailboxes)
+        return {state.mailbox: state for state in listed}
 
     async def _poll_feed(self) -> None:
         if self._feed_seq is None or not self._views:

@@ -83,3 +83,14 @@ async def test_not_ready_when_the_schema_is_behind(
     body = assert_problem(await client.get("/readyz"), 503)
     assert "migration" in body["detail"]
     assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_the_sync_engines_metrics_are_in_the_apps_registry(
+    client: httpx.AsyncClient,
+) -> None:
+    text = (await client.get("/metrics")).text
+    assert "# TYPE bookingcache_sync_refreshes_total counter" in text
+    assert "# TYPE bookingcache_sync_refresh_duration_seconds histogram" in text
+    samples = dict(line.split(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    assert float(samples["bookingcache_sync_queue_depth"]) == 0
+    assert float(samples["bookingcache_sync_refreshes_running"]) == 0

@@ -88,6 +88,14 @@ async def test_linking_a_room_creates_its_calendar_in_the_right_zone(
         "c@acme.test",
     ]
     assert len(await store.list_calendars()) == 3
+    named = await store.list_calendars(
+        TENANT, mailboxes=["c@acme.test", "zz@acme.test", "a@acme.test"]
+    )
+    assert [(c.mailbox, c.time_zone) for c in named] == [
+        ("a@acme.test", "Asia/Tokyo"),
+        ("c@acme.test", "Europe/Lisbon"),
+    ]
+    assert await store.list_calendars("nobody", mailboxes=["a@acme.test"]) == []
 
 
 async def test_two_rooms_may_share_a_mailbox(store: SqlStore, tenant: Tenant) -> None:

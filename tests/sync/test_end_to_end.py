@@ -316,3 +316,28 @@ async def test_throttling_storm_and_missed_lifecycle_converge_within_graph_limit
     assert counters.throttled > 0
     assert max(counters.max_concurrency_per_mailbox.values()) <= 4
     assert runtime.worker.stats.throttled > 0
+
+
+async def test_a_restarted_worker_continues_from_the_stored_delta_link(service: Service) -> None:
+    emulator = service.emulator
+    room = emulator.rooms[0]
+    page_of_one = {"graph": emulator.settings(page_size=1)}  # a full read: a request per event
+    await service.start_sync(**page_of_one)
+    booking = emulator.book(room, DAY + dt.timedelta(hours=9), 60)
+    emulator.book(room, DAY + dt.timedelta(hours=11), 30)
+    emulator.book(room, DAY + dt.timedelta(hours=14), 30)
+    await service.notify(service.notifications())
+    await service.settled()
+    first = emulator.requests(room)
+    assert first >= 3 and await service.converged(0)
+    stored = await service.container.store.get_calendar(TENANT, room.upn)
+    assert stored.extra["delta_link"]
+
+    # The worker restarts (a new engine: no delta state in memory), then a booking moves.
+    runtime = await service.start_sync(**page_of_one)
+    emulator.move(room, booking, DAY + dt.timedelta(hours=16), 30)
+    await service.notify(service.notifications())
+    await service.settled()
+    assert await service.converged(0)
+    assert runtime.worker.stats.by_calendar[(TENANT, room.upn)] == 1
+    assert emulator.requests(room) - first == 1  # one delta request, not a full read

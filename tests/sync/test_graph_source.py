@@ -10,11 +10,14 @@ import pytest
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.events import BasicEvent
-from bookingcache.domain.tenancy import CalendarState
+from bookingcache.domain.tenancy import CalendarState, EventSource
 from bookingcache.errors import Throttled, UpstreamError
+from bookingcache.store.sql import SqlStore
 from bookingcache.sync.sources.graph import GraphSource
 from graph_emulator.config import EmulatorConfig
+from graph_emulator.directory import Mailbox
 
+from .conftest import add_tenant
 from .emulated import TENANT, Emulated, emulate
 
 START = dt.datetime(2026, 3, 16, 6, 0, tzinfo=dt.UTC)
@@ -238,3 +241,119 @@ async def test_a_token_graph_no_longer_accepts_is_replaced(
     emulator.book(room, WINDOW[0] + dt.timedelta(days=4, hours=9), 30)
     events = await source.read_window(_calendar(emulator), start=WINDOW[0], end=WINDOW[1])
     assert _seen(events) == emulator.truth(room, *WINDOW)
+
+
+# --- the delta link stored with the window ---------------------------------------------------
+
+
+async def _refresh(source: GraphSource, store: SqlStore, room: str) -> set[str]:
+    """What the worker does: read the window from the stored calendar row, then store the
+    events and the round's delta link in one replace_window."""
+    calendar = await store.get_calendar(TENANT, room)
+    events = await source.read_window(calendar, start=WINDOW[0], end=WINDOW[1])
+    assert events is not None
+    await store.replace_window(
+        TENANT,
+        room,
+        window_start=WINDOW[0],
+        window_end=WINDOW[1],
+        events=events,
+        synced_at=START,
+        delta_link=source.delta_link_of(TENANT, room),
+    )
+    cached = await store.events_in_window(TENANT, [room], start=WINDOW[0], end=WINDOW[1])
+    return {event.id for event in cached[room]}
+
+
+@pytest.fixture
+async def stored_source(
+    emulator: Emulated, store: SqlStore
+) -> AsyncIterator[Callable[[], GraphSource]]:
+    await add_tenant(store, source=EventSource.GRAPH, connector_url=None)
+    made: list[GraphSource] = []
+
+    def make() -> GraphSource:
+        # page_size 2: a full read of _fill's 7 instances takes several requests, a delta
+        # round with a change or two one.
+        made.append(
+            GraphSource(
+                emulator.settings(page_size=2),
+                clock=FixedClock(START),
+                transport=emulator.transport,
+                store=store,
+            )
+        )
+        return made[-1]
+
+    yield make
+    for source in made:
+        await source.aclose()
+
+
+def _truth_ids(emulator: Emulated, room: Mailbox) -> set[str]:
+    return {instance[0] for instance in emulator.truth(room, *WINDOW)}
+
+
+async def test_a_restart_continues_from_the_stored_delta_link(
+    emulator: Emulated, store: SqlStore, stored_source: Callable[[], GraphSource]
+) -> None:
+    ids = _fill(emulator)
+    room = emulator.rooms[0]
+    first = stored_source()
+    assert await _refresh(first, store, room.upn) == _truth_ids(emulator, room)
+    full = emulator.requests(room)
+    assert full >= 3
+    stored = await store.get_calendar(TENANT, room.upn)
+    assert stored.extra["delta_link"] == first.delta_link_of(TENANT, room.upn)
+    await first.aclose()
+    # The process restarts; meanwhile a booking moves and another is deleted.
+    emulator.move(room, ids[0], WINDOW[0] + dt.timedelta(days=2, hours=8), 45)
+    emulator.state.calendars.delete_event(room.id, ids[1])
+    restarted = stored_source()
+    assert await _refresh(restarted, store, room.upn) == _truth_ids(emulator, room)
+    assert emulator.requests(room) == full + 1  # one delta round on the stored events
+    cached = await store.events_in_window(TENANT, [room.upn], start=WINDOW[0], end=WINDOW[1])
+    assert _seen(cached[room.upn]) == emulator.truth(room, *WINDOW)
+    # And the link moved on with the events: another restart, nothing changed, one request.
+    assert (await store.get_calendar(TENANT, room.upn)).extra["delta_link"] != stored.extra[
+        "delta_link"
+    ]
+    again = stored_source()
+    assert await _refresh(again, store, room.upn) == _truth_ids(emulator, room)
+    assert emulator.requests(room) == full + 2
+
+
+async def test_a_stored_link_refused_or_forgotten_gives_a_full_read(
+    emulator: Emulated, store: SqlStore, stored_source: Callable[[], GraphSource]
+) -> None:
+    _fill(emulator)
+    room = emulator.rooms[0]
+    await _refresh(stored_source(), store, room.upn)
+    full = emulator.requests(room)
+    assert full >= 3
+    # Graph dropped the sync state while the service was down: 410, then a full round.
+    assert emulator.state.delta.expire(mailbox_id=room.id) >= 1
+    emulator.book(room, WINDOW[0] + dt.timedelta(days=3, hours=10), 60)
+    assert await _refresh(stored_source(), store, room.upn) == _truth_ids(emulator, room)
+    # The refused link, then a full round (one more instance: at least as many pages).
+    refused = emulator.requests(room) - full
+    assert refused >= 1 + full
+    # A full resync (missed notifications) ignores the stored link too.
+    forgetful = stored_source()
+    forgetful.forget(TENANT, room.upn)
+    assert await _refresh(forgetful, store, room.upn) == _truth_ids(emulator, room)
+    assert emulator.requests(room) - full - refused >= full
+
+
+async def test_a_stored_link_of_another_window_is_not_continued(
+    emulator: Emulated, store: SqlStore, stored_source: Callable[[], GraphSource]
+) -> None:
+    _fill(emulator)
+    room = emulator.rooms[0]
+    await _refresh(stored_source(), store, room.upn)
+    calendar = await store.get_calendar(TENANT, room.upn)
+    later = (WINDOW[0] + dt.timedelta(days=1), WINDOW[1] + dt.timedelta(days=1))
+    before = emulator.requests(room)
+    events = await stored_source().read_window(calendar, start=later[0], end=later[1])
+    assert _seen(events) == emulator.truth(room, *later)
+    assert emulator.requests(room) - before >= 2  # a full round in pages of 2, not one delta

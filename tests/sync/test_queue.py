@@ -50,6 +50,48 @@ async def test_a_burst_becomes_one_job_due_after_the_coalescing_window(
     assert await queue.busy_calendars() == set()
 
 
+async def test_notifications_that_keep_arriving_give_one_refresh_within_the_window(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    [room, other, _] = await add_tenant(store)
+    queue = JobQueue(store, clock=clock, coalesce_s=0.05, coalesce_window_s=0.3)
+    # A lone burst: due after the short gather delay.
+    await queue.append_inbox(_burst(other))
+    clock.advance(dt.timedelta(milliseconds=49))
+    assert await queue.claim("w1", 10) == []
+    clock.advance(dt.timedelta(milliseconds=1))
+    [lone] = await queue.claim("w1", 10)
+    assert lone.mailbox == other and queue.held_until is None
+    # A stream, a notification every 40 ms: held back while it flows, for at most 300 ms.
+    began = clock.now()
+    for _ in range(7):
+        await queue.append_inbox([InboxItem(TENANT, room, change_type="updated")])
+        clock.advance(dt.timedelta(milliseconds=40))
+        assert await queue.claim("w1", 10) == []
+        if clock.now() - began >= dt.timedelta(milliseconds=50):  # due, but held
+            assert queue.held_until is not None and queue.held_until > clock.now()
+    assert clock.now() - began == dt.timedelta(milliseconds=280)
+    await queue.append_inbox([InboxItem(TENANT, room, change_type="updated")])
+    assert await queue.claim("w1", 10) == []
+    # Held until the window's end, which comes before the stream could pause.
+    assert queue.held_until == began + dt.timedelta(milliseconds=300)
+    clock.advance(dt.timedelta(milliseconds=20))
+    [job] = await queue.claim("w1", 10)  # the window since the first notification is over
+    assert job.mailbox == room
+    assert await queue.complete(job)
+    assert await _unprocessed(store) == 4  # only the lone burst's rows are left
+    assert await queue.complete(lone)
+    # A short stream that pauses: claimed once it has been quiet for the gather delay.
+    for _ in range(3):
+        await queue.append_inbox([InboxItem(TENANT, room, change_type="updated")])
+        clock.advance(dt.timedelta(milliseconds=30))
+    assert await queue.claim("w1", 10) == []
+    assert queue.held_until == clock.now() + dt.timedelta(milliseconds=20)
+    clock.advance(dt.timedelta(milliseconds=20))
+    [paused] = await queue.claim("w1", 10)
+    assert await queue.complete(paused) and await _unprocessed(store) == 0
+
+
 async def test_notification_during_a_running_refresh_causes_one_more(
     store: SqlStore, queue: JobQueue, clock: FixedClock
 ) -> None:

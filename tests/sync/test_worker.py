@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from bookingcache.clock import SystemClock
 from bookingcache.domain.events import BasicEvent
 from bookingcache.errors import Throttled, UpstreamError
 from bookingcache.store.sql import SqlStore
+from bookingcache.sync.metrics import SyncMetrics
 from bookingcache.sync.model import InboxItem
 from bookingcache.sync.queue import JobQueue
 from bookingcache.sync.settings import SyncSettings
@@ -49,13 +52,18 @@ def source() -> MemorySource:
 async def make_worker(store: SqlStore, source: MemorySource) -> AsyncIterator[WorkerFactory]:
     started: list[Worker] = []
 
-    def make(queue: JobQueue, **overrides: object) -> Worker:
+    def make(queue: JobQueue, *, metrics: SyncMetrics | None = None, **overrides: object) -> Worker:
         settings = SyncSettings.model_validate(
             {"poll_interval_ms": 50, "backoff_base_s": 0.05, "backoff_max_s": 0.2} | overrides
         )
         sources = SourceSet(connector=source, graph=source, push=PushSource())
         worker = Worker(
-            store=store, queue=queue, sources=sources, settings=settings, clock=SystemClock()
+            store=store,
+            queue=queue,
+            sources=sources,
+            settings=settings,
+            clock=SystemClock(),
+            metrics=metrics,
         )
         worker.start()
         started.append(worker)
@@ -97,6 +105,34 @@ async def test_burst_gives_one_refresh_and_the_cache_follows(
     await _until(lambda: source.reads[room] >= 1)
     await asyncio.sleep(0.2)
     assert source.reads[room] == 1
+    assert await _cached(store, room) == {"a"}
+    assert await queue.pending_inbox() == 0
+
+
+async def test_a_stream_of_notifications_within_the_window_gives_one_refresh(
+    store: SqlStore, source: MemorySource, make_worker: WorkerFactory
+) -> None:
+    [room, other, _] = await add_tenant(store)
+    queue = JobQueue(
+        store, clock=SystemClock(), coalesce_s=0.05, coalesce_window_s=0.4, lease_s=5.0
+    )
+    make_worker(queue)
+    source.put(room, _event("a", 2))
+    source.put(other, _event("b", 3))
+    # One burst for an idle calendar: refreshed after the short gather delay.
+    began = time.monotonic()
+    await queue.append_inbox(
+        [InboxItem(TENANT, other, change_type=c) for c in ("created", "updated", "updated")]
+    )
+    await _until(lambda: source.reads[other] >= 1)
+    assert time.monotonic() - began < 0.3
+    # Notifications every 20 ms for about 250 ms: held until they pause, one refresh.
+    for _ in range(12):
+        await queue.append_inbox([InboxItem(TENANT, room, change_type="updated")])
+        await asyncio.sleep(0.02)
+    await _until(lambda: source.reads[room] >= 1)
+    await asyncio.sleep(0.3)
+    assert source.reads[room] == 1 and source.reads[other] == 1
     assert await _cached(store, room) == {"a"}
     assert await queue.pending_inbox() == 0
 
@@ -159,6 +195,34 @@ async def test_throttled_waits_retry_after_and_errors_back_off(
     calendar = await store.get_calendar(TENANT, other)
     # A success after the failures clears the recorded error.
     assert calendar.last_success_at is not None and calendar.last_error is None
+
+
+async def test_refreshes_are_counted_by_outcome_with_their_duration(
+    store: SqlStore, source: MemorySource, make_worker: WorkerFactory
+) -> None:
+    [room, other, third] = await add_tenant(store)
+    registry = CollectorRegistry()
+    queue = _queue(store)
+    make_worker(queue, metrics=SyncMetrics(registry))
+    source.put(room, _event("a", 2))
+    source.fail(other, Throttled("Graph answered 429", retry_after_s=0.2))
+    source.fail(third, UpstreamError("connector answered 502"))
+    await queue.append_inbox([InboxItem(TENANT, m) for m in (room, other, third)])
+    await _until(lambda: source.reads[other] == 2 and source.reads[third] == 2)
+    await queue.append_inbox([InboxItem(TENANT, room)])  # read again: nothing changed
+    await _until(lambda: source.reads[room] == 2)
+
+    def sample(name: str, outcome: str) -> float:
+        return registry.get_sample_value(name, {"outcome": outcome}) or 0.0
+
+    await _until(lambda: sample("bookingcache_sync_refreshes_total", "unchanged") == 3)
+    assert sample("bookingcache_sync_refreshes_total", "changed") == 1
+    assert sample("bookingcache_sync_refreshes_total", "throttled") == 1
+    assert sample("bookingcache_sync_refreshes_total", "failed") == 1
+    assert sample("bookingcache_sync_refresh_duration_seconds_count", "unchanged") == 3
+    assert sample("bookingcache_sync_refresh_duration_seconds_sum", "changed") > 0
+    await _until(lambda: registry.get_sample_value("bookingcache_sync_refreshes_running") == 0)
+    await _until(lambda: registry.get_sample_value("bookingcache_sync_queue_depth") == 0)
 
 
 async def test_gives_up_after_max_attempts_and_records_the_error(

@@ -75,7 +75,12 @@ class Store(Protocol):
     # --- calendars and cached events ---------------------------------------------------------
     async def get_calendar(self, tenant_id: str, mailbox: str) -> CalendarState: ...
 
-    async def list_calendars(self, tenant_id: str | None = None) -> Sequence[CalendarState]: ...
+    async def list_calendars(
+        self, tenant_id: str | None = None, *, mailboxes: Sequence[str] | None = None
+    ) -> Sequence[CalendarState]:
+        """The calendars (of one tenant), ordered by tenant and mailbox; only those of
+        ``mailboxes`` when given (unknown ones are left out)."""
+        ...
 
     async def replace_window(
         self,
@@ -86,9 +91,11 @@ class Store(Protocol):
         window_end: dt.datetime,
         events: Sequence[BasicEvent],
         synced_at: dt.datetime,
+        delta_link: str | None = None,
     ) -> EventDiff:
         """Atomically make the cached events of ``mailbox`` that overlap the window exactly
-        ``events``, record a successful sync at ``synced_at``, append to the change feed when
+        ``events``, record a successful sync at ``synced_at`` together with the source's
+        ``delta_link`` for this window (``None`` clears it), append to the change feed when
         anything changed, and return the diff. Events outside the window are untouched."""
         ...
 

@@ -249,15 +249,25 @@ class SqlStore(SqlBase):
                 raise NotFound(f"no room of tenant {tenant_id!r} is linked to {mailbox!r}")
         return calendar_from_row(row)
 
-    async def list_calendars(self, tenant_id: str | None = None) -> Sequence[CalendarState]:
+    async def list_calendars(
+        self, tenant_id: str | None = None, *, mailboxes: Sequence[str] | None = None
+    ) -> Sequence[CalendarState]:
         statement = self._calendar_query()
         if tenant_id is not None:
             statement = statement.where(calendars.c.tenant_id == tenant_id)
+        if mailboxes is None:
+            async with self.read() as conn:
+                result = await conn.execute(
+                    statement.order_by(calendars.c.tenant_id, calendars.c.mailbox)
+                )
+                return [calendar_from_row(row) for row in result]
+        found: list[CalendarState] = []
         async with self.read() as conn:
-            result = await conn.execute(
-                statement.order_by(calendars.c.tenant_id, calendars.c.mailbox)
-            )
-            return [calendar_from_row(row) for row in result]
+            for chunk in windows.chunked(list(dict.fromkeys(mailboxes)), 500):
+                result = await conn.execute(statement.where(calendars.c.mailbox.in_(chunk)))
+                found.extend(calendar_from_row(row) for row in result)
+        found.sort(key=lambda state: (state.tenant_id, state.mailbox))
+        return found
 
     async def replace_window(
         self,
@@ -268,6 +278,7 @@ class SqlStore(SqlBase):
         window_end: dt.datetime,
         events: Sequence[BasicEvent],
         synced_at: dt.datetime,
+        delta_link: str | None = None,
     ) -> EventDiff:
         window_start = require_aware("window_start", window_start)
         window_end = require_aware("window_end", window_end)
@@ -284,6 +295,7 @@ class SqlStore(SqlBase):
                 window_start=window_start,
                 window_end=window_end,
                 synced_at=synced_at,
+                delta_link=delta_link,
             )
             diff = await windows.apply_window(
                 conn,

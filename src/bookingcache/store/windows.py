@@ -71,8 +71,11 @@ async def record_success_and_lock(
     window_start: dt.datetime,
     window_end: dt.datetime,
     synced_at: dt.datetime,
+    delta_link: str | None = None,
 ) -> None:
-    """Record a successful sync of the calendar; ``NotFound`` if it does not exist.
+    """Record a successful sync of the calendar and the source's delta link for the window
+    (``None``: none), so link and cached events always commit together; ``NotFound`` if the
+    calendar does not exist.
 
     This is the first statement of a replacement on purpose: on PostgreSQL the UPDATE holds
     the calendar row's lock until commit, so a second replacement of the same calendar waits
@@ -90,6 +93,7 @@ async def record_success_and_lock(
             consecutive_failures=0,
             window_start=window_start,
             window_end=window_end,
+            delta_link=delta_link,
         )
         .returning(calendars.c.mailbox)
     )

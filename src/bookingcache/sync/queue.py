@@ -3,15 +3,17 @@ tables (one behaviour on SQLite and PostgreSQL).
 
 A calendar has at most one *pending* job (``locked_by IS NULL``; a unique index holds it) and at
 most one *claimed* job. Accepting notifications for a calendar creates its pending job due after
-the coalescing window, or leaves an existing one as it is, only ever pulling it earlier; a
-notification that arrives while the calendar's refresh runs lands in a new pending job, which
-cannot be claimed before the running one ends, so it causes exactly one more refresh.
+the short gather delay (``coalesce_s``), or leaves an existing one as it is, only ever pulling it
+earlier; a notification that arrives while the calendar's refresh runs lands in a new pending
+job, which cannot be claimed before the running one ends, so it causes exactly one more refresh.
 
 Claiming takes due pending jobs of calendars with no live claim, and claimed jobs whose lease
-ran out (their worker died). On PostgreSQL the calendar rows are locked ``FOR UPDATE SKIP
-LOCKED`` before the running check, so two workers can never claim one calendar; on SQLite the
-claim is one ``BEGIN IMMEDIATE`` transaction (the store's write path), which is the
-single-writer equivalent.
+ran out (their worker died). A due job whose calendar's newest notification is younger than the
+gather delay is held back while the notifications keep coming, at most ``coalesce_window_s``
+after the job was created, so a stream of notifications within that window gives one refresh.
+On PostgreSQL the calendar rows are locked ``FOR UPDATE SKIP LOCKED`` before the running check,
+so two workers can never claim one calendar; on SQLite the claim is one ``BEGIN IMMEDIATE``
+transaction (the store's write path), which is the single-writer equivalent.
 """
 
 from __future__ import annotations
@@ -56,12 +58,21 @@ class JobQueue:
         *,
         clock: Clock,
         coalesce_s: float = 0.2,
+        coalesce_window_s: float | None = None,
         lease_s: float = 60.0,
         max_attempts: int = 8,
     ) -> None:
         self._store = store
         self._clock = clock
+        # A notification makes its calendar's refresh due ``coalesce_s`` later; while further
+        # notifications keep arriving less than ``coalesce_s`` apart the claim holds the job
+        # back, for at most ``coalesce_window_s`` after the job was created.
         self.coalesce_s = coalesce_s
+        self.coalesce_window_s = max(coalesce_s, coalesce_window_s or 0.0)
+        # After a claim that held jobs back: when the first of them becomes claimable.
+        self.held_until: dt.datetime | None = None
+        # Unclaimed jobs as ``next_due_at`` last counted them (the queue-depth metric).
+        self.depth = 0
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self._listeners: list[Callable[[dt.datetime | None], None]] = []
@@ -363,7 +374,13 @@ class JobQueue:
             sa.and_(jobs.c.locked_by.is_not(None), jobs.c.locked_until < now, ~live_claim),
         )
         query = sa.select(
-            jobs.c.id, jobs.c.tenant_id, jobs.c.mailbox, jobs.c.kind, jobs.c.attempts
+            jobs.c.id,
+            jobs.c.tenant_id,
+            jobs.c.mailbox,
+            jobs.c.kind,
+            jobs.c.attempts,
+            jobs.c.locked_by,
+            jobs.c.created_at,
         ).where(claimable)
         if excluded:
             query = query.where(jobs.c.tenant_id.not_in(excluded))
@@ -372,13 +389,30 @@ class JobQueue:
         if self._postgres:
             query = query.with_for_update(of=jobs, skip_locked=True)
 
+        quiet_since = now - dt.timedelta(seconds=self.coalesce_s)
+        window = dt.timedelta(seconds=self.coalesce_window_s)
+        holding = self.coalesce_window_s > self.coalesce_s
+
         async def claim_in(connection: AsyncConnection) -> list[Job]:
             candidates = (await connection.execute(query)).all()
+            newest = await _newest_pending(
+                connection, {(row.tenant_id, row.mailbox) for row in candidates}
+            )
             chosen: dict[tuple[str, str], Any] = {}
+            held: list[dt.datetime] = []
             for row in candidates:
-                chosen.setdefault((row.tenant_id, row.mailbox), row)
+                key = (row.tenant_id, row.mailbox)
+                if holding and row.locked_by is None and key in newest:
+                    # Notifications still arriving: gather them, within the window.
+                    last = newest[key][1]
+                    created = _as_utc(row.created_at)
+                    if last > quiet_since and created + window > now:
+                        held.append(min(last + (now - quiet_since), created + window))
+                        continue
+                chosen.setdefault(key, row)
                 if len(chosen) >= limit:
                     break
+            self.held_until = min(held) if held else None
             if self._postgres and chosen:
                 chosen = await self._lock_calendars(connection, chosen, now=now)
             claimed: list[Job] = []
@@ -392,24 +426,11 @@ class JobQueue:
                 .where(jobs.c.id.in_([row.id for row in chosen.values()]))
                 .values(locked_by=lease, locked_until=until)
             )
-            # The newest pending inbox row of each calendar, read through the pending rows'
-            # partial index by calendar (one probe per calendar, whatever else is pending).
-            by_tenant: dict[str, list[str]] = {}
-            for tenant, mailbox in chosen:
-                by_tenant.setdefault(tenant, []).append(mailbox)
-            upto: dict[tuple[str, str], int] = {}
-            for tenant, mailboxes in by_tenant.items():
-                for chunk in _chunks(mailboxes):
-                    newest = await connection.execute(
-                        sa.select(inbox.c.mailbox, sa.func.max(inbox.c.id))
-                        .where(
-                            inbox.c.tenant_id == tenant,
-                            inbox.c.mailbox.in_(chunk),
-                            inbox.c.processed_at.is_(None),
-                        )
-                        .group_by(inbox.c.mailbox)
-                    )
-                    upto.update({(tenant, row[0]): int(row[1]) for row in newest})
+            if self._postgres:
+                # Read again after the claim: a notification committed meanwhile either is
+                # counted here or found the job claimed and created a new pending one.
+                newest = await _newest_pending(connection, chosen.keys())
+            upto = {key: newest[key][0] for key in chosen if key in newest}
             for (tenant, mailbox), row in chosen.items():
                 claimed.append(
                     Job(
@@ -627,9 +648,18 @@ class JobQueue:
             .where(jobs.c.locked_by.is_not(None))
             .scalar_subquery()
         )
+        waiting = (
+            sa.select(sa.func.count())
+            .select_from(jobs)
+            .where(jobs.c.locked_by.is_(None))
+            .scalar_subquery()
+        )
         # One statement: the worker asks this before every claim.
         async with self._store.read() as connection:
-            due, lease = (await connection.execute(sa.select(earliest_due, earliest_lease))).one()
+            due, lease, count = (
+                await connection.execute(sa.select(earliest_due, earliest_lease, waiting))
+            ).one()
+        self.depth = int(count or 0)
         # min() over a TypeDecorator column comes back undecorated on SQLite.
         values = [_as_utc(value) for value in (due, lease) if value is not None]
         return min(values) if values else None
@@ -646,6 +676,33 @@ class JobQueue:
                 sa.select(sa.func.count()).select_from(inbox).where(inbox.c.processed_at.is_(None))
             )
         return int(count or 0)
+
+
+async def _newest_pending(
+    connection: AsyncConnection, calendars: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[int, dt.datetime]]:
+    """The id and arrival of the newest pending inbox row of each of ``calendars`` that has
+    one, read through the pending rows' partial index by calendar: one probe per calendar,
+    however many other notifications are waiting."""
+    by_tenant: dict[str, list[str]] = {}
+    for tenant, mailbox in calendars:
+        by_tenant.setdefault(tenant, []).append(mailbox)
+    newest: dict[tuple[str, str], tuple[int, dt.datetime]] = {}
+    for tenant, mailboxes in by_tenant.items():
+        for chunk in _chunks(mailboxes):
+            rows = await connection.execute(
+                sa.select(
+                    inbox.c.mailbox, sa.func.max(inbox.c.id), sa.func.max(inbox.c.received_at)
+                )
+                .where(
+                    inbox.c.tenant_id == tenant,
+                    inbox.c.mailbox.in_(chunk),
+                    inbox.c.processed_at.is_(None),
+                )
+                .group_by(inbox.c.mailbox)
+            )
+            newest.update({(tenant, row[0]): (int(row[1]), _as_utc(row[2])) for row in rows})
+    return newest
 
 
 def _chunks(values: Sequence[T], size: int = 500) -> Iterable[Sequence[T]]:

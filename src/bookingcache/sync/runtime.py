@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 
 import httpx
+from prometheus_client import CollectorRegistry
 
 from bookingcache.clock import Clock
 from bookingcache.store.port import Store
 from bookingcache.store.sql import SqlStore
+from bookingcache.sync.metrics import SyncMetrics
 from bookingcache.sync.queue import JobQueue
 from bookingcache.sync.settings import SyncSettings
 from bookingcache.sync.sources.connector import ConnectorSource
@@ -34,6 +36,7 @@ class SyncRuntime:
         graph_transport: httpx.AsyncBaseTransport | None = None,
         connector_transport: httpx.AsyncBaseTransport | None = None,
         worker_id: str | None = None,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         if not isinstance(store, SqlStore):
             raise TypeError("the sync engine needs the SQL store (its inbox and jobs tables)")
@@ -42,6 +45,7 @@ class SyncRuntime:
             store,
             clock=clock,
             coalesce_s=settings.coalesce_ms / 1000,
+            coalesce_window_s=settings.coalesce_window_ms / 1000,
             lease_s=settings.lease_s,
             max_attempts=settings.max_tries,
         )
@@ -52,7 +56,7 @@ class SyncRuntime:
                 timeout_s=settings.connector_timeout_s,
                 transport=connector_transport,
             ),
-            graph=GraphSource(settings.graph, clock=clock, transport=graph_transport),
+            graph=GraphSource(settings.graph, clock=clock, transport=graph_transport, store=store),
             push=PushSource(),
         )
         self.worker = Worker(
@@ -62,6 +66,7 @@ class SyncRuntime:
             settings=settings,
             clock=clock,
             worker_id=worker_id,
+            metrics=SyncMetrics.of(metrics if metrics is not None else CollectorRegistry()),
         )
         self.sweep = Sweep(
             store=store,

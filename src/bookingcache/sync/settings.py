@@ -46,12 +46,19 @@ class SyncSettings(BaseSettings):
         env_prefix="BOOKINGCACHE_SYNC_", env_nested_delimiter="__", extra="ignore"
     )
 
-    coalesce_ms: int = Field(default=200, ge=0, le=60_000)
+    # A notification makes its calendar's refresh due ``coalesce_ms`` later (the notifications
+    # of one Exchange write arrive together); notifications that keep arriving less than
+    # ``coalesce_ms`` apart hold it back, for at most ``coalesce_window_ms`` after the first.
+    coalesce_ms: int = Field(default=25, ge=0, le=60_000)
+    coalesce_window_ms: int = Field(default=300, ge=0, le=60_000)
     window_days: int = Field(default=14, ge=1, le=62)
     # How far before the start of the room's local today the window begins.
     window_past_days: int = Field(default=0, ge=0, le=30)
-    max_refreshes_per_tenant: int = Field(default=16, ge=1)
-    max_refreshes_total: int = Field(default=32, ge=1)
+    # Graph's limits are per app and mailbox (4 concurrent, 10,000 per 10 min) and a refresh
+    # keeps one request of its calendar in flight; these caps bound this process's share of
+    # the app's global budget and its own load (docs/sync.md, "Concurrency").
+    max_refreshes_per_tenant: int = Field(default=64, ge=1)
+    max_refreshes_total: int = Field(default=128, ge=1)
     claim_batch: int = Field(default=32, ge=1, le=1000)
     poll_interval_ms: int = Field(default=500, ge=10)
     lease_s: float = Field(default=60.0, gt=0)

@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable
@@ -33,7 +34,9 @@ from bookingcache.domain.tenancy import EventSource as SourceKind
 from bookingcache.domain.tenancy import Tenant
 from bookingcache.errors import BookingCacheError, NotFound, Throttled
 from bookingcache.store.port import Store
+from bookingcache.sync import metrics as outcomes
 from bookingcache.sync.directory import SyncDirectory
+from bookingcache.sync.metrics import SyncMetrics
 from bookingcache.sync.model import Job
 from bookingcache.sync.queue import JobQueue
 from bookingcache.sync.settings import SyncSettings
@@ -88,6 +91,7 @@ class Worker:
         clock: Clock,
         worker_id: str | None = None,
         rng: random.Random | None = None,
+        metrics: SyncMetrics | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -106,6 +110,7 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self.stats = WorkerStats()
+        self._metrics = metrics
         self._directory = SyncDirectory(store)
         queue.add_listener(self.wake)
 
@@ -149,14 +154,22 @@ class Worker:
             timeout_s = poll_s
             try:
                 next_due = await self._queue.next_due_at()
+                if self._metrics is not None:
+                    self._metrics.queue_depth.set(self._queue.depth)
                 if next_due is not None:
                     until_due_s = (next_due - self._clock.now()).total_seconds()
                     if until_due_s > 0:
                         timeout_s = min(poll_s, until_due_s)
                     elif await self._claim_some():
                         continue
-                    # Otherwise due work waits for room (a finishing refresh wakes us), for a
-                    # tenant under its cap, or for another process's refresh of the calendar.
+                    else:
+                        # Due work waits for room (a finishing refresh wakes us), for a tenant
+                        # under its cap, for another process's refresh of the calendar, or
+                        # for its notifications to pause (the claim says until when).
+                        held = self._queue.held_until
+                        now = self._clock.now()
+                        if held is not None and held > now:
+                            timeout_s = min(poll_s, (held - now).total_seconds())
             except Exception:  # the loop must survive a database hiccup
                 log.exception("worker %s: claiming failed", self.worker_id)
             if self._stopping:
@@ -183,6 +196,8 @@ class Worker:
             task = asyncio.create_task(self._run_job(job), name=f"refresh {job.mailbox}")
             self._running[task] = job
             task.add_done_callback(self._finished)
+        if self._metrics is not None:
+            self._metrics.running.set(len(self._running))
         return bool(jobs)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
@@ -191,6 +206,8 @@ class Worker:
             self._per_tenant[job.tenant_id] -= 1
             if self._per_tenant[job.tenant_id] <= 0:
                 del self._per_tenant[job.tenant_id]
+        if self._metrics is not None:
+            self._metrics.running.set(len(self._running))
         self._wake.set()
 
     async def _keep_leases(self) -> None:
@@ -212,18 +229,23 @@ class Worker:
         return slot
 
     async def _run_job(self, job: Job) -> None:
+        began = time.perf_counter()
+        outcome = outcomes.FAILED
         try:
             async with self._slot(job.tenant_id):
-                await self._refresh(job)
+                outcome = await self._refresh(job)
         except asyncio.CancelledError:
+            outcome = ""
             await self._bookkeep(self._queue.release(job))
             raise
         except NotFound as exc:
             # The tenant or calendar went away: nothing left to refresh.
+            outcome = outcomes.GONE
             self._directory.forget(job.tenant_id)
             log.info("job %s for %s/%s dropped: %s", job.id, job.tenant_id, job.mailbox, exc)
             await self._bookkeep(self._queue.complete(job))
         except Throttled as exc:
+            outcome = outcomes.THROTTLED
             self.stats.throttled += 1
             delay_s = exc.retry_after_s
             if delay_s is None:
@@ -236,6 +258,10 @@ class Worker:
             await self._failed(job, exc, self._backoff(job))
         else:
             await self._bookkeep(self._queue.complete(job))
+        finally:
+            if self._metrics is not None and outcome:
+                self._metrics.refreshes.labels(outcome).inc()
+                self._metrics.duration.labels(outcome).observe(time.perf_counter() - began)
 
     def _backoff(self, job: Job) -> float:
         return backoff_s(
@@ -281,7 +307,8 @@ class Worker:
             log.exception("worker %s: queue bookkeeping failed", self.worker_id)
             return None
 
-    async def _refresh(self, job: Job) -> None:
+    async def _refresh(self, job: Job) -> str:
+        """One refresh; returns its outcome (``sync.metrics``)."""
         began = self._clock.now()
         tenant, calendar = await self._directory.lookup(job.tenant_id, job.mailbox)
         source = self._sources.for_tenant(tenant)
@@ -298,7 +325,9 @@ class Worker:
         events = await source.read_window(calendar, start=start, end=end)
         read = self._clock.now()
         if events is None:
-            return
+            return outcomes.SKIPPED
+        # A delta source's link for this window goes into the same transaction as its events.
+        link_of = getattr(source, "delta_link_of", None)
         diff = await self._store.replace_window(
             job.tenant_id,
             job.mailbox,
@@ -306,6 +335,7 @@ class Worker:
             window_end=end,
             events=events,
             synced_at=self._clock.now(),
+            delta_link=None if link_of is None else link_of(job.tenant_id, job.mailbox),
         )
         log.debug(
             "refreshed %s/%s: %d events, %s, read %.0f ms, write %.0f ms",
@@ -318,5 +348,7 @@ class Worker:
         )
         self.stats.refreshes += 1
         self.stats.by_calendar[(job.tenant_id, job.mailbox)] += 1
-        if not diff.is_empty:
-            self.stats.changed += 1
+        if diff.is_empty:
+            return outcomes.UNCHANGED
+        self.stats.changed += 1
+        return outcomes.CHANGED

@@ -4,7 +4,9 @@
   rounds apply changes and ``@removed`` entries to the window state kept with the token, so the
   caller always receives the full window. The token is kept only after a whole round succeeded;
   a 410 (``SyncStateNotFound``) or a token of another window starts a fresh round, which is a
-  full read. Tokens live in process memory: a restarted worker starts with a full round.
+  full read. The worker stores the round's link (``delta_link_of``) with the window's events in
+  the ``replace_window`` transaction; a process that has no state for a calendar in memory (a
+  restart, another worker) continues from the stored link with the stored events as the base.
 - With only ``Calendars.ReadBasic.All``: plain ``calendarView`` with ``$select`` of the basic
   fields.
 
@@ -31,6 +33,7 @@ from bookingcache.clock import Clock
 from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.tenancy import CalendarState
 from bookingcache.errors import Throttled, UpstreamError
+from bookingcache.store.port import Store
 from bookingcache.sync.settings import GraphSettings
 from bookingcache.sync.sources import overlaps
 from bookingcache.sync.sources.graph_auth import TokenProvider
@@ -82,9 +85,12 @@ class GraphSource:
         *,
         clock: Clock,
         transport: httpx.AsyncBaseTransport | None = None,
+        store: Store | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
+        # Where a stored delta link and its events are read from (None: memory only).
+        self._store = store
         verify: ssl.SSLContext | bool = True
         if settings.ca_bundle:
             verify = ssl.create_default_context(cafile=settings.ca_bundle)
@@ -98,7 +104,9 @@ class GraphSource:
         )
         self._limiter = MailboxLimiter(settings.max_concurrent_per_mailbox)
         self._tokens: dict[str, TokenProvider] = {}
-        self._delta: dict[tuple[str, str], DeltaState] = {}
+        # A calendar's delta state; None: forgotten, the next read is a fresh round whatever
+        # is stored; absent: not known to this process, the stored link may be continued.
+        self._delta: dict[tuple[str, str], DeltaState | None] = {}
         origin = urlsplit(settings.graph_base_url)
         self._origin = (origin.scheme, origin.netloc.casefold())
 
@@ -139,8 +147,40 @@ class GraphSource:
         return [event for event in events if overlaps(event, start, end)]
 
     def forget(self, tenant_id: str, mailbox: str) -> None:
-        """Drop the delta state of a calendar so the next read is a full round."""
-        self._delta.pop((tenant_id, mailbox.casefold()), None)
+        """Drop the delta state of a calendar so the next read is a full round (the stored
+        link included)."""
+        self._delta[(tenant_id, mailbox.casefold())] = None
+
+    def delta_link_of(self, tenant_id: str, mailbox: str) -> str | None:
+        """The delta link that goes with the last window read of the calendar (None when it
+        was not a delta read); stored with the events by the refresh."""
+        state = self._delta.get((tenant_id, mailbox.casefold()))
+        return None if state is None else state.delta_link
+
+    async def _stored_state(
+        self, calendar: CalendarState, start: dt.datetime, end: dt.datetime
+    ) -> DeltaState | None:
+        """The delta link stored with the calendar's cached window and those events, when the
+        link belongs to this window. The calendar row was read before the events, so the
+        events are at least as new as the link's round, and a delta round applied to them
+        still ends in Graph's current state."""
+        link = calendar.extra.get("delta_link")
+        if self._store is None or not isinstance(link, str) or not link:
+            return None
+        if (calendar.window_start, calendar.window_end) != (start, end):
+            return None
+        # A day of slack each side: all-day events are placed in the room's zone by the store's
+        # window rule; the exact rule of this source is applied here.
+        slack = dt.timedelta(days=1)
+        found = await self._store.events_in_window(
+            calendar.tenant_id, [calendar.mailbox], start=start - slack, end=end + slack
+        )
+        events = {
+            event.id: event
+            for event in found.get(calendar.mailbox, [])
+            if overlaps(event, start, end)
+        }
+        return DeltaState(start, end, link, events)
 
     # --- reads -------------------------------------------------------------------------------
     def _users_url(self, mailbox: str) -> str:
@@ -187,19 +227,22 @@ class GraphSource:
         end: dt.datetime,
     ) -> list[BasicEvent]:
         key = (calendar.tenant_id, calendar.mailbox.casefold())
-        state = self._delta.get(key)
+        if key in self._delta:
+            state = self._delta[key]
+        else:
+            state = await self._stored_state(calendar, start, end)
         if state is not None and (state.start, state.end) == (start, end):
             try:
                 events, link = await self._delta_round(
                     provider, semaphore, state.delta_link, dict(state.events)
                 )
             except SyncStateGone:
-                self._delta.pop(key, None)
+                self._delta[key] = None
             else:
                 self._delta[key] = DeltaState(start, end, link, events)
                 return list(events.values())
         # No token, a token of another window, or an expired one: a fresh round is a full read.
-        self._delta.pop(key, None)
+        self._delta[key] = None
         first = str(
             httpx.URL(
                 f"{self._users_url(calendar.mailbox)}/calendarView/delta",

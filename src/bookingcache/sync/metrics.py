@@ -1,0 +1,59 @@
+"""Prometheus metrics of the sync engine, kept in the app's own registry (as the HTTP metrics
+are): refreshes by outcome, their duration, and the queue the worker sees."""
+
+from __future__ import annotations
+
+import weakref
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# The outcome label's values.
+CHANGED = "changed"  # the window was read and the cache changed
+UNCHANGED = "unchanged"  # read, nothing changed
+SKIPPED = "skipped"  # nothing to read (a push tenant)
+GONE = "gone"  # the tenant or calendar went away
+THROTTLED = "throttled"  # 429/503: deferred by its Retry-After
+FAILED = "failed"  # any other error: retried with backoff
+
+_DURATION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class SyncMetrics:
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> SyncMetrics:
+        """The registry's sync metrics, registered once however many engines it serves (an
+        app's lifespan that runs again builds a new engine over the same registry)."""
+        metrics = _by_registry.get(registry)
+        if metrics is None:
+            metrics = _by_registry[registry] = cls(registry)
+        return metrics
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.refreshes = Counter(
+            "bookingcache_sync_refreshes",
+            "Calendar refreshes finished, by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "bookingcache_sync_refresh_duration_seconds",
+            "Time from a refresh's claim to its end (source read and replace-window)",
+            ["outcome"],
+            buckets=_DURATION_BUCKETS_S,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "bookingcache_sync_queue_depth",
+            "Refresh jobs waiting to be claimed (due or not), as the worker last saw them",
+            registry=registry,
+        )
+        self.running = Gauge(
+            "bookingcache_sync_refreshes_running",
+            "Refreshes running in this process",
+            registry=registry,
+        )
+
+
+_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, SyncMetrics] = (
+    weakref.WeakKeyDictionary()
+)
