@@ -46,6 +46,11 @@ _MAX_KEY = 320
 T = TypeVar("T")
 
 
+# Another row of the same calendar, for "is its refresh running?" subqueries. Built once: an
+# alias builds its column collection on first use, which costs more than the query itself.
+_RUNNING = jobs.alias("running")
+
+
 def _lease(worker_id: str) -> str:
     # locked_by holds "<worker>/<claim>": the worker for people, the claim id for fencing.
     return f"{worker_id[:150]}/{uuid.uuid4().hex}"
@@ -208,20 +213,24 @@ class JobQueue:
         targets = {key: full for key, full in wanted.items() if key in known}
         if targets:
             due = _sqlite_instant(now + dt.timedelta(seconds=self.coalesce_s))
-            raw.executemany(
+            created = raw.executemany(
                 _SQLITE_JOB_INSERT,
                 [
                     (tenant, mailbox, FULL_RESYNC if full else REFRESH, due, stamp)
                     for (tenant, mailbox), full in targets.items()
                 ],
-            )
+            ).rowcount
             # An existing pending job: never later than the new due time unless it is backing
             # off after a failure; a full resync request upgrades it (as ``_enqueue``).
-            raw.executemany(_SQLITE_JOB_PULL, [(due, t, m, due) for (t, m) in targets])
+            pulled = raw.executemany(_SQLITE_JOB_PULL, [(due, t, m, due) for (t, m) in targets])
+            moved = max(created, 0) + max(pulled.rowcount, 0)
             upgrades = [(t, m) for (t, m), full in targets.items() if full]
             if upgrades:
                 raw.executemany(_SQLITE_JOB_UPGRADE, upgrades)
-        return ids, wanted, len(targets)
+            # Only jobs created or pulled earlier change when the worker must look: a round
+            # whose calendars all had their jobs already tells it nothing new.
+            return ids, wanted, moved + len(upgrades)
+        return ids, wanted, 0
 
     async def enqueue(
         self,
@@ -357,7 +366,7 @@ class JobQueue:
             return []
         now = self._clock.now()
         excluded = list(set(exclude_tenants))
-        running = jobs.alias("running")
+        running = _RUNNING
         live_claim = (
             sa.select(running.c.id)
             .where(
@@ -627,7 +636,7 @@ class JobQueue:
         """When the earliest claimable pending job falls due (one whose calendar is not being
         refreshed) or the earliest lease runs out."""
         now = self._clock.now()
-        running = jobs.alias("running")
+        running = _RUNNING
         refreshing = (
             sa.select(running.c.id)
             .where(

@@ -115,11 +115,21 @@ class Worker:
         queue.add_listener(self.wake)
 
     def wake(self, due: dt.datetime | None = None) -> None:
-        """Look for due work now; or, given when new work falls due, only if the loop would
-        otherwise sleep past it (a busy intake does not wake the loop for every commit)."""
+        """Look for due work now; or, given when new work falls due, look then if the loop
+        would otherwise sleep past it. A busy intake commits far more often than jobs fall due,
+        so its commits only ever shorten the current sleep, never cut it off at once."""
         until = self._sleeps_until
-        if due is None or until is None or due < until:
+        if due is None or until is None:
             self._wake.set()
+            return
+        if due >= until:
+            return
+        self._sleeps_until = due
+        delay_s = (due - self._clock.now()).total_seconds()
+        if delay_s <= 0:
+            self._wake.set()
+        else:
+            asyncio.get_running_loop().call_later(delay_s, self._wake.set)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
