@@ -140,20 +140,8 @@ class JobQueue:
         if isinstance(raw, sqlite3.Connection):  # the SQLite writer thread (``write_at_once``)
             return self._append_rows_sqlite(raw, resolved, wanted, now)
         known = self._known(connection, wanted)
-        # A row that starts no refresh (an unknown mailbox, a reauthorization, which lives
-        # on as the subscription's needs_action) is kept as a record, already processed,
-        # so the pending rows stay the ones a refresh will settle.
         rows = [
-            _inbox_row(
-                item,
-                now,
-                settled=not (
-                    item.mailbox
-                    and item.kind.needs_refresh
-                    and (item.tenant_id, item.mailbox) in known
-                ),
-            )
-            for item in resolved
+            _inbox_row(item, now, settled=not _starts_refresh(item, known)) for item in resolved
         ]
         result = connection.execute(inbox.insert().returning(inbox.c.id), rows)
         ids = [row[0] for row in result.all()]
@@ -180,10 +168,7 @@ class JobQueue:
         Values are stored exactly as the table's column types store them (``UTCDateTime``'s
         text form, JSON text)."""
         known: set[tuple[str, str]] = set()
-        by_tenant: dict[str, list[str]] = {}
-        for tenant, mailbox in wanted:
-            by_tenant.setdefault(tenant, []).append(mailbox)
-        for tenant, mailboxes in by_tenant.items():
+        for tenant, mailboxes in _by_tenant(wanted).items():
             for chunk in _chunks(mailboxes):
                 marks = ",".join("?" * len(chunk))
                 rows = raw.execute(
@@ -194,15 +179,7 @@ class JobQueue:
         stamp = _sqlite_instant(now)
         values = []
         for item in resolved:
-            row = _inbox_row(
-                item,
-                stamp,
-                settled=not (
-                    item.mailbox
-                    and item.kind.needs_refresh
-                    and (item.tenant_id, item.mailbox) in known
-                ),
-            )
+            row = _inbox_row(item, stamp, settled=not _starts_refresh(item, known))
             row["payload"] = json.dumps(row["payload"])
             values.append(tuple(row[name] for name in _INBOX_COLUMNS))
         raw.executemany(_SQLITE_INBOX_INSERT, values)
@@ -268,11 +245,8 @@ class JobQueue:
         self, connection: Connection, wanted: Iterable[tuple[str, str]]
     ) -> set[tuple[str, str]]:
         """The calendars among ``wanted`` that the service caches (jobs reference them)."""
-        by_tenant: dict[str, list[str]] = {}
-        for tenant, mailbox in wanted:
-            by_tenant.setdefault(tenant, []).append(mailbox)
         known: set[tuple[str, str]] = set()
-        for tenant, mailboxes in by_tenant.items():
+        for tenant, mailboxes in _by_tenant(wanted).items():
             rows = connection.execute(
                 sa.select(calendars.c.mailbox).where(
                     calendars.c.tenant_id == tenant, calendars.c.mailbox.in_(mailboxes)
@@ -693,11 +667,8 @@ async def _newest_pending(
     """The id and arrival of the newest pending inbox row of each of ``calendars`` that has
     one, read through the pending rows' partial index by calendar: one probe per calendar,
     however many other notifications are waiting."""
-    by_tenant: dict[str, list[str]] = {}
-    for tenant, mailbox in calendars:
-        by_tenant.setdefault(tenant, []).append(mailbox)
     newest: dict[tuple[str, str], tuple[int, dt.datetime]] = {}
-    for tenant, mailboxes in by_tenant.items():
+    for tenant, mailboxes in _by_tenant(calendars).items():
         for chunk in _chunks(mailboxes):
             rows = await connection.execute(
                 sa.select(
@@ -712,6 +683,24 @@ async def _newest_pending(
             )
             newest.update({(tenant, row[0]): (int(row[1]), _as_utc(row[2])) for row in rows})
     return newest
+
+
+def _by_tenant(calendars: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(tenant, mailbox) pairs grouped as each tenant's mailboxes."""
+    grouped: dict[str, list[str]] = {}
+    for tenant, mailbox in calendars:
+        grouped.setdefault(tenant, []).append(mailbox)
+    return grouped
+
+
+def _starts_refresh(item: InboxItem, known: set[tuple[str, str]]) -> bool:
+    """Whether storing ``item`` leaves a calendar the service caches needing a refresh. A row
+    that starts none (an unknown mailbox, a reauthorization, which lives on as the
+    subscription's needs_action) is kept as a record, already processed, so the pending rows
+    stay the ones a refresh will settle."""
+    return bool(
+        item.mailbox and item.kind.needs_refresh and (item.tenant_id, item.mailbox) in known
+    )
 
 
 def _chunks(values: Sequence[T], size: int = 500) -> Iterable[Sequence[T]]:
