@@ -113,17 +113,24 @@ class JobQueue:
                 resolved = await lifecycle.resolve_mailboxes(connection, items)
                 ids, wanted, enqueued = await connection.run_sync(self._append_rows, resolved, now)
                 await lifecycle.record(connection, resolved, now=now)
-        else:
+        elif self._postgres:
             # Intake's usual round (change notifications naming their mailbox): the whole
             # transaction in one go, see ``SqlBase.write_at_once``.
             ids, wanted, enqueued = await self._store.write_at_once(
                 lambda connection: self._append_rows(connection, items, now)
             )
-        log.debug(
-            "inbox: %d notifications, refreshes for %s",
-            len(items),
-            ",".join(sorted(mailbox for _, mailbox in wanted)),
-        )
+        else:
+            # The same on SQLite, straight on the writer thread's connection (the webhook's
+            # hot path; see ``SqlBase.write_sqlite``).
+            ids, wanted, enqueued = await self._store.write_sqlite(
+                lambda raw: self._append_rows_sqlite(raw, items, _wanted(items), now)
+            )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "inbox: %d notifications, refreshes for %s",
+                len(items),
+                ",".join(sorted(mailbox for _, mailbox in wanted)),
+            )
         if enqueued:
             self._notify(now + dt.timedelta(seconds=self.coalesce_s))
         return ids
@@ -131,14 +138,7 @@ class JobQueue:
     def _append_rows(
         self, connection: Connection, resolved: Sequence[InboxItem], now: dt.datetime
     ) -> tuple[list[int], dict[tuple[str, str], bool], int]:
-        wanted: dict[tuple[str, str], bool] = {}
-        for item in resolved:
-            if item.mailbox and item.kind.needs_refresh:
-                key = (item.tenant_id, item.mailbox)
-                wanted[key] = wanted.get(key, False) or item.kind.needs_full_resync
-        raw = connection.connection.driver_connection
-        if isinstance(raw, sqlite3.Connection):  # the SQLite writer thread (``write_at_once``)
-            return self._append_rows_sqlite(raw, resolved, wanted, now)
+        wanted = _wanted(resolved)
         known = self._known(connection, wanted)
         rows = [
             _inbox_row(item, now, settled=not _starts_refresh(item, known)) for item in resolved
@@ -683,6 +683,16 @@ async def _newest_pending(
             )
             newest.update({(tenant, row[0]): (int(row[1]), _as_utc(row[2])) for row in rows})
     return newest
+
+
+def _wanted(items: Sequence[InboxItem]) -> dict[tuple[str, str], bool]:
+    """The calendars the items ask to refresh, each with whether a full resync is asked."""
+    wanted: dict[tuple[str, str], bool] = {}
+    for item in items:
+        if item.mailbox and item.kind.needs_refresh:
+            key = (item.tenant_id, item.mailbox)
+            wanted[key] = wanted.get(key, False) or item.kind.needs_full_resync
+    return wanted
 
 
 def _by_tenant(calendars: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
