@@ -10,8 +10,10 @@ import httpx
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+from bookingcache.api.app import create_app
 from bookingcache.clock import FixedClock
 from bookingcache.domain.tenancy import EventSource
+from bookingcache.settings import Settings
 from bookingcache.store.schema import calendars
 from bookingcache.store.sql import SqlStore
 from bookingcache.store.subscriptions import SubscriptionRegistry
@@ -211,6 +213,57 @@ async def test_a_replayed_call_is_refused(
     replay = await client.post(target, content=body, headers=headers)
     assert replay.status_code == 401
     assert "replay" in replay.json()["detail"]
+    assert len(await inbox_rows(store)) == 1
+
+
+async def test_a_call_accepted_by_one_process_is_a_replay_at_another(
+    client: httpx.AsyncClient, settings: Settings, store: SqlStore, clock: FixedClock
+) -> None:
+    """Two service processes on one database (a second app here): the webhook-id one of them
+    accepted is refused by the other inside the window, and only one inbox row is written."""
+    org = await add_org(store)
+    target = f"/v1/tenants/{org.id}/notifications"
+    body = json.dumps({"resync": [org.mailboxes[0]]}).encode()
+    headers = {
+        **sign(org.secret, "POST", target, body, at=clock.now()),
+        "Content-Type": "application/json",
+    }
+    other = create_app(settings, clock=clock)
+    async with other.router.lifespan_context(other):
+        transport = httpx.ASGITransport(app=other, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://other") as second:
+            assert (await client.post(target, content=body, headers=headers)).status_code == 202
+            clock.advance(dt.timedelta(minutes=2))
+            replay = await second.post(target, content=body, headers=headers)
+            assert replay.status_code == 401, replay.text
+            assert "replay" in replay.json()["detail"]
+            # Past the window the timestamp itself is refused, whoever receives it.
+            clock.advance(dt.timedelta(minutes=4))
+            late = await second.post(target, content=body, headers=headers)
+            assert late.status_code == 401
+            assert "5 minutes" in late.json()["detail"]
+    assert len(await inbox_rows(store)) == 1
+
+
+async def test_a_refused_call_releases_its_id_for_every_process(
+    client: httpx.AsyncClient, settings: Settings, store: SqlStore, clock: FixedClock
+) -> None:
+    org = await add_org(store)
+    target = f"/v1/tenants/{org.id}/notifications"
+    body = json.dumps({"resync": [org.mailboxes[0]]}).encode()
+    headers = sign(org.secret, "POST", target, body, at=clock.now())
+    refused = await client.post(
+        target, content=body, headers={**headers, "Content-Type": "text/plain"}
+    )
+    assert refused.status_code == 415
+    other = create_app(settings, clock=clock)
+    async with other.router.lifespan_context(other):
+        transport = httpx.ASGITransport(app=other, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://other") as second:
+            accepted = await second.post(
+                target, content=body, headers={**headers, "Content-Type": "application/json"}
+            )
+            assert accepted.status_code == 202, accepted.text
     assert len(await inbox_rows(store)) == 1
 
 

@@ -3,6 +3,9 @@ endpoints receive, and commits the accepted notifications through the group comm
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -14,11 +17,14 @@ from bookingcache.intake.directory import IntakeDirectory
 from bookingcache.intake.errors import BadSignature, NotPersisted, UnsupportedMediaType
 from bookingcache.intake.groupcommit import GroupCommitter
 from bookingcache.intake.metrics import IntakeMetrics
+from bookingcache.intake.replays import SharedReplays
 from bookingcache.intake.signing import SignatureVerifier
 from bookingcache.store.sql import SqlStore
 from bookingcache.store.subscriptions import SubscriptionRegistry
 from bookingcache.sync.model import InboxItem
 from bookingcache.sync.queue import JobQueue
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -59,6 +65,7 @@ class IntakeService:
             queue.append_inbox, max_items=max_round_items, on_round=metrics.observe_round
         )
         self.verifier = SignatureVerifier(clock=clock)
+        self.shared_replays = SharedReplays(store, clock=clock)
         # Told the tenant of a batch that named a subscription the service does not know.
         self.on_unknown_subscription: Callable[[str], None] | None = None
 
@@ -113,11 +120,26 @@ class IntakeService:
             headers=headers,
             body=body,
         )
+        # verify() checked the timestamp header: a Unix time in seconds inside the window.
+        sent_at = dt.datetime.fromtimestamp(int(headers["webhook-timestamp"]), tz=dt.UTC)
+        try:
+            claimed = await self.shared_replays.claim(tenant_id, message_id, sent_at=sent_at)
+        except BaseException:
+            self.verifier.release(tenant_id, message_id)
+            raise
+        if not claimed:
+            # Accepted by another process on this database: a replay (this process keeps
+            # the id reserved too).
+            raise BadSignature("this webhook-id was already accepted (replay)")
         try:
             return await self._accept_relay(tenant_id, content_type=content_type, body=body)
         except BaseException:
             # Not accepted: the sender may retry this very call.
             self.verifier.release(tenant_id, message_id)
+            try:
+                await asyncio.shield(self.shared_replays.release(tenant_id, message_id))
+            except Exception:  # it expires with the window; the original error matters more
+                log.warning("could not release webhook-id %s of %s", message_id, tenant_id)
             raise
 
     async def _accept_relay(

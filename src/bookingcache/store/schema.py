@@ -260,6 +260,16 @@ subscriptions = Table(
     Index(None, "subscription_id"),
 )
 
+# The webhook-ids of accepted relay calls inside the replay window (migration 0003).
+relay_messages = Table(
+    "relay_messages",
+    metadata,
+    Column("tenant_id", String(ID), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("message_id", String(256), primary_key=True),
+    Column("sent_at", UTCDateTime(), nullable=False),
+    Index(None, "sent_at"),
+)
+
 client_states = Table(
     "client_states",
     metadata,
