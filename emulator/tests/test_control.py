@@ -14,16 +14,16 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from loopback_kit import berlin_room, loopback_state, served
 
 from graph_emulator.app import create_app
-from graph_emulator.auth import READ, App, issue_token
+from graph_emulator.auth import issue_token
 from graph_emulator.bench import LoopbackReceiver, serve
 from graph_emulator.config import EmulatorConfig
 from graph_emulator.directory import Mailbox
 from graph_emulator.state import EmulatorState, new_state
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph-samples"
-START = dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.UTC)
 VIEW = "startDateTime=2026-11-23T00:00:00Z&endDateTime=2026-11-30T00:00:00Z"
 
 
@@ -79,32 +79,10 @@ class Ctl:
 
 @pytest.fixture
 async def ctl() -> AsyncIterator[Ctl]:
-    state = new_state(EmulatorConfig(virtual_clock=True, allow_http_notifications=True), seed=9)
-    state.clock.advance(START - state.clock.now())
-    room = state.directory.add(
-        Mailbox(
-            id="6b0e8d1c-2a3f-4b5c-9d8e-7f6a5b4c3d2e",
-            upn="room-a1@contoso.example",
-            display_name="Room A1",
-            is_room=True,
-            time_zone="Europe/Berlin",
-        )
-    )
-    state.directory.add(
-        Mailbox(
-            id="9f9f9f9f-0000-4000-8000-000000000001",
-            upn="adele@contoso.example",
-            display_name="Adele Vance",
-        )
-    )
-    state.apps.add(App("app-read", "s3cret", "reader", roles={READ}))
-    receiver = LoopbackReceiver()
-    async with (
-        serve(create_app(state)) as base_url,
-        serve(receiver) as receiver_url,
-        httpx.AsyncClient(base_url=base_url, timeout=10) as client,
-    ):
-        yield Ctl(state, client, receiver, receiver_url, room)
+    room = berlin_room("6b0e8d1c-2a3f-4b5c-9d8e-7f6a5b4c3d2e", "room-a1@contoso.example", "Room A1")
+    state = loopback_state(seed=9, rooms=[room])
+    async with served(state) as up:
+        yield Ctl(state, up.client, up.receiver, up.receiver_url, room)
 
 
 async def test_drop_next_notification_sends_missed(ctl: Ctl) -> None:

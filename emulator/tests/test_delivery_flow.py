@@ -16,16 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+from loopback_kit import START, berlin_room, loopback_state, served
 
-from graph_emulator.app import create_app
-from graph_emulator.auth import READ, App, issue_token
-from graph_emulator.bench import LoopbackReceiver, serve
-from graph_emulator.config import EmulatorConfig
+from graph_emulator.auth import issue_token
+from graph_emulator.bench import LoopbackReceiver
 from graph_emulator.directory import Mailbox
-from graph_emulator.state import EmulatorState, new_state
+from graph_emulator.state import EmulatorState
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph-samples"
-START = dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.UTC)
 NOTIFICATION_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
 
 
@@ -79,36 +77,15 @@ class Flow:
 
 @pytest.fixture
 async def flow() -> AsyncIterator[Flow]:
-    config = EmulatorConfig(virtual_clock=True, allow_http_notifications=True)
-    state = new_state(config, seed=5)
-    state.clock.advance(START - state.clock.now())
     rooms = [
-        state.directory.add(
-            Mailbox(
-                id=f"6b0e8d1c-2a3f-4b5c-9d8e-7f6a5b4c3d2{n}",
-                upn=f"room-{n}@contoso.example",
-                display_name=f"Room {n}",
-                is_room=True,
-                time_zone="Europe/Berlin",
-            )
+        berlin_room(
+            f"6b0e8d1c-2a3f-4b5c-9d8e-7f6a5b4c3d2{n}", f"room-{n}@contoso.example", f"Room {n}"
         )
         for n in (1, 2)
     ]
-    state.directory.add(
-        Mailbox(
-            id="9f9f9f9f-0000-4000-8000-000000000001",
-            upn="adele@contoso.example",
-            display_name="Adele Vance",
-        )
-    )
-    state.apps.add(App("app-read", "s3cret", "reader", roles={READ}))
-    receiver = LoopbackReceiver()
-    async with (
-        serve(create_app(state)) as base_url,
-        serve(receiver) as receiver_url,
-        httpx.AsyncClient(base_url=base_url, timeout=10) as client,
-    ):
-        yield Flow(state, client, receiver, receiver_url, rooms[0], rooms[1])
+    state = loopback_state(seed=5, rooms=rooms)
+    async with served(state) as up:
+        yield Flow(state, up.client, up.receiver, up.receiver_url, rooms[0], rooms[1])
 
 
 async def test_room_booking_burst_in_graphs_shape(flow: Flow) -> None:

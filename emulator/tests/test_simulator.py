@@ -7,17 +7,13 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-import httpx
+from loopback_kit import APP_SECRET, START, served
 
-from graph_emulator.app import create_app
 from graph_emulator.auth import READ, App, issue_token
-from graph_emulator.bench import LoopbackReceiver, serve
 from graph_emulator.config import EmulatorConfig
 from graph_emulator.directory import Mailbox
 from graph_emulator.simulator import BookingSimulator, SimulatorSettings
 from graph_emulator.state import EmulatorState, new_state
-
-START = dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.UTC)
 
 
 def tenant(rooms: int = 4) -> EmulatorState:
@@ -93,13 +89,9 @@ def test_rooms_subset_and_recurring_share() -> None:
 
 async def test_runs_from_the_control_api_and_notifications_flow() -> None:
     state = tenant(rooms=2)
-    state.apps.add(App("app-read", "s3cret", "reader", roles={READ}))
-    receiver = LoopbackReceiver()
-    async with (
-        serve(create_app(state)) as base_url,
-        serve(receiver) as receiver_url,
-        httpx.AsyncClient(base_url=base_url, timeout=10) as client,
-    ):
+    state.apps.add(App("app-read", APP_SECRET, "reader", roles={READ}))
+    async with served(state) as up:
+        client, receiver, receiver_url = up.client, up.receiver, up.receiver_url
         app = state.apps.get("app-read")
         assert app is not None
         headers = {"Authorization": f"Bearer {issue_token(state, app)[0]}"}

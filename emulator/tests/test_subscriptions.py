@@ -14,16 +14,15 @@ from typing import Any
 
 import httpx
 import pytest
+from loopback_kit import APP_SECRET, berlin_room, loopback_state, served
 
 from graph_emulator.app import create_app
 from graph_emulator.auth import READ, READ_BASIC, App, issue_token
 from graph_emulator.bench import LoopbackReceiver, serve
-from graph_emulator.config import EmulatorConfig
 from graph_emulator.directory import Mailbox
-from graph_emulator.state import EmulatorState, new_state
+from graph_emulator.state import EmulatorState
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph-samples"
-START = dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.UTC)
 TOKEN_TEXT = re.compile(
     r"^Validation: Testing client application reachability for subscription Request-Id: "
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -69,39 +68,14 @@ class Harness:
 
 
 def build_state(**config: Any) -> tuple[EmulatorState, Mailbox, Mailbox]:
-    settings = {"virtual_clock": True, "allow_http_notifications": True, **config}
-    state = new_state(EmulatorConfig(**settings), seed=3)
-    state.clock.advance(START - state.clock.now())
-    room = state.directory.add(
-        Mailbox(
-            id="6b0e8d1c-2a3f-4b5c-9d8e-7f6a5b4c3d2e",
-            upn="room-a1@contoso.example",
-            display_name="Room A1",
-            is_room=True,
-            time_zone="Europe/Berlin",
-        )
+    room = berlin_room("6b0e8d1c-2a3f-4b5c-9d8e-7f6a5b4c3d2e", "room-a1@contoso.example", "Room A1")
+    other = berlin_room(
+        "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "room-b2@contoso.example", "Room B2"
     )
-    other = state.directory.add(
-        Mailbox(
-            id="1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
-            upn="room-b2@contoso.example",
-            display_name="Room B2",
-            is_room=True,
-            time_zone="Europe/Berlin",
-        )
-    )
-    state.directory.add(
-        Mailbox(
-            id="9f9f9f9f-0000-4000-8000-000000000001",
-            upn="adele@contoso.example",
-            display_name="Adele Vance",
-        )
-    )
-    secret = "s3cret"
-    state.apps.add(App("app-read", secret, "reader", roles={READ}))
-    state.apps.add(App("app-other", secret, "other", roles={READ}))
-    state.apps.add(App("app-basic", secret, "basic", roles={READ_BASIC}))
-    state.apps.add(App("app-scoped", secret, "scoped", roles={READ}, mailbox_scope={other.id}))
+    state = loopback_state(seed=3, rooms=[room, other], **config)
+    state.apps.add(App("app-other", APP_SECRET, "other", roles={READ}))
+    state.apps.add(App("app-basic", APP_SECRET, "basic", roles={READ_BASIC}))
+    state.apps.add(App("app-scoped", APP_SECRET, "scoped", roles={READ}, mailbox_scope={other.id}))
     return state, room, other
 
 
@@ -110,13 +84,8 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     config: dict[str, Any] = {"validation_timeout_s": 0.5}
     config.update(getattr(request, "param", {}))
     state, room, other = build_state(**config)
-    receiver = LoopbackReceiver()
-    async with (
-        serve(create_app(state)) as base_url,
-        serve(receiver) as receiver_url,
-        httpx.AsyncClient(base_url=base_url, timeout=10) as client,
-    ):
-        yield Harness(state, base_url, receiver, receiver_url, client, room, other)
+    async with served(state) as up:
+        yield Harness(state, up.base_url, up.receiver, up.receiver_url, up.client, room, other)
 
 
 async def test_create_runs_both_handshakes_and_answers_like_graph(harness: Harness) -> None:
