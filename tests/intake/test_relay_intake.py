@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -216,6 +218,18 @@ async def test_a_replayed_call_is_refused(
     assert len(await inbox_rows(store)) == 1
 
 
+@contextlib.asynccontextmanager
+async def another_process(
+    settings: Settings, clock: FixedClock
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a second service app on the same database, as another process would be."""
+    other = create_app(settings, clock=clock)
+    async with other.router.lifespan_context(other):
+        transport = httpx.ASGITransport(app=other, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://other") as client:
+            yield client
+
+
 async def test_a_call_accepted_by_one_process_is_a_replay_at_another(
     client: httpx.AsyncClient, settings: Settings, store: SqlStore, clock: FixedClock
 ) -> None:
@@ -228,20 +242,17 @@ async def test_a_call_accepted_by_one_process_is_a_replay_at_another(
         **sign(org.secret, "POST", target, body, at=clock.now()),
         "Content-Type": "application/json",
     }
-    other = create_app(settings, clock=clock)
-    async with other.router.lifespan_context(other):
-        transport = httpx.ASGITransport(app=other, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://other") as second:
-            assert (await client.post(target, content=body, headers=headers)).status_code == 202
-            clock.advance(dt.timedelta(minutes=2))
-            replay = await second.post(target, content=body, headers=headers)
-            assert replay.status_code == 401, replay.text
-            assert "replay" in replay.json()["detail"]
-            # Past the window the timestamp itself is refused, whoever receives it.
-            clock.advance(dt.timedelta(minutes=4))
-            late = await second.post(target, content=body, headers=headers)
-            assert late.status_code == 401
-            assert "5 minutes" in late.json()["detail"]
+    async with another_process(settings, clock) as second:
+        assert (await client.post(target, content=body, headers=headers)).status_code == 202
+        clock.advance(dt.timedelta(minutes=2))
+        replay = await second.post(target, content=body, headers=headers)
+        assert replay.status_code == 401, replay.text
+        assert "replay" in replay.json()["detail"]
+        # Past the window the timestamp itself is refused, whoever receives it.
+        clock.advance(dt.timedelta(minutes=4))
+        late = await second.post(target, content=body, headers=headers)
+        assert late.status_code == 401
+        assert "5 minutes" in late.json()["detail"]
     assert len(await inbox_rows(store)) == 1
 
 
@@ -256,14 +267,11 @@ async def test_a_refused_call_releases_its_id_for_every_process(
         target, content=body, headers={**headers, "Content-Type": "text/plain"}
     )
     assert refused.status_code == 415
-    other = create_app(settings, clock=clock)
-    async with other.router.lifespan_context(other):
-        transport = httpx.ASGITransport(app=other, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://other") as second:
-            accepted = await second.post(
-                target, content=body, headers={**headers, "Content-Type": "application/json"}
-            )
-            assert accepted.status_code == 202, accepted.text
+    async with another_process(settings, clock) as second:
+        accepted = await second.post(
+            target, content=body, headers={**headers, "Content-Type": "application/json"}
+        )
+        assert accepted.status_code == 202, accepted.text
     assert len(await inbox_rows(store)) == 1
 
 
