@@ -175,7 +175,7 @@ class GraphWebhook:
             )
         metrics = getattr(self.app.state, "http_metrics", None)
         if isinstance(metrics, HttpMetrics):
-            metrics.observe_fixed(
+            metrics.observe(
                 "POST", f"/graph/{self.kind}/{{tenant}}", status, time.perf_counter() - started
             )
 

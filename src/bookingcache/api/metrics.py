@@ -31,9 +31,9 @@ class HttpMetrics:
         )
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
-    def observe_fixed(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one answer of a route whose labels repeat (a hot path): the labelled series
-        are looked up once and kept."""
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answer. ``route`` is a template, so the label sets are few: each one's
+        series are looked up once and kept."""
         key = (method, route, status)
         children = self._children.get(key)
         if children is None:
@@ -75,7 +75,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_recording_status)
         finally:
-            route = route_template(scope)
-            method = str(scope.get("method", ""))
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            self.metrics.observe(
+                str(scope.get("method", "")),
+                route_template(scope),
+                status,
+                time.perf_counter() - started,
+            )
