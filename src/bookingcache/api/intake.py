@@ -97,22 +97,8 @@ def intake_of_app(app: Any) -> IntakeService:
 
 
 async def read_body(request: Request, *, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit``: from the declared
-    Content-Length, and by counting while reading (a chunked or lying sender)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ProblemError(400, "bad-request", "Content-Length is not a number")
-        if int(declared) > limit:
-            raise BodyTooLarge(f"the body is over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"the body is over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The body of a request whose body is still unread (see ``receive_body``)."""
+    return await receive_body(request.receive, request.headers.get("content-length"), limit)
 
 
 def _problem(exc: Exception, *, via: str, metrics: IntakeMetrics) -> ProblemError:
@@ -207,22 +193,14 @@ class GraphWebhook:
         except StoreUnavailable as exc:
             return await _send_problem(scope, send, request_id, 503, "store-unavailable", str(exc))
         try:
-            if declared is not None:
-                if not declared.isdigit():
-                    return await _send_problem(
-                        scope,
-                        send,
-                        request_id,
-                        400,
-                        "bad-request",
-                        "Content-Length is not a number",
-                    )
-                if int(declared) > MAX_BODY_BYTES:
-                    raise BodyTooLarge(f"the body is over {MAX_BODY_BYTES} bytes")
-            body = await _receive_body(receive, MAX_BODY_BYTES)
+            body = await receive_body(
+                receive, declared.decode("latin-1") if declared else None, MAX_BODY_BYTES
+            )
             if not is_json(content_type.decode("latin-1") if content_type else None):
                 raise UnsupportedMediaType("notifications must be sent as application/json")
             await intake.receive_graph(self.tenant, body)
+        except ProblemError as exc:  # a Content-Length that is not a number
+            return await _send_problem(scope, send, request_id, exc.status, exc.slug, exc.detail)
         except (BodyTooLarge, UnsupportedMediaType, MalformedBody, NotPersisted) as exc:
             problem = _problem(exc, via="alt1", metrics=intake.metrics)
             return await _send_problem(
@@ -259,8 +237,15 @@ def validation_token(query: bytes) -> str | None:
     return None
 
 
-async def _receive_body(receive: Receive, limit: int) -> bytes:
-    """The request body, refused as soon as it passes ``limit`` (a chunked or lying sender)."""
+async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The body, refused with 413 (``BodyTooLarge``) as soon as it is known to exceed
+    ``limit``: from the declared Content-Length, and by counting while reading (a chunked or
+    lying sender); a Content-Length that is not a number is a 400."""
+    if declared is not None:
+        if not declared.isdigit():
+            raise ProblemError(400, "bad-request", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise BodyTooLarge(f"the body is over {limit} bytes")
     message = await receive()
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
