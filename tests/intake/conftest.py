@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +17,7 @@ from standardwebhooks import Webhook
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets
-from bookingcache.store.schema import events, inbox, jobs, subscriptions
+from bookingcache.store.schema import events, inbox_batches, jobs, subscriptions
 from bookingcache.store.sql import SqlStore
 from bookingcache.store.subscriptions import SubscriptionRegistry
 
@@ -89,12 +89,34 @@ async def add_org(
     return Org(tenant_id, mailboxes, secret)
 
 
-async def inbox_rows(store: SqlStore, tenant_id: str | None = None) -> list[Any]:
-    query = sa.select(inbox).order_by(inbox.c.id)
+async def inbox_batch_rows(store: SqlStore, tenant_id: str | None = None) -> list[Any]:
+    """The inbox's rows, oldest first: one per commit round and tenant and source, each holding
+    as many notifications as its ``count`` says."""
+    query = sa.select(inbox_batches).order_by(inbox_batches.c.id)
     if tenant_id is not None:
-        query = query.where(inbox.c.tenant_id == tenant_id)
+        query = query.where(inbox_batches.c.tenant_id == tenant_id)
     async with store.read() as connection:
-        return list((await connection.execute(query)).all())
+        rows = list((await connection.execute(query)).all())
+    for row in rows:
+        assert row._mapping["count"] == len(row.notifications) > 0, row
+    return rows
+
+
+class Stored(NamedTuple):
+    """One accepted notification: its batch's tenant and source and its own entry."""
+
+    tenant_id: str
+    source: str
+    entry: dict[str, Any]
+
+
+async def stored_notifications(store: SqlStore, tenant_id: str | None = None) -> list[Stored]:
+    """Every accepted notification in the order it was stored."""
+    return [
+        Stored(row.tenant_id, row.source, entry)
+        for row in await inbox_batch_rows(store, tenant_id)
+        for entry in row.notifications
+    ]
 
 
 async def job_rows(store: SqlStore) -> list[Any]:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.tenancy import EventSource
-from bookingcache.store.schema import events, inbox
+from bookingcache.store.schema import events, inbox_batches
 from bookingcache.store.sql import SqlStore
 from bookingcache.store.subscriptions import SubscriptionRegistry
 
@@ -61,11 +61,16 @@ async def fuzz(store: SqlStore, registry: SubscriptionRegistry) -> Fixture:
     return Fixture(org, ids)
 
 
-async def counts(store: SqlStore) -> tuple[int, int]:
+async def counts(store: SqlStore) -> tuple[int, int, int]:
+    """Inbox rows, the notifications they hold, cached events."""
     async with store.read() as connection:
-        stored = await connection.scalar(sa.select(sa.func.count()).select_from(inbox))
+        rows, stored = (
+            await connection.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(inbox_batches.c.count), 0))
+            )
+        ).one()
         cached = await connection.scalar(sa.select(sa.func.count()).select_from(events))
-    return int(stored or 0), int(cached or 0)
+    return int(rows), int(stored), int(cached or 0)
 
 
 @st.composite

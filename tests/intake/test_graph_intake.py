@@ -17,7 +17,15 @@ from bookingcache.clock import FixedClock
 from bookingcache.store.sql import SqlStore
 from bookingcache.store.subscriptions import SubscriptionRegistry
 
-from .conftest import Org, add_org, inbox_rows, job_rows, sample, subscription_rows
+from .conftest import (
+    Org,
+    add_org,
+    inbox_batch_rows,
+    job_rows,
+    sample,
+    stored_notifications,
+    subscription_rows,
+)
 
 HANDSHAKE = (
     "Validation%3A%20Testing%20client%20application%20reachability%20for%20subscription"
@@ -72,13 +80,26 @@ async def test_sample_batch_is_committed_before_the_202(
     body = sample("notification-batch.json")
     response = await client.post(f"/graph/notifications/{org.id}", json=body)
     assert response.status_code == 202, response.text
-    rows = await inbox_rows(store, org.id)
-    assert [(r.mailbox, r.kind, r.change_type, r.source) for r in rows] == [
-        (org.mailboxes[0], "change", "created", "alt1"),
-        (org.mailboxes[1], "change", "updated", "alt1"),
+    notes = body["value"]
+    # One inbox row for the request's round, listing both notifications.
+    [row] = await inbox_batch_rows(store, org.id)
+    assert (row.source, row._mapping["count"]) == ("alt1", 2)
+    assert row.notifications == [
+        {
+            "kind": "change",
+            "subscriptionId": notes[0]["subscriptionId"],
+            "mailbox": org.mailboxes[0],
+            "changeType": "created",
+            "resource": notes[0]["resource"],
+        },
+        {
+            "kind": "change",
+            "subscriptionId": notes[1]["subscriptionId"],
+            "mailbox": org.mailboxes[1],
+            "changeType": "updated",
+            "resource": notes[1]["resource"],
+        },
     ]
-    assert rows[0].subscription_id == body["value"][0]["subscriptionId"]
-    assert rows[0].payload["resource"] == body["value"][0]["resource"]
     # One coalesced refresh per dirty calendar.
     assert sorted(j.mailbox for j in await job_rows(store)) == org.mailboxes[:2]
 
@@ -103,8 +124,8 @@ async def test_inauthentic_notifications_are_acknowledged_ignored_and_counted(
     body = {"value": [unknown, good, wrong_state, missing_state, foreign]}
     response = await client.post(f"/graph/notifications/{org.id}", json=body)
     assert response.status_code == 202
-    rows = await inbox_rows(store)
-    assert [(r.tenant_id, r.mailbox) for r in rows] == [(org.id, org.mailboxes[0])]
+    stored = await stored_notifications(store)
+    assert [(n.tenant_id, n.entry["mailbox"]) for n in stored] == [(org.id, org.mailboxes[0])]
     name = "bookingcache_intake_ignored_notifications_total"
     assert counter(app, name, reason="unknown_subscription") == 1
     assert counter(app, name, reason="wrong_client_state") == 2
@@ -120,7 +141,7 @@ async def test_a_batch_for_an_unknown_tenant_is_acknowledged_and_stores_nothing(
         "/graph/notifications/nobody-here", json=sample("notification-batch.json")
     )
     assert response.status_code == 202
-    assert await inbox_rows(store) == []
+    assert await stored_notifications(store) == []
 
 
 async def test_lifecycle_events_mark_subscriptions_and_force_full_resyncs(
@@ -130,11 +151,15 @@ async def test_lifecycle_events_mark_subscriptions_and_force_full_resyncs(
     await subscribe_samples(registry, org)
     response = await client.post(f"/graph/lifecycle/{org.id}", json=sample("lifecycle-batch.json"))
     assert response.status_code == 202
-    rows = await inbox_rows(store, org.id)
-    assert [(r.mailbox, r.kind, r.lifecycle_event) for r in rows] == [
-        (org.mailboxes[0], "lifecycle", "reauthorizationRequired"),
-        (org.mailboxes[1], "lifecycle", "missed"),
-        (org.mailboxes[2], "lifecycle", "subscriptionRemoved"),
+    notes = sample("lifecycle-batch.json")["value"]
+    assert [(n.source, n.entry) for n in await stored_notifications(store, org.id)] == [
+        ("alt1", {"kind": kind, "subscriptionId": note["subscriptionId"], "mailbox": mailbox})
+        for kind, note, mailbox in zip(
+            ["reauthorizationRequired", "missed", "subscriptionRemoved"],
+            notes,
+            org.mailboxes,
+            strict=True,
+        )
     ]
     marks = await subscription_rows(store, org.id)
     assert marks[org.mailboxes[0]].needs_action == "renew"
@@ -159,13 +184,14 @@ async def test_changes_and_lifecycle_events_may_share_a_batch(
     mixed = sample("notification-batch.json")["value"] + sample("lifecycle-batch.json")["value"]
     response = await client.post(f"/graph/notifications/{org.id}", json={"value": mixed})
     assert response.status_code == 202
-    kinds = sorted((r.kind, r.change_type or r.lifecycle_event) for r in await inbox_rows(store))
+    stored = await stored_notifications(store)
+    kinds = sorted((n.entry["kind"], n.entry.get("changeType", "")) for n in stored)
     assert kinds == [
         ("change", "created"),
         ("change", "updated"),
-        ("lifecycle", "missed"),
-        ("lifecycle", "reauthorizationRequired"),
-        ("lifecycle", "subscriptionRemoved"),
+        ("missed", ""),
+        ("reauthorizationRequired", ""),
+        ("subscriptionRemoved", ""),
     ]
 
 
@@ -177,13 +203,13 @@ async def test_a_rotated_client_state_verifies_until_its_grace_ends(
     notes = await subscribe_samples(registry, org)
     old = {"value": [notes[0]]}
     assert (await client.post(f"/graph/notifications/{org.id}", json=old)).status_code == 202
-    assert len(await inbox_rows(store)) == 1
+    assert len(await stored_notifications(store)) == 1
     clock.advance(dt.timedelta(hours=4, minutes=1))
     assert (await client.post(f"/graph/notifications/{org.id}", json=old)).status_code == 202
-    assert len(await inbox_rows(store)) == 1  # the retired secret no longer verifies
+    assert len(await stored_notifications(store)) == 1  # the retired secret no longer verifies
     current = {"value": [{**notes[1], "clientState": "Pq2xY7mK-room-c3"}]}
     assert (await client.post(f"/graph/notifications/{org.id}", json=current)).status_code == 202
-    assert len(await inbox_rows(store)) == 2
+    assert len(await stored_notifications(store)) == 2
 
 
 async def test_a_subscription_recorded_after_a_miss_is_found_at_once(
@@ -193,10 +219,10 @@ async def test_a_subscription_recorded_after_a_miss_is_found_at_once(
     await registry.rotate_client_state(org.id, "the-state")
     note = {"subscriptionId": "sub-new", "clientState": "the-state", "changeType": "updated"}
     await client.post(f"/graph/notifications/{org.id}", json={"value": [note]})
-    assert await inbox_rows(store) == []
+    assert await stored_notifications(store) == []
     await registry.record(org.id, org.mailboxes[1], "sub-new", expires_at=None)
     await client.post(f"/graph/notifications/{org.id}", json={"value": [note]})
-    assert [r.mailbox for r in await inbox_rows(store)] == [org.mailboxes[1]]
+    assert [n.entry["mailbox"] for n in await stored_notifications(store)] == [org.mailboxes[1]]
 
 
 BAD_BODIES: list[tuple[bytes, dict[str, str], int]] = [
@@ -228,7 +254,7 @@ async def test_bad_bodies_get_a_problem_and_store_nothing(
         assert response.status_code == status, (body, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json()["status"] == status
-    assert await inbox_rows(store) == []
+    assert await stored_notifications(store) == []
 
 
 async def test_bodies_over_one_mebibyte_are_refused(
@@ -249,12 +275,12 @@ async def test_bodies_over_one_mebibyte_are_refused(
     streamed = await client.post(f"/graph/notifications/{org.id}", content=chunks(), headers=JSON)
     assert streamed.status_code == 413
     assert "content-length" not in {k.lower() for k in streamed.request.headers}
-    assert await inbox_rows(store) == []
+    assert await stored_notifications(store) == []
     # Just under the limit is fine.
     fits = {"value": [notes[1]] * 1000}
     ok = await client.post(f"/graph/notifications/{org.id}", json=fits)
     assert ok.status_code == 202
-    assert len(await inbox_rows(store)) == 1000
+    assert len(await stored_notifications(store)) == 1000
 
 
 async def test_a_failed_commit_answers_503_so_graph_retries(
@@ -267,7 +293,7 @@ async def test_a_failed_commit_answers_503_so_graph_retries(
     async with store.write() as connection:
         await connection.execute(
             sa.text(
-                "CREATE TRIGGER refuse_inbox BEFORE INSERT ON inbox "
+                "CREATE TRIGGER refuse_inbox BEFORE INSERT ON inbox_batches "
                 "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
             )
         )
@@ -278,10 +304,11 @@ async def test_a_failed_commit_answers_503_so_graph_retries(
     assert response.headers["retry-after"] == "1"
     async with store.write() as connection:
         await connection.execute(sa.text("DROP TRIGGER refuse_inbox"))
-    assert await inbox_rows(store) == []
+    assert await stored_notifications(store) == []
+    assert await job_rows(store) == []  # no refresh for what was not stored
     retried = await client.post(f"/graph/notifications/{org.id}", json=copy.deepcopy(body))
     assert retried.status_code == 202
-    assert len(await inbox_rows(store)) == 2
+    assert len(await stored_notifications(store)) == 2
 
 
 async def test_a_failed_subscription_lookup_answers_503(
@@ -298,4 +325,4 @@ async def test_a_failed_subscription_lookup_answers_503(
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.headers["retry-after"] == "1"
-    assert await inbox_rows(store) == []
+    assert await stored_notifications(store) == []

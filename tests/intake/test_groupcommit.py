@@ -14,7 +14,7 @@ from bookingcache.store.sql import SqlStore
 from bookingcache.store.subscriptions import SubscriptionRegistry
 from bookingcache.sync.model import InboxItem
 
-from .conftest import add_org, inbox_rows
+from .conftest import add_org, inbox_batch_rows, stored_notifications
 
 
 class SlowInbox:
@@ -117,10 +117,13 @@ async def test_concurrent_webhook_posts_share_transactions(
 
     statuses = await asyncio.gather(*(post(i) for i in range(120)))
     assert statuses == [202] * 120
-    rows = await inbox_rows(store, org.id)
-    assert sorted(int(r.payload["resource"].rsplit("/", 1)[1]) for r in rows) == list(range(120))
+    stored = await stored_notifications(store, org.id)
+    numbers = sorted(int(n.entry["resource"].rsplit("/", 1)[1]) for n in stored)
+    assert numbers == list(range(120))
     rounds = app.state.intake.committer.rounds
     assert rounds < 60, f"{rounds} transactions for 120 requests"
+    # Each round stored the notifications of all its requests as one inbox row.
+    assert len(await inbox_batch_rows(store, org.id)) == rounds
 
 
 async def test_nothing_to_commit_needs_no_transaction() -> None:

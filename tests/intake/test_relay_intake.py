@@ -21,7 +21,15 @@ from bookingcache.store.schema import calendars
 from bookingcache.store.sql import SqlStore
 from bookingcache.store.subscriptions import SubscriptionRegistry
 
-from .conftest import Org, add_org, event_count, inbox_rows, job_rows, sign, subscription_rows
+from .conftest import (
+    Org,
+    add_org,
+    event_count,
+    job_rows,
+    sign,
+    stored_notifications,
+    subscription_rows,
+)
 from .test_graph_intake import counter
 
 START = "2026-11-23T00:00:00Z"
@@ -88,12 +96,23 @@ async def test_changes_lifecycle_and_resync_reach_the_inbox(
     }
     response = await post_signed(client, org, payload, clock=clock)
     assert response.status_code == 202, response.text
-    rows = await inbox_rows(store, org.id)
-    assert [(r.mailbox, r.kind, r.source) for r in rows] == [
-        (org.mailboxes[0], "change", "alt2"),
-        (org.mailboxes[0], "change", "alt2"),
-        (org.mailboxes[2], "lifecycle", "alt2"),
-        (org.mailboxes[1], "resync", "alt2"),
+    stored = await stored_notifications(store, org.id)
+    assert {n.source for n in stored} == {"alt2"}
+    assert [n.entry for n in stored] == [
+        {
+            "kind": "change",
+            "subscriptionId": "sub-0",
+            "mailbox": org.mailboxes[0],
+            "changeType": "updated",
+        },
+        {
+            "kind": "change",
+            "subscriptionId": "sub-0",
+            "mailbox": org.mailboxes[0],
+            "changeType": "created",
+        },
+        {"kind": "subscriptionRemoved", "subscriptionId": "sub-2", "mailbox": org.mailboxes[2]},
+        {"kind": "resync", "mailbox": org.mailboxes[1]},
     ]
     assert {(j.mailbox, j.kind) for j in await job_rows(store)} == {
         (org.mailboxes[0], "refresh"),
@@ -156,7 +175,7 @@ async def test_windows_of_a_tenant_that_reads_its_connector_are_not_applied(
     payload = {"changes": [{"mailbox": org.mailboxes[0]}], "windows": [window]}
     assert (await post_signed(client, org, payload, clock=clock)).status_code == 202
     assert await event_count(store) == 0
-    assert len(await inbox_rows(store)) == 1
+    assert len(await stored_notifications(store)) == 1
 
 
 async def test_unauthentic_calls_get_401_and_change_nothing(
@@ -198,7 +217,7 @@ async def test_unauthentic_calls_get_401_and_change_nothing(
         assert response.status_code == 401, (case, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json()["type"].endswith("bad-signature")
-    assert await inbox_rows(store) == []
+    assert await stored_notifications(store) == []
 
 
 async def test_a_replayed_call_is_refused(
@@ -216,7 +235,7 @@ async def test_a_replayed_call_is_refused(
     replay = await client.post(target, content=body, headers=headers)
     assert replay.status_code == 401
     assert "replay" in replay.json()["detail"]
-    assert len(await inbox_rows(store)) == 1
+    assert len(await stored_notifications(store)) == 1
 
 
 @contextlib.asynccontextmanager
@@ -235,7 +254,7 @@ async def test_a_call_accepted_by_one_process_is_a_replay_at_another(
     client: httpx.AsyncClient, settings: Settings, store: SqlStore, clock: FixedClock
 ) -> None:
     """Two service processes on one database (a second app here): the webhook-id one of them
-    accepted is refused by the other inside the window, and only one inbox row is written."""
+    accepted is refused by the other inside the window, and its notification is stored once."""
     org = await add_org(store)
     target = f"/v1/tenants/{org.id}/notifications"
     body = json.dumps({"resync": [org.mailboxes[0]]}).encode()
@@ -254,7 +273,7 @@ async def test_a_call_accepted_by_one_process_is_a_replay_at_another(
         late = await second.post(target, content=body, headers=headers)
         assert late.status_code == 401
         assert "5 minutes" in late.json()["detail"]
-    assert len(await inbox_rows(store)) == 1
+    assert len(await stored_notifications(store)) == 1
 
 
 @pytest.mark.parametrize("resend_to", ["the same process", "another process"])
@@ -282,7 +301,7 @@ async def test_a_call_refused_after_its_signature_checked_may_be_sent_again(
             target, content=body, headers={**headers, "Content-Type": "application/json"}
         )
         assert accepted.status_code == 202, accepted.text
-    assert len(await inbox_rows(store)) == 1
+    assert len(await stored_notifications(store)) == 1
 
 
 async def test_mailboxes_that_are_not_the_tenants_calendars_are_ignored_and_named(
@@ -315,11 +334,11 @@ async def test_mailboxes_that_are_not_the_tenants_calendars_are_ignored_and_name
             [other.mailboxes[0], other.mailboxes[1], "gone@example.com", "nobody@example.com"]
         ),
     }
-    rows = await inbox_rows(store)
-    assert {(row.tenant_id, row.mailbox, row.kind) for row in rows} == {
+    stored = await stored_notifications(store)
+    assert [(n.tenant_id, n.entry["mailbox"], n.entry["kind"]) for n in stored] == [
         (org.id, org.mailboxes[1], "change"),
         (org.id, org.mailboxes[2], "resync"),
-    }
+    ]
     assert await event_count(store) == 1  # the tenant's own window, nothing of the other's
     ignored = counter(
         app, "bookingcache_intake_ignored_notifications_total", reason="unknown_mailbox"
@@ -366,7 +385,7 @@ async def test_invalid_pushed_windows_get_422_and_store_nothing(
         assert response.status_code == 422, (window_change, event_change, response.text)
         assert response.json()["errors"]
     assert await event_count(store) == 0
-    assert await inbox_rows(store) == []
+    assert await stored_notifications(store) == []
     async with store.read() as connection:
         synced = await connection.scalar(
             sa.select(sa.func.count()).where(calendars.c.last_success_at.is_not(None))
@@ -392,4 +411,4 @@ async def test_malformed_relay_bodies(
         response = await post_signed(client, org, body, clock=clock)
         assert response.status_code == status, (body, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
-    assert await inbox_rows(store) == []
+    assert await stored_notifications(store) == []

@@ -91,14 +91,55 @@ async def test_a_lifecycle_mark_made_during_a_converge_is_kept(
     assert action == "none"
 
 
-async def test_last_notification_comes_from_the_inbox(store: SqlStore, clock: FixedClock) -> None:
+async def test_last_notification_shows_from_the_pending_refresh_and_lives_on_in_the_subscription(
+    store: SqlStore, clock: FixedClock
+) -> None:
     [a, b] = await add_tenant(store, rooms=2)
     records = SubscriptionRecords(store, clock=clock)
+    registry = SubscriptionRegistry(store, clock=clock)
+    await registry.record("contoso", a, "sub-a", expires_at=None)
+    await registry.record("contoso", b, "sub-b", expires_at=None)
     queue = JobQueue(store, clock=clock, coalesce_s=0)
-    await queue.append_inbox(
-        [InboxItem(tenant_id="contoso", mailbox=a, kind=NotificationKind.CHANGE)]
-    )
+
+    async def recorded() -> dict[str, dt.datetime | None]:
+        async with store.read() as connection:
+            rows = await connection.execute(
+                sa.select(subscriptions.c.mailbox, subscriptions.c.last_notification_at)
+            )
+            return {row.mailbox: row.last_notification_at for row in rows}
+
     received = clock.now()
+    await queue.append_inbox(
+        [
+            InboxItem(tenant_id="contoso", mailbox=a, kind=NotificationKind.CHANGE),
+            # A lifecycle event is no change notification: b's refresh is due, not notified.
+            InboxItem(tenant_id="contoso", mailbox=b, kind=NotificationKind.MISSED),
+        ]
+    )
+    # Before any claim the pending refresh stands for the notification.
+    assert await recorded() == {a: None, b: None}
     found = {r.mailbox: r.last_notification_at for r in await records.calendars()}
     assert found == {a: received, b: None}
     assert await records.last_notification("contoso", a) == received
+    assert await records.last_notification("contoso", b) is None
+
+    # Claimed and done: the job is gone, the subscription keeps the notification's time.
+    clock.advance(dt.timedelta(seconds=1))
+    claimed = await queue.claim("w1", 10)
+    assert {job.mailbox: job.last_notified_at for job in claimed} == {a: received, b: None}
+    assert await recorded() == {a: received, b: None}
+    for job in claimed:
+        assert await queue.complete(job)
+    assert await queue.busy_calendars() == set()
+    found = {r.mailbox: r.last_notification_at for r in await records.calendars("contoso")}
+    assert found == {a: received, b: None}
+    assert await records.last_notification("contoso", a) == received
+
+    # A newer notification shows as soon as it is pending, before its refresh is claimed.
+    clock.advance(dt.timedelta(minutes=5))
+    later = clock.now()
+    await queue.append_inbox([InboxItem(tenant_id="contoso", mailbox=a)])
+    assert await recorded() == {a: received, b: None}
+    found = {r.mailbox: r.last_notification_at for r in await records.calendars()}
+    assert found == {a: later, b: None}
+    assert await records.last_notification("contoso", a) == later

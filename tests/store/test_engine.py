@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, make_url, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bookingcache.errors import InvalidInput, StoreUnavailable
 from bookingcache.store import engine as engines
 from bookingcache.store.engine import normalize_database_url
-from bookingcache.store.schema import metadata
+from bookingcache.store.schema import (
+    UTCDateTime,
+    inbox_batches,
+    metadata,
+    subscriptions,
+    tenants,
+)
 from bookingcache.store.sql import SqlStore, open_store
 
 POSTGRES_ENV = "BOOKINGCACHE_TEST_DATABASE_URL"
@@ -111,9 +125,193 @@ async def test_migrated_schema_matches_the_table_definitions(store: SqlStore) ->
         assert await conn.run_sync(_schema_differences) == []
         indexes = await conn.run_sync(_index_names)
     assert "ux_jobs_pending" in indexes["jobs"]
-    assert "ix_inbox_pending_calendar" in indexes["inbox"]
+    assert "ix_inbox_batches_tenant_id" in indexes["inbox_batches"]
+    assert "inbox" not in indexes
     assert "ix_events_tenant_id_mailbox_start_utc" in indexes["events"]
     assert "ix_rooms_tenant_id_building_floor" in indexes["rooms"]
+
+
+ENGINES = [
+    "sqlite",
+    pytest.param(
+        "postgres",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"{POSTGRES_ENV} unset"),
+        ],
+    ),
+]
+
+
+@contextlib.asynccontextmanager
+async def _scratch_database(kind: str, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of an empty database of its own: a SQLite file, or a new PostgreSQL database."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path}/scratch.db"
+        return
+    server = make_url(os.environ[POSTGRES_ENV])
+    name = f"bookingcache_migrate_{uuid.uuid4().hex[:8]}"
+    maintenance = await asyncpg.connect(
+        server.set(drivername="postgresql").render_as_string(hide_password=False), timeout=10
+    )
+    try:
+        await maintenance.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield server.set(database=name).render_as_string(hide_password=False)
+        finally:
+            await maintenance.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await maintenance.close()
+
+
+async def _migrate_to(engine: AsyncEngine, revision: str, *, down: bool = False) -> None:
+    def run(connection: Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(Path(engines.__file__).parent / "migrations"))
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+    async with engine.connect() as connection:
+        connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
+        async with connection.begin():
+            await connection.run_sync(run)
+
+
+# The inbox as revision 0003 had it: one row per accepted notification.
+_OLD_INBOX = sa.table(
+    "inbox",
+    sa.column("tenant_id", sa.String()),
+    sa.column("received_at", UTCDateTime()),
+    sa.column("source", sa.String()),
+    sa.column("subscription_id", sa.String()),
+    sa.column("mailbox", sa.String()),
+    sa.column("kind", sa.String()),
+    sa.column("change_type", sa.String()),
+    sa.column("lifecycle_event", sa.String()),
+    sa.column("payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql")),
+    sa.column("processed_at", UTCDateTime()),
+)
+
+
+def _old_row(at: dt.datetime, source: str, mailbox: str, kind: str, **extra: Any) -> dict[str, Any]:
+    columns = ("subscription_id", "change_type", "lifecycle_event", "payload", "processed_at")
+    row = {"tenant_id": "acme", "received_at": at, "source": source, "mailbox": mailbox}
+    return row | {"kind": kind} | {column: extra.get(column) for column in columns}
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+async def test_upgrading_keeps_the_old_inbox_as_batches_and_the_last_notifications(
+    kind: str, tmp_path: Path
+) -> None:
+    t0 = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
+    t1, t2, t3 = (t0 + dt.timedelta(minutes=minutes) for minutes in (1, 2, 3))
+    a, b, c = "a@acme.test", "b@acme.test", "c@acme.test"
+    resource = "Users/a/Events/AAMk1"
+    async with _scratch_database(kind, tmp_path) as url:
+        engine = engines.create_engine(url)
+        try:
+            await _migrate_to(engine, "0003")
+            old = [
+                _old_row(
+                    t0,
+                    "alt1",
+                    a,
+                    "change",
+                    subscription_id="sub-a",
+                    change_type="created",
+                    payload={"resource": resource, "id": "AAMk1"},
+                    processed_at=t0,
+                ),
+                _old_row(t1, "alt2", c, "resync", processed_at=t1),
+                _old_row(t1, "alt1", b, "change", change_type="updated"),
+                _old_row(t2, "alt2", a, "change", subscription_id="sub-a", change_type="updated"),
+                _old_row(
+                    t3, "alt1", a, "lifecycle", subscription_id="sub-a", lifecycle_event="missed"
+                ),
+            ]
+            async with engine.connect() as connection:
+                connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
+                async with connection.begin():
+                    await connection.execute(
+                        tenants.insert(),
+                        {
+                            "id": "acme",
+                            "name": "Acme",
+                            "event_source": "connector",
+                            "title_policy": "hide",
+                            "default_time_zone": "UTC",
+                            "staleness_bound_s": 900,
+                            "signing_secret": "whsec_eA==",
+                            "read_token_sha256": "0" * 64,
+                            "created_at": t0,
+                            "updated_at": t0,
+                        },
+                    )
+                    await connection.execute(
+                        subscriptions.insert(),
+                        [
+                            {"tenant_id": "acme", "mailbox": mailbox, "subscription_id": sub}
+                            | {"status": "active", "updated_at": t0}
+                            for mailbox, sub in ((a, "sub-a"), (c, "sub-c"))
+                        ],
+                    )
+                    await connection.execute(sa.insert(_OLD_INBOX), old)
+            await engines.migrate(engine)
+        finally:
+            await engine.dispose()
+        store = await open_store(url, migrate=False)  # refused unless at the newest schema
+        try:
+            async with store.read() as connection:
+                batches = (
+                    await connection.execute(sa.select(inbox_batches).order_by(inbox_batches.c.id))
+                ).all()
+                noted = await connection.execute(
+                    sa.select(subscriptions.c.mailbox, subscriptions.c.last_notification_at)
+                )
+                last_notified = {row.mailbox: row.last_notification_at for row in noted}
+        finally:
+            await store.close()
+        engine = engines.create_engine(url)
+        try:
+            await _migrate_to(engine, "0003", down=True)
+            async with engine.connect() as connection:
+                restored = (await connection.execute(sa.select(_OLD_INBOX))).all()
+        finally:
+            await engine.dispose()
+    # Each old row becomes a batch of one, processed or not (the pending work is in the jobs).
+    sub_a = {"subscriptionId": "sub-a", "mailbox": a}
+    assert [(row.tenant_id, row.received_at, row.source) for row in batches] == [
+        ("acme", t0, "alt1"),
+        ("acme", t1, "alt2"),
+        ("acme", t1, "alt1"),
+        ("acme", t2, "alt2"),
+        ("acme", t3, "alt1"),
+    ]
+    assert [(row._mapping["count"], row.notifications) for row in batches] == [
+        (
+            1,
+            [
+                {
+                    "kind": "change",
+                    **sub_a,
+                    "changeType": "created",
+                    "resource": resource,
+                    "id": "AAMk1",
+                }
+            ],
+        ),
+        (1, [{"kind": "resync", "mailbox": c}]),
+        (1, [{"kind": "change", "mailbox": b, "changeType": "updated"}]),
+        (1, [{"kind": "change", **sub_a, "changeType": "updated"}]),
+        (1, [{"kind": "missed", **sub_a}]),
+    ]
+    # A calendar's newest change notification lives on as its subscription's record (b has no
+    # subscription, c's resync was no change notification).
+    assert last_notified == {a: t2, c: None}
+
+    # Downgrading expands the batches back into rows, all processed (the work is in the jobs).
+    expected = [{**row, "processed_at": row["received_at"]} for row in old]
+    assert sorted((dict(row._mapping) for row in restored), key=repr) == sorted(expected, key=repr)
 
 
 async def test_store_refuses_an_unmigrated_database(tmp_path: Path) -> None:

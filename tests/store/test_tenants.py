@@ -167,8 +167,14 @@ async def test_delete_tenant_removes_everything_it_owns(
         )
         async with store.write() as conn:
             await conn.execute(
-                insert(schema.inbox),
-                {"tenant_id": tenant_id, "received_at": now, "source": "alt1", "kind": "change"},
+                insert(schema.inbox_batches),
+                {
+                    "tenant_id": tenant_id,
+                    "received_at": now,
+                    "source": "alt1",
+                    "count": 1,
+                    "notifications": [{"kind": "change", "mailbox": mailbox}],
+                },
             )
             await conn.execute(
                 insert(schema.jobs),
@@ -194,7 +200,15 @@ async def test_delete_tenant_removes_everything_it_owns(
 
     with pytest.raises(NotFound):
         await store.get_tenant(TENANT)
-    owned = ("rooms", "calendars", "events", "inbox", "jobs", "subscriptions", "client_states")
+    owned = (
+        "rooms",
+        "calendars",
+        "events",
+        "inbox_batches",
+        "jobs",
+        "subscriptions",
+        "client_states",
+    )
     for table in owned:
         assert await _count(store, table, TENANT) == 0, table
         assert await _count(store, table, other.id) >= 1, table

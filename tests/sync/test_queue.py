@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import sqlalchemy as sa
 
 from bookingcache.clock import FixedClock
-from bookingcache.store.schema import inbox, jobs, subscriptions
+from bookingcache.store.schema import inbox_batches, jobs, subscriptions
 from bookingcache.store.sql import SqlStore
 from bookingcache.sync.model import InboxItem, NotificationKind
 from bookingcache.sync.queue import JobQueue
@@ -23,31 +24,95 @@ def _burst(mailbox: str) -> list[InboxItem]:
     ]
 
 
-async def _unprocessed(store: SqlStore) -> int:
+async def _entries(store: SqlStore) -> list[dict[str, Any]]:
+    """Every stored notification as its inbox batch lists it, oldest first."""
     async with store.read() as conn:
-        count = await conn.scalar(
-            sa.select(sa.func.count()).select_from(inbox).where(inbox.c.processed_at.is_(None))
-        )
-    return int(count or 0)
+        batches = (await conn.execute(sa.select(inbox_batches).order_by(inbox_batches.c.id))).all()
+    for batch in batches:
+        assert batch._mapping["count"] == len(batch.notifications)
+    return [entry for batch in batches for entry in batch.notifications]
 
 
 async def test_a_burst_becomes_one_job_due_after_the_coalescing_window(
     store: SqlStore, queue: JobQueue, clock: FixedClock
 ) -> None:
     [room, *_] = await add_tenant(store)
-    ids = await queue.append_inbox(_burst(room))
-    assert len(ids) == 4
+    assert await queue.append_inbox(_burst(room)) == 1  # four notifications, one calendar
     clock.advance(dt.timedelta(milliseconds=100))
-    await queue.append_inbox(_burst(room))  # still inside the window: moves nothing
+    second = clock.now()
+    # Still inside the window: moves nothing, but the job now stands for the later burst too.
+    assert await queue.append_inbox(_burst(room)) == 1
     assert await queue.claim("w1", 10) == []
     clock.advance(dt.timedelta(milliseconds=100))
     [job] = await queue.claim("w1", 10)
     assert (job.tenant_id, job.mailbox, job.full_resync) == (TENANT, room, False)
+    assert job.last_notified_at == second
     assert await queue.claim("w2", 10) == []
-    assert await _unprocessed(store) == 8
+    entries = await _entries(store)
+    changes = [entry["changeType"] for entry in entries]
+    assert changes == ["created", "updated", "updated", "updated"] * 2
+    assert {(entry["kind"], entry["mailbox"]) for entry in entries} == {("change", room)}
+    assert await queue.busy_calendars() == {(TENANT, room)}
     assert await queue.complete(job)
-    assert await _unprocessed(store) == 0
     assert await queue.busy_calendars() == set()
+    assert len(await _entries(store)) == 8  # the inbox keeps its record of what came in
+
+
+async def test_a_round_is_stored_as_one_inbox_row_per_tenant_and_source(
+    store: SqlStore, queue: JobQueue, clock: FixedClock
+) -> None:
+    rooms_a = await add_tenant(store, "alpha", rooms=2)
+    [room_b] = await add_tenant(store, "beta", rooms=1)
+    created = InboxItem(
+        "alpha",
+        rooms_a[0],
+        change_type="created",
+        subscription_id="sub-a0",
+        payload={"resource": "Users/a0/Events/AAMk1", "id": "AAMk1"},
+    )
+    items = [
+        created,
+        InboxItem("beta", room_b, via="alt2", change_type="updated"),
+        InboxItem("alpha", rooms_a[1], NotificationKind.RESYNC, via="alt2"),
+        InboxItem("alpha", rooms_a[0], change_type="updated", subscription_id="sub-a0"),
+    ]
+    assert await queue.append_inbox(items) == 3
+    async with store.read() as conn:
+        rows = (await conn.execute(sa.select(inbox_batches))).all()
+        pending = (await conn.execute(sa.select(jobs))).all()
+    assert {row.received_at for row in rows} == {clock.now()}
+    assert {
+        (row.tenant_id, row.source): (row._mapping["count"], row.notifications) for row in rows
+    } == {
+        ("alpha", "alt1"): (
+            2,
+            [
+                {
+                    "kind": "change",
+                    "subscriptionId": "sub-a0",
+                    "mailbox": rooms_a[0],
+                    "changeType": "created",
+                    "resource": "Users/a0/Events/AAMk1",
+                    "id": "AAMk1",
+                },
+                {
+                    "kind": "change",
+                    "subscriptionId": "sub-a0",
+                    "mailbox": rooms_a[0],
+                    "changeType": "updated",
+                },
+            ],
+        ),
+        ("alpha", "alt2"): (1, [{"kind": "resync", "mailbox": rooms_a[1]}]),
+        ("beta", "alt2"): (1, [{"kind": "change", "mailbox": room_b, "changeType": "updated"}]),
+    }
+    # Each calendar's pending job carries the time of its newest change notification; a
+    # backlog hand-over is no change notification.
+    assert {(job.mailbox, job.kind, job.last_notified_at) for job in pending} == {
+        (rooms_a[0], "refresh", clock.now()),
+        (rooms_a[1], "full_resync", None),
+        (room_b, "refresh", clock.now()),
+    }
 
 
 async def test_notifications_that_keep_arriving_give_one_refresh_within_the_window(
@@ -78,9 +143,11 @@ async def test_notifications_that_keep_arriving_give_one_refresh_within_the_wind
     clock.advance(dt.timedelta(milliseconds=20))
     [job] = await queue.claim("w1", 10)  # the window since the first notification is over
     assert job.mailbox == room
+    assert job.last_notified_at == began + dt.timedelta(milliseconds=280)
     assert await queue.complete(job)
-    assert await _unprocessed(store) == 4  # only the lone burst's rows are left
+    assert await queue.busy_calendars() == {(TENANT, other)}  # only the lone burst's is left
     assert await queue.complete(lone)
+    assert await queue.busy_calendars() == set()
     # A short stream that pauses: claimed once it has been quiet for the gather delay.
     for _ in range(3):
         await queue.append_inbox([InboxItem(TENANT, room, change_type="updated")])
@@ -89,7 +156,10 @@ async def test_notifications_that_keep_arriving_give_one_refresh_within_the_wind
     assert queue.held_until == clock.now() + dt.timedelta(milliseconds=20)
     clock.advance(dt.timedelta(milliseconds=20))
     [paused] = await queue.claim("w1", 10)
-    assert await queue.complete(paused) and await _unprocessed(store) == 0
+    assert paused.id != job.id
+    assert paused.last_notified_at == clock.now() - dt.timedelta(milliseconds=50)
+    assert await queue.complete(paused) and await queue.busy_calendars() == set()
+    assert len(await _entries(store)) == 4 + 8 + 3
 
 
 async def test_notification_during_a_running_refresh_causes_one_more(
@@ -99,17 +169,21 @@ async def test_notification_during_a_running_refresh_causes_one_more(
     await queue.append_inbox(_burst(room))
     clock.advance(dt.timedelta(seconds=1))
     [running] = await queue.claim("w1", 10)
-    await queue.append_inbox([*_burst(room), InboxItem(TENANT, other)])
+    assert await queue.append_inbox([*_burst(room), InboxItem(TENANT, other)]) == 2
     clock.advance(dt.timedelta(seconds=1))
     # The calendar's refresh runs: only the other calendar can be claimed.
     [other_job] = await queue.claim("w2", 10)
     assert other_job.mailbox == other
     assert await queue.complete(running)
-    assert await _unprocessed(store) == 4 + 1  # the second burst and the other calendar's
+    # The second burst's refresh and the other calendar's are still to be done.
+    assert await queue.busy_calendars() == {(TENANT, room), (TENANT, other)}
     [again] = await queue.claim("w2", 10)
-    assert again.mailbox == room and again.inbox_upto > running.inbox_upto
+    assert again.mailbox == room and again.id != running.id
+    assert running.last_notified_at is not None and again.last_notified_at is not None
+    assert again.last_notified_at > running.last_notified_at
+    assert await queue.claim("w3", 10) == []  # exactly one more refresh
     assert await queue.complete(again) and await queue.complete(other_job)
-    assert await _unprocessed(store) == 0
+    assert await queue.busy_calendars() == set()
 
 
 async def test_a_crashed_workers_job_is_retaken_after_its_lease(
@@ -128,7 +202,7 @@ async def test_a_crashed_workers_job_is_retaken_after_its_lease(
     assert not await queue.complete(lost)
     assert not await queue.retry(lost, defer_s=1, error="late")
     assert await queue.complete(retaken)
-    assert await _unprocessed(store) == 0
+    assert await queue.busy_calendars() == set()
 
 
 async def test_retry_defers_and_honours_backoff_then_gives_up(
@@ -226,7 +300,7 @@ async def test_lifecycle_events_mark_subscriptions_and_force_full_resync(
                 for index, mailbox in enumerate(rooms)
             ],
         )
-    await queue.append_inbox(
+    enqueued = await queue.append_inbox(
         [
             InboxItem(TENANT, None, NotificationKind.MISSED, subscription_id="sub-0"),
             InboxItem(TENANT, None, NotificationKind.SUBSCRIPTION_REMOVED, subscription_id="sub-1"),
@@ -243,17 +317,16 @@ async def test_lifecycle_events_mark_subscriptions_and_force_full_resync(
             sa.select(subscriptions.c.mailbox, subscriptions.c.needs_action)
         )
         actions = {row.mailbox: row.needs_action for row in result}
-        stored = (
-            await conn.execute(sa.select(inbox.c.mailbox, inbox.c.kind, inbox.c.lifecycle_event))
-        ).all()
     # recreate is not downgraded to renew; reauthorization alone refreshes nothing.
     assert actions == {rooms[0]: "none", rooms[1]: "recreate", rooms[2]: "renew"}
-    assert {(row.mailbox, row.lifecycle_event) for row in stored} == {
-        (rooms[0], "missed"),
-        (rooms[1], "subscriptionRemoved"),
-        (rooms[2], "reauthorizationRequired"),
-        (rooms[1], "reauthorizationRequired"),
-    }
+    assert enqueued == 2
+    # Stored with the mailbox their subscription names.
+    assert await _entries(store) == [
+        {"kind": "missed", "subscriptionId": "sub-0", "mailbox": rooms[0]},
+        {"kind": "subscriptionRemoved", "subscriptionId": "sub-1", "mailbox": rooms[1]},
+        {"kind": "reauthorizationRequired", "subscriptionId": "sub-2", "mailbox": rooms[2]},
+        {"kind": "reauthorizationRequired", "subscriptionId": "sub-1", "mailbox": rooms[1]},
+    ]
     clock.advance(dt.timedelta(seconds=1))
     claimed = await queue.claim("w1", 10)
     assert {(job.mailbox, job.full_resync) for job in claimed} == {
@@ -277,8 +350,11 @@ async def test_unknown_mailboxes_are_kept_in_the_inbox_but_refresh_nothing(
     store: SqlStore, queue: JobQueue, clock: FixedClock
 ) -> None:
     await add_tenant(store)
-    [row_id] = await queue.append_inbox([InboxItem(TENANT, "stranger@elsewhere.example")])
-    assert row_id > 0
+    stranger = "stranger@elsewhere.example"
+    assert await queue.append_inbox([InboxItem(TENANT, stranger, change_type="updated")]) == 0
+    assert await _entries(store) == [
+        {"kind": "change", "mailbox": stranger, "changeType": "updated"}
+    ]
     clock.advance(dt.timedelta(seconds=1))
     assert await queue.claim("w1", 10) == []
     assert await queue.busy_calendars() == set()

@@ -106,7 +106,7 @@ async def test_burst_gives_one_refresh_and_the_cache_follows(
     await asyncio.sleep(0.2)
     assert source.reads[room] == 1
     assert await _cached(store, room) == {"a"}
-    assert await queue.pending_inbox() == 0
+    assert await queue.busy_calendars() == set()
 
 
 async def test_a_stream_of_notifications_within_the_window_gives_one_refresh(
@@ -134,7 +134,7 @@ async def test_a_stream_of_notifications_within_the_window_gives_one_refresh(
     await asyncio.sleep(0.3)
     assert source.reads[room] == 1 and source.reads[other] == 1
     assert await _cached(store, room) == {"a"}
-    assert await queue.pending_inbox() == 0
+    assert await queue.busy_calendars() == set()
 
 
 async def test_a_notification_during_a_refresh_causes_another_refresh(
@@ -157,6 +157,7 @@ async def test_a_notification_during_a_refresh_causes_another_refresh(
     await asyncio.sleep(0.1)
     assert await _cached(store, room) == {"a", "b"}
     assert source.max_active[TENANT] == 1
+    assert await queue.busy_calendars() == set()
 
 
 async def test_per_tenant_cap_and_total_cap(

@@ -6,7 +6,7 @@ generator (raw keep-alive HTTP/1.1, ``--connections`` connections, in this proce
 the same kind of payload: a Graph ``changeNotificationCollection`` of ``--batch`` change
 notifications with valid ``clientState``s for subscriptions of ``--rooms`` room calendars, each
 notification naming a unique resource. After the service run, every notification answered
-202 is looked up in the inbox (``durable``).
+202 is looked up in the inbox's stored batches (``durable``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from bookingcache.bench.http import BenchError, Connection, percentile, request_bytes
 from bookingcache.clock import SystemClock
 from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets
-from bookingcache.store.schema import inbox
+from bookingcache.store.schema import inbox_batches
 from bookingcache.store.sql import open_store
 from bookingcache.store.subscriptions import SubscriptionRegistry
 
@@ -224,9 +224,14 @@ async def _stored_resources(url: str) -> set[str]:
     try:
         async with store.read() as connection:
             rows = await connection.execute(
-                sa.select(inbox.c.payload).where(inbox.c.tenant_id == TENANT)
+                sa.select(inbox_batches.c.notifications).where(inbox_batches.c.tenant_id == TENANT)
             )
-            return {row.payload["resource"] for row in rows if row.payload}
+            return {
+                entry["resource"]
+                for row in rows
+                for entry in row.notifications
+                if "resource" in entry
+            }
     finally:
         await store.close()
 

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bookingcache.clock import Clock
 from bookingcache.orchestration.connector import FAILED, SubscriptionRow
-from bookingcache.store.schema import calendars, inbox, subscriptions
+from bookingcache.store.schema import calendars, jobs, subscriptions
 from bookingcache.store.sql import SqlStore
 
 _MAX_ERROR = 2000
@@ -154,19 +154,13 @@ class SubscriptionRecords:
 
     async def calendars(self, tenant_id: str | None = None) -> list[CalendarRecord]:
         """Every linked calendar (of one tenant, or all) with its subscription and its last
-        change notification (from the inbox, which keeps what it processed)."""
-        last_seen = (
-            sa.select(
-                inbox.c.tenant_id,
-                inbox.c.mailbox,
-                sa.func.max(inbox.c.received_at).label("at"),
-            )
-            .where(inbox.c.kind == "change", inbox.c.mailbox.is_not(None))
-            .group_by(inbox.c.tenant_id, inbox.c.mailbox)
-        )
+        change notification (the subscription's record, or a pending refresh's if newer)."""
+        pending = sa.select(
+            jobs.c.tenant_id, jobs.c.mailbox, sa.func.max(jobs.c.last_notified_at).label("at")
+        ).group_by(jobs.c.tenant_id, jobs.c.mailbox)
         if tenant_id is not None:
-            last_seen = last_seen.where(inbox.c.tenant_id == tenant_id)
-        notified = last_seen.subquery()
+            pending = pending.where(jobs.c.tenant_id == tenant_id)
+        notified = pending.subquery()
         query = (
             sa.select(
                 calendars.c.tenant_id,
@@ -180,6 +174,7 @@ class SubscriptionRecords:
                 subscriptions.c.status,
                 subscriptions.c.error,
                 subscriptions.c.needs_action,
+                subscriptions.c.last_notification_at,
                 notified.c.at,
             )
             .select_from(
@@ -212,7 +207,7 @@ class SubscriptionRecords:
                     status=row.status,
                     error=row.error,
                     needs_action=row.needs_action,
-                    last_notification_at=_utc(row.at),
+                    last_notification_at=_newest(row.last_notification_at, row.at),
                     last_refresh_at=row.last_refresh_at,
                     last_success_at=row.last_success_at,
                     refresh_error=row.last_error,
@@ -223,14 +218,23 @@ class SubscriptionRecords:
 
     async def last_notification(self, tenant_id: str, mailbox: str) -> dt.datetime | None:
         async with self._store.read() as connection:
-            value = await connection.scalar(
-                sa.select(sa.func.max(inbox.c.received_at)).where(
-                    inbox.c.tenant_id == tenant_id,
-                    inbox.c.mailbox == mailbox,
-                    inbox.c.kind == "change",
+            recorded = await connection.scalar(
+                sa.select(subscriptions.c.last_notification_at).where(
+                    subscriptions.c.tenant_id == tenant_id, subscriptions.c.mailbox == mailbox
                 )
             )
-        return _utc(value)
+            pending = await connection.scalar(
+                sa.select(sa.func.max(jobs.c.last_notified_at)).where(
+                    jobs.c.tenant_id == tenant_id, jobs.c.mailbox == mailbox
+                )
+            )
+        return _newest(recorded, pending)
+
+
+def _newest(recorded: dt.datetime | None, pending: Any) -> dt.datetime | None:
+    """The later of a subscription's recorded last notification and a pending job's."""
+    values = [value for value in (recorded, _utc(pending)) if value is not None]
+    return max(values) if values else None
 
 
 def _utc(value: Any) -> dt.datetime | None:

@@ -182,31 +182,19 @@ calendar_changes = Table(
     sqlite_autoincrement=True,  # never reuse a sequence number after rows are pruned
 )
 
-inbox = Table(
-    "inbox",
+# The inbox: what intake accepted, one row per commit round and tenant and source, the round's
+# notifications as a JSON list (migration 0004). Their refreshes are the ``jobs`` rows created in
+# the same transaction; see docs/storage.md for the entries' fields.
+inbox_batches = Table(
+    "inbox_batches",
     metadata,
     Column("id", _serial(), primary_key=True, autoincrement=True),
     Column("tenant_id", String(ID), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
     Column("received_at", UTCDateTime(), nullable=False),
     Column("source", String(8), nullable=False),
-    Column("subscription_id", String(200), nullable=True),
-    Column("mailbox", String(MAILBOX), nullable=True),
-    Column("kind", String(16), nullable=False),
-    Column("change_type", String(32), nullable=True),
-    Column("lifecycle_event", String(64), nullable=True),
-    Column("payload", _json(), nullable=True),
-    Column("processed_at", UTCDateTime(), nullable=True),
+    Column("count", Integer, nullable=False),
+    Column("notifications", _json(), nullable=False),
     CheckConstraint("source IN ('alt1', 'alt2')", name="source"),
-    CheckConstraint("kind IN ('change', 'lifecycle', 'resync')", name="kind"),
-    # Pending rows by calendar: what a claim and a completion look up (migration 0002).
-    Index(
-        "ix_inbox_pending_calendar",
-        "tenant_id",
-        "mailbox",
-        "id",
-        postgresql_where=text("processed_at IS NULL"),
-        sqlite_where=text("processed_at IS NULL"),
-    ),
     Index(None, "tenant_id"),
     sqlite_autoincrement=True,
 )
@@ -224,6 +212,9 @@ jobs = Table(
     Column("locked_until", UTCDateTime(), nullable=True),
     Column("last_error", Text, nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
+    # The newest change notification the pending job stands for (a claim holds the job back
+    # while they keep coming; the claim records it on the subscription).
+    Column("last_notified_at", UTCDateTime(), nullable=True),
     ForeignKeyConstraint(
         ["tenant_id", "mailbox"],
         ["calendars.tenant_id", "calendars.mailbox"],

@@ -50,8 +50,8 @@ class InboxItem:
 class Job:
     """A claimed refresh of one calendar. ``lease`` identifies this claim (it is what the row's
     ``locked_by`` holds): a worker whose lease expired and was retaken can no longer complete,
-    retry or release it. ``inbox_upto`` is the newest inbox row of the calendar at claim time;
-    completing the job marks the rows up to it processed."""
+    retry or release it. ``last_notified_at`` is the newest change notification the job stood
+    for when it was claimed (None for a job no change notification asked for)."""
 
     id: int
     tenant_id: str
@@ -60,4 +60,4 @@ class Job:
     attempts: int
     lease: str
     locked_until: dt.datetime
-    inbox_upto: int
+    last_notified_at: dt.datetime | None = None

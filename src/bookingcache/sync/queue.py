@@ -1,14 +1,19 @@
-"""The durable inbox and the coalescing refresh-job queue, over the store's ``inbox`` and ``jobs``
-tables (one behaviour on SQLite and PostgreSQL).
+"""The durable inbox and the coalescing refresh-job queue, over the store's ``inbox_batches``
+and ``jobs`` tables (one behaviour on SQLite and PostgreSQL).
+
+Intake stores what it accepted as one inbox row per commit round and tenant and source (the
+record), and in the same transaction makes every calendar it names dirty through that
+calendar's job (the work): whether a notification was processed is whether its job is done.
 
 A calendar has at most one *pending* job (``locked_by IS NULL``; a unique index holds it) and at
 most one *claimed* job. Accepting notifications for a calendar creates its pending job due after
-the short gather delay (``coalesce_s``), or leaves an existing one as it is, only ever pulling it
-earlier; a notification that arrives while the calendar's refresh runs lands in a new pending
-job, which cannot be claimed before the running one ends, so it causes exactly one more refresh.
+the short gather delay (``coalesce_s``), or keeps the existing one, only ever pulling it earlier
+and recording on it the time of the newest change notification; a notification that arrives
+while the calendar's refresh runs lands in a new pending job, which cannot be claimed before
+the running one ends, so it causes exactly one more refresh.
 
 Claiming takes due pending jobs of calendars with no live claim, and claimed jobs whose lease
-ran out (their worker died). A due job whose calendar's newest notification is younger than the
+ran out (their worker died). A due job whose newest change notification is younger than the
 gather delay is held back while the notifications keep coming, at most ``coalesce_window_s``
 after the job was created, so a stream of notifications within that window gives one refresh.
 On PostgreSQL the calendar rows are locked ``FOR UPDATE SKIP LOCKED`` before the running check,
@@ -33,7 +38,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bookingcache.clock import Clock
-from bookingcache.store.schema import calendars, inbox, jobs
+from bookingcache.store.schema import calendars, inbox_batches, jobs, subscriptions
 from bookingcache.store.sql import SqlStore
 from bookingcache.sync import lifecycle
 from bookingcache.sync.model import InboxItem, Job, NotificationKind
@@ -102,71 +107,110 @@ class JobQueue:
         return postgresql.insert(jobs) if self._postgres else sqlite.insert(jobs)
 
     # --- intake ------------------------------------------------------------------------------
-    async def append_inbox(self, items: Sequence[InboxItem]) -> list[int]:
+    async def append_inbox(self, items: Sequence[InboxItem]) -> int:
         """Store a batch of accepted notifications and enqueue their refreshes, all in ONE
-        transaction: when this returns, every item is durable. Returns the inbox row ids."""
+        transaction: when this returns, every item is durable. The items become one inbox row
+        per tenant and source; each calendar they name that the service caches gets its
+        pending refresh job (created, or pulled earlier, upgraded to a full resync, and given
+        the time of its newest change notification). Returns how many calendars got one."""
         if not items:
-            return []
+            return 0
         now = self._clock.now()
         if any(_needs_lifecycle(item) for item in items):
             async with self._store.write() as connection:
                 resolved = await lifecycle.resolve_mailboxes(connection, items)
-                ids, wanted, enqueued = await connection.run_sync(self._append_rows, resolved, now)
+                enqueued = await connection.run_sync(self._append_rows, resolved, now)
                 await lifecycle.record(connection, resolved, now=now)
         elif self._postgres:
             # Intake's usual round (change notifications naming their mailbox): the whole
             # transaction in one go, see ``SqlBase.write_at_once``.
-            ids, wanted, enqueued = await self._store.write_at_once(
+            enqueued = await self._store.write_at_once(
                 lambda connection: self._append_rows(connection, items, now)
             )
         else:
             # The same on SQLite, straight on the writer thread's connection (the webhook's
             # hot path; see ``SqlBase.write_sqlite``).
-            ids, wanted, enqueued = await self._store.write_sqlite(
-                lambda raw: self._append_rows_sqlite(raw, items, _wanted(items), now)
+            enqueued = await self._store.write_sqlite(
+                lambda raw: self._append_rows_sqlite(raw, items, now)
             )
         if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "inbox: %d notifications, refreshes for %s",
-                len(items),
-                ",".join(sorted(mailbox for _, mailbox in wanted)),
-            )
+            log.debug("inbox: %d notifications, %d calendars to refresh", len(items), enqueued)
         if enqueued:
             self._notify(now + dt.timedelta(seconds=self.coalesce_s))
-        return ids
+        return enqueued
 
     def _append_rows(
         self, connection: Connection, resolved: Sequence[InboxItem], now: dt.datetime
-    ) -> tuple[list[int], dict[tuple[str, str], bool], int]:
+    ) -> int:
         wanted = _wanted(resolved)
         known = self._known(connection, wanted)
-        rows = [
-            _inbox_row(item, now, settled=not _starts_refresh(item, known)) for item in resolved
-        ]
-        result = connection.execute(inbox.insert().returning(inbox.c.id), rows)
-        ids = [row[0] for row in result.all()]
-        due = now + dt.timedelta(seconds=self.coalesce_s)
-        enqueued = self._enqueue(
-            connection,
-            {key: (due, full) for key, full in wanted.items() if key in known},
-            now=now,
-            pull_earlier=True,
-            known=known,
+        connection.execute(
+            inbox_batches.insert(),
+            [
+                {
+                    "tenant_id": tenant,
+                    "received_at": now,
+                    "source": source,
+                    "count": len(entries),
+                    "notifications": entries,
+                }
+                for (tenant, source), entries in _batches(resolved).items()
+            ],
         )
-        return ids, wanted, enqueued
+        targets = {key: full for key, full in wanted.items() if key in known}
+        if not targets:
+            return 0
+        changed = _changed(resolved)
+        due = now + dt.timedelta(seconds=self.coalesce_s)
+        statement = self._insert()
+        statement = statement.on_conflict_do_update(
+            index_elements=["tenant_id", "mailbox"],
+            index_where=jobs.c.locked_by.is_(None),
+            set_={
+                # Never later than the new due time, unless the job is backing off after a
+                # failure (attempts > 0), whose Retry-After/backoff must be honoured.
+                "due_at": sa.case(
+                    (
+                        sa.and_(jobs.c.attempts == 0, jobs.c.due_at > statement.excluded.due_at),
+                        statement.excluded.due_at,
+                    ),
+                    else_=jobs.c.due_at,
+                ),
+                # A full resync request upgrades the job.
+                "kind": sa.case(
+                    (statement.excluded.kind == FULL_RESYNC, FULL_RESYNC), else_=jobs.c.kind
+                ),
+                "last_notified_at": sa.func.coalesce(
+                    statement.excluded.last_notified_at, jobs.c.last_notified_at
+                ),
+            },
+        )
+        connection.execute(
+            statement,
+            [
+                {
+                    "tenant_id": tenant,
+                    "mailbox": mailbox,
+                    "kind": FULL_RESYNC if full else REFRESH,
+                    "due_at": due,
+                    "attempts": 0,
+                    "created_at": now,
+                    "last_notified_at": now if (tenant, mailbox) in changed else None,
+                }
+                for (tenant, mailbox), full in targets.items()
+            ],
+        )
+        return len(targets)
 
     def _append_rows_sqlite(
-        self,
-        raw: sqlite3.Connection,
-        resolved: Sequence[InboxItem],
-        wanted: dict[tuple[str, str], bool],
-        now: dt.datetime,
-    ) -> tuple[list[int], dict[tuple[str, str], bool], int]:
+        self, raw: sqlite3.Connection, resolved: Sequence[InboxItem], now: dt.datetime
+    ) -> int:
         """``_append_rows`` on SQLite, in the open transaction of ``raw`` (the writer thread's
         own connection): the same statements as plain parameterised SQL, since this is the
         webhook's hot path and the SQL layer's per-row work would cost more than SQLite's.
         Values are stored exactly as the table's column types store them (``UTCDateTime``'s
         text form, JSON text)."""
+        wanted = _wanted(resolved)
         known: set[tuple[str, str]] = set()
         for tenant, mailboxes in _by_tenant(wanted).items():
             for chunk in _chunks(mailboxes):
@@ -177,37 +221,33 @@ class JobQueue:
                 )
                 known.update((tenant, mailbox) for (mailbox,) in rows)
         stamp = _sqlite_instant(now)
-        values = []
-        for item in resolved:
-            row = _inbox_row(item, stamp, settled=not _starts_refresh(item, known))
-            row["payload"] = json.dumps(row["payload"])
-            values.append(tuple(row[name] for name in _INBOX_COLUMNS))
-        raw.executemany(_SQLITE_INBOX_INSERT, values)
-        # The transaction holds SQLite's write lock (BEGIN IMMEDIATE), so the rows just
-        # inserted took consecutive ids ending at the last one.
-        last = raw.execute("SELECT last_insert_rowid()").fetchone()[0]
-        ids = list(range(last - len(values) + 1, last + 1))
+        raw.executemany(
+            _SQLITE_BATCH_INSERT,
+            [
+                (tenant, stamp, source, len(entries), _json_text(entries))
+                for (tenant, source), entries in _batches(resolved).items()
+            ],
+        )
         targets = {key: full for key, full in wanted.items() if key in known}
-        if targets:
-            due = _sqlite_instant(now + dt.timedelta(seconds=self.coalesce_s))
-            created = raw.executemany(
-                _SQLITE_JOB_INSERT,
-                [
-                    (tenant, mailbox, FULL_RESYNC if full else REFRESH, due, stamp)
-                    for (tenant, mailbox), full in targets.items()
-                ],
-            ).rowcount
-            # An existing pending job: never later than the new due time unless it is backing
-            # off after a failure; a full resync request upgrades it (as ``_enqueue``).
-            pulled = raw.executemany(_SQLITE_JOB_PULL, [(due, t, m, due) for (t, m) in targets])
-            moved = max(created, 0) + max(pulled.rowcount, 0)
-            upgrades = [(t, m) for (t, m), full in targets.items() if full]
-            if upgrades:
-                raw.executemany(_SQLITE_JOB_UPGRADE, upgrades)
-            # Only jobs created or pulled earlier change when the worker must look: a round
-            # whose calendars all had their jobs already tells it nothing new.
-            return ids, wanted, moved + len(upgrades)
-        return ids, wanted, 0
+        if not targets:
+            return 0
+        changed = _changed(resolved)
+        due = _sqlite_instant(now + dt.timedelta(seconds=self.coalesce_s))
+        raw.executemany(
+            _SQLITE_JOB_UPSERT,
+            [
+                (
+                    tenant,
+                    mailbox,
+                    FULL_RESYNC if full else REFRESH,
+                    due,
+                    stamp,
+                    stamp if (tenant, mailbox) in changed else None,
+                )
+                for (tenant, mailbox), full in targets.items()
+            ],
+        )
+        return len(targets)
 
     async def enqueue(
         self,
@@ -225,9 +265,7 @@ class JobQueue:
             todo = {
                 key: (due, full_resync) for key, due in calendars_due.items() if key not in busy
             }
-            created = await connection.run_sync(
-                lambda sync: self._enqueue(sync, todo, now=now, pull_earlier=False)
-            )
+            created = await connection.run_sync(lambda sync: self._enqueue(sync, todo, now=now))
         if created:
             self._notify(min(due for due, _ in todo.values()))
         return created
@@ -261,13 +299,10 @@ class JobQueue:
         wanted: dict[tuple[str, str], tuple[dt.datetime, bool]],
         *,
         now: dt.datetime,
-        pull_earlier: bool,
-        known: set[tuple[str, str]] | None = None,
     ) -> int:
         if not wanted:
             return 0
-        if known is None:
-            known = self._known(connection, wanted)
+        known = self._known(connection, wanted)
         targets = {key: value for key, value in wanted.items() if key in known}
         if not targets:
             return 0
@@ -286,49 +321,8 @@ class JobQueue:
             index_elements=["tenant_id", "mailbox"],
             index_where=jobs.c.locked_by.is_(None),
         )
-        if pull_earlier:
-            # Intake's path: one statement for any number of calendars (executemany keeps its
-            # compiled form cached); how many were new does not matter here.
-            connection.execute(statement, rows)
-        else:
-            inserted = connection.execute(statement.values(rows))
-            return max(inserted.rowcount or 0, 0)
-        # Existing pending jobs: never later than the new due time, unless the job is backing
-        # off after a failure (attempts > 0), whose Retry-After/backoff must be honoured.
-        # A full resync request upgrades the job. Calendars sharing a tenant and due time
-        # (intake gives a whole batch one due time) are updated together.
-        groups: dict[tuple[str, dt.datetime], list[str]] = {}
-        upgrades: dict[str, list[str]] = {}
-        for (tenant, mailbox), (due, full) in targets.items():
-            groups.setdefault((tenant, due), []).append(mailbox)
-            if full:
-                upgrades.setdefault(tenant, []).append(mailbox)
-        for (tenant, due), mailboxes in groups.items():
-            for chunk in _chunks(mailboxes):
-                connection.execute(
-                    sa.update(jobs)
-                    .where(
-                        jobs.c.tenant_id == tenant,
-                        jobs.c.mailbox.in_(chunk),
-                        jobs.c.locked_by.is_(None),
-                        jobs.c.attempts == 0,
-                        jobs.c.due_at > due,
-                    )
-                    .values(due_at=due)
-                )
-        for tenant, mailboxes in upgrades.items():
-            for chunk in _chunks(mailboxes):
-                connection.execute(
-                    sa.update(jobs)
-                    .where(
-                        jobs.c.tenant_id == tenant,
-                        jobs.c.mailbox.in_(chunk),
-                        jobs.c.locked_by.is_(None),
-                        jobs.c.kind != FULL_RESYNC,
-                    )
-                    .values(kind=FULL_RESYNC)
-                )
-        return len(targets)
+        inserted = connection.execute(statement.values(rows))
+        return max(inserted.rowcount or 0, 0)
 
     # --- workers -----------------------------------------------------------------------------
     async def claim(
@@ -364,6 +358,7 @@ class JobQueue:
             jobs.c.attempts,
             jobs.c.locked_by,
             jobs.c.created_at,
+            jobs.c.last_notified_at,
         ).where(claimable)
         if excluded:
             query = query.where(jobs.c.tenant_id.not_in(excluded))
@@ -378,16 +373,13 @@ class JobQueue:
 
         async def claim_in(connection: AsyncConnection) -> list[Job]:
             candidates = (await connection.execute(query)).all()
-            newest = await _newest_pending(
-                connection, {(row.tenant_id, row.mailbox) for row in candidates}
-            )
             chosen: dict[tuple[str, str], Any] = {}
             held: list[dt.datetime] = []
             for row in candidates:
                 key = (row.tenant_id, row.mailbox)
-                if holding and row.locked_by is None and key in newest:
+                if holding and row.locked_by is None and row.last_notified_at is not None:
                     # Notifications still arriving: gather them, within the window.
-                    last = newest[key][1]
+                    last = _as_utc(row.last_notified_at)
                     created = _as_utc(row.created_at)
                     if last > quiet_since and created + window > now:
                         held.append(min(last + (now - quiet_since), created + window))
@@ -409,11 +401,26 @@ class JobQueue:
                 .where(jobs.c.id.in_([row.id for row in chosen.values()]))
                 .values(locked_by=lease, locked_until=until)
             )
-            if self._postgres:
-                # Read again after the claim: a notification committed meanwhile either is
-                # counted here or found the job claimed and created a new pending one.
-                newest = await _newest_pending(connection, chosen.keys())
-            upto = {key: newest[key][0] for key in chosen if key in newest}
+            notified = [
+                {"t": tenant, "m": mailbox, "at": _as_utc(row.last_notified_at)}
+                for (tenant, mailbox), row in chosen.items()
+                if row.last_notified_at is not None
+            ]
+            if notified:
+                # The subscription's record of its calendar's newest change notification.
+                await connection.execute(
+                    sa.update(subscriptions)
+                    .where(
+                        subscriptions.c.tenant_id == sa.bindparam("t"),
+                        subscriptions.c.mailbox == sa.bindparam("m"),
+                        sa.or_(
+                            subscriptions.c.last_notification_at.is_(None),
+                            subscriptions.c.last_notification_at < sa.bindparam("at"),
+                        ),
+                    )
+                    .values(last_notification_at=sa.bindparam("at")),
+                    notified,
+                )
             for (tenant, mailbox), row in chosen.items():
                 claimed.append(
                     Job(
@@ -424,7 +431,9 @@ class JobQueue:
                         attempts=row.attempts,
                         lease=lease,
                         locked_until=until,
-                        inbox_upto=upto.get((tenant, mailbox), 0),
+                        last_notified_at=(
+                            _as_utc(row.last_notified_at) if row.last_notified_at else None
+                        ),
                     )
                 )
             return claimed
@@ -477,8 +486,8 @@ class JobQueue:
         return await self._store.write_through(extend_in)
 
     async def complete(self, job: Job) -> bool:
-        """The refresh succeeded: drop the claim and mark the calendar's inbox rows up to the
-        claim processed. False (and no change) when the lease was lost to another worker.
+        """The refresh succeeded: drop the claim (what its notifications asked for is done).
+        False (and no change) when the lease was lost to another worker.
 
         Completions are group-committed: while one transaction runs, the completions that
         arrive meanwhile wait and go together in the next one, so a busy worker spends one
@@ -504,36 +513,13 @@ class JobQueue:
                         future.set_result(job.id in done)
 
     async def _complete_many(self, batch: Sequence[Job]) -> set[int]:
-        now = self._clock.now()
-
         async def complete_in(connection: AsyncConnection) -> set[int]:
             deleted = await connection.execute(
                 sa.delete(jobs)
                 .where(sa.tuple_(jobs.c.id, jobs.c.locked_by).in_([(j.id, j.lease) for j in batch]))
                 .returning(jobs.c.id)
             )
-            done = {row[0] for row in deleted}
-            settled = [job for job in batch if job.id in done]
-            upto: dict[tuple[str, str], int] = {}
-            for job in settled:
-                key = (job.tenant_id, job.mailbox)
-                upto[key] = max(upto.get(key, 0), job.inbox_upto)
-            if not upto or max(upto.values()) <= 0:
-                return done
-            # Each settled calendar's pending rows up to its claim's mark, through the pending
-            # rows' partial index by calendar: only those rows are touched.
-            await connection.execute(
-                sa.update(inbox)
-                .where(
-                    inbox.c.tenant_id == sa.bindparam("t"),
-                    inbox.c.mailbox == sa.bindparam("m"),
-                    inbox.c.processed_at.is_(None),
-                    inbox.c.id <= sa.bindparam("upto"),
-                )
-                .values(processed_at=now),
-                [{"t": t, "m": m, "upto": mark} for (t, m), mark in upto.items() if mark > 0],
-            )
-            return done
+            return {row[0] for row in deleted}
 
         # One hand-off on SQLite for the whole round of completions.
         return await self._store.write_through(complete_in)
@@ -653,37 +639,6 @@ class JobQueue:
             rows = await connection.execute(sa.select(jobs.c.tenant_id, jobs.c.mailbox))
         return {(row.tenant_id, row.mailbox) for row in rows}
 
-    async def pending_inbox(self) -> int:
-        async with self._store.read() as connection:
-            count = await connection.scalar(
-                sa.select(sa.func.count()).select_from(inbox).where(inbox.c.processed_at.is_(None))
-            )
-        return int(count or 0)
-
-
-async def _newest_pending(
-    connection: AsyncConnection, calendars: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[int, dt.datetime]]:
-    """The id and arrival of the newest pending inbox row of each of ``calendars`` that has
-    one, read through the pending rows' partial index by calendar: one probe per calendar,
-    however many other notifications are waiting."""
-    newest: dict[tuple[str, str], tuple[int, dt.datetime]] = {}
-    for tenant, mailboxes in _by_tenant(calendars).items():
-        for chunk in _chunks(mailboxes):
-            rows = await connection.execute(
-                sa.select(
-                    inbox.c.mailbox, sa.func.max(inbox.c.id), sa.func.max(inbox.c.received_at)
-                )
-                .where(
-                    inbox.c.tenant_id == tenant,
-                    inbox.c.mailbox.in_(chunk),
-                    inbox.c.processed_at.is_(None),
-                )
-                .group_by(inbox.c.mailbox)
-            )
-            newest.update({(tenant, row[0]): (int(row[1]), _as_utc(row[2])) for row in rows})
-    return newest
-
 
 def _wanted(items: Sequence[InboxItem]) -> dict[tuple[str, str], bool]:
     """The calendars the items ask to refresh, each with whether a full resync is asked."""
@@ -701,16 +656,6 @@ def _by_tenant(calendars: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     for tenant, mailbox in calendars:
         grouped.setdefault(tenant, []).append(mailbox)
     return grouped
-
-
-def _starts_refresh(item: InboxItem, known: set[tuple[str, str]]) -> bool:
-    """Whether storing ``item`` leaves a calendar the service caches needing a refresh. A row
-    that starts none (an unknown mailbox, a reauthorization, which lives on as the
-    subscription's needs_action) is kept as a record, already processed, so the pending rows
-    stay the ones a refresh will settle."""
-    return bool(
-        item.mailbox and item.kind.needs_refresh and (item.tenant_id, item.mailbox) in known
-    )
 
 
 def _chunks(values: Sequence[T], size: int = 500) -> Iterable[Sequence[T]]:
@@ -734,34 +679,19 @@ def _needs_lifecycle(item: InboxItem) -> bool:
     )
 
 
-_INBOX_COLUMNS = (
-    "tenant_id",
-    "received_at",
-    "source",
-    "subscription_id",
-    "mailbox",
-    "kind",
-    "change_type",
-    "lifecycle_event",
-    "payload",
-    "processed_at",
+_SQLITE_BATCH_INSERT = (
+    "INSERT INTO inbox_batches (tenant_id, received_at, source, count, notifications) "
+    "VALUES (?, ?, ?, ?, ?)"
 )
-_SQLITE_INBOX_INSERT = (
-    f"INSERT INTO inbox ({', '.join(_INBOX_COLUMNS)}) "  # noqa: S608 (fixed column names)
-    f"VALUES ({', '.join('?' * len(_INBOX_COLUMNS))})"
-)
-_SQLITE_JOB_INSERT = (
-    "INSERT INTO jobs (tenant_id, mailbox, kind, due_at, attempts, created_at) "
-    "VALUES (?, ?, ?, ?, 0, ?) "
-    "ON CONFLICT (tenant_id, mailbox) WHERE locked_by IS NULL DO NOTHING"
-)
-_SQLITE_JOB_PULL = (
-    "UPDATE jobs SET due_at = ? WHERE tenant_id = ? AND mailbox = ? "
-    "AND locked_by IS NULL AND attempts = 0 AND due_at > ?"
-)
-_SQLITE_JOB_UPGRADE = (
-    f"UPDATE jobs SET kind = '{FULL_RESYNC}' WHERE tenant_id = ? AND mailbox = ? "  # noqa: S608
-    f"AND locked_by IS NULL AND kind != '{FULL_RESYNC}'"
+# ``_append_rows``'s upsert of a calendar's pending job, as SQLite spells it.
+_SQLITE_JOB_UPSERT = (
+    "INSERT INTO jobs (tenant_id, mailbox, kind, due_at, attempts, created_at, last_notified_at) "
+    "VALUES (?, ?, ?, ?, 0, ?, ?) "
+    "ON CONFLICT (tenant_id, mailbox) WHERE locked_by IS NULL DO UPDATE SET "
+    "due_at = CASE WHEN jobs.attempts = 0 AND jobs.due_at > excluded.due_at "
+    "THEN excluded.due_at ELSE jobs.due_at END, "
+    "kind = CASE WHEN excluded.kind = 'full_resync' THEN 'full_resync' ELSE jobs.kind END, "
+    "last_notified_at = coalesce(excluded.last_notified_at, jobs.last_notified_at)"
 )
 
 
@@ -770,22 +700,40 @@ def _sqlite_instant(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
-def _inbox_row(item: InboxItem, now: Any, *, settled: bool) -> dict[str, Any]:
-    if item.kind is NotificationKind.CHANGE:
-        kind, event = "change", None
-    elif item.kind is NotificationKind.RESYNC:
-        kind, event = "resync", None
-    else:
-        kind, event = "lifecycle", item.kind.value
+def _entry(item: InboxItem) -> dict[str, Any]:
+    """An accepted notification as its inbox batch lists it (docs/storage.md)."""
+    entry: dict[str, Any] = {"kind": item.kind.value}
+    if item.subscription_id is not None:
+        entry["subscriptionId"] = item.subscription_id
+    if item.mailbox:
+        entry["mailbox"] = item.mailbox[:_MAX_KEY]
+    if item.change_type is not None:
+        entry["changeType"] = item.change_type
+    if item.payload:
+        entry.update(item.payload)
+    return entry
+
+
+def _batches(items: Sequence[InboxItem]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The items' inbox entries by (tenant, source): one inbox row each."""
+    batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for item in items:
+        key = (item.tenant_id, item.via)
+        entries = batches.get(key)
+        if entries is None:
+            entries = batches[key] = []
+        entries.append(_entry(item))
+    return batches
+
+
+def _changed(items: Sequence[InboxItem]) -> set[tuple[str, str]]:
+    """The calendars named by change notifications among the items."""
     return {
-        "tenant_id": item.tenant_id,
-        "received_at": now,
-        "source": item.via,
-        "subscription_id": item.subscription_id,
-        "mailbox": item.mailbox[:_MAX_KEY] if item.mailbox else None,
-        "kind": kind,
-        "change_type": item.change_type,
-        "lifecycle_event": event,
-        "payload": item.payload,
-        "processed_at": now if settled else None,
+        (item.tenant_id, item.mailbox)
+        for item in items
+        if item.mailbox and item.kind is NotificationKind.CHANGE
     }
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
