@@ -103,6 +103,9 @@ class Worker:
         self._wake = asyncio.Event()
         # While the loop sleeps: when it will look again by itself (None while it is awake).
         self._sleeps_until: dt.datetime | None = None
+        # While it is awake: the earliest due time it was told of meanwhile (its next sleep
+        # ends then at the latest).
+        self._told_due: dt.datetime | None = None
         self._stopping = False
         self._running: dict[asyncio.Task[None], Job] = {}
         self._per_tenant: Counter[str] = Counter()
@@ -117,10 +120,15 @@ class Worker:
     def wake(self, due: dt.datetime | None = None) -> None:
         """Look for due work now; or, given when new work falls due, look then if the loop
         would otherwise sleep past it. A busy intake commits far more often than jobs fall due,
-        so its commits only ever shorten the current sleep, never cut it off at once."""
+        so its commits only ever shorten the current sleep, never cut it off at once; told
+        while awake, it keeps the due time for its next sleep."""
         until = self._sleeps_until
-        if due is None or until is None:
+        if due is None:
             self._wake.set()
+            return
+        if until is None:
+            if self._told_due is None or due < self._told_due:
+                self._told_due = due
             return
         if due >= until:
             return
@@ -184,7 +192,11 @@ class Worker:
                 log.exception("worker %s: claiming failed", self.worker_id)
             if self._stopping:
                 break
-            self._sleeps_until = self._clock.now() + dt.timedelta(seconds=timeout_s)
+            now = self._clock.now()
+            told, self._told_due = self._told_due, None
+            if told is not None:
+                timeout_s = min(timeout_s, max(0.0, (told - now).total_seconds()))
+            self._sleeps_until = now + dt.timedelta(seconds=timeout_s)
             try:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=timeout_s)
