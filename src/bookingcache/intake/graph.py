@@ -110,20 +110,25 @@ def _matches(offered: str | None, secrets: Sequence[str]) -> bool:
 
 
 def _payload(note: GraphNotification) -> dict[str, Any] | None:
-    payload = {"resource": note.resource, "id": note.id}
-    kept = {key: value for key, value in payload.items() if value is not None}
-    return kept or None
+    payload: dict[str, Any] = {}
+    if note.resource is not None:
+        payload["resource"] = note.resource
+    if note.id is not None:
+        payload["id"] = note.id
+    return payload or None
 
 
 async def classify(batch: GraphBatch, *, tenant_id: str, directory: IntakeDirectory) -> Classified:
     """Split a batch posted to ``tenant_id``'s URL into inbox items and counted rejects."""
     result = Classified()
-    if not batch.value:
+    notes = batch.value
+    if not notes:
         return result
-    owners = await directory.owners({note.subscription_id for note in batch.value})
+    owners = await directory.owners({note.subscription_id for note in notes})
     secrets: list[str] | None = None
     refreshed = False
-    for note in batch.value:
+    accepted = result.accepted
+    for note in notes:
         owner = owners.get(note.subscription_id)
         if owner is None:
             result.ignored[Ignored.UNKNOWN_SUBSCRIPTION] += 1
@@ -133,36 +138,29 @@ async def classify(batch: GraphBatch, *, tenant_id: str, directory: IntakeDirect
             continue
         if secrets is None:
             secrets = await directory.client_states(tenant_id)
-        if not _matches(note.client_state, secrets) and not refreshed:
-            refreshed = True
-            secrets = await directory.client_states(tenant_id, fresh=True)
         if not _matches(note.client_state, secrets):
-            result.ignored[Ignored.WRONG_CLIENT_STATE] += 1
-            continue
-        if note.lifecycle_event is not None:
-            kind = _LIFECYCLE.get(note.lifecycle_event)
-            if kind is None:
-                result.ignored[Ignored.UNKNOWN_LIFECYCLE_EVENT] += 1
+            if not refreshed:
+                refreshed = True
+                secrets = await directory.client_states(tenant_id, fresh=True)
+            if not _matches(note.client_state, secrets):
+                result.ignored[Ignored.WRONG_CLIENT_STATE] += 1
                 continue
-            result.accepted.append(
+        if note.lifecycle_event is None:
+            accepted.append(
                 InboxItem(
-                    tenant_id=tenant_id,
-                    mailbox=owner.mailbox,
-                    kind=kind,
-                    via="alt1",
-                    subscription_id=note.subscription_id,
+                    tenant_id,
+                    owner.mailbox,
+                    NotificationKind.CHANGE,
+                    "alt1",
+                    note.subscription_id,
+                    note.change_type,
+                    _payload(note),
                 )
             )
-        else:
-            result.accepted.append(
-                InboxItem(
-                    tenant_id=tenant_id,
-                    mailbox=owner.mailbox,
-                    kind=NotificationKind.CHANGE,
-                    via="alt1",
-                    subscription_id=note.subscription_id,
-                    change_type=note.change_type,
-                    payload=_payload(note),
-                )
-            )
+            continue
+        kind = _LIFECYCLE.get(note.lifecycle_event)
+        if kind is None:
+            result.ignored[Ignored.UNKNOWN_LIFECYCLE_EVENT] += 1
+            continue
+        accepted.append(InboxItem(tenant_id, owner.mailbox, kind, "alt1", note.subscription_id))
     return result
