@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from bookingcache.clock import SystemClock
+from bookingcache.clock import FixedClock, SystemClock
 from bookingcache.store.sql import SqlStore
 from bookingcache.sync.model import InboxItem
 from bookingcache.sync.queue import JobQueue
@@ -62,3 +62,36 @@ async def test_a_commit_cuts_a_long_sleep_short_to_the_new_jobs_due_time(store: 
         assert worker.stats.refreshes == 1 and worker.stats.failures == 0
     finally:
         await worker.stop(grace_s=0.1)
+
+
+async def test_a_claim_finds_when_the_worker_must_look_again(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    [room, other, third] = await add_tenant(store)
+    queue = JobQueue(store, clock=clock, coalesce_s=0.05, coalesce_window_s=0.3, lease_s=30)
+    began = clock.now()
+    await queue.append_inbox([InboxItem(TENANT, room, change_type="updated")])
+    assert await queue.claim("w1", 10) == []
+    # Nothing due yet: look again when the job falls due.
+    assert queue.upcoming == began + dt.timedelta(milliseconds=50)
+    clock.advance(dt.timedelta(milliseconds=40))
+    await queue.append_inbox([InboxItem(TENANT, other, change_type="updated")])
+    clock.advance(dt.timedelta(milliseconds=10))
+    # The first is due, but a notification for the second arrived 10 ms ago: the first is
+    # claimed, the next look is when the second falls due.
+    [first] = await queue.claim("w1", 10)
+    assert first.mailbox == room
+    assert queue.upcoming == began + dt.timedelta(milliseconds=90)
+    clock.advance(dt.timedelta(milliseconds=45))
+    await queue.append_inbox([InboxItem(TENANT, other, change_type="updated")])
+    clock.advance(dt.timedelta(milliseconds=5))
+    # Due, but held back while its notifications keep coming: look again when it is released
+    # (quiet for the gather delay), not at once.
+    assert await queue.claim("w1", 10) == []
+    assert queue.upcoming == clock.now() + dt.timedelta(milliseconds=45)
+    assert queue.upcoming == queue.held_until
+    await queue.enqueue({(TENANT, third): clock.now() + dt.timedelta(milliseconds=20)})
+    assert await queue.claim("w1", 10) == []
+    assert queue.upcoming == clock.now() + dt.timedelta(milliseconds=20)
+    assert queue.depth == 2  # the held job and the sweep's
+    assert await queue.complete(first)

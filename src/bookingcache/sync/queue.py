@@ -56,6 +56,39 @@ T = TypeVar("T")
 _RUNNING = jobs.alias("running")
 
 
+def _upcoming(now: dt.datetime, *, after: dt.datetime | None = None) -> sa.Select[Any]:
+    """One statement: the earliest due time of a pending job whose calendar is not being
+    refreshed (only those due after ``after``, if given), the earliest lease to run out, and
+    how many jobs are pending."""
+    running = _RUNNING
+    refreshing = (
+        sa.select(running.c.id)
+        .where(
+            running.c.tenant_id == jobs.c.tenant_id,
+            running.c.mailbox == jobs.c.mailbox,
+            running.c.locked_by.is_not(None),
+            running.c.locked_until >= now,
+        )
+        .exists()
+    )
+    pending = [jobs.c.locked_by.is_(None), ~refreshing]
+    if after is not None:
+        pending.append(jobs.c.due_at > after)
+    earliest_due = sa.select(sa.func.min(jobs.c.due_at)).where(*pending).scalar_subquery()
+    earliest_lease = (
+        sa.select(sa.func.min(jobs.c.locked_until))
+        .where(jobs.c.locked_by.is_not(None))
+        .scalar_subquery()
+    )
+    waiting = (
+        sa.select(sa.func.count())
+        .select_from(jobs)
+        .where(jobs.c.locked_by.is_(None))
+        .scalar_subquery()
+    )
+    return sa.select(earliest_due, earliest_lease, waiting)
+
+
 def _lease(worker_id: str) -> str:
     # locked_by holds "<worker>/<claim>": the worker for people, the claim id for fencing.
     return f"{worker_id[:150]}/{uuid.uuid4().hex}"
@@ -81,8 +114,10 @@ class JobQueue:
         self.coalesce_window_s = max(coalesce_s, coalesce_window_s or 0.0)
         # After a claim that held jobs back: when the first of them becomes claimable.
         self.held_until: dt.datetime | None = None
-        # Unclaimed jobs as ``next_due_at`` last counted them (the queue-depth metric).
+        # Unclaimed jobs as ``next_due_at`` or the last claim counted them (the queue-depth
+        # metric), and when the last claim found the next job falling due (see ``_look_ahead``).
         self.depth = 0
+        self.upcoming: dt.datetime | None = None
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self._listeners: list[Callable[[dt.datetime | None], None]] = []
@@ -392,6 +427,7 @@ class JobQueue:
                 chosen = await self._lock_calendars(connection, chosen, now=now)
             claimed: list[Job] = []
             if not chosen:
+                await self._look_ahead(connection, now)
                 return claimed
             until = now + dt.timedelta(seconds=self.lease_s)
             # One lease per claim: (id, lease) fences each job of the batch.
@@ -436,10 +472,23 @@ class JobQueue:
                         ),
                     )
                 )
+            await self._look_ahead(connection, now)
             return claimed
 
         # One hand-off on SQLite for the whole claim (see ``SqlBase.write_through``).
         return await self._store.write_through(claim_in)
+
+    async def _look_ahead(self, connection: AsyncConnection, now: dt.datetime) -> None:
+        """After a claim, in its transaction: when the worker must look again by itself
+        (``upcoming``): the earliest pending job falling due later, a held-back job's release,
+        or a lease running out; jobs due now that the claim left are either beyond its limit
+        or wait for a refresh to end, which the worker hears of anyway."""
+        due, lease, count = (await connection.execute(_upcoming(now, after=now))).one()
+        self.depth = int(count or 0)
+        values = [_as_utc(value) for value in (due, lease) if value is not None]
+        if self.held_until is not None:
+            values.append(self.held_until)
+        self.upcoming = min(values) if values else None
 
     async def _lock_calendars(
         self, connection: AsyncConnection, chosen: dict[tuple[str, str], Any], *, now: dt.datetime
@@ -596,38 +645,8 @@ class JobQueue:
         """When the earliest claimable pending job falls due (one whose calendar is not being
         refreshed) or the earliest lease runs out."""
         now = self._clock.now()
-        running = _RUNNING
-        refreshing = (
-            sa.select(running.c.id)
-            .where(
-                running.c.tenant_id == jobs.c.tenant_id,
-                running.c.mailbox == jobs.c.mailbox,
-                running.c.locked_by.is_not(None),
-                running.c.locked_until >= now,
-            )
-            .exists()
-        )
-        earliest_due = (
-            sa.select(sa.func.min(jobs.c.due_at))
-            .where(jobs.c.locked_by.is_(None), ~refreshing)
-            .scalar_subquery()
-        )
-        earliest_lease = (
-            sa.select(sa.func.min(jobs.c.locked_until))
-            .where(jobs.c.locked_by.is_not(None))
-            .scalar_subquery()
-        )
-        waiting = (
-            sa.select(sa.func.count())
-            .select_from(jobs)
-            .where(jobs.c.locked_by.is_(None))
-            .scalar_subquery()
-        )
-        # One statement: the worker asks this before every claim.
         async with self._store.read() as connection:
-            due, lease, count = (
-                await connection.execute(sa.select(earliest_due, earliest_lease, waiting))
-            ).one()
+            due, lease, count = (await connection.execute(_upcoming(now))).one()
         self.depth = int(count or 0)
         # min() over a TypeDecorator column comes back undecorated on SQLite.
         values = [_as_utc(value) for value in (due, lease) if value is not None]

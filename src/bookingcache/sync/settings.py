@@ -60,6 +60,9 @@ class SyncSettings(BaseSettings):
     max_refreshes_per_tenant: int = Field(default=64, ge=1)
     max_refreshes_total: int = Field(default=128, ge=1)
     claim_batch: int = Field(default=32, ge=1, le=1000)
+    # After a claim that found less than a full batch, the worker waits at least this long
+    # before the next: jobs falling due (or released) within it are claimed together.
+    claim_gap_ms: int = Field(default=10, ge=0, le=1000)
     poll_interval_ms: int = Field(default=500, ge=10)
     lease_s: float = Field(default=60.0, gt=0)
     max_tries: int = Field(default=8, ge=1)

@@ -3,8 +3,10 @@ tenant's event source followed by the store's replace-window (whose diff feeds t
 
 - At most ``max_refreshes_total`` refreshes run in the process, at most
   ``max_refreshes_per_tenant`` of one tenant; the queue guarantees one per calendar.
-- It wakes at once when intake in the same process enqueues (a queue listener sets an event),
-  and otherwise polls, so several worker processes share one database.
+- Each claim also finds when to look again (the next job falling due, a held-back job's
+  release, a lease running out). Intake in the same process tells it the due time of the jobs
+  it enqueues (a queue listener), a finished refresh makes it look a moment later, and
+  otherwise it polls, so several worker processes share one database.
 - A failed refresh is retried through ``JobQueue.retry`` (the one backoff path): ``Throttled``
   waits its ``Retry-After``, anything else waits an exponential backoff with jitter, up to the
   queue's maximum attempts. The error is recorded on the calendar either way.
@@ -167,27 +169,23 @@ class Worker:
 
     async def run(self) -> None:
         poll_s = self._settings.poll_interval_ms / 1000
+        gap_s = min(self._settings.claim_gap_ms / 1000, poll_s)
         while not self._stopping:
             self._wake.clear()
             timeout_s = poll_s
             try:
-                next_due = await self._queue.next_due_at()
+                # At capacity there is nothing to claim: a finishing refresh wakes the loop.
+                if len(self._running) < self._settings.max_refreshes_total:
+                    if await self._claim_some():
+                        continue  # a full batch: more may be due right away
+                    # The claim found when to look again: the next job falling due, a
+                    # held-back job's release (its notifications keep coming), or a lease.
+                    upcoming = self._queue.upcoming
+                    if upcoming is not None:
+                        until_s = (upcoming - self._clock.now()).total_seconds()
+                        timeout_s = min(poll_s, max(0.0, until_s))
                 if self._metrics is not None:
                     self._metrics.queue_depth.set(self._queue.depth)
-                if next_due is not None:
-                    until_due_s = (next_due - self._clock.now()).total_seconds()
-                    if until_due_s > 0:
-                        timeout_s = min(poll_s, until_due_s)
-                    elif await self._claim_some():
-                        continue
-                    else:
-                        # Due work waits for room (a finishing refresh wakes us), for a tenant
-                        # under its cap, for another process's refresh of the calendar, or
-                        # for its notifications to pause (the claim says until when).
-                        held = self._queue.held_until
-                        now = self._clock.now()
-                        if held is not None and held > now:
-                            timeout_s = min(poll_s, (held - now).total_seconds())
             except Exception:  # the loop must survive a database hiccup
                 log.exception("worker %s: claiming failed", self.worker_id)
             if self._stopping:
@@ -195,7 +193,8 @@ class Worker:
             now = self._clock.now()
             told, self._told_due = self._told_due, None
             if told is not None:
-                timeout_s = min(timeout_s, max(0.0, (told - now).total_seconds()))
+                timeout_s = min(timeout_s, (told - now).total_seconds())
+            timeout_s = max(timeout_s, gap_s)
             self._sleeps_until = now + dt.timedelta(seconds=timeout_s)
             try:
                 with contextlib.suppress(TimeoutError):
@@ -204,7 +203,7 @@ class Worker:
                 self._sleeps_until = None
 
     async def _claim_some(self) -> bool:
-        """Claim as many jobs as there is room for; True when any was claimed (more may be
+        """Claim as many jobs as there is room for; True when the claim was full (more may be
         due right away)."""
         room = self._settings.max_refreshes_total - len(self._running)
         if room <= 0:
@@ -220,7 +219,7 @@ class Worker:
             task.add_done_callback(self._finished)
         if self._metrics is not None:
             self._metrics.running.set(len(self._running))
-        return bool(jobs)
+        return len(jobs) >= limit
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         job = self._running.pop(task, None)
@@ -230,7 +229,8 @@ class Worker:
                 del self._per_tenant[job.tenant_id]
         if self._metrics is not None:
             self._metrics.running.set(len(self._running))
-        self._wake.set()
+        # Refreshes ending together lead to one claim: the loop looks a moment later.
+        self.wake(self._clock.now() + dt.timedelta(milliseconds=self._settings.claim_gap_ms))
 
     async def _keep_leases(self) -> None:
         interval_s = max(0.05, self._queue.lease_s / 3)
