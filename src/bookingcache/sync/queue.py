@@ -177,7 +177,7 @@ class JobQueue:
     def _append_rows(
         self, connection: Connection, resolved: Sequence[InboxItem], now: dt.datetime
     ) -> int:
-        wanted = _wanted(resolved)
+        wanted, changed, batches = _sort(resolved)
         known = self._known(connection, wanted)
         connection.execute(
             inbox_batches.insert(),
@@ -189,13 +189,12 @@ class JobQueue:
                     "count": len(entries),
                     "notifications": entries,
                 }
-                for (tenant, source), entries in _batches(resolved).items()
+                for (tenant, source), entries in batches.items()
             ],
         )
         targets = {key: full for key, full in wanted.items() if key in known}
         if not targets:
             return 0
-        changed = _changed(resolved)
         due = now + dt.timedelta(seconds=self.coalesce_s)
         statement = self._insert()
         statement = statement.on_conflict_do_update(
@@ -245,7 +244,7 @@ class JobQueue:
         webhook's hot path and the SQL layer's per-row work would cost more than SQLite's.
         Values are stored exactly as the table's column types store them (``UTCDateTime``'s
         text form, JSON text)."""
-        wanted = _wanted(resolved)
+        wanted, changed, batches = _sort(resolved)
         known: set[tuple[str, str]] = set()
         for tenant, mailboxes in _by_tenant(wanted).items():
             for chunk in _chunks(mailboxes):
@@ -260,13 +259,12 @@ class JobQueue:
             _SQLITE_BATCH_INSERT,
             [
                 (tenant, stamp, source, len(entries), _json_text(entries))
-                for (tenant, source), entries in _batches(resolved).items()
+                for (tenant, source), entries in batches.items()
             ],
         )
         targets = {key: full for key, full in wanted.items() if key in known}
         if not targets:
             return 0
-        changed = _changed(resolved)
         due = _sqlite_instant(now + dt.timedelta(seconds=self.coalesce_s))
         raw.executemany(
             _SQLITE_JOB_UPSERT,
@@ -659,16 +657,6 @@ class JobQueue:
         return {(row.tenant_id, row.mailbox) for row in rows}
 
 
-def _wanted(items: Sequence[InboxItem]) -> dict[tuple[str, str], bool]:
-    """The calendars the items ask to refresh, each with whether a full resync is asked."""
-    wanted: dict[tuple[str, str], bool] = {}
-    for item in items:
-        if item.mailbox and item.kind.needs_refresh:
-            key = (item.tenant_id, item.mailbox)
-            wanted[key] = wanted.get(key, False) or item.kind.needs_full_resync
-    return wanted
-
-
 def _by_tenant(calendars: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     """(tenant, mailbox) pairs grouped as each tenant's mailboxes."""
     grouped: dict[str, list[str]] = {}
@@ -733,25 +721,34 @@ def _entry(item: InboxItem) -> dict[str, Any]:
     return entry
 
 
-def _batches(items: Sequence[InboxItem]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """The items' inbox entries by (tenant, source): one inbox row each."""
+def _sort(
+    items: Sequence[InboxItem],
+) -> tuple[
+    dict[tuple[str, str], bool],
+    set[tuple[str, str]],
+    dict[tuple[str, str], list[dict[str, Any]]],
+]:
+    """One pass over a round's items: the calendars they ask to refresh (each with whether a
+    full resync is asked), those named by change notifications, and the inbox
+    entries by (tenant, source), one inbox row each."""
+    wanted: dict[tuple[str, str], bool] = {}
+    changed: set[tuple[str, str]] = set()
     batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for item in items:
-        key = (item.tenant_id, item.via)
-        entries = batches.get(key)
+        kind = item.kind
+        if item.mailbox and kind.needs_refresh:
+            key = (item.tenant_id, item.mailbox)
+            if kind is NotificationKind.CHANGE:
+                changed.add(key)
+                wanted.setdefault(key, False)
+            else:
+                wanted[key] = wanted.get(key, False) or kind.needs_full_resync
+        source = (item.tenant_id, item.via)
+        entries = batches.get(source)
         if entries is None:
-            entries = batches[key] = []
+            entries = batches[source] = []
         entries.append(_entry(item))
-    return batches
-
-
-def _changed(items: Sequence[InboxItem]) -> set[tuple[str, str]]:
-    """The calendars named by change notifications among the items."""
-    return {
-        (item.tenant_id, item.mailbox)
-        for item in items
-        if item.mailbox and item.kind is NotificationKind.CHANGE
-    }
+    return wanted, changed, batches
 
 
 def _json_text(value: Any) -> str:
