@@ -56,22 +56,26 @@ T = TypeVar("T")
 _RUNNING = jobs.alias("running")
 
 
+def _live_claim(now: dt.datetime, *, besides_own_row: bool = False) -> sa.Exists:
+    """Whether the calendar of the ``jobs`` row at hand is being refreshed: a claim of it
+    whose lease still runs (by another row than this one, with ``besides_own_row``)."""
+    running = _RUNNING
+    conditions = [
+        running.c.tenant_id == jobs.c.tenant_id,
+        running.c.mailbox == jobs.c.mailbox,
+        running.c.locked_by.is_not(None),
+        running.c.locked_until >= now,
+    ]
+    if besides_own_row:
+        conditions.append(running.c.id != jobs.c.id)
+    return sa.select(running.c.id).where(*conditions).exists()
+
+
 def _upcoming(now: dt.datetime, *, after: dt.datetime | None = None) -> sa.Select[Any]:
     """One statement: the earliest due time of a pending job whose calendar is not being
     refreshed (only those due after ``after``, if given), the earliest lease to run out, and
     how many jobs are pending."""
-    running = _RUNNING
-    refreshing = (
-        sa.select(running.c.id)
-        .where(
-            running.c.tenant_id == jobs.c.tenant_id,
-            running.c.mailbox == jobs.c.mailbox,
-            running.c.locked_by.is_not(None),
-            running.c.locked_until >= now,
-        )
-        .exists()
-    )
-    pending = [jobs.c.locked_by.is_(None), ~refreshing]
+    pending = [jobs.c.locked_by.is_(None), ~_live_claim(now)]
     if after is not None:
         pending.append(jobs.c.due_at > after)
     earliest_due = sa.select(sa.func.min(jobs.c.due_at)).where(*pending).scalar_subquery()
@@ -367,18 +371,7 @@ class JobQueue:
             return []
         now = self._clock.now()
         excluded = list(set(exclude_tenants))
-        running = _RUNNING
-        live_claim = (
-            sa.select(running.c.id)
-            .where(
-                running.c.tenant_id == jobs.c.tenant_id,
-                running.c.mailbox == jobs.c.mailbox,
-                running.c.locked_by.is_not(None),
-                running.c.locked_until >= now,
-                running.c.id != jobs.c.id,
-            )
-            .exists()
-        )
+        live_claim = _live_claim(now, besides_own_row=True)
         claimable = sa.or_(
             sa.and_(jobs.c.locked_by.is_(None), jobs.c.due_at <= now, ~live_claim),
             sa.and_(jobs.c.locked_by.is_not(None), jobs.c.locked_until < now, ~live_claim),

@@ -18,6 +18,7 @@ Revises: 0003
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,6 +46,7 @@ def _serial() -> sa.types.TypeEngine[int]:
 def _batches() -> sa.TableClause:
     return sa.table(
         "inbox_batches",
+        sa.column("id", sa.Integer()),
         sa.column("tenant_id", sa.String()),
         sa.column("received_at", UTCDateTime()),
         sa.column("source", sa.String()),
@@ -116,14 +118,7 @@ def upgrade() -> None:
         .values(last_notification_at=newest)
     )
     batches = _batches()
-    last = 0
-    while True:
-        rows = connection.execute(
-            sa.select(old).where(old.c.id > last).order_by(old.c.id).limit(_CHUNK)
-        ).all()
-        if not rows:
-            break
-        last = rows[-1].id
+    for rows in _in_chunks(connection, old):
         connection.execute(
             sa.insert(batches),
             [
@@ -140,6 +135,19 @@ def upgrade() -> None:
     op.drop_index("ix_inbox_pending_calendar", table_name="inbox")
     op.drop_index("ix_inbox_tenant_id", table_name="inbox")
     op.drop_table("inbox")
+
+
+def _in_chunks(connection: sa.Connection, table: sa.TableClause) -> Iterator[Sequence[sa.Row[Any]]]:
+    """All rows of ``table`` in order of ``id``, ``_CHUNK`` at a time."""
+    last = 0
+    while True:
+        rows = connection.execute(
+            sa.select(table).where(table.c.id > last).order_by(table.c.id).limit(_CHUNK)
+        ).all()
+        if not rows:
+            return
+        last = rows[-1].id
+        yield rows
 
 
 def _entry(row: Any) -> dict[str, Any]:
@@ -186,20 +194,9 @@ def downgrade() -> None:
     )
     op.create_index("ix_inbox_tenant_id", "inbox", ["tenant_id"])
     connection = op.get_bind()
-    batches = sa.table(
-        "inbox_batches",
-        sa.column("id", sa.Integer()),
-        *(sa.column(column.name, column.type) for column in _batches().columns),
-    )
+    batches = _batches()
     old = _old_inbox()
-    last = 0
-    while True:
-        rows = connection.execute(
-            sa.select(batches).where(batches.c.id > last).order_by(batches.c.id).limit(_CHUNK)
-        ).all()
-        if not rows:
-            break
-        last = rows[-1].id
+    for rows in _in_chunks(connection, batches):
         expanded = [
             _row(row.tenant_id, row.received_at, row.source, entry)
             for row in rows
