@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from bookingcache.clock import FixedClock
 from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.tenancy import EventSource
-from bookingcache.store.schema import jobs
+from bookingcache.store.schema import inbox_batches, jobs
 from bookingcache.store.sql import SqlStore
 from bookingcache.sync.model import InboxItem
 from bookingcache.sync.queue import JobQueue
@@ -68,3 +68,26 @@ async def test_many_stale_calendars_still_fit_in_the_bound(
     due = sorted((await _due_times(store)).values())
     assert due[-1] - due[0] < dt.timedelta(seconds=10)
     assert due[1] - due[0] == dt.timedelta(seconds=0.25)
+
+
+async def test_the_inbox_keeps_its_record_for_the_retention_only(
+    store: SqlStore, queue: JobQueue, clock: FixedClock
+) -> None:
+    [room, *_] = await add_tenant(store)
+    arrivals = []
+    for _ in range(7):  # one commit round a day
+        arrivals.append(clock.now())
+        await queue.append_inbox([InboxItem(TENANT, room, change_type="updated")])
+        clock.advance(dt.timedelta(days=1))
+    # Now is a day after the last round: with 2 days' retention the 5 oldest go.
+    sweep = Sweep(store=store, queue=queue, clock=clock, inbox_retention_s=2 * 86_400)
+    assert await sweep.prune_inbox() == 5
+    async with store.read() as conn:
+        kept = (await conn.execute(sa.select(inbox_batches.c.received_at))).scalars().all()
+    assert sorted(kept) == arrivals[5:]
+    assert await sweep.prune_inbox() == 0
+    # In chunks, oldest first, stopping at the first younger row.
+    assert await queue.prune_inbox(arrivals[6], chunk=1, max_chunks=5) == 1
+    assert await queue.prune_inbox(clock.now(), chunk=1, max_chunks=5) == 1
+    # The work those notifications asked for is the calendar's job, which stays.
+    assert await queue.busy_calendars() == {(TENANT, room)}

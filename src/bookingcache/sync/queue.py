@@ -631,6 +631,40 @@ class JobQueue:
         self._notify()
         return True
 
+    # --- retention ---------------------------------------------------------------------------
+    async def prune_inbox(
+        self, received_before: dt.datetime, *, chunk: int = 1000, max_chunks: int = 20
+    ) -> int:
+        """Delete the inbox rows received before ``received_before``, oldest first, up to
+        ``max_chunks`` transactions of ``chunk`` rows; returns how many went. Rows are read in
+        id order, which is arrival order, and the pass stops at the first younger row, so it
+        never scans the inbox for old rows that are not there."""
+        deleted = 0
+        for _ in range(max_chunks):
+
+            async def prune_in(connection: AsyncConnection) -> int:
+                rows = await connection.execute(
+                    sa.select(inbox_batches.c.id, inbox_batches.c.received_at)
+                    .order_by(inbox_batches.c.id)
+                    .limit(chunk)
+                )
+                old: list[int] = []
+                for row in rows:
+                    if _as_utc(row.received_at) >= received_before:
+                        break
+                    old.append(row.id)
+                if old:
+                    await connection.execute(
+                        sa.delete(inbox_batches).where(inbox_batches.c.id.in_(old))
+                    )
+                return len(old)
+
+            gone = await self._store.write_through(prune_in)
+            deleted += gone
+            if gone < chunk:
+                break
+        return deleted
+
     # --- views -------------------------------------------------------------------------------
     async def next_due_at(self) -> dt.datetime | None:
         """When the earliest claimable pending job falls due (one whose calendar is not being

@@ -75,6 +75,7 @@ class SyncRuntime:
             bound_s=settings.sweep_bound_s,
             interval_s=settings.sweep_interval_s,
             rate_per_s=settings.sweep_rate_per_s,
+            inbox_retention_s=settings.inbox_retention_days * 86_400,
         )
         self.running = False
 

@@ -71,5 +71,7 @@ class SyncSettings(BaseSettings):
     sweep_bound_s: float = Field(default=900.0, gt=0)
     sweep_interval_s: float = Field(default=30.0, gt=0)
     sweep_rate_per_s: float = Field(default=5.0, gt=0)
+    # How long the inbox keeps what intake accepted (the record; the work is in the jobs).
+    inbox_retention_days: float = Field(default=7.0, gt=0, le=3650)
     connector_timeout_s: float = Field(default=10.0, gt=0)
     graph: GraphSettings = Field(default_factory=GraphSettings)

@@ -5,6 +5,9 @@ than ``bound_s`` (or that never had one) and that has no pending or running job.
 are spread out: one every ``min(bound_s / n, 1 / rate_per_s)`` seconds, so they never burst,
 yet all of them fall within the bound however many calendars are stale. Push tenants are left
 out: the service has nothing to read for them, their data ages into ``unknown`` instead.
+
+Each pass also drops the inbox's record of notifications older than the retention (default
+7 days); what they asked for was done long before, by their calendars' jobs.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Sweep:
         bound_s: float = 900.0,
         interval_s: float = 30.0,
         rate_per_s: float = 5.0,
+        inbox_retention_s: float = 7 * 86_400.0,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -40,6 +44,7 @@ class Sweep:
         self.bound_s = bound_s
         self.interval_s = interval_s
         self.rate_per_s = rate_per_s
+        self.inbox_retention_s = inbox_retention_s
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> int:
@@ -75,12 +80,24 @@ class Sweep:
             log.info("sweep scheduled %d stale calendars over %.1fs", scheduled, span_s)
         return scheduled
 
+    async def prune_inbox(self) -> int:
+        """Drop the inbox's record of notifications older than the retention."""
+        cutoff = self._clock.now() - dt.timedelta(seconds=self.inbox_retention_s)
+        pruned = await self._queue.prune_inbox(cutoff)
+        if pruned:
+            log.info("pruned %d inbox rows received before %s", pruned, cutoff.isoformat())
+        return pruned
+
     async def run(self) -> None:
         while True:
             try:
                 await self.run_once()
             except Exception:  # the timer must outlive a failed pass
                 log.exception("reconciliation sweep failed")
+            try:
+                await self.prune_inbox()
+            except Exception:
+                log.exception("pruning the inbox failed")
             await asyncio.sleep(self.interval_s)
 
     def start(self) -> None:
