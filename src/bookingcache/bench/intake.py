@@ -6,7 +6,8 @@ generator (raw keep-alive HTTP/1.1, ``--connections`` connections, in this proce
 the same kind of payload: a Graph ``changeNotificationCollection`` of ``--batch`` change
 notifications with valid ``clientState``s for subscriptions of ``--rooms`` room calendars, each
 notification naming a unique resource. After the service run, every notification answered
-202 is looked up in the inbox's stored batches (``durable``).
+202 is looked up in the inbox's stored batches (``durable``). The service stores in SQLite,
+or with ``--database-url`` in a database of its own on that PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
+from sqlalchemy import make_url
 
 from bookingcache.bench.http import BenchError, Connection, percentile, request_bytes
 from bookingcache.clock import SystemClock
 from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets
+from bookingcache.store.engine import normalize_database_url
 from bookingcache.store.schema import inbox_batches
 from bookingcache.store.sql import open_store
 from bookingcache.store.subscriptions import SubscriptionRegistry
@@ -57,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         help="run the service without its embedded refresh worker (intake alone)",
     )
     parser.add_argument("--data-dir", help="keep the service's database here (default: temp)")
+    parser.add_argument(
+        "--database-url",
+        help="measure the service on this PostgreSQL server (postgresql://...) instead of "
+        "SQLite: a database of its own is created there and dropped afterwards",
+    )
     return parser
 
 
@@ -236,8 +245,39 @@ async def _stored_resources(url: str) -> set[str]:
         await store.close()
 
 
+@contextlib.contextmanager
+def _database(args: argparse.Namespace, data_dir: Path) -> Iterator[str]:
+    """The service's database URL: SQLite in ``data_dir``, or a new database on the
+    PostgreSQL server of ``--database-url``, dropped afterwards."""
+    if not args.database_url:
+        yield f"sqlite:///{data_dir / 'bookingcache.db'}"
+        return
+    server = make_url(normalize_database_url(args.database_url))
+    if server.get_backend_name() != "postgresql":
+        raise BenchError("--database-url must name a PostgreSQL server (postgresql://...)")
+    name = f"bookingcache_bench_intake_{secrets.token_hex(4)}"
+    maintenance = server.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def run(statement: str) -> None:
+        connection = await asyncpg.connect(maintenance, timeout=10)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def _measure(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
-    url = f"sqlite:///{data_dir / 'bookingcache.db'}"
+    with _database(args, data_dir) as url:
+        return _measure_on(args, data_dir, url)
+
+
+def _measure_on(args: argparse.Namespace, data_dir: Path, url: str) -> dict[str, Any]:
     asyncio.run(_prepare(url, args.rooms))
     env = {
         **os.environ,
@@ -273,6 +313,7 @@ def _measure(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         "connections": args.connections,
         "seconds": args.seconds,
         "worker": not args.no_worker,
+        "database": "postgresql" if args.database_url else "sqlite",
         "accepted_notifications": len(service.accepted),
         "lost_notifications": lost,
         "durable": lost == 0 and bool(service.accepted),

@@ -1,0 +1,63 @@
+"""The intake benchmark runs end to end with tiny numbers, on SQLite and on PostgreSQL, and
+finds every notification its service answered 202 in the inbox."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from bookingcache.bench import main
+
+POSTGRES_ENV = "BOOKINGCACHE_TEST_DATABASE_URL"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, object]:
+    code = main(
+        [
+            "intake",
+            "--seconds",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--connections",
+            "2",
+            "--rooms",
+            "3",
+            "--json",
+            *extra,
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    result: dict[str, object] = json.loads(out)
+    return result
+
+
+@pytest.mark.slow
+def test_bench_intake_on_sqlite(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _run(capsys, "--no-worker")
+    assert result["database"] == "sqlite" and result["worker"] is False
+    assert result["durable"] is True and result["lost_notifications"] == 0
+    accepted = result["accepted_notifications"]
+    assert isinstance(accepted, int) and accepted > 0
+    for key in ("baseline_rps", "service_rps", "ratio", "p99_ms"):
+        value = result[key]
+        assert isinstance(value, float) and value > 0, key
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"{POSTGRES_ENV} unset")
+def test_bench_intake_on_postgresql(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _run(capsys, "--database-url", os.environ[POSTGRES_ENV])
+    assert result["database"] == "postgresql" and result["worker"] is True
+    assert result["durable"] is True and result["lost_notifications"] == 0
+
+
+def test_bench_intake_refuses_a_database_url_that_is_not_postgresql(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["intake", "--database-url", "sqlite:///x.db", "--seconds", "0.1"]) == 1
+    assert "PostgreSQL" in capsys.readouterr().err
