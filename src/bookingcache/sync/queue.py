@@ -484,31 +484,32 @@ class JobQueue:
     async def _lock_calendars(
         self, connection: AsyncConnection, chosen: dict[tuple[str, str], Any], *, now: dt.datetime
     ) -> dict[tuple[str, str], Any]:
-        """PostgreSQL: take each chosen calendar's row lock (skipping ones another claimer
-        holds), then re-check with a fresh snapshot that no live claim appeared meanwhile."""
-        kept: dict[tuple[str, str], Any] = {}
-        for (tenant, mailbox), row in chosen.items():
-            locked = await connection.scalar(
-                sa.select(calendars.c.mailbox)
-                .where(calendars.c.tenant_id == tenant, calendars.c.mailbox == mailbox)
-                .with_for_update(skip_locked=True)
+        """PostgreSQL: take the chosen calendars' row locks (skipping ones another claimer
+        holds), then re-check with a fresh snapshot that no live claim appeared meanwhile.
+        Two statements for the whole batch: the claim holds its job rows locked meanwhile,
+        and intake's upserts of those rows wait for it."""
+        keys = list(chosen)
+        locked = await connection.execute(
+            sa.select(calendars.c.tenant_id, calendars.c.mailbox)
+            .where(sa.tuple_(calendars.c.tenant_id, calendars.c.mailbox).in_(keys))
+            .with_for_update(skip_locked=True)
+        )
+        mine = {(row.tenant_id, row.mailbox) for row in locked}
+        if not mine:
+            return {}
+        live = await connection.execute(
+            sa.select(jobs.c.tenant_id, jobs.c.mailbox, jobs.c.id).where(
+                sa.tuple_(jobs.c.tenant_id, jobs.c.mailbox).in_(list(mine)),
+                jobs.c.locked_by.is_not(None),
+                jobs.c.locked_until >= now,
             )
-            if locked is None:
-                continue
-            live = await connection.scalar(
-                sa.select(sa.func.count())
-                .select_from(jobs)
-                .where(
-                    jobs.c.tenant_id == tenant,
-                    jobs.c.mailbox == mailbox,
-                    jobs.c.locked_by.is_not(None),
-                    jobs.c.locked_until >= now,
-                    jobs.c.id != row.id,
-                )
-            )
-            if not live:
-                kept[(tenant, mailbox)] = row
-        return kept
+        )
+        busy = {
+            (row.tenant_id, row.mailbox)
+            for row in live
+            if row.id != chosen[(row.tenant_id, row.mailbox)].id
+        }
+        return {key: row for key, row in chosen.items() if key in mine and key not in busy}
 
     def _mine(self, job: Job) -> Any:
         return sa.and_(jobs.c.id == job.id, jobs.c.locked_by == job.lease)
