@@ -127,6 +127,7 @@ class JobQueue:
         self._listeners: list[Callable[[dt.datetime | None], None]] = []
         self._completions: list[tuple[Job, asyncio.Future[bool]]] = []
         self._completer: asyncio.Task[None] | None = None
+        self._upsert: Any = None
 
     # --- plumbing ----------------------------------------------------------------------------
     def add_listener(self, listener: Callable[[dt.datetime | None], None]) -> None:
@@ -144,6 +145,37 @@ class JobQueue:
 
     def _insert(self) -> Any:
         return postgresql.insert(jobs) if self._postgres else sqlite.insert(jobs)
+
+    def _job_upsert(self) -> Any:
+        """``_append_rows``'s upsert of a calendar's pending job, built once: its ``excluded``
+        namespace builds a column collection, which costs more than the statement's run."""
+        if self._upsert is None:
+            statement = self._insert()
+            self._upsert = statement.on_conflict_do_update(
+                index_elements=["tenant_id", "mailbox"],
+                index_where=jobs.c.locked_by.is_(None),
+                set_={
+                    # Never later than the new due time, unless the job is backing off after
+                    # a failure (attempts > 0), whose Retry-After/backoff must be honoured.
+                    "due_at": sa.case(
+                        (
+                            sa.and_(
+                                jobs.c.attempts == 0, jobs.c.due_at > statement.excluded.due_at
+                            ),
+                            statement.excluded.due_at,
+                        ),
+                        else_=jobs.c.due_at,
+                    ),
+                    # A full resync request upgrades the job.
+                    "kind": sa.case(
+                        (statement.excluded.kind == FULL_RESYNC, FULL_RESYNC), else_=jobs.c.kind
+                    ),
+                    "last_notified_at": sa.func.coalesce(
+                        statement.excluded.last_notified_at, jobs.c.last_notified_at
+                    ),
+                },
+            )
+        return self._upsert
 
     # --- intake ------------------------------------------------------------------------------
     async def append_inbox(self, items: Sequence[InboxItem]) -> int:
@@ -200,29 +232,7 @@ class JobQueue:
         if not targets:
             return 0
         due = now + dt.timedelta(seconds=self.coalesce_s)
-        statement = self._insert()
-        statement = statement.on_conflict_do_update(
-            index_elements=["tenant_id", "mailbox"],
-            index_where=jobs.c.locked_by.is_(None),
-            set_={
-                # Never later than the new due time, unless the job is backing off after a
-                # failure (attempts > 0), whose Retry-After/backoff must be honoured.
-                "due_at": sa.case(
-                    (
-                        sa.and_(jobs.c.attempts == 0, jobs.c.due_at > statement.excluded.due_at),
-                        statement.excluded.due_at,
-                    ),
-                    else_=jobs.c.due_at,
-                ),
-                # A full resync request upgrades the job.
-                "kind": sa.case(
-                    (statement.excluded.kind == FULL_RESYNC, FULL_RESYNC), else_=jobs.c.kind
-                ),
-                "last_notified_at": sa.func.coalesce(
-                    statement.excluded.last_notified_at, jobs.c.last_notified_at
-                ),
-            },
-        )
+        statement = self._job_upsert()
         connection.execute(
             statement,
             [
