@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
         "--database-url",
         help="an EMPTY database for the service (default: SQLite in a temporary directory)",
     )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="run intake and API (serve --no-worker) and the worker (bookingcache worker) "
+        "as two processes on the one database",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -453,6 +459,7 @@ async def _measure(
         "lost": len(run.pending),
         "control_failures": run.failures,
         "poll_errors": run.poll_errors,
+        "split": args.split,
     }
 
 
@@ -488,8 +495,17 @@ def main(argv: list[str]) -> int:
                 sys.executable, "-m", "bookingcache.cli", "serve", "--host", "127.0.0.1",
                 "--port", "0", "--data-dir", str(data_dir), "--database-url", database_url,
             ]  # fmt: skip
-            with _process(service_command, env, root / "service.log") as process:
+            worker_command = [
+                sys.executable, "-m", "bookingcache.cli", "worker",
+                "--data-dir", str(data_dir), "--database-url", database_url,
+            ]  # fmt: skip
+            if args.split:
+                service_command.append("--no-worker")
+            with contextlib.ExitStack() as stack:
+                process = stack.enter_context(_process(service_command, env, root / "service.log"))
                 server: Server = _wait_listening(process, 60)
+                if args.split:  # started once the service has migrated the database
+                    stack.enter_context(_process(worker_command, env, root / "worker.log"))
                 service_url = f"http://{server.host}:{server.port}"
                 verify = ssl.create_default_context(cafile=info["cert_path"])
                 try:
