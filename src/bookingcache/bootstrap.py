@@ -7,6 +7,7 @@ database) and a ``FixedClock``; nothing else in the service constructs a store o
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -83,7 +84,9 @@ async def build_container(
     settings = ensure_admin_token(settings)
     clock = clock or SystemClock()
     store = await open_store_when_ready(settings, clock=clock)
-    read_model = ReadModel(store, clock)
+    read_model = ReadModel(
+        store, clock, poll_interval=dt.timedelta(milliseconds=settings.change_feed_poll_ms)
+    )
     read_model.attach()
     registry = metrics if metrics is not None else CollectorRegistry()
     sync = SyncRuntime(store, clock=clock, settings=sync_settings, metrics=registry)

@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     database_wait_s: float = Field(
         default=30.0, ge=0, description="how long start-up waits for the database"
     )
+    change_feed_poll_ms: int = Field(
+        default=100,
+        ge=10,
+        le=60_000,
+        description="how often, at most, the availability read model reads the change feed "
+        "for other processes' writes (a worker in its own process); this process's own "
+        "writes reach it at once",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -63,7 +63,7 @@ class SyncSettings(BaseSettings):
     # After a claim that found less than a full batch, the worker waits at least this long
     # before the next: jobs falling due (or released) within it are claimed together.
     claim_gap_ms: int = Field(default=10, ge=0, le=1000)
-    poll_interval_ms: int = Field(default=500, ge=10)
+    poll_interval_ms: int = Field(default=100, ge=10)
     lease_s: float = Field(default=60.0, gt=0)
     max_tries: int = Field(default=8, ge=1)
     backoff_base_s: float = Field(default=1.0, gt=0)
