@@ -11,7 +11,7 @@ import pytest
 
 from bookingcache_connector.app import create_app
 from bookingcache_connector.clock import parse_instant
-from bookingcache_connector.errors import GraphError
+from bookingcache_connector.errors import BadRequest, GraphError
 from bookingcache_connector.ratelimit import SlidingWindow
 from bookingcache_connector.signing import Signer
 from bookingcache_connector.subscriptions import Desired
@@ -120,6 +120,32 @@ async def test_renews_below_48_hours_and_recreates_on_404(
     renewed = graph.by_mailbox()[ROOMS[0]]
     assert parse_instant(renewed["expirationDateTime"]) - clock.now() > timedelta(days=6)
     assert graph.by_mailbox()[ROOMS[2]]["id"] != vanished
+
+
+async def test_renew_now_renews_whatever_the_expiry_once(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    manager = make_connector().subscriptions
+    await manager.converge(desired(ROOMS))
+    clock.advance(24 * 3600)  # six days left: no renewal is due
+    before = {m: s["expirationDateTime"] for m, s in graph.by_mailbox().items()}
+    # Graph asked for reauthorization of one (in Alternative 1 bookingcache hears of it).
+    rows = await manager.converge(desired(ROOMS, renewNow=[ROOMS[1].upper()]))
+    assert statuses(rows) == {ROOMS[0]: "unchanged", ROOMS[1]: "renewed", ROOMS[2]: "unchanged"}
+    after = graph.by_mailbox()
+    assert after[ROOMS[1]]["expirationDateTime"] > before[ROOMS[1]]
+    assert parse_instant(after[ROOMS[1]]["expirationDateTime"]) - clock.now() > timedelta(days=6)
+    assert after[ROOMS[0]]["expirationDateTime"] == before[ROOMS[0]]
+    # A one-off request: the stored set the renewal timer re-converges does not repeat it.
+    clock.advance(3600)
+    assert statuses(await manager.timer()) == dict.fromkeys(ROOMS, "unchanged")
+
+
+async def test_renew_now_must_name_wanted_mailboxes() -> None:
+    with pytest.raises(BadRequest, match="renewNow"):
+        desired(ROOMS[:1], renewNow=[ROOMS[2]])
+    with pytest.raises(BadRequest, match="renewNow"):
+        desired(ROOMS[:1], renewNow="room-a1@contoso.example")
 
 
 async def test_adopts_on_409(make_connector: Any, graph: FakeGraph, clock: FakeClock) -> None:

@@ -181,13 +181,15 @@ def _accepted(world: World) -> float:
     return total
 
 
-def test_reauthorization_required_renews_the_subscription(world: World) -> None:
+@pytest.mark.parametrize("left", [dt.timedelta(hours=2), dt.timedelta(days=5)], ids=str)
+def test_reauthorization_required_renews_the_subscription(world: World, left: dt.timedelta) -> None:
     mailbox = world.rooms[6]["upn"]
     world.link("r6", mailbox)
     first = _subscribed(world, mailbox)
-    # Close to its end, Graph asks for reauthorization; only a renewal (PATCH) answers it.
+    # Graph asks for reauthorization; only a renewal (PATCH) answers it, whether the
+    # subscription is close to its end or not (the connector renews by itself only then).
     now = world.emulator.state.clock.now()
-    world.hub.by_id[first["id"]].expiration = now + dt.timedelta(hours=2)
+    world.hub.by_id[first["id"]].expiration = now + left
     answer = world.control.post(
         f"/subscriptions/{first['id']}/lifecycle", json={"event": "reauthorizationRequired"}
     )
@@ -195,7 +197,7 @@ def test_reauthorization_required_renews_the_subscription(world: World) -> None:
     renewed = wait_for(
         lambda: (
             (s := world.graph_subscriptions()[mailbox])
-            and dt.datetime.fromisoformat(s["expirationDateTime"]) > now + dt.timedelta(days=5)
+            and dt.datetime.fromisoformat(s["expirationDateTime"]) > now + dt.timedelta(days=6)
             and s
         ),
         what="renewed at Graph",
@@ -204,7 +206,7 @@ def test_reauthorization_required_renews_the_subscription(world: World) -> None:
     health = wait_for(
         lambda: (
             (h := world.health()[mailbox])["expires_at"]
-            and dt.datetime.fromisoformat(h["expires_at"]) > now + dt.timedelta(days=5)
+            and dt.datetime.fromisoformat(h["expires_at"]) > now + dt.timedelta(days=6)
             and h
         ),
         what="the service recorded the new expiry",

@@ -32,6 +32,9 @@ class Desired:
     notification_url: str
     lifecycle_url: str | None
     client_state: str
+    # Mailboxes (lower case) whose subscription is renewed in this pass whatever its expiry:
+    # Graph asked for reauthorization. A one-off request, so not part of the stored set.
+    renew_now: frozenset[str] = frozenset()
 
     @classmethod
     def from_json(cls, body: Any) -> Desired:
@@ -56,7 +59,18 @@ class Desired:
         unique: dict[str, str] = {}
         for mailbox in mailboxes:
             unique.setdefault(mailbox.strip().lower(), mailbox.strip())
-        return cls(tuple(unique.values()), url, lifecycle, state)
+        renew_now = body.get("renewNow", [])
+        if not isinstance(renew_now, list) or not all(
+            isinstance(m, str) and m.strip().lower() in unique for m in renew_now
+        ):
+            raise BadRequest("renewNow must be a list of mailboxes from mailboxes")
+        return cls(
+            tuple(unique.values()),
+            url,
+            lifecycle,
+            state,
+            frozenset(m.strip().lower() for m in renew_now),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -196,7 +210,7 @@ class SubscriptionManager:
         patch: dict[str, Any] = {}
         if sub.get("notificationUrl") != desired.notification_url:
             patch["notificationUrl"] = desired.notification_url
-        if patch or self._needs_renewal(sub):
+        if patch or self._needs_renewal(sub) or mailbox.lower() in desired.renew_now:
             patch["expirationDateTime"] = self._expiry()
             try:
                 await self._writes.acquire()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -60,16 +61,20 @@ class ConnectorClient:
         notification_url: str,
         lifecycle_url: str,
         client_state: str,
+        renew_now: Sequence[str] = (),
     ) -> list[SubscriptionRow]:
         """Converge the connector's subscriptions to ``mailboxes``; its row per mailbox.
         ``UpstreamError`` (``Throttled`` with the connector's ``Retry-After``) when it failed
-        as a whole."""
-        body = {
+        as a whole. ``renew_now``: mailboxes whose subscription the connector renews whatever
+        its expiry (Graph asked to reauthorize them)."""
+        body: dict[str, Any] = {
             "mailboxes": list(mailboxes),
             "notificationUrl": notification_url,
             "lifecycleNotificationUrl": lifecycle_url,
             "clientState": client_state,
         }
+        if renew_now:
+            body["renewNow"] = list(renew_now)
         url = f"{connector_url.rstrip('/')}/v1/subscriptions"
         request = self._http.build_request("PUT", url, json=body)
         sign_request(request, secret=secret, now=self._clock.now())

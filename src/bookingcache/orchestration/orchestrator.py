@@ -276,6 +276,9 @@ class Orchestrator:
         notification_url, lifecycle_url = self.notification_urls(
             tenant_id, mode=mode, connector_url=tenant.connector_url
         )
+        # Graph asked to reauthorize these: the connector renews them whatever their expiry.
+        asked = await self.records.renewals_asked(tenant_id)
+        renew_now = [mailbox for mailbox in wanted if mailbox in asked]
         started = self._clock.now()
         try:
             rows = await self._connector.put_subscriptions(
@@ -285,6 +288,7 @@ class Orchestrator:
                 notification_url=notification_url,
                 lifecycle_url=lifecycle_url,
                 client_state=state,
+                renew_now=renew_now,
             )
         except BookingCacheError as exc:
             retry_after = exc.retry_after_s if isinstance(exc, Throttled) else None

@@ -134,6 +134,18 @@ class SubscriptionRecords:
             )
             return {row.mailbox: row.subscription_id for row in rows}
 
+    async def renewals_asked(self, tenant_id: str) -> set[str]:
+        """The tenant's mailboxes whose subscription Graph asked to reauthorize
+        (``reauthorizationRequired`` marked it ``renew``)."""
+        async with self._store.read() as connection:
+            rows = await connection.execute(
+                sa.select(subscriptions.c.mailbox).where(
+                    subscriptions.c.tenant_id == tenant_id,
+                    subscriptions.c.needs_action == "renew",
+                )
+            )
+            return {row.mailbox for row in rows}
+
     async def tenants_needing_action(self, *, expiring_before: dt.datetime) -> set[str]:
         """Tenants with a subscription marked by a lifecycle event, or expiring soon."""
         async with self._store.read() as connection:
