@@ -236,16 +236,8 @@ class JobQueue:
         connection.execute(
             statement,
             [
-                {
-                    "tenant_id": tenant,
-                    "mailbox": mailbox,
-                    "kind": FULL_RESYNC if full else REFRESH,
-                    "due_at": due,
-                    "attempts": 0,
-                    "created_at": now,
-                    "last_notified_at": now if (tenant, mailbox) in changed else None,
-                }
-                for (tenant, mailbox), full in targets.items()
+                _job_row(key, full, due, now, notified=now if key in changed else None)
+                for key, full in targets.items()
             ],
         )
         return len(targets)
@@ -353,17 +345,7 @@ class JobQueue:
         targets = {key: value for key, value in wanted.items() if key in known}
         if not targets:
             return 0
-        rows = [
-            {
-                "tenant_id": tenant,
-                "mailbox": mailbox,
-                "kind": FULL_RESYNC if full else REFRESH,
-                "due_at": due,
-                "attempts": 0,
-                "created_at": now,
-            }
-            for (tenant, mailbox), (due, full) in targets.items()
-        ]
+        rows = [_job_row(key, full, due, now) for key, (due, full) in targets.items()]
         statement = self._insert().on_conflict_do_nothing(
             index_elements=["tenant_id", "mailbox"],
             index_where=jobs.c.locked_by.is_(None),
@@ -743,6 +725,27 @@ _SQLITE_JOB_UPSERT = (
 def _sqlite_instant(value: dt.datetime) -> str:
     """An instant as ``UTCDateTime`` stores it on SQLite."""
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _job_row(
+    key: tuple[str, str],
+    full: bool,
+    due: dt.datetime,
+    now: dt.datetime,
+    *,
+    notified: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """A new pending job of the calendar ``key``."""
+    tenant, mailbox = key
+    return {
+        "tenant_id": tenant,
+        "mailbox": mailbox,
+        "kind": FULL_RESYNC if full else REFRESH,
+        "due_at": due,
+        "attempts": 0,
+        "created_at": now,
+        "last_notified_at": notified,
+    }
 
 
 def _entry(item: InboxItem) -> dict[str, Any]:
