@@ -71,13 +71,10 @@ def _live_claim(now: dt.datetime, *, besides_own_row: bool = False) -> sa.Exists
     return sa.select(running.c.id).where(*conditions).exists()
 
 
-def _upcoming(now: dt.datetime, *, after: dt.datetime | None = None) -> sa.Select[Any]:
-    """One statement: the earliest due time of a pending job whose calendar is not being
-    refreshed (only those due after ``after``, if given), the earliest lease to run out, and
-    how many jobs are pending."""
-    pending = [jobs.c.locked_by.is_(None), ~_live_claim(now)]
-    if after is not None:
-        pending.append(jobs.c.due_at > after)
+def _upcoming(now: dt.datetime) -> sa.Select[Any]:
+    """One statement: the earliest due time after ``now`` of a pending job whose calendar is
+    not being refreshed, the earliest lease to run out, and how many jobs are pending."""
+    pending = [jobs.c.locked_by.is_(None), ~_live_claim(now), jobs.c.due_at > now]
     earliest_due = sa.select(sa.func.min(jobs.c.due_at)).where(*pending).scalar_subquery()
     earliest_lease = (
         sa.select(sa.func.min(jobs.c.locked_until))
@@ -118,8 +115,8 @@ class JobQueue:
         self.coalesce_window_s = max(coalesce_s, coalesce_window_s or 0.0)
         # After a claim that held jobs back: when the first of them becomes claimable.
         self.held_until: dt.datetime | None = None
-        # Unclaimed jobs as ``next_due_at`` or the last claim counted them (the queue-depth
-        # metric), and when the last claim found the next job falling due (see ``_look_ahead``).
+        # Unclaimed jobs as the last claim counted them (the queue-depth metric), and when it
+        # found the next job falling due (see ``_look_ahead``).
         self.depth = 0
         self.upcoming: dt.datetime | None = None
         self.lease_s = lease_s
@@ -466,7 +463,7 @@ class JobQueue:
         (``upcoming``): the earliest pending job falling due later, a held-back job's release,
         or a lease running out; jobs due now that the claim left are either beyond its limit
         or wait for a refresh to end, which the worker hears of anyway."""
-        due, lease, count = (await connection.execute(_upcoming(now, after=now))).one()
+        due, lease, count = (await connection.execute(_upcoming(now))).one()
         self.depth = int(count or 0)
         values = [_as_utc(value) for value in (due, lease) if value is not None]
         if self.held_until is not None:
@@ -659,17 +656,6 @@ class JobQueue:
         return deleted
 
     # --- views -------------------------------------------------------------------------------
-    async def next_due_at(self) -> dt.datetime | None:
-        """When the earliest claimable pending job falls due (one whose calendar is not being
-        refreshed) or the earliest lease runs out."""
-        now = self._clock.now()
-        async with self._store.read() as connection:
-            due, lease, count = (await connection.execute(_upcoming(now))).one()
-        self.depth = int(count or 0)
-        # min() over a TypeDecorator column comes back undecorated on SQLite.
-        values = [_as_utc(value) for value in (due, lease) if value is not None]
-        return min(values) if values else None
-
     async def busy_calendars(self) -> set[tuple[str, str]]:
         """Calendars with a pending or claimed job."""
         async with self._store.read() as connection:
