@@ -3,9 +3,9 @@ are): refreshes by outcome, their duration, and the queue the worker sees."""
 
 from __future__ import annotations
 
-import weakref
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bookingcache.metricsets import MetricSet
 
 # The outcome label's values.
 CHANGED = "changed"  # the window was read and the cache changed
@@ -18,16 +18,7 @@ FAILED = "failed"  # any other error: retried with backoff
 _DURATION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-class SyncMetrics:
-    @classmethod
-    def of(cls, registry: CollectorRegistry) -> SyncMetrics:
-        """The registry's sync metrics, registered once however many engines it serves (an
-        app's lifespan that runs again builds a new engine over the same registry)."""
-        metrics = _by_registry.get(registry)
-        if metrics is None:
-            metrics = _by_registry[registry] = cls(registry)
-        return metrics
-
+class SyncMetrics(MetricSet):
     def __init__(self, registry: CollectorRegistry) -> None:
         self.refreshes = Counter(
             "bookingcache_sync_refreshes",
@@ -52,8 +43,3 @@ class SyncMetrics:
             "Refreshes running in this process",
             registry=registry,
         )
-
-
-_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, SyncMetrics] = (
-    weakref.WeakKeyDictionary()
-)
