@@ -149,15 +149,23 @@ async def _scratch_database(kind: str, tmp_path: Path) -> AsyncIterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path}/scratch.db"
         return
+    async with _scratch_postgres("migrate") as (url, _):
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def _scratch_postgres(purpose: str) -> AsyncIterator[tuple[str, asyncpg.Connection]]:
+    """A new PostgreSQL database, dropped afterwards: its URL, and a connection to the server's
+    maintenance database (to drop it sooner)."""
     server = make_url(os.environ[POSTGRES_ENV])
-    name = f"bookingcache_migrate_{uuid.uuid4().hex[:8]}"
+    name = f"bookingcache_{purpose}_{uuid.uuid4().hex[:8]}"
     maintenance = await asyncpg.connect(
         server.set(drivername="postgresql").render_as_string(hide_password=False), timeout=10
     )
     try:
         await maintenance.execute(f'CREATE DATABASE "{name}"')
         try:
-            yield server.set(database=name).render_as_string(hide_password=False)
+            yield server.set(database=name).render_as_string(hide_password=False), maintenance
         finally:
             await maintenance.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -340,26 +348,17 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None
 @pytest.mark.postgres
 @pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"{POSTGRES_ENV} unset")
 async def test_a_database_that_goes_away_is_store_unavailable() -> None:
-    server = make_url(os.environ[POSTGRES_ENV])
-    name = f"bookingcache_gone_{uuid.uuid4().hex[:8]}"
-    maintenance = await asyncpg.connect(
-        server.set(drivername="postgresql").render_as_string(hide_password=False), timeout=10
-    )
-    try:
-        await maintenance.execute(f'CREATE DATABASE "{name}"')
-        store = await open_store(server.set(database=name).render_as_string(hide_password=False))
+    async with _scratch_postgres("gone") as (url, maintenance):
+        store = await open_store(url)
         try:
             assert await store.list_tenants() == []
-            await maintenance.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            await maintenance.execute(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)')
             with pytest.raises(StoreUnavailable):
                 await store.list_tenants()
             with pytest.raises(StoreUnavailable):
                 await store.ping()
         finally:
             await store.close()
-    finally:
-        await maintenance.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await maintenance.close()
 
 
 async def test_waiting_for_a_sqlite_file_in_a_missing_directory_fails_at_once(
