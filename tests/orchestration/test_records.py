@@ -91,6 +91,34 @@ async def test_a_lifecycle_mark_made_during_a_converge_is_kept(
     assert action == "none"
 
 
+async def test_a_lifecycle_mark_stored_after_a_converge_started_is_kept(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    """The journal stores a notification some time after it arrived. A converge that started
+    in between could not see the mark, so its save must not clear it."""
+    [a] = await add_tenant(store, rooms=1)
+    records = SubscriptionRecords(store, clock=clock)
+    queue = JobQueue(store, clock=clock, coalesce_s=0)
+    await records.save("contoso", [_row(a, "sub-a", "created")], started_at=clock.now())
+    arrived = clock.now()
+    clock.advance(dt.timedelta(milliseconds=5))
+    started = clock.now()
+    clock.advance(dt.timedelta(milliseconds=5))
+    item = InboxItem(
+        tenant_id="contoso",
+        subscription_id="sub-a",
+        mailbox=None,
+        kind=NotificationKind.REAUTHORIZATION_REQUIRED,
+    )
+    await queue.append_inbox([item], received_at=arrived)
+    assert await records.renewals_asked("contoso") == {a}
+    clock.advance(dt.timedelta(milliseconds=5))
+    await records.save("contoso", [_row(a, "sub-a", "unchanged")], started_at=started)
+    assert await records.renewals_asked("contoso") == {a}
+    await records.save("contoso", [_row(a, "sub-a", "renewed")], started_at=clock.now())
+    assert await records.renewals_asked("contoso") == set()
+
+
 async def test_last_notification_shows_from_the_pending_refresh_and_lives_on_in_the_subscription(
     store: SqlStore, clock: FixedClock
 ) -> None:

@@ -38,7 +38,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bookingcache.clock import Clock
-from bookingcache.store.schema import calendars, inbox_batches, jobs, subscriptions
+from bookingcache.store.schema import (
+    calendars,
+    inbox_batches,
+    intake_journal_marks,
+    jobs,
+    subscriptions,
+)
 from bookingcache.store.sql import SqlStore
 from bookingcache.sync import lifecycle
 from bookingcache.sync.model import InboxItem, Job, NotificationKind
@@ -49,6 +55,8 @@ REFRESH = "refresh"
 FULL_RESYNC = "full_resync"
 _MAX_KEY = 320
 T = TypeVar("T")
+# An intake journal's position: its slot, a segment number and a byte offset in that segment.
+JournalMark = tuple[str, int, int]
 
 
 # Another row of the same calendar, for "is its refresh running?" subqueries. Built once: an
@@ -141,7 +149,10 @@ class JobQueue:
         return self._store.dialect == "postgresql"
 
     def _insert(self) -> Any:
-        return postgresql.insert(jobs) if self._postgres else sqlite.insert(jobs)
+        return self._insert_into(jobs)
+
+    def _insert_into(self, table: sa.Table) -> Any:
+        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
 
     def _job_upsert(self) -> Any:
         """``_append_rows``'s upsert of a calendar's pending job, built once: its ``excluded``
@@ -175,49 +186,93 @@ class JobQueue:
         return self._upsert
 
     # --- intake ------------------------------------------------------------------------------
-    async def append_inbox(self, items: Sequence[InboxItem]) -> int:
+    async def append_inbox(
+        self,
+        items: Sequence[InboxItem],
+        *,
+        received_at: dt.datetime | None = None,
+        mark: JournalMark | None = None,
+    ) -> int:
         """Store a batch of accepted notifications and enqueue their refreshes, all in ONE
         transaction: when this returns, every item is durable. The items become one inbox row
         per tenant and source; each calendar they name that the service caches gets its
         pending refresh job (created, or pulled earlier, upgraded to a full resync, and given
-        the time of its newest change notification). Returns how many calendars got one."""
+        the time of its newest change notification). Returns how many calendars got one.
+
+        ``received_at`` is when the newest of the items arrived (default: now); a journal's
+        ``mark`` (slot, segment, byte offset) is recorded in the same transaction, saying
+        that the journal's records up to there are stored."""
         if not items:
             return 0
         now = self._clock.now()
-        if any(_needs_lifecycle(item) for item in items):
+        received = now if received_at is None else min(received_at, now)
+        if any(needs_lifecycle(item) for item in items):
             async with self._store.write() as connection:
                 resolved = await lifecycle.resolve_mailboxes(connection, items)
-                enqueued = await connection.run_sync(self._append_rows, resolved, now)
+                enqueued = await connection.run_sync(
+                    self._append_rows, resolved, received, now, mark
+                )
+                # Marked at the time they are stored, not when they arrived: a converge that
+                # started in between could not see them, and must not clear them.
                 await lifecycle.record(connection, resolved, now=now)
         elif self._postgres:
             # Intake's usual round (change notifications naming their mailbox): the whole
             # transaction in one go, see ``SqlBase.write_at_once``.
             enqueued = await self._store.write_at_once(
-                lambda connection: self._append_rows(connection, items, now)
+                lambda connection: self._append_rows(connection, items, received, now, mark)
             )
         else:
-            # The same on SQLite, straight on the writer thread's connection (the webhook's
-            # hot path; see ``SqlBase.write_sqlite``).
+            # The same on SQLite, straight on the writer thread's connection (the journal's
+            # and the webhook's hot path; see ``SqlBase.write_sqlite``).
             enqueued = await self._store.write_sqlite(
-                lambda raw: self._append_rows_sqlite(raw, items, now)
+                lambda raw: self._append_rows_sqlite(raw, items, received, now, mark)
             )
         if log.isEnabledFor(logging.DEBUG):
             log.debug("inbox: %d notifications, %d calendars to refresh", len(items), enqueued)
         if enqueued:
-            self._notify(now + dt.timedelta(seconds=self.coalesce_s))
+            self._notify(max(now, received + dt.timedelta(seconds=self.coalesce_s)))
         return enqueued
 
+    def _mark_upsert(self) -> Any:
+        statement = self._insert_into(intake_journal_marks)
+        return statement.on_conflict_do_update(
+            index_elements=["slot"],
+            set_={
+                "segment": statement.excluded.segment,
+                "byte_offset": statement.excluded.byte_offset,
+                "updated_at": statement.excluded.updated_at,
+            },
+        )
+
+    async def set_journal_mark(self, mark: JournalMark) -> None:
+        """Record a journal's position alone (its records held nothing left to store)."""
+        async with self._store.write() as connection:
+            await connection.execute(self._mark_upsert(), _mark_row(mark, self._clock.now()))
+
+    async def journal_marks(self) -> dict[str, tuple[int, int]]:
+        """Each intake journal slot's stored position: (segment, byte offset)."""
+        async with self._store.read() as connection:
+            rows = await connection.execute(sa.select(intake_journal_marks))
+            return {row.slot: (row.segment, row.byte_offset) for row in rows}
+
     def _append_rows(
-        self, connection: Connection, resolved: Sequence[InboxItem], now: dt.datetime
+        self,
+        connection: Connection,
+        resolved: Sequence[InboxItem],
+        received: dt.datetime,
+        now: dt.datetime,
+        mark: JournalMark | None = None,
     ) -> int:
         wanted, changed, batches = _sort(resolved)
         known = self._known(connection, wanted)
+        if mark is not None:
+            connection.execute(self._mark_upsert(), _mark_row(mark, now))
         connection.execute(
             inbox_batches.insert(),
             [
                 {
                     "tenant_id": tenant,
-                    "received_at": now,
+                    "received_at": received,
                     "source": source,
                     "count": len(entries),
                     "notifications": entries,
@@ -228,19 +283,24 @@ class JobQueue:
         targets = {key: full for key, full in wanted.items() if key in known}
         if not targets:
             return 0
-        due = now + dt.timedelta(seconds=self.coalesce_s)
+        due = received + dt.timedelta(seconds=self.coalesce_s)
         statement = self._job_upsert()
         connection.execute(
             statement,
             [
-                _job_row(key, full, due, now, notified=now if key in changed else None)
+                _job_row(key, full, due, now, notified=received if key in changed else None)
                 for key, full in targets.items()
             ],
         )
         return len(targets)
 
     def _append_rows_sqlite(
-        self, raw: sqlite3.Connection, resolved: Sequence[InboxItem], now: dt.datetime
+        self,
+        raw: sqlite3.Connection,
+        resolved: Sequence[InboxItem],
+        received: dt.datetime,
+        now: dt.datetime,
+        mark: JournalMark | None = None,
     ) -> int:
         """``_append_rows`` on SQLite, in the open transaction of ``raw`` (the writer thread's
         own connection): the same statements as plain parameterised SQL, since this is the
@@ -258,17 +318,20 @@ class JobQueue:
                 )
                 known.update((tenant, mailbox) for (mailbox,) in rows)
         stamp = _sqlite_instant(now)
+        notified = _sqlite_instant(received)
+        if mark is not None:
+            raw.execute(_SQLITE_MARK_UPSERT, (*mark, stamp))
         raw.executemany(
             _SQLITE_BATCH_INSERT,
             [
-                (tenant, stamp, source, len(entries), _json_text(entries))
+                (tenant, notified, source, len(entries), _json_text(entries))
                 for (tenant, source), entries in batches.items()
             ],
         )
         targets = {key: full for key, full in wanted.items() if key in known}
         if not targets:
             return 0
-        due = _sqlite_instant(now + dt.timedelta(seconds=self.coalesce_s))
+        due = _sqlite_instant(received + dt.timedelta(seconds=self.coalesce_s))
         raw.executemany(
             _SQLITE_JOB_UPSERT,
             [
@@ -278,7 +341,7 @@ class JobQueue:
                     FULL_RESYNC if full else REFRESH,
                     due,
                     stamp,
-                    stamp if (tenant, mailbox) in changed else None,
+                    notified if (tenant, mailbox) in changed else None,
                 )
                 for (tenant, mailbox), full in targets.items()
             ],
@@ -683,7 +746,7 @@ def _as_utc(value: Any) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def _needs_lifecycle(item: InboxItem) -> bool:
+def needs_lifecycle(item: InboxItem) -> bool:
     """Whether storing ``item`` involves the subscriptions table (a mailbox to look up or a
     subscription to mark for the orchestration)."""
     return (item.mailbox is None and bool(item.subscription_id)) or item.kind in (
@@ -692,6 +755,11 @@ def _needs_lifecycle(item: InboxItem) -> bool:
     )
 
 
+_SQLITE_MARK_UPSERT = (
+    "INSERT INTO intake_journal_marks (slot, segment, byte_offset, updated_at) "
+    "VALUES (?, ?, ?, ?) ON CONFLICT (slot) DO UPDATE SET segment = excluded.segment, "
+    "byte_offset = excluded.byte_offset, updated_at = excluded.updated_at"
+)
 _SQLITE_BATCH_INSERT = (
     "INSERT INTO inbox_batches (tenant_id, received_at, source, count, notifications) "
     "VALUES (?, ?, ?, ?, ?)"
@@ -711,6 +779,11 @@ _SQLITE_JOB_UPSERT = (
 def _sqlite_instant(value: dt.datetime) -> str:
     """An instant as ``UTCDateTime`` stores it on SQLite."""
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _mark_row(mark: JournalMark, now: dt.datetime) -> dict[str, Any]:
+    slot, segment, offset = mark
+    return {"slot": slot, "segment": segment, "byte_offset": offset, "updated_at": now}
 
 
 def _job_row(
@@ -734,9 +807,16 @@ def _job_row(
     }
 
 
+# The kinds' properties as plain lookups: this runs for every notification of a round.
+_CHANGE = NotificationKind.CHANGE
+_REFRESHING = frozenset(kind for kind in NotificationKind if kind.needs_refresh)
+_FULL_RESYNC_KINDS = frozenset(kind for kind in NotificationKind if kind.needs_full_resync)
+_KIND_TEXT = {kind: kind.value for kind in NotificationKind}
+
+
 def _entry(item: InboxItem) -> dict[str, Any]:
     """An accepted notification as its inbox batch lists it (docs/storage.md)."""
-    entry: dict[str, Any] = {"kind": item.kind.value}
+    entry: dict[str, Any] = {"kind": _KIND_TEXT[item.kind]}
     if item.subscription_id is not None:
         entry["subscriptionId"] = item.subscription_id
     if item.mailbox:
@@ -763,13 +843,13 @@ def _sort(
     batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for item in items:
         kind = item.kind
-        if item.mailbox and kind.needs_refresh:
+        if item.mailbox and kind in _REFRESHING:
             key = (item.tenant_id, item.mailbox)
-            if kind is NotificationKind.CHANGE:
+            if kind is _CHANGE:
                 changed.add(key)
                 wanted.setdefault(key, False)
             else:
-                wanted[key] = wanted.get(key, False) or kind.needs_full_resync
+                wanted[key] = wanted.get(key, False) or kind in _FULL_RESYNC_KINDS
         source = (item.tenant_id, item.via)
         entries = batches.get(source)
         if entries is None:
