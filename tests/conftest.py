@@ -166,14 +166,21 @@ def clock() -> FixedClock:
     return FixedClock(CLOCK_START)
 
 
-@pytest.fixture
-async def store(database_url: str, clock: FixedClock) -> AsyncIterator[SqlStore]:
-    """An opened ``SqlStore`` on an empty, migrated database, closed after the test."""
+@contextlib.asynccontextmanager
+async def opened_store(database_url: str, clock: FixedClock) -> AsyncIterator[SqlStore]:
+    """A ``SqlStore`` on the migrated database at ``database_url``, closed on the way out."""
     opened = await open_store(database_url, migrate=False, clock=clock)
     try:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def store(database_url: str, clock: FixedClock) -> AsyncIterator[SqlStore]:
+    """An opened ``SqlStore`` on an empty, migrated database, closed after the test."""
+    async with opened_store(database_url, clock) as opened:
+        yield opened
 
 
 @pytest.fixture
@@ -200,8 +207,25 @@ async def app(settings: Settings, clock: FixedClock) -> AsyncIterator[FastAPI]:
         yield app
 
 
+async def settle(app: FastAPI) -> None:
+    """Wait until the notifications the app accepted so far are in its inbox (on SQLite they
+    reach it from the intake journal shortly after their 202)."""
+    container = app.state.container
+    if container is not None and container.journal is not None:
+        await container.journal.drain()
+
+
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app that, after every answer, waits for the intake journal to reach
+    the inbox, so that a test sees what a 202 accepted (tests/intake/test_journal.py checks
+    the journal's own timing)."""
+
+    async def settled(_: httpx.Response) -> None:
+        await settle(app)
+
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", event_hooks={"response": [settled]}
+    ) as client:
         yield client

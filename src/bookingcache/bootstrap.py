@@ -11,15 +11,17 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from bookingcache.clock import Clock, SystemClock
 from bookingcache.errors import StoreUnavailable
+from bookingcache.intake.journal import IntakeJournal, JournalMetrics, journal_directory
 from bookingcache.readmodel import ReadModel
 from bookingcache.settings import Settings, admin_token_of, ensure_admin_token
 from bookingcache.store.port import Store
-from bookingcache.store.sql import open_store
+from bookingcache.store.sql import SqlStore, open_store
 from bookingcache.sync.queue import JobQueue
 from bookingcache.sync.runtime import SyncRuntime
 from bookingcache.sync.settings import SyncSettings
@@ -40,6 +42,8 @@ class Container:
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     # The sync engine: its queue is intake's way in; its worker runs when settings.run_worker.
     sync: SyncRuntime | None = None
+    # Where intake makes notifications durable first (SQLite with settings.intake_journal).
+    journal: IntakeJournal | None = None
 
     @property
     def admin_token(self) -> str:
@@ -51,6 +55,8 @@ class Container:
         return self.sync.queue if self.sync is not None else None
 
     async def close(self) -> None:
+        if self.journal is not None:
+            await self.journal.close()
         if self.sync is not None:
             await self.sync.stop()
         self.read_model.detach()
@@ -90,6 +96,13 @@ async def build_container(
     read_model.attach()
     registry = metrics if metrics is not None else CollectorRegistry()
     sync = SyncRuntime(store, clock=clock, settings=sync_settings, metrics=registry)
+    journal = None
+    try:
+        journal = await open_journal(settings, store, sync.queue, clock=clock, metrics=registry)
+    except BaseException:
+        read_model.detach()
+        await store.close()
+        raise
     if settings.run_worker:
         sync.start()
     return Container(
@@ -99,4 +112,33 @@ async def build_container(
         read_model=read_model,
         metrics=registry,
         sync=sync,
+        journal=journal,
     )
+
+
+async def open_journal(
+    settings: Settings,
+    store: Store,
+    queue: JobQueue,
+    *,
+    clock: Clock,
+    metrics: CollectorRegistry,
+) -> IntakeJournal | None:
+    """The intake journal of a SQLite store, opened: what earlier runs left in it is stored
+    before this returns. None on PostgreSQL, whose processes may run on hosts that do not
+    keep their files, and when settings turn it off."""
+    if not settings.intake_journal or not isinstance(store, SqlStore):
+        return None
+    database = store.engine.url.database
+    if store.dialect != "sqlite" or not database:
+        return None
+    journal = IntakeJournal(
+        journal_directory(Path(database)),
+        store=store,
+        queue=queue,
+        clock=clock,
+        metrics=JournalMetrics.of(metrics),
+        ingest_interval_s=settings.intake_journal_ingest_ms / 1000,
+    )
+    await journal.open()
+    return journal

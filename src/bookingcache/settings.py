@@ -85,6 +85,19 @@ class Settings(BaseSettings):
         "for other processes' writes (a worker in its own process); this process's own "
         "writes reach it at once",
     )
+    intake_journal: bool = Field(
+        default=True,
+        description="on SQLite, make accepted notifications durable in the intake journal "
+        "next to the database file and store them in the inbox off the request path; off: "
+        "every webhook request waits for its inbox transaction (docs/intake.md)",
+    )
+    intake_journal_ingest_ms: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="how long the journal's ingest gathers records before storing them in "
+        "one transaction; keep it below the sync gather delay (BOOKINGCACHE_SYNC_COALESCE_MS)",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

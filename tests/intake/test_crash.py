@@ -16,9 +16,11 @@ import pytest
 import sqlalchemy as sa
 
 from bookingcache.clock import SystemClock
+from bookingcache.intake.journal import read_segment
 from bookingcache.store.schema import inbox_batches, jobs
 from bookingcache.store.sql import SqlStore, open_store
 from bookingcache.store.subscriptions import SubscriptionRegistry
+from bookingcache.sync.model import InboxItem
 
 from .servers import ServiceProcess, TruthConnector, serve_in_thread
 
@@ -76,6 +78,9 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(tmp_path: Path) 
         # Refreshes wait out a long coalescing window, so the kill comes before they run and
         # the restarted process has to do them from what it stored.
         "BOOKINGCACHE_SYNC_COALESCE_MS": "4000",
+        # The journal's ingest waits a second, so the kill comes while the last notifications
+        # answered 202 are only in the journal, and the restart must store them.
+        "BOOKINGCACHE_INTAKE_JOURNAL_INGEST_MS": "1000",
         "BOOKINGCACHE_SYNC_POLL_INTERVAL_MS": "100",
         "BOOKINGCACHE_SYNC_SWEEP_RATE_PER_S": "200",
         "BOOKINGCACHE_SYNC_SWEEP_BOUND_S": "900",
@@ -171,24 +176,22 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(tmp_path: Path) 
                 assert killed.is_set()
                 assert await service.wait() == -9
 
-                async with store.read() as connection:
-                    stored = {
-                        entry["resource"]
-                        for row in await connection.execute(
-                            sa.select(inbox_batches.c.notifications)
-                        )
-                        for entry in row.notifications
-                        if "burst-" in entry.get("resource", "")
-                    }
-                missing = accepted - stored
+                stored = await stored_resources(store)
+                # What the inbox does not hold yet is in the intake journal on disk, which the
+                # next start stores.
+                journaled = journal_items(data_dir / "bookingcache.db-intake")
+                in_journal = {item.payload["resource"] for item in journaled if item.payload}
+                missing = accepted - stored - in_journal
                 assert not missing, f"{len(missing)} accepted notifications were lost"
+                assert accepted & in_journal - stored, "the kill left nothing to recover"
                 before_restart = await cached_ids(store, "crash", mailboxes)
                 behind = {m for i, m in enumerate(mailboxes) if f"new-{i}" not in before_restart[m]}
                 assert behind
                 # A calendar that was notified and not refreshed since still has its refresh
-                # to do, stored with the notification.
+                # to do, stored with the notification or in the journal.
                 notified = {f"{resource.split('/')[1]}@crash.example" for resource in accepted}
-                assert behind & notified <= await refreshes_to_do(store)
+                journal_calendars = {item.mailbox for item in journaled}
+                assert behind & notified <= await refreshes_to_do(store) | journal_calendars
 
                 reads_before = connector.reads
                 await service.start()
@@ -200,9 +203,33 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(tmp_path: Path) 
                     return await refreshes_to_do(store) == set()
 
                 await wait_for(converged, timeout_s=45, what="every calendar to converge")
+                # The start stored what only the journal held: the inbox has every one now.
+                assert accepted <= await stored_resources(store)
+                assert journal_items(data_dir / "bookingcache.db-intake") == []
                 assert connector.reads > reads_before
                 assert connector.refused == 0
             finally:
                 await store.close()
         finally:
             await service.stop()
+
+
+async def stored_resources(store: SqlStore) -> set[str]:
+    """The burst's notifications in the inbox, by their Graph resource."""
+    async with store.read() as connection:
+        return {
+            entry["resource"]
+            for row in await connection.execute(sa.select(inbox_batches.c.notifications))
+            for entry in row.notifications
+            if "burst-" in entry.get("resource", "")
+        }
+
+
+def journal_items(directory: Path) -> list[InboxItem]:
+    """Every notification in the complete records of an intake journal's segment files."""
+    return [
+        item
+        for path in sorted(directory.glob("slot-*/*.log"))
+        for record in read_segment(path, int(path.stem))
+        for item in record.items
+    ]

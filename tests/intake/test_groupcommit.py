@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from bookingcache.intake.errors import NotPersisted
@@ -14,7 +15,7 @@ from bookingcache.store.sql import SqlStore
 from bookingcache.store.subscriptions import SubscriptionRegistry
 from bookingcache.sync.model import InboxItem
 
-from .conftest import add_org, inbox_batch_rows, stored_notifications
+from .conftest import Org, add_org, inbox_batch_rows, stored_notifications
 
 
 class SlowInbox:
@@ -97,10 +98,11 @@ async def test_a_request_that_goes_away_does_not_cancel_the_shared_commit() -> N
     assert {item.tenant_id for batch in inbox.committed for item in batch} == {"leaving", "staying"}
 
 
-async def test_concurrent_webhook_posts_share_transactions(
-    app: FastAPI, client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+async def _post_concurrently(
+    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry, org: Org
 ) -> None:
-    org = await add_org(store, rooms=4)
+    """120 webhook requests at once, each with one notification; all answered 202 and
+    stored."""
     for index, mailbox in enumerate(org.mailboxes):
         await registry.record(org.id, mailbox, f"sub-{index}", expires_at=None)
     await registry.rotate_client_state(org.id, "state")
@@ -120,6 +122,14 @@ async def test_concurrent_webhook_posts_share_transactions(
     stored = await stored_notifications(store, org.id)
     numbers = sorted(int(n.entry["resource"].rsplit("/", 1)[1]) for n in stored)
     assert numbers == list(range(120))
+
+
+@pytest.mark.without_journal
+async def test_concurrent_webhook_posts_share_transactions(
+    app: FastAPI, client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+) -> None:
+    org = await add_org(store, rooms=4)
+    await _post_concurrently(client, store, registry, org)
     rounds = app.state.intake.committer.rounds
     assert rounds < 60, f"{rounds} transactions for 120 requests"
     # Each round stored the notifications of all its requests as one inbox row.
@@ -132,3 +142,24 @@ async def test_nothing_to_commit_needs_no_transaction() -> None:
     await committer.submit([])
     assert inbox.committed == []
     assert committer.rounds == 0
+
+
+async def test_concurrent_webhook_posts_share_journal_writes(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    store: SqlStore,
+    registry: SubscriptionRegistry,
+    database_url: str,
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the intake journal is SQLite's")
+    org = await add_org(store, rooms=4)
+    await _post_concurrently(client, store, registry, org)
+    journal = app.state.container.journal
+    records = journal.metrics.records._value.get()
+    # Requests that reach the app in the same turn of its event loop share a write (see
+    # test_journal.py for one turn's exact sharing).
+    assert 0 < records < 120, f"{records} journal writes for 120 requests"
+    assert app.state.intake.committer.rounds == 0
+    # Each ingest transaction stored its records' notifications as one inbox row.
+    assert len(await inbox_batch_rows(store, org.id)) <= records
