@@ -127,12 +127,28 @@ async def open_journal(
     """The intake journal of a SQLite store, opened: what earlier runs left in it is stored
     before this returns. None on PostgreSQL, whose processes may run on hosts that do not
     keep their files, and when settings turn it off."""
+    journal = journal_of(settings, store, queue, clock=clock, metrics=metrics)
+    if journal is not None:
+        await journal.open()
+    return journal
+
+
+def journal_of(
+    settings: Settings,
+    store: Store,
+    queue: JobQueue,
+    *,
+    clock: Clock,
+    metrics: CollectorRegistry,
+) -> IntakeJournal | None:
+    """The intake journal of a SQLite store, not opened (``bookingcache worker`` only stores
+    what stopped processes left in it); None where ``open_journal`` gives none."""
     if not settings.intake_journal or not isinstance(store, SqlStore):
         return None
     database = store.engine.url.database
     if store.dialect != "sqlite" or not database:
         return None
-    journal = IntakeJournal(
+    return IntakeJournal(
         journal_directory(Path(database)),
         store=store,
         queue=queue,
@@ -140,5 +156,3 @@ async def open_journal(
         metrics=JournalMetrics.of(metrics),
         ingest_interval_s=settings.intake_journal_ingest_ms / 1000,
     )
-    await journal.open()
-    return journal

@@ -115,6 +115,9 @@ def _abandon(journal: IntakeJournal) -> None:
     assert journal._task is not None and journal._lock_fd is not None
     journal._task.cancel()
     journal._task = None
+    if journal._orphan_task is not None:
+        journal._orphan_task.cancel()
+        journal._orphan_task = None
     journal._closed = True
     if journal._fd is not None:
         os.close(journal._fd)
@@ -202,6 +205,50 @@ async def test_a_running_process_keeps_its_slot_and_a_dead_ones_is_recovered(
     assert sorted(entry["id"] for entry in await _stored(store)) == ["e0", "e1", "e2", "e3"]
     await alive.drain()
     assert len(await _stored(store)) == 5
+
+
+async def test_a_running_process_stores_what_a_process_killed_later_left(
+    store: SqlStore, journals: Opener
+) -> None:
+    [room, *_] = await add_tenant(store)
+    alive = journals(ingest_interval_s=60, orphan_check_s=0.02)
+    await alive.open()
+    await alive.append(_changes(room, 1, start=100))
+    dead = journals(ingest_interval_s=60)
+    await dead.open()
+    await dead.append(_changes(room, 3))
+    _abandon(dead)
+    # No process starts: the running one finds the dead one's slot on its own ...
+    for _ in range(500):
+        if len(await _stored(store)) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(entry["id"] for entry in await _stored(store)) == ["e0", "e1", "e2"]
+    assert alive.metrics.recovered._value.get() == 3
+    assert not list((alive.directory / dead.slot).glob("*.log"))
+    # ... and leaves its own records to its ingest.
+    assert alive.backlog == 1
+    await alive.drain()
+    assert len(await _stored(store)) == 4
+
+
+async def test_a_journal_that_is_not_open_recovers_only_the_slots_of_stopped_processes(
+    store: SqlStore, journals: Opener
+) -> None:
+    """What ``bookingcache worker`` does: it takes no slot of its own."""
+    [room, *_] = await add_tenant(store)
+    alive = journals(ingest_interval_s=60)
+    await alive.open()
+    await alive.append(_changes(room, 2, start=100))
+    dead = journals(ingest_interval_s=60)
+    await dead.open()
+    await dead.append(_changes(room, 3))
+    _abandon(dead)
+    worker = journals()
+    assert await worker.recover_orphans() == 3
+    assert await worker.recover_orphans() == 0
+    assert sorted(entry["id"] for entry in await _stored(store)) == ["e0", "e1", "e2"]
+    assert alive.backlog == 2 and list((alive.directory / alive.slot).glob("*.log"))
 
 
 async def test_an_unfinished_record_at_the_end_is_ignored(

@@ -9,6 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+
+from bookingcache.clock import FixedClock
+from bookingcache.intake.journal import encode, journal_directory
+from bookingcache.store.schema import inbox_batches, jobs
+from bookingcache.store.sql import open_store
+from bookingcache.sync.model import InboxItem, NotificationKind
+
+from .conftest import TENANT, add_tenant
 
 
 @pytest.mark.slow
@@ -36,3 +45,52 @@ def test_worker_command_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
                 stream.close()
     # The worker migrated the embedded database it was pointed at.
     assert (tmp_path / "bookingcache.db").exists()
+
+
+@pytest.mark.slow
+async def test_the_worker_stores_what_a_killed_services_journal_left(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    database = tmp_path / "bookingcache.db"
+    store = await open_store(f"sqlite:///{database}", clock=clock)
+    try:
+        [room, *_] = await add_tenant(store)
+    finally:
+        await store.close()
+    # A `serve --no-worker` killed right after answering 202: its record only in the journal.
+    slot = journal_directory(database) / "slot-0"
+    slot.mkdir(parents=True)
+    item = InboxItem(
+        TENANT, room, NotificationKind.CHANGE, "alt1", "sub-1", "updated", {"id": "e1"}
+    )
+    (slot / "1.log").write_bytes(encode([item], clock.now()))
+    env = {**os.environ, "BOOKINGCACHE_LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bookingcache.cli", "worker", "--data-dir", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().rstrip().endswith(" running")
+        # Stored before the worker says it runs.
+        store = await open_store(f"sqlite:///{database}", migrate=False, clock=clock)
+        try:
+            async with store.read() as connection:
+                batches = (await connection.execute(sa.select(inbox_batches))).all()
+                pending = (await connection.execute(sa.select(jobs.c.mailbox))).scalars().all()
+        finally:
+            await store.close()
+        assert [entry["id"] for row in batches for entry in row.notifications] == ["e1"]
+        assert room in pending
+        assert not list(slot.glob("*.log"))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()

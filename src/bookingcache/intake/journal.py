@@ -28,7 +28,9 @@ its write never finished, so none of its requests was answered.
 
 Recovery, when the journal opens: the records after each slot's mark, in the process's own
 slot and in every slot no running process holds (a process that was killed), are stored before
-the service takes requests.
+the service takes requests. After that, every ``orphan_check_s``, the slots no running process
+holds are looked at again (another process on the database may have been killed meanwhile);
+``bookingcache worker`` does the same without a slot of its own.
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ class JournalMetrics(MetricSet):
         )
         self.recovered = Counter(
             "bookingcache_intake_journal_recovered_notifications",
-            "Notifications stored from journals at start-up (left by a stopped or killed process)",
+            "Notifications stored from the journals of stopped or killed processes",
             registry=registry,
         )
         self.failures = Counter(
@@ -202,6 +204,7 @@ class IntakeJournal:
         max_round_items: int = 20_000,
         segment_bytes: int = 16 * 1024 * 1024,
         retry_s: tuple[float, float] = (0.05, 5.0),
+        orphan_check_s: float = 5.0,
     ) -> None:
         self.directory = directory
         self._store = store
@@ -213,6 +216,7 @@ class IntakeJournal:
         self._max_round_items = max_round_items
         self._segment_bytes = segment_bytes
         self._retry_s = retry_s
+        self._orphan_check_s = orphan_check_s
         self.slot = ""
         self._slot_dir: Path | None = None
         self._lock_fd: int | None = None
@@ -232,6 +236,7 @@ class IntakeJournal:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._orphan_task: asyncio.Task[None] | None = None
         self._closed = True
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -246,16 +251,7 @@ class IntakeJournal:
             numbers = [number for number, _ in _segments(self._slot_dir)]
             highest = max([marks.get(self.slot, (0, 0))[0], *numbers])
             recovered = await self._recover(self._slot_dir, self.slot, marks)
-            for slot_dir in sorted(self.directory.glob("slot-*")):
-                if slot_dir == self._slot_dir or not slot_dir.is_dir():
-                    continue
-                lock_fd = _try_lock(slot_dir)
-                if lock_fd is None:
-                    continue  # a running process's slot
-                try:
-                    recovered += await self._recover(slot_dir, slot_dir.name, marks)
-                finally:
-                    os.close(lock_fd)
+            recovered += await self.recover_orphans()
             self._segment = highest + 1
             self._open_segment()
         except BaseException:
@@ -264,6 +260,7 @@ class IntakeJournal:
             raise
         self._closed = False
         self._task = asyncio.create_task(self._ingest_loop(), name="intake journal ingest")
+        self.watch_orphans()
         if recovered:
             log.info("intake journal: stored %d notifications left by earlier runs", recovered)
         return recovered
@@ -271,6 +268,7 @@ class IntakeJournal:
     async def close(self, *, timeout_s: float = 10.0) -> None:
         """Stop taking notifications, store what is written (for up to ``timeout_s``; what is
         left stays in the journal for the next start) and release the slot."""
+        await self._stop_watching()
         if self._closed and self._task is None:
             return
         self._closed = True
@@ -518,6 +516,56 @@ class IntakeJournal:
             path.unlink(missing_ok=True)
         self.metrics.recovered.inc(recovered)
         return recovered
+
+    async def recover_orphans(self) -> int:
+        """Store the records left in every slot that no running process holds (its process
+        was killed, or stopped before all was stored) and that is not this journal's own.
+        Returns how many notifications were stored. Needs no slot of its own, so a process
+        without a journal (``bookingcache worker``) can call it."""
+        if not self.directory.is_dir():
+            return 0
+        recovered = 0
+        for slot_dir in sorted(self.directory.glob("slot-*")):
+            if slot_dir == self._slot_dir or not slot_dir.is_dir() or not _segments(slot_dir):
+                continue
+            lock_fd = _try_lock(slot_dir)
+            if lock_fd is None:
+                continue  # a running process's slot
+            try:
+                # Read under the lock: whoever held the slot before may have moved its mark.
+                marks = await self._queue.journal_marks()
+                recovered += await self._recover(slot_dir, slot_dir.name, marks)
+            finally:
+                os.close(lock_fd)
+        return recovered
+
+    def watch_orphans(self) -> None:
+        """Call ``recover_orphans`` every ``orphan_check_s`` from now on, until ``close``."""
+        if self._orphan_check_s > 0 and self._orphan_task is None:
+            self._orphan_task = asyncio.create_task(
+                self._watch_orphans(), name="intake journal orphans"
+            )
+
+    async def _watch_orphans(self) -> None:
+        while True:
+            await asyncio.sleep(self._orphan_check_s)
+            try:
+                recovered = await self.recover_orphans()
+            except Exception as exc:  # the next look tries again
+                self.metrics.failures.inc()
+                log.warning("intake journal: storing a stopped process's journal failed: %s", exc)
+                continue
+            if recovered:
+                log.info(
+                    "intake journal: stored %d notifications left by a stopped process", recovered
+                )
+
+    async def _stop_watching(self) -> None:
+        task, self._orphan_task = self._orphan_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _segments(slot_dir: Path) -> list[tuple[int, Path]]:
