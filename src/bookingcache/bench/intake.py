@@ -5,11 +5,11 @@ Both servers run as one uvicorn process with the same settings on loopback; the 
 generator (raw keep-alive HTTP/1.1, ``--connections`` connections, in this process) sends both
 the same kind of payload: a Graph ``changeNotificationCollection`` of ``--batch`` change
 notifications with valid ``clientState``s for subscriptions of ``--rooms`` room calendars, each
-notification naming a unique resource. The service is killed (SIGKILL) at the end of its run
-and started once more, which stores what its intake journal held (``recovered_at_restart``);
-then every notification answered 202 is looked up in the inbox's stored batches
-(``durable``). The service stores in SQLite, or with ``--database-url`` in a database of its
-own on that PostgreSQL server.
+notification naming a unique resource. The service is killed (SIGKILL) at the end of its run,
+with requests in flight, and started once more, which stores what its intake journal held
+(``recovered_at_restart``); then every notification answered 202 is looked up in the inbox's
+stored batches (``durable``). The service stores in SQLite, or with ``--database-url`` in a
+database of its own on that PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,17 +162,33 @@ class Run:
         return self.answers / self.elapsed_s if self.elapsed_s else 0.0
 
 
-async def _load(host: str, port: int, *, args: argparse.Namespace, payloads: Payloads) -> Run:
+async def _load(
+    host: str,
+    port: int,
+    *,
+    args: argparse.Namespace,
+    payloads: Payloads,
+    kill: Callable[[], None] | None = None,
+) -> Run:
+    """Keep ``args.connections`` connections busy for the warm-up and the measured time. With
+    ``kill``, the server is killed at the end while every connection has a request out; those
+    requests are never answered, and count for nothing."""
     connections = [await Connection.open(host, port) for _ in range(args.connections)]
     run = Run()
     measuring = False
+    killed = False
     stop_at = time.perf_counter() + args.warmup + args.seconds
 
     async def work(connection: Connection) -> None:
-        while time.perf_counter() < stop_at and not run.failures:
+        while (kill is not None or time.perf_counter() < stop_at) and not run.failures:
             request, resources = payloads.next()
             started = time.perf_counter()
-            status, body = await connection.exchange(request)
+            try:
+                status, body = await connection.exchange(request)
+            except (OSError, asyncio.IncompleteReadError):
+                if killed:
+                    return
+                raise
             if status != 202:
                 run.failures.append(f"answer {status}: {body[:300]!r}")
                 return
@@ -186,8 +202,16 @@ async def _load(host: str, port: int, *, args: argparse.Namespace, payloads: Pay
         await asyncio.sleep(args.warmup)
         measuring = True
         began = time.perf_counter()
-        await asyncio.gather(*tasks)
-        run.elapsed_s = time.perf_counter() - began
+        if kill is not None:
+            await asyncio.sleep(args.seconds)
+            run.elapsed_s = time.perf_counter() - began
+            measuring = False
+            killed = True
+            kill()
+            await asyncio.gather(*tasks)
+        else:
+            await asyncio.gather(*tasks)
+            run.elapsed_s = time.perf_counter() - began
     finally:
         for connection in connections:
             await connection.close()
@@ -198,10 +222,10 @@ async def _load(host: str, port: int, *, args: argparse.Namespace, payloads: Pay
 
 @contextlib.contextmanager
 def _server(
-    command: list[str], env: dict[str, str], *, kill: bool = False
-) -> Iterator[tuple[str, int]]:
-    """The server's (host, port) while it runs; stopped with SIGTERM afterwards, or with
-    SIGKILL (``kill``) so that nothing can be flushed on the way out."""
+    command: list[str], env: dict[str, str]
+) -> Iterator[tuple[str, int, subprocess.Popen[str]]]:
+    """The server's (host, port) and process while it runs; stopped with SIGTERM afterwards
+    unless it was killed already."""
     process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
@@ -217,10 +241,10 @@ def _server(
                 break
             if time.monotonic() > deadline:
                 raise BenchError(f"{command[2]} did not start listening in time")
-        yield match["host"], int(match["port"])
+        yield match["host"], int(match["port"]), process
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -228,6 +252,11 @@ def _server(
                 process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    process.kill()
+    process.wait(timeout=30)
 
 
 async def _stored_resources(url: str) -> set[str]:
@@ -288,7 +317,7 @@ def _measure_on(args: argparse.Namespace, data_dir: Path, url: str) -> dict[str,
     }
     python = sys.executable
     baseline_command = [python, "-m", "bookingcache.bench.intake_baseline"]
-    with _server(baseline_command, env) as (host, port):
+    with _server(baseline_command, env) as (host, port, _):
         baseline = asyncio.run(
             _load(host, port, args=args, payloads=Payloads(batch=args.batch, rooms=args.rooms))
         )
@@ -296,12 +325,19 @@ def _measure_on(args: argparse.Namespace, data_dir: Path, url: str) -> dict[str,
     service_command += ["--port", "0", "--data-dir", str(data_dir), "--database-url", url]
     if args.no_worker:
         service_command.append("--no-worker")
-    # Killed, not stopped: what was answered 202 must already be on disk. On SQLite the last
-    # few milliseconds' notifications are then only in the intake journal, which the next
-    # start stores before it listens: the service is started again (and stopped) to see it.
-    with _server(service_command, env, kill=True) as (host, port):
+    # Killed in the middle of the load, not stopped: what was answered 202 must already be on
+    # disk. On SQLite the last few milliseconds' notifications are then only in the intake
+    # journal, which the next start stores before it listens: the service is started again
+    # (and stopped) to see it.
+    with _server(service_command, env) as (host, port, process):
         service = asyncio.run(
-            _load(host, port, args=args, payloads=Payloads(batch=args.batch, rooms=args.rooms))
+            _load(
+                host,
+                port,
+                args=args,
+                payloads=Payloads(batch=args.batch, rooms=args.rooms),
+                kill=lambda: _kill(process),
+            )
         )
     stored_at_kill = asyncio.run(_stored_resources(url))
     with _server(service_command, env):
