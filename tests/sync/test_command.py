@@ -1,11 +1,14 @@
-"""``bookingcache worker`` as a real process: starts, works the queue, stops cleanly on SIGTERM."""
+"""``bookingcache worker`` as a real process: starts, stores what a killed service's journal left,
+stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,29 +23,36 @@ from bookingcache.sync.model import InboxItem, NotificationKind
 from .conftest import TENANT, add_tenant
 
 
-@pytest.mark.slow
-def test_worker_command_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _worker(data_dir: Path) -> Iterator[subprocess.Popen[str]]:
+    """``bookingcache worker`` on ``data_dir``, once it says it runs; killed afterwards if it
+    is still running."""
     env = {**os.environ, "BOOKINGCACHE_LOG_LEVEL": "WARNING"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "bookingcache.cli", "worker", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "bookingcache.cli", "worker", "--data-dir", str(data_dir)],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("bookingcache worker ") and line.rstrip().endswith(" running")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@pytest.mark.slow
+def test_worker_command_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
+    with _worker(tmp_path) as process:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
     # The worker migrated the embedded database it was pointed at.
     assert (tmp_path / "bookingcache.db").exists()
 
@@ -64,17 +74,7 @@ async def test_the_worker_stores_what_a_killed_services_journal_left(
         TENANT, room, NotificationKind.CHANGE, "alt1", "sub-1", "updated", {"id": "e1"}
     )
     (slot / "1.log").write_bytes(encode([item], clock.now()))
-    env = {**os.environ, "BOOKINGCACHE_LOG_LEVEL": "WARNING"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bookingcache.cli", "worker", "--data-dir", str(tmp_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().rstrip().endswith(" running")
+    with _worker(tmp_path) as process:
         # Stored before the worker says it runs.
         store = await open_store(f"sqlite:///{database}", migrate=False, clock=clock)
         try:
@@ -88,9 +88,3 @@ async def test_the_worker_stores_what_a_killed_services_journal_left(
         assert not list(slot.glob("*.log"))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
