@@ -96,9 +96,11 @@ async def build_container(
     read_model.attach()
     registry = metrics if metrics is not None else CollectorRegistry()
     sync = SyncRuntime(store, clock=clock, settings=sync_settings, metrics=registry)
-    journal = None
+    # Opening the journal stores what earlier runs left in it, before the service listens.
+    journal = journal_of(settings, store, sync.queue, clock=clock, metrics=registry)
     try:
-        journal = await open_journal(settings, store, sync.queue, clock=clock, metrics=registry)
+        if journal is not None:
+            await journal.open()
     except BaseException:
         read_model.detach()
         await store.close()
@@ -116,23 +118,6 @@ async def build_container(
     )
 
 
-async def open_journal(
-    settings: Settings,
-    store: Store,
-    queue: JobQueue,
-    *,
-    clock: Clock,
-    metrics: CollectorRegistry,
-) -> IntakeJournal | None:
-    """The intake journal of a SQLite store, opened: what earlier runs left in it is stored
-    before this returns. None on PostgreSQL, whose processes may run on hosts that do not
-    keep their files, and when settings turn it off."""
-    journal = journal_of(settings, store, queue, clock=clock, metrics=metrics)
-    if journal is not None:
-        await journal.open()
-    return journal
-
-
 def journal_of(
     settings: Settings,
     store: Store,
@@ -141,8 +126,9 @@ def journal_of(
     clock: Clock,
     metrics: CollectorRegistry,
 ) -> IntakeJournal | None:
-    """The intake journal of a SQLite store, not opened (``bookingcache worker`` only stores
-    what stopped processes left in it); None where ``open_journal`` gives none."""
+    """The intake journal of a SQLite store, not opened yet (``bookingcache worker`` never
+    opens it: it only stores what stopped processes left). None on PostgreSQL, whose
+    processes may run on hosts that do not keep their files, and when settings turn it off."""
     if not settings.intake_journal or not isinstance(store, SqlStore):
         return None
     database = store.engine.url.database
