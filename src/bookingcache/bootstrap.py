@@ -72,7 +72,7 @@ async def open_store_when_ready(settings: Settings, *, clock: Clock) -> Store:
     deadline = time.monotonic() + settings.database_wait_s
     while True:
         try:
-            return await open_store(url, migrate=True, clock=clock)
+            return await open_store(url, migrate=True, clock=clock, fsync=settings.fsync)
         except StoreUnavailable as exc:
             if time.monotonic() >= deadline:
                 raise
@@ -141,4 +141,5 @@ def journal_of(
         clock=clock,
         metrics=JournalMetrics.of(metrics),
         ingest_interval_s=settings.intake_journal_ingest_ms / 1000,
+        fsync=settings.fsync,
     )

@@ -91,6 +91,14 @@ class Settings(BaseSettings):
         "next to the database file and store them in the inbox off the request path; off: "
         "every webhook request waits for its inbox transaction (docs/intake.md)",
     )
+    fsync: bool = Field(
+        default=False,
+        description="on SQLite, flush to disk before anything counts as stored: each intake "
+        "journal round before its 202s, and every database commit (synchronous=FULL). Then "
+        "what was answered 202 survives a power cut or an operating-system crash, not only "
+        "the service being killed; it costs a disk flush per round and per commit. "
+        "PostgreSQL's own settings (synchronous_commit) decide there",
+    )
     intake_journal_ingest_ms: int = Field(
         default=10,
         ge=0,

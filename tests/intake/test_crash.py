@@ -69,7 +69,8 @@ async def wait_for(check: Any, *, timeout_s: float, what: str) -> None:
 
 
 @pytest.mark.slow
-async def test_sigkill_mid_burst_loses_no_accepted_notification(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsync", ["false", "true"], ids=["default", "fsync"])
+async def test_sigkill_mid_burst_loses_no_accepted_notification(tmp_path: Path, fsync: str) -> None:
     connector = TruthConnector()
     data_dir = tmp_path / "data"
     env = {
@@ -87,6 +88,8 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(tmp_path: Path) 
         "BOOKINGCACHE_SYNC_SWEEP_INTERVAL_S": "0.5",
         # A refresh the killed process had claimed is taken over once its lease runs out.
         "BOOKINGCACHE_SYNC_LEASE_S": "3",
+        # Flushed to disk before each 202 (and every commit), or left to the kernel.
+        "BOOKINGCACHE_FSYNC": fsync,
     }
     service = ServiceProcess(data_dir, env, log=tmp_path / "serve.log")
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,93 @@ async def test_a_record_the_database_refuses_is_dropped_and_the_rest_stored(
     assert journal.metrics.failures._value.get() == 0
     [(segment, offset)] = (await _marks(store)).values()
     assert (segment, offset) == (journal._segment, journal._offset)
+
+
+class _Flushes:
+    """``os.fdatasync`` seen from the test: which files were flushed, and which of the
+    requests written so far had been answered at the time; ``fail`` makes the next ones fail."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[bool]]] = []
+        self.watched: list[asyncio.Future[None]] = []
+        self.fail = 0
+        # Cleared: the flushes wait for it (on the journal's flush thread).
+        self.go = threading.Event()
+        self.go.set()
+        self._real = os.fdatasync
+
+    def __call__(self, fd: int) -> None:
+        self.calls.append((os.readlink(f"/proc/self/fd/{fd}"), [f.done() for f in self.watched]))
+        self.go.wait(5)
+        if self.fail:
+            self.fail -= 1
+            raise OSError(5, "Input/output error")
+        self._real(fd)
+
+
+@pytest.fixture
+def flushes(monkeypatch: pytest.MonkeyPatch) -> _Flushes:
+    seen = _Flushes()
+    monkeypatch.setattr(os, "fdatasync", seen)
+    return seen
+
+
+async def test_with_fsync_requests_are_answered_only_once_their_record_is_on_disk(
+    store: SqlStore, journals: Opener, flushes: _Flushes
+) -> None:
+    [room, *_] = await add_tenant(store)
+    journal = journals(ingest_interval_s=60, fsync=True)
+    await journal.open()
+    requests = [journal.append(_changes(room, 1, start=index)) for index in range(3)]
+    flushes.watched = requests
+    await asyncio.gather(*requests)
+    # One round, one write, one flush of the slot's segment: no request was answered before.
+    [(path, answered)] = flushes.calls
+    assert Path(path).parent.name == journal.slot and path.endswith(".log")
+    assert answered == [False, False, False]
+
+    # Rounds written while a flush runs wait for the next one, which covers them all.
+    flushes.go.clear()
+    first = journal.append(_changes(room, 1, start=3))
+    while len(flushes.calls) < 2:
+        await asyncio.sleep(0.001)
+    second = journal.append(_changes(room, 1, start=4))
+    await asyncio.sleep(0.01)
+    third = journal.append(_changes(room, 1, start=5))
+    await asyncio.sleep(0.01)
+    assert not (first.done() or second.done() or third.done())
+    flushes.go.set()
+    await asyncio.gather(first, second, third)
+    assert len(flushes.calls) == 3
+    await journal.drain()
+    assert len(await _stored(store)) == 6
+
+
+async def test_with_fsync_a_failed_flush_answers_503_and_the_next_round_is_flushed(
+    store: SqlStore, journals: Opener, flushes: _Flushes, directory: Path
+) -> None:
+    [room, *_] = await add_tenant(store)
+    journal = journals(fsync=True)
+    await journal.open()
+    flushes.fail = 1
+    with pytest.raises(NotPersisted, match="could not be stored"):
+        await journal.append(_changes(room, 1))
+    # The failed segment is left for a new one; the next request is flushed and answered.
+    await journal.append(_changes(room, 1, start=1))
+    first, second = flushes.calls
+    assert first[0] != second[0]
+    await journal.drain()
+    # What was written before the failure is stored anyway (a retry of it is harmless).
+    assert sorted(entry["id"] for entry in await _stored(store)) == ["e0", "e1"]
+
+
+async def test_without_fsync_nothing_is_flushed(
+    store: SqlStore, journals: Opener, flushes: _Flushes
+) -> None:
+    [room, *_] = await add_tenant(store)
+    journal = journals()
+    await journal.open()
+    await journal.append(_changes(room, 2))
+    await journal.drain()
+    assert flushes.calls == []
+    assert len(await _stored(store)) == 2

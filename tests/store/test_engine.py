@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -329,6 +330,21 @@ async def test_store_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     store = await open_store(url, migrate=True)
     try:
         await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_sqlite_with_fsync_flushes_every_commit(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path}/bookingcache.db", fsync=True)
+    try:
+        async with store.read() as conn:
+            assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == 2  # FULL
+
+        # The writer thread's own connection, which the intake's transactions use.
+        def synchronous(raw: sqlite3.Connection) -> int:
+            return int(raw.execute("PRAGMA synchronous").fetchone()[0])
+
+        assert await store.write_sqlite(synchronous) == 2
     finally:
         await store.close()
 

@@ -6,9 +6,15 @@ A webhook request's notifications join the current *round*: everything accepted 
 turn of the event loop. At the end of the turn the round is written to the journal as one
 record with one ``write``, and only then are its requests answered. A record in the operating
 system's page cache survives the process being killed, which is the same promise SQLite's own
-write-ahead log gives with ``synchronous=NORMAL`` (the database's setting): neither is synced
-to the disk at every commit, both survive a crash of the process. So a 202 still means "stored",
-and the database's transaction, with its thread hand-off, leaves the request path.
+write-ahead log gives with ``synchronous=NORMAL`` (the database's default setting here): neither
+is synced to the disk at every commit, both survive a crash of the process. So a 202 still
+means "stored", and the database's transaction, with its thread hand-off, leaves the request
+path.
+
+With ``fsync`` (``BOOKINGCACHE_FSYNC``; the database then runs with ``synchronous=FULL``) a
+round's requests are answered only once its record is also flushed to the disk
+(``fdatasync``, on a thread of its own so the event loop goes on). The flushes are shared like
+the writes: the rounds written while one flush runs wait for the next, which covers them all.
 
 The ingest then stores the records: after ``ingest_interval_s`` (gathering what else arrives
 meanwhile) it appends all waiting records' notifications to the inbox in ONE transaction, which
@@ -36,6 +42,7 @@ holds are looked at again (another process on the database may have been killed 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import fcntl
@@ -205,6 +212,7 @@ class IntakeJournal:
         segment_bytes: int = 16 * 1024 * 1024,
         retry_s: tuple[float, float] = (0.05, 5.0),
         orphan_check_s: float = 5.0,
+        fsync: bool = False,
     ) -> None:
         self.directory = directory
         self._store = store
@@ -217,6 +225,12 @@ class IntakeJournal:
         self._segment_bytes = segment_bytes
         self._retry_s = retry_s
         self._orphan_check_s = orphan_check_s
+        self._fsync = fsync
+        # With ``fsync``: requests whose records are written but not yet flushed, the task
+        # flushing, and its thread.
+        self._unflushed: list[asyncio.Future[None]] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self._flusher: concurrent.futures.ThreadPoolExecutor | None = None
         self.slot = ""
         self._slot_dir: Path | None = None
         self._lock_fd: int | None = None
@@ -281,6 +295,12 @@ class IntakeJournal:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._flush_task is not None:
+            with contextlib.suppress(Exception):
+                await self._flush_task
+        if self._flusher is not None:
+            self._flusher.shutdown(wait=True)
+            self._flusher = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -338,19 +358,50 @@ class IntakeJournal:
             log.error("intake journal: could not write %d notifications: %s", len(items), exc)
             with contextlib.suppress(OSError):
                 self._next_segment()  # whatever part was written ends its segment
-            for waiter in waiters:
-                if not waiter.done():
-                    error = NotPersisted("the notifications could not be stored; send them again")
-                    error.__cause__ = exc
-                    waiter.set_exception(error)
+            _refuse(waiters, exc)
             return
         self._offset += len(record)
         self._pending.append(Record(self._segment, self._offset, received_at, items))
         self._backlog += len(items)
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        if self._fsync:
+            self._unflushed.extend(waiters)
+            if self._flush_task is None:
+                self._flush_task = asyncio.create_task(
+                    self._flush_loop(), name="intake journal flush"
+                )
+        else:
+            _answer(waiters)
         self._wake.set()
+
+    async def _flush_loop(self) -> None:
+        """Flush the current segment to disk until no written request waits for it, then
+        answer those requests (``NotPersisted`` if the flush failed)."""
+        loop = asyncio.get_running_loop()
+        if self._flusher is None:
+            self._flusher = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="bookingcache-journal-flush"
+            )
+        try:
+            while self._unflushed:
+                waiters, self._unflushed = self._unflushed, []
+                try:
+                    if self._fd is None:
+                        raise OSError("no journal segment is open")
+                    # A duplicate: the segment may be closed (a new one started) meanwhile.
+                    fd = os.dup(self._fd)
+                    try:
+                        await loop.run_in_executor(self._flusher, os.fdatasync, fd)
+                    finally:
+                        os.close(fd)
+                except OSError as exc:
+                    log.error("intake journal: could not flush %s to disk: %s", self.slot, exc)
+                    _refuse(waiters, exc)
+                    with contextlib.suppress(OSError):
+                        self._next_segment()
+                    continue
+                _answer(waiters)
+        finally:
+            self._flush_task = None
 
     def _write(self, data: bytes) -> None:
         assert self._fd is not None
@@ -364,11 +415,25 @@ class IntakeJournal:
         path = self._slot_dir / f"{self._segment}{_SEGMENT_SUFFIX}"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         self._offset = 0
+        if self._fsync:
+            # The new file's name must be on disk too, or a flushed record may have no file.
+            _flush_directory(self._slot_dir)
 
     def _next_segment(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            try:
+                if self._fsync and self._unflushed:
+                    # The records written to it so far wait for a flush of this file; the
+                    # flush loop only ever flushes the current segment.
+                    try:
+                        os.fdatasync(fd)
+                    except OSError as exc:
+                        log.error("intake journal: could not flush %s to disk: %s", self.slot, exc)
+                        waiters, self._unflushed = self._unflushed, []
+                        _refuse(waiters, exc)
+            finally:
+                os.close(fd)
         self._segment += 1
         self._open_segment()
 
@@ -566,6 +631,28 @@ class IntakeJournal:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _answer(waiters: Sequence[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+
+
+def _refuse(waiters: Sequence[asyncio.Future[None]], cause: BaseException) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            error = NotPersisted("the notifications could not be stored; send them again")
+            error.__cause__ = cause
+            waiter.set_exception(error)
+
+
+def _flush_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _segments(slot_dir: Path) -> list[tuple[int, Path]]:

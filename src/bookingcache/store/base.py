@@ -59,8 +59,13 @@ class SqlBase:
     (the sync queue, the subscription registry), so every write takes the same path.
     """
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, clock: Clock | None = None, fsync: bool = False
+    ) -> None:
         self._engine = engine
+        # SQLite: the engine flushes every commit to disk (``engines.create_engine``'s
+        # ``fsync``); the writer thread's own engine must do the same.
+        self._fsync = fsync
         self._clock = clock or SystemClock()
         self._write_lock = asyncio.Lock() if engines.is_sqlite(engine) else None
         # SQLite only: a synchronous engine on one thread of its own for ``write_at_once``.
@@ -185,7 +190,7 @@ class SqlBase:
 
     def _sqlite_sync(self) -> Engine:
         if self._sync_engine is None:
-            self._sync_engine = _sqlite_sync_engine(self._engine)
+            self._sync_engine = _sqlite_sync_engine(self._engine, fsync=self._fsync)
         return self._sync_engine
 
     def add_change_listener(self, callback: ChangeListener) -> None:
@@ -271,7 +276,7 @@ def _run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a transaction body waited on something other than its connection")
 
 
-def _sqlite_sync_engine(engine: AsyncEngine) -> Engine:
+def _sqlite_sync_engine(engine: AsyncEngine, *, fsync: bool) -> Engine:
     """The stdlib sqlite3 driver on the same database file, with the same connection settings
     as ``store.engine`` gives the async engine, for write transactions only."""
     sync = create_engine(
@@ -286,7 +291,7 @@ def _sqlite_sync_engine(engine: AsyncEngine) -> Engine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={engines.sqlite_synchronous(fsync)}")
             cursor.execute(f"PRAGMA busy_timeout={engines.SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:

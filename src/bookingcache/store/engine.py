@@ -93,12 +93,21 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An engine for a URL accepted by ``normalize_database_url`` (normalized here)."""
+def sqlite_synchronous(fsync: bool) -> str:
+    """SQLite's ``synchronous`` setting: ``FULL`` flushes the write-ahead log to disk at every
+    commit (a commit survives a power cut), ``NORMAL`` leaves it to the operating system (a
+    commit survives the process being killed)."""
+    return "FULL" if fsync else "NORMAL"
+
+
+def create_engine(url: str, *, pool_size: int = 10, fsync: bool = False) -> AsyncEngine:
+    """An engine for a URL accepted by ``normalize_database_url`` (normalized here). ``fsync``:
+    on SQLite, every commit is flushed to disk (``sqlite_synchronous``); PostgreSQL's own
+    settings decide there."""
     normalized = normalize_database_url(url)
     parsed: URL = make_url(normalized)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(normalized, pool_size=pool_size)
+        return _sqlite_engine(normalized, pool_size=pool_size, fsync=fsync)
     return create_async_engine(
         normalized,
         pool_size=pool_size,
@@ -114,7 +123,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-def _sqlite_engine(url: str, *, pool_size: int) -> AsyncEngine:
+def _sqlite_engine(url: str, *, pool_size: int, fsync: bool) -> AsyncEngine:
     engine = create_async_engine(
         url,
         pool_size=pool_size,
@@ -129,7 +138,7 @@ def _sqlite_engine(url: str, *, pool_size: int) -> AsyncEngine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={sqlite_synchronous(fsync)}")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:

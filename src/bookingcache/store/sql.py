@@ -390,12 +390,15 @@ class SqlStore(SqlBase):
             return int(result.rowcount)
 
 
-async def open_store(url: str, *, migrate: bool = True, clock: Clock | None = None) -> SqlStore:
+async def open_store(
+    url: str, *, migrate: bool = True, clock: Clock | None = None, fsync: bool = False
+) -> SqlStore:
     """Open the store at ``url`` (see ``engine.normalize_database_url``), migrating it to the
     newest schema unless ``migrate`` is false; ``StoreUnavailable`` if the database cannot be
-    reached (or, without ``migrate``, is not at the newest schema)."""
+    reached (or, without ``migrate``, is not at the newest schema). ``fsync``: on SQLite,
+    every commit is flushed to disk before it returns."""
     engines.check_sqlite_directory(url)
-    engine = engines.create_engine(url)
+    engine = engines.create_engine(url, fsync=fsync)
     try:
         async with translate_errors():
             try:
@@ -407,7 +410,7 @@ async def open_store(url: str, *, migrate: bool = True, clock: Clock | None = No
                 raise StoreUnavailable(f"the database is not reachable: {exc}") from exc
             if migrate:
                 await engines.migrate(engine)
-        store = SqlStore(engine, clock=clock)
+        store = SqlStore(engine, clock=clock, fsync=fsync)
         await store.ping()
     except BaseException:
         await engine.dispose()
