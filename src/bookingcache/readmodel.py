@@ -36,6 +36,7 @@ from bookingcache.domain.timezones import resolve_time_zone
 from bookingcache.errors import InvalidInput
 from bookingcache.readaccess import AccessCache
 from bookingcache.readviews import PLACEMENT_SLACK, CachedCalendar, RoomEntry, TenantView
+from bookingcache.store.notices import CHANGES_CHANNEL
 from bookingcache.store.port import CalendarChange, Store
 
 __all__ = ["CachedCalendar", "ReadModel", "RoomEntry", "TenantView"]
@@ -116,6 +117,10 @@ class ReadModel:
         add_rooms_listener = getattr(self._store, "add_rooms_listener", None)
         if callable(add_rooms_listener):
             add_rooms_listener(self.rooms_changed)
+        # PostgreSQL: another process's refresh makes the next answer read the feed at once.
+        listen = getattr(self._store, "listen", None)
+        if callable(listen):
+            listen(CHANGES_CHANNEL, self._feed_noticed, on_connect=self.feed_due)
 
     def detach(self) -> None:
         for task in self._background.values():
@@ -126,6 +131,16 @@ class ReadModel:
         remove_rooms_listener = getattr(self._store, "remove_rooms_listener", None)
         if callable(remove_rooms_listener):
             remove_rooms_listener(self.rooms_changed)
+        unlisten = getattr(self._store, "unlisten", None)
+        if callable(unlisten):
+            unlisten(CHANGES_CHANNEL, self._feed_noticed)
+
+    def feed_due(self) -> None:
+        """Read the change feed before the next answer, whenever the last read was."""
+        self._last_poll = None
+
+    def _feed_noticed(self, _detail: str) -> None:
+        self.feed_due()
 
     def _on_change(self, change: CalendarChange) -> None:
         self.calendar_changed(change.tenant_id, change.mailbox)

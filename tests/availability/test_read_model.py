@@ -4,6 +4,7 @@ change feed, the room index re-read and the sync-state re-check."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ import pytest
 
 from bookingcache.clock import FixedClock
 from bookingcache.readmodel import ReadModel
+from bookingcache.store import notices
 from bookingcache.store.sql import SqlStore, open_store
 
 from .conftest import NOW, Tenant, event
@@ -169,3 +171,38 @@ async def test_another_process_sees_a_zone_change_at_the_next_poll(
     clock.advance(dt.timedelta(seconds=1))
     view = await model.view(settings)
     assert view.room("a1").time_zone == "Asia/Tokyo"
+
+
+async def test_on_postgresql_another_process_refresh_shows_before_the_next_poll(
+    tenant: Tenant, other_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if other_store.dialect != "postgresql":
+        pytest.skip("notices are PostgreSQL's; SQLite waits for the poll")
+    await tenant.put_room("a1", "a1@contoso.example")
+    await tenant.sync("a1@contoso.example", [event("m1", "08:00", "09:30")])
+    clock = FixedClock(NOW)
+    # A poll interval the test never reaches: only the notice can make it read the feed.
+    model = ReadModel(other_store, clock, poll_interval=dt.timedelta(hours=1))
+    model.attach()
+    try:
+        assert other_store.notices is not None
+        await asyncio.wait_for(other_store.notices.connected.wait(), 10)
+        settings = await other_store.get_tenant(tenant.id)
+        view = await model.view(settings)
+        assert [e.id for e in view.calendar("a1@contoso.example").events] == ["m1"]
+
+        # The refresh is written by another process (another origin on its notice).
+        monkeypatch.setattr(notices._origin, "value", "another-process")
+        await tenant.sync(
+            "a1@contoso.example", [event("m1", "08:00", "09:30"), event("m2", "10:00", "11:00")]
+        )
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:
+            view = await model.view(settings)
+            seen = [e.id for e in view.calendar("a1@contoso.example").events]
+            if seen == ["m1", "m2"] or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.01)
+        assert seen == ["m1", "m2"]
+    finally:
+        model.detach()

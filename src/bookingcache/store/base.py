@@ -20,6 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPo
 from bookingcache.clock import Clock, SystemClock
 from bookingcache.errors import BookingCacheError, InvalidInput, StoreUnavailable
 from bookingcache.store import engine as engines
+from bookingcache.store.notices import Notices
 from bookingcache.store.port import CalendarChange
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class SqlBase:
         self._sync_raw: PoolProxiedConnection | None = None
         self._listeners: list[ChangeListener] = []
         self._rooms_listeners: list[RoomsListener] = []
+        # PostgreSQL: the connection listening for other processes' notices, once asked for.
+        self._notices: Notices | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -210,6 +213,34 @@ class SqlBase:
         with contextlib.suppress(ValueError):
             self._rooms_listeners.remove(callback)
 
+    def listen(
+        self,
+        channel: str,
+        on_notice: Callable[[str], None],
+        *,
+        on_connect: Callable[[], None] | None = None,
+    ) -> bool:
+        """Call ``on_notice(detail)`` for every notice other processes send on ``channel``
+        (``store.notices``), and ``on_connect()`` whenever listening (re)starts, when notices
+        may have been missed. PostgreSQL only: False elsewhere, where polling must do."""
+        if self.dialect != "postgresql":
+            return False
+        if self._notices is None:
+            dsn = self._engine.url.set(drivername="postgresql")
+            self._notices = Notices(dsn.render_as_string(hide_password=False))
+            self._notices.start()
+        self._notices.subscribe(channel, on_notice, on_connect=on_connect)
+        return True
+
+    def unlisten(self, channel: str, on_notice: Callable[[str], None]) -> None:
+        if self._notices is not None:
+            self._notices.unsubscribe(channel, on_notice)
+
+    @property
+    def notices(self) -> Notices | None:
+        """The listening connection's state (None until something listens)."""
+        return self._notices
+
     def _notify_rooms(self, tenant_id: str) -> None:
         for listener in list(self._rooms_listeners):
             try:
@@ -236,6 +267,9 @@ class SqlBase:
                 raise StoreUnavailable("the database schema is not at the newest migration")
 
     async def close(self) -> None:
+        if self._notices is not None:
+            notices, self._notices = self._notices, None
+            await notices.close()
         if self._sync_thread is not None:
             thread, self._sync_thread = self._sync_thread, None
             if self._sync_raw is not None:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bookingcache.domain.events import BasicEvent, EventDiff
 from bookingcache.domain.timezones import is_valid_time_zone, resolve_time_zone
 from bookingcache.errors import InvalidInput, NotFound
+from bookingcache.store import notices
 from bookingcache.store.port import CalendarChange
 from bookingcache.store.rows import (
     EVENT_COLUMNS,
@@ -197,6 +198,8 @@ async def append_changes(
             CalendarChange(seq=seq, tenant_id=row["tenant_id"], mailbox=row["mailbox"], at=at)
             for seq, row in zip(seqs, chunk, strict=True)
         )
+    # Other processes' read models look at the feed when this commits, not at their next poll.
+    await notices.notify(conn, notices.CHANGES_CHANNEL)
     return changes
 
 

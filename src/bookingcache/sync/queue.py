@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bookingcache.clock import Clock
+from bookingcache.store import notices
 from bookingcache.store.schema import (
     calendars,
     inbox_batches,
@@ -130,11 +131,35 @@ class JobQueue:
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self._listeners: list[Callable[[dt.datetime | None], None]] = []
+        self._following = False
         self._completions: list[tuple[Job, asyncio.Future[bool]]] = []
         self._completer: asyncio.Task[None] | None = None
         self._upsert: Any = None
 
     # --- plumbing ----------------------------------------------------------------------------
+    def follow_other_processes(self) -> bool:
+        """Also call the listeners when another process's transaction creates or moves a job
+        (PostgreSQL's notices, ``store.notices``), and once whenever the listening (re)starts;
+        False where there are no notices (SQLite: the worker's poll finds them)."""
+        if self._following:
+            return True
+        self._following = self._store.listen(
+            notices.JOBS_CHANNEL, self._on_notice, on_connect=self._notify
+        )
+        return self._following
+
+    def stop_following(self) -> None:
+        if self._following:
+            self._store.unlisten(notices.JOBS_CHANNEL, self._on_notice)
+            self._following = False
+
+    def _on_notice(self, detail: str) -> None:
+        try:
+            due: dt.datetime | None = dt.datetime.fromisoformat(detail)
+        except ValueError:
+            due = None
+        self._notify(due)
+
     def add_listener(self, listener: Callable[[dt.datetime | None], None]) -> None:
         """``listener(due)`` is called after every commit that created or moved a job (same
         process), with the earliest due time among them (None: due now or not known)."""
@@ -292,6 +317,7 @@ class JobQueue:
                 for key, full in targets.items()
             ],
         )
+        notices.notify_sync(connection, notices.JOBS_CHANNEL, max(now, due).isoformat())
         return len(targets)
 
     def _append_rows_sqlite(
@@ -411,7 +437,11 @@ class JobQueue:
             index_where=jobs.c.locked_by.is_(None),
         )
         inserted = connection.execute(statement.values(rows))
-        return max(inserted.rowcount or 0, 0)
+        created = max(inserted.rowcount or 0, 0)
+        if created:
+            earliest = min(due for due, _ in targets.values())
+            notices.notify_sync(connection, notices.JOBS_CHANNEL, max(now, earliest).isoformat())
+        return created
 
     # --- workers -----------------------------------------------------------------------------
     async def claim(

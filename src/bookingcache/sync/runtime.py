@@ -82,6 +82,8 @@ class SyncRuntime:
     def start(self) -> None:
         """Run the worker and the reconciliation sweep in this process."""
         if not self.running:
+            # On PostgreSQL other processes' intake wakes this worker at once.
+            self.queue.follow_other_processes()
             self.worker.start()
             self.sweep.start()
             self.running = True
@@ -89,6 +91,7 @@ class SyncRuntime:
 
     async def stop(self, *, grace_s: float = 5.0) -> None:
         if self.running:
+            self.queue.stop_following()
             await self.sweep.stop()
             await self.worker.stop(grace_s=grace_s)
             self.running = False

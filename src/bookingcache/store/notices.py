@@ -1,0 +1,196 @@
+"""Wake-ups between processes on PostgreSQL (``LISTEN``/``NOTIFY``).
+
+A transaction that creates refresh work or appends to the change feed also sends a notice on
+its channel (``notify``); PostgreSQL delivers it when, and only if, the transaction commits.
+Every process that runs a worker, or answers availability, listens on one connection of its
+own (``Notices``), so a worker learns of another process's intake at once, and an API process
+of another process's refresh, instead of at its next poll.
+
+Notices are only a wake-up: the polls stay, as the safety net, and nothing is lost while the
+listening connection is down. It is reconnected with backoff; each (re)connection calls the
+subscribers' ``on_connect``, since notices sent meanwhile were not delivered.
+
+A notice's payload is ``<origin> <detail>``: ``origin`` names the sending process, which
+ignores its own notices (it woke its own listeners in-process already).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+log = logging.getLogger(__name__)
+
+JOBS_CHANNEL = "bookingcache_jobs"
+CHANGES_CHANNEL = "bookingcache_changes"
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+
+
+class _Origin:
+    """This process's name in its notices: random, and new in a forked child."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.value = os.urandom(6).hex()
+
+
+_origin = _Origin()
+
+
+def origin() -> str:
+    return _origin.value
+
+
+async def notify(connection: AsyncConnection, channel: str, detail: str = "") -> None:
+    """Send a notice on ``channel`` when ``connection``'s transaction commits (PostgreSQL;
+    nothing on other databases)."""
+    if connection.dialect.name == "postgresql":
+        await connection.execute(_NOTIFY, {"channel": channel, "payload": f"{origin()} {detail}"})
+
+
+def notify_sync(connection: Any, channel: str, detail: str = "") -> None:
+    """``notify`` on a synchronous SQLAlchemy connection."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_NOTIFY, {"channel": channel, "payload": f"{origin()} {detail}"})
+
+
+@dataclass(slots=True)
+class _Subscription:
+    channel: str
+    on_notice: Callable[[str], None]
+    on_connect: Callable[[], None] | None
+
+
+class Notices:
+    """One listening connection, kept open: ``subscribe`` then ``start``; ``close`` at the end.
+    ``on_notice(detail)`` is called for every notice of another process on the channel."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        check_s: float = 5.0,
+        retry_s: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        self._dsn = dsn
+        # Notices this process sent are not for it (its listeners heard of them in-process).
+        self._origin = origin()
+        self._check_s = check_s
+        self._retry_s = retry_s
+        self._subscriptions: list[_Subscription] = []
+        self._connection: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.received = 0
+
+    def subscribe(
+        self,
+        channel: str,
+        on_notice: Callable[[str], None],
+        *,
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
+        subscription = _Subscription(channel, on_notice, on_connect)
+        self._subscriptions.append(subscription)
+        if self._connection is not None and not self._connection.is_closed():
+            # Listening already: add the channel on the open connection.
+            task = asyncio.create_task(self._listen(self._connection, [subscription]))
+            task.add_done_callback(self._listened)
+
+    def unsubscribe(self, channel: str, on_notice: Callable[[str], None]) -> None:
+        self._subscriptions = [
+            s for s in self._subscriptions if (s.channel, s.on_notice) != (channel, on_notice)
+        ]
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="store notices")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        delay = self._retry_s[0]
+        while True:
+            connection = None
+            try:
+                connection = await asyncpg.connect(
+                    self._dsn,
+                    timeout=5,
+                    server_settings={"application_name": "bookingcache notices"},
+                )
+                self._lost.clear()
+                connection.add_termination_listener(lambda _connection: self._lost.set())
+                await self._listen(connection, self._subscriptions)
+                self._connection = connection
+                self.connected.set()
+                delay = self._retry_s[0]
+                self._caught_up()
+                while True:
+                    # A connection dropped without a word (a host gone) is found by using it.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._lost.wait(), self._check_s)
+                    if self._lost.is_set():
+                        raise ConnectionError("the listening connection was closed")
+                    await connection.fetchval("SELECT 1", timeout=self._check_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: listen again after a pause
+                log.warning("store notices: not listening (%s); polling meanwhile", exc)
+            finally:
+                self.connected.clear()
+                self._connection = None
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(connection.close(timeout=2))
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)
+            delay = min(delay * 2, self._retry_s[1])
+
+    async def _listen(self, connection: Any, subscriptions: list[_Subscription]) -> None:
+        for subscription in list(subscriptions):
+            await connection.add_listener(subscription.channel, self._dispatcher(subscription))
+
+    def _listened(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # The connection is broken: the next check finds it and listens to all again.
+            log.warning("store notices: could not listen: %s", task.exception())
+            self._lost.set()
+
+    def _dispatcher(self, subscription: _Subscription) -> Callable[..., None]:
+        def dispatch(_connection: Any, _pid: int, _channel: str, payload: str) -> None:
+            sender, _, detail = payload.partition(" ")
+            if sender == self._origin or subscription not in self._subscriptions:
+                return
+            self.received += 1
+            try:
+                subscription.on_notice(detail)
+            except Exception:  # a subscriber's failure must not stop the listening
+                log.exception("store notices: %s subscriber failed", subscription.channel)
+
+        return dispatch
+
+    def _caught_up(self) -> None:
+        for subscription in self._subscriptions:
+            if subscription.on_connect is not None:
+                try:
+                    subscription.on_connect()
+                except Exception:
+                    log.exception("store notices: %s subscriber failed", subscription.channel)

@@ -1,0 +1,147 @@
+"""Wake-ups between processes (PostgreSQL's LISTEN/NOTIFY, ``store.notices``): a worker hears
+of another process's intake when it commits, not at its next poll; its own notices it ignores;
+a lost listening connection comes back and says so. On SQLite there are none."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import pytest
+
+from bookingcache.clock import FixedClock
+from bookingcache.store import notices
+from bookingcache.store.sql import SqlStore, open_store
+from bookingcache.sync.model import InboxItem
+from bookingcache.sync.queue import JobQueue
+
+from .conftest import add_tenant
+
+_APP = "bookingcache notices"
+
+
+@pytest.fixture
+async def listening_store(database_url: str) -> AsyncIterator[SqlStore]:
+    """The same database on a store of its own, as another process would have it."""
+    store = await open_store(database_url, migrate=False)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _recorder() -> tuple[list[dt.datetime | None], Callable[[dt.datetime | None], None]]:
+    heard: list[dt.datetime | None] = []
+    return heard, heard.append
+
+
+async def _until(check: Callable[[], bool], *, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("not heard in time")
+        await asyncio.sleep(0.01)
+
+
+async def _connected(store: SqlStore) -> None:
+    assert store.notices is not None
+    await asyncio.wait_for(store.notices.connected.wait(), 10)
+
+
+async def test_on_sqlite_there_are_no_notices(
+    store: SqlStore, listening_store: SqlStore, clock: FixedClock
+) -> None:
+    if store.dialect != "sqlite":
+        pytest.skip("SQLite's case")
+    follower = JobQueue(listening_store, clock=clock)
+    assert follower.follow_other_processes() is False
+    assert listening_store.notices is None
+
+
+async def test_another_process_intake_wakes_the_worker_when_it_commits(
+    store: SqlStore,
+    listening_store: SqlStore,
+    clock: FixedClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("notices are PostgreSQL's")
+    [room, *_] = await add_tenant(store)
+    follower = JobQueue(listening_store, clock=clock, coalesce_s=0.2)
+    heard, record = _recorder()
+    follower.add_listener(record)
+    assert follower.follow_other_processes() is True
+    await _connected(listening_store)
+    await _until(lambda: heard == [None])  # connected: look once, something may be due
+    writer = JobQueue(store, clock=clock, coalesce_s=0.2)
+
+    # This process's own commit: its listeners were told in-process; the notice is ignored.
+    await writer.append_inbox([InboxItem("contoso", room, change_type="updated")])
+    await asyncio.sleep(0.3)
+    assert heard == [None]
+
+    # Another process's commit (another origin): heard with the job's due time.
+    monkeypatch.setattr(notices._origin, "value", "another-process")
+    arrived = clock.now()
+    await writer.append_inbox(
+        [InboxItem("contoso", room, change_type="updated")], received_at=arrived
+    )
+    await _until(lambda: len(heard) == 2)
+    assert heard[1] == arrived + dt.timedelta(seconds=0.2)
+
+    # A sweep's enqueue of a calendar without a job is heard too.
+    [other, *_] = await add_tenant(store, "fabrikam", rooms=1)
+    due = clock.now() + dt.timedelta(seconds=30)
+    assert await writer.enqueue({("fabrikam", other): due}) == 1
+    await _until(lambda: len(heard) == 3)
+    assert heard[2] == due
+
+    # Stopped following: nothing more.
+    follower.stop_following()
+    await writer.append_inbox([InboxItem("contoso", room, change_type="deleted")])
+    await asyncio.sleep(0.3)
+    assert len(heard) == 3
+
+
+async def test_a_lost_listening_connection_comes_back_and_says_so(
+    store: SqlStore,
+    listening_store: SqlStore,
+    clock: FixedClock,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("notices are PostgreSQL's")
+    [room, *_] = await add_tenant(store)
+    follower = JobQueue(listening_store, clock=clock)
+    heard, record = _recorder()
+    follower.add_listener(record)
+    follower.follow_other_processes()
+    await _connected(listening_store)
+    await _until(lambda: heard == [None])
+
+    # The server drops the listening connection (a restart, a failover, an idle cut).
+    admin = await asyncpg.connect(
+        listening_store.engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+    )
+    try:
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            _APP,
+        )
+    finally:
+        await admin.close()
+    assert ended >= 1
+    # Listening again, it says so (what was sent meanwhile was missed: look now).
+    await _until(lambda: len(heard) == 2, timeout_s=10)
+    assert heard[1] is None
+    await _connected(listening_store)
+
+    monkeypatch.setattr(notices._origin, "value", "another-process")
+    await JobQueue(store, clock=clock).append_inbox([InboxItem("contoso", room)])
+    await _until(lambda: len(heard) == 3)
