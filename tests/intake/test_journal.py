@@ -187,6 +187,27 @@ async def test_what_a_killed_process_wrote_is_stored_by_the_next_start_exactly_o
     assert await third.open() == 0  # nothing is stored twice
 
 
+async def test_recovery_stores_a_long_journal_in_bounded_transactions(
+    store: SqlStore, journals: Opener
+) -> None:
+    [room, *_] = await add_tenant(store)
+    first = journals(ingest_interval_s=60)
+    await first.open()
+    for index in range(12):  # twelve rounds: twelve records of two
+        await first.append(_changes(room, 2, start=2 * index))
+    _abandon(first)
+
+    second = journals(max_round_items=5)
+    assert await second.open() == 24
+    # Two records (four notifications) per transaction, each an inbox row of its own.
+    async with store.read() as connection:
+        counts = (await connection.execute(sa.select(inbox_batches.c.count))).scalars().all()
+    assert counts == [4] * 6
+    entries = await _stored(store)
+    assert [entry["id"] for entry in entries] == [f"e{index}" for index in range(24)]
+    assert await _marks(store) == {second.slot: (1, first._offset)}
+
+
 async def test_a_running_process_keeps_its_slot_and_a_dead_ones_is_recovered(
     store: SqlStore, journals: Opener, directory: Path
 ) -> None:

@@ -134,30 +134,34 @@ def decode(payload: bytes) -> list[InboxItem]:
 
 
 def read_segment(path: Path, segment: int, start: int = 0) -> Iterator[Record]:
-    """The complete records of a segment file from byte ``start`` on."""
-    data = path.read_bytes()
-    offset = start
-    while offset + _HEADER.size <= len(data):
-        length, checksum, stamp = _HEADER.unpack_from(data, offset)
-        begin = offset + _HEADER.size
-        payload = data[begin : begin + length]
-        if length > _MAX_RECORD_BYTES or len(payload) < length or zlib.crc32(payload) != checksum:
-            break
-        try:
-            received_at = dt.datetime.fromtimestamp(stamp, dt.UTC)
-            items = decode(payload)
-        except (ValueError, KeyError, TypeError, OverflowError, OSError) as exc:
-            log.error("intake journal %s: unreadable record at byte %d: %s", path, offset, exc)
-            break
-        offset = begin + length
-        yield Record(segment, offset, received_at, items)
-    if offset < len(data):
+    """The complete records of a segment file from byte ``start`` on, read one at a time (a
+    segment is not held in memory whole)."""
+    with path.open("rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        file.seek(start)
+        offset = start
+        while offset + _HEADER.size <= size:
+            length, checksum, stamp = _HEADER.unpack(file.read(_HEADER.size))
+            if length > _MAX_RECORD_BYTES:
+                break
+            payload = file.read(length)
+            if len(payload) < length or zlib.crc32(payload) != checksum:
+                break
+            try:
+                received_at = dt.datetime.fromtimestamp(stamp, dt.UTC)
+                items = decode(payload)
+            except (ValueError, KeyError, TypeError, OverflowError, OSError) as exc:
+                log.error("intake journal %s: unreadable record at byte %d: %s", path, offset, exc)
+                break
+            offset += _HEADER.size + length
+            yield Record(segment, offset, received_at, items)
+    if offset < size:
         # An unfinished write (the process died in it, or the write failed): none of its
         # requests was answered 202.
         log.warning(
             "intake journal %s: %d bytes after byte %d are not a complete record; ignored",
             path,
-            len(data) - offset,
+            size - offset,
             offset,
         )
 
@@ -574,9 +578,18 @@ class IntakeJournal:
             if number < mark_segment:
                 continue  # stored already
             start = mark_offset if number == mark_segment else 0
-            records = list(read_segment(path, number, start))
-            while records:
-                recovered += await self._store_records(self._take(records), slot)
+            # Stored as read, in transactions of at most ``max_round_items`` notifications
+            # (a record alone may hold more), so memory holds one transaction's worth.
+            batch: list[Record] = []
+            count = 0
+            for record in read_segment(path, number, start):
+                if batch and count + len(record.items) > self._max_round_items:
+                    recovered += await self._store_records(batch, slot)
+                    batch, count = [], 0
+                batch.append(record)
+                count += len(record.items)
+            if batch:
+                recovered += await self._store_records(batch, slot)
         for _, path in segments:
             path.unlink(missing_ok=True)
         self.metrics.recovered.inc(recovered)
