@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import pytest
 from standardwebhooks import Webhook
 
 from bookingcache_connector.errors import SignatureError
 from bookingcache_connector.signing import Signer, Verifier, signed_content
+from bookingcache_connector.store import StoredCalls
 
 from .conftest import WEBHOOK_SECRET
 from .fakes import FakeClock
@@ -105,3 +109,46 @@ def test_replay_window_forgets_only_what_is_stale_anyway(clock: FakeClock) -> No
 def test_malformed_headers_refused_cleanly(clock: FakeClock, headers: dict[str, str]) -> None:
     with pytest.raises(SignatureError):
         Verifier(WEBHOOK_SECRET, clock).verify("GET", PATH, headers, b"")
+
+
+def test_a_replay_is_refused_after_a_restart_on_the_same_state_directory(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    headers = Signer(WEBHOOK_SECRET, clock).headers("GET", PATH, b"")
+    first = StoredCalls.in_directory(tmp_path)
+    Verifier(WEBHOOK_SECRET, clock, seen=first).verify("GET", PATH, headers, b"")
+    first.close()
+
+    # A new process on the same directory (a restart, or a second instance).
+    second = StoredCalls.in_directory(tmp_path)
+    try:
+        verifier = Verifier(WEBHOOK_SECRET, clock, seen=second)
+        with pytest.raises(SignatureError, match="replay"):
+            verifier.verify("GET", PATH, headers, b"")
+        # Another call is accepted, once.
+        other = Signer(WEBHOOK_SECRET, clock).headers("GET", PATH, b"")
+        verifier.verify("GET", PATH, other, b"")
+        with pytest.raises(SignatureError, match="replay"):
+            verifier.verify("GET", PATH, other, b"")
+    finally:
+        second.close()
+
+
+def test_stored_calls_forget_ids_only_once_their_window_is_over(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    seen = StoredCalls.in_directory(tmp_path)
+    try:
+        verifier = Verifier(WEBHOOK_SECRET, clock, seen=seen)
+        old = Signer(WEBHOOK_SECRET, clock).headers("GET", PATH, b"")
+        verifier.verify("GET", PATH, old, b"")
+        clock.advance(200)
+        with pytest.raises(SignatureError, match="replay"):
+            verifier.verify("GET", PATH, old, b"")
+        clock.advance(200)
+        verifier.verify("GET", PATH, Signer(WEBHOOK_SECRET, clock).headers("GET", PATH, b""), b"")
+        with sqlite3.connect(tmp_path / "seen-calls.sqlite3") as db:
+            (kept,) = db.execute("SELECT count(*) FROM seen_calls").fetchone()
+        assert kept == 1  # the first call's id is gone with its window
+    finally:
+        seen.close()

@@ -16,7 +16,7 @@ from .graph import GraphClient
 from .relay import Relay
 from .service import ServiceClient
 from .signing import Signer, Verifier
-from .store import StateStore
+from .store import StateStore, StoredCalls
 from .subscriptions import SubscriptionManager
 from .web import Handlers
 
@@ -28,6 +28,7 @@ class Connector:
     tokens: TokenProvider
     graph: GraphClient
     store: StateStore
+    seen_calls: StoredCalls
     subscriptions: SubscriptionManager
     relay: Relay | None
     handlers: Handlers
@@ -40,6 +41,7 @@ class Connector:
         if callable(close):
             close()
         self.store.close()
+        self.seen_calls.close()
 
 
 def build_connector(
@@ -115,8 +117,14 @@ def build_connector(
             max_backoff_s=settings.relay_max_backoff_s,
             rng=rng,
         )
+    seen_calls = StoredCalls.in_directory(settings.state_dir)
     verifier = (
-        Verifier(settings.webhook_secret, clock, tolerance_s=settings.signature_tolerance_s)
+        Verifier(
+            settings.webhook_secret,
+            clock,
+            tolerance_s=settings.signature_tolerance_s,
+            seen=seen_calls,
+        )
         if settings.webhook_secret
         else None
     )
@@ -129,6 +137,7 @@ def build_connector(
         tokens=tokens,
         graph=graph,
         store=store,
+        seen_calls=seen_calls,
         subscriptions=subscriptions,
         relay=relay,
         handlers=handlers,

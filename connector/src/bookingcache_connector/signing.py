@@ -3,7 +3,9 @@
 Signing the method and the path with its query means a GET (no body) is covered as well as a POST,
 and a signed call cannot be replayed against another URL. Verification uses the injected clock for
 the 5-minute window and remembers every ``webhook-id`` it accepted within that window, so a replay
-of a good call is refused too.
+of a good call is refused too: in memory (``CallMemory``), or, as the connector runs it, in the
+state directory (``store.StoredCalls``), so that a restarted connector, or another process on the
+same directory, still refuses it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from standardwebhooks import Webhook
 
@@ -47,12 +50,41 @@ class Signer:
         }
 
 
+class SeenCalls(Protocol):
+    def claim(self, webhook_id: str, sent_at: datetime, *, forget_before: datetime) -> bool:
+        """Record ``webhook_id`` as accepted; False if it was already (a replay). Ids of calls
+        sent before ``forget_before`` may be forgotten (their window is over)."""
+        ...
+
+
+class CallMemory:
+    """``SeenCalls`` in this process's memory."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, datetime] = {}
+
+    def claim(self, webhook_id: str, sent_at: datetime, *, forget_before: datetime) -> bool:
+        for old in [k for k, at in self._seen.items() if at < forget_before]:
+            del self._seen[old]
+        if webhook_id in self._seen:
+            return False
+        self._seen[webhook_id] = sent_at
+        return True
+
+
 class Verifier:
-    def __init__(self, secret: str, clock: Clock, *, tolerance_s: int = 300) -> None:
+    def __init__(
+        self,
+        secret: str,
+        clock: Clock,
+        *,
+        tolerance_s: int = 300,
+        seen: SeenCalls | None = None,
+    ) -> None:
         self._webhook = Webhook(secret)
         self._clock = clock
         self._tolerance = timedelta(seconds=tolerance_s)
-        self._seen: dict[str, datetime] = {}
+        self._seen: SeenCalls = seen if seen is not None else CallMemory()
 
     def verify(
         self, method: str, path_and_query: str, headers: Mapping[str, str], body: bytes
@@ -82,14 +114,8 @@ class Verifier:
             hmac.compare_digest(expected, candidate) for candidate in _candidates(signatures)
         ):
             raise SignatureError("no matching signature")
-        self._forget_older_than(now - self._tolerance)
-        if msg_id in self._seen:
+        if not self._seen.claim(msg_id, sent_at, forget_before=now - self._tolerance):
             raise SignatureError("webhook-id already used (replay)")
-        self._seen[msg_id] = sent_at
-
-    def _forget_older_than(self, cutoff: datetime) -> None:
-        for old in [k for k, at in self._seen.items() if at < cutoff]:
-            del self._seen[old]
 
 
 def _signature_bytes(versioned: str) -> bytes:

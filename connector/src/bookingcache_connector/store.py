@@ -209,3 +209,58 @@ class StateStore:
             return None
         loaded: dict[str, Any] = json.loads(row[0])
         return loaded
+
+
+class StoredCalls:
+    """The ``webhook-id`` of every signed call accepted within the replay window, in a SQLite
+    file of the state directory, so a restarted connector, or another process on the same
+    directory, refuses a replay too (``signing.SeenCalls``).
+
+    A file of its own with ``synchronous=NORMAL``: an id survives the process, and only a power
+    cut in the five minutes after a call could let its replay through once; flushing the disk at
+    every call the service makes would cost more than that is worth. Ids whose window is over
+    are deleted at most every ``prune_s`` seconds."""
+
+    def __init__(self, path: Path, *, prune_s: float = 30.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
+        self._lock = threading.Lock()
+        self._prune_s = prune_s
+        self._pruned_at: float | None = None
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS seen_calls ("
+                "webhook_id TEXT PRIMARY KEY, sent_at INTEGER NOT NULL)"
+            )
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS ix_seen_calls_sent_at ON seen_calls (sent_at)"
+            )
+
+    @classmethod
+    def in_directory(cls, directory: Path) -> StoredCalls:
+        return cls(directory / "seen-calls.sqlite3")
+
+    def claim(self, webhook_id: str, sent_at: datetime, *, forget_before: datetime) -> bool:
+        cutoff = forget_before.timestamp()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._pruned_at is None or cutoff - self._pruned_at >= self._prune_s:
+                    self._db.execute("DELETE FROM seen_calls WHERE sent_at < ?", (int(cutoff),))
+                    self._pruned_at = cutoff
+                inserted = self._db.execute(
+                    "INSERT OR IGNORE INTO seen_calls (webhook_id, sent_at) VALUES (?, ?)",
+                    (webhook_id, int(sent_at.timestamp())),
+                ).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return inserted == 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
