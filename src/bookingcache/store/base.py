@@ -20,7 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPo
 from bookingcache.clock import Clock, SystemClock
 from bookingcache.errors import BookingCacheError, InvalidInput, StoreUnavailable
 from bookingcache.store import engine as engines
-from bookingcache.store.notices import Notices
+from bookingcache.store.notices import Announcer, Notices
 from bookingcache.store.port import CalendarChange
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,10 @@ class SqlBase:
         self._sync_raw: PoolProxiedConnection | None = None
         self._listeners: list[ChangeListener] = []
         self._rooms_listeners: list[RoomsListener] = []
-        # PostgreSQL: the connection listening for other processes' notices, once asked for.
+        # PostgreSQL: the connection listening for other processes' notices, once asked for,
+        # and the sender of notices announced after a commit.
         self._notices: Notices | None = None
+        self._announcer: Announcer | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -226,11 +228,23 @@ class SqlBase:
         if self.dialect != "postgresql":
             return False
         if self._notices is None:
-            dsn = self._engine.url.set(drivername="postgresql")
-            self._notices = Notices(dsn.render_as_string(hide_password=False))
+            self._notices = Notices(self._dsn())
             self._notices.start()
         self._notices.subscribe(channel, on_notice, on_connect=on_connect)
         return True
+
+    def announce(self, channel: str, detail: str = "") -> None:
+        """Tell other processes' listeners on ``channel``, soon and off this path (a write
+        just committed; ``notices.Announcer``). PostgreSQL only: nothing elsewhere."""
+        if self.dialect != "postgresql":
+            return
+        if self._announcer is None:
+            self._announcer = Announcer(self._dsn())
+        self._announcer.announce(channel, detail)
+
+    def _dsn(self) -> str:
+        """The database's URL as a plain driver connection takes it (PostgreSQL)."""
+        return self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
     def unlisten(self, channel: str, on_notice: Callable[[str], None]) -> None:
         if self._notices is not None:
@@ -270,6 +284,9 @@ class SqlBase:
         if self._notices is not None:
             notices, self._notices = self._notices, None
             await notices.close()
+        if self._announcer is not None:
+            announcer, self._announcer = self._announcer, None
+            await announcer.close()
         if self._sync_thread is not None:
             thread, self._sync_thread = self._sync_thread, None
             if self._sync_raw is not None:

@@ -1,7 +1,9 @@
 """Wake-ups between processes on PostgreSQL (``LISTEN``/``NOTIFY``).
 
-A transaction that creates refresh work or appends to the change feed also sends a notice on
-its channel (``notify``); PostgreSQL delivers it when, and only if, the transaction commits.
+A transaction that appends to the change feed also sends a notice on its channel (``notify``);
+PostgreSQL delivers it when, and only if, the transaction commits. Intake's commits, which
+follow one another as fast as the database allows, announce their jobs right after they
+commit instead (``Announcer``), so the notice costs their transaction no round trip.
 Every process that runs a worker, or answers availability, listens on one connection of its
 own (``Notices``), so a worker learns of another process's intake at once, and an API process
 of another process's refresh, instead of at its next poll.
@@ -61,10 +63,65 @@ async def notify(connection: AsyncConnection, channel: str, detail: str = "") ->
         await connection.execute(_NOTIFY, {"channel": channel, "payload": f"{origin()} {detail}"})
 
 
-def notify_sync(connection: Any, channel: str, detail: str = "") -> None:
-    """``notify`` on a synchronous SQLAlchemy connection."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(_NOTIFY, {"channel": channel, "payload": f"{origin()} {detail}"})
+class Announcer:
+    """Notices sent after the commit, off the committing path: ``announce`` returns at once;
+    one task sends them on a connection of its own, at most one per channel every ``gap_s``, and
+    what is announced meanwhile is folded into the next (the earliest due time of a channel
+    wins: ``detail`` is an ISO instant, or empty for "now"). The gap keeps a busy intake from
+    spending a statement per commit; it is well inside the sync's gather delay, so it delays
+    no refresh. A notice that cannot be sent is dropped: the listeners' polls find the work
+    anyway."""
+
+    def __init__(self, dsn: str, *, gap_s: float = 0.005) -> None:
+        self._dsn = dsn
+        self._gap_s = gap_s
+        self._connection: Any = None
+        self._waiting: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def announce(self, channel: str, detail: str = "") -> None:
+        known = self._waiting.get(channel)
+        if known is None or not detail or (known and detail < known):
+            self._waiting[channel] = detail
+        if self._task is None:
+            self._task = asyncio.create_task(self._send(), name="store announcements")
+
+    async def _send(self) -> None:
+        try:
+            while self._waiting:
+                waiting, self._waiting = self._waiting, {}
+                try:
+                    if self._connection is None or self._connection.is_closed():
+                        self._connection = await asyncpg.connect(
+                            self._dsn,
+                            timeout=5,
+                            server_settings={"application_name": "bookingcache announcer"},
+                        )
+                    for channel, detail in waiting.items():
+                        await self._connection.execute(
+                            "SELECT pg_notify($1, $2)", channel, f"{origin()} {detail}", timeout=5
+                        )
+                except Exception as exc:  # the polls are the safety net
+                    log.debug("store notices: could not announce %s: %s", list(waiting), exc)
+                    await self._disconnect()
+                await asyncio.sleep(self._gap_s)
+        finally:
+            self._task = None
+
+    async def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(connection.close(timeout=2))
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        self._waiting.clear()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._disconnect()
 
 
 @dataclass(slots=True)

@@ -160,6 +160,12 @@ class JobQueue:
             due = None
         self._notify(due)
 
+    def _committed(self, due: dt.datetime | None = None) -> None:
+        """A commit created or moved a job (due at ``due``; None: now): tell this process's
+        listeners, and other processes' (PostgreSQL)."""
+        self._notify(due)
+        self._store.announce(notices.JOBS_CHANNEL, "" if due is None else _utc_text(due))
+
     def add_listener(self, listener: Callable[[dt.datetime | None], None]) -> None:
         """``listener(due)`` is called after every commit that created or moved a job (same
         process), with the earliest due time among them (None: due now or not known)."""
@@ -255,7 +261,7 @@ class JobQueue:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("inbox: %d notifications, %d calendars to refresh", len(items), enqueued)
         if enqueued:
-            self._notify(max(now, received + dt.timedelta(seconds=self.coalesce_s)))
+            self._committed(max(now, received + dt.timedelta(seconds=self.coalesce_s)))
         return enqueued
 
     def _mark_upsert(self) -> Any:
@@ -317,7 +323,6 @@ class JobQueue:
                 for key, full in targets.items()
             ],
         )
-        notices.notify_sync(connection, notices.JOBS_CHANNEL, max(now, due).isoformat())
         return len(targets)
 
     def _append_rows_sqlite(
@@ -343,8 +348,8 @@ class JobQueue:
                     (tenant, *chunk),
                 )
                 known.update((tenant, mailbox) for (mailbox,) in rows)
-        stamp = _sqlite_instant(now)
-        notified = _sqlite_instant(received)
+        stamp = _utc_text(now)
+        notified = _utc_text(received)
         if mark is not None:
             raw.execute(_SQLITE_MARK_UPSERT, (*mark, stamp))
         raw.executemany(
@@ -357,7 +362,7 @@ class JobQueue:
         targets = {key: full for key, full in wanted.items() if key in known}
         if not targets:
             return 0
-        due = _sqlite_instant(received + dt.timedelta(seconds=self.coalesce_s))
+        due = _utc_text(received + dt.timedelta(seconds=self.coalesce_s))
         raw.executemany(
             _SQLITE_JOB_UPSERT,
             [
@@ -392,7 +397,7 @@ class JobQueue:
             }
             created = await connection.run_sync(lambda sync: self._enqueue(sync, todo, now=now))
         if created:
-            self._notify(min(due for due, _ in todo.values()))
+            self._committed(min(due for due, _ in todo.values()))
         return created
 
     async def _busy(
@@ -437,11 +442,7 @@ class JobQueue:
             index_where=jobs.c.locked_by.is_(None),
         )
         inserted = connection.execute(statement.values(rows))
-        created = max(inserted.rowcount or 0, 0)
-        if created:
-            earliest = min(due for due, _ in targets.values())
-            notices.notify_sync(connection, notices.JOBS_CHANNEL, max(now, earliest).isoformat())
-        return created
+        return max(inserted.rowcount or 0, 0)
 
     # --- workers -----------------------------------------------------------------------------
     async def claim(
@@ -711,7 +712,7 @@ class JobQueue:
                         last_error=error,
                     )
                 )
-        self._notify()
+        self._committed()
         return True
 
     # --- retention ---------------------------------------------------------------------------
@@ -806,8 +807,9 @@ _SQLITE_JOB_UPSERT = (
 )
 
 
-def _sqlite_instant(value: dt.datetime) -> str:
-    """An instant as ``UTCDateTime`` stores it on SQLite."""
+def _utc_text(value: dt.datetime) -> str:
+    """An instant as ISO text in UTC, so that texts compare as the instants do; also how
+    ``UTCDateTime`` stores an instant on SQLite."""
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
