@@ -166,6 +166,17 @@ def clock() -> FixedClock:
     return FixedClock(CLOCK_START)
 
 
+@pytest.fixture
+async def other_store(database_url: str) -> AsyncIterator[SqlStore]:
+    """The test database on a store of its own, as another service process would have it (no
+    in-process signals from the test's ``store``)."""
+    store = await open_store(database_url, migrate=False)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 @contextlib.asynccontextmanager
 async def opened_store(database_url: str, clock: FixedClock) -> AsyncIterator[SqlStore]:
     """A ``SqlStore`` on the migrated database at ``database_url``, closed on the way out."""

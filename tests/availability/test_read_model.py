@@ -6,25 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 
 import pytest
 
 from bookingcache.clock import FixedClock
 from bookingcache.readmodel import ReadModel
 from bookingcache.store import notices
-from bookingcache.store.sql import SqlStore, open_store
+from bookingcache.store.sql import SqlStore
 
 from .conftest import NOW, Tenant, event
-
-
-@pytest.fixture
-async def other_store(database_url: str) -> AsyncIterator[SqlStore]:
-    store = await open_store(database_url, migrate=False)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def test_another_process_follows_the_change_feed(

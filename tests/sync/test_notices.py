@@ -6,30 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import asyncpg
 import pytest
 
 from bookingcache.clock import FixedClock
 from bookingcache.store import notices
-from bookingcache.store.sql import SqlStore, open_store
+from bookingcache.store.sql import SqlStore
 from bookingcache.sync.model import InboxItem
 from bookingcache.sync.queue import JobQueue
 
 from .conftest import add_tenant
 
 _APP = "bookingcache notices"
-
-
-@pytest.fixture
-async def listening_store(database_url: str) -> AsyncIterator[SqlStore]:
-    """The same database on a store of its own, as another process would have it."""
-    store = await open_store(database_url, migrate=False)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def _recorder() -> tuple[list[dt.datetime | None], Callable[[dt.datetime | None], None]]:
@@ -51,29 +41,29 @@ async def _connected(store: SqlStore) -> None:
 
 
 async def test_on_sqlite_there_are_no_notices(
-    store: SqlStore, listening_store: SqlStore, clock: FixedClock
+    store: SqlStore, other_store: SqlStore, clock: FixedClock
 ) -> None:
     if store.dialect != "sqlite":
         pytest.skip("SQLite's case")
-    follower = JobQueue(listening_store, clock=clock)
+    follower = JobQueue(other_store, clock=clock)
     assert follower.follow_other_processes() is False
-    assert listening_store.notices is None
+    assert other_store.notices is None
 
 
 async def test_another_process_intake_wakes_the_worker_when_it_commits(
     store: SqlStore,
-    listening_store: SqlStore,
+    other_store: SqlStore,
     clock: FixedClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if store.dialect != "postgresql":
         pytest.skip("notices are PostgreSQL's")
     [room, *_] = await add_tenant(store)
-    follower = JobQueue(listening_store, clock=clock, coalesce_s=0.2)
+    follower = JobQueue(other_store, clock=clock, coalesce_s=0.2)
     heard, record = _recorder()
     follower.add_listener(record)
     assert follower.follow_other_processes() is True
-    await _connected(listening_store)
+    await _connected(other_store)
     await _until(lambda: heard == [None])  # connected: look once, something may be due
     writer = JobQueue(store, clock=clock, coalesce_s=0.2)
 
@@ -107,7 +97,7 @@ async def test_another_process_intake_wakes_the_worker_when_it_commits(
 
 async def test_a_lost_listening_connection_comes_back_and_says_so(
     store: SqlStore,
-    listening_store: SqlStore,
+    other_store: SqlStore,
     clock: FixedClock,
     database_url: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -115,18 +105,16 @@ async def test_a_lost_listening_connection_comes_back_and_says_so(
     if store.dialect != "postgresql":
         pytest.skip("notices are PostgreSQL's")
     [room, *_] = await add_tenant(store)
-    follower = JobQueue(listening_store, clock=clock)
+    follower = JobQueue(other_store, clock=clock)
     heard, record = _recorder()
     follower.add_listener(record)
     follower.follow_other_processes()
-    await _connected(listening_store)
+    await _connected(other_store)
     await _until(lambda: heard == [None])
 
     # The server drops the listening connection (a restart, a failover, an idle cut).
     admin = await asyncpg.connect(
-        listening_store.engine.url.set(drivername="postgresql").render_as_string(
-            hide_password=False
-        )
+        other_store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     )
     try:
         ended = await admin.fetchval(
@@ -140,7 +128,7 @@ async def test_a_lost_listening_connection_comes_back_and_says_so(
     # Listening again, it says so (what was sent meanwhile was missed: look now).
     await _until(lambda: len(heard) == 2, timeout_s=10)
     assert heard[1] is None
-    await _connected(listening_store)
+    await _connected(other_store)
 
     monkeypatch.setattr(notices._origin, "value", "another-process")
     await JobQueue(store, clock=clock).append_inbox([InboxItem("contoso", room)])
