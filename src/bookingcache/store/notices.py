@@ -69,12 +69,14 @@ class Announcer:
     what is announced meanwhile is folded into the next (the earliest due time of a channel
     wins: ``detail`` is an ISO instant, or empty for "now"). The gap keeps a busy intake from
     spending a statement per commit; it is well inside the sync's gather delay, so it delays
-    no refresh. A notice that cannot be sent is dropped: the listeners' polls find the work
-    anyway."""
+    no refresh. A notice that cannot be sent is dropped (the listeners' polls find the work
+    anyway), and the next is sent no sooner than ``retry_s`` later, so a database that is down
+    is not asked to connect at every commit attempt."""
 
-    def __init__(self, dsn: str, *, gap_s: float = 0.005) -> None:
+    def __init__(self, dsn: str, *, gap_s: float = 0.005, retry_s: float = 1.0) -> None:
         self._dsn = dsn
         self._gap_s = gap_s
+        self._retry_s = retry_s
         self._connection: Any = None
         self._waiting: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
@@ -104,6 +106,7 @@ class Announcer:
                 except Exception as exc:  # the polls are the safety net
                     log.debug("store notices: could not announce %s: %s", list(waiting), exc)
                     await self._disconnect()
+                    await asyncio.sleep(self._retry_s)
                 await asyncio.sleep(self._gap_s)
         finally:
             self._task = None
@@ -152,7 +155,6 @@ class Notices:
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self.connected = asyncio.Event()
-        self.received = 0
 
     def subscribe(
         self,
@@ -236,7 +238,6 @@ class Notices:
             sender, _, detail = payload.partition(" ")
             if sender == self._origin or subscription not in self._subscriptions:
                 return
-            self.received += 1
             try:
                 subscription.on_notice(detail)
             except Exception:  # a subscriber's failure must not stop the listening
