@@ -20,6 +20,7 @@ from bookingcache.errors import StoreUnavailable
 from bookingcache.intake.journal import IntakeJournal, JournalMetrics, journal_directory
 from bookingcache.readmodel import ReadModel
 from bookingcache.settings import Settings, admin_token_of, ensure_admin_token
+from bookingcache.store.notices import NoticesCollector
 from bookingcache.store.port import Store
 from bookingcache.store.sql import SqlStore, open_store
 from bookingcache.sync.queue import JobQueue
@@ -95,6 +96,8 @@ async def build_container(
     )
     read_model.attach()
     registry = metrics if metrics is not None else CollectorRegistry()
+    if isinstance(store, SqlStore) and store.dialect == "postgresql":
+        registry.register(NoticesCollector(lambda: store.notices))
     sync = SyncRuntime(store, clock=clock, settings=sync_settings, metrics=registry)
     # Opening the journal stores what earlier runs left in it, before the service listens.
     journal = journal_of(settings, store, sync.queue, clock=clock, metrics=registry)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 
@@ -94,3 +95,20 @@ async def test_the_sync_engines_metrics_are_in_the_apps_registry(
     samples = dict(line.split(" ", 1) for line in text.splitlines() if not line.startswith("#"))
     assert float(samples["bookingcache_sync_queue_depth"]) == 0
     assert float(samples["bookingcache_sync_refreshes_running"]) == 0
+
+
+async def test_on_postgresql_the_listening_connection_is_in_the_metrics(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """The read model listens for other processes' refreshes; an operator sees whether it
+    does, or has fallen back to polling."""
+    text = (await client.get("/metrics")).text
+    if database_url.startswith("sqlite"):
+        assert "bookingcache_store_notices_listening" not in text
+        return
+    deadline = asyncio.get_running_loop().time() + 10
+    while _sample(text, "bookingcache_store_notices_listening") != 1:
+        assert asyncio.get_running_loop().time() < deadline, text
+        await asyncio.sleep(0.05)
+        text = (await client.get("/metrics")).text
+    assert _sample(text, "bookingcache_store_notices_connections_total") >= 1

@@ -10,9 +10,11 @@ from collections.abc import Callable
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 
 from bookingcache.clock import FixedClock
 from bookingcache.store import notices
+from bookingcache.store.notices import NoticesCollector
 from bookingcache.store.sql import SqlStore
 from bookingcache.sync.model import InboxItem
 from bookingcache.sync.queue import JobQueue
@@ -109,8 +111,15 @@ async def test_a_lost_listening_connection_comes_back_and_says_so(
     heard, record = _recorder()
     follower.add_listener(record)
     follower.follow_other_processes()
+    registry = CollectorRegistry()
+    registry.register(NoticesCollector(lambda: other_store.notices))
+
+    def sample(name: str) -> float | None:
+        return registry.get_sample_value(f"bookingcache_store_notices_{name}")
+
     await _connected(other_store)
     await _until(lambda: heard == [None])
+    assert (sample("listening"), sample("connections_total")) == (1, 1)
 
     # The server drops the listening connection (a restart, a failover, an idle cut).
     admin = await asyncpg.connect(
@@ -130,6 +139,10 @@ async def test_a_lost_listening_connection_comes_back_and_says_so(
     assert heard[1] is None
     await _connected(other_store)
 
+    assert sample("connections_total") == 2
+
     monkeypatch.setattr(notices._origin, "value", "another-process")
     await JobQueue(store, clock=clock).append_inbox([InboxItem("contoso", room)])
     await _until(lambda: len(heard) == 3)
+    assert sample("received_total") == 1
+    assert sample("listening") == 1

@@ -23,11 +23,13 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -155,6 +157,9 @@ class Notices:
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self.connected = asyncio.Event()
+        # Since start: notices of other processes handed to subscribers, and connections made.
+        self.received = 0
+        self.connections = 0
 
     def subscribe(
         self,
@@ -200,6 +205,7 @@ class Notices:
                 connection.add_termination_listener(lambda _connection: self._lost.set())
                 await self._listen(connection, self._subscriptions)
                 self._connection = connection
+                self.connections += 1
                 self.connected.set()
                 delay = self._retry_s[0]
                 self._caught_up()
@@ -238,6 +244,7 @@ class Notices:
             sender, _, detail = payload.partition(" ")
             if sender == self._origin or subscription not in self._subscriptions:
                 return
+            self.received += 1
             try:
                 subscription.on_notice(detail)
             except Exception:  # a subscriber's failure must not stop the listening
@@ -252,3 +259,30 @@ class Notices:
                     subscription.on_connect()
                 except Exception:
                     log.exception("store notices: %s subscriber failed", subscription.channel)
+
+
+class NoticesCollector(Collector):
+    """The listening connection of ``source()`` (a store's ``notices``, None until something
+    listens) as Prometheus metrics, read when they are scraped."""
+
+    def __init__(self, source: Callable[[], Notices | None]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        notices = self._source()
+        yield GaugeMetricFamily(
+            "bookingcache_store_notices_listening",
+            "1 while this process listens for other processes' notices (PostgreSQL), else 0: "
+            "then it learns of their work only by polling",
+            value=1 if notices is not None and notices.connected.is_set() else 0,
+        )
+        yield CounterMetricFamily(
+            "bookingcache_store_notices_received",
+            "Notices of other processes received (PostgreSQL)",
+            value=notices.received if notices is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "bookingcache_store_notices_connections",
+            "Listening connections made (PostgreSQL); more than one means it was lost",
+            value=notices.connections if notices is not None else 0,
+        )
