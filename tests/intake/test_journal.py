@@ -486,6 +486,29 @@ async def test_with_fsync_a_failed_flush_answers_503_and_the_next_round_is_flush
     assert sorted(entry["id"] for entry in await _stored(store)) == ["e0", "e1"]
 
 
+async def test_with_fsync_a_failed_flush_also_refuses_what_was_written_meanwhile(
+    store: SqlStore, journals: Opener, flushes: _Flushes
+) -> None:
+    [room, *_] = await add_tenant(store)
+    journal = journals(ingest_interval_s=60, fsync=True)
+    await journal.open()
+    flushes.fail = 1
+    flushes.go.clear()
+    first = journal.append(_changes(room, 1))
+    while not flushes.calls:
+        await asyncio.sleep(0.001)
+    # Written to the same file while its flush runs (and then fails): after a failed flush a
+    # later one may succeed without the lost pages, so this is refused too.
+    second = journal.append(_changes(room, 1, start=1))
+    await asyncio.sleep(0.01)
+    flushes.go.set()
+    for request in (first, second):
+        with pytest.raises(NotPersisted):
+            await request
+    await journal.append(_changes(room, 1, start=2))
+    assert len(flushes.calls) == 2
+
+
 async def test_without_fsync_nothing_is_flushed(
     store: SqlStore, journals: Opener, flushes: _Flushes
 ) -> None:

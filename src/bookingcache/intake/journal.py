@@ -399,6 +399,10 @@ class IntakeJournal:
                         os.close(fd)
                 except OSError as exc:
                     log.error("intake journal: could not flush %s to disk: %s", self.slot, exc)
+                    # Whatever was written to this file since is refused too: after a failed
+                    # flush, a later one may succeed without the lost pages being on disk.
+                    waiters += self._unflushed
+                    self._unflushed = []
                     _refuse(waiters, exc)
                     with contextlib.suppress(OSError):
                         self._next_segment()
