@@ -52,7 +52,8 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
         return pool.submit(asyncio.run, main()).result()
 
 
-def _asyncpg_dsn(url: str) -> str:
+def asyncpg_dsn(url: str) -> str:
+    """A database URL as asyncpg's own ``connect`` takes it."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
@@ -88,7 +89,7 @@ def _postgres_url() -> Iterator[str | None]:
     server = make_url(server_url)
     name = f"{_DATABASE_PREFIX}{_HOST}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     test_url = server.set(database=name).render_as_string(hide_password=False)
-    maintenance = _asyncpg_dsn(server_url)
+    maintenance = asyncpg_dsn(server_url)
 
     async def create() -> None:
         conn = await asyncpg.connect(maintenance, timeout=10)
@@ -153,7 +154,7 @@ async def database_url(
         shutil.copyfile(_sqlite_template, path)
         return f"sqlite:///{path}"
     assert _postgres_url is not None
-    conn = await asyncpg.connect(_asyncpg_dsn(_postgres_url), timeout=10)
+    conn = await asyncpg.connect(asyncpg_dsn(_postgres_url), timeout=10)
     try:
         await conn.execute(_CLEAR)
     finally:
@@ -169,17 +170,17 @@ def clock() -> FixedClock:
 @pytest.fixture
 async def other_store(database_url: str) -> AsyncIterator[SqlStore]:
     """The test database on a store of its own, as another service process would have it (no
-    in-process signals from the test's ``store``)."""
-    store = await open_store(database_url, migrate=False)
-    try:
-        yield store
-    finally:
-        await store.close()
+    in-process signals from the test's ``store``; the system clock)."""
+    async with opened_store(database_url) as opened:
+        yield opened
 
 
 @contextlib.asynccontextmanager
-async def opened_store(database_url: str, clock: FixedClock) -> AsyncIterator[SqlStore]:
-    """A ``SqlStore`` on the migrated database at ``database_url``, closed on the way out."""
+async def opened_store(
+    database_url: str, clock: FixedClock | None = None
+) -> AsyncIterator[SqlStore]:
+    """A ``SqlStore`` on the migrated database at ``database_url``, closed on the way out
+    (on the system clock unless given one)."""
     opened = await open_store(database_url, migrate=False, clock=clock)
     try:
         yield opened

@@ -35,6 +35,8 @@ from bookingcache.store.schema import (
 )
 from bookingcache.store.sql import SqlStore, open_store
 
+from ..conftest import asyncpg_dsn
+
 POSTGRES_ENV = "BOOKINGCACHE_TEST_DATABASE_URL"
 
 
@@ -160,9 +162,7 @@ async def _scratch_postgres(purpose: str) -> AsyncIterator[tuple[str, asyncpg.Co
     maintenance database (to drop it sooner)."""
     server = make_url(os.environ[POSTGRES_ENV])
     name = f"bookingcache_{purpose}_{uuid.uuid4().hex[:8]}"
-    maintenance = await asyncpg.connect(
-        server.set(drivername="postgresql").render_as_string(hide_password=False), timeout=10
-    )
+    maintenance = await asyncpg.connect(asyncpg_dsn(os.environ[POSTGRES_ENV]), timeout=10)
     try:
         await maintenance.execute(f'CREATE DATABASE "{name}"')
         try:

@@ -19,14 +19,10 @@ from bookingcache.store.sql import SqlStore
 from bookingcache.sync.model import InboxItem
 from bookingcache.sync.queue import JobQueue
 
+from ..conftest import asyncpg_dsn
 from .conftest import add_tenant
 
 _APP = "bookingcache notices"
-
-
-def _recorder() -> tuple[list[dt.datetime | None], Callable[[dt.datetime | None], None]]:
-    heard: list[dt.datetime | None] = []
-    return heard, heard.append
 
 
 async def _until(check: Callable[[], bool], *, timeout_s: float = 5.0) -> None:
@@ -40,6 +36,20 @@ async def _until(check: Callable[[], bool], *, timeout_s: float = 5.0) -> None:
 async def _connected(store: SqlStore) -> None:
     assert store.notices is not None
     await asyncio.wait_for(store.notices.connected.wait(), 10)
+
+
+async def _follower(
+    store: SqlStore, clock: FixedClock, **options: float
+) -> tuple[JobQueue, list[dt.datetime | None]]:
+    """A queue on ``store`` following other processes, and what its listener heard; returned
+    once it listens and has had its first look (something may be due)."""
+    follower = JobQueue(store, clock=clock, **options)
+    heard: list[dt.datetime | None] = []
+    follower.add_listener(heard.append)
+    assert follower.follow_other_processes() is True
+    await _connected(store)
+    await _until(lambda: heard == [None])
+    return follower, heard
 
 
 async def test_on_sqlite_there_are_no_notices(
@@ -61,12 +71,7 @@ async def test_another_process_intake_wakes_the_worker_when_it_commits(
     if store.dialect != "postgresql":
         pytest.skip("notices are PostgreSQL's")
     [room, *_] = await add_tenant(store)
-    follower = JobQueue(other_store, clock=clock, coalesce_s=0.2)
-    heard, record = _recorder()
-    follower.add_listener(record)
-    assert follower.follow_other_processes() is True
-    await _connected(other_store)
-    await _until(lambda: heard == [None])  # connected: look once, something may be due
+    follower, heard = await _follower(other_store, clock, coalesce_s=0.2)
     writer = JobQueue(store, clock=clock, coalesce_s=0.2)
 
     # This process's own commit: its listeners were told in-process; the notice is ignored.
@@ -107,24 +112,17 @@ async def test_a_lost_listening_connection_comes_back_and_says_so(
     if store.dialect != "postgresql":
         pytest.skip("notices are PostgreSQL's")
     [room, *_] = await add_tenant(store)
-    follower = JobQueue(other_store, clock=clock)
-    heard, record = _recorder()
-    follower.add_listener(record)
-    follower.follow_other_processes()
     registry = CollectorRegistry()
     registry.register(NoticesCollector(lambda: other_store.notices))
 
     def sample(name: str) -> float | None:
         return registry.get_sample_value(f"bookingcache_store_notices_{name}")
 
-    await _connected(other_store)
-    await _until(lambda: heard == [None])
+    _, heard = await _follower(other_store, clock)
     assert (sample("listening"), sample("connections_total")) == (1, 1)
 
     # The server drops the listening connection (a restart, a failover, an idle cut).
-    admin = await asyncpg.connect(
-        other_store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    )
+    admin = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         ended = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
