@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from bookingcache.api.app import create_app
 from bookingcache.orchestration.settings import OrchestrationSettings
 from bookingcache.settings import Settings
+from bookingcache.sync.settings import GraphSettings, GraphTenantSettings, SyncSettings
 from bookingcache_connector.app import create_app as create_connector_app
 from bookingcache_connector.bootstrap import build_connector
 from bookingcache_connector.config import Settings as ConnectorSettings
@@ -83,6 +84,8 @@ class World:
     read_token: str = ""
     signing_secret: str = ""
     rooms: list[dict[str, Any]] = field(default_factory=list)
+    # The connector sends the changed calendars' windows with its relay calls (``push``).
+    push_events: bool = False
 
     @property
     def hub(self) -> SubscriptionHub:
@@ -106,6 +109,7 @@ class World:
             state_dir=self.tmp / "connector",
             renew_every_s=0,
             relay_max_backoff_s=0.5,
+            push_events=self.push_events,
         )
         app = create_connector_app(build=lambda: build_connector(settings))
         self.stack.enter_context(serve_in_thread(app, sock))
@@ -140,7 +144,11 @@ def deployment(
     *,
     orchestration: OrchestrationSettings,
     alternative: int = 1,
+    event_source: str = "connector",
 ) -> Iterator[World]:
+    """The deployment; ``event_source`` is the tenant's: ``connector`` (the worker reads the
+    connector), ``graph`` (the worker reads the emulator with the service's own app, calendarView
+    delta) or ``push`` (the connector's relay calls carry the windows)."""
     from graph_emulator.config import EmulatorConfig
     from graph_emulator.seed import seed_demo
     from graph_emulator.state import new_state
@@ -162,7 +170,20 @@ def deployment(
             admin_token=SecretStr(ADMIN),
             run_worker=True,
         )
-        app = create_app(settings)
+        sync_settings = None
+        if event_source == "graph":
+            full = apps["full"]
+            sync_settings = SyncSettings(
+                graph=GraphSettings(
+                    client_id=full.client_id,
+                    client_secret=SecretStr(full.client_secret),
+                    authority_host=emulator.root,
+                    graph_base_url=emulator.base_url,
+                    ca_bundle=str(cert),
+                    tenants={TENANT: GraphTenantSettings(directory_tenant=state.tenant_id)},
+                )
+            )
+        app = create_app(settings, sync_settings=sync_settings)
         if alternative == 2:
             orchestration = orchestration.model_copy(
                 update={"notification_modes": {TENANT: "relay"}}
@@ -189,6 +210,7 @@ def deployment(
             control=control,
             tmp=tmp,
             stack=stack,
+            push_events=event_source == "push",
         )
         connector_url = f"http://127.0.0.1:{connector_sock.getsockname()[1]}"
         created = admin.post(
@@ -197,6 +219,7 @@ def deployment(
                 "id": TENANT,
                 "name": "Contoso",
                 "connector_url": connector_url,
+                "event_source": event_source,
                 "default_time_zone": "Europe/Berlin",
             },
         )

@@ -31,6 +31,7 @@ from bookingcache.api.request_id import RequestIdMiddleware
 from bookingcache.bootstrap import build_container
 from bookingcache.clock import Clock
 from bookingcache.settings import Settings
+from bookingcache.sync.settings import SyncSettings
 
 # Request bodies are small JSON documents; the room import is allowed more (see create_app).
 MAX_BODY_BYTES = 1024 * 1024
@@ -62,12 +63,18 @@ class ServiceApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, sync_settings: SyncSettings | None = None
+) -> FastAPI:
+    """The service's app. The sync engine's knobs come from ``sync_settings``, or else from the
+    environment (``BOOKINGCACHE_SYNC_*``)."""
     registry = CollectorRegistry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        container = await build_container(settings, clock=clock, metrics=registry)
+        container = await build_container(
+            settings, clock=clock, metrics=registry, sync_settings=sync_settings
+        )
         app.state.container = container
         try:
             yield
