@@ -7,11 +7,15 @@ reach the availability API through the whole deployment, for each way in and eac
   connector (``connector``), or applies the window the relay call carried (``push``; a push
   needs the relay, so it has no Alternative 1).
 
-Every change is made through the emulator's control API and is seen only through notifications
-(the reconciliation sweep's bound is far away), as the map platform's reader sees it."""
+Every change is made through the emulator's control API and read back from the availability
+API with the tenant's read token, as the map platform reads it. The first test sees changes
+only through notifications (the reconciliation sweep's bound is far away); the second adds
+Graph's faults (duplicated, reordered, delayed and dropped notifications, throttling, 503s,
+timeouts, expired delta tokens) and a short sweep bound, and every room must converge."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,56 +71,79 @@ class Room:
                 spans.append((start, end))
         return spans
 
-    def shows(self, *spans: Span) -> None:
-        wait_for(lambda: self.night_busy() == sorted(spans), what=f"availability shows {spans}")
+    def shows(self, *spans: Span, timeout_s: float = 20.0) -> None:
+        wait_for(
+            lambda: self.night_busy() == sorted(spans),
+            timeout_s=timeout_s,
+            what=f"availability of {self.room_id} shows {spans}",
+        )
+
+    def subscribed(self, *, first_read: bool) -> None:
+        """Wait until Graph holds the calendar's subscription, the service recorded it and,
+        with ``first_read``, read the calendar once."""
+        subscription = wait_for(
+            lambda: self.world.graph_subscriptions().get(self.mailbox), what="subscribed at Graph"
+        )
+        wait_for(
+            lambda: (
+                (row := self.world.health().get(self.mailbox, {})).get("subscription_id")
+                == subscription["id"]
+                and (row["last_success_at"] or not first_read)
+            ),
+            what="the service recorded the subscription (and read the calendar)",
+        )
 
     # --- changes made in the room's calendar, as Exchange makes them --------------------------
     def control(self, method: str, path: str, body: dict[str, object] | None = None) -> dict:
-        answer = self.world.control.request(
-            method, f"/mailboxes/{self.mailbox}{path}", json=body
-        )
+        answer = self.world.control.request(method, f"/mailboxes/{self.mailbox}{path}", json=body)
         assert answer.status_code in (200, 201, 204), answer.text
         return answer.json() if answer.status_code != 204 else {}
 
     def book(self, span: Span, **extra: object) -> str:
         organizer = next(m for m in self.world.emulator.state.directory.all() if not m.is_room)
         body = {"organizer": organizer.upn, "subject": "Review", **extra}
-        created = self.control("POST", "/bookings", {**body, "start": _z(span[0]), "end": _z(span[1])})
+        created = self.control(
+            "POST", "/bookings", {**body, "start": _z(span[0]), "end": _z(span[1])}
+        )
         return str(created["id"])
 
+    def move(self, event_id: str, span: Span) -> None:
+        self.control("POST", f"/events/{event_id}/move", {"start": _z(span[0]), "end": _z(span[1])})
 
-@pytest.fixture
-def reader_of() -> Iterator[dict[str, httpx.Client]]:
-    clients: dict[str, httpx.Client] = {}
-    yield clients
-    for client in clients.values():
-        client.close()
+
+@contextlib.contextmanager
+def _deployed(
+    tmp_path: Path, alternative: int, source: str, *, rooms: int
+) -> Iterator[tuple[World, list[Room]]]:
+    """The deployment with ``rooms`` rooms linked and subscribed (and, unless the source is
+    ``push``, read once), and a reader client of the map platform (the tenant's read token)."""
+    with (
+        deployment(
+            tmp_path, orchestration=FAST, alternative=alternative, event_source=source
+        ) as world,
+        httpx.Client(
+            base_url=world.service_url,
+            headers={"Authorization": f"Bearer {world.read_token}"},
+            timeout=30,
+        ) as reader,
+    ):
+        linked = []
+        for index in range(1, rooms + 1):
+            mailbox = world.rooms[index]["upn"]
+            world.link(f"hall-{index}", mailbox)
+            linked.append(Room(world, f"hall-{index}", mailbox, reader))
+        for room in linked:
+            room.subscribed(first_read=source != "push")
+        yield world, linked
 
 
 @pytest.mark.parametrize(
     ("alternative", "source"), CASES, ids=[f"alt{a}-{source}" for a, source in CASES]
 )
 def test_booked_moved_cancelled_and_an_edited_occurrence_show_in_availability(
-    tmp_path: Path, alternative: int, source: str, reader_of: dict[str, httpx.Client]
+    tmp_path: Path, alternative: int, source: str
 ) -> None:
-    with deployment(
-        tmp_path, orchestration=FAST, alternative=alternative, event_source=source
-    ) as world:
-        mailbox = world.rooms[1]["upn"]
-        world.link("hall", mailbox)
-        subscription = wait_for(
-            lambda: world.graph_subscriptions().get(mailbox), what="subscribed at Graph"
-        )
-        wait_for(
-            lambda: world.health().get(mailbox, {}).get("subscription_id") == subscription["id"],
-            what="the service recorded the subscription",
-        )
-        reader = reader_of["hall"] = httpx.Client(
-            base_url=world.service_url,
-            headers={"Authorization": f"Bearer {world.read_token}"},
-            timeout=30,
-        )
-        room = Room(world, "hall", mailbox, reader)
+    with _deployed(tmp_path, alternative, source, rooms=1) as (world, [room]):
         assert room.night_busy() == []
 
         meeting = (room.at(0, 2), room.at(0, 3))
@@ -124,7 +151,7 @@ def test_booked_moved_cancelled_and_an_edited_occurrence_show_in_availability(
         room.shows(meeting)
 
         moved = (room.at(0, 4), room.at(0, 4.5))
-        room.control("POST", f"/events/{booking}/move", {"start": _z(moved[0]), "end": _z(moved[1])})
+        room.move(booking, moved)
         room.shows(moved)
 
         # The organizer cancels: the room's copy stays, marked cancelled, and is free again.
@@ -154,6 +181,67 @@ def test_booked_moved_cancelled_and_an_edited_occurrence_show_in_availability(
         )
         room.shows(daily[0], edited, daily[2])
 
-        health = world.health()[mailbox]
+        health = world.health()[room.mailbox]
         assert health["last_notification_at"] is not None
         assert health["state"] == "healthy"
+
+
+@pytest.mark.parametrize(
+    ("alternative", "source"), CASES, ids=[f"alt{a}-{source}" for a, source in CASES]
+)
+def test_graph_faults_and_lost_notifications_still_converge(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    alternative: int,
+    source: str,
+) -> None:
+    # A short reconciliation bound: what a dropped notification leaves stale is read again.
+    monkeypatch.setenv("BOOKINGCACHE_SYNC_SWEEP_BOUND_S", "2")
+    monkeypatch.setenv("BOOKINGCACHE_SYNC_SWEEP_INTERVAL_S", "0.5")
+    with _deployed(tmp_path, alternative, source, rooms=3) as (world, rooms):
+        control = world.control
+        notification_faults = [
+            {"kind": "duplicate", "probability": 0.3},
+            {"kind": "reorder", "probability": 0.3},
+            {"kind": "delay", "probability": 0.2, "delay_s": 1.0},
+        ]
+        if source != "push":
+            # A push tenant has nothing the service could read again: it relies on the
+            # connector's relay (docs/sync.md, "push").
+            notification_faults.append({"kind": "drop", "probability": 0.2})
+        for fault in notification_faults:
+            assert control.post("/faults/notifications", json=fault).status_code == 201
+        # Each room's next Graph requests fail: a 429 storm, 503s, requests that time out.
+        mailbox_faults = [
+            {"kind": "throttle", "count": 4, "retry_after_s": 1},
+            {"kind": "unavailable", "count": 3, "retry_after_s": 1},
+            {"kind": "timeout", "count": 2, "timeout_s": 1.0},
+        ]
+        for room, fault in zip(rooms, mailbox_faults, strict=True):
+            answer = control.post("/faults/mailboxes", json={**fault, "mailbox": room.mailbox})
+            assert answer.status_code == 201, answer.text
+
+        expected: dict[str, list[Span]] = {}
+        for room in rooms:
+            first = room.book((room.at(0, 2), room.at(0, 3)))
+            second = room.book((room.at(1, 2), room.at(1, 2.5)))
+            moved = (room.at(0, 4), room.at(0, 4.5))
+            room.move(first, moved)
+            room.control("DELETE", f"/events/{second}")
+            expected[room.room_id] = [moved]
+        # Every delta token Graph handed out expires: the next round must start over.
+        assert control.post("/delta/expire", json={}).status_code == 200
+        for room in rooms:
+            late = (room.at(2, 3), room.at(2, 3.5))
+            room.book(late)
+            expected[room.room_id].append(late)
+
+        for room in rooms:
+            room.shows(*expected[room.room_id], timeout_s=90)
+        faults = control.get("/faults").json()
+        fired = {kind: f["fired"] for kind, f in faults["notifications"].items()}
+        assert all(count > 0 for count in fired.values()), fired
+        assert all(f["fired"] > 0 for f in faults["mailboxes"].values()), faults["mailboxes"]
+        counters = control.get("/counters").json()
+        assert counters["throttled"] > 0
+        assert max(counters["max_concurrency_per_mailbox"].values()) <= 4
