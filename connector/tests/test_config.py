@@ -35,6 +35,7 @@ def test_defaults_point_at_microsoft() -> None:
     assert settings.graph_url == "https://graph.microsoft.com/v1.0"
     assert settings.is_microsoft_authority and settings.push_events is False
     assert settings.renew_below_hours == 48 and settings.expiration_minutes <= 10_080
+    assert (settings.push_reconcile_s, settings.push_reconcile_rate_per_s) == (900.0, 5.0)
 
 
 def test_all_settings_read_from_the_environment(tmp_path: Path) -> None:
@@ -48,8 +49,11 @@ def test_all_settings_read_from_the_environment(tmp_path: Path) -> None:
             "CONNECTOR_CLIENT_STATES": "a, b",
             "CONNECTOR_WEBHOOK_SECRET": "whsec_QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB",
             "CONNECTOR_STATE_DIR": str(tmp_path),
+            "CONNECTOR_PUSH_RECONCILE_S": "300",
+            "CONNECTOR_PUSH_RECONCILE_RATE": "0.5",
         }
     )
+    assert (settings.push_reconcile_s, settings.push_reconcile_rate_per_s) == (300.0, 0.5)
     assert not settings.is_microsoft_authority
     assert settings.graph_url == "https://127.0.0.1:8443/v1.0"
     assert (settings.push_events, settings.window_days, settings.client_states) == (
@@ -67,6 +71,8 @@ def test_all_settings_read_from_the_environment(tmp_path: Path) -> None:
         {**BASE, "CONNECTOR_PUSH_EVENTS": "perhaps"},
         {**BASE, "CONNECTOR_WINDOW_DAYS": "two"},
         {**BASE, "CONNECTOR_WEBHOOK_SECRET": "shared-password"},
+        {**BASE, "CONNECTOR_PUSH_RECONCILE_S": "-1"},
+        {**BASE, "CONNECTOR_PUSH_RECONCILE_RATE": "0"},
     ],
 )
 def test_bad_settings_are_named(env: dict[str, str]) -> None:

@@ -12,7 +12,7 @@ from bookingcache_connector.signing import Signer
 from .conftest import WEBHOOK_SECRET
 from .fakes import FakeClock, FakeGraph, sample
 from .receiver import Receiver
-from .test_relay import A1, B2, known_subscriptions, relay_connector
+from .test_relay import A1, B2, C3, known_subscriptions, relay_connector
 
 BASE = "https://contoso-connector.azurewebsites.net"
 
@@ -147,3 +147,15 @@ def test_function_app_module_builds_nothing_at_import(tmp_path: Any, monkeypatch
     names = {f.get_function_name() for f in module.app.get_functions()}
     assert {"subscriptions", "graph_notifications", "renew_subscriptions"} <= names
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_the_relay_timer_pushes_the_reconciliations_windows(
+    make_connector: Any, graph: FakeGraph
+) -> None:
+    known_subscriptions(graph)
+    receiver = Receiver(WEBHOOK_SECRET)
+    connector = relay_connector(make_connector, receiver, push_events=True)
+    await connector.subscriptions.list_all()
+    await handlers(connector)["relay_drain"](None)
+    [call] = receiver.accepted
+    assert sorted(window["mailbox"] for window in call["windows"]) == [A1, B2, C3]

@@ -200,6 +200,65 @@ async def test_push_mode_sends_the_basic_window(
     assert call["resync"] == [B2]  # its window could not be read: the service must resync it
 
 
+async def test_push_mode_reconciles_every_calendar_within_the_bound(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    known_subscriptions(graph)
+    receiver = Receiver(WEBHOOK_SECRET)
+    connector = relay_connector(make_connector, receiver, push_events=True, push_reconcile_s=100.0)
+    relay = connector.relay
+    assert relay is not None and relay.reconciles
+    await connector.subscriptions.list_all()
+
+    def pushed_in_last_call() -> list[str]:
+        return sorted(window["mailbox"] for window in receiver.accepted[-1]["windows"])
+
+    # Never pushed: due at once, at most the budget per pass, in a stable order.
+    assert relay.reconcile(budget=2) == 2
+    assert await relay.drain() is None
+    assert receiver.accepted[-1]["resync"] == [A1, B2]
+    assert pushed_in_last_call() == [A1, B2]
+    assert relay.reconcile(budget=2) == 1
+    assert await relay.drain() is None
+    assert pushed_in_last_call() == [C3]
+    assert relay.reconcile(budget=10) == 0  # every window is fresh
+
+    # A change notification's window counts as a push: only the others come due again.
+    # (The fake clock stays within the signature tolerance of the receiver's real clock.)
+    await clock.sleep(60)
+    await post(create_app(connector), "/graph/notifications", json.dumps(BATCH).encode())
+    assert await relay.drain() is None
+    assert pushed_in_last_call() == [A1, B2]
+    await clock.sleep(41)
+    assert relay.reconcile(budget=10) == 1
+    assert await relay.drain() is None
+    assert pushed_in_last_call() == [C3]
+
+    # A resync the service could not take waits in the inbox; it is not queued twice.
+    await clock.sleep(101)
+    receiver.down = True
+    assert relay.reconcile(budget=10) == 3
+    assert await relay.drain() is not None
+    assert relay.reconcile(budget=10) == 0
+    receiver.down = False
+    assert await relay.drain() is None
+    assert sorted(receiver.accepted[-1]["resync"]) == [A1, B2, C3]
+    assert connector.store.pending_count() == 0
+
+
+async def test_reconciliation_needs_pushed_events_and_a_bound(
+    make_connector: Any, graph: FakeGraph
+) -> None:
+    known_subscriptions(graph)
+    receiver = Receiver(WEBHOOK_SECRET)
+    for over in ({}, {"push_events": True, "push_reconcile_s": 0.0}):
+        connector = relay_connector(make_connector, receiver, **over)
+        await connector.subscriptions.list_all()
+        assert connector.relay is not None and not connector.relay.reconciles
+        assert connector.relay.reconcile(budget=10) == 0
+        assert connector.store.pending_count() == 0
+
+
 async def test_unknown_subscription_resolved_from_a_fresh_listing(
     make_connector: Any, graph: FakeGraph
 ) -> None:

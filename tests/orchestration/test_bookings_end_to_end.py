@@ -11,7 +11,8 @@ Every change is made through the emulator's control API and read back from the a
 API with the tenant's read token, as the map platform reads it. The first test sees changes
 only through notifications (the reconciliation sweep's bound is far away); the second adds
 Graph's faults (duplicated, reordered, delayed and dropped notifications, throttling, 503s,
-timeouts, expired delta tokens) and a short sweep bound, and every room must converge."""
+timeouts, expired delta tokens) and short reconciliation bounds (the service's sweep, and the
+connector's pushes for ``push``), and every room must converge."""
 
 from __future__ import annotations
 
@@ -78,9 +79,9 @@ class Room:
             what=f"availability of {self.room_id} shows {spans}",
         )
 
-    def subscribed(self, *, first_read: bool) -> None:
-        """Wait until Graph holds the calendar's subscription, the service recorded it and,
-        with ``first_read``, read the calendar once."""
+    def subscribed(self) -> None:
+        """Wait until Graph holds the calendar's subscription, the service recorded it and its
+        cache holds the calendar."""
         subscription = wait_for(
             lambda: self.world.graph_subscriptions().get(self.mailbox), what="subscribed at Graph"
         )
@@ -88,9 +89,9 @@ class Room:
             lambda: (
                 (row := self.world.health().get(self.mailbox, {})).get("subscription_id")
                 == subscription["id"]
-                and (row["last_success_at"] or not first_read)
+                and row["last_success_at"]
             ),
-            what="the service recorded the subscription (and read the calendar)",
+            what="the service recorded the subscription and read the calendar",
         )
 
     # --- changes made in the room's calendar, as Exchange makes them --------------------------
@@ -113,13 +114,18 @@ class Room:
 
 @contextlib.contextmanager
 def _deployed(
-    tmp_path: Path, alternative: int, source: str, *, rooms: int
+    tmp_path: Path, alternative: int, source: str, *, rooms: int, push_reconcile_s: float = 900.0
 ) -> Iterator[tuple[World, list[Room]]]:
-    """The deployment with ``rooms`` rooms linked and subscribed (and, unless the source is
-    ``push``, read once), and a reader client of the map platform (the tenant's read token)."""
+    """The deployment with ``rooms`` rooms linked, subscribed and read once (pushed once, for
+    ``push``: the connector's reconciliation pushes a new calendar's window at once), and a
+    reader client of the map platform (the tenant's read token)."""
     with (
         deployment(
-            tmp_path, orchestration=FAST, alternative=alternative, event_source=source
+            tmp_path,
+            orchestration=FAST,
+            alternative=alternative,
+            event_source=source,
+            push_reconcile_s=push_reconcile_s,
         ) as world,
         httpx.Client(
             base_url=world.service_url,
@@ -133,7 +139,7 @@ def _deployed(
             world.link(f"hall-{index}", mailbox)
             linked.append(Room(world, f"hall-{index}", mailbox, reader))
         for room in linked:
-            room.subscribed(first_read=source != "push")
+            room.subscribed()
         yield world, linked
 
 
@@ -198,17 +204,18 @@ def test_graph_faults_and_lost_notifications_still_converge(
     # A short reconciliation bound: what a dropped notification leaves stale is read again.
     monkeypatch.setenv("BOOKINGCACHE_SYNC_SWEEP_BOUND_S", "2")
     monkeypatch.setenv("BOOKINGCACHE_SYNC_SWEEP_INTERVAL_S", "0.5")
-    with _deployed(tmp_path, alternative, source, rooms=3) as (world, rooms):
+    # A short reconciliation bound at the connector too, for the push source.
+    with _deployed(tmp_path, alternative, source, rooms=3, push_reconcile_s=2.0) as (
+        world,
+        rooms,
+    ):
         control = world.control
         notification_faults = [
             {"kind": "duplicate", "probability": 0.3},
             {"kind": "reorder", "probability": 0.3},
             {"kind": "delay", "probability": 0.2, "delay_s": 1.0},
+            {"kind": "drop", "probability": 0.2},
         ]
-        if source != "push":
-            # A push tenant has nothing the service could read again: it relies on the
-            # connector's relay (docs/sync.md, "push").
-            notification_faults.append({"kind": "drop", "probability": 0.2})
         for fault in notification_faults:
             assert control.post("/faults/notifications", json=fault).status_code == 201
         # Each room's next Graph requests fail: a 429 storm, 503s, requests that time out.

@@ -84,8 +84,10 @@ class World:
     read_token: str = ""
     signing_secret: str = ""
     rooms: list[dict[str, Any]] = field(default_factory=list)
-    # The connector sends the changed calendars' windows with its relay calls (``push``).
+    # The connector sends the changed calendars' windows with its relay calls (``push``), and
+    # every calendar's window at least every ``push_reconcile_s``.
     push_events: bool = False
+    push_reconcile_s: float = 900.0
 
     @property
     def hub(self) -> SubscriptionHub:
@@ -110,6 +112,7 @@ class World:
             renew_every_s=0,
             relay_max_backoff_s=0.5,
             push_events=self.push_events,
+            push_reconcile_s=self.push_reconcile_s,
         )
         app = create_connector_app(build=lambda: build_connector(settings))
         self.stack.enter_context(serve_in_thread(app, sock))
@@ -145,6 +148,7 @@ def deployment(
     orchestration: OrchestrationSettings,
     alternative: int = 1,
     event_source: str = "connector",
+    push_reconcile_s: float = 900.0,
 ) -> Iterator[World]:
     """The deployment; ``event_source`` is the tenant's: ``connector`` (the worker reads the
     connector), ``graph`` (the worker reads the emulator with the service's own app, calendarView
@@ -211,6 +215,7 @@ def deployment(
             tmp=tmp,
             stack=stack,
             push_events=event_source == "push",
+            push_reconcile_s=push_reconcile_s,
         )
         connector_url = f"http://127.0.0.1:{connector_sock.getsockname()[1]}"
         created = admin.post(

@@ -115,6 +115,8 @@ def build_connector(
             window_days=settings.window_days,
             resync_after_s=settings.relay_resync_after_s,
             max_backoff_s=settings.relay_max_backoff_s,
+            reconcile_s=settings.push_reconcile_s,
+            reconcile_rate_per_s=settings.push_reconcile_rate_per_s,
             rng=rng,
         )
     seen_calls = StoredCalls.in_directory(settings.state_dir)

@@ -38,6 +38,10 @@ class Settings:
     signature_tolerance_s: int = 300
     relay_resync_after_s: float = 300.0
     relay_max_backoff_s: float = 60.0
+    # With pushed events: push each subscribed calendar's window at least this often (0: never
+    # unasked), at most this many a second.
+    push_reconcile_s: float = 900.0
+    push_reconcile_rate_per_s: float = 5.0
     expiration_minutes: int = 10_070
     renew_below_hours: int = 48
     renew_every_s: float = 6 * 3600.0
@@ -130,6 +134,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     webhook_secret = get("WEBHOOK_SECRET")
     if webhook_secret is not None and not webhook_secret.startswith("whsec_"):
         raise ConfigError("CONNECTOR_WEBHOOK_SECRET must be the tenant's whsec_... secret")
+    push_reconcile_s = _number(env, "CONNECTOR_PUSH_RECONCILE_S", 900.0)
+    push_reconcile_rate = _number(env, "CONNECTOR_PUSH_RECONCILE_RATE", 5.0)
+    if push_reconcile_s < 0:
+        raise ConfigError("CONNECTOR_PUSH_RECONCILE_S must be 0 (off) or more")
+    if push_reconcile_rate <= 0:
+        raise ConfigError("CONNECTOR_PUSH_RECONCILE_RATE must be more than 0")
     ca = get("CA_BUNDLE")
     states = tuple(s for s in (get("CLIENT_STATES") or "").split(",") if s.strip())
     return Settings(
@@ -150,6 +160,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         signature_tolerance_s=int(_number(env, "CONNECTOR_SIGNATURE_TOLERANCE_S", 300)),
         relay_resync_after_s=_number(env, "CONNECTOR_RELAY_RESYNC_AFTER_S", 300.0),
         relay_max_backoff_s=_number(env, "CONNECTOR_RELAY_MAX_BACKOFF_S", 60.0),
+        push_reconcile_s=push_reconcile_s,
+        push_reconcile_rate_per_s=push_reconcile_rate,
         expiration_minutes=int(_number(env, "CONNECTOR_EXPIRATION_MINUTES", 10_070)),
         renew_below_hours=int(_number(env, "CONNECTOR_RENEW_BELOW_HOURS", 48)),
         renew_every_s=_number(env, "CONNECTOR_RENEW_EVERY_S", 6 * 3600.0),

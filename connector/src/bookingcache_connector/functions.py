@@ -116,6 +116,8 @@ def build_function_app(provider: Provider | None = None) -> func.FunctionApp:
     async def relay_drain(timer: func.TimerRequest) -> None:
         relay = get().relay
         if relay is not None:
+            # Once a minute: a minute's worth of the reconciliation's pushes, then the backlog.
+            relay.reconcile(budget=round(relay.reconcile_rate_per_s * 60))
             await relay.drain()
 
     return app

@@ -6,6 +6,13 @@ Forwarding runs apart from receiving: it drains the inbox into one signed call t
 retries with exponential backoff and jitter, and once it has been failing for longer than
 ``resync_after_s`` it collapses the backlog into one ``resync`` per mailbox, delivered when the
 service answers again. Nothing is deleted from the inbox before the service accepted it.
+
+With pushed events (the tenant's ``push`` source) the service has nothing it could read, so the
+connector is its safety net: ``reconcile`` queues a ``resync`` (which carries the calendar's
+window) for every subscribed mailbox whose window was not delivered within ``reconcile_s``,
+never-pushed mailboxes first, at most ``reconcile_rate_per_s`` a second. That pushes a newly
+subscribed calendar at once, keeps a quiet one from ageing into ``unknown`` at the service, and
+repairs a change notification Graph lost without a ``missed``.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import hmac
 import json
 import logging
 import random
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -75,6 +83,8 @@ class Relay:
         window_days: int = 14,
         resync_after_s: float = 300.0,
         max_backoff_s: float = 60.0,
+        reconcile_s: float = 900.0,
+        reconcile_rate_per_s: float = 5.0,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
@@ -89,8 +99,17 @@ class Relay:
         self._resync_after = timedelta(seconds=resync_after_s)
         self._max_backoff = max_backoff_s
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._reconcile = timedelta(seconds=reconcile_s) if reconcile_s > 0 else None
+        self.reconcile_rate_per_s = reconcile_rate_per_s
+        # Mailboxes ``reconcile`` queued a resync for, and when: not queued again within the
+        # bound while that resync waits or its window read failed.
+        self._requested: dict[str, datetime] = {}
         self._wake = asyncio.Event()
         self._drain_lock = asyncio.Lock()
+
+    @property
+    def reconciles(self) -> bool:
+        return self._read_window is not None and self._reconcile is not None
 
     # -- receiving (on Graph's clock: must answer within 3 s) --------------------------------
 
@@ -139,10 +158,36 @@ class Relay:
                 except DeliveryError as exc:
                     return self._failed(exc, mailbox_of)
                 self._store.record_success()
+                pushed = [window["mailbox"] for window in payload.get("windows", ())]
+                if pushed:
+                    self._store.record_pushed(pushed, self._clock.now())
             self._store.remove(handled)
             if not self._store.pending_count():
                 return None
             return 0.0 if handled else self._max_backoff
+
+    def reconcile(self, *, budget: int) -> int:
+        """Queue a ``resync`` for up to ``budget`` subscribed mailboxes whose window was not
+        pushed within ``reconcile_s`` (never pushed first, then the longest ago). Returns how
+        many were queued; none unless events are pushed."""
+        if not self.reconciles or budget < 1:
+            return 0
+        assert self._reconcile is not None
+        now = self._clock.now()
+        pushed = self._store.last_pushed()
+        never = datetime.min.replace(tzinfo=UTC)
+        due = sorted(
+            (pushed.get(mailbox, never), mailbox)
+            for mailbox in set(self._store.subscription_map().values())
+            if now - pushed.get(mailbox, never) >= self._reconcile
+            and now - self._requested.get(mailbox, never) >= self._reconcile
+        )
+        chosen = [mailbox for _, mailbox in due[:budget]]
+        if chosen:
+            self._store.enqueue([("resync", "", mailbox, "resync") for mailbox in chosen], now)
+            self._requested.update(dict.fromkeys(chosen, now))
+            self._wake.set()
+        return len(chosen)
 
     async def _reauthorize(self, items: list[InboxItem], mailbox_of: dict[str, str]) -> None:
         """Answer ``reauthorizationRequired`` ourselves: only the connector holds the Graph
@@ -271,10 +316,19 @@ class Relay:
     def wake(self) -> None:
         self._wake.set()
 
-    async def run(self, *, idle_s: float = 30.0) -> None:
-        """Drain forever; woken by new notifications, otherwise retried on the backoff."""
+    async def run(self, *, idle_s: float = 30.0, reconcile_every_s: float = 1.0) -> None:
+        """Drain forever; woken by new notifications, otherwise retried on the backoff. With
+        pushed events, ``reconcile`` runs every ``reconcile_every_s`` too."""
+        budget = max(1, round(self.reconcile_rate_per_s * reconcile_every_s))
+        next_reconcile = self._clock.now()
         while True:
             self._wake.clear()
+            if self.reconciles and self._clock.now() >= next_reconcile:
+                next_reconcile = self._clock.now() + timedelta(seconds=reconcile_every_s)
+                try:
+                    self.reconcile(budget=budget)
+                except sqlite3.Error as exc:
+                    log.warning("could not queue the reconciliation's resyncs: %s", exc)
             try:
                 delay = await self.drain()
             except ConnectorError as exc:
@@ -285,7 +339,8 @@ class Relay:
             if delay is not None:
                 await self._clock.sleep(delay)  # backing off: new arrivals wait too
                 continue
-            sleeper = asyncio.ensure_future(self._clock.sleep(idle_s))
+            wait_s = min(idle_s, reconcile_every_s) if self.reconciles else idle_s
+            sleeper = asyncio.ensure_future(self._clock.sleep(wait_s))
             waker = asyncio.ensure_future(self._wake.wait())
             try:
                 await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)

@@ -5,7 +5,9 @@
 * ``subscriptions``: subscription id -> mailbox (and the clientState it was created with), as
   learnt from creating and listing subscriptions;
 * ``desired``: the last desired set stated by the service, for the renewal timer;
-* ``relay``: since when forwarding has been failing.
+* ``relay``: since when forwarding has been failing;
+* ``pushed``: when each mailbox's window was last delivered to the service (with pushed
+  events), for the reconciliation that keeps quiet calendars fresh.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ CREATE TABLE IF NOT EXISTS relay (
     failing_since TEXT,
     attempts INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS pushed (mailbox TEXT PRIMARY KEY, pushed_at TEXT NOT NULL);
 """
 
 
@@ -151,6 +154,21 @@ class StateStore:
     def record_success(self) -> None:
         with self._lock:
             self._db.execute("DELETE FROM relay")
+
+    # -- pushed windows ---------------------------------------------------------------------
+
+    def record_pushed(self, mailboxes: Iterable[str], at: datetime) -> None:
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO pushed (mailbox, pushed_at) VALUES (?, ?) "
+                "ON CONFLICT (mailbox) DO UPDATE SET pushed_at = excluded.pushed_at",
+                [(mailbox, at.isoformat()) for mailbox in mailboxes],
+            )
+
+    def last_pushed(self) -> dict[str, datetime]:
+        with self._lock:
+            rows = self._db.execute("SELECT mailbox, pushed_at FROM pushed").fetchall()
+        return {mailbox: datetime.fromisoformat(at) for mailbox, at in rows}
 
     # -- subscription map -------------------------------------------------------------------
 
