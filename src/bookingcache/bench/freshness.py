@@ -4,7 +4,12 @@ availability API, end to end through real processes.
 A Graph emulator (``graph-emulator``, TLS) holds the room mailboxes and delivers change
 notifications to the service's Alternative 1 intake over loopback HTTP; the service
 (``bookingcache serve``, its worker reading Graph over MSAL and calendarView delta) refreshes the
-cache. The benchmark books, moves and cancels meetings through the emulator's control API at a
+cache. With ``--alternative 2`` the emulator notifies the customer's connector (its ASGI app
+under uvicorn, a process of its own), whose relay calls the service; with ``--source connector``
+the worker reads the calendars through the connector, with ``--source push`` the relay's calls
+carry them. The connector then creates the subscriptions, as the service's orchestration asks.
+
+The benchmark books, moves and cancels meetings through the emulator's control API at a
 fixed rate and polls the bulk availability API for the rooms with changes still unseen. A
 change's latency runs from just before its control call to the first availability answer that
 shows it; a change never seen within the settle time counts as lost. Graph requests per change
@@ -22,12 +27,13 @@ import os
 import random
 import secrets
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +73,25 @@ def _parser() -> argparse.ArgumentParser:
         help="run intake and API (serve --no-worker) and the worker (bookingcache worker) "
         "as two processes on the one database",
     )
+    parser.add_argument(
+        "--alternative",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: Graph notifies the service; 2: Graph notifies the connector's relay",
+    )
+    parser.add_argument(
+        "--source",
+        choices=("graph", "connector", "push"),
+        default="graph",
+        help="the tenant's event source (push needs --alternative 2)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
+
+
+def _uses_connector(args: argparse.Namespace) -> bool:
+    return bool(args.alternative == 2 or args.source != "graph")
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -309,13 +332,11 @@ class Run:
         await self.control.aclose()
 
 
-async def _prepare(
-    args: argparse.Namespace,
-    info: dict[str, Any],
-    service_url: str,
-    database_url: str,
-    verify: ssl.SSLContext,
-) -> None:
+async def _create_tenant(
+    args: argparse.Namespace, service_url: str, connector_url: str | None
+) -> str:
+    """The tenant, without rooms yet (so nothing asks the connector for subscriptions before
+    it runs); returns the tenant's signing secret, which the connector needs."""
     async with httpx.AsyncClient(
         base_url=service_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
     ) as service:
@@ -324,12 +345,21 @@ async def _prepare(
             json={
                 "id": TENANT,
                 "name": "Bench",
-                "event_source": "graph",
+                "event_source": args.source,
+                "connector_url": connector_url,
                 "default_time_zone": "Europe/Berlin",
             },
         )
         if created.status_code != 201:
             raise BenchError(f"creating the tenant failed: {created.text[:300]}")
+        secret: str = created.json()["secrets"]["signing_secret"]
+        return secret
+
+
+async def _import_rooms(args: argparse.Namespace, service_url: str) -> None:
+    async with httpx.AsyncClient(
+        base_url=service_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
+    ) as service:
         rooms = [
             {
                 "room_id": _room_id(i),
@@ -342,25 +372,60 @@ async def _prepare(
         imported = await service.post(f"/v1/tenants/{TENANT}/rooms:import", json={"rooms": rooms})
         if imported.status_code != 200:
             raise BenchError(f"importing rooms failed: {imported.text[:300]}")
+
+
+async def _first_sync(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    service_url: str,
+    database_url: str,
+    verify: ssl.SSLContext,
+) -> None:
+    """Every room subscribed and its calendar read once. Without the connector the benchmark
+    subscribes each room at Graph itself; with it, the service's orchestration has the
+    connector do it (and, for ``push``, the connector's reconciliation pushes each window)."""
     store = await open_store(database_url, migrate=False)
     try:
         registry = SubscriptionRegistry(store, clock=SystemClock())
-        client_state = secrets.token_urlsafe(24)
-        await registry.rotate_client_state(TENANT, client_state)
-        await _subscribe(args, info, service_url, client_state, registry, verify)
-        queue = JobQueue(store, clock=SystemClock())
-        now = dt.datetime.now(dt.UTC)
-        await queue.enqueue({(TENANT, _mailbox(i)): now for i in range(args.rooms)})
-        deadline = time.monotonic() + 300
-        while True:
+        if _uses_connector(args):
+            await _wait(
+                lambda: _all_subscribed(service_url, args.rooms), "the connector's subscriptions"
+            )
+        else:
+            client_state = secrets.token_urlsafe(24)
+            await registry.rotate_client_state(TENANT, client_state)
+            await _subscribe(args, info, service_url, client_state, registry, verify)
+        if args.source != "push":
+            queue = JobQueue(store, clock=SystemClock())
+            now = dt.datetime.now(dt.UTC)
+            await queue.enqueue({(TENANT, _mailbox(i)): now for i in range(args.rooms)})
+
+        async def read() -> bool:
             calendars = await store.list_calendars(TENANT)
-            if all(c.last_success_at is not None for c in calendars):
-                break
-            if time.monotonic() > deadline:
-                raise BenchError("the first sync of the rooms did not finish in 5 minutes")
-            await asyncio.sleep(0.5)
+            return all(c.last_success_at is not None for c in calendars)
+
+        await _wait(read, "the first sync of the rooms")
     finally:
         await store.close()
+
+
+async def _all_subscribed(service_url: str, rooms: int) -> bool:
+    async with httpx.AsyncClient(
+        base_url=service_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
+    ) as service:
+        answer = await service.get(f"/v1/tenants/{TENANT}/subscriptions")
+    if answer.status_code != 200:
+        raise BenchError(f"reading the subscriptions failed: {answer.text[:300]}")
+    subscribed = [row for row in answer.json()["calendars"] if row["subscription_id"]]
+    return len(subscribed) >= rooms
+
+
+async def _wait(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} did not finish in {timeout_s:.0f} s")
+        await asyncio.sleep(0.5)
 
 
 async def _subscribe(
@@ -460,11 +525,69 @@ async def _measure(
         "control_failures": run.failures,
         "poll_errors": run.poll_errors,
         "split": args.split,
+        "alternative": args.alternative,
+        "source": args.source,
     }
 
 
+def _connector_env(
+    args: argparse.Namespace, info: dict[str, Any], root: Path, service_url: str, secret: str
+) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CONNECTOR_TENANT_ID": str(info["tenant_id"]),
+        "CONNECTOR_CLIENT_ID": info["apps"]["full"]["client_id"],
+        "CONNECTOR_CLIENT_SECRET": info["apps"]["full"]["client_secret"],
+        "CONNECTOR_AUTHORITY": info["authority"].rsplit("/", 1)[0],
+        "CONNECTOR_GRAPH_URL": info["base_url"],
+        "CONNECTOR_CA_BUNDLE": info["cert_path"],
+        "CONNECTOR_WEBHOOK_SECRET": secret,
+        "CONNECTOR_SERVICE_URL": service_url,
+        "CONNECTOR_SERVICE_TENANT": TENANT,
+        "CONNECTOR_STATE_DIR": str(root / "connector"),
+        "CONNECTOR_PUSH_EVENTS": "true" if args.source == "push" else "false",
+        # The first push of every room's window as fast as the emulator takes it; after that
+        # the reconciliation is not due within the run.
+        "CONNECTOR_PUSH_RECONCILE_RATE": "200",
+        "CONNECTOR_RENEW_EVERY_S": "0",
+    }
+
+
+def _connector_command(port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "bookingcache_connector.app:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--no-access-log",
+    ]  # fmt: skip
+
+
+def _wait_answering(process: subprocess.Popen[str], url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"the connector exited (code {process.returncode})")
+        try:
+            httpx.get(f"{url}/healthz", timeout=2, trust_env=False)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise BenchError(f"the connector did not answer at {url}")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.source == "push" and args.alternative != 2:
+        parser.error(
+            "--source push needs --alternative 2: Graph's own notifications carry no events"
+        )
     with tempfile.TemporaryDirectory(prefix="bookingcache-freshness-") as tmp:
         root = Path(tmp)
         seed = root / "seed.json"
@@ -490,7 +613,13 @@ def main(argv: list[str]) -> int:
                 "BOOKINGCACHE_SYNC_GRAPH__TENANTS": json.dumps(
                     {TENANT: {"directory_tenant": info["tenant_id"]}}
                 ),
+                "BOOKINGCACHE_ORCHESTRATION_NOTIFICATION_MODES": json.dumps(
+                    {TENANT: "relay" if args.alternative == 2 else "direct"}
+                ),
+                "BOOKINGCACHE_ORCHESTRATION_DEBOUNCE_S": "0.5",
             }
+            connector_port = _free_port() if _uses_connector(args) else None
+            connector_url = f"http://127.0.0.1:{connector_port}" if connector_port else None
             service_command = [
                 sys.executable, "-m", "bookingcache.cli", "serve", "--host", "127.0.0.1",
                 "--port", "0", "--data-dir", str(data_dir), "--database-url", database_url,
@@ -509,14 +638,27 @@ def main(argv: list[str]) -> int:
                 service_url = f"http://{server.host}:{server.port}"
                 verify = ssl.create_default_context(cafile=info["cert_path"])
                 try:
-                    asyncio.run(_prepare(args, info, service_url, database_url, verify))
+                    secret = asyncio.run(_create_tenant(args, service_url, connector_url))
+                    if connector_port is not None and connector_url is not None:
+                        connector = stack.enter_context(
+                            _process(
+                                _connector_command(connector_port),
+                                _connector_env(args, info, root, service_url, secret),
+                                root / "connector.log",
+                            )
+                        )
+                        _wait_answering(connector, connector_url)
+                    asyncio.run(_import_rooms(args, service_url))
+                    asyncio.run(_first_sync(args, info, service_url, database_url, verify))
                     result = asyncio.run(_measure(args, info, service_url, verify))
                     if os.environ.get("BOOKINGCACHE_BENCH_KEEP_LOG"):
                         Path(os.environ["BOOKINGCACHE_BENCH_KEEP_LOG"]).write_text(
                             (root / "service.log").read_text()
                         )
                 except BenchError:
-                    sys.stderr.write((root / "service.log").read_text()[-3000:])
+                    for name in ("service", "connector"):
+                        if (root / f"{name}.log").exists():
+                            sys.stderr.write((root / f"{name}.log").read_text()[-3000:])
                     raise
     if args.json:
         print(json.dumps(result))
