@@ -1,13 +1,14 @@
 """Accepted means durable: ``bookingcache serve`` is killed with SIGKILL in the middle of a burst
-of Graph notifications and restarted; every notification it answered 202 is in the inbox with
-its calendar's refresh still to do, the refreshes get done, and every calendar converges to the
-source's truth."""
+of notifications (Graph's, Alternative 1, or the connector's signed relay calls, Alternative 2)
+and restarted; every notification it answered 202 is in the inbox with its calendar's refresh
+still to do, the refreshes get done, and every calendar converges to the source's truth."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from bookingcache.store.sql import SqlStore, open_store
 from bookingcache.store.subscriptions import SubscriptionRegistry
 from bookingcache.sync.model import InboxItem
 
+from .conftest import sign
 from .servers import ServiceProcess, TruthConnector, serve_in_thread
 
 ADMIN = "crash-test-admin-token-0123456789"
@@ -68,9 +70,62 @@ async def wait_for(check: Any, *, timeout_s: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
+def graph_call(numbers: list[int]) -> tuple[str, dict[str, str], bytes, dict[str, str]]:
+    """Graph posting a batch to the service (Alternative 1): the path, headers and body, and
+    the mailbox of each notification by its tag (its resource)."""
+    tags: dict[str, str] = {}
+    notes = []
+    for n in numbers:
+        resource = f"Users/room-{n % ROOMS}@crash.example/Events/burst-{n}"
+        tags[resource] = f"room-{n % ROOMS}@crash.example"
+        notes.append(
+            {
+                "subscriptionId": f"sub-{n % ROOMS}",
+                "clientState": CLIENT_STATE,
+                "changeType": "updated",
+                "resource": resource,
+            }
+        )
+    body = json.dumps({"value": notes}).encode()
+    return "/graph/notifications/crash", {"content-type": "application/json"}, body, tags
+
+
+def relay_call(
+    numbers: list[int], secret: str
+) -> tuple[str, dict[str, str], bytes, dict[str, str]]:
+    """The connector's signed relay call (Alternative 2), its changes tagged by subscription id."""
+    changes = [
+        {
+            "mailbox": f"room-{n % ROOMS}@crash.example",
+            "subscriptionId": f"burst-{n}",
+            "changeType": "updated",
+        }
+        for n in numbers
+    ]
+    tags = {change["subscriptionId"]: change["mailbox"] for change in changes}
+    body = json.dumps({"changes": changes, "lifecycle": [], "resync": []}).encode()
+    path = "/v1/tenants/crash/notifications"
+    headers = {
+        "content-type": "application/json",
+        **sign(secret, "POST", path, body, at=dt.datetime.now(dt.UTC)),
+    }
+    return path, headers, body, tags
+
+
+def tag_of(entry: dict[str, Any]) -> str:
+    """A stored notification's tag: its Graph resource, or a relayed change's subscription id."""
+    return str(entry.get("resource") or entry.get("subscriptionId") or "")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("fsync", ["false", "true"], ids=["default", "fsync"])
-async def test_sigkill_mid_burst_loses_no_accepted_notification(tmp_path: Path, fsync: str) -> None:
+@pytest.mark.parametrize(
+    ("way", "fsync"),
+    [("alt1", "false"), ("alt1", "true"), ("alt2", "false")],
+    ids=["graph", "graph-fsync", "relay"],
+)
+async def test_sigkill_mid_burst_loses_no_accepted_notification(
+    tmp_path: Path, way: str, fsync: str
+) -> None:
     connector = TruthConnector()
     data_dir = tmp_path / "data"
     env = {
@@ -145,33 +200,30 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(tmp_path: Path, 
                         booking(f"old-{index}", now + dt.timedelta(hours=1)),
                         booking(f"new-{index}", now + dt.timedelta(hours=2)),
                     ]
-                accepted: set[str] = set()
+                # Each notification's tag, and the calendar it names.
+                accepted: dict[str, str] = {}
                 sequence = itertools.count()
                 killed = asyncio.Event()
+                secret = connector.secret
+                assert secret is not None
 
                 async def sender(http: httpx.AsyncClient) -> None:
                     while not killed.is_set():
                         numbers = [next(sequence) for _ in range(3)]
-                        notes = [
-                            {
-                                "subscriptionId": f"sub-{n % ROOMS}",
-                                "clientState": CLIENT_STATE,
-                                "changeType": "updated",
-                                "resource": f"Users/room-{n % ROOMS}/Events/burst-{n}",
-                            }
-                            for n in numbers
-                        ]
+                        path, headers, body, tags = (
+                            graph_call(numbers) if way == "alt1" else relay_call(numbers, secret)
+                        )
                         try:
-                            response = await http.post(
-                                "/graph/notifications/crash", json={"value": notes}
-                            )
+                            response = await http.post(path, headers=headers, content=body)
                         except httpx.HTTPError:
                             return  # the service is gone
                         if response.status_code == 202:
-                            accepted.update(note["resource"] for note in notes)
+                            accepted.update(tags)
                             if len(accepted) >= KILL_AFTER * 3 and not killed.is_set():
                                 service.kill()
                                 killed.set()
+                        elif not killed.is_set():
+                            raise AssertionError(f"{response.status_code}: {response.text}")
 
                 limits = httpx.Limits(max_connections=16)
                 async with httpx.AsyncClient(base_url=base, timeout=5, limits=limits) as http:
@@ -179,20 +231,23 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(tmp_path: Path, 
                 assert killed.is_set()
                 assert await service.wait() == -9
 
-                stored = await stored_resources(store)
+                stored = await stored_tags(store)
                 # What the inbox does not hold yet is in the intake journal on disk, which the
                 # next start stores.
                 journaled = journal_items(data_dir / "bookingcache.db-intake")
-                in_journal = {item.payload["resource"] for item in journaled if item.payload}
-                missing = accepted - stored - in_journal
+                in_journal = {
+                    item.payload["resource"] if item.payload else str(item.subscription_id)
+                    for item in journaled
+                }
+                missing = accepted.keys() - stored - in_journal
                 assert not missing, f"{len(missing)} accepted notifications were lost"
-                assert accepted & in_journal - stored, "the kill left nothing to recover"
+                assert accepted.keys() & in_journal - stored, "the kill left nothing to recover"
                 before_restart = await cached_ids(store, "crash", mailboxes)
                 behind = {m for i, m in enumerate(mailboxes) if f"new-{i}" not in before_restart[m]}
                 assert behind
                 # A calendar that was notified and not refreshed since still has its refresh
                 # to do, stored with the notification or in the journal.
-                notified = {f"{resource.split('/')[1]}@crash.example" for resource in accepted}
+                notified = set(accepted.values())
                 journal_calendars = {item.mailbox for item in journaled}
                 assert behind & notified <= await refreshes_to_do(store) | journal_calendars
 
@@ -207,7 +262,7 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(tmp_path: Path, 
 
                 await wait_for(converged, timeout_s=45, what="every calendar to converge")
                 # The start stored what only the journal held: the inbox has every one now.
-                assert accepted <= await stored_resources(store)
+                assert accepted.keys() <= await stored_tags(store)
                 assert journal_items(data_dir / "bookingcache.db-intake") == []
                 assert connector.reads > reads_before
                 assert connector.refused == 0
@@ -217,14 +272,14 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(tmp_path: Path, 
             await service.stop()
 
 
-async def stored_resources(store: SqlStore) -> set[str]:
-    """The burst's notifications in the inbox, by their Graph resource."""
+async def stored_tags(store: SqlStore) -> set[str]:
+    """The burst's notifications in the inbox, by their tags."""
     async with store.read() as connection:
         return {
-            entry["resource"]
+            tag_of(entry)
             for row in await connection.execute(sa.select(inbox_batches.c.notifications))
             for entry in row.notifications
-            if "burst-" in entry.get("resource", "")
+            if "burst-" in tag_of(entry)
         }
 
 
