@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import IO, Any
 import httpx
 
 from bookingcache.errors import BookingCacheError
+from bookingcache.loopback import NotAnswering, free_port, wait_answering
 
 TENANT = "demo"
 _STOP_GRACE_S = 10.0
@@ -173,20 +173,11 @@ class Demo:
         ]
         child = self._spawn("connector", argv, env, capture=False)
         url = f"http://127.0.0.1:{port}"
-        self._wait_http(child, url, timeout_s=30)
+        try:
+            wait_answering(child.process, f"{url}/", timeout_s=30)
+        except NotAnswering as exc:
+            raise DemoError(f"{child.name} {exc}; see {child.log}") from exc
         return url
-
-    def _wait_http(self, child: Child, url: str, *, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if child.process.poll() is not None:
-                raise DemoError(f"{child.name} exited; see {child.log}")
-            try:
-                httpx.get(f"{url}/", timeout=2, trust_env=False)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise DemoError(f"{child.name} did not answer at {url}; see {child.log}")
 
     def dead_child(self) -> Child | None:
         return next((c for c in self.children if c.process.poll() is not None), None)
@@ -211,7 +202,7 @@ class Demo:
         emulator = self.start_emulator()
         self.say("starting the service ...")
         service_url = self.start_service(admin_token)
-        connector_port = _free_port()
+        connector_port = free_port()
         connector_url = f"http://127.0.0.1:{connector_port}"
         admin = httpx.Client(
             base_url=service_url,
@@ -323,13 +314,6 @@ def _tail(path: Path, lines: int = 8) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _console_script(name: str) -> str:

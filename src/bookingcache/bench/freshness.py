@@ -27,7 +27,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -43,6 +42,7 @@ import httpx
 
 from bookingcache.bench.http import BenchError, Server, _wait_listening
 from bookingcache.clock import SystemClock
+from bookingcache.loopback import NotAnswering, free_port, wait_answering
 from bookingcache.store.sql import open_store
 from bookingcache.store.subscriptions import SubscriptionRegistry
 from bookingcache.sync.queue import JobQueue
@@ -561,26 +561,6 @@ def _connector_command(port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _wait_answering(process: subprocess.Popen[str], url: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"the connector exited (code {process.returncode})")
-        try:
-            httpx.get(f"{url}/healthz", timeout=2, trust_env=False)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise BenchError(f"the connector did not answer at {url}")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -618,7 +598,7 @@ def main(argv: list[str]) -> int:
                 ),
                 "BOOKINGCACHE_ORCHESTRATION_DEBOUNCE_S": "0.5",
             }
-            connector_port = _free_port() if _uses_connector(args) else None
+            connector_port = free_port() if _uses_connector(args) else None
             connector_url = f"http://127.0.0.1:{connector_port}" if connector_port else None
             service_command = [
                 sys.executable, "-m", "bookingcache.cli", "serve", "--host", "127.0.0.1",
@@ -647,7 +627,10 @@ def main(argv: list[str]) -> int:
                                 root / "connector.log",
                             )
                         )
-                        _wait_answering(connector, connector_url)
+                        try:
+                            wait_answering(connector, f"{connector_url}/healthz", timeout_s=30)
+                        except NotAnswering as exc:
+                            raise BenchError(f"the connector {exc}") from exc
                     asyncio.run(_import_rooms(args, service_url))
                     asyncio.run(_first_sync(args, info, service_url, database_url, verify))
                     result = asyncio.run(_measure(args, info, service_url, verify))
