@@ -95,7 +95,6 @@ class Room:
             what="the service recorded the subscription and read the calendar",
         )
 
-    # --- changes made in the room's calendar, as Exchange makes them --------------------------
     def refreshes(self) -> float:
         """Refreshes the service has finished, whatever their outcome (from /metrics)."""
         metrics = self.world.admin.get("/metrics")
@@ -106,6 +105,7 @@ class Room:
             if line.startswith("bookingcache_sync_refreshes_total{")
         )
 
+    # --- changes made in the room's calendar, as Exchange makes them --------------------------
     def control(self, method: str, path: str, body: dict[str, object] | None = None) -> dict:
         answer = self.world.control.request(method, f"/mailboxes/{self.mailbox}{path}", json=body)
         assert answer.status_code in (200, 201, 204), answer.text
