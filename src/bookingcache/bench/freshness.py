@@ -332,14 +332,19 @@ class Run:
         await self.control.aclose()
 
 
+def _admin(service_url: str) -> httpx.AsyncClient:
+    """A client of the service's admin API, for the set-up."""
+    return httpx.AsyncClient(
+        base_url=service_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
+    )
+
+
 async def _create_tenant(
     args: argparse.Namespace, service_url: str, connector_url: str | None
 ) -> str:
     """The tenant, without rooms yet (so nothing asks the connector for subscriptions before
     it runs); returns the tenant's signing secret, which the connector needs."""
-    async with httpx.AsyncClient(
-        base_url=service_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
-    ) as service:
+    async with _admin(service_url) as service:
         created = await service.post(
             "/v1/tenants",
             json={
@@ -357,9 +362,7 @@ async def _create_tenant(
 
 
 async def _import_rooms(args: argparse.Namespace, service_url: str) -> None:
-    async with httpx.AsyncClient(
-        base_url=service_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
-    ) as service:
+    async with _admin(service_url) as service:
         rooms = [
             {
                 "room_id": _room_id(i),
@@ -386,12 +389,12 @@ async def _first_sync(
     connector do it (and, for ``push``, the connector's reconciliation pushes each window)."""
     store = await open_store(database_url, migrate=False)
     try:
-        registry = SubscriptionRegistry(store, clock=SystemClock())
         if _uses_connector(args):
             await _wait(
                 lambda: _all_subscribed(service_url, args.rooms), "the connector's subscriptions"
             )
         else:
+            registry = SubscriptionRegistry(store, clock=SystemClock())
             client_state = secrets.token_urlsafe(24)
             await registry.rotate_client_state(TENANT, client_state)
             await _subscribe(args, info, service_url, client_state, registry, verify)
@@ -410,9 +413,7 @@ async def _first_sync(
 
 
 async def _all_subscribed(service_url: str, rooms: int) -> bool:
-    async with httpx.AsyncClient(
-        base_url=service_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
-    ) as service:
+    async with _admin(service_url) as service:
         answer = await service.get(f"/v1/tenants/{TENANT}/subscriptions")
     if answer.status_code != 200:
         raise BenchError(f"reading the subscriptions failed: {answer.text[:300]}")
