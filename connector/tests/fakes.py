@@ -1,5 +1,5 @@
 """Faithful stand-ins for the test's far ends: a virtual clock, Graph over httpx.MockTransport
-(answering in the exact shapes of ../shared/graph-samples), and the identity platform for MSAL."""
+(answering in the exact shapes of testdata/graph-samples), and the identity platform for MSAL."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "graph-samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "testdata" / "graph-samples"
 GRAPH = "https://graph.test/v1.0"
 AUTHORITY_HOST = "https://login.test"
 TENANT_ID = "84bd8158-6d4d-4958-8b9f-9d6445542f95"

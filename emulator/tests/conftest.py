@@ -24,7 +24,7 @@ from graph_emulator.seed import add_default_apps, seed_demo
 from graph_emulator.server import BackgroundEmulator
 from graph_emulator.state import EmulatorState, new_state
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph-samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "testdata" / "graph-samples"
 GRAPH_SCOPE = ["https://graph.microsoft.com/.default"]
 # A Monday before Europe's March 2026 daylight-saving change (29 March).
 START = dt.datetime(2026, 3, 16, 6, 0, tzinfo=dt.UTC)
@@ -196,7 +196,7 @@ def demo_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backgrou
 
 @pytest.fixture
 def load_sample() -> Callable[[str], Any]:
-    """Reads a file of ../shared/graph-samples."""
+    """Reads a file of testdata/graph-samples."""
     return sample
 
 

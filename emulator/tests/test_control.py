@@ -23,7 +23,7 @@ from graph_emulator.config import EmulatorConfig
 from graph_emulator.directory import Mailbox
 from graph_emulator.state import EmulatorState, new_state
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph-samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "testdata" / "graph-samples"
 VIEW = "startDateTime=2026-11-23T00:00:00Z&endDateTime=2026-11-30T00:00:00Z"
 
 

@@ -23,7 +23,7 @@ from graph_emulator.bench import LoopbackReceiver
 from graph_emulator.directory import Mailbox
 from graph_emulator.state import EmulatorState
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph-samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "testdata" / "graph-samples"
 NOTIFICATION_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
 
 

@@ -22,7 +22,7 @@ from graph_emulator.bench import LoopbackReceiver, serve
 from graph_emulator.directory import Mailbox
 from graph_emulator.state import EmulatorState
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph-samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "testdata" / "graph-samples"
 TOKEN_TEXT = re.compile(
     r"^Validation: Testing client application reachability for subscription Request-Id: "
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"

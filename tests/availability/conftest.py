@@ -24,7 +24,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # Monday 23 November 2026, 09:00 UTC = 10:00 in Berlin (UTC+1 in winter).
 NOW = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
 UTC = dt.UTC
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph-samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "testdata" / "graph-samples"
 
 
 def at(text: str) -> dt.datetime:

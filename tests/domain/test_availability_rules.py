@@ -32,7 +32,7 @@ from bookingcache.domain.intervals import Interval
 from bookingcache.domain.timezones import resolve_time_zone
 from bookingcache.errors import InvalidInput, InvalidWindow
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph-samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "testdata" / "graph-samples"
 DAY = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
 MIN = dt.timedelta(minutes=1)

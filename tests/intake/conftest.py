@@ -22,7 +22,7 @@ from bookingcache.store.schema import events, inbox_batches, jobs, subscriptions
 from bookingcache.store.sql import SqlStore
 from bookingcache.store.subscriptions import SubscriptionRegistry
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph-samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "testdata" / "graph-samples"
 ADMIN_TOKEN = "admin-token-for-the-intake-tests-0123"
 
 

@@ -13,7 +13,7 @@ from bookingcache.domain.events import EventType, Sensitivity, ShowAs
 from bookingcache.errors import UpstreamError
 from bookingcache.sync.sources.graph_events import parse_graph_event
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph-samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "testdata" / "graph-samples"
 
 
 def _sample(name: str) -> dict[str, Any]:
