@@ -219,25 +219,9 @@ async def app(settings: Settings, clock: FixedClock) -> AsyncIterator[FastAPI]:
         yield app
 
 
-async def settle(app: FastAPI) -> None:
-    """Wait until the notifications the app accepted so far are in its inbox (on SQLite they
-    reach it from the intake journal shortly after their 202)."""
-    container = app.state.container
-    if container is not None and container.journal is not None:
-        await container.journal.drain()
-
-
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the app that, after every answer, waits for the intake journal to reach
-    the inbox, so that a test sees what a 202 accepted (tests/intake/test_journal.py checks
-    the journal's own timing)."""
-
-    async def settled(_: httpx.Response) -> None:
-        await settle(app)
-
+    """A client of the app over ASGI (no socket)."""
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://testserver", event_hooks={"response": [settled]}
-    ) as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client

@@ -11,13 +11,11 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from bookingcache.clock import Clock, SystemClock
 from bookingcache.errors import StoreUnavailable
-from bookingcache.intake.journal import IntakeJournal, JournalMetrics, journal_directory
 from bookingcache.readmodel import ReadModel
 from bookingcache.settings import Settings, admin_token_of, ensure_admin_token
 from bookingcache.store.notices import NoticesCollector
@@ -43,8 +41,6 @@ class Container:
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     # The sync engine: its queue is intake's way in; its worker runs when settings.run_worker.
     sync: SyncRuntime | None = None
-    # Where intake makes notifications durable first (SQLite with settings.intake_journal).
-    journal: IntakeJournal | None = None
 
     @property
     def admin_token(self) -> str:
@@ -56,8 +52,6 @@ class Container:
         return self.sync.queue if self.sync is not None else None
 
     async def close(self) -> None:
-        if self.journal is not None:
-            await self.journal.close()
         if self.sync is not None:
             await self.sync.stop()
         self.read_model.detach()
@@ -99,15 +93,6 @@ async def build_container(
     if isinstance(store, SqlStore) and store.dialect == "postgresql":
         registry.register(NoticesCollector(lambda: store.notices))
     sync = SyncRuntime(store, clock=clock, settings=sync_settings, metrics=registry)
-    # Opening the journal stores what earlier runs left in it, before the service listens.
-    journal = journal_of(settings, store, sync.queue, clock=clock, metrics=registry)
-    try:
-        if journal is not None:
-            await journal.open()
-    except BaseException:
-        read_model.detach()
-        await store.close()
-        raise
     if settings.run_worker:
         sync.start()
     return Container(
@@ -117,32 +102,4 @@ async def build_container(
         read_model=read_model,
         metrics=registry,
         sync=sync,
-        journal=journal,
-    )
-
-
-def journal_of(
-    settings: Settings,
-    store: Store,
-    queue: JobQueue,
-    *,
-    clock: Clock,
-    metrics: CollectorRegistry,
-) -> IntakeJournal | None:
-    """The intake journal of a SQLite store, not opened yet (``bookingcache worker`` never
-    opens it: it only stores what stopped processes left). None on PostgreSQL, whose
-    processes may run on hosts that do not keep their files, and when settings turn it off."""
-    if not settings.intake_journal or not isinstance(store, SqlStore):
-        return None
-    database = store.engine.url.database
-    if store.dialect != "sqlite" or not database:
-        return None
-    return IntakeJournal(
-        journal_directory(Path(database)),
-        store=store,
-        queue=queue,
-        clock=clock,
-        metrics=JournalMetrics.of(metrics),
-        ingest_interval_s=settings.intake_journal_ingest_ms / 1000,
-        fsync=settings.fsync,
     )

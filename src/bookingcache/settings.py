@@ -85,26 +85,13 @@ class Settings(BaseSettings):
         "for other processes' writes (a worker in its own process); this process's own "
         "writes reach it at once",
     )
-    intake_journal: bool = Field(
-        default=True,
-        description="on SQLite, make accepted notifications durable in the intake journal "
-        "next to the database file and store them in the inbox off the request path; off: "
-        "every webhook request waits for its inbox transaction (docs/intake.md)",
-    )
     fsync: bool = Field(
         default=False,
-        description="on SQLite, flush to disk before anything counts as stored: each intake "
-        "journal round before its 202s, and every database commit (synchronous=FULL). Then "
-        "what was answered 202 survives a power cut or an operating-system crash, not only "
-        "the service being killed; it costs a disk flush per round and per commit. "
+        description="on SQLite, flush every database commit to disk before it counts as "
+        "stored (synchronous=FULL). Then what was answered 202 survives a power cut or an "
+        "operating-system crash, not only the service being killed; it costs a disk flush per "
+        "commit (intake's group commit shares one among the requests of a round). "
         "PostgreSQL's own settings (synchronous_commit) decide there",
-    )
-    intake_journal_ingest_ms: int = Field(
-        default=10,
-        ge=0,
-        le=1000,
-        description="how long the journal's ingest gathers records before storing them in "
-        "one transaction; keep it below the sync gather delay (BOOKINGCACHE_SYNC_COALESCE_MS)",
     )
 
     @field_validator("log_level", mode="before")

@@ -17,7 +17,6 @@ from standardwebhooks import Webhook
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets
-from bookingcache.settings import Settings
 from bookingcache.store.schema import events, inbox_batches, jobs, subscriptions
 from bookingcache.store.sql import SqlStore
 from bookingcache.store.subscriptions import SubscriptionRegistry
@@ -43,15 +42,6 @@ def clock() -> FixedClock:
 @pytest.fixture
 def admin_token() -> str:
     return ADMIN_TOKEN
-
-
-@pytest.fixture
-def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
-    """The shared settings; a test marked ``without_journal`` runs the group commit instead
-    of the intake journal (as PostgreSQL always does)."""
-    if request.node.get_closest_marker("without_journal"):
-        return settings.model_copy(update={"intake_journal": False})
-    return settings
 
 
 @pytest.fixture

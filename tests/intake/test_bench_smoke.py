@@ -36,19 +36,13 @@ def _run(capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_bench_intake_on_sqlite(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The journal's ingest waits longer than the whole run: when the service is killed, what
-    # it answered 202 is only in the journal, and the restart must store it.
-    monkeypatch.setenv("BOOKINGCACHE_INTAKE_JOURNAL_INGEST_MS", "1000")
+def test_bench_intake_on_sqlite(capsys: pytest.CaptureFixture[str]) -> None:
     result = _run(capsys, "--no-worker")
     assert result["database"] == "sqlite" and result["worker"] is False
     assert result["durable"] is True and result["lost_notifications"] == 0
     accepted = result["accepted_notifications"]
     assert isinstance(accepted, int) and accepted > 0
-    recovered = result["recovered_at_restart"]
-    assert isinstance(recovered, int) and recovered > 0
+    assert result["ratio_floor"] == 0.36
     for key in ("baseline_rps", "service_rps", "ratio", "p99_ms"):
         value = result[key]
         assert isinstance(value, float) and value > 0, key

@@ -14,7 +14,6 @@ from bookingcache.store.sql import SqlStore
 from bookingcache_connector.service import ServiceClient
 from bookingcache_connector.signing import Signer
 
-from ..conftest import settle
 from .conftest import add_org, stored_notifications
 
 
@@ -71,7 +70,6 @@ async def test_the_connector_relay_client_is_accepted(
             http=http,
         )
         await relay.notify(payload)  # raises DeliveryError unless answered 2xx
-    await settle(app)
     stored = await stored_notifications(store)
     assert [(n.entry["mailbox"], n.source) for n in stored] == [(mailbox, "alt2")]
     cached = await store.events_in_window(

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Sequence
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
 from bookingcache.intake.errors import NotPersisted
@@ -124,7 +123,6 @@ async def _post_concurrently(
     assert numbers == list(range(120))
 
 
-@pytest.mark.without_journal
 async def test_concurrent_webhook_posts_share_transactions(
     app: FastAPI, client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
 ) -> None:
@@ -142,24 +140,3 @@ async def test_nothing_to_commit_needs_no_transaction() -> None:
     await committer.submit([])
     assert inbox.committed == []
     assert committer.rounds == 0
-
-
-async def test_concurrent_webhook_posts_share_journal_writes(
-    app: FastAPI,
-    client: httpx.AsyncClient,
-    store: SqlStore,
-    registry: SubscriptionRegistry,
-    database_url: str,
-) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("the intake journal is SQLite's")
-    org = await add_org(store, rooms=4)
-    await _post_concurrently(client, store, registry, org)
-    journal = app.state.container.journal
-    records = journal.metrics.records._value.get()
-    # Requests that reach the app in the same turn of its event loop share a write (see
-    # test_journal.py for one turn's exact sharing).
-    assert 0 < records < 120, f"{records} journal writes for 120 requests"
-    assert app.state.intake.committer.rounds == 0
-    # Each ingest transaction stored its records' notifications as one inbox row.
-    assert len(await inbox_batch_rows(store, org.id)) <= records

@@ -94,8 +94,8 @@ async def test_a_lifecycle_mark_made_during_a_converge_is_kept(
 async def test_a_lifecycle_mark_stored_after_a_converge_started_is_kept(
     store: SqlStore, clock: FixedClock
 ) -> None:
-    """The journal stores a notification some time after it arrived. A converge that started
-    in between could not see the mark, so its save must not clear it."""
+    """The inbox stores a notification a little after it arrived (its group commit round). A
+    converge that started in between could not see the mark, so its save must not clear it."""
     [a] = await add_tenant(store, rooms=1)
     records = SubscriptionRecords(store, clock=clock)
     queue = JobQueue(store, clock=clock, coalesce_s=0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -323,6 +322,44 @@ async def test_upgrading_keeps_the_old_inbox_as_batches_and_the_last_notificatio
     assert sorted((dict(row._mapping) for row in restored), key=repr) == sorted(expected, key=repr)
 
 
+@pytest.mark.parametrize("kind", ENGINES)
+async def test_a_database_with_intake_journal_marks_upgrades_cleanly(
+    kind: str, tmp_path: Path
+) -> None:
+    """Revision 0005 recorded how far an intake journal was stored; 0006 drops the table."""
+    marks = sa.table(
+        "intake_journal_marks",
+        sa.column("slot", sa.String()),
+        sa.column("segment", sa.BigInteger()),
+        sa.column("byte_offset", sa.BigInteger()),
+        sa.column("updated_at", UTCDateTime()),
+    )
+    at = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
+    async with _scratch_database(kind, tmp_path) as url:
+        engine = engines.create_engine(url)
+        try:
+            await _migrate_to(engine, "0005")
+            async with engine.connect() as connection:
+                connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
+                async with connection.begin():
+                    await connection.execute(
+                        sa.insert(marks),
+                        {"slot": "slot-0", "segment": 3, "byte_offset": 512, "updated_at": at},
+                    )
+            await engines.migrate(engine)
+            async with engine.connect() as connection:
+                tables = await connection.run_sync(
+                    lambda sync: set(sa.inspect(sync).get_table_names())
+                )
+            assert "intake_journal_marks" not in tables
+            assert await engines.migrations_at_head(engine)
+            await _migrate_to(engine, "0005", down=True)
+            async with engine.connect() as connection:
+                assert (await connection.execute(sa.select(marks))).all() == []
+        finally:
+            await engine.dispose()
+
+
 async def test_store_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/empty.db"
     with pytest.raises(StoreUnavailable, match="migration"):
@@ -339,12 +376,8 @@ async def test_sqlite_with_fsync_flushes_every_commit(tmp_path: Path) -> None:
     try:
         async with store.read() as conn:
             assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == 2  # FULL
-
-        # The writer thread's own connection, which the intake's transactions use.
-        def synchronous(raw: sqlite3.Connection) -> int:
-            return int(raw.execute("PRAGMA synchronous").fetchone()[0])
-
-        assert await store.write_sqlite(synchronous) == 2
+        async with store.write() as conn:
+            assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == 2
     finally:
         await store.close()
 

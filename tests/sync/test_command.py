@@ -1,5 +1,5 @@
-"""``bookingcache worker`` as a real process: starts, stores what a killed service's journal left,
-is woken by another process's intake on PostgreSQL, stops cleanly on SIGTERM."""
+"""``bookingcache worker`` as a real process: starts, is woken by another process's intake on
+PostgreSQL, stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -18,10 +18,9 @@ import sqlalchemy as sa
 
 from bookingcache.clock import FixedClock, SystemClock
 from bookingcache.domain.tenancy import EventSource
-from bookingcache.intake.journal import encode, journal_directory
-from bookingcache.store.schema import inbox_batches, jobs
+from bookingcache.store.schema import jobs
 from bookingcache.store.sql import open_store
-from bookingcache.sync.model import InboxItem, NotificationKind
+from bookingcache.sync.model import InboxItem
 from bookingcache.sync.queue import JobQueue
 
 from .conftest import TENANT, add_tenant
@@ -61,39 +60,6 @@ def test_worker_command_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert process.wait(timeout=30) == 0
     # The worker migrated the embedded database it was pointed at.
     assert (tmp_path / "bookingcache.db").exists()
-
-
-@pytest.mark.slow
-async def test_the_worker_stores_what_a_killed_services_journal_left(
-    tmp_path: Path, clock: FixedClock
-) -> None:
-    database = tmp_path / "bookingcache.db"
-    store = await open_store(f"sqlite:///{database}", clock=clock)
-    try:
-        [room, *_] = await add_tenant(store)
-    finally:
-        await store.close()
-    # A `serve --no-worker` killed right after answering 202: its record only in the journal.
-    slot = journal_directory(database) / "slot-0"
-    slot.mkdir(parents=True)
-    item = InboxItem(
-        TENANT, room, NotificationKind.CHANGE, "alt1", "sub-1", "updated", {"id": "e1"}
-    )
-    (slot / "1.log").write_bytes(encode([item], clock.now()))
-    with _worker(tmp_path) as process:
-        # Stored before the worker says it runs.
-        store = await open_store(f"sqlite:///{database}", migrate=False, clock=clock)
-        try:
-            async with store.read() as connection:
-                batches = (await connection.execute(sa.select(inbox_batches))).all()
-                pending = (await connection.execute(sa.select(jobs.c.mailbox))).scalars().all()
-        finally:
-            await store.close()
-        assert [entry["id"] for row in batches for entry in row.notifications] == ["e1"]
-        assert room in pending
-        assert not list(slot.glob("*.log"))
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
 
 
 @pytest.mark.slow

@@ -378,23 +378,20 @@ async def test_sweep_enqueue_skips_busy_calendars(
     assert pulled.mailbox == rooms[1]
 
 
-async def test_a_journal_mark_moves_with_the_notifications_it_covers(
+async def test_notifications_keep_the_time_they_arrived_not_the_time_they_were_stored(
     store: SqlStore, queue: JobQueue, clock: FixedClock
 ) -> None:
     [room, *_] = await add_tenant(store)
     arrived = clock.now()
-    clock.advance(dt.timedelta(milliseconds=10))  # stored by the ingest a little later
-    assert await queue.append_inbox(_burst(room), received_at=arrived, mark=("slot-0", 3, 512))
-    assert await queue.journal_marks() == {"slot-0": (3, 512)}
+    clock.advance(dt.timedelta(milliseconds=10))  # stored by a later commit round
+    assert await queue.append_inbox(_burst(room), received_at=arrived)
     async with store.read() as conn:
         received = await conn.scalar(sa.select(inbox_batches.c.received_at))
         job = (await conn.execute(sa.select(jobs))).one()
     assert received == arrived
     assert job.last_notified_at == arrived
     assert job.due_at == arrived + dt.timedelta(seconds=queue.coalesce_s)
-    # A lifecycle event takes the subscriptions path; its mark moves all the same.
+    # A lifecycle event takes the subscriptions path and is stored all the same.
     removed = InboxItem(TENANT, room, NotificationKind.SUBSCRIPTION_REMOVED, subscription_id="s")
-    await queue.append_inbox([removed], mark=("slot-0", 4, 80))
-    await queue.set_journal_mark(("slot-1", 1, 40))
-    assert await queue.journal_marks() == {"slot-0": (4, 80), "slot-1": (1, 40)}
+    await queue.append_inbox([removed])
     assert len(await _entries(store)) == 5

@@ -89,9 +89,7 @@ def intake_of_app(app: Any) -> IntakeService:
     if queue is None:
         coalesce_s = SyncSettings().coalesce_ms / 1000
         queue = JobQueue(store, clock=container.clock, coalesce_s=coalesce_s)
-    service = IntakeService(
-        store=store, queue=queue, clock=container.clock, metrics=metrics, journal=container.journal
-    )
+    service = IntakeService(store=store, queue=queue, clock=container.clock, metrics=metrics)
     service.on_unknown_subscription = getattr(state, "on_unknown_subscription", None)
     state.intake = service
     state.intake_for = container

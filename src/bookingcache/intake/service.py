@@ -1,6 +1,6 @@
 """The intake as one object per service process: parses, verifies and classifies what the two
-endpoints receive, and makes the accepted notifications durable: in the intake journal on
-SQLite, through the inbox's group commit otherwise."""
+endpoints receive, and makes the accepted notifications durable through the inbox's group
+commit before they are acknowledged."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from bookingcache.intake import graph, relay
 from bookingcache.intake.directory import IntakeDirectory
 from bookingcache.intake.errors import BadSignature, NotPersisted, UnsupportedMediaType
 from bookingcache.intake.groupcommit import GroupCommitter
-from bookingcache.intake.journal import IntakeJournal
 from bookingcache.intake.metrics import IntakeMetrics
 from bookingcache.intake.replays import SharedReplays
 from bookingcache.intake.signing import SignatureVerifier
@@ -56,15 +55,11 @@ class IntakeService:
         queue: JobQueue,
         clock: Clock,
         metrics: IntakeMetrics,
-        journal: IntakeJournal | None = None,
         max_round_items: int = 5000,
     ) -> None:
         self._store = store
         self._clock = clock
         self.metrics = metrics
-        # Where accepted notifications become durable: the journal (SQLite), from which they
-        # reach the inbox off the request path, or else the inbox itself by group commit.
-        self.journal = journal
         self.registry = SubscriptionRegistry(store, clock=clock)
         self.directory = IntakeDirectory(self.registry, clock=clock)
         self.committer = GroupCommitter(
@@ -77,10 +72,7 @@ class IntakeService:
 
     async def _commit(self, items: Sequence[InboxItem], *, via: str) -> None:
         try:
-            if self.journal is None:
-                await self.committer.submit(items)
-            elif items:
-                await self.journal.append(items)
+            await self.committer.submit(items)
         except NotPersisted:
             self.metrics.commit_failures.inc()
             raise

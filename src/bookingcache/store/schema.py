@@ -199,18 +199,6 @@ inbox_batches = Table(
     sqlite_autoincrement=True,
 )
 
-# How far each intake journal (docs/intake.md, "The journal") has been moved into the inbox:
-# its ``slot`` directory, and the segment file and the byte offset in it up to which every record is
-# stored here. Written in the same transaction as the inbox rows it accounts for.
-intake_journal_marks = Table(
-    "intake_journal_marks",
-    metadata,
-    Column("slot", String(64), primary_key=True),
-    Column("segment", BigInteger, nullable=False),
-    Column("byte_offset", BigInteger, nullable=False),
-    Column("updated_at", UTCDateTime(), nullable=False),
-)
-
 jobs = Table(
     "jobs",
     metadata,

@@ -287,7 +287,7 @@ class SqlStore(SqlBase):
             raise InvalidWindow("the window must end after it starts")
         given = windows.events_by_id(events, window_start=window_start, window_end=window_end)
 
-        async def body(conn: AsyncConnection) -> tuple[EventDiff, list[CalendarChange]]:
+        async with self.write() as conn:
             await windows.record_success_and_lock(
                 conn,
                 tenant_id,
@@ -308,10 +308,6 @@ class SqlStore(SqlBase):
             changes: list[CalendarChange] = []
             if not diff.is_empty:
                 changes = await windows.append_changes(conn, [(tenant_id, mailbox)], at=synced_at)
-            return diff, changes
-
-        # One hand-off on SQLite for the whole refresh write (see ``SqlBase.write_through``).
-        diff, changes = await self.write_through(body)
         self._notify(changes)
         return diff
 
@@ -410,7 +406,7 @@ async def open_store(
                 raise StoreUnavailable(f"the database is not reachable: {exc}") from exc
             if migrate:
                 await engines.migrate(engine)
-        store = SqlStore(engine, clock=clock, fsync=fsync)
+        store = SqlStore(engine, clock=clock)
         await store.ping()
     except BaseException:
         await engine.dispose()

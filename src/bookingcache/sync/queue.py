@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -42,7 +40,6 @@ from bookingcache.store import notices
 from bookingcache.store.schema import (
     calendars,
     inbox_batches,
-    intake_journal_marks,
     jobs,
     subscriptions,
 )
@@ -56,8 +53,6 @@ REFRESH = "refresh"
 FULL_RESYNC = "full_resync"
 _MAX_KEY = 320
 T = TypeVar("T")
-# An intake journal's position: its slot, a segment number and a byte offset in that segment.
-JournalMark = tuple[str, int, int]
 
 
 # Another row of the same calendar, for "is its refresh running?" subqueries. Built once: an
@@ -218,11 +213,7 @@ class JobQueue:
 
     # --- intake ------------------------------------------------------------------------------
     async def append_inbox(
-        self,
-        items: Sequence[InboxItem],
-        *,
-        received_at: dt.datetime | None = None,
-        mark: JournalMark | None = None,
+        self, items: Sequence[InboxItem], *, received_at: dt.datetime | None = None
     ) -> int:
         """Store a batch of accepted notifications and enqueue their refreshes, all in ONE
         transaction: when this returns, every item is durable. The items become one inbox row
@@ -230,61 +221,25 @@ class JobQueue:
         pending refresh job (created, or pulled earlier, upgraded to a full resync, and given
         the time of its newest change notification). Returns how many calendars got one.
 
-        ``received_at`` is when the newest of the items arrived (default: now); a journal's
-        ``mark`` (slot, segment, byte offset) is recorded in the same transaction, saying
-        that the journal's records up to there are stored."""
+        ``received_at`` is when the newest of the items arrived (default: now)."""
         if not items:
             return 0
         now = self._clock.now()
         received = now if received_at is None else min(received_at, now)
-        if any(needs_lifecycle(item) for item in items):
-            async with self._store.write() as connection:
-                resolved = await lifecycle.resolve_mailboxes(connection, items)
-                enqueued = await connection.run_sync(
-                    self._append_rows, resolved, received, now, mark
-                )
+        async with self._store.write() as connection:
+            lifecycle_items = any(needs_lifecycle(item) for item in items)
+            if lifecycle_items:
+                items = await lifecycle.resolve_mailboxes(connection, items)
+            enqueued = await connection.run_sync(self._append_rows, items, received, now)
+            if lifecycle_items:
                 # Marked at the time they are stored, not when they arrived: a converge that
                 # started in between could not see them, and must not clear them.
-                await lifecycle.record(connection, resolved, now=now)
-        elif self._postgres:
-            # Intake's usual round (change notifications naming their mailbox): the whole
-            # transaction in one go, see ``SqlBase.write_at_once``.
-            enqueued = await self._store.write_at_once(
-                lambda connection: self._append_rows(connection, items, received, now, mark)
-            )
-        else:
-            # The same on SQLite, straight on the writer thread's connection (the journal's
-            # and the webhook's hot path; see ``SqlBase.write_sqlite``).
-            enqueued = await self._store.write_sqlite(
-                lambda raw: self._append_rows_sqlite(raw, items, received, now, mark)
-            )
+                await lifecycle.record(connection, items, now=now)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("inbox: %d notifications, %d calendars to refresh", len(items), enqueued)
         if enqueued:
             self._committed(max(now, received + dt.timedelta(seconds=self.coalesce_s)))
         return enqueued
-
-    def _mark_upsert(self) -> Any:
-        statement = self._insert_into(intake_journal_marks)
-        return statement.on_conflict_do_update(
-            index_elements=["slot"],
-            set_={
-                "segment": statement.excluded.segment,
-                "byte_offset": statement.excluded.byte_offset,
-                "updated_at": statement.excluded.updated_at,
-            },
-        )
-
-    async def set_journal_mark(self, mark: JournalMark) -> None:
-        """Record a journal's position alone (its records held nothing left to store)."""
-        async with self._store.write() as connection:
-            await connection.execute(self._mark_upsert(), _mark_row(mark, self._clock.now()))
-
-    async def journal_marks(self) -> dict[str, tuple[int, int]]:
-        """Each intake journal slot's stored position: (segment, byte offset)."""
-        async with self._store.read() as connection:
-            rows = await connection.execute(sa.select(intake_journal_marks))
-            return {row.slot: (row.segment, row.byte_offset) for row in rows}
 
     def _append_rows(
         self,
@@ -292,12 +247,9 @@ class JobQueue:
         resolved: Sequence[InboxItem],
         received: dt.datetime,
         now: dt.datetime,
-        mark: JournalMark | None = None,
     ) -> int:
         wanted, changed, batches = _sort(resolved)
         known = self._known(connection, wanted)
-        if mark is not None:
-            connection.execute(self._mark_upsert(), _mark_row(mark, now))
         connection.execute(
             inbox_batches.insert(),
             [
@@ -321,60 +273,6 @@ class JobQueue:
             [
                 _job_row(key, full, due, now, notified=received if key in changed else None)
                 for key, full in targets.items()
-            ],
-        )
-        return len(targets)
-
-    def _append_rows_sqlite(
-        self,
-        raw: sqlite3.Connection,
-        resolved: Sequence[InboxItem],
-        received: dt.datetime,
-        now: dt.datetime,
-        mark: JournalMark | None = None,
-    ) -> int:
-        """``_append_rows`` on SQLite, in the open transaction of ``raw`` (the writer thread's
-        own connection): the same statements as plain parameterised SQL, since this is the
-        webhook's hot path and the SQL layer's per-row work would cost more than SQLite's.
-        Values are stored exactly as the table's column types store them (``UTCDateTime``'s
-        text form, JSON text)."""
-        wanted, changed, batches = _sort(resolved)
-        known: set[tuple[str, str]] = set()
-        for tenant, mailboxes in _by_tenant(wanted).items():
-            for chunk in _chunks(mailboxes):
-                marks = ",".join("?" * len(chunk))
-                rows = raw.execute(
-                    f"SELECT mailbox FROM calendars WHERE tenant_id = ? AND mailbox IN ({marks})",  # noqa: S608 (placeholders only)
-                    (tenant, *chunk),
-                )
-                known.update((tenant, mailbox) for (mailbox,) in rows)
-        stamp = _utc_text(now)
-        notified = _utc_text(received)
-        if mark is not None:
-            raw.execute(_SQLITE_MARK_UPSERT, (*mark, stamp))
-        raw.executemany(
-            _SQLITE_BATCH_INSERT,
-            [
-                (tenant, notified, source, len(entries), _json_text(entries))
-                for (tenant, source), entries in batches.items()
-            ],
-        )
-        targets = {key: full for key, full in wanted.items() if key in known}
-        if not targets:
-            return 0
-        due = _utc_text(received + dt.timedelta(seconds=self.coalesce_s))
-        raw.executemany(
-            _SQLITE_JOB_UPSERT,
-            [
-                (
-                    tenant,
-                    mailbox,
-                    FULL_RESYNC if full else REFRESH,
-                    due,
-                    stamp,
-                    notified if (tenant, mailbox) in changed else None,
-                )
-                for (tenant, mailbox), full in targets.items()
             ],
         )
         return len(targets)
@@ -415,12 +313,13 @@ class JobQueue:
         """The calendars among ``wanted`` that the service caches (jobs reference them)."""
         known: set[tuple[str, str]] = set()
         for tenant, mailboxes in _by_tenant(wanted).items():
-            rows = connection.execute(
-                sa.select(calendars.c.mailbox).where(
-                    calendars.c.tenant_id == tenant, calendars.c.mailbox.in_(mailboxes)
+            for chunk in _chunks(mailboxes):
+                rows = connection.execute(
+                    sa.select(calendars.c.mailbox).where(
+                        calendars.c.tenant_id == tenant, calendars.c.mailbox.in_(chunk)
+                    )
                 )
-            )
-            known.update((tenant, row.mailbox) for row in rows)
+                known.update((tenant, row.mailbox) for row in rows)
         return known
 
     def _enqueue(
@@ -549,8 +448,8 @@ class JobQueue:
             await self._look_ahead(connection, now)
             return claimed
 
-        # One hand-off on SQLite for the whole claim (see ``SqlBase.write_through``).
-        return await self._store.write_through(claim_in)
+        async with self._store.write() as connection:
+            return await claim_in(connection)
 
     async def _look_ahead(self, connection: AsyncConnection, now: dt.datetime) -> None:
         """After a claim, in its transaction: when the worker must look again by itself
@@ -607,7 +506,8 @@ class JobQueue:
             )
             return (result.rowcount or 0) > 0
 
-        return await self._store.write_through(extend_in)
+        async with self._store.write() as connection:
+            return await extend_in(connection)
 
     async def complete(self, job: Job) -> bool:
         """The refresh succeeded: drop the claim (what its notifications asked for is done).
@@ -645,8 +545,8 @@ class JobQueue:
             )
             return {row[0] for row in deleted}
 
-        # One hand-off on SQLite for the whole round of completions.
-        return await self._store.write_through(complete_in)
+        async with self._store.write() as connection:
+            return await complete_in(connection)
 
     async def retry(self, job: Job, *, defer_s: float, error: str) -> bool:
         """The refresh failed: make it pending again ``defer_s`` from now with one more attempt.
@@ -743,7 +643,8 @@ class JobQueue:
                     )
                 return len(old)
 
-            gone = await self._store.write_through(prune_in)
+            async with self._store.write() as connection:
+                gone = await prune_in(connection)
             deleted += gone
             if gone < chunk:
                 break
@@ -786,36 +687,9 @@ def needs_lifecycle(item: InboxItem) -> bool:
     )
 
 
-_SQLITE_MARK_UPSERT = (
-    "INSERT INTO intake_journal_marks (slot, segment, byte_offset, updated_at) "
-    "VALUES (?, ?, ?, ?) ON CONFLICT (slot) DO UPDATE SET segment = excluded.segment, "
-    "byte_offset = excluded.byte_offset, updated_at = excluded.updated_at"
-)
-_SQLITE_BATCH_INSERT = (
-    "INSERT INTO inbox_batches (tenant_id, received_at, source, count, notifications) "
-    "VALUES (?, ?, ?, ?, ?)"
-)
-# ``_append_rows``'s upsert of a calendar's pending job, as SQLite spells it.
-_SQLITE_JOB_UPSERT = (
-    "INSERT INTO jobs (tenant_id, mailbox, kind, due_at, attempts, created_at, last_notified_at) "
-    "VALUES (?, ?, ?, ?, 0, ?, ?) "
-    "ON CONFLICT (tenant_id, mailbox) WHERE locked_by IS NULL DO UPDATE SET "
-    "due_at = CASE WHEN jobs.attempts = 0 AND jobs.due_at > excluded.due_at "
-    "THEN excluded.due_at ELSE jobs.due_at END, "
-    "kind = CASE WHEN excluded.kind = 'full_resync' THEN 'full_resync' ELSE jobs.kind END, "
-    "last_notified_at = coalesce(excluded.last_notified_at, jobs.last_notified_at)"
-)
-
-
 def _utc_text(value: dt.datetime) -> str:
-    """An instant as ISO text in UTC, so that texts compare as the instants do; also how
-    ``UTCDateTime`` stores an instant on SQLite."""
+    """An instant as ISO text in UTC, so that texts compare as the instants do."""
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
-
-
-def _mark_row(mark: JournalMark, now: dt.datetime) -> dict[str, Any]:
-    slot, segment, offset = mark
-    return {"slot": slot, "segment": segment, "byte_offset": offset, "updated_at": now}
 
 
 def _job_row(
@@ -888,7 +762,3 @@ def _sort(
             entries = batches[source] = []
         entries.append(_entry(item))
     return wanted, changed, batches
-
-
-def _json_text(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
