@@ -29,15 +29,17 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import make_url
 
-from bookingcache.api.app import create_app
+from bookingcache.bootstrap import service_app
 from bookingcache.clock import FixedClock
 from bookingcache.settings import Settings
-from bookingcache.store.schema import metadata
-from bookingcache.store.sql import SqlStore, open_store
+from bookingcache.store.sql.schema import metadata
+from bookingcache.store.sql.store import SqlStore, open_store
+from tests.support.auth import ADMIN_TOKEN
+from tests.support.databases import POSTGRES_ENV, asyncpg_dsn, opened_store
 
 T = TypeVar("T")
 
-POSTGRES_ENV = "BOOKINGCACHE_TEST_DATABASE_URL"
+# A Monday morning; an area whose tests need another moment overrides ``clock_start``.
 CLOCK_START = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
 
 
@@ -50,11 +52,6 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, main()).result()
-
-
-def asyncpg_dsn(url: str) -> str:
-    """A database URL as asyncpg's own ``connect`` takes it."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def _migrate(url: str) -> None:
@@ -163,8 +160,15 @@ async def database_url(
 
 
 @pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(CLOCK_START)
+def clock_start() -> dt.datetime:
+    """Where ``clock`` starts."""
+    return CLOCK_START
+
+
+@pytest.fixture
+def clock(clock_start: dt.datetime) -> FixedClock:
+    """The time every part of the app under test reads; the test moves it."""
+    return FixedClock(clock_start)
 
 
 @pytest.fixture
@@ -173,19 +177,6 @@ async def other_store(database_url: str) -> AsyncIterator[SqlStore]:
     in-process signals from the test's ``store``; the system clock)."""
     async with opened_store(database_url) as opened:
         yield opened
-
-
-@contextlib.asynccontextmanager
-async def opened_store(
-    database_url: str, clock: FixedClock | None = None
-) -> AsyncIterator[SqlStore]:
-    """A ``SqlStore`` on the migrated database at ``database_url``, closed on the way out
-    (on the system clock unless given one)."""
-    opened = await open_store(database_url, migrate=False, clock=clock)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture
@@ -197,8 +188,8 @@ async def store(database_url: str, clock: FixedClock) -> AsyncIterator[SqlStore]
 
 @pytest.fixture
 def admin_token() -> str:
-    """The admin token of the app under test; a test area overrides it to use its own."""
-    return "admin-token-for-the-service-tests-0123456789"
+    """The admin token of the app under test (``tests.support.auth.ADMIN`` is its header)."""
+    return ADMIN_TOKEN
 
 
 @pytest.fixture
@@ -214,7 +205,7 @@ def settings(tmp_path: Path, database_url: str, admin_token: str) -> Settings:
 @pytest.fixture
 async def app(settings: Settings, clock: FixedClock) -> AsyncIterator[FastAPI]:
     """The service's app with its lifespan running (store, read model, worker)."""
-    app = create_app(settings, clock=clock)
+    app = service_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
         yield app
 

@@ -1,7 +1,12 @@
-"""The composition root: the one place that chooses real adapters and wires them together.
+"""The composition root: the one place that reads the environment, chooses the real adapters and
+wires every part of a service process together.
 
-Tests call ``build_container`` with their own settings (a temporary data directory, a test
-database) and a ``FixedClock``; nothing else in the service constructs a store or a clock.
+``settings_from_environment`` reads the settings (``BOOKINGCACHE_*``). ``build_container``
+opens the store and builds the adapters of the store ports, the connector client, the event
+sources, the sync runtime, intake, the read model and the subscription orchestration; nothing
+is built later or anywhere else. ``open_service`` (the app of ``bookingcache serve``, built by
+``service_app``) and ``open_worker`` (``bookingcache worker``) then start what their process
+runs. Tests call them with their own settings, a ``FixedClock`` and transports to fakes.
 """
 
 from __future__ import annotations
@@ -11,54 +16,143 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+import httpx
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bookingcache.api.app import create_app
 from bookingcache.clock import Clock, SystemClock
+from bookingcache.contract.client import ConnectorClient
+from bookingcache.contract.signing import TOLERANCE
 from bookingcache.errors import StoreUnavailable
-from bookingcache.readmodel import ReadModel
-from bookingcache.settings import Settings, admin_token_of, ensure_admin_token
-from bookingcache.store.notices import NoticesCollector
+from bookingcache.intake.metrics import IntakeMetrics
+from bookingcache.intake.service import IntakeService
+from bookingcache.orchestration.health import HealthMetrics
+from bookingcache.orchestration.orchestrator import Orchestrator
+from bookingcache.read.model import ReadModel
+from bookingcache.settings import (
+    OrchestrationSettings,
+    Settings,
+    SyncSettings,
+    admin_token_of,
+    ensure_admin_token,
+)
+from bookingcache.store.inbox import Inbox
+from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
-from bookingcache.store.sql import SqlStore, open_store
-from bookingcache.sync.queue import JobQueue
+from bookingcache.store.sql.inbox import SqlInbox
+from bookingcache.store.sql.jobs import SqlJobQueue
+from bookingcache.store.sql.notices import NoticesCollector
+from bookingcache.store.sql.replays import SqlReplayGuard
+from bookingcache.store.sql.store import SqlStore, open_store
+from bookingcache.store.sql.subscriptions import SqlSubscriptions
+from bookingcache.store.subscriptions import Subscriptions
+from bookingcache.sync.metrics import SyncMetrics
 from bookingcache.sync.runtime import SyncRuntime
-from bookingcache.sync.settings import SyncSettings
+from bookingcache.sync.sources.connector import ConnectorSource
+from bookingcache.sync.sources.graph import GraphSource
+from bookingcache.sync.sources.push import PushSource
+from bookingcache.sync.worker import SourceSet
 
 log = logging.getLogger(__name__)
 
 _DATABASE_RETRY_S = 0.5
 
 
+# --- settings from the environment -------------------------------------------------------------
+class _ServiceEnvironment(Settings, BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BOOKINGCACHE_", extra="ignore")
+
+
+class _SyncEnvironment(SyncSettings, BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BOOKINGCACHE_SYNC_", env_nested_delimiter="__", extra="ignore"
+    )
+
+
+class _OrchestrationEnvironment(OrchestrationSettings, BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BOOKINGCACHE_ORCHESTRATION_", env_nested_delimiter="__", extra="ignore"
+    )
+
+
+def settings_from_environment(**overrides: Any) -> Settings:
+    """The settings from ``BOOKINGCACHE_*`` (``BOOKINGCACHE_SYNC_*`` and
+    ``BOOKINGCACHE_ORCHESTRATION_*`` for the nested ones), with ``overrides`` (those not None,
+    say from the command line) on top."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    service = _ServiceEnvironment(**given)
+    values = service.model_dump(exclude={"sync", "orchestration"})
+    return Settings(
+        **values,
+        sync=SyncSettings(**_SyncEnvironment().model_dump()),
+        orchestration=OrchestrationSettings(**_OrchestrationEnvironment().model_dump()),
+    )
+
+
+# --- the container ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Transports:
+    """Where outbound HTTP goes; None: the network. Tests put fakes or the emulator here."""
+
+    graph: httpx.AsyncBaseTransport | None = None
+    connector: httpx.AsyncBaseTransport | None = None
+
+
 @dataclass(slots=True)
 class Container:
-    """The composed objects one service process runs with."""
+    """The composed parts one service process runs with."""
 
     settings: Settings
-    store: Store
     clock: Clock
+    metrics: CollectorRegistry
+    store: Store
+    subscriptions: Subscriptions
+    queue: JobQueue
+    inbox: Inbox
+    connector: ConnectorClient
+    sync: SyncRuntime
+    intake: IntakeService
     read_model: ReadModel
-    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
-    # The sync engine: its queue is intake's way in; its worker runs when settings.run_worker.
-    sync: SyncRuntime | None = None
+    # None when the subscription orchestration is turned off.
+    orchestrator: Orchestrator | None
+    _started: list[str] = field(default_factory=list)
 
     @property
     def admin_token(self) -> str:
         return admin_token_of(self.settings)
 
-    @property
-    def queue(self) -> JobQueue | None:
-        """The sync engine's queue, which intake appends to (and so wakes the worker)."""
-        return self.sync.queue if self.sync is not None else None
+    def start_service(self) -> None:
+        """The API process: the read model follows the store's signals, the orchestration runs,
+        and the worker too when ``settings.run_worker``."""
+        self.read_model.attach()
+        self._started.append("read model")
+        if self.orchestrator is not None:
+            self.orchestrator.start()
+            self._started.append("orchestrator")
+        if self.settings.run_worker:
+            self.start_worker()
+
+    def start_worker(self) -> None:
+        self.sync.start()
+        self._started.append("sync")
 
     async def close(self) -> None:
-        if self.sync is not None:
-            await self.sync.stop()
-        self.read_model.detach()
+        if self.orchestrator is not None and "orchestrator" in self._started:
+            await self.orchestrator.stop()
+        await self.sync.stop()
+        if "read model" in self._started:
+            await self.read_model.detach()
+        self._started.clear()
+        await self.intake.committer.drain()
+        await self.connector.aclose()
         await self.store.close()
 
 
-async def open_store_when_ready(settings: Settings, *, clock: Clock) -> Store:
+async def open_store_when_ready(settings: Settings, *, clock: Clock) -> SqlStore:
     """Open the store and migrate it to head, waiting up to ``database_wait_s`` for a database
     that is still starting (a container orchestrator may start us first)."""
     url = settings.resolved_database_url
@@ -80,26 +174,136 @@ async def build_container(
     *,
     clock: Clock | None = None,
     metrics: CollectorRegistry | None = None,
-    sync_settings: SyncSettings | None = None,
+    transports: Transports | None = None,
 ) -> Container:
-    settings = ensure_admin_token(settings)
+    """Every part of a service process, built and wired, nothing started."""
     clock = clock or SystemClock()
+    registry = metrics if metrics is not None else CollectorRegistry()
+    transports = transports or Transports()
     store = await open_store_when_ready(settings, clock=clock)
+    if store.dialect == "postgresql":
+        registry.register(NoticesCollector(lambda: store.notices))
+    sync_settings = settings.sync
+    subscriptions = SqlSubscriptions(store, clock=clock)
+    queue = SqlJobQueue(
+        store,
+        clock=clock,
+        coalesce_s=sync_settings.coalesce_ms / 1000,
+        coalesce_window_s=sync_settings.coalesce_window_ms / 1000,
+        lease_s=sync_settings.lease_s,
+        max_attempts=sync_settings.max_tries,
+    )
+    inbox = SqlInbox(store, jobs=queue, clock=clock)
+    connector = ConnectorClient(
+        clock=clock,
+        events_timeout_s=sync_settings.connector_timeout_s,
+        subscriptions_timeout_s=settings.orchestration.connector_timeout_s,
+        transport=transports.connector,
+    )
+    sources = SourceSet(
+        connector=ConnectorSource(store, client=connector),
+        graph=GraphSource(
+            sync_settings.graph, clock=clock, transport=transports.graph, store=store
+        ),
+        push=PushSource(),
+    )
+    sync = SyncRuntime(
+        store=store,
+        queue=queue,
+        inbox=inbox,
+        sources=sources,
+        settings=sync_settings,
+        clock=clock,
+        metrics=SyncMetrics.of(registry),
+    )
+    intake = IntakeService(
+        store=store,
+        inbox=inbox,
+        subscriptions=subscriptions,
+        replays=SqlReplayGuard(store, clock=clock, window=TOLERANCE),
+        clock=clock,
+        metrics=IntakeMetrics.of(registry),
+    )
+    orchestrator: Orchestrator | None = None
+    if settings.orchestration.enabled:
+        orchestrator = Orchestrator(
+            store=store,
+            subscriptions=subscriptions,
+            queue=queue,
+            connector=connector,
+            clock=clock,
+            public_base_url=settings.resolved_public_base_url,
+            settings=settings.orchestration,
+            metrics=HealthMetrics.of(registry),
+        )
+        # A notification from a subscription the service does not know: converge the tenant.
+        intake.on_unknown_subscription = orchestrator.unknown_subscription
     read_model = ReadModel(
         store, clock, poll_interval=dt.timedelta(milliseconds=settings.change_feed_poll_ms)
     )
-    read_model.attach()
-    registry = metrics if metrics is not None else CollectorRegistry()
-    if isinstance(store, SqlStore) and store.dialect == "postgresql":
-        registry.register(NoticesCollector(lambda: store.notices))
-    sync = SyncRuntime(store, clock=clock, settings=sync_settings, metrics=registry)
-    if settings.run_worker:
-        sync.start()
     return Container(
         settings=settings,
-        store=store,
         clock=clock,
-        read_model=read_model,
         metrics=registry,
+        store=store,
+        subscriptions=subscriptions,
+        queue=queue,
+        inbox=inbox,
+        connector=connector,
         sync=sync,
+        intake=intake,
+        read_model=read_model,
+        orchestrator=orchestrator,
     )
+
+
+async def open_service(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    metrics: CollectorRegistry | None = None,
+    transports: Transports | None = None,
+) -> Container:
+    """The container of an API process (``bookingcache serve``), started: its settings carry
+    the admin token (``ensure_admin_token``)."""
+    container = await build_container(
+        ensure_admin_token(settings), clock=clock, metrics=metrics, transports=transports
+    )
+    container.start_service()
+    return container
+
+
+async def open_worker(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    metrics: CollectorRegistry | None = None,
+    transports: Transports | None = None,
+) -> Container:
+    """The container of a worker process (``bookingcache worker``): only the sync engine runs."""
+    container = await build_container(settings, clock=clock, metrics=metrics, transports=transports)
+    container.start_worker()
+    return container
+
+
+def service_app(
+    settings: Settings, *, clock: Clock | None = None, transports: Transports | None = None
+) -> FastAPI:
+    """The service's ASGI app: its lifespan opens the process's container (``open_service``)
+    with the app's metrics registry, and closes it."""
+
+    async def services(registry: CollectorRegistry) -> Container:
+        return await open_service(settings, clock=clock, metrics=registry, transports=transports)
+
+    return create_app(settings, services=services)
+
+
+def event_loop_runner() -> asyncio.Runner:
+    """The runner of a server process: uvloop where it is installed (it comes with
+    ``uvicorn[standard]``), asyncio's own loop elsewhere. Its cross-thread wake-ups, which every
+    SQLite statement and thread hand-off costs, are much cheaper than asyncio's self-pipe."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop does not exist on Windows
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)

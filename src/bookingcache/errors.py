@@ -2,13 +2,18 @@
 ``BookingCacheError``; the HTTP layer maps each branch to a status in one place (api/problems.py).
 
     BookingCacheError
-    ├── InvalidInput            400/422: the caller sent something wrong
-    │   └── InvalidWindow       start after end, window too long, bad interval
+    ├── InvalidInput            422: the caller sent something wrong
+    │   ├── InvalidWindow       422: start after end, window too long, bad interval
+    │   ├── MalformedBody       400: not JSON, or not the shape of the call
+    │   ├── UnsupportedMediaType 415: the body is not declared as JSON
+    │   └── BodyTooLarge        413: the body is over the size limit
     ├── NotFound                404: unknown tenant, room, calendar
     ├── Conflict                409: the request contradicts stored state
-    ├── Unauthorized            401: missing or wrong token / signature
+    ├── Unauthorized            401: missing or wrong token
+    │   └── BadSignature        401: an unsigned, stale, wrongly signed or replayed signed call
     ├── Forbidden               403: a valid token that may not do this
     ├── StoreUnavailable        503: the database could not be reached or written
+    │   └── NotPersisted        503: accepted notifications could not be stored (sender retries)
     └── UpstreamError           502/503: Graph or the connector failed
         └── Throttled           429/503 upstream with Retry-After
 """
@@ -28,6 +33,18 @@ class InvalidWindow(InvalidInput):
     pass
 
 
+class MalformedBody(InvalidInput):
+    pass
+
+
+class UnsupportedMediaType(InvalidInput):
+    pass
+
+
+class BodyTooLarge(InvalidInput):
+    pass
+
+
 class NotFound(BookingCacheError):
     pass
 
@@ -40,11 +57,19 @@ class Unauthorized(BookingCacheError):
     pass
 
 
+class BadSignature(Unauthorized):
+    pass
+
+
 class Forbidden(BookingCacheError):
     pass
 
 
 class StoreUnavailable(BookingCacheError):
+    pass
+
+
+class NotPersisted(StoreUnavailable):
     pass
 
 

@@ -1,7 +1,12 @@
-"""Service settings, read from ``BOOKINGCACHE_*`` environment variables (or given directly).
+"""Every setting of the service, as plain models: ``Settings`` with the sync engine's
+(``SyncSettings``, ``GraphSettings``) and the subscription orchestration's
+(``OrchestrationSettings``) nested in it.
 
-Nothing here touches the disk: the admin token file in the data directory is read or written by
-``ensure_admin_token``, which the composition root and the ``serve`` command call.
+Tests and tools build them directly. Only the composition root reads them from the environment
+(``bootstrap.settings_from_environment``: ``BOOKINGCACHE_*``, ``BOOKINGCACHE_SYNC_*``,
+``BOOKINGCACHE_ORCHESTRATION_*``); nothing here reads the environment or touches the disk. The
+admin token file in the data directory is read or written by ``ensure_admin_token``, which the
+composition root calls.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from bookingcache.errors import InvalidInput
 
@@ -46,10 +51,114 @@ def is_placeholder_secret(value: str) -> bool:
     return not folded or folded in _PLACEHOLDER_SECRETS or folded.startswith("changeme")
 
 
-class Settings(BaseSettings):
-    """Everything the service process needs to know about its surroundings."""
+class GraphTenantSettings(BaseModel):
+    """How the service's own app reads one customer's Graph (event source ``graph``)."""
 
-    model_config = SettingsConfigDict(env_prefix="BOOKINGCACHE_", extra="ignore")
+    # The customer's Entra tenant id (or verified domain) that MSAL's authority names.
+    directory_tenant: str
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    # ``read``: the app holds Calendars.Read, so calendarView/delta is used;
+    # ``read_basic``: only Calendars.ReadBasic.All, so plain calendarView with $select.
+    permission: Literal["read", "read_basic"] | None = None
+
+
+class GraphSettings(BaseModel):
+    """The service's own Graph app, shared by every ``graph`` tenant unless one overrides it."""
+
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
+    authority_host: str = "https://login.microsoftonline.com"
+    graph_base_url: str = "https://graph.microsoft.com/v1.0"
+    scope: str = "https://graph.microsoft.com/.default"
+    # A CA bundle to trust for the authority and Graph (a private emulator, a TLS-inspecting proxy).
+    ca_bundle: str | None = None
+    permission: Literal["read", "read_basic"] = "read"
+    request_timeout_s: float = 10.0
+    max_concurrent_per_mailbox: int = Field(default=4, ge=1, le=4)
+    page_size: int = Field(default=500, ge=1, le=1000)
+    # Keyed by the service's tenant id.
+    tenants: dict[str, GraphTenantSettings] = Field(default_factory=dict)
+
+
+class SyncSettings(BaseModel):
+    """The sync engine's knobs: ``BOOKINGCACHE_SYNC_*`` in the environment (nested with ``__``,
+    e.g. ``BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID``; ``BOOKINGCACHE_SYNC_GRAPH__TENANTS`` as JSON)."""
+
+    # A notification makes its calendar's refresh due ``coalesce_ms`` later (the notifications
+    # of one Exchange write arrive together); notifications that keep arriving less than
+    # ``coalesce_ms`` apart hold it back, for at most ``coalesce_window_ms`` after the first.
+    coalesce_ms: int = Field(default=25, ge=0, le=60_000)
+    coalesce_window_ms: int = Field(default=300, ge=0, le=60_000)
+    window_days: int = Field(default=14, ge=1, le=62)
+    # How far before the start of the room's local today the window begins.
+    window_past_days: int = Field(default=0, ge=0, le=30)
+    # Graph's limits are per app and mailbox (4 concurrent, 10,000 per 10 min) and a refresh
+    # keeps one request of its calendar in flight; these caps bound this process's share of
+    # the app's global budget and its own load (docs/sync.md, "Concurrency").
+    max_refreshes_per_tenant: int = Field(default=64, ge=1)
+    max_refreshes_total: int = Field(default=128, ge=1)
+    claim_batch: int = Field(default=32, ge=1, le=1000)
+    # After a claim that found less than a full batch, the worker waits at least this long
+    # before the next: jobs falling due (or released) within it are claimed together.
+    claim_gap_ms: int = Field(default=10, ge=0, le=1000)
+    poll_interval_ms: int = Field(default=100, ge=10)
+    lease_s: float = Field(default=60.0, gt=0)
+    max_tries: int = Field(default=8, ge=1)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    sweep_bound_s: float = Field(default=900.0, gt=0)
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+    sweep_rate_per_s: float = Field(default=5.0, gt=0)
+    # How long the inbox keeps what intake accepted (the record; the work is in the jobs).
+    inbox_retention_days: float = Field(default=7.0, gt=0, le=3650)
+    connector_timeout_s: float = Field(default=10.0, gt=0)
+    graph: GraphSettings = Field(default_factory=GraphSettings)
+
+
+NotificationMode = Literal["direct", "relay"]
+
+
+class OrchestrationSettings(BaseModel):
+    """The subscription orchestration's knobs: ``BOOKINGCACHE_ORCHESTRATION_*`` in the
+    environment."""
+
+    enabled: bool = True
+    # A burst of room changes (an import, an editor session) gives one converge this long after
+    # the last change.
+    debounce_s: float = Field(default=2.0, ge=0)
+    # How often the timer looks for work (lifecycle marks, backoffs, silent calendars, due
+    # tenants). Lifecycle events are acted on within one tick.
+    tick_s: float = Field(default=2.0, gt=0)
+    # Every tenant is re-converged this often whatever happens (the connector renews what
+    # expires within 48 hours; Graph's maximum lifetime is just under 7 days).
+    reconverge_every_s: float = Field(default=6 * 3600.0, gt=0)
+    # ... and as soon as a subscription expires within this.
+    renew_within_s: float = Field(default=48 * 3600.0, gt=0)
+    # A calendar whose subscription expires within this is reported ``expiring``.
+    expiring_within_s: float = Field(default=24 * 3600.0, gt=0)
+    # Backoff of a mailbox (or a whole connector) that failed: base * 2^n, capped.
+    backoff_base_s: float = Field(default=30.0, gt=0)
+    backoff_max_s: float = Field(default=1800.0, gt=0)
+    # Lifecycle marks, subscriptions expiring soon and notifications from unknown
+    # subscriptions converge a tenant at most this often (the connector may leave a mark
+    # standing, say for a mailbox it cannot subscribe).
+    react_min_interval_s: float = Field(default=30.0, ge=0)
+    connector_timeout_s: float = Field(default=60.0, gt=0)
+    # clientState rotation: the previous secret keeps verifying this long.
+    client_state_grace_s: float = Field(default=4 * 3600.0, ge=0)
+    # Sweep refreshes that found changes no notification announced, in a row, before a
+    # calendar is reported ``silent``; a silent calendar is re-read this often.
+    silent_after: int = Field(default=2, ge=1)
+    silent_resync_s: float = Field(default=60.0, gt=0)
+    # Where Graph delivers a tenant's notifications: ``direct`` (Alternative 1, the service's
+    # own /graph/notifications/{tenant}) or ``relay`` (Alternative 2, the connector's relay).
+    # Tenants not listed use ``direct``, except push tenants, which can only work by relay.
+    notification_modes: dict[str, NotificationMode] = Field(default_factory=dict)
+
+
+class Settings(BaseModel):
+    """Everything a service process needs to know about its surroundings."""
 
     environment: Literal["development", "staging", "production"] = "production"
     data_dir: Path = Path("data")
@@ -72,7 +181,7 @@ class Settings(BaseSettings):
     run_worker: bool = Field(
         default=False,
         description="run the sync worker and sweep in this process (`serve` turns it on "
-        "unless --no-worker); sync knobs are BOOKINGCACHE_SYNC_* (bookingcache.sync.settings)",
+        "unless --no-worker); the sync engine's knobs are ``sync``",
     )
     database_wait_s: float = Field(
         default=30.0, ge=0, description="how long start-up waits for the database"
@@ -93,6 +202,9 @@ class Settings(BaseSettings):
         "commit (intake's group commit shares one among the requests of a round). "
         "PostgreSQL's own settings (synchronous_commit) decide there",
     )
+
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -7,8 +7,9 @@ import pytest
 from fastapi import APIRouter, FastAPI
 
 from bookingcache.api.deps import TenantReader
-
-from .conftest import ADMIN, assert_problem, tenant_body
+from tests.support.api import tenant_body
+from tests.support.auth import ADMIN
+from tests.support.problems import assert_problem
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from bookingcache.cli import main
-from bookingcache.logs import configure_logging
 from bookingcache.settings import Settings
+from bookingcache.telemetry.logs import configure_logging
 
 
 def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:

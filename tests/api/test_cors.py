@@ -6,18 +6,17 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from bookingcache.api.app import create_app
+from bookingcache.bootstrap import service_app
 from bookingcache.clock import FixedClock
 from bookingcache.settings import Settings
-
-from .conftest import ADMIN
+from tests.support.auth import ADMIN
 
 MAP = "https://map.example"
 
 
 @pytest.fixture
 async def cors_client(settings: Settings, clock: FixedClock) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(settings.model_copy(update={"cors_origins": [MAP]}), clock=clock)
+    app: FastAPI = service_app(settings.model_copy(update={"cors_origins": [MAP]}), clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

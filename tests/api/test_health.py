@@ -9,10 +9,10 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from bookingcache.api.app import create_app
+from bookingcache.bootstrap import service_app
 from bookingcache.settings import Settings
-
-from .conftest import ADMIN, assert_problem
+from tests.support.auth import ADMIN
+from tests.support.problems import assert_problem
 
 
 async def test_liveness_and_readiness(client: httpx.AsyncClient) -> None:
@@ -25,7 +25,7 @@ async def test_liveness_and_readiness(client: httpx.AsyncClient) -> None:
 
 
 async def test_not_ready_before_start_up(settings: Settings) -> None:
-    app = create_app(settings)  # lifespan not run: no database yet
+    app = service_app(settings)  # lifespan not run: no database yet
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         assert (await client.get("/healthz")).status_code == 200
@@ -60,7 +60,7 @@ async def test_metrics_count_requests_by_route_template(
 
 
 async def test_each_app_has_its_own_registry(settings: Settings, client: httpx.AsyncClient) -> None:
-    other = create_app(settings)
+    other = service_app(settings)
     transport = httpx.ASGITransport(app=other)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as other_client:
         await other_client.get("/healthz")

@@ -5,7 +5,8 @@ from typing import Any
 
 import httpx
 
-from .conftest import ADMIN, assert_problem
+from tests.support.auth import ADMIN
+from tests.support.problems import assert_problem
 
 CSV = {**ADMIN, "content-type": "text/csv"}
 

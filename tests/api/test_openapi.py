@@ -20,10 +20,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from bookingcache.api.app import create_app
+from bookingcache.bootstrap import service_app
 from bookingcache.settings import Settings
-
-from .conftest import ADMIN, ADMIN_TOKEN
+from tests.support.auth import ADMIN, ADMIN_TOKEN
 
 EXPECTED_OPERATIONS = {
     ("post", "/v1/tenants"),
@@ -87,7 +86,7 @@ def test_no_input_makes_the_api_fail(tmp_path: Path, database_url: str) -> None:
         admin_token=SecretStr(ADMIN_TOKEN),
         database_wait_s=0,
     )
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(settings))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", service_app(settings))
     failures: list[str] = []
     try:
         for result in schema.get_all_operations():

@@ -6,8 +6,8 @@ import httpx
 from fastapi import FastAPI
 
 from bookingcache.errors import Throttled
-
-from .conftest import ADMIN, assert_problem
+from tests.support.auth import ADMIN
+from tests.support.problems import assert_problem
 
 
 async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:

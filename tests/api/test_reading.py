@@ -13,8 +13,9 @@ from fastapi import FastAPI
 from bookingcache.bootstrap import Container
 from bookingcache.clock import FixedClock
 from bookingcache.domain.events import BasicEvent
-
-from .conftest import ADMIN, assert_problem, tenant_body
+from tests.support.api import tenant_body
+from tests.support.auth import ADMIN
+from tests.support.problems import assert_problem
 
 
 async def test_read_token_reads_availability_of_its_own_tenant_only(
@@ -25,7 +26,7 @@ async def test_read_token_reads_availability_of_its_own_tenant_only(
     response = await client.put(f"/v1/tenants/{tenant_id}/rooms/r1", json=room, headers=ADMIN)
     assert response.status_code == 201
     now = clock.now()
-    container: Container = app.state.container
+    container: Container = app.state.services
     await container.store.replace_window(
         tenant_id,
         "room.1@contoso.com",

@@ -4,7 +4,8 @@ from typing import Any
 
 import httpx
 
-from .conftest import ADMIN, assert_problem
+from tests.support.auth import ADMIN
+from tests.support.problems import assert_problem
 
 SQUARE = {"type": "Polygon", "coordinates": [[[0, 0], [0, 1], [1, 1], [1, 0], [0, 0]]]}
 

@@ -4,58 +4,29 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
+
+from bookingcache.tools import processes
+from tests.support.processes import command, serve_command
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 BANNER = re.compile(r"listening on (http://127\.0\.0\.1:\d+) admin token: (\S+)")
 
 
-def _first_line(stream: object, timeout_s: float) -> str:
-    """The first line of ``stream``, or '' if none came in time."""
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)  # type: ignore[attr-defined]
-    reader.start()
-    reader.join(timeout_s)
-    return lines[0] if lines else ""
-
-
 @pytest.mark.slow
 def test_serve_starts_prints_and_stops_cleanly(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKINGCACHE_")}
     data_dir = tmp_path / "data"
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bookingcache.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    ) as process:
-        _exercise(process, data_dir)
-
-
-def _exercise(process: subprocess.Popen[str], data_dir: Path) -> None:
+    log = tmp_path / "serve.log"
+    child = processes.start(serve_command(data_dir), env=env, log=log)
     try:
-        line = _first_line(process.stdout, START_TIMEOUT_S)
+        line = child.ready(lambda _: True, timeout_s=START_TIMEOUT_S)
         match = BANNER.search(line)
         assert match, f"unexpected first line {line!r}"
         url, token = match.groups()
@@ -68,15 +39,9 @@ def _exercise(process: subprocess.Popen[str], data_dir: Path) -> None:
             listed = client.get("/v1/tenants", headers={"Authorization": f"Bearer {token}"})
             assert listed.status_code == 200
             assert listed.json() == {"tenants": []}
-
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=STOP_TIMEOUT_S) == 0
-        stderr = process.stderr.read() if process.stderr else ""
-        assert "Traceback" not in stderr, stderr
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        assert child.stop(timeout_s=STOP_TIMEOUT_S) == 0
+    assert "Traceback" not in log.read_text()
 
 
 @pytest.mark.slow
@@ -84,16 +49,13 @@ def test_serve_refuses_a_placeholder_admin_token(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKINGCACHE_")}
     env["BOOKINGCACHE_ADMIN_TOKEN"] = "changeme"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bookingcache.cli",
+        command(
             "serve",
             "--port",
             "0",
             "--data-dir",
             str(tmp_path),
-        ],
+        ),
         capture_output=True,
         text=True,
         env=env,
@@ -112,16 +74,13 @@ def test_serve_reports_a_port_in_use(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bookingcache.cli",
+            command(
                 "serve",
                 "--port",
                 str(port),
                 "--data-dir",
                 str(tmp_path),
-            ],
+            ),
             capture_output=True,
             text=True,
             env=env,

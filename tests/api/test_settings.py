@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from bookingcache.settings import Settings, admin_token_of, ensure_admin_token
+from bookingcache.bootstrap import settings_from_environment
+from bookingcache.settings import Settings, SyncSettings, admin_token_of, ensure_admin_token
 
 
 @pytest.mark.parametrize("token", ["changeme", "CHANGEME", "changethis", "secret", "changeme123"])
@@ -31,9 +32,9 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("BOOKINGCACHE_LOG_LEVEL", "debug")
     monkeypatch.setenv("BOOKINGCACHE_ADMIN_TOKEN", "changeme")
     with pytest.raises(ValidationError):
-        Settings()
+        settings_from_environment()
     monkeypatch.setenv("BOOKINGCACHE_ENVIRONMENT", "development")
-    settings = Settings()
+    settings = settings_from_environment()
     assert settings.port == 9123
     assert settings.log_level == "DEBUG"
     assert settings.resolved_database_url == f"sqlite:///{tmp_path.resolve()}/bookingcache.db"
@@ -67,9 +68,39 @@ def test_public_base_url_must_be_http() -> None:
 
 def test_cors_origins_from_a_comma_separated_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOOKINGCACHE_CORS_ORIGINS", "https://map.example, https://edit.example/")
-    assert Settings().cors_origins == ["https://map.example", "https://edit.example"]
+    assert settings_from_environment().cors_origins == [
+        "https://map.example",
+        "https://edit.example",
+    ]
     monkeypatch.setenv("BOOKINGCACHE_CORS_ORIGINS", "map.example")
     with pytest.raises(ValidationError, match="CORS origin"):
-        Settings()
+        settings_from_environment()
     monkeypatch.delenv("BOOKINGCACHE_CORS_ORIGINS")
-    assert Settings().cors_origins == []
+    assert settings_from_environment().cors_origins == []
+
+
+def test_the_sync_and_orchestration_settings_read_their_own_prefixes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BOOKINGCACHE_SYNC_COALESCE_MS", "75")
+    monkeypatch.setenv("BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID", "app-1")
+    monkeypatch.setenv(
+        "BOOKINGCACHE_SYNC_GRAPH__TENANTS", '{"contoso": {"directory_tenant": "contoso.example"}}'
+    )
+    monkeypatch.setenv("BOOKINGCACHE_ORCHESTRATION_DEBOUNCE_S", "0.5")
+    monkeypatch.setenv("BOOKINGCACHE_ORCHESTRATION_NOTIFICATION_MODES", '{"contoso": "relay"}')
+    settings = settings_from_environment(port=0)
+    assert settings.port == 0  # what the command line gives wins
+    assert settings.sync.coalesce_ms == 75
+    assert settings.sync.graph.client_id == "app-1"
+    assert settings.sync.graph.tenants["contoso"].directory_tenant == "contoso.example"
+    assert settings.orchestration.debounce_s == 0.5
+    assert settings.orchestration.notification_modes == {"contoso": "relay"}
+
+
+def test_settings_built_in_code_read_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOOKINGCACHE_PORT", "9123")
+    monkeypatch.setenv("BOOKINGCACHE_SYNC_COALESCE_MS", "75")
+    settings = Settings()
+    assert settings.port == 8080
+    assert settings.sync.coalesce_ms == SyncSettings().coalesce_ms != 75

@@ -7,7 +7,9 @@ from typing import Any
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from .conftest import ADMIN, assert_problem, tenant_body
+from tests.support.api import tenant_body
+from tests.support.auth import ADMIN
+from tests.support.problems import assert_problem
 
 
 async def test_create_returns_secrets_once(

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bookingcache.bench import main
+from bookingcache.tools.bench import main
 
 
 @pytest.mark.slow

@@ -8,8 +8,9 @@ from typing import Any
 from bookingcache.api.availability import BulkAvailabilityOut
 from bookingcache.api.events import RoomEventsOut
 from bookingcache.domain.events import Sensitivity, ShowAs
-
-from .conftest import ADMIN, Tenant, assert_problem, at, event
+from tests.support.auth import ADMIN
+from tests.support.availability import Tenant, at, event
+from tests.support.problems import assert_problem
 
 DAY = {"start": "2026-11-23T08:00:00Z", "end": "2026-11-23T18:00:00Z"}
 

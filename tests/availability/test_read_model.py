@@ -10,11 +10,10 @@ import datetime as dt
 import pytest
 
 from bookingcache.clock import FixedClock
-from bookingcache.readmodel import ReadModel
-from bookingcache.store import notices
-from bookingcache.store.sql import SqlStore
-
-from .conftest import NOW, Tenant, event
+from bookingcache.read.model import ReadModel
+from bookingcache.store.sql import notices
+from bookingcache.store.sql.store import SqlStore
+from tests.support.availability import NOW, Tenant, event
 
 
 async def test_another_process_follows_the_change_feed(
@@ -195,4 +194,4 @@ async def test_on_postgresql_another_process_refresh_shows_before_the_next_poll(
             await asyncio.sleep(0.01)
         assert seen == ["m1", "m2"]
     finally:
-        model.detach()
+        await model.detach()

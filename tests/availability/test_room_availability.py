@@ -6,8 +6,9 @@ import datetime as dt
 
 from bookingcache.api.availability import RoomAvailabilityOut
 from bookingcache.domain.events import ShowAs
-
-from .conftest import ADMIN, NOW, Tenant, assert_problem, at, event, z
+from tests.support.auth import ADMIN
+from tests.support.availability import NOW, Tenant, at, event, z
+from tests.support.problems import assert_problem
 
 
 async def test_status_now_next_change_busy_and_free(tenant: Tenant) -> None:

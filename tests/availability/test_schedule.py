@@ -8,8 +8,9 @@ from typing import Any
 
 from bookingcache.api.schedule import ScheduleResponse
 from bookingcache.domain.events import Sensitivity, ShowAs
-
-from .conftest import Tenant, assert_problem, event, load_sample
+from tests.support.availability import Tenant, event
+from tests.support.problems import assert_problem
+from tests.support.samples import sample
 
 GRAPH_DATE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}$")
 
@@ -99,13 +100,13 @@ async def test_view_and_items_match_a_hand_computed_answer(tenant: Tenant) -> No
 
 
 async def test_shape_matches_graphs_sample(tenant: Tenant) -> None:
-    sample = load_sample("getschedule-response.json")
+    expected = sample("getschedule-response.json")
     await booked_room(tenant)
     body = (await tenant.post("/getSchedule", request("a1", "nobody@contoso.example"))).json()
-    assert body["@odata.context"] == sample["@odata.context"]
-    sample_keys = set().union(*(entry.keys() for entry in sample["value"]))
+    assert body["@odata.context"] == expected["@odata.context"]
+    sample_keys = set().union(*(entry.keys() for entry in expected["value"]))
     sample_item_keys = set().union(
-        *(item.keys() for entry in sample["value"] for item in entry["scheduleItems"])
+        *(item.keys() for entry in expected["value"] for item in entry["scheduleItems"])
     )
     ours, unknown = body["value"]
     assert set(ours) <= sample_keys and {"scheduleId", "availabilityView", "scheduleItems"} <= set(
@@ -114,12 +115,12 @@ async def test_shape_matches_graphs_sample(tenant: Tenant) -> None:
     for item in ours["scheduleItems"]:
         assert set(item) <= sample_item_keys
         for bound in ("start", "end"):
-            assert set(item[bound]) == set(sample["value"][0]["scheduleItems"][0][bound])
+            assert set(item[bound]) == set(expected["value"][0]["scheduleItems"][0][bound])
             assert GRAPH_DATE_TIME.match(item[bound]["dateTime"])
-    for entry in sample["value"]:
+    for entry in expected["value"]:
         for item in entry["scheduleItems"]:
             assert GRAPH_DATE_TIME.match(item["start"]["dateTime"])  # our pattern fits Graph's
-    assert len(ours["availabilityView"]) == 8  # one digit per slot, like the sample's 8
+    assert len(ours["availabilityView"]) == 8  # one digit per slot, like the expected's 8
     # An unknown schedule answers like Graph: an entry with an error, not a failed call.
     assert unknown["scheduleId"] == "nobody@contoso.example"
     assert unknown["error"]["responseCode"] == "ErrorInvalidUser"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,8 +29,8 @@ from bookingcache.domain.events import BasicEvent, EventType, ShowAs
 from bookingcache.domain.intervals import Interval
 from bookingcache.domain.timezones import resolve_time_zone
 from bookingcache.errors import InvalidInput, InvalidWindow
+from tests.support.samples import sample
 
-SAMPLES = Path(__file__).resolve().parents[2] / "testdata" / "graph-samples"
 DAY = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
 MIN = dt.timedelta(minutes=1)
@@ -249,9 +247,9 @@ def _graph_time(value: dict[str, str]) -> dt.datetime:
 
 
 def test_view_matches_graph_getschedule_sample() -> None:
-    sample = json.loads((SAMPLES / "getschedule-response.json").read_text())
+    expected = sample("getschedule-response.json")
     window = Interval(t(8), t(12))  # the sample asks 08:00-12:00 UTC in 30-minute slots
-    for schedule in sample["value"]:
+    for schedule in expected["value"]:
         events = [
             BasicEvent(
                 id=str(number),

@@ -8,9 +8,8 @@ import os
 
 import pytest
 
-from bookingcache.bench import main
-
-POSTGRES_ENV = "BOOKINGCACHE_TEST_DATABASE_URL"
+from bookingcache.tools.bench import main
+from tests.support.databases import POSTGRES_ENV
 
 
 def _run(capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, object]:

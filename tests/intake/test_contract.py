@@ -10,11 +10,11 @@ from fastapi import FastAPI
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.tenancy import EventSource
-from bookingcache.store.sql import SqlStore
+from bookingcache.store.sql.store import SqlStore
 from bookingcache_connector.service import ServiceClient
 from bookingcache_connector.signing import Signer
-
-from .conftest import add_org, stored_notifications
+from tests.support.inbox import stored_notifications
+from tests.support.tenants import add_org
 
 
 class ConnectorClock:

@@ -17,14 +17,17 @@ import pytest
 import sqlalchemy as sa
 
 from bookingcache.clock import SystemClock
-from bookingcache.store.schema import inbox_batches, jobs
-from bookingcache.store.sql import SqlStore, open_store
-from bookingcache.store.subscriptions import SubscriptionRegistry
+from bookingcache.store.sql.schema import inbox_batches, jobs
+from bookingcache.store.sql.store import SqlStore, open_store
+from bookingcache.store.sql.subscriptions import SqlSubscriptions
+from tests.support.auth import ADMIN, ADMIN_TOKEN
+from tests.support.processes import ServiceProcess
+from tests.support.servers import serve_in_thread
+from tests.support.signing import sign
+from tests.support.waiting import until
 
-from .conftest import sign
-from .servers import ServiceProcess, TruthConnector, serve_in_thread
+from .servers import TruthConnector
 
-ADMIN = "crash-test-admin-token-0123456789"
 ROOMS = 12
 CLIENT_STATE = "crash-test-client-state"
 KILL_AFTER = 100
@@ -58,14 +61,6 @@ async def refreshes_to_do(store: SqlStore) -> set[str]:
     """The calendars with a pending or running refresh."""
     async with store.read() as connection:
         return set((await connection.scalars(sa.select(jobs.c.mailbox))).all())
-
-
-async def wait_for(check: Any, *, timeout_s: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def graph_call(numbers: list[int]) -> tuple[str, dict[str, str], bytes, dict[str, str]]:
@@ -130,7 +125,7 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(
     data_dir = tmp_path / "data"
     env = {
         "BOOKINGCACHE_DATABASE_URL": database_url,
-        "BOOKINGCACHE_ADMIN_TOKEN": ADMIN,
+        "BOOKINGCACHE_ADMIN_TOKEN": ADMIN_TOKEN,
         "BOOKINGCACHE_LOG_LEVEL": "WARNING",
         # Refreshes wait out a long coalescing window, so the kill comes before they run and
         # the restarted process has to do them from what it stored.
@@ -149,7 +144,7 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(
     with serve_in_thread(connector.app()) as connector_url:
         base = await service.start()
         try:
-            admin = {"Authorization": f"Bearer {ADMIN}"}
+            admin = ADMIN
             async with httpx.AsyncClient(base_url=base, timeout=10) as http:
                 created = await http.post(
                     "/v1/tenants",
@@ -179,7 +174,7 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(
             # The subscriptions the orchestration would have recorded.
             store = await open_store(database_url, migrate=False)
             try:
-                registry = SubscriptionRegistry(store, clock=SystemClock())
+                registry = SqlSubscriptions(store, clock=SystemClock())
                 for index, mailbox in enumerate(mailboxes):
                     await registry.record("crash", mailbox, f"sub-{index}", expires_at=None)
                 await registry.rotate_client_state("crash", CLIENT_STATE)
@@ -190,7 +185,7 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(
                         m: {f"old-{i}"} for i, m in enumerate(mailboxes)
                     }
 
-                await wait_for(first_reads_done, timeout_s=20, what="the first reads")
+                await until(first_reads_done, timeout_s=20, what="the first reads", every_s=0.1)
 
                 # Every room gets booked; Graph sends its burst of notifications.
                 for index, mailbox in enumerate(mailboxes):
@@ -249,7 +244,7 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(
                         return False
                     return await refreshes_to_do(store) == set()
 
-                await wait_for(converged, timeout_s=45, what="every calendar to converge")
+                await until(converged, timeout_s=45, what="every calendar to converge", every_s=0.1)
                 assert accepted.keys() <= await stored_tags(store)
                 assert connector.reads > reads_before
                 assert connector.refused == 0

@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.tenancy import EventSource
-from bookingcache.store.schema import events, inbox_batches
-from bookingcache.store.sql import SqlStore
-from bookingcache.store.subscriptions import SubscriptionRegistry
-
-from .conftest import Org, add_org, sample, sign
+from bookingcache.store.sql.schema import events, inbox_batches
+from bookingcache.store.sql.store import SqlStore
+from bookingcache.store.sql.subscriptions import SqlSubscriptions
+from tests.support.samples import sample
+from tests.support.signing import sign
+from tests.support.tenants import Org, add_org
 
 ALLOWED = {202, 400, 401, 413, 415, 422}
 FUZZ = settings(
@@ -50,7 +51,7 @@ class Fixture:
 
 
 @pytest.fixture
-async def fuzz(store: SqlStore, registry: SubscriptionRegistry) -> Fixture:
+async def fuzz(store: SqlStore, registry: SqlSubscriptions) -> Fixture:
     org = await add_org(store, source=EventSource.PUSH, connector_url=None)
     notes = sample("notification-batch.json")["value"]
     ids = [note["subscriptionId"] for note in notes]

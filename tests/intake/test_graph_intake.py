@@ -14,18 +14,11 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from bookingcache.clock import FixedClock
-from bookingcache.store.sql import SqlStore
-from bookingcache.store.subscriptions import SubscriptionRegistry
-
-from .conftest import (
-    Org,
-    add_org,
-    inbox_batch_rows,
-    job_rows,
-    sample,
-    stored_notifications,
-    subscription_rows,
-)
+from bookingcache.store.sql.store import SqlStore
+from bookingcache.store.sql.subscriptions import SqlSubscriptions
+from tests.support.inbox import inbox_batch_rows, job_rows, stored_notifications, subscription_rows
+from tests.support.samples import sample
+from tests.support.tenants import Org, add_org
 
 HANDSHAKE = (
     "Validation%3A%20Testing%20client%20application%20reachability%20for%20subscription"
@@ -38,7 +31,7 @@ DECODED = (
 JSON = {"Content-Type": "application/json"}
 
 
-async def subscribe_samples(registry: SubscriptionRegistry, org: Org) -> list[dict[str, Any]]:
+async def subscribe_samples(registry: SqlSubscriptions, org: Org) -> list[dict[str, Any]]:
     """Record the subscriptions of the sample batches for ``org``'s rooms, with the samples'
     clientStates as the tenant's current and previous (rotating) secrets."""
     notes = sample("notification-batch.json")["value"]
@@ -73,7 +66,7 @@ async def test_validation_handshake_echoes_the_decoded_token(
 
 
 async def test_sample_batch_is_committed_before_the_202(
-    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+    client: httpx.AsyncClient, store: SqlStore, registry: SqlSubscriptions
 ) -> None:
     org = await add_org(store)
     await subscribe_samples(registry, org)
@@ -105,7 +98,7 @@ async def test_sample_batch_is_committed_before_the_202(
 
 
 async def test_inauthentic_notifications_are_acknowledged_ignored_and_counted(
-    app: FastAPI, client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+    app: FastAPI, client: httpx.AsyncClient, store: SqlStore, registry: SqlSubscriptions
 ) -> None:
     org = await add_org(store)
     other = await add_org(store)
@@ -145,7 +138,7 @@ async def test_a_batch_for_an_unknown_tenant_is_acknowledged_and_stores_nothing(
 
 
 async def test_lifecycle_events_mark_subscriptions_and_force_full_resyncs(
-    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+    client: httpx.AsyncClient, store: SqlStore, registry: SqlSubscriptions
 ) -> None:
     org = await add_org(store)
     await subscribe_samples(registry, org)
@@ -177,7 +170,7 @@ async def test_lifecycle_events_mark_subscriptions_and_force_full_resyncs(
 
 
 async def test_changes_and_lifecycle_events_may_share_a_batch(
-    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+    client: httpx.AsyncClient, store: SqlStore, registry: SqlSubscriptions
 ) -> None:
     org = await add_org(store)
     await subscribe_samples(registry, org)
@@ -196,7 +189,7 @@ async def test_changes_and_lifecycle_events_may_share_a_batch(
 
 
 async def test_a_rotated_client_state_verifies_until_its_grace_ends(
-    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry, clock: FixedClock
+    client: httpx.AsyncClient, store: SqlStore, registry: SqlSubscriptions, clock: FixedClock
 ) -> None:
     org = await add_org(store)
     # The three sample clientStates were made current in turn: a1, b2 retire, c3 stays.
@@ -213,7 +206,7 @@ async def test_a_rotated_client_state_verifies_until_its_grace_ends(
 
 
 async def test_a_subscription_recorded_after_a_miss_is_found_at_once(
-    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+    client: httpx.AsyncClient, store: SqlStore, registry: SqlSubscriptions
 ) -> None:
     org = await add_org(store)
     await registry.rotate_client_state(org.id, "the-state")
@@ -244,7 +237,7 @@ BAD_BODIES: list[tuple[bytes, dict[str, str], int]] = [
 
 
 async def test_bad_bodies_get_a_problem_and_store_nothing(
-    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+    client: httpx.AsyncClient, store: SqlStore, registry: SqlSubscriptions
 ) -> None:
     org = await add_org(store)
     await subscribe_samples(registry, org)
@@ -258,7 +251,7 @@ async def test_bad_bodies_get_a_problem_and_store_nothing(
 
 
 async def test_bodies_over_one_mebibyte_are_refused(
-    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+    client: httpx.AsyncClient, store: SqlStore, registry: SqlSubscriptions
 ) -> None:
     org = await add_org(store)
     notes = await subscribe_samples(registry, org)
@@ -311,7 +304,7 @@ async def refuse_inbox(store: SqlStore, *, refuse: bool = True) -> None:
 
 
 async def test_a_failed_commit_answers_503_so_graph_retries(
-    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+    client: httpx.AsyncClient, store: SqlStore, registry: SqlSubscriptions
 ) -> None:
     org = await add_org(store)
     await subscribe_samples(registry, org)

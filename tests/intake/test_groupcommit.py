@@ -8,13 +8,13 @@ from collections.abc import Sequence
 import httpx
 from fastapi import FastAPI
 
-from bookingcache.intake.errors import NotPersisted
+from bookingcache.domain.notifications import InboxItem
+from bookingcache.errors import NotPersisted
 from bookingcache.intake.groupcommit import GroupCommitter
-from bookingcache.store.sql import SqlStore
-from bookingcache.store.subscriptions import SubscriptionRegistry
-from bookingcache.sync.model import InboxItem
-
-from .conftest import Org, add_org, inbox_batch_rows, stored_notifications
+from bookingcache.store.sql.store import SqlStore
+from bookingcache.store.sql.subscriptions import SqlSubscriptions
+from tests.support.inbox import inbox_batch_rows, stored_notifications
+from tests.support.tenants import Org, add_org
 
 
 class SlowInbox:
@@ -98,7 +98,7 @@ async def test_a_request_that_goes_away_does_not_cancel_the_shared_commit() -> N
 
 
 async def _post_concurrently(
-    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry, org: Org
+    client: httpx.AsyncClient, store: SqlStore, registry: SqlSubscriptions, org: Org
 ) -> None:
     """120 webhook requests at once, each with one notification; all answered 202 and
     stored."""
@@ -124,11 +124,11 @@ async def _post_concurrently(
 
 
 async def test_concurrent_webhook_posts_share_transactions(
-    app: FastAPI, client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry
+    app: FastAPI, client: httpx.AsyncClient, store: SqlStore, registry: SqlSubscriptions
 ) -> None:
     org = await add_org(store, rooms=4)
     await _post_concurrently(client, store, registry, org)
-    rounds = app.state.intake.committer.rounds
+    rounds = app.state.services.intake.committer.rounds
     assert rounds < 60, f"{rounds} transactions for 120 requests"
     # Each round stored the notifications of all its requests as one inbox row.
     assert len(await inbox_batch_rows(store, org.id)) == rounds

@@ -13,23 +13,17 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from bookingcache.api.app import create_app
+from bookingcache.bootstrap import service_app
 from bookingcache.clock import FixedClock
 from bookingcache.domain.tenancy import EventSource
 from bookingcache.settings import Settings
-from bookingcache.store.schema import calendars
-from bookingcache.store.sql import SqlStore
-from bookingcache.store.subscriptions import SubscriptionRegistry
+from bookingcache.store.sql.schema import calendars
+from bookingcache.store.sql.store import SqlStore
+from bookingcache.store.sql.subscriptions import SqlSubscriptions
+from tests.support.inbox import event_count, job_rows, stored_notifications, subscription_rows
+from tests.support.signing import sign
+from tests.support.tenants import Org, add_org
 
-from .conftest import (
-    Org,
-    add_org,
-    event_count,
-    job_rows,
-    sign,
-    stored_notifications,
-    subscription_rows,
-)
 from .test_graph_intake import counter
 
 START = "2026-11-23T00:00:00Z"
@@ -71,7 +65,7 @@ async def post_signed(
 
 
 async def test_changes_lifecycle_and_resync_reach_the_inbox(
-    client: httpx.AsyncClient, store: SqlStore, registry: SubscriptionRegistry, clock: FixedClock
+    client: httpx.AsyncClient, store: SqlStore, registry: SqlSubscriptions, clock: FixedClock
 ) -> None:
     org = await add_org(store)
     await registry.record(org.id, org.mailboxes[2], "sub-2", expires_at=None)
@@ -243,7 +237,7 @@ async def another_process(
     settings: Settings, clock: FixedClock
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a second service app on the same database, as another process would be."""
-    other = create_app(settings, clock=clock)
+    other = service_app(settings, clock=clock)
     async with other.router.lifespan_context(other):
         transport = httpx.ASGITransport(app=other, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://other") as client:

@@ -26,8 +26,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from .conftest import FAST
-from .world import TENANT, World, deployment, wait_for
+from bookingcache.settings import SyncSettings
+from tests.support.waiting import wait_for
+
+from .world import FAST, FAST_SYNC, TENANT, World, deployment
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +127,13 @@ class Room:
 
 @contextlib.contextmanager
 def _deployed(
-    tmp_path: Path, alternative: int, source: str, *, rooms: int, push_reconcile_s: float = 900.0
+    tmp_path: Path,
+    alternative: int,
+    source: str,
+    *,
+    rooms: int,
+    sync: SyncSettings = FAST_SYNC,
+    push_reconcile_s: float = 900.0,
 ) -> Iterator[tuple[World, list[Room]]]:
     """The deployment with ``rooms`` rooms linked, subscribed and read once (pushed once, for
     ``push``: the connector's reconciliation pushes a new calendar's window at once), and a
@@ -134,6 +142,7 @@ def _deployed(
         deployment(
             tmp_path,
             orchestration=FAST,
+            sync=sync,
             alternative=alternative,
             event_source=source,
             push_reconcile_s=push_reconcile_s,
@@ -158,12 +167,12 @@ def _deployed(
     ("alternative", "source"), CASES, ids=[f"alt{a}-{source}" for a, source in CASES]
 )
 def test_booked_moved_cancelled_and_an_edited_occurrence_show_in_availability(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alternative: int, source: str
+    tmp_path: Path, alternative: int, source: str
 ) -> None:
     # Gather a burst for 300 ms before its refresh: on a stalled machine a booking's
     # notifications may reach the service in more than one delivery (or relay call).
-    monkeypatch.setenv("BOOKINGCACHE_SYNC_COALESCE_MS", "300")
-    with _deployed(tmp_path, alternative, source, rooms=1) as (world, [room]):
+    gathering = FAST_SYNC.model_copy(update={"coalesce_ms": 300})
+    with _deployed(tmp_path, alternative, source, rooms=1, sync=gathering) as (world, [room]):
         assert room.night_busy() == []
 
         meeting = (room.at(0, 2), room.at(0, 3))
@@ -214,16 +223,12 @@ def test_booked_moved_cancelled_and_an_edited_occurrence_show_in_availability(
     ("alternative", "source"), CASES, ids=[f"alt{a}-{source}" for a, source in CASES]
 )
 def test_graph_faults_and_lost_notifications_still_converge(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    alternative: int,
-    source: str,
+    tmp_path: Path, alternative: int, source: str
 ) -> None:
-    # A short reconciliation bound: what a dropped notification leaves stale is read again.
-    monkeypatch.setenv("BOOKINGCACHE_SYNC_SWEEP_BOUND_S", "2")
-    monkeypatch.setenv("BOOKINGCACHE_SYNC_SWEEP_INTERVAL_S", "0.5")
-    # A short reconciliation bound at the connector too, for the push source.
-    with _deployed(tmp_path, alternative, source, rooms=3, push_reconcile_s=2.0) as (
+    # A short reconciliation bound: what a dropped notification leaves stale is read again;
+    # and at the connector too, for the push source.
+    sweeping = FAST_SYNC.model_copy(update={"sweep_bound_s": 2, "sweep_interval_s": 0.5})
+    with _deployed(tmp_path, alternative, source, rooms=3, sync=sweeping, push_reconcile_s=2.0) as (
         world,
         rooms,
     ):

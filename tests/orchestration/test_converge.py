@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .world import World, wait_for
+from tests.support.waiting import wait_for
+
+from .world import World
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from graph_emulator.directory import Mailbox
+from tests.support.waiting import wait_for
 
-from .conftest import FAST
 from .test_lifecycle import _book, _booked_starts, _subscribed
-from .world import TENANT, World, deployment, wait_for
+from .world import FAST, FAST_SYNC, TENANT, World, deployment
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def test_a_notification_from_an_unknown_subscription_reconverges(
 
 
 def test_alternative_2_subscribes_the_connectors_relay(tmp_path: Path) -> None:
-    with deployment(tmp_path, orchestration=FAST, alternative=2) as world:
+    with deployment(tmp_path, orchestration=FAST, sync=FAST_SYNC, alternative=2) as world:
         mailbox = world.rooms[5]["upn"]
         world.link("relayed", mailbox)
         sub = _subscribed(world, mailbox)

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import FAST
-from .world import TENANT, World, deployment, wait_for
+from tests.support.waiting import wait_for
+
+from .world import FAST, FAST_SYNC, TENANT, World, deployment
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +87,7 @@ def test_a_removed_subscription_is_recreated(world: World) -> None:
 
 def test_a_subscription_expired_at_graph_is_recreated(tmp_path: Path) -> None:
     settings = FAST.model_copy(update={"reconverge_every_s": 1.0})
-    with deployment(tmp_path, orchestration=settings) as world:
+    with deployment(tmp_path, orchestration=settings, sync=FAST_SYNC) as world:
         mailbox = world.rooms[1]["upn"]
         world.link("r1", mailbox)
         first = _subscribed(world, mailbox)
@@ -104,11 +105,10 @@ def test_a_subscription_expired_at_graph_is_recreated(tmp_path: Path) -> None:
 
 
 def test_a_silenced_subscription_is_detected_and_the_calendar_stays_fresh(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("BOOKINGCACHE_SYNC_SWEEP_BOUND_S", "1")
-    monkeypatch.setenv("BOOKINGCACHE_SYNC_SWEEP_INTERVAL_S", "0.3")
-    with deployment(tmp_path, orchestration=FAST) as world:
+    sweeping = FAST_SYNC.model_copy(update={"sweep_bound_s": 1, "sweep_interval_s": 0.3})
+    with deployment(tmp_path, orchestration=FAST, sync=sweeping) as world:
         mailbox = world.rooms[2]["upn"]
         world.link("quiet", mailbox)
         sub = _subscribed(world, mailbox)

@@ -7,36 +7,43 @@ import datetime as dt
 import sqlalchemy as sa
 
 from bookingcache.clock import FixedClock
-from bookingcache.orchestration.connector import SubscriptionRow
-from bookingcache.orchestration.records import SubscriptionRecords
-from bookingcache.store.schema import subscriptions
-from bookingcache.store.sql import SqlStore
-from bookingcache.store.subscriptions import SubscriptionRegistry
-from bookingcache.sync.lifecycle import record as record_lifecycle
-from bookingcache.sync.model import InboxItem, NotificationKind
-from bookingcache.sync.queue import JobQueue
-
-from .records_setup import add_tenant
+from bookingcache.domain.notifications import InboxItem, NotificationKind
+from bookingcache.domain.subscriptions import RENEW, ConvergedSubscription
+from bookingcache.store.sql.inbox import SqlInbox
+from bookingcache.store.sql.jobs import SqlJobQueue
+from bookingcache.store.sql.schema import subscriptions
+from bookingcache.store.sql.store import SqlStore
+from bookingcache.store.sql.subscriptions import SqlSubscriptions, mark_lifecycle
+from tests.support.tenants import add_tenant
 
 
-def _row(mailbox: str, sub: str | None, status: str, **extra: object) -> SubscriptionRow:
-    return SubscriptionRow.model_validate(
-        {"mailbox": mailbox, "subscriptionId": sub, "status": status, **extra}
-    )
+def _row(
+    mailbox: str,
+    sub: str | None,
+    status: str,
+    *,
+    expires_at: dt.datetime | None = None,
+    error: str | None = None,
+) -> ConvergedSubscription:
+    return ConvergedSubscription(mailbox, sub, expires_at, status, error)
+
+
+async def _renewals_asked(records: SqlSubscriptions, tenant_id: str) -> set[str]:
+    return {m for m, action in (await records.needs_action(tenant_id)).items() if action == RENEW}
 
 
 async def test_rows_are_stored_failures_keep_the_old_subscription_and_unwanted_go(
     store: SqlStore, clock: FixedClock
 ) -> None:
     a, b, c = await add_tenant(store, rooms=3)
-    records = SubscriptionRecords(store, clock=clock)
-    registry = SubscriptionRegistry(store, clock=clock)
+    records = SqlSubscriptions(store, clock=clock)
+    registry = SqlSubscriptions(store, clock=clock)
     expiry = clock.now() + dt.timedelta(days=6)
     await records.save(
         "contoso",
         [
-            _row(a, "sub-a", "created", expirationDateTime=expiry.isoformat()),
-            _row(b, "sub-b", "created", expirationDateTime=expiry.isoformat()),
+            _row(a, "sub-a", "created", expires_at=expiry),
+            _row(b, "sub-b", "created", expires_at=expiry),
             _row(c, None, "failed", error="Graph answered 403 for this mailbox"),
         ],
         started_at=clock.now(),
@@ -65,7 +72,7 @@ async def test_a_lifecycle_mark_made_during_a_converge_is_kept(
     store: SqlStore, clock: FixedClock
 ) -> None:
     [a] = await add_tenant(store, rooms=1)
-    records = SubscriptionRecords(store, clock=clock)
+    records = SqlSubscriptions(store, clock=clock)
     await records.save("contoso", [_row(a, "sub-a", "created")], started_at=clock.now())
     started = clock.now()
     clock.advance(dt.timedelta(seconds=1))
@@ -76,7 +83,7 @@ async def test_a_lifecycle_mark_made_during_a_converge_is_kept(
         kind=NotificationKind.SUBSCRIPTION_REMOVED,
     )
     async with store.write() as connection:
-        await record_lifecycle(connection, [item], now=clock.now())
+        await mark_lifecycle(connection, [item], now=clock.now())
     soon = clock.now() + dt.timedelta(hours=1)
     assert await records.tenants_needing_action(expiring_before=soon) == {"contoso"}
     clock.advance(dt.timedelta(seconds=1))
@@ -97,8 +104,9 @@ async def test_a_lifecycle_mark_stored_after_a_converge_started_is_kept(
     """The inbox stores a notification a little after it arrived (its group commit round). A
     converge that started in between could not see the mark, so its save must not clear it."""
     [a] = await add_tenant(store, rooms=1)
-    records = SubscriptionRecords(store, clock=clock)
-    queue = JobQueue(store, clock=clock, coalesce_s=0)
+    records = SqlSubscriptions(store, clock=clock)
+    queue = SqlJobQueue(store, clock=clock, coalesce_s=0)
+    inbox = SqlInbox(store, jobs=queue, clock=clock)
     await records.save("contoso", [_row(a, "sub-a", "created")], started_at=clock.now())
     arrived = clock.now()
     clock.advance(dt.timedelta(milliseconds=5))
@@ -110,24 +118,25 @@ async def test_a_lifecycle_mark_stored_after_a_converge_started_is_kept(
         mailbox=None,
         kind=NotificationKind.REAUTHORIZATION_REQUIRED,
     )
-    await queue.append_inbox([item], received_at=arrived)
-    assert await records.renewals_asked("contoso") == {a}
+    await inbox.append([item], received_at=arrived)
+    assert await _renewals_asked(records, "contoso") == {a}
     clock.advance(dt.timedelta(milliseconds=5))
     await records.save("contoso", [_row(a, "sub-a", "unchanged")], started_at=started)
-    assert await records.renewals_asked("contoso") == {a}
+    assert await _renewals_asked(records, "contoso") == {a}
     await records.save("contoso", [_row(a, "sub-a", "renewed")], started_at=clock.now())
-    assert await records.renewals_asked("contoso") == set()
+    assert await _renewals_asked(records, "contoso") == set()
 
 
 async def test_last_notification_shows_from_the_pending_refresh_and_lives_on_in_the_subscription(
     store: SqlStore, clock: FixedClock
 ) -> None:
     [a, b] = await add_tenant(store, rooms=2)
-    records = SubscriptionRecords(store, clock=clock)
-    registry = SubscriptionRegistry(store, clock=clock)
+    records = SqlSubscriptions(store, clock=clock)
+    registry = SqlSubscriptions(store, clock=clock)
     await registry.record("contoso", a, "sub-a", expires_at=None)
     await registry.record("contoso", b, "sub-b", expires_at=None)
-    queue = JobQueue(store, clock=clock, coalesce_s=0)
+    queue = SqlJobQueue(store, clock=clock, coalesce_s=0)
+    inbox = SqlInbox(store, jobs=queue, clock=clock)
 
     async def recorded() -> dict[str, dt.datetime | None]:
         async with store.read() as connection:
@@ -137,7 +146,7 @@ async def test_last_notification_shows_from_the_pending_refresh_and_lives_on_in_
             return {row.mailbox: row.last_notification_at for row in rows}
 
     received = clock.now()
-    await queue.append_inbox(
+    await inbox.append(
         [
             InboxItem(tenant_id="contoso", mailbox=a, kind=NotificationKind.CHANGE),
             # A lifecycle event is no change notification: b's refresh is due, not notified.
@@ -166,7 +175,7 @@ async def test_last_notification_shows_from_the_pending_refresh_and_lives_on_in_
     # A newer notification shows as soon as it is pending, before its refresh is claimed.
     clock.advance(dt.timedelta(minutes=5))
     later = clock.now()
-    await queue.append_inbox([InboxItem(tenant_id="contoso", mailbox=a)])
+    await inbox.append([InboxItem(tenant_id="contoso", mailbox=a)])
     assert await recorded() == {a: received, b: None}
     found = {r.mailbox: r.last_notification_at for r in await records.calendars()}
     assert found == {a: later, b: None}

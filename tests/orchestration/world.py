@@ -8,67 +8,48 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from pydantic import SecretStr
 
-from bookingcache.api.app import create_app
-from bookingcache.orchestration.settings import OrchestrationSettings
-from bookingcache.settings import Settings
-from bookingcache.sync.settings import GraphSettings, GraphTenantSettings, SyncSettings
+from bookingcache.bootstrap import service_app
+from bookingcache.settings import (
+    GraphSettings,
+    GraphTenantSettings,
+    OrchestrationSettings,
+    Settings,
+    SyncSettings,
+)
 from bookingcache_connector.app import create_app as create_connector_app
 from bookingcache_connector.bootstrap import build_connector
 from bookingcache_connector.config import Settings as ConnectorSettings
 from graph_emulator.auth import App
 from graph_emulator.lifecycle import SubscriptionHub
 from graph_emulator.server import BackgroundEmulator
+from tests.support.auth import ADMIN, ADMIN_TOKEN
+from tests.support.servers import bound_socket, serve_in_thread
 
-ADMIN = "orchestration-test-admin-token-0123456789"
 TENANT = "contoso"
 
-
-def bound_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    return sock
-
-
-@contextlib.contextmanager
-def serve_in_thread(app: Any, sock: socket.socket) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("a loopback server did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+# Short bounds everywhere, so that a deployment reacts within moments.
+FAST = OrchestrationSettings(
+    debounce_s=0.3,
+    tick_s=0.2,
+    reconverge_every_s=3600,
+    backoff_base_s=0.5,
+    backoff_max_s=2.0,
+    connector_timeout_s=20,
+    silent_after=2,
+    silent_resync_s=1.0,
+    react_min_interval_s=0.5,
+)
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout_s}s: {what}")
-        time.sleep(0.1)
+FAST_SYNC = SyncSettings(coalesce_ms=50, poll_interval_ms=50, backoff_base_s=0.2)
 
 
 @dataclass
@@ -146,6 +127,7 @@ def deployment(
     tmp: Path,
     *,
     orchestration: OrchestrationSettings,
+    sync: SyncSettings,
     alternative: int = 1,
     event_source: str = "connector",
     push_reconcile_s: float = 900.0,
@@ -167,38 +149,36 @@ def deployment(
         stack.callback(service_sock.close)
         stack.callback(connector_sock.close)
         service_url = f"http://127.0.0.1:{service_sock.getsockname()[1]}"
-        settings = Settings(
-            environment="development",
-            data_dir=tmp / "service",
-            public_base_url=service_url,
-            admin_token=SecretStr(ADMIN),
-            run_worker=True,
-        )
-        sync_settings = None
         if event_source == "graph":
             full = apps["full"]
-            sync_settings = SyncSettings(
-                graph=GraphSettings(
-                    client_id=full.client_id,
-                    client_secret=SecretStr(full.client_secret),
-                    authority_host=emulator.root,
-                    graph_base_url=emulator.base_url,
-                    ca_bundle=str(cert),
-                    tenants={TENANT: GraphTenantSettings(directory_tenant=state.tenant_id)},
-                )
+            sync = sync.model_copy(
+                update={
+                    "graph": GraphSettings(
+                        client_id=full.client_id,
+                        client_secret=SecretStr(full.client_secret),
+                        authority_host=emulator.root,
+                        graph_base_url=emulator.base_url,
+                        ca_bundle=str(cert),
+                        tenants={TENANT: GraphTenantSettings(directory_tenant=state.tenant_id)},
+                    )
+                }
             )
-        app = create_app(settings, sync_settings=sync_settings)
         if alternative == 2:
             orchestration = orchestration.model_copy(
                 update={"notification_modes": {TENANT: "relay"}}
             )
-        app.state.orchestration_settings = orchestration
-        stack.enter_context(serve_in_thread(app, service_sock))
-        admin = stack.enter_context(
-            httpx.Client(
-                base_url=service_url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30
-            )
+        settings = Settings(
+            environment="development",
+            data_dir=tmp / "service",
+            public_base_url=service_url,
+            admin_token=SecretStr(ADMIN_TOKEN),
+            run_worker=True,
+            sync=sync,
+            orchestration=orchestration,
         )
+        app = service_app(settings)
+        stack.enter_context(serve_in_thread(app, service_sock))
+        admin = stack.enter_context(httpx.Client(base_url=service_url, headers=ADMIN, timeout=30))
         control = stack.enter_context(
             httpx.Client(
                 base_url=f"{emulator.root}/_emulator",

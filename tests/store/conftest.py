@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 
 from bookingcache.domain.tenancy import Room, Tenant, TenantSecrets
-from bookingcache.store.sql import SqlStore
-
-TENANT = "acme"
-READ_TOKEN = "acme.read-token-1"
-SIGNING_SECRET = "whsec_c2lnbmluZy1zZWNyZXQtb2YtYWNtZQ=="
+from bookingcache.store.sql.store import SqlStore
+from tests.support.tenants import ACME as TENANT
+from tests.support.tenants import ACME_READ_TOKEN as READ_TOKEN
+from tests.support.tenants import ACME_SIGNING_SECRET as SIGNING_SECRET
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ import datetime as dt
 
 from bookingcache.domain.events import BasicEvent, EventDiff
 from bookingcache.domain.tenancy import Tenant
-from bookingcache.store.sql import SqlStore, open_store
-
-from .conftest import TENANT
+from bookingcache.store.sql.store import SqlStore, open_store
+from tests.support.tenants import ACME as TENANT
 
 A = "a@acme.test"
 DAY = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)

@@ -23,20 +23,17 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bookingcache.errors import InvalidInput, StoreUnavailable
-from bookingcache.store import engine as engines
-from bookingcache.store.engine import normalize_database_url
-from bookingcache.store.schema import (
+from bookingcache.store.sql import engine as engines
+from bookingcache.store.sql.engine import normalize_database_url
+from bookingcache.store.sql.schema import (
     UTCDateTime,
     inbox_batches,
     metadata,
     subscriptions,
     tenants,
 )
-from bookingcache.store.sql import SqlStore, open_store
-
-from ..conftest import asyncpg_dsn
-
-POSTGRES_ENV = "BOOKINGCACHE_TEST_DATABASE_URL"
+from bookingcache.store.sql.store import SqlStore, open_store
+from tests.support.databases import POSTGRES_ENV, asyncpg_dsn
 
 
 @pytest.mark.parametrize(

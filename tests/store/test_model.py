@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from bookingcache.domain.events import BasicEvent, EventDiff, Sensitivity, ShowAs
 from bookingcache.domain.tenancy import Room, Tenant, TenantSecrets
-from bookingcache.store.rows import overlaps
-from bookingcache.store.sql import SqlStore, open_store
+from bookingcache.store.sql.rows import overlaps
+from bookingcache.store.sql.store import SqlStore, open_store
 
 T = TypeVar("T")
 BASE = dt.datetime(2026, 3, 29, tzinfo=dt.UTC)  # a DST change in Europe, for good measure

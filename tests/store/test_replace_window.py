@@ -12,9 +12,8 @@ from bookingcache.clock import FixedClock
 from bookingcache.domain.events import BasicEvent, EventDiff, EventType, Sensitivity, ShowAs
 from bookingcache.domain.tenancy import Room, Tenant
 from bookingcache.errors import InvalidInput, InvalidWindow, NotFound
-from bookingcache.store.sql import SqlStore
-
-from .conftest import TENANT
+from bookingcache.store.sql.store import SqlStore
+from tests.support.tenants import ACME as TENANT
 
 A = "a@acme.test"
 B = "b@acme.test"

@@ -12,9 +12,8 @@ from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.tenancy import Room, Tenant
 from bookingcache.errors import InvalidInput, NotFound
 from bookingcache.store.port import CalendarChange
-from bookingcache.store.sql import SqlStore
-
-from .conftest import TENANT
+from bookingcache.store.sql.store import SqlStore
+from tests.support.tenants import ACME as TENANT
 
 DAY = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 GEOMETRY = {"type": "Polygon", "coordinates": [[[0, 0], [0, 1], [1, 1], [0, 0]]]}

@@ -12,10 +12,11 @@ from bookingcache.clock import FixedClock
 from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets, TitlePolicy
 from bookingcache.errors import Conflict, InvalidInput, NotFound
-from bookingcache.store import schema
-from bookingcache.store.sql import SqlStore
-
-from .conftest import READ_TOKEN, SIGNING_SECRET, TENANT
+from bookingcache.store.sql import schema
+from bookingcache.store.sql.store import SqlStore
+from tests.support.tenants import ACME as TENANT
+from tests.support.tenants import ACME_READ_TOKEN as READ_TOKEN
+from tests.support.tenants import ACME_SIGNING_SECRET as SIGNING_SECRET
 
 DAY = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 

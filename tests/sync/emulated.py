@@ -11,7 +11,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from bookingcache.sync.settings import GraphSettings, GraphTenantSettings
+from bookingcache.settings import GraphSettings, GraphTenantSettings
 from graph_emulator.app import create_app
 from graph_emulator.auth import App
 from graph_emulator.changes import ChangeType

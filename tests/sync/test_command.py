@@ -3,13 +3,8 @@ PostgreSQL, stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,47 +12,34 @@ import pytest
 import sqlalchemy as sa
 
 from bookingcache.clock import FixedClock, SystemClock
+from bookingcache.domain.notifications import InboxItem
 from bookingcache.domain.tenancy import EventSource
-from bookingcache.store.schema import jobs
-from bookingcache.store.sql import open_store
-from bookingcache.sync.model import InboxItem
-from bookingcache.sync.queue import JobQueue
-
-from .conftest import TENANT, add_tenant
+from bookingcache.store.sql.inbox import SqlInbox
+from bookingcache.store.sql.jobs import SqlJobQueue
+from bookingcache.store.sql.schema import jobs
+from bookingcache.store.sql.store import SqlStore, open_store
+from bookingcache.tools import processes
+from tests.support.processes import command, worker_ready
+from tests.support.tenants import TENANT, add_tenant
+from tests.support.waiting import until
 
 
 @contextlib.contextmanager
 def _worker(
     data_dir: Path, *args: str, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[str]]:
-    """``bookingcache worker`` on ``data_dir`` (and ``args``), once it says it runs; killed
+) -> Iterator[processes.Child]:
+    """``bookingcache worker`` on ``data_dir`` (and ``args``), once it says it runs; stopped
     afterwards if it is still running."""
     env = {**os.environ, "BOOKINGCACHE_LOG_LEVEL": "WARNING", **(env or {})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bookingcache.cli", "worker", "--data-dir", str(data_dir), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("bookingcache worker ") and line.rstrip().endswith(" running")
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+    argv = command("worker", "--data-dir", str(data_dir), *args)
+    with processes.running(argv, env=env, ready=worker_ready, timeout_s=60) as child:
+        yield child
 
 
 @pytest.mark.slow
 def test_worker_command_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
-    with _worker(tmp_path) as process:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+    with _worker(tmp_path) as worker:
+        assert worker.stop() == 0
     # The worker migrated the embedded database it was pointed at.
     assert (tmp_path / "bookingcache.db").exists()
 
@@ -72,7 +54,7 @@ async def test_on_postgresql_the_worker_takes_another_process_intake_at_once(
         pytest.skip("notices are PostgreSQL's")
     store = await open_store(database_url, migrate=False, clock=clock)
     try:
-        [room, *_] = await add_tenant(store, source=EventSource.PUSH, connector_url=None)
+        [first, room, *_] = await add_tenant(store, source=EventSource.PUSH, connector_url=None)
 
         async def pending() -> list[str]:
             async with store.read() as connection:
@@ -83,18 +65,35 @@ async def test_on_postgresql_the_worker_takes_another_process_intake_at_once(
             "--database-url",
             database_url,
             env={"BOOKINGCACHE_SYNC_POLL_INTERVAL_MS": "60000"},
-        ) as process:
-            # Listening, and past its first look at the queue.
-            await asyncio.sleep(2)
-            await JobQueue(store, clock=SystemClock(), coalesce_s=0.025).append_inbox(
-                [InboxItem(TENANT, room, change_type="updated")]
-            )
+        ) as worker:
+            writer = SqlJobQueue(store, clock=SystemClock(), coalesce_s=0.025)
+            inbox = SqlInbox(store, jobs=writer, clock=SystemClock())
+            # A first calendar, refreshed at the worker's first look; then it sleeps a minute,
+            # listening for other processes' notices.
+            await inbox.append([InboxItem(TENANT, first, change_type="updated")])
+            await until(lambda: _no_jobs(store), timeout_s=30, what="the first refresh")
+            await until(lambda: _listening(store), timeout_s=30, what="the worker listens")
+            await inbox.append([InboxItem(TENANT, room, change_type="updated")])
             assert await pending() == [room]
-            started = time.monotonic()
-            while await pending():
-                assert time.monotonic() - started < 5, "the worker was not woken"
-                await asyncio.sleep(0.02)
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=30) == 0
+            # Far sooner than its minute-long sleep: the notice woke it.
+            await until(lambda: _no_jobs(store), timeout_s=30, what="the worker was woken")
+            assert worker.stop() == 0
     finally:
         await store.close()
+
+
+async def _no_jobs(store: SqlStore) -> bool:
+    async with store.read() as connection:
+        return not (await connection.execute(sa.select(jobs.c.id))).first()
+
+
+async def _listening(store: SqlStore) -> bool:
+    """Whether a process listens for notices on the store's database (PostgreSQL)."""
+    async with store.read() as connection:
+        found = await connection.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = 'bookingcache notices'"
+            )
+        )
+    return bool(found)

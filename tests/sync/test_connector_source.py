@@ -3,6 +3,7 @@ connector reading the Graph emulator."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
 from collections.abc import AsyncIterator
@@ -12,15 +13,16 @@ import httpx
 import pytest
 
 from bookingcache.clock import Clock, FixedClock
+from bookingcache.contract.client import ConnectorClient
 from bookingcache.domain.tenancy import CalendarState, EventSource
 from bookingcache.errors import UpstreamError
-from bookingcache.store.sql import SqlStore
+from bookingcache.store.sql.store import SqlStore
 from bookingcache.sync.sources.connector import ConnectorSource
 from bookingcache_connector.app import create_app as create_connector_app
 from bookingcache_connector.bootstrap import Connector, build_connector
 from bookingcache_connector.config import Settings as ConnectorSettings
+from tests.support.tenants import SIGNING_SECRET, TENANT, add_tenant
 
-from .conftest import SIGNING_SECRET, TENANT, add_tenant
 from .emulated import AUTHORITY_HOST, GRAPH_BASE, Emulated, emulate
 
 START = dt.datetime(2026, 3, 16, 6, 0, tzinfo=dt.UTC)
@@ -80,9 +82,19 @@ async def connector(emulator: Emulated, tmp_path: Path) -> AsyncIterator[Connect
     await built.aclose()
 
 
-def _source(store: SqlStore, connector: Connector, clock: Clock) -> ConnectorSource:
-    transport = httpx.ASGITransport(app=create_connector_app(connector))
-    return ConnectorSource(store, clock=clock, transport=transport, timeout_s=5)
+@contextlib.asynccontextmanager
+async def _source(
+    store: SqlStore, transport: httpx.AsyncBaseTransport, clock: Clock
+) -> AsyncIterator[ConnectorSource]:
+    client = ConnectorClient(clock=clock, transport=transport, events_timeout_s=5)
+    try:
+        yield ConnectorSource(store, client=client)
+    finally:
+        await client.aclose()
+
+
+def _to(connector: Connector) -> httpx.AsyncBaseTransport:
+    return httpx.ASGITransport(app=create_connector_app(connector))
 
 
 async def test_reads_the_window_through_signed_calls(
@@ -100,12 +112,9 @@ async def test_reads_the_window_through_signed_calls(
             "range": {"type": "numbered", "startDate": "2026-03-16", "numberOfOccurrences": 3},
         },
     )
-    source = _source(store, connector, emulator.state.clock)
-    try:
+    async with _source(store, _to(connector), emulator.state.clock) as source:
         calendar = CalendarState(tenant_id=TENANT, mailbox=room.upn, time_zone="UTC")
         events = await source.read_window(calendar, start=WINDOW[0], end=WINDOW[1])
-    finally:
-        await source.aclose()
     assert events is not None
     seen = {(event.id, event.start, event.end, event.is_cancelled) for event in events}
     assert seen == emulator.truth(room, *WINDOW)
@@ -118,17 +127,14 @@ async def test_a_wrong_secret_or_a_skewed_clock_is_refused(
     await add_tenant(store, rooms=2, connector_url=CONNECTOR_URL)
     calendar = CalendarState(tenant_id=TENANT, mailbox=emulator.rooms[0].upn, time_zone="UTC")
     skewed = FixedClock(emulator.state.clock.now() - dt.timedelta(minutes=6))
-    source = _source(store, connector, skewed)
-    try:
+    async with _source(store, _to(connector), skewed) as source:
         with pytest.raises(UpstreamError, match="401"):
             await source.read_window(calendar, start=WINDOW[0], end=WINDOW[1])
-    finally:
-        await source.aclose()
     await add_tenant(
         store, "fabrikam", rooms=1, connector_url=CONNECTOR_URL, source=EventSource.CONNECTOR
     )
     async with store.write() as conn:
-        from bookingcache.store.schema import tenants
+        from bookingcache.store.sql.schema import tenants
 
         await conn.execute(
             tenants.update()
@@ -136,12 +142,9 @@ async def test_a_wrong_secret_or_a_skewed_clock_is_refused(
             .values(signing_secret="whsec_" + "b3RoZXItdGVuYW50cy1zZWNyZXQtMDEyMzQ1Njc4OQ==")
         )
     other = CalendarState(tenant_id="fabrikam", mailbox=emulator.rooms[0].upn, time_zone="UTC")
-    source = _source(store, connector, emulator.state.clock)
-    try:
+    async with _source(store, _to(connector), emulator.state.clock) as source:
         with pytest.raises(UpstreamError, match="401"):
             await source.read_window(other, start=WINDOW[0], end=WINDOW[1])
-    finally:
-        await source.aclose()
 
 
 async def test_connector_unreachable_and_malformed_answers_are_upstream_errors(
@@ -178,12 +181,9 @@ async def test_connector_unreachable_and_malformed_answers_are_upstream_errors(
         assert request.headers["webhook-signature"].startswith("v1,")
         return next(answers)
 
-    source = ConnectorSource(store, clock=FixedClock(START), transport=httpx.MockTransport(answer))
-    try:
+    async with _source(store, httpx.MockTransport(answer), FixedClock(START)) as source:
         for expected in ("unreadable", "unreadable", "503", "502"):
             with pytest.raises(UpstreamError, match=expected) as raised:
                 await source.read_window(calendar, start=WINDOW[0], end=WINDOW[1])
             if expected == "503":
                 assert getattr(raised.value, "retry_after_s", None) == 4
-    finally:
-        await source.aclose()

@@ -1,13 +1,14 @@
 """End to end: Graph emulator → notifications → queue → worker (graph source over MSAL) →
-store → availability API. Notifications are handed to the queue the way intake does
-(``append_inbox``), built from the changes Exchange reported in the emulator."""
+store → availability API. Notifications are handed to the inbox the way intake does
+(``Inbox.append``), built from the changes Exchange reported in the emulator."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,59 +17,69 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from bookingcache.api.app import create_app
-from bookingcache.bootstrap import Container
-from bookingcache.settings import Settings
-from bookingcache.sync.model import InboxItem, NotificationKind
+from bookingcache.bootstrap import Container, Transports, service_app
+from bookingcache.domain.notifications import InboxItem, NotificationKind
+from bookingcache.settings import Settings, SyncSettings
 from bookingcache.sync.runtime import SyncRuntime
-from bookingcache.sync.settings import SyncSettings
+from tests.support.auth import ADMIN, ADMIN_TOKEN
 
 from .emulated import TENANT, Emulated, emulate
 
 START = dt.datetime(2026, 3, 16, 6, 0, tzinfo=dt.UTC)
-ADMIN = "admin-token-for-the-sync-tests-0123456789"
-HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 DAY = dt.datetime(2026, 3, 17, tzinfo=dt.UTC)
 
 
 class Service:
-    def __init__(self, app: FastAPI, client: httpx.AsyncClient, emulator: Emulated) -> None:
+    def __init__(self, app: FastAPI, emulator: Emulated) -> None:
         self.app = app
-        self.client = client
         self.emulator = emulator
-        self.runtime: SyncRuntime | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://service.test"
+        )
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Service]:
+        async with self._stack:
+            await self._stack.enter_async_context(self.app.router.lifespan_context(self.app))
+            await self._stack.enter_async_context(self.client)
+            yield self
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
+
+    async def link_rooms(self) -> None:
+        """The tenant and its rooms, unless an earlier start made them."""
+        created = await self.client.post(
+            "/v1/tenants",
+            json={
+                "id": TENANT,
+                "name": "Contoso",
+                "event_source": "graph",
+                "default_time_zone": "Europe/Berlin",
+            },
+            headers=ADMIN,
+        )
+        if created.status_code == 409:
+            return
+        assert created.status_code == 201, created.text
+        for index, room in enumerate(self.emulator.rooms):
+            linked = await self.client.put(
+                f"/v1/tenants/{TENANT}/rooms/r{index}",
+                json={"mailbox": room.upn, "name": room.display_name, "building": "HQ"},
+                headers=ADMIN,
+            )
+            assert linked.status_code in (200, 201), linked.text
 
     @property
     def container(self) -> Container:
-        container = self.app.state.container
+        container = self.app.state.services
         assert isinstance(container, Container)
         return container
 
-    async def start_sync(self, **knobs: Any) -> SyncRuntime:
-        """Replace the container's default sync engine by one that reads the emulator."""
-        container = self.container
-        if container.sync is not None:
-            await container.sync.stop()
-        settings = SyncSettings.model_validate(
-            {
-                "coalesce_ms": 100,
-                "poll_interval_ms": 50,
-                "backoff_base_s": 0.05,
-                "backoff_max_s": 0.5,
-                "graph": self.emulator.settings(),
-            }
-            | knobs
-        )
-        runtime = SyncRuntime(
-            container.store,
-            clock=self.emulator.state.clock,
-            settings=settings,
-            graph_transport=self.emulator.transport,
-        )
-        runtime.worker.start()
-        container.sync = self.runtime = runtime
-        runtime.running = True
-        return runtime
+    @property
+    def runtime(self) -> SyncRuntime:
+        return self.container.sync
 
     def notifications(
         self, *, drop: float = 0.0, duplicate: bool = False, rng: random.Random | None = None
@@ -84,12 +95,10 @@ class Service:
         return items
 
     async def notify(self, items: list[InboxItem], *, batch: int = 3) -> None:
-        assert self.runtime is not None
         for offset in range(0, len(items), batch):
-            await self.runtime.queue.append_inbox(items[offset : offset + batch])
+            await self.container.inbox.append(items[offset : offset + batch])
 
     async def settled(self, timeout_s: float = 10.0) -> None:
-        assert self.runtime is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while await self.runtime.queue.busy_calendars():
@@ -101,7 +110,7 @@ class Service:
         response = await self.client.get(
             f"/v1/tenants/{TENANT}/rooms/{room}/events",
             params={"start": "2026-03-16T00:00:00Z", "end": "2026-03-30T00:00:00Z"},
-            headers=HEADERS,
+            headers=ADMIN,
         )
         assert response.status_code == 200, response.text
         events: list[dict[str, Any]] = response.json()["events"]
@@ -114,7 +123,7 @@ class Service:
                 "start": day.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "end": (day + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             },
-            headers=HEADERS,
+            headers=ADMIN,
         )
         assert response.status_code == 200, response.text
         return [(span["start"], span["end"]) for span in response.json()["busy"]]
@@ -138,41 +147,53 @@ class Service:
         return seen == truth
 
 
-ServiceFactory = Callable[..., Service]
+StartService = Callable[..., Awaitable[Service]]
 
 
 @pytest.fixture
-async def service(tmp_path: Path, database_url: str) -> AsyncIterator[Service]:
-    emulator = emulate(rooms=4, start=START)
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        admin_token=SecretStr(ADMIN),
-        database_wait_s=0,
-    )
-    app = create_app(settings, clock=emulator.state.clock)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as client:
-            created = await client.post(
-                "/v1/tenants",
-                json={
-                    "id": TENANT,
-                    "name": "Contoso",
-                    "event_source": "graph",
-                    "default_time_zone": "Europe/Berlin",
-                },
-                headers=HEADERS,
+def emulator() -> Emulated:
+    return emulate(rooms=4, start=START)
+
+
+@pytest.fixture
+async def start_service(
+    tmp_path: Path, database_url: str, emulator: Emulated
+) -> AsyncIterator[StartService]:
+    """Starts the service with the sync engine's ``knobs`` on the emulator's clock, its tenant
+    reading four rooms from the emulator (its ``graph`` source). A service started again runs
+    on the same database; stop the first with ``Service.stop`` to restart."""
+    async with contextlib.AsyncExitStack() as running:
+
+        async def start(**knobs: Any) -> Service:
+            sync = SyncSettings.model_validate(
+                {
+                    "coalesce_ms": 100,
+                    "poll_interval_ms": 50,
+                    "backoff_base_s": 0.05,
+                    "backoff_max_s": 0.5,
+                    "graph": emulator.settings(),
+                }
+                | knobs
             )
-            assert created.status_code == 201, created.text
-            for index, room in enumerate(emulator.rooms):
-                linked = await client.put(
-                    f"/v1/tenants/{TENANT}/rooms/r{index}",
-                    json={"mailbox": room.upn, "name": room.display_name, "building": "HQ"},
-                    headers=HEADERS,
-                )
-                assert linked.status_code in (200, 201), linked.text
-            yield Service(app, client, emulator)
+            settings = Settings(
+                data_dir=tmp_path / "data",
+                database_url=database_url,
+                admin_token=SecretStr(ADMIN_TOKEN),
+                database_wait_s=0,
+                run_worker=True,
+                sync=sync,
+            )
+            app = service_app(
+                settings,
+                clock=emulator.state.clock,
+                transports=Transports(graph=emulator.transport),
+            )
+            service = Service(app, emulator)
+            await running.enter_async_context(service.running())
+            await service.link_rooms()
+            return service
+
+        yield start
 
 
 def _utc(value: dt.datetime) -> str:
@@ -180,11 +201,12 @@ def _utc(value: dt.datetime) -> str:
 
 
 async def test_created_moved_cancelled_and_occurrence_edit_reach_the_availability_api(
-    service: Service,
+    start_service: StartService,
 ) -> None:
     # The burst arrives in two inbox commits; a gather delay of 300 ms (as in the duplicates
     # test) keeps a stall of the machine between them from splitting it into two refreshes.
-    runtime = await service.start_sync(coalesce_ms=300)
+    service = await start_service(coalesce_ms=300)
+    runtime = service.runtime
     emulator = service.emulator
     room = emulator.rooms[0]
     booking = emulator.book(room, DAY + dt.timedelta(hours=9), 60)
@@ -247,9 +269,10 @@ async def test_created_moved_cancelled_and_occurrence_edit_reach_the_availabilit
 
 
 async def test_duplicated_reordered_delayed_notifications_converge_with_one_refresh_per_burst(
-    service: Service,
+    start_service: StartService,
 ) -> None:
-    runtime = await service.start_sync(coalesce_ms=300)
+    service = await start_service(coalesce_ms=300)
+    runtime = service.runtime
     emulator = service.emulator
     for index, room in enumerate(emulator.rooms):
         emulator.book(room, DAY + dt.timedelta(hours=9 + index), 45)
@@ -272,9 +295,10 @@ async def test_duplicated_reordered_delayed_notifications_converge_with_one_refr
 
 
 async def test_sweep_converges_calendars_whose_notifications_were_dropped(
-    service: Service,
+    start_service: StartService,
 ) -> None:
-    runtime = await service.start_sync()
+    service = await start_service()
+    runtime = service.runtime
     emulator = service.emulator
     rng = random.Random(11)
     for round_ in range(5):
@@ -300,9 +324,10 @@ async def test_sweep_converges_calendars_whose_notifications_were_dropped(
 
 
 async def test_throttling_storm_and_missed_lifecycle_converge_within_graph_limits(
-    service: Service,
+    start_service: StartService,
 ) -> None:
-    runtime = await service.start_sync()
+    service = await start_service()
+    runtime = service.runtime
     emulator = service.emulator
     emulator.faults.set_mailbox_fault("*", "throttle", probability=0.5, retry_after_s=1)
     for index, room in enumerate(emulator.rooms):
@@ -320,11 +345,12 @@ async def test_throttling_storm_and_missed_lifecycle_converge_within_graph_limit
     assert runtime.worker.stats.throttled > 0
 
 
-async def test_a_restarted_worker_continues_from_the_stored_delta_link(service: Service) -> None:
-    emulator = service.emulator
+async def test_a_restarted_worker_continues_from_the_stored_delta_link(
+    start_service: StartService, emulator: Emulated
+) -> None:
     room = emulator.rooms[0]
     page_of_one = {"graph": emulator.settings(page_size=1)}  # a full read: a request per event
-    await service.start_sync(**page_of_one)
+    service = await start_service(**page_of_one)
     booking = emulator.book(room, DAY + dt.timedelta(hours=9), 60)
     emulator.book(room, DAY + dt.timedelta(hours=11), 30)
     emulator.book(room, DAY + dt.timedelta(hours=14), 30)
@@ -335,8 +361,10 @@ async def test_a_restarted_worker_continues_from_the_stored_delta_link(service: 
     stored = await service.container.store.get_calendar(TENANT, room.upn)
     assert stored.extra["delta_link"]
 
-    # The worker restarts (a new engine: no delta state in memory), then a booking moves.
-    runtime = await service.start_sync(**page_of_one)
+    # The service restarts (a new engine: no delta state in memory), then a booking moves.
+    await service.stop()
+    service = await start_service(**page_of_one)
+    runtime = service.runtime
     emulator.move(room, booking, DAY + dt.timedelta(hours=16), 30)
     await service.notify(service.notifications())
     await service.settled()

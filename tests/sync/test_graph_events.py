@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,12 +10,11 @@ import pytest
 from bookingcache.domain.events import EventType, Sensitivity, ShowAs
 from bookingcache.errors import UpstreamError
 from bookingcache.sync.sources.graph_events import parse_graph_event
-
-SAMPLES = Path(__file__).resolve().parents[2] / "testdata" / "graph-samples"
+from tests.support.samples import sample
 
 
 def _sample(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((SAMPLES / name).read_text())
+    data: dict[str, Any] = sample(name)
     return data
 
 

@@ -12,12 +12,12 @@ from bookingcache.clock import FixedClock
 from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.tenancy import CalendarState, EventSource
 from bookingcache.errors import Throttled, UpstreamError
-from bookingcache.store.sql import SqlStore
+from bookingcache.store.sql.store import SqlStore
 from bookingcache.sync.sources.graph import GraphSource
 from graph_emulator.config import EmulatorConfig
 from graph_emulator.directory import Mailbox
+from tests.support.tenants import add_tenant
 
-from .conftest import add_tenant
 from .emulated import TENANT, Emulated, emulate
 
 START = dt.datetime(2026, 3, 16, 6, 0, tzinfo=dt.UTC)

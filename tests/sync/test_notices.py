@@ -13,14 +13,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bookingcache.clock import FixedClock
-from bookingcache.store import notices
-from bookingcache.store.notices import NoticesCollector
-from bookingcache.store.sql import SqlStore
-from bookingcache.sync.model import InboxItem
-from bookingcache.sync.queue import JobQueue
-
-from ..conftest import asyncpg_dsn
-from .conftest import add_tenant
+from bookingcache.domain.notifications import InboxItem
+from bookingcache.store.sql import notices
+from bookingcache.store.sql.inbox import SqlInbox
+from bookingcache.store.sql.jobs import SqlJobQueue
+from bookingcache.store.sql.notices import NoticesCollector
+from bookingcache.store.sql.store import SqlStore
+from tests.support.databases import asyncpg_dsn
+from tests.support.tenants import add_tenant
 
 _APP = "bookingcache notices"
 
@@ -40,10 +40,10 @@ async def _connected(store: SqlStore) -> None:
 
 async def _follower(
     store: SqlStore, clock: FixedClock, **options: float
-) -> tuple[JobQueue, list[dt.datetime | None]]:
+) -> tuple[SqlJobQueue, list[dt.datetime | None]]:
     """A queue on ``store`` following other processes, and what its listener heard; returned
     once it listens and has had its first look (something may be due)."""
-    follower = JobQueue(store, clock=clock, **options)
+    follower = SqlJobQueue(store, clock=clock, **options)
     heard: list[dt.datetime | None] = []
     follower.add_listener(heard.append)
     assert follower.follow_other_processes() is True
@@ -57,7 +57,7 @@ async def test_on_sqlite_there_are_no_notices(
 ) -> None:
     if store.dialect != "sqlite":
         pytest.skip("SQLite's case")
-    follower = JobQueue(other_store, clock=clock)
+    follower = SqlJobQueue(other_store, clock=clock)
     assert follower.follow_other_processes() is False
     assert other_store.notices is None
 
@@ -72,19 +72,18 @@ async def test_another_process_intake_wakes_the_worker_when_it_commits(
         pytest.skip("notices are PostgreSQL's")
     [room, *_] = await add_tenant(store)
     follower, heard = await _follower(other_store, clock, coalesce_s=0.2)
-    writer = JobQueue(store, clock=clock, coalesce_s=0.2)
+    writer = SqlJobQueue(store, clock=clock, coalesce_s=0.2)
+    inbox = SqlInbox(store, jobs=writer, clock=clock)
 
     # This process's own commit: its listeners were told in-process; the notice is ignored.
-    await writer.append_inbox([InboxItem("contoso", room, change_type="updated")])
+    await inbox.append([InboxItem("contoso", room, change_type="updated")])
     await asyncio.sleep(0.3)
     assert heard == [None]
 
     # Another process's commit (another origin): heard with the job's due time.
     monkeypatch.setattr(notices._origin, "value", "another-process")
     arrived = clock.now()
-    await writer.append_inbox(
-        [InboxItem("contoso", room, change_type="updated")], received_at=arrived
-    )
+    await inbox.append([InboxItem("contoso", room, change_type="updated")], received_at=arrived)
     await _until(lambda: len(heard) == 2)
     assert heard[1] == arrived + dt.timedelta(seconds=0.2)
 
@@ -97,7 +96,7 @@ async def test_another_process_intake_wakes_the_worker_when_it_commits(
 
     # Stopped following: nothing more.
     follower.stop_following()
-    await writer.append_inbox([InboxItem("contoso", room, change_type="deleted")])
+    await inbox.append([InboxItem("contoso", room, change_type="deleted")])
     await asyncio.sleep(0.3)
     assert len(heard) == 3
 
@@ -140,7 +139,8 @@ async def test_a_lost_listening_connection_comes_back_and_says_so(
     assert sample("connections_total") == 2
 
     monkeypatch.setattr(notices._origin, "value", "another-process")
-    await JobQueue(store, clock=clock).append_inbox([InboxItem("contoso", room)])
+    writer = SqlJobQueue(store, clock=clock)
+    await SqlInbox(store, jobs=writer, clock=clock).append([InboxItem("contoso", room)])
     await _until(lambda: len(heard) == 3)
     assert sample("received_total") == 1
     assert sample("listening") == 1

@@ -8,12 +8,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from bookingcache.clock import FixedClock
-from bookingcache.store.schema import inbox_batches, jobs, subscriptions
-from bookingcache.store.sql import SqlStore
-from bookingcache.sync.model import InboxItem, NotificationKind
-from bookingcache.sync.queue import JobQueue
-
-from .conftest import TENANT, add_tenant
+from bookingcache.domain.notifications import InboxItem, NotificationKind
+from bookingcache.store.sql.inbox import SqlInbox
+from bookingcache.store.sql.jobs import SqlJobQueue
+from bookingcache.store.sql.schema import inbox_batches, jobs, subscriptions
+from bookingcache.store.sql.store import SqlStore
+from tests.support.tenants import TENANT, add_tenant
 
 
 def _burst(mailbox: str) -> list[InboxItem]:
@@ -34,14 +34,14 @@ async def _entries(store: SqlStore) -> list[dict[str, Any]]:
 
 
 async def test_a_burst_becomes_one_job_due_after_the_coalescing_window(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     [room, *_] = await add_tenant(store)
-    assert await queue.append_inbox(_burst(room)) == 1  # four notifications, one calendar
+    assert await inbox.append(_burst(room)) == 1  # four notifications, one calendar
     clock.advance(dt.timedelta(milliseconds=100))
     second = clock.now()
     # Still inside the window: moves nothing, but the job now stands for the later burst too.
-    assert await queue.append_inbox(_burst(room)) == 1
+    assert await inbox.append(_burst(room)) == 1
     assert await queue.claim("w1", 10) == []
     clock.advance(dt.timedelta(milliseconds=100))
     [job] = await queue.claim("w1", 10)
@@ -59,7 +59,7 @@ async def test_a_burst_becomes_one_job_due_after_the_coalescing_window(
 
 
 async def test_a_round_is_stored_as_one_inbox_row_per_tenant_and_source(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     rooms_a = await add_tenant(store, "alpha", rooms=2)
     [room_b] = await add_tenant(store, "beta", rooms=1)
@@ -76,7 +76,7 @@ async def test_a_round_is_stored_as_one_inbox_row_per_tenant_and_source(
         InboxItem("alpha", rooms_a[1], NotificationKind.RESYNC, via="alt2"),
         InboxItem("alpha", rooms_a[0], change_type="updated", subscription_id="sub-a0"),
     ]
-    assert await queue.append_inbox(items) == 3
+    assert await inbox.append(items) == 3
     async with store.read() as conn:
         rows = (await conn.execute(sa.select(inbox_batches))).all()
         pending = (await conn.execute(sa.select(jobs))).all()
@@ -119,9 +119,10 @@ async def test_notifications_that_keep_arriving_give_one_refresh_within_the_wind
     store: SqlStore, clock: FixedClock
 ) -> None:
     [room, other, _] = await add_tenant(store)
-    queue = JobQueue(store, clock=clock, coalesce_s=0.05, coalesce_window_s=0.3)
+    queue = SqlJobQueue(store, clock=clock, coalesce_s=0.05, coalesce_window_s=0.3)
+    inbox = SqlInbox(store, jobs=queue, clock=clock)
     # A lone burst: due after the short gather delay.
-    await queue.append_inbox(_burst(other))
+    await inbox.append(_burst(other))
     clock.advance(dt.timedelta(milliseconds=49))
     assert await queue.claim("w1", 10) == []
     clock.advance(dt.timedelta(milliseconds=1))
@@ -130,13 +131,13 @@ async def test_notifications_that_keep_arriving_give_one_refresh_within_the_wind
     # A stream, a notification every 40 ms: held back while it flows, for at most 300 ms.
     began = clock.now()
     for _ in range(7):
-        await queue.append_inbox([InboxItem(TENANT, room, change_type="updated")])
+        await inbox.append([InboxItem(TENANT, room, change_type="updated")])
         clock.advance(dt.timedelta(milliseconds=40))
         assert await queue.claim("w1", 10) == []
         if clock.now() - began >= dt.timedelta(milliseconds=50):  # due, but held
             assert queue.held_until is not None and queue.held_until > clock.now()
     assert clock.now() - began == dt.timedelta(milliseconds=280)
-    await queue.append_inbox([InboxItem(TENANT, room, change_type="updated")])
+    await inbox.append([InboxItem(TENANT, room, change_type="updated")])
     assert await queue.claim("w1", 10) == []
     # Held until the window's end, which comes before the stream could pause.
     assert queue.held_until == began + dt.timedelta(milliseconds=300)
@@ -150,7 +151,7 @@ async def test_notifications_that_keep_arriving_give_one_refresh_within_the_wind
     assert await queue.busy_calendars() == set()
     # A short stream that pauses: claimed once it has been quiet for the gather delay.
     for _ in range(3):
-        await queue.append_inbox([InboxItem(TENANT, room, change_type="updated")])
+        await inbox.append([InboxItem(TENANT, room, change_type="updated")])
         clock.advance(dt.timedelta(milliseconds=30))
     assert await queue.claim("w1", 10) == []
     assert queue.held_until == clock.now() + dt.timedelta(milliseconds=20)
@@ -163,13 +164,13 @@ async def test_notifications_that_keep_arriving_give_one_refresh_within_the_wind
 
 
 async def test_notification_during_a_running_refresh_causes_one_more(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     [room, other, _] = await add_tenant(store)
-    await queue.append_inbox(_burst(room))
+    await inbox.append(_burst(room))
     clock.advance(dt.timedelta(seconds=1))
     [running] = await queue.claim("w1", 10)
-    assert await queue.append_inbox([*_burst(room), InboxItem(TENANT, other)]) == 2
+    assert await inbox.append([*_burst(room), InboxItem(TENANT, other)]) == 2
     clock.advance(dt.timedelta(seconds=1))
     # The calendar's refresh runs: only the other calendar can be claimed.
     [other_job] = await queue.claim("w2", 10)
@@ -187,10 +188,10 @@ async def test_notification_during_a_running_refresh_causes_one_more(
 
 
 async def test_a_crashed_workers_job_is_retaken_after_its_lease(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     [room, *_] = await add_tenant(store)
-    await queue.append_inbox([InboxItem(TENANT, room)])
+    await inbox.append([InboxItem(TENANT, room)])
     clock.advance(dt.timedelta(seconds=1))
     [lost] = await queue.claim("crashed", 10)
     clock.advance(dt.timedelta(seconds=29))
@@ -206,15 +207,15 @@ async def test_a_crashed_workers_job_is_retaken_after_its_lease(
 
 
 async def test_retry_defers_and_honours_backoff_then_gives_up(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     [room, *_] = await add_tenant(store)
-    await queue.append_inbox([InboxItem(TENANT, room)])
+    await inbox.append([InboxItem(TENANT, room)])
     clock.advance(dt.timedelta(seconds=1))
     [job] = await queue.claim("w1", 10)
     assert await queue.retry(job, defer_s=5, error="Throttled: 429")
     # A notification during the backoff does not cut it short.
-    await queue.append_inbox([InboxItem(TENANT, room)])
+    await inbox.append([InboxItem(TENANT, room)])
     clock.advance(dt.timedelta(seconds=4))
     assert await queue.claim("w1", 10) == []
     clock.advance(dt.timedelta(seconds=1))
@@ -229,21 +230,21 @@ async def test_retry_defers_and_honours_backoff_then_gives_up(
     assert await queue.claim("w1", 10) == []
     assert await queue.busy_calendars() == set()
     # The next notification starts afresh.
-    await queue.append_inbox([InboxItem(TENANT, room)])
+    await inbox.append([InboxItem(TENANT, room)])
     clock.advance(dt.timedelta(seconds=1))
     [fresh] = await queue.claim("w1", 10)
     assert fresh.attempts == 0
 
 
 async def test_retry_folds_into_a_pending_job_that_arrived_meanwhile(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     [room, *_] = await add_tenant(store)
-    await queue.append_inbox([InboxItem(TENANT, room, NotificationKind.MISSED)])
+    await inbox.append([InboxItem(TENANT, room, NotificationKind.MISSED)])
     clock.advance(dt.timedelta(seconds=1))
     [job] = await queue.claim("w1", 10)
     assert job.full_resync
-    await queue.append_inbox([InboxItem(TENANT, room)])
+    await inbox.append([InboxItem(TENANT, room)])
     assert await queue.retry(job, defer_s=3, error="timeout")
     async with store.read() as conn:
         rows = (await conn.execute(sa.select(jobs.c.kind, jobs.c.attempts))).all()
@@ -256,10 +257,10 @@ async def test_retry_folds_into_a_pending_job_that_arrived_meanwhile(
 
 
 async def test_release_hands_a_job_back_due_now(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     [room, *_] = await add_tenant(store)
-    await queue.append_inbox([InboxItem(TENANT, room)])
+    await inbox.append([InboxItem(TENANT, room)])
     clock.advance(dt.timedelta(seconds=1))
     [job] = await queue.claim("w1", 10)
     assert await queue.release(job)
@@ -268,12 +269,12 @@ async def test_release_hands_a_job_back_due_now(
 
 
 async def test_claim_respects_limit_and_excluded_tenants(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     rooms_a = await add_tenant(store, "alpha", rooms=4)
     rooms_b = await add_tenant(store, "beta", rooms=2)
-    await queue.append_inbox([InboxItem("alpha", room) for room in rooms_a])
-    await queue.append_inbox([InboxItem("beta", room) for room in rooms_b])
+    await inbox.append([InboxItem("alpha", room) for room in rooms_a])
+    await inbox.append([InboxItem("beta", room) for room in rooms_b])
     clock.advance(dt.timedelta(seconds=1))
     only_beta = await queue.claim("w1", 10, exclude_tenants=["alpha"])
     assert sorted(job.mailbox for job in only_beta) == sorted(rooms_b)
@@ -282,7 +283,7 @@ async def test_claim_respects_limit_and_excluded_tenants(
 
 
 async def test_lifecycle_events_mark_subscriptions_and_force_full_resync(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     rooms = await add_tenant(store)
     async with store.write() as conn:
@@ -300,7 +301,7 @@ async def test_lifecycle_events_mark_subscriptions_and_force_full_resync(
                 for index, mailbox in enumerate(rooms)
             ],
         )
-    enqueued = await queue.append_inbox(
+    enqueued = await inbox.append(
         [
             InboxItem(TENANT, None, NotificationKind.MISSED, subscription_id="sub-0"),
             InboxItem(TENANT, None, NotificationKind.SUBSCRIPTION_REMOVED, subscription_id="sub-1"),
@@ -336,22 +337,22 @@ async def test_lifecycle_events_mark_subscriptions_and_force_full_resync(
 
 
 async def test_a_change_upgrades_nothing_but_missed_upgrades_a_pending_refresh(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     [room, *_] = await add_tenant(store)
-    await queue.append_inbox([InboxItem(TENANT, room)])
-    await queue.append_inbox([InboxItem(TENANT, room, NotificationKind.MISSED)])
+    await inbox.append([InboxItem(TENANT, room)])
+    await inbox.append([InboxItem(TENANT, room, NotificationKind.MISSED)])
     clock.advance(dt.timedelta(seconds=1))
     [job] = await queue.claim("w1", 10)
     assert job.full_resync
 
 
 async def test_unknown_mailboxes_are_kept_in_the_inbox_but_refresh_nothing(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     await add_tenant(store)
     stranger = "stranger@elsewhere.example"
-    assert await queue.append_inbox([InboxItem(TENANT, stranger, change_type="updated")]) == 0
+    assert await inbox.append([InboxItem(TENANT, stranger, change_type="updated")]) == 0
     assert await _entries(store) == [
         {"kind": "change", "mailbox": stranger, "changeType": "updated"}
     ]
@@ -361,10 +362,10 @@ async def test_unknown_mailboxes_are_kept_in_the_inbox_but_refresh_nothing(
 
 
 async def test_sweep_enqueue_skips_busy_calendars(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     rooms = await add_tenant(store)
-    await queue.append_inbox([InboxItem(TENANT, rooms[0])])
+    await inbox.append([InboxItem(TENANT, rooms[0])])
     later = clock.now() + dt.timedelta(seconds=60)
     created = await queue.enqueue({(TENANT, mailbox): later for mailbox in rooms})
     assert created == 2
@@ -372,19 +373,19 @@ async def test_sweep_enqueue_skips_busy_calendars(
     [job] = await queue.claim("w1", 10)
     assert job.mailbox == rooms[0]
     # A notification pulls a far-off sweep job forward to the coalescing window.
-    await queue.append_inbox([InboxItem(TENANT, rooms[1])])
+    await inbox.append([InboxItem(TENANT, rooms[1])])
     clock.advance(dt.timedelta(seconds=1))
     [pulled] = await queue.claim("w1", 10)
     assert pulled.mailbox == rooms[1]
 
 
 async def test_notifications_keep_the_time_they_arrived_not_the_time_they_were_stored(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     [room, *_] = await add_tenant(store)
     arrived = clock.now()
     clock.advance(dt.timedelta(milliseconds=10))  # stored by a later commit round
-    assert await queue.append_inbox(_burst(room), received_at=arrived)
+    assert await inbox.append(_burst(room), received_at=arrived)
     async with store.read() as conn:
         received = await conn.scalar(sa.select(inbox_batches.c.received_at))
         job = (await conn.execute(sa.select(jobs))).one()
@@ -393,5 +394,5 @@ async def test_notifications_keep_the_time_they_arrived_not_the_time_they_were_s
     assert job.due_at == arrived + dt.timedelta(seconds=queue.coalesce_s)
     # A lifecycle event takes the subscriptions path and is stored all the same.
     removed = InboxItem(TENANT, room, NotificationKind.SUBSCRIPTION_REMOVED, subscription_id="s")
-    await queue.append_inbox([removed])
+    await inbox.append([removed])
     assert len(await _entries(store)) == 5

@@ -9,14 +9,14 @@ import sqlalchemy as sa
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.events import BasicEvent
+from bookingcache.domain.notifications import InboxItem
 from bookingcache.domain.tenancy import EventSource
-from bookingcache.store.schema import inbox_batches, jobs
-from bookingcache.store.sql import SqlStore
-from bookingcache.sync.model import InboxItem
-from bookingcache.sync.queue import JobQueue
+from bookingcache.store.sql.inbox import SqlInbox
+from bookingcache.store.sql.jobs import SqlJobQueue
+from bookingcache.store.sql.schema import inbox_batches, jobs
+from bookingcache.store.sql.store import SqlStore
 from bookingcache.sync.sweep import Sweep
-
-from .conftest import TENANT, add_tenant
+from tests.support.tenants import TENANT, add_tenant
 
 
 async def _due_times(store: SqlStore) -> dict[str, dt.datetime]:
@@ -38,7 +38,7 @@ async def _synced(store: SqlStore, mailbox: str, at: dt.datetime) -> None:
 
 
 async def test_stale_calendars_are_spread_out_and_busy_or_fresh_ones_skipped(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     rooms = await add_tenant(store, rooms=6)
     await add_tenant(store, "pushy", rooms=2, source=EventSource.PUSH, connector_url=None)
@@ -46,8 +46,8 @@ async def test_stale_calendars_are_spread_out_and_busy_or_fresh_ones_skipped(
     for mailbox in rooms[:3]:
         await _synced(store, mailbox, old)
     await _synced(store, rooms[3], clock.now() - dt.timedelta(minutes=5))  # fresh
-    await queue.append_inbox([InboxItem(TENANT, rooms[4])])  # already has a job
-    sweep = Sweep(store=store, queue=queue, clock=clock, bound_s=900, rate_per_s=2)
+    await inbox.append([InboxItem(TENANT, rooms[4])])  # already has a job
+    sweep = Sweep(store=store, queue=queue, inbox=inbox, clock=clock, bound_s=900, rate_per_s=2)
     assert await sweep.run_once() == 4  # rooms 0-2 (stale) and 5 (never synced)
     due = await _due_times(store)
     assert set(due) == {rooms[0], rooms[1], rooms[2], rooms[4], rooms[5]}
@@ -60,10 +60,10 @@ async def test_stale_calendars_are_spread_out_and_busy_or_fresh_ones_skipped(
 
 
 async def test_many_stale_calendars_still_fit_in_the_bound(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     await add_tenant(store, rooms=40)
-    sweep = Sweep(store=store, queue=queue, clock=clock, bound_s=10, rate_per_s=1)
+    sweep = Sweep(store=store, queue=queue, inbox=inbox, clock=clock, bound_s=10, rate_per_s=1)
     assert await sweep.run_once() == 40
     due = sorted((await _due_times(store)).values())
     assert due[-1] - due[0] < dt.timedelta(seconds=10)
@@ -71,23 +71,23 @@ async def test_many_stale_calendars_still_fit_in_the_bound(
 
 
 async def test_the_inbox_keeps_its_record_for_the_retention_only(
-    store: SqlStore, queue: JobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     [room, *_] = await add_tenant(store)
     arrivals = []
     for _ in range(7):  # one commit round a day
         arrivals.append(clock.now())
-        await queue.append_inbox([InboxItem(TENANT, room, change_type="updated")])
+        await inbox.append([InboxItem(TENANT, room, change_type="updated")])
         clock.advance(dt.timedelta(days=1))
     # Now is a day after the last round: with 2 days' retention the 5 oldest go.
-    sweep = Sweep(store=store, queue=queue, clock=clock, inbox_retention_s=2 * 86_400)
+    sweep = Sweep(store=store, queue=queue, inbox=inbox, clock=clock, inbox_retention_s=2 * 86_400)
     assert await sweep.prune_inbox() == 5
     async with store.read() as conn:
         kept = (await conn.execute(sa.select(inbox_batches.c.received_at))).scalars().all()
     assert sorted(kept) == arrivals[5:]
     assert await sweep.prune_inbox() == 0
     # In chunks, oldest first, stopping at the first younger row.
-    assert await queue.prune_inbox(arrivals[6], chunk=1, max_chunks=5) == 1
-    assert await queue.prune_inbox(clock.now(), chunk=1, max_chunks=5) == 1
+    assert await inbox.prune(arrivals[6], chunk=1, max_chunks=5) == 1
+    assert await inbox.prune(clock.now(), chunk=1, max_chunks=5) == 1
     # The work those notifications asked for is the calendar's job, which stays.
     assert await queue.busy_calendars() == {(TENANT, room)}

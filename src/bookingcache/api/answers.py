@@ -22,7 +22,7 @@ from bookingcache.domain.availability import (
 from bookingcache.domain.intervals import Interval
 from bookingcache.domain.tenancy import Tenant
 from bookingcache.errors import InvalidWindow
-from bookingcache.readmodel import ReadModel, RoomEntry, TenantView
+from bookingcache.read.model import ReadModel, RoomEntry, TenantView
 
 UTC = dt.UTC
 MAX_WINDOW_DAYS = 62

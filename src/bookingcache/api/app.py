@@ -1,9 +1,10 @@
 """The ASGI application factory. Nothing is built at import time: ``create_app`` returns an app
-whose lifespan waits for the database, migrates it and builds the container (bootstrap)."""
+whose lifespan opens the process's services with the factory it is given (the composition
+root's ``bootstrap.open_service``) and closes them at the end."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 from typing import Any
@@ -24,14 +25,15 @@ from bookingcache.api import (
     subscriptions,
     tenants,
 )
-from bookingcache.api.limits import BodyLimitMiddleware
+from bookingcache.api.deps import Services
+from bookingcache.api.limits import BodyLimitMiddleware, BodyLimits
 from bookingcache.api.metrics import HttpMetrics, MetricsMiddleware
 from bookingcache.api.problems import PROBLEM_JSON, Problem, install_problem_handlers
 from bookingcache.api.request_id import RequestIdMiddleware
-from bookingcache.bootstrap import build_container
-from bookingcache.clock import Clock
 from bookingcache.settings import Settings
-from bookingcache.sync.settings import SyncSettings
+
+# Opens the process's services, registering their metrics in the app's registry.
+ServicesFactory = Callable[[CollectorRegistry], Awaitable[Services]]
 
 # Request bodies are small JSON documents; the room import is allowed more (see create_app).
 MAX_BODY_BYTES = 1024 * 1024
@@ -63,24 +65,19 @@ class ServiceApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(
-    settings: Settings, *, clock: Clock | None = None, sync_settings: SyncSettings | None = None
-) -> FastAPI:
-    """The service's app. The sync engine's knobs come from ``sync_settings``, or else from the
-    environment (``BOOKINGCACHE_SYNC_*``)."""
+def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
+    """The service's app over the services ``services(registry)`` opens when it starts."""
     registry = CollectorRegistry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        container = await build_container(
-            settings, clock=clock, metrics=registry, sync_settings=sync_settings
-        )
-        app.state.container = container
+        opened = await services(registry)
+        app.state.services = opened
         try:
             yield
         finally:
-            app.state.container = None
-            await container.close()
+            app.state.services = None
+            await opened.close()
 
     app = ServiceApp(
         title="bookingcache",
@@ -92,14 +89,15 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     http_metrics = HttpMetrics(registry)
-    app.state.container = None
-    app.state.metrics_registry = registry
-    app.state.http_metrics = http_metrics
-    app.add_middleware(
-        BodyLimitMiddleware,
+    body_limits = BodyLimits(
         default_bytes=MAX_BODY_BYTES,
         overrides=[(r"/v1/tenants/[^/]+/rooms:import", rooms.MAX_IMPORT_BYTES)],
     )
+    app.state.services = None
+    app.state.metrics_registry = registry
+    app.state.http_metrics = http_metrics
+    app.state.body_limits = body_limits
+    app.add_middleware(BodyLimitMiddleware, limits=body_limits)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -17,16 +17,15 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bookingcache.api.answers import bulk_answer, room_answers
-from bookingcache.api.deps import TenantIdPath, read_token_tenant
+from bookingcache.api.deps import TenantIdPath, read_token_tenant, services_of
 from bookingcache.api.problems import FieldError, ProblemError, problem_responses
-from bookingcache.bootstrap import Container
 from bookingcache.clock import Clock
 from bookingcache.domain.availability import (
     RoomStatus,
 )
 from bookingcache.domain.tenancy import Tenant
-from bookingcache.errors import Forbidden, StoreUnavailable, Unauthorized
-from bookingcache.readmodel import ReadModel
+from bookingcache.errors import Forbidden, Unauthorized
+from bookingcache.read.model import ReadModel
 
 MAX_BULK_ROOMS = 5000
 DEFAULT_MIN_FREE_MINUTES = 15
@@ -60,20 +59,18 @@ async def authorised_reading(request: Request, tenant: TenantIdPath) -> Reading:
     two database round trips (and a thread hop per synchronous dependency, and the work of
     resolving nested ones) would cost more than the answer itself, so this is one asynchronous
     dependency that reads the bearer token itself (``BEARER`` documents it in the OpenAPI)."""
-    container = getattr(request.app.state, "container", None)
-    model = getattr(container, "read_model", None)
-    if not isinstance(container, Container) or not isinstance(model, ReadModel):
-        raise StoreUnavailable("the service is starting or stopping")
+    services = services_of(request.app)
+    model = services.read_model
     token = _bearer_token(request)
     if not token:
         raise Unauthorized("send the admin token or a read token as 'Authorization: Bearer ...'")
-    if not hmac.compare_digest(token.encode(), container.admin_token.encode()):
+    if not hmac.compare_digest(token.encode(), services.admin_token.encode()):
         claimed = read_token_tenant(token)
         if claimed is None or not await model.access.read_token_valid(claimed, token):
             raise Unauthorized("the token is not valid")
         if claimed != tenant:
             raise Forbidden(f"this read token belongs to another tenant, not {tenant!r}")
-    return Reading(tenant=await model.access.tenant(tenant), model=model, clock=container.clock)
+    return Reading(tenant=await model.access.tenant(tenant), model=model, clock=services.clock)
 
 
 ReadingDep = Annotated[Reading, Depends(authorised_reading)]

@@ -9,15 +9,18 @@ is told apart from a wrong one: 403 rather than 401.
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Protocol
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry
 
-from bookingcache.bootstrap import Container
 from bookingcache.clock import Clock
 from bookingcache.domain.tenancy import Tenant
 from bookingcache.errors import Forbidden, NotFound, StoreUnavailable, Unauthorized
+from bookingcache.intake.service import IntakeService
+from bookingcache.orchestration.orchestrator import Orchestrator
+from bookingcache.read.model import ReadModel
 from bookingcache.settings import Settings
 from bookingcache.store.port import Store
 
@@ -29,20 +32,54 @@ _bearer = HTTPBearer(
 )
 
 
-def get_container(request: Request) -> Container:
-    container = getattr(request.app.state, "container", None)
-    if not isinstance(container, Container):
+class Services(Protocol):
+    """What the API works with: the parts the composition root built and started for this
+    process (``bootstrap.Container``)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def admin_token(self) -> str: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def metrics(self) -> CollectorRegistry: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def intake(self) -> IntakeService: ...
+
+    @property
+    def read_model(self) -> ReadModel: ...
+
+    @property
+    def orchestrator(self) -> Orchestrator | None:
+        """None when the subscription orchestration is turned off."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def services_of(app: FastAPI) -> Services:
+    """The running app's services (``StoreUnavailable`` while the service starts or stops)."""
+    services: Services | None = getattr(app.state, "services", None)
+    if services is None:
         raise StoreUnavailable("the service is starting or stopping")
-    return container
+    return services
 
 
 # Dependencies are coroutines even where they need not be: FastAPI runs plain functions in a
 # worker thread, a hop that costs more than these lookups.
-async def _container(request: Request) -> Container:
-    return get_container(request)
+async def _services(request: Request) -> Services:
+    return services_of(request.app)
 
 
-ContainerDep = Annotated[Container, Depends(_container)]
+ContainerDep = Annotated[Services, Depends(_services)]
 
 
 async def get_store(container: ContainerDep) -> Store:
@@ -72,7 +109,7 @@ def _presented_token(credentials: HTTPAuthorizationCredentials | None) -> str:
     return credentials.credentials
 
 
-def _is_admin(container: Container, token: str) -> bool:
+def _is_admin(container: Services, token: str) -> bool:
     return hmac.compare_digest(token.encode(), container.admin_token.encode())
 
 

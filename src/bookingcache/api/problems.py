@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bookingcache import errors
 from bookingcache.api.request_id import request_id_of
+from bookingcache.intake.relay import InvalidRelayCall
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,23 @@ class ProblemError(Exception):
 # Ordered most specific first: the first matching class decides.
 _ERROR_MAP: tuple[tuple[type[errors.BookingCacheError], int, str], ...] = (
     (errors.InvalidWindow, 422, "invalid-window"),
+    (errors.BodyTooLarge, 413, "payload-too-large"),
+    (errors.UnsupportedMediaType, 415, "unsupported-media-type"),
+    (InvalidRelayCall, 422, "invalid-input"),
+    (errors.MalformedBody, 400, "malformed-body"),
     (errors.InvalidInput, 422, "invalid-input"),
     (errors.NotFound, 404, "not-found"),
     (errors.Conflict, 409, "conflict"),
+    (errors.BadSignature, 401, "bad-signature"),
     (errors.Unauthorized, 401, "unauthorized"),
     (errors.Forbidden, 403, "forbidden"),
+    (errors.NotPersisted, 503, "not-persisted"),
     (errors.StoreUnavailable, 503, "store-unavailable"),
     (errors.Throttled, 503, "upstream-throttled"),
     (errors.UpstreamError, 502, "upstream-error"),
 )
+# A sender told 503 for a database that failed may send again after this many seconds.
+STORE_RETRY_AFTER_S = "1"
 
 _HTTP_SLUGS = {
     400: "bad-request",
@@ -152,36 +161,61 @@ def validation_errors(raw: Sequence[Any]) -> list[FieldError]:
     return result
 
 
-async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ProblemError)
+def response_of(request: Request, problem: ProblemError) -> JSONResponse:
     return problem_response(
         request,
-        exc.status,
-        slug=exc.slug,
-        detail=exc.detail,
-        field_errors=exc.field_errors,
-        headers=exc.headers,
+        problem.status,
+        slug=problem.slug,
+        detail=problem.detail,
+        field_errors=problem.field_errors,
+        headers=problem.headers,
     )
 
 
-async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, errors.BookingCacheError)
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return response_of(request, exc)
+
+
+def problem_of(exc: errors.BookingCacheError) -> ProblemError:
+    """The problem answering one of the service's errors: status, type, detail, headers
+    (``WWW-Authenticate`` for a 401, ``Retry-After`` where the sender should retry) and, for a
+    relay call, its field errors. The one mapping from the error tree to HTTP."""
     status, slug = status_of(exc)
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, errors.Throttled) and exc.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
-    if status >= 500:
+    elif isinstance(exc, errors.StoreUnavailable):
+        headers["Retry-After"] = STORE_RETRY_AFTER_S
+    field_errors: list[FieldError] = []
+    if isinstance(exc, InvalidRelayCall):
+        field_errors = [FieldError(field=f, message=m, type=k) for f, m, k in exc.errors]
+    return ProblemError(status, slug, str(exc), field_errors=field_errors, headers=headers or None)
+
+
+def unexpected_problem(request_id: str | None) -> ProblemError:
+    """The 500 of an error nobody expected (logged by the caller with its request id)."""
+    detail = "the service failed to answer this request"
+    if request_id:
+        detail += f"; quote request id {request_id} to the operator"
+    return ProblemError(500, "internal-error", detail)
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.BookingCacheError)
+    problem = problem_of(exc)
+    if problem.status >= 500:
         log.warning(
             "%s %s answered %d: %s",
             request.method,
             request.url.path,
-            status,
+            problem.status,
             exc,
             extra={"request_id": request_id_of(request.scope)},
         )
-    return problem_response(request, status, slug=slug, detail=str(exc), headers=headers or None)
+    return await _on_problem(request, problem)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -214,10 +248,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         request_id,
         extra={"request_id": request_id},
     )
-    detail = "the service failed to answer this request"
-    if request_id:
-        detail += f"; quote request id {request_id} to the operator"
-    return problem_response(request, 500, slug="internal-error", detail=detail)
+    return await _on_problem(request, unexpected_problem(request_id))
 
 
 def install_problem_handlers(app: FastAPI) -> None:

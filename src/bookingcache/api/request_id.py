@@ -39,9 +39,13 @@ class _Ids:
 _ids = _Ids()
 
 
-def fresh_request_id(given: bytes | None) -> str:
-    """The caller's id when it is sane, else a new one."""
-    return given.decode("ascii") if given and _SANE.fullmatch(given) else _ids.next()
+def assign(scope: Scope) -> str:
+    """The request's id, kept in its scope: the caller's ``X-Request-ID`` when it is sane, else
+    a new one."""
+    given = next((value for name, value in scope["headers"] if name == HEADER), None)
+    request_id = given.decode("ascii") if given and _SANE.fullmatch(given) else _ids.next()
+    scope[SCOPE_KEY] = request_id
+    return request_id
 
 
 class RequestIdMiddleware:
@@ -52,10 +56,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((value for name, value in scope["headers"] if name == HEADER), None)
-        request_id = fresh_request_id(given)
-        scope[SCOPE_KEY] = request_id
-        encoded = request_id.encode("ascii")
+        encoded = assign(scope).encode("ascii")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

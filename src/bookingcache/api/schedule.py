@@ -38,7 +38,7 @@ from bookingcache.domain.tenancy import Tenant
 from bookingcache.domain.timezones import resolve_time_zone
 from bookingcache.domain.titles import displayed_title
 from bookingcache.errors import InvalidInput, InvalidWindow
-from bookingcache.readmodel import ReadModel, RoomEntry, TenantView
+from bookingcache.read.model import ReadModel, RoomEntry, TenantView
 
 UTC = dt.UTC
 MAX_SCHEDULES = 100

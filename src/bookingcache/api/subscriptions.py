@@ -1,73 +1,34 @@
 """Subscription health and control: per calendar its subscription, expiry, last notification,
 last successful refresh, last error and state; converging and rotating the clientState on
-demand. The router's lifespan runs the subscription orchestration beside the API."""
+demand, through the process's subscription orchestration."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from bookingcache.api.deps import AdminDep, ContainerDep, TenantIdPath, TenantReader
 from bookingcache.api.problems import problem_responses
 from bookingcache.errors import StoreUnavailable
-from bookingcache.orchestration.health import CalendarHealth, HealthMetrics, State
+from bookingcache.orchestration.health import CalendarHealth, State
 from bookingcache.orchestration.orchestrator import ConvergeResult, Orchestrator
-from bookingcache.orchestration.settings import OrchestrationSettings
-from bookingcache.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
 BEARER: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Runs inside the app's own lifespan, so the container is built already."""
-    container = app.state.container
-    settings: OrchestrationSettings | None = getattr(app.state, "orchestration_settings", None)
-    settings = settings or OrchestrationSettings()
-    orchestrator: Orchestrator | None = None
-    if settings.enabled and container is not None and isinstance(container.store, SqlStore):
-        # One set of metrics per app, however often its lifespan runs.
-        metrics = getattr(app.state, "subscription_metrics", None)
-        if not isinstance(metrics, HealthMetrics):
-            metrics = HealthMetrics(container.metrics)
-            app.state.subscription_metrics = metrics
-        orchestrator = Orchestrator(
-            container.store,
-            clock=container.clock,
-            public_base_url=container.settings.resolved_public_base_url,
-            settings=settings,
-            queue=container.queue,
-            metrics=metrics,
-            connector_transport=getattr(app.state, "connector_transport", None),
-        )
-        orchestrator.start()
-        app.state.on_unknown_subscription = orchestrator.unknown_subscription
-    app.state.orchestrator = orchestrator
-    try:
-        yield
-    finally:
-        app.state.orchestrator = None
-        app.state.on_unknown_subscription = None
-        if orchestrator is not None:
-            await orchestrator.stop()
+router = APIRouter(tags=["subscriptions"])
 
 
-router = APIRouter(tags=["subscriptions"], lifespan=lifespan)
-
-
-def _orchestrator(request: Request, container: ContainerDep) -> Orchestrator:
-    orchestrator = getattr(request.app.state, "orchestrator", None)
-    if not isinstance(orchestrator, Orchestrator):
+async def _orchestrator(container: ContainerDep) -> Orchestrator:
+    if container.orchestrator is None:
         raise StoreUnavailable("the subscription orchestration is not running in this process")
-    return orchestrator
+    return container.orchestrator
 
 
 OrchestratorDep = Annotated[Orchestrator, Depends(_orchestrator)]
@@ -137,7 +98,7 @@ def _converged(result: ConvergeResult) -> ConvergeOut:
             ConvergeRowOut(
                 mailbox=row.mailbox,
                 subscription_id=row.subscription_id,
-                expires_at=row.expiration,
+                expires_at=row.expires_at,
                 status=row.status,
                 error=row.error,
             )

@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Collection
 
 from bookingcache.clock import Clock
-from bookingcache.store.subscriptions import SubscriptionOwner, SubscriptionRegistry
+from bookingcache.store.subscriptions import SubscriptionOwner, Subscriptions
 
 _MAX_OWNERS = 200_000
 
@@ -24,7 +24,7 @@ _MAX_OWNERS = 200_000
 class IntakeDirectory:
     def __init__(
         self,
-        registry: SubscriptionRegistry,
+        registry: Subscriptions,
         *,
         clock: Clock,
         owner_ttl_s: float = 300.0,

@@ -1,4 +1,6 @@
-"""Alternative 1: Graph's change and lifecycle notifications (graph-protocol.md sections 2-4).
+"""Alternative 1: Graph's change and lifecycle notifications
+(<https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks>,
+<https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>).
 
 A POST body is a ``changeNotificationCollection``: ``{"value": [...]}`` whose items name a
 subscription, carry its ``clientState`` and either a ``changeType`` or a ``lifecycleEvent``
@@ -22,8 +24,9 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bookingcache.domain.notifications import InboxItem, NotificationKind
+from bookingcache.errors import MalformedBody
 from bookingcache.intake.directory import IntakeDirectory
-from bookingcache.intake.errors import MalformedBody
 from bookingcache.intake.fields import (
     ChangeType,
     ClientState,
@@ -32,7 +35,6 @@ from bookingcache.intake.fields import (
     ShortText,
     SubscriptionId,
 )
-from bookingcache.sync.model import InboxItem, NotificationKind
 
 MAX_NOTIFICATIONS = 10_000
 

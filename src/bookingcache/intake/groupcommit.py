@@ -18,8 +18,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from bookingcache.intake.errors import NotPersisted
-from bookingcache.sync.model import InboxItem
+from bookingcache.domain.notifications import InboxItem
+from bookingcache.errors import NotPersisted
 
 log = logging.getLogger(__name__)
 

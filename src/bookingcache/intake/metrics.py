@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from bookingcache import errors
+from bookingcache.intake.relay import InvalidRelayCall
+from bookingcache.telemetry.metricsets import MetricSet
+
 _ROUND_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
-class IntakeMetrics:
+class IntakeMetrics(MetricSet):
     def __init__(self, registry: CollectorRegistry) -> None:
         self.accepted = Counter(
             "bookingcache_intake_accepted_notifications",
@@ -58,6 +62,29 @@ class IntakeMetrics:
             child = self._accepted_via[via] = self.accepted.labels(via)
         child.inc(count)
 
+    def count_rejected(self, via: str, exc: errors.BookingCacheError) -> None:
+        """Count a request refused for what the sender sent (not for the service's faults)."""
+        reason = _rejection_reason(exc)
+        if reason is not None:
+            self.rejected.labels(via, reason).inc()
+
     def observe_round(self, requests: int, items: int) -> None:
         self.round_requests.observe(requests)
         self.round_items.observe(items)
+
+
+def _rejection_reason(exc: errors.BookingCacheError) -> str | None:
+    for kind, reason in _REJECTIONS:
+        if isinstance(exc, kind):
+            return reason
+    return None
+
+
+# Most specific first.
+_REJECTIONS: tuple[tuple[type[errors.BookingCacheError], str], ...] = (
+    (errors.BodyTooLarge, "too_large"),
+    (errors.UnsupportedMediaType, "media_type"),
+    (errors.BadSignature, "signature"),
+    (InvalidRelayCall, "invalid"),
+    (errors.MalformedBody, "malformed"),
+)

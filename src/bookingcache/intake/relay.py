@@ -19,12 +19,12 @@ from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bookingcache.contract.wire import WireEvent
 from bookingcache.domain.events import BasicEvent
-from bookingcache.intake.errors import MalformedBody
+from bookingcache.domain.notifications import InboxItem, NotificationKind
+from bookingcache.errors import MalformedBody
 from bookingcache.intake.fields import ChangeType, Mailbox, SubscriptionId
 from bookingcache.intake.graph import describe
-from bookingcache.sync.model import InboxItem, NotificationKind
-from bookingcache.sync.sources.wire import WireEvent
 
 MAX_ITEMS = 10_000
 MAX_EVENTS = 20_000
@@ -158,7 +158,7 @@ def parse_call(body: bytes) -> RelayCall:
 
 def drop_unknown(call: RelayCall, known: dict[str, str]) -> tuple[list[str], int]:
     """Take out of ``call`` everything naming a mailbox that is not one of the tenant's
-    calendars (``known``, as ``SubscriptionRegistry.calendars_of`` answers): a room unlinked
+    calendars (``known``, as ``Store.calendar_names`` answers): a room unlinked
     since Graph notified, or a mailbox of another tenant. Such parts are acknowledged and
     ignored, as Alternative 1 ignores unknown subscriptions: refusing the call would make the
     relay send it again forever and hold back the rest of its backlog. Returns the unknown

@@ -11,23 +11,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bookingcache.clock import Clock
+from bookingcache.contract.signing import SignatureVerifier
+from bookingcache.domain.notifications import InboxItem
 from bookingcache.domain.tenancy import EventSource
-from bookingcache.errors import NotFound
+from bookingcache.errors import BadSignature, NotFound, NotPersisted, UnsupportedMediaType
 from bookingcache.intake import graph, relay
 from bookingcache.intake.directory import IntakeDirectory
-from bookingcache.intake.errors import BadSignature, NotPersisted, UnsupportedMediaType
 from bookingcache.intake.groupcommit import GroupCommitter
 from bookingcache.intake.metrics import IntakeMetrics
-from bookingcache.intake.replays import SharedReplays
-from bookingcache.intake.signing import SignatureVerifier
-from bookingcache.store.sql import SqlStore
-from bookingcache.store.subscriptions import SubscriptionRegistry
-from bookingcache.sync.model import InboxItem
-from bookingcache.sync.queue import JobQueue
+from bookingcache.store.inbox import Inbox
+from bookingcache.store.port import Store
+from bookingcache.store.replays import ReplayGuard
+from bookingcache.store.subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
-
-MAX_BODY_BYTES = 1024 * 1024
 
 
 def is_json(content_type: str | None) -> bool:
@@ -51,8 +48,10 @@ class IntakeService:
     def __init__(
         self,
         *,
-        store: SqlStore,
-        queue: JobQueue,
+        store: Store,
+        inbox: Inbox,
+        subscriptions: Subscriptions,
+        replays: ReplayGuard,
         clock: Clock,
         metrics: IntakeMetrics,
         max_round_items: int = 5000,
@@ -60,13 +59,12 @@ class IntakeService:
         self._store = store
         self._clock = clock
         self.metrics = metrics
-        self.registry = SubscriptionRegistry(store, clock=clock)
-        self.directory = IntakeDirectory(self.registry, clock=clock)
+        self.directory = IntakeDirectory(subscriptions, clock=clock)
         self.committer = GroupCommitter(
-            queue.append_inbox, max_items=max_round_items, on_round=metrics.observe_round
+            inbox.append, max_items=max_round_items, on_round=metrics.observe_round
         )
         self.verifier = SignatureVerifier(clock=clock)
-        self.shared_replays = SharedReplays(store, clock=clock)
+        self.shared_replays = replays
         # Told the tenant of a batch that named a subscription the service does not know.
         self.on_unknown_subscription: Callable[[str], None] | None = None
 
@@ -149,7 +147,7 @@ class IntakeService:
         if not is_json(content_type):
             raise UnsupportedMediaType("the relay call must be sent as application/json")
         call = relay.parse_call(body)
-        known = await self.registry.calendars_of(tenant_id, call.mailboxes())
+        known = await self._store.calendar_names(tenant_id, call.mailboxes())
         unknown, dropped = relay.drop_unknown(call, known)
         items = relay.inbox_items(call, tenant_id=tenant_id, known=known)
         applied = 0

@@ -18,9 +18,10 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-from bookingcache.orchestration.connector import FAILED
-from bookingcache.orchestration.records import CalendarRecord
+from bookingcache.domain.subscriptions import FAILED, NO_ACTION
 from bookingcache.orchestration.silence import SilenceTracker
+from bookingcache.store.subscriptions import CalendarRecord
+from bookingcache.telemetry.metricsets import MetricSet
 
 
 class State(StrEnum):
@@ -57,7 +58,7 @@ def judge(
         state = State.UNSUBSCRIBED
     elif (
         record.status == FAILED
-        or (record.needs_action not in (None, "none"))
+        or (record.needs_action not in (None, NO_ACTION))
         or record.consecutive_failures > 0
         or (record.expires_at is not None and record.expires_at <= now)
     ):
@@ -69,7 +70,7 @@ def judge(
     else:
         state = State.HEALTHY
     if state is State.FAILING and error is None:
-        if record.needs_action not in (None, "none"):
+        if record.needs_action not in (None, NO_ACTION):
             error = f"Graph asked for the subscription to be {record.needs_action}ed"
         elif record.expires_at is not None and record.expires_at <= now:
             error = "the subscription has expired"
@@ -86,7 +87,7 @@ def judge(
     )
 
 
-class HealthMetrics:
+class HealthMetrics(MetricSet):
     def __init__(self, registry: CollectorRegistry) -> None:
         self.calendars = Gauge(
             "bookingcache_subscription_calendars",

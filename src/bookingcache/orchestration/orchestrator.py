@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import secrets
@@ -29,36 +30,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from math import inf
 
-import httpx
-from prometheus_client import CollectorRegistry
-
 from bookingcache.clock import Clock
+from bookingcache.contract.client import ConnectorClient
+from bookingcache.domain.subscriptions import NEW, RENEW, ConvergedSubscription
 from bookingcache.domain.tenancy import EventSource
 from bookingcache.errors import BookingCacheError, NotFound, Throttled
-from bookingcache.orchestration.connector import FAILED, ConnectorClient, SubscriptionRow
 from bookingcache.orchestration.health import CalendarHealth, HealthMetrics, judge
-from bookingcache.orchestration.records import SubscriptionRecords
-from bookingcache.orchestration.settings import NotificationMode, OrchestrationSettings
 from bookingcache.orchestration.silence import SilenceTracker
-from bookingcache.store.sql import SqlStore
-from bookingcache.store.subscriptions import SubscriptionRegistry
-from bookingcache.sync.queue import JobQueue
+from bookingcache.settings import NotificationMode, OrchestrationSettings
+from bookingcache.store.jobs import JobQueue
+from bookingcache.store.port import Store
+from bookingcache.store.subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
 
-_NEW = frozenset({"created", "recreated", "adopted"})
 _PUBLISH_EVERY_S = 15.0
 
 
 @dataclass(slots=True)
 class ConvergeResult:
     tenant_id: str
-    rows: list[SubscriptionRow] = field(default_factory=list)
+    rows: list[ConvergedSubscription] = field(default_factory=list)
     error: str | None = None
 
     @property
     def failed(self) -> list[str]:
-        return [row.mailbox for row in self.rows if row.status == FAILED]
+        return [row.mailbox for row in self.rows if row.failed]
 
 
 @dataclass(slots=True)
@@ -70,34 +67,30 @@ class _Backoff:
 class Orchestrator:
     def __init__(
         self,
-        store: SqlStore,
         *,
+        store: Store,
+        subscriptions: Subscriptions,
+        queue: JobQueue,
+        connector: ConnectorClient,
         clock: Clock,
         public_base_url: str,
-        settings: OrchestrationSettings | None = None,
-        queue: JobQueue | None = None,
-        metrics: CollectorRegistry | HealthMetrics | None = None,
-        connector_transport: httpx.AsyncBaseTransport | None = None,
+        settings: OrchestrationSettings,
+        metrics: HealthMetrics,
     ) -> None:
-        self.settings = settings = settings or OrchestrationSettings()
+        self.settings = settings
         self._store = store
         self._clock = clock
         self._queue = queue
         self._base_url = public_base_url.rstrip("/")
-        self.records = SubscriptionRecords(store, clock=clock)
-        self.registry = SubscriptionRegistry(store, clock=clock)
-        if not isinstance(metrics, HealthMetrics):
-            metrics = HealthMetrics(metrics if metrics is not None else CollectorRegistry())
+        self.subscriptions = subscriptions
         self.metrics = metrics
         self.silence = SilenceTracker(
-            self.records,
+            subscriptions,
             clock=clock,
             silent_after=settings.silent_after,
             observe_lag=self.metrics.notification_lag.observe,
         )
-        self._connector = ConnectorClient(
-            clock=clock, timeout_s=settings.connector_timeout_s, transport=connector_transport
-        )
+        self._connector = connector
         self._due: dict[str, float] = {}  # tenant -> monotonic time of its debounced converge
         self._last: dict[str, float] = {}  # tenant -> monotonic time of its last converge
         self._backoff: dict[str, _Backoff] = {}  # tenant (whole call) or tenant/mailbox
@@ -126,7 +119,6 @@ class Orchestrator:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._task = self._follower = None
-        await self._connector.aclose()
 
     def rooms_changed(self, tenant_id: str) -> None:
         """A room link of ``tenant_id`` changed (the store's rooms listener)."""
@@ -178,7 +170,7 @@ class Orchestrator:
                 timed.add(tenant)
         renew_before = self._clock.now() + dt.timedelta(seconds=self.settings.renew_within_s)
         react = self.settings.react_min_interval_s
-        for tenant in await self.records.tenants_needing_action(expiring_before=renew_before):
+        for tenant in await self.subscriptions.tenants_needing_action(expiring_before=renew_before):
             if mono - self._last.get(tenant, -inf) >= react:
                 timed.add(tenant)
         for key, backoff in list(self._backoff.items()):
@@ -198,8 +190,6 @@ class Orchestrator:
         return backoff is None or backoff.retry_at <= mono
 
     async def _refresh_silent(self, mono: float) -> None:
-        if self._queue is None:
-            return
         due: dict[tuple[str, str], dt.datetime] = {}
         for key in self.silence.silent():
             if mono - self._silent_refreshed.get(key, -inf) >= (self.settings.silent_resync_s):
@@ -227,19 +217,21 @@ class Orchestrator:
 
     async def client_state(self, tenant_id: str) -> str:
         """The tenant's current clientState, made on first use."""
-        current = await self.registry.current_client_state(tenant_id)
+        current = await self.subscriptions.current_client_state(tenant_id)
         if current is None:
-            await self.registry.rotate_client_state(
+            await self.subscriptions.rotate_client_state(
                 tenant_id, _new_client_state(), grace=self._grace()
             )
-            current = await self.registry.current_client_state(tenant_id)
+            current = await self.subscriptions.current_client_state(tenant_id)
             assert current is not None
         return current
 
     async def rotate_client_state(self, tenant_id: str) -> ConvergeResult:
         """A new clientState becomes current (the previous one keeps verifying for the grace
         period) and the subscriptions are converged to it."""
-        await self.registry.rotate_client_state(tenant_id, _new_client_state(), grace=self._grace())
+        await self.subscriptions.rotate_client_state(
+            tenant_id, _new_client_state(), grace=self._grace()
+        )
         return await self.converge(tenant_id)
 
     def _grace(self) -> dt.timedelta:
@@ -268,7 +260,7 @@ class Orchestrator:
         if not tenant.connector_url:
             error = "the tenant has no connector URL, so no subscription can be made"
             if wanted:
-                await self.records.fail(tenant_id, wanted, error)
+                await self.subscriptions.fail(tenant_id, wanted, error)
             return ConvergeResult(tenant_id, error=error)
         secret = await self._store.get_signing_secret(tenant_id)
         state = await self.client_state(tenant_id)
@@ -277,7 +269,9 @@ class Orchestrator:
             tenant_id, mode=mode, connector_url=tenant.connector_url
         )
         # Graph asked to reauthorize these: the connector renews them whatever their expiry.
-        asked = await self.records.renewals_asked(tenant_id)
+        asked = {
+            m for m, a in (await self.subscriptions.needs_action(tenant_id)).items() if a == RENEW
+        }
         renew_now = [mailbox for mailbox in wanted if mailbox in asked]
         started = self._clock.now()
         try:
@@ -295,23 +289,23 @@ class Orchestrator:
             self._fail(tenant_id, retry_after_s=retry_after)
             log.warning("subscription converge of %s failed: %s", tenant_id, exc)
             if wanted:
-                await self.records.fail(tenant_id, wanted, str(exc))
+                await self.subscriptions.fail(tenant_id, wanted, str(exc))
             return ConvergeResult(tenant_id, error=str(exc))
         self._backoff.pop(tenant_id, None)
         folded = {m.casefold(): m for m in wanted}
         kept = [
-            row.model_copy(update={"mailbox": folded[row.mailbox.casefold()]})
+            dataclasses.replace(row, mailbox=folded[row.mailbox.casefold()])
             for row in rows
             if row.mailbox.casefold() in folded
         ]
-        known = await self.records.subscription_ids(tenant_id)
-        await self.records.save(tenant_id, kept, started_at=started)
-        for mailbox in await self.records.drop_unwanted(tenant_id, wanted):
+        known = await self.subscriptions.subscription_ids(tenant_id)
+        await self.subscriptions.save(tenant_id, kept, started_at=started)
+        for mailbox in await self.subscriptions.drop_unwanted(tenant_id, wanted):
             self.silence.forget(tenant_id, mailbox)
         for mailbox in set(self._mailboxes_in_backoff(tenant_id)) - set(folded.values()):
             self._backoff.pop(f"{tenant_id}/{mailbox}", None)
         for row in kept:
-            if row.status == FAILED:
+            if row.failed:
                 self._fail(f"{tenant_id}/{row.mailbox}")
             else:
                 self._backoff.pop(f"{tenant_id}/{row.mailbox}", None)
@@ -322,19 +316,17 @@ class Orchestrator:
         return result
 
     async def _refresh_new(
-        self, tenant_id: str, rows: Sequence[SubscriptionRow], *, known: dict[str, str | None]
+        self, tenant_id: str, rows: Sequence[ConvergedSubscription], *, known: dict[str, str | None]
     ) -> None:
         """Refresh each calendar whose subscription is new to the service: notifications may
         have gone unheard (between an old subscription and its replacement, or while the
         service did not know the id)."""
-        if self._queue is None:
-            return
         now = self._clock.now()
         due = {
             (tenant_id, row.mailbox): now
             for row in rows
-            if row.status != FAILED
-            and (row.status in _NEW or known.get(row.mailbox) != row.subscription_id)
+            if not row.failed
+            and (row.status in NEW or known.get(row.mailbox) != row.subscription_id)
         }
         if due:
             await self._queue.enqueue(due)
@@ -367,7 +359,7 @@ class Orchestrator:
         within = dt.timedelta(seconds=self.settings.expiring_within_s)
         report = [
             judge(record, now=now, expiring_within=within, silence=self.silence)
-            for record in await self.records.calendars(tenant_id)
+            for record in await self.subscriptions.calendars(tenant_id)
         ]
         if tenant_id is None:
             self.metrics.publish(report)

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bookingcache.clock import Clock
-from bookingcache.orchestration.records import SubscriptionRecords
 from bookingcache.store.port import CalendarChange, Store
+from bookingcache.store.subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class _Seen:
 class SilenceTracker:
     def __init__(
         self,
-        records: SubscriptionRecords,
+        records: Subscriptions,
         *,
         clock: Clock,
         silent_after: int = 2,

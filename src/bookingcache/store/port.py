@@ -1,10 +1,11 @@
-"""The store port. The service sees this Protocol; ``store.sql.SqlStore`` fills it for SQLite
-and PostgreSQL alike, and one contract suite (tests/store) holds both to the same behaviour."""
+"""The store port: tenants, room links, calendars and their cached events, and the change
+feed. The service sees this Protocol; ``store.sql.store.SqlStore`` fills it for SQLite and
+PostgreSQL alike, and one contract suite (tests/store) holds both to the same behaviour."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +21,10 @@ class CalendarChange:
     tenant_id: str
     mailbox: str
     at: dt.datetime
+
+
+ChangeListener = Callable[[CalendarChange], None]
+RoomsListener = Callable[[str], None]
 
 
 class Store(Protocol):
@@ -53,6 +58,10 @@ class Store(Protocol):
 
     async def check_read_token(self, tenant_id: str, token: str) -> bool:
         """Constant-time check of a presented read token against the stored hash."""
+        ...
+
+    async def set_tenant_secrets(self, tenant_id: str, secrets: TenantSecrets) -> None:
+        """Replace the signing secret and the read token (rotation); ``NotFound`` if unknown."""
         ...
 
     # --- rooms -------------------------------------------------------------------------------
@@ -99,6 +108,12 @@ class Store(Protocol):
         anything changed, and return the diff. Events outside the window are untouched."""
         ...
 
+    async def calendar_names(self, tenant_id: str, mailboxes: Collection[str]) -> dict[str, str]:
+        """For the given mailboxes (compared without case, as SMTP addresses are), the spelling
+        of the tenant's calendar each names; mailboxes the tenant has no calendar for are left
+        out."""
+        ...
+
     async def record_sync_error(
         self, tenant_id: str, mailbox: str, *, error: str, at: dt.datetime
     ) -> None: ...
@@ -118,3 +133,32 @@ class Store(Protocol):
     async def changes_since(self, seq: int, *, limit: int = 1000) -> Sequence[CalendarChange]: ...
 
     async def last_change_seq(self) -> int: ...
+
+    async def prune_changes(self, *, before: dt.datetime) -> int:
+        """Drop change-feed rows older than ``before`` (the newest row is always kept)."""
+        ...
+
+    # --- signals -----------------------------------------------------------------------------
+    def add_change_listener(self, callback: ChangeListener) -> None:
+        """Call ``callback`` in this process after every commit that appended to the feed."""
+        ...
+
+    def remove_change_listener(self, callback: ChangeListener) -> None: ...
+
+    def add_rooms_listener(self, callback: RoomsListener) -> None:
+        """Call ``callback(tenant_id)`` in this process after every commit that wrote room links
+        (put, delete, import) or deleted the tenant."""
+        ...
+
+    def remove_rooms_listener(self, callback: RoomsListener) -> None: ...
+
+    def watch_feed(
+        self, on_notice: Callable[[], None], *, on_connect: Callable[[], None] | None = None
+    ) -> bool:
+        """Call ``on_notice()`` soon after another process appends to the change feed, and
+        ``on_connect()`` whenever watching (re)starts, when notices may have been missed. True
+        where the database announces such writes (PostgreSQL); False elsewhere, where readers
+        of the feed must poll."""
+        ...
+
+    def unwatch_feed(self, on_notice: Callable[[], None]) -> None: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from bookingcache.metricsets import MetricSet
+from bookingcache.telemetry.metricsets import MetricSet
 
 # The outcome label's values.
 CHANGED = "changed"  # the window was read and the cache changed

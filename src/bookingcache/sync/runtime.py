@@ -1,25 +1,18 @@
-"""The sync engine of one process, composed: queue, sources, worker and sweep.
-
-Intake (in the API process) only needs ``queue``; ``start`` runs the worker and the sweep too,
-which ``bookingcache serve`` does by default and ``bookingcache worker`` does without the API.
-"""
+"""The sync engine of one process: the worker and the reconciliation sweep over the job queue,
+reading through the tenants' event sources. The composition root builds it from the ports;
+``start`` runs both, which ``bookingcache serve`` does by default and ``bookingcache worker``
+does without the API."""
 
 from __future__ import annotations
 
 import logging
 
-import httpx
-from prometheus_client import CollectorRegistry
-
 from bookingcache.clock import Clock
+from bookingcache.settings import SyncSettings
+from bookingcache.store.inbox import Inbox
+from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
-from bookingcache.store.sql import SqlStore
 from bookingcache.sync.metrics import SyncMetrics
-from bookingcache.sync.queue import JobQueue
-from bookingcache.sync.settings import SyncSettings
-from bookingcache.sync.sources.connector import ConnectorSource
-from bookingcache.sync.sources.graph import GraphSource
-from bookingcache.sync.sources.push import PushSource
 from bookingcache.sync.sweep import Sweep
 from bookingcache.sync.worker import SourceSet, Worker
 
@@ -29,48 +22,32 @@ log = logging.getLogger(__name__)
 class SyncRuntime:
     def __init__(
         self,
-        store: Store,
         *,
+        store: Store,
+        queue: JobQueue,
+        inbox: Inbox,
+        sources: SourceSet,
+        settings: SyncSettings,
         clock: Clock,
-        settings: SyncSettings | None = None,
-        graph_transport: httpx.AsyncBaseTransport | None = None,
-        connector_transport: httpx.AsyncBaseTransport | None = None,
+        metrics: SyncMetrics,
         worker_id: str | None = None,
-        metrics: CollectorRegistry | None = None,
     ) -> None:
-        if not isinstance(store, SqlStore):
-            raise TypeError("the sync engine needs the SQL store (its inbox and jobs tables)")
-        self.settings = settings = settings or SyncSettings()
-        self.queue = JobQueue(
-            store,
-            clock=clock,
-            coalesce_s=settings.coalesce_ms / 1000,
-            coalesce_window_s=settings.coalesce_window_ms / 1000,
-            lease_s=settings.lease_s,
-            max_attempts=settings.max_tries,
-        )
-        self.sources = SourceSet(
-            connector=ConnectorSource(
-                store,
-                clock=clock,
-                timeout_s=settings.connector_timeout_s,
-                transport=connector_transport,
-            ),
-            graph=GraphSource(settings.graph, clock=clock, transport=graph_transport, store=store),
-            push=PushSource(),
-        )
+        self.settings = settings
+        self.queue = queue
+        self.sources = sources
         self.worker = Worker(
             store=store,
-            queue=self.queue,
-            sources=self.sources,
+            queue=queue,
+            sources=sources,
             settings=settings,
             clock=clock,
             worker_id=worker_id,
-            metrics=SyncMetrics.of(metrics if metrics is not None else CollectorRegistry()),
+            metrics=metrics,
         )
         self.sweep = Sweep(
             store=store,
-            queue=self.queue,
+            queue=queue,
+            inbox=inbox,
             clock=clock,
             bound_s=settings.sweep_bound_s,
             interval_s=settings.sweep_interval_s,

@@ -18,8 +18,9 @@ import logging
 
 from bookingcache.clock import Clock
 from bookingcache.domain.tenancy import EventSource as SourceKind
+from bookingcache.store.inbox import Inbox
+from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
-from bookingcache.sync.queue import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class Sweep:
         *,
         store: Store,
         queue: JobQueue,
+        inbox: Inbox,
         clock: Clock,
         bound_s: float = 900.0,
         interval_s: float = 30.0,
@@ -40,6 +42,7 @@ class Sweep:
     ) -> None:
         self._store = store
         self._queue = queue
+        self._inbox = inbox
         self._clock = clock
         self.bound_s = bound_s
         self.interval_s = interval_s
@@ -83,7 +86,7 @@ class Sweep:
     async def prune_inbox(self) -> int:
         """Drop the inbox's record of notifications older than the retention."""
         cutoff = self._clock.now() - dt.timedelta(seconds=self.inbox_retention_s)
-        pruned = await self._queue.prune_inbox(cutoff)
+        pruned = await self._inbox.prune(cutoff)
         if pruned:
             log.info("pruned %d inbox rows received before %s", pruned, cutoff.isoformat())
         return pruned

@@ -35,13 +35,12 @@ from bookingcache.clock import Clock
 from bookingcache.domain.tenancy import EventSource as SourceKind
 from bookingcache.domain.tenancy import Tenant
 from bookingcache.errors import BookingCacheError, NotFound, Throttled
+from bookingcache.settings import SyncSettings
+from bookingcache.store.jobs import Job, JobQueue
 from bookingcache.store.port import Store
 from bookingcache.sync import metrics as outcomes
 from bookingcache.sync.directory import SyncDirectory
 from bookingcache.sync.metrics import SyncMetrics
-from bookingcache.sync.model import Job
-from bookingcache.sync.queue import JobQueue
-from bookingcache.sync.settings import SyncSettings
 from bookingcache.sync.sources import EventSource
 from bookingcache.sync.timing import backoff_s, refresh_window
 
@@ -202,6 +201,21 @@ class Worker:
             finally:
                 self._sleeps_until = None
 
+    @property
+    def refreshing(self) -> int:
+        """Refreshes running in this worker now."""
+        return len(self._running)
+
+    async def step(self) -> bool:
+        """One round of the loop's work, run by hand (tests, tools): claim as many due jobs as
+        there is room for and start their refreshes. True when the claim was full."""
+        return await self._claim_some()
+
+    async def settle(self) -> None:
+        """Wait until every refresh started so far has ended, its bookkeeping included."""
+        while self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
+
     async def _claim_some(self) -> bool:
         """Claim as many jobs as there is room for; True when the claim was full (more may be
         due right away)."""
@@ -341,15 +355,12 @@ class Worker:
             past_days=self._settings.window_past_days,
         )
         if job.full_resync:
-            forget = getattr(source, "forget", None)
-            if forget is not None:
-                forget(job.tenant_id, job.mailbox)
+            source.forget(job.tenant_id, job.mailbox)
         events = await source.read_window(calendar, start=start, end=end)
         read = self._clock.now()
         if events is None:
             return outcomes.SKIPPED
         # A delta source's link for this window goes into the same transaction as its events.
-        link_of = getattr(source, "delta_link_of", None)
         diff = await self._store.replace_window(
             job.tenant_id,
             job.mailbox,
@@ -357,7 +368,7 @@ class Worker:
             window_end=end,
             events=events,
             synced_at=self._clock.now(),
-            delta_link=None if link_of is None else link_of(job.tenant_id, job.mailbox),
+            delta_link=source.delta_link_of(job.tenant_id, job.mailbox),
         )
         log.debug(
             "refreshed %s/%s: %d events, %s, read %.0f ms, write %.0f ms",

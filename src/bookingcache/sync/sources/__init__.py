@@ -23,6 +23,15 @@ class EventSource(Protocol):
         """
         ...
 
+    def forget(self, tenant_id: str, mailbox: str) -> None:
+        """Drop what the source keeps of the calendar between reads (a full resync follows)."""
+        ...
+
+    def delta_link_of(self, tenant_id: str, mailbox: str) -> str | None:
+        """The source's link for continuing from the last read, stored with its events; None
+        for a source that always reads the whole window."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

@@ -30,15 +30,15 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bookingcache.clock import Clock
+from bookingcache.contract.http import retry_after_s
 from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.tenancy import CalendarState
 from bookingcache.errors import Throttled, UpstreamError
+from bookingcache.settings import GraphSettings
 from bookingcache.store.port import Store
-from bookingcache.sync.settings import GraphSettings
 from bookingcache.sync.sources import overlaps
 from bookingcache.sync.sources.graph_auth import TokenProvider
 from bookingcache.sync.sources.graph_events import parse_graph_event
-from bookingcache.sync.sources.http import retry_after_s
 
 BASIC_SELECT = "id,subject,start,end,isAllDay,showAs,isCancelled,type,seriesMasterId,sensitivity"
 

@@ -20,5 +20,11 @@ class PushSource:
     ) -> Sequence[BasicEvent] | None:
         return None
 
+    def forget(self, tenant_id: str, mailbox: str) -> None:
+        """Nothing is kept between pushes."""
+
+    def delta_link_of(self, tenant_id: str, mailbox: str) -> str | None:
+        return None
+
     async def aclose(self) -> None:
         return None

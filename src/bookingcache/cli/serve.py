@@ -1,0 +1,120 @@
+"""``bookingcache serve``: the service on uvicorn, with one line saying where it listens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from bookingcache.bootstrap import event_loop_runner, service_app, settings_from_environment
+from bookingcache.errors import BookingCacheError
+from bookingcache.settings import Settings, admin_token_of, ensure_admin_token
+from bookingcache.telemetry.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """Tells when it listens, so the address is printed only once it is true."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # _serve handles SIGINT/SIGTERM on the event loop; uvicorn's own handlers would re-raise
+        # the signal after the graceful shutdown and turn a clean stop into a death by signal.
+        yield
+
+    def request_exit(self) -> None:
+        if self.should_exit:
+            self.force_exit = True  # a second signal: stop waiting for open connections
+        self.should_exit = True
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.ready.set()
+
+
+def serve(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    data_dir: str | None = None,
+    database_url: str | None = None,
+    run_worker: bool = True,
+) -> int:
+    settings = settings_from_environment(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        run_worker=run_worker,
+    )
+    configure_logging(settings)
+    settings = ensure_admin_token(settings)
+    with event_loop_runner() as runner:
+        return runner.run(_serve(settings))
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the app is built so that the port (chosen by the
+    system for ``--port 0``) is known to the settings, and so to ``public_base_url``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BookingCacheError(f"cannot listen on {host}:{port}: {exc}") from None
+    return sock
+
+
+async def _serve(settings: Settings) -> int:
+    sock = bind(settings.host, settings.port)
+    settings = settings.model_copy(update={"port": sock.getsockname()[1]})
+    try:
+        return await _serve_on(settings, sock)
+    finally:
+        sock.close()
+
+
+async def _serve_on(settings: Settings, sock: socket.socket) -> int:
+    config = uvicorn.Config(
+        service_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(stop_signal, server.request_exit)
+    running = asyncio.create_task(server.serve(sockets=[sock]))
+    ready = asyncio.create_task(server.ready.wait())
+    await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    if not server.started:
+        await running
+        log.error("bookingcache did not start")
+        return 1
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    print(
+        f"bookingcache listening on http://{shown_host}:{port} "
+        f"admin token: {admin_token_of(settings)}",
+        flush=True,
+    )
+    await running
+    return 0

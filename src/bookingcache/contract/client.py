@@ -1,0 +1,170 @@
+"""The service's client of the customer's connector (connector/openapi.yaml): every call signed
+with the tenant's secret, every failure mapped the same way. It serves the subscription
+orchestration (``PUT /v1/subscriptions``) and the ``connector`` event source
+(``GET /v1/calendars/{mailbox}/events``).
+
+Failures: a timeout or an unreachable connector, and any answer but the expected one, are
+``UpstreamError``; 429 and 503 are ``Throttled`` with the connector's ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+from collections.abc import Sequence
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bookingcache.clock import Clock
+from bookingcache.contract.http import retry_after_s
+from bookingcache.contract.signing import sign_request
+from bookingcache.contract.wire import WireWindow, format_utc
+from bookingcache.domain.events import BasicEvent
+from bookingcache.domain.subscriptions import ConvergedSubscription
+from bookingcache.errors import Throttled, UpstreamError
+
+Answer = TypeVar("Answer", bound=BaseModel)
+
+
+class SubscriptionRow(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    mailbox: str = Field(min_length=1, max_length=320)
+    subscription_id: str | None = Field(default=None, alias="subscriptionId", max_length=200)
+    expiration: dt.datetime | None = Field(default=None, alias="expirationDateTime")
+    status: str = Field(min_length=1, max_length=32)
+    error: str | None = None
+
+
+class SubscriptionAnswer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    subscriptions: list[SubscriptionRow]
+
+
+class ConnectorClient:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        events_timeout_s: float = 10.0,
+        subscriptions_timeout_s: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        """``events_timeout_s`` bounds a window's read (a refresh waits for it);
+        ``subscriptions_timeout_s`` a converge, in which the connector may create or renew
+        many subscriptions at Graph."""
+        self._clock = clock
+        self._events_timeout_s = events_timeout_s
+        self._subscriptions_timeout_s = subscriptions_timeout_s
+        # trust_env=False: where the connector is reached is the tenant's setting alone.
+        self._http = httpx.AsyncClient(
+            transport=transport, verify=verify, follow_redirects=False, trust_env=False
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def put_subscriptions(
+        self,
+        connector_url: str,
+        *,
+        secret: str,
+        mailboxes: Sequence[str],
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        renew_now: Sequence[str] = (),
+    ) -> list[ConvergedSubscription]:
+        """Converge the connector's subscriptions to ``mailboxes``; its row per mailbox.
+        ``renew_now``: mailboxes whose subscription the connector renews whatever its expiry
+        (Graph asked to reauthorize them)."""
+        body: dict[str, Any] = {
+            "mailboxes": list(mailboxes),
+            "notificationUrl": notification_url,
+            "lifecycleNotificationUrl": lifecycle_url,
+            "clientState": client_state,
+        }
+        if renew_now:
+            body["renewNow"] = list(renew_now)
+        request = self._http.build_request(
+            "PUT",
+            _url(connector_url, "/v1/subscriptions"),
+            json=body,
+            timeout=self._subscriptions_timeout_s,
+        )
+        answer = await self._call(
+            request, secret=secret, model=SubscriptionAnswer, what="the subscription call"
+        )
+        return [
+            ConvergedSubscription(
+                mailbox=row.mailbox,
+                subscription_id=row.subscription_id,
+                expires_at=row.expiration,
+                status=row.status,
+                error=row.error,
+            )
+            for row in answer.subscriptions
+        ]
+
+    async def read_window(
+        self,
+        connector_url: str,
+        mailbox: str,
+        *,
+        secret: str,
+        start: dt.datetime,
+        end: dt.datetime,
+    ) -> list[BasicEvent]:
+        """The basic events of ``mailbox`` overlapping ``[start, end)``, recurrences expanded;
+        ``UpstreamError`` when the connector answers for another mailbox or a narrower
+        window."""
+        path = f"/v1/calendars/{quote(mailbox, safe='@')}/events"
+        request = self._http.build_request(
+            "GET",
+            _url(connector_url, path),
+            params={"start": format_utc(start), "end": format_utc(end)},
+            timeout=self._events_timeout_s,
+        )
+        window = await self._call(
+            request, secret=secret, model=WireWindow, what=f"the events of {mailbox}"
+        )
+        if window.mailbox.casefold() != mailbox.casefold():
+            raise UpstreamError(f"the connector answered for {window.mailbox}, not {mailbox}")
+        if window.start > start or window.end < end:
+            raise UpstreamError("the connector answered a narrower window than asked for")
+        return [item.to_event() for item in window.events]
+
+    async def _call(
+        self, request: httpx.Request, *, secret: str, model: type[Answer], what: str
+    ) -> Answer:
+        sign_request(request, secret=secret, now=self._clock.now())
+        try:
+            response = await self._http.send(request)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"the connector did not answer {what} in time") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"the connector is unreachable: {exc.__class__.__name__}") from exc
+        if response.status_code in (429, 503):
+            raise Throttled(
+                f"the connector answered {response.status_code} to {what}",
+                retry_after_s=retry_after_s(response, now=self._clock.now()),
+            )
+        if response.status_code != 200:
+            raise UpstreamError(
+                f"the connector answered {response.status_code} to {what}: {response.text[:300]}"
+            )
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise UpstreamError(
+                f"the connector sent an unreadable answer to {what}: {exc}"
+            ) from exc
+
+
+def _url(connector_url: str, path: str) -> str:
+    return connector_url.rstrip("/") + path

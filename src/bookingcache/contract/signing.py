@@ -1,0 +1,143 @@
+"""The signature on every call of the service<->connector contract, in both directions: Standard
+Webhooks headers (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``), HMAC-SHA256 with
+the tenant's ``whsec_`` secret over ``"{METHOD} {path_with_query}\\n"`` followed by the body
+(docs/architecture.md).
+
+``sign_request`` signs the service's calls to the connector; ``SignatureVerifier`` checks the
+relay's calls to the service. The timestamp must lie within 5 minutes of the injected clock. A
+``webhook-id`` is reserved when its signature checks out and kept until its timestamp leaves the
+window, so a replay of a good call is refused; a call that is then not accepted (bad body, failed
+commit) releases its id, so the sender may retry it unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hmac
+import uuid
+from collections.abc import Mapping
+
+import httpx
+from standardwebhooks import Webhook
+
+from bookingcache.clock import Clock
+from bookingcache.errors import BadSignature
+
+TOLERANCE = dt.timedelta(minutes=5)
+MAX_ID_LENGTH = 256
+MAX_SIGNATURES = 16
+
+
+def signed_content(method: str, path_with_query: str, body: bytes) -> str:
+    """The text a signature covers; ``BadSignature`` when the body is not UTF-8 (nothing a
+    conforming sender signs)."""
+    try:
+        return f"{method.upper()} {path_with_query}\n" + body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadSignature("the body is not UTF-8, so no signature can match it") from exc
+
+
+def sign_request(request: httpx.Request, *, secret: str, now: dt.datetime) -> None:
+    """Add ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` to ``request``."""
+    content = signed_content(request.method, request.url.raw_path.decode("ascii"), request.content)
+    message_id = f"msg_{uuid.uuid4().hex}"
+    signature = Webhook(secret).sign(msg_id=message_id, timestamp=now, data=content)
+    request.headers["webhook-id"] = message_id
+    request.headers["webhook-timestamp"] = str(int(now.timestamp()))
+    request.headers["webhook-signature"] = signature
+
+
+def _candidates(header: str) -> list[bytes]:
+    found: list[bytes] = []
+    for part in header.split()[:MAX_SIGNATURES]:
+        version, _, encoded = part.partition(",")
+        if version != "v1" or not encoded:
+            continue
+        try:
+            found.append(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            continue
+    return found
+
+
+class ReplayCache:
+    """The ``webhook-id``s accepted inside the tolerance window, per tenant (this process)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], dt.datetime] = {}
+
+    def reserve(
+        self, tenant_id: str, message_id: str, *, sent_at: dt.datetime, now: dt.datetime
+    ) -> bool:
+        cutoff = now - TOLERANCE
+        if len(self._seen) > 1024:
+            for key in [key for key, at in self._seen.items() if at < cutoff]:
+                del self._seen[key]
+        key = (tenant_id, message_id)
+        previous = self._seen.get(key)
+        if previous is not None and previous >= cutoff:
+            return False
+        self._seen[key] = sent_at
+        return True
+
+    def release(self, tenant_id: str, message_id: str) -> None:
+        self._seen.pop((tenant_id, message_id), None)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class SignatureVerifier:
+    def __init__(self, *, clock: Clock, replays: ReplayCache | None = None) -> None:
+        self._clock = clock
+        self.replays = replays or ReplayCache()
+
+    def verify(
+        self,
+        *,
+        tenant_id: str,
+        secret: str,
+        method: str,
+        path_with_query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> str:
+        """Check the call; returns its ``webhook-id`` (now reserved) or raises
+        ``BadSignature`` saying what was wrong."""
+        message_id = headers.get("webhook-id", "")
+        stamp = headers.get("webhook-timestamp", "")
+        signatures = headers.get("webhook-signature", "")
+        if not (message_id and stamp and signatures):
+            raise BadSignature(
+                "the call is not signed: webhook-id, webhook-timestamp and webhook-signature "
+                "are required"
+            )
+        if len(message_id) > MAX_ID_LENGTH:
+            raise BadSignature("webhook-id is too long")
+        if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
+            raise BadSignature("webhook-timestamp must be a Unix time in seconds")
+        sent_at = dt.datetime.fromtimestamp(int(stamp), tz=dt.UTC)
+        now = self._clock.now()
+        if abs(now - sent_at) > TOLERANCE:
+            raise BadSignature("webhook-timestamp is more than 5 minutes away from now")
+        content = signed_content(method, path_with_query, body)
+        try:
+            webhook = Webhook(secret)
+        except Exception as exc:  # the library rejects unusable secrets with its own errors
+            raise BadSignature("the tenant has no usable signing secret") from exc
+        expected = base64.b64decode(
+            webhook.sign(msg_id=message_id, timestamp=sent_at, data=content).split(",", 1)[1]
+        )
+        matched = False
+        for candidate in _candidates(signatures):
+            matched |= hmac.compare_digest(expected, candidate)
+        if not matched:
+            raise BadSignature("no webhook-signature matches the call")
+        if not self.replays.reserve(tenant_id, message_id, sent_at=sent_at, now=now):
+            raise BadSignature("this webhook-id was already accepted (replay)")
+        return message_id
+
+    def release(self, tenant_id: str, message_id: str) -> None:
+        self.replays.release(tenant_id, message_id)

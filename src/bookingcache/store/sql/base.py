@@ -1,0 +1,210 @@
+"""The plumbing under ``SqlStore``: error translation, read and write transactions, and the
+in-process listeners told about committed changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from sqlalchemy import text
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bookingcache.clock import Clock, SystemClock
+from bookingcache.errors import BookingCacheError, InvalidInput, StoreUnavailable
+from bookingcache.store.port import CalendarChange, ChangeListener, RoomsListener
+from bookingcache.store.sql import engine as engines
+from bookingcache.store.sql.notices import CHANGES_CHANNEL, Announcer, Notices
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    """Database trouble becomes ``StoreUnavailable``; the service's own errors pass through."""
+    try:
+        yield
+    except BookingCacheError:
+        raise
+    except DataError as exc:
+        # A value the checks above the database let through but a column cannot hold (say an
+        # over-long text on PostgreSQL): the caller's input, not a server fault.
+        raise InvalidInput(f"a value does not fit the database: {exc.orig}") from exc
+    except (OperationalError, InterfaceError) as exc:
+        raise StoreUnavailable(f"the database failed: {exc.orig or exc}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable(f"the database connection was lost: {exc.orig}") from exc
+        raise
+    except (OSError, TimeoutError) as exc:
+        raise StoreUnavailable(f"the database is not reachable: {exc}") from exc
+
+
+class SqlBase:
+    """Engine, transactions and in-process listeners; ``SqlStore`` adds the store's operations.
+
+    ``read()`` and ``write()`` are also the seam the other adapters over the same database use
+    (inbox, jobs, subscriptions, replays), so every write takes the same path.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None) -> None:
+        self._engine = engine
+        self._clock = clock or SystemClock()
+        self._write_lock = asyncio.Lock() if engines.is_sqlite(engine) else None
+        self._listeners: list[ChangeListener] = []
+        self._rooms_listeners: list[RoomsListener] = []
+        self._feed_watchers: dict[Callable[[], None], Callable[[str], None]] = {}
+        # PostgreSQL: the connection listening for other processes' notices, once asked for,
+        # and the sender of notices announced after a commit.
+        self._notices: Notices | None = None
+        self._announcer: Announcer | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    # --- plumbing ------------------------------------------------------------------------
+    async def _connect(self, stack: contextlib.AsyncExitStack) -> AsyncConnection:
+        """A pooled connection, closed with ``stack``. Whatever fails while connecting (refused,
+        timed out, the database gone, authentication) means the database is unavailable."""
+        try:
+            return await stack.enter_async_context(self._engine.connect())
+        except BookingCacheError:
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot connect to the database: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (a deferred transaction on SQLite, rolled back after)."""
+        async with translate_errors(), contextlib.AsyncExitStack() as stack:
+            yield await self._connect(stack)
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction, committed when the block ends without an error."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._write_lock is not None:
+                await stack.enter_async_context(self._write_lock)
+            await stack.enter_async_context(translate_errors())
+            conn = await self._connect(stack)
+            await conn.execution_options(**{engines.WRITE_OPTION: True})
+            await stack.enter_async_context(conn.begin())
+            yield conn
+
+    def add_change_listener(self, callback: ChangeListener) -> None:
+        """Call ``callback`` in this process after every commit that appended to the feed."""
+        self._listeners.append(callback)
+
+    def remove_change_listener(self, callback: ChangeListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    def add_rooms_listener(self, callback: RoomsListener) -> None:
+        """Call ``callback(tenant_id)`` in this process after every commit that wrote room links
+        (put, delete, import) or deleted the tenant."""
+        self._rooms_listeners.append(callback)
+
+    def remove_rooms_listener(self, callback: RoomsListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._rooms_listeners.remove(callback)
+
+    def listen(
+        self,
+        channel: str,
+        on_notice: Callable[[str], None],
+        *,
+        on_connect: Callable[[], None] | None = None,
+    ) -> bool:
+        """Call ``on_notice(detail)`` for every notice other processes send on ``channel``
+        (``store.notices``), and ``on_connect()`` whenever listening (re)starts, when notices
+        may have been missed. PostgreSQL only: False elsewhere, where polling must do."""
+        if self.dialect != "postgresql":
+            return False
+        if self._notices is None:
+            self._notices = Notices(self._dsn())
+            self._notices.start()
+        self._notices.subscribe(channel, on_notice, on_connect=on_connect)
+        return True
+
+    def announce(self, channel: str, detail: str = "") -> None:
+        """Tell other processes' listeners on ``channel``, soon and off this path (a write
+        just committed; ``notices.Announcer``). PostgreSQL only: nothing elsewhere."""
+        if self.dialect != "postgresql":
+            return
+        if self._announcer is None:
+            self._announcer = Announcer(self._dsn())
+        self._announcer.announce(channel, detail)
+
+    def _dsn(self) -> str:
+        """The database's URL as a plain driver connection takes it (PostgreSQL)."""
+        return self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def unlisten(self, channel: str, on_notice: Callable[[str], None]) -> None:
+        if self._notices is not None:
+            self._notices.unsubscribe(channel, on_notice)
+
+    def watch_feed(
+        self, on_notice: Callable[[], None], *, on_connect: Callable[[], None] | None = None
+    ) -> bool:
+        """Another process's change-feed append, heard on PostgreSQL (``listen``)."""
+        if on_notice in self._feed_watchers:
+            return True
+
+        def noticed(_detail: str) -> None:
+            on_notice()
+
+        if not self.listen(CHANGES_CHANNEL, noticed, on_connect=on_connect):
+            return False
+        self._feed_watchers[on_notice] = noticed
+        return True
+
+    def unwatch_feed(self, on_notice: Callable[[], None]) -> None:
+        noticed = self._feed_watchers.pop(on_notice, None)
+        if noticed is not None:
+            self.unlisten(CHANGES_CHANNEL, noticed)
+
+    @property
+    def notices(self) -> Notices | None:
+        """The listening connection's state (None until something listens)."""
+        return self._notices
+
+    def _notify_rooms(self, tenant_id: str) -> None:
+        for listener in list(self._rooms_listeners):
+            try:
+                listener(tenant_id)
+            except Exception:  # a listener's failure must not undo a committed write
+                log.exception("rooms listener failed for %s", tenant_id)
+
+    def _notify(self, changes: Sequence[CalendarChange]) -> None:
+        for change in changes:
+            for listener in list(self._listeners):
+                try:
+                    listener(change)
+                except Exception:  # a listener's failure must not undo a committed write
+                    log.exception(
+                        "change listener failed for %s/%s", change.tenant_id, change.mailbox
+                    )
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def ping(self) -> None:
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
+        async with translate_errors():
+            if not await engines.migrations_at_head(self._engine):
+                raise StoreUnavailable("the database schema is not at the newest migration")
+
+    async def close(self) -> None:
+        if self._notices is not None:
+            notices, self._notices = self._notices, None
+            await notices.close()
+        if self._announcer is not None:
+            announcer, self._announcer = self._announcer, None
+            await announcer.close()
+        await self._engine.dispose()

@@ -1,0 +1,227 @@
+"""Claiming refresh jobs, inside the write transaction ``SqlJobQueue.claim`` opens.
+
+A claim takes due pending jobs of calendars with no live claim, and claimed jobs whose lease ran
+out (their worker died). A due job whose newest change notification is younger than the gather
+delay (``coalesce_s``) is held back while the notifications keep coming, at most
+``coalesce_window_s`` after the job was created, so a stream of notifications within that window
+gives one refresh. On PostgreSQL the calendar rows are locked ``FOR UPDATE SKIP LOCKED`` before
+the running check, so two workers can never claim one calendar; on SQLite the claim is one
+``BEGIN IMMEDIATE`` transaction (the store's write path), which is the single-writer
+equivalent.
+
+The same transaction records each claimed calendar's newest change notification on its
+subscription, and finds when the worker must look again by itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bookingcache.store.jobs import Job
+from bookingcache.store.sql import subscriptions
+from bookingcache.store.sql.rows import as_utc
+from bookingcache.store.sql.schema import calendars, jobs
+
+REFRESH = "refresh"
+FULL_RESYNC = "full_resync"
+
+# Another row of the same calendar, for "is its refresh running?" subqueries. Built once: an
+# alias builds its column collection on first use, which costs more than the query itself.
+_RUNNING = jobs.alias("running")
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a worker asks for, and the queue's timing."""
+
+    worker_id: str
+    limit: int
+    excluded: Sequence[str]
+    now: dt.datetime
+    coalesce_s: float
+    coalesce_window_s: float
+    lease_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    jobs: list[Job]
+    # When the first job held back for its notifications becomes claimable.
+    held_until: dt.datetime | None
+    # Unclaimed jobs left, and when the worker must look again by itself.
+    depth: int
+    upcoming: dt.datetime | None
+
+
+def _live_claim(now: dt.datetime, *, besides_own_row: bool = False) -> sa.Exists:
+    """Whether the calendar of the ``jobs`` row at hand is being refreshed: a claim of it
+    whose lease still runs (by another row than this one, with ``besides_own_row``)."""
+    running = _RUNNING
+    conditions = [
+        running.c.tenant_id == jobs.c.tenant_id,
+        running.c.mailbox == jobs.c.mailbox,
+        running.c.locked_by.is_not(None),
+        running.c.locked_until >= now,
+    ]
+    if besides_own_row:
+        conditions.append(running.c.id != jobs.c.id)
+    return sa.select(running.c.id).where(*conditions).exists()
+
+
+def _upcoming(now: dt.datetime) -> sa.Select[Any]:
+    """One statement: the earliest due time after ``now`` of a pending job whose calendar is
+    not being refreshed, the earliest lease to run out, and how many jobs are pending."""
+    pending = [jobs.c.locked_by.is_(None), ~_live_claim(now), jobs.c.due_at > now]
+    earliest_due = sa.select(sa.func.min(jobs.c.due_at)).where(*pending).scalar_subquery()
+    earliest_lease = (
+        sa.select(sa.func.min(jobs.c.locked_until))
+        .where(jobs.c.locked_by.is_not(None))
+        .scalar_subquery()
+    )
+    waiting = (
+        sa.select(sa.func.count())
+        .select_from(jobs)
+        .where(jobs.c.locked_by.is_(None))
+        .scalar_subquery()
+    )
+    return sa.select(earliest_due, earliest_lease, waiting)
+
+
+def _lease(worker_id: str) -> str:
+    # locked_by holds "<worker>/<claim>": the worker for people, the claim id for fencing.
+    return f"{worker_id[:150]}/{uuid.uuid4().hex}"
+
+
+def _candidates(claiming: Claim, postgres: bool) -> sa.Select[Any]:
+    now = claiming.now
+    live_claim = _live_claim(now, besides_own_row=True)
+    claimable = sa.or_(
+        sa.and_(jobs.c.locked_by.is_(None), jobs.c.due_at <= now, ~live_claim),
+        sa.and_(jobs.c.locked_by.is_not(None), jobs.c.locked_until < now, ~live_claim),
+    )
+    query = sa.select(
+        jobs.c.id,
+        jobs.c.tenant_id,
+        jobs.c.mailbox,
+        jobs.c.kind,
+        jobs.c.attempts,
+        jobs.c.locked_by,
+        jobs.c.created_at,
+        jobs.c.last_notified_at,
+    ).where(claimable)
+    if claiming.excluded:
+        query = query.where(jobs.c.tenant_id.not_in(list(claiming.excluded)))
+    # Over-fetch: two candidates of one calendar (a dead claim and a pending job) collapse.
+    query = query.order_by(jobs.c.due_at, jobs.c.id).limit(claiming.limit * 2)
+    if postgres:
+        query = query.with_for_update(of=jobs, skip_locked=True)
+    return query
+
+
+async def claim(connection: AsyncConnection, claiming: Claim) -> Claimed:
+    now = claiming.now
+    postgres = connection.dialect.name == "postgresql"
+    quiet_since = now - dt.timedelta(seconds=claiming.coalesce_s)
+    window = dt.timedelta(seconds=claiming.coalesce_window_s)
+    holding = claiming.coalesce_window_s > claiming.coalesce_s
+    candidates = (await connection.execute(_candidates(claiming, postgres))).all()
+    chosen: dict[tuple[str, str], Any] = {}
+    held: list[dt.datetime] = []
+    for row in candidates:
+        key = (row.tenant_id, row.mailbox)
+        if holding and row.locked_by is None and row.last_notified_at is not None:
+            # Notifications still arriving: gather them, within the window.
+            last = as_utc(row.last_notified_at)
+            created = as_utc(row.created_at)
+            if last > quiet_since and created + window > now:
+                held.append(min(last + (now - quiet_since), created + window))
+                continue
+        chosen.setdefault(key, row)
+        if len(chosen) >= claiming.limit:
+            break
+    held_until = min(held) if held else None
+    if postgres and chosen:
+        chosen = await _lock_calendars(connection, chosen, now=now)
+    claimed: list[Job] = []
+    if chosen:
+        until = now + dt.timedelta(seconds=claiming.lease_s)
+        # One lease per claim: (id, lease) fences each job of the batch.
+        lease = _lease(claiming.worker_id)
+        await connection.execute(
+            sa.update(jobs)
+            .where(jobs.c.id.in_([row.id for row in chosen.values()]))
+            .values(locked_by=lease, locked_until=until)
+        )
+        notified = {
+            key: as_utc(row.last_notified_at)
+            for key, row in chosen.items()
+            if row.last_notified_at is not None
+        }
+        await subscriptions.note_notifications(connection, notified)
+        claimed = [
+            Job(
+                id=row.id,
+                tenant_id=tenant,
+                mailbox=mailbox,
+                full_resync=row.kind == FULL_RESYNC,
+                attempts=row.attempts,
+                lease=lease,
+                locked_until=until,
+                last_notified_at=notified.get((tenant, mailbox)),
+            )
+            for (tenant, mailbox), row in chosen.items()
+        ]
+    depth, upcoming = await _look_ahead(connection, now, held_until)
+    return Claimed(jobs=claimed, held_until=held_until, depth=depth, upcoming=upcoming)
+
+
+async def _look_ahead(
+    connection: AsyncConnection, now: dt.datetime, held_until: dt.datetime | None
+) -> tuple[int, dt.datetime | None]:
+    """How many jobs wait, and when the worker must look again by itself: the earliest pending
+    job falling due later, a held-back job's release, or a lease running out. Jobs due now
+    that the claim left are either beyond its limit or wait for a refresh to end, which the
+    worker hears of anyway."""
+    due, lease, count = (await connection.execute(_upcoming(now))).one()
+    values = [as_utc(value) for value in (due, lease) if value is not None]
+    if held_until is not None:
+        values.append(held_until)
+    return int(count or 0), (min(values) if values else None)
+
+
+async def _lock_calendars(
+    connection: AsyncConnection, chosen: dict[tuple[str, str], Any], *, now: dt.datetime
+) -> dict[tuple[str, str], Any]:
+    """PostgreSQL: take the chosen calendars' row locks (skipping ones another claimer holds),
+    then re-check with a fresh snapshot that no live claim appeared meanwhile. Two statements
+    for the whole batch: the claim holds its job rows locked meanwhile, and intake's upserts
+    of those rows wait for it."""
+    keys = list(chosen)
+    locked = await connection.execute(
+        sa.select(calendars.c.tenant_id, calendars.c.mailbox)
+        .where(sa.tuple_(calendars.c.tenant_id, calendars.c.mailbox).in_(keys))
+        .with_for_update(skip_locked=True)
+    )
+    mine = {(row.tenant_id, row.mailbox) for row in locked}
+    if not mine:
+        return {}
+    live = await connection.execute(
+        sa.select(jobs.c.tenant_id, jobs.c.mailbox, jobs.c.id).where(
+            sa.tuple_(jobs.c.tenant_id, jobs.c.mailbox).in_(list(mine)),
+            jobs.c.locked_by.is_not(None),
+            jobs.c.locked_until >= now,
+        )
+    )
+    busy = {
+        (row.tenant_id, row.mailbox)
+        for row in live
+        if row.id != chosen[(row.tenant_id, row.mailbox)].id
+    }
+    return {key: row for key, row in chosen.items() if key in mine and key not in busy}

@@ -1,0 +1,249 @@
+"""Database URLs, engines and migrations for the two supported engines.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=NORMAL``, a busy timeout and
+foreign keys on. The sqlite3 driver's own transaction handling is switched off and SQLAlchemy
+emits ``BEGIN`` itself, so that write transactions can start with ``BEGIN IMMEDIATE``: the
+write lock is taken up front and two writers never interleave or fail half-way with
+``database is locked``. PostgreSQL is reached through asyncpg with a bounded pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, make_url, text
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from bookingcache.errors import InvalidInput, StoreUnavailable
+
+DATABASE_FILE = "bookingcache.db"
+WRITE_OPTION = "bookingcache_write"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+CONNECT_TIMEOUT_S = 5.0
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK_KEY = 0x626F6F6B  # "book": serialises concurrent migrations on PostgreSQL
+
+
+def default_database_url(data_dir: Path) -> str:
+    """The embedded default: a SQLite file in the data directory."""
+    return f"sqlite+aiosqlite:///{(data_dir / DATABASE_FILE).resolve()}"
+
+
+def normalize_database_url(url: str | None, *, data_dir: Path | None = None) -> str:
+    """The async SQLAlchemy URL for ``url``.
+
+    Accepts ``postgresql://``, ``postgres://``, ``postgresql+asyncpg://``, ``sqlite:///path``
+    and ``sqlite+aiosqlite:///path``; ``None`` or an empty string means the SQLite file in
+    ``data_dir`` (default ``./data``). Anything else is refused with ``InvalidInput``.
+    """
+    if not url or not url.strip():
+        return default_database_url(data_dir or Path("data"))
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise InvalidInput(f"not a database URL: {_redact(url)!r}")
+    scheme = scheme.lower()
+    if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
+        normalized = f"postgresql+asyncpg://{rest}"
+    elif scheme in ("sqlite", "sqlite+aiosqlite"):
+        normalized = f"sqlite+aiosqlite://{rest}"
+    else:
+        raise InvalidInput(
+            f"unsupported database URL scheme {scheme!r}: use postgresql:// or sqlite:///path"
+        )
+    try:
+        parsed = make_url(normalized)
+    except ArgumentError as exc:
+        raise InvalidInput(f"not a database URL: {_redact(url)!r}") from exc
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise InvalidInput("an in-memory SQLite database is not supported; give a file path")
+    return normalized
+
+
+def _redact(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable>"
+
+
+def check_sqlite_directory(url: str) -> None:
+    """``StoreUnavailable`` when a SQLite file would go in a directory that does not exist
+    (SQLite cannot create it, and failing before connecting gives the clearer message)."""
+    parsed = make_url(normalize_database_url(url))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return
+    directory = Path(parsed.database).parent
+    if not directory.is_dir():
+        raise StoreUnavailable(f"the SQLite database directory {str(directory)!r} does not exist")
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def sqlite_synchronous(fsync: bool) -> str:
+    """SQLite's ``synchronous`` setting: ``FULL`` flushes the write-ahead log to disk at every
+    commit (a commit survives a power cut), ``NORMAL`` leaves it to the operating system (a
+    commit survives the process being killed)."""
+    return "FULL" if fsync else "NORMAL"
+
+
+def create_engine(url: str, *, pool_size: int = 10, fsync: bool = False) -> AsyncEngine:
+    """An engine for a URL accepted by ``normalize_database_url`` (normalized here). ``fsync``:
+    on SQLite, every commit is flushed to disk (``sqlite_synchronous``); PostgreSQL's own
+    settings decide there."""
+    normalized = normalize_database_url(url)
+    parsed: URL = make_url(normalized)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(normalized, pool_size=pool_size, fsync=fsync)
+    return create_async_engine(
+        normalized,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=CONNECT_TIMEOUT_S * 2,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "timeout": CONNECT_TIMEOUT_S,
+            "command_timeout": 60,
+            "server_settings": {"application_name": "bookingcache"},
+        },
+    )
+
+
+def _sqlite_engine(url: str, *, pool_size: int, fsync: bool) -> AsyncEngine:
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Hand transaction control to SQLAlchemy (see the module docstring).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={sqlite_synchronous(fsync)}")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(WRITE_OPTION):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+async def wait_for_database(url: str, timeout_s: float, *, interval_s: float = 0.5) -> None:
+    """Return once the database answers; ``StoreUnavailable`` after ``timeout_s`` (at once for
+    a SQLite file whose directory does not exist: waiting would not create it)."""
+    check_sqlite_directory(url)
+    engine = create_engine(url, pool_size=1)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                async with engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+                return
+            except Exception as exc:  # any failure to connect is "not yet reachable"
+                if time.monotonic() + interval_s > deadline:
+                    raise StoreUnavailable(f"database not reachable: {exc}") from exc
+                await asyncio.sleep(interval_s)
+    finally:
+        await engine.dispose()
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
+@functools.cache
+def _head_revisions() -> frozenset[str]:
+    return frozenset(ScriptDirectory.from_config(_alembic_config()).get_heads())
+
+
+def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+    config = _alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _current_revisions(connection: Connection) -> frozenset[str]:
+    return frozenset(MigrationContext.configure(connection).get_current_heads())
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Upgrade the database to the newest migration (one transaction)."""
+    async with engine.connect() as connection:
+        connection = await connection.execution_options(**{WRITE_OPTION: True})
+        async with connection.begin():
+            await connection.run_sync(_upgrade)
+
+
+async def migrations_at_head(engine: AsyncEngine) -> bool:
+    async with engine.connect() as connection:
+        current = await connection.run_sync(_current_revisions)
+    return current == _head_revisions()
+
+
+def _postgres_server(server_url: str) -> URL:
+    server = make_url(normalize_database_url(server_url))
+    if server.get_backend_name() != "postgresql":
+        raise InvalidInput("a database can only be created on a PostgreSQL server")
+    return server
+
+
+async def _on_server(server: URL, statement: str) -> None:
+    dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def create_database(server_url: str, name: str) -> str:
+    """Create the empty database ``name`` on the PostgreSQL server of ``server_url`` (for
+    benchmarks and tests that want a database of their own); returns its URL."""
+    server = _postgres_server(server_url)
+    await _on_server(server, f'CREATE DATABASE "{_identifier(name)}"')
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    """Drop the database ``name`` of the PostgreSQL server of ``server_url``, closing the
+    connections still open to it."""
+    server = _postgres_server(server_url)
+    await _on_server(server, f'DROP DATABASE IF EXISTS "{_identifier(name)}" WITH (FORCE)')
+
+
+def _identifier(name: str) -> str:
+    if not name.replace("_", "").isalnum() or not name[0].isalpha() or len(name) > 63:
+        raise InvalidInput(f"not a plain database name: {name!r}")
+    return name

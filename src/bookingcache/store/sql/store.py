@@ -1,0 +1,432 @@
+"""``SqlStore``: the ``Store`` port over SQLAlchemy 2, the same code for SQLite and PostgreSQL.
+
+Writes run in one transaction each (``SqlBase.write``). On SQLite every write transaction
+starts with ``BEGIN IMMEDIATE`` (see ``store.engine``) and, inside one process, also waits on an
+asyncio lock, so writers queue in the event loop instead of in SQLite's busy handler. On
+PostgreSQL ``replace_window`` first updates the calendar row, whose lock it then holds until
+commit, so two refreshes of one calendar never interleave.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bookingcache.clock import Clock
+from bookingcache.domain.events import BasicEvent, EventDiff
+from bookingcache.domain.tenancy import CalendarState, Room, Tenant, TenantSecrets
+from bookingcache.errors import (
+    BookingCacheError,
+    Conflict,
+    InvalidInput,
+    InvalidWindow,
+    NotFound,
+    StoreUnavailable,
+)
+from bookingcache.store.port import CalendarChange, Store
+from bookingcache.store.sql import engine as engines
+from bookingcache.store.sql import rooms as room_ops
+from bookingcache.store.sql import windows
+from bookingcache.store.sql.base import SqlBase, translate_errors
+from bookingcache.store.sql.rows import (
+    calendar_from_row,
+    require_aware,
+    room_from_row,
+    tenant_from_row,
+    tenant_values,
+    token_hash,
+)
+from bookingcache.store.sql.schema import ID, MAILBOX, calendar_changes, calendars, rooms, tenants
+
+
+class SqlStore(SqlBase):
+    """The ``Store`` port over one SQLAlchemy async engine (build it with ``open_store``)."""
+
+    # --- tenants -------------------------------------------------------------------------
+    async def create_tenant(self, tenant: Tenant, secrets: TenantSecrets) -> Tenant:
+        if not tenant.id or len(tenant.id) > ID:
+            raise InvalidInput(f"tenant ids must be 1 to {ID} characters")
+        values = tenant_values(tenant)
+        now = self._clock.now()
+        created_at = require_aware("created_at", tenant.created_at) if tenant.created_at else now
+        row = {
+            "id": tenant.id,
+            **values,
+            "signing_secret": secrets.signing_secret,
+            "read_token_sha256": token_hash(secrets.read_token),
+            "created_at": created_at,
+            "updated_at": now,
+        }
+        try:
+            async with self.write() as conn:
+                await conn.execute(insert(tenants), row)
+        except IntegrityError as exc:
+            raise Conflict(f"tenant {tenant.id!r} already exists") from exc
+        return await self.get_tenant(tenant.id)
+
+    async def get_tenant(self, tenant_id: str) -> Tenant:
+        async with self.read() as conn:
+            row = (await conn.execute(select(tenants).where(tenants.c.id == tenant_id))).first()
+        if row is None:
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        return tenant_from_row(row)
+
+    async def list_tenants(self) -> Sequence[Tenant]:
+        async with self.read() as conn:
+            result = await conn.execute(select(tenants).order_by(tenants.c.id))
+            return [tenant_from_row(row) for row in result]
+
+    async def update_tenant(self, tenant_id: str, changes: Mapping[str, Any]) -> Tenant:
+        values = tenant_values(dict(changes))
+        async with self.write() as conn:
+            before = await conn.execute(
+                select(tenants.c.default_time_zone).where(tenants.c.id == tenant_id)
+            )
+            zone = before.scalar_one_or_none()
+            if zone is None:
+                raise NotFound(f"tenant {tenant_id!r} not found")
+            await conn.execute(
+                update(tenants)
+                .where(tenants.c.id == tenant_id)
+                .values(**values, updated_at=self._clock.now())
+            )
+            rezoned: list[str] = []
+            if values.get("default_time_zone", zone) != zone:
+                # Calendars without a zone of their own now place all-day events elsewhere.
+                result = await conn.execute(
+                    select(calendars.c.mailbox).where(
+                        calendars.c.tenant_id == tenant_id, calendars.c.time_zone.is_(None)
+                    )
+                )
+                rezoned = list(result.scalars())
+            feed = await self._reload(conn, tenant_id, rezoned)
+        self._notify(feed)
+        return await self.get_tenant(tenant_id)
+
+    async def delete_tenant(self, tenant_id: str) -> None:
+        async with self.write() as conn:
+            result = await conn.execute(
+                select(calendars.c.mailbox).where(calendars.c.tenant_id == tenant_id)
+            )
+            mailboxes = list(result.scalars())
+            deleted = await conn.execute(delete(tenants).where(tenants.c.id == tenant_id))
+            if deleted.rowcount == 0:
+                raise NotFound(f"tenant {tenant_id!r} not found")
+            # Tell read models (in every process) to evict the tenant's calendars.
+            changes = await windows.append_changes(
+                conn, [(tenant_id, mailbox) for mailbox in mailboxes], at=self._clock.now()
+            )
+        self._notify(changes)
+        self._notify_rooms(tenant_id)
+
+    async def get_signing_secret(self, tenant_id: str) -> str:
+        async with self.read() as conn:
+            result = await conn.execute(
+                select(tenants.c.signing_secret).where(tenants.c.id == tenant_id)
+            )
+            secret = result.scalar_one_or_none()
+        if secret is None:
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        return str(secret)
+
+    async def check_read_token(self, tenant_id: str, token: str) -> bool:
+        async with self.read() as conn:
+            result = await conn.execute(
+                select(tenants.c.read_token_sha256).where(tenants.c.id == tenant_id)
+            )
+            stored = result.scalar_one_or_none()
+        if stored is None:
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        return hmac.compare_digest(str(stored), token_hash(token))
+
+    async def set_tenant_secrets(self, tenant_id: str, secrets: TenantSecrets) -> None:
+        async with self.write() as conn:
+            result = await conn.execute(
+                update(tenants)
+                .where(tenants.c.id == tenant_id)
+                .values(
+                    signing_secret=secrets.signing_secret,
+                    read_token_sha256=token_hash(secrets.read_token),
+                    updated_at=self._clock.now(),
+                )
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"tenant {tenant_id!r} not found")
+
+    # --- rooms ---------------------------------------------------------------------------
+    async def put_room(self, room: Room) -> tuple[Room, bool]:
+        room_ops.check_rooms(room.tenant_id, [room])
+        async with self.write() as conn:
+            await room_ops.require_tenant(conn, room.tenant_id)
+            created, _, dropped = await room_ops.upsert_rooms(
+                conn, room.tenant_id, [room], at=self._clock.now()
+            )
+            changes = await self._reload(conn, room.tenant_id, dropped)
+        self._notify(changes)
+        self._notify_rooms(room.tenant_id)
+        return await self.get_room(room.tenant_id, room.room_id), created == 1
+
+    async def get_room(self, tenant_id: str, room_id: str) -> Room:
+        async with self.read() as conn:
+            result = await conn.execute(
+                select(rooms).where(rooms.c.tenant_id == tenant_id, rooms.c.room_id == room_id)
+            )
+            row = result.first()
+            if row is None:
+                await room_ops.require_tenant(conn, tenant_id)
+                raise NotFound(f"room {room_id!r} of tenant {tenant_id!r} not found")
+        return room_from_row(row)
+
+    async def list_rooms(
+        self, tenant_id: str, *, building: str | None = None, floor: str | None = None
+    ) -> Sequence[Room]:
+        statement = select(rooms).where(rooms.c.tenant_id == tenant_id)
+        if building is not None:
+            statement = statement.where(rooms.c.building == building)
+        if floor is not None:
+            statement = statement.where(rooms.c.floor == floor)
+        async with self.read() as conn:
+            await room_ops.require_tenant(conn, tenant_id)
+            result = await conn.execute(statement.order_by(rooms.c.room_id))
+            return [room_from_row(row) for row in result]
+
+    async def delete_room(self, tenant_id: str, room_id: str) -> None:
+        async with self.write() as conn:
+            result = await conn.execute(
+                delete(rooms)
+                .where(rooms.c.tenant_id == tenant_id, rooms.c.room_id == room_id)
+                .returning(rooms.c.mailbox)
+            )
+            mailbox = result.scalar_one_or_none()
+            if mailbox is None:
+                await room_ops.require_tenant(conn, tenant_id)
+                raise NotFound(f"room {room_id!r} of tenant {tenant_id!r} not found")
+            dropped = await room_ops.drop_unlinked_calendars(conn, tenant_id, [mailbox])
+            changes = await self._reload(conn, tenant_id, dropped)
+        self._notify(changes)
+        self._notify_rooms(tenant_id)
+
+    async def import_rooms(self, tenant_id: str, rooms_in: Sequence[Room]) -> tuple[int, int]:
+        room_ops.check_rooms(tenant_id, rooms_in)
+        async with self.write() as conn:
+            await room_ops.require_tenant(conn, tenant_id)
+            created, updated, dropped = await room_ops.upsert_rooms(
+                conn, tenant_id, rooms_in, at=self._clock.now()
+            )
+            changes = await self._reload(conn, tenant_id, dropped)
+        self._notify(changes)
+        self._notify_rooms(tenant_id)
+        return created, updated
+
+    async def _reload(
+        self, conn: AsyncConnection, tenant_id: str, mailboxes: Sequence[str]
+    ) -> list[CalendarChange]:
+        """Feed rows for calendars read models must reload (dropped or placed differently)."""
+        keys = [(tenant_id, mailbox) for mailbox in mailboxes]
+        return await windows.append_changes(conn, keys, at=self._clock.now())
+
+    # --- calendars and cached events -----------------------------------------------------
+    def _calendar_query(self) -> Any:
+        return select(calendars, tenants.c.default_time_zone).join(
+            tenants, tenants.c.id == calendars.c.tenant_id
+        )
+
+    async def get_calendar(self, tenant_id: str, mailbox: str) -> CalendarState:
+        statement = self._calendar_query().where(
+            calendars.c.tenant_id == tenant_id, calendars.c.mailbox == mailbox
+        )
+        async with self.read() as conn:
+            row = (await conn.execute(statement)).first()
+            if row is None:
+                await room_ops.require_tenant(conn, tenant_id)
+                raise NotFound(f"no room of tenant {tenant_id!r} is linked to {mailbox!r}")
+        return calendar_from_row(row)
+
+    async def list_calendars(
+        self, tenant_id: str | None = None, *, mailboxes: Sequence[str] | None = None
+    ) -> Sequence[CalendarState]:
+        statement = self._calendar_query()
+        if tenant_id is not None:
+            statement = statement.where(calendars.c.tenant_id == tenant_id)
+        if mailboxes is None:
+            async with self.read() as conn:
+                result = await conn.execute(
+                    statement.order_by(calendars.c.tenant_id, calendars.c.mailbox)
+                )
+                return [calendar_from_row(row) for row in result]
+        found: list[CalendarState] = []
+        async with self.read() as conn:
+            for chunk in windows.chunked(list(dict.fromkeys(mailboxes)), 500):
+                result = await conn.execute(statement.where(calendars.c.mailbox.in_(chunk)))
+                found.extend(calendar_from_row(row) for row in result)
+        found.sort(key=lambda state: (state.tenant_id, state.mailbox))
+        return found
+
+    async def replace_window(
+        self,
+        tenant_id: str,
+        mailbox: str,
+        *,
+        window_start: dt.datetime,
+        window_end: dt.datetime,
+        events: Sequence[BasicEvent],
+        synced_at: dt.datetime,
+        delta_link: str | None = None,
+    ) -> EventDiff:
+        window_start = require_aware("window_start", window_start)
+        window_end = require_aware("window_end", window_end)
+        synced_at = require_aware("synced_at", synced_at)
+        if window_end <= window_start:
+            raise InvalidWindow("the window must end after it starts")
+        given = windows.events_by_id(events, window_start=window_start, window_end=window_end)
+
+        async with self.write() as conn:
+            await windows.record_success_and_lock(
+                conn,
+                tenant_id,
+                mailbox,
+                window_start=window_start,
+                window_end=window_end,
+                synced_at=synced_at,
+                delta_link=delta_link,
+            )
+            diff = await windows.apply_window(
+                conn,
+                tenant_id,
+                mailbox,
+                window_start=window_start,
+                window_end=window_end,
+                given=given,
+            )
+            changes: list[CalendarChange] = []
+            if not diff.is_empty:
+                changes = await windows.append_changes(conn, [(tenant_id, mailbox)], at=synced_at)
+        self._notify(changes)
+        return diff
+
+    async def calendar_names(self, tenant_id: str, mailboxes: Collection[str]) -> dict[str, str]:
+        folded = {m.casefold() for m in mailboxes if 0 < len(m) <= MAILBOX}
+        found: dict[str, str] = {}
+        async with self.read() as conn:
+            for chunk in windows.chunked(sorted(folded)):
+                rows = await conn.execute(
+                    select(calendars.c.mailbox).where(
+                        calendars.c.tenant_id == tenant_id,
+                        func.lower(calendars.c.mailbox).in_(chunk),
+                    )
+                )
+                for row in rows:
+                    found[row.mailbox.casefold()] = row.mailbox
+        return {m: found[m.casefold()] for m in mailboxes if m.casefold() in found}
+
+    async def record_sync_error(
+        self, tenant_id: str, mailbox: str, *, error: str, at: dt.datetime
+    ) -> None:
+        at = require_aware("at", at)
+        async with self.write() as conn:
+            result = await conn.execute(
+                update(calendars)
+                .where(calendars.c.tenant_id == tenant_id, calendars.c.mailbox == mailbox)
+                .values(
+                    last_error=error,
+                    last_refresh_at=at,
+                    consecutive_failures=calendars.c.consecutive_failures + 1,
+                )
+            )
+            if result.rowcount == 0:
+                await room_ops.require_tenant(conn, tenant_id)
+                raise NotFound(f"no room of tenant {tenant_id!r} is linked to {mailbox!r}")
+
+    async def set_delta_link(self, tenant_id: str, mailbox: str, delta_link: str | None) -> None:
+        """Keep (or forget, with ``None``) the calendarView delta link of a calendar."""
+        async with self.write() as conn:
+            result = await conn.execute(
+                update(calendars)
+                .where(calendars.c.tenant_id == tenant_id, calendars.c.mailbox == mailbox)
+                .values(delta_link=delta_link)
+            )
+            if result.rowcount == 0:
+                await room_ops.require_tenant(conn, tenant_id)
+                raise NotFound(f"no room of tenant {tenant_id!r} is linked to {mailbox!r}")
+
+    async def events_in_window(
+        self,
+        tenant_id: str,
+        mailboxes: Sequence[str],
+        *,
+        start: dt.datetime,
+        end: dt.datetime,
+    ) -> dict[str, list[BasicEvent]]:
+        start = require_aware("start", start)
+        end = require_aware("end", end)
+        async with self.read() as conn:
+            return await windows.load_window(conn, tenant_id, mailboxes, start=start, end=end)
+
+    # --- change feed ---------------------------------------------------------------------
+    async def changes_since(self, seq: int, *, limit: int = 1000) -> Sequence[CalendarChange]:
+        async with self.read() as conn:
+            result = await conn.execute(
+                select(calendar_changes)
+                .where(calendar_changes.c.seq > seq)
+                .order_by(calendar_changes.c.seq)
+                .limit(max(1, limit))
+            )
+            return [
+                CalendarChange(seq=row.seq, tenant_id=row.tenant_id, mailbox=row.mailbox, at=row.at)
+                for row in result
+            ]
+
+    async def last_change_seq(self) -> int:
+        async with self.read() as conn:
+            result = await conn.execute(select(func.max(calendar_changes.c.seq)))
+            return int(result.scalar_one_or_none() or 0)
+
+    async def prune_changes(self, *, before: dt.datetime) -> int:
+        before = require_aware("before", before)
+        async with self.write() as conn:
+            newest = (await conn.execute(select(func.max(calendar_changes.c.seq)))).scalar()
+            result = await conn.execute(
+                delete(calendar_changes).where(
+                    calendar_changes.c.at < before, calendar_changes.c.seq < (newest or 0)
+                )
+            )
+            return int(result.rowcount)
+
+
+async def open_store(
+    url: str, *, migrate: bool = True, clock: Clock | None = None, fsync: bool = False
+) -> SqlStore:
+    """Open the store at ``url`` (see ``engine.normalize_database_url``), migrating it to the
+    newest schema unless ``migrate`` is false; ``StoreUnavailable`` if the database cannot be
+    reached (or, without ``migrate``, is not at the newest schema). ``fsync``: on SQLite,
+    every commit is flushed to disk before it returns."""
+    engines.check_sqlite_directory(url)
+    engine = engines.create_engine(url, fsync=fsync)
+    try:
+        async with translate_errors():
+            try:
+                async with engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            except (BookingCacheError, DBAPIError, OSError, TimeoutError):
+                raise
+            except Exception as exc:  # drivers raise their own errors while connecting
+                raise StoreUnavailable(f"the database is not reachable: {exc}") from exc
+            if migrate:
+                await engines.migrate(engine)
+        store = SqlStore(engine, clock=clock)
+        await store.ping()
+    except BaseException:
+        await engine.dispose()
+        raise
+    return store
+
+
+def _fills_the_port(store: SqlStore) -> Store:
+    """Never called: mypy checks here that ``SqlStore`` has every method of the port."""
+    return store

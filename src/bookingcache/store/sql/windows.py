@@ -1,0 +1,270 @@
+"""Cached events: the replace-window diff (the one write every event source funnels through),
+the bulk window read availability is built from, and the change feed appends.
+
+Functions here run inside a transaction the caller (``SqlStore``) opened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, text, true, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bookingcache.domain.events import BasicEvent, EventDiff
+from bookingcache.domain.timezones import is_valid_time_zone, resolve_time_zone
+from bookingcache.errors import InvalidInput, NotFound
+from bookingcache.store.port import CalendarChange
+from bookingcache.store.sql import notices
+from bookingcache.store.sql.rows import (
+    EVENT_COLUMNS,
+    RAW_EVENT_COLUMNS,
+    event_from_tuple,
+    event_values,
+    events_from_raw,
+    overlap_condition,
+    overlaps,
+)
+from bookingcache.store.sql.schema import EVENT_ID, calendar_changes, calendars, events, tenants
+
+T = TypeVar("T")
+
+CHUNK = 500
+# All-day events are local dates; placed in any zone they move at most this far from UTC.
+_MAX_ZONE_OFFSET = dt.timedelta(hours=14)
+_FEED_LOCK_KEY = 0x66656564  # "feed": orders change-feed appends by commit on PostgreSQL
+
+
+def chunked(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for offset in range(0, len(items), size):
+        yield items[offset : offset + size]
+
+
+def events_by_id(
+    events_in: Sequence[BasicEvent], *, window_start: dt.datetime, window_end: dt.datetime
+) -> dict[str, BasicEvent]:
+    """The given events that belong to the window, keyed by id; ``InvalidInput`` on a
+    duplicate id or an id the store cannot hold."""
+    by_id: dict[str, BasicEvent] = {}
+    for event in events_in:
+        if not event.id or len(event.id) > EVENT_ID:
+            raise InvalidInput(f"event ids must be 1 to {EVENT_ID} characters")
+        if event.series_master_id is not None and len(event.series_master_id) > EVENT_ID:
+            raise InvalidInput(f"event {event.id!r}: series master id is too long")
+        if event.id in by_id:
+            raise InvalidInput(f"event id {event.id!r} appears twice in the window")
+        by_id[event.id] = event
+    return {
+        event_id: event
+        for event_id, event in by_id.items()
+        if overlaps(event, window_start, window_end)
+    }
+
+
+async def record_success_and_lock(
+    conn: AsyncConnection,
+    tenant_id: str,
+    mailbox: str,
+    *,
+    window_start: dt.datetime,
+    window_end: dt.datetime,
+    synced_at: dt.datetime,
+    delta_link: str | None = None,
+) -> None:
+    """Record a successful sync of the calendar and the source's delta link for the window
+    (``None``: none), so link and cached events always commit together; ``NotFound`` if the
+    calendar does not exist.
+
+    This is the first statement of a replacement on purpose: on PostgreSQL the UPDATE holds
+    the calendar row's lock until commit, so a second replacement of the same calendar waits
+    here and then reads the first one's committed events. On SQLite ``BEGIN IMMEDIATE``
+    already holds the database's write lock. The transaction rolls back if anything later
+    fails, so the success is only recorded together with the events.
+    """
+    result = await conn.execute(
+        update(calendars)
+        .where(calendars.c.tenant_id == tenant_id, calendars.c.mailbox == mailbox)
+        .values(
+            last_refresh_at=synced_at,
+            last_success_at=synced_at,
+            last_error=None,
+            consecutive_failures=0,
+            window_start=window_start,
+            window_end=window_end,
+            delta_link=delta_link,
+        )
+        .returning(calendars.c.mailbox)
+    )
+    if result.first() is None:
+        tenant = await conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id))
+        if tenant.first() is None:
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        raise NotFound(f"no room of tenant {tenant_id!r} is linked to mailbox {mailbox!r}")
+
+
+async def apply_window(
+    conn: AsyncConnection,
+    tenant_id: str,
+    mailbox: str,
+    *,
+    window_start: dt.datetime,
+    window_end: dt.datetime,
+    given: dict[str, BasicEvent],
+) -> EventDiff:
+    """Make the cached events overlapping the window exactly ``given``; return the diff."""
+    of_calendar = and_(events.c.tenant_id == tenant_id, events.c.mailbox == mailbox)
+    in_window_now = overlap_condition(window_start, window_end)
+    # An event that moved into the window is still cached under its id outside it, so the
+    # given ids are looked up too (in the same query while they are few).
+    ids = list(given)
+    first, rest = ids[:CHUNK], ids[CHUNK:]
+    condition = or_(in_window_now, events.c.event_id.in_(first)) if first else in_window_now
+    result = await conn.execute(
+        select(*EVENT_COLUMNS, in_window_now.label("in_window")).where(of_calendar, condition)
+    )
+    cached: dict[str, BasicEvent] = {}
+    in_window: set[str] = set()
+    for row in result.all():
+        event = event_from_tuple(row[:-1])
+        cached[event.id] = event
+        if row[-1]:
+            in_window.add(event.id)
+    for chunk in chunked(rest):
+        result = await conn.execute(
+            select(*EVENT_COLUMNS).where(of_calendar, events.c.event_id.in_(chunk))
+        )
+        cached.update((event.id, event) for event in map(event_from_tuple, result.all()))
+
+    added = [event for event_id, event in given.items() if event_id not in cached]
+    changed = [
+        event
+        for event_id, event in given.items()
+        if event_id in cached and cached[event_id] != event
+    ]
+    removed = sorted(in_window - given.keys())
+
+    for chunk in chunked(removed):
+        await conn.execute(delete(events).where(of_calendar, events.c.event_id.in_(chunk)))
+    if changed:
+        statement = update(events).where(
+            events.c.tenant_id == bindparam("key_tenant"),
+            events.c.mailbox == bindparam("key_mailbox"),
+            events.c.event_id == bindparam("key_event"),
+        )
+        rows: list[dict[str, Any]] = []
+        for event in changed:
+            values = event_values(event)
+            del values["event_id"]
+            values.update(key_tenant=tenant_id, key_mailbox=mailbox, key_event=event.id)
+            rows.append(values)
+        await conn.execute(statement, rows)
+    if added:
+        await conn.execute(
+            insert(events),
+            [{"tenant_id": tenant_id, "mailbox": mailbox, **event_values(e)} for e in added],
+        )
+    return EventDiff(added=tuple(added), changed=tuple(changed), removed=tuple(removed))
+
+
+async def append_changes(
+    conn: AsyncConnection, keys: Iterable[tuple[str, str]], *, at: dt.datetime
+) -> list[CalendarChange]:
+    """Append one change-feed row per (tenant, mailbox).
+
+    On PostgreSQL a transaction-scoped advisory lock is taken first, so sequence numbers are
+    handed out in commit order and a poller that has read up to ``seq`` never later finds a
+    smaller one appear. SQLite's single writer gives the same order by itself.
+    """
+    rows: list[dict[str, Any]] = [
+        {"tenant_id": tenant_id, "mailbox": mailbox, "at": at} for tenant_id, mailbox in keys
+    ]
+    if not rows:
+        return []
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FEED_LOCK_KEY})
+    changes: list[CalendarChange] = []
+    for chunk in chunked(rows):
+        result = await conn.execute(
+            insert(calendar_changes).returning(
+                calendar_changes.c.seq, sort_by_parameter_order=True
+            ),
+            list(chunk),
+        )
+        seqs = result.scalars().all()
+        changes.extend(
+            CalendarChange(seq=seq, tenant_id=row["tenant_id"], mailbox=row["mailbox"], at=at)
+            for seq, row in zip(seqs, chunk, strict=True)
+        )
+    # Other processes' read models look at the feed when this commits, not at their next poll.
+    await notices.notify(conn, notices.CHANGES_CHANNEL)
+    return changes
+
+
+async def load_window(
+    conn: AsyncConnection,
+    tenant_id: str,
+    mailboxes: Sequence[str],
+    *,
+    start: dt.datetime,
+    end: dt.datetime,
+) -> dict[str, list[BasicEvent]]:
+    """Cached events overlapping [start, end) per mailbox, ordered by start: one query per
+    chunk of mailboxes, rows turned into events without ORM objects. All-day events are kept
+    when, placed in the calendar's time zone, they overlap the window."""
+    wanted = list(dict.fromkeys(mailboxes))
+    found: dict[str, list[BasicEvent]] = {mailbox: [] for mailbox in wanted}
+    # The outer bounds come first so that an index range does the narrowing; the exact rule
+    # for timed events is checked on what is left.
+    condition = and_(
+        events.c.start_utc < end + _MAX_ZONE_OFFSET,
+        events.c.end_utc >= start - _MAX_ZONE_OFFSET,
+        or_(events.c.is_all_day == true(), overlap_condition(start, end)),
+    )
+    with_all_day: set[str] = set()
+    text_times = conn.dialect.name == "sqlite"
+    for chunk in chunked(wanted, 1000):
+        result = await conn.execute(
+            select(*RAW_EVENT_COLUMNS)
+            .where(events.c.tenant_id == tenant_id, events.c.mailbox.in_(chunk), condition)
+            .order_by(events.c.mailbox, events.c.start_utc)
+        )
+        for mailbox, event in events_from_raw(result.all(), text_times=text_times):
+            found[mailbox].append(event)
+            if event.is_all_day:
+                with_all_day.add(mailbox)
+    if with_all_day:
+        zones = await _calendar_zones(conn, tenant_id, sorted(with_all_day))
+        for mailbox in with_all_day:
+            zone = zones.get(mailbox, zoneinfo.ZoneInfo("UTC"))
+            found[mailbox] = [
+                event
+                for event in found[mailbox]
+                if not event.is_all_day or overlaps(_placed(event, zone), start, end)
+            ]
+    return found
+
+
+def _placed(event: BasicEvent, zone: zoneinfo.ZoneInfo) -> BasicEvent:
+    start = dt.datetime.combine(event.start.date(), dt.time(), tzinfo=zone).astimezone(dt.UTC)
+    end = dt.datetime.combine(event.end.date(), dt.time(), tzinfo=zone).astimezone(dt.UTC)
+    return BasicEvent(id=event.id, start=start, end=max(start, end), is_all_day=True)
+
+
+async def _calendar_zones(
+    conn: AsyncConnection, tenant_id: str, mailboxes: Sequence[str]
+) -> dict[str, zoneinfo.ZoneInfo]:
+    zones: dict[str, zoneinfo.ZoneInfo] = {}
+    for chunk in chunked(mailboxes, 1000):
+        result = await conn.execute(
+            select(calendars.c.mailbox, calendars.c.time_zone, tenants.c.default_time_zone)
+            .join(tenants, tenants.c.id == calendars.c.tenant_id)
+            .where(calendars.c.tenant_id == tenant_id, calendars.c.mailbox.in_(chunk))
+        )
+        for mailbox, own, default in result:
+            name = own or default
+            if is_valid_time_zone(name):
+                zones[mailbox] = resolve_time_zone(name)
+    return zones

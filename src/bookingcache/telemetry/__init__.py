@@ -1,0 +1,1 @@
+"""Operations: structured logs and the Prometheus metric sets."""

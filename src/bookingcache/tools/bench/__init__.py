@@ -1,0 +1,45 @@
+"""``bookingcache bench <name> [options]``: benchmarks of the service, run against real processes.
+
+Each benchmark is a module with ``main(argv) -> int``; adding one means adding an entry to
+``BENCHMARKS``. Figures and the commands that produced them are in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line description)
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "intake": (
+        "bookingcache.tools.bench.intake",
+        "Graph webhook intake against a bare Starlette handler",
+    ),
+    "availability": (
+        "bookingcache.tools.bench.availability",
+        "bulk and single-room availability through HTTP, and the server's memory",
+    ),
+    "freshness": (
+        "bookingcache.tools.bench.freshness",
+        "change in the Graph emulator to change in the availability API, end to end",
+    ),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: bookingcache bench NAME [options]", "", "benchmarks:"]
+    lines += [f"  {name:<14} {about}" for name, (_, about) in BENCHMARKS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in BENCHMARKS:
+        print(f"bookingcache bench: unknown benchmark {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(BENCHMARKS[name][0])
+    result: int = module.main(rest)
+    return result

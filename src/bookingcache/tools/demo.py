@@ -1,0 +1,368 @@
+"""``bookingcache demo``: the whole product on one machine, in one command.
+
+It starts the Graph emulator (seeded demo tenant, TLS), the service on SQLite and the customer's
+connector, each as its own process by its own command (the service never imports the other
+two); creates a tenant through the API; links the emulator's rooms the way a map editor does,
+through the rooms API, which makes the service converge the subscriptions through the
+connector (Alternative 1: Graph notifies the service; ``--alternative 2``: Graph notifies the
+connector's relay, which forwards); starts the emulator's booking simulator; and prints the
+URLs and tokens to use. Ctrl-C (or SIGTERM) stops every process it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from bookingcache.errors import BookingCacheError
+from bookingcache.tools import processes
+from bookingcache.tools.processes import LISTENING, Child, NotAnswering, free_port, wait_answering
+
+TENANT = "demo"
+_STOP_GRACE_S = 10.0
+
+
+class DemoError(BookingCacheError):
+    """The demo could not start (a child failed, a port was taken, a step timed out)."""
+
+
+@dataclass
+class Demo:
+    work_dir: Path
+    alternative: int
+    port: int
+    rate_per_s: float
+    say: Callable[[str], None] = print
+    children: list[Child] = field(default_factory=list)
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+
+    # --- children ------------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        # A session of its own: Ctrl-C reaches the demo, which stops the children in order.
+        child = processes.start(
+            argv, env=env, name=name, log=self.work_dir / f"{name}.log", new_session=True
+        )
+        self.children.append(child)
+        return child
+
+    def _ready(self, child: Child, accept: Callable[[str], bool], timeout_s: float) -> str:
+        try:
+            return child.ready(accept, timeout_s=timeout_s)
+        except NotAnswering as exc:
+            raise DemoError(f"{exc}; see {child.log}") from exc
+
+    def start_emulator(self) -> dict[str, Any]:
+        argv = [
+            _console_script("graph-emulator"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--seed",
+            "demo",
+            "--tls",
+            "--tls-dir",
+            str(self.work_dir / "tls"),
+            "--allow-http-notifications",
+        ]
+        child = self._spawn("graph-emulator", argv, _clean_env())
+        line = self._ready(child, lambda text: text.startswith("{"), timeout_s=30)
+        info: dict[str, Any] = json.loads(line)
+        return info
+
+    def start_service(self, admin_token: str) -> str:
+        env = _clean_env() | {
+            "BOOKINGCACHE_ENVIRONMENT": "development",
+            "BOOKINGCACHE_ADMIN_TOKEN": admin_token,
+            "BOOKINGCACHE_ORCHESTRATION_DEBOUNCE_S": "0.5",
+        }
+        if self.alternative == 2:
+            env["BOOKINGCACHE_ORCHESTRATION_NOTIFICATION_MODES"] = json.dumps({TENANT: "relay"})
+        argv = [
+            sys.executable,
+            "-m",
+            "bookingcache.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.work_dir / "service"),
+        ]
+        child = self._spawn("service", argv, env)
+        self._ready(child, lambda text: LISTENING.search(text) is not None, timeout_s=60)
+        return child.banner_url
+
+    def start_connector(
+        self, *, port: int, emulator: dict[str, Any], secret: str, service_url: str
+    ) -> str:
+        root = str(emulator["base_url"]).rsplit("/v1.0", 1)[0]
+        env = _clean_env() | {
+            "CONNECTOR_TENANT_ID": str(emulator["tenant_id"]),
+            "CONNECTOR_CLIENT_ID": str(emulator["client_id"]),
+            "CONNECTOR_CLIENT_SECRET": str(emulator["client_secret"]),
+            "CONNECTOR_AUTHORITY": root,
+            "CONNECTOR_GRAPH_URL": str(emulator["base_url"]),
+            "CONNECTOR_CA_BUNDLE": str(emulator["cert_path"]),
+            "CONNECTOR_WEBHOOK_SECRET": secret,
+            "CONNECTOR_SERVICE_URL": service_url,
+            "CONNECTOR_SERVICE_TENANT": TENANT,
+            "CONNECTOR_STATE_DIR": str(self.work_dir / "connector"),
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bookingcache_connector.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+        child = self._spawn("connector", argv, env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_answering(child.process, f"{url}/", timeout_s=30)
+        except NotAnswering as exc:
+            raise DemoError(f"{child.name} {exc}; see {child.log}") from exc
+        return url
+
+    def dead_child(self) -> Child | None:
+        return next((c for c in self.children if c.process.poll() is not None), None)
+
+    def stop(self) -> None:
+        """Stop the children, the service first (it may still be talking to the others)."""
+        for child in sorted(self.children, key=lambda c: c.name != "service"):
+            child.stop(timeout_s=_STOP_GRACE_S)
+
+    # --- the service's API ---------------------------------------------------------------------
+    def setup(self) -> dict[str, Any]:
+        admin_token = secrets.token_urlsafe(32)
+        self.say("starting the Graph emulator ...")
+        emulator = self.start_emulator()
+        self.say("starting the service ...")
+        service_url = self.start_service(admin_token)
+        connector_port = free_port()
+        connector_url = f"http://127.0.0.1:{connector_port}"
+        admin = httpx.Client(
+            base_url=service_url,
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=30,
+            trust_env=False,
+        )
+        with admin:
+            created = admin.post(
+                "/v1/tenants",
+                json={
+                    "id": TENANT,
+                    "name": "Demo organisation",
+                    "event_source": "connector",
+                    "connector_url": connector_url,
+                    "default_time_zone": "Europe/Berlin",
+                },
+            )
+            _expect(created, 201, "creating the tenant")
+            tenant_secrets = created.json()["secrets"]
+            self.say("starting the connector ...")
+            self.start_connector(
+                port=connector_port,
+                emulator=emulator,
+                secret=tenant_secrets["signing_secret"],
+                service_url=service_url,
+            )
+            rooms = _rooms_of(emulator)
+            self.say(f"linking {len(rooms)} rooms through the rooms API ...")
+            for room_id, body in rooms.items():
+                if self.stop_requested.is_set():
+                    raise DemoError("interrupted")
+                _expect(
+                    admin.put(f"/v1/tenants/{TENANT}/rooms/{room_id}", json=body), 201, "a room"
+                )
+            self.say("waiting for the subscriptions and the first read of each calendar ...")
+            health = self._wait_subscribed(admin, len(rooms))
+        control = httpx.Client(
+            base_url=str(emulator["control_url"]),
+            verify=ssl.create_default_context(cafile=str(emulator["cert_path"])),
+            timeout=30,
+            trust_env=False,
+        )
+        with control:
+            started = control.post(
+                "/simulator/start", json={"seed": 1, "rate_per_s": self.rate_per_s}
+            )
+            _expect(started, 201, "starting the simulator")
+        return {
+            "service_url": service_url,
+            "admin_token": admin_token,
+            "tenant": TENANT,
+            "read_token": tenant_secrets["read_token"],
+            "signing_secret": tenant_secrets["signing_secret"],
+            "connector_url": connector_url,
+            "emulator_control_url": emulator["control_url"],
+            "emulator_cert": emulator["cert_path"],
+            "alternative": self.alternative,
+            "rooms": list(rooms),
+            "subscriptions": health["counts"],
+            "pids": {child.name: child.process.pid for child in self.children},
+        }
+
+    def _wait_subscribed(self, admin: httpx.Client, rooms: int) -> dict[str, Any]:
+        deadline = time.monotonic() + 120
+        while True:
+            answer = admin.get(f"/v1/tenants/{TENANT}/subscriptions")
+            _expect(answer, 200, "reading subscription health")
+            health: dict[str, Any] = answer.json()
+            counts = health["counts"]
+            subscribed = sum(n for state, n in counts.items() if state != "unsubscribed")
+            # ... and every calendar's first read is in, so what follows is news.
+            read = all(row["last_success_at"] for row in health["calendars"])
+            calendars = len(health["calendars"])
+            if calendars >= rooms and subscribed == calendars and read:
+                return health
+            if time.monotonic() > deadline:
+                raise DemoError(f"the subscriptions were not all created: {counts}")
+            if self.stop_requested.is_set():
+                raise DemoError("interrupted")
+            if (dead := self.dead_child()) is not None:
+                raise DemoError(f"{dead.name} exited; see {dead.log}")
+            time.sleep(0.25)
+
+
+def _rooms_of(emulator: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Map room id -> the rooms API body, from the emulator's room mailboxes."""
+    rooms: dict[str, dict[str, Any]] = {}
+    for mailbox in emulator["mailboxes"]:
+        room_id = str(mailbox["upn"]).split("@", 1)[0]
+        body: dict[str, Any] = {"mailbox": mailbox["upn"], "name": mailbox["display_name"]}
+        if mailbox.get("building"):
+            body["building"] = str(mailbox["building"])
+        if mailbox.get("floor") is not None:
+            body["floor"] = str(mailbox["floor"])
+        if mailbox.get("time_zone"):
+            body["time_zone"] = mailbox["time_zone"]
+        rooms[room_id] = body
+    return rooms
+
+
+def _expect(response: httpx.Response, status: int, what: str) -> None:
+    if response.status_code != status and not (status == 201 and response.status_code == 200):
+        raise DemoError(f"{what} failed: {response.status_code} {response.text[:500]}")
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _console_script(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise DemoError(f"{name} is not installed; run scripts/bootstrap")
+    return found
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment for a child: a CA bundle variable would make MSAL (requests) distrust
+    the emulator's own certificate."""
+    env = dict(os.environ)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        env.pop(name, None)
+    return env
+
+
+def banner(info: dict[str, Any]) -> str:
+    url, read, tenant = info["service_url"], info["read_token"], info["tenant"]
+    room = info["rooms"][0] if info["rooms"] else "ROOM"
+    mode = "Graph -> service" if info["alternative"] == 1 else "Graph -> connector relay -> service"
+    return f"""
+bookingcache demo is running (Alternative {info["alternative"]}: {mode})
+
+  service          {url}   (API docs: {url}/docs)
+  admin token      {info["admin_token"]}
+  tenant           {tenant}
+  read token       {read}
+  connector        {info["connector_url"]}
+  Graph emulator   {info["emulator_control_url"]}   (control API; CA: {info["emulator_cert"]})
+  subscriptions    {info["subscriptions"]}
+
+Try:
+  curl -H 'Authorization: Bearer {read}' {url}/v1/tenants/{tenant}/rooms/{room}/availability
+  curl -H 'Authorization: Bearer {read}' {url}/v1/tenants/{tenant}/subscriptions
+  curl -H 'Authorization: Bearer {info["admin_token"]}' {url}/metrics
+
+The emulator's simulator is booking rooms now. Press Ctrl-C to stop everything.
+"""
+
+
+def run_demo(
+    *,
+    alternative: int = 1,
+    port: int = 8080,
+    data_dir: str | None = None,
+    rate_per_s: float = 0.5,
+) -> int:
+    if data_dir is not None:
+        work_dir = Path(data_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        temporary = None
+    else:
+        temporary = tempfile.mkdtemp(prefix="bookingcache-demo-")
+        work_dir = Path(temporary)
+    demo = Demo(work_dir=work_dir, alternative=alternative, port=port, rate_per_s=rate_per_s)
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        demo.stop_requested.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    status = 1
+    try:
+        try:
+            info = demo.setup()
+        except (DemoError, httpx.HTTPError) as exc:
+            if demo.stop_requested.is_set():
+                status = 0
+                return status
+            print(f"bookingcache demo: {exc}", file=sys.stderr)
+            for child in demo.children:
+                if child.log is not None and (tail := _tail(child.log)):
+                    print(f"--- {child.log} (last lines) ---\n{tail}", file=sys.stderr)
+            return status
+        print(json.dumps({"demo": "ready", **info}), flush=True)
+        print(banner(info), flush=True)
+        while not demo.stop_requested.wait(0.5):
+            if (dead := demo.dead_child()) is not None:
+                print(f"bookingcache demo: {dead.name} exited; see {dead.log}", file=sys.stderr)
+                return 1
+        print("stopping ...", flush=True)
+        status = 0
+        return status
+    finally:
+        demo.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if temporary is not None and status == 0:
+            shutil.rmtree(temporary, ignore_errors=True)  # kept after a failure, for its logs

@@ -1,0 +1,31 @@
+"""Reaching the test databases directly (the fixtures are in tests/conftest.py)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from sqlalchemy import make_url
+
+from bookingcache.clock import FixedClock
+from bookingcache.store.sql.store import SqlStore, open_store
+
+POSTGRES_ENV = "BOOKINGCACHE_TEST_DATABASE_URL"
+
+
+def asyncpg_dsn(url: str) -> str:
+    """A database URL as asyncpg's own ``connect`` takes it."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextlib.asynccontextmanager
+async def opened_store(
+    database_url: str, clock: FixedClock | None = None
+) -> AsyncIterator[SqlStore]:
+    """A ``SqlStore`` on the migrated database at ``database_url``, closed on the way out
+    (on the system clock unless given one)."""
+    opened = await open_store(database_url, migrate=False, clock=clock)
+    try:
+        yield opened
+    finally:
+        await opened.close()
