@@ -59,6 +59,26 @@ async def _migrate(url: str) -> None:
     await store.close()
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    if os.environ.get(POSTGRES_ENV):
+        return "PostgreSQL: on (the tests marked postgres run too)"
+    return (
+        f"PostgreSQL: off (the tests marked postgres are left out; set {POSTGRES_ENV}="
+        "postgresql://postgres@127.0.0.1:5432/test to run them)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a PostgreSQL server to use, its tests are left out (deselected, counted once in
+    the summary) rather than reported skipped one by one."""
+    if os.environ.get(POSTGRES_ENV):
+        return
+    kept = [item for item in items if item.get_closest_marker("postgres") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
 _DATABASE_PREFIX = "bookingcache_test_"
 # Several hosts may share one server: a run only ever cleans up after its own host.
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
@@ -128,15 +148,7 @@ _CLEAR = "; ".join(f"DELETE FROM {table.name}" for table in reversed(metadata.so
 @pytest.fixture(
     params=[
         "sqlite",
-        pytest.param(
-            "postgres",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.skipif(
-                    not os.environ.get(POSTGRES_ENV), reason=f"{POSTGRES_ENV} unset"
-                ),
-            ],
-        ),
+        pytest.param("postgres", marks=pytest.mark.postgres),
     ]
 )
 async def database_url(

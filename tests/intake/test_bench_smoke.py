@@ -49,7 +49,6 @@ def test_bench_intake_on_sqlite(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-@pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"{POSTGRES_ENV} unset")
 def test_bench_intake_on_postgresql(capsys: pytest.CaptureFixture[str]) -> None:
     result = _run(capsys, "--database-url", os.environ[POSTGRES_ENV])
     assert result["database"] == "postgresql" and result["worker"] is True

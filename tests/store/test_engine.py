@@ -130,16 +130,7 @@ async def test_migrated_schema_matches_the_table_definitions(store: SqlStore) ->
     assert "ix_rooms_tenant_id_building_floor" in indexes["rooms"]
 
 
-ENGINES = [
-    "sqlite",
-    pytest.param(
-        "postgres",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"{POSTGRES_ENV} unset"),
-        ],
-    ),
-]
+ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @contextlib.asynccontextmanager
@@ -392,7 +383,6 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"{POSTGRES_ENV} unset")
 async def test_a_database_that_goes_away_is_store_unavailable() -> None:
     async with _scratch_postgres("gone") as (url, maintenance):
         store = await open_store(url)
