@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bookingcache.tools import processes
-from tests.support.processes import command, serve_command
+from bookingcache.tools.processes import command, serve_command
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0

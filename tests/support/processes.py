@@ -5,28 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from bookingcache.tools import processes
-
-
-def command(name: str, *args: str) -> list[str]:
-    """``bookingcache <name> <args>`` as this interpreter runs it."""
-    return [sys.executable, "-m", "bookingcache.cli", name, *args]
-
-
-def serve_command(data_dir: Path, *args: str) -> list[str]:
-    """``bookingcache serve`` on any free loopback port."""
-    return command(
-        "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir), *args
-    )
-
-
-def worker_ready(line: str) -> bool:
-    """The line ``bookingcache worker`` prints once it runs."""
-    return line.startswith("bookingcache worker ") and line.rstrip().endswith(" running")
+from bookingcache.tools.processes import serve_command
 
 
 class ServiceProcess:

@@ -19,7 +19,7 @@ from bookingcache.store.sql.jobs import SqlJobQueue
 from bookingcache.store.sql.schema import jobs
 from bookingcache.store.sql.store import SqlStore, open_store
 from bookingcache.tools import processes
-from tests.support.processes import command, worker_ready
+from bookingcache.tools.processes import command, worker_ready
 from tests.support.tenants import TENANT, add_tenant
 from tests.support.waiting import until
 

@@ -50,13 +50,19 @@ async def make_worker(
     """A worker whose rounds the test runs (it is never started)."""
     made: list[Worker] = []
 
-    def make(*, metrics: SyncMetrics | None = None, **overrides: object) -> Worker:
+    def make(
+        *,
+        on: SqlJobQueue | None = None,
+        metrics: SyncMetrics | None = None,
+        **overrides: object,
+    ) -> Worker:
+        """A worker on ``on`` (default: the ``queue`` fixture) with settings ``overrides``."""
         settings = SyncSettings.model_validate(
             {"backoff_base_s": 0.05, "backoff_max_s": 0.2} | overrides
         )
         worker = Worker(
             store=store,
-            queue=queue,
+            queue=on or queue,
             sources=SourceSet(connector=source, graph=source, push=PushSource()),
             settings=settings,
             clock=clock,
@@ -127,13 +133,7 @@ async def test_a_stream_of_notifications_within_the_window_gives_one_refresh(
     [room, other, _] = await add_tenant(store)
     queue = SqlJobQueue(store, clock=clock, coalesce_s=0.05, coalesce_window_s=0.4, lease_s=5.0)
     inbox = SqlInbox(store, jobs=queue, clock=clock)
-    worker = Worker(
-        store=store,
-        queue=queue,
-        sources=SourceSet(connector=source, graph=source, push=PushSource()),
-        settings=SyncSettings(),
-        clock=clock,
-    )
+    worker = make_worker(on=queue)
     source.put(room, _event(clock, "a", 2))
     source.put(other, _event(clock, "b", 3))
     # One burst for an idle calendar: refreshed once the gather delay has passed.
@@ -298,13 +298,7 @@ async def test_gives_up_after_max_attempts_and_records_the_error(
     [room, *_] = await add_tenant(store)
     queue = SqlJobQueue(store, clock=clock, coalesce_s=0.05, lease_s=5.0, max_attempts=2)
     inbox = SqlInbox(store, jobs=queue, clock=clock)
-    worker = Worker(
-        store=store,
-        queue=queue,
-        sources=SourceSet(connector=source, graph=source, push=PushSource()),
-        settings=SyncSettings(backoff_base_s=0.05, backoff_max_s=0.2),
-        clock=clock,
-    )
+    worker = make_worker(on=queue)
     source.fail(room, *(UpstreamError("connector answered 401") for _ in range(5)))
     await inbox.append([InboxItem(TENANT, room)])
     for _ in range(5):

@@ -31,7 +31,14 @@ import httpx
 
 from bookingcache.errors import BookingCacheError
 from bookingcache.tools import processes
-from bookingcache.tools.processes import LISTENING, Child, NotAnswering, free_port, wait_answering
+from bookingcache.tools.processes import (
+    LISTENING,
+    Child,
+    NotAnswering,
+    free_port,
+    serve_command,
+    wait_answering,
+)
 
 TENANT = "demo"
 _STOP_GRACE_S = 10.0
@@ -93,18 +100,7 @@ class Demo:
         }
         if self.alternative == 2:
             env["BOOKINGCACHE_ORCHESTRATION_NOTIFICATION_MODES"] = json.dumps({TENANT: "relay"})
-        argv = [
-            sys.executable,
-            "-m",
-            "bookingcache.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.work_dir / "service"),
-        ]
+        argv = serve_command(self.work_dir / "service", port=self.port)
         child = self._spawn("service", argv, env)
         self._ready(child, lambda text: LISTENING.search(text) is not None, timeout_s=60)
         return child.banner_url

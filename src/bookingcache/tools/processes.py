@@ -16,6 +16,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +29,24 @@ from bookingcache.errors import BookingCacheError
 
 # The banner of ``bookingcache serve`` (and of the benchmarks' baseline server).
 LISTENING = re.compile(r"listening on (?P<url>http://(?P<host>\[[^\]]+\]|[^:\s/]+):(?P<port>\d+))")
+
+
+def command(name: str, *args: str) -> list[str]:
+    """``bookingcache <name> <args>`` as this interpreter runs it."""
+    return [sys.executable, "-m", "bookingcache.cli", name, *args]
+
+
+def serve_command(data_dir: Path, *args: str, port: int = 0) -> list[str]:
+    """``bookingcache serve`` on loopback (``port`` 0: any free one) with its data in
+    ``data_dir``; ``args`` add to it (``--database-url``, ``--no-worker``)."""
+    return command(
+        "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), *args
+    )
+
+
+def worker_ready(line: str) -> bool:
+    """The line ``bookingcache worker`` prints once it runs."""
+    return line.startswith("bookingcache worker ") and line.rstrip().endswith(" running")
 
 
 class NotAnswering(BookingCacheError):

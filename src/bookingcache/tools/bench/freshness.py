@@ -44,7 +44,14 @@ from bookingcache.store.sql.store import open_store
 from bookingcache.store.sql.subscriptions import SqlSubscriptions
 from bookingcache.tools import processes
 from bookingcache.tools.bench.http import BenchError
-from bookingcache.tools.processes import NotAnswering, free_port, wait_answering
+from bookingcache.tools.processes import (
+    NotAnswering,
+    command,
+    free_port,
+    serve_command,
+    wait_answering,
+    worker_ready,
+)
 
 TENANT = "bench"
 ADMIN_TOKEN = "bench-admin-" + "0123456789abcdef"
@@ -99,10 +106,6 @@ def _uses_connector(args: argparse.Namespace) -> bool:
 def _emulator_ready(line: str) -> bool:
     """The emulator's first line: its addresses and apps as JSON."""
     return line.startswith("{")
-
-
-def _worker_ready(line: str) -> bool:
-    return line.startswith("bookingcache worker ") and line.rstrip().endswith(" running")
 
 
 def _seed_file(path: Path, rooms: int) -> None:
@@ -598,14 +601,10 @@ def main(argv: list[str]) -> int:
             }
             connector_port = free_port() if _uses_connector(args) else None
             connector_url = f"http://127.0.0.1:{connector_port}" if connector_port else None
-            service_command = [
-                sys.executable, "-m", "bookingcache.cli", "serve", "--host", "127.0.0.1",
-                "--port", "0", "--data-dir", str(data_dir), "--database-url", database_url,
-            ]  # fmt: skip
-            worker_command = [
-                sys.executable, "-m", "bookingcache.cli", "worker",
-                "--data-dir", str(data_dir), "--database-url", database_url,
-            ]  # fmt: skip
+            service_command = serve_command(data_dir, "--database-url", database_url)
+            worker_command = command(
+                "worker", "--data-dir", str(data_dir), "--database-url", database_url
+            )
             if args.split:
                 service_command.append("--no-worker")
             with contextlib.ExitStack() as stack:
@@ -614,7 +613,7 @@ def main(argv: list[str]) -> int:
                 )
                 if args.split:  # started once the service has migrated the database
                     stack.enter_context(
-                        _child(worker_command, env, log=root / "worker.log", ready=_worker_ready)
+                        _child(worker_command, env, log=root / "worker.log", ready=worker_ready)
                     )
                 service_url = service.banner_url
                 verify = ssl.create_default_context(cafile=info["cert_path"])

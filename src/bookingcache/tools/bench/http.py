@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,25 +64,6 @@ def server(
         raise BenchError(str(exc)) from exc
 
 
-def serve_command(*, data_dir: Path, database_url: str, worker: bool = True) -> list[str]:
-    """``bookingcache serve`` on any free loopback port; ``worker=False``: API only."""
-    return [
-        sys.executable,
-        "-m",
-        "bookingcache.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--data-dir",
-        str(data_dir),
-        "--database-url",
-        database_url,
-        *([] if worker else ["--no-worker"]),
-    ]
-
-
 @contextlib.contextmanager
 def running_server(
     *,
@@ -100,7 +80,9 @@ def running_server(
         "BOOKINGCACHE_ADMIN_TOKEN": admin_token,
         "BOOKINGCACHE_LOG_LEVEL": "WARNING",
     }
-    command = serve_command(data_dir=data_dir, database_url=database_url, worker=worker)
+    command = processes.serve_command(
+        data_dir, "--database-url", database_url, *([] if worker else ["--no-worker"])
+    )
     with server(command, env=env, start_timeout_s=start_timeout_s) as running:
         yield running
 

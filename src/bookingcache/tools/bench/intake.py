@@ -45,9 +45,9 @@ from bookingcache.tools.bench.http import (
     Connection,
     percentile,
     request_bytes,
-    serve_command,
     server,
 )
+from bookingcache.tools.processes import serve_command
 
 TENANT = "bench"
 CLIENT_STATE = "bench-client-state-0123456789"
@@ -280,7 +280,9 @@ def _measure_on(args: argparse.Namespace, data_dir: Path, url: str) -> dict[str,
                 payloads=Payloads(batch=args.batch, rooms=args.rooms),
             )
         )
-    service_command = serve_command(data_dir=data_dir, database_url=url, worker=not args.no_worker)
+    service_command = serve_command(
+        data_dir, "--database-url", url, *(["--no-worker"] if args.no_worker else [])
+    )
     # Killed in the middle of the load, not stopped: what was answered 202 must already be
     # in the database.
     with server(service_command, env=env) as service_server:
