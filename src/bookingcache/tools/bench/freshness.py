@@ -24,7 +24,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import random
 import secrets
 import ssl
 import sys
@@ -32,7 +31,6 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +41,14 @@ from bookingcache.store.sql.jobs import SqlJobQueue
 from bookingcache.store.sql.store import open_store
 from bookingcache.store.sql.subscriptions import SqlSubscriptions
 from bookingcache.tools import processes
+from bookingcache.tools.bench.activity import (
+    ADMIN_TOKEN,
+    ORGANIZER,
+    TENANT,
+    mailbox,
+    measure,
+    room_id,
+)
 from bookingcache.tools.bench.http import BenchError
 from bookingcache.tools.processes import (
     NotAnswering,
@@ -52,13 +58,6 @@ from bookingcache.tools.processes import (
     wait_answering,
     worker_ready,
 )
-
-TENANT = "bench"
-ADMIN_TOKEN = "bench-admin-" + "0123456789abcdef"
-ORGANIZER = "organizer@bench.example"
-SLOT = dt.timedelta(minutes=30)
-BOOKING = dt.timedelta(minutes=15)
-SLOTS_PER_ROOM = 10 * 48
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,7 +110,7 @@ def _emulator_ready(line: str) -> bool:
 def _seed_file(path: Path, rooms: int) -> None:
     mailboxes: list[dict[str, Any]] = [
         {
-            "upn": _mailbox(index),
+            "upn": mailbox(index),
             "display_name": f"Room {index:04d}",
             "time_zone": "Europe/Berlin",
             "is_room": True,
@@ -123,195 +122,6 @@ def _seed_file(path: Path, rooms: int) -> None:
     mailboxes.append({"upn": ORGANIZER, "display_name": "Bench Organizer"})
     apps = [{"name": "full", "display_name": "bookingcache", "roles": ["Calendars.Read"]}]
     path.write_text(json.dumps({"mailboxes": mailboxes, "apps": apps}), encoding="utf-8")
-
-
-def _mailbox(index: int) -> str:
-    return f"room-{index:04d}@bench.example"
-
-
-def _room_id(index: int) -> str:
-    return f"room-{index:04d}"
-
-
-# --- the run ---------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Change:
-    room: int
-    busy: tuple[dt.datetime, dt.datetime] | None  # must show as busy
-    free: tuple[dt.datetime, dt.datetime] | None  # must no longer show as busy
-    sent: float
-    booking: str | None = None
-    slot: int | None = None  # the slot the booking holds once this change is seen
-    seen: float | None = None
-
-
-def _iso(instant: dt.datetime) -> str:
-    return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _covered(
-    span: tuple[dt.datetime, dt.datetime], busy: list[tuple[dt.datetime, dt.datetime]]
-) -> bool:
-    return any(start <= span[0] and span[1] <= end for start, end in busy)
-
-
-class Run:
-    def __init__(
-        self, args: argparse.Namespace, service: str, control: str, verify: ssl.SSLContext
-    ) -> None:
-        self.args = args
-        self.service = httpx.AsyncClient(
-            base_url=service,
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-            timeout=30,
-            limits=httpx.Limits(max_connections=8),
-        )
-        self.control = httpx.AsyncClient(
-            base_url=control, verify=verify, timeout=30, limits=httpx.Limits(max_connections=32)
-        )
-        self.rng = random.Random(args.seed)  # noqa: S311 (a reproducible workload)
-        self.driven = False
-        self.drained = asyncio.Event()
-        self.changes: list[Change] = []
-        self.pending: list[Change] = []
-        # room -> booking id -> slot index, for bookings whose creation was seen
-        self.bookings: dict[int, dict[str, int]] = {}
-        self.free_slots: dict[int, list[int]] = {}
-        base = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        self.first_slot = base + dt.timedelta(days=1)
-        self.window = (base, base + dt.timedelta(days=12))
-        self.failures = 0
-        self.poll_errors = 0
-
-    def span(self, slot: int) -> tuple[dt.datetime, dt.datetime]:
-        start = self.first_slot + slot * SLOT
-        return start, start + BOOKING
-
-    def take_slot(self, room: int) -> int:
-        slots = self.free_slots.setdefault(room, list(range(SLOTS_PER_ROOM)))
-        return slots.pop(self.rng.randrange(len(slots)))
-
-    async def mutate(self) -> None:
-        room = self.rng.randrange(self.args.rooms)
-        mailbox = _mailbox(room)
-        confirmed = self.bookings.get(room, {})
-        roll = self.rng.random()
-        sent = time.perf_counter()
-        body: dict[str, str] | None = None
-        if confirmed and roll < 0.25:
-            booking, old = self.rng.choice(list(confirmed.items()))
-            del confirmed[booking]
-            new = self.take_slot(room)
-            change = Change(room, self.span(new), self.span(old), sent, booking, slot=new)
-            start, end = self.span(new)
-            method, path = "POST", f"/mailboxes/{mailbox}/events/{booking}/move"
-            body = {"start": _iso(start), "end": _iso(end)}
-        elif confirmed and roll < 0.40:
-            booking, old = self.rng.choice(list(confirmed.items()))
-            del confirmed[booking]
-            change = Change(room, None, self.span(old), sent, booking)
-            method, path = "DELETE", f"/mailboxes/{mailbox}/events/{booking}"
-        else:
-            slot = self.take_slot(room)
-            start, end = self.span(slot)
-            change = Change(room, (start, end), None, sent, slot=slot)
-            method, path = "POST", f"/mailboxes/{mailbox}/bookings"
-            body = {
-                "organizer": ORGANIZER,
-                "subject": "Bench",
-                "start": _iso(start),
-                "end": _iso(end),
-            }
-        self.pending.append(change)
-        try:
-            response = await self.control.request(method, path, json=body)
-        except httpx.TransportError:
-            response = None
-        if response is None or response.status_code >= 300:
-            # Not a change the service could ever show: left out of the figures, counted.
-            self.failures += 1
-            if change in self.pending:
-                self.pending.remove(change)
-            return
-        if change.booking is None:
-            change.booking = str(response.json()["id"])
-        if change.free is not None:
-            self.free_slots[room].append(self.slot_of(change.free))
-        self.changes.append(change)
-
-    def slot_of(self, span: tuple[dt.datetime, dt.datetime]) -> int:
-        return int((span[0] - self.first_slot) / SLOT)
-
-    async def observe_once(self) -> None:
-        if not self.pending:
-            if self.driven:
-                self.drained.set()
-            return
-        rooms = sorted({change.room for change in self.pending})
-        try:
-            response = await self.service.post(
-                f"/v1/tenants/{TENANT}/availability",
-                json={
-                    "rooms": [_room_id(room) for room in rooms],
-                    "start": _iso(self.window[0]),
-                    "end": _iso(self.window[1]),
-                },
-            )
-        except httpx.TransportError:
-            self.poll_errors += 1
-            return
-        now = time.perf_counter()
-        if response.status_code != 200:
-            raise BenchError(f"availability answered {response.status_code}: {response.text[:300]}")
-        busy: dict[int, list[tuple[dt.datetime, dt.datetime]]] = {}
-        for answer in response.json()["rooms"]:
-            index = int(answer["room_id"].split("-")[1])
-            busy[index] = [
-                (dt.datetime.fromisoformat(span["start"]), dt.datetime.fromisoformat(span["end"]))
-                for span in answer["busy"]
-            ]
-        still: list[Change] = []
-        for change in self.pending:
-            spans = busy.get(change.room, [])
-            shown = (change.busy is None or _covered(change.busy, spans)) and (
-                change.free is None or not _covered(change.free, spans)
-            )
-            if shown and change.booking is not None:
-                change.seen = now
-                if change.slot is not None:
-                    # Seen: a later move or cancel may pick this booking.
-                    self.bookings.setdefault(change.room, {})[change.booking] = change.slot
-            else:
-                still.append(change)
-        self.pending = still
-        if self.driven and not self.pending:
-            self.drained.set()
-
-    async def drive(self) -> None:
-        interval = 1 / self.args.rate
-        total = int(self.args.rate * self.args.duration)
-        began = time.perf_counter()
-        tasks: set[asyncio.Task[None]] = set()
-        for number in range(total):
-            delay = began + number * interval - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(self.mutate())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.gather(*tasks)
-
-    async def observe(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self.observe_once()
-            await asyncio.sleep(self.args.poll_ms / 1000)
-
-    async def aclose(self) -> None:
-        await self.service.aclose()
-        await self.control.aclose()
 
 
 def _admin(service_url: str) -> httpx.AsyncClient:
@@ -347,8 +157,8 @@ async def _import_rooms(args: argparse.Namespace, service_url: str) -> None:
     async with _admin(service_url) as service:
         rooms = [
             {
-                "room_id": _room_id(i),
-                "mailbox": _mailbox(i),
+                "room_id": room_id(i),
+                "mailbox": mailbox(i),
                 "name": f"Room {i:04d}",
                 "building": "HQ",
             }
@@ -383,7 +193,7 @@ async def _first_sync(
         if args.source != "push":
             queue = SqlJobQueue(store, clock=SystemClock())
             now = dt.datetime.now(dt.UTC)
-            await queue.enqueue({(TENANT, _mailbox(i)): now for i in range(args.rooms)})
+            await queue.enqueue({(TENANT, mailbox(i)): now for i in range(args.rooms)})
 
         async def read() -> bool:
             calendars = await store.list_calendars(TENANT)
@@ -442,7 +252,7 @@ async def _subscribe(
                         "changeType": "created,updated,deleted",
                         "notificationUrl": f"{service_url}/graph/notifications/{TENANT}",
                         "lifecycleNotificationUrl": f"{service_url}/graph/lifecycle/{TENANT}",
-                        "resource": f"users/{_mailbox(index)}/events",
+                        "resource": f"users/{mailbox(index)}/events",
                         "expirationDateTime": expires,
                         "clientState": client_state,
                     },
@@ -455,7 +265,7 @@ async def _subscribe(
                 body = response.json()
                 await registry.record(
                     TENANT,
-                    _mailbox(index),
+                    mailbox(index),
                     body["id"],
                     expires_at=dt.datetime.fromisoformat(
                         body["expirationDateTime"].replace("Z", "+00:00")
@@ -466,51 +276,6 @@ async def _subscribe(
         while todo:
             batch, todo = todo[:16], todo[16:]
             await asyncio.gather(*(one(index) for index in batch))
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def _measure(
-    args: argparse.Namespace, info: dict[str, Any], service_url: str, verify: ssl.SSLContext
-) -> dict[str, Any]:
-    run = Run(args, service_url, info["control_url"], verify)
-    try:
-        await run.control.post("/counters/reset")
-        stop = asyncio.Event()
-        observer = asyncio.create_task(run.observe(stop))
-        await run.drive()
-        run.driven = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(run.drained.wait(), timeout=args.settle)
-        stop.set()
-        await observer
-        counters = (await run.control.get("/counters")).json()
-    finally:
-        await run.aclose()
-    latencies = [(c.seen - c.sent) * 1000 for c in run.changes if c.seen is not None]
-    requests = sum(counters.get("requests_per_mailbox", {}).values())
-    if not latencies:
-        raise BenchError("no change became visible")
-    return {
-        "rooms": args.rooms,
-        "rate_per_s": args.rate,
-        "duration_s": args.duration,
-        "mutations": len(run.changes),
-        "p50_ms": round(_percentile(latencies, 0.50), 1),
-        "p99_ms": round(_percentile(latencies, 0.99), 1),
-        "max_ms": round(max(latencies), 1),
-        "graph_requests_per_mutation": round(requests / max(1, len(run.changes)), 3),
-        "graph_throttled": counters.get("throttled", 0),
-        "lost": len(run.pending),
-        "control_failures": run.failures,
-        "poll_errors": run.poll_errors,
-        "split": args.split,
-        "alternative": args.alternative,
-        "source": args.source,
-    }
 
 
 def _connector_env(
@@ -634,7 +399,7 @@ def main(argv: list[str]) -> int:
                             raise BenchError(f"the connector {exc}") from exc
                     asyncio.run(_import_rooms(args, service_url))
                     asyncio.run(_first_sync(args, info, service_url, database_url, verify))
-                    result = asyncio.run(_measure(args, info, service_url, verify))
+                    result = asyncio.run(measure(args, info, service_url, verify))
                     if os.environ.get("BOOKINGCACHE_BENCH_KEEP_LOG"):
                         Path(os.environ["BOOKINGCACHE_BENCH_KEEP_LOG"]).write_text(
                             (root / "service.log").read_text()
