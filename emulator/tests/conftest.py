@@ -186,8 +186,11 @@ def no_ca_bundle_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def demo_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundEmulator]:
-    """The demo tenant served over HTTPS on a loopback port (shared by a module's tests)."""
-    state = new_state(EmulatorConfig(allow_http_notifications=True), seed=3)
+    """The demo tenant served over HTTPS on a loopback port (shared by a module's tests). Its
+    clock runs from ``START``, so the seeded meetings are the same whatever the real date."""
+    state = new_state(
+        EmulatorConfig(allow_http_notifications=True), seed=3, clock=Clock(start=START)
+    )
     apps = seed_demo(state)
     with BackgroundEmulator(state, tls_dir=tmp_path_factory.mktemp("tls")) as emulator:
         emulator.apps = apps  # type: ignore[attr-defined]

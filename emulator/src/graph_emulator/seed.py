@@ -1,5 +1,6 @@
-"""Tenants to start from: ``demo`` (rooms in two buildings with a realistic week of meetings,
-deterministic from a seed number) or a JSON file."""
+"""Tenants to start from: ``demo`` (rooms in two buildings with meetings from the start of the
+current week through the coming seven days, deterministic from a seed number and the emulator's
+clock) or a JSON file."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import random
 import uuid
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from graph_emulator.auth import READ, READ_BASIC, READ_WRITE, App
 from graph_emulator.directory import Mailbox
@@ -109,7 +111,9 @@ def _when(day: dt.date, minutes: int, zone: str) -> dict[str, str]:
     return {"dateTime": moment.isoformat(), "timeZone": windows_name(zone)}
 
 
-def _series(state: EmulatorState, room: Mailbox, organizer: Mailbox, monday: dt.date) -> None:
+def _series(
+    state: EmulatorState, room: Mailbox, organizer: Mailbox, monday: dt.date, now: dt.datetime
+) -> None:
     rng = state.rng
     calendars = state.calendars
     kind = rng.randrange(3)
@@ -164,13 +168,9 @@ def _series(state: EmulatorState, room: Mailbox, organizer: Mailbox, monday: dt.
         }
     master = calendars.create_event(room.id, body, organizer=organizer.upn)
     if kind == 1 and rng.random() < 0.5:
-        # One stand-up of the week was cancelled and another moved.
-        series = calendars.find(room, master["id"])
-        week = calendars.instances(
-            room,
-            series.start,
-            series.start + dt.timedelta(days=7),
-        )
+        # One of the coming week's stand-ups was cancelled and another moved.
+        coming = calendars.instances(room, now, now + dt.timedelta(days=7))
+        week = [i for i in coming if i.event.id == master["id"]]
         if len(week) >= 3:
             calendars.cancel_occurrence(room.id, master["id"], week[1].start)
             moved = week[2]
@@ -189,18 +189,36 @@ def _series(state: EmulatorState, room: Mailbox, organizer: Mailbox, monday: dt.
             )
 
 
-def seed_demo(state: EmulatorState, *, week_of: dt.date | None = None) -> dict[str, App]:
-    """A few dozen rooms across two buildings and a realistic working week of meetings."""
+def demo_days(now: dt.datetime, zones: set[ZoneInfo]) -> list[dt.date]:
+    """The working days the demo fills: from the Monday of the current week through the day the
+    coming seven days end on, in every one of ``zones`` (so on a weekend, the coming week too)."""
+    first = min(now.astimezone(zone).date() for zone in zones)
+    last = max((now + dt.timedelta(days=7)).astimezone(zone).date() for zone in zones)
+    day = first - dt.timedelta(days=first.weekday())
+    days: list[dt.date] = []
+    while day <= last:
+        if day.weekday() < 5:
+            days.append(day)
+        day += dt.timedelta(days=1)
+    return days
+
+
+def seed_demo(state: EmulatorState) -> dict[str, App]:
+    """A few dozen rooms across two buildings, with meetings on every working day from the start
+    of the current week (by the emulator's clock) through the coming seven days."""
     rng = state.rng
     people = [_person(state, name) for name in PEOPLE]
     rooms = _rooms(state)
-    today = week_of or state.clock.now().date()
-    monday = today - dt.timedelta(days=today.weekday())
+    now = state.clock.now()
+    days = demo_days(now, {room.zone for room in rooms})
+    monday = days[0]
+    # The renovation falls in the coming seven days: the first Wednesday from today on.
+    today = min(now.astimezone(room.zone).date() for room in rooms)
+    renovation = today + dt.timedelta(days=(2 - today.weekday()) % 7)
     for index, room in enumerate(rooms):
         if index % 3 == 0:
-            _series(state, room, rng.choice(people), monday)
-        for offset in range(5):
-            day = monday + dt.timedelta(days=offset)
+            _series(state, room, rng.choice(people), monday, now)
+        for day in days:
             slot = 8 * 60 + rng.choice((0, 30, 60))
             while slot < 17 * 60:
                 length = rng.choice((30, 30, 60, 60, 90))
@@ -220,15 +238,14 @@ def seed_demo(state: EmulatorState, *, week_of: dt.date | None = None) -> dict[s
                         state.calendars.cancel_event(room.id, created["id"])
                 slot += length + rng.choice((0, 30, 60, 90))
         if index % 11 == 4:
-            day = monday + dt.timedelta(days=2)
             state.calendars.create_event(
                 room.id,
                 {
                     "subject": "Floor renovation",
                     "isAllDay": True,
                     "showAs": "oof",
-                    "start": _when(day, 0, room.time_zone),
-                    "end": _when(day + dt.timedelta(days=1), 0, room.time_zone),
+                    "start": _when(renovation, 0, room.time_zone),
+                    "end": _when(renovation + dt.timedelta(days=1), 0, room.time_zone),
                 },
             )
     return add_default_apps(state, scope=[r for r in rooms if r.building == BUILDINGS[0][0]])
