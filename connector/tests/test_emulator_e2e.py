@@ -10,7 +10,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from bookingcache_connector.config import Settings
 from bookingcache_connector.events import BASIC_FIELDS
 from bookingcache_connector.signing import Signer
 from graph_emulator.config import EmulatorConfig
+from graph_emulator.expansion import Instance
 from graph_emulator.seed import seed_demo
 from graph_emulator.server import BackgroundEmulator
 from graph_emulator.state import new_state
@@ -33,7 +34,7 @@ from .conftest import WEBHOOK_SECRET
 from .receiver import Receiver
 from .servers import ServerThread
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.pinned_dates]
 
 
 @dataclass
@@ -113,7 +114,15 @@ def test_converge_relay_and_events_against_the_emulator(world: World, tmp_path: 
             settings, service_transport=httpx.ASGITransport(app=receiver.app())
         )
     )
-    a, b = world.in_scope[:2]
+    # A booking two hours ahead, and the seven whole days from its date: whatever the day or
+    # hour, the demo tenant has meetings on the working days among them (at least five).
+    state = world.emulator.state
+    start = state.clock.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+    first_day = start.replace(hour=0)
+    last_day = first_day + timedelta(days=7)
+    # The busiest room in scope, so that its events span more than one page.
+    a = max(world.in_scope, key=lambda upn: len(instances(world, upn, first_day, last_day)))
+    b = next(upn for upn in world.in_scope if upn != a)
     outside = world.out_of_scope[0]
     with ServerThread(app) as server, httpx.Client(base_url=server.root) as http:
         desired = {
@@ -143,7 +152,6 @@ def test_converge_relay_and_events_against_the_emulator(world: World, tmp_path: 
         }
 
         # A booking in room a: the emulator notifies the relay, which tells the "service".
-        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
         booking = {
             "organizer": "kari.nordmann@contoso.example",
             "subject": "Board meeting",
@@ -170,15 +178,16 @@ def test_converge_relay_and_events_against_the_emulator(world: World, tmp_path: 
         )
 
         # Basic events through the connector's own endpoint, all pages followed.
-        window = (
-            f"start={start.date()}T00:00:00Z&end={(start + timedelta(days=7)).date()}T00:00:00Z"
-        )
+        window = f"start={first_day:%Y-%m-%dT%H:%M:%SZ}&end={last_day:%Y-%m-%dT%H:%M:%SZ}"
         events_url = f"{server.root}/v1/calendars/{a}/events?{window}"
         events = http.get(events_url, headers=signed("GET", events_url))
         assert events.status_code == 200, events.text
         listed = events.json()["events"]
         assert len(listed) > 10  # more than Graph's default page
         assert all(tuple(e) == BASIC_FIELDS and e["start"].endswith("Z") for e in listed)
+        assert sorted(e["id"] for e in listed) == sorted(
+            i.id for i in instances(world, a, first_day, last_day)
+        )
         denied_url = f"{server.root}/v1/calendars/{outside}/events?{window}"
         assert http.get(denied_url, headers=signed("GET", denied_url)).status_code == 403
 
@@ -215,6 +224,12 @@ def test_converge_relay_and_events_against_the_emulator(world: World, tmp_path: 
         ]
         assert [(r["mailbox"], r["status"]) for r in rows_after] == [(a, "created")]
         assert rows_after[0]["subscriptionId"] != sub_a["id"]
+
+
+def instances(world: World, upn: str, start: datetime, end: datetime) -> list[Instance]:
+    """The emulator's own calendar view of a room."""
+    state = world.emulator.state
+    return state.calendars.instances(state.directory.resolve(upn), start, end)
 
 
 def lifecycle_events(receiver: Receiver) -> list[tuple[str, str]]:
