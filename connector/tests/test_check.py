@@ -56,7 +56,8 @@ async def test_all_good(make_connector: Any, graph: FakeGraph) -> None:
 async def test_bad_credentials(make_connector: Any, graph: FakeGraph) -> None:
     findings = await checked(make_connector(secret="rotated-yesterday"))
     assert [(f.check, f.ok) for f in findings] == [("credentials", False)]
-    assert "bad credentials" in findings[0].detail and "invalid_client" in findings[0].detail
+    assert "bad credentials" in findings[0].detail
+    assert "invalid_client" in findings[0].detail
     assert "secret or certificate" in findings[0].detail
     assert graph.requests == []
 

@@ -76,17 +76,21 @@ def test_subscribe_list_renew_delete(tmp_path: Path) -> None:
         "--client-state",
         "s3cret",
     )
-    assert code == 0 and [r["status"] for r in rows] == ["created", "created"]
+    assert code == 0
+    assert [r["status"] for r in rows] == ["created", "created"]
     code, listed = run(graph, clock, e, "list")
-    assert code == 0 and sorted(s["resource"] for s in listed) == [
+    assert code == 0
+    assert sorted(s["resource"] for s in listed) == [
         "users/room-a1@contoso.example/events",
         "users/room-a2@contoso.example/events",
     ]
     clock.advance(timedelta(days=6).total_seconds())
     code, renewed = run(graph, clock, e, "renew")
-    assert code == 0 and [r["status"] for r in renewed] == ["renewed", "renewed"]
+    assert code == 0
+    assert [r["status"] for r in renewed] == ["renewed", "renewed"]
     code, deleted = run(graph, clock, e, "delete")
-    assert code == 0 and [r["status"] for r in deleted] == ["deleted", "deleted"]
+    assert code == 0
+    assert [r["status"] for r in deleted] == ["deleted", "deleted"]
     assert graph.subscriptions == {}
 
 
@@ -144,7 +148,9 @@ def test_check_reports_each_problem(tmp_path: Path) -> None:
         "--mailboxes",
         str(rooms),
     )
-    assert code == 1 and findings[0]["ok"] is False and "bad credentials" in findings[0]["detail"]
+    assert code == 1
+    assert findings[0]["ok"] is False
+    assert "bad credentials" in findings[0]["detail"]
 
 
 def test_configuration_errors_are_reported_not_raised(tmp_path: Path, capsys: Any) -> None:

@@ -33,8 +33,10 @@ def test_defaults_point_at_microsoft() -> None:
     settings = load_settings(BASE)
     assert settings.authority == f"https://login.microsoftonline.com/{TENANT_ID}"
     assert settings.graph_url == "https://graph.microsoft.com/v1.0"
-    assert settings.is_microsoft_authority and settings.push_events is False
-    assert settings.renew_below_hours == 48 and settings.expiration_minutes <= 10_080
+    assert settings.is_microsoft_authority
+    assert settings.push_events is False
+    assert settings.renew_below_hours == 48
+    assert settings.expiration_minutes <= 10_080
     assert (settings.push_reconcile_s, settings.push_reconcile_rate_per_s) == (900.0, 5.0)
 
 
@@ -137,7 +139,8 @@ def test_certificate_credential_through_msal(tmp_path: Path) -> None:
     )
     token = provider.token_sync()
     assert token == sample("token-response.json")["access_token"]
-    assert provider.token_sync() == token and len(seen) == 1  # the second comes from MSAL's cache
+    assert provider.token_sync() == token
+    assert len(seen) == 1
     [form] = seen
     assert form["client_assertion_type"] == [
         "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -162,7 +165,8 @@ def test_asgi_factory_builds_from_the_environment(
         monkeypatch.setenv(key, value)
     with ServerThread(create_app()) as server:
         response = httpx.get(f"{server.root}/healthz")
-        assert response.status_code == 200 and response.json() == {"status": "ok"}
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok"}
         assert httpx.post(f"{server.root}/graph/notifications", content=b"{}").status_code == 503
         assert httpx.get(f"{server.root}/nowhere").status_code == 404
         assert httpx.delete(f"{server.root}/v1/subscriptions").status_code == 405

@@ -142,7 +142,8 @@ def test_converge_relay_and_events_against_the_emulator(world: World, tmp_path: 
             b: "created",
             outside: "failed",
         }
-        assert "403" in rows[outside]["error"] and "RBAC" in rows[outside]["error"]
+        assert "403" in rows[outside]["error"]
+        assert "RBAC" in rows[outside]["error"]
 
         again = http.put(url, content=body, headers=signed("PUT", url, body))
         assert {r["mailbox"]: r["status"] for r in again.json()["subscriptions"]} == {
@@ -170,7 +171,8 @@ def test_converge_relay_and_events_against_the_emulator(world: World, tmp_path: 
         pushed = [
             w for call in receiver.accepted for w in call.get("windows", []) if w["mailbox"] == a
         ]
-        assert pushed and all(tuple(e) == BASIC_FIELDS for w in pushed for e in w["events"])
+        assert pushed
+        assert all(tuple(e) == BASIC_FIELDS for w in pushed for e in w["events"])
         assert "confidential agenda" not in json.dumps(receiver.accepted)
         assert any(
             e["subject"] is not None and e["start"] == start.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -275,7 +277,8 @@ def test_check_against_the_emulator(world: World, tmp_path: Path) -> None:
         )
         assert [f.check for f in broken if not f.ok] == ["notificationUrl"]
     bad_secret = asyncio.run(run("scoped", [inside], [], client_secret="not-the-secret"))
-    assert not bad_secret[0].ok and "bad credentials" in bad_secret[0].detail
+    assert not bad_secret[0].ok
+    assert "bad credentials" in bad_secret[0].detail
     assert "invalid_client" in bad_secret[0].detail
     scoped = asyncio.run(run("scoped", [inside, outside], []))
     assert [(f.check, f.ok) for f in scoped][1:] == [

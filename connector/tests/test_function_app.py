@@ -69,7 +69,8 @@ async def test_subscriptions_and_events_through_function_handlers(
         }
     ).encode()
     unsigned = await fns["subscriptions"](request("PUT", "/v1/subscriptions", body))
-    assert unsigned.status_code == 401 and graph.subscriptions == {}
+    assert unsigned.status_code == 401
+    assert graph.subscriptions == {}
     signer = Signer(WEBHOOK_SECRET, clock)
     response = await fns["subscriptions"](
         request("PUT", "/v1/subscriptions", body, signer.headers("PUT", "/v1/subscriptions", body))
@@ -104,7 +105,8 @@ async def test_relay_and_timers_through_function_handlers(
             "/graph/notifications?validationToken=Validation%3A%20Testing%20client%20application%20reachability",
         )
     )
-    assert handshake.status_code == 200 and handshake.get_body().decode() == token
+    assert handshake.status_code == 200
+    assert handshake.get_body().decode() == token
     assert handshake.mimetype == "text/plain"
     ack = await fns["graph_notifications"](
         request(
@@ -113,7 +115,8 @@ async def test_relay_and_timers_through_function_handlers(
     )
     assert ack.status_code == 202
     await fns["relay_drain"](None)  # the service is down: kept
-    assert connector.store.pending_count() == 2 and receiver.accepted == []
+    assert connector.store.pending_count() == 2
+    assert receiver.accepted == []
     receiver.down = False
     await fns["relay_drain"](None)
     assert receiver.changes() == [(A1, "created"), (B2, "updated")]
@@ -141,7 +144,8 @@ def test_function_app_module_builds_nothing_at_import(tmp_path: Any, monkeypatch
     monkeypatch.chdir(tmp_path)  # the default state directory would appear here if built
     path = Path(__file__).resolve().parents[1] / "function_app.py"
     spec = importlib.util.spec_from_file_location("connector_function_app", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     names = {f.get_function_name() for f in module.app.get_functions()}

@@ -103,7 +103,8 @@ async def test_relay_end_to_end_into_the_service(make_connector: Any, graph: Fak
         (B2, "missed"),
         (C3, "subscriptionRemoved"),
     ]
-    assert call["resync"] == [] and "windows" not in call
+    assert call["resync"] == []
+    assert "windows" not in call
 
 
 async def test_wrong_client_state_is_acknowledged_and_ignored(
@@ -120,7 +121,8 @@ async def test_wrong_client_state_is_acknowledged_and_ignored(
     )
     assert response.status_code == 202
     assert connector.store.pending_count() == 0
-    assert connector.relay is not None and await connector.relay.drain() is None
+    assert connector.relay is not None
+    assert await connector.relay.drain() is None
     assert receiver.accepted == []
     bad = await post(create_app(connector), "/graph/notifications", b"not json")
     assert bad.status_code == 400
@@ -139,7 +141,8 @@ async def test_outage_collapses_backlog_into_resync(
     delays: list[float] = []
     while len(delays) < 12:
         delay = await relay.drain()
-        assert delay is not None and 0 < delay <= 8
+        assert delay is not None
+        assert 0 < delay <= 8
         delays.append(delay)
         await clock.sleep(delay)
     assert delays[0] < delays[3]  # exponential, then capped
@@ -150,7 +153,8 @@ async def test_outage_collapses_backlog_into_resync(
     receiver.down = False
     assert await relay.drain() is None
     [call] = receiver.accepted
-    assert call["changes"] == [] and call["lifecycle"] == []
+    assert call["changes"] == []
+    assert call["lifecycle"] == []
     assert sorted(call["resync"]) == [A1, B2, C3]
     assert connector.store.pending_count() == 0
     assert connector.store.failing_since() == (None, 0)
@@ -161,11 +165,13 @@ async def test_backlog_survives_a_restart(make_connector: Any, graph: FakeGraph)
     receiver = Receiver(WEBHOOK_SECRET, down=True)
     first = relay_connector(make_connector, receiver)
     await post(create_app(first), "/graph/notifications", json.dumps(BATCH).encode())
-    assert first.relay is not None and await first.relay.drain() is not None
+    assert first.relay is not None
+    assert await first.relay.drain() is not None
     await first.aclose()
     receiver.down = False
     second = relay_connector(make_connector, receiver)
-    assert second.relay is not None and await second.relay.drain() is None
+    assert second.relay is not None
+    assert await second.relay.drain() is None
     assert receiver.changes() == [(A1, "created"), (B2, "updated")]
 
 
@@ -189,7 +195,8 @@ async def test_push_mode_sends_the_basic_window(
     receiver = Receiver(WEBHOOK_SECRET)
     connector = relay_connector(make_connector, receiver, push_events=True)
     await post(create_app(connector), "/graph/notifications", json.dumps(BATCH).encode())
-    assert connector.relay is not None and await connector.relay.drain() is None
+    assert connector.relay is not None
+    assert await connector.relay.drain() is None
     [call] = receiver.accepted
     [window] = call["windows"]
     midnight = clock.now().strftime("%Y-%m-%dT00:00:00Z")
@@ -207,7 +214,8 @@ async def test_push_mode_reconciles_every_calendar_within_the_bound(
     receiver = Receiver(WEBHOOK_SECRET)
     connector = relay_connector(make_connector, receiver, push_events=True, push_reconcile_s=100.0)
     relay = connector.relay
-    assert relay is not None and relay.reconciles
+    assert relay is not None
+    assert relay.reconciles
     await connector.subscriptions.list_all()
 
     def pushed_in_last_call() -> list[str]:
@@ -254,7 +262,8 @@ async def test_reconciliation_needs_pushed_events_and_a_bound(
     for over in ({}, {"push_events": True, "push_reconcile_s": 0.0}):
         connector = relay_connector(make_connector, receiver, **over)
         await connector.subscriptions.list_all()
-        assert connector.relay is not None and not connector.relay.reconciles
+        assert connector.relay is not None
+        assert not connector.relay.reconciles
         assert connector.relay.reconcile(budget=10) == 0
         assert connector.store.pending_count() == 0
 
@@ -266,7 +275,8 @@ async def test_unknown_subscription_resolved_from_a_fresh_listing(
     connector = relay_connector(make_connector, receiver)
     await post(create_app(connector), "/graph/notifications", json.dumps(BATCH).encode())
     known_subscriptions(graph)  # created by another run; this process has never listed them
-    assert connector.relay is not None and await connector.relay.drain() is None
+    assert connector.relay is not None
+    assert await connector.relay.drain() is None
     assert receiver.changes() == [(A1, "created"), (B2, "updated")]
 
 
@@ -289,7 +299,8 @@ async def test_relay_signature_refused_when_secret_differs(clock: FakeClock, tmp
             ).encode(),
         )
         assert await relay.drain() is not None  # refused -> kept for retry
-        assert receiver.refused == 1 and store.pending_count() == 1
+        assert receiver.refused == 1
+        assert store.pending_count() == 1
     store.close()
 
 
@@ -320,7 +331,8 @@ async def test_client_state_of_another_subscription_is_refused(
     swapped = copy.deepcopy(BATCH)
     swapped["value"][0]["clientState"] = swapped["value"][1]["clientState"]
     await post(create_app(connector), "/graph/notifications", json.dumps(swapped).encode())
-    assert connector.relay is not None and await connector.relay.drain() is None
+    assert connector.relay is not None
+    assert await connector.relay.drain() is None
     assert receiver.changes() == [(B2, "updated")]
 
 
@@ -338,7 +350,8 @@ async def test_reauthorization_required_renews_the_subscription(
     only_reauth = {"value": [LIFECYCLE["value"][0]]}
     for _ in range(2):  # Graph repeats it; one PATCH within 10 minutes is enough
         await post(app, "/graph/lifecycle", json.dumps(only_reauth).encode())
-        assert connector.relay is not None and await connector.relay.drain() is None
+        assert connector.relay is not None
+        assert await connector.relay.drain() is None
     patches = [p for m, p in graph.requests if m == "PATCH"]
     assert patches == [f"/subscriptions/{sub_id}"]
     expires = graph.subscriptions[sub_id]["expirationDateTime"]

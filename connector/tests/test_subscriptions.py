@@ -56,7 +56,8 @@ async def test_add_then_idempotent_then_remove(
         )
         lifetime = parse_instant(sub["expirationDateTime"]) - clock.now()
         assert timedelta(minutes=10_000) < lifetime <= timedelta(minutes=10_080)
-        assert r["error"] is None and r["expirationDateTime"] == sub["expirationDateTime"]
+        assert r["error"] is None
+        assert r["expirationDateTime"] == sub["expirationDateTime"]
 
     writes = len([m for m, _ in graph.requests if m != "GET"])
     clock.advance(3600)
@@ -198,7 +199,8 @@ async def test_403_on_one_mailbox_fails_only_that_row(
     assert statuses(rows) == {ROOMS[0]: "created", ROOMS[1]: "failed", ROOMS[2]: "created"}
     failed = next(r for r in rows if r["status"] == "failed")
     assert failed["subscriptionId"] is None
-    assert "403 ErrorAccessDenied" in failed["error"] and "RBAC" in failed["error"]
+    assert "403 ErrorAccessDenied" in failed["error"]
+    assert "RBAC" in failed["error"]
     assert set(graph.by_mailbox()) == {ROOMS[0], ROOMS[2]}
 
 
@@ -216,17 +218,17 @@ async def test_put_endpoint_signed_and_unsigned(
         )
         for headers in ({}, forged):
             refused = await http.put("/v1/subscriptions", content=body, headers=headers)
-            assert (
-                refused.status_code == 401
-                and refused.headers["content-type"] == "application/problem+json"
-            )
-        assert graph.subscriptions == {} and graph.requests == []
+            assert refused.status_code == 401
+            assert refused.headers["content-type"] == "application/problem+json"
+        assert graph.subscriptions == {}
+        assert graph.requests == []
         headers = signer.headers("PUT", "/v1/subscriptions", body)
         ok = await http.put("/v1/subscriptions", content=body, headers=headers)
         assert ok.status_code == 200
         assert statuses(ok.json()["subscriptions"]) == dict.fromkeys(ROOMS[:2], "created")
         replay = await http.put("/v1/subscriptions", content=body, headers=headers)
-        assert replay.status_code == 401 and "replay" in replay.json()["detail"]
+        assert replay.status_code == 401
+        assert "replay" in replay.json()["detail"]
         bad = b'{"mailboxes": "room-a1", "notificationUrl": "http://x"}'
         resp = await http.put(
             "/v1/subscriptions",
@@ -315,7 +317,8 @@ async def test_container_renews_on_its_own_schedule(
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert set(graph.by_mailbox()) == {ROOMS[0]}
-    assert clock.slept and clock.slept[0] == 3600.0
+    assert clock.slept
+    assert clock.slept[0] == 3600.0
 
 
 async def test_409_with_other_lifecycle_url_is_adopted_by_recreating(

@@ -39,11 +39,14 @@ async def test_token_errors_look_like_entra(graph: Any) -> None:
     assert wrong.json()["error"] == "invalid_client"
     assert wrong.json()["error_codes"] == [7000215]
     unknown = await token_request(graph, client_id="00000000-0000-0000-0000-000000000000")
-    assert unknown.status_code == 400 and unknown.json()["error"] == "unauthorized_client"
+    assert unknown.status_code == 400
+    assert unknown.json()["error"] == "unauthorized_client"
     scope = await token_request(graph, scope="Calendars.Read")
-    assert scope.status_code == 400 and scope.json()["error"] == "invalid_scope"
+    assert scope.status_code == 400
+    assert scope.json()["error"] == "invalid_scope"
     grant = await token_request(graph, grant_type="password")
-    assert grant.status_code == 400 and grant.json()["error"] == "unsupported_grant_type"
+    assert grant.status_code == 400
+    assert grant.json()["error"] == "unsupported_grant_type"
     tenant = await token_request(graph, tenant="contoso.invalid")
     assert tenant.status_code == 400
 
@@ -117,7 +120,9 @@ async def test_directory_and_places(tenant: Any, graph: Any) -> None:
         tenant.other_room.upn,
     }
     first = next(r for r in value if r["emailAddress"] == tenant.room.upn)
-    assert first["capacity"] == 8 and first["building"] == "A" and first["floorNumber"] == 1
+    assert first["capacity"] == 8
+    assert first["building"] == "A"
+    assert first["floorNumber"] == 1
     paged = await graph.http.get("/v1.0/places/microsoft.graph.room", params={"$top": "2"})
     assert len(paged.json()["value"]) == 2
     assert "$skip=2" in paged.json()["@odata.nextLink"]

@@ -44,7 +44,8 @@ async def test_page_shape_matches_the_sample(tenant: Any, graph: Any, load_sampl
     # The room replaced the subject with the organizer's name.
     assert first["subject"] == "Kari Nordmann"
     query = parse_qs(urlsplit(body["@odata.nextLink"]).query)
-    assert query["$top"] == ["5"] and query["$skip"] == ["5"]
+    assert query["$top"] == ["5"]
+    assert query["$skip"] == ["5"]
     assert query["$select"] == [SELECT]
 
 
@@ -145,7 +146,8 @@ async def test_readbasic_apps_never_see_bodies(tenant: Any, graph: Any) -> None:
     assert full["bodyPreview"] == "the plan"
     await graph.as_app("readbasic")
     basic = (await graph.http.get(path, params=WINDOW)).json()["value"][0]
-    assert "body" not in basic and "bodyPreview" not in basic
+    assert "body" not in basic
+    assert "bodyPreview" not in basic
     assert basic["subject"] == "Secret agenda"
     selected = await graph.http.get(path, params=WINDOW | {"$select": "subject,body"})
     assert set(selected.json()["value"][0]) == {"@odata.etag", "id", "subject"}

@@ -175,4 +175,5 @@ async def test_served_connections_send_without_nagle_delay() -> None:
         await reader.read()
         writer.close()
         await writer.wait_closed()
-    assert seen and seen[0] != 0
+    assert seen
+    assert seen[0] != 0

@@ -152,7 +152,8 @@ async def test_pause_and_resume_delivery(ctl: Ctl) -> None:
     await ctl.book()
     await asyncio.sleep(0.2)
     status = (await ctl.client.get("/_emulator/delivery")).json()
-    assert status["paused"] is True and status["queued"] == 4
+    assert status["paused"] is True
+    assert status["queued"] == 4
     assert ctl.receiver.posts == []
     assert (await ctl.client.post("/_emulator/delivery/resume")).status_code == 204
     await ctl.receiver.wait_for(lambda: len(ctl.notified()) == 4)
@@ -182,7 +183,8 @@ async def test_mailbox_faults_answer_graph_errors(
 ) -> None:
     url = f"/v1.0/users/{ctl.room.upn}/calendarView?{VIEW}"
     added = await ctl.fault("mailboxes", mailbox=ctl.room.upn, kind=kind, count=1, retry_after_s=7)
-    assert added.status_code == 201 and added.json()["mailbox"] == ctl.room.id
+    assert added.status_code == 201
+    assert added.json()["mailbox"] == ctl.room.id
     failed = await ctl.client.get(url, headers=ctl.auth())
     assert failed.status_code == status
     assert failed.headers["Retry-After"] == "7"
@@ -223,7 +225,8 @@ async def test_expire_delta_tokens(ctl: Ctl) -> None:
     path = urlsplit(delta_link)._replace(scheme="", netloc="").geturl()
     assert (await ctl.client.get(path, headers=ctl.auth())).status_code == 200
     expired = await ctl.client.post("/_emulator/delta/expire", json={"mailbox": ctl.room.upn})
-    assert expired.status_code == 200 and expired.json()["expired"] >= 1
+    assert expired.status_code == 200
+    assert expired.json()["expired"] >= 1
     gone = await ctl.client.get(path, headers=ctl.auth())
     assert gone.status_code == 410
     assert gone.json()["error"]["code"] == "SyncStateNotFound"
@@ -242,7 +245,8 @@ async def test_user_style_calendar_changes(ctl: Ctl) -> None:
     assert moved.status_code == 200
     assert moved.json()["start"]["dateTime"].startswith("2026-11-25T13:00:00")
     kept = await ctl.client.delete(base, params={"keep": "true"})
-    assert kept.status_code == 200 and kept.json()["isCancelled"] is True
+    assert kept.status_code == 200
+    assert kept.json()["isCancelled"] is True
     series = await ctl.book(
         hour=15,
         recurrence={
@@ -281,7 +285,8 @@ async def test_user_style_calendar_changes(ctl: Ctl) -> None:
 
 async def test_bad_control_requests_get_graph_errors(ctl: Ctl) -> None:
     bad_kind = await ctl.fault("notifications", kind="explode")
-    assert bad_kind.status_code == 400 and "kind" in bad_kind.json()["error"]["message"]
+    assert bad_kind.status_code == 400
+    assert "kind" in bad_kind.json()["error"]["message"]
     malformed = await ctl.client.post("/_emulator/faults/mailboxes", content=b"[1")
     assert malformed.status_code == 400
     bad_probability = await ctl.fault("notifications", kind="drop", probability=2)
@@ -312,7 +317,8 @@ async def test_clock_advance_moves_time_and_counters_reset(ctl: Ctl) -> None:
     assert (await ctl.client.get("/_emulator/counters")).json()["requests_per_mailbox"]
     assert (await ctl.client.post("/_emulator/counters/reset")).status_code == 204
     counters = (await ctl.client.get("/_emulator/counters")).json()
-    assert counters["requests_per_mailbox"] == {} and counters["notifications_sent"] == 0
+    assert counters["requests_per_mailbox"] == {}
+    assert counters["notifications_sent"] == 0
 
 
 async def test_clock_advance_needs_a_virtual_clock() -> None:

@@ -59,7 +59,8 @@ async def test_matches_the_sample_shape(tenant: Any, graph: Any, load_sample: An
     assert tentative["availabilityView"] == "00001000"
     item = tentative["scheduleItems"][0]
     assert set(item) == set(sample["value"][0]["scheduleItems"][1])
-    assert item["isPrivate"] is True and item["status"] == "tentative"
+    assert item["isPrivate"] is True
+    assert item["status"] == "tentative"
     assert tentative["workingHours"]["timeZone"] == {"name": "GMT Standard Time"}
 
 

@@ -127,7 +127,8 @@ async def test_runs_from_the_control_api_and_notifications_flow() -> None:
             if status["total"] == 40 and not status["running"]:
                 break
             await asyncio.sleep(0.02)
-        assert status["total"] == 40 and status["errors"] == 0
+        assert status["total"] == 40
+        assert status["errors"] == 0
         assert status["running"] is False
         stopped = await client.post("/_emulator/simulator/stop")
         assert stopped.json()["running"] is False

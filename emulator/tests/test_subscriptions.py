@@ -270,7 +270,8 @@ async def test_list_and_get_are_scoped_to_the_calling_app(harness: Harness) -> N
     assert listed.status_code == 200
     assert [s["id"] for s in listed.json()["value"]] == [mine]
     got = await harness.client.get(f"/v1.0/subscriptions/{mine}", headers=harness.auth())
-    assert got.status_code == 200 and got.json()["id"] == mine
+    assert got.status_code == 200
+    assert got.json()["id"] == mine
     other = await harness.client.get(f"/v1.0/subscriptions/{theirs}", headers=harness.auth())
     assert other.status_code == 404
 
@@ -294,7 +295,8 @@ async def test_renew_reauthorize_delete(harness: Harness) -> None:
     reauth = await harness.client.post(
         f"/v1.0/subscriptions/{sub_id}/reauthorize", headers=harness.auth()
     )
-    assert reauth.status_code == 204 and reauth.content == b""
+    assert reauth.status_code == 204
+    assert reauth.content == b""
     deleted = await harness.client.delete(f"/v1.0/subscriptions/{sub_id}", headers=harness.auth())
     assert deleted.status_code == 204
     gone = await harness.client.get(f"/v1.0/subscriptions/{sub_id}", headers=harness.auth())

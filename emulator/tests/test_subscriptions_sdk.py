@@ -108,24 +108,28 @@ async def test_sdk_creates_renews_and_deletes_a_subscription(tmp_path: Path) -> 
                         client_state="sdk-client-state",
                     )
                 )
-                assert created is not None and created.id
+                assert created is not None
+                assert created.id
                 assert created.resource == f"users/{room.upn}/events"
                 assert created.client_state == "sdk-client-state"
                 assert created.application_id == app.client_id
                 assert [path for path, _ in receiver.validations] == ["/notify", "/lifecycle"]
 
                 listed = await client.subscriptions.get()
-                assert listed is not None and listed.value is not None
+                assert listed is not None
+                assert listed.value is not None
                 assert [s.id for s in listed.value] == [created.id]
 
                 wanted = (now + dt.timedelta(days=6)).replace(microsecond=0)
                 one = client.subscriptions.by_subscription_id(created.id)
                 renewed = await one.patch(Subscription(expiration_date_time=wanted))
-                assert renewed is not None and renewed.expiration_date_time == wanted
+                assert renewed is not None
+                assert renewed.expiration_date_time == wanted
 
                 await one.reauthorize.post()
                 await one.delete()
                 with pytest.raises(ODataError) as gone:
                     await one.patch(Subscription(expiration_date_time=wanted))
                 assert gone.value.response_status_code == 404
-                assert gone.value.error is not None and gone.value.error.code
+                assert gone.value.error is not None
+                assert gone.value.error.code

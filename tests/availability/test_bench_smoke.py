@@ -28,9 +28,11 @@ def test_bench_availability_prints_its_figures(capsys: pytest.CaptureFixture[str
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["rooms"] == 5
-    assert result["bulk_rooms"] == 5 and result["bulk_requests"] == 3
+    assert result["bulk_rooms"] == 5
+    assert result["bulk_requests"] == 3
     for key in ("bulk_p50_ms", "bulk_p99_ms", "single_rps", "rss_mb"):
-        assert isinstance(result[key], float) and result[key] > 0, key
+        assert isinstance(result[key], float), key
+        assert result[key] > 0, key
     assert result["bulk_p50_ms"] <= result["bulk_p99_ms"]
     assert result["bulk_response_bytes"] > 5 * 500  # five rooms' answers came back
 

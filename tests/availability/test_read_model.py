@@ -138,12 +138,14 @@ async def test_rereading_unchanged_rooms_keeps_what_was_computed(
     clock.advance(dt.timedelta(seconds=31))
     await model.view(settings)
     await model.settle()
-    assert view.generation == generation and view.room("a1") is entry
+    assert view.generation == generation
+    assert view.room("a1") is entry
     await tenant.put_room("a1", "a1@contoso.example", name="Renamed")
     clock.advance(dt.timedelta(seconds=31))
     await model.view(settings)
     await model.settle()
-    assert view.generation > generation and view.room("a1").room.name == "Renamed"
+    assert view.generation > generation
+    assert view.room("a1").room.name == "Renamed"
 
 
 async def test_another_process_sees_a_zone_change_at_the_next_poll(

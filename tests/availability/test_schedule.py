@@ -109,9 +109,8 @@ async def test_shape_matches_graphs_sample(tenant: Tenant) -> None:
         *(item.keys() for entry in expected["value"] for item in entry["scheduleItems"])
     )
     ours, unknown = body["value"]
-    assert set(ours) <= sample_keys and {"scheduleId", "availabilityView", "scheduleItems"} <= set(
-        ours
-    )
+    assert set(ours) <= sample_keys
+    assert {"scheduleId", "availabilityView", "scheduleItems"} <= set(ours)
     for item in ours["scheduleItems"]:
         assert set(item) <= sample_item_keys
         for bound in ("start", "end"):
@@ -124,7 +123,8 @@ async def test_shape_matches_graphs_sample(tenant: Tenant) -> None:
     # An unknown schedule answers like Graph: an entry with an error, not a failed call.
     assert unknown["scheduleId"] == "nobody@contoso.example"
     assert unknown["error"]["responseCode"] == "ErrorInvalidUser"
-    assert unknown["scheduleItems"] == [] and unknown["availabilityView"] == ""
+    assert unknown["scheduleItems"] == []
+    assert unknown["availabilityView"] == ""
 
 
 async def test_mailboxes_zones_and_prefer_header(tenant: Tenant) -> None:
@@ -172,7 +172,8 @@ async def test_up_to_100_schedules(tenant: Tenant) -> None:
     response = await tenant.post("/getSchedule", request(*hundred))
     assert response.status_code == 200, response.text
     value = response.json()["value"]
-    assert len(value) == 100 and value[-1]["availabilityView"] == "22001030"
+    assert len(value) == 100
+    assert value[-1]["availabilityView"] == "22001030"
     assert_problem(await tenant.post("/getSchedule", request(*hundred, "one-more")), 422)
 
 

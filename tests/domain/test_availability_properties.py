@@ -253,7 +253,8 @@ def test_room_availability_is_consistent(
     assert answer.segments == timeline(items, window=window, tz=tz)
     for slot in answer.free:
         assert slot.duration() >= min_free
-        assert window.start <= slot.start and slot.end <= window.end
+        assert window.start <= slot.start
+        assert slot.end <= window.end
         assert not any(slot.overlaps(b) for b in answer.busy)
     # Nothing of the window is lost: with no minimum, busy and free tile it exactly.
     every_gap = room_availability(
@@ -266,7 +267,8 @@ def test_room_availability_is_consistent(
         staleness_bound=dt.timedelta(hours=1),
     ).free
     tiles = sorted([*answer.busy, *every_gap])
-    assert tiles[0].start == window.start and tiles[-1].end == window.end
+    assert tiles[0].start == window.start
+    assert tiles[-1].end == window.end
     for left, right in itertools.pairwise(tiles):
         assert left.end == right.start
 

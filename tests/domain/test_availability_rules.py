@@ -302,8 +302,10 @@ def test_room_availability_fresh_and_stale() -> None:
     for answer in (stale, never):
         assert answer.stale
         assert answer.status == RoomStatus.UNKNOWN
-        assert answer.next_change_at is None and answer.next_status is None
-        assert answer.busy == fresh.busy and answer.free == fresh.free
+        assert answer.next_change_at is None
+        assert answer.next_status is None
+        assert answer.busy == fresh.busy
+        assert answer.free == fresh.free
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -390,7 +392,8 @@ def test_inputs_in_other_zones_give_utc_answers() -> None:
         staleness_bound=dt.timedelta(hours=1),
     )
     assert answer.status == RoomStatus.FREE
-    assert answer.next_change_at == t(9) and answer.next_change_at.tzinfo is dt.UTC
+    assert answer.next_change_at == t(9)
+    assert answer.next_change_at.tzinfo is dt.UTC
     assert answer.busy == [Interval(t(9), t(10))]
     assert answer.free == [Interval(t(8), t(9)), Interval(t(10), t(12))]
     assert all(i.start.tzinfo is dt.UTC and i.end.tzinfo is dt.UTC for i in answer.free)

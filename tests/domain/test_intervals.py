@@ -145,7 +145,8 @@ def test_free_slots_avoid_busy_and_are_long_enough(
     for slot in slots:
         assert slot.duration() >= min_length
         assert slot.duration() > dt.timedelta(0)
-        assert window.start <= slot.start and slot.end <= window.end
+        assert window.start <= slot.start
+        assert slot.end <= window.end
         assert not any(slot.overlaps(b) for b in busy)
     for left, right in itertools.pairwise(slots):
         assert left.end < right.start

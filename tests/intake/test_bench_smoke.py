@@ -37,22 +37,28 @@ def _run(capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, object]:
 @pytest.mark.slow
 def test_bench_intake_on_sqlite(capsys: pytest.CaptureFixture[str]) -> None:
     result = _run(capsys, "--no-worker")
-    assert result["database"] == "sqlite" and result["worker"] is False
-    assert result["durable"] is True and result["lost_notifications"] == 0
+    assert result["database"] == "sqlite"
+    assert result["worker"] is False
+    assert result["durable"] is True
+    assert result["lost_notifications"] == 0
     accepted = result["accepted_notifications"]
-    assert isinstance(accepted, int) and accepted > 0
+    assert isinstance(accepted, int)
+    assert accepted > 0
     assert result["ratio_floor"] == 0.36
     for key in ("baseline_rps", "service_rps", "ratio", "p99_ms"):
         value = result[key]
-        assert isinstance(value, float) and value > 0, key
+        assert isinstance(value, float), key
+        assert value > 0, key
 
 
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_bench_intake_on_postgresql(capsys: pytest.CaptureFixture[str]) -> None:
     result = _run(capsys, "--database-url", os.environ[POSTGRES_ENV])
-    assert result["database"] == "postgresql" and result["worker"] is True
-    assert result["durable"] is True and result["lost_notifications"] == 0
+    assert result["database"] == "postgresql"
+    assert result["worker"] is True
+    assert result["durable"] is True
+    assert result["lost_notifications"] == 0
 
 
 def test_bench_intake_refuses_a_database_url_that_is_not_postgresql(

@@ -79,7 +79,8 @@ async def test_a_failing_request_fails_alone() -> None:
         return_exceptions=True,
     )
     await first
-    assert results[0] is None and results[2] is None
+    assert results[0] is None
+    assert results[2] is None
     assert isinstance(results[1], NotPersisted)
     stored = {item.tenant_id for batch in inbox.committed for item in batch}
     assert stored == {"early", "a", "b"}

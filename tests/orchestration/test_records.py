@@ -52,7 +52,8 @@ async def test_rows_are_stored_failures_keep_the_old_subscription_and_unwanted_g
     assert {s: o.mailbox for s, o in owners.items()} == {"sub-a": a, "sub-b": b}
     by_mailbox = {r.mailbox: r for r in await records.calendars("contoso")}
     assert by_mailbox[a].expires_at == expiry
-    assert by_mailbox[c].status == "failed" and "403" in (by_mailbox[c].error or "")
+    assert by_mailbox[c].status == "failed"
+    assert "403" in (by_mailbox[c].error or "")
 
     # A later failure of b keeps its subscription (it may still deliver) with the error.
     clock.advance(dt.timedelta(minutes=1))
@@ -62,7 +63,8 @@ async def test_rows_are_stored_failures_keep_the_old_subscription_and_unwanted_g
     assert (await records.subscription_ids("contoso"))[b] == "sub-b"
     await records.fail("contoso", [a], "connector unreachable")
     again = {r.mailbox: r for r in await records.calendars("contoso")}
-    assert again[a].subscription_id == "sub-a" and again[a].error == "connector unreachable"
+    assert again[a].subscription_id == "sub-a"
+    assert again[a].error == "connector unreachable"
 
     assert sorted(await records.drop_unwanted("contoso", [a.upper()])) == [b, c]
     assert set(await records.subscription_ids("contoso")) == {a}

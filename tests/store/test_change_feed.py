@@ -39,7 +39,8 @@ async def test_feed_is_ordered_and_pages(store: SqlStore, tenant: Tenant) -> Non
     assert [c.mailbox for c in changes] == order
     assert [c.at for c in changes] == [DAY + dt.timedelta(minutes=n) for n in range(4)]
     seqs = [c.seq for c in changes]
-    assert seqs == sorted(seqs) and len(set(seqs)) == 4
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 4
     assert await store.last_change_seq() == seqs[-1]
     assert await store.changes_since(seqs[0], limit=2) == changes[1:3]
     assert await store.changes_since(seqs[-1]) == []

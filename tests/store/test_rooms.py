@@ -31,12 +31,14 @@ async def test_put_creates_then_replaces(store: SqlStore, tenant: Tenant) -> Non
         time_zone="Asia/Tokyo",
     )
     stored, created = await store.put_room(room)
-    assert created and stored == room
+    assert created
+    assert stored == room
     assert await store.get_room(TENANT, "r9") == room
 
     renamed = dataclasses.replace(room, name="Zeppelin II", geometry=None, time_zone=None)
     stored, created = await store.put_room(renamed)
-    assert not created and stored == renamed
+    assert not created
+    assert stored == renamed
     assert await store.get_room(TENANT, "r9") == renamed
 
 

@@ -259,7 +259,8 @@ async def test_created_moved_cancelled_and_occurrence_edit_reach_the_availabilit
         },
     )
     reported = service.notifications()
-    assert reported and all(item.mailbox == room.upn for item in reported)
+    assert reported
+    assert all(item.mailbox == room.upn for item in reported)
     await service.notify(reported)
     await service.settled()
     assert await service.busy("r0", DAY + dt.timedelta(days=1)) == [
@@ -357,7 +358,8 @@ async def test_a_restarted_worker_continues_from_the_stored_delta_link(
     await service.notify(service.notifications())
     await service.settled()
     first = emulator.requests(room)
-    assert first >= 3 and await service.converged(0)
+    assert first >= 3
+    assert await service.converged(0)
     stored = await service.container.store.get_calendar(TENANT, room.upn)
     assert stored.extra["delta_link"]
 

@@ -23,18 +23,25 @@ def test_calendar_view_page_sample() -> None:
     events = [parse_graph_event(raw) for raw in page["value"]]
     assert all(event is not None for event in events)
     single, occurrence, all_day, cancelled, private = events
-    assert single is not None and occurrence is not None and all_day is not None
-    assert cancelled is not None and private is not None
+    assert single is not None
+    assert occurrence is not None
+    assert all_day is not None
+    assert cancelled is not None
+    assert private is not None
     assert single.start == dt.datetime(2026, 11, 24, 8, tzinfo=dt.UTC)
     assert single.end == dt.datetime(2026, 11, 24, 9, tzinfo=dt.UTC)
-    assert single.show_as is ShowAs.BUSY and single.title == "Kari Nordmann"
+    assert single.show_as is ShowAs.BUSY
+    assert single.title == "Kari Nordmann"
     assert occurrence.type is EventType.OCCURRENCE
     assert occurrence.series_master_id == page["value"][1]["seriesMasterId"]
-    assert all_day.is_all_day and all_day.show_as is ShowAs.OOF
+    assert all_day.is_all_day
+    assert all_day.show_as is ShowAs.OOF
     assert all_day.start.date() == dt.date(2026, 11, 25)
     assert all_day.end.date() == dt.date(2026, 11, 26)
-    assert cancelled.is_cancelled and cancelled.show_as is ShowAs.FREE
-    assert private.sensitivity is Sensitivity.PRIVATE and private.show_as is ShowAs.TENTATIVE
+    assert cancelled.is_cancelled
+    assert cancelled.show_as is ShowAs.FREE
+    assert private.sensitivity is Sensitivity.PRIVATE
+    assert private.show_as is ShowAs.TENTATIVE
 
 
 def test_delta_page_sample_carries_full_payload_but_only_basic_fields_are_kept() -> None:
@@ -42,7 +49,8 @@ def test_delta_page_sample_carries_full_payload_but_only_basic_fields_are_kept()
     event = parse_graph_event(page["value"][0])
     assert event is not None
     assert event.start == dt.datetime(2026, 11, 24, 8, 30, tzinfo=dt.UTC)
-    assert not hasattr(event, "body") and not hasattr(event, "organizer")
+    assert not hasattr(event, "body")
+    assert not hasattr(event, "organizer")
 
 
 def test_windows_zone_names_are_converted_to_utc() -> None:
@@ -62,7 +70,8 @@ def test_all_day_events_keep_their_local_dates_whatever_the_zone() -> None:
         "end": {"dateTime": "2026-11-26T00:00:00.0000000", "timeZone": "Tokyo Standard Time"},
     }
     event = parse_graph_event(raw)
-    assert event is not None and event.is_all_day
+    assert event is not None
+    assert event.is_all_day
     assert event.start == dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
 
 
@@ -71,7 +80,8 @@ def test_series_master_is_skipped_and_unknown_values_are_safe() -> None:
     assert parse_graph_event(base | {"type": "seriesMaster"}) is None
     odd = parse_graph_event(base | {"showAs": "somethingNew", "sensitivity": "secretish"})
     assert odd is not None
-    assert odd.show_as is ShowAs.UNKNOWN and odd.sensitivity is Sensitivity.PRIVATE
+    assert odd.show_as is ShowAs.UNKNOWN
+    assert odd.sensitivity is Sensitivity.PRIVATE
 
 
 @pytest.mark.parametrize(

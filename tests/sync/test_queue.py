@@ -127,7 +127,8 @@ async def test_notifications_that_keep_arriving_give_one_refresh_within_the_wind
     assert await queue.claim("w1", 10) == []
     clock.advance(dt.timedelta(milliseconds=1))
     [lone] = await queue.claim("w1", 10)
-    assert lone.mailbox == other and queue.held_until is None
+    assert lone.mailbox == other
+    assert queue.held_until is None
     # A stream, a notification every 40 ms: held back while it flows, for at most 300 ms.
     began = clock.now()
     for _ in range(7):
@@ -135,7 +136,8 @@ async def test_notifications_that_keep_arriving_give_one_refresh_within_the_wind
         clock.advance(dt.timedelta(milliseconds=40))
         assert await queue.claim("w1", 10) == []
         if clock.now() - began >= dt.timedelta(milliseconds=50):  # due, but held
-            assert queue.held_until is not None and queue.held_until > clock.now()
+            assert queue.held_until is not None
+            assert queue.held_until > clock.now()
     assert clock.now() - began == dt.timedelta(milliseconds=280)
     await inbox.append([InboxItem(TENANT, room, change_type="updated")])
     assert await queue.claim("w1", 10) == []
@@ -159,7 +161,8 @@ async def test_notifications_that_keep_arriving_give_one_refresh_within_the_wind
     [paused] = await queue.claim("w1", 10)
     assert paused.id != job.id
     assert paused.last_notified_at == clock.now() - dt.timedelta(milliseconds=50)
-    assert await queue.complete(paused) and await queue.busy_calendars() == set()
+    assert await queue.complete(paused)
+    assert await queue.busy_calendars() == set()
     assert len(await _entries(store)) == 4 + 8 + 3
 
 
@@ -179,11 +182,14 @@ async def test_notification_during_a_running_refresh_causes_one_more(
     # The second burst's refresh and the other calendar's are still to be done.
     assert await queue.busy_calendars() == {(TENANT, room), (TENANT, other)}
     [again] = await queue.claim("w2", 10)
-    assert again.mailbox == room and again.id != running.id
-    assert running.last_notified_at is not None and again.last_notified_at is not None
+    assert again.mailbox == room
+    assert again.id != running.id
+    assert running.last_notified_at is not None
+    assert again.last_notified_at is not None
     assert again.last_notified_at > running.last_notified_at
     assert await queue.claim("w3", 10) == []  # exactly one more refresh
-    assert await queue.complete(again) and await queue.complete(other_job)
+    assert await queue.complete(again)
+    assert await queue.complete(other_job)
     assert await queue.busy_calendars() == set()
 
 
@@ -198,7 +204,8 @@ async def test_a_crashed_workers_job_is_retaken_after_its_lease(
     assert await queue.claim("w2", 10) == []
     clock.advance(dt.timedelta(seconds=2))
     [retaken] = await queue.claim("w2", 10)
-    assert retaken.id == lost.id and retaken.lease != lost.lease
+    assert retaken.id == lost.id
+    assert retaken.lease != lost.lease
     # The crashed worker comes back: its claim is fenced off.
     assert not await queue.complete(lost)
     assert not await queue.retry(lost, defer_s=1, error="late")
@@ -265,7 +272,8 @@ async def test_release_hands_a_job_back_due_now(
     [job] = await queue.claim("w1", 10)
     assert await queue.release(job)
     [again] = await queue.claim("w2", 10)
-    assert again.id == job.id and again.attempts == 0
+    assert again.id == job.id
+    assert again.attempts == 0
 
 
 async def test_claim_respects_limit_and_excluded_tenants(
@@ -279,7 +287,8 @@ async def test_claim_respects_limit_and_excluded_tenants(
     only_beta = await queue.claim("w1", 10, exclude_tenants=["alpha"])
     assert sorted(job.mailbox for job in only_beta) == sorted(rooms_b)
     two = await queue.claim("w1", 2)
-    assert len(two) == 2 and {job.tenant_id for job in two} == {"alpha"}
+    assert len(two) == 2
+    assert {job.tenant_id for job in two} == {"alpha"}
 
 
 async def test_lifecycle_events_mark_subscriptions_and_force_full_resync(

@@ -64,7 +64,8 @@ async def test_a_commit_cuts_a_long_sleep_short_to_the_new_jobs_due_time(
             # Woken for the job's due time, long before the minute is over.
             while await queue.busy_calendars():
                 await asyncio.sleep(0.005)
-        assert worker.stats.refreshes == 1 and worker.stats.failures == 0
+        assert worker.stats.refreshes == 1
+        assert worker.stats.failures == 0
     finally:
         await worker.stop(grace_s=0.1)
 

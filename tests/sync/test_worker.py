@@ -154,7 +154,8 @@ async def test_a_stream_of_notifications_within_the_window_gives_one_refresh(
     await _round(worker)
     clock.advance(GATHER)
     await _round(worker)
-    assert source.reads[room] == 1 and source.reads[other] == 1
+    assert source.reads[room] == 1
+    assert source.reads[other] == 1
     assert await _cached(store, clock, room) == {"a"}
     assert await queue.busy_calendars() == set()
 
@@ -220,7 +221,8 @@ async def test_per_tenant_cap_and_total_cap(
         gate.set()
     while sum(source.reads.values()) < 16:
         await _round(worker)
-    assert source.max_active["alpha"] == 2 and source.max_active["beta"] <= 2
+    assert source.max_active["alpha"] == 2
+    assert source.max_active["beta"] <= 2
     assert source.max_total == 3
 
 
@@ -255,7 +257,8 @@ async def test_throttled_waits_retry_after_and_errors_back_off(
     assert await _cached(store, clock, room) == {"a"}
     calendar = await store.get_calendar(TENANT, other)
     # A success after the failures clears the recorded error.
-    assert calendar.last_success_at is not None and calendar.last_error is None
+    assert calendar.last_success_at is not None
+    assert calendar.last_error is None
 
 
 async def test_refreshes_are_counted_by_outcome_with_their_duration(
@@ -308,7 +311,8 @@ async def test_gives_up_after_max_attempts_and_records_the_error(
     assert source.reads[room] == 2
     calendar = await store.get_calendar(TENANT, room)
     assert calendar.last_success_at is None
-    assert calendar.last_error is not None and "401" in calendar.last_error
+    assert calendar.last_error is not None
+    assert "401" in calendar.last_error
     assert await queue.busy_calendars() == set()
 
 
@@ -329,7 +333,8 @@ async def test_stop_hands_unfinished_jobs_back(
     await source.started(room, 1)
     await worker.stop(grace_s=0)
     [job] = await queue.claim("next", 10)
-    assert job.mailbox == room and job.attempts == 0
+    assert job.mailbox == room
+    assert job.attempts == 0
 
 
 async def test_full_resync_makes_the_source_forget_incremental_state(
@@ -372,7 +377,8 @@ async def test_a_push_tenants_refresh_reads_nothing_and_leaves_the_cache(
     await inbox.append([InboxItem("pushy", room)])
     clock.advance(GATHER)
     await _round(worker)
-    assert worker.stats.refreshes == 0 and source.reads[room] == 0
+    assert worker.stats.refreshes == 0
+    assert source.reads[room] == 0
     assert await queue.busy_calendars() == set()
     calendar = await store.get_calendar("pushy", room)
     assert calendar.last_success_at == synced  # staleness keeps counting from the last push

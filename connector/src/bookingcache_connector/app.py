@@ -42,7 +42,7 @@ def create_app(
             try:
                 holder["connector"] = builder()
                 holder["owned"] = True
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (the server reports it and stops)
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
         built: Connector = holder["connector"]

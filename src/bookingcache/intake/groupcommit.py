@@ -102,7 +102,7 @@ class GroupCommitter:
         items = [item for waiter in batch for item in waiter.items]
         try:
             await self._write(items)
-        except Exception as exc:  # a failed round: retry its requests one by one
+        except Exception as exc:  # noqa: BLE001 (a failed round: retry its requests one by one)
             if len(batch) == 1:
                 log.warning("inbox commit of %d notification(s) failed: %s", len(items), exc)
                 _fail(batch[0], exc)

@@ -137,7 +137,7 @@ class IntakeService:
             self.verifier.release(tenant_id, message_id)
             try:
                 await asyncio.shield(self.shared_replays.release(tenant_id, message_id))
-            except Exception:  # it expires with the window; the original error matters more
+            except Exception:  # noqa: BLE001 (it expires with the window; the original error matters)
                 log.warning("could not release webhook-id %s of %s", message_id, tenant_id)
             raise
 

@@ -255,7 +255,7 @@ class SqlJobQueue:
             batch, self._completions = self._completions, []
             try:
                 done = await self._complete_many([job for job, _ in batch])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (each waiting completion gets the error)
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)

@@ -105,7 +105,7 @@ class Announcer:
                         await self._connection.execute(
                             "SELECT pg_notify($1, $2)", channel, f"{origin()} {detail}", timeout=5
                         )
-                except Exception as exc:  # the polls are the safety net
+                except Exception as exc:  # noqa: BLE001 (the polls are the safety net)
                     log.debug("store notices: could not announce %s: %s", list(waiting), exc)
                     await self._disconnect()
                     await asyncio.sleep(self._retry_s)
@@ -218,7 +218,7 @@ class Notices:
                     await connection.fetchval("SELECT 1", timeout=self._check_s)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # any failure: listen again after a pause
+            except Exception as exc:  # noqa: BLE001 (any failure: listen again after a pause)
                 log.warning("store notices: not listening (%s); polling meanwhile", exc)
             finally:
                 self.connected.clear()
