@@ -57,7 +57,9 @@ class Room:
         self.first_night = local + dt.timedelta(days=8)
 
     def at(self, day: int, hour: float) -> dt.datetime:
-        return (self.first_night + dt.timedelta(days=day, hours=hour)).astimezone(dt.UTC)
+        # Elapsed time, not wall-clock time: the bookings here are made in UTC, so a daily series
+        # keeps its UTC time across a daylight-saving change, and no time falls in a skipped hour.
+        return self.first_night.astimezone(dt.UTC) + dt.timedelta(days=day, hours=hour)
 
     def night_busy(self) -> list[Span]:
         """The busy stretches the availability API shows for the first three nights (00:00 to
