@@ -34,7 +34,7 @@ from .conftest import WEBHOOK_SECRET
 from .receiver import Receiver
 from .servers import ServerThread
 
-pytestmark = [pytest.mark.slow, pytest.mark.pinned_dates]
+pytestmark = pytest.mark.slow
 
 
 @dataclass
@@ -99,6 +99,7 @@ def signed(method: str, url: str, body: bytes = b"") -> dict[str, str]:
     return Signer(WEBHOOK_SECRET, SystemClock()).headers(method, path, body)
 
 
+@pytest.mark.pinned_dates
 def test_converge_relay_and_events_against_the_emulator(world: World, tmp_path: Path) -> None:
     receiver = Receiver(WEBHOOK_SECRET)
     settings = settings_for(

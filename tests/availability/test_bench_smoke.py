@@ -8,6 +8,8 @@ import pytest
 
 from bookingcache.tools.bench import main
 
+pytestmark = pytest.mark.pinned_dates
+
 
 @pytest.mark.slow
 def test_bench_availability_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:

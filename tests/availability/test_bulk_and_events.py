@@ -5,12 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
+
 from bookingcache.api.availability import BulkAvailabilityOut
 from bookingcache.api.events import RoomEventsOut
 from bookingcache.domain.events import Sensitivity, ShowAs
 from tests.support.auth import ADMIN
 from tests.support.availability import Tenant, at, event
 from tests.support.problems import assert_problem
+
+pytestmark = pytest.mark.pinned_dates
 
 DAY = {"start": "2026-11-23T08:00:00Z", "end": "2026-11-23T18:00:00Z"}
 

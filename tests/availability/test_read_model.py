@@ -15,6 +15,8 @@ from bookingcache.store.sql import notices
 from bookingcache.store.sql.store import SqlStore
 from tests.support.availability import NOW, Tenant, event
 
+pytestmark = pytest.mark.pinned_dates
+
 
 async def test_another_process_follows_the_change_feed(
     tenant: Tenant, other_store: SqlStore

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from bookingcache.api.availability import RoomAvailabilityOut
 from bookingcache.domain.events import ShowAs
 from tests.support.auth import ADMIN
 from tests.support.availability import NOW, Tenant, at, event, z
 from tests.support.problems import assert_problem
+
+pytestmark = pytest.mark.pinned_dates
 
 
 async def test_status_now_next_change_busy_and_free(tenant: Tenant) -> None:

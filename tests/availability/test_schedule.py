@@ -6,11 +6,15 @@ import datetime as dt
 import re
 from typing import Any
 
+import pytest
+
 from bookingcache.api.schedule import ScheduleResponse
 from bookingcache.domain.events import Sensitivity, ShowAs
 from tests.support.availability import Tenant, event
 from tests.support.problems import assert_problem
 from tests.support.samples import sample
+
+pytestmark = pytest.mark.pinned_dates
 
 GRAPH_DATE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}$")
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.pinned_dates]
 
 
 def _alive(pid: int) -> bool:

@@ -165,6 +165,7 @@ def _deployed(
         yield world, linked
 
 
+@pytest.mark.pinned_dates
 @pytest.mark.parametrize(
     ("alternative", "source"), CASES, ids=[f"alt{a}-{source}" for a, source in CASES]
 )
