@@ -15,7 +15,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -119,7 +119,6 @@ class Container:
     read_model: ReadModel
     # None when the subscription orchestration is turned off.
     orchestrator: Orchestrator | None
-    _started: list[str] = field(default_factory=list)
 
     @property
     def admin_token(self) -> str:
@@ -129,24 +128,20 @@ class Container:
         """The API process: the read model follows the store's signals, the orchestration runs,
         and the worker too when ``settings.run_worker``."""
         self.read_model.attach()
-        self._started.append("read model")
         if self.orchestrator is not None:
             self.orchestrator.start()
-            self._started.append("orchestrator")
         if self.settings.run_worker:
             self.start_worker()
 
     def start_worker(self) -> None:
         self.sync.start()
-        self._started.append("sync")
 
     async def close(self) -> None:
-        if self.orchestrator is not None and "orchestrator" in self._started:
+        """Stop what runs (stopping what never started is nothing), then close the clients."""
+        if self.orchestrator is not None:
             await self.orchestrator.stop()
         await self.sync.stop()
-        if "read model" in self._started:
-            await self.read_model.detach()
-        self._started.clear()
+        await self.read_model.detach()
         await self.intake.committer.drain()
         await self.connector.aclose()
         await self.store.close()
