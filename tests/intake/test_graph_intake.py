@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from sqlalchemy.engine import Connection
 
 from bookingcache.clock import FixedClock
 from bookingcache.store.sql.store import SqlStore
@@ -298,9 +299,12 @@ async def refuse_inbox(store: SqlStore, *, refuse: bool = True) -> None:
             if refuse
             else ["DROP TRIGGER refuse_inbox ON inbox_batches", "DROP FUNCTION refuse_inbox()"]
         )
-    async with store.write() as connection:
+
+    def run(connection: Connection) -> None:
         for statement in statements:
-            await connection.execute(sa.text(statement))
+            connection.execute(sa.text(statement))
+
+    await store.transaction(run)
 
 
 async def test_a_failed_commit_answers_503_so_graph_retries(
@@ -330,8 +334,9 @@ async def test_a_failed_subscription_lookup_answers_503(
     if not database_url.startswith("sqlite"):
         pytest.skip("breaks the database by dropping a table")
     org = await add_org(store)
-    async with store.write() as connection:
-        await connection.execute(sa.text("DROP TABLE subscriptions"))
+    await store.transaction(
+        lambda connection: connection.execute(sa.text("DROP TABLE subscriptions"))
+    )
     response = await client.post(
         f"/graph/notifications/{org.id}", json=sample("notification-batch.json")
     )

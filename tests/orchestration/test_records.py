@@ -84,8 +84,7 @@ async def test_a_lifecycle_mark_made_during_a_converge_is_kept(
         mailbox=a,
         kind=NotificationKind.SUBSCRIPTION_REMOVED,
     )
-    async with store.write() as connection:
-        await mark_lifecycle(connection, [item], now=clock.now())
+    await store.transaction(lambda connection: mark_lifecycle(connection, [item], now=clock.now()))
     soon = clock.now() + dt.timedelta(hours=1)
     assert await records.tenants_needing_action(expiring_before=soon) == {"contoso"}
     clock.advance(dt.timedelta(seconds=1))

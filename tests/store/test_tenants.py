@@ -7,6 +7,7 @@ import hashlib
 
 import pytest
 from sqlalchemy import func, insert, select, text
+from sqlalchemy.engine import Connection
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.events import BasicEvent
@@ -166,8 +167,9 @@ async def test_delete_tenant_removes_everything_it_owns(
             events=[BasicEvent("e1", DAY + dt.timedelta(hours=9), DAY + dt.timedelta(hours=10))],
             synced_at=now,
         )
-        async with store.write() as conn:
-            await conn.execute(
+
+        def fill(conn: Connection, tenant_id: str = tenant_id, mailbox: str = mailbox) -> None:
+            conn.execute(
                 insert(schema.inbox_batches),
                 {
                     "tenant_id": tenant_id,
@@ -177,7 +179,7 @@ async def test_delete_tenant_removes_everything_it_owns(
                     "notifications": [{"kind": "change", "mailbox": mailbox}],
                 },
             )
-            await conn.execute(
+            conn.execute(
                 insert(schema.jobs),
                 {
                     "tenant_id": tenant_id,
@@ -187,14 +189,16 @@ async def test_delete_tenant_removes_everything_it_owns(
                     "created_at": now,
                 },
             )
-            await conn.execute(
+            conn.execute(
                 insert(schema.subscriptions),
                 {"tenant_id": tenant_id, "mailbox": mailbox, "status": "ok", "updated_at": now},
             )
-            await conn.execute(
+            conn.execute(
                 insert(schema.client_states),
                 {"tenant_id": tenant_id, "secret": "s3cr3t", "created_at": now},
             )
+
+        await store.transaction(fill)
     seq_before = await store.last_change_seq()
 
     await store.delete_tenant(TENANT)

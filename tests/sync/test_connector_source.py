@@ -16,6 +16,7 @@ from bookingcache.clock import Clock, FixedClock
 from bookingcache.contract.client import ConnectorClient
 from bookingcache.domain.tenancy import CalendarState, EventSource
 from bookingcache.errors import UpstreamError
+from bookingcache.store.sql.schema import tenants
 from bookingcache.store.sql.store import SqlStore
 from bookingcache.sync.sources.connector import ConnectorSource
 from bookingcache_connector.app import create_app as create_connector_app
@@ -133,14 +134,13 @@ async def test_a_wrong_secret_or_a_skewed_clock_is_refused(
     await add_tenant(
         store, "fabrikam", rooms=1, connector_url=CONNECTOR_URL, source=EventSource.CONNECTOR
     )
-    async with store.write() as conn:
-        from bookingcache.store.sql.schema import tenants
-
-        await conn.execute(
+    await store.transaction(
+        lambda conn: conn.execute(
             tenants.update()
             .where(tenants.c.id == "fabrikam")
             .values(signing_secret="whsec_" + "b3RoZXItdGVuYW50cy1zZWNyZXQtMDEyMzQ1Njc4OQ==")
         )
+    )
     other = CalendarState(tenant_id="fabrikam", mailbox=emulator.rooms[0].upn, time_zone="UTC")
     async with _source(store, _to(connector), emulator.state.clock) as source:
         with pytest.raises(UpstreamError, match="401"):

@@ -295,21 +295,18 @@ async def test_lifecycle_events_mark_subscriptions_and_force_full_resync(
     store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     rooms = await add_tenant(store)
-    async with store.write() as conn:
-        await conn.execute(
-            subscriptions.insert(),
-            [
-                {
-                    "tenant_id": TENANT,
-                    "mailbox": mailbox,
-                    "subscription_id": f"sub-{index}",
-                    "status": "active",
-                    "needs_action": "none",
-                    "updated_at": clock.now(),
-                }
-                for index, mailbox in enumerate(rooms)
-            ],
-        )
+    rows = [
+        {
+            "tenant_id": TENANT,
+            "mailbox": mailbox,
+            "subscription_id": f"sub-{index}",
+            "status": "active",
+            "needs_action": "none",
+            "updated_at": clock.now(),
+        }
+        for index, mailbox in enumerate(rooms)
+    ]
+    await store.transaction(lambda conn: conn.execute(subscriptions.insert(), rows))
     enqueued = await inbox.append(
         [
             InboxItem(TENANT, None, NotificationKind.MISSED, subscription_id="sub-0"),

@@ -4,11 +4,14 @@ in-process listeners told about committed changes."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -19,6 +22,8 @@ from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql.notices import CHANGES_CHANNEL, Announcer, Notices
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
@@ -45,14 +50,29 @@ async def translate_errors() -> AsyncIterator[None]:
 class SqlBase:
     """Engine, transactions and in-process listeners; ``SqlStore`` adds the store's operations.
 
-    ``read()`` and ``write()`` are also the seam the other adapters over the same database use
-    (inbox, jobs, subscriptions, replays), so every write takes the same path.
+    ``read()`` and ``transaction()`` are also the seam the other adapters over the same database
+    use (inbox, jobs, subscriptions, replays), so every write takes the one path:
+
+    - ``read()``: an ``AsyncConnection`` for reads.
+    - ``transaction(work)``: ``work`` is plain synchronous SQLAlchemy on a ``Connection``, run as
+      ONE transaction, committed when it returns. On PostgreSQL it runs inside the async
+      connection (``run_sync``: asyncpg's statements are awaited on the event loop). On SQLite
+      it runs whole on the store's writer thread, whose connection is opened with the same
+      settings as the async engine's (``store.engine``), from ``BEGIN IMMEDIATE`` to ``COMMIT``:
+      one hand-off between threads per transaction. Handing every statement over (as the async
+      SQLite driver does) costs a thread switch each, and in a busy process each such switch
+      may wait for the interpreter lock for up to its switch interval.
     """
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, clock: Clock | None = None, fsync: bool = False
+    ) -> None:
         self._engine = engine
         self._clock = clock or SystemClock()
-        self._write_lock = asyncio.Lock() if engines.is_sqlite(engine) else None
+        self._fsync = fsync
+        # SQLite: the writer thread and its engine (one connection), made on first use.
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._writer_engine: Engine | None = None
         self._listeners: list[ChangeListener] = []
         self._rooms_listeners: list[RoomsListener] = []
         self._feed_watchers: dict[Callable[[], None], Callable[[str], None]] = {}
@@ -86,17 +106,38 @@ class SqlBase:
         async with translate_errors(), contextlib.AsyncExitStack() as stack:
             yield await self._connect(stack)
 
-    @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction, committed when the block ends without an error."""
-        async with contextlib.AsyncExitStack() as stack:
-            if self._write_lock is not None:
-                await stack.enter_async_context(self._write_lock)
-            await stack.enter_async_context(translate_errors())
-            conn = await self._connect(stack)
-            await conn.execution_options(**{engines.WRITE_OPTION: True})
-            await stack.enter_async_context(conn.begin())
-            yield conn
+    async def transaction(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` as one write transaction (see the class docstring); its result."""
+        async with translate_errors():
+            if not engines.is_sqlite(self._engine):
+                async with contextlib.AsyncExitStack() as stack:
+                    conn = await self._connect(stack)
+                    await stack.enter_async_context(conn.begin())
+                    return await conn.run_sync(work)
+            loop = asyncio.get_running_loop()
+            running = loop.run_in_executor(self._writer_thread(), self._on_writer, work)
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # The transaction runs to its end on the writer thread whatever the caller
+                # does; the caller only stops waiting once it has.
+                with contextlib.suppress(Exception):
+                    await running
+                raise
+
+    def _writer_thread(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._writer is None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="bookingcache-sqlite-writer"
+            )
+        return self._writer
+
+    def _on_writer(self, work: Callable[[Connection], T]) -> T:
+        # On the writer thread, which alone opens and uses the writer engine's one connection.
+        if self._writer_engine is None:
+            self._writer_engine = engines.sqlite_writer_engine(self._engine.url, fsync=self._fsync)
+        with self._writer_engine.connect() as conn, conn.begin():
+            return work(conn)
 
     def add_change_listener(self, callback: ChangeListener) -> None:
         """Call ``callback`` in this process after every commit that appended to the feed."""
@@ -207,4 +248,10 @@ class SqlBase:
         if self._announcer is not None:
             announcer, self._announcer = self._announcer, None
             await announcer.close()
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            if self._writer_engine is not None:
+                engine, self._writer_engine = self._writer_engine, None
+                await asyncio.get_running_loop().run_in_executor(writer, engine.dispose)
+            writer.shutdown(wait=True)
         await self._engine.dispose()

@@ -1,4 +1,4 @@
-"""Claiming refresh jobs, inside the write transaction ``SqlJobQueue.claim`` opens.
+"""Claiming refresh jobs, inside the write transaction ``SqlJobQueue.claim`` runs.
 
 A claim takes due pending jobs of calendars with no live claim, and claimed jobs whose lease ran
 out (their worker died). A due job whose newest change notification is younger than the gather
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from bookingcache.store.jobs import Job
 from bookingcache.store.sql import subscriptions
@@ -125,13 +125,13 @@ def _candidates(claiming: Claim, postgres: bool) -> sa.Select[Any]:
     return query
 
 
-async def claim(connection: AsyncConnection, claiming: Claim) -> Claimed:
+def claim(connection: Connection, claiming: Claim) -> Claimed:
     now = claiming.now
     postgres = connection.dialect.name == "postgresql"
     quiet_since = now - dt.timedelta(seconds=claiming.coalesce_s)
     window = dt.timedelta(seconds=claiming.coalesce_window_s)
     holding = claiming.coalesce_window_s > claiming.coalesce_s
-    candidates = (await connection.execute(_candidates(claiming, postgres))).all()
+    candidates = (connection.execute(_candidates(claiming, postgres))).all()
     chosen: dict[tuple[str, str], Any] = {}
     held: list[dt.datetime] = []
     for row in candidates:
@@ -148,13 +148,13 @@ async def claim(connection: AsyncConnection, claiming: Claim) -> Claimed:
             break
     held_until = min(held) if held else None
     if postgres and chosen:
-        chosen = await _lock_calendars(connection, chosen, now=now)
+        chosen = _lock_calendars(connection, chosen, now=now)
     claimed: list[Job] = []
     if chosen:
         until = now + dt.timedelta(seconds=claiming.lease_s)
         # One lease per claim: (id, lease) fences each job of the batch.
         lease = _lease(claiming.worker_id)
-        await connection.execute(
+        connection.execute(
             sa.update(jobs)
             .where(jobs.c.id.in_([row.id for row in chosen.values()]))
             .values(locked_by=lease, locked_until=until)
@@ -164,7 +164,7 @@ async def claim(connection: AsyncConnection, claiming: Claim) -> Claimed:
             for key, row in chosen.items()
             if row.last_notified_at is not None
         }
-        await subscriptions.note_notifications(connection, notified)
+        subscriptions.note_notifications(connection, notified)
         claimed = [
             Job(
                 id=row.id,
@@ -178,33 +178,33 @@ async def claim(connection: AsyncConnection, claiming: Claim) -> Claimed:
             )
             for (tenant, mailbox), row in chosen.items()
         ]
-    depth, upcoming = await _look_ahead(connection, now, held_until)
+    depth, upcoming = _look_ahead(connection, now, held_until)
     return Claimed(jobs=claimed, held_until=held_until, depth=depth, upcoming=upcoming)
 
 
-async def _look_ahead(
-    connection: AsyncConnection, now: dt.datetime, held_until: dt.datetime | None
+def _look_ahead(
+    connection: Connection, now: dt.datetime, held_until: dt.datetime | None
 ) -> tuple[int, dt.datetime | None]:
     """How many jobs wait, and when the worker must look again by itself: the earliest pending
     job falling due later, a held-back job's release, or a lease running out. Jobs due now
     that the claim left are either beyond its limit or wait for a refresh to end, which the
     worker hears of anyway."""
-    due, lease, count = (await connection.execute(_upcoming(now))).one()
+    due, lease, count = (connection.execute(_upcoming(now))).one()
     values = [as_utc(value) for value in (due, lease) if value is not None]
     if held_until is not None:
         values.append(held_until)
     return int(count or 0), (min(values) if values else None)
 
 
-async def _lock_calendars(
-    connection: AsyncConnection, chosen: dict[tuple[str, str], Any], *, now: dt.datetime
+def _lock_calendars(
+    connection: Connection, chosen: dict[tuple[str, str], Any], *, now: dt.datetime
 ) -> dict[tuple[str, str], Any]:
     """PostgreSQL: take the chosen calendars' row locks (skipping ones another claimer holds),
     then re-check with a fresh snapshot that no live claim appeared meanwhile. Two statements
     for the whole batch: the claim holds its job rows locked meanwhile, and intake's upserts
     of those rows wait for it."""
     keys = list(chosen)
-    locked = await connection.execute(
+    locked = connection.execute(
         sa.select(calendars.c.tenant_id, calendars.c.mailbox)
         .where(sa.tuple_(calendars.c.tenant_id, calendars.c.mailbox).in_(keys))
         .with_for_update(skip_locked=True)
@@ -212,7 +212,7 @@ async def _lock_calendars(
     mine = {(row.tenant_id, row.mailbox) for row in locked}
     if not mine:
         return {}
-    live = await connection.execute(
+    live = connection.execute(
         sa.select(jobs.c.tenant_id, jobs.c.mailbox, jobs.c.id).where(
             sa.tuple_(jobs.c.tenant_id, jobs.c.mailbox).in_(list(mine)),
             jobs.c.locked_by.is_not(None),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, make_url, text
+from sqlalchemy import Engine, event, make_url, text
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from bookingcache.errors import InvalidInput, StoreUnavailable
 
@@ -124,16 +126,10 @@ def create_engine(url: str, *, pool_size: int = 10, fsync: bool = False) -> Asyn
     )
 
 
-def _sqlite_engine(url: str, *, pool_size: int, fsync: bool) -> AsyncEngine:
-    engine = create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=0,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-    )
+def _sqlite_settings(fsync: bool) -> Callable[[Any, ConnectionPoolEntry], None]:
+    """What every SQLite connection of the store is opened with, for reads and writes alike."""
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Hand transaction control to SQLAlchemy (see the module docstring).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -145,12 +141,42 @@ def _sqlite_engine(url: str, *, pool_size: int, fsync: bool) -> AsyncEngine:
         finally:
             cursor.close()
 
+    return on_connect
+
+
+def _sqlite_engine(url: str, *, pool_size: int, fsync: bool) -> AsyncEngine:
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+    )
+    event.listen(engine.sync_engine, "connect", _sqlite_settings(fsync))
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         if connection.get_execution_options().get(WRITE_OPTION):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def sqlite_writer_engine(url: URL, *, fsync: bool) -> Engine:
+    """The synchronous engine of a SQLite store's writer thread: the standard library's driver
+    on the same file, one connection, the same connection settings, and every transaction a
+    ``BEGIN IMMEDIATE`` (``SqlBase.transaction``)."""
+    engine = sa_create_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        poolclass=StaticPool,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _sqlite_settings(fsync))
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

@@ -42,15 +42,20 @@ class SqlInbox:
             return 0
         now = self._clock.now()
         received = now if received_at is None else min(received_at, now)
-        async with self._store.write() as connection:
-            lifecycle = any(_needs_lifecycle(item) for item in items)
+
+        def work(connection: Connection) -> int:
+            stored = items
+            lifecycle = any(_needs_lifecycle(item) for item in stored)
             if lifecycle:
-                items = await subscriptions.resolve_mailboxes(connection, items)
-            enqueued = await connection.run_sync(self._append_rows, items, received, now)
+                stored = subscriptions.resolve_mailboxes(connection, stored)
+            enqueued = self._append_rows(connection, stored, received, now)
             if lifecycle:
                 # Marked at the time they are stored, not when they arrived: a converge that
                 # started in between could not see them, and must not clear them.
-                await subscriptions.mark_lifecycle(connection, items, now=now)
+                subscriptions.mark_lifecycle(connection, stored, now=now)
+            return enqueued
+
+        enqueued = await self._store.transaction(work)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("inbox: %d notifications, %d calendars to refresh", len(items), enqueued)
         if enqueued:
@@ -97,25 +102,27 @@ class SqlInbox:
     ) -> int:
         """Rows are read in id order, which is arrival order, and a pass stops at the first
         younger row, so it never scans the inbox for old rows that are not there."""
+
+        def work(connection: Connection) -> int:
+            rows = connection.execute(
+                sa.select(inbox_batches.c.id, inbox_batches.c.received_at)
+                .order_by(inbox_batches.c.id)
+                .limit(chunk)
+            )
+            old: list[int] = []
+            for row in rows:
+                if as_utc(row.received_at) >= received_before:
+                    break
+                old.append(row.id)
+            if old:
+                connection.execute(sa.delete(inbox_batches).where(inbox_batches.c.id.in_(old)))
+            return len(old)
+
         deleted = 0
         for _ in range(max_chunks):
-            async with self._store.write() as connection:
-                rows = await connection.execute(
-                    sa.select(inbox_batches.c.id, inbox_batches.c.received_at)
-                    .order_by(inbox_batches.c.id)
-                    .limit(chunk)
-                )
-                old: list[int] = []
-                for row in rows:
-                    if as_utc(row.received_at) >= received_before:
-                        break
-                    old.append(row.id)
-                if old:
-                    await connection.execute(
-                        sa.delete(inbox_batches).where(inbox_batches.c.id.in_(old))
-                    )
-            deleted += len(old)
-            if len(old) < chunk:
+            gone = await self._store.transaction(work)
+            deleted += gone
+            if gone < chunk:
                 break
         return deleted
 

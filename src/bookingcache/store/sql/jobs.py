@@ -22,7 +22,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bookingcache.clock import Clock
 from bookingcache.store.jobs import Job
@@ -159,21 +158,25 @@ class SqlJobQueue:
         if not calendars_due:
             return 0
         now = self._clock.now()
-        async with self._store.write() as connection:
-            busy = await self._busy(connection, calendars_due.keys())
+
+        def work(connection: Connection) -> tuple[int, dt.datetime | None]:
+            busy = self._busy(connection, calendars_due.keys())
             todo = {
                 key: (due, full_resync) for key, due in calendars_due.items() if key not in busy
             }
-            created = await connection.run_sync(lambda sync: self._enqueue(sync, todo, now=now))
+            earliest = min((due for due, _ in todo.values()), default=None)
+            return self._enqueue(connection, todo, now=now), earliest
+
+        created, earliest = await self._store.transaction(work)
         if created:
-            self.committed(min(due for due, _ in todo.values()))
+            self.committed(earliest)
         return created
 
-    async def _busy(
-        self, connection: AsyncConnection, keys: Iterable[tuple[str, str]]
+    def _busy(
+        self, connection: Connection, keys: Iterable[tuple[str, str]]
     ) -> set[tuple[str, str]]:
         tenants = {tenant for tenant, _ in keys}
-        rows = await connection.execute(
+        rows = connection.execute(
             sa.select(jobs.c.tenant_id, jobs.c.mailbox).where(jobs.c.tenant_id.in_(tenants))
         )
         return {(row.tenant_id, row.mailbox) for row in rows}
@@ -214,8 +217,9 @@ class SqlJobQueue:
             coalesce_window_s=self.coalesce_window_s,
             lease_s=self.lease_s,
         )
-        async with self._store.write() as connection:
-            outcome = await claims.claim(connection, claiming)
+        outcome = await self._store.transaction(
+            lambda connection: claims.claim(connection, claiming)
+        )
         self.held_until = outcome.held_until
         self.depth = outcome.depth
         self.upcoming = outcome.upcoming
@@ -228,14 +232,13 @@ class SqlJobQueue:
         """Renew the lease of a long refresh; False when the claim was lost."""
         until = self._clock.now() + dt.timedelta(seconds=self.lease_s)
 
-        async def extend_in(connection: AsyncConnection) -> bool:
-            result = await connection.execute(
+        def work(connection: Connection) -> bool:
+            result = connection.execute(
                 sa.update(jobs).where(self._mine(job)).values(locked_until=until)
             )
             return (result.rowcount or 0) > 0
 
-        async with self._store.write() as connection:
-            return await extend_in(connection)
+        return await self._store.transaction(work)
 
     async def complete(self, job: Job) -> bool:
         """The refresh succeeded: drop the claim (what its notifications asked for is done).
@@ -265,16 +268,15 @@ class SqlJobQueue:
                         future.set_result(job.id in done)
 
     async def _complete_many(self, batch: Sequence[Job]) -> set[int]:
-        async def complete_in(connection: AsyncConnection) -> set[int]:
-            deleted = await connection.execute(
+        def work(connection: Connection) -> set[int]:
+            deleted = connection.execute(
                 sa.delete(jobs)
                 .where(sa.tuple_(jobs.c.id, jobs.c.locked_by).in_([(j.id, j.lease) for j in batch]))
                 .returning(jobs.c.id)
             )
             return {row[0] for row in deleted}
 
-        async with self._store.write() as connection:
-            return await complete_in(connection)
+        return await self._store.transaction(work)
 
     async def retry(self, job: Job, *, defer_s: float, error: str) -> bool:
         """The refresh failed: make it pending again ``defer_s`` from now with one more attempt.
@@ -297,15 +299,16 @@ class SqlJobQueue:
         self, job: Job, *, due: dt.datetime, attempts: int, error: str | None, give_up: bool
     ) -> bool:
         kind = FULL_RESYNC if job.full_resync else REFRESH
-        async with self._store.write() as connection:
-            owned = await connection.scalar(sa.select(jobs.c.id).where(self._mine(job)))
+
+        def work(connection: Connection) -> bool:
+            owned = connection.scalar(sa.select(jobs.c.id).where(self._mine(job)))
             if owned is None:
                 return False
             if give_up:
-                await connection.execute(sa.delete(jobs).where(jobs.c.id == job.id))
+                connection.execute(sa.delete(jobs).where(jobs.c.id == job.id))
                 return False
             pending = (
-                await connection.execute(
+                connection.execute(
                     sa.select(jobs.c.id, jobs.c.due_at, jobs.c.kind).where(
                         jobs.c.tenant_id == job.tenant_id,
                         jobs.c.mailbox == job.mailbox,
@@ -314,7 +317,7 @@ class SqlJobQueue:
                 )
             ).first()
             if pending is None:
-                await connection.execute(
+                connection.execute(
                     sa.update(jobs)
                     .where(jobs.c.id == job.id)
                     .values(
@@ -329,8 +332,8 @@ class SqlJobQueue:
             else:
                 # A notification arrived meanwhile: fold this job into the pending one, keeping
                 # the later due time (a backoff must not be cut short) and the stronger kind.
-                await connection.execute(sa.delete(jobs).where(jobs.c.id == job.id))
-                await connection.execute(
+                connection.execute(sa.delete(jobs).where(jobs.c.id == job.id))
+                connection.execute(
                     sa.update(jobs)
                     .where(jobs.c.id == pending.id)
                     .values(
@@ -340,8 +343,12 @@ class SqlJobQueue:
                         last_error=error,
                     )
                 )
-        self.committed()
-        return True
+            return True
+
+        kept = await self._store.transaction(work)
+        if kept:
+            self.committed()
+        return kept
 
     # --- views -------------------------------------------------------------------------------
     async def busy_calendars(self) -> set[tuple[str, str]]:

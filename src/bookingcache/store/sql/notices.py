@@ -31,7 +31,7 @@ import asyncpg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,11 @@ def origin() -> str:
     return _origin.value
 
 
-async def notify(connection: AsyncConnection, channel: str, detail: str = "") -> None:
+def notify(connection: Connection, channel: str, detail: str = "") -> None:
     """Send a notice on ``channel`` when ``connection``'s transaction commits (PostgreSQL;
     nothing on other databases)."""
     if connection.dialect.name == "postgresql":
-        await connection.execute(_NOTIFY, {"channel": channel, "payload": f"{origin()} {detail}"})
+        connection.execute(_NOTIFY, {"channel": channel, "payload": f"{origin()} {detail}"})
 
 
 class Announcer:

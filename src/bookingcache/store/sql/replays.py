@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 
 from bookingcache.clock import Clock
 from bookingcache.store.sql.schema import relay_messages
@@ -47,20 +48,26 @@ class SqlReplayGuard:
                 where=relay_messages.c.sent_at < cutoff,
             )
         )
-        async with self._store.write() as connection:
-            claimed = (await connection.execute(statement)).rowcount == 1
-            if self._pruned_at is None or now - self._pruned_at >= _PRUNE_EVERY:
-                self._pruned_at = now
-                await connection.execute(
+        prune = self._pruned_at is None or now - self._pruned_at >= _PRUNE_EVERY
+        if prune:
+            self._pruned_at = now
+
+        def work(connection: Connection) -> bool:
+            claimed = connection.execute(statement).rowcount == 1
+            if prune:
+                connection.execute(
                     sa.delete(relay_messages).where(relay_messages.c.sent_at < cutoff)
                 )
-        return claimed
+            return claimed
+
+        return await self._store.transaction(work)
 
     async def release(self, tenant_id: str, message_id: str) -> None:
-        async with self._store.write() as connection:
-            await connection.execute(
+        await self._store.transaction(
+            lambda connection: connection.execute(
                 sa.delete(relay_messages).where(
                     relay_messages.c.tenant_id == tenant_id,
                     relay_messages.c.message_id == message_id,
                 )
             )
+        )

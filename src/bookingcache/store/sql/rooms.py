@@ -1,4 +1,5 @@
-"""Room links and the calendars they imply, inside a transaction ``SqlStore`` opened.
+"""Room links and the calendars they imply, inside a transaction ``SqlStore`` opened (plain
+synchronous SQLAlchemy, as ``SqlBase.transaction`` runs it).
 
 Every linked mailbox has exactly one calendar row; when the last room linking a mailbox goes
 (unlinked or re-linked elsewhere) its calendar and cached events go too.
@@ -10,7 +11,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from bookingcache.domain.tenancy import Room
 from bookingcache.domain.timezones import is_valid_time_zone
@@ -44,20 +45,20 @@ def check_rooms(tenant_id: str, batch: Sequence[Room]) -> None:
         seen.add(room.room_id)
 
 
-async def require_tenant(conn: AsyncConnection, tenant_id: str) -> None:
-    if (await conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id))).first() is None:
+def require_tenant(conn: Connection, tenant_id: str) -> None:
+    if (conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id))).first() is None:
         raise NotFound(f"tenant {tenant_id!r} not found")
 
 
-async def upsert_rooms(
-    conn: AsyncConnection, tenant_id: str, batch: Sequence[Room], *, at: dt.datetime
+def upsert_rooms(
+    conn: Connection, tenant_id: str, batch: Sequence[Room], *, at: dt.datetime
 ) -> tuple[int, int, list[str]]:
     """Create or replace the rooms; returns (created, updated, mailboxes whose calendar was
     dropped because no room links them any more, or whose time zone changed: in both cases
     read models must reload them)."""
     previous: dict[str, str] = {}
     for chunk in chunked([room.room_id for room in batch]):
-        result = await conn.execute(
+        result = conn.execute(
             select(rooms.c.room_id, rooms.c.mailbox).where(
                 rooms.c.tenant_id == tenant_id, rooms.c.room_id.in_(chunk)
             )
@@ -66,7 +67,7 @@ async def upsert_rooms(
 
     new = [room_values(room, at=at) for room in batch if room.room_id not in previous]
     if new:
-        await conn.execute(insert(rooms), new)
+        conn.execute(insert(rooms), new)
     replaced = []
     for room in batch:
         if room.room_id in previous:
@@ -74,7 +75,7 @@ async def upsert_rooms(
             del values["tenant_id"], values["room_id"]
             replaced.append({"key_tenant": tenant_id, "key_room": room.room_id, **values})
     if replaced:
-        await conn.execute(
+        conn.execute(
             update(rooms).where(
                 rooms.c.tenant_id == bindparam("key_tenant"),
                 rooms.c.room_id == bindparam("key_room"),
@@ -83,24 +84,24 @@ async def upsert_rooms(
         )
 
     zones = {room.mailbox: room.time_zone for room in batch}  # the last room's zone wins
-    rezoned = await _ensure_calendars(conn, tenant_id, zones, at=at)
+    rezoned = _ensure_calendars(conn, tenant_id, zones, at=at)
     left = {
         mailbox
         for room_id, mailbox in previous.items()
         if mailbox not in zones  # re-linked away from this mailbox
     }
-    dropped = await drop_unlinked_calendars(conn, tenant_id, sorted(left))
+    dropped = drop_unlinked_calendars(conn, tenant_id, sorted(left))
     return len(new), len(replaced), [*dropped, *rezoned]
 
 
-async def _ensure_calendars(
-    conn: AsyncConnection, tenant_id: str, zones: dict[str, str | None], *, at: dt.datetime
+def _ensure_calendars(
+    conn: Connection, tenant_id: str, zones: dict[str, str | None], *, at: dt.datetime
 ) -> list[str]:
     """Create the missing calendars and set each one's zone; returns the existing calendars
     whose zone changed (their all-day events now fall elsewhere)."""
     current: dict[str, str | None] = {}
     for chunk in chunked(list(zones)):
-        result = await conn.execute(
+        result = conn.execute(
             select(calendars.c.mailbox, calendars.c.time_zone).where(
                 calendars.c.tenant_id == tenant_id, calendars.c.mailbox.in_(chunk)
             )
@@ -112,7 +113,7 @@ async def _ensure_calendars(
         if mailbox not in current
     ]
     if missing:
-        await conn.execute(insert(calendars), missing)
+        conn.execute(insert(calendars), missing)
     rezoned = [
         mailbox
         for mailbox, zone in zones.items()
@@ -123,7 +124,7 @@ async def _ensure_calendars(
         for mailbox in rezoned
     ]
     if moved:
-        await conn.execute(
+        conn.execute(
             update(calendars).where(
                 calendars.c.tenant_id == bindparam("key_tenant"),
                 calendars.c.mailbox == bindparam("key_mailbox"),
@@ -133,15 +134,15 @@ async def _ensure_calendars(
     return rezoned
 
 
-async def drop_unlinked_calendars(
-    conn: AsyncConnection, tenant_id: str, mailboxes: Sequence[str]
+def drop_unlinked_calendars(
+    conn: Connection, tenant_id: str, mailboxes: Sequence[str]
 ) -> list[str]:
     """Delete the calendars (with their events and jobs) of those mailboxes no room links."""
     if not mailboxes:
         return []
     linked: set[str] = set()
     for chunk in chunked(mailboxes):
-        result = await conn.execute(
+        result = conn.execute(
             select(rooms.c.mailbox)
             .where(rooms.c.tenant_id == tenant_id, rooms.c.mailbox.in_(chunk))
             .distinct()
@@ -149,7 +150,7 @@ async def drop_unlinked_calendars(
         linked.update(result.scalars())
     unlinked = [mailbox for mailbox in mailboxes if mailbox not in linked]
     for chunk in chunked(unlinked):
-        await conn.execute(
+        conn.execute(
             delete(calendars).where(
                 calendars.c.tenant_id == tenant_id, calendars.c.mailbox.in_(chunk)
             )

@@ -1,8 +1,8 @@
 """``SqlStore``: the ``Store`` port over SQLAlchemy 2, the same code for SQLite and PostgreSQL.
 
-Writes run in one transaction each (``SqlBase.write``). On SQLite every write transaction
-starts with ``BEGIN IMMEDIATE`` (see ``store.engine``) and, inside one process, also waits on an
-asyncio lock, so writers queue in the event loop instead of in SQLite's busy handler. On
+Writes run in one transaction each (``SqlBase.transaction``). On SQLite every write transaction
+starts with ``BEGIN IMMEDIATE`` and, inside one process, runs on the store's one writer thread, so
+writers queue there instead of in SQLite's busy handler. On
 PostgreSQL ``replace_window`` first updates the calendar row, whose lock it then holds until
 commit, so two refreshes of one calendar never interleave.
 """
@@ -15,8 +15,8 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bookingcache.clock import Clock
 from bookingcache.domain.events import BasicEvent, EventDiff
@@ -64,8 +64,7 @@ class SqlStore(SqlBase):
             "updated_at": now,
         }
         try:
-            async with self.write() as conn:
-                await conn.execute(insert(tenants), row)
+            await self.transaction(lambda conn: conn.execute(insert(tenants), row))
         except IntegrityError as exc:
             raise Conflict(f"tenant {tenant.id!r} already exists") from exc
         return await self.get_tenant(tenant.id)
@@ -84,14 +83,15 @@ class SqlStore(SqlBase):
 
     async def update_tenant(self, tenant_id: str, changes: Mapping[str, Any]) -> Tenant:
         values = tenant_values(dict(changes))
-        async with self.write() as conn:
-            before = await conn.execute(
+
+        def work(conn: Connection) -> list[CalendarChange]:
+            before = conn.execute(
                 select(tenants.c.default_time_zone).where(tenants.c.id == tenant_id)
             )
             zone = before.scalar_one_or_none()
             if zone is None:
                 raise NotFound(f"tenant {tenant_id!r} not found")
-            await conn.execute(
+            conn.execute(
                 update(tenants)
                 .where(tenants.c.id == tenant_id)
                 .values(**values, updated_at=self._clock.now())
@@ -99,30 +99,32 @@ class SqlStore(SqlBase):
             rezoned: list[str] = []
             if values.get("default_time_zone", zone) != zone:
                 # Calendars without a zone of their own now place all-day events elsewhere.
-                result = await conn.execute(
+                result = conn.execute(
                     select(calendars.c.mailbox).where(
                         calendars.c.tenant_id == tenant_id, calendars.c.time_zone.is_(None)
                     )
                 )
                 rezoned = list(result.scalars())
-            feed = await self._reload(conn, tenant_id, rezoned)
-        self._notify(feed)
+            return self._reload(conn, tenant_id, rezoned)
+
+        self._notify(await self.transaction(work))
         return await self.get_tenant(tenant_id)
 
     async def delete_tenant(self, tenant_id: str) -> None:
-        async with self.write() as conn:
-            result = await conn.execute(
+        def work(conn: Connection) -> list[CalendarChange]:
+            result = conn.execute(
                 select(calendars.c.mailbox).where(calendars.c.tenant_id == tenant_id)
             )
             mailboxes = list(result.scalars())
-            deleted = await conn.execute(delete(tenants).where(tenants.c.id == tenant_id))
+            deleted = conn.execute(delete(tenants).where(tenants.c.id == tenant_id))
             if deleted.rowcount == 0:
                 raise NotFound(f"tenant {tenant_id!r} not found")
             # Tell read models (in every process) to evict the tenant's calendars.
-            changes = await windows.append_changes(
+            return windows.append_changes(
                 conn, [(tenant_id, mailbox) for mailbox in mailboxes], at=self._clock.now()
             )
-        self._notify(changes)
+
+        self._notify(await self.transaction(work))
         self._notify_rooms(tenant_id)
 
     async def get_signing_secret(self, tenant_id: str) -> str:
@@ -146,8 +148,8 @@ class SqlStore(SqlBase):
         return hmac.compare_digest(str(stored), token_hash(token))
 
     async def set_tenant_secrets(self, tenant_id: str, secrets: TenantSecrets) -> None:
-        async with self.write() as conn:
-            result = await conn.execute(
+        def work(conn: Connection) -> None:
+            result = conn.execute(
                 update(tenants)
                 .where(tenants.c.id == tenant_id)
                 .values(
@@ -159,15 +161,20 @@ class SqlStore(SqlBase):
             if result.rowcount == 0:
                 raise NotFound(f"tenant {tenant_id!r} not found")
 
+        await self.transaction(work)
+
     # --- rooms ---------------------------------------------------------------------------
     async def put_room(self, room: Room) -> tuple[Room, bool]:
         room_ops.check_rooms(room.tenant_id, [room])
-        async with self.write() as conn:
-            await room_ops.require_tenant(conn, room.tenant_id)
-            created, _, dropped = await room_ops.upsert_rooms(
+
+        def work(conn: Connection) -> tuple[int, list[CalendarChange]]:
+            room_ops.require_tenant(conn, room.tenant_id)
+            created, _, dropped = room_ops.upsert_rooms(
                 conn, room.tenant_id, [room], at=self._clock.now()
             )
-            changes = await self._reload(conn, room.tenant_id, dropped)
+            return created, self._reload(conn, room.tenant_id, dropped)
+
+        created, changes = await self.transaction(work)
         self._notify(changes)
         self._notify_rooms(room.tenant_id)
         return await self.get_room(room.tenant_id, room.room_id), created == 1
@@ -179,7 +186,7 @@ class SqlStore(SqlBase):
             )
             row = result.first()
             if row is None:
-                await room_ops.require_tenant(conn, tenant_id)
+                await conn.run_sync(room_ops.require_tenant, tenant_id)
                 raise NotFound(f"room {room_id!r} of tenant {tenant_id!r} not found")
         return room_from_row(row)
 
@@ -192,44 +199,48 @@ class SqlStore(SqlBase):
         if floor is not None:
             statement = statement.where(rooms.c.floor == floor)
         async with self.read() as conn:
-            await room_ops.require_tenant(conn, tenant_id)
+            await conn.run_sync(room_ops.require_tenant, tenant_id)
             result = await conn.execute(statement.order_by(rooms.c.room_id))
             return [room_from_row(row) for row in result]
 
     async def delete_room(self, tenant_id: str, room_id: str) -> None:
-        async with self.write() as conn:
-            result = await conn.execute(
+        def work(conn: Connection) -> list[CalendarChange]:
+            result = conn.execute(
                 delete(rooms)
                 .where(rooms.c.tenant_id == tenant_id, rooms.c.room_id == room_id)
                 .returning(rooms.c.mailbox)
             )
             mailbox = result.scalar_one_or_none()
             if mailbox is None:
-                await room_ops.require_tenant(conn, tenant_id)
+                room_ops.require_tenant(conn, tenant_id)
                 raise NotFound(f"room {room_id!r} of tenant {tenant_id!r} not found")
-            dropped = await room_ops.drop_unlinked_calendars(conn, tenant_id, [mailbox])
-            changes = await self._reload(conn, tenant_id, dropped)
-        self._notify(changes)
+            dropped = room_ops.drop_unlinked_calendars(conn, tenant_id, [mailbox])
+            return self._reload(conn, tenant_id, dropped)
+
+        self._notify(await self.transaction(work))
         self._notify_rooms(tenant_id)
 
     async def import_rooms(self, tenant_id: str, rooms_in: Sequence[Room]) -> tuple[int, int]:
         room_ops.check_rooms(tenant_id, rooms_in)
-        async with self.write() as conn:
-            await room_ops.require_tenant(conn, tenant_id)
-            created, updated, dropped = await room_ops.upsert_rooms(
+
+        def work(conn: Connection) -> tuple[int, int, list[CalendarChange]]:
+            room_ops.require_tenant(conn, tenant_id)
+            created, updated, dropped = room_ops.upsert_rooms(
                 conn, tenant_id, rooms_in, at=self._clock.now()
             )
-            changes = await self._reload(conn, tenant_id, dropped)
+            return created, updated, self._reload(conn, tenant_id, dropped)
+
+        created, updated, changes = await self.transaction(work)
         self._notify(changes)
         self._notify_rooms(tenant_id)
         return created, updated
 
-    async def _reload(
-        self, conn: AsyncConnection, tenant_id: str, mailboxes: Sequence[str]
+    def _reload(
+        self, conn: Connection, tenant_id: str, mailboxes: Sequence[str]
     ) -> list[CalendarChange]:
         """Feed rows for calendars read models must reload (dropped or placed differently)."""
         keys = [(tenant_id, mailbox) for mailbox in mailboxes]
-        return await windows.append_changes(conn, keys, at=self._clock.now())
+        return windows.append_changes(conn, keys, at=self._clock.now())
 
     # --- calendars and cached events -----------------------------------------------------
     def _calendar_query(self) -> Any:
@@ -244,7 +255,7 @@ class SqlStore(SqlBase):
         async with self.read() as conn:
             row = (await conn.execute(statement)).first()
             if row is None:
-                await room_ops.require_tenant(conn, tenant_id)
+                await conn.run_sync(room_ops.require_tenant, tenant_id)
                 raise NotFound(f"no room of tenant {tenant_id!r} is linked to {mailbox!r}")
         return calendar_from_row(row)
 
@@ -286,8 +297,8 @@ class SqlStore(SqlBase):
             raise InvalidWindow("the window must end after it starts")
         given = windows.events_by_id(events, window_start=window_start, window_end=window_end)
 
-        async with self.write() as conn:
-            await windows.record_success_and_lock(
+        def work(conn: Connection) -> tuple[EventDiff, list[CalendarChange]]:
+            windows.record_success_and_lock(
                 conn,
                 tenant_id,
                 mailbox,
@@ -296,7 +307,7 @@ class SqlStore(SqlBase):
                 synced_at=synced_at,
                 delta_link=delta_link,
             )
-            diff = await windows.apply_window(
+            diff = windows.apply_window(
                 conn,
                 tenant_id,
                 mailbox,
@@ -304,9 +315,11 @@ class SqlStore(SqlBase):
                 window_end=window_end,
                 given=given,
             )
-            changes: list[CalendarChange] = []
-            if not diff.is_empty:
-                changes = await windows.append_changes(conn, [(tenant_id, mailbox)], at=synced_at)
+            if diff.is_empty:
+                return diff, []
+            return diff, windows.append_changes(conn, [(tenant_id, mailbox)], at=synced_at)
+
+        diff, changes = await self.transaction(work)
         self._notify(changes)
         return diff
 
@@ -329,31 +342,30 @@ class SqlStore(SqlBase):
         self, tenant_id: str, mailbox: str, *, error: str, at: dt.datetime
     ) -> None:
         at = require_aware("at", at)
-        async with self.write() as conn:
-            result = await conn.execute(
-                update(calendars)
-                .where(calendars.c.tenant_id == tenant_id, calendars.c.mailbox == mailbox)
-                .values(
-                    last_error=error,
-                    last_refresh_at=at,
-                    consecutive_failures=calendars.c.consecutive_failures + 1,
-                )
-            )
-            if result.rowcount == 0:
-                await room_ops.require_tenant(conn, tenant_id)
-                raise NotFound(f"no room of tenant {tenant_id!r} is linked to {mailbox!r}")
+        await self._update_calendar(
+            tenant_id,
+            mailbox,
+            last_error=error,
+            last_refresh_at=at,
+            consecutive_failures=calendars.c.consecutive_failures + 1,
+        )
 
     async def set_delta_link(self, tenant_id: str, mailbox: str, delta_link: str | None) -> None:
         """Keep (or forget, with ``None``) the calendarView delta link of a calendar."""
-        async with self.write() as conn:
-            result = await conn.execute(
+        await self._update_calendar(tenant_id, mailbox, delta_link=delta_link)
+
+    async def _update_calendar(self, tenant_id: str, mailbox: str, **values: Any) -> None:
+        def work(conn: Connection) -> None:
+            result = conn.execute(
                 update(calendars)
                 .where(calendars.c.tenant_id == tenant_id, calendars.c.mailbox == mailbox)
-                .values(delta_link=delta_link)
+                .values(**values)
             )
             if result.rowcount == 0:
-                await room_ops.require_tenant(conn, tenant_id)
+                room_ops.require_tenant(conn, tenant_id)
                 raise NotFound(f"no room of tenant {tenant_id!r} is linked to {mailbox!r}")
+
+        await self.transaction(work)
 
     async def events_in_window(
         self,
@@ -389,14 +401,17 @@ class SqlStore(SqlBase):
 
     async def prune_changes(self, *, before: dt.datetime) -> int:
         before = require_aware("before", before)
-        async with self.write() as conn:
-            newest = (await conn.execute(select(func.max(calendar_changes.c.seq)))).scalar()
-            result = await conn.execute(
+
+        def work(conn: Connection) -> int:
+            newest = conn.execute(select(func.max(calendar_changes.c.seq))).scalar()
+            result = conn.execute(
                 delete(calendar_changes).where(
                     calendar_changes.c.at < before, calendar_changes.c.seq < (newest or 0)
                 )
             )
             return int(result.rowcount)
+
+        return await self.transaction(work)
 
 
 async def open_store(
@@ -419,7 +434,7 @@ async def open_store(
                 raise StoreUnavailable(f"the database is not reachable: {exc}") from exc
             if migrate:
                 await engines.migrate(engine)
-        store = SqlStore(engine, clock=clock)
+        store = SqlStore(engine, clock=clock, fsync=fsync)
         await store.ping()
     except BaseException:
         await engine.dispose()

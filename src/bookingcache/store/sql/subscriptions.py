@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from bookingcache.clock import Clock
 from bookingcache.domain.notifications import InboxItem, NotificationKind
@@ -48,15 +48,15 @@ _MAX_ERROR = 2000
 _LOOKUP_CHUNK = 500
 
 
-def _upsert(connection: AsyncConnection, values: Mapping[str, Any]) -> Any:
+def _upsert(connection: Connection, values: Mapping[str, Any]) -> Any:
     """``INSERT ... ON CONFLICT`` of one ``subscriptions`` row, as the connection's dialect
     spells it; the caller adds ``on_conflict_do_update``."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     return dialect.insert(subscriptions).values(**values)
 
 
-async def _save_row(
-    connection: AsyncConnection,
+def _save_row(
+    connection: Connection,
     tenant_id: str,
     mailbox: str,
     *,
@@ -65,7 +65,7 @@ async def _save_row(
 ) -> None:
     """Create the calendar's row with ``inserted`` or change the existing one by ``updated``."""
     statement = _upsert(connection, {"tenant_id": tenant_id, "mailbox": mailbox, **inserted})
-    await connection.execute(
+    connection.execute(
         statement.on_conflict_do_update(index_elements=["tenant_id", "mailbox"], set_=updated)
     )
 
@@ -132,21 +132,25 @@ class SqlSubscriptions:
             "needs_action": NO_ACTION,
             "updated_at": self._clock.now(),
         }
-        async with self._store.write() as connection:
-            known = await connection.scalar(
+
+        def work(connection: Connection) -> None:
+            known = connection.scalar(
                 sa.select(calendars.c.mailbox).where(
                     calendars.c.tenant_id == tenant_id, calendars.c.mailbox == mailbox
                 )
             )
             if known is None:
                 raise NotFound(f"no room of tenant {tenant_id!r} is linked to {mailbox!r}")
-            await _save_row(connection, tenant_id, mailbox, inserted=values, updated=values)
+            _save_row(connection, tenant_id, mailbox, inserted=values, updated=values)
+
+        await self._store.transaction(work)
 
     async def save(
         self, tenant_id: str, rows: Sequence[ConvergedSubscription], *, started_at: dt.datetime
     ) -> None:
         now = self._clock.now()
-        async with self._store.write() as connection:
+
+        def work(connection: Connection) -> None:
             for row in rows:
                 fields: dict[str, Any] = {
                     "expires_at": row.expires_at,
@@ -162,7 +166,7 @@ class SqlSubscriptions:
                         (subscriptions.c.updated_at <= started_at, NO_ACTION),
                         else_=subscriptions.c.needs_action,
                     )
-                await _save_row(
+                _save_row(
                     connection,
                     tenant_id,
                     row.mailbox,
@@ -174,12 +178,15 @@ class SqlSubscriptions:
                     updated=changes,
                 )
 
+        await self._store.transaction(work)
+
     async def fail(self, tenant_id: str, mailboxes: Collection[str], error: str) -> None:
         now = self._clock.now()
         text = error[:_MAX_ERROR]
-        async with self._store.write() as connection:
+
+        def work(connection: Connection) -> None:
             for mailbox in mailboxes:
-                await _save_row(
+                _save_row(
                     connection,
                     tenant_id,
                     mailbox,
@@ -193,21 +200,26 @@ class SqlSubscriptions:
                     updated={"error": text, "updated_at": now},
                 )
 
+        await self._store.transaction(work)
+
     async def drop_unwanted(self, tenant_id: str, wanted: Collection[str]) -> list[str]:
         keep = {m.casefold() for m in wanted}
-        async with self._store.write() as connection:
-            rows = await connection.execute(
+
+        def work(connection: Connection) -> list[str]:
+            rows = connection.execute(
                 sa.select(subscriptions.c.mailbox).where(subscriptions.c.tenant_id == tenant_id)
             )
             gone = [row.mailbox for row in rows if row.mailbox.casefold() not in keep]
             if gone:
-                await connection.execute(
+                connection.execute(
                     sa.delete(subscriptions).where(
                         subscriptions.c.tenant_id == tenant_id,
                         subscriptions.c.mailbox.in_(gone),
                     )
                 )
-        return gone
+            return gone
+
+        return await self._store.transaction(work)
 
     async def rotate_client_state(
         self, tenant_id: str, secret: str, *, grace: dt.timedelta = dt.timedelta(hours=4)
@@ -215,22 +227,23 @@ class SqlSubscriptions:
         if not secret or len(secret) > MAX_CLIENT_STATE:
             raise InvalidInput(f"a clientState must be 1 to {MAX_CLIENT_STATE} characters")
         now = self._clock.now()
-        async with self._store.write() as connection:
-            exists = await connection.scalar(
-                sa.select(tenants.c.id).where(tenants.c.id == tenant_id)
-            )
+
+        def work(connection: Connection) -> None:
+            exists = connection.scalar(sa.select(tenants.c.id).where(tenants.c.id == tenant_id))
             if exists is None:
                 raise NotFound(f"tenant {tenant_id!r} not found")
-            await connection.execute(
+            connection.execute(
                 sa.update(client_states)
                 .where(client_states.c.tenant_id == tenant_id, client_states.c.retired_at.is_(None))
                 .values(retired_at=now + grace)
             )
-            await connection.execute(
+            connection.execute(
                 sa.insert(client_states).values(
                     tenant_id=tenant_id, secret=secret, created_at=now, retired_at=None
                 )
             )
+
+        await self._store.transaction(work)
 
     # --- what the orchestration reads ---------------------------------------------------------
     async def current_client_state(self, tenant_id: str) -> str | None:
@@ -357,9 +370,7 @@ class SqlSubscriptions:
 
 
 # --- inside other adapters' transactions ------------------------------------------------------
-async def resolve_mailboxes(
-    connection: AsyncConnection, items: Sequence[InboxItem]
-) -> list[InboxItem]:
+def resolve_mailboxes(connection: Connection, items: Sequence[InboxItem]) -> list[InboxItem]:
     """Fill in the mailbox of items that name only their subscription (lifecycle events carry
     no resource), from the subscriptions the service recorded."""
     unknown = {
@@ -369,7 +380,7 @@ async def resolve_mailboxes(
     }
     if not unknown:
         return list(items)
-    rows = await connection.execute(
+    rows = connection.execute(
         sa.select(
             subscriptions.c.tenant_id, subscriptions.c.subscription_id, subscriptions.c.mailbox
         ).where(subscriptions.c.subscription_id.in_({sub for _, sub in unknown}))
@@ -383,9 +394,7 @@ async def resolve_mailboxes(
     ]
 
 
-async def mark_lifecycle(
-    connection: AsyncConnection, items: Sequence[InboxItem], *, now: dt.datetime
-) -> None:
+def mark_lifecycle(connection: Connection, items: Sequence[InboxItem], *, now: dt.datetime) -> None:
     """Mark subscriptions for the orchestration as their lifecycle notifications ask:
     ``subscriptionRemoved`` → ``recreate``; ``reauthorizationRequired`` → ``renew``, never
     downgrading ``recreate`` (re-creating also renews)."""
@@ -412,17 +421,17 @@ async def mark_lifecycle(
         statement = sa.update(subscriptions).where(target)
         if keep:
             statement = statement.where(subscriptions.c.needs_action.not_in(keep))
-        await connection.execute(statement.values(needs_action=action, updated_at=now))
+        connection.execute(statement.values(needs_action=action, updated_at=now))
 
 
-async def note_notifications(
-    connection: AsyncConnection, notified: Mapping[tuple[str, str], dt.datetime]
+def note_notifications(
+    connection: Connection, notified: Mapping[tuple[str, str], dt.datetime]
 ) -> None:
     """Record, per (tenant, mailbox), the newest change notification as the subscription's
     ``last_notification_at`` (never moving it back)."""
     if not notified:
         return
-    await connection.execute(
+    connection.execute(
         sa.update(subscriptions)
         .where(
             subscriptions.c.tenant_id == sa.bindparam("t"),

@@ -1,7 +1,8 @@
 """Cached events: the replace-window diff (the one write every event source funnels through),
 the bulk window read availability is built from, and the change feed appends.
 
-Functions here run inside a transaction the caller (``SqlStore``) opened.
+The writes run inside a transaction the caller (``SqlStore``) opened, as plain synchronous
+SQLAlchemy (``SqlBase.transaction``); the window read runs on a read connection.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, bindparam, delete, insert, or_, select, text, true, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bookingcache.domain.events import BasicEvent, EventDiff
@@ -64,8 +66,8 @@ def events_by_id(
     }
 
 
-async def record_success_and_lock(
-    conn: AsyncConnection,
+def record_success_and_lock(
+    conn: Connection,
     tenant_id: str,
     mailbox: str,
     *,
@@ -84,7 +86,7 @@ async def record_success_and_lock(
     already holds the database's write lock. The transaction rolls back if anything later
     fails, so the success is only recorded together with the events.
     """
-    result = await conn.execute(
+    result = conn.execute(
         update(calendars)
         .where(calendars.c.tenant_id == tenant_id, calendars.c.mailbox == mailbox)
         .values(
@@ -99,14 +101,14 @@ async def record_success_and_lock(
         .returning(calendars.c.mailbox)
     )
     if result.first() is None:
-        tenant = await conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id))
+        tenant = conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id))
         if tenant.first() is None:
             raise NotFound(f"tenant {tenant_id!r} not found")
         raise NotFound(f"no room of tenant {tenant_id!r} is linked to mailbox {mailbox!r}")
 
 
-async def apply_window(
-    conn: AsyncConnection,
+def apply_window(
+    conn: Connection,
     tenant_id: str,
     mailbox: str,
     *,
@@ -122,7 +124,7 @@ async def apply_window(
     ids = list(given)
     first, rest = ids[:CHUNK], ids[CHUNK:]
     condition = or_(in_window_now, events.c.event_id.in_(first)) if first else in_window_now
-    result = await conn.execute(
+    result = conn.execute(
         select(*EVENT_COLUMNS, in_window_now.label("in_window")).where(of_calendar, condition)
     )
     cached: dict[str, BasicEvent] = {}
@@ -133,7 +135,7 @@ async def apply_window(
         if row[-1]:
             in_window.add(event.id)
     for chunk in chunked(rest):
-        result = await conn.execute(
+        result = conn.execute(
             select(*EVENT_COLUMNS).where(of_calendar, events.c.event_id.in_(chunk))
         )
         cached.update((event.id, event) for event in map(event_from_tuple, result.all()))
@@ -147,7 +149,7 @@ async def apply_window(
     removed = sorted(in_window - given.keys())
 
     for chunk in chunked(removed):
-        await conn.execute(delete(events).where(of_calendar, events.c.event_id.in_(chunk)))
+        conn.execute(delete(events).where(of_calendar, events.c.event_id.in_(chunk)))
     if changed:
         statement = update(events).where(
             events.c.tenant_id == bindparam("key_tenant"),
@@ -160,17 +162,17 @@ async def apply_window(
             del values["event_id"]
             values.update(key_tenant=tenant_id, key_mailbox=mailbox, key_event=event.id)
             rows.append(values)
-        await conn.execute(statement, rows)
+        conn.execute(statement, rows)
     if added:
-        await conn.execute(
+        conn.execute(
             insert(events),
             [{"tenant_id": tenant_id, "mailbox": mailbox, **event_values(e)} for e in added],
         )
     return EventDiff(added=tuple(added), changed=tuple(changed), removed=tuple(removed))
 
 
-async def append_changes(
-    conn: AsyncConnection, keys: Iterable[tuple[str, str]], *, at: dt.datetime
+def append_changes(
+    conn: Connection, keys: Iterable[tuple[str, str]], *, at: dt.datetime
 ) -> list[CalendarChange]:
     """Append one change-feed row per (tenant, mailbox).
 
@@ -184,10 +186,10 @@ async def append_changes(
     if not rows:
         return []
     if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FEED_LOCK_KEY})
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FEED_LOCK_KEY})
     changes: list[CalendarChange] = []
     for chunk in chunked(rows):
-        result = await conn.execute(
+        result = conn.execute(
             insert(calendar_changes).returning(
                 calendar_changes.c.seq, sort_by_parameter_order=True
             ),
@@ -199,7 +201,7 @@ async def append_changes(
             for seq, row in zip(seqs, chunk, strict=True)
         )
     # Other processes' read models look at the feed when this commits, not at their next poll.
-    await notices.notify(conn, notices.CHANGES_CHANNEL)
+    notices.notify(conn, notices.CHANGES_CHANNEL)
     return changes
 
 
