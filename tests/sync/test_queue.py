@@ -367,6 +367,33 @@ async def test_unknown_mailboxes_are_kept_in_the_inbox_but_refresh_nothing(
     assert await queue.busy_calendars() == set()
 
 
+async def test_one_round_of_many_calendars_tenants_and_kinds(
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
+) -> None:
+    # More calendars than one statement's list takes, two tenants, strangers among them, and
+    # full resyncs and plain changes mixed: every cached calendar gets one job of its kind.
+    many = await add_tenant(store, rooms=620)
+    other = await add_tenant(store, "fabrikam", rooms=2)
+    stranger = "stranger@elsewhere.example"
+    round_ = [InboxItem(TENANT, mailbox, change_type="updated") for mailbox in many]
+    round_ += [InboxItem(TENANT, many[0], NotificationKind.MISSED)]
+    round_ += [InboxItem("fabrikam", other[0], change_type="created")]
+    round_ += [InboxItem("fabrikam", other[1], NotificationKind.MISSED)]
+    round_ += [InboxItem(TENANT, stranger, change_type="updated")]
+    arrived = clock.now()
+    assert await inbox.append(round_) == 622
+    clock.advance(dt.timedelta(seconds=1))
+    claimed = await queue.claim("w1", 1000)
+    by_calendar = {(job.tenant_id, job.mailbox): job for job in claimed}
+    assert set(by_calendar) == {(TENANT, m) for m in many} | {("fabrikam", m) for m in other}
+    full = {key for key, job in by_calendar.items() if job.full_resync}
+    assert full == {(TENANT, many[0]), ("fabrikam", other[1])}
+    # Only change notifications stamp the job with the time of the newest change.
+    assert by_calendar["fabrikam", other[1]].last_notified_at is None
+    assert by_calendar["fabrikam", other[0]].last_notified_at == arrived
+    assert by_calendar[TENANT, many[0]].last_notified_at == arrived
+
+
 async def test_sweep_enqueue_skips_busy_calendars(
     store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:

@@ -73,6 +73,7 @@ class SqlBase:
         # SQLite: the writer thread and its engine (one connection), made on first use.
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         self._writer_engine: Engine | None = None
+        self._writer_connection: Connection | None = None
         self._listeners: list[ChangeListener] = []
         self._rooms_listeners: list[RoomsListener] = []
         self._feed_watchers: dict[Callable[[], None], Callable[[str], None]] = {}
@@ -134,10 +135,32 @@ class SqlBase:
 
     def _on_writer(self, work: Callable[[Connection], T]) -> T:
         # On the writer thread, which alone opens and uses the writer engine's one connection.
-        if self._writer_engine is None:
-            self._writer_engine = engines.sqlite_writer_engine(self._engine.url, fsync=self._fsync)
-        with self._writer_engine.connect() as conn, conn.begin():
-            return work(conn)
+        # The connection stays checked out between transactions (checking it out and back in
+        # costs about as much as a small transaction); after a failure it is closed, and the
+        # next transaction opens it again.
+        if self._writer_connection is None:
+            if self._writer_engine is None:
+                self._writer_engine = engines.sqlite_writer_engine(
+                    self._engine.url, fsync=self._fsync
+                )
+            self._writer_connection = self._writer_engine.connect()
+        conn = self._writer_connection
+        try:
+            with conn.begin():
+                return work(conn)
+        except BaseException:
+            self._writer_connection = None
+            conn.close()
+            raise
+
+    def _close_writer(self) -> None:
+        # On the writer thread: its connection, then its engine.
+        if self._writer_connection is not None:
+            connection, self._writer_connection = self._writer_connection, None
+            connection.close()
+        if self._writer_engine is not None:
+            engine, self._writer_engine = self._writer_engine, None
+            engine.dispose()
 
     def add_change_listener(self, callback: ChangeListener) -> None:
         """Call ``callback`` in this process after every commit that appended to the feed."""
@@ -250,8 +273,6 @@ class SqlBase:
             await announcer.close()
         if self._writer is not None:
             writer, self._writer = self._writer, None
-            if self._writer_engine is not None:
-                engine, self._writer_engine = self._writer_engine, None
-                await asyncio.get_running_loop().run_in_executor(writer, engine.dispose)
+            await asyncio.get_running_loop().run_in_executor(writer, self._close_writer)
             writer.shutdown(wait=True)
         await self._engine.dispose()

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from bookingcache.clock import Clock
 from bookingcache.domain.notifications import InboxItem, NotificationKind
 from bookingcache.store.sql import subscriptions
-from bookingcache.store.sql.jobs import SqlJobQueue, known_calendars, pending_row
+from bookingcache.store.sql.jobs import SqlJobQueue
 from bookingcache.store.sql.rows import as_utc
 from bookingcache.store.sql.schema import inbox_batches
 from bookingcache.store.sql.store import SqlStore
@@ -27,6 +27,7 @@ from bookingcache.store.sql.store import SqlStore
 log = logging.getLogger(__name__)
 
 _MAX_KEY = 320
+_INSERT_BATCH = inbox_batches.insert()
 
 
 class SqlInbox:
@@ -70,9 +71,8 @@ class SqlInbox:
         now: dt.datetime,
     ) -> int:
         wanted, changed, batches = _sort(items)
-        known = known_calendars(connection, wanted)
         connection.execute(
-            inbox_batches.insert(),
+            _INSERT_BATCH,
             [
                 {
                     "tenant_id": tenant,
@@ -84,18 +84,16 @@ class SqlInbox:
                 for (tenant, source), entries in batches.items()
             ],
         )
-        targets = {key: full for key, full in wanted.items() if key in known}
-        if not targets:
+        if not wanted:
             return 0
-        due = received + dt.timedelta(seconds=self._jobs.coalesce_s)
-        connection.execute(
-            self._jobs.pending_upsert(),
-            [
-                pending_row(key, full, due, now, notified=received if key in changed else None)
-                for key, full in targets.items()
-            ],
+        return self._jobs.make_pending(
+            connection,
+            wanted,
+            due=received + dt.timedelta(seconds=self._jobs.coalesce_s),
+            now=now,
+            notified=received,
+            changed=changed,
         )
-        return len(targets)
 
     async def prune(
         self, received_before: dt.datetime, *, chunk: int = 1000, max_chunks: int = 20

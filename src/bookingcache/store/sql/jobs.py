@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import sqlalchemy as sa
@@ -115,12 +116,74 @@ class SqlJobQueue:
     def _insert_into(self, table: sa.Table) -> Any:
         return postgresql.insert(table) if self._postgres else sqlite.insert(table)
 
-    def pending_upsert(self) -> Any:
-        """The upsert of calendars' pending jobs (``pending_row``s), built once: its
-        ``excluded`` namespace builds a column collection, which costs more than the
-        statement's run."""
+    def make_pending(
+        self,
+        connection: Connection,
+        wanted: Mapping[tuple[str, str], bool],
+        *,
+        due: dt.datetime,
+        now: dt.datetime,
+        notified: dt.datetime,
+        changed: AbstractSet[tuple[str, str]],
+    ) -> int:
+        """Give each calendar of ``wanted`` ((tenant, mailbox) -> whether a full resync is
+        asked) that the service caches a pending job due at ``due`` at the latest (created,
+        or the existing one pulled earlier and upgraded to a full resync); the jobs of those
+        in ``changed`` record ``notified`` as their newest change notification. Calendars the
+        service does not cache are left out. Returns how many calendars got one.
+
+        One statement per tenant and kind of job, whatever the number of calendars: it takes
+        the calendars from the ``calendars`` table, so looking them up and writing their jobs
+        is one pass of the database's, not a round of parameters per calendar."""
+        groups: dict[tuple[str, bool, bool], list[str]] = {}
+        for key, full in wanted.items():
+            groups.setdefault((key[0], full, key in changed), []).append(key[1])
+        statement = self._pending_upsert()
+        made = 0
+        for (tenant, full, was_changed), mailboxes in groups.items():
+            for chunk in chunked(mailboxes):
+                result = connection.execute(
+                    statement,
+                    {
+                        "tenant": tenant,
+                        "mailboxes": chunk,
+                        "kind": FULL_RESYNC if full else REFRESH,
+                        "due": due,
+                        "created": now,
+                        "notified": notified if was_changed else None,
+                    },
+                )
+                made += max(result.rowcount or 0, 0)
+        return made
+
+    def _pending_upsert(self) -> Any:
+        """The statement of ``make_pending``, built once: its ``excluded`` namespace builds a
+        column collection, which costs more than the statement's run."""
         if self._upsert is None:
-            statement = self._insert()
+            chosen = sa.select(
+                calendars.c.tenant_id,
+                calendars.c.mailbox,
+                sa.bindparam("kind", type_=jobs.c.kind.type),
+                sa.bindparam("due", type_=jobs.c.due_at.type),
+                sa.literal(0, type_=jobs.c.attempts.type),
+                sa.bindparam("created", type_=jobs.c.created_at.type),
+                sa.bindparam("notified", type_=jobs.c.last_notified_at.type),
+            ).where(
+                calendars.c.tenant_id == sa.bindparam("tenant"),
+                calendars.c.mailbox.in_(sa.bindparam("mailboxes", expanding=True)),
+            )
+            statement = self._insert().from_select(
+                [
+                    "tenant_id",
+                    "mailbox",
+                    "kind",
+                    "due_at",
+                    "attempts",
+                    "created_at",
+                    "last_notified_at",
+                ],
+                chosen,
+            )
             self._upsert = statement.on_conflict_do_update(
                 index_elements=["tenant_id", "mailbox"],
                 index_where=jobs.c.locked_by.is_(None),
@@ -358,6 +421,14 @@ class SqlJobQueue:
         return {(row.tenant_id, row.mailbox) for row in rows}
 
 
+# Built once: building the statement (its comparisons and their coercions) costs more than
+# running it, and intake runs it in every commit round.
+_KNOWN = sa.select(calendars.c.mailbox).where(
+    calendars.c.tenant_id == sa.bindparam("tenant"),
+    calendars.c.mailbox.in_(sa.bindparam("mailboxes", expanding=True)),
+)
+
+
 def known_calendars(
     connection: Connection, wanted: Iterable[tuple[str, str]]
 ) -> set[tuple[str, str]]:
@@ -368,12 +439,8 @@ def known_calendars(
     known: set[tuple[str, str]] = set()
     for tenant, mailboxes in by_tenant.items():
         for chunk in chunked(mailboxes):
-            rows = connection.execute(
-                sa.select(calendars.c.mailbox).where(
-                    calendars.c.tenant_id == tenant, calendars.c.mailbox.in_(chunk)
-                )
-            )
-            known.update((tenant, row.mailbox) for row in rows)
+            rows = connection.execute(_KNOWN, {"tenant": tenant, "mailboxes": chunk})
+            known.update((tenant, mailbox) for (mailbox,) in rows)
     return known
 
 
