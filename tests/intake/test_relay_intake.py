@@ -204,13 +204,26 @@ async def test_unauthentic_calls_get_401_and_change_nothing(
             body,
             {"webhook-id": "x", "webhook-timestamp": "12e3", "webhook-signature": "v1,%%"},
         ),
+        # A time so far away that it is no date (year 33658), unsigned.
+        "absurd time": (
+            target,
+            body,
+            {"webhook-id": "x", "webhook-timestamp": "999999999999", "webhook-signature": "v1,x"},
+        ),
     }
+    details: dict[str, str] = {}
     for case, (url, content, headers) in cases.items():
         headers = {**headers, "Content-Type": "application/json"}
         response = await client.post(url, content=content, headers=headers)
         assert response.status_code == 401, (case, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.headers["x-request-id"]
         assert response.json()["type"].endswith("bad-signature")
+        details[case] = response.json()["detail"]
+    # A tenant that does not exist is refused as a wrong signature is: an unsigned caller
+    # cannot tell the two apart.
+    assert details["unknown tenant"] == details["wrong secret"]
+    assert "nobody" not in details["unknown tenant"]
     assert await stored_notifications(store) == []
 
 

@@ -27,6 +27,8 @@ from bookingcache.errors import BadSignature
 
 TOLERANCE = dt.timedelta(minutes=5)
 MAX_ID_LENGTH = 256
+# What a call hears when no signature matches, and also when its tenant is not known.
+NO_MATCH = "no webhook-signature matches the call"
 MAX_SIGNATURES = 16
 
 
@@ -118,10 +120,11 @@ class SignatureVerifier:
             raise BadSignature("webhook-id is too long")
         if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
             raise BadSignature("webhook-timestamp must be a Unix time in seconds")
-        sent_at = dt.datetime.fromtimestamp(int(stamp), tz=dt.UTC)
         now = self._clock.now()
-        if abs(now - sent_at) > TOLERANCE:
+        # Compared as numbers first: a time far enough away is no date at all (year 33658).
+        if abs(int(stamp) - now.timestamp()) > TOLERANCE.total_seconds():
             raise BadSignature("webhook-timestamp is more than 5 minutes away from now")
+        sent_at = dt.datetime.fromtimestamp(int(stamp), tz=dt.UTC)
         content = signed_content(method, path_with_query, body)
         try:
             webhook = Webhook(secret)
@@ -134,7 +137,7 @@ class SignatureVerifier:
         for candidate in _candidates(signatures):
             matched |= hmac.compare_digest(expected, candidate)
         if not matched:
-            raise BadSignature("no webhook-signature matches the call")
+            raise BadSignature(NO_MATCH)
         if not self.replays.reserve(tenant_id, message_id, sent_at=sent_at, now=now):
             raise BadSignature("this webhook-id was already accepted (replay)")
         return message_id

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bookingcache.clock import Clock
-from bookingcache.contract.signing import SignatureVerifier
+from bookingcache.contract.signing import NO_MATCH, SignatureVerifier
 from bookingcache.domain.notifications import InboxItem
 from bookingcache.domain.tenancy import EventSource
 from bookingcache.errors import BadSignature, NotFound, NotPersisted, UnsupportedMediaType
@@ -108,9 +108,9 @@ class IntakeService:
         try:
             secret = await self._store.get_signing_secret(tenant_id)
         except NotFound as exc:
-            raise BadSignature(
-                f"tenant {tenant_id!r} is not known here, so its signature cannot be checked"
-            ) from exc
+            # Said as a wrong signature is, so that unsigned callers cannot learn which
+            # tenants exist.
+            raise BadSignature(NO_MATCH) from exc
         message_id = self.verifier.verify(
             tenant_id=tenant_id,
             secret=secret,
