@@ -265,14 +265,26 @@ class Settings(BaseModel):
         return f"http://{host}:{self.port}"
 
 
+AdminTokenOrigin = Literal["configured", "stored", "generated"]
+
+
 def ensure_admin_token(settings: Settings) -> Settings:
     """Settings with an admin token: the configured one, else the one stored in the data
     directory, else a new one generated and stored there (readable by the owner only)."""
+    return admin_token_with_origin(settings)[0]
+
+
+def admin_token_with_origin(settings: Settings) -> tuple[Settings, AdminTokenOrigin]:
+    """``ensure_admin_token``, and where the token came from: ``configured`` (the settings,
+    so the environment), ``stored`` (the data directory's file) or ``generated`` (just now, by
+    this call, which alone may show it)."""
     if settings.admin_token is not None:
-        return settings
+        return settings, "configured"
     path = settings.data_dir / ADMIN_TOKEN_FILE
     token = _read_token_file(path)
+    origin: AdminTokenOrigin = "stored"
     if token is None:
+        origin = "generated"
         token = secrets.token_urlsafe(32)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         # O_EXCL: two processes starting together must not each write a different token.
@@ -282,11 +294,11 @@ def ensure_admin_token(settings: Settings) -> Settings:
             stored = _read_token_file(path)
             if stored is None:
                 raise InvalidInput(f"{path} exists but holds no token") from None
-            token = stored
+            token, origin = stored, "stored"
         else:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
                 file.write(token + "\n")
-    return settings.model_copy(update={"admin_token": SecretStr(token)})
+    return settings.model_copy(update={"admin_token": SecretStr(token)}), origin
 
 
 def _read_token_file(path: Path) -> str | None:

@@ -16,7 +16,16 @@ from bookingcache.tools.processes import command, serve_command
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
-BANNER = re.compile(r"listening on (http://127\.0\.0\.1:\d+) admin token: (\S+)")
+BANNER = re.compile(r"listening on (http://127\.0\.0\.1:\d+) admin token: (\S+) \(new; kept in ")
+
+
+def _first_line(data_dir: Path, env: dict[str, str], log: Path) -> str:
+    """The banner of a ``serve`` started on ``data_dir`` and stopped again at once."""
+    child = processes.start(serve_command(data_dir), env=env, log=log)
+    try:
+        return child.ready(lambda _: True, timeout_s=START_TIMEOUT_S)
+    finally:
+        assert child.stop(timeout_s=STOP_TIMEOUT_S) == 0
 
 
 @pytest.mark.slow
@@ -42,6 +51,26 @@ def test_serve_starts_prints_and_stops_cleanly(tmp_path: Path) -> None:
     finally:
         assert child.stop(timeout_s=STOP_TIMEOUT_S) == 0
     assert "Traceback" not in log.read_text()
+
+    # The token was shown once, when it was made; later starts say where it is.
+    again = _first_line(data_dir, env, log)
+    assert "listening on http://127.0.0.1:" in again
+    assert token not in again
+    assert f"(admin token in {data_dir / 'admin-token'})" in again
+    assert token not in log.read_text()
+
+
+@pytest.mark.slow
+def test_serve_never_shows_a_configured_admin_token(tmp_path: Path) -> None:
+    configured = "a-configured-admin-token-0123456789"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKINGCACHE_")}
+    env["BOOKINGCACHE_ADMIN_TOKEN"] = configured
+    log = tmp_path / "serve.log"
+    line = _first_line(tmp_path / "data", env, log)
+    assert line.rstrip().endswith("(admin token from the configuration)"), line
+    assert configured not in line
+    assert configured not in log.read_text()
+    assert not (tmp_path / "data" / "admin-token").exists()
 
 
 @pytest.mark.slow

@@ -13,7 +13,13 @@ import uvicorn
 
 from bookingcache.bootstrap import event_loop_runner, service_app, settings_from_environment
 from bookingcache.errors import BookingCacheError
-from bookingcache.settings import Settings, admin_token_of, ensure_admin_token
+from bookingcache.settings import (
+    ADMIN_TOKEN_FILE,
+    AdminTokenOrigin,
+    Settings,
+    admin_token_of,
+    admin_token_with_origin,
+)
 from bookingcache.telemetry.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -59,9 +65,9 @@ def serve(
         run_worker=run_worker,
     )
     configure_logging(settings)
-    settings = ensure_admin_token(settings)
+    settings, origin = admin_token_with_origin(settings)
     with event_loop_runner() as runner:
-        return runner.run(_serve(settings))
+        return runner.run(_serve(settings, origin))
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -78,16 +84,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, origin: AdminTokenOrigin) -> int:
     sock = bind(settings.host, settings.port)
     settings = settings.model_copy(update={"port": sock.getsockname()[1]})
     try:
-        return await _serve_on(settings, sock)
+        return await _serve_on(settings, sock, origin)
     finally:
         sock.close()
 
 
-async def _serve_on(settings: Settings, sock: socket.socket) -> int:
+async def _serve_on(settings: Settings, sock: socket.socket, origin: AdminTokenOrigin) -> int:
     config = uvicorn.Config(
         service_app(settings),
         host=settings.host,
@@ -111,10 +117,18 @@ async def _serve_on(settings: Settings, sock: socket.socket) -> int:
         return 1
     host, port = server.servers[0].sockets[0].getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
-    print(
-        f"bookingcache listening on http://{shown_host}:{port} "
-        f"admin token: {admin_token_of(settings)}",
-        flush=True,
-    )
+    where = admin_token_line(settings, origin)
+    print(f"bookingcache listening on http://{shown_host}:{port} {where}", flush=True)
     await running
     return 0
+
+
+def admin_token_line(settings: Settings, origin: AdminTokenOrigin) -> str:
+    """Where the admin token is. The token itself only at the start that generated it: a
+    configured or stored one would otherwise land in every log that keeps the output."""
+    stored = settings.data_dir / ADMIN_TOKEN_FILE
+    if origin == "generated":
+        return f"admin token: {admin_token_of(settings)} (new; kept in {stored})"
+    if origin == "stored":
+        return f"(admin token in {stored})"
+    return "(admin token from the configuration)"
