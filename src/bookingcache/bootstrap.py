@@ -152,7 +152,8 @@ async def open_store_when_ready(settings: Settings, *, clock: Clock) -> SqlStore
     that is still starting (a container orchestrator may start us first)."""
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Private: the database in it holds the tenants' secrets (an existing one is kept as is).
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     deadline = time.monotonic() + settings.database_wait_s
     while True:
         try:

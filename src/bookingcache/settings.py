@@ -286,7 +286,7 @@ def admin_token_with_origin(settings: Settings) -> tuple[Settings, AdminTokenOri
     if token is None:
         origin = "generated"
         token = secrets.token_urlsafe(32)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # O_EXCL: two processes starting together must not each write a different token.
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from bookingcache.bootstrap import settings_from_environment
+from bookingcache.bootstrap import open_store_when_ready, settings_from_environment
+from bookingcache.clock import SystemClock
 from bookingcache.settings import Settings, SyncSettings, admin_token_of, ensure_admin_token
 
 
@@ -49,6 +50,7 @@ def test_admin_token_is_generated_once_and_kept(tmp_path: Path) -> None:
     token_file = tmp_path / "data" / "admin-token"
     assert token_file.read_text().strip() == token
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(token_file.parent.stat().st_mode) == 0o700
     again = ensure_admin_token(Settings(data_dir=tmp_path / "data"))
     assert admin_token_of(again) == token
 
@@ -104,3 +106,12 @@ def test_settings_built_in_code_read_no_environment(monkeypatch: pytest.MonkeyPa
     settings = Settings()
     assert settings.port == 8080
     assert settings.sync.coalesce_ms == SyncSettings().coalesce_ms != 75
+
+
+async def test_the_data_directory_is_created_private(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "new" / "data")
+    store = await open_store_when_ready(settings, clock=SystemClock())
+    await store.close()
+    assert stat.S_IMODE(settings.data_dir.stat().st_mode) == 0o700
+    database = settings.data_dir / "bookingcache.db"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600

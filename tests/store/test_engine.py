@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ from bookingcache.store.sql.schema import (
 )
 from bookingcache.store.sql.store import SqlStore, open_store
 from tests.support.databases import POSTGRES_ENV, asyncpg_dsn
+from tests.support.tenants import add_tenant
 
 
 @pytest.mark.parametrize(
@@ -371,6 +373,28 @@ async def test_sqlite_with_fsync_flushes_every_commit(tmp_path: Path) -> None:
         assert synchronous == 2
     finally:
         await store.close()
+
+
+async def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "bookingcache.db"
+    store = await open_store(f"sqlite:///{path}")
+    try:
+        await add_tenant(store)  # a write: the write-ahead log and shared memory exist now
+        files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+        assert {file.name: stat.S_IMODE(file.stat().st_mode) for file in files} == {
+            file.name: 0o600 for file in files
+        }
+    finally:
+        await store.close()
+
+
+async def test_an_existing_sqlite_file_keeps_its_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "bookingcache.db"
+    path.touch()
+    path.chmod(0o640)  # the operator's choice, say for a backup group
+    store = await open_store(f"sqlite:///{path}")
+    await store.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -90,6 +91,24 @@ def check_sqlite_directory(url: str) -> None:
     directory = Path(parsed.database).parent
     if not directory.is_dir():
         raise StoreUnavailable(f"the SQLite database directory {str(directory)!r} does not exist")
+
+
+def create_private_sqlite_file(url: str) -> None:
+    """Create a SQLite store's file, if it is not there yet, readable by its owner only (0600):
+    it holds the tenants' signing secrets and clientStates. SQLite gives its write-ahead log
+    and shared-memory files the database file's permissions. An existing file is left as it
+    is."""
+    parsed = make_url(normalize_database_url(url))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return
+    check_sqlite_directory(url)
+    try:
+        descriptor = os.open(parsed.database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot create the SQLite database file: {exc}") from exc
+    os.close(descriptor)
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:

@@ -421,7 +421,7 @@ async def open_store(
     newest schema unless ``migrate`` is false; ``StoreUnavailable`` if the database cannot be
     reached (or, without ``migrate``, is not at the newest schema). ``fsync``: on SQLite,
     every commit is flushed to disk before it returns."""
-    engines.check_sqlite_directory(url)
+    engines.create_private_sqlite_file(url)
     engine = engines.create_engine(url, fsync=fsync)
     try:
         async with translate_errors():
