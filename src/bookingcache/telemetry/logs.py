@@ -8,14 +8,29 @@ import logging
 import sys
 
 from bookingcache.settings import Settings
+from bookingcache.telemetry.redact import redact_urls
 
 _STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, extra fields, exception."""
+class TextFormatter(logging.Formatter):
+    """``time level logger: message``, with credentials in URLs hidden (``redact_urls``)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        return redact_urls(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, extra fields, exception;
+    credentials in URLs hidden (``redact_urls``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_urls(self._entry(record))
+
+    def _entry(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
             "level": record.levelname,
@@ -35,7 +50,7 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
