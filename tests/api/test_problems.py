@@ -59,6 +59,12 @@ async def test_domain_errors_map_to_status(app: FastAPI, client: httpx.AsyncClie
     body = assert_problem(response, 500)
     assert "a bug" not in body["detail"]
     assert "req-42" in body["detail"]
+    assert response.headers.get_list("x-request-id") == ["req-42"]
+    # Without one of the caller's, the answer names the id the service gave the request.
+    response = await client.get("/test/crash")
+    body = assert_problem(response, 500)
+    [given] = response.headers.get_list("x-request-id")
+    assert given in body["detail"]
 
 
 async def test_oversized_body_is_a_problem(client: httpx.AsyncClient) -> None:

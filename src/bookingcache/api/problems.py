@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bookingcache import errors
-from bookingcache.api.request_id import request_id_of
+from bookingcache.api.request_id import HEADER, request_id_of
 from bookingcache.intake.relay import InvalidRelayCall
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,12 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         request_id,
         extra={"request_id": request_id},
     )
-    return await _on_problem(request, unexpected_problem(request_id))
+    response = await _on_problem(request, unexpected_problem(request_id))
+    # This answer leaves from the outermost layer, around the one that adds the request id to
+    # every other answer.
+    if request_id is not None:
+        response.headers[HEADER.decode("ascii")] = request_id
+    return response
 
 
 def install_problem_handlers(app: FastAPI) -> None:
