@@ -23,7 +23,7 @@ from sqlalchemy import Connection, inspect, make_url, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bookingcache.errors import InvalidInput, StoreUnavailable
+from bookingcache.errors import InvalidInput, NotFound, StoreUnavailable
 from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql.engine import normalize_database_url
 from bookingcache.store.sql.schema import (
@@ -35,7 +35,7 @@ from bookingcache.store.sql.schema import (
 )
 from bookingcache.store.sql.store import SqlStore, open_store
 from tests.support.databases import POSTGRES_ENV, asyncpg_dsn
-from tests.support.tenants import add_tenant
+from tests.support.tenants import TENANT, add_tenant
 
 
 @pytest.mark.parametrize(
@@ -384,6 +384,19 @@ async def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) 
         assert {file.name: stat.S_IMODE(file.stat().st_mode) for file in files} == {
             file.name: 0o600 for file in files
         }
+    finally:
+        await store.close()
+
+
+async def test_writes_go_on_after_a_failed_transaction(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path}/bookingcache.db")
+    try:
+        with pytest.raises(NotFound):
+            await store.delete_tenant("nobody")  # the service's error: rolled back
+        with pytest.raises(StoreUnavailable):  # the database's: a new connection
+            await store.transaction(lambda conn: conn.execute(text("SELECT * FROM no_table")))
+        rooms = await add_tenant(store)
+        assert {link.mailbox for link in await store.list_rooms(TENANT)} == set(rooms)
     finally:
         await store.close()
 

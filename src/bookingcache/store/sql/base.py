@@ -136,8 +136,9 @@ class SqlBase:
     def _on_writer(self, work: Callable[[Connection], T]) -> T:
         # On the writer thread, which alone opens and uses the writer engine's one connection.
         # The connection stays checked out between transactions (checking it out and back in
-        # costs about as much as a small transaction); after a failure it is closed, and the
-        # next transaction opens it again.
+        # costs about as much as a small transaction). After the database's own failure it is
+        # closed, and the next transaction opens it again; the service's errors (an unknown
+        # tenant, a conflict) only roll the transaction back.
         if self._writer_connection is None:
             if self._writer_engine is None:
                 self._writer_engine = engines.sqlite_writer_engine(
@@ -148,6 +149,8 @@ class SqlBase:
         try:
             with conn.begin():
                 return work(conn)
+        except BookingCacheError:
+            raise
         except BaseException:
             self._writer_connection = None
             conn.close()
