@@ -99,15 +99,33 @@ class Room:
             what="the service recorded the subscription and read the calendar",
         )
 
-    def refreshes(self) -> float:
-        """Refreshes the service has finished, whatever their outcome (from /metrics)."""
+    def refreshes(self) -> tuple[float, float]:
+        """Refreshes the service has finished, whatever their outcome, and those running (from
+        /metrics)."""
         metrics = self.world.admin.get("/metrics")
         assert metrics.status_code == 200, metrics.text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in metrics.text.splitlines()
-            if line.startswith("bookingcache_sync_refreshes_total{")
-        )
+        finished = running = 0.0
+        for line in metrics.text.splitlines():
+            if line.startswith("bookingcache_sync_refreshes_total{"):
+                finished += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("bookingcache_sync_refreshes_running "):
+                running = float(line.rsplit(" ", 1)[1])
+        return finished, running
+
+    def settled_refreshes(self, quiet_s: float = 1.0) -> float:
+        """The refreshes finished once none has run or finished for ``quiet_s`` (longer than
+        the gather delay, so that nothing notified before is still to come)."""
+        last, quiet_since = self.refreshes(), time.monotonic()
+
+        def settled() -> bool:
+            nonlocal last, quiet_since
+            now = self.refreshes()
+            if now != last or now[1]:
+                last, quiet_since = now, time.monotonic()
+            return time.monotonic() - quiet_since >= quiet_s
+
+        wait_for(settled, what="no refresh running or finishing for a while")
+        return last[0]
 
     # --- changes made in the room's calendar, as Exchange makes them --------------------------
     def control(self, method: str, path: str, body: dict[str, object] | None = None) -> dict:
@@ -179,12 +197,12 @@ def test_booked_moved_cancelled_and_an_edited_occurrence_show_in_availability(
         assert room.night_busy() == []
 
         meeting = (room.at(0, 2), room.at(0, 3))
-        refreshes = room.refreshes()
+        # Counted once the first reading (or push, and its resync's refresh) is over.
+        refreshes = room.settled_refreshes()
         booking = room.book(meeting)
         room.shows(meeting)
         # Graph's burst for a new booking (created, then updated) is one refresh.
-        time.sleep(0.5)
-        assert room.refreshes() == refreshes + 1
+        assert room.settled_refreshes() == refreshes + 1
 
         moved = (room.at(0, 4), room.at(0, 4.5))
         room.move(booking, moved)
