@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from . import redact
 from .auth import MsalTokenProvider, TokenProvider, msal_http_client
 from .clock import Clock, SystemClock
 from .config import Settings
@@ -54,6 +55,7 @@ def build_connector(
     msal_transport: httpx.BaseTransport | None = None,
     rng: random.Random | None = None,
 ) -> Connector:
+    redact.install()
     clock = clock or SystemClock()
     tokens = tokens or MsalTokenProvider(
         settings, http_client=msal_http_client(settings, msal_transport)

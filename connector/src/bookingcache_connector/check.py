@@ -23,6 +23,7 @@ from .auth import TokenProvider
 from .clock import Clock, to_graph_utc
 from .errors import AuthError, ConnectorError, GraphError
 from .graph import GraphClient
+from .redact import redact_urls
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ async def check_subscription(
 async def check_notification_url(
     http: httpx.AsyncClient, url: str, *, label: str = "notificationUrl", timeout_s: float = 10.0
 ) -> Finding:
+    shown = redact_urls(url)  # a Function key in the URL stays out of the report
     token = f"Validation: Testing client application reachability {secrets.token_hex(8)}"
     target = f"{url}{'&' if '?' in url else '?'}validationToken={quote(token)}"
     try:
@@ -154,22 +156,24 @@ async def check_notification_url(
             timeout=timeout_s,
         )
     except httpx.TimeoutException:
-        return Finding(label, False, f"{url} did not answer within {timeout_s:g} s (Graph's limit)")
+        return Finding(
+            label, False, f"{shown} did not answer within {timeout_s:g} s (Graph's limit)"
+        )
     except httpx.HTTPError as exc:
-        return Finding(label, False, f"{url} is unreachable: {exc}")
+        return Finding(label, False, f"{shown} is unreachable: {redact_urls(str(exc))}")
     if response.status_code != 200:
-        return Finding(label, False, f"{url} answered {response.status_code}, Graph needs 200")
+        return Finding(label, False, f"{shown} answered {response.status_code}, Graph needs 200")
     if not response.headers.get("content-type", "").startswith("text/plain"):
         return Finding(
-            label, False, f"{url} answered {response.headers.get('content-type')}, not text/plain"
+            label, False, f"{shown} answered {response.headers.get('content-type')}, not text/plain"
         )
     if response.text != token:
         return Finding(
             label,
             False,
-            f"{url} did not echo the decoded validation token (got {response.text[:80]!r})",
+            f"{shown} did not echo the decoded validation token (got {response.text[:80]!r})",
         )
-    return Finding(label, True, f"{url} answers Graph's validation handshake")
+    return Finding(label, True, f"{shown} answers Graph's validation handshake")
 
 
 async def run_check(
