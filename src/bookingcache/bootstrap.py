@@ -26,8 +26,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bookingcache.api.app import create_app
 from bookingcache.clock import Clock, SystemClock
 from bookingcache.contract.client import ConnectorClient
+from bookingcache.contract.outbound import OutboundPolicy, check_url
 from bookingcache.contract.signing import TOLERANCE
-from bookingcache.errors import StoreUnavailable
+from bookingcache.errors import InvalidInput, StoreUnavailable
 from bookingcache.intake.metrics import IntakeMetrics
 from bookingcache.intake.service import IntakeService
 from bookingcache.orchestration.health import HealthMetrics
@@ -86,11 +87,36 @@ def settings_from_environment(**overrides: Any) -> Settings:
     given = {name: value for name, value in overrides.items() if value is not None}
     service = _ServiceEnvironment(**given)
     values = service.model_dump(exclude={"sync", "orchestration"})
-    return Settings(
+    settings = Settings(
         **values,
         sync=SyncSettings(**_SyncEnvironment().model_dump()),
         orchestration=OrchestrationSettings(**_OrchestrationEnvironment().model_dump()),
     )
+    check_outbound_settings(settings)
+    return settings
+
+
+def check_outbound_settings(settings: Settings) -> None:
+    """Refuse, outside development, outbound URLs of the settings that break the outbound rules
+    (``contract.outbound``): a public base URL (where Graph is told to deliver) that is not
+    https or names a loopback, private or link-local host, and Graph or authority URLs that are
+    not https or carry credentials. ``InvalidInput`` says which setting and why."""
+    if settings.environment == "development":
+        return
+    policy = OutboundPolicy.for_environment(settings.environment)
+    checks = [
+        ("BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST", settings.sync.graph.authority_host, False),
+        ("BOOKINGCACHE_SYNC_GRAPH__GRAPH_BASE_URL", settings.sync.graph.graph_base_url, False),
+    ]
+    if settings.public_base_url is not None:
+        checks.insert(0, ("BOOKINGCACHE_PUBLIC_BASE_URL", settings.public_base_url, True))
+    for name, url, public in checks:
+        problem = check_url(url, policy, public=public)
+        if problem is not None:
+            raise InvalidInput(
+                f"{name} is refused in {settings.environment}: {problem} (only "
+                "BOOKINGCACHE_ENVIRONMENT=development allows it)"
+            )
 
 
 # --- the container ------------------------------------------------------------------------------
@@ -173,6 +199,15 @@ async def build_container(
     transports: Transports | None = None,
 ) -> Container:
     """Every part of a service process, built and wired, nothing started."""
+    check_outbound_settings(settings)
+    if settings.public_base_url is None and settings.environment != "development":
+        # The default, http://host:port, is for development: the orchestrator refuses to hand
+        # it to a connector (contract.outbound) and says so on each calendar's health.
+        log.warning(
+            "BOOKINGCACHE_PUBLIC_BASE_URL is not set: Graph cannot deliver notifications to %s "
+            "outside development, so subscriptions of tenants in direct mode will fail",
+            settings.resolved_public_base_url,
+        )
     clock = clock or SystemClock()
     registry = metrics if metrics is not None else CollectorRegistry()
     transports = transports or Transports()
@@ -195,6 +230,7 @@ async def build_container(
         events_timeout_s=sync_settings.connector_timeout_s,
         subscriptions_timeout_s=settings.orchestration.connector_timeout_s,
         transport=transports.connector,
+        policy=OutboundPolicy.for_environment(settings.environment),
     )
     sources = SourceSet(
         connector=ConnectorSource(store, client=connector),

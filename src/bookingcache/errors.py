@@ -16,6 +16,11 @@
     │   └── NotPersisted        503: accepted notifications could not be stored (sender retries)
     └── UpstreamError           502/503: Graph or the connector failed
         └── Throttled           429/503 upstream with Retry-After
+
+An ``UpstreamError`` carries a ``kind``, the stable class of the failure (``connector-error``,
+``graph-timeout``, ``url-not-allowed``...), and the upstream's HTTP status if there was one.
+Those two, and never the message (which may quote what the upstream sent), are what tenants see
+of a failure (``public_error``); the message is for the service's log.
 """
 
 from __future__ import annotations
@@ -74,10 +79,41 @@ class NotPersisted(StoreUnavailable):
 
 
 class UpstreamError(BookingCacheError):
-    pass
+    default_kind = "upstream-error"
+
+    def __init__(self, message: str, *, kind: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind or self.default_kind
+        self.status = status
+
+    @property
+    def public(self) -> str:
+        """The class of the failure and the upstream's status: what a tenant may see."""
+        return self.kind if self.status is None else f"{self.kind} (HTTP {self.status})"
 
 
 class Throttled(UpstreamError):
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
+    default_kind = "throttled"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        kind: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, kind=kind, status=status)
         self.retry_after_s = retry_after_s
+
+
+def public_error(exc: BaseException) -> str:
+    """What a tenant may be shown of ``exc``: a stable class and at most an HTTP status, never
+    text an upstream sent."""
+    if isinstance(exc, UpstreamError):
+        return exc.public
+    if isinstance(exc, NotFound):
+        return "not-found"
+    if isinstance(exc, StoreUnavailable):
+        return "store-unavailable"
+    return "internal-error"

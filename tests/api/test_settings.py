@@ -6,9 +6,22 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from bookingcache.bootstrap import open_store_when_ready, settings_from_environment
+from bookingcache.bootstrap import (
+    check_outbound_settings,
+    open_store_when_ready,
+    service_app,
+    settings_from_environment,
+)
+from bookingcache.cli import main
 from bookingcache.clock import SystemClock
-from bookingcache.settings import Settings, SyncSettings, admin_token_of, ensure_admin_token
+from bookingcache.errors import InvalidInput
+from bookingcache.settings import (
+    GraphSettings,
+    Settings,
+    SyncSettings,
+    admin_token_of,
+    ensure_admin_token,
+)
 
 
 @pytest.mark.parametrize("token", ["changeme", "CHANGEME", "changethis", "secret", "changeme123"])
@@ -115,3 +128,63 @@ async def test_the_data_directory_is_created_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(settings.data_dir.stat().st_mode) == 0o700
     database = settings.data_dir / "bookingcache.db"
     assert stat.S_IMODE(database.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://bookings.example.com",
+        "https://127.0.0.1:8080",
+        "https://localhost",
+        "https://10.1.2.3",
+        "https://169.254.169.254",
+        "https://ops:secret@bookings.example.com",
+    ],
+)
+def test_start_up_refuses_a_public_base_url_graph_cannot_use_in_production(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    for name in ("BOOKINGCACHE_ENVIRONMENT", "BOOKINGCACHE_ADMIN_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BOOKINGCACHE_PUBLIC_BASE_URL", url)
+    assert main(["serve", "--port", "0", "--data-dir", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert "BOOKINGCACHE_PUBLIC_BASE_URL is refused in production" in error
+    assert "secret" not in error
+    assert not (tmp_path / "bookingcache.db").exists()  # it stopped before opening anything
+    monkeypatch.setenv("BOOKINGCACHE_ENVIRONMENT", "development")
+    assert settings_from_environment().public_base_url == url.rstrip("/")
+
+
+async def test_a_service_with_an_http_public_base_url_does_not_start_in_staging(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        environment="staging",
+        data_dir=tmp_path,
+        admin_token=SecretStr("a-real-admin-token-of-some-length"),
+        public_base_url="http://bookings.example.com",
+    )
+    app = service_app(settings)
+    with pytest.raises(InvalidInput, match="must use https"):
+        async with app.router.lifespan_context(app):
+            pass
+    https = settings.model_copy(update={"public_base_url": "https://bookings.example.com"})
+    app = service_app(https)
+    async with app.router.lifespan_context(app):
+        assert app.state.services.orchestrator is not None
+
+
+def test_graph_urls_must_be_https_without_credentials_outside_development() -> None:
+    for graph in (
+        GraphSettings(graph_base_url="http://graph.example.com/v1.0"),
+        GraphSettings(authority_host="https://user:pw@login.example.com"),
+    ):
+        settings = Settings(sync=SyncSettings(graph=graph))
+        with pytest.raises(InvalidInput, match="BOOKINGCACHE_SYNC_GRAPH__"):
+            check_outbound_settings(settings)
+        check_outbound_settings(settings.model_copy(update={"environment": "development"}))
+    # The operator's own endpoint may be a private host (an emulator, a proxy) over https.
+    check_outbound_settings(
+        Settings(sync=SyncSettings(graph=GraphSettings(graph_base_url="https://10.0.0.5/v1.0")))
+    )

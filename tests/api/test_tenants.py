@@ -7,6 +7,8 @@ from typing import Any
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from bookingcache.bootstrap import service_app
+from bookingcache.settings import Settings
 from tests.support.api import tenant_body
 from tests.support.auth import ADMIN
 from tests.support.problems import assert_problem
@@ -141,3 +143,53 @@ async def test_delete_tenant(client: httpx.AsyncClient, tenant: dict[str, Any]) 
     assert_problem(await client.get(url, headers=ADMIN), 404)
     assert_problem(await client.delete(url, headers=ADMIN), 404)
     assert_problem(await client.patch(url, json={"name": "x"}, headers=ADMIN), 404)
+
+
+# Outbound URLs the service must not call outside development (contract.outbound).
+INTERNAL_CONNECTOR_URLS = [
+    "http://connector.contoso.example",
+    "https://127.0.0.1",
+    "https://127.0.0.1:8080",
+    "https://localhost",
+    "https://169.254.169.254/",
+    "https://[::1]",
+    "https://10.0.0.1",
+    "https://user:pw@connector.contoso.example",
+    "https://[::ffff:127.0.0.1]",
+]
+
+
+async def test_internal_connector_urls_are_refused_outside_development(
+    client: httpx.AsyncClient, tenant: dict[str, Any], tenant_id: str
+) -> None:
+    for url in INTERNAL_CONNECTOR_URLS:
+        body = tenant_body(f"{tenant_id}-new", connector_url=url)
+        problem = assert_problem(await client.post("/v1/tenants", json=body, headers=ADMIN), 422)
+        [error] = problem["errors"]
+        assert (error["field"], error["type"]) == ("body.connector_url", "url-not-allowed"), url
+        assert "pw" not in problem["detail"]
+        assert_problem(await client.get(f"/v1/tenants/{tenant_id}-new", headers=ADMIN), 404)
+        patched = await client.patch(
+            f"/v1/tenants/{tenant_id}", json={"connector_url": url}, headers=ADMIN
+        )
+        problem = assert_problem(patched, 422)
+        assert problem["errors"][0]["field"] == "body.connector_url"
+    kept = await client.get(f"/v1/tenants/{tenant_id}", headers=ADMIN)
+    assert kept.json()["connector_url"] == tenant["connector_url"]
+
+
+async def test_internal_connector_urls_are_allowed_in_development(
+    settings: Settings, tenant_id: str
+) -> None:
+    app = service_app(settings.model_copy(update={"environment": "development"}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for number, url in enumerate(INTERNAL_CONNECTOR_URLS):
+                body = tenant_body(f"{tenant_id}-{number}", connector_url=url)
+                created = await client.post("/v1/tenants", json=body, headers=ADMIN)
+                assert created.status_code == 201, created.text
+                patched = await client.patch(
+                    f"/v1/tenants/{tenant_id}-0", json={"connector_url": url}, headers=ADMIN
+                )
+                assert patched.status_code == 200, patched.text

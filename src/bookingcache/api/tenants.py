@@ -6,7 +6,6 @@ import base64
 import datetime as dt
 import secrets
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,9 +19,11 @@ from bookingcache.api.deps import (
     require_admin,
 )
 from bookingcache.api.problems import FieldError, ProblemError, problem_responses
+from bookingcache.contract.outbound import DEVELOPMENT, URL_NOT_ALLOWED, OutboundPolicy, check_url
 from bookingcache.domain.tenancy import EventSource, Tenant, TenantSecrets, TitlePolicy
 from bookingcache.domain.timezones import resolve_time_zone
 from bookingcache.errors import InvalidInput
+from bookingcache.settings import Settings
 
 MAX_STALENESS_S = 7 * 24 * 3600
 
@@ -34,7 +35,18 @@ router = APIRouter(
 )
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-ConnectorUrl = Annotated[str, Field(max_length=2000, examples=["https://connector.example.com"])]
+ConnectorUrl = Annotated[
+    str,
+    Field(
+        max_length=2000,
+        examples=["https://connector.example.com"],
+        description="Where the service calls the tenant's connector. Outside development: "
+        "https only, no user or password, no fragment, and a public host: loopback, "
+        "localhost, link-local (169.254.169.254, fe80::/10), private, shared, unspecified, "
+        "multicast and reserved addresses (IPv4-mapped IPv6 included) are refused with a 422 "
+        "whose field error is at body.connector_url (type url-not-allowed)",
+    ),
+]
 TimeZoneName = Annotated[
     str, Field(min_length=1, max_length=128, examples=["Europe/Berlin", "W. Europe Standard Time"])
 ]
@@ -42,10 +54,30 @@ StalenessS = Annotated[int, Field(gt=0, le=MAX_STALENESS_S)]
 
 
 def check_connector_url(value: str) -> str:
-    parts = urlsplit(check_text(value).strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """The form every environment asks for; ``allowed_connector_url`` adds the environment's
+    outbound rules."""
+    value = check_text(value).strip()
+    if check_url(value, DEVELOPMENT) is not None:
         raise ValueError("connector_url must be an absolute http:// or https:// URL")
-    return value.strip().rstrip("/")
+    return value.rstrip("/")
+
+
+def allowed_connector_url(value: str | None, settings: Settings) -> None:
+    """A 422 at ``body.connector_url`` when the outbound rules of the service's environment
+    refuse ``value`` (contract.outbound)."""
+    if value is None:
+        return
+    problem = check_url(value, OutboundPolicy.for_environment(settings.environment))
+    if problem is not None:
+        message = f"connector_url is not allowed: {problem}"
+        raise ProblemError(
+            422,
+            "invalid-input",
+            message,
+            field_errors=[
+                FieldError(field="body.connector_url", message=message, type=URL_NOT_ALLOWED)
+            ],
+        )
 
 
 def canonical_time_zone(value: str) -> str:
@@ -197,6 +229,7 @@ def generate_secrets(tenant_id: str) -> TenantSecrets:
 async def create_tenant(
     body: TenantCreate, store: StoreDep, clock: ClockDep, settings: SettingsDep
 ) -> TenantCreated:
+    allowed_connector_url(body.connector_url, settings)
     tenant_secrets = generate_secrets(body.id)
     tenant = await store.create_tenant(
         Tenant(
@@ -237,9 +270,12 @@ async def get_tenant(tenant: TenantIdPath, store: StoreDep) -> TenantOut:
     summary="Change some of a tenant's settings",
     responses=problem_responses(404, 422),
 )
-async def update_tenant(tenant: TenantIdPath, body: TenantUpdate, store: StoreDep) -> TenantOut:
+async def update_tenant(
+    tenant: TenantIdPath, body: TenantUpdate, store: StoreDep, settings: SettingsDep
+) -> TenantOut:
     current = await store.get_tenant(tenant)
     changes = body.changes()
+    allowed_connector_url(changes.get("connector_url"), settings)
     source = changes.get("event_source", current.event_source)
     url = changes.get("connector_url", current.connector_url)
     if source is EventSource.CONNECTOR and url is None:

@@ -3,8 +3,13 @@ with the tenant's secret, every failure mapped the same way. It serves the subsc
 orchestration (``PUT /v1/subscriptions``) and the ``connector`` event source
 (``GET /v1/calendars/{mailbox}/events``).
 
-Failures: a timeout or an unreachable connector, and any answer but the expected one, are
-``UpstreamError``; 429 and 503 are ``Throttled`` with the connector's ``Retry-After``.
+Failures are ``UpstreamError`` of a stable kind: ``connector-timeout``,
+``connector-unreachable``, ``connector-refused-auth`` (401, 403), ``connector-error`` (any other
+unexpected status), ``connector-bad-answer`` (unreadable, or not the answer asked for) and
+``url-not-allowed`` (the connector URL, or an address its host resolves to, is refused by the
+outbound policy, ``contract.outbound``); 429 and 503 are ``Throttled`` (``connector-throttled``)
+with the connector's ``Retry-After``. What the connector sent is never quoted: its body could be
+anything the URL points at.
 """
 
 from __future__ import annotations
@@ -20,6 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bookingcache.clock import Clock
 from bookingcache.contract.http import retry_after_s
+from bookingcache.contract.outbound import (
+    PRODUCTION,
+    GuardedTransport,
+    OutboundPolicy,
+    UrlNotAllowed,
+    check_url,
+)
 from bookingcache.contract.signing import sign_request
 from bookingcache.contract.wire import WireWindow, format_utc
 from bookingcache.domain.events import BasicEvent
@@ -54,11 +66,17 @@ class ConnectorClient:
         subscriptions_timeout_s: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: ssl.SSLContext | bool = True,
+        policy: OutboundPolicy = PRODUCTION,
     ) -> None:
         """``events_timeout_s`` bounds a window's read (a refresh waits for it);
         ``subscriptions_timeout_s`` a converge, in which the connector may create or renew
-        many subscriptions at Graph."""
+        many subscriptions at Graph. ``policy``: which connector URLs may be called; when it
+        wants public hosts and no ``transport`` is given, the network is reached through
+        ``GuardedTransport``, which checks what a host resolves to."""
         self._clock = clock
+        self._policy = policy
+        if transport is None and policy.public_only:
+            transport = GuardedTransport(verify=verify)
         self._events_timeout_s = events_timeout_s
         self._subscriptions_timeout_s = subscriptions_timeout_s
         # trust_env=False: where the connector is reached is the tenant's setting alone.
@@ -91,9 +109,16 @@ class ConnectorClient:
         }
         if renew_now:
             body["renewNow"] = list(renew_now)
+        for name, url in (
+            ("notificationUrl", notification_url),
+            ("lifecycleNotificationUrl", lifecycle_url),
+        ):
+            problem = check_url(url, self._policy)
+            if problem is not None:
+                raise UrlNotAllowed(f"the {name} handed to the connector is refused: {problem}")
         request = self._http.build_request(
             "PUT",
-            _url(connector_url, "/v1/subscriptions"),
+            self._url(connector_url, "/v1/subscriptions"),
             json=body,
             timeout=self._subscriptions_timeout_s,
         )
@@ -126,7 +151,7 @@ class ConnectorClient:
         path = f"/v1/calendars/{quote(mailbox, safe='@')}/events"
         request = self._http.build_request(
             "GET",
-            _url(connector_url, path),
+            self._url(connector_url, path),
             params={"start": format_utc(start), "end": format_utc(end)},
             timeout=self._events_timeout_s,
         )
@@ -134,10 +159,22 @@ class ConnectorClient:
             request, secret=secret, model=WireWindow, what=f"the events of {mailbox}"
         )
         if window.mailbox.casefold() != mailbox.casefold():
-            raise UpstreamError(f"the connector answered for {window.mailbox}, not {mailbox}")
+            raise UpstreamError(
+                f"the connector answered for another mailbox than {mailbox}",
+                kind="connector-bad-answer",
+            )
         if window.start > start or window.end < end:
-            raise UpstreamError("the connector answered a narrower window than asked for")
+            raise UpstreamError(
+                "the connector answered a narrower window than asked for",
+                kind="connector-bad-answer",
+            )
         return [item.to_event() for item in window.events]
+
+    def _url(self, connector_url: str, path: str) -> str:
+        problem = check_url(connector_url, self._policy)
+        if problem is not None:
+            raise UrlNotAllowed(f"the connector URL is refused: {problem}")
+        return connector_url.rstrip("/") + path
 
     async def _call(
         self, request: httpx.Request, *, secret: str, model: type[Answer], what: str
@@ -146,25 +183,42 @@ class ConnectorClient:
         try:
             response = await self._http.send(request)
         except httpx.TimeoutException as exc:
-            raise UpstreamError(f"the connector did not answer {what} in time") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"the connector is unreachable: {exc.__class__.__name__}") from exc
-        if response.status_code in (429, 503):
-            raise Throttled(
-                f"the connector answered {response.status_code} to {what}",
-                retry_after_s=retry_after_s(response, now=self._clock.now()),
-            )
-        if response.status_code != 200:
             raise UpstreamError(
-                f"the connector answered {response.status_code} to {what}: {response.text[:300]}"
+                f"the connector did not answer {what} in time", kind="connector-timeout"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"the connector is unreachable for {what}: {exc.__class__.__name__}",
+                kind="connector-unreachable",
+            ) from exc
+        status = response.status_code
+        if status in (429, 503):
+            raise Throttled(
+                f"the connector answered {status} to {what}",
+                retry_after_s=retry_after_s(response, now=self._clock.now()),
+                kind="connector-throttled",
+                status=status,
+            )
+        if status != 200:
+            kind = "connector-refused-auth" if status in (401, 403) else "connector-error"
+            raise UpstreamError(
+                f"the connector answered {status} to {what}", kind=kind, status=status
             )
         try:
             return model.model_validate_json(response.content)
         except ValidationError as exc:
             raise UpstreamError(
-                f"the connector sent an unreadable answer to {what}: {exc}"
+                f"the connector sent an unreadable answer to {what}: {schema_problems(exc)}",
+                kind="connector-bad-answer",
             ) from exc
 
 
-def _url(connector_url: str, path: str) -> str:
-    return connector_url.rstrip("/") + path
+def schema_problems(exc: ValidationError, *, most: int = 3) -> str:
+    """Where an answer failed its schema and how (``subscriptions.0.mailbox: missing``), without
+    the values it held."""
+    found = [
+        f"{'.'.join(str(part) for part in error['loc']) or 'the body'}: {error['type']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+    more = f" (and {len(found) - most} more)" if len(found) > most else ""
+    return "; ".join(found[:most]) + more
