@@ -107,6 +107,39 @@ class Throttled(UpstreamError):
         self.retry_after_s = retry_after_s
 
 
+# The classes of failure a calendar's health may show (``last_error``), with what they mean.
+# An upstream's HTTP status may follow a class: ``connector-error (HTTP 500)``.
+ERROR_CLASSES: dict[str, str] = {
+    "connector-not-configured": "the tenant has no connector URL",
+    "connector-unreachable": "the connector could not be connected to",
+    "connector-timeout": "the connector did not answer in time",
+    "connector-refused-auth": "the connector refused the signed call (401, 403)",
+    "connector-throttled": "the connector asked to slow down (429, 503)",
+    "connector-error": "the connector answered another unexpected status (5xx, 4xx)",
+    "connector-bad-answer": "the connector's answer was unreadable or not the one asked for",
+    "url-not-allowed": "the connector URL, an address its host resolves to, or a notification "
+    "URL is refused by the outbound rules (https and public hosts outside development)",
+    "subscription-failed": "the connector could not create or renew the calendar's subscription "
+    "at Graph",
+    "subscription-expired": "the subscription has expired",
+    "renewal-requested": "Graph asked for the subscription to be reauthorized",
+    "recreation-requested": "Graph removed the subscription and it must be made again",
+    "graph-not-configured": "no Graph app is configured for the tenant",
+    "graph-unreachable": "Graph or its authority could not be connected to",
+    "graph-timeout": "Graph did not answer in time",
+    "graph-refused-auth": "Graph or its authority refused the service's app (401, 403)",
+    "graph-throttled": "Graph asked to slow down (429, 503)",
+    "graph-error": "Graph answered another unexpected status",
+    "graph-bad-answer": "Graph's answer was unreadable",
+    "upstream-error": "another failure of the connector or Graph",
+    "not-found": "the tenant or calendar is gone",
+    "store-unavailable": "the service's database could not be reached",
+    "internal-error": "a fault of the service (its log has the detail)",
+}
+SUBSCRIPTION_FAILED = "subscription-failed"
+CONNECTOR_NOT_CONFIGURED = "connector-not-configured"
+
+
 def public_error(exc: BaseException) -> str:
     """What a tenant may be shown of ``exc``: a stable class and at most an HTTP status, never
     text an upstream sent."""

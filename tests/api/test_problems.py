@@ -44,7 +44,9 @@ async def test_malformed_json_is_a_problem(client: httpx.AsyncClient) -> None:
 
 async def test_domain_errors_map_to_status(app: FastAPI, client: httpx.AsyncClient) -> None:
     async def throttled() -> None:
-        raise Throttled("Graph said slow down", retry_after_s=7.2)
+        raise Throttled(
+            "Graph said slow down: <reply>", retry_after_s=7.2, kind="graph-throttled", status=429
+        )
 
     async def crash() -> None:
         raise RuntimeError("a bug")
@@ -53,7 +55,8 @@ async def test_domain_errors_map_to_status(app: FastAPI, client: httpx.AsyncClie
     app.add_api_route("/test/crash", crash)
     response = await client.get("/test/throttled")
     body = assert_problem(response, 503)
-    assert body["detail"] == "Graph said slow down"
+    # The class of the upstream's failure, not its words.
+    assert body["detail"] == "an upstream failed: graph-throttled (HTTP 429)"
     assert response.headers["retry-after"] == "7"
     response = await client.get("/test/crash", headers={"X-Request-ID": "req-42"})
     body = assert_problem(response, 500)

@@ -192,7 +192,11 @@ def problem_of(exc: errors.BookingCacheError) -> ProblemError:
     field_errors: list[FieldError] = []
     if isinstance(exc, InvalidRelayCall):
         field_errors = [FieldError(field=f, message=m, type=k) for f, m, k in exc.errors]
-    return ProblemError(status, slug, str(exc), field_errors=field_errors, headers=headers or None)
+    # What an upstream sent may be anything its URL points at: only the class of failure.
+    detail = (
+        f"an upstream failed: {exc.public}" if isinstance(exc, errors.UpstreamError) else str(exc)
+    )
+    return ProblemError(status, slug, detail, field_errors=field_errors, headers=headers or None)
 
 
 def unexpected_problem(request_id: str | None) -> ProblemError:

@@ -13,13 +13,20 @@ from pydantic import BaseModel, Field
 
 from bookingcache.api.deps import AdminDep, ContainerDep, TenantIdPath, TenantReader
 from bookingcache.api.problems import problem_responses
-from bookingcache.errors import StoreUnavailable
+from bookingcache.errors import ERROR_CLASSES, StoreUnavailable
 from bookingcache.orchestration.health import CalendarHealth, State
 from bookingcache.orchestration.orchestrator import ConvergeResult, Orchestrator
 
 log = logging.getLogger(__name__)
 
 BEARER: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
+
+ERROR_DESCRIPTION = (
+    "why the calendar is failing, as a stable class, followed by the upstream's HTTP status "
+    "where there was one (`connector-error (HTTP 500)`); never text an upstream sent (the "
+    "service's log has the detail). Classes: "
+    + "; ".join(f"`{name}`: {meaning}" for name, meaning in ERROR_CLASSES.items())
+)
 
 
 router = APIRouter(tags=["subscriptions"])
@@ -41,7 +48,7 @@ class CalendarHealthOut(BaseModel):
     expires_at: dt.datetime | None
     last_notification_at: dt.datetime | None
     last_success_at: dt.datetime | None = Field(description="last successful refresh")
-    last_error: str | None
+    last_error: str | None = Field(description=ERROR_DESCRIPTION)
     state: Literal["healthy", "expiring", "failing", "silent", "unsubscribed"]
     unannounced_changes: int = Field(
         description="changes reconciliation found in a row that no notification announced"
@@ -58,12 +65,14 @@ class ConvergeRowOut(BaseModel):
     subscription_id: str | None
     expires_at: dt.datetime | None
     status: str
-    error: str | None
+    error: str | None = Field(description="`subscription-failed` when `status` is `failed`")
 
 
 class ConvergeOut(BaseModel):
     tenant: str
-    error: str | None
+    error: str | None = Field(
+        description="the class of failure of the call to the connector, as in `last_error`"
+    )
     subscriptions: list[ConvergeRowOut]
 
 

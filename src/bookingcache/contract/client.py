@@ -24,7 +24,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bookingcache.clock import Clock
-from bookingcache.contract.http import retry_after_s
+from bookingcache.contract.http import retry_after_s, schema_problems
 from bookingcache.contract.outbound import (
     PRODUCTION,
     GuardedTransport,
@@ -211,14 +211,3 @@ class ConnectorClient:
                 f"the connector sent an unreadable answer to {what}: {schema_problems(exc)}",
                 kind="connector-bad-answer",
             ) from exc
-
-
-def schema_problems(exc: ValidationError, *, most: int = 3) -> str:
-    """Where an answer failed its schema and how (``subscriptions.0.mailbox: missing``), without
-    the values it held."""
-    found = [
-        f"{'.'.join(str(part) for part in error['loc']) or 'the body'}: {error['type']}"
-        for error in exc.errors(include_url=False, include_input=False)
-    ]
-    more = f" (and {len(found) - most} more)" if len(found) > most else ""
-    return "; ".join(found[:most]) + more

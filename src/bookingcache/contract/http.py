@@ -6,6 +6,7 @@ import datetime as dt
 from email.utils import parsedate_to_datetime
 
 import httpx
+from pydantic import ValidationError
 
 
 def retry_after_s(response: httpx.Response, *, now: dt.datetime) -> float | None:
@@ -24,3 +25,14 @@ def retry_after_s(response: httpx.Response, *, now: dt.datetime) -> float | None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+def schema_problems(exc: ValidationError, *, most: int = 3) -> str:
+    """Where an answer failed its schema and how (``subscriptions.0.mailbox: missing``), without
+    the values it held."""
+    found = [
+        f"{'.'.join(str(part) for part in error['loc']) or 'the body'}: {error['type']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+    more = f" (and {len(found) - most} more)" if len(found) > most else ""
+    return "; ".join(found[:most]) + more

@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-from bookingcache.domain.subscriptions import FAILED, NO_ACTION
+from bookingcache.domain.subscriptions import FAILED, NO_ACTION, RECREATE, RENEW
 from bookingcache.orchestration.silence import SilenceTracker
 from bookingcache.store.subscriptions import CalendarRecord
 from bookingcache.telemetry.metricsets import MetricSet
@@ -70,10 +70,12 @@ def judge(
     else:
         state = State.HEALTHY
     if state is State.FAILING and error is None:
-        if record.needs_action not in (None, NO_ACTION):
-            error = f"Graph asked for the subscription to be {record.needs_action}ed"
+        if record.needs_action == RENEW:
+            error = "renewal-requested"
+        elif record.needs_action == RECREATE:
+            error = "recreation-requested"
         elif record.expires_at is not None and record.expires_at <= now:
-            error = "the subscription has expired"
+            error = "subscription-expired"
     return CalendarHealth(
         tenant_id=record.tenant_id,
         mailbox=record.mailbox,

@@ -34,7 +34,14 @@ from bookingcache.clock import Clock
 from bookingcache.contract.client import ConnectorClient
 from bookingcache.domain.subscriptions import NEW, RENEW, ConvergedSubscription
 from bookingcache.domain.tenancy import EventSource
-from bookingcache.errors import BookingCacheError, NotFound, Throttled
+from bookingcache.errors import (
+    CONNECTOR_NOT_CONFIGURED,
+    SUBSCRIPTION_FAILED,
+    BookingCacheError,
+    NotFound,
+    Throttled,
+    public_error,
+)
 from bookingcache.orchestration.health import CalendarHealth, HealthMetrics, judge
 from bookingcache.orchestration.silence import SilenceTracker
 from bookingcache.settings import NotificationMode, OrchestrationSettings
@@ -258,7 +265,7 @@ class Orchestrator:
         tenant = await self._store.get_tenant(tenant_id)
         wanted = await self.desired_mailboxes(tenant_id)
         if not tenant.connector_url:
-            error = "the tenant has no connector URL, so no subscription can be made"
+            error = CONNECTOR_NOT_CONFIGURED
             if wanted:
                 await self.subscriptions.fail(tenant_id, wanted, error)
             return ConvergeResult(tenant_id, error=error)
@@ -288,13 +295,19 @@ class Orchestrator:
             retry_after = exc.retry_after_s if isinstance(exc, Throttled) else None
             self._fail(tenant_id, retry_after_s=retry_after)
             log.warning("subscription converge of %s failed: %s", tenant_id, exc)
+            # Tenants see the class of the failure, never what the connector sent.
+            error = public_error(exc)
             if wanted:
-                await self.subscriptions.fail(tenant_id, wanted, str(exc))
-            return ConvergeResult(tenant_id, error=str(exc))
+                await self.subscriptions.fail(tenant_id, wanted, error)
+            return ConvergeResult(tenant_id, error=error)
         self._backoff.pop(tenant_id, None)
         folded = {m.casefold(): m for m in wanted}
         kept = [
-            dataclasses.replace(row, mailbox=folded[row.mailbox.casefold()])
+            dataclasses.replace(
+                row,
+                mailbox=folded[row.mailbox.casefold()],
+                error=SUBSCRIPTION_FAILED if row.failed else None,
+            )
             for row in rows
             if row.mailbox.casefold() in folded
         ]
@@ -312,7 +325,16 @@ class Orchestrator:
         await self._refresh_new(tenant_id, kept, known=known)
         result = ConvergeResult(tenant_id, rows=kept)
         if result.failed:
-            log.warning("subscriptions failed for %s: %s", tenant_id, ", ".join(result.failed))
+            # The connector's own words stay in the log, shortened (tenants see the class).
+            log.warning(
+                "subscriptions failed for %s: %s",
+                tenant_id,
+                "; ".join(
+                    f"{row.mailbox}: {(row.error or 'no reason given')[:200]}"
+                    for row in rows
+                    if row.failed and row.mailbox.casefold() in folded
+                ),
+            )
         return result
 
     async def _refresh_new(

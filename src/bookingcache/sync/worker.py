@@ -34,7 +34,7 @@ from typing import TypeVar
 from bookingcache.clock import Clock
 from bookingcache.domain.tenancy import EventSource as SourceKind
 from bookingcache.domain.tenancy import Tenant
-from bookingcache.errors import BookingCacheError, NotFound, Throttled
+from bookingcache.errors import BookingCacheError, NotFound, Throttled, public_error
 from bookingcache.settings import SyncSettings
 from bookingcache.store.jobs import Job, JobQueue
 from bookingcache.store.port import Store
@@ -309,6 +309,8 @@ class Worker:
 
     async def _failed(self, job: Job, exc: BaseException, delay_s: float) -> None:
         self.stats.failures += 1
+        # The log and the job keep the detail; the calendar, which tenants see in the
+        # subscription health, only the class of the failure and an upstream status.
         error = f"{exc.__class__.__name__}: {exc}"
         log.warning(
             "refresh of %s/%s failed (attempt %d), retrying in %.2fs: %s",
@@ -320,7 +322,7 @@ class Worker:
         )
         await self._bookkeep(
             self._store.record_sync_error(
-                job.tenant_id, job.mailbox, error=error[:2000], at=self._clock.now()
+                job.tenant_id, job.mailbox, error=public_error(exc), at=self._clock.now()
             )
         )
         kept = await self._bookkeep(self._queue.retry(job, defer_s=delay_s, error=error))

@@ -33,7 +33,9 @@ class ConnectorSource:
     ) -> Sequence[BasicEvent] | None:
         tenant = await self._store.get_tenant(calendar.tenant_id)
         if not tenant.connector_url:
-            raise UpstreamError(f"tenant {tenant.id!r} has no connector URL")
+            raise UpstreamError(
+                f"tenant {tenant.id!r} has no connector URL", kind="connector-not-configured"
+            )
         secret = await self._store.get_signing_secret(tenant.id)
         return await self._client.read_window(
             tenant.connector_url, calendar.mailbox, secret=secret, start=start, end=end

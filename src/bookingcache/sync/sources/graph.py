@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bookingcache.clock import Clock
-from bookingcache.contract.http import retry_after_s
+from bookingcache.contract.http import retry_after_s, schema_problems
 from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.tenancy import CalendarState
 from bookingcache.errors import Throttled, UpstreamError
@@ -45,6 +46,25 @@ BASIC_SELECT = "id,subject,start,end,isAllDay,showAs,isCancelled,type,seriesMast
 
 class SyncStateGone(UpstreamError):
     """The delta token is no longer usable (410 SyncStateNotFound, or refused as invalid)."""
+
+    default_kind = "graph-error"
+
+
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def graph_code(response: httpx.Response) -> str:
+    """`` (ErrorCode)`` from a Graph error answer's ``error.code``, or nothing: the code says
+    what went wrong; the message beside it may quote anything, so it stays out of the log."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
+        return f" ({code})"
+    return ""
 
 
 class GraphPage(BaseModel):
@@ -116,14 +136,19 @@ class GraphSource:
     def _provider(self, tenant_id: str) -> tuple[TokenProvider, str, str]:
         tenant = self._settings.tenants.get(tenant_id)
         if tenant is None:
-            raise UpstreamError(f"tenant {tenant_id!r} has no Graph app configured")
+            raise UpstreamError(
+                f"tenant {tenant_id!r} has no Graph app configured", kind="graph-not-configured"
+            )
         permission = tenant.permission or self._settings.permission
         provider = self._tokens.get(tenant_id)
         if provider is None:
             secret = tenant.client_secret or self._settings.client_secret
             client_id = tenant.client_id or self._settings.client_id
             if not client_id or not secret.get_secret_value():
-                raise UpstreamError(f"tenant {tenant_id!r}: Graph client id or secret missing")
+                raise UpstreamError(
+                    f"tenant {tenant_id!r}: Graph client id or secret missing",
+                    kind="graph-not-configured",
+                )
             provider = self._tokens[tenant_id] = TokenProvider(
                 authority_host=self._settings.authority_host,
                 directory_tenant=tenant.directory_tenant,
@@ -252,7 +277,9 @@ class GraphSource:
         try:
             events, link = await self._delta_round(provider, semaphore, first, {})
         except SyncStateGone as exc:
-            raise UpstreamError(f"Graph refused a fresh delta round: {exc}") from exc
+            raise UpstreamError(
+                f"Graph refused a fresh delta round: {exc}", kind="graph-error", status=exc.status
+            ) from exc
         self._delta[key] = DeltaState(start, end, link, events)
         return list(events.values())
 
@@ -269,7 +296,9 @@ class GraphSource:
             for raw in page.value:
                 item_id = raw.get("id")
                 if not isinstance(item_id, str) or not item_id:
-                    raise UpstreamError("Graph sent a delta item without an id")
+                    raise UpstreamError(
+                        "Graph sent a delta item without an id", kind="graph-bad-answer"
+                    )
                 if "@removed" in raw:
                     events.pop(item_id, None)
                     continue
@@ -281,14 +310,18 @@ class GraphSource:
             if page.delta_link is not None:
                 return events, page.delta_link
             next_url = page.next_link
-        raise UpstreamError("Graph ended a delta round without a deltaLink")
+        raise UpstreamError(
+            "Graph ended a delta round without a deltaLink", kind="graph-bad-answer"
+        )
 
     # --- one request -------------------------------------------------------------------------
     def _check_origin(self, url: str) -> None:
         # Links from Graph carry our bearer token: never follow one to another host.
         parts = urlsplit(url)
         if (parts.scheme, parts.netloc.casefold()) != self._origin:
-            raise UpstreamError(f"Graph sent a link to another origin: {parts.netloc}")
+            raise UpstreamError(
+                f"Graph sent a link to another origin: {parts.netloc}", kind="graph-bad-answer"
+            )
 
     async def _get(
         self, provider: TokenProvider, semaphore: asyncio.Semaphore, url: str, *, delta: bool
@@ -304,15 +337,19 @@ class GraphSource:
                 try:
                     response = await self._http.get(url, headers=headers)
                 except httpx.TimeoutException as exc:
-                    raise UpstreamError("Graph request timed out") from exc
+                    raise UpstreamError("Graph request timed out", kind="graph-timeout") from exc
                 except httpx.HTTPError as exc:
-                    raise UpstreamError(f"Graph unreachable: {exc.__class__.__name__}") from exc
+                    raise UpstreamError(
+                        f"Graph unreachable: {exc.__class__.__name__}", kind="graph-unreachable"
+                    ) from exc
             if response.status_code == 401 and attempt == 0:
                 # A token Graph no longer accepts (revoked, expired early): get a fresh one once.
                 await provider.discard()
                 continue
             return self._page(response, delta=delta)
-        raise UpstreamError("Graph refused a fresh token (401)")
+        raise UpstreamError(
+            "Graph refused a fresh token (401)", kind="graph-refused-auth", status=401
+        )
 
     def _page(self, response: httpx.Response, *, delta: bool) -> GraphPage:
         status = response.status_code
@@ -320,12 +357,21 @@ class GraphSource:
             raise Throttled(
                 f"Graph answered {status}",
                 retry_after_s=retry_after_s(response, now=self._clock.now()),
+                kind="graph-throttled",
+                status=status,
             )
         if delta and status in (400, 404, 410):
-            raise SyncStateGone(f"delta token refused ({status}): {response.text[:200]}")
+            raise SyncStateGone(
+                f"delta token refused ({status}){graph_code(response)}", status=status
+            )
         if status != 200:
-            raise UpstreamError(f"Graph answered {status}: {response.text[:300]}")
+            kind = "graph-refused-auth" if status in (401, 403) else "graph-error"
+            raise UpstreamError(
+                f"Graph answered {status}{graph_code(response)}", kind=kind, status=status
+            )
         try:
             return GraphPage.model_validate_json(response.content)
         except ValidationError as exc:
-            raise UpstreamError(f"Graph sent an unreadable page: {exc}") from exc
+            raise UpstreamError(
+                f"Graph sent an unreadable page: {schema_problems(exc)}", kind="graph-bad-answer"
+            ) from exc

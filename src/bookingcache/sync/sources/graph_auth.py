@@ -124,12 +124,14 @@ class TokenProvider:
         except Exception as exc:  # MSAL raises plain exceptions for transport and discovery
             async with self._lock:
                 self._app = None
-            raise UpstreamError(f"token request failed: {exc.__class__.__name__}: {exc}") from exc
+            raise UpstreamError(
+                f"token request failed: {exc.__class__.__name__}", kind="graph-unreachable"
+            ) from exc
         token = result.get("access_token")
         if not isinstance(token, str) or not token:
             raise UpstreamError(
-                f"token request refused: {result.get('error')}: "
-                f"{str(result.get('error_description', ''))[:300]}"
+                f"token request refused: {str(result.get('error'))[:64]}",
+                kind="graph-refused-auth",
             )
         expires_in = result.get("expires_in")
         if isinstance(expires_in, int | float) and expires_in > _REUSE_MARGIN_S:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bookingcache.contract.http import schema_problems
 from bookingcache.domain.events import BasicEvent, EventType, Sensitivity, ShowAs
 from bookingcache.domain.timezones import resolve_time_zone
 from bookingcache.errors import InvalidInput, UpstreamError
@@ -64,7 +65,9 @@ def _parse_local(value: GraphDateTimeTimeZone, *, all_day: bool) -> dt.datetime:
     try:
         naive = dt.datetime.fromisoformat(value.date_time)
     except ValueError as exc:
-        raise UpstreamError(f"Graph sent an unreadable dateTime {value.date_time!r}") from exc
+        raise UpstreamError(
+            f"Graph sent an unreadable dateTime {value.date_time[:40]!r}", kind="graph-bad-answer"
+        ) from exc
     if naive.tzinfo is not None:
         naive = naive.replace(tzinfo=None)
     if all_day:
@@ -74,7 +77,9 @@ def _parse_local(value: GraphDateTimeTimeZone, *, all_day: bool) -> dt.datetime:
     try:
         zone = resolve_time_zone(value.time_zone)
     except InvalidInput as exc:
-        raise UpstreamError(f"Graph sent an unknown time zone {value.time_zone!r}") from exc
+        raise UpstreamError(
+            f"Graph sent an unknown time zone {value.time_zone[:64]!r}", kind="graph-bad-answer"
+        ) from exc
     return naive.replace(tzinfo=zone).astimezone(dt.UTC)
 
 
@@ -84,14 +89,19 @@ def parse_graph_event(raw: dict[str, Any]) -> BasicEvent | None:
     try:
         event = GraphEvent.model_validate(raw)
     except ValidationError as exc:
-        raise UpstreamError(f"Graph sent an event that is not readable: {exc}") from exc
+        raise UpstreamError(
+            f"Graph sent an event that is not readable: {schema_problems(exc)}",
+            kind="graph-bad-answer",
+        ) from exc
     kind = _event_type(event.type)
     if kind is EventType.SERIES_MASTER:
         return None
     start = _parse_local(event.start, all_day=event.is_all_day)
     end = _parse_local(event.end, all_day=event.is_all_day)
     if end < start:
-        raise UpstreamError(f"Graph event {event.id!r} ends before it starts")
+        raise UpstreamError(
+            f"Graph event {event.id[:200]!r} ends before it starts", kind="graph-bad-answer"
+        )
     return BasicEvent(
         id=event.id,
         start=start,
