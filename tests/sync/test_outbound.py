@@ -5,7 +5,9 @@ client connects."""
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from bookingcache.clock import FixedClock
+from bookingcache.contract import outbound
 from bookingcache.contract.client import ConnectorClient
 from bookingcache.contract.outbound import (
     DEVELOPMENT,
@@ -26,6 +29,9 @@ from bookingcache.contract.outbound import (
     check_url,
 )
 from bookingcache.errors import public_error
+from graph_emulator.config import EmulatorConfig
+from graph_emulator.server import BackgroundEmulator
+from graph_emulator.state import new_state
 from tests.support.servers import serve_in_thread
 
 FORBIDDEN = [
@@ -161,3 +167,57 @@ async def test_the_connector_client_refuses_internal_urls_outside_development() 
                 assert public_error(caught.value) == "url-not-allowed"
         finally:
             await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("notification_url", "lifecycle_url"),
+    [
+        (
+            "http://127.0.0.1:8080/graph/notifications/t",
+            "https://svc.example.com/graph/lifecycle/t",
+        ),
+        ("https://svc.example.com/graph/notifications/t", "https://169.254.169.254/lifecycle"),
+    ],
+)
+async def test_internal_notification_urls_are_not_handed_to_the_connector(
+    notification_url: str, lifecycle_url: str
+) -> None:
+    seen: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda request: seen.append(request) or httpx.Response(500))
+    clock = FixedClock(dt.datetime(2026, 3, 16, tzinfo=dt.UTC))
+    client = ConnectorClient(clock=clock, transport=transport, policy=PRODUCTION)
+    try:
+        with pytest.raises(UrlNotAllowed):
+            await client.put_subscriptions(
+                "https://connector.example.com",
+                secret="whsec_" + "A" * 44,
+                mailboxes=["r@x.example"],
+                notification_url=notification_url,
+                lifecycle_url=lifecycle_url,
+                client_state="state",
+            )
+    finally:
+        await client.aclose()
+    assert seen == []
+
+
+async def test_tls_is_verified_for_the_name_while_the_checked_address_is_connected(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Offline no name resolves to a public address: the emulator on loopback stands in for
+    one, its address let through, so that what is left is how the guard connects."""
+    monkeypatch.setattr(outbound, "address_problem", lambda address: None)
+    monkeypatch.setattr(outbound, "host_problem", lambda host: None)
+    _, resolve = _resolving_to("127.0.0.1")
+    with BackgroundEmulator(new_state(EmulatorConfig()), tls_dir=tmp_path) as emulator:
+        assert emulator.listening.cert_path is not None
+        trusted = ssl.create_default_context(cafile=str(emulator.listening.cert_path))
+        port = httpx.URL(emulator.root).port
+        guarded = GuardedTransport(verify=trusted, resolver=resolve)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=guarded) as client:
+            # The certificate names localhost: the TLS handshake is for the URL's name...
+            answer = await client.get(f"https://localhost:{port}/v1.0/")
+            assert answer.status_code < 500
+            # ...not for the address connected to, which the certificate also names.
+            with pytest.raises(httpx.ConnectError, match="Hostname mismatch"):
+                await client.get(f"https://graph.test:{port}/v1.0/")
