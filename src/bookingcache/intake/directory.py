@@ -19,6 +19,9 @@ from bookingcache.clock import Clock
 from bookingcache.store.subscriptions import SubscriptionOwner, Subscriptions
 
 _MAX_OWNERS = 200_000
+# Secrets are looked up for the tenant named in a webhook URL, which anyone can make up: the
+# memory of them is bounded.
+_MAX_TENANTS = 20_000
 
 
 class IntakeDirectory:
@@ -68,6 +71,8 @@ class IntakeDirectory:
             if age < (self._recheck if fresh else self._states_ttl):
                 return cached[0]
         states = await self._registry.client_states(tenant_id)
+        if tenant_id not in self._states and len(self._states) >= _MAX_TENANTS:
+            self._states.clear()
         self._states[tenant_id] = (states, now)
         return states
 

@@ -11,6 +11,12 @@ subscription, carry its ``clientState`` and either a ``changeType`` or a ``lifec
 - otherwise acknowledged with the rest but ignored, and counted: an unknown subscription, one
   of another tenant, a wrong ``clientState``, a lifecycle event this service does not know.
 
+An unknown subscription whose ``clientState`` is one of the tenant's secrets is authentic: Graph
+holds a subscription of this tenant the service has lost track of, and the batch asks for a
+converge (``Classified.unknown_authentic``). One with a wrong or missing ``clientState`` is only
+counted (``unknown_subscription_wrong_client_state``): a stranger who guesses URLs cannot make
+the service call the tenant's connector.
+
 A body that is not such a collection is refused as a whole (400), so nothing of it is stored.
 """
 
@@ -47,6 +53,7 @@ _LIFECYCLE = {
 
 class Ignored(StrEnum):
     UNKNOWN_SUBSCRIPTION = "unknown_subscription"
+    UNKNOWN_SUBSCRIPTION_WRONG_CLIENT_STATE = "unknown_subscription_wrong_client_state"
     OTHER_TENANT = "other_tenant"
     WRONG_CLIENT_STATE = "wrong_client_state"
     UNKNOWN_LIFECYCLE_EVENT = "unknown_lifecycle_event"
@@ -100,6 +107,8 @@ class Classified:
     # A plain dict: nearly every batch ignores nothing, and an empty Counter per request
     # costs ten times an empty dict.
     ignored: dict[Ignored, int] = field(default_factory=dict)
+    # Notifications of unknown subscriptions that carried one of the tenant's clientStates.
+    unknown_authentic: int = 0
 
     def ignore(self, reason: Ignored) -> None:
         self.ignored[reason] = self.ignored.get(reason, 0) + 1
@@ -134,23 +143,34 @@ async def classify(batch: GraphBatch, *, tenant_id: str, directory: IntakeDirect
     secrets: list[str] | None = None
     refreshed = False
     accepted = result.accepted
+
+    async def authentic(offered: str | None) -> bool:
+        nonlocal secrets, refreshed
+        if secrets is None:
+            secrets = await directory.client_states(tenant_id)
+        if _matches(offered, secrets):
+            return True
+        if not refreshed:
+            refreshed = True
+            secrets = await directory.client_states(tenant_id, fresh=True)
+            return _matches(offered, secrets)
+        return False
+
     for note in notes:
         owner = owners.get(note.subscription_id)
         if owner is None:
-            result.ignore(Ignored.UNKNOWN_SUBSCRIPTION)
+            if await authentic(note.client_state):
+                result.ignore(Ignored.UNKNOWN_SUBSCRIPTION)
+                result.unknown_authentic += 1
+            else:
+                result.ignore(Ignored.UNKNOWN_SUBSCRIPTION_WRONG_CLIENT_STATE)
             continue
         if owner.tenant_id != tenant_id:
             result.ignore(Ignored.OTHER_TENANT)
             continue
-        if secrets is None:
-            secrets = await directory.client_states(tenant_id)
-        if not _matches(note.client_state, secrets):
-            if not refreshed:
-                refreshed = True
-                secrets = await directory.client_states(tenant_id, fresh=True)
-            if not _matches(note.client_state, secrets):
-                result.ignore(Ignored.WRONG_CLIENT_STATE)
-                continue
+        if not await authentic(note.client_state):
+            result.ignore(Ignored.WRONG_CLIENT_STATE)
+            continue
         if note.lifecycle_event is None:
             accepted.append(
                 InboxItem(

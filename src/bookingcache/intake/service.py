@@ -65,7 +65,8 @@ class IntakeService:
         )
         self.verifier = SignatureVerifier(clock=clock)
         self.shared_replays = replays
-        # Told the tenant of a batch that named a subscription the service does not know.
+        # Told the tenant of a batch that named a subscription the service does not know, with
+        # one of the tenant's clientStates.
         self.on_unknown_subscription: Callable[[str], None] | None = None
 
     async def _commit(self, items: Sequence[InboxItem], *, via: str) -> None:
@@ -85,8 +86,9 @@ class IntakeService:
         classified = await graph.classify(batch, tenant_id=tenant_id, directory=self.directory)
         for reason, count in classified.ignored.items():
             self.metrics.ignored.labels(reason.value).inc(count)
-        unknown = classified.ignored.get(graph.Ignored.UNKNOWN_SUBSCRIPTION)
-        if unknown and self.on_unknown_subscription is not None:
+        # Only an authentic notification (one of the tenant's clientStates) of an unknown
+        # subscription may make the orchestrator call the tenant's connector.
+        if classified.unknown_authentic and self.on_unknown_subscription is not None:
             self.on_unknown_subscription(tenant_id)
         await self._commit(classified.accepted, via="alt1")
         return classified
