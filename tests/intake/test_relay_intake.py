@@ -46,6 +46,28 @@ def event(event_id: str, start: str, end: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def change(mailbox: str, change_type: str = "updated") -> dict[str, str]:
+    return {"mailbox": mailbox, "subscriptionId": f"sub-of-{mailbox}", "changeType": change_type}
+
+
+def call(
+    *,
+    changes: list[dict[str, str]] | None = None,
+    lifecycle: list[dict[str, str]] | None = None,
+    resync: list[str] | None = None,
+    windows: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A relay call as the connector sends it: the three lists always, windows if any."""
+    body: dict[str, Any] = {
+        "changes": changes or [],
+        "lifecycle": lifecycle or [],
+        "resync": resync or [],
+    }
+    if windows is not None:
+        body["windows"] = windows
+    return body
+
+
 async def post_signed(
     client: httpx.AsyncClient,
     org: Org,
@@ -131,10 +153,7 @@ async def test_pushed_windows_replace_the_cached_window(
             ),
         ],
     }
-    payload = {
-        "changes": [{"mailbox": org.mailboxes[0], "changeType": "updated"}],
-        "windows": [window],
-    }
+    payload = call(changes=[change(org.mailboxes[0])], windows=[window])
     response = await post_signed(client, org, payload, clock=clock)
     assert response.status_code == 202, response.text
     cached = await store.events_in_window(
@@ -151,7 +170,7 @@ async def test_pushed_windows_replace_the_cached_window(
     assert calendar.last_success_at == clock.now()
     # The next push replaces the window: e1 was cancelled and removed.
     window["events"] = window["events"][1:]
-    again = await post_signed(client, org, {"windows": [window]}, clock=clock)
+    again = await post_signed(client, org, call(windows=[window]), clock=clock)
     assert again.status_code == 202
     assert await event_count(store) == 1
 
@@ -166,7 +185,7 @@ async def test_windows_of_a_tenant_that_reads_its_connector_are_not_applied(
         "end": END,
         "events": [event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z")],
     }
-    payload = {"changes": [{"mailbox": org.mailboxes[0]}], "windows": [window]}
+    payload = call(changes=[change(org.mailboxes[0])], windows=[window])
     assert (await post_signed(client, org, payload, clock=clock)).status_code == 202
     assert await event_count(store) == 0
     assert len(await stored_notifications(store)) == 1
@@ -178,7 +197,7 @@ async def test_unauthentic_calls_get_401_and_change_nothing(
     org = await add_org(store)
     other = await add_org(store)
     target = f"/v1/tenants/{org.id}/notifications"
-    body = json.dumps({"resync": [org.mailboxes[0]]}).encode()
+    body = json.dumps(call(resync=[org.mailboxes[0]])).encode()
     now = clock.now()
     minutes = dt.timedelta(minutes=6)
     other_target = f"/v1/tenants/{other.id}/notifications"
@@ -189,7 +208,7 @@ async def test_unauthentic_calls_get_401_and_change_nothing(
         "wrong secret": (target, body, sign(other.secret, "POST", target, body, at=now)),
         "tampered body": (
             target,
-            json.dumps({"resync": [org.mailboxes[1]]}).encode(),
+            json.dumps(call(resync=[org.mailboxes[1]])).encode(),
             sign(org.secret, "POST", target, body, at=now),
         ),
         # Tenant B's relay, correctly signed for B, aimed at tenant A's data.
@@ -232,7 +251,7 @@ async def test_a_replayed_call_is_refused(
 ) -> None:
     org = await add_org(store)
     target = f"/v1/tenants/{org.id}/notifications"
-    body = json.dumps({"resync": [org.mailboxes[0]]}).encode()
+    body = json.dumps(call(resync=[org.mailboxes[0]])).encode()
     headers = {
         **sign(org.secret, "POST", target, body, at=clock.now()),
         "Content-Type": "application/json",
@@ -264,7 +283,7 @@ async def test_a_call_accepted_by_one_process_is_a_replay_at_another(
     accepted is refused by the other inside the window, and its notification is stored once."""
     org = await add_org(store)
     target = f"/v1/tenants/{org.id}/notifications"
-    body = json.dumps({"resync": [org.mailboxes[0]]}).encode()
+    body = json.dumps(call(resync=[org.mailboxes[0]])).encode()
     headers = {
         **sign(org.secret, "POST", target, body, at=clock.now()),
         "Content-Type": "application/json",
@@ -294,7 +313,7 @@ async def test_a_call_refused_after_its_signature_checked_may_be_sent_again(
     """Its webhook-id is released in this process and in the table every process shares."""
     org = await add_org(store)
     target = f"/v1/tenants/{org.id}/notifications"
-    body = json.dumps({"resync": [org.mailboxes[0]]}).encode()
+    body = json.dumps(call(resync=[org.mailboxes[0]])).encode()
     headers = sign(org.secret, "POST", target, body, at=clock.now())
     refused = await client.post(
         target, content=body, headers={**headers, "Content-Type": "text/plain"}
@@ -326,12 +345,14 @@ async def test_mailboxes_that_are_not_the_tenants_calendars_are_ignored_and_name
         "events": [event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z")],
     }
     foreign_window = {**window, "mailbox": other.mailboxes[1]}
-    payload = {
-        "changes": [{"mailbox": org.mailboxes[1]}, {"mailbox": other.mailboxes[0]}],
-        "lifecycle": [{"mailbox": "gone@example.com", "lifecycleEvent": "missed"}],
-        "resync": ["nobody@example.com", org.mailboxes[2]],
-        "windows": [window, foreign_window],
-    }
+    payload = call(
+        changes=[change(org.mailboxes[1]), change(other.mailboxes[0])],
+        lifecycle=[
+            {"mailbox": "gone@example.com", "subscriptionId": "gone", "lifecycleEvent": "missed"}
+        ],
+        resync=["nobody@example.com", org.mailboxes[2]],
+        windows=[window, foreign_window],
+    )
     response = await post_signed(client, org, payload, clock=clock)
     assert response.status_code == 202, response.text
     assert response.json() == {
@@ -387,7 +408,7 @@ async def test_invalid_pushed_windows_get_422_and_store_nothing(
             ],
             **window_change,
         }
-        payload = {"changes": [{"mailbox": org.mailboxes[0]}], "windows": [good, bad]}
+        payload = call(changes=[change(org.mailboxes[0])], windows=[good, bad])
         response = await post_signed(client, org, payload, clock=clock)
         assert response.status_code == 422, (window_change, event_change, response.text)
         assert response.json()["errors"]

@@ -210,6 +210,14 @@ class RelayAccepted(BaseModel):
     "/v1/tenants/{tenant}/notifications",
     status_code=202,
     summary="The connector relay's signed notification call (Alternative 2)",
+    description=(
+        "Signed with Standard Webhooks over the request line and the body. The body is the "
+        "`RelayNotification` schema of the connector contract (`connector/openapi.yaml`), "
+        "enforced as published: `changes`, `lifecycle` and `resync` are required, and so is "
+        "every field of their items, of a window and of a pushed event. A body that is not "
+        "JSON is a 400 `malformed-body`; JSON that is not a valid call is a 422 "
+        "`invalid-input` listing the wrong fields; either way nothing is stored."
+    ),
     response_model=RelayAccepted,
     response_model_by_alias=True,
     responses={

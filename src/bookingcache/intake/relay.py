@@ -6,6 +6,11 @@
      "resync":    ["mailbox", ...],
      "windows":   [{"mailbox", "start", "end", "events": [basic event, ...]}]}
 
+``changes``, ``lifecycle`` and ``resync`` are required (possibly empty), and so is every field
+of a change, a lifecycle event, a window and a pushed event: the schema ``RelayNotification`` of
+``connector/openapi.yaml``, which ``tests/intake/test_relay_schema.py`` holds this module to.
+Unknown properties are ignored, except in a pushed event, which carries the basic fields only.
+
 Everything is checked before anything is stored: the shape, every pushed event (strictly: dates,
 order, ``showAs``), and that every mailbox named is a calendar of the path's tenant. Only then
 are pushed windows applied (``replace_window``, for tenants whose source is ``push``) and the
@@ -15,15 +20,24 @@ rest committed to the inbox.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal, Self
+import re
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from bookingcache.contract.wire import WireEvent
-from bookingcache.domain.events import BasicEvent
+from bookingcache.domain.events import BasicEvent, EventType, Sensitivity
 from bookingcache.domain.notifications import InboxItem, NotificationKind
 from bookingcache.errors import MalformedBody
-from bookingcache.intake.fields import ChangeType, Mailbox, SubscriptionId
+from bookingcache.intake.fields import Mailbox, SubscriptionId
 from bookingcache.intake.graph import describe
 
 MAX_ITEMS = 10_000
@@ -44,9 +58,36 @@ def _in_range(name: str, value: dt.datetime) -> None:
         raise ValueError(f"{name} is outside the years 1970 to 2199")
 
 
+_UTC_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", re.ASCII)
+
+
+def _utc_instant(value: Any) -> dt.datetime:
+    if not isinstance(value, str) or _UTC_INSTANT.fullmatch(value) is None:
+        raise ValueError("must be a UTC time as YYYY-MM-DDThh:mm:ssZ")
+    return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
+# The contract's ``UtcInstant``: whole seconds, UTC, with ``Z``.
+UtcInstant = Annotated[AwareDatetime, BeforeValidator(_utc_instant)]
+# The contract's notification kinds (Graph's, for events).
+ChangeType = Literal["created", "updated", "deleted"]
+LifecycleEvent = Literal["missed", "subscriptionRemoved", "reauthorizationRequired"]
+
+
 class PushedEvent(WireEvent):
-    """A basic event pushed by the relay: the wire event, with its texts and dates bounded to
-    what the store can hold."""
+    """A basic event pushed by the relay: the wire event with every basic field present and
+    nothing else (the contract's ``BasicEvent``), its texts and dates bounded to what the store
+    can hold."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
+
+    start: UtcInstant
+    end: UtcInstant
+    is_cancelled: bool = Field(alias="isCancelled")
+    subject: str | None = Field(max_length=1024)
+    sensitivity: Sensitivity
+    type: EventType
+    series_master_id: str | None = Field(alias="seriesMasterId", max_length=1024)
 
     @model_validator(mode="after")
     def _storable(self) -> Self:
@@ -60,29 +101,27 @@ class PushedEvent(WireEvent):
 
 
 class RelayChange(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
 
     mailbox: Mailbox
-    subscription_id: SubscriptionId | None = Field(default=None, alias="subscriptionId")
-    change_type: ChangeType | None = Field(default=None, alias="changeType")
+    subscription_id: SubscriptionId = Field(alias="subscriptionId")
+    change_type: ChangeType = Field(alias="changeType")
 
 
 class RelayLifecycle(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
 
     mailbox: Mailbox
-    subscription_id: SubscriptionId | None = Field(default=None, alias="subscriptionId")
-    lifecycle_event: Literal["missed", "subscriptionRemoved", "reauthorizationRequired"] = Field(
-        alias="lifecycleEvent"
-    )
+    subscription_id: SubscriptionId = Field(alias="subscriptionId")
+    lifecycle_event: LifecycleEvent = Field(alias="lifecycleEvent")
 
 
 class RelayWindow(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     mailbox: Mailbox
-    start: AwareDatetime
-    end: AwareDatetime
+    start: UtcInstant
+    end: UtcInstant
     events: list[PushedEvent] = Field(max_length=MAX_EVENTS)
 
     @model_validator(mode="after")
@@ -105,11 +144,12 @@ class RelayWindow(BaseModel):
 
 
 class RelayCall(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Strict: JSON's types as the schema says them (no "true" for true, no 1 for "1").
+    model_config = ConfigDict(extra="ignore", strict=True)
 
-    changes: list[RelayChange] = Field(default_factory=list, max_length=MAX_ITEMS)
-    lifecycle: list[RelayLifecycle] = Field(default_factory=list, max_length=MAX_ITEMS)
-    resync: list[Mailbox] = Field(default_factory=list, max_length=MAX_ITEMS)
+    changes: list[RelayChange] = Field(max_length=MAX_ITEMS)
+    lifecycle: list[RelayLifecycle] = Field(max_length=MAX_ITEMS)
+    resync: list[Mailbox] = Field(max_length=MAX_ITEMS)
     windows: list[RelayWindow] = Field(default_factory=list, max_length=MAX_ITEMS)
 
     @model_validator(mode="after")
