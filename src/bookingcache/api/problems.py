@@ -24,6 +24,39 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:bookingcache:problem:"
+# RFC 9457's type of a problem with no meaning beyond its HTTP status: only for a status the
+# framework itself raised and no entry of ``PROBLEM_TYPES`` describes.
+ABOUT_BLANK = "about:blank"
+
+# Every problem type the service answers, after ``TYPE_PREFIX``, with its one status. The one
+# list: ``ProblemError`` and the error mapping below refuse any other, and the tables of
+# docs/api.md and docs/intake.md are checked against it (tests/api/test_problem_types.py).
+PROBLEM_TYPES: dict[str, int] = {
+    "malformed-body": 400,
+    "bad-request": 400,
+    "unauthorized": 401,
+    "bad-signature": 401,
+    "forbidden": 403,
+    "not-found": 404,
+    "method-not-allowed": 405,
+    "conflict": 409,
+    "payload-too-large": 413,
+    "unsupported-media-type": 415,
+    "invalid-input": 422,
+    "invalid-window": 422,
+    "invalid-import": 422,
+    "internal-error": 500,
+    "upstream-error": 502,
+    "store-unavailable": 503,
+    "not-persisted": 503,
+    "upstream-throttled": 503,
+}
+
+
+def _registered(status: int, slug: str) -> str:
+    if PROBLEM_TYPES.get(slug) != status:
+        raise ValueError(f"problem type {slug!r} with status {status} is not in PROBLEM_TYPES")
+    return slug
 
 
 class FieldError(BaseModel):
@@ -62,7 +95,7 @@ class ProblemError(Exception):
     ) -> None:
         super().__init__(detail)
         self.status = status
-        self.slug = slug
+        self.slug = _registered(status, slug)
         self.detail = detail
         self.field_errors = list(field_errors)
         self.headers = headers
@@ -86,25 +119,27 @@ _ERROR_MAP: tuple[tuple[type[errors.BookingCacheError], int, str], ...] = (
     (errors.Throttled, 503, "upstream-throttled"),
     (errors.UpstreamError, 502, "upstream-error"),
 )
+for _cls, _status, _slug in _ERROR_MAP:
+    _registered(_status, _slug)
 # A sender told 503 for a database that failed may send again after this many seconds.
 STORE_RETRY_AFTER_S = "1"
 
+# The type of an ``HTTPException`` the framework raised, by its status (the router's 404 and
+# 405, the body limit's 413, a form body FastAPI cannot parse); any other is ``about:blank``.
 _HTTP_SLUGS = {
     400: "bad-request",
     401: "unauthorized",
     403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
-    406: "not-acceptable",
     409: "conflict",
     413: "payload-too-large",
     415: "unsupported-media-type",
     422: "invalid-input",
-    429: "too-many-requests",
     500: "internal-error",
-    502: "upstream-error",
-    503: "unavailable",
 }
+for _status, _slug in _HTTP_SLUGS.items():
+    _registered(_status, _slug)
 
 
 def problem_response(
@@ -120,8 +155,14 @@ def problem_response(
         title = HTTPStatus(status).phrase
     except ValueError:
         title = "Error"
+    if slug is not None:
+        problem_type = TYPE_PREFIX + _registered(status, slug)
+    elif status in _HTTP_SLUGS:
+        problem_type = TYPE_PREFIX + _HTTP_SLUGS[status]
+    else:
+        problem_type = ABOUT_BLANK
     body = Problem(
-        type=TYPE_PREFIX + (slug or _HTTP_SLUGS.get(status, "error")),
+        type=problem_type,
         title=title,
         status=status,
         detail=detail,
