@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from bookingcache.api import (
     availability,
+    docs_pages,
     events,
     health,
     intake,
@@ -30,6 +31,7 @@ from bookingcache.api.limits import BodyLimitMiddleware, BodyLimits
 from bookingcache.api.metrics import HttpMetrics, MetricsMiddleware
 from bookingcache.api.problems import PROBLEM_JSON, Problem, install_problem_handlers
 from bookingcache.api.request_id import RequestIdMiddleware
+from bookingcache.api.security_headers import with_security_headers
 from bookingcache.settings import Settings
 
 # Opens the process's services, registering their metrics in the app's registry.
@@ -51,9 +53,12 @@ token or the admin token; both as `Authorization: Bearer <token>`. Every error i
 class ServiceApp(FastAPI):
     """The service's FastAPI app, with Graph's webhook POSTs answered before the middleware
     stack and the router (see ``intake.GraphWebhook``, which does what those layers would do
-    for these requests)."""
+    for these requests). Every HTTP answer, from either way in and the outermost error
+    handler's 500 too, gets the security headers (``security_headers``)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            send = with_security_headers(scope, send)
         if scope["type"] == "http" and scope["method"] == "POST":
             match = intake.WEBHOOK_PATH.fullmatch(scope["path"])
             if match is not None:
@@ -84,6 +89,9 @@ def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
         version=version("bookingcache"),
         description=_DESCRIPTION,
         lifespan=lifespan,
+        # Served by docs_pages, with a Content-Security-Policy that lets them work.
+        docs_url=None,
+        redoc_url=None,
         # The service's own metrics are Prometheus (GET /metrics); FastAPI's OpenTelemetry
         # hooks would cost every request a look at the global providers for nothing.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -111,6 +119,7 @@ def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=http_metrics)
     install_problem_handlers(app)
     app.include_router(health.router)
+    app.include_router(docs_pages.router)
     app.include_router(tenants.router)
     app.include_router(rooms.router)
     app.include_router(availability.router)

@@ -1,0 +1,55 @@
+"""The security headers of every answer, added in one place: ``ServiceApp`` wraps the ``send``
+of each HTTP exchange before anything else runs, so Graph's webhook fast path, the router's 404
+and 405, the body limit's 413 and the outermost 500 carry them as every other answer does.
+
+An answer keeps a header it set itself (the API documentation pages set their own
+``Content-Security-Policy``, see ``docs_pages``); the others are added:
+
+- ``Content-Security-Policy: default-src 'none'; frame-ancestors 'none'``: the service answers
+  JSON and text, never a page that should load anything or be framed;
+- ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer``,
+  ``X-Frame-Options: DENY`` (for browsers without ``frame-ancestors``);
+- ``Cross-Origin-Resource-Policy: same-origin``: another site cannot embed an answer as an image
+  or script (cross-origin ``fetch`` is governed by CORS, ``BOOKINGCACHE_CORS_ORIGINS``);
+- ``Cache-Control: no-store`` on the answer to a request that carried a credential
+  (``Authorization`` or a Standard Webhooks signature), unless the answer set its own caching;
+- ``Strict-Transport-Security: max-age=31536000`` only when the request came over https: uvicorn
+  serving TLS itself, or a proxy it trusts (``FORWARDED_ALLOW_IPS``, 127.0.0.1 by default) saying
+  ``X-Forwarded-Proto: https``. Over plain http the header means nothing to a browser, and a
+  service behind an untrusted hop must not claim what it cannot know.
+"""
+
+from __future__ import annotations
+
+from starlette.types import Message, Scope, Send
+
+JSON_POLICY = b"default-src 'none'; frame-ancestors 'none'"
+HSTS = b"max-age=31536000"
+
+_ALWAYS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", JSON_POLICY),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+)
+_CREDENTIALS = frozenset({b"authorization", b"webhook-signature"})
+
+
+def with_security_headers(scope: Scope, send: Send) -> Send:
+    """``send`` adding the security headers to the exchange's answer."""
+    extra = list(_ALWAYS)
+    if scope.get("scheme") == "https":
+        extra.append((b"strict-transport-security", HSTS))
+    if any(name.lower() in _CREDENTIALS for name, _ in scope.get("headers", ())):
+        extra.append((b"cache-control", b"no-store"))
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            present = {name.lower() for name, _ in headers}
+            headers += [(name, value) for name, value in extra if name not in present]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_headers
