@@ -16,7 +16,7 @@ from typing import Any
 from .bootstrap import Connector, build_connector
 from .config import load_settings
 from .errors import ConnectorError
-from .web import Request
+from .web import Request, security_headers
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -67,6 +67,7 @@ def create_app(
             return
         if scope["type"] != "http":
             return
+        send = _secured(scope, send)
         built: Connector | None = holder["connector"]
         if built is None:
             await _send(send, 503, b'{"detail": "not started"}', "application/json")
@@ -107,6 +108,28 @@ async def renew_periodically(connector: Connector) -> None:
         for row in rows:
             if row["status"] == "failed":
                 log.warning("renewal failed for %s: %s", row["mailbox"], row["error"])
+
+
+def _secured(scope: Scope, send: Send) -> Send:
+    """``send`` adding the security headers (``web.security_headers``) to the answer. https is
+    the scheme uvicorn reports: its own TLS, or a proxy it trusts (``FORWARDED_ALLOW_IPS``)
+    saying ``X-Forwarded-Proto: https``."""
+    names = [name.decode("latin-1") for name, _ in scope.get("headers", ())]
+    extra = [
+        (name.lower().encode(), value.encode())
+        for name, value in security_headers(
+            https=scope.get("scheme") == "https", headers=dict.fromkeys(names, "")
+        )
+    ]
+
+    async def send_secured(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            present = {name.lower() for name, _ in headers}
+            message["headers"] = headers + [(n, v) for n, v in extra if n not in present]
+        await send(message)
+
+    return send_secured
 
 
 async def _send(send: Send, status: int, body: bytes, content_type: str) -> None:

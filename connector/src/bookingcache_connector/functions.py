@@ -18,7 +18,7 @@ import azure.functions as func
 
 from .bootstrap import Connector, build_connector
 from .config import load_settings
-from .web import Request, Response
+from .web import Request, Response, security_headers
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,22 @@ def to_request(req: func.HttpRequest) -> Request:
     )
 
 
-def to_response(response: Response) -> func.HttpResponse:
+def to_response(
+    response: Response, request: Request | None = None, *, https: bool = False
+) -> func.HttpResponse:
+    """The Functions answer, with the security headers (``web.security_headers``): HSTS when
+    the request came over https (the Functions front end terminates TLS and keeps the URL)."""
+    headers = {"Content-Type": response.content_type}
+    for name, value in security_headers(
+        https=https, headers=request.headers if request is not None else {}
+    ):
+        headers.setdefault(name, value)
     return func.HttpResponse(
         body=response.body,
         status_code=response.status,
         mimetype=response.content_type.split(";")[0],
         charset="utf-8",
-        headers={"Content-Type": response.content_type},
+        headers=headers,
     )
 
 
@@ -75,7 +84,7 @@ def build_function_app(provider: Provider | None = None) -> func.FunctionApp:
         response = await connector.handlers.handle(request)
         if response.status == 202 and request.path.startswith("/graph/"):
             forward_soon(connector)  # the inbox is committed; Graph has its answer
-        return to_response(response)
+        return to_response(response, request, https=urlsplit(req.url).scheme == "https")
 
     @app.function_name("healthz")
     @app.route(route="healthz", methods=["GET"])

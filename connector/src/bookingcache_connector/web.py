@@ -41,6 +41,29 @@ class Request:
         return {k: v[0] for k, v in parse_qs(self.query, keep_blank_values=True).items()}
 
 
+# Every answer is JSON or text for a program, never a page: nothing may load, frame or sniff it.
+SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+)
+_CREDENTIALS = ("authorization", "webhook-signature")
+
+
+def security_headers(*, https: bool, headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The headers every answer carries: ``SECURITY_HEADERS``; ``Strict-Transport-Security``
+    when the request came over https; ``Cache-Control: no-store`` when it carried a signature
+    or a token (answers with events or subscriptions must not be kept by a cache)."""
+    extra = list(SECURITY_HEADERS)
+    if https:
+        extra.append(("Strict-Transport-Security", "max-age=31536000"))
+    if any(name.lower() in _CREDENTIALS for name in headers):
+        extra.append(("Cache-Control", "no-store"))
+    return extra
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
