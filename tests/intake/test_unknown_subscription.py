@@ -59,6 +59,7 @@ def settings(tmp_path: Path, database_url: str, admin_token: str) -> Settings:
         database_url=database_url,
         admin_token=SecretStr(admin_token),
         database_wait_s=0,
+        environment="development",  # the connector listens on loopback, over http
         orchestration=OrchestrationSettings(
             tick_s=0.05, debounce_s=0.0, react_min_interval_s=INTERVAL_S
         ),
