@@ -141,6 +141,45 @@ async def test_secrets_can_be_rotated(store: SqlStore, tenant: Tenant) -> None:
     assert not await store.check_read_token(TENANT, READ_TOKEN)
 
 
+async def test_read_token_hashes_are_read_in_one_go(store: SqlStore, tenant: Tenant) -> None:
+    await store.create_tenant(
+        Tenant(id="globex", name="Globex", event_source=EventSource.PUSH),
+        TenantSecrets("whsec_Z2xvYmV4", "globex.token"),
+    )
+    assert await store.read_token_hashes() == {
+        TENANT: hashlib.sha256(READ_TOKEN.encode()).hexdigest(),
+        "globex": hashlib.sha256(b"globex.token").hexdigest(),
+    }
+    await store.set_tenant_secrets("globex", TenantSecrets("whsec_bmV3", "globex.new"))
+    await store.delete_tenant(TENANT)
+    assert await store.read_token_hashes() == {"globex": hashlib.sha256(b"globex.new").hexdigest()}
+
+
+async def test_tenants_listeners_hear_every_committed_tenant_write(
+    store: SqlStore, tenant: Tenant
+) -> None:
+    heard: list[str] = []
+    store.add_tenants_listener(heard.append)
+    await store.create_tenant(
+        Tenant(id="globex", name="Globex", event_source=EventSource.PUSH),
+        TenantSecrets("whsec_Z2xvYmV4", "globex.token"),
+    )
+    await store.update_tenant(TENANT, {"name": "Acme Inc"})
+    await store.set_tenant_secrets(TENANT, TenantSecrets("whsec_bmV3", "acme.new-token"))
+    await store.delete_tenant("globex")
+    with pytest.raises(NotFound):
+        await store.set_tenant_secrets("globex", TenantSecrets("whsec_bmV3", "globex.new"))
+    with pytest.raises(Conflict):
+        await store.create_tenant(
+            Tenant(id=TENANT, name="Again", event_source=EventSource.PUSH),
+            TenantSecrets("whsec_Z2xvYmV4", "acme.again"),
+        )
+    assert heard == ["globex", TENANT, TENANT, "globex"]
+    store.remove_tenants_listener(heard.append)
+    await store.delete_tenant(TENANT)
+    assert heard == ["globex", TENANT, TENANT, "globex"]
+
+
 async def _count(store: SqlStore, table: str, tenant_id: str) -> int:
     async with store.read() as conn:
         result = await conn.execute(

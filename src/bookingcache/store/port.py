@@ -25,6 +25,7 @@ class CalendarChange:
 
 ChangeListener = Callable[[CalendarChange], None]
 RoomsListener = Callable[[str], None]
+TenantsListener = Callable[[str], None]
 
 
 class Store(Protocol):
@@ -62,6 +63,11 @@ class Store(Protocol):
 
     async def set_tenant_secrets(self, tenant_id: str, secrets: TenantSecrets) -> None:
         """Replace the signing secret and the read token (rotation); ``NotFound`` if unknown."""
+        ...
+
+    async def read_token_hashes(self) -> dict[str, str]:
+        """Every tenant's read-token SHA-256 (hex), by tenant id, in one read: what a process
+        keeps in memory to check read tokens without a database round trip per request."""
         ...
 
     # --- rooms -------------------------------------------------------------------------------
@@ -151,6 +157,13 @@ class Store(Protocol):
         ...
 
     def remove_rooms_listener(self, callback: RoomsListener) -> None: ...
+
+    def add_tenants_listener(self, callback: TenantsListener) -> None:
+        """Call ``callback(tenant_id)`` in this process after every commit that created or
+        deleted the tenant, changed its settings or replaced its secrets."""
+        ...
+
+    def remove_tenants_listener(self, callback: TenantsListener) -> None: ...
 
     def watch_feed(
         self, on_notice: Callable[[], None], *, on_connect: Callable[[], None] | None = None

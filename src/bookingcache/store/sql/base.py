@@ -17,7 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bookingcache.clock import Clock, SystemClock
 from bookingcache.errors import BookingCacheError, InvalidInput, StoreUnavailable
-from bookingcache.store.port import CalendarChange, ChangeListener, RoomsListener
+from bookingcache.store.port import (
+    CalendarChange,
+    ChangeListener,
+    RoomsListener,
+    TenantsListener,
+)
 from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql.notices import CHANGES_CHANNEL, Announcer, Notices
 
@@ -76,6 +81,7 @@ class SqlBase:
         self._writer_connection: Connection | None = None
         self._listeners: list[ChangeListener] = []
         self._rooms_listeners: list[RoomsListener] = []
+        self._tenants_listeners: list[TenantsListener] = []
         self._feed_watchers: dict[Callable[[], None], Callable[[str], None]] = {}
         # PostgreSQL: the connection listening for other processes' notices, once asked for,
         # and the sender of notices announced after a commit.
@@ -182,6 +188,15 @@ class SqlBase:
         with contextlib.suppress(ValueError):
             self._rooms_listeners.remove(callback)
 
+    def add_tenants_listener(self, callback: TenantsListener) -> None:
+        """Call ``callback(tenant_id)`` in this process after every commit that created or
+        deleted the tenant, changed its settings or replaced its secrets."""
+        self._tenants_listeners.append(callback)
+
+    def remove_tenants_listener(self, callback: TenantsListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._tenants_listeners.remove(callback)
+
     def listen(
         self,
         channel: str,
@@ -248,6 +263,13 @@ class SqlBase:
                 listener(tenant_id)
             except Exception:  # a listener's failure must not undo a committed write
                 log.exception("rooms listener failed for %s", tenant_id)
+
+    def _notify_tenants(self, tenant_id: str) -> None:
+        for listener in list(self._tenants_listeners):
+            try:
+                listener(tenant_id)
+            except Exception:  # a listener's failure must not undo a committed write
+                log.exception("tenants listener failed for %s", tenant_id)
 
     def _notify(self, changes: Sequence[CalendarChange]) -> None:
         for change in changes:

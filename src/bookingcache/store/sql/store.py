@@ -67,6 +67,7 @@ class SqlStore(SqlBase):
             await self.transaction(lambda conn: conn.execute(insert(tenants), row))
         except IntegrityError as exc:
             raise Conflict(f"tenant {tenant.id!r} already exists") from exc
+        self._notify_tenants(tenant.id)
         return await self.get_tenant(tenant.id)
 
     async def get_tenant(self, tenant_id: str) -> Tenant:
@@ -108,6 +109,7 @@ class SqlStore(SqlBase):
             return self._reload(conn, tenant_id, rezoned)
 
         self._notify(await self.transaction(work))
+        self._notify_tenants(tenant_id)
         return await self.get_tenant(tenant_id)
 
     async def delete_tenant(self, tenant_id: str) -> None:
@@ -126,6 +128,7 @@ class SqlStore(SqlBase):
 
         self._notify(await self.transaction(work))
         self._notify_rooms(tenant_id)
+        self._notify_tenants(tenant_id)
 
     async def get_signing_secret(self, tenant_id: str) -> str:
         async with self.read() as conn:
@@ -162,6 +165,12 @@ class SqlStore(SqlBase):
                 raise NotFound(f"tenant {tenant_id!r} not found")
 
         await self.transaction(work)
+        self._notify_tenants(tenant_id)
+
+    async def read_token_hashes(self) -> dict[str, str]:
+        async with self.read() as conn:
+            result = await conn.execute(select(tenants.c.id, tenants.c.read_token_sha256))
+            return {str(tenant_id): str(digest) for tenant_id, digest in result}
 
     # --- rooms ---------------------------------------------------------------------------
     async def put_room(self, room: Room) -> tuple[Room, bool]:
@@ -219,6 +228,7 @@ class SqlStore(SqlBase):
 
         self._notify(await self.transaction(work))
         self._notify_rooms(tenant_id)
+        self._notify_tenants(tenant_id)
 
     async def import_rooms(self, tenant_id: str, rooms_in: Sequence[Room]) -> tuple[int, int]:
         room_ops.check_rooms(tenant_id, rooms_in)
