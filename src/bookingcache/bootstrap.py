@@ -271,7 +271,10 @@ async def build_container(
         # A notification from a subscription the service does not know: converge the tenant.
         intake.on_unknown_subscription = orchestrator.unknown_subscription
     read_model = ReadModel(
-        store, clock, poll_interval=dt.timedelta(milliseconds=settings.change_feed_poll_ms)
+        store,
+        clock,
+        poll_interval=dt.timedelta(milliseconds=settings.change_feed_poll_ms),
+        token_refresh=dt.timedelta(seconds=settings.read_token_refresh_s),
     )
     return Container(
         settings=settings,

@@ -194,6 +194,14 @@ class Settings(BaseModel):
         "for other processes' writes (a worker in its own process); this process's own "
         "writes reach it at once",
     )
+    read_token_refresh_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="read tokens are checked in memory against every tenant's token hash, "
+        "read again at least this often: a read token replaced or a tenant deleted by another "
+        "process stops working within this (this process's own changes count at once)",
+    )
     fsync: bool = Field(
         default=False,
         description="on SQLite, flush every database commit to disk before it counts as "

@@ -55,7 +55,7 @@ def _bearer_token(request: Request) -> str:
 async def authorised_reading(request: Request, tenant: TenantIdPath) -> Reading:
     """``deps.TenantReader``'s rules (the admin token, or the tenant's own read token: 401 for
     a wrong token, 403 for another tenant's, 404 for an unknown tenant), answered from the read
-    model's short-lived cache of tenants and confirmed tokens. Availability is the hot path:
+    model's in-memory token hashes and short-lived cache of tenants. Availability is the hot path:
     two database round trips (and a thread hop per synchronous dependency, and the work of
     resolving nested ones) would cost more than the answer itself, so this is one asynchronous
     dependency that reads the bearer token itself (``BEARER`` documents it in the OpenAPI)."""

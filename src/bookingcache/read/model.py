@@ -81,6 +81,7 @@ class ReadModel:
         horizon_future: dt.timedelta = dt.timedelta(days=15),
         reload_after: dt.timedelta = dt.timedelta(hours=12),
         poll_interval: dt.timedelta = dt.timedelta(seconds=1),
+        token_refresh: dt.timedelta = dt.timedelta(seconds=5),
         rooms_ttl: dt.timedelta = dt.timedelta(seconds=30),
         load_batch: int = 100,
     ) -> None:
@@ -100,7 +101,7 @@ class ReadModel:
         self._feed_seen: set[int] = set()
         self._last_poll: dt.datetime | None = None
         self._poll_lock = asyncio.Lock()
-        self.access = AccessCache(store, clock, ttl=poll_interval)
+        self.access = AccessCache(store, clock, ttl=poll_interval, token_refresh=token_refresh)
         self._zones: dict[tuple[str | None, str], tuple[str, ZoneInfo]] = {}
         self._background: dict[str, asyncio.Task[None]] = {}
         # Per tenant whose horizon is being rebuilt: what changed meanwhile (mailboxes, _ROOMS).
@@ -113,12 +114,14 @@ class ReadModel:
         other processes' refreshes, which make the next answer read the feed at once."""
         self._store.add_change_listener(self._on_change)
         self._store.add_rooms_listener(self.rooms_changed)
+        self._store.add_tenants_listener(self.access.forget)
         self._store.watch_feed(self.feed_due, on_connect=self.feed_due)
 
     async def detach(self) -> None:
         """Stop following the store, and end the re-reads running in the background."""
         self._store.remove_change_listener(self._on_change)
         self._store.remove_rooms_listener(self.rooms_changed)
+        self._store.remove_tenants_listener(self.access.forget)
         self._store.unwatch_feed(self.feed_due)
         tasks = list(self._background.values())
         for task in tasks:

@@ -1,0 +1,182 @@
+"""Read tokens are checked in memory: a guess costs no database statement, an unknown tenant is
+refused like a wrong token, and a token replaced or a tenant deleted in another process stops
+working within ``read_token_refresh_s`` (on every engine)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import event
+
+from bookingcache.api.deps import TenantReader
+from bookingcache.bootstrap import Container
+from bookingcache.clock import FixedClock
+from bookingcache.domain.tenancy import EventSource, Tenant, TenantSecrets
+from bookingcache.read.access import MISS_RECHECK
+from bookingcache.settings import Settings
+from bookingcache.store.sql.store import SqlStore
+from tests.support.auth import ADMIN
+from tests.support.problems import assert_problem
+
+
+@pytest.fixture
+def reader_route(app: FastAPI) -> None:
+    """An endpoint guarded by the reader dependency (management routes use the admin one)."""
+    router = APIRouter()
+
+    @router.get("/v1/tenants/{tenant}/whoami")
+    async def whoami(tenant: TenantReader) -> dict[str, str]:
+        return {"tenant": tenant.id}
+
+    app.include_router(router)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.contextmanager
+def counted_statements(app: FastAPI) -> Iterator[list[str]]:
+    """The SQL statements the app's store runs inside the block."""
+    container: Container = app.state.services
+    assert isinstance(container.store, SqlStore)
+    engine = container.store.engine.sync_engine
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+@pytest.mark.usefixtures("reader_route")
+async def test_guessed_tokens_cost_no_database_statement(
+    app: FastAPI, client: httpx.AsyncClient, tenant: dict[str, Any]
+) -> None:
+    tenant_id = tenant["id"]
+    token = tenant["secrets"]["read_token"]
+    assert (await client.get(f"/v1/tenants/{tenant_id}/whoami", headers=bearer(token))).is_success
+    guesses = [f"{tenant_id}.guess-{n}" for n in range(10)] + [
+        f"nobody.guess-{n}" for n in range(5)
+    ]
+    with counted_statements(app) as statements:
+        for n, guess in enumerate(guesses):
+            # Each from an address of its own, so none is throttled: all are plain failures.
+            transport = httpx.ASGITransport(app=app, client=(f"192.0.2.{n}", 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as guesser:
+                for url in (
+                    f"/v1/tenants/{tenant_id}/whoami",
+                    f"/v1/tenants/{tenant_id}/rooms/r1/availability",
+                    "/v1/tenants",
+                ):
+                    assert_problem(await guesser.get(url, headers=bearer(guess)), 401)
+    assert statements == []
+
+
+@pytest.mark.usefixtures("reader_route")
+async def test_a_token_naming_an_unknown_tenant_is_refused_like_a_wrong_one(
+    app: FastAPI, client: httpx.AsyncClient, tenant: dict[str, Any]
+) -> None:
+    tenant_id = tenant["id"]
+    token = tenant["secrets"]["read_token"]
+    secret_part = token.partition(".")[2]
+    known = bearer(f"{tenant_id}.{secret_part[::-1]}")
+    unknown = bearer(f"{tenant_id}-gone.{secret_part}")
+    assert (await client.get(f"/v1/tenants/{tenant_id}/whoami", headers=bearer(token))).is_success
+    for url in (
+        f"/v1/tenants/{tenant_id}/whoami",
+        f"/v1/tenants/{tenant_id}-gone/whoami",
+        f"/v1/tenants/{tenant_id}/rooms/r1/availability",
+        f"/v1/tenants/{tenant_id}-gone/rooms/r1/availability",
+        "/v1/tenants",
+    ):
+        with counted_statements(app) as statements:
+            refused_known = await client.get(url, headers=known)
+            refused_unknown = await client.get(url, headers=unknown)
+        assert statements == []
+        body = assert_problem(refused_known, 401)
+        assert assert_problem(refused_unknown, 401) == {**body}
+        assert (
+            refused_known.headers["www-authenticate"] == refused_unknown.headers["www-authenticate"]
+        )
+    # A valid token presented for another tenant: 403 whether that one exists or not.
+    other = await client.post(
+        "/v1/tenants",
+        json={"id": f"{tenant_id}-b", "name": "B", "event_source": "push"},
+        headers=ADMIN,
+    )
+    assert other.status_code == 201
+    existing = assert_problem(
+        await client.get(f"/v1/tenants/{tenant_id}-b/whoami", headers=bearer(token)), 403
+    )
+    missing = assert_problem(
+        await client.get(f"/v1/tenants/{tenant_id}-c/whoami", headers=bearer(token)), 403
+    )
+    assert existing["detail"].replace(f"{tenant_id}-b", "X") == missing["detail"].replace(
+        f"{tenant_id}-c", "X"
+    )
+
+
+@pytest.mark.usefixtures("reader_route")
+async def test_changes_in_this_process_count_at_once(
+    app: FastAPI, client: httpx.AsyncClient, tenant: dict[str, Any]
+) -> None:
+    tenant_id = tenant["id"]
+    url = f"/v1/tenants/{tenant_id}/whoami"
+    old = bearer(tenant["secrets"]["read_token"])
+    assert (await client.get(url, headers=old)).status_code == 200
+    container: Container = app.state.services
+    await container.store.set_tenant_secrets(
+        tenant_id, TenantSecrets("whsec_bmV3LXNlY3JldA==", f"{tenant_id}.replaced")
+    )
+    assert_problem(await client.get(url, headers=old), 401)
+    assert (await client.get(url, headers=bearer(f"{tenant_id}.replaced"))).status_code == 200
+    assert (await client.delete(f"/v1/tenants/{tenant_id}", headers=ADMIN)).status_code == 204
+    assert_problem(await client.get(url, headers=bearer(f"{tenant_id}.replaced")), 401)
+
+
+@pytest.mark.usefixtures("reader_route")
+async def test_changes_in_another_process_count_within_the_refresh_bound(
+    client: httpx.AsyncClient,
+    tenant: dict[str, Any],
+    other_store: SqlStore,
+    clock: FixedClock,
+    settings: Settings,
+) -> None:
+    tenant_id = tenant["id"]
+    url = f"/v1/tenants/{tenant_id}/whoami"
+    old = bearer(tenant["secrets"]["read_token"])
+    new = bearer(f"{tenant_id}.replaced-elsewhere")
+    assert (await client.get(url, headers=old)).status_code == 200
+    await other_store.set_tenant_secrets(
+        tenant_id, TenantSecrets("whsec_bmV3LXNlY3JldA==", f"{tenant_id}.replaced-elsewhere")
+    )
+    # The new token works as soon as a failure may look again ...
+    clock.advance(MISS_RECHECK)
+    assert (await client.get(url, headers=new)).status_code == 200
+    # ... and the old one is refused at the latest once the hashes are read again.
+    clock.advance(dt.timedelta(seconds=settings.read_token_refresh_s))
+    assert_problem(await client.get(url, headers=old), 401)
+    await other_store.delete_tenant(tenant_id)
+    clock.advance(dt.timedelta(seconds=settings.read_token_refresh_s))
+    assert_problem(await client.get(url, headers=new), 401)
+    # A tenant created elsewhere is known within a second.
+    await other_store.create_tenant(
+        Tenant(id=f"{tenant_id}-new", name="Elsewhere", event_source=EventSource.PUSH),
+        TenantSecrets("whsec_Zm9v", f"{tenant_id}-new.token"),
+    )
+    clock.advance(MISS_RECHECK)
+    response = await client.get(
+        f"/v1/tenants/{tenant_id}-new/whoami", headers=bearer(f"{tenant_id}-new.token")
+    )
+    assert response.status_code == 200, response.text
