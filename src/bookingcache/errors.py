@@ -12,6 +12,7 @@
     ├── Unauthorized            401: missing or wrong token
     │   └── BadSignature        401: an unsigned, stale, wrongly signed or replayed signed call
     ├── Forbidden               403: a valid token that may not do this
+    ├── TooManyFailedAttempts   429: failed authentication over its budget, with Retry-After
     ├── StoreUnavailable        503: the database could not be reached or written
     │   └── NotPersisted        503: accepted notifications could not be stored (sender retries)
     └── UpstreamError           502/503: Graph or the connector failed
@@ -68,6 +69,12 @@ class BadSignature(Unauthorized):
 
 class Forbidden(BookingCacheError):
     pass
+
+
+class TooManyFailedAttempts(BookingCacheError):
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class StoreUnavailable(BookingCacheError):

@@ -202,6 +202,34 @@ class Settings(BaseModel):
         "read again at least this often: a read token replaced or a tenant deleted by another "
         "process stops working within this (this process's own changes count at once)",
     )
+    auth_failures_per_minute: float = Field(
+        default=20.0,
+        gt=0,
+        description="failed authentications (wrong bearer tokens) one "
+        "client address may make a minute, after a burst of auth_failure_burst; more are "
+        "answered 429 with Retry-After. A valid credential is never refused",
+    )
+    auth_failure_burst: int = Field(default=20, ge=1)
+    tenant_auth_failures_per_minute: float = Field(
+        default=100.0,
+        gt=0,
+        description="failed authentications with tokens naming one tenant a minute, from any "
+        "address, after a burst of tenant_auth_failure_burst",
+    )
+    tenant_auth_failure_burst: int = Field(default=100, ge=1)
+    auth_throttle_max_tracked: int = Field(
+        default=10_000,
+        ge=1,
+        description="addresses (and, apart, tenants) whose failures are tracked; the one that "
+        "failed least recently is forgotten first",
+    )
+    trusted_proxy_hops: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="reverse proxies in front of the service that append to X-Forwarded-For; "
+        "0 (the default) ignores the header and takes the socket peer as the client address",
+    )
     fsync: bool = Field(
         default=False,
         description="on SQLite, flush every database commit to disk before it counts as "

@@ -56,7 +56,9 @@ async def test_openapi_documents_every_operation_and_its_problems(
                         "application/problem+json": {"schema": problem_ref}
                     }, (method, path, code)
             if operation.get("security"):
-                assert {"401", "403"} <= set(operation["responses"]), (method, path)
+                assert {"401", "403", "429"} <= set(operation["responses"]), (method, path)
+                throttled = operation["responses"]["429"]
+                assert throttled["headers"]["Retry-After"]["schema"]["type"] == "integer"
     assert "RoomImport" in document["components"]["schemas"]
     docs = await client.get("/docs")
     assert docs.status_code == 200

@@ -118,3 +118,26 @@ def test_serve_reports_a_port_in_use(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_served_process_takes_the_socket_peer_as_the_client_address(tmp_path: Path) -> None:
+    """X-Forwarded-For from a loopback peer does not spread failed guesses over addresses."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKINGCACHE_")}
+    child = processes.start(serve_command(tmp_path / "data"), env=env, log=tmp_path / "serve.log")
+    try:
+        match = BANNER.search(child.ready(lambda _: True, timeout_s=START_TIMEOUT_S))
+        assert match
+        url, token = match.groups()
+        with httpx.Client(base_url=url, timeout=5.0) as client:
+            for n in range(20):
+                guess = {"Authorization": f"Bearer guess-{n}", "X-Forwarded-For": f"192.0.2.{n}"}
+                assert client.get("/v1/tenants", headers=guess).status_code == 401
+            guess = {"Authorization": "Bearer guess", "X-Forwarded-For": "198.51.100.1"}
+            throttled = client.get("/v1/tenants", headers=guess)
+            assert throttled.status_code == 429
+            assert throttled.headers["retry-after"].isdigit()
+            admin = {"Authorization": f"Bearer {token}", "X-Forwarded-For": "192.0.2.1"}
+            assert client.get("/v1/tenants", headers=admin).status_code == 200
+    finally:
+        assert child.stop(timeout_s=STOP_TIMEOUT_S) == 0

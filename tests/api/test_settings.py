@@ -188,3 +188,33 @@ def test_graph_urls_must_be_https_without_credentials_outside_development() -> N
     check_outbound_settings(
         Settings(sync=SyncSettings(graph=GraphSettings(graph_base_url="https://10.0.0.5/v1.0")))
     )
+
+
+def test_the_authentication_settings_read_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defaults = settings_from_environment()
+    assert defaults.read_token_refresh_s == 5.0
+    assert (defaults.auth_failures_per_minute, defaults.auth_failure_burst) == (20.0, 20)
+    assert (defaults.tenant_auth_failures_per_minute, defaults.tenant_auth_failure_burst) == (
+        100.0,
+        100,
+    )
+    assert defaults.auth_throttle_max_tracked == 10_000
+    assert defaults.trusted_proxy_hops == 0
+    monkeypatch.setenv("BOOKINGCACHE_READ_TOKEN_REFRESH_S", "2")
+    monkeypatch.setenv("BOOKINGCACHE_AUTH_FAILURES_PER_MINUTE", "6")
+    monkeypatch.setenv("BOOKINGCACHE_AUTH_FAILURE_BURST", "3")
+    monkeypatch.setenv("BOOKINGCACHE_TENANT_AUTH_FAILURES_PER_MINUTE", "30")
+    monkeypatch.setenv("BOOKINGCACHE_TENANT_AUTH_FAILURE_BURST", "10")
+    monkeypatch.setenv("BOOKINGCACHE_AUTH_THROTTLE_MAX_TRACKED", "500")
+    monkeypatch.setenv("BOOKINGCACHE_TRUSTED_PROXY_HOPS", "1")
+    settings = settings_from_environment()
+    assert settings.read_token_refresh_s == 2.0
+    assert (settings.auth_failures_per_minute, settings.auth_failure_burst) == (6.0, 3)
+    assert (settings.tenant_auth_failures_per_minute, settings.tenant_auth_failure_burst) == (
+        30.0,
+        10,
+    )
+    assert settings.auth_throttle_max_tracked == 500
+    assert settings.trusted_proxy_hops == 1

@@ -32,6 +32,7 @@ from bookingcache.api.metrics import HttpMetrics, MetricsMiddleware
 from bookingcache.api.problems import PROBLEM_JSON, Problem, install_problem_handlers
 from bookingcache.api.request_id import RequestIdMiddleware
 from bookingcache.api.security_headers import with_security_headers
+from bookingcache.api.throttle import AuthThrottle, ThrottleMetrics
 from bookingcache.settings import Settings
 
 # Opens the process's services, registering their metrics in the app's registry.
@@ -45,8 +46,10 @@ Meeting-room availability for indoor maps, answered from a cache kept fresh by M
 change notifications.
 
 Management calls (tenants, rooms) need the admin token; availability calls need the tenant's read
-token or the admin token; both as `Authorization: Bearer <token>`. Every error is an RFC 9457
-`application/problem+json` body.
+token or the admin token; both as `Authorization: Bearer <token>`. Failed authentication is
+throttled per client address and per tenant named by the token: over budget, a wrong token is
+answered 429 `too-many-failed-attempts` with `Retry-After`; a valid token is never refused.
+Every error is an RFC 9457 `application/problem+json` body.
 """
 
 
@@ -105,6 +108,7 @@ def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
     app.state.metrics_registry = registry
     app.state.http_metrics = http_metrics
     app.state.body_limits = body_limits
+    app.state.auth_throttle = AuthThrottle(settings, ThrottleMetrics.of(registry))
     app.add_middleware(BodyLimitMiddleware, limits=body_limits)
     if settings.cors_origins:
         app.add_middleware(
@@ -143,6 +147,21 @@ def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
     return app
 
 
+def too_many_failed_attempts() -> dict[str, Any]:
+    """The OpenAPI response of a failed authentication over its budget."""
+    return {
+        "description": "Too many failed attempts from this address or for this tenant: a wrong "
+        "token or signature is refused with this instead of 401 until Retry-After has passed "
+        "(a valid one is never refused)",
+        "headers": {
+            "Retry-After": {
+                "description": "Whole seconds until a failed attempt is answered 401 again",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    }
+
+
 def problems_in_openapi(schema: dict[str, Any]) -> dict[str, Any]:
     """Describe every error answer as what it is, a problem+json body, and document the
     401/403/503 of every operation that takes a token (and so reads the store)."""
@@ -164,6 +183,9 @@ def problems_in_openapi(schema: dict[str, Any]) -> dict[str, Any]:
             if operation.get("security"):
                 responses.setdefault("401", {"description": "Missing or wrong token"})
                 responses.setdefault("403", {"description": "The token may not do this"})
+                responses.setdefault("429", {})
+            if "429" in responses:
+                responses["429"].update(too_many_failed_attempts())
                 responses.setdefault("503", {"description": "The database is unavailable"})
             for code, response in responses.items():
                 if code.isdigit() and int(code) >= 400:

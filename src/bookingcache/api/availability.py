@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bookingcache.api.answers import bulk_answer, room_answers
-from bookingcache.api.deps import TenantIdPath, read_token_tenant, services_of
+from bookingcache.api.deps import TenantIdPath, read_token_tenant, refused_token, services_of
 from bookingcache.api.problems import FieldError, ProblemError, problem_responses
 from bookingcache.clock import Clock
 from bookingcache.domain.availability import (
@@ -54,8 +54,9 @@ def _bearer_token(request: Request) -> str:
 
 async def authorised_reading(request: Request, tenant: TenantIdPath) -> Reading:
     """``deps.TenantReader``'s rules (the admin token, or the tenant's own read token: 401 for
-    a wrong token, 403 for another tenant's, 404 for an unknown tenant), answered from the read
-    model's in-memory token hashes and short-lived cache of tenants. Availability is the hot path:
+    a wrong token, or 429 once its failure budgets are spent, 403 for another tenant's, 404 for
+    an unknown tenant), answered from the read model's in-memory token hashes and short-lived
+    cache of tenants. Availability is the hot path:
     two database round trips (and a thread hop per synchronous dependency, and the work of
     resolving nested ones) would cost more than the answer itself, so this is one asynchronous
     dependency that reads the bearer token itself (``BEARER`` documents it in the OpenAPI)."""
@@ -67,7 +68,7 @@ async def authorised_reading(request: Request, tenant: TenantIdPath) -> Reading:
     if not hmac.compare_digest(token.encode(), services.admin_token.encode()):
         claimed = read_token_tenant(token)
         if claimed is None or not await model.access.read_token_valid(claimed, token):
-            raise Unauthorized("the token is not valid")
+            raise refused_token(request, services, claimed)
         if claimed != tenant:
             raise Forbidden(f"this read token belongs to another tenant, not {tenant!r}")
     return Reading(tenant=await model.access.tenant(tenant), model=model, clock=services.clock)

@@ -3,18 +3,22 @@
 Auth: management needs the admin token; reading a tenant's availability needs that tenant's read
 token or the admin token, both as ``Authorization: Bearer``. Read tokens look like
 ``<tenant id>.<random>``, so a valid token presented for the wrong tenant (or for management)
-is told apart from a wrong one: 403 rather than 401.
+is told apart from a wrong one: 403 rather than 401. A wrong token counts against the failure
+budgets of its client address and of the tenant it names (``api.throttle``): over budget, the
+answer is 429 rather than 401. A valid token is never throttled.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Annotated, Protocol
 
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 
+from bookingcache.api.throttle import AuthThrottle
 from bookingcache.clock import Clock
 from bookingcache.domain.tenancy import Tenant
 from bookingcache.errors import Forbidden, StoreUnavailable, Unauthorized
@@ -25,6 +29,7 @@ from bookingcache.settings import Settings
 from bookingcache.store.port import Store
 
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -125,25 +130,35 @@ async def _is_valid_read_token(container: Services, tenant_id: str, token: str) 
     return await container.read_model.access.read_token_valid(tenant_id, token)
 
 
-async def require_admin(container: ContainerDep, credentials: BearerDep) -> None:
+def refused_token(request: Request, services: Services, claimed: str | None) -> Unauthorized:
+    """The 401 of a wrong token, counted against the failure budgets of the client's address
+    and of the tenant the token names; ``TooManyFailedAttempts`` (429) instead when either is
+    spent."""
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    tenant = claimed if claimed is not None and _TENANT_ID.match(claimed) else None
+    throttle.failed(throttle.client_address(request.scope), tenant, now=services.clock.now())
+    return Unauthorized("the token is not valid")
+
+
+async def require_admin(request: Request, container: ContainerDep, credentials: BearerDep) -> None:
     token = _presented_token(credentials)
     if _is_admin(container, token):
         return
     claimed = read_token_tenant(token)
     if claimed is not None and await _is_valid_read_token(container, claimed, token):
         raise Forbidden("a read token cannot manage tenants or rooms; use the admin token")
-    raise Unauthorized("the token is not valid")
+    raise refused_token(request, container, claimed)
 
 
 async def require_tenant_reader(
-    tenant: TenantIdPath, container: ContainerDep, credentials: BearerDep
+    request: Request, tenant: TenantIdPath, container: ContainerDep, credentials: BearerDep
 ) -> Tenant:
     token = _presented_token(credentials)
     if _is_admin(container, token):
         return await container.store.get_tenant(tenant)
     claimed = read_token_tenant(token)
     if claimed is None or not await _is_valid_read_token(container, claimed, token):
-        raise Unauthorized("the token is not valid")
+        raise refused_token(request, container, claimed)
     if claimed != tenant:
         raise Forbidden(f"this read token belongs to another tenant, not {tenant!r}")
     return await container.store.get_tenant(tenant)

@@ -114,6 +114,7 @@ _ERROR_MAP: tuple[tuple[type[errors.BookingCacheError], int, str], ...] = (
     (errors.BadSignature, 401, "bad-signature"),
     (errors.Unauthorized, 401, "unauthorized"),
     (errors.Forbidden, 403, "forbidden"),
+    (errors.TooManyFailedAttempts, 429, "too-many-failed-attempts"),
     (errors.NotPersisted, 503, "not-persisted"),
     (errors.StoreUnavailable, 503, "store-unavailable"),
     (errors.Throttled, 503, "upstream-throttled"),
@@ -226,7 +227,9 @@ def problem_of(exc: errors.BookingCacheError) -> ProblemError:
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, errors.Throttled) and exc.retry_after_s is not None:
+    if isinstance(exc, errors.TooManyFailedAttempts):
+        headers["Retry-After"] = str(max(1, exc.retry_after_s))
+    elif isinstance(exc, errors.Throttled) and exc.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
     elif isinstance(exc, errors.StoreUnavailable):
         headers["Retry-After"] = STORE_RETRY_AFTER_S

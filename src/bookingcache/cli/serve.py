@@ -101,6 +101,9 @@ async def _serve_on(settings: Settings, sock: socket.socket, origin: AdminTokenO
         log_config=None,
         access_log=False,
         server_header=False,
+        # The client address is the socket peer; X-Forwarded-For counts only as far as
+        # ``trusted_proxy_hops`` says (api.throttle), not because the peer is on loopback.
+        proxy_headers=False,
         lifespan="on",
     )
     server = _Server(config)
