@@ -205,7 +205,7 @@ class Settings(BaseModel):
     auth_failures_per_minute: float = Field(
         default=20.0,
         gt=0,
-        description="failed authentications (wrong bearer tokens) one "
+        description="failed authentications (wrong bearer tokens, bad relay signatures) one "
         "client address may make a minute, after a burst of auth_failure_burst; more are "
         "answered 429 with Retry-After. A valid credential is never refused",
     )

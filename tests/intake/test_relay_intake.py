@@ -246,6 +246,31 @@ async def test_unauthentic_calls_get_401_and_change_nothing(
     assert await stored_notifications(store) == []
 
 
+async def test_failed_signatures_from_one_address_are_throttled_but_a_signed_call_is_not(
+    app: FastAPI, client: httpx.AsyncClient, store: SqlStore, clock: FixedClock
+) -> None:
+    org = await add_org(store)
+    other = await add_org(store)
+    payload = {"resync": [org.mailboxes[0]]}
+    # The documented default: 20 failures from one address, then 429 until one is back.
+    for _ in range(20):
+        response = await post_signed(client, org, payload, clock=clock, secret=other.secret)
+        assert response.status_code == 401, response.text
+    throttled = await post_signed(client, org, payload, clock=clock, secret=other.secret)
+    assert throttled.status_code == 429, throttled.text
+    assert throttled.headers["content-type"].startswith("application/problem+json")
+    assert throttled.json()["type"] == "urn:bookingcache:problem:too-many-failed-attempts"
+    assert throttled.headers["retry-after"] == "3"
+    assert counter(app, "bookingcache_auth_throttled_total", scope="address") == 1
+    # The tenant's relay, from that same address, correctly signed: accepted.
+    accepted = await post_signed(client, org, payload, clock=clock)
+    assert accepted.status_code == 202, accepted.text
+    assert len(await stored_notifications(store)) == 1
+    clock.advance(dt.timedelta(seconds=3))
+    again = await post_signed(client, org, payload, clock=clock, secret=other.secret)
+    assert again.status_code == 401, again.text
+
+
 async def test_a_replayed_call_is_refused(
     client: httpx.AsyncClient, store: SqlStore, clock: FixedClock
 ) -> None:

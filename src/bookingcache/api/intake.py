@@ -25,7 +25,8 @@ from bookingcache.api.problems import (
     response_of,
     unexpected_problem,
 )
-from bookingcache.errors import BookingCacheError, UnsupportedMediaType
+from bookingcache.api.throttle import AuthThrottle
+from bookingcache.errors import BadSignature, BookingCacheError, UnsupportedMediaType
 from bookingcache.intake.service import is_json
 
 log = logging.getLogger(__name__)
@@ -222,11 +223,15 @@ class RelayAccepted(BaseModel):
     response_model_by_alias=True,
     responses={
         202: {"description": "Accepted: windows applied and notifications stored"},
-        **problem_responses(400, 401, 413, 415, 422, 503),
+        **problem_responses(400, 401, 413, 415, 422, 429, 503),
     },
 )
 async def relay_notifications(request: Request, tenant: TenantPath) -> RelayAccepted:
-    intake = services_of(request.app).intake
+    """A call whose signature does not verify counts against its client address's budget of
+    failed authentications: over it, the answer is 429 with `Retry-After` instead of 401. A call
+    that verifies is never refused for it."""
+    services = services_of(request.app)
+    intake = services.intake
     raw_path = request.scope.get("raw_path") or request.url.path.encode()
     query = request.scope.get("query_string", b"")
     target = raw_path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
@@ -241,6 +246,9 @@ async def relay_notifications(request: Request, tenant: TenantPath) -> RelayAcce
         )
     except BookingCacheError as exc:
         intake.metrics.count_rejected("alt2", exc)
+        if isinstance(exc, BadSignature):
+            throttle: AuthThrottle = request.app.state.auth_throttle
+            throttle.failed(throttle.client_address(request.scope), None, now=services.clock.now())
         raise
     return RelayAccepted(
         notifications=outcome.notifications,

@@ -1,11 +1,11 @@
 """Failed authentication, throttled per client address and per claimed tenant.
 
 Every request that presents a credential and fails (a bearer token that is neither the admin
-token nor a read token) takes one unit from two token buckets: its client address's and, for a
-token shaped like a read token, the tenant it names. A bucket holds up to ``burst`` units and
-refills at ``per_minute`` a minute. A failing request that finds either bucket empty is answered
-429 ``too-many-failed-attempts`` with ``Retry-After`` (whole seconds until a unit is back)
-instead of 401, and takes nothing.
+token nor a read token, a relay call whose signature does not verify) takes one unit from two
+token buckets: its client address's and, for a token shaped like a read token, the tenant it
+names. A bucket holds up to ``burst`` units and refills at ``per_minute`` a minute. A failing
+request that finds either bucket empty is answered 429 ``too-many-failed-attempts`` with
+``Retry-After`` (whole seconds until a unit is back) instead of 401, and takes nothing.
 
 Only failures are ever throttled: a valid credential is checked first (in memory) and always
 gets through, so neither guessing a tenant's tokens nor sharing an address with someone who
