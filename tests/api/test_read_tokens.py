@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -18,8 +19,10 @@ from bookingcache.api.deps import TenantReader
 from bookingcache.bootstrap import Container
 from bookingcache.clock import FixedClock
 from bookingcache.domain.tenancy import EventSource, Tenant, TenantSecrets
-from bookingcache.read.access import MISS_RECHECK
+from bookingcache.errors import StoreUnavailable
+from bookingcache.read.access import MISS_RECHECK, AccessCache
 from bookingcache.settings import Settings
+from bookingcache.store.port import Store
 from bookingcache.store.sql.store import SqlStore
 from tests.support.auth import ADMIN
 from tests.support.problems import assert_problem
@@ -180,3 +183,44 @@ async def test_changes_in_another_process_count_within_the_refresh_bound(
         f"/v1/tenants/{tenant_id}-new/whoami", headers=bearer(f"{tenant_id}-new.token")
     )
     assert response.status_code == 200, response.text
+
+
+class _TokenHashes:
+    """The one store operation the token check uses, counted, and failing on demand (a
+    database that went away cannot be had otherwise)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.down = False
+        self.hashes = {"acme": hashlib.sha256(b"acme.token").hexdigest()}
+
+    async def read_token_hashes(self) -> dict[str, str]:
+        self.reads += 1
+        if self.down:
+            raise StoreUnavailable("the database is away")
+        return dict(self.hashes)
+
+
+async def test_failing_tokens_read_the_hashes_at_most_once_a_second_even_without_a_database(
+    clock: FixedClock,
+) -> None:
+    store = _TokenHashes()
+    access = AccessCache(
+        cast(Store, store), clock, ttl=dt.timedelta(seconds=1), token_refresh=dt.timedelta(hours=1)
+    )
+    assert await access.read_token_valid("acme", "acme.token")
+    for n in range(20):
+        assert not await access.read_token_valid("acme", f"acme.guess-{n}")
+        assert not await access.read_token_valid("nobody", f"nobody.guess-{n}")
+    assert store.reads == 1
+    clock.advance(MISS_RECHECK)
+    store.down = True
+    for n in range(20):
+        assert not await access.read_token_valid("acme", f"acme.guess-{n}")
+    assert store.reads == 2
+    assert await access.read_token_valid("acme", "acme.token")
+    clock.advance(MISS_RECHECK)
+    store.down = False
+    store.hashes["globex"] = hashlib.sha256(b"globex.token").hexdigest()
+    assert await access.read_token_valid("globex", "globex.token")
+    assert store.reads == 3

@@ -10,8 +10,9 @@ every tenant's read token is read in one query and kept. It is read again
   by another process stops working within ``token_refresh`` (``read_token_refresh_s``);
 * when a token fails and the hashes are older than ``MISS_RECHECK``, so a tenant created or a
   token replaced by another process works within a second. Failing tokens cost at most one such
-  read per ``MISS_RECHECK``, however many arrive, and a token naming an unknown tenant costs the
-  same as a wrong token naming a known one.
+  read (or attempt, while the database is away: the token is then just refused) per
+  ``MISS_RECHECK``, however many arrive, and a token naming an unknown tenant costs the same as
+  a wrong token naming a known one.
 
 Tenant settings (title policy, staleness bound, default zone) are re-read at most once per
 ``ttl``.
@@ -23,11 +24,15 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import secrets
 
 from bookingcache.clock import Clock
 from bookingcache.domain.tenancy import Tenant
+from bookingcache.errors import StoreUnavailable
 from bookingcache.store.port import Store
+
+log = logging.getLogger(__name__)
 
 MISS_RECHECK = dt.timedelta(seconds=1)
 # Compared against when the claimed tenant is unknown, so that case does the same work as a
@@ -58,6 +63,8 @@ class AccessCache:
         self._hashes_read_at: dt.datetime | None = None
         # Counts ``forget`` calls: one heard while the hashes are read makes them due again.
         self._forgotten = 0
+        # When a failing token last made the hashes be read again (or tried to).
+        self._miss_recheck_at: dt.datetime | None = None
         self._hashes_lock = asyncio.Lock()
 
     async def tenant(self, tenant_id: str) -> Tenant:
@@ -77,10 +84,22 @@ class AccessCache:
         presented = hashlib.sha256(token.encode()).digest()
         if self._matches(tenant_id, presented):
             return True
-        # Perhaps new in another process: re-read, at most once per MISS_RECHECK.
-        if await self._reread_if(MISS_RECHECK):
+        if await self._recheck_after_miss():
             return self._matches(tenant_id, presented)
         return False
+
+    async def _recheck_after_miss(self) -> bool:
+        """Read the hashes again for a failing token (it may be new in another process), at
+        most once per ``MISS_RECHECK``, attempts that failed included; True if they were read."""
+        now = self._clock.now()
+        if self._miss_recheck_at is not None and _fresh(self._miss_recheck_at, now, MISS_RECHECK):
+            return False
+        self._miss_recheck_at = now
+        try:
+            return await self._reread_if(MISS_RECHECK)
+        except StoreUnavailable as exc:
+            log.warning("could not re-read the read-token hashes: %s", exc)
+            return False
 
     def _matches(self, tenant_id: str, presented: bytes) -> bool:
         stored = self._hashes.get(tenant_id)
