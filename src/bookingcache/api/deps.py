@@ -135,7 +135,7 @@ def refused_token(request: Request, services: Services, claimed: str | None) -> 
     and of the tenant the token names; ``TooManyFailedAttempts`` (429) instead when either is
     spent."""
     throttle: AuthThrottle = request.app.state.auth_throttle
-    tenant = claimed if claimed is not None and _TENANT_ID.match(claimed) else None
+    tenant = claimed if claimed is not None and _TENANT_ID.fullmatch(claimed) else None
     throttle.failed(throttle.client_address(request.scope), tenant, now=services.clock.now())
     return Unauthorized("the token is not valid")
 
