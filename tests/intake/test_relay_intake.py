@@ -251,7 +251,7 @@ async def test_failed_signatures_from_one_address_are_throttled_but_a_signed_cal
 ) -> None:
     org = await add_org(store)
     other = await add_org(store)
-    payload = {"resync": [org.mailboxes[0]]}
+    payload = {"changes": [], "lifecycle": [], "resync": [org.mailboxes[0]]}
     # The documented default: 20 failures from one address, then 429 until one is back.
     for _ in range(20):
         response = await post_signed(client, org, payload, clock=clock, secret=other.secret)

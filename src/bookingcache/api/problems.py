@@ -45,6 +45,7 @@ PROBLEM_TYPES: dict[str, int] = {
     "invalid-input": 422,
     "invalid-window": 422,
     "invalid-import": 422,
+    "too-many-failed-attempts": 429,
     "internal-error": 500,
     "upstream-error": 502,
     "store-unavailable": 503,
