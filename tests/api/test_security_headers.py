@@ -145,21 +145,26 @@ async def test_documentation_pages_allow_exactly_their_own_scripts(
     assert "/openapi.json" in first.text
 
 
-@pytest.fixture
-def served(tmp_path: Path, database_url: str) -> Iterator[str]:
+@pytest.fixture(params=[0, 1], ids=["no-proxy-trusted", "one-proxy-trusted"])
+def served(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Iterator[str]:
     settings = Settings(
         environment="development",
         data_dir=tmp_path / "data",
         database_url=database_url,
         admin_token=SecretStr(ADMIN_TOKEN),
         database_wait_s=0,
+        trusted_proxy_hops=request.param,
     )
-    with serve_in_thread(service_app(settings, clock=FixedClock(dt.datetime.now(dt.UTC)))) as url:
+    app = service_app(settings, clock=FixedClock(dt.datetime.now(dt.UTC)))
+    # As ``bookingcache serve`` runs it: uvicorn itself believes no forwarded header.
+    with serve_in_thread(app, proxy_headers=False) as url:
         yield url
 
 
-def test_on_the_wire_and_hsts_only_for_https(served: str) -> None:
-    """A real uvicorn on loopback: it trusts the loopback proxy's ``X-Forwarded-Proto``."""
+def test_on_the_wire_and_hsts_only_for_https(served: str, request: pytest.FixtureRequest) -> None:
+    """A real uvicorn on loopback. HSTS only when the trusted proxy says the request came over
+    https: a client cannot claim it itself when no proxy is trusted."""
+    proxy_trusted = request.node.callspec.params["served"] == 1
     with httpx.Client(base_url=served) as client:
         plain = client.post("/graph/notifications/contoso", json={"value": []})
         assert plain.status_code == 202
@@ -175,4 +180,7 @@ def test_on_the_wire_and_hsts_only_for_https(served: str) -> None:
             client.get("/healthz", headers={"X-Forwarded-Proto": "https"}),
         ):
             assert_secured(response)
+            if not proxy_trusted:
+                assert "strict-transport-security" not in response.headers
+                continue
             assert response.headers["strict-transport-security"] == "max-age=31536000"

@@ -24,11 +24,11 @@ def bound_socket() -> socket.socket:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any, sock: socket.socket | None = None) -> Iterator[str]:
+def serve_in_thread(app: Any, sock: socket.socket | None = None, **config: Any) -> Iterator[str]:
     """Run ``app`` (its lifespan included) on ``sock`` or a free loopback port; yields its base
-    URL and stops it on the way out."""
+    URL and stops it on the way out. ``config``: more ``uvicorn.Config`` arguments."""
     sock = sock or bound_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="auto"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="auto", **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

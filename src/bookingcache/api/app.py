@@ -59,9 +59,12 @@ class ServiceApp(FastAPI):
     for these requests). Every HTTP answer, from either way in and the outermost error
     handler's 500 too, gets the security headers (``security_headers``)."""
 
+    # Set by ``create_app`` from the settings: how many proxies' X-Forwarded-* entries count.
+    trusted_proxy_hops = 0
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            send = with_security_headers(scope, send)
+            send = with_security_headers(scope, send, trusted_proxy_hops=self.trusted_proxy_hops)
         if scope["type"] == "http" and scope["method"] == "POST":
             match = intake.WEBHOOK_PATH.fullmatch(scope["path"])
             if match is not None:
@@ -109,6 +112,7 @@ def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
     app.state.http_metrics = http_metrics
     app.state.body_limits = body_limits
     app.state.auth_throttle = AuthThrottle(settings, ThrottleMetrics.of(registry))
+    app.trusted_proxy_hops = settings.trusted_proxy_hops
     app.add_middleware(BodyLimitMiddleware, limits=body_limits)
     if settings.cors_origins:
         app.add_middleware(

@@ -14,14 +14,17 @@ An answer keeps a header it set itself (the API documentation pages set their ow
 - ``Cache-Control: no-store`` on the answer to a request that carried a credential
   (``Authorization`` or a Standard Webhooks signature), unless the answer set its own caching;
 - ``Strict-Transport-Security: max-age=31536000`` only when the request came over https: uvicorn
-  serving TLS itself, or a proxy it trusts (``FORWARDED_ALLOW_IPS``, 127.0.0.1 by default) saying
-  ``X-Forwarded-Proto: https``. Over plain http the header means nothing to a browser, and a
-  service behind an untrusted hop must not claim what it cannot know.
+  serving TLS itself, or the outermost of the proxies the service trusts
+  (``BOOKINGCACHE_TRUSTED_PROXY_HOPS``, ``api.forwarded``) saying ``X-Forwarded-Proto: https``.
+  Over plain http the header means nothing to a browser, and a service behind an untrusted hop
+  must not claim what it cannot know.
 """
 
 from __future__ import annotations
 
 from starlette.types import Message, Scope, Send
+
+from bookingcache.api.forwarded import came_over_https
 
 JSON_POLICY = b"default-src 'none'; frame-ancestors 'none'"
 HSTS = b"max-age=31536000"
@@ -36,10 +39,10 @@ _ALWAYS: tuple[tuple[bytes, bytes], ...] = (
 _CREDENTIALS = frozenset({b"authorization", b"webhook-signature"})
 
 
-def with_security_headers(scope: Scope, send: Send) -> Send:
+def with_security_headers(scope: Scope, send: Send, *, trusted_proxy_hops: int = 0) -> Send:
     """``send`` adding the security headers to the exchange's answer."""
     extra = list(_ALWAYS)
-    if scope.get("scheme") == "https":
+    if came_over_https(scope, trusted_proxy_hops):
         extra.append((b"strict-transport-security", HSTS))
     if any(name.lower() in _CREDENTIALS for name, _ in scope.get("headers", ())):
         extra.append((b"cache-control", b"no-store"))

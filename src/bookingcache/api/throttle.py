@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter
 from starlette.types import Scope
 
+from bookingcache.api.forwarded import forwarded_entry
 from bookingcache.errors import TooManyFailedAttempts
 from bookingcache.settings import Settings
 from bookingcache.telemetry.metricsets import MetricSet
@@ -129,12 +130,4 @@ class AuthThrottle:
         entries left of it are the client's to write). The peer when the header has fewer."""
         client = scope.get("client")
         peer = str(client[0]) if client else None
-        if self.trusted_proxy_hops == 0:
-            return peer
-        forwarded: list[str] = []
-        for name, value in scope.get("headers", ()):
-            if name == b"x-forwarded-for":
-                forwarded.extend(part.strip() for part in value.decode("latin-1").split(","))
-        if len(forwarded) < self.trusted_proxy_hops:
-            return peer
-        return forwarded[-self.trusted_proxy_hops] or peer
+        return forwarded_entry(scope, b"x-forwarded-for", self.trusted_proxy_hops) or peer
