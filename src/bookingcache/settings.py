@@ -238,6 +238,43 @@ class Settings(BaseModel):
         "commit (intake's group commit shares one among the requests of a round). "
         "PostgreSQL's own settings (synchronous_commit) decide there",
     )
+    http_max_target_bytes: int = Field(
+        default=8 * 1024,
+        ge=256,
+        le=1024 * 1024,
+        description="longest request target (path and query) the server reads; longer: 414",
+    )
+    http_max_head_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=4 * 1024 * 1024,
+        description="largest request head (request line and header fields); larger: 431",
+    )
+    http_max_headers: int = Field(
+        default=100, ge=1, le=10_000, description="most header fields in a request; more: 431"
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="a request head must be complete this long after the connection opened "
+        "(or, on a kept-alive connection, after its first byte); else 408 and the connection "
+        "closes",
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="a request body that sends nothing for this long while it is read: 408 "
+        "and the connection closes",
+    )
+    http_keep_alive_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="an idle kept-alive connection closes after this long; behind a proxy "
+        "that keeps connections open longer, set it above the proxy's idle timeout",
+    )
 
     sync: SyncSettings = Field(default_factory=SyncSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
@@ -270,6 +307,12 @@ class Settings(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("public_base_url must start with http:// or https://")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_http_limits(self) -> Settings:
+        if self.http_max_target_bytes >= self.http_max_head_bytes:
+            raise ValueError("http_max_target_bytes must be less than http_max_head_bytes")
+        return self
 
     @model_validator(mode="after")
     def _refuse_insecure_admin_token(self) -> Settings:

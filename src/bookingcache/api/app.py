@@ -50,6 +50,11 @@ token or the admin token; both as `Authorization: Bearer <token>`. Failed authen
 throttled per client address and per tenant named by the token: over budget, a wrong token is
 answered 429 `too-many-failed-attempts` with `Retry-After`; a valid token is never refused.
 Every error is an RFC 9457 `application/problem+json` body.
+
+The server bounds each request before it reaches these routes (by default; docs/api.md,
+"Limits"): a request target over 8 KiB is answered 414, a request head over 64 KiB or with more
+than 100 header fields 431, a head not complete within 10 s or a body silent for 30 s 408; each
+of these closes the connection.
 """
 
 

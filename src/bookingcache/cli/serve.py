@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from bookingcache.api.server import server_config
 from bookingcache.bootstrap import event_loop_runner, service_app, settings_from_environment
 from bookingcache.errors import BookingCacheError
 from bookingcache.settings import (
@@ -94,17 +95,9 @@ async def _serve(settings: Settings, origin: AdminTokenOrigin) -> int:
 
 
 async def _serve_on(settings: Settings, sock: socket.socket, origin: AdminTokenOrigin) -> int:
-    config = uvicorn.Config(
-        service_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        # The client address is the socket peer; X-Forwarded-For counts only as far as
-        # ``trusted_proxy_hops`` says (api.throttle), not because the peer is on loopback.
-        proxy_headers=False,
-        lifespan="on",
+    # Bounded request heads, read and keep-alive timeouts (docs/api.md, "Limits").
+    config = server_config(
+        service_app(settings), settings, host=settings.host, port=settings.port, lifespan="on"
     )
     server = _Server(config)
     loop = asyncio.get_running_loop()

@@ -16,7 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bookingcache.api.server import server_config
 from bookingcache.bootstrap import event_loop_runner
+from bookingcache.settings import Settings
 
 
 async def _notifications(request: Request) -> Response:
@@ -31,15 +33,7 @@ def baseline_app() -> Starlette:
 
 
 async def _serve(host: str, port: int) -> None:
-    config = uvicorn.Config(
-        baseline_app(),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        lifespan="on",
-    )
+    config = server_config(baseline_app(), Settings(), host=host, port=port, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
