@@ -1,4 +1,5 @@
-"""The ASGI app: ``uvicorn bookingcache_connector.app:create_app --factory``.
+"""The ASGI app, served by ``bookingcache-connector serve`` (``server.py``: uvicorn with bounded
+request heads and read timeouts); ``create_app`` is an ASGI app factory for any other server.
 
 Plain ASGI, no web framework: the surface is five routes and a framework would be the largest
 dependency an administrator has to audit. The relay's forwarding loop lives in the lifespan.

@@ -1,7 +1,9 @@
-"""``bookingcache-connector``: the connector as a script, for customers who run no service.
+"""``bookingcache-connector``: the connector as a script, for customers who run no service, and
+its HTTP server.
 
     bookingcache-connector subscribe --mailboxes rooms.txt --notification-url URL --client-state S
     bookingcache-connector renew | list | delete [--mailboxes rooms.txt] | check [...]
+    bookingcache-connector serve [--host 0.0.0.0] [--port 8080]
 
 Settings come from the same ``CONNECTOR_*`` environment variables as the other entry points.
 """
@@ -19,6 +21,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from .app import create_app
 from .bootstrap import Connector, build_connector
 from .check import run_check
 from .config import load_settings
@@ -61,7 +64,32 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--mailboxes", required=True)
     check.add_argument("--notification-url", default=None)
     check.add_argument("--lifecycle-url", default=None)
+    serve = commands.add_parser(
+        "serve",
+        help="serve the HTTP API (relay, basic events, subscriptions) with bounded requests "
+        "and read timeouts (needs the [server] extra)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
     return top
+
+
+def _serve(args: argparse.Namespace, env: Mapping[str, str], factory: Factory | None) -> int:
+    try:
+        from .server import serve
+    except ImportError:
+        sys.stderr.write("serve needs uvicorn: pip install 'bookingcache-connector[server]'\n")
+        return 2
+    try:
+        settings = load_settings(env)
+    except ConnectorError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        return 2
+
+    def build() -> Connector:
+        return factory(env) if factory is not None else build_connector(settings)
+
+    return serve(create_app(build=build), settings, host=args.host, port=args.port)
 
 
 async def _run(args: argparse.Namespace, connector: Connector) -> tuple[list[dict[str, Any]], bool]:
@@ -137,6 +165,8 @@ def main(
     out: TextIO | None = None,
 ) -> int:
     args = parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args, env if env is not None else os.environ, factory)
     out = out or sys.stdout
     try:
         connector = (factory or (lambda e: build_connector(load_settings(e))))(

@@ -48,6 +48,13 @@ class Settings:
     per_mailbox_concurrency: int = 4
     graph_max_retries: int = 5
     http_timeout_s: float = 30.0
+    # The HTTP server of ``bookingcache-connector serve`` (server.py).
+    http_max_request_line_bytes: int = 8 * 1024
+    http_max_head_bytes: int = 64 * 1024
+    http_max_headers: int = 100
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
+    http_keep_alive_s: float = 5.0
 
     @property
     def authority(self) -> str:
@@ -117,6 +124,20 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _number(env, name, default)
+    if value <= 0:
+        raise ConfigError(f"{name} must be more than 0, got {value:g}")
+    return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _positive(env, name, default)
+    if value != int(value):
+        raise ConfigError(f"{name} must be a whole number, got {value:g}")
+    return int(value)
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Read ``CONNECTOR_*`` settings; pass ``os.environ`` (or a dict in tests)."""
 
@@ -166,4 +187,22 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         renew_below_hours=int(_number(env, "CONNECTOR_RENEW_BELOW_HOURS", 48)),
         renew_every_s=_number(env, "CONNECTOR_RENEW_EVERY_S", 6 * 3600.0),
         http_timeout_s=_number(env, "CONNECTOR_HTTP_TIMEOUT_S", 30.0),
+        **_server_limits(env),
     )
+
+
+def _server_limits(env: Mapping[str, str]) -> dict[str, Any]:
+    line = _whole(env, "CONNECTOR_HTTP_MAX_REQUEST_LINE_BYTES", 8 * 1024)
+    head = _whole(env, "CONNECTOR_HTTP_MAX_HEAD_BYTES", 64 * 1024)
+    if line >= head:
+        raise ConfigError(
+            "CONNECTOR_HTTP_MAX_REQUEST_LINE_BYTES must be less than CONNECTOR_HTTP_MAX_HEAD_BYTES"
+        )
+    return {
+        "http_max_request_line_bytes": line,
+        "http_max_head_bytes": head,
+        "http_max_headers": _whole(env, "CONNECTOR_HTTP_MAX_HEADERS", 100),
+        "http_header_timeout_s": _positive(env, "CONNECTOR_HTTP_HEADER_TIMEOUT_S", 10.0),
+        "http_body_timeout_s": _positive(env, "CONNECTOR_HTTP_BODY_TIMEOUT_S", 30.0),
+        "http_keep_alive_s": _positive(env, "CONNECTOR_HTTP_KEEP_ALIVE_S", 5.0),
+    }

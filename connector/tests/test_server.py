@@ -1,0 +1,346 @@
+"""The connector's HTTP server (``bookingcache-connector serve``): bounded request heads, read
+timeouts and idle connections closed, on a real uvicorn server on a loopback port spoken to
+over real sockets, and as a real process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from bookingcache_connector.config import Settings, load_settings
+from bookingcache_connector.errors import ConfigError
+from bookingcache_connector.server import server_config
+
+from .rawhttp import connect, flood, read_answer, read_answers, read_until_closed, status_of
+
+MIB = 1024 * 1024
+# Generous: these bound how long a test waits for what must happen, not how fast it happens.
+WAIT_S = 10.0
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+
+
+async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """``GET /healthz``, and ``POST /echo`` answering the length of the body it read."""
+    if scope["type"] != "http":
+        return
+    length = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        length += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = json.dumps({"length": length} if scope["path"] == "/echo" else {"status": "ok"})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body.encode()})
+
+
+def _settings(**limits: Any) -> Settings:
+    return Settings(tenant_id="t", client_id="c", client_secret="s", **limits)
+
+
+@contextlib.contextmanager
+def serving(**limits: Any) -> Iterator[int]:
+    """The test app under the connector's ``server_config`` with these limits; its port."""
+    config = server_config(_app, _settings(**limits), host="127.0.0.1", port=0, lifespan="off")
+    config.log_level = "warning"
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive(), "the server did not start"
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def _problem(answer: bytes) -> dict[str, Any]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head.lower()
+    assert b"connection: close" in head.lower()
+    problem: dict[str, Any] = json.loads(body)
+    return problem
+
+
+def _get(path: str = "/healthz", *, headers: bytes = b"") -> bytes:
+    return b"GET " + path.encode() + b" HTTP/1.1\r\nHost: test\r\n" + headers + b"\r\n"
+
+
+def test_a_64_mib_request_line_is_refused_at_once_while_health_answers() -> None:
+    with serving() as port:
+        stop = threading.Event()
+        health: list[float] = []
+        failures: list[BaseException] = []
+
+        def poll_health() -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT_S) as client:
+                while not stop.is_set():
+                    try:
+                        assert client.get("/healthz").status_code == 200
+                    except BaseException as exc:  # noqa: BLE001 (reported by the test)
+                        failures.append(exc)
+                        return
+                    health.append(time.monotonic())
+
+        poller = threading.Thread(target=poll_health, daemon=True)
+        poller.start()
+        floods = []
+        started = time.monotonic()
+        while len(floods) < 5 or time.monotonic() - started < 0.5:
+            with connect(port) as sock:
+                floods.append(flood(sock, b"GET /", total=64 * MIB))
+        ended = time.monotonic()
+        stop.set()
+        poller.join(timeout=WAIT_S)
+
+    assert not failures, failures
+    for attempt in floods:
+        assert status_of(attempt.answer) == 414, attempt.answer[:200]
+        assert attempt.sent < 8 * MIB
+        assert "request line" in _problem(attempt.answer)["detail"]
+    assert any(started <= at <= ended for at in health), "health did not answer during it"
+
+
+def test_a_request_line_at_the_limit_is_served() -> None:
+    with serving(http_max_request_line_bytes=1024) as port, connect(port) as sock:
+        line = len(b"GET  HTTP/1.1\r")
+        target = "/healthz?pad=" + "x" * (1024 - line - len("/healthz?pad="))
+        sock.sendall(_get(target))
+        assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
+        sock.sendall(_get(target + "x"))
+        assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 414
+
+
+def test_a_head_over_the_limit_is_431() -> None:
+    with serving() as port, connect(port) as sock:
+        attempt = flood(sock, b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: ", total=64 * MIB)
+    assert status_of(attempt.answer) == 431, attempt.answer[:200]
+    assert attempt.sent < 8 * MIB
+    assert _problem(attempt.answer)["status"] == 431
+
+
+def test_too_many_header_fields_are_431() -> None:
+    with serving(http_max_headers=100) as port:
+        with connect(port) as sock:
+            sock.sendall(_get(headers=b"".join(b"X-%d: v\r\n" % i for i in range(99))))
+            assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
+        with connect(port) as sock:
+            sock.sendall(_get(headers=b"".join(b"X-%d: v\r\n" % i for i in range(100))))
+            answer, closed = read_until_closed(sock, timeout_s=WAIT_S)
+    assert status_of(answer) == 431
+    assert "more than 100 header fields" in _problem(answer)["detail"]
+    assert closed
+
+
+def test_a_large_body_in_the_same_read_as_its_head_is_not_counted_as_head() -> None:
+    body = b"b" * (512 * 1024)
+    head = b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % len(body)
+    small = {"http_max_request_line_bytes": 1024, "http_max_head_bytes": 4096}
+    with serving(**small) as port, connect(port) as sock:
+        sock.sendall(head + body + head + body)
+        answers = read_answers(sock, 2, timeout_s=WAIT_S)
+    for answer in answers:
+        assert status_of(answer) == 200, answer[:200]
+        assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {"length": len(body)}
+
+
+def test_pipelined_requests_are_all_answered() -> None:
+    with serving() as port, connect(port) as sock:
+        sock.sendall(_get() * 3)
+        answers = read_answers(sock, 3, timeout_s=WAIT_S)
+    assert [status_of(a) for a in answers] == [200, 200, 200]
+
+
+def test_a_head_sent_a_byte_at_a_time_is_cut_at_the_header_timeout() -> None:
+    request = _get(headers=b"X-Slow: " + b"s" * 200 + b"\r\n")
+    with serving(http_header_timeout_s=0.5) as port, connect(port) as sock:
+        started = time.monotonic()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for byte in request:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.02)
+                if time.monotonic() - started > WAIT_S:
+                    break
+        answer, closed = read_until_closed(sock, timeout_s=WAIT_S)
+    assert status_of(answer) == 408
+    assert closed
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout() -> None:
+    with serving(http_header_timeout_s=0.5) as port, connect(port) as sock:
+        answer, closed = read_until_closed(sock, timeout_s=WAIT_S)
+    assert (answer, closed) == (b"", True)
+
+
+def test_many_stalled_connections_do_not_keep_out_a_request_and_are_all_closed() -> None:
+    with serving(http_header_timeout_s=1.0) as port:
+        stalled = [connect(port) for _ in range(200)]
+        try:
+            for sock in stalled:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Never: ")
+            with httpx.Client(timeout=WAIT_S) as client:
+                assert client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+            outcomes = [read_until_closed(sock, timeout_s=WAIT_S) for sock in stalled]
+        finally:
+            for sock in stalled:
+                sock.close()
+    assert all(closed for _, closed in outcomes)
+    assert {status_of(answer) for answer, _ in outcomes} == {408}
+
+
+def test_a_stalled_body_is_answered_408_after_the_body_timeout() -> None:
+    head = b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n"
+    with serving(http_body_timeout_s=0.5) as port, connect(port) as sock:
+        sock.sendall(head + b"0123456789")
+        answer, closed = read_until_closed(sock, timeout_s=WAIT_S)
+    assert status_of(answer) == 408
+    assert "request body" in _problem(answer)["detail"]
+    assert closed
+
+
+def test_a_body_that_keeps_coming_is_read_whatever_its_total_time() -> None:
+    head = b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 12\r\n\r\n"
+    with serving(http_body_timeout_s=0.5) as port, connect(port) as sock:
+        sock.sendall(head)
+        for _ in range(12):
+            time.sleep(0.15)
+            sock.sendall(b"x")
+        answer = read_answer(sock, timeout_s=WAIT_S)
+    assert status_of(answer) == 200
+    assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {"length": 12}
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout() -> None:
+    with serving(http_keep_alive_s=0.3) as port, connect(port) as sock:
+        sock.sendall(_get())
+        assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
+        started = time.monotonic()
+        rest, closed = read_until_closed(sock, timeout_s=WAIT_S)
+        waited = time.monotonic() - started
+    assert (rest, closed) == (b"", True)
+    assert waited < 4.0
+
+
+def test_a_kept_alive_connection_serves_a_request_after_the_header_timeout() -> None:
+    with (
+        serving(http_header_timeout_s=0.5, http_keep_alive_s=5.0) as port,
+        connect(port) as sock,
+    ):
+        sock.sendall(_get())
+        assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
+        time.sleep(1.0)
+        sock.sendall(_get())
+        assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
+
+
+BASE_ENV = {
+    "CONNECTOR_TENANT_ID": "t",
+    "CONNECTOR_CLIENT_ID": "c",
+    "CONNECTOR_CLIENT_SECRET": "s",
+}
+
+
+def test_the_limits_are_read_from_the_environment() -> None:
+    settings = load_settings(
+        {
+            **BASE_ENV,
+            "CONNECTOR_HTTP_MAX_REQUEST_LINE_BYTES": "4096",
+            "CONNECTOR_HTTP_MAX_HEAD_BYTES": "32768",
+            "CONNECTOR_HTTP_MAX_HEADERS": "50",
+            "CONNECTOR_HTTP_HEADER_TIMEOUT_S": "2.5",
+            "CONNECTOR_HTTP_BODY_TIMEOUT_S": "7",
+            "CONNECTOR_HTTP_KEEP_ALIVE_S": "65",
+        }
+    )
+    assert (
+        settings.http_max_request_line_bytes,
+        settings.http_max_head_bytes,
+        settings.http_max_headers,
+        settings.http_header_timeout_s,
+        settings.http_body_timeout_s,
+        settings.http_keep_alive_s,
+    ) == (4096, 32768, 50, 2.5, 7.0, 65.0)
+    defaults = load_settings(BASE_ENV)
+    assert (defaults.http_max_request_line_bytes, defaults.http_max_head_bytes) == (8192, 65536)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CONNECTOR_HTTP_HEADER_TIMEOUT_S": "0"}, "more than 0"),
+        ({"CONNECTOR_HTTP_MAX_HEADERS": "1.5"}, "whole number"),
+        ({"CONNECTOR_HTTP_MAX_REQUEST_LINE_BYTES": "70000"}, "less than"),
+    ],
+)
+def test_nonsensical_limits_are_refused(env: Mapping[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings({**BASE_ENV, **env})
+
+
+@pytest.mark.slow
+def test_serve_command_bounds_requests(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
+    env |= BASE_ENV | {
+        "CONNECTOR_STATE_DIR": str(tmp_path / "state"),
+        "CONNECTOR_HTTP_HEADER_TIMEOUT_S": "1",
+    }
+    with subprocess.Popen(
+        [sys.executable, "-m", "bookingcache_connector", "serve", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        try:
+            _check_serving(process)
+        finally:
+            process.terminate()
+            process.wait(timeout=WAIT_S)
+
+
+def _check_serving(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = LISTENING.search(line)
+    assert match, line
+    port = int(match[1])
+    with connect(port) as sock:
+        attempt = flood(sock, b"GET /", total=64 * MIB)
+    assert status_of(attempt.answer) == 414
+    assert attempt.sent < 8 * MIB
+    with httpx.Client(timeout=WAIT_S) as client:
+        health = client.get(f"http://127.0.0.1:{port}/healthz")
+    assert health.json() == {"status": "ok"}
+    with connect(port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: te")
+        answer, closed = read_until_closed(sock, timeout_s=WAIT_S)
+    assert status_of(answer) == 408
+    assert closed
