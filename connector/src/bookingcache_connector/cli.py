@@ -71,6 +71,12 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
+    serve.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"]
+    )
+    serve.add_argument(
+        "--no-access-log", action="store_true", help="no line per request on standard output"
+    )
     return top
 
 
@@ -89,7 +95,14 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], factory: Factory | 
     def build() -> Connector:
         return factory(env) if factory is not None else build_connector(settings)
 
-    return serve(create_app(build=build), settings, host=args.host, port=args.port)
+    return serve(
+        create_app(build=build),
+        settings,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=not args.no_access_log,
+    )
 
 
 async def _run(args: argparse.Namespace, connector: Connector) -> tuple[list[dict[str, Any]], bool]:

@@ -318,8 +318,25 @@ class _Server(uvicorn.Server):
             print(f"bookingcache-connector listening on http://{shown}:{port}", flush=True)
 
 
-def serve(app: Any, settings: Settings, *, host: str, port: int) -> int:
+def serve(
+    app: Any,
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    access_log: bool = True,
+) -> int:
     """Serve ``app`` until SIGINT or SIGTERM; 0 after a clean stop, 1 if it did not start."""
-    server = _Server(server_config(app, settings, host=host, port=port, lifespan="on"))
+    config = server_config(
+        app,
+        settings,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_level=log_level,
+        access_log=access_log,
+    )
+    server = _Server(config)
     server.run()
     return 0 if server.started else 1
