@@ -121,12 +121,12 @@ class Demo:
             "CONNECTOR_SERVICE_TENANT": TENANT,
             "CONNECTOR_STATE_DIR": str(self.work_dir / "connector"),
         }
+        # The connector's own hardened server (bounded requests, read timeouts).
         argv = [
             sys.executable,
             "-m",
-            "uvicorn",
-            "bookingcache_connector.app:create_app",
-            "--factory",
+            "bookingcache_connector",
+            "serve",
             "--host",
             "127.0.0.1",
             "--port",

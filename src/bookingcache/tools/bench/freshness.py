@@ -302,8 +302,9 @@ def _connector_env(
 
 
 def _connector_command(port: int) -> list[str]:
+    # The connector's own hardened server (bounded requests, read timeouts), as customers run it.
     return [
-        sys.executable, "-m", "uvicorn", "bookingcache_connector.app:create_app", "--factory",
+        sys.executable, "-m", "bookingcache_connector", "serve",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
         "--no-access-log",
     ]  # fmt: skip
