@@ -91,7 +91,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     A request is read in two phases: its head (``_in_head``: from the end of the previous
     request, or the connection, to the end of the header fields) and its body. Bytes of a
     head are counted before the parser sees them; the parser's callbacks count the target and
-    the header fields."""
+    the header fields at the end of the head."""
 
     limits: ClassVar[HttpLimits] = HttpLimits()
 
@@ -100,7 +100,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._target_bytes = 0
-        self._header_count = 0
         # (status, slug, detail) once the request in hand is refused.
         self._refusal: tuple[int, str, str] | None = None
         # After a refusal nothing more is parsed: what arrives is discarded.
@@ -128,9 +127,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._discarding:
             self._discard(len(data))
             return
+        if self._in_head and self._head_bytes + len(data) <= self.limits.max_head_bytes:
+            # The usual read: within what is left of the head's limit.
+            self._head_bytes += len(data)
+            super().data_received(data)
+        elif not self._feed_bounded(data):
+            return
+        if self._refusal is not None:
+            self._refuse()
+        elif self._head_bytes or not self._in_head:
+            self._time_reading()
+
+    def _feed_bounded(self, data: bytes) -> bool:
+        """Feed ``data`` in pieces, the parser getting at most one byte over the limit of the
+        head being read; False if the request was refused or the connection is closing."""
         limit = self.limits.max_head_bytes
         while data and self._in_head:
-            # The parser gets at most one byte over the limit of the head being read.
             room = limit - self._head_bytes + 1
             piece, data = (data, b"") if len(data) <= room else (data[:room], data[room:])
             self._head_bytes += len(piece)
@@ -143,27 +155,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 )
             if self._refusal is not None:
                 self._refuse()
-                return
+                return False
             if self.transport.is_closing():
-                return
+                return False
         if data:
             super().data_received(data)
-            if self._refusal is not None:
-                self._refuse()
-                return
+        return True
+
+    def _time_reading(self) -> None:
+        """A head or a body is being read: its timer runs."""
         if self.transport.is_closing():
             return
         if self._in_head:
-            if self._head_bytes and self._head_timer is None:
+            if self._head_timer is None:
                 self._head_timer = self.loop.call_later(
                     self.limits.header_timeout_s, self._head_timed_out
                 )
-        else:
-            self._body_seen_at = self.loop.time()
-            if self._body_timer is None:
-                self._body_timer = self.loop.call_later(
-                    self.limits.body_timeout_s, self._body_check
-                )
+            return
+        self._body_seen_at = self.loop.time()
+        if self._body_timer is None:
+            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_check)
 
     # --- parser callbacks ---------------------------------------------------------------------
     def on_url(self, url: bytes) -> None:
@@ -179,20 +190,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().on_url(url)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._refusal is not None:
-            return
-        self._header_count += 1
-        if self._header_count > self.limits.max_headers:
+    def on_headers_complete(self) -> None:
+        # The header fields are counted here, not one by one: their bytes are bounded already.
+        if self._refusal is None and len(self.headers) > self.limits.max_headers:
             self._refusal = (
                 431,
                 "header-fields-too-large",
                 f"the request has more than {self.limits.max_headers} header fields",
             )
-            return
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
         if self._refusal is not None:
             return
         self._in_head = False
@@ -209,7 +214,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._refusal is not None:
             return
         self._in_head = True
-        self._head_bytes = self._target_bytes = self._header_count = 0
+        self._head_bytes = self._target_bytes = 0
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
