@@ -90,8 +90,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     A request is read in two phases: its head (``_in_head``: from the end of the previous
     request, or the connection, to the end of the header fields) and its body. Bytes of a
-    head are counted before the parser sees them; the parser's callbacks count the target and
-    the header fields at the end of the head."""
+    head are counted before the parser sees them; the parser's callbacks count the bytes of the
+    target as they come, and the header fields once the head is complete."""
 
     limits: ClassVar[HttpLimits] = HttpLimits()
 
