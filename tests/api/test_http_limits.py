@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -136,6 +137,11 @@ def test_a_head_over_the_limit_is_431() -> None:
     problem = _problem(attempt.answer)
     assert problem["type"] == "urn:bookingcache:problem:header-fields-too-large"
     assert problem["status"] == 431
+    # Like every answer of the service: a request id and the security headers.
+    head = attempt.answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert re.search(rb"\r\nx-request-id: [0-9a-f]{16}\r\n", head), head
+    assert b"\r\ncontent-security-policy: default-src 'none'; frame-ancestors 'none'" in head
+    assert b"\r\nx-content-type-options: nosniff" in head
 
 
 def test_many_small_headers_over_the_size_are_431_too() -> None:

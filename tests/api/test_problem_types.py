@@ -46,8 +46,9 @@ def documented(doc: str) -> list[tuple[str, int]]:
 
 
 def raised_in_source() -> set[tuple[str, int]]:
-    """(type, status) of every ``ProblemError(status, "type", ...)`` and
-    ``problem_response(..., status, slug="type")`` written in the service's code."""
+    """(type, status) of every ``ProblemError(status, "type", ...)``, ``Refusal(status,
+    "type", ...)`` (the HTTP server's) and ``problem_response(..., status, slug="type")``
+    written in the service's code."""
     found: set[tuple[str, int]] = set()
     for path in (ROOT / "src/bookingcache").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -64,9 +65,9 @@ def raised_in_source() -> set[tuple[str, int]]:
                 None,
             )
             status = next((c for c in constants if isinstance(c, int)), None)
-            if name == "ProblemError" and len(constants) >= 2:
+            if name in ("ProblemError", "Refusal") and len(constants) >= 2:
                 slug = constants[1]
-            if name in ("ProblemError", "problem_response") and slug and status:
+            if name in ("ProblemError", "Refusal", "problem_response") and slug and status:
                 found.add((str(slug), int(status)))
     return found
 

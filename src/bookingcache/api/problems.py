@@ -57,7 +57,8 @@ PROBLEM_TYPES: dict[str, int] = {
 }
 
 
-def _registered(status: int, slug: str) -> str:
+def registered(status: int, slug: str) -> str:
+    """``slug``, if ``PROBLEM_TYPES`` has it with ``status`` (``ValueError`` otherwise)."""
     if PROBLEM_TYPES.get(slug) != status:
         raise ValueError(f"problem type {slug!r} with status {status} is not in PROBLEM_TYPES")
     return slug
@@ -99,7 +100,7 @@ class ProblemError(Exception):
     ) -> None:
         super().__init__(detail)
         self.status = status
-        self.slug = _registered(status, slug)
+        self.slug = registered(status, slug)
         self.detail = detail
         self.field_errors = list(field_errors)
         self.headers = headers
@@ -125,7 +126,7 @@ _ERROR_MAP: tuple[tuple[type[errors.BookingCacheError], int, str], ...] = (
     (errors.UpstreamError, 502, "upstream-error"),
 )
 for _cls, _status, _slug in _ERROR_MAP:
-    _registered(_status, _slug)
+    registered(_status, _slug)
 # A sender told 503 for a database that failed may send again after this many seconds.
 STORE_RETRY_AFTER_S = "1"
 
@@ -144,7 +145,7 @@ _HTTP_SLUGS = {
     500: "internal-error",
 }
 for _status, _slug in _HTTP_SLUGS.items():
-    _registered(_status, _slug)
+    registered(_status, _slug)
 
 
 def problem_response(
@@ -161,7 +162,7 @@ def problem_response(
     except ValueError:
         title = "Error"
     if slug is not None:
-        problem_type = TYPE_PREFIX + _registered(status, slug)
+        problem_type = TYPE_PREFIX + registered(status, slug)
     elif status in _HTTP_SLUGS:
         problem_type = TYPE_PREFIX + _HTTP_SLUGS[status]
     else:

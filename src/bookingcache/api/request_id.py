@@ -39,6 +39,11 @@ class _Ids:
 _ids = _Ids()
 
 
+def new_id() -> str:
+    """A request id of this process's series (for an answer made before any scope exists)."""
+    return _ids.next()
+
+
 def assign(scope: Scope) -> str:
     """The request's id, kept in its scope: the caller's ``X-Request-ID`` when it is sane, else
     a new one."""

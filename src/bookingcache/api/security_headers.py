@@ -29,7 +29,7 @@ from bookingcache.api.forwarded import came_over_https
 JSON_POLICY = b"default-src 'none'; frame-ancestors 'none'"
 HSTS = b"max-age=31536000"
 
-_ALWAYS: tuple[tuple[bytes, bytes], ...] = (
+ALWAYS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-security-policy", JSON_POLICY),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -41,7 +41,7 @@ _CREDENTIALS = frozenset({b"authorization", b"webhook-signature"})
 
 def with_security_headers(scope: Scope, send: Send, *, trusted_proxy_hops: int = 0) -> Send:
     """``send`` adding the security headers to the exchange's answer."""
-    extra = list(_ALWAYS)
+    extra = list(ALWAYS)
     if came_over_https(scope, trusted_proxy_hops):
         extra.append((b"strict-transport-security", HSTS))
     if any(name.lower() in _CREDENTIALS for name, _ in scope.get("headers", ())):

@@ -34,7 +34,9 @@ from typing import Any, ClassVar
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from bookingcache.api.problems import PROBLEM_JSON, TYPE_PREFIX
+from bookingcache.api.problems import PROBLEM_JSON, TYPE_PREFIX, registered
+from bookingcache.api.request_id import new_id
+from bookingcache.api.security_headers import ALWAYS
 from bookingcache.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,8 +71,9 @@ class HttpLimits:
 _PHRASES = {408: "Request Timeout", 414: "URI Too Long", 431: "Request Header Fields Too Large"}
 
 
-def refusal_bytes(status: int, slug: str, detail: str) -> bytes:
-    """A complete HTTP/1.1 answer: a problem+json body, and the connection closes."""
+def refusal_bytes(status: int, slug: str, detail: str, *, request_id: str) -> bytes:
+    """A complete HTTP/1.1 answer: a problem+json body with the request id and the security
+    headers every answer has, and the connection closes."""
     phrase = _PHRASES.get(status) or HTTPStatus(status).phrase
     body = json.dumps(
         {"type": TYPE_PREFIX + slug, "title": phrase, "status": status, "detail": detail},
@@ -80,9 +83,24 @@ def refusal_bytes(status: int, slug: str, detail: str) -> bytes:
         f"HTTP/1.1 {status} {phrase}\r\n"
         f"content-type: {PROBLEM_JSON}\r\n"
         f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
+        f"x-request-id: {request_id}\r\n"
+        "connection: close\r\n"
     ).encode("ascii")
-    return head + body
+    secured = b"".join(name + b": " + value + b"\r\n" for name, value in ALWAYS)
+    return head + secured + b"\r\n" + body
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request refused below the API: its status, problem type (one of ``PROBLEM_TYPES``)
+    and detail."""
+
+    status: int
+    slug: str
+    detail: str
+
+    def __post_init__(self) -> None:
+        registered(self.status, self.slug)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -101,7 +119,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._target_bytes = 0
         # (status, slug, detail) once the request in hand is refused.
-        self._refusal: tuple[int, str, str] | None = None
+        self._refusal: Refusal | None = None
         # After a refusal nothing more is parsed: what arrives is discarded.
         self._discarding = False
         self._discarded = 0
@@ -148,7 +166,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(piece)
             super().data_received(piece)
             if self._refusal is None and self._in_head and self._head_bytes > limit:
-                self._refusal = (
+                self._refusal = Refusal(
                     431,
                     "header-fields-too-large",
                     f"the request head is over the limit of {limit} bytes",
@@ -182,7 +200,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._target_bytes += len(url)
         if self._target_bytes > self.limits.max_target_bytes:
-            self._refusal = (
+            self._refusal = Refusal(
                 414,
                 "uri-too-long",
                 f"the request target is over the limit of {self.limits.max_target_bytes} bytes",
@@ -193,7 +211,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         # The header fields are counted here, not one by one: their bytes are bounded already.
         if self._refusal is None and len(self.headers) > self.limits.max_headers:
-            self._refusal = (
+            self._refusal = Refusal(
                 431,
                 "header-fields-too-large",
                 f"the request has more than {self.limits.max_headers} header fields",
@@ -233,7 +251,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_bytes == 0:
             self.transport.close()  # nothing was asked
             return
-        self._refusal = (
+        self._refusal = Refusal(
             408,
             "request-timeout",
             f"the request head did not arrive within {self.limits.header_timeout_s:g} s",
@@ -264,7 +282,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._discarding = True
             self.transport.close()
             return
-        self._refusal = (
+        self._refusal = Refusal(
             408,
             "request-timeout",
             f"the request body sent nothing for {self.limits.body_timeout_s:g} s",
@@ -278,18 +296,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self) -> None:
         assert self._refusal is not None
-        status, slug, detail = self._refusal
+        status, slug, detail = self._refusal.status, self._refusal.slug, self._refusal.detail
         self._discarding = True
         for timer in (self._head_timer, self._body_timer):
             if timer is not None:
                 timer.cancel()
         self._head_timer = self._body_timer = None
-        log.info("refused a request from %s: %s (%d)", _peer(self.client), detail, status)
+        request_id = new_id()
+        log.info(
+            "refused a request from %s: %s (%d, request %s)",
+            _peer(self.client),
+            detail,
+            status,
+            request_id,
+            extra={"request_id": request_id},
+        )
         if self._response_pending():
             # A pipelined request behind an answer still being made: close after that answer.
             self.cycle.keep_alive = False
             return
-        self.transport.write(refusal_bytes(status, slug, detail))
+        self.transport.write(refusal_bytes(status, slug, detail, request_id=request_id))
         # Stop sending, but read on for a moment: a close with unread data would reset the
         # connection, and the client could lose the answer.
         if self.transport.can_write_eof():
