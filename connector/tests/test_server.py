@@ -145,6 +145,9 @@ def test_a_head_over_the_limit_is_431() -> None:
     assert status_of(attempt.answer) == 431, attempt.answer[:200]
     assert attempt.sent < 8 * MIB
     assert _problem(attempt.answer)["status"] == 431
+    head = attempt.answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"\r\ncontent-security-policy: default-src 'none'; frame-ancestors 'none'" in head
+    assert b"\r\nx-content-type-options: nosniff" in head
 
 
 def test_too_many_header_fields_are_431() -> None:

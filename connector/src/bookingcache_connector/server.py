@@ -33,6 +33,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .config import Settings
+from .web import SECURITY_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ class HttpLimits:
 
 
 def refusal_bytes(status: int, detail: str) -> bytes:
-    """A complete HTTP/1.1 answer with a problem+json body; the connection closes."""
+    """A complete HTTP/1.1 answer with a problem+json body and the security headers of every
+    answer; the connection closes."""
     title = _TITLES[status]
     body = json.dumps(
         {"type": "about:blank", "title": title, "status": status, "detail": detail},
@@ -82,9 +84,10 @@ def refusal_bytes(status: int, detail: str) -> bytes:
         f"HTTP/1.1 {status} {title}\r\n"
         "content-type: application/problem+json\r\n"
         f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
+        "connection: close\r\n"
     ).encode("ascii")
-    return head + body
+    secured = "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS).encode("ascii")
+    return head + secured + b"\r\n" + body
 
 
 class _Connection(h11.Connection):
