@@ -182,3 +182,20 @@ def test_parse_handles_graph_seven_digit_fractions() -> None:
     assert parse_instant("2026-11-24T08:00:00.1234567") == datetime(
         2026, 11, 24, 8, 0, 0, 123456, tzinfo=UTC
     )
+
+
+async def test_a_window_before_the_year_1000_is_spelt_with_four_digit_years(
+    make_connector: Any, clock: FakeClock
+) -> None:
+    """Graph and the contract spell instants ``YYYY-MM-DDTHH:MM:SSZ``: a year below 1000 keeps its
+    leading zeros, on the way to Graph as in the answer."""
+    app = create_app(make_connector())
+    window = "start=0832-08-06T10:47:05Z&end=0832-08-07T10:47:05Z"
+    path = f"/v1/calendars/room-a1@contoso.example/events?{window}"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://c"
+    ) as http:
+        response = await http.get(path, headers=signed_get(Signer(WEBHOOK_SECRET, clock), path))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["start"], body["end"]) == ("0832-08-06T10:47:05Z", "0832-08-07T10:47:05Z")

@@ -22,8 +22,10 @@ class SystemClock:
 
 
 def to_graph_utc(moment: datetime) -> str:
-    """Graph and the contract both spell instants as ``YYYY-MM-DDTHH:MM:SSZ``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Graph and the contract both spell instants as ``YYYY-MM-DDTHH:MM:SSZ``. The year is
+    written out here: ``strftime("%Y")`` drops the leading zeros of a year below 1000."""
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}Z"
 
 
 def parse_instant(text: str) -> datetime:
