@@ -34,6 +34,7 @@ from bookingcache.clock import FixedClock
 from bookingcache.settings import Settings
 from bookingcache.store.sql.schema import metadata
 from bookingcache.store.sql.store import SqlStore, open_store
+from tests.support import secrets_scan
 from tests.support.auth import ADMIN_TOKEN
 from tests.support.databases import POSTGRES_ENV, asyncpg_dsn, opened_store
 
@@ -228,3 +229,8 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Scan everything the run lets out for the secrets it made (tests/support/secrets_scan)."""
+    secrets_scan.install(config)

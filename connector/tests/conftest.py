@@ -10,6 +10,7 @@ import pytest
 
 from bookingcache_connector.bootstrap import Connector, build_connector
 from bookingcache_connector.config import Settings
+from tests.support import secrets_scan
 
 from .fakes import (
     AUTHORITY_HOST,
@@ -82,3 +83,8 @@ async def make_connector(
     yield make
     for connector in built:
         await connector.aclose()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Scan everything the run lets out for the secrets it made (tests/support/secrets_scan)."""
+    secrets_scan.install(config)
