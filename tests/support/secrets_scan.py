@@ -12,8 +12,10 @@ What it collects, for the whole session:
   (``SqlSubscriptions.rotate_client_state``), the admin token and Graph client secrets of every
   service container that starts (``Container.start_service`` / ``start_worker``), and on the
   connector's side its webhook secret (``Signer`` / ``Verifier``), its Graph client secret
-  (``MsalTokenProvider``), the clientStates it is configured with (``Relay``) and those the
-  service hands it (``Desired.from_json``). Values shorter than ``MIN_SECRET_LENGTH`` are the tests'
+  (``MsalTokenProvider``) and the clientStates it is configured with (``Relay``). The
+  clientStates the service hands the connector are registered where the service makes them;
+  the bodies a test or Schemathesis makes up are not secrets (a generated clientState may well
+  be a word of an error message). Values shorter than ``MIN_SECRET_LENGTH`` are the tests'
   placeholders, not secrets anyone could rely on (a real one has 32 bytes or more), and are left
   out: they would match by chance.
 - **Texts**: every log record of the test process, formatted with its exception text (a handler
@@ -299,7 +301,6 @@ def _connector_hooks(scan: SecretScan, patches: _Patches) -> None:
     from bookingcache_connector.auth import MsalTokenProvider
     from bookingcache_connector.relay import Relay
     from bookingcache_connector.signing import Signer, Verifier
-    from bookingcache_connector.subscriptions import Desired
 
     def keyed(original: Any) -> Any:
         def wrapper(self: Any, secret: str, *args: Any, **kw: Any) -> None:
@@ -325,19 +326,10 @@ def _connector_hooks(scan: SecretScan, patches: _Patches) -> None:
 
         return wrapper
 
-    def desired(original: Any) -> Any:
-        def wrapper(cls: Any, body: Any) -> Any:
-            if isinstance(body, dict):
-                scan.secret(body.get("clientState"), "a clientState")
-            return original.__func__(cls, body)
-
-        return classmethod(wrapper)
-
     patches.wrap(Signer, "__init__", keyed)
     patches.wrap(Verifier, "__init__", keyed)
     patches.wrap(MsalTokenProvider, "__init__", tokens)
     patches.wrap(Relay, "__init__", relay)
-    patches.wrap(Desired, "from_json", desired)
 
 
 def _client_hooks(scan: SecretScan, patches: _Patches) -> None:
