@@ -199,3 +199,20 @@ async def test_a_window_before_the_year_1000_is_spelt_with_four_digit_years(
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["start"], body["end"]) == ("0832-08-06T10:47:05Z", "0832-08-07T10:47:05Z")
+
+
+async def test_an_instant_that_is_no_utc_date_is_refused_as_bad_input(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    """1 January of year 1 at 01:00 nine hours east of UTC is in year 0 in UTC, a date Python
+    cannot hold: a 400, not a failure of the connector."""
+    app = create_app(make_connector())
+    window = "start=0001-01-01T01:00:01%2B09:01&end=0001-01-02T00:00:00Z"
+    path = f"/v1/calendars/room-a1@contoso.example/events?{window}"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://c"
+    ) as http:
+        response = await http.get(path, headers=signed_get(Signer(WEBHOOK_SECRET, clock), path))
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert graph.requests == []

@@ -29,7 +29,8 @@ def to_graph_utc(moment: datetime) -> str:
 
 
 def parse_instant(text: str) -> datetime:
-    """Parse an ISO 8601 instant; a missing offset means UTC (as Graph reads its query times)."""
+    """Parse an ISO 8601 instant; a missing offset means UTC (as Graph reads its query times).
+    ``ValueError`` for text that is not one, or names no date in UTC."""
     value = text.strip()
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
@@ -42,4 +43,7 @@ def parse_instant(text: str) -> datetime:
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # e.g. year 1 east of UTC: year 0 in UTC
+        raise ValueError(f"{text!r} is not a date in UTC") from exc
