@@ -5,6 +5,9 @@ foreign keys on. The sqlite3 driver's own transaction handling is switched off a
 emits ``BEGIN`` itself, so that write transactions can start with ``BEGIN IMMEDIATE``: the
 write lock is taken up front and two writers never interleave or fail half-way with
 ``database is locked``. PostgreSQL is reached through asyncpg with a bounded pool.
+
+Every engine hides a statement's parameters from its errors (``hide_parameters``): they may be
+a clientState, a signing secret or a token's hash, and a failed write is logged with its error.
 """
 
 from __future__ import annotations
@@ -132,6 +135,7 @@ def create_engine(url: str, *, pool_size: int = 10, fsync: bool = False) -> Asyn
         return _sqlite_engine(normalized, pool_size=pool_size, fsync=fsync)
     return create_async_engine(
         normalized,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=CONNECT_TIMEOUT_S * 2,
@@ -166,6 +170,7 @@ def _sqlite_settings(fsync: bool) -> Callable[[Any, ConnectionPoolEntry], None]:
 def _sqlite_engine(url: str, *, pool_size: int, fsync: bool) -> AsyncEngine:
     engine = create_async_engine(
         url,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=0,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -188,6 +193,7 @@ def sqlite_writer_engine(url: URL, *, fsync: bool) -> Engine:
     ``BEGIN IMMEDIATE`` (``SqlBase.transaction``)."""
     engine = sa_create_engine(
         url.set(drivername="sqlite+pysqlite"),
+        hide_parameters=True,
         poolclass=StaticPool,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
     )
