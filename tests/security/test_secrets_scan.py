@@ -33,6 +33,7 @@ def test_a_secret_in_a_log_record_is_found_and_not_repeated() -> None:
     handler = _Capture(scan)
     logger.addHandler(handler)
     logger.propagate = False  # the planted secrets stay out of the session's own scan
+    logger.setLevel(logging.DEBUG)
     try:
         logger.warning("calling the connector with %s", SIGNING_SECRET)
         try:
@@ -43,6 +44,7 @@ def test_a_secret_in_a_log_record_is_found_and_not_repeated() -> None:
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
+        logger.setLevel(logging.NOTSET)
     findings = scan.findings()
     assert {(f.kind, f.where) for f in findings} == {
         ("a tenant's signing secret", "a log record of tests.planted"),
