@@ -73,7 +73,6 @@ UNAUTHENTICATED: dict[tuple[str, str], str] = {
 UNDOCUMENTED: dict[tuple[str, str], str] = {
     ("get", "/openapi.json"): "the public API's description",
     ("get", "/docs"): "the API's documentation page (Swagger UI)",
-    ("get", "/docs/oauth2-redirect"): "Swagger UI's OAuth2 redirect page (static)",
     ("get", "/redoc"): "the API's documentation page (ReDoc)",
 }
 

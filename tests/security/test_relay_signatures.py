@@ -64,7 +64,7 @@ class World:
 
     @property
     def body(self) -> bytes:
-        return json.dumps({"resync": [self.org.mailboxes[0]]}).encode()
+        return json.dumps({"changes": [], "lifecycle": [], "resync": [self.org.mailboxes[0]]}).encode()
 
     def good(self) -> Call:
         return Call(
@@ -142,7 +142,7 @@ CASES: dict[str, Callable[[World], Call]] = {
     "timestamp in words": lambda w: w.stamped("tomorrow"),
     "timestamp in milliseconds": lambda w: w.stamped(str(int(w.now.timestamp() * 1000))),
     "tampered body": lambda w: replace(
-        w.good(), body=json.dumps({"resync": [w.org.mailboxes[1]]}).encode()
+        w.good(), body=json.dumps({"changes": [], "lifecycle": [], "resync": [w.org.mailboxes[1]]}).encode()
     ),
     "tampered path": _tampered_path,
     "tampered query": _tampered_query,

@@ -68,6 +68,12 @@ def run_service(tmp_path: Path, database_url: str, examples: int) -> None:
         database_url=database_url,
         admin_token=SecretStr(ADMIN_TOKEN),
         database_wait_s=0,
+        # Every generated call comes from one client address, and the wrong-credential probes
+        # would spend its failure budget: the checks here are of the answers to wrong
+        # credentials (401/403), so the throttle (tests/api/test_auth_throttle.py) gets
+        # budgets no run spends.
+        auth_failure_burst=1_000_000,
+        tenant_auth_failure_burst=1_000_000,
     )
     secrets: dict[str, str] = {}
 
