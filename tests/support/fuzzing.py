@@ -160,6 +160,12 @@ def drive(
     """Every operation of ``schema`` in both modes (but those ``skip`` names), with ``checks``
     but those ``left_out`` lists for its label; the failures, all of them."""
     failures: list[str] = []
+    # A body over the size limit is refused before it is parsed, and a request head over the
+    # server's bounds before it reaches the app: 413, 414 and 431 reject invalid data too.
+    rejection = schema.config.checks.negative_data_rejection
+    schema.config.checks.negative_data_rejection = type(rejection)(
+        expected_statuses=[*rejection.expected_statuses, "413", "414", "431"]
+    )
     for result in schema.get_all_operations():
         if isinstance(result, Err):
             failures.append(f"unusable operation: {result.err()}")

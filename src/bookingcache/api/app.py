@@ -179,7 +179,10 @@ def problems_in_openapi(schema: dict[str, Any]) -> dict[str, Any]:
     for name, definition in problem_schema.pop("$defs", {}).items():
         components.setdefault(name, definition)
     components.setdefault("Problem", problem_schema)
-    for name, definition in rooms.openapi_components().items():
+    for name, definition in [
+        *rooms.openapi_components().items(),
+        *intake.openapi_components().items(),
+    ]:
         components.setdefault(name, definition)
     problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path_item in schema.get("paths", {}).values():

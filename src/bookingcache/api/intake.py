@@ -26,7 +26,10 @@ from bookingcache.api.problems import (
     unexpected_problem,
 )
 from bookingcache.api.throttle import AuthThrottle
+from bookingcache.contract.signing import MAX_ID_LENGTH
 from bookingcache.errors import BadSignature, BookingCacheError, UnsupportedMediaType
+from bookingcache.intake.graph import GraphBatch
+from bookingcache.intake.relay import RelayCall
 from bookingcache.intake.service import is_json
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,80 @@ _GRAPH_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"description": "Accepted: every authentic notification of the batch is stored"},
     **problem_responses(400, 413, 415, 503),
 }
+
+
+# The bodies and headers of the notification endpoints, described for the OpenAPI document:
+# the routes read their bodies themselves (a signature is checked over the bytes as sent, and
+# Graph's webhooks are answered before the router), so FastAPI cannot infer them.
+_GRAPH_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "validationToken",
+            "in": "query",
+            "required": False,
+            "description": "Graph's validation handshake: answered 200 with the decoded token "
+            "as text/plain, whatever the body",
+            "schema": {"type": "string"},
+        }
+    ],
+    "requestBody": {
+        "required": False,
+        "description": "A Graph changeNotificationCollection (none with the handshake)",
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/ChangeNotificationCollection"}
+            }
+        },
+    },
+}
+_SIGNATURE_HEADERS: list[dict[str, Any]] = [
+    {
+        "name": "webhook-id",
+        "in": "header",
+        "required": True,
+        "description": "Standard Webhooks: the call's unique id (a replay is refused)",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+    },
+    {
+        "name": "webhook-timestamp",
+        "in": "header",
+        "required": True,
+        "description": "Standard Webhooks: Unix seconds, within 5 minutes of the service's clock",
+        "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
+    },
+    {
+        "name": "webhook-signature",
+        "in": "header",
+        "required": True,
+        "description": "Standard Webhooks: `v1,<base64 HMAC-SHA256>` over "
+        "`POST <path>\\n` and the body, with the tenant's signing secret; several may be "
+        "given, separated by spaces",
+        "schema": {"type": "string", "minLength": 1},
+    },
+]
+_RELAY_OPENAPI: dict[str, Any] = {
+    "parameters": _SIGNATURE_HEADERS,
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/RelayNotification"}}
+        },
+    },
+}
+
+
+def openapi_components() -> dict[str, Any]:
+    """The schemas of the notification bodies (the relay's is the connector contract's
+    ``RelayNotification``)."""
+    components: dict[str, Any] = {}
+    for name, model in (
+        ("ChangeNotificationCollection", GraphBatch),
+        ("RelayNotification", RelayCall),
+    ):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+        components.update(schema.pop("$defs", {}))
+        components[name] = schema
+    return components
 
 
 class GraphWebhook:
@@ -178,6 +255,7 @@ WEBHOOK_PATH = re.compile(
     summary="Graph change notifications (Alternative 1) and the validation handshake",
     response_class=Response,
     responses=_GRAPH_RESPONSES,
+    openapi_extra=_GRAPH_OPENAPI,
 )
 async def graph_notifications(request: Request, tenant: TenantPath) -> Response:
     return _Handover(GraphWebhook(request.app, kind="notifications", tenant=tenant))
@@ -189,6 +267,7 @@ async def graph_notifications(request: Request, tenant: TenantPath) -> Response:
     summary="Graph lifecycle notifications (Alternative 1) and the validation handshake",
     response_class=Response,
     responses=_GRAPH_RESPONSES,
+    openapi_extra=_GRAPH_OPENAPI,
 )
 async def graph_lifecycle(request: Request, tenant: TenantPath) -> Response:
     return _Handover(GraphWebhook(request.app, kind="lifecycle", tenant=tenant))
@@ -225,6 +304,7 @@ class RelayAccepted(BaseModel):
         202: {"description": "Accepted: windows applied and notifications stored"},
         **problem_responses(400, 401, 413, 415, 422, 429, 503),
     },
+    openapi_extra=_RELAY_OPENAPI,
 )
 async def relay_notifications(request: Request, tenant: TenantPath) -> RelayAccepted:
     """A call whose signature does not verify counts against its client address's budget of
