@@ -64,7 +64,9 @@ class World:
 
     @property
     def body(self) -> bytes:
-        return json.dumps({"changes": [], "lifecycle": [], "resync": [self.org.mailboxes[0]]}).encode()
+        return json.dumps(
+            {"changes": [], "lifecycle": [], "resync": [self.org.mailboxes[0]]}
+        ).encode()
 
     def good(self) -> Call:
         return Call(
@@ -142,7 +144,8 @@ CASES: dict[str, Callable[[World], Call]] = {
     "timestamp in words": lambda w: w.stamped("tomorrow"),
     "timestamp in milliseconds": lambda w: w.stamped(str(int(w.now.timestamp() * 1000))),
     "tampered body": lambda w: replace(
-        w.good(), body=json.dumps({"changes": [], "lifecycle": [], "resync": [w.org.mailboxes[1]]}).encode()
+        w.good(),
+        body=json.dumps({"changes": [], "lifecycle": [], "resync": [w.org.mailboxes[1]]}).encode(),
     ),
     "tampered path": _tampered_path,
     "tampered query": _tampered_query,
@@ -163,6 +166,7 @@ def assert_refused(response: httpx.Response) -> None:
     assert response.status_code == 401, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["type"].endswith("bad-signature")
+    assert response.headers["x-request-id"]  # every answer, a refusal too
 
 
 @pytest.mark.parametrize("case", list(CASES))
