@@ -127,6 +127,8 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(
         "BOOKINGCACHE_DATABASE_URL": database_url,
         "BOOKINGCACHE_ADMIN_TOKEN": ADMIN_TOKEN,
         "BOOKINGCACHE_LOG_LEVEL": "WARNING",
+        # Its connector listens on loopback over http, which only development allows.
+        "BOOKINGCACHE_ENVIRONMENT": "development",
         # Refreshes wait out a long coalescing window, so the kill comes before they run and
         # the restarted process has to do them from what it stored.
         "BOOKINGCACHE_SYNC_COALESCE_MS": "4000",

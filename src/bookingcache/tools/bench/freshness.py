@@ -351,6 +351,9 @@ def main(argv: list[str]) -> int:
             env = {
                 "BOOKINGCACHE_LOG_LEVEL": "WARNING",
                 **os.environ,
+                # Everything runs on loopback over http: the emulator, the connector, the
+                # service's own URL, which only development allows (docs/api.md).
+                "BOOKINGCACHE_ENVIRONMENT": "development",
                 "BOOKINGCACHE_ADMIN_TOKEN": ADMIN_TOKEN,
                 "BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID": info["apps"]["full"]["client_id"],
                 "BOOKINGCACHE_SYNC_GRAPH__CLIENT_SECRET": info["apps"]["full"]["client_secret"],
