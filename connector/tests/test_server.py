@@ -20,11 +20,17 @@ import httpx
 import pytest
 import uvicorn
 
+from bookingcache.tools.rawhttp import (
+    connect,
+    flood,
+    read_answer,
+    read_answers,
+    read_until_closed,
+    status_of,
+)
 from bookingcache_connector.config import Settings, load_settings
 from bookingcache_connector.errors import ConfigError
 from bookingcache_connector.server import server_config
-
-from .rawhttp import connect, flood, read_answer, read_answers, read_until_closed, status_of
 
 MIB = 1024 * 1024
 # Generous: these bound how long a test waits for what must happen, not how fast it happens.
