@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter, FastAPI
 
+from bookingcache.api.deps import TenantReader
 from tests.support.api import tenant_body
 from tests.support.auth import ADMIN
 
@@ -31,3 +33,15 @@ async def tenant(client: httpx.AsyncClient, tenant_id: str) -> dict[str, Any]:
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created
+
+
+@pytest.fixture
+def reader_route(app: FastAPI) -> None:
+    """An endpoint guarded like the availability endpoints, to probe the reader dependency."""
+    router = APIRouter()
+
+    @router.get("/v1/tenants/{tenant}/whoami")
+    async def whoami(tenant: TenantReader) -> dict[str, str]:
+        return {"tenant": tenant.id}
+
+    app.include_router(router)

@@ -4,28 +4,10 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI
 
-from bookingcache.api.deps import TenantReader
 from tests.support.api import tenant_body
-from tests.support.auth import ADMIN
+from tests.support.auth import ADMIN, bearer
 from tests.support.problems import assert_problem
-
-
-@pytest.fixture
-def reader_route(app: FastAPI) -> None:
-    """An endpoint guarded like the availability endpoints, to probe the reader dependency."""
-    router = APIRouter()
-
-    @router.get("/v1/tenants/{tenant}/whoami")
-    async def whoami(tenant: TenantReader) -> dict[str, str]:
-        return {"tenant": tenant.id}
-
-    app.include_router(router)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_management_needs_a_token(client: httpx.AsyncClient) -> None:

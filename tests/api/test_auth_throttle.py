@@ -16,17 +16,13 @@ from bookingcache.api.throttle import AuthThrottle, FailureBudget, ThrottleMetri
 from bookingcache.bootstrap import service_app
 from bookingcache.clock import FixedClock
 from bookingcache.settings import Settings
-from tests.support.auth import ADMIN
+from tests.support.auth import ADMIN, bearer
 from tests.support.problems import assert_problem
 
 # The documented defaults: 20 failures a minute per address after a burst of 20, 100 a minute
 # per tenant after a burst of 100.
 ADDRESS_BURST = 20
 TENANT_BURST = 100
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def throttled(app: FastAPI, scope: str) -> float:

@@ -12,10 +12,9 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from sqlalchemy import event
 
-from bookingcache.api.deps import TenantReader
 from bookingcache.bootstrap import Container
 from bookingcache.clock import FixedClock
 from bookingcache.domain.tenancy import EventSource, Tenant, TenantSecrets
@@ -24,24 +23,8 @@ from bookingcache.read.access import MISS_RECHECK, AccessCache
 from bookingcache.settings import Settings
 from bookingcache.store.port import Store
 from bookingcache.store.sql.store import SqlStore
-from tests.support.auth import ADMIN
+from tests.support.auth import ADMIN, bearer
 from tests.support.problems import assert_problem
-
-
-@pytest.fixture
-def reader_route(app: FastAPI) -> None:
-    """An endpoint guarded by the reader dependency (management routes use the admin one)."""
-    router = APIRouter()
-
-    @router.get("/v1/tenants/{tenant}/whoami")
-    async def whoami(tenant: TenantReader) -> dict[str, str]:
-        return {"tenant": tenant.id}
-
-    app.include_router(router)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from bookingcache.store.sql.schema import calendars
 from bookingcache.store.sql.store import SqlStore
 from bookingcache.store.sql.subscriptions import SqlSubscriptions
 from tests.support.inbox import event_count, job_rows, stored_notifications, subscription_rows
+from tests.support.relay import wire_event
 from tests.support.signing import sign
 from tests.support.tenants import Org, add_org
 
@@ -30,22 +31,6 @@ from .test_graph_intake import counter
 
 START = "2026-11-23T00:00:00Z"
 END = "2026-12-07T00:00:00Z"
-
-
-def event(event_id: str, start: str, end: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "start": start,
-        "end": end,
-        "isAllDay": False,
-        "showAs": "busy",
-        "isCancelled": False,
-        "subject": "Weekly",
-        "sensitivity": "normal",
-        "type": "singleInstance",
-        "seriesMasterId": None,
-        **extra,
-    }
 
 
 def change(mailbox: str, change_type: str = "updated") -> dict[str, str]:
@@ -149,8 +134,8 @@ async def test_pushed_windows_replace_the_cached_window(
         "start": START,
         "end": END,
         "events": [
-            event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z"),
-            event(
+            wire_event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z"),
+            wire_event(
                 "e2", "2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z", isAllDay=True, showAs="oof"
             ),
         ],
@@ -185,7 +170,7 @@ async def test_windows_of_a_tenant_that_reads_its_connector_are_not_applied(
         "mailbox": org.mailboxes[0],
         "start": START,
         "end": END,
-        "events": [event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z")],
+        "events": [wire_event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z")],
     }
     payload = call(changes=[change(org.mailboxes[0])], windows=[window])
     assert (await post_signed(client, org, payload, clock=clock)).status_code == 202
@@ -296,7 +281,7 @@ async def test_mailboxes_that_are_not_the_tenants_calendars_are_ignored_and_name
         "mailbox": org.mailboxes[0],
         "start": START,
         "end": END,
-        "events": [event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z")],
+        "events": [wire_event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z")],
     }
     foreign_window = {**window, "mailbox": other.mailboxes[1]}
     payload = call(
@@ -350,7 +335,7 @@ async def test_invalid_pushed_windows_get_422_and_store_nothing(
         "mailbox": org.mailboxes[0],
         "start": START,
         "end": END,
-        "events": [event("ok", "2026-11-23T08:00:00Z", "2026-11-23T09:00:00Z")],
+        "events": [wire_event("ok", "2026-11-23T08:00:00Z", "2026-11-23T09:00:00Z")],
     }
     for window_change, event_change in BAD_WINDOWS:
         bad = {
@@ -358,7 +343,7 @@ async def test_invalid_pushed_windows_get_422_and_store_nothing(
             "start": START,
             "end": END,
             "events": [
-                {**event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z"), **event_change}
+                {**wire_event("e1", "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z"), **event_change}
             ],
             **window_change,
         }

@@ -24,6 +24,7 @@ from bookingcache.domain.tenancy import EventSource
 from bookingcache.store.sql.schema import calendars, events
 from bookingcache.store.sql.store import SqlStore
 from tests.support.inbox import stored_notifications
+from tests.support.relay import wire_event
 from tests.support.signing import sign
 from tests.support.tenants import Org, add_org
 
@@ -47,21 +48,6 @@ def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
 def valid_call(org: Org) -> dict[str, Any]:
     """A call with every part, all valid."""
     mailbox = org.mailboxes[0]
-
-    def event(event_id: str, start: str, end: str) -> dict[str, Any]:
-        return {
-            "id": event_id,
-            "start": start,
-            "end": end,
-            "isAllDay": False,
-            "showAs": "busy",
-            "isCancelled": False,
-            "subject": "Weekly",
-            "sensitivity": "normal",
-            "type": "singleInstance",
-            "seriesMasterId": None,
-        }
-
     return {
         "changes": [{"mailbox": mailbox, "subscriptionId": "sub-0", "changeType": "updated"}],
         "lifecycle": [
@@ -74,8 +60,8 @@ def valid_call(org: Org) -> dict[str, Any]:
                 "start": "2026-11-23T00:00:00Z",
                 "end": "2026-12-07T00:00:00Z",
                 "events": [
-                    event("e-1", "2026-11-23T09:00:00Z", "2026-11-23T10:00:00Z"),
-                    event("e-2", "2026-11-24T09:00:00Z", "2026-11-24T10:00:00Z"),
+                    wire_event("e-1", "2026-11-23T09:00:00Z", "2026-11-23T10:00:00Z"),
+                    wire_event("e-2", "2026-11-24T09:00:00Z", "2026-11-24T10:00:00Z"),
                 ],
             }
         ],
