@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bookingcache_connector.app import create_app
+from bookingcache_connector.bootstrap import Connector
 from bookingcache_connector.events import BASIC_FIELDS, MalformedEvent, basic_event
 from bookingcache_connector.signing import Signer
 
@@ -109,6 +110,14 @@ def signed_get(signer: Signer, path: str) -> dict[str, str]:
     return signer.headers("GET", path, b"")
 
 
+async def get_signed(connector: Connector, clock: FakeClock, path: str) -> httpx.Response:
+    """``GET path`` from the connector's app, signed as the service signs it."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(connector)), base_url="http://c"
+    ) as http:
+        return await http.get(path, headers=signed_get(Signer(WEBHOOK_SECRET, clock), path))
+
+
 async def test_events_endpoint_follows_every_next_link(
     make_connector: Any, graph: FakeGraph, clock: FakeClock
 ) -> None:
@@ -129,12 +138,8 @@ async def test_events_endpoint_follows_every_next_link(
         for i in range(2500)
     ]
     connector = make_connector()
-    app = create_app(connector)
     path = f"/v1/calendars/{mailbox}/events?start=2026-11-24T00:00:00Z&end=2026-11-25T00:00:00Z"
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://c"
-    ) as http:
-        response = await http.get(path, headers=signed_get(Signer(WEBHOOK_SECRET, clock), path))
+    response = await get_signed(connector, clock, path)
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["mailbox"], body["start"], body["end"]) == (
@@ -189,13 +194,10 @@ async def test_a_window_before_the_year_1000_is_spelt_with_four_digit_years(
 ) -> None:
     """Graph and the contract spell instants ``YYYY-MM-DDTHH:MM:SSZ``: a year below 1000 keeps its
     leading zeros, on the way to Graph as in the answer."""
-    app = create_app(make_connector())
+    connector = make_connector()
     window = "start=0832-08-06T10:47:05Z&end=0832-08-07T10:47:05Z"
     path = f"/v1/calendars/room-a1@contoso.example/events?{window}"
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://c"
-    ) as http:
-        response = await http.get(path, headers=signed_get(Signer(WEBHOOK_SECRET, clock), path))
+    response = await get_signed(connector, clock, path)
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["start"], body["end"]) == ("0832-08-06T10:47:05Z", "0832-08-07T10:47:05Z")
@@ -206,13 +208,10 @@ async def test_an_instant_that_is_no_utc_date_is_refused_as_bad_input(
 ) -> None:
     """1 January of year 1 at 01:00 nine hours east of UTC is in year 0 in UTC, a date Python
     cannot hold: a 400, not a failure of the connector."""
-    app = create_app(make_connector())
+    connector = make_connector()
     window = "start=0001-01-01T01:00:01%2B09:01&end=0001-01-02T00:00:00Z"
     path = f"/v1/calendars/room-a1@contoso.example/events?{window}"
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://c"
-    ) as http:
-        response = await http.get(path, headers=signed_get(Signer(WEBHOOK_SECRET, clock), path))
+    response = await get_signed(connector, clock, path)
     assert response.status_code == 400, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert graph.requests == []

@@ -10,12 +10,10 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -53,16 +51,14 @@ def connector() -> Iterator[tuple[RecordingConnector, str]]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, admin_token: str) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        admin_token=SecretStr(admin_token),
-        database_wait_s=0,
-        environment="development",  # the connector listens on loopback, over http
-        orchestration=OrchestrationSettings(
-            tick_s=0.05, debounce_s=0.0, react_min_interval_s=INTERVAL_S
-        ),
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "environment": "development",  # the connector listens on loopback, over http
+            "orchestration": OrchestrationSettings(
+                tick_s=0.05, debounce_s=0.0, react_min_interval_s=INTERVAL_S
+            ),
+        }
     )
 
 
