@@ -20,11 +20,11 @@ async def rooms_of(client: httpx.AsyncClient, tenant_id: str) -> dict[str, dict[
 async def test_csv_import(client: httpx.AsyncClient, tenant: dict[str, Any]) -> None:
     point = json.dumps({"type": "Point", "coordinates": [1.5, 2.5]}).replace('"', '""')
     text = (
-        "room_id,mailbox,name,building,floor,time_zone,geometry\n"
-        "r1,r1@contoso.com,One,HQ,1,Europe/Berlin,\n"
-        f'r2,R2@contoso.com,"Two, the big one",HQ,2,,"{point}"\n'
+        "room_id,mailbox,name,building,floor,time_zone,geometry,capacity\n"
+        "r1,r1@contoso.com,One,HQ,1,Europe/Berlin,,12\n"
+        f'r2,R2@contoso.com,"Two, the big one",HQ,2,,"{point}",\n'
         "\n"
-        "r3,r3@contoso.com,Three,,,Eastern Standard Time,\n"
+        "r3,r3@contoso.com,Three,,,Eastern Standard Time,, 0 \n"
     )
     url = f"/v1/tenants/{tenant['id']}/rooms:import"
     response = await client.post(url, content=text.encode(), headers=CSV)
@@ -36,6 +36,7 @@ async def test_csv_import(client: httpx.AsyncClient, tenant: dict[str, Any]) -> 
     assert rooms["r2"]["geometry"] == {"type": "Point", "coordinates": [1.5, 2.5]}
     assert rooms["r3"]["building"] is None
     assert rooms["r3"]["time_zone"] == "America/New_York"
+    assert [rooms[r]["capacity"] for r in ("r1", "r2", "r3")] == [12, None, 0]
 
     again = "room_id,mailbox,name\nr1,r1@contoso.com,Renamed\nr4,r4@contoso.com,Four\n"
     response = await client.post(url, content=again.encode(), headers=CSV)
@@ -91,16 +92,37 @@ async def test_csv_bad_geometry_is_reported_by_line(
     assert {(e["row"], e["field"]) for e in body["errors"]} == {(2, "geometry"), (3, "geometry")}
 
 
+async def test_csv_bad_capacity_is_reported_by_line(
+    client: httpx.AsyncClient, tenant: dict[str, Any]
+) -> None:
+    text = (
+        "room_id,mailbox,name,capacity\n"
+        "r1,r1@contoso.com,One,-3\n"
+        "r2,r2@contoso.com,Two,ten\n"
+        "r3,r3@contoso.com,Three,4.5\n"
+        "r4,r4@contoso.com,Four,4\n"
+    )
+    url = f"/v1/tenants/{tenant['id']}/rooms:import"
+    body = assert_problem(await client.post(url, content=text.encode(), headers=CSV), 422)
+    assert {(e["row"], e["field"]) for e in body["errors"]} == {
+        (2, "capacity"),
+        (3, "capacity"),
+        (4, "capacity"),
+    }
+    assert await rooms_of(client, tenant["id"]) == {}
+
+
 async def test_json_import(client: httpx.AsyncClient, tenant: dict[str, Any]) -> None:
     url = f"/v1/tenants/{tenant['id']}/rooms:import"
     rooms = [
-        {"room_id": "j1", "mailbox": "j1@contoso.com", "name": "J1", "floor": "3"},
+        {"room_id": "j1", "mailbox": "j1@contoso.com", "name": "J1", "floor": "3", "capacity": 6},
         {"room_id": "j2", "mailbox": "j2@contoso.com", "name": "J2", "geometry": None},
     ]
     response = await client.post(url, json={"rooms": rooms}, headers=ADMIN)
     assert response.status_code == 200, response.text
     assert response.json() == {"created": 2, "updated": 0}
-    assert set(await rooms_of(client, tenant["id"])) == {"j1", "j2"}
+    stored = await rooms_of(client, tenant["id"])
+    assert {room_id: room["capacity"] for room_id, room in stored.items()} == {"j1": 6, "j2": None}
 
 
 async def test_json_import_reports_rows_from_one(

@@ -17,6 +17,7 @@ def room(**overrides: Any) -> dict[str, Any]:
         "building": "HQ",
         "floor": "1",
         "geometry": SQUARE,
+        "capacity": 8,
     }
     body.update(overrides)
     return body
@@ -36,13 +37,17 @@ async def test_put_creates_then_replaces(client: httpx.AsyncClient, tenant: dict
         "floor": "1",
         "time_zone": None,
         "geometry": SQUARE,
+        "capacity": 8,
     }
     response = await client.put(
-        url, json=room(name="Grace Hopper", time_zone="Pacific Standard Time"), headers=ADMIN
+        url,
+        json=room(name="Grace Hopper", time_zone="Pacific Standard Time", capacity=None),
+        headers=ADMIN,
     )
     assert response.status_code == 200, response.text
     assert response.json()["name"] == "Grace Hopper"
     assert response.json()["time_zone"] == "America/Los_Angeles"
+    assert response.json()["capacity"] is None
     assert (await client.get(url, headers=ADMIN)).json() == response.json()
 
 
@@ -108,6 +113,34 @@ BAD_ROOMS: list[tuple[dict[str, Any], str]] = [
     ),
     ({"geometry": {"type": "LineString", "coordinates": [[0, 0]]}}, "body.geometry"),
     ({"geometry": {"type": "Point", "coordinates": [0, 0], "label": "\x00"}}, "body.geometry"),
+    (
+        {"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [0, 1], [1, "1"], [0, 0]]]}},
+        "body.geometry",
+    ),
+    (
+        {"geometry": {"type": "Polygon", "coordinates": [[0, 0], [0, 1], [1, 1], [0, 0]]}},
+        "body.geometry",
+    ),
+    ({"geometry": {"type": "Polygon", "coordinates": []}}, "body.geometry"),
+    (
+        {"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [0, 1], [1, True], [0, 0]]]}},
+        "body.geometry",
+    ),
+    # Over the bounds: 5,001 positions in one closed ring; a foreign member over 256 KiB.
+    (
+        {
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[0, 0], *([i, 1] for i in range(1, 5000)), [0, 0]]],
+            }
+        },
+        "body.geometry",
+    ),
+    ({"geometry": {**SQUARE, "note": "x" * (256 * 1024)}}, "body.geometry"),
+    ({"capacity": -1}, "body.capacity"),
+    ({"capacity": 100_001}, "body.capacity"),
+    ({"capacity": 2.5}, "body.capacity"),
+    ({"capacity": "many"}, "body.capacity"),
 ]
 
 
@@ -130,6 +163,11 @@ async def test_other_geometries_are_accepted(
 ) -> None:
     geometries = [
         {"type": "Point", "coordinates": [8.68, 50.11, 12.5]},
+        # As large as a geometry may be: 5,000 positions.
+        {
+            "type": "Polygon",
+            "coordinates": [[[0, 0], *([i, 1.25] for i in range(1, 4999)), [0, 0]]],
+        },
         {"type": "MultiPolygon", "coordinates": [SQUARE["coordinates"]]},
         {"type": "GeometryCollection", "geometries": [{"type": "Point", "coordinates": [1, 2]}]},
     ]

@@ -350,6 +350,79 @@ async def test_a_database_with_intake_journal_marks_upgrades_cleanly(
             await engine.dispose()
 
 
+@pytest.mark.parametrize("kind", ENGINES)
+async def test_rooms_linked_before_capacities_upgrade_without_one(
+    kind: str, tmp_path: Path
+) -> None:
+    """Revision 0007 adds ``rooms.capacity``: rooms linked before it have none, and going back
+    drops the column with what it held."""
+    at = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
+    old_tenants = sa.table(
+        "tenants",
+        *(sa.column(name) for name in ("id", "name", "event_source", "title_policy")),
+        *(sa.column(name) for name in ("default_time_zone", "staleness_bound_s")),
+        *(sa.column(name) for name in ("signing_secret", "read_token_sha256")),
+        sa.column("created_at", UTCDateTime()),
+        sa.column("updated_at", UTCDateTime()),
+    )
+    old_rooms = sa.table(
+        "rooms",
+        *(sa.column(name) for name in ("tenant_id", "room_id", "mailbox", "name")),
+        sa.column("updated_at", UTCDateTime()),
+    )
+    async with _scratch_database(kind, tmp_path) as url:
+        engine = engines.create_engine(url)
+        try:
+            await _migrate_to(engine, "0006")
+            async with engine.connect() as connection:
+                connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
+                async with connection.begin():
+                    await connection.execute(
+                        sa.insert(old_tenants),
+                        {
+                            "id": "acme",
+                            "name": "Acme",
+                            "event_source": "connector",
+                            "title_policy": "show",
+                            "default_time_zone": "UTC",
+                            "staleness_bound_s": 3600,
+                            "signing_secret": "whsec_x",
+                            "read_token_sha256": "0" * 64,
+                            "created_at": at,
+                            "updated_at": at,
+                        },
+                    )
+                    await connection.execute(
+                        sa.insert(old_rooms),
+                        {
+                            "tenant_id": "acme",
+                            "room_id": "r1",
+                            "mailbox": "a@acme.test",
+                            "name": "A",
+                            "updated_at": at,
+                        },
+                    )
+            await engines.migrate(engine)
+            assert await engines.migrations_at_head(engine)
+            async with engine.connect() as connection:
+                rows = (
+                    await connection.execute(sa.text("SELECT room_id, capacity FROM rooms"))
+                ).all()
+            assert [tuple(row) for row in rows] == [("r1", None)]
+            await _migrate_to(engine, "0006", down=True)
+            async with engine.connect() as connection:
+                columns = await connection.run_sync(
+                    lambda sync: {
+                        column["name"] for column in sa.inspect(sync).get_columns("rooms")
+                    }
+                )
+                kept = (await connection.execute(sa.select(old_rooms.c.room_id))).scalars().all()
+            assert "capacity" not in columns
+            assert kept == ["r1"]
+        finally:
+            await engine.dispose()
+
+
 async def test_store_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/empty.db"
     with pytest.raises(StoreUnavailable, match="migration"):

@@ -42,6 +42,23 @@ async def test_put_creates_then_replaces(store: SqlStore, tenant: Tenant) -> Non
     assert await store.get_room(TENANT, "r9") == renamed
 
 
+async def test_capacity_round_trips_through_put_and_import(store: SqlStore, tenant: Tenant) -> None:
+    room = Room(TENANT, "cap", "cap@acme.test", "Capacious", building="HQ", floor="2", capacity=12)
+    assert await store.put_room(room) == (room, True)
+    assert (await store.get_room(TENANT, "cap")).capacity == 12
+    empty = Room(TENANT, "none", "none@acme.test", "Broom cupboard", capacity=0)
+    assert await store.import_rooms(TENANT, [dataclasses.replace(room, capacity=None), empty]) == (
+        1,
+        1,
+    )
+    listed = {r.room_id: r.capacity for r in await store.list_rooms(TENANT)}
+    assert listed["cap"] is None
+    assert listed["none"] == 0
+    assert listed["r1"] is None
+    await store.put_room(dataclasses.replace(room, capacity=100_000))
+    assert (await store.get_room(TENANT, "cap")).capacity == 100_000
+
+
 async def test_list_filters_by_building_and_floor(store: SqlStore, tenant: Tenant) -> None:
     await store.put_room(Room(TENANT, "annex-1", "n@acme.test", "N", building="Annex", floor="1"))
     assert [r.room_id for r in await store.list_rooms(TENANT)] == ["annex-1", "r1", "r2", "r3"]
@@ -155,6 +172,8 @@ async def test_import_counts_created_and_updated(store: SqlStore, tenant: Tenant
         Room(TENANT, "x", "x@acme.test", ""),
         Room(TENANT, "x" * 201, "x@acme.test", "Long id"),
         Room(TENANT, "x", "x@acme.test", "Bad zone", time_zone="Mars/Olympus"),
+        Room(TENANT, "x", "x@acme.test", "Negative capacity", capacity=-1),
+        Room(TENANT, "x", "x@acme.test", "Huge capacity", capacity=100_001),
         Room("other-tenant", "x", "x@acme.test", "Wrong tenant"),
         Room(TENANT, "imp-1", "dup@acme.test", "Duplicate id in the batch"),
     ],

@@ -20,7 +20,7 @@ from bookingcache.api.room_input import ImportedRoom
 MAX_IMPORT_ROOMS = 50_000
 MAX_REPORTED_ERRORS = 1_000
 REQUIRED_COLUMNS = ("room_id", "mailbox", "name")
-CSV_COLUMNS = (*REQUIRED_COLUMNS, "building", "floor", "time_zone", "geometry")
+CSV_COLUMNS = (*REQUIRED_COLUMNS, "building", "floor", "time_zone", "geometry", "capacity")
 
 
 class ImportRejected(Exception):

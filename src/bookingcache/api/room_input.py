@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Annotated, Any
@@ -29,6 +30,11 @@ _POSITION_DEPTH = {
 }
 
 Label = Annotated[str, Field(max_length=100)]
+MAX_CAPACITY = 100_000
+# A room's outline is drawn by every map client that lists its floor: bounded, so that one
+# room cannot make a floor's listing heavy.
+MAX_GEOMETRY_POSITIONS = 5_000
+MAX_GEOMETRY_BYTES = 256 * 1024
 
 
 def check_mailbox(value: str) -> str:
@@ -48,14 +54,19 @@ def _check_position(value: Any, where: str) -> None:
             raise ValueError(f"{where}: coordinates must be finite")
 
 
-def _check_coordinates(value: Any, depth: int, where: str) -> None:
+def _check_coordinates(value: Any, depth: int, where: str) -> int:
+    """Check the nesting and the positions; returns how many positions there are."""
     if depth == 0:
         _check_position(value, where)
-        return
+        return 1
     if not isinstance(value, list):
         raise ValueError(f"{where}: expected a list")
+    count = 0
     for index, item in enumerate(value):
-        _check_coordinates(item, depth - 1, f"{where}[{index}]")
+        count += _check_coordinates(item, depth - 1, f"{where}[{index}]")
+        if count > MAX_GEOMETRY_POSITIONS:
+            raise ValueError(f"a geometry holds at most {MAX_GEOMETRY_POSITIONS} positions")
+    return count
 
 
 def _check_shape(kind: str, coordinates: list[Any]) -> None:
@@ -75,8 +86,26 @@ def _check_shape(kind: str, coordinates: list[Any]) -> None:
             )
 
 
-def check_geometry(value: Any, *, nested: bool = False) -> dict[str, Any]:
-    """A GeoJSON geometry object: its type and the shape of its coordinates."""
+def check_geometry(value: Any) -> dict[str, Any]:
+    """A GeoJSON geometry object (RFC 7946): its type, the nesting and numbers of its
+    positions, closed polygon rings, and a bounded size (positions and encoded bytes)."""
+    _check_member(value, positions=0)
+    try:
+        _refuse_nul(value)
+    except RecursionError:
+        raise ValueError("geometry nests too deeply") from None
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), allow_nan=False))
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError("geometry must be plain JSON") from None
+    if size > MAX_GEOMETRY_BYTES:
+        raise ValueError(f"a geometry is at most {MAX_GEOMETRY_BYTES} bytes as JSON")
+    return value  # type: ignore[no-any-return]
+
+
+def _check_member(value: Any, *, positions: int, nested: bool = False) -> int:
+    """Check one geometry (of a collection when ``nested``); returns the positions counted so
+    far."""
     if not isinstance(value, dict):
         raise ValueError("geometry must be a GeoJSON geometry object")
     kind = value.get("type")
@@ -85,19 +114,18 @@ def check_geometry(value: Any, *, nested: bool = False) -> dict[str, Any]:
         if not isinstance(members, list):
             raise ValueError("a GeometryCollection needs a 'geometries' list")
         for member in members:
-            check_geometry(member, nested=True)
-        _refuse_nul(value)
-        return value
+            positions = _check_member(member, positions=positions, nested=True)
+        return positions
     if kind not in _POSITION_DEPTH:
         allowed = ", ".join(_POSITION_DEPTH)
         raise ValueError(f"geometry type must be one of {allowed} or GeometryCollection")
     coordinates = value.get("coordinates")
-    _check_coordinates(coordinates, _POSITION_DEPTH[kind], "coordinates")
+    positions += _check_coordinates(coordinates, _POSITION_DEPTH[kind], "coordinates")
+    if positions > MAX_GEOMETRY_POSITIONS:
+        raise ValueError(f"a geometry holds at most {MAX_GEOMETRY_POSITIONS} positions")
     if isinstance(coordinates, list):
         _check_shape(kind, coordinates)
-    if not nested:
-        _refuse_nul(value)
-    return value
+    return positions
 
 
 def _refuse_nul(value: Any) -> None:
@@ -136,7 +164,13 @@ class RoomLink(BaseModel):
         default=None, max_length=128, description="IANA or Windows name; default: the tenant's"
     )
     geometry: dict[str, Any] | None = Field(
-        default=None, description="A GeoJSON geometry (Point, Polygon, ...)"
+        default=None,
+        description="The room's outline in the map's coordinates: a GeoJSON geometry, "
+        "usually a Polygon with closed rings (Point, MultiPolygon, ... are accepted too); "
+        f"at most {MAX_GEOMETRY_POSITIONS} positions and {MAX_GEOMETRY_BYTES // 1024} KiB",
+    )
+    capacity: int | None = Field(
+        default=None, ge=0, le=MAX_CAPACITY, description="How many people it seats", examples=[8]
     )
 
     @field_validator("mailbox")
@@ -149,7 +183,7 @@ class RoomLink(BaseModel):
     def _name(cls, value: str) -> str:
         return check_name(value)
 
-    @field_validator("building", "floor", "time_zone", mode="before")
+    @field_validator("building", "floor", "time_zone", "capacity", mode="before")
     @classmethod
     def _blank(cls, value: Any) -> Any:
         return _blank_to_none(value)
@@ -179,6 +213,7 @@ class RoomLink(BaseModel):
             floor=self.floor,
             geometry=self.geometry,
             time_zone=self.time_zone,
+            capacity=self.capacity,
         )
 
 
@@ -194,6 +229,7 @@ class RoomOut(BaseModel):
     floor: str | None
     time_zone: str | None
     geometry: dict[str, Any] | None
+    capacity: int | None
 
     @classmethod
     def of(cls, room: Room) -> RoomOut:
@@ -205,4 +241,5 @@ class RoomOut(BaseModel):
             floor=room.floor,
             time_zone=room.time_zone,
             geometry=room.geometry,
+            capacity=room.capacity,
         )

@@ -102,7 +102,7 @@ _IMPORT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": (
-            "CSV with the header room_id,mailbox,name,building,floor,time_zone[,geometry] "
+            "CSV with the header room_id,mailbox,name[,building,floor,time_zone,geometry,capacity] "
             '(geometry as GeoJSON text), or JSON {"rooms": [...]}. All or nothing.'
         ),
         "content": {

@@ -59,6 +59,7 @@ class Room:
     floor: str | None = None
     geometry: dict[str, Any] | None = None
     time_zone: str | None = None  # falls back to the tenant's default time zone
+    capacity: int | None = None  # how many people it seats; None when not given
 
 
 @dataclass(frozen=True, slots=True)

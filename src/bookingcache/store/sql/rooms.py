@@ -20,6 +20,8 @@ from bookingcache.store.sql.rows import room_values
 from bookingcache.store.sql.schema import ID, MAILBOX, calendars, rooms, tenants
 from bookingcache.store.sql.windows import chunked
 
+MAX_CAPACITY = 100_000  # seats; the API refuses more before the store sees it
+
 
 def check_rooms(tenant_id: str, batch: Sequence[Room]) -> None:
     """``InvalidInput`` naming the first room (1-based) that cannot be stored."""
@@ -38,6 +40,8 @@ def check_rooms(tenant_id: str, batch: Sequence[Room]) -> None:
             raise InvalidInput(f"{where}: the building must be at most {ID} characters")
         if room.floor is not None and len(room.floor) > 64:
             raise InvalidInput(f"{where}: the floor must be at most 64 characters")
+        if room.capacity is not None and not 0 <= room.capacity <= MAX_CAPACITY:
+            raise InvalidInput(f"{where}: the capacity must be 0 to {MAX_CAPACITY}")
         if room.time_zone is not None and not is_valid_time_zone(room.time_zone):
             raise InvalidInput(f"{where}: unknown time zone {room.time_zone!r}")
         if room.room_id in seen:

@@ -125,6 +125,7 @@ def room_from_row(row: Row[Any]) -> Room:
         floor=row.floor,
         geometry=row.geometry,
         time_zone=row.time_zone,
+        capacity=row.capacity,
     )
 
 
@@ -138,6 +139,7 @@ def room_values(room: Room, *, at: dt.datetime) -> dict[str, Any]:
         "floor": room.floor,
         "geometry": room.geometry,
         "time_zone": room.time_zone,
+        "capacity": room.capacity,
         "updated_at": at,
     }
 

@@ -124,6 +124,7 @@ rooms = Table(
     Column("geometry", _json(), nullable=True),
     Column("time_zone", String(64), nullable=True),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("capacity", Integer, nullable=True),
     Index(None, "tenant_id", "building", "floor"),
     Index(None, "tenant_id", "mailbox"),
 )
