@@ -21,6 +21,7 @@ from bookingcache.api import (
     events,
     health,
     intake,
+    map_client,
     rooms,
     schedule,
     subscriptions,
@@ -136,6 +137,7 @@ def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
     app.include_router(tenants.router)
     app.include_router(rooms.router)
     app.include_router(availability.router)
+    app.include_router(map_client.router)
     app.include_router(schedule.router)
     app.include_router(events.router)
     app.include_router(intake.router)

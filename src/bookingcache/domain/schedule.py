@@ -275,6 +275,18 @@ class RoomSchedule:
             )
         return clipped
 
+    def first_taken(self, start: dt.datetime, until: dt.datetime) -> dt.datetime | None:
+        """The first instant of ``[start, until)`` at which the room is taken (tentative, busy
+        or oof; working elsewhere leaves it usable), or None when it is not taken there."""
+        segments = self.segments
+        for index in range(bisect.bisect_right(self._ends, start), len(segments)):
+            segment_start, _, rank = segments[index]
+            if segment_start >= until:
+                break
+            if rank >= OCCUPYING_RANK:
+                return segment_start if segment_start > start else start
+        return None
+
     def timeline(self, window: Interval) -> list[StatusSegment]:
         """The window cut into maximal segments of constant status; free stretches left out."""
         return [StatusSegment(s, e, STATUS_BY_RANK[rank]) for s, e, rank in self.spans_in(window)]

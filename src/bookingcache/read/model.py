@@ -219,6 +219,25 @@ class ReadModel:
         )
         return found.get(mailbox, [])
 
+    async def events_of(
+        self, view: TenantView, mailboxes: Sequence[str], *, start: dt.datetime, end: dt.datetime
+    ) -> dict[str, list[BasicEvent]]:
+        """``events`` for many mailboxes: from memory inside the horizon, otherwise one store
+        read per batch of mailboxes."""
+        if view.covers(start, end):
+            return {m: view.calendar(m).overlapping(start, end) for m in mailboxes}
+        found: dict[str, list[BasicEvent]] = {}
+        for offset in range(0, len(mailboxes), self._load_batch):
+            found.update(
+                await self._store.events_in_window(
+                    view.tenant_id,
+                    list(mailboxes[offset : offset + self._load_batch]),
+                    start=start - PLACEMENT_SLACK,
+                    end=end + PLACEMENT_SLACK,
+                )
+            )
+        return {mailbox: found.get(mailbox, []) for mailbox in mailboxes}
+
     async def confirm_sync_state(
         self, view: TenantView, mailboxes: Iterable[str], *, now: dt.datetime, bound: dt.timedelta
     ) -> None:
