@@ -255,6 +255,8 @@ def _rooms_of(emulator: dict[str, Any]) -> dict[str, dict[str, Any]]:
             body["floor"] = str(mailbox["floor"])
         if mailbox.get("time_zone"):
             body["time_zone"] = mailbox["time_zone"]
+        if mailbox.get("capacity") is not None:
+            body["capacity"] = int(mailbox["capacity"])
         rooms[room_id] = body
     return rooms
 
@@ -307,6 +309,7 @@ bookingcache demo is running (Alternative {info["alternative"]}: {mode})
 
 Try:
   curl -H 'Authorization: Bearer {read}' {url}/v1/tenants/{tenant}/rooms/{room}/availability
+  curl -H 'Authorization: Bearer {read}' '{url}/v1/tenants/{tenant}/rooms:free?capacity=6'
   curl -H 'Authorization: Bearer {read}' {url}/v1/tenants/{tenant}/subscriptions
   curl -H 'Authorization: Bearer {info["admin_token"]}' {url}/metrics
 
