@@ -32,11 +32,14 @@ def test_bench_availability_prints_its_figures(capsys: pytest.CaptureFixture[str
     assert result["rooms"] == 5
     assert result["bulk_rooms"] == 5
     assert result["bulk_requests"] == 3
-    for key in ("bulk_p50_ms", "bulk_p99_ms", "single_rps", "rss_mb"):
+    for key in ("bulk_p50_ms", "bulk_p99_ms", "single_rps", "single_baseline_rps", "rss_mb"):
         assert isinstance(result[key], float), key
         assert result[key] > 0, key
     assert result["bulk_p50_ms"] <= result["bulk_p99_ms"]
     assert result["bulk_response_bytes"] > 5 * 500  # five rooms' answers came back
+    # The bare handler answered bodies of the service's size, and the ratio is of the two rates.
+    assert result["single_response_bytes"] > 100
+    assert result["single_ratio"] == round(result["single_rps"] / result["single_baseline_rps"], 3)
 
 
 def test_unknown_benchmark_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,7 +5,10 @@ store's ``replace_window``, start one real server process on loopback and measur
   requests, with the per-room answers reused while valid (the usual case: maps poll) and, as
   ``bulk_uncached_*``, with every request asking something new (each room computed afresh);
 * single-room status (default window) in requests per second over concurrent keep-alive
-  connections;
+  connections, alternating in rounds with a bare Starlette handler that answers a cached body of
+  the same size on the same route (``availability_baseline``, its own uvicorn process with the
+  service's server settings): ``single_ratio`` is the service's rate over the bare one's, the
+  share of a bare framework's speed the service keeps while authenticating and answering;
 * the server's resident memory (``/proc/<pid>/status``) once everything is loaded.
 
 Prints one JSON object (``--json``) or a short text summary.
@@ -19,7 +22,9 @@ import base64
 import datetime as dt
 import json
 import math
+import os
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -38,12 +43,16 @@ from bookingcache.tools.bench.http import (
     throughput,
     timed_requests,
 )
+from bookingcache.tools.bench.http import server as bench_server
 
 UTC = dt.UTC
 BUILDING = "bench-hq"
 ROOMS_PER_FLOOR = 1000
 DAYS = 7
 SEED_CONCURRENCY = 8
+# Single-room load alternates between the service and the baseline this many times each, so
+# that other work on the machine weighs on both alike.
+SINGLE_ROUNDS = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         help="cached events per room over the 7 days (default 140 = 20 a day; 30 from 10000 rooms)",
     )
     parser.add_argument("--bulk-requests", type=int, default=200, help="bulk requests timed")
-    parser.add_argument("--single-seconds", type=float, default=5.0, help="single-room load time")
+    parser.add_argument(
+        "--single-seconds",
+        type=float,
+        default=6.0,
+        help="single-room load time, each of the service and the baseline (default 6)",
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="single-room connections")
     parser.add_argument("--database-url", help="default: SQLite in a temporary directory")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -187,11 +201,37 @@ async def _measure(
         for index in range(min(args.rooms, 500))
     ]
     await throughput(server, singles, concurrency=args.concurrency, seconds=0.5)  # warm-up
-    cpu = server.cpu_s()
-    answered, elapsed, latencies = await throughput(
-        server, singles, concurrency=args.concurrency, seconds=args.single_seconds
-    )
-    single_cpu_ms = (server.cpu_s() - cpu) * 1000 / max(1, answered)
+    _, single_size = await timed_requests(server, singles[:1])
+    baseline_command = [
+        sys.executable,
+        "-m",
+        "bookingcache.tools.bench.availability_baseline",
+        "--body-bytes",
+        str(single_size),
+    ]
+    with bench_server(baseline_command, env=dict(os.environ)) as baseline:
+        await throughput(baseline, singles, concurrency=args.concurrency, seconds=0.5)
+        _, baseline_size = await timed_requests(baseline, singles[:1])
+        if baseline_size != single_size:
+            raise BenchError(f"the baseline answers {baseline_size} bytes, not {single_size}")
+        answered, elapsed, latencies, single_cpu_s = 0, 0.0, [], 0.0
+        bare_answered, bare_elapsed = 0, 0.0
+        share = args.single_seconds / SINGLE_ROUNDS
+        for _ in range(SINGLE_ROUNDS):
+            cpu = server.cpu_s()
+            count, took, seen = await throughput(
+                server, singles, concurrency=args.concurrency, seconds=share
+            )
+            single_cpu_s += server.cpu_s() - cpu
+            answered, elapsed = answered + count, elapsed + took
+            latencies.extend(seen)
+            count, took, _ = await throughput(
+                baseline, singles, concurrency=args.concurrency, seconds=share
+            )
+            bare_answered, bare_elapsed = bare_answered + count, bare_elapsed + took
+    single_rps = answered / elapsed
+    bare_rps = bare_answered / bare_elapsed
+    single_cpu_ms = single_cpu_s * 1000 / max(1, answered)
     rss, peak = server.rss_mb()
     return {
         "bulk_rooms": floor_rooms,
@@ -205,7 +245,10 @@ async def _measure(
         "bulk_uncached_p99_ms": round(percentile(fresh, 0.99), 2),
         "bulk_uncached_server_cpu_ms": round(fresh_cpu_ms, 2),
         "first_request_ms": round(first_ms, 1),
-        "single_rps": round(answered / elapsed, 1),
+        "single_rps": round(single_rps, 1),
+        "single_baseline_rps": round(bare_rps, 1),
+        "single_ratio": round(single_rps / bare_rps, 3),
+        "single_response_bytes": single_size,
         "single_requests": answered,
         "single_concurrency": args.concurrency,
         "single_p50_ms": round(percentile(latencies, 0.5), 2),
