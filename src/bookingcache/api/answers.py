@@ -62,12 +62,21 @@ def end_of_local_day(instant: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
     return dt.datetime.combine(following, dt.time(), tzinfo=tz).astimezone(UTC)
 
 
+@functools.lru_cache(maxsize=4096)
+def _rest_of_day(minute: dt.datetime, tz: dt.tzinfo) -> Interval:
+    """The default window from ``minute`` (UTC) to the end of its day in ``tz``: the same for
+    every request of that minute and zone, so worked out once."""
+    return checked_window(minute, end_of_local_day(minute, tz))
+
+
 def request_window(
     start: dt.datetime | None, end: dt.datetime | None, *, now: dt.datetime, tz: dt.tzinfo
 ) -> Interval:
     """The asked window; by default from now (to the minute) to the end of the room's day."""
     if start is None:
         start = now.astimezone(UTC).replace(second=0, microsecond=0)
+        if end is None and EARLIEST <= start < LATEST:
+            return _rest_of_day(start, tz)
     if end is None:
         day_of = start if start.tzinfo is not None and EARLIEST <= start < LATEST else now
         end = end_of_local_day(day_of, tz)

@@ -19,6 +19,7 @@ from bookingcache.api import (
     availability,
     docs_pages,
     events,
+    fast_reads,
     health,
     intake,
     map_client,
@@ -67,11 +68,19 @@ class ServiceApp(FastAPI):
 
     # Set by ``create_app`` from the settings: how many proxies' X-Forwarded-* entries count.
     trusted_proxy_hops = 0
+    # Set by ``create_app``: the single-room read's way around the routing (``fast_reads``);
+    # None sends every request through the stack.
+    room_availability_read: fast_reads.RoomAvailabilityRead | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             send = with_security_headers(scope, send, trusted_proxy_hops=self.trusted_proxy_hops)
-        if scope["type"] == "http" and scope["method"] == "POST":
+        fast = self.room_availability_read
+        if scope["type"] == "http" and scope["method"] == "GET" and fast is not None:
+            match = fast_reads.PATH.fullmatch(scope["path"])
+            if match is not None and await fast(scope, send, *match.groups()):
+                return
+        elif scope["type"] == "http" and scope["method"] == "POST":
             match = intake.WEBHOOK_PATH.fullmatch(scope["path"])
             if match is not None:
                 scope["app"] = self
@@ -80,6 +89,11 @@ class ServiceApp(FastAPI):
                 )
                 return
         await super().__call__(scope, receive, send)
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """The app under the CORS policy kept for ``fast_reads``, which uses only its headers."""
+    raise RuntimeError("the fast path's CORS policy is not an app")
 
 
 def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
@@ -120,15 +134,19 @@ def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
     app.state.auth_throttle = AuthThrottle(settings, ThrottleMetrics.of(registry))
     app.trusted_proxy_hops = settings.trusted_proxy_hops
     app.add_middleware(BodyLimitMiddleware, limits=body_limits)
+    cors: CORSMiddleware | None = None
     if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Location"],
-            max_age=600,
-        )
+        cors_options: dict[str, Any] = {
+            "allow_origins": settings.cors_origins,
+            "allow_methods": ["GET", "POST", "PUT", "PATCH", "DELETE"],
+            "allow_headers": ["Authorization", "Content-Type", "X-Request-ID"],
+            "expose_headers": ["X-Request-ID", "Location"],
+            "max_age": 600,
+        }
+        app.add_middleware(CORSMiddleware, **cors_options)
+        # The same policy for the answers of the single-room fast path.
+        cors = CORSMiddleware(_no_app, **cors_options)
+    app.room_availability_read = fast_reads.RoomAvailabilityRead(app, cors=cors)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=http_metrics)
     install_problem_handlers(app)
