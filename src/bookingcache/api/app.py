@@ -192,8 +192,9 @@ def too_many_failed_attempts() -> dict[str, Any]:
 
 
 def problems_in_openapi(schema: dict[str, Any]) -> dict[str, Any]:
-    """Describe every error answer as what it is, a problem+json body, and document the
-    401/403/503 of every operation that takes a token (and so reads the store)."""
+    """Describe every error answer as what it is, a problem+json body, and document the 400 of
+    every operation (a Content-Length that is no number, or a body that cannot be parsed) and
+    the 401/403/503 of every operation that takes a token (and so reads the store)."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, definition in problem_schema.pop("$defs", {}).items():
@@ -212,6 +213,12 @@ def problems_in_openapi(schema: dict[str, Any]) -> dict[str, Any]:
             responses: dict[str, Any] = operation["responses"]
             if "requestBody" in operation:
                 responses.setdefault("400", {"description": "The body could not be parsed"})
+            else:
+                # Any request may declare a body length (api/limits): one that is no number is
+                # refused before the route, whatever the operation.
+                responses.setdefault(
+                    "400", {"description": "The request's Content-Length is not a number"}
+                )
             if operation.get("security"):
                 responses.setdefault("401", {"description": "Missing or wrong token"})
                 responses.setdefault("403", {"description": "The token may not do this"})
