@@ -141,6 +141,25 @@ def test_next_change_respects_until() -> None:
     assert next_change(events, at=t(8), tz=dt.UTC, until=t(8, 59)) is None
 
 
+def test_first_taken_is_the_first_occupied_instant_in_the_stretch() -> None:
+    schedule = RoomSchedule.from_events(
+        [
+            ev(t(8), t(9), ShowAs.WORKING_ELSEWHERE),  # leaves the room usable
+            ev(t(10), t(11), ShowAs.TENTATIVE),
+            ev(t(10, 30), t(12)),
+            ev(t(13), t(14), ShowAs.OOF),
+        ],
+        tz=dt.UTC,
+    )
+    assert schedule.first_taken(t(7), t(18)) == t(10)
+    assert schedule.first_taken(t(8), t(10)) is None  # half open: taken from 10:00 on
+    assert schedule.first_taken(t(10, 45), t(18)) == t(10, 45)  # already taken at the start
+    assert schedule.first_taken(t(12), t(18)) == t(13)
+    assert schedule.first_taken(t(12), t(13)) is None
+    assert schedule.first_taken(t(14), t(23)) is None
+    assert RoomSchedule.from_events([], tz=dt.UTC).first_taken(t(0), t(23)) is None
+
+
 # --- all-day events -------------------------------------------------------------------------
 
 
