@@ -123,7 +123,7 @@ class FreeRoomsOut(BaseModel):
     rooms: list[FreeRoomOut] = Field(
         description="the rooms free for the whole span, best fit first: the smallest known "
         "capacity that fits (unknown capacities last), then the soonest free_until (the "
-        "least free time wasted around the span; free for the rest of the day last), then "
+        "least free time left over after the span; free for the rest of the day last), then "
         "name and id"
     )
 
