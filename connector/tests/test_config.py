@@ -18,6 +18,7 @@ from bookingcache_connector.app import create_app
 from bookingcache_connector.auth import MsalTokenProvider, msal_http_client
 from bookingcache_connector.config import Settings, certificate_credential, load_settings
 from bookingcache_connector.errors import ConfigError
+from bookingcache_connector.events import TitlePolicy
 
 from .fakes import AUTHORITY_HOST, CLIENT_ID, TENANT_ID, sample
 from .servers import ServerThread
@@ -38,6 +39,7 @@ def test_defaults_point_at_microsoft() -> None:
     assert settings.renew_below_hours == 48
     assert settings.expiration_minutes <= 10_080
     assert (settings.push_reconcile_s, settings.push_reconcile_rate_per_s) == (900.0, 5.0)
+    assert settings.title_policy is TitlePolicy.SEND
 
 
 def test_all_settings_read_from_the_environment(tmp_path: Path) -> None:
@@ -53,8 +55,10 @@ def test_all_settings_read_from_the_environment(tmp_path: Path) -> None:
             "CONNECTOR_STATE_DIR": str(tmp_path),
             "CONNECTOR_PUSH_RECONCILE_S": "300",
             "CONNECTOR_PUSH_RECONCILE_RATE": "0.5",
+            "CONNECTOR_TITLE_POLICY": "Withhold_Private",
         }
     )
+    assert settings.title_policy is TitlePolicy.WITHHOLD_PRIVATE
     assert (settings.push_reconcile_s, settings.push_reconcile_rate_per_s) == (300.0, 0.5)
     assert not settings.is_microsoft_authority
     assert settings.graph_url == "https://127.0.0.1:8443/v1.0"
@@ -75,6 +79,7 @@ def test_all_settings_read_from_the_environment(tmp_path: Path) -> None:
         {**BASE, "CONNECTOR_WEBHOOK_SECRET": "shared-password"},
         {**BASE, "CONNECTOR_PUSH_RECONCILE_S": "-1"},
         {**BASE, "CONNECTOR_PUSH_RECONCILE_RATE": "0"},
+        {**BASE, "CONNECTOR_TITLE_POLICY": "hide"},
     ],
 )
 def test_bad_settings_are_named(env: dict[str, str]) -> None:

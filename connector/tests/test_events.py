@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bookingcache_connector.app import create_app
 from bookingcache_connector.bootstrap import Connector
-from bookingcache_connector.events import BASIC_FIELDS, MalformedEvent, basic_event
+from bookingcache_connector.events import BASIC_FIELDS, MalformedEvent, TitlePolicy, basic_event
 from bookingcache_connector.signing import Signer
 
 from .conftest import WEBHOOK_SECRET
@@ -106,6 +106,31 @@ def test_only_allowlisted_fields_ever_leave(
         assert out[key] == base[key]
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    base=st.sampled_from(PAGE["value"]),
+    subject=secret_text,
+    sensitivity=st.sampled_from(["normal", "personal", "private", "confidential", "odd", None]),
+    policy=st.sampled_from(list(TitlePolicy)),
+)
+def test_a_withheld_subject_never_leaves(
+    base: dict[str, Any], subject: str, sensitivity: str | None, policy: TitlePolicy
+) -> None:
+    event = {**copy.deepcopy(base), "subject": subject, "sensitivity": sensitivity}
+    out = basic_event(event, policy).to_json()
+    private = sensitivity in ("private", "confidential")
+    withheld = policy is TitlePolicy.WITHHOLD or (
+        policy is TitlePolicy.WITHHOLD_PRIVATE and private
+    )
+    if withheld:
+        assert out["subject"] is None
+        assert SECRET_MARK not in json.dumps(out)
+    else:
+        assert out["subject"] == subject
+    # Everything else is the same whatever the policy.
+    assert {**out, "subject": None} == {**basic_event(event).to_json(), "subject": None}
+
+
 def signed_get(signer: Signer, path: str) -> dict[str, str]:
     return signer.headers("GET", path, b"")
 
@@ -152,6 +177,34 @@ async def test_events_endpoint_follows_every_next_link(
     assert "ceo@" not in response.text
     views = [p for m, p in graph.requests if p.endswith("calendarView")]
     assert len(views) == 3
+
+
+@pytest.mark.parametrize(
+    ("policy", "subjects"),
+    [
+        (TitlePolicy.SEND, ["Kari Nordmann", "Weekly planning", "Ola Hansen"]),
+        (TitlePolicy.WITHHOLD_PRIVATE, ["Kari Nordmann", "Weekly planning", None]),
+        (TitlePolicy.WITHHOLD, [None, None, None]),
+    ],
+)
+async def test_the_connector_title_policy_holds_whatever_the_service_asks(
+    make_connector: Any,
+    graph: FakeGraph,
+    clock: FakeClock,
+    policy: TitlePolicy,
+    subjects: list[str | None],
+) -> None:
+    """The third event is private; what the policy withholds is not in the answer at all."""
+    mailbox = "room-a1@contoso.example"
+    graph.events[mailbox] = [PAGE["value"][0], PAGE["value"][1], PAGE["value"][4]]
+    assert PAGE["value"][4]["sensitivity"] == "private"
+    connector = make_connector(title_policy=policy)
+    path = f"/v1/calendars/{mailbox}/events?start=2026-11-24T00:00:00Z&end=2026-12-08T00:00:00Z"
+    response = await get_signed(connector, clock, path)
+    assert response.status_code == 200, response.text
+    assert [e["subject"] for e in response.json()["events"]] == subjects
+    for subject in {"Kari Nordmann", "Weekly planning", "Ola Hansen"} - set(subjects):
+        assert subject not in response.text
 
 
 async def test_events_endpoint_reports_denied_mailbox_and_bad_window(

@@ -10,7 +10,7 @@ import httpx
 
 from bookingcache_connector.app import create_app
 from bookingcache_connector.bootstrap import Connector
-from bookingcache_connector.events import BASIC_FIELDS
+from bookingcache_connector.events import BASIC_FIELDS, TitlePolicy
 from bookingcache_connector.relay import Relay
 from bookingcache_connector.service import ServiceClient
 from bookingcache_connector.signing import Signer
@@ -205,6 +205,36 @@ async def test_push_mode_sends_the_basic_window(
     assert [tuple(e) for e in window["events"]] == [BASIC_FIELDS]
     assert "board minutes" not in json.dumps(call)
     assert call["resync"] == [B2]  # its window could not be read: the service must resync it
+
+
+async def test_pushed_windows_keep_to_the_connector_title_policy(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    known_subscriptions(graph)
+    today = clock.now().replace(hour=9, minute=0, second=0)
+    at = {
+        "start": {"dateTime": today.strftime("%Y-%m-%dT%H:%M:%S.0000000"), "timeZone": "UTC"},
+        "end": {
+            "dateTime": (today + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.0000000"),
+            "timeZone": "UTC",
+        },
+    }
+    page = sample("calendarview-page1.json")["value"]
+    graph.events[A1] = [{**page[0], **at}, {**page[4], **at}]
+    receiver = Receiver(WEBHOOK_SECRET)
+    connector = relay_connector(
+        make_connector, receiver, push_events=True, title_policy=TitlePolicy.WITHHOLD_PRIVATE
+    )
+    await post(create_app(connector), "/graph/notifications", json.dumps(BATCH).encode())
+    assert connector.relay is not None
+    assert await connector.relay.drain() is None
+    [call] = receiver.accepted
+    [window] = [w for w in call["windows"] if w["mailbox"] == A1]
+    assert [(e["subject"], e["sensitivity"]) for e in window["events"]] == [
+        (page[0]["subject"], "normal"),
+        (None, "private"),
+    ]
+    assert page[4]["subject"] not in json.dumps(call)
 
 
 async def test_push_mode_reconciles_every_calendar_within_the_bound(

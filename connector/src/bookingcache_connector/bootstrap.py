@@ -115,6 +115,7 @@ def build_connector(
             renew=subscriptions.renew_one,
             read_window=read_window if settings.push_events else None,
             window_days=settings.window_days,
+            titles=settings.title_policy,
             resync_after_s=settings.relay_resync_after_s,
             max_backoff_s=settings.relay_max_backoff_s,
             reconcile_s=settings.push_reconcile_s,
@@ -133,7 +134,12 @@ def build_connector(
         else None
     )
     handlers = Handlers(
-        clock=clock, verifier=verifier, graph=graph, subscriptions=subscriptions, relay=relay
+        clock=clock,
+        verifier=verifier,
+        graph=graph,
+        subscriptions=subscriptions,
+        relay=relay,
+        titles=settings.title_policy,
     )
     return Connector(
         settings=settings,

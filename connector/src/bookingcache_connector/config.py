@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .events import TitlePolicy
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
@@ -33,6 +34,8 @@ class Settings:
     service_tenant: str | None = None
     client_states: tuple[str, ...] = ()
     push_events: bool = False
+    # What leaves the tenant of an event's subject, whatever the service asks.
+    title_policy: TitlePolicy = TitlePolicy.SEND
     window_days: int = 14
     state_dir: Path = Path(".bookingcache-connector")
     signature_tolerance_s: int = 300
@@ -176,6 +179,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         service_tenant=get("SERVICE_TENANT"),
         client_states=tuple(s.strip() for s in states),
         push_events=_flag(get("PUSH_EVENTS"), False),
+        title_policy=_title_policy(get("TITLE_POLICY")),
         window_days=int(_number(env, "CONNECTOR_WINDOW_DAYS", 14)),
         state_dir=Path(get("STATE_DIR") or ".bookingcache-connector"),
         signature_tolerance_s=int(_number(env, "CONNECTOR_SIGNATURE_TOLERANCE_S", 300)),
@@ -189,6 +193,18 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         http_timeout_s=_number(env, "CONNECTOR_HTTP_TIMEOUT_S", 30.0),
         **_server_limits(env),
     )
+
+
+def _title_policy(value: str | None) -> TitlePolicy:
+    if value is None:
+        return TitlePolicy.SEND
+    try:
+        return TitlePolicy(value.lower())
+    except ValueError:
+        allowed = ", ".join(policy.value for policy in TitlePolicy)
+        raise ConfigError(
+            f"CONNECTOR_TITLE_POLICY must be one of {allowed}, got {value!r}"
+        ) from None
 
 
 def _server_limits(env: Mapping[str, str]) -> dict[str, Any]:

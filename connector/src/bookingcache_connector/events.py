@@ -8,6 +8,7 @@ looked at, so it cannot leak.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 from .clock import parse_instant, to_graph_utc
@@ -28,6 +29,26 @@ SELECT = ",".join(BASIC_FIELDS)
 SHOW_AS = {"free", "tentative", "busy", "oof", "workingElsewhere", "unknown"}
 SENSITIVITY = {"normal", "personal", "private", "confidential"}
 EVENT_TYPES = {"singleInstance", "occurrence", "exception", "seriesMaster"}
+
+
+PRIVATE_SENSITIVITIES = frozenset({"private", "confidential"})
+
+
+class TitlePolicy(StrEnum):
+    """What the connector sends of an event's subject, whatever the service asks: the
+    customer's setting (``CONNECTOR_TITLE_POLICY``)."""
+
+    SEND = "send"
+    WITHHOLD = "withhold"
+    WITHHOLD_PRIVATE = "withhold_private"
+
+    def subject_of(self, subject: str | None, sensitivity: str) -> str | None:
+        """The subject as it may leave the tenant: ``None`` where the policy withholds it."""
+        if self is TitlePolicy.WITHHOLD:
+            return None
+        if self is TitlePolicy.WITHHOLD_PRIVATE and sensitivity in PRIVATE_SENSITIVITIES:
+            return None
+        return subject
 
 
 class MalformedEvent(ValueError):
@@ -51,11 +72,13 @@ class BasicEvent:
         return asdict(self)
 
 
-def basic_event(raw: dict[str, Any]) -> BasicEvent:
-    """Build the basic view of one Graph event (read with ``Prefer: outlook.timezone="UTC"``)."""
+def basic_event(raw: dict[str, Any], titles: TitlePolicy = TitlePolicy.SEND) -> BasicEvent:
+    """Build the basic view of one Graph event (read with ``Prefer: outlook.timezone="UTC"``);
+    its subject is ``None`` where the title policy withholds it."""
     event_id = raw.get("id")
     if not isinstance(event_id, str) or not event_id:
         raise MalformedEvent("event without an id")
+    sensitivity = _choice(raw.get("sensitivity"), SENSITIVITY, "normal")
     return BasicEvent(
         id=event_id,
         start=_instant(raw.get("start"), "start"),
@@ -63,8 +86,8 @@ def basic_event(raw: dict[str, Any]) -> BasicEvent:
         isAllDay=_bool(raw.get("isAllDay"), "isAllDay", default=False),
         showAs=_choice(raw.get("showAs"), SHOW_AS, "unknown"),
         isCancelled=_bool(raw.get("isCancelled"), "isCancelled", default=False),
-        subject=_optional_text(raw.get("subject")),
-        sensitivity=_choice(raw.get("sensitivity"), SENSITIVITY, "normal"),
+        subject=titles.subject_of(_optional_text(raw.get("subject")), sensitivity),
+        sensitivity=sensitivity,
         type=_choice(raw.get("type"), EVENT_TYPES, "singleInstance"),
         seriesMasterId=_optional_text(raw.get("seriesMasterId")),
     )

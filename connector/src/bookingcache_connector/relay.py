@@ -29,7 +29,7 @@ from typing import Any
 
 from .clock import Clock
 from .errors import BadRequest, ConnectorError, DeliveryError
-from .events import MalformedEvent, basic_event
+from .events import MalformedEvent, TitlePolicy, basic_event
 from .service import ServiceClient
 from .store import InboxItem, StateStore
 
@@ -81,6 +81,7 @@ class Relay:
         renew: Renew | None = None,
         read_window: ReadWindow | None = None,
         window_days: int = 14,
+        titles: TitlePolicy = TitlePolicy.SEND,
         resync_after_s: float = 300.0,
         max_backoff_s: float = 60.0,
         reconcile_s: float = 900.0,
@@ -96,6 +97,7 @@ class Relay:
         self._renewed_at: dict[str, datetime] = {}
         self._read_window = read_window
         self._window = timedelta(days=window_days)
+        self._titles = titles
         self._resync_after = timedelta(seconds=resync_after_s)
         self._max_backoff = max_backoff_s
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
@@ -300,7 +302,7 @@ class Relay:
         for mailbox in mailboxes:
             try:
                 raw = await self._read_window(mailbox, start, end)
-                events = [basic_event(e).to_json() for e in raw]
+                events = [basic_event(e, self._titles).to_json() for e in raw]
             except (ConnectorError, MalformedEvent) as exc:
                 log.warning("could not read the window of %s: %s", mailbox, exc)
                 if mailbox not in resync:

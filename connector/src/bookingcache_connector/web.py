@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, unquote
 
 from .clock import Clock, parse_instant, to_graph_utc
 from .errors import BadRequest, ConnectorError, GraphError, SignatureError
-from .events import MalformedEvent, basic_event
+from .events import MalformedEvent, TitlePolicy, basic_event
 from .graph import GraphClient
 from .relay import Relay
 from .signing import Verifier, path_with_query
@@ -91,8 +91,10 @@ class Handlers:
         graph: GraphClient,
         subscriptions: SubscriptionManager,
         relay: Relay | None,
+        titles: TitlePolicy = TitlePolicy.SEND,
     ) -> None:
         self._clock = clock
+        self._titles = titles
         self._verifier = verifier
         self._graph = graph
         self._subscriptions = subscriptions
@@ -172,7 +174,7 @@ class Handlers:
             raise BadRequest("need start < end and a window of at most 62 days")
         raw = await self._graph.calendar_view(mailbox, start, end)
         try:
-            events = [basic_event(e).to_json() for e in raw]
+            events = [basic_event(e, self._titles).to_json() for e in raw]
         except MalformedEvent as exc:
             raise GraphError(502, "MalformedEvent", str(exc)) from exc
         return Response.json(
