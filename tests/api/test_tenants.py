@@ -5,10 +5,14 @@ import datetime as dt
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
+from fastapi import FastAPI
 from standardwebhooks.webhooks import Webhook
 
+from bookingcache.api.deps import services_of
 from bookingcache.bootstrap import service_app
 from bookingcache.settings import Settings
+from bookingcache.store.sql.schema import jobs
 from tests.support.api import tenant_body
 from tests.support.auth import ADMIN
 from tests.support.problems import assert_problem
@@ -117,7 +121,36 @@ async def test_patch_changes_only_given_fields(
     assert changed["staleness_bound_s"] == 600
     assert changed["name"] == tenant["name"]
     assert changed["connector_url"] == tenant["connector_url"]
+    # A new title policy offers a resync of what is cached under the old one.
+    assert changed.pop("resync_available") is True
     assert (await client.get(url, headers=ADMIN)).json() == changed
+    again = await client.patch(url, json={"title_policy": "hide", "name": "Other"}, headers=ADMIN)
+    assert (again.json()["name"], again.json()["resync_available"]) == ("Other", False)
+
+
+async def test_resync_gives_every_calendar_a_full_resync(
+    client: httpx.AsyncClient, tenant: dict[str, Any], app: FastAPI
+) -> None:
+    url = f"/v1/tenants/{tenant['id']}"
+    for room in ("a", "b"):
+        linked = await client.put(
+            f"{url}/rooms/{room}",
+            json={"mailbox": f"room-{room}@contoso.example", "name": room},
+            headers=ADMIN,
+        )
+        assert linked.status_code in (200, 201), linked.text
+    response = await client.post(f"{url}/calendars:resync", headers=ADMIN)
+    assert response.status_code == 202, response.text
+    assert response.json() == {"tenant": tenant["id"], "calendars": 2}
+    store = services_of(app).store
+    async with store.read() as connection:  # type: ignore[attr-defined]
+        rows = (await connection.execute(sa.select(jobs.c.mailbox, jobs.c.kind))).all()
+    assert sorted(rows) == [
+        ("room-a@contoso.example", "full_resync"),
+        ("room-b@contoso.example", "full_resync"),
+    ]
+    assert_problem(await client.post("/v1/tenants/nobody/calendars:resync", headers=ADMIN), 404)
+    assert_problem(await client.post(f"{url}/calendars:resync"), 401)
 
 
 async def test_patch_keeps_the_connector_rule(

@@ -6,7 +6,12 @@ import pytest
 
 from bookingcache.domain.events import BasicEvent, Sensitivity
 from bookingcache.domain.tenancy import TitlePolicy
-from bookingcache.domain.titles import apply_title_policy, displayed_title
+from bookingcache.domain.titles import (
+    apply_title_policy,
+    displayed_title,
+    stored_title,
+    withhold_titles,
+)
 
 START = dt.datetime(2026, 11, 24, 9, tzinfo=dt.UTC)
 
@@ -61,3 +66,33 @@ def test_apply_title_policy_replaces_only_the_title() -> None:
     )
     assert original.title == "Board meeting"
     assert apply_title_policy(original, TitlePolicy.SHOW) == original
+
+
+@pytest.mark.parametrize(
+    ("policy", "sensitivity", "expected"),
+    [
+        (TitlePolicy.SHOW, Sensitivity.PRIVATE, "Board meeting"),
+        (TitlePolicy.HIDE, Sensitivity.NORMAL, None),
+        (TitlePolicy.HIDE, Sensitivity.PRIVATE, None),
+        (TitlePolicy.HIDE_PRIVATE, Sensitivity.PERSONAL, "Board meeting"),
+        (TitlePolicy.HIDE_PRIVATE, Sensitivity.PRIVATE, None),
+        (TitlePolicy.HIDE_PRIVATE, Sensitivity.CONFIDENTIAL, None),
+    ],
+)
+def test_stored_title_keeps_nothing_the_policy_withholds(
+    policy: TitlePolicy, sensitivity: Sensitivity, expected: str | None
+) -> None:
+    assert stored_title(event(sensitivity), policy) == expected
+
+
+def test_withhold_titles_changes_only_titles() -> None:
+    normal, private = event(Sensitivity.NORMAL), event(Sensitivity.PRIVATE)
+    kept = withhold_titles([normal, private], TitlePolicy.HIDE_PRIVATE)
+    assert kept[0] is normal
+    assert (kept[1].title, kept[1].sensitivity, kept[1].start) == (
+        None,
+        Sensitivity.PRIVATE,
+        private.start,
+    )
+    # Read back, the withheld title shows as the policy says.
+    assert displayed_title(kept[1], TitlePolicy.HIDE_PRIVATE) == "Private"

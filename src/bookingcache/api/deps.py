@@ -26,7 +26,9 @@ from bookingcache.intake.service import IntakeService
 from bookingcache.orchestration.orchestrator import Orchestrator
 from bookingcache.read.model import ReadModel
 from bookingcache.settings import Settings
+from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
+from bookingcache.store.subscriptions import Subscriptions
 
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _TENANT_ID = re.compile(TENANT_ID_PATTERN)
@@ -55,6 +57,12 @@ class Services(Protocol):
 
     @property
     def store(self) -> Store: ...
+
+    @property
+    def queue(self) -> JobQueue: ...
+
+    @property
+    def subscriptions(self) -> Subscriptions: ...
 
     @property
     def intake(self) -> IntakeService: ...

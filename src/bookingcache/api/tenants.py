@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bookingcache.api.deps import (
     TENANT_ID_PATTERN,
     ClockDep,
+    ContainerDep,
     SettingsDep,
     StoreDep,
     TenantIdPath,
@@ -197,6 +198,26 @@ class TenantOut(BaseModel):
         )
 
 
+RESYNC_DESCRIPTION = (
+    "true when this change alters what the service keeps of cached events (the title "
+    "policy): events already cached keep what the old policy let through until their next "
+    "refresh (reading applies the new policy at once). `POST /v1/tenants/{tenant}/calendars:"
+    "resync` re-reads every calendar of the tenant now"
+)
+
+
+class TenantUpdated(TenantOut):
+    resync_available: bool = Field(description=RESYNC_DESCRIPTION)
+
+
+class ResyncOut(BaseModel):
+    tenant: str
+    calendars: int = Field(
+        description="calendars given a pending full resync (a pending refresh is upgraded to "
+        "one; a calendar being refreshed now gets one more after it)"
+    )
+
+
 class TenantSecretsOut(BaseModel):
     signing_secret: str = Field(
         description="Standard Webhooks secret (whsec_...) signing service<->connector calls"
@@ -266,13 +287,16 @@ async def get_tenant(tenant: TenantIdPath, store: StoreDep) -> TenantOut:
 
 @router.patch(
     "/{tenant}",
-    response_model=TenantOut,
+    response_model=TenantUpdated,
     summary="Change some of a tenant's settings",
+    description="A new title policy applies to reads at once and to what is stored from the "
+    "next refresh of each calendar; the answer's `resync_available` then says that "
+    "`POST /v1/tenants/{tenant}/calendars:resync` re-reads the cached calendars now.",
     responses=problem_responses(404, 422),
 )
 async def update_tenant(
     tenant: TenantIdPath, body: TenantUpdate, store: StoreDep, settings: SettingsDep
-) -> TenantOut:
+) -> TenantUpdated:
     current = await store.get_tenant(tenant)
     changes = body.changes()
     allowed_connector_url(changes.get("connector_url"), settings)
@@ -292,8 +316,30 @@ async def update_tenant(
             ],
         )
     if not changes:
-        return TenantOut.of(current)
-    return TenantOut.of(await store.update_tenant(tenant, changes))
+        return TenantUpdated(**TenantOut.of(current).model_dump(), resync_available=False)
+    updated = await store.update_tenant(tenant, changes)
+    return TenantUpdated(
+        **TenantOut.of(updated).model_dump(),
+        resync_available=updated.title_policy != current.title_policy,
+    )
+
+
+@router.post(
+    "/{tenant}/calendars:resync",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ResyncOut,
+    summary="Re-read every cached calendar of the tenant from its event source now",
+    description="Each calendar gets a full resync job, due now; the worker re-reads its window "
+    "and replaces what is cached, keeping only what the tenant's title policy lets through. "
+    "For an event source `push` tenant nothing is read: its relay pushes windows itself.",
+    responses=problem_responses(404),
+)
+async def resync_tenant(tenant: TenantIdPath, container: ContainerDep) -> ResyncOut:
+    await container.store.get_tenant(tenant)
+    now = container.clock.now()
+    due = {(tenant, c.mailbox): now for c in await container.store.list_calendars(tenant)}
+    queued = await container.queue.enqueue(due, full_resync=True) if due else 0
+    return ResyncOut(tenant=tenant, calendars=queued)
 
 
 @router.delete(

@@ -14,6 +14,7 @@ from bookingcache.clock import Clock
 from bookingcache.contract.signing import NO_MATCH, SignatureVerifier
 from bookingcache.domain.notifications import InboxItem
 from bookingcache.domain.tenancy import EventSource
+from bookingcache.domain.titles import withhold_titles
 from bookingcache.errors import BadSignature, NotFound, NotPersisted, UnsupportedMediaType
 from bookingcache.intake import graph, relay
 from bookingcache.intake.directory import IntakeDirectory
@@ -162,7 +163,7 @@ class IntakeService:
                         known[window.mailbox],
                         window_start=window.start,
                         window_end=window.end,
-                        events=window.basic_events(),
+                        events=withhold_titles(window.basic_events(), tenant.title_policy),
                         synced_at=self._clock.now(),
                     )
                     applied += 1

@@ -34,6 +34,7 @@ from typing import TypeVar
 from bookingcache.clock import Clock
 from bookingcache.domain.tenancy import EventSource as SourceKind
 from bookingcache.domain.tenancy import Tenant
+from bookingcache.domain.titles import withhold_titles
 from bookingcache.errors import BookingCacheError, NotFound, Throttled, public_error
 from bookingcache.settings import SyncSettings
 from bookingcache.store.jobs import Job, JobQueue
@@ -348,6 +349,10 @@ class Worker:
     async def _refresh(self, job: Job) -> str:
         """One refresh; returns its outcome (``sync.metrics``)."""
         began = self._clock.now()
+        if job.full_resync:
+            # A resync (asked for after a change of the tenant's title policy, say) works with
+            # the tenant's settings as they are now, not as the directory cached them.
+            self._directory.forget(job.tenant_id)
         tenant, calendar = await self._directory.lookup(job.tenant_id, job.mailbox)
         source = self._sources.for_tenant(tenant)
         start, end = refresh_window(
@@ -362,13 +367,14 @@ class Worker:
         read = self._clock.now()
         if events is None:
             return outcomes.SKIPPED
-        # A delta source's link for this window goes into the same transaction as its events.
+        # A delta source's link for this window goes into the same transaction as its events,
+        # which keep no title the tenant's policy withholds.
         diff = await self._store.replace_window(
             job.tenant_id,
             job.mailbox,
             window_start=start,
             window_end=end,
-            events=events,
+            events=withhold_titles(events, tenant.title_policy),
             synced_at=self._clock.now(),
             delta_link=source.delta_link_of(job.tenant_id, job.mailbox),
         )
