@@ -48,6 +48,7 @@ except ImportError:  # FastAPI before included routers were kept nested
 
 from bookingcache.api.availability import authorised_reading
 from bookingcache.api.deps import require_admin, require_tenant_reader
+from bookingcache.api.subscriptions import require_admin_or_tenant_signature
 from bookingcache.bootstrap import service_app
 from bookingcache.clock import FixedClock
 from bookingcache.settings import OrchestrationSettings, Settings
@@ -146,7 +147,9 @@ def _calls(dependant: Dependant) -> Iterator[Any]:
 
 # The dependencies that check a token: the admin token only, or a tenant's reader (its read
 # token or the admin token). A new guard must be added here.
-ADMIN_GUARDS = {require_admin}
+# The registration of a customer's own subscriptions takes the admin token, or instead the
+# tenant's signature (tests/api/test_registration.py refuses the wrong signatures).
+ADMIN_GUARDS = {require_admin, require_admin_or_tenant_signature}
 READER_GUARDS = {require_tenant_reader, authorised_reading}
 
 

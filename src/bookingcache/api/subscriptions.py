@@ -1,6 +1,7 @@
 """Subscription health and control: per calendar its subscription, expiry, last notification,
 last successful refresh, last error and state; converging and rotating the clientState on
-demand, through the process's subscription orchestration."""
+demand, through the process's subscription orchestration; and registering the subscriptions a
+customer made itself (``orchestration.registration``)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,24 @@ import datetime as dt
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Request
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from bookingcache.api.deps import AdminDep, ContainerDep, TenantIdPath, TenantReader
-from bookingcache.api.problems import problem_responses
-from bookingcache.errors import ERROR_CLASSES, StoreUnavailable
+from bookingcache.api.deps import (
+    AdminDep,
+    BearerDep,
+    ContainerDep,
+    TenantIdPath,
+    TenantReader,
+    require_admin,
+)
+from bookingcache.api.problems import FieldError, ProblemError, problem_responses
+from bookingcache.api.throttle import AuthThrottle
+from bookingcache.domain.subscriptions import RegisteredSubscription
+from bookingcache.errors import ERROR_CLASSES, BadSignature, StoreUnavailable
 from bookingcache.orchestration.health import CalendarHealth, State
 from bookingcache.orchestration.orchestrator import ConvergeResult, Orchestrator
+from bookingcache.orchestration.registration import UnknownMailboxes, register_subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -163,3 +174,169 @@ async def rotate_client_state(
 ) -> ConvergeOut:
     await container.store.get_tenant(tenant)
     return _converged(await orchestrator.rotate_client_state(tenant))
+
+
+# --- registration of the customer's own subscriptions ----------------------------------------
+SIGNED_OR_ADMIN: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "description": f"Instead of the admin token, Standard Webhooks: {meaning}",
+            "schema": {"type": "string", "minLength": 1},
+        }
+        for name, meaning in (
+            ("webhook-id", "the call's unique id (a replay is refused)"),
+            ("webhook-timestamp", "Unix seconds, within 5 minutes of the service's clock"),
+            (
+                "webhook-signature",
+                "`v1,<base64 HMAC-SHA256>` over `POST <path>\\n` and the body, with the "
+                "tenant's signing secret",
+            ),
+        )
+    ]
+}
+
+
+class RegisteredIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=200, description="Graph's subscription id")
+    mailbox: str = Field(
+        min_length=3,
+        max_length=320,
+        pattern=r"^[^@\s]+@[^@\s]+$",
+        description="the room mailbox it notifies about: a calendar a room of the tenant links",
+    )
+    expirationDateTime: AwareDatetime = Field(
+        description="when Graph ends the subscription, as Graph answered it"
+    )
+
+
+class RegistrationIn(BaseModel):
+    """The customer's own subscriptions, as ``bookingcache-connector register`` sends them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clientState: str = Field(
+        min_length=1,
+        max_length=128,
+        description="the clientState the subscriptions carry; it becomes the tenant's current "
+        "one (the previous one keeps verifying for the clientState grace period)",
+    )
+    subscriptions: list[RegisteredIn] = Field(min_length=1, max_length=10_000)
+
+    @field_validator("clientState")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(char) < 32 or ord(char) == 127 for char in value):
+            raise ValueError("control characters are not allowed")
+        return value
+
+
+class RegisteredOut(BaseModel):
+    mailbox: str = Field(description="the calendar, spelt as the tenant's room links it")
+    subscription_id: str
+    expires_at: dt.datetime
+
+
+class RegistrationOut(BaseModel):
+    tenant: str
+    refreshed: int = Field(
+        description="calendars refreshed once because their subscription is new to the service"
+    )
+    subscriptions: list[RegisteredOut]
+
+
+async def require_admin_or_tenant_signature(
+    request: Request, tenant: TenantIdPath, container: ContainerDep, credentials: BearerDep
+) -> None:
+    """The admin token; or, without an ``Authorization`` header, the call signed with the
+    tenant's signing secret as every contract call is (Standard Webhooks over the request line
+    and the body), which is how the customer's connector sends it."""
+    if credentials is not None or "webhook-signature" not in request.headers:
+        await require_admin(request, container, credentials)
+        return
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    target = raw_path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
+    try:
+        await container.intake.verify_signed(
+            tenant,
+            method=request.method,
+            path_with_query=target,
+            headers=request.headers,
+            body=await request.body(),
+        )
+    except BadSignature:
+        throttle: AuthThrottle = request.app.state.auth_throttle
+        throttle.failed(throttle.client_address(request.scope), None, now=container.clock.now())
+        raise
+
+
+@router.post(
+    "/v1/tenants/{tenant}/subscriptions:register",
+    response_model=RegistrationOut,
+    summary="Register subscriptions the customer made itself (a connector run as a script)",
+    description=(
+        "For a tenant without a connector the service can call (no `connector_url`): the "
+        "customer creates its subscriptions with `bookingcache-connector subscribe` "
+        "(Alternative 1, pointing at this service's `/graph/notifications/{tenant}`) and "
+        "registers them here, with the admin token or signed with the tenant's signing secret "
+        "(`bookingcache-connector register --send`). All or nothing: a mailbox that is not a "
+        "calendar of the tenant is a 422 and nothing is registered. Each subscription replaces "
+        "its calendar's, with the status `registered`; the clientState becomes the tenant's "
+        "current one. Register again after `bookingcache-connector renew` to record the new "
+        "expiries; the health view marks them `expiring` and then `failing` "
+        "(`subscription-expired`) otherwise."
+    ),
+    responses=problem_responses(401, 403, 404, 422, 429),
+    openapi_extra=SIGNED_OR_ADMIN,
+    dependencies=[Depends(require_admin_or_tenant_signature)],
+)
+async def register(
+    tenant: TenantIdPath, body: RegistrationIn, container: ContainerDep
+) -> RegistrationOut:
+    rows = [
+        RegisteredSubscription(row.mailbox, row.id, row.expirationDateTime)
+        for row in body.subscriptions
+    ]
+    try:
+        registered = await register_subscriptions(
+            store=container.store,
+            subscriptions=container.subscriptions,
+            queue=container.queue,
+            clock=container.clock,
+            tenant_id=tenant,
+            client_state=body.clientState,
+            rows=rows,
+            grace=dt.timedelta(seconds=container.settings.orchestration.client_state_grace_s),
+        )
+    except UnknownMailboxes as exc:
+        raise ProblemError(
+            422,
+            "invalid-input",
+            str(exc),
+            field_errors=[
+                FieldError(
+                    field=f"body.subscriptions.{position}.mailbox",
+                    message="not a calendar of the tenant",
+                    type="unknown-mailbox",
+                )
+                for position in exc.positions
+            ],
+        ) from exc
+    # This process's intake hears of the new subscriptions and clientState at once (others
+    # look them up as their notifications arrive: an unknown id or secret is read afresh).
+    container.intake.directory.forget()
+    return RegistrationOut(
+        tenant=tenant,
+        refreshed=registered.new,
+        subscriptions=[
+            RegisteredOut(
+                mailbox=row.mailbox, subscription_id=row.subscription_id, expires_at=row.expires_at
+            )
+            for row in registered.rows
+        ],
+    )

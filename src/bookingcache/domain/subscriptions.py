@@ -1,5 +1,5 @@
-"""A room calendar's Graph subscription as the customer's connector reports it, and what a
-lifecycle notification asks to be done with it."""
+"""A room calendar's Graph subscription as the customer's connector reports it (or the customer
+registers it), and what a lifecycle notification asks to be done with it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ FAILED = "failed"
 DELETED = "deleted"
 # Statuses of a subscription the service has not heard from before.
 NEW = frozenset({"created", "recreated", "adopted"})
+
+# A subscription the customer made itself (``bookingcache-connector subscribe``) and registered.
+REGISTERED = "registered"
 
 # What a lifecycle notification (reauthorizationRequired, subscriptionRemoved) marked a
 # subscription for.
@@ -32,3 +35,12 @@ class ConvergedSubscription:
     @property
     def failed(self) -> bool:
         return self.status == FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredSubscription:
+    """A subscription the customer made without a running connector, as it registers it."""
+
+    mailbox: str
+    subscription_id: str
+    expires_at: dt.datetime

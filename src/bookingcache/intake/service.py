@@ -108,6 +108,28 @@ class IntakeService:
         """Verify, validate and apply a relay call; nothing is stored unless all of it is
         valid. Raises ``BadSignature``, ``UnsupportedMediaType``, ``MalformedBody`` (and its
         ``InvalidRelayCall``) or ``NotPersisted``."""
+        message_id = await self.verify_signed(
+            tenant_id, method=method, path_with_query=path_with_query, headers=headers, body=body
+        )
+        try:
+            return await self._accept_relay(tenant_id, content_type=content_type, body=body)
+        except BaseException:
+            # Not accepted: the sender may retry this very call.
+            await self.release_signed(tenant_id, message_id)
+            raise
+
+    async def verify_signed(
+        self,
+        tenant_id: str,
+        *,
+        method: str,
+        path_with_query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> str:
+        """Check that a call is signed with the tenant's signing secret, now, for the first
+        time (in every process on the database); returns its ``webhook-id``. Raises
+        ``BadSignature``, worded the same for a tenant the service does not know."""
         try:
             secret = await self._store.get_signing_secret(tenant_id)
         except NotFound as exc:
@@ -133,16 +155,16 @@ class IntakeService:
             # Accepted by another process on this database: a replay (this process keeps
             # the id reserved too).
             raise BadSignature("this webhook-id was already accepted (replay)")
+        return message_id
+
+    async def release_signed(self, tenant_id: str, message_id: str) -> None:
+        """Forget a verified call that was not accepted after all, so that its sender may send
+        this very call again."""
+        self.verifier.release(tenant_id, message_id)
         try:
-            return await self._accept_relay(tenant_id, content_type=content_type, body=body)
-        except BaseException:
-            # Not accepted: the sender may retry this very call.
-            self.verifier.release(tenant_id, message_id)
-            try:
-                await asyncio.shield(self.shared_replays.release(tenant_id, message_id))
-            except Exception:  # noqa: BLE001 (it expires with the window; the original error matters)
-                log.warning("could not release webhook-id %s of %s", message_id, tenant_id)
-            raise
+            await asyncio.shield(self.shared_replays.release(tenant_id, message_id))
+        except Exception:  # noqa: BLE001 (it expires with the window; the original error matters)
+            log.warning("could not release webhook-id %s of %s", message_id, tenant_id)
 
     async def _accept_relay(
         self, tenant_id: str, *, content_type: str | None, body: bytes

@@ -265,9 +265,16 @@ class Orchestrator:
         tenant = await self._store.get_tenant(tenant_id)
         wanted = await self.desired_mailboxes(tenant_id)
         if not tenant.connector_url:
+            # Nothing to converge through: the customer makes the subscriptions itself and
+            # registers them (orchestration.registration). Those it registered are kept as
+            # they are; the calendars without one say why they have none.
             error = CONNECTOR_NOT_CONFIGURED
-            if wanted:
-                await self.subscriptions.fail(tenant_id, wanted, error)
+            for mailbox in await self.subscriptions.drop_unwanted(tenant_id, wanted):
+                self.silence.forget(tenant_id, mailbox)
+            known = await self.subscriptions.subscription_ids(tenant_id)
+            unregistered = [mailbox for mailbox in wanted if not known.get(mailbox)]
+            if unregistered:
+                await self.subscriptions.fail(tenant_id, unregistered, error)
             return ConvergeResult(tenant_id, error=error)
         secret = await self._store.get_signing_secret(tenant_id)
         state = await self.client_state(tenant_id)

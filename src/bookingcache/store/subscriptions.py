@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bookingcache.domain.subscriptions import ConvergedSubscription
+from bookingcache.domain.subscriptions import ConvergedSubscription, RegisteredSubscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,13 @@ class Subscriptions(Protocol):
         """Remember that ``subscription_id`` notifies about ``mailbox`` of ``tenant_id``
         (replacing the calendar's previous subscription). ``NotFound`` when no room of the
         tenant links that calendar."""
+        ...
+
+    async def register(self, tenant_id: str, rows: Sequence[RegisteredSubscription]) -> None:
+        """Remember the customer's own subscriptions, all or none, in one transaction: each
+        replaces its calendar's subscription, clears its error and lifecycle mark, and has the
+        status ``registered``. ``NotFound`` when one names a mailbox no room of the tenant
+        links (``mailbox`` must be the calendar's spelling)."""
         ...
 
     async def save(

@@ -25,8 +25,10 @@ from bookingcache.domain.subscriptions import (
     FAILED,
     NO_ACTION,
     RECREATE,
+    REGISTERED,
     RENEW,
     ConvergedSubscription,
+    RegisteredSubscription,
 )
 from bookingcache.errors import InvalidInput, NotFound
 from bookingcache.store.sql.rows import as_utc
@@ -142,6 +144,44 @@ class SqlSubscriptions:
             if known is None:
                 raise NotFound(f"no room of tenant {tenant_id!r} is linked to {mailbox!r}")
             _save_row(connection, tenant_id, mailbox, inserted=values, updated=values)
+
+        await self._store.transaction(work)
+
+    async def register(self, tenant_id: str, rows: Sequence[RegisteredSubscription]) -> None:
+        for row in rows:
+            if not row.subscription_id or len(row.subscription_id) > MAX_SUBSCRIPTION_ID:
+                raise InvalidInput(
+                    f"subscription ids must be 1 to {MAX_SUBSCRIPTION_ID} characters"
+                )
+            if row.expires_at.tzinfo is None:
+                raise InvalidInput("expires_at must be an aware datetime")
+        now = self._clock.now()
+
+        def work(connection: Connection) -> None:
+            wanted = sorted({row.mailbox for row in rows})
+            known: set[str] = set()
+            for offset in range(0, len(wanted), _LOOKUP_CHUNK):
+                known.update(
+                    connection.scalars(
+                        sa.select(calendars.c.mailbox).where(
+                            calendars.c.tenant_id == tenant_id,
+                            calendars.c.mailbox.in_(wanted[offset : offset + _LOOKUP_CHUNK]),
+                        )
+                    )
+                )
+            missing = [mailbox for mailbox in wanted if mailbox not in known]
+            if missing:
+                raise NotFound(f"no room of tenant {tenant_id!r} is linked to {missing[0]!r}")
+            for row in rows:
+                values = {
+                    "subscription_id": row.subscription_id,
+                    "expires_at": row.expires_at,
+                    "status": REGISTERED,
+                    "error": None,
+                    "needs_action": NO_ACTION,
+                    "updated_at": now,
+                }
+                _save_row(connection, tenant_id, row.mailbox, inserted=values, updated=values)
 
         await self._store.transaction(work)
 
