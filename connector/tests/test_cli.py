@@ -3,10 +3,13 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bookingcache_connector.bootstrap import Connector, build_connector
 from bookingcache_connector.cli import main, read_mailboxes
@@ -39,9 +42,9 @@ def env(tmp_path: Path, **over: str) -> dict[str, str]:
     return values
 
 
-def run(
+def run_text(
     graph: FakeGraph, clock: FakeClock, environ: Mapping[str, str], *argv: str
-) -> tuple[int, Any]:
+) -> tuple[int, str]:
     def factory(e: Mapping[str, str]) -> Connector:
         return build_connector(
             load_settings(e),
@@ -52,8 +55,15 @@ def run(
         )
 
     out = io.StringIO()
-    code = main(["--json", *argv], env=environ, factory=factory, out=out)
-    return code, json.loads(out.getvalue()) if out.getvalue() else None
+    code = main(list(argv), env=environ, factory=factory, out=out)
+    return code, out.getvalue()
+
+
+def run(
+    graph: FakeGraph, clock: FakeClock, environ: Mapping[str, str], *argv: str
+) -> tuple[int, Any]:
+    code, text = run_text(graph, clock, environ, "--json", *argv)
+    return code, json.loads(text) if text else None
 
 
 def test_subscribe_list_renew_delete(tmp_path: Path) -> None:
@@ -164,3 +174,87 @@ def test_read_mailboxes_ignores_comments_and_blanks(tmp_path: Path) -> None:
     path = tmp_path / "rooms.txt"
     path.write_text("a@x\n  # note\n\nb@x, \n")
     assert read_mailboxes(str(path)) == ["a@x", "b@x"]
+
+
+def subscribed(tmp_path: Path, clock: FakeClock, graph: FakeGraph) -> dict[str, str]:
+    rooms = tmp_path / "rooms.txt"
+    rooms.write_text("room-a1@contoso.example\nroom-a2@contoso.example\n")
+    e = env(tmp_path)
+    code, _ = run(
+        graph,
+        clock,
+        e,
+        "subscribe",
+        "--mailboxes",
+        str(rooms),
+        "--notification-url",
+        URL,
+        "--client-state",
+        "s3cret",
+    )
+    assert code == 0
+    return e
+
+
+def test_json_is_taken_after_the_command_too(tmp_path: Path) -> None:
+    clock = FakeClock()
+    graph = FakeGraph(clock=clock)
+    e = subscribed(tmp_path, clock, graph)
+    code, text = run_text(graph, clock, e, "list", "--json")
+    assert code == 0
+    assert sorted(s["resource"] for s in json.loads(text)) == [
+        "users/room-a1@contoso.example/events",
+        "users/room-a2@contoso.example/events",
+    ]
+    code, table = run_text(graph, clock, e, "list")
+    assert table.splitlines()[0].split() == [
+        "id",
+        "resource",
+        "expirationDateTime",
+        "notificationUrl",
+        "lifecycleNotificationUrl",
+    ]
+
+
+def test_a_failed_check_reads_false_in_the_table(tmp_path: Path) -> None:
+    clock = FakeClock()
+    graph = FakeGraph(clock=clock, denied={"room-a2@contoso.example"})
+    rooms = tmp_path / "rooms.txt"
+    rooms.write_text("room-a1@contoso.example\nroom-a2@contoso.example\n")
+    code, table = run_text(graph, clock, env(tmp_path), "check", "--mailboxes", str(rooms))
+    assert code == 1
+    rows = [re.split(r"\s{2,}", line) for line in table.splitlines()]
+    assert rows[0] == ["check", "ok", "detail"]
+    ok = {row[0]: row[1] for row in rows[1:]}
+    assert ok == {
+        "credentials": "True",
+        "mailbox room-a1@contoso.example": "True",
+        "mailbox room-a2@contoso.example": "False",
+    }, table
+
+
+def test_help_explains_every_option_without_markup(capsys: Any) -> None:
+    for argv in (["--help"], ["check", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+        text = capsys.readouterr().out
+        assert "``" not in text
+        assert "`" not in text
+    check = main_parser_help("check")
+    for option in ("--mailboxes", "--notification-url", "--lifecycle-url", "--json"):
+        # Each option is followed by its own help text.
+        assert option in check
+    # Each of the four options has a help text: none is a bare name on its own.
+    assert check.count("\n  --") == 4
+    assert "--notification-url NOTIFICATION_URL\n                        the URL" in check
+
+
+def main_parser_help(*command: str) -> str:
+    from bookingcache_connector.cli import parser
+
+    top = parser()
+    if not command:
+        return top.format_help()
+    [sub] = [a for a in top._actions if a.dest == "command"]
+    return sub.choices[command[0]].format_help()  # type: ignore[attr-defined]

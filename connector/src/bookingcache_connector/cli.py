@@ -1,11 +1,12 @@
-"""``bookingcache-connector``: the connector as a script, for customers who run no service, and
-its HTTP server.
+"""The bookingcache-connector command: the connector as a script, for customers who run no
+service, and its HTTP server.
 
     bookingcache-connector subscribe --mailboxes rooms.txt --notification-url URL --client-state S
     bookingcache-connector renew | list | delete [--mailboxes rooms.txt] | check [...]
     bookingcache-connector serve [--host 0.0.0.0] [--port 8080]
 
-Settings come from the same ``CONNECTOR_*`` environment variables as the other entry points.
+Settings come from the same CONNECTOR_* environment variables as the other entry points. Add
+--json, before or after the command, for JSON instead of a table.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .app import create_app
 from .bootstrap import Connector, build_connector
 from .check import run_check
 from .config import load_settings
-from .errors import ConnectorError
+from .errors import ConfigError, ConnectorError
 from .subscriptions import Desired
 
 Factory = Callable[[Mapping[str, str]], Connector]
@@ -49,30 +50,61 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    commands = top.add_subparsers(dest="command", required=True)
-    sub = commands.add_parser("subscribe", help="converge subscriptions to exactly these rooms")
-    sub.add_argument("--mailboxes", required=True, help="file with one room address per line")
-    sub.add_argument("--notification-url", required=True)
-    sub.add_argument("--lifecycle-url", default=None)
-    sub.add_argument("--client-state", required=True)
-    renew = commands.add_parser("renew", help="renew subscriptions with less than 48 h left")
+    # Every command takes --json too, after its name; given there it wins over the default.
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print JSON instead of a table",
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="command")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, parents=[output])
+
+    mailboxes = "file with one room address per line ('#' starts a comment; '-' reads stdin)"
+    notification = "the URL Graph posts change notifications to"
+    lifecycle = "the URL Graph posts lifecycle notifications to (default: none)"
+    sub = command("subscribe", "converge subscriptions to exactly these rooms")
+    sub.add_argument("--mailboxes", required=True, help=mailboxes)
+    sub.add_argument("--notification-url", required=True, help=notification)
+    sub.add_argument("--lifecycle-url", default=None, help=lifecycle)
+    sub.add_argument(
+        "--client-state", required=True, help="the secret Graph sends with every notification"
+    )
+    renew = command("renew", "renew subscriptions with less than 48 h left")
     renew.add_argument("--all", action="store_true", help="renew every subscription now")
-    commands.add_parser("list", help="list this app's subscriptions")
-    delete = commands.add_parser("delete", help="delete this app's subscriptions")
+    command("list", "list this app's subscriptions")
+    delete = command("delete", "delete this app's subscriptions")
     delete.add_argument("--mailboxes", default=None, help="only these rooms (default: all)")
-    check = commands.add_parser("check", help="diagnose credentials, permissions and URLs")
-    check.add_argument("--mailboxes", required=True)
-    check.add_argument("--notification-url", default=None)
-    check.add_argument("--lifecycle-url", default=None)
-    serve = commands.add_parser(
+    check = command("check", "diagnose credentials, permissions and URLs")
+    check.add_argument(
+        "--mailboxes", required=True, help=mailboxes + "; each must be readable by the app"
+    )
+    check.add_argument(
+        "--notification-url",
+        default=None,
+        help=notification + ": check answers its validation handshake as Graph would, then "
+        "creates and deletes one test subscription (default: not checked)",
+    )
+    check.add_argument(
+        "--lifecycle-url",
+        default=None,
+        help="the lifecycle notification URL: its validation handshake is checked too",
+    )
+    serve = command(
         "serve",
-        help="serve the HTTP API (relay, basic events, subscriptions) with bounded requests "
+        "serve the HTTP API (relay, basic events, subscriptions) with bounded requests "
         "and read timeouts (needs the [server] extra)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
     serve.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"]
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="uvicorn's log level",
     )
     serve.add_argument(
         "--no-access-log", action="store_true", help="no line per request on standard output"
@@ -164,10 +196,15 @@ def _print(rows: list[dict[str, Any]], as_json: bool, out: TextIO) -> None:
         out.write("(nothing)\n")
         return
     columns = list(rows[0].keys())
-    widths = {c: max(len(c), *(len(str(r.get(c) or "")) for r in rows)) for c in columns}
+    widths = {c: max(len(c), *(len(_cell(r.get(c))) for r in rows)) for c in columns}
     out.write("  ".join(c.ljust(widths[c]) for c in columns).rstrip() + "\n")
     for r in rows:
-        out.write("  ".join(str(r.get(c) or "").ljust(widths[c]) for c in columns).rstrip() + "\n")
+        out.write("  ".join(_cell(r.get(c)).ljust(widths[c]) for c in columns).rstrip() + "\n")
+
+
+def _cell(value: Any) -> str:
+    """A table cell: nothing for a missing value; ``False`` and ``0`` as themselves."""
+    return "" if value is None else str(value)
 
 
 def main(
@@ -197,6 +234,9 @@ def main(
 
     try:
         rows, ok = asyncio.run(go())
+    except ConfigError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        return 2
     except (ConnectorError, OSError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
