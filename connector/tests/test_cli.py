@@ -234,13 +234,15 @@ def test_a_failed_check_reads_false_in_the_table(tmp_path: Path) -> None:
 
 
 def test_help_explains_every_option_without_markup(capsys: Any) -> None:
-    for argv in (["--help"], ["check", "--help"]):
+    for argv in (["--help"], ["check", "--help"], ["register", "--help"]):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 0
         text = capsys.readouterr().out
         assert "``" not in text
         assert "`" not in text
+    main_help = main_parser_help()
+    assert "register" in main_help
     check = main_parser_help("check")
     for option in ("--mailboxes", "--notification-url", "--lifecycle-url", "--json"):
         # Each option is followed by its own help text.
@@ -258,3 +260,38 @@ def main_parser_help(*command: str) -> str:
         return top.format_help()
     [sub] = [a for a in top._actions if a.dest == "command"]
     return sub.choices[command[0]].format_help()  # type: ignore[attr-defined]
+
+
+def test_register_prints_the_registration_of_the_subscriptions_made(tmp_path: Path) -> None:
+    clock = FakeClock()
+    graph = FakeGraph(clock=clock)
+    e = subscribed(tmp_path, clock, graph)
+    code, text = run_text(
+        graph, clock, e, "register", "--notification-url", URL, "--client-state", "s3cret"
+    )
+    assert code == 0, text
+    printed = json.loads(text)
+    assert printed["clientState"] == "s3cret"
+    by_mailbox = {row["mailbox"]: row for row in printed["subscriptions"]}
+    assert sorted(by_mailbox) == ["room-a1@contoso.example", "room-a2@contoso.example"]
+    live = {sub["id"]: sub for sub in graph.subscriptions.values()}
+    for row in by_mailbox.values():
+        assert set(row) == {"id", "mailbox", "expirationDateTime"}
+        assert row["expirationDateTime"] == live[row["id"]]["expirationDateTime"]
+    # Subscriptions for another URL are not this service's: with none left, nothing to give.
+    code, text = run_text(
+        graph,
+        clock,
+        e,
+        "register",
+        "--notification-url",
+        "https://elsewhere.example/graph/notifications",
+        "--client-state",
+        "s3cret",
+    )
+    assert (code, text) == (1, "")
+    # Sending needs the service's settings.
+    code, _ = run_text(
+        graph, clock, e, "register", "--notification-url", URL, "--client-state", "s", "--send"
+    )
+    assert code == 2

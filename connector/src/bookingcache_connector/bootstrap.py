@@ -31,6 +31,8 @@ class Connector:
     store: StateStore
     seen_calls: StoredCalls
     subscriptions: SubscriptionManager
+    # The signed client of the service (CONNECTOR_SERVICE_URL, _TENANT and _WEBHOOK_SECRET set).
+    service: ServiceClient | None
     relay: Relay | None
     handlers: Handlers
     _clients: list[httpx.AsyncClient]
@@ -85,6 +87,7 @@ def build_connector(
         renew_below_hours=settings.renew_below_hours,
     )
     relay = None
+    service: ServiceClient | None = None
     if settings.service_url and settings.service_tenant and settings.webhook_secret:
         service_http = httpx.AsyncClient(
             timeout=settings.http_timeout_s,
@@ -149,6 +152,7 @@ def build_connector(
         store=store,
         seen_calls=seen_calls,
         subscriptions=subscriptions,
+        service=service,
         relay=relay,
         handlers=handlers,
         _clients=clients,

@@ -3,6 +3,7 @@ service, and its HTTP server.
 
     bookingcache-connector subscribe --mailboxes rooms.txt --notification-url URL --client-state S
     bookingcache-connector renew | list | delete [--mailboxes rooms.txt] | check [...]
+    bookingcache-connector register --notification-url URL --client-state S [--send]
     bookingcache-connector serve [--host 0.0.0.0] [--port 8080]
 
 Settings come from the same CONNECTOR_* environment variables as the other entry points. Add
@@ -27,7 +28,7 @@ from .bootstrap import Connector, build_connector
 from .check import run_check
 from .config import load_settings
 from .errors import ConfigError, ConnectorError
-from .subscriptions import Desired
+from .subscriptions import Desired, registration
 
 Factory = Callable[[Mapping[str, str]], Connector]
 
@@ -92,6 +93,25 @@ def parser() -> argparse.ArgumentParser:
         "--lifecycle-url",
         default=None,
         help="the lifecycle notification URL: its validation handshake is checked too",
+    )
+    register = command(
+        "register",
+        "give bookingcache the subscriptions made with subscribe (Alternative 1): print the "
+        "registration, or send it signed with --send",
+    )
+    register.add_argument(
+        "--notification-url",
+        required=True,
+        help="the notification URL the subscriptions were made with; only those are registered",
+    )
+    register.add_argument(
+        "--client-state", required=True, help="the client state they were made with"
+    )
+    register.add_argument(
+        "--send",
+        action="store_true",
+        help="send it to CONNECTOR_SERVICE_URL for CONNECTOR_SERVICE_TENANT, signed with "
+        "CONNECTOR_WEBHOOK_SECRET (default: print it)",
     )
     serve = command(
         "serve",
@@ -163,6 +183,8 @@ async def _run(args: argparse.Namespace, connector: Connector) -> tuple[list[dic
             "lifecycleNotificationUrl",
         )
         return [{k: s.get(k) for k in keys} for s in subs], True
+    if args.command == "register":
+        return await _register(args, connector)
     if args.command == "delete":
         only = set(read_mailboxes(args.mailboxes)) if args.mailboxes else None
         rows = await manager.delete(only)
@@ -186,6 +208,36 @@ async def _run(args: argparse.Namespace, connector: Connector) -> tuple[list[dic
             notification_urls=urls,
         )
     return [f.to_json() for f in findings], all(f.ok for f in findings)
+
+
+async def _register(
+    args: argparse.Namespace, connector: Connector
+) -> tuple[list[dict[str, Any]], bool]:
+    subscriptions = await connector.subscriptions.list_all()
+    payload = registration(
+        subscriptions, notification_url=args.notification_url, client_state=args.client_state
+    )
+    if not payload["subscriptions"]:
+        raise ConnectorError(f"no subscription of this app notifies {args.notification_url}")
+    if not args.send:
+        # What the service's administrator posts with the admin token (README, section 6).
+        return [payload], True
+    if connector.service is None:
+        raise ConfigError(
+            "--send needs CONNECTOR_SERVICE_URL, CONNECTOR_SERVICE_TENANT and "
+            "CONNECTOR_WEBHOOK_SECRET"
+        )
+    answer = await connector.service.register(payload)
+    rows = [
+        {
+            "mailbox": row.get("mailbox"),
+            "subscriptionId": row.get("subscription_id"),
+            "expirationDateTime": row.get("expires_at"),
+            "status": "registered",
+        }
+        for row in answer.get("subscriptions", [])
+    ]
+    return rows, True
 
 
 def _print(rows: list[dict[str, Any]], as_json: bool, out: TextIO) -> None:
@@ -240,5 +292,9 @@ def main(
     except (ConnectorError, OSError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
+    if args.command == "register" and not args.send:
+        # The registration itself, as the service takes it: always JSON.
+        out.write(json.dumps(rows[0], indent=2) + "\n")
+        return 0
     _print(rows, args.json, out)
     return 0 if ok else 1

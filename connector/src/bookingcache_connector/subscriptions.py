@@ -86,6 +86,23 @@ def mailbox_of(subscription: dict[str, Any]) -> str | None:
     return unquote(match.group("mailbox")) if match else None
 
 
+def registration(
+    subscriptions: list[dict[str, Any]], *, notification_url: str, client_state: str
+) -> dict[str, Any]:
+    """What the service needs to know of the subscriptions made for ``notification_url``
+    (``POST /v1/tenants/{tenant}/subscriptions:register``): each one's id, mailbox and expiry,
+    and the client state they carry (Graph does not show it, so the caller gives it)."""
+    registered = [
+        {"id": sub["id"], "mailbox": mailbox, "expirationDateTime": sub["expirationDateTime"]}
+        for sub in subscriptions
+        if sub.get("notificationUrl") == notification_url
+        and isinstance(sub.get("id"), str)
+        and isinstance(sub.get("expirationDateTime"), str)
+        and (mailbox := mailbox_of(sub)) is not None
+    ]
+    return {"clientState": client_state, "subscriptions": registered}
+
+
 def row(
     mailbox: str, sub: dict[str, Any] | None, status: str, error: str | None = None
 ) -> dict[str, Any]:
