@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -15,6 +17,7 @@ from .receiver import Receiver
 from .test_relay import A1, B2, C3, known_subscriptions, relay_connector
 
 BASE = "https://contoso-connector.azurewebsites.net"
+APP_FOLDER = Path(__file__).resolve().parents[1]
 
 
 def handlers(connector: Connector) -> dict[str, Any]:
@@ -163,3 +166,16 @@ async def test_the_relay_timer_pushes_the_reconciliations_windows(
     await handlers(connector)["relay_drain"](None)
     [call] = receiver.accepted
     assert sorted(window["mailbox"] for window in call["windows"]) == [A1, B2, C3]
+
+
+def test_the_source_folder_lists_what_the_functions_build_installs() -> None:
+    """The app folder's requirements.txt names the connector's dependencies with the bounds of
+    pyproject.toml, its [azure] extra included; .funcignore keeps local settings out."""
+    project = tomllib.loads((APP_FOLDER / "pyproject.toml").read_text())["project"]
+    wanted = sorted([*project["dependencies"], *project["optional-dependencies"]["azure"]])
+    lines = (APP_FOLDER / "requirements.txt").read_text().splitlines()
+    assert sorted(line for line in lines if line and not line.startswith("#")) == wanted
+    ignored = (APP_FOLDER / ".funcignore").read_text().splitlines()
+    assert {"local.settings.json", "tests", ".venv"} <= set(ignored)
+    example = json.loads((APP_FOLDER / "local.settings.example.json").read_text())
+    assert example["Values"]["FUNCTIONS_WORKER_RUNTIME"] == "python"
