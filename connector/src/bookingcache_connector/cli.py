@@ -136,7 +136,10 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], factory: Factory | 
     try:
         from .server import serve
     except ImportError:
-        sys.stderr.write("serve needs uvicorn: pip install 'bookingcache-connector[server]'\n")
+        sys.stderr.write(
+            "serve needs uvicorn: install the connector's wheel with its [server] extra "
+            "(README, section 0), or pip install uvicorn\n"
+        )
         return 2
     try:
         settings = load_settings(env)
