@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-import tempfile
 from pathlib import Path
 
 from graph_emulator.config import EmulatorConfig
 from graph_emulator.seed import add_default_apps, seed_demo, seed_file
-from graph_emulator.server import make_server, startup_info
+from graph_emulator.server import TlsFiles, make_server, startup_info
 from graph_emulator.state import new_state
 
 
@@ -33,8 +33,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _stop_before_serving(sig: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Until the server takes them over, SIGTERM and Ctrl-C end the start-up quietly (and the
+    # ``finally`` below still removes the certificate).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_before_serving)
     config = EmulatorConfig(
         token_lifetime_s=args.token_lifetime_s,
         allow_http_notifications=args.allow_http_notifications,
@@ -58,20 +66,30 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, KeyError, TypeError) as exc:
             print(f"graph-emulator: bad seed file {path}: {exc}", file=sys.stderr)
             return 2
-    tls_dir = None
-    if args.tls:
-        tls_dir = args.tls_dir or Path(tempfile.mkdtemp(prefix="graph-emulator-"))
+    tls: TlsFiles | None = None
+    # The certificate's private key never outlives the run, however it ends (SIGTERM, Ctrl-C,
+    # a failure to listen); only SIGKILL leaves it behind.
     try:
-        server, sock, listening = make_server(
-            state, host=args.host, port=args.port, tls_dir=tls_dir
-        )
-    except OSError as exc:
-        print(f"graph-emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(startup_info(state, listening, apps)), flush=True)
-    # uvicorn picks the fastest loop available (uvloop when installed).
-    server.run(sockets=[sock])
-    return 0
+        if args.tls:
+            tls = TlsFiles.prepare(args.tls_dir)
+        try:
+            server, sock, listening = make_server(
+                state, host=args.host, port=args.port, tls_dir=tls.directory if tls else None
+            )
+        except OSError as exc:
+            print(
+                f"graph-emulator: cannot listen on {args.host}:{args.port}: {exc}",
+                file=sys.stderr,
+            )
+            return 2
+        print(json.dumps(startup_info(state, listening, apps)), flush=True)
+        # uvicorn picks the fastest loop available (uvloop when installed). SIGTERM and
+        # SIGINT shut it down gracefully and ``run`` returns.
+        server.run(sockets=[sock])
+        return 0
+    finally:
+        if tls is not None:
+            tls.remove()
 
 
 if __name__ == "__main__":

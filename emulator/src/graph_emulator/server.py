@@ -4,8 +4,13 @@ benchmarks use ``BackgroundEmulator``, which runs the same server in a thread.""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import signal
 import socket
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +78,63 @@ def startup_info(
     }
 
 
+class EmulatorServer(uvicorn.Server):
+    """uvicorn's server with one change: SIGTERM and SIGINT end it gracefully and that is all.
+
+    uvicorn raises a captured signal again once it has shut down, so the process would die of
+    it (exit 143 for SIGTERM, a ``KeyboardInterrupt`` for Ctrl-C) before any clean-up after
+    ``run`` could happen. Here ``stopped_by`` records the signal and ``run`` simply returns.
+    """
+
+    stopped_by: int | None = None
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, sig: int, frame: object) -> None:
+        if self.stopped_by is None:
+            self.stopped_by = sig
+        # A second Ctrl-C stops waiting for open connections, as with plain uvicorn.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+
+@dataclass
+class TlsFiles:
+    """The certificate and key the emulator wrote, and what to remove when it stops: the whole
+    folder when the emulator made it, otherwise only the two files."""
+
+    directory: Path
+    created_directory: bool
+
+    @classmethod
+    def prepare(cls, directory: Path | None) -> TlsFiles:
+        if directory is None:
+            return cls(Path(tempfile.mkdtemp(prefix="graph-emulator-")), created_directory=True)
+        return cls(directory, created_directory=not directory.exists())
+
+    def remove(self) -> None:
+        if self.created_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            return
+        for name in ("cert.pem", "key.pem"):
+            (self.directory / name).unlink(missing_ok=True)
+
+
 def make_server(
     state: EmulatorState, *, host: str, port: int, tls_dir: Path | None
-) -> tuple[uvicorn.Server, socket.socket, Listening]:
+) -> tuple[EmulatorServer, socket.socket, Listening]:
     sock = bind(host, port)
     actual_port = sock.getsockname()[1]
     cert_path = key_path = None
@@ -92,7 +151,7 @@ def make_server(
         timeout_graceful_shutdown=2,
     )
     listening = Listening(host, actual_port, "https" if tls_dir else "http", cert_path)
-    return uvicorn.Server(config), sock, listening
+    return EmulatorServer(config), sock, listening
 
 
 class BackgroundEmulator:
