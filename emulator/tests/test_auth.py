@@ -51,6 +51,39 @@ async def test_token_errors_look_like_entra(graph: Any) -> None:
     assert tenant.status_code == 400
 
 
+async def test_only_a_graph_scope_gets_a_token_graph_accepts(graph: Any) -> None:
+    path = f"/v1.0/users/{graph.tenant.room.upn}/calendar"
+    # Graph's application ID URI and its application id both name Microsoft Graph.
+    for scope in (
+        "https://graph.microsoft.com/.default",
+        "00000003-0000-0000-c000-000000000000/.default",
+    ):
+        response = await token_request(graph, scope=scope)
+        assert response.status_code == 200, scope
+        bearer = {"Authorization": f"Bearer {response.json()['access_token']}"}
+        assert (await graph.http.get(path, headers=bearer)).status_code == 200, scope
+    # Exchange Online's resource is real: Entra issues its token, Graph refuses it.
+    outlook = await token_request(graph, scope="https://outlook.office365.com/.default")
+    assert outlook.status_code == 200
+    bearer = {"Authorization": f"Bearer {outlook.json()['access_token']}"}
+    refused = await graph.http.get(path, headers=bearer)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "InvalidAuthenticationToken"
+    assert "Invalid audience" in refused.json()["error"]["message"]
+    # A resource the tenant does not have (the app exposes no API of its own).
+    client_id = graph.tenant.apps["full"].client_id
+    for scope in (f"api://{client_id}/.default", "https://graph.example/.default"):
+        unknown = await token_request(graph, scope=scope)
+        assert unknown.status_code == 400, scope
+        assert unknown.json()["error"] == "invalid_resource"
+        assert unknown.json()["error_codes"] == [500011]
+    two = await token_request(
+        graph, scope="https://graph.microsoft.com/.default https://outlook.office.com/.default"
+    )
+    assert two.status_code == 400
+    assert two.json()["error"] == "invalid_scope"
+
+
 async def test_openid_configuration_for_msal(graph: Any) -> None:
     tenant_id = graph.tenant.state.tenant_id
     response = await graph.http.get(f"/{tenant_id}/v2.0/.well-known/openid-configuration")

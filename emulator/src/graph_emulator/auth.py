@@ -29,6 +29,22 @@ if TYPE_CHECKING:
     from graph_emulator.state import EmulatorState
 
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
+# The resource identifiers Entra ID accepts for Microsoft Graph in ``<resource>/.default``: its
+# application ID URI (with or without a trailing slash) and its application id.
+GRAPH_RESOURCES = {
+    "https://graph.microsoft.com": GRAPH_AUDIENCE,
+    "00000003-0000-0000-c000-000000000000": GRAPH_AUDIENCE,
+}
+# Other Microsoft resources every tenant has: Entra issues their tokens, and Graph refuses them
+# (401, wrong audience). A wrong scope constant fails at the first Graph request, as it would.
+OTHER_RESOURCES = {
+    "https://outlook.office365.com": "https://outlook.office365.com",
+    "https://outlook.office.com": "https://outlook.office.com",
+    "00000002-0000-0ff1-ce00-000000000000": "https://outlook.office365.com",
+    "https://management.azure.com": "https://management.azure.com",
+}
+# Scopes MSAL may add to any request; they name no resource.
+OIDC_SCOPES = {"openid", "profile", "offline_access", "email"}
 READ = "Calendars.Read"
 READ_BASIC = "Calendars.ReadBasic.All"
 READ_WRITE = "Calendars.ReadWrite"
@@ -94,7 +110,9 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def issue_token(state: EmulatorState, app: App) -> tuple[str, int]:
+def issue_token(
+    state: EmulatorState, app: App, *, audience: str = GRAPH_AUDIENCE
+) -> tuple[str, int]:
     config = state.config
     lifetime = config.token_lifetime_s
     if lifetime is None:
@@ -102,7 +120,7 @@ def issue_token(state: EmulatorState, app: App) -> tuple[str, int]:
     now = int(state.clock.now().timestamp())
     header = {"typ": "JWT", "alg": "HS256", "kid": "emulator"}
     claims = {
-        "aud": GRAPH_AUDIENCE,
+        "aud": audience,
         "iss": f"https://sts.windows.net/{state.tenant_id}/",
         "iat": now,
         "nbf": now,
@@ -145,8 +163,11 @@ def verify_token(state: EmulatorState, token: str) -> AppPrincipal:
         raise _unauthorized("CompactToken parsing failed with error code: 80049217") from exc
     if not hmac.compare_digest(expected, signature) or not isinstance(claims, dict):
         raise _unauthorized("Invalid signature.")
-    if claims.get("tid") != state.tenant_id or claims.get("aud") != GRAPH_AUDIENCE:
+    if claims.get("tid") != state.tenant_id:
         raise _unauthorized("Invalid audience.")
+    if claims.get("aud") != GRAPH_AUDIENCE:
+        # A token Entra issued for another resource (a wrong scope constant).
+        raise _unauthorized("Access token validation failure. Invalid audience.")
     now = state.clock.now().timestamp()
     if not isinstance(claims.get("exp"), int) or now >= claims["exp"]:
         raise _unauthorized("Lifetime validation failed, the token is expired.")
@@ -266,7 +287,8 @@ def routes(state: EmulatorState) -> list[Route]:
                 now,
             )
         scope = values.get("scope", "")
-        if not scope.endswith("/.default"):
+        resources = [s for s in scope.split() if s.lower() not in OIDC_SCOPES]
+        if len(resources) != 1 or not resources[0].endswith("/.default"):
             return _aad_error(
                 400,
                 "invalid_scope",
@@ -274,6 +296,19 @@ def routes(state: EmulatorState) -> list[Route]:
                 f"The provided value for scope {scope} is not valid. Client credential flows "
                 "must have a scope value with /.default suffixed to the resource identifier "
                 "(application ID URI).",
+                now,
+            )
+        resource = resources[0].removesuffix("/.default").rstrip("/")
+        audience = GRAPH_RESOURCES.get(resource.lower()) or OTHER_RESOURCES.get(resource.lower())
+        if audience is None:
+            return _aad_error(
+                400,
+                "invalid_resource",
+                500011,
+                f"The resource principal named {resource} was not found in the tenant named "
+                f"{state.tenant_id}. This can happen if the application has not been installed "
+                "by the administrator of the tenant or consented to by any user in the tenant. "
+                "You might have sent your authentication request to the wrong tenant.",
                 now,
             )
         client_id = values.get("client_id", "")
@@ -297,7 +332,7 @@ def routes(state: EmulatorState) -> list[Route]:
                 f"app '{client_id}'.",
                 now,
             )
-        access_token, lifetime = issue_token(state, app)
+        access_token, lifetime = issue_token(state, app, audience=audience)
         return JSONResponse(
             {
                 "token_type": "Bearer",
