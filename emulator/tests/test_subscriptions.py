@@ -355,3 +355,62 @@ async def test_concurrent_duplicates_yield_one_subscription(harness: Harness) ->
     assert sorted([first.status_code, second.status_code]) == [201, 409]
     listed = await harness.client.get("/v1.0/subscriptions", headers=harness.auth())
     assert len(listed.json()["value"]) == 1
+
+
+@pytest.mark.parametrize(
+    "body_change",
+    [
+        # Graph reads JSON property names case-sensitively: these are unknown properties.
+        {"clientstate": "secret-room-a1", "clientState": None},
+        {"lifecycleNotificationURL": "https://relay.example/lifecycle"},
+        {"NotificationUrl": "https://relay.example/notify"},
+        {"changetype": "created"},
+        {"expiration": "2026-03-20T08:00:00Z"},
+    ],
+    ids=["clientstate", "lifecycleNotificationURL", "NotificationUrl", "changetype", "unknown"],
+)
+async def test_unknown_or_miscased_properties_are_refused(
+    harness: Harness, body_change: dict[str, Any]
+) -> None:
+    body = harness.body(**body_change)
+    response = await harness.client.post("/v1.0/subscriptions", json=body, headers=harness.auth())
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "RequestBodyRead"
+    unknown = next(k for k, v in body_change.items() if v is not None)
+    assert f"'{unknown}' does not exist on type 'microsoft.graph.subscription'" in error["message"]
+    assert harness.receiver.validations == []
+    assert harness.state.counters.named.get("subscriptions_created", 0) == 0
+
+
+@pytest.mark.parametrize(
+    "expiration",
+    ["2026-03-20 08:00:00Z", "03/20/2026 08:00", "2026-03-20", "20260320T080000Z", "tomorrow"],
+)
+async def test_expiration_must_be_an_odata_date_time_offset(
+    harness: Harness, expiration: str
+) -> None:
+    response = await harness.create(expirationDateTime=expiration)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "RequestBodyRead"
+    assert "Edm.DateTimeOffset" in response.json()["error"]["message"]
+
+
+async def test_patch_refuses_unknown_properties_too(harness: Harness) -> None:
+    created = await harness.create()
+    assert created.status_code == 201
+    sub_id = created.json()["id"]
+    expiry = (harness.state.clock.now() + dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    miscased = await harness.client.patch(
+        f"/v1.0/subscriptions/{sub_id}",
+        json={"expirationdatetime": expiry},
+        headers=harness.auth(),
+    )
+    assert miscased.status_code == 400
+    assert miscased.json()["error"]["code"] == "RequestBodyRead"
+    fixed = await harness.client.patch(
+        f"/v1.0/subscriptions/{sub_id}", json={"resource": "users/x/events"}, headers=harness.auth()
+    )
+    # A real property that PATCH cannot change keeps its own message.
+    assert fixed.status_code == 400
+    assert "cannot be updated" in fixed.json()["error"]["message"]

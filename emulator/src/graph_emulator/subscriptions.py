@@ -55,6 +55,30 @@ EVENTS_RESOURCE = re.compile(
 SINGLE_EVENT = re.compile(r"^/?(users/[^/]+|me)(/calendars?(/[^/]+)?)?/events/[^/]+/?$", re.I)
 ME_RESOURCE = re.compile(r"^/?me(/|$)", re.IGNORECASE)
 PATCHABLE = {"expirationDateTime", "notificationUrl"}
+# The properties of microsoft.graph.subscription. Graph reads bodies case-sensitively: a property
+# it does not know (``clientstate``, ``lifecycleNotificationURL``) is refused, not dropped.
+SUBSCRIPTION_PROPERTIES = {
+    "id",
+    "resource",
+    "changeType",
+    "clientState",
+    "notificationUrl",
+    "lifecycleNotificationUrl",
+    "expirationDateTime",
+    "applicationId",
+    "creatorId",
+    "includeResourceData",
+    "latestSupportedTlsVersion",
+    "encryptionCertificate",
+    "encryptionCertificateId",
+    "notificationQueryOptions",
+    "notificationUrlAppId",
+}
+# Edm.DateTimeOffset as OData writes it: extended ISO 8601 with a "T", seconds optional,
+# up to 7 fractional digits; without an offset the instant is read as UTC.
+DATE_TIME_OFFSET = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})?$", re.IGNORECASE
+)
 VALIDATION_FAILED = (
     "Subscription validation request failed. Notification endpoint must respond with 200 OK "
     "to validation request."
@@ -107,7 +131,29 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return data
 
 
+def check_properties(body: dict[str, Any]) -> None:
+    for key in body:
+        if key not in SUBSCRIPTION_PROPERTIES and not key.startswith("@odata."):
+            raise bad_request(
+                f"The property '{key}' does not exist on type 'microsoft.graph.subscription'. "
+                "Make sure to only use property names that are defined by the type.",
+                "RequestBodyRead",
+            )
+
+
+def parse_date_time_offset(value: Any, name: str) -> dt.datetime:
+    """A Graph body's Edm.DateTimeOffset: nothing but the OData format is accepted."""
+    if not isinstance(value, str) or not DATE_TIME_OFFSET.match(value.strip()):
+        raise bad_request(
+            f"Cannot convert the literal '{value}' to the expected type 'Edm.DateTimeOffset' "
+            f"of property '{name}'.",
+            "RequestBodyRead",
+        )
+    return parse_time(value, name)
+
+
 def parse_time(value: Any, name: str) -> dt.datetime:
+    """Any ISO 8601 instant Python reads (the control API's bodies); no offset means UTC."""
     if not isinstance(value, str):
         raise bad_request(f"Invalid value for '{name}'.", "InvalidRequest")
     text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
@@ -153,7 +199,7 @@ class SubscriptionApi:
 
     def _expiration(self, value: Any) -> dt.datetime:
         config = self.state.config
-        requested = parse_time(value, "expirationDateTime")
+        requested = parse_date_time_offset(value, "expirationDateTime")
         now = self.state.clock.now()
         if requested > now + dt.timedelta(minutes=config.subscription_max_minutes):
             raise bad_request(
@@ -229,6 +275,7 @@ class SubscriptionApi:
         principal = await authenticate(request, self.state)
         self._rate(self.limits.writes, principal)
         body = parse_body(await request.body())
+        check_properties(body)
         for required in ("changeType", "notificationUrl", "resource", "expirationDateTime"):
             if body.get(required) in (None, ""):
                 raise bad_request(f"Missing required property '{required}'.", "InvalidRequest")
@@ -349,6 +396,7 @@ class SubscriptionApi:
         self._rate(self.limits.writes, principal)
         body = parse_body(await request.body())
         sub = self._own(principal, request.path_params["id"], "Update")
+        check_properties(body)
         unknown = [k for k in body if k not in PATCHABLE and not k.startswith("@odata")]
         if unknown:
             raise bad_request(f"Property '{unknown[0]}' cannot be updated.", "InvalidRequest")
