@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from graph_emulator.auth import App
 from graph_emulator.config import EmulatorConfig
 
 WINDOW = {"startDateTime": "2026-03-16T00:00:00Z", "endDateTime": "2026-03-23T00:00:00Z"}
@@ -138,7 +139,36 @@ async def test_scope_and_grants_are_enforced(tenant: Any, graph: Any, load_sampl
     assert now_denied.status_code == 403
 
 
+async def test_directory_reads_need_directory_permissions(tenant: Any, graph: Any) -> None:
+    # Calendars.Read and Calendars.ReadWrite ("full") cover no directory reads.
+    user = await graph.http.get(f"/v1.0/users/{tenant.room.upn}")
+    assert user.status_code == 403
+    assert user.json()["error"]["code"] == "Authorization_RequestDenied"
+    rooms = await graph.http.get("/v1.0/places/microsoft.graph.room")
+    assert rooms.status_code == 403
+    assert rooms.json()["error"]["code"] == "ErrorAccessDenied"
+    # Each read needs its own permission.
+    tenant.apps["directory"] = tenant.state.apps.add(
+        App("directory-reader", "directory-secret", "directory", roles={"Place.Read.All"})
+    )
+    await graph.as_app("directory")
+    assert (await graph.http.get("/v1.0/places/microsoft.graph.room")).status_code == 200
+    assert (await graph.http.get(f"/v1.0/users/{tenant.room.upn}")).status_code == 403
+    tenant.state.apps.get("directory-reader").roles = {"User.Read.All"}
+    assert (await graph.http.get(f"/v1.0/users/{tenant.room.upn}")).status_code == 200
+    assert (await graph.http.get("/v1.0/places/microsoft.graph.room")).status_code == 403
+
+
 async def test_directory_and_places(tenant: Any, graph: Any) -> None:
+    tenant.apps["directory"] = tenant.state.apps.add(
+        App(
+            "directory-reader",
+            "directory-secret",
+            "directory",
+            roles={"User.Read.All", "Place.Read.All"},
+        )
+    )
+    await graph.as_app("directory")
     user = await graph.http.get(f"/v1.0/users/{tenant.room.upn}")
     assert user.status_code == 200
     assert user.json()["id"] == tenant.room.id

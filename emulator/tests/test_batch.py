@@ -61,7 +61,7 @@ async def test_depends_on_runs_in_order_and_fails_with_424(tenant: Any, graph: A
         "/v1.0/$batch",
         json={
             "requests": [
-                {"id": "a", "method": "GET", "url": "/users/ghost@contoso.example"},
+                {"id": "a", "method": "GET", "url": "/users/ghost@contoso.example/calendar"},
                 view(tenant, 2, dependsOn=["a"]),
                 view(tenant, 3),
                 view(tenant, 4, dependsOn=["3"]),

@@ -8,6 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from graph_emulator.auth import App
+
 SELECT = "id,subject,start,end,isAllDay,showAs,isCancelled,type,seriesMasterId,sensitivity"
 WINDOW = {"startDateTime": "2026-03-16T00:00:00Z", "endDateTime": "2026-03-21T00:00:00Z"}
 
@@ -178,15 +180,20 @@ async def test_bad_parameters_get_graph_errors(
     assert set(error["innerError"]) == {"date", "request-id", "client-request-id"}
 
 
-async def test_unknown_user_and_unknown_route(graph: Any) -> None:
+async def test_unknown_user_and_unknown_route(tenant: Any, graph: Any) -> None:
+    tenant.apps["directory"] = tenant.state.apps.add(
+        App("user-reader", "user-secret", "directory", roles={"User.Read.All"})
+    )
+    await graph.as_app("directory")
+    directory = await graph.http.get("/v1.0/users/nobody@contoso.example")
+    assert directory.status_code == 404
+    assert directory.json()["error"]["code"] == "Request_ResourceNotFound"
+    await graph.as_app("full")
     response = await graph.http.get(
         "/v1.0/users/nobody@contoso.example/calendarView", params=WINDOW
     )
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "ErrorInvalidUser"
-    directory = await graph.http.get("/v1.0/users/nobody@contoso.example")
-    assert directory.status_code == 404
-    assert directory.json()["error"]["code"] == "Request_ResourceNotFound"
     route = await graph.http.get("/v1.0/users/nobody@contoso.example/mailFolders")
     assert route.status_code == 400
     assert route.json()["error"]["code"] == "BadRequest"

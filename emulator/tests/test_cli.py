@@ -71,12 +71,13 @@ def test_tls_demo_start_line_and_a_real_request(run_cli: Any, tmp_path: Path) ->
                 "scope": "https://graph.microsoft.com/.default",
             },
         ).json()["access_token"]
-        rooms = client.get(
-            info["base_url"] + "/places/microsoft.graph.room",
+        room = info["mailboxes"][0]
+        calendar = client.get(
+            info["base_url"] + f"/users/{room['upn']}/calendar",
             headers={"Authorization": f"Bearer {token}"},
         )
-    assert rooms.status_code == 200
-    assert len(rooms.json()["value"]) == len(info["mailboxes"])
+    assert calendar.status_code == 200
+    assert calendar.json()["owner"]["address"] == room["upn"]
 
 
 def test_a_missing_seed_file_is_a_clear_error() -> None:
