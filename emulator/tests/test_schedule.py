@@ -87,6 +87,19 @@ async def test_working_elsewhere_digit_is_configurable(
     assert room["scheduleItems"][0]["status"] == "workingElsewhere"
 
 
+async def test_the_window_must_be_shorter_than_62_days(tenant: Any, graph: Any) -> None:
+    path = f"/v1.0/users/{tenant.person.upn}/calendar/getSchedule"
+    # 17 March 08:00 UTC + 62 days = 18 May 08:00 UTC.
+    exactly = request_body(tenant, endTime={"dateTime": "2026-05-18T08:00:00", "timeZone": "UTC"})
+    refused = await graph.http.post(path, json=exactly)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "ErrorTimeIntervalTooBig"
+    shorter = request_body(tenant, endTime={"dateTime": "2026-05-18T07:30:00", "timeZone": "UTC"})
+    accepted = await graph.http.post(path, json=shorter)
+    assert accepted.status_code == 200
+    assert len(accepted.json()["value"][0]["availabilityView"]) == 61 * 48 + 47
+
+
 @pytest.mark.parametrize(
     ("extra", "code"),
     [

@@ -147,7 +147,8 @@ def routes(state: EmulatorState) -> list[Route]:
                 raise bad_request(
                     "The end time must be after the start time.", "ErrorInvalidTimeInterval"
                 )
-            if end - start > dt.timedelta(days=config.schedule_max_window_days):
+            # Graph's limit is a window shorter than 62 days: 62 days exactly is too long.
+            if end - start >= dt.timedelta(days=config.schedule_max_window_days):
                 actual = math.ceil((end - start) / dt.timedelta(days=1))
                 raise bad_request(
                     "The requested time duration specified for FreeBusyViewOptions.TimeWindow "
