@@ -197,3 +197,26 @@ async def test_unknown_user_and_unknown_route(tenant: Any, graph: Any) -> None:
     route = await graph.http.get("/v1.0/users/nobody@contoso.example/mailFolders")
     assert route.status_code == 400
     assert route.json()["error"]["code"] == "BadRequest"
+
+
+@pytest.mark.parametrize("casing", [str.lower, str.upper, lambda name: name[0].upper() + name[1:]])
+async def test_window_parameter_names_are_case_insensitive(
+    tenant: Any, graph: Any, casing: Any
+) -> None:
+    # Microsoft's calendarView examples write "startdatetime" and "enddatetime".
+    book_day(tenant, 12)
+    path = f"/v1.0/users/{tenant.room.upn}/calendarView"
+    expected = await graph.http.get(path, params=WINDOW | {"$top": "100"})
+    assert expected.status_code == 200
+    renamed = {casing(k): v for k, v in WINDOW.items()}
+    assert set(renamed).isdisjoint(WINDOW)
+    ids: list[str] = []
+    url: str | None = path
+    params: dict[str, str] | None = renamed
+    while url:
+        response = await graph.http.get(url, params=params)
+        assert response.status_code == 200, response.text
+        ids += [e["id"] for e in response.json()["value"]]
+        url, params = response.json().get("@odata.nextLink"), None
+    assert ids == [e["id"] for e in expected.json()["value"]]
+    assert len(ids) == 12

@@ -39,8 +39,13 @@ WINDOW_REQUIRED = (
 
 def query_window(params: Mapping[str, str]) -> tuple[dt.datetime, dt.datetime]:
     """The ``startDateTime``/``endDateTime`` window that calendarView, instances and delta need."""
-    start_raw = params.get("startDateTime")
-    end_raw = params.get("endDateTime")
+    # Graph reads these names case-insensitively (Microsoft's own examples write
+    # ``startdatetime``); the first of each wins.
+    found: dict[str, str] = {}
+    for key, value in params.items():
+        found.setdefault(key.lower(), value)
+    start_raw = found.get("startdatetime")
+    end_raw = found.get("enddatetime")
     if not start_raw or not end_raw:
         raise GraphError(400, "ErrorInvalidParameter", WINDOW_REQUIRED)
     return (
