@@ -220,3 +220,22 @@ async def test_window_parameter_names_are_case_insensitive(
         url, params = response.json().get("@odata.nextLink"), None
     assert ids == [e["id"] for e in expected.json()["value"]]
     assert len(ids) == 12
+
+
+@pytest.mark.parametrize("name", ["createdDateTime", "lastModifiedDateTime", "createddatetime"])
+async def test_created_and_modified_times_cannot_be_selected_in_a_view(
+    tenant: Any, graph: Any, name: str
+) -> None:
+    book_day(tenant, 1)
+    response = await graph.http.get(
+        f"/v1.0/users/{tenant.room.upn}/calendarView",
+        params=WINDOW | {"$select": f"id,start,{name}"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "RequestBroker--ParseUri"
+    # Listing events (no view) still selects them.
+    listed = await graph.http.get(
+        f"/v1.0/users/{tenant.room.upn}/events", params={"$select": f"id,{name}"}
+    )
+    assert listed.status_code == 200
+    assert len(listed.json()["value"]) == 1

@@ -36,6 +36,10 @@ WINDOW_REQUIRED = (
     "StartDateTime and EndDateTime."
 )
 
+# calendarView does not return these when they are $select-ed; Graph documents them as not
+# selectable there.
+NOT_SELECTABLE_IN_VIEW = frozenset({"createdDateTime", "lastModifiedDateTime"})
+
 
 def query_window(params: Mapping[str, str]) -> tuple[dt.datetime, dt.datetime]:
     """The ``startDateTime``/``endDateTime`` window that calendarView, instances and delta need."""
@@ -117,6 +121,13 @@ def routes(state: EmulatorState) -> list[Route]:
             check_options(request, supported={"$select", "$top", "$skip"})
             prefer = parse_prefer(request)
             view = view_for(request, access, prefer)
+            for name in view.select or ():
+                if name in NOT_SELECTABLE_IN_VIEW:
+                    raise GraphError(
+                        400,
+                        "RequestBroker--ParseUri",
+                        f"The property '{name}' cannot be selected in a calendar view.",
+                    )
             start, end = query_window(request.query_params)
             instances = state.calendars.instances(access.mailbox, start, end) if end > start else []
             return page_response(
