@@ -93,6 +93,42 @@ async def test_prefer_max_page_size_and_time_zone(tenant: Any, graph: Any) -> No
     }
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "outlook.timezone=Pacific Standard Time",
+        "outlook.timezone = Pacific Standard Time ; odata.maxpagesize=2",
+        "odata.maxpagesize=2, outlook.timezone=America/Los_Angeles",
+    ],
+)
+async def test_prefer_time_zone_may_be_unquoted(tenant: Any, graph: Any, header: str) -> None:
+    book_day(tenant, 2)
+    response = await graph.http.get(
+        f"/v1.0/users/{tenant.room.id}/calendarView", params=WINDOW, headers={"Prefer": header}
+    )
+    assert response.status_code == 200, response.text
+    zone = "America/Los_Angeles" if "America" in header else "Pacific Standard Time"
+    assert f'outlook.timezone="{zone}"' in response.headers["Preference-Applied"]
+    # 08:00 in Berlin (UTC+1) is 00:00 in Los Angeles (UTC-7 from 8 March 2026).
+    assert response.json()["value"][0]["start"] == {
+        "dateTime": "2026-03-17T00:00:00.0000000",
+        "timeZone": zone,
+    }
+
+
+@pytest.mark.parametrize("zone", ["Pacific", "America", "Mars Standard Time", "../etc"])
+async def test_an_unknown_prefer_time_zone_is_ignored(tenant: Any, graph: Any, zone: str) -> None:
+    book_day(tenant, 1)
+    response = await graph.http.get(
+        f"/v1.0/users/{tenant.room.id}/calendarView",
+        params=WINDOW,
+        headers={"Prefer": f"outlook.timezone={zone}"},
+    )
+    assert response.status_code == 200
+    assert "Preference-Applied" not in response.headers
+    assert response.json()["value"][0]["start"]["timeZone"] == "UTC"
+
+
 async def test_all_day_events_stay_midnight_to_midnight(tenant: Any, graph: Any) -> None:
     tenant.state.calendars.create_event(
         tenant.room.id,

@@ -70,7 +70,9 @@ class Prefer:
         return {"Preference-Applied": ", ".join(parts)} if parts else {}
 
 
-_PREF = re.compile(r'\s*([A-Za-z.\-]+)\s*=\s*("([^"]*)"|[^,;\s]+)')
+# A preference's value is quoted or runs to the next "," or ";": Graph takes
+# ``outlook.timezone=Pacific Standard Time`` unquoted, spaces and all.
+_PREF = re.compile(r'\s*([A-Za-z.\-]+)\s*=\s*("([^"]*)"|[^,;]+)')
 
 
 def parse_prefer(request: Request) -> Prefer:
@@ -79,7 +81,7 @@ def parse_prefer(request: Request) -> Prefer:
     for header in request.headers.getlist("prefer"):
         for match in _PREF.finditer(header):
             name = match.group(1).lower()
-            value = match.group(3) if match.group(3) is not None else match.group(2)
+            value = match.group(3) if match.group(3) is not None else match.group(2).strip()
             if name == "outlook.timezone" and find_zone(value) is not None:
                 zone_name = value
             elif name == "odata.maxpagesize" and value.isdigit() and int(value) > 0:

@@ -25,7 +25,8 @@ def find_zone(name: str) -> ZoneInfo | None:
         return UTC
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a name that is a folder of the zone database ("Pacific", "America").
         return None
 
 
