@@ -4,6 +4,7 @@ of the installed extensions (subscriptions and delivery, the control API)."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,7 +27,7 @@ from graph_emulator import (
     schedule,
     subscriptions,
 )
-from graph_emulator.errors import GraphError
+from graph_emulator.errors import REQUEST_IDS, GraphError
 from graph_emulator.state import EmulatorState
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,32 @@ _SEGMENTS = {
 }
 
 
+def _request_ids(scope: Scope) -> tuple[str, str]:
+    """A fresh ``request-id``, and the caller's ``client-request-id`` if it sent a usable one
+    (Graph echoes it), else the same id."""
+    request_id = str(uuid.uuid4())
+    for key, value in scope.get("headers", []):
+        if key == b"client-request-id":
+            text = value.decode("latin-1").strip()
+            if 0 < len(text) <= 128 and text.isprintable():
+                return request_id, text
+    return request_id, request_id
+
+
+def _with_request_ids(message: Message, ids: tuple[str, str]) -> Message:
+    headers = [
+        (k, v)
+        for k, v in message.get("headers", [])
+        if k.lower() not in (b"request-id", b"client-request-id")
+    ]
+    headers += [(b"request-id", ids[0].encode()), (b"client-request-id", ids[1].encode())]
+    return {**message, "headers": headers}
+
+
 class GraphErrors:
     """Answers GraphError with its body and anything unexpected with a Graph-style 500, so no
-    request can crash the process or leak a traceback; also canonicalizes path segment case."""
+    request can crash the process or leak a traceback; canonicalizes path segment case; and
+    gives every Graph answer Graph's ``request-id`` and ``client-request-id`` headers."""
 
     def __init__(self, app: ASGIApp, state: EmulatorState) -> None:
         self.app = app
@@ -62,18 +86,23 @@ class GraphErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        ids: tuple[str, str] | None = None
         if scope["path"].lower().startswith("/v1.0/"):
             parts = scope["path"].split("/")
             parts = [_SEGMENTS.get(p.lower(), p) for p in parts]
             scope = dict(scope, path="/".join(parts))
+            ids = _request_ids(scope)
         started = False
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if ids is not None:
+                    message = _with_request_ids(message, ids)
             await send(message)
 
+        reset = REQUEST_IDS.set(ids) if ids is not None else None
         try:
             await self.app(scope, receive, tracking_send)
         except GraphError as error:
@@ -86,6 +115,9 @@ class GraphErrors:
                     500, "generalException", "An unexpected error occurred in the emulator."
                 )
                 await failure.to_response(now=self.state.clock.now())(scope, receive, send)
+        finally:
+            if reset is not None:
+                REQUEST_IDS.reset(reset)
 
 
 def create_app(state: EmulatorState) -> Starlette:

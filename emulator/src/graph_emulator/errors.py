@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from contextvars import ContextVar
 from typing import Any
 
 from starlette.responses import JSONResponse
+
+# The ids of the Graph request being answered: (request-id, client-request-id). The app sets
+# them per request, sends them as headers, and error bodies repeat them, as Graph does.
+REQUEST_IDS: ContextVar[tuple[str, str] | None] = ContextVar("graph_request_ids", default=None)
 
 
 class GraphError(Exception):
@@ -28,7 +33,13 @@ class GraphError(Exception):
     def to_body(
         self, *, now: dt.datetime | None = None, request_id: str | None = None
     ) -> dict[str, Any]:
-        request_id = request_id or str(uuid.uuid4())
+        current = REQUEST_IDS.get()
+        if request_id is not None:
+            client_request_id = request_id
+        elif current is not None:
+            request_id, client_request_id = current
+        else:
+            request_id = client_request_id = str(uuid.uuid4())
         when = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S")
         return {
             "error": {
@@ -37,15 +48,19 @@ class GraphError(Exception):
                 "innerError": {
                     "date": when,
                     "request-id": request_id,
-                    "client-request-id": request_id,
+                    "client-request-id": client_request_id,
                 },
             }
         }
 
     def to_response(self, *, now: dt.datetime | None = None) -> JSONResponse:
-        request_id = str(uuid.uuid4())
-        body = self.to_body(now=now, request_id=request_id)
-        headers = {"request-id": request_id, "client-request-id": request_id, **self.headers}
+        body = self.to_body(now=now)
+        inner = body["error"]["innerError"]
+        headers = {
+            "request-id": inner["request-id"],
+            "client-request-id": inner["client-request-id"],
+            **self.headers,
+        }
         return JSONResponse(body, status_code=self.status, headers=headers)
 
 
