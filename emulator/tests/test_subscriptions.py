@@ -292,6 +292,8 @@ async def test_renew_reauthorize_delete(harness: Harness) -> None:
         headers=harness.auth(),
     )
     assert not_patchable.status_code == 400
+    # Reauthorizing right after a renewal is refused (below); 10 minutes later it is fine.
+    harness.state.clock.advance(dt.timedelta(minutes=10))
     reauth = await harness.client.post(
         f"/v1.0/subscriptions/{sub_id}/reauthorize", headers=harness.auth()
     )
@@ -414,3 +416,34 @@ async def test_patch_refuses_unknown_properties_too(harness: Harness) -> None:
     # A real property that PATCH cannot change keeps its own message.
     assert fixed.status_code == 400
     assert "cannot be updated" in fixed.json()["error"]["message"]
+
+
+async def test_reauthorize_and_renew_are_never_both_within_10_minutes(harness: Harness) -> None:
+    sub_id = (await harness.create()).json()["id"]
+    path = f"/v1.0/subscriptions/{sub_id}"
+
+    async def renew() -> httpx.Response:
+        expiry = harness.state.clock.now() + dt.timedelta(days=5)
+        return await harness.client.patch(
+            path,
+            json={"expirationDateTime": expiry.strftime("%Y-%m-%dT%H:%M:%SZ")},
+            headers=harness.auth(),
+        )
+
+    async def reauthorize() -> httpx.Response:
+        return await harness.client.post(path + "/reauthorize", headers=harness.auth())
+
+    assert (await reauthorize()).status_code == 204
+    # The same kind again is allowed; the other kind is not, until 10 minutes have passed.
+    assert (await reauthorize()).status_code == 204
+    harness.state.clock.advance(dt.timedelta(minutes=9, seconds=50))
+    refused = await renew()
+    assert refused.status_code == 409
+    assert "within 10 minutes" in refused.json()["error"]["message"]
+    harness.state.clock.advance(dt.timedelta(seconds=15))
+    assert (await renew()).status_code == 200
+    assert (await renew()).status_code == 200
+    harness.state.clock.advance(dt.timedelta(minutes=5))
+    assert (await reauthorize()).status_code == 409
+    harness.state.clock.advance(dt.timedelta(minutes=5))
+    assert (await reauthorize()).status_code == 204

@@ -75,7 +75,8 @@ async def test_sdk_creates_renews_and_deletes_a_subscription(tmp_path: Path) -> 
     from msgraph.generated.models.o_data_errors.o_data_error import ODataError
     from msgraph.generated.models.subscription import Subscription
 
-    state = new_state(EmulatorConfig(allow_http_notifications=True), seed=3)
+    # Real time plus jumps: the test moves past Graph's 10 minutes between renew and reauthorize.
+    state = new_state(EmulatorConfig(allow_http_notifications=True, virtual_clock=True), seed=3)
     app = seed_demo(state)["full"]
     room = sorted(state.directory.rooms(), key=lambda m: m.upn)[0]
     cert, key = write_self_signed(tmp_path, now=dt.datetime.now(dt.UTC))
@@ -126,6 +127,11 @@ async def test_sdk_creates_renews_and_deletes_a_subscription(tmp_path: Path) -> 
                 assert renewed is not None
                 assert renewed.expiration_date_time == wanted
 
+                # Graph: never reauthorize within 10 minutes of a renewal (or the other way).
+                with pytest.raises(ODataError) as too_soon:
+                    await one.reauthorize.post()
+                assert too_soon.value.response_status_code == 409
+                state.clock.advance(dt.timedelta(minutes=10))
                 await one.reauthorize.post()
                 await one.delete()
                 with pytest.raises(ODataError) as gone:

@@ -26,6 +26,9 @@ class EmulatorConfig:
     delivery_timeout_s: float = 3.0
     retry_timeout_s: float = 10.0
     retry_window_s: float = 4 * 3600.0
+    # Reauthorizing (POST .../reauthorize) and renewing (PATCH) one subscription within this
+    # long of each other is refused.
+    reauthorize_renew_spacing_s: float = 600.0
 
     # Clock.
     virtual_clock: bool = False

@@ -179,6 +179,8 @@ class SubscriptionApi:
         self.state = state
         self.hub = hub
         self.limits = SubscriptionApiLimits()
+        # Per subscription: the last reauthorization's kind ("reauthorize" or "renew") and time.
+        self._last_reauthorization: dict[str, tuple[str, dt.datetime]] = {}
         self.client_factory = client_factory or (lambda: httpx.AsyncClient(verify=False))  # noqa: S501
 
     # -- rules ------------------------------------------------------------------------------------
@@ -257,6 +259,33 @@ class SubscriptionApi:
                 "validationToken query parameter.",
                 "ValidationError",
             )
+
+    def _check_spacing(self, sub: Subscription, kind: str, operation: str) -> None:
+        """Graph: never both reauthorize and renew (PATCH) one subscription within 10 minutes.
+        Repeating the same kind is allowed (the rate limits apply)."""
+        last = self._last_reauthorization.get(sub.id)
+        if last is None or last[0] == kind:
+            return
+        spacing = dt.timedelta(seconds=self.state.config.reauthorize_renew_spacing_s)
+        since = self.state.clock.now() - last[1]
+        if since < spacing:
+            other = "reauthorized" if last[0] == "reauthorize" else "renewed"
+            wait = int((spacing - since).total_seconds()) + 1
+            raise extension_error(
+                operation,
+                "Conflict",
+                f"The subscription was {other} {int(since.total_seconds())} seconds ago; "
+                "reauthorizing and renewing one subscription within "
+                f"{int(spacing.total_seconds()) // 60} minutes is not allowed. Retry in {wait} "
+                "seconds.",
+                409,
+            )
+
+    def _reauthorized(self, sub: Subscription, kind: str) -> None:
+        now = self.state.clock.now()
+        self._last_reauthorization[sub.id] = (kind, now)
+        sub.last_reauthorized = now
+        self.hub.lifecycle.schedule_first(sub, now)
 
     def _resource_mailbox(self, resource: Any) -> str:
         if not isinstance(resource, str) or not resource.strip():
@@ -397,6 +426,7 @@ class SubscriptionApi:
         body = parse_body(await request.body())
         sub = self._own(principal, request.path_params["id"], "Update")
         check_properties(body)
+        self._check_spacing(sub, "renew", "Update")
         unknown = [k for k in body if k not in PATCHABLE and not k.startswith("@odata")]
         if unknown:
             raise bad_request(f"Property '{unknown[0]}' cannot be updated.", "InvalidRequest")
@@ -414,8 +444,7 @@ class SubscriptionApi:
             )
         sub.expiration = expiration
         sub.notification_url = url
-        sub.last_reauthorized = self.state.clock.now()
-        self.hub.lifecycle.schedule_first(sub, self.state.clock.now())
+        self._reauthorized(sub, "renew")
         self.state.counters.incr("subscriptions_renewed")
         return JSONResponse(sub.to_graph())
 
@@ -423,8 +452,8 @@ class SubscriptionApi:
         principal = await authenticate(request, self.state)
         self._rate(self.limits.reauthorize, principal)
         sub = self._own(principal, request.path_params["id"], "Reauthorize")
-        sub.last_reauthorized = self.state.clock.now()
-        self.hub.lifecycle.schedule_first(sub, self.state.clock.now())
+        self._check_spacing(sub, "reauthorize", "Reauthorize")
+        self._reauthorized(sub, "reauthorize")
         self.state.counters.incr("subscriptions_reauthorized")
         return Response(status_code=204)
 
@@ -433,6 +462,7 @@ class SubscriptionApi:
         self._rate(self.limits.writes, principal)
         sub = self._own(principal, request.path_params["id"], "Delete")
         self.hub.discard(sub.id)
+        self._last_reauthorization.pop(sub.id, None)
         self.state.counters.incr("subscriptions_deleted")
         return Response(status_code=204)
 
