@@ -447,3 +447,65 @@ async def test_reauthorize_and_renew_are_never_both_within_10_minutes(harness: H
     assert (await reauthorize()).status_code == 409
     harness.state.clock.advance(dt.timedelta(minutes=5))
     assert (await reauthorize()).status_code == 204
+
+
+@pytest.mark.parametrize(
+    "harness",
+    [{"subscription_writes_per_app_tenant": 3, "subscription_writes_per_app": 10}],
+    indirect=True,
+)
+async def test_writes_share_one_budget_per_app_and_tenant(harness: Harness) -> None:
+    # POST, PATCH and DELETE all count as writes; a refused write spends nothing.
+    created = await harness.create()
+    assert created.status_code == 201
+    sub_id = created.json()["id"]
+    expiry = (harness.state.clock.now() + dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    patched = await harness.client.patch(
+        f"/v1.0/subscriptions/{sub_id}", json={"expirationDateTime": expiry}, headers=harness.auth()
+    )
+    assert patched.status_code == 200
+    other_room = await harness.create(resource=f"users/{harness.other_room.upn}/events")
+    assert other_room.status_code == 201
+    limited = await harness.client.delete(f"/v1.0/subscriptions/{sub_id}", headers=harness.auth())
+    assert limited.status_code == 429
+    assert limited.json()["error"]["code"] == "TooManyRequests"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 20
+    assert harness.state.counters.named["subscription_writes_throttled"] == 1
+    # Reads have budgets of their own; so does every other app.
+    assert (
+        await harness.client.get(f"/v1.0/subscriptions/{sub_id}", headers=harness.auth())
+    ).status_code == 200
+    assert (await harness.create("app-other")).status_code == 201
+    harness.state.clock.advance(dt.timedelta(seconds=int(limited.headers["Retry-After"])))
+    deleted = await harness.client.delete(f"/v1.0/subscriptions/{sub_id}", headers=harness.auth())
+    assert deleted.status_code == 204
+
+
+@pytest.mark.parametrize(
+    "harness",
+    [
+        {
+            "subscription_writes_per_app_tenant": 10,
+            "subscription_writes_per_app": 2,
+            "subscription_list_per_app_tenant": 10,
+            "subscription_list_per_app": 3,
+        }
+    ],
+    indirect=True,
+)
+async def test_the_per_app_budgets_bind_too(harness: Harness) -> None:
+    # With one tenant the per-app budgets (2,000 writes, 40 listings) are above the
+    # per-app-and-tenant ones; set lower, they are enforced on their own.
+    assert (await harness.create()).status_code == 201
+    assert (await harness.create(changeType="deleted")).status_code == 201
+    third = await harness.create(changeType="created")
+    assert third.status_code == 429
+    listed = [
+        (await harness.client.get("/v1.0/subscriptions", headers=harness.auth())).status_code
+        for _ in range(4)
+    ]
+    assert listed == [200, 200, 200, 429]
+    counters = harness.state.counters.named
+    assert counters["subscription_writes_throttled"] == 1
+    assert counters["subscription_list_throttled"] == 1
+    assert counters["subscription_api_throttled"] == 2

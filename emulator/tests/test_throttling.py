@@ -55,3 +55,38 @@ async def test_request_budget_per_window(tenant_factory: Any, graph_factory: Any
         tenant.state.clock.advance(dt.timedelta(seconds=601))
         await graph.as_app("full")
         assert (await graph.http.get(path, params=WINDOW)).status_code == 200
+
+
+async def test_global_budget_per_app(tenant_factory: Any, graph_factory: Any) -> None:
+    # Graph's global limit per app (130,000 requests per 10 s), set low: it counts every Graph
+    # request of the app on any mailbox, and each $batch member (not the envelope).
+    tenant = tenant_factory(EmulatorConfig(app_request_limit=6, app_request_window_s=10))
+    async with graph_factory(tenant) as graph:
+        rooms = [tenant.room, tenant.tentative_room]
+        paths = [f"/v1.0/users/{r.id}/calendarView" for r in rooms]
+        statuses = [(await graph.http.get(p, params=WINDOW)).status_code for p in paths * 2]
+        assert statuses == [200] * 4
+        query = "?startDateTime=2026-03-16T00:00:00Z&endDateTime=2026-03-23T00:00:00Z"
+        batch = await graph.http.post(
+            "/v1.0/$batch",
+            json={
+                "requests": [
+                    {"id": str(n), "method": "GET", "url": paths[n % 2][5:] + query}
+                    for n in range(3)
+                ]
+            },
+        )
+        assert batch.status_code == 200
+        members = sorted(r["status"] for r in batch.json()["responses"])
+        assert members == [200, 200, 429]
+        limited = await graph.http.get(paths[0], params=WINDOW)
+        assert limited.status_code == 429
+        assert limited.json()["error"]["code"] == "TooManyRequests"
+        assert 1 <= int(limited.headers["Retry-After"]) <= 10
+        assert tenant.state.counters.named["app_throttled"] == 2
+        # Another app has its own budget.
+        await graph.as_app("readbasic")
+        assert (await graph.http.get(paths[0], params=WINDOW)).status_code == 200
+        tenant.state.clock.advance(dt.timedelta(seconds=11))
+        await graph.as_app("full")
+        assert (await graph.http.get(paths[0], params=WINDOW)).status_code == 200

@@ -182,14 +182,21 @@ def verify_token(state: EmulatorState, token: str) -> AppPrincipal:
     )
 
 
-async def authenticate(request: Request, state: EmulatorState) -> AppPrincipal:
+async def authenticate(
+    request: Request, state: EmulatorState, *, count: bool = True
+) -> AppPrincipal:
+    """The caller's app; with ``count``, one request against the app's global budget (a
+    ``$batch`` envelope does not count, its members do)."""
     header = request.headers.get("authorization", "")
     if not header.strip():
         raise _unauthorized("Access token is empty.")
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("Access token validation failure. Invalid audience.")
-    return verify_token(state, token.strip())
+    principal = verify_token(state, token.strip())
+    if count:
+        state.throttle.admit_app(principal.app_id)
+    return principal
 
 
 def require_mailbox(principal: AppPrincipal, mailbox: Mailbox, *, need: Need) -> None:

@@ -119,7 +119,7 @@ def routes(state: EmulatorState, app: Callable[[], ASGIApp]) -> list[Route]:
         return members
 
     async def run_batch(request: Request) -> Response:
-        await authenticate(request, state)
+        await authenticate(request, state, count=False)
         members = parse_members(await read_json(request))
         limit = asyncio.Semaphore(config.batch_parallelism)
         done: dict[str, asyncio.Event] = {str(m["id"]): asyncio.Event() for m in members}

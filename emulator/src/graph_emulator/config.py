@@ -33,6 +33,22 @@ class EmulatorConfig:
     # Clock.
     virtual_clock: bool = False
 
+    # Throttling per app across tenants (Graph's global limit): requests per window.
+    app_request_limit: int = 130_000
+    app_request_window_s: float = 10.0
+
+    # The subscription API's own limits per 20 s window: per app and tenant, and per app across
+    # tenants (this emulator has one tenant, so the second binds only when set lower).
+    subscription_limit_window_s: float = 20.0
+    subscription_writes_per_app_tenant: int = 500
+    subscription_writes_per_app: int = 2_000
+    subscription_reauthorize_per_app_tenant: int = 1_000
+    subscription_reauthorize_per_app: int = 4_000
+    subscription_get_per_app_tenant: int = 500
+    subscription_get_per_app: int = 2_000
+    subscription_list_per_app_tenant: int = 25
+    subscription_list_per_app: int = 40
+
     # Throttling per app id + mailbox (Outlook limits).
     mailbox_concurrency_limit: int = 4
     mailbox_request_limit: int = 10_000

@@ -45,6 +45,7 @@ from graph_emulator.lifecycle import (
 )
 
 if TYPE_CHECKING:
+    from graph_emulator.config import EmulatorConfig
     from graph_emulator.state import EmulatorState
 
 CHANGE_TYPES = ("created", "updated", "deleted")
@@ -87,30 +88,70 @@ VALIDATION_FAILED = (
 
 @dataclass
 class RateWindow:
-    """Sliding-window counter per key; ``hit`` answers the seconds to wait when over the limit."""
+    """Sliding-window counter per key: ``wait`` answers the seconds until one more request is
+    allowed (None: now), ``record`` counts one."""
 
     limit: int
     window_s: float
     hits: dict[str, deque[float]] = field(default_factory=dict)
 
-    def hit(self, key: str, now: float) -> int | None:
+    def wait(self, key: str, now: float) -> int | None:
         q = self.hits.setdefault(key, deque())
         while q and q[0] <= now - self.window_s:
             q.popleft()
         if len(q) >= self.limit:
-            return max(1, int(q[0] + self.window_s - now + 0.999))
-        q.append(now)
+            return max(1, int(q[len(q) - self.limit] + self.window_s - now + 0.999))
         return None
+
+    def record(self, key: str, now: float) -> None:
+        self.hits.setdefault(key, deque()).append(now)
+
+
+@dataclass
+class ApiLimit:
+    """One kind of subscription request, limited per app and tenant and per app."""
+
+    name: str
+    per_app_tenant: RateWindow
+    per_app: RateWindow
 
 
 @dataclass
 class SubscriptionApiLimits:
-    """Per app and tenant, per 20 seconds (current documentation)."""
+    """The subscription API's limits (current documentation): writes (POST, PATCH, DELETE)
+    500 per app and tenant and 2,000 per app; reauthorize 1,000 / 4,000; get by id 500 / 2,000;
+    list 25 / 40; each per 20 seconds."""
 
-    writes: RateWindow = field(default_factory=lambda: RateWindow(500, 20.0))
-    reauthorize: RateWindow = field(default_factory=lambda: RateWindow(1000, 20.0))
-    get_one: RateWindow = field(default_factory=lambda: RateWindow(500, 20.0))
-    list_all: RateWindow = field(default_factory=lambda: RateWindow(25, 20.0))
+    writes: ApiLimit
+    reauthorize: ApiLimit
+    get_one: ApiLimit
+    list_all: ApiLimit
+
+    @classmethod
+    def from_config(cls, config: EmulatorConfig) -> SubscriptionApiLimits:
+        window = config.subscription_limit_window_s
+
+        def limit(name: str, per_app_tenant: int, per_app: int) -> ApiLimit:
+            return ApiLimit(name, RateWindow(per_app_tenant, window), RateWindow(per_app, window))
+
+        return cls(
+            writes=limit(
+                "writes",
+                config.subscription_writes_per_app_tenant,
+                config.subscription_writes_per_app,
+            ),
+            reauthorize=limit(
+                "reauthorize",
+                config.subscription_reauthorize_per_app_tenant,
+                config.subscription_reauthorize_per_app,
+            ),
+            get_one=limit(
+                "get", config.subscription_get_per_app_tenant, config.subscription_get_per_app
+            ),
+            list_all=limit(
+                "list", config.subscription_list_per_app_tenant, config.subscription_list_per_app
+            ),
+        )
 
 
 def extension_error(operation: str, status: str, reason: str, code: int) -> GraphError:
@@ -178,26 +219,39 @@ class SubscriptionApi:
     ) -> None:
         self.state = state
         self.hub = hub
-        self.limits = SubscriptionApiLimits()
+        self.limits = SubscriptionApiLimits.from_config(state.config)
         # Per subscription: the last reauthorization's kind ("reauthorize" or "renew") and time.
         self._last_reauthorization: dict[str, tuple[str, dt.datetime]] = {}
         self.client_factory = client_factory or (lambda: httpx.AsyncClient(verify=False))  # noqa: S501
 
     # -- rules ------------------------------------------------------------------------------------
 
-    def _rate(self, window: RateWindow, principal: AppPrincipal) -> None:
-        wait = window.hit(
-            f"{principal.app_id}/{self.state.tenant_id}", self.state.clock.monotonic()
-        )
-        if wait is not None:
-            self.state.counters.incr("subscription_api_throttled")
-            raise GraphError(
-                429,
-                "TooManyRequests",
-                "Too many requests to the subscription API. Retry after the delay given in "
-                "the Retry-After header.",
-                headers={"Retry-After": str(wait)},
+    def _rate(self, limit: ApiLimit, principal: AppPrincipal) -> None:
+        """Count the request against both of its budgets, or refuse it (429) if either is spent;
+        a refused request spends neither."""
+        now = self.state.clock.monotonic()
+        tenant_key = f"{principal.app_id}/{self.state.tenant_id}"
+        waits = [
+            w
+            for w in (
+                limit.per_app_tenant.wait(tenant_key, now),
+                limit.per_app.wait(principal.app_id, now),
             )
+            if w is not None
+        ]
+        if not waits:
+            limit.per_app_tenant.record(tenant_key, now)
+            limit.per_app.record(principal.app_id, now)
+            return
+        self.state.counters.incr("subscription_api_throttled")
+        self.state.counters.incr(f"subscription_{limit.name}_throttled")
+        raise GraphError(
+            429,
+            "TooManyRequests",
+            "Too many requests to the subscription API. Retry after the delay given in "
+            "the Retry-After header.",
+            headers={"Retry-After": str(max(waits))},
+        )
 
     def _expiration(self, value: Any) -> dt.datetime:
         config = self.state.config

@@ -1,5 +1,6 @@
-"""Outlook's throttling per app id + mailbox: at most 4 concurrent requests and 10,000 requests
-per 10 minutes; beyond that, ``429 Too Many Requests`` with ``Retry-After``."""
+"""Graph's request limits: Outlook's per app id + mailbox (at most 4 concurrent requests and
+10,000 requests per 10 minutes) and the global one per app (130,000 requests per 10 seconds);
+beyond either, ``429 Too Many Requests`` with ``Retry-After``."""
 
 from __future__ import annotations
 
@@ -31,6 +32,27 @@ class Throttle:
         self._in_flight: dict[tuple[str, str], int] = defaultdict(int)
         self._mailbox_in_flight: dict[str, int] = defaultdict(int)
         self._recent: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._app_recent: dict[str, deque[float]] = defaultdict(deque)
+
+    def admit_app(self, app_id: str) -> None:
+        """Count one Graph request (a ``$batch`` member counts, its envelope not) against the
+        app's global budget; throttled requests count too."""
+        config = self._config
+        now = self._clock.monotonic()
+        recent = self._app_recent[app_id]
+        while recent and recent[0] <= now - config.app_request_window_s:
+            recent.popleft()
+        recent.append(now)
+        if len(recent) > config.app_request_limit:
+            self._counters.incr("app_throttled")
+            wait = recent[-config.app_request_limit] + config.app_request_window_s - now
+            raise GraphError(
+                429,
+                "TooManyRequests",
+                "The application has made too many requests. Retry after the delay given in "
+                "the Retry-After header.",
+                headers={"Retry-After": str(math.ceil(max(wait, 1.0)))},
+            )
 
     def in_flight(self, mailbox_id: str) -> int:
         return self._mailbox_in_flight.get(mailbox_id, 0)
