@@ -471,6 +471,8 @@ async def test_writes_share_one_budget_per_app_and_tenant(harness: Harness) -> N
     assert limited.json()["error"]["code"] == "TooManyRequests"
     assert 1 <= int(limited.headers["Retry-After"]) <= 20
     assert harness.state.counters.named["subscription_writes_throttled"] == 1
+    # The peak shows how full the budget got: all of it, and no more.
+    assert harness.state.counters.named["subscription_writes_peak"] == 3
     # Reads have budgets of their own; so does every other app.
     assert (
         await harness.client.get(f"/v1.0/subscriptions/{sub_id}", headers=harness.auth())

@@ -49,6 +49,7 @@ async def test_request_budget_per_window(tenant_factory: Any, graph_factory: Any
         path = f"/v1.0/users/{tenant.room.id}/calendarView"
         statuses = [(await graph.http.get(path, params=WINDOW)).status_code for _ in range(7)]
         assert statuses == [200] * 5 + [429] * 2
+        assert tenant.state.counters.named["mailbox_requests_peak"] == 7
         limited = await graph.http.get(path, params=WINDOW)
         assert limited.json()["error"]["code"] == "ApplicationThrottled"
         assert 1 <= int(limited.headers["Retry-After"]) <= 600
@@ -84,6 +85,8 @@ async def test_global_budget_per_app(tenant_factory: Any, graph_factory: Any) ->
         assert limited.json()["error"]["code"] == "TooManyRequests"
         assert 1 <= int(limited.headers["Retry-After"]) <= 10
         assert tenant.state.counters.named["app_throttled"] == 2
+        # Throttled requests count against the window too: 8 were in it at the end.
+        assert tenant.state.counters.named["app_requests_peak"] == 8
         # Another app has its own budget.
         await graph.as_app("readbasic")
         assert (await graph.http.get(paths[0], params=WINDOW)).status_code == 200

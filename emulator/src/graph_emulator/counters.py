@@ -1,5 +1,6 @@
 """Request counters the control API reports: per mailbox requests, throttled requests and the
-highest concurrency seen, plus named counters other parts may add (notifications sent, ...)."""
+highest concurrency seen, plus named counters other parts may add (notifications sent, ...) and
+named peaks (the most requests one budget held in its window)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ class Counters:
 
     def incr(self, name: str, amount: int = 1) -> None:
         self.named[name] += amount
+
+    def peak(self, name: str, value: int) -> None:
+        """Keep the highest ``value`` seen under ``name`` (how close a budget came to its limit)."""
+        if value > self.named[name]:
+            self.named[name] = value
 
     def reset(self) -> None:
         self.requests_per_mailbox.clear()

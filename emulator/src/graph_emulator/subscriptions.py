@@ -103,8 +103,11 @@ class RateWindow:
             return max(1, int(q[len(q) - self.limit] + self.window_s - now + 0.999))
         return None
 
-    def record(self, key: str, now: float) -> None:
-        self.hits.setdefault(key, deque()).append(now)
+    def record(self, key: str, now: float) -> int:
+        """Count one request; answers how many the key now holds in the window."""
+        q = self.hits.setdefault(key, deque())
+        q.append(now)
+        return len(q)
 
 
 @dataclass
@@ -240,8 +243,14 @@ class SubscriptionApi:
             if w is not None
         ]
         if not waits:
-            limit.per_app_tenant.record(tenant_key, now)
-            limit.per_app.record(principal.app_id, now)
+            counters = self.state.counters
+            counters.peak(
+                f"subscription_{limit.name}_peak", limit.per_app_tenant.record(tenant_key, now)
+            )
+            counters.peak(
+                f"subscription_{limit.name}_peak_per_app",
+                limit.per_app.record(principal.app_id, now),
+            )
             return
         self.state.counters.incr("subscription_api_throttled")
         self.state.counters.incr(f"subscription_{limit.name}_throttled")

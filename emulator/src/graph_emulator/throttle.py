@@ -43,6 +43,7 @@ class Throttle:
         while recent and recent[0] <= now - config.app_request_window_s:
             recent.popleft()
         recent.append(now)
+        self._counters.peak("app_requests_peak", len(recent))
         if len(recent) > config.app_request_limit:
             self._counters.incr("app_throttled")
             wait = recent[-config.app_request_limit] + config.app_request_window_s - now
@@ -69,6 +70,7 @@ class Throttle:
             recent.popleft()
         # Throttled requests still count against the window, as Graph documents.
         recent.append(now)
+        self._counters.peak("mailbox_requests_peak", len(recent))
         if len(recent) > config.mailbox_request_limit:
             self._counters.record_throttled(mailbox_id)
             wait = recent[-config.mailbox_request_limit] + config.mailbox_request_window_s - now
