@@ -11,11 +11,13 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, given
+from hypothesis import settings as examples
 from hypothesis import strategies as st
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.tenancy import EventSource
+from bookingcache.settings import Settings
 from bookingcache.store.sql.schema import events, inbox_batches
 from bookingcache.store.sql.store import SqlStore
 from bookingcache.store.sql.subscriptions import SqlSubscriptions
@@ -24,7 +26,7 @@ from tests.support.signing import sign
 from tests.support.tenants import Org, add_org
 
 ALLOWED = {202, 400, 401, 413, 415, 422}
-FUZZ = settings(
+FUZZ = examples(
     max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -48,6 +50,14 @@ odd = st.one_of(
 class Fixture:
     org: Org
     subscriptions: list[str]
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Unthrottled failures: the examples send badly signed calls by the dozen, from one address
+    and with the clock standing still, and each must get its own 401. The throttle those calls
+    would meet is tested in tests/api/test_auth_throttle.py."""
+    return settings.model_copy(update={"auth_failure_burst": 1_000_000})
 
 
 @pytest.fixture

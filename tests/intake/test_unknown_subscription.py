@@ -150,9 +150,12 @@ async def test_authentic_unknown_subscriptions_converge_at_most_once_per_interva
     reacted = recording.converges[before:settled]
     assert reacted, "an authentic unknown subscription converges the tenant"
     assert all(at >= started for at in reacted)
-    # Consecutive converges are at least the interval apart (a little slack for the timer).
+    # Consecutive converges start at least the interval apart. They are seen here when their
+    # call arrives, which a loaded machine delays by a varying part of the interval, so the gaps
+    # seen are allowed to fall short of it by that much; without the bound they would be a few
+    # timer ticks (50 ms) apart.
     gaps = [later - earlier for earlier, later in itertools.pairwise(reacted)]
-    assert all(gap >= INTERVAL_S * 0.9 for gap in gaps), gaps
+    assert all(gap >= INTERVAL_S * 0.6 for gap in gaps), gaps
     assert len(reacted) <= flood_s / INTERVAL_S + 2
     assert len(reacted) < sent
     assert _ignored(app, "unknown_subscription") == sent
