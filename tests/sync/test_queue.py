@@ -429,3 +429,31 @@ async def test_notifications_keep_the_time_they_arrived_not_the_time_they_were_s
     removed = InboxItem(TENANT, room, NotificationKind.SUBSCRIPTION_REMOVED, subscription_id="s")
     await inbox.append([removed])
     assert len(await _entries(store)) == 5
+
+
+async def test_a_claim_reports_how_long_the_oldest_due_job_it_left_has_waited(
+    store: SqlStore, queue: SqlJobQueue, clock: FixedClock
+) -> None:
+    rooms = await add_tenant(store, rooms=3)
+    first_due = clock.now()
+    await queue.enqueue({(TENANT, rooms[0]): first_due})
+    clock.advance(dt.timedelta(seconds=10))
+    await queue.enqueue({(TENANT, room): clock.now() for room in rooms[1:]})
+    await queue.enqueue({(TENANT, rooms[0]): clock.now()})  # coalesces: keeps its due time
+    later = clock.now() + dt.timedelta(minutes=5)
+    clock.advance(dt.timedelta(seconds=20))
+    assert await queue.claim("w1", 0) == []
+    assert queue.oldest_due is None  # no claim ran
+    [job] = await queue.claim("w1", 1)
+    assert job.mailbox == rooms[0]  # oldest first
+    assert queue.depth == 2
+    assert queue.oldest_due == first_due + dt.timedelta(seconds=10)
+    await queue.claim("w1", 10)
+    assert queue.depth == 0
+    assert queue.oldest_due is None
+    # A job due later (a retry's backoff) does not wait yet.
+    [room] = rooms[:1]
+    assert await queue.complete(job)
+    await queue.enqueue({(TENANT, room): later})
+    assert await queue.claim("w1", 10) == []
+    assert (queue.depth, queue.oldest_due) == (1, None)

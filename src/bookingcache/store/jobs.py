@@ -45,6 +45,13 @@ class JobQueue(Protocol):
         ...
 
     @property
+    def oldest_due(self) -> dt.datetime | None:
+        """The earliest due time of the unclaimed jobs that were due, as the last claim found
+        them waiting (beyond its batch, or behind their calendar's running refresh); None:
+        none was."""
+        ...
+
+    @property
     def upcoming(self) -> dt.datetime | None:
         """After a claim: when the worker must look again by itself (the next job falling due,
         a held-back job's release, a lease running out); None: nothing is coming."""

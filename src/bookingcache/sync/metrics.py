@@ -38,6 +38,12 @@ class SyncMetrics(MetricSet):
             "Refresh jobs waiting to be claimed (due or not), as the worker last saw them",
             registry=registry,
         )
+        self.queue_oldest = Gauge(
+            "bookingcache_sync_queue_oldest_due_seconds",
+            "How long the oldest refresh job that is due has waited to be claimed, as the "
+            "worker last saw the queue (0: none waits)",
+            registry=registry,
+        )
         self.running = Gauge(
             "bookingcache_sync_refreshes_running",
             "Refreshes running in this process",

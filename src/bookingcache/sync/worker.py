@@ -186,6 +186,9 @@ class Worker:
                         timeout_s = min(poll_s, max(0.0, until_s))
                 if self._metrics is not None:
                     self._metrics.queue_depth.set(self._queue.depth)
+                    oldest = self._queue.oldest_due
+                    waited = (self._clock.now() - oldest).total_seconds() if oldest else 0.0
+                    self._metrics.queue_oldest.set(max(0.0, waited))
             except Exception:  # the loop must survive a database hiccup
                 log.exception("worker %s: claiming failed", self.worker_id)
             if self._stopping:

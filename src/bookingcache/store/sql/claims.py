@@ -58,6 +58,9 @@ class Claimed:
     # Unclaimed jobs left, and when the worker must look again by itself.
     depth: int
     upcoming: dt.datetime | None
+    # The earliest due time of the unclaimed jobs already due (None: none is), whose age is
+    # how long the oldest waits.
+    oldest_due: dt.datetime | None = None
 
 
 def _live_claim(now: dt.datetime, *, besides_own_row: bool = False) -> sa.Exists:
@@ -77,7 +80,8 @@ def _live_claim(now: dt.datetime, *, besides_own_row: bool = False) -> sa.Exists
 
 def _upcoming(now: dt.datetime) -> sa.Select[Any]:
     """One statement: the earliest due time after ``now`` of a pending job whose calendar is
-    not being refreshed, the earliest lease to run out, and how many jobs are pending."""
+    not being refreshed, the earliest lease to run out, how many jobs are pending, and the
+    earliest due time of the pending jobs due by ``now``."""
     pending = [jobs.c.locked_by.is_(None), ~_live_claim(now), jobs.c.due_at > now]
     earliest_due = sa.select(sa.func.min(jobs.c.due_at)).where(*pending).scalar_subquery()
     earliest_lease = (
@@ -91,7 +95,12 @@ def _upcoming(now: dt.datetime) -> sa.Select[Any]:
         .where(jobs.c.locked_by.is_(None))
         .scalar_subquery()
     )
-    return sa.select(earliest_due, earliest_lease, waiting)
+    oldest_due = (
+        sa.select(sa.func.min(jobs.c.due_at))
+        .where(jobs.c.locked_by.is_(None), jobs.c.due_at <= now)
+        .scalar_subquery()
+    )
+    return sa.select(earliest_due, earliest_lease, waiting, oldest_due)
 
 
 def _lease(worker_id: str) -> str:
@@ -178,22 +187,29 @@ def claim(connection: Connection, claiming: Claim) -> Claimed:
             )
             for (tenant, mailbox), row in chosen.items()
         ]
-    depth, upcoming = _look_ahead(connection, now, held_until)
-    return Claimed(jobs=claimed, held_until=held_until, depth=depth, upcoming=upcoming)
+    depth, upcoming, oldest_due = _look_ahead(connection, now, held_until)
+    return Claimed(
+        jobs=claimed,
+        held_until=held_until,
+        depth=depth,
+        upcoming=upcoming,
+        oldest_due=oldest_due,
+    )
 
 
 def _look_ahead(
     connection: Connection, now: dt.datetime, held_until: dt.datetime | None
-) -> tuple[int, dt.datetime | None]:
-    """How many jobs wait, and when the worker must look again by itself: the earliest pending
-    job falling due later, a held-back job's release, or a lease running out. Jobs due now
+) -> tuple[int, dt.datetime | None, dt.datetime | None]:
+    """How many jobs wait; when the worker must look again by itself: the earliest pending
+    job falling due later, a held-back job's release, or a lease running out (jobs due now
     that the claim left are either beyond its limit or wait for a refresh to end, which the
-    worker hears of anyway."""
-    due, lease, count = (connection.execute(_upcoming(now))).one()
+    worker hears of anyway); and the earliest due time of the jobs due that wait."""
+    due, lease, count, oldest = (connection.execute(_upcoming(now))).one()
     values = [as_utc(value) for value in (due, lease) if value is not None]
     if held_until is not None:
         values.append(held_until)
-    return int(count or 0), (min(values) if values else None)
+    oldest_due = as_utc(oldest) if oldest is not None else None
+    return int(count or 0), (min(values) if values else None), oldest_due
 
 
 def _lock_calendars(

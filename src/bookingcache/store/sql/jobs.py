@@ -59,6 +59,8 @@ class SqlJobQueue:
         # found the next job falling due (see ``_look_ahead``).
         self.depth = 0
         self.upcoming: dt.datetime | None = None
+        # ... and the earliest due time of the jobs it left waiting though due.
+        self.oldest_due: dt.datetime | None = None
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self._listeners: list[Callable[[dt.datetime | None], None]] = []
@@ -286,6 +288,7 @@ class SqlJobQueue:
         self.held_until = outcome.held_until
         self.depth = outcome.depth
         self.upcoming = outcome.upcoming
+        self.oldest_due = outcome.oldest_due
         return outcome.jobs
 
     def _mine(self, job: Job) -> Any:
