@@ -44,6 +44,7 @@ from bookingcache.settings import (
 from bookingcache.store.inbox import Inbox
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
+from bookingcache.store.probe import DatabaseMetrics, DatabaseProbe
 from bookingcache.store.sql.inbox import SqlInbox
 from bookingcache.store.sql.jobs import SqlJobQueue
 from bookingcache.store.sql.notices import NoticesCollector
@@ -145,6 +146,7 @@ class Container:
     read_model: ReadModel
     # None when the subscription orchestration is turned off.
     orchestrator: Orchestrator | None
+    database_probe: DatabaseProbe
 
     @property
     def admin_token(self) -> str:
@@ -154,12 +156,14 @@ class Container:
         """The API process: the read model follows the store's signals, the orchestration runs,
         and the worker too when ``settings.run_worker``."""
         self.read_model.attach()
+        self.database_probe.start()
         if self.orchestrator is not None:
             self.orchestrator.start()
         if self.settings.run_worker:
             self.start_worker()
 
     def start_worker(self) -> None:
+        self.database_probe.start()
         self.sync.start()
 
     async def close(self) -> None:
@@ -167,6 +171,7 @@ class Container:
         if self.orchestrator is not None:
             await self.orchestrator.stop()
         await self.sync.stop()
+        await self.database_probe.stop()
         await self.read_model.detach()
         await self.intake.committer.drain()
         await self.connector.aclose()
@@ -289,6 +294,7 @@ async def build_container(
         intake=intake,
         read_model=read_model,
         orchestrator=orchestrator,
+        database_probe=DatabaseProbe(store, DatabaseMetrics.of(registry)),
     )
 
 
