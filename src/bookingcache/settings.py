@@ -167,6 +167,14 @@ class Settings(BaseModel):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="`bookingcache worker` serves /healthz, /readyz and /metrics on this port "
+        "(at ``host``); unset, a worker serves no HTTP. `serve` ignores it: its own port "
+        "serves them",
+    )
     public_base_url: str | None = Field(
         default=None, description="URL the service is reached at; default http://host:port"
     )

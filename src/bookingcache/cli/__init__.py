@@ -49,12 +49,50 @@ def _run_serve(args: argparse.Namespace) -> int:
 def _configure_worker(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="where the SQLite database lives")
     parser.add_argument("--database-url", help="sqlite:///path or postgresql://...")
+    parser.add_argument("--host", help="address of the metrics port (default 127.0.0.1)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /healthz, /readyz and /metrics on this port (default: no HTTP; 0: any free)",
+    )
 
 
 def _run_worker(args: argparse.Namespace) -> int:
     from bookingcache.cli.worker import run_worker
 
-    return run_worker(data_dir=args.data_dir, database_url=args.database_url)
+    return run_worker(
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        host=args.host,
+        metrics_port=args.metrics_port,
+    )
+
+
+def _configure_migrate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="where the SQLite database lives")
+    parser.add_argument("--database-url", help="sqlite:///path or postgresql://...")
+
+
+def _run_migrate(args: argparse.Namespace) -> int:
+    from bookingcache.cli.migrate import run_migrate
+
+    return run_migrate(data_dir=args.data_dir, database_url=args.database_url)
+
+
+def _configure_healthcheck(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port", type=int, help="port to ask (default BOOKINGCACHE_PORT, as `serve` listens)"
+    )
+    parser.add_argument("--path", default="/readyz", help="path to ask (default /readyz)")
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)"
+    )
+
+
+def _run_healthcheck(args: argparse.Namespace) -> int:
+    from bookingcache.cli.healthcheck import run_healthcheck
+
+    return run_healthcheck(port=args.port, path=args.path, timeout_s=args.timeout)
 
 
 def _configure_passthrough(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +135,14 @@ _COMMANDS: dict[str, Command] = {
     "serve": Command("run the service (API and background work)", _configure_serve, _run_serve),
     "worker": Command(
         "run only the sync worker and reconciliation sweep", _configure_worker, _run_worker
+    ),
+    "migrate": Command(
+        "bring the database to the newest schema, then exit", _configure_migrate, _run_migrate
+    ),
+    "healthcheck": Command(
+        "exit 0 if the service (or a worker's metrics port) on this host is ready",
+        _configure_healthcheck,
+        _run_healthcheck,
     ),
     "demo": Command(
         "start the emulator, the connector and the service with rooms linked (one command)",
