@@ -25,6 +25,7 @@ from .fakes import (
     FakeGraph,
     identity_platform,
 )
+from .servers import ServerThread
 
 URL = "https://relay.contoso.example/graph/notifications"
 
@@ -295,3 +296,34 @@ def test_register_prints_the_registration_of_the_subscriptions_made(tmp_path: Pa
         graph, clock, e, "register", "--notification-url", URL, "--client-state", "s", "--send"
     )
     assert code == 2
+
+
+def _healthz_app() -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        status = 200 if scope["path"] == "/healthz" else 404
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return app
+
+
+def test_healthcheck_asks_the_port_of_the_environment_on_loopback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with ServerThread(_healthz_app()) as server:
+        here = {"CONNECTOR_HOST": "0.0.0.0", "CONNECTOR_PORT": str(server.port)}
+        assert main(["healthcheck"], env=here) == 0
+        assert main(["healthcheck", "--port", str(server.port)], env={}) == 0
+    assert main(["healthcheck"], env=here) == 1  # nothing listens any more
+    assert "healthz" in capsys.readouterr().err
+    assert main(["healthcheck"], env={"CONNECTOR_PORT": "eighty"}) == 2
+    assert "CONNECTOR_PORT" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_port_that_is_no_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve"], env=env(tmp_path, CONNECTOR_PORT="99999")) == 2
+    assert "CONNECTOR_PORT" in capsys.readouterr().err

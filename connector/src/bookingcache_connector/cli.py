@@ -5,9 +5,12 @@ service, and its HTTP server.
     bookingcache-connector renew | list | delete [--mailboxes rooms.txt] | check [...]
     bookingcache-connector register --notification-url URL --client-state S [--send]
     bookingcache-connector serve [--host 0.0.0.0] [--port 8080]
+    bookingcache-connector healthcheck [--port 8080]
 
-Settings come from the same CONNECTOR_* environment variables as the other entry points. Add
---json, before or after the command, for JSON instead of a table.
+Settings come from the same CONNECTOR_* environment variables as the other entry points;
+serve's address also from CONNECTOR_HOST and CONNECTOR_PORT (a container image sets them),
+which its options override. Add --json, before or after the command, for JSON instead of a
+table.
 """
 
 from __future__ import annotations
@@ -118,8 +121,12 @@ def parser() -> argparse.ArgumentParser:
         "serve the HTTP API (relay, basic events, subscriptions) with bounded requests "
         "and read timeouts (needs the [server] extra)",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
+    serve.add_argument(
+        "--host", default=None, help="address to listen on (default CONNECTOR_HOST or 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=None, help="port (default CONNECTOR_PORT or 8080; 0: any free)"
+    )
     serve.add_argument(
         "--log-level",
         default="info",
@@ -129,7 +136,52 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-access-log", action="store_true", help="no line per request on standard output"
     )
+    health = command(
+        "healthcheck",
+        "exit 0 if the connector served on this host answers GET /healthz (a container's "
+        "health check)",
+    )
+    health.add_argument("--port", type=int, default=None, help="default CONNECTOR_PORT or 8080")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     return top
+
+
+def _address(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, int]:
+    """``serve``'s address: the options, else ``CONNECTOR_HOST`` and ``CONNECTOR_PORT``."""
+    host = getattr(args, "host", None) or env.get("CONNECTOR_HOST") or "127.0.0.1"
+    if args.port is not None:
+        return host, args.port
+    try:
+        port = int(env.get("CONNECTOR_PORT") or 8080)
+    except ValueError:
+        raise ConnectorError("CONNECTOR_PORT is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConnectorError("CONNECTOR_PORT is not a port number")
+    return host, port
+
+
+# A connector bound to every address is asked on loopback.
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 (compared, not bound)
+
+
+def _healthcheck(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    try:
+        host, port = _address(args, env)
+    except ConnectorError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        return 2
+    host = _WILDCARDS.get(host, host)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/healthz"
+    try:
+        response = httpx.get(url, timeout=args.timeout, trust_env=False)
+    except httpx.HTTPError as exc:
+        sys.stderr.write(f"healthcheck: {url}: {type(exc).__name__}: {exc}\n")
+        return 1
+    if response.status_code != 200:
+        sys.stderr.write(f"healthcheck: {url}: {response.status_code}\n")
+        return 1
+    return 0
 
 
 def _serve(args: argparse.Namespace, env: Mapping[str, str], factory: Factory | None) -> int:
@@ -143,6 +195,7 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], factory: Factory | 
         return 2
     try:
         settings = load_settings(env)
+        host, port = _address(args, env)
     except ConnectorError as exc:
         sys.stderr.write(f"configuration error: {exc}\n")
         return 2
@@ -153,8 +206,8 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], factory: Factory | 
     return serve(
         create_app(build=build),
         settings,
-        host=args.host,
-        port=args.port,
+        host=host,
+        port=port,
         log_level=args.log_level,
         access_log=not args.no_access_log,
     )
@@ -272,6 +325,8 @@ def main(
     args = parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args, env if env is not None else os.environ, factory)
+    if args.command == "healthcheck":
+        return _healthcheck(args, env if env is not None else os.environ)
     out = out or sys.stdout
     try:
         connector = (factory or (lambda e: build_connector(load_settings(e))))(
