@@ -131,3 +131,17 @@ def test_healthcheck_passes_only_on_a_ready_answer(
         assert "404" in capsys.readouterr().err
     assert main(["healthcheck", "--port", str(free_port())]) == 1
     assert "ConnectError" in capsys.readouterr().err
+
+
+async def test_healthcheck_of_a_worker_asks_its_metrics_port(
+    operations: httpx.AsyncClient,
+    worker: Container,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert await asyncio.to_thread(main, ["healthcheck", "--worker"]) == 2
+    assert "BOOKINGCACHE_METRICS_PORT" in capsys.readouterr().err
+    with serve_in_thread(operations_app(worker)) as url:
+        monkeypatch.setenv("BOOKINGCACHE_METRICS_PORT", url.rsplit(":", 1)[1])
+        monkeypatch.setenv("BOOKINGCACHE_HOST", "0.0.0.0")  # asked on loopback
+        assert await asyncio.to_thread(main, ["healthcheck", "--worker"]) == 0

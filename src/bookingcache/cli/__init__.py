@@ -83,6 +83,11 @@ def _configure_healthcheck(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, help="port to ask (default BOOKINGCACHE_PORT, as `serve` listens)"
     )
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="ask a worker's metrics port (BOOKINGCACHE_METRICS_PORT) instead",
+    )
     parser.add_argument("--path", default="/readyz", help="path to ask (default /readyz)")
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)"
@@ -92,7 +97,9 @@ def _configure_healthcheck(parser: argparse.ArgumentParser) -> None:
 def _run_healthcheck(args: argparse.Namespace) -> int:
     from bookingcache.cli.healthcheck import run_healthcheck
 
-    return run_healthcheck(port=args.port, path=args.path, timeout_s=args.timeout)
+    return run_healthcheck(
+        port=args.port, worker=args.worker, path=args.path, timeout_s=args.timeout
+    )
 
 
 def _configure_passthrough(parser: argparse.ArgumentParser) -> None:

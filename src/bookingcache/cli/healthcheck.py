@@ -14,8 +14,14 @@ from bookingcache.bootstrap import settings_from_environment
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 (compared)
 
 
-def run_healthcheck(*, port: int | None, path: str, timeout_s: float) -> int:
+def run_healthcheck(*, port: int | None, worker: bool, path: str, timeout_s: float) -> int:
+    """``port``, else the worker's metrics port (``worker``) or the API's port."""
     settings = settings_from_environment()
+    if port is None and worker:
+        if settings.metrics_port is None:
+            print("bookingcache healthcheck: BOOKINGCACHE_METRICS_PORT is not set", file=sys.stderr)
+            return 2
+        port = settings.metrics_port
     host = _WILDCARDS.get(settings.host, settings.host)
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port if port is not None else settings.port}{path}"
