@@ -332,7 +332,8 @@ def test_serve_command_bounds_requests(tmp_path: Path) -> None:
             _check_serving(process)
         finally:
             process.terminate()
-            process.wait(timeout=WAIT_S)
+            stopped = process.wait(timeout=WAIT_S)
+        assert stopped == 0  # a stop by SIGTERM is a clean stop
 
 
 def _check_serving(process: subprocess.Popen[str]) -> None:

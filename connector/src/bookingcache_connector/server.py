@@ -26,6 +26,7 @@ import json
 import logging
 import socket
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, ClassVar
 
 import h11
@@ -311,7 +312,14 @@ def server_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Confi
 
 
 class _Server(uvicorn.Server):
-    """Says where it listens once it does (the port, for ``--port 0``)."""
+    """Says where it listens once it does (the port, for ``--port 0``), and exits 0 after a stop
+    by SIGTERM or SIGINT."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # uvicorn raises a captured signal again once it has shut down, so that a clean stop
+        # looks like a death by that signal (exit status 143 in a container).
+        self._captured_signals.clear()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
