@@ -80,14 +80,8 @@ def _run_migrate(args: argparse.Namespace) -> int:
 
 
 def _configure_healthcheck(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--port", type=int, help="port to ask (default BOOKINGCACHE_PORT, as `serve` listens)"
-    )
-    parser.add_argument(
-        "--worker",
-        action="store_true",
-        help="ask a worker's metrics port (BOOKINGCACHE_METRICS_PORT) instead",
-    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to ask (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to ask (default 8080)")
     parser.add_argument("--path", default="/readyz", help="path to ask (default /readyz)")
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)"
@@ -97,9 +91,7 @@ def _configure_healthcheck(parser: argparse.ArgumentParser) -> None:
 def _run_healthcheck(args: argparse.Namespace) -> int:
     from bookingcache.cli.healthcheck import run_healthcheck
 
-    return run_healthcheck(
-        port=args.port, worker=args.worker, path=args.path, timeout_s=args.timeout
-    )
+    return run_healthcheck(host=args.host, port=args.port, path=args.path, timeout_s=args.timeout)
 
 
 def _configure_passthrough(parser: argparse.ArgumentParser) -> None:
@@ -147,7 +139,7 @@ _COMMANDS: dict[str, Command] = {
         "bring the database to the newest schema, then exit", _configure_migrate, _run_migrate
     ),
     "healthcheck": Command(
-        "exit 0 if the service (or a worker's metrics port) on this host is ready",
+        "exit 0 if the service (or a worker's metrics port) at --host:--port is ready",
         _configure_healthcheck,
         _run_healthcheck,
     ),

@@ -1,6 +1,9 @@
-"""``bookingcache healthcheck``: exit 0 when this host's service (or worker) answers 200 on
-its readiness path, else 1 with the reason on standard error. A container's health check runs
-it inside the container, so it asks the loopback address, never the network."""
+"""``bookingcache healthcheck``: exit 0 when the service (or a worker's metrics port) at
+``host:port`` answers 200 on its readiness path, else 1 with the reason on standard error.
+
+A container's health check runs it every few seconds inside the container, so it imports
+nothing of the service and reads no settings: the image's health check passes the port
+(``--port "$BOOKINGCACHE_PORT"``, expanded by the container's shell)."""
 
 from __future__ import annotations
 
@@ -8,23 +11,10 @@ import sys
 
 import httpx
 
-from bookingcache.bootstrap import settings_from_environment
 
-# A service bound to every address is asked on loopback.
-_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 (compared)
-
-
-def run_healthcheck(*, port: int | None, worker: bool, path: str, timeout_s: float) -> int:
-    """``port``, else the worker's metrics port (``worker``) or the API's port."""
-    settings = settings_from_environment()
-    if port is None and worker:
-        if settings.metrics_port is None:
-            print("bookingcache healthcheck: BOOKINGCACHE_METRICS_PORT is not set", file=sys.stderr)
-            return 2
-        port = settings.metrics_port
-    host = _WILDCARDS.get(settings.host, settings.host)
+def run_healthcheck(*, host: str, port: int, path: str, timeout_s: float) -> int:
     shown_host = f"[{host}]" if ":" in host else host
-    url = f"http://{shown_host}:{port if port is not None else settings.port}{path}"
+    url = f"http://{shown_host}:{port}{path}"
     try:
         response = httpx.get(url, timeout=timeout_s, trust_env=False)
     except httpx.HTTPError as exc:
