@@ -46,18 +46,21 @@ class DatabaseProbe:
         self._every_s = every_s
         self._timeout_s = timeout_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.up: bool | None = None
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name="database probe")
 
     async def stop(self) -> None:
+        """Stop after the check under way, if any (it has its own timeout): a check cancelled
+        in the middle of its statement would leave its connection to be cleaned up by force."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stopping.set()
+            await task
 
     async def check(self) -> bool:
         """Check once and publish the outcome; True when the database answered."""
@@ -76,6 +79,7 @@ class DatabaseProbe:
         return up
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await self.check()
-            await asyncio.sleep(self._every_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._every_s)
