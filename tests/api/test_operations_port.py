@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -22,7 +23,7 @@ from bookingcache.settings import Settings
 from bookingcache.store.sql.store import SqlStore, open_store
 from bookingcache.tools.processes import free_port
 from tests.support.problems import assert_problem
-from tests.support.servers import serve_in_thread
+from tests.support.servers import bound_socket, serve_in_thread
 from tests.support.waiting import until
 
 
@@ -136,8 +137,19 @@ def test_healthcheck_passes_only_on_a_ready_answer(
 async def test_healthcheck_asks_a_workers_metrics_port(
     worker: Container, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with serve_in_thread(operations_app(worker)) as url:
-        port = url.rsplit(":", 1)[1]
+    # On this loop, as the worker serves it: /readyz uses the worker's store.
+    sock = bound_socket()
+    server = uvicorn.Server(
+        uvicorn.Config(operations_app(worker), log_level="warning", lifespan="off")
+    )
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await until(lambda: server.started, what="the metrics port listens")
+        port = str(sock.getsockname()[1])
         assert await asyncio.to_thread(main, ["healthcheck", "--port", port]) == 0
         assert await asyncio.to_thread(main, ["healthcheck", "--port", port, "--host", "::1"]) == 1
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
     assert "[::1]" in capsys.readouterr().err
