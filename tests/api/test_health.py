@@ -80,7 +80,7 @@ async def test_not_ready_when_the_schema_is_behind(
         pytest.skip("rewinds the schema version through the SQLite file")
     path = database_url.removeprefix("sqlite:///")
     with contextlib.closing(sqlite3.connect(path)) as db, db:
-        db.execute("UPDATE alembic_version SET version_num = 'older'")
+        db.execute("UPDATE alembic_version SET version_num = '0005'")
     body = assert_problem(await client.get("/readyz"), 503)
     assert "migration" in body["detail"]
     assert (await client.get("/healthz")).status_code == 200

@@ -85,7 +85,7 @@ async def test_a_worker_whose_schema_is_behind_is_not_ready(
     operations: httpx.AsyncClient, worker: Container, store: SqlStore
 ) -> None:
     head = await _revision(store)
-    await store.transaction(_set_revision("older"))
+    await store.transaction(_set_revision("0005"))
     try:
         body = assert_problem(await operations.get("/readyz"), 503)
         assert "migration" in body["detail"]

@@ -36,7 +36,7 @@ async def test_the_probe_says_when_the_schema_is_behind(store: SqlStore) -> None
     assert registry.get_sample_value("bookingcache_database_up") == 0  # nothing checked yet
     assert await probe.check()
     assert registry.get_sample_value("bookingcache_database_up") == 1
-    await store.transaction(_set_revision("older"))
+    await store.transaction(_set_revision("0005"))
     assert not await probe.check()
     assert registry.get_sample_value("bookingcache_database_up") == 0
     await store.transaction(_set_revision(head))
@@ -71,3 +71,27 @@ async def test_the_probe_says_when_postgresql_refuses_connections() -> None:
     finally:
         await maintenance.close()
         await engines.drop_database(server, name)
+
+
+async def test_a_schema_a_newer_version_migrated_counts_as_up(
+    store: SqlStore, database_url: str
+) -> None:
+    """A rolling upgrade migrates before the processes of the old version are replaced: they
+    still work on the schema, so they stay ready and up, and one that restarts leaves the
+    schema as it is."""
+    async with store.read() as connection:
+        result = await connection.execute(text("SELECT version_num FROM alembic_version"))
+        head = str(result.scalar())
+    registry = CollectorRegistry()
+    probe = DatabaseProbe(store, DatabaseMetrics.of(registry))
+    await store.transaction(_set_revision("9001_of_a_newer_version"))
+    try:
+        assert await probe.check()
+        await store.ping()
+        restarted = await open_store(database_url, migrate=True)
+        await restarted.close()
+        async with store.read() as connection:
+            result = await connection.execute(text("SELECT version_num FROM alembic_version"))
+            assert result.scalar() == "9001_of_a_newer_version"
+    finally:
+        await store.transaction(_set_revision(head))

@@ -240,6 +240,9 @@ def _head_revisions() -> frozenset[str]:
 def _upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+    current = _current_revisions(connection)
+    if current and not current <= _known_revisions():
+        return  # a newer version migrated past this one's newest revision (``migrations_at_head``)
     config = _alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
@@ -257,10 +260,22 @@ async def migrate(engine: AsyncEngine) -> None:
             await connection.run_sync(_upgrade)
 
 
+@functools.cache
+def _known_revisions() -> frozenset[str]:
+    script = ScriptDirectory.from_config(_alembic_config())
+    return frozenset(revision.revision for revision in script.walk_revisions())
+
+
 async def migrations_at_head(engine: AsyncEngine) -> bool:
+    """Whether this version can work on the schema: it is at this version's newest migration,
+    or past it. A revision this version does not know was written by a newer version's
+    ``bookingcache migrate``, which a rolling upgrade runs while this version still serves
+    (docs/operations.md, "Upgrades"); a known revision before the newest is behind."""
     async with engine.connect() as connection:
         current = await connection.run_sync(_current_revisions)
-    return current == _head_revisions()
+    if current == _head_revisions():
+        return True
+    return bool(current) and not current <= _known_revisions()
 
 
 def _postgres_server(server_url: str) -> URL:
