@@ -3,6 +3,7 @@ answering or falls behind the newest schema."""
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable
@@ -95,3 +96,13 @@ async def test_a_schema_a_newer_version_migrated_counts_as_up(
             assert result.scalar() == "9001_of_a_newer_version"
     finally:
         await store.transaction(_set_revision(head))
+
+
+async def test_a_check_logs_nothing_of_alembic(
+    store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every process checks every 5 s: Alembic's two lines per look at the revision would be
+    most of the log."""
+    caplog.set_level(logging.INFO)
+    await store.ping()
+    assert [record.getMessage() for record in caplog.records] == []

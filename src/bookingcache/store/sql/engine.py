@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -258,6 +259,20 @@ async def migrate(engine: AsyncEngine) -> None:
         connection = await connection.execution_options(**{WRITE_OPTION: True})
         async with connection.begin():
             await connection.run_sync(_upgrade)
+
+
+class _QuietMigrationContext(logging.Filter):
+    """Alembic logs which dialect it uses and how it runs DDL every time it looks at the
+    schema's revision, which the readiness check and the database probe do every few seconds:
+    those two lines are left out (what migrations run is still logged)."""
+
+    _NOISE = ("Context impl %s.", "Will assume %s DDL.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self._NOISE
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_QuietMigrationContext())
 
 
 @functools.cache
