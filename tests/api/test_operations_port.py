@@ -5,7 +5,8 @@ deployment runs (``bookingcache migrate``, ``bookingcache healthcheck``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -110,6 +111,17 @@ async def test_the_api_process_has_the_database_probe_too(settings: Settings) ->
             await until(database_up, what="the probe's first check")
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The command sets up the process's logging; the session's handlers come back after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
 async def test_migrate_brings_a_new_database_to_the_newest_schema(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
