@@ -4,9 +4,13 @@ has the processes it promises; the proxy's limits are the service's own."""
 
 from __future__ import annotations
 
-import re
+import json
+import shutil
+import subprocess
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,44 +106,93 @@ def test_the_compose_file_runs_a_migration_two_apis_two_workers_a_connector_and_
     assert "./Caddyfile:/etc/caddy/Caddyfile:ro" in services["proxy"]["volumes"]
 
 
-def _caddy(directive: str, text: str) -> list[str]:
-    return re.findall(rf"^\s*{directive}\s+(\S+)\s*$", text, flags=re.MULTILINE)
+@pytest.fixture(scope="module")
+def caddy_config() -> dict[str, Any]:
+    """deploy/Caddyfile as Caddy itself reads it (``caddy adapt --validate``), with the
+    compose file's variables: its JSON configuration."""
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        pytest.fail("caddy is not installed: run scripts/system-packages (Debian's caddy)")
+    environment = {key: VARIABLES[key] for key in ("BOOKINGCACHE_DOMAIN", "CONNECTOR_DOMAIN")}
+    result = subprocess.run(
+        [caddy, "adapt", "--config", "Caddyfile", "--adapter", "caddyfile", "--validate"],
+        cwd=DEPLOY,
+        env={"PATH": "/usr/bin:/bin", "ACME_EMAIL": VARIABLES["ACME_EMAIL"], **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
 
 
-def _bytes(size: str) -> int:
-    match = re.fullmatch(r"(\d+)(KiB|MiB)", size)
-    assert match, size
-    return int(match[1]) * {"KiB": 1024, "MiB": 1024 * 1024}[match[2]]
+def _handlers(node: Any, kind: str) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if node.get("handler") == kind:
+            yield node
+        for value in node.values():
+            yield from _handlers(value, kind)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _handlers(value, kind)
 
 
-def _seconds(duration: str) -> float:
-    match = re.fullmatch(r"(\d+)(s|m)", duration)
-    assert match, duration
-    return int(match[1]) * {"s": 1, "m": 60}[match[2]]
+_SECOND_NS = 1_000_000_000
 
 
-def test_the_proxy_bounds_requests_as_the_service_does() -> None:
-    caddyfile = (DEPLOY / "Caddyfile").read_text()
+def test_the_proxy_bounds_requests_as_the_service_does(caddy_config: dict[str, Any]) -> None:
+    [server] = caddy_config["apps"]["http"]["servers"].values()
     defaults = Settings()
-    # Body limits: the room import's, everything else's, the connector's.
-    assert [_bytes(size) for size in _caddy("max_size", caddyfile)] == [
-        MAX_IMPORT_BYTES,
-        MAX_BODY_BYTES,
-        CONNECTOR_MAX_BODY,
-    ]
-    assert "path_regexp ^/v1/tenants/[^/]+/rooms:import$" in caddyfile
-    assert _bytes(_caddy("max_header_size", caddyfile)[0]) == defaults.http_max_head_bytes
-    assert _seconds(_caddy("read_header", caddyfile)[0]) == defaults.http_header_timeout_s
-    # The proxy's idle connections to the processes close before the processes close them.
-    [keepalive] = _caddy("keepalive", caddyfile)
+    assert server["max_header_bytes"] == defaults.http_max_head_bytes
+    assert server["read_header_timeout"] == defaults.http_header_timeout_s * _SECOND_NS
+    # Body limits, in the Caddyfile's order: the room import's, everything else's to the
+    # service, the connector's.
+    sizes = [handler["max_size"] for handler in _handlers(server["routes"], "request_body")]
+    assert sizes == [MAX_IMPORT_BYTES, MAX_BODY_BYTES, CONNECTOR_MAX_BODY]
+    proxies = list(_handlers(server["routes"], "reverse_proxy"))
+    upstreams = [sorted(u["dial"] for u in proxy["upstreams"]) for proxy in proxies]
+    assert upstreams == [["api-1:8080", "api-2:8080"]] * 2 + [["connector:8080"]]
     services = load_compose(DEPLOY / "compose.yaml", VARIABLES)["services"]
-    for name in ("api-1", "api-2"):
-        service_keep_alive = float(services[name]["environment"]["BOOKINGCACHE_HTTP_KEEP_ALIVE_S"])
-        assert _seconds(keepalive) < service_keep_alive
-    connector = services["connector"]["environment"]
-    assert _seconds(keepalive) < float(connector["CONNECTOR_HTTP_KEEP_ALIVE_S"])
+    keep_alive = {
+        "api-1:8080": services["api-1"]["environment"]["BOOKINGCACHE_HTTP_KEEP_ALIVE_S"],
+        "api-2:8080": services["api-2"]["environment"]["BOOKINGCACHE_HTTP_KEEP_ALIVE_S"],
+        "connector:8080": services["connector"]["environment"]["CONNECTOR_HTTP_KEEP_ALIVE_S"],
+    }
+    for proxy in proxies:
+        # The proxy's idle connections to a process close before the process closes them.
+        idle_ns = proxy["transport"]["keep_alive"]["idle_timeout"]
+        for upstream in proxy["upstreams"]:
+            assert idle_ns < float(keep_alive[upstream["dial"]]) * _SECOND_NS
+        # An upstream is taken out while its readiness (the connector: liveness) fails.
+        assert proxy["health_checks"]["active"]["uri"] in ("/readyz", "/healthz")
     # One proxy in front: the service believes one X-Forwarded-For entry.
     assert services["api-1"]["environment"]["BOOKINGCACHE_TRUSTED_PROXY_HOPS"] == "1"
+
+
+def _routes(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "match" in node and "handle" in node:
+            yield node
+        for value in node.values():
+            yield from _routes(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _routes(value)
+
+
+def test_the_proxy_does_not_serve_the_metrics(caddy_config: dict[str, Any]) -> None:
+    [server] = caddy_config["apps"]["http"]["servers"].values()
+    metrics = [
+        route
+        for route in _routes(server["routes"])
+        if any("/metrics" in matcher.get("path", []) for matcher in route["match"])
+    ]
+    assert len(metrics) == 1  # the service's name; the connector has no /metrics
+    [answer] = _handlers(metrics[0]["handle"], "static_response")
+    assert answer["status_code"] == 404
+    assert not list(_handlers(metrics[0]["handle"], "reverse_proxy"))
 
 
 def test_the_build_context_holds_the_sources_and_nothing_else() -> None:
