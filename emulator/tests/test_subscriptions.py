@@ -81,7 +81,8 @@ def build_state(**config: Any) -> tuple[EmulatorState, Mailbox, Mailbox]:
 
 @pytest.fixture
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    config: dict[str, Any] = {"validation_timeout_s": 0.5}
+    # Long enough for a loaded machine's handshake; the timeout test shortens it.
+    config: dict[str, Any] = {"validation_timeout_s": 5.0}
     config.update(getattr(request, "param", {}))
     state, room, other = build_state(**config)
     async with served(state) as up:
@@ -130,6 +131,7 @@ async def test_failed_handshake_is_400_and_creates_nothing(
 ) -> None:
     harness.receiver.handshake = mode  # type: ignore[assignment]
     if mode == "slow":
+        harness.state.config.validation_timeout_s = 0.5
         harness.receiver.handshake_delay_s = 1.0
     response = await harness.create()
     assert response.status_code == 400
