@@ -203,9 +203,10 @@ def _utc(value: dt.datetime) -> str:
 async def test_created_moved_cancelled_and_occurrence_edit_reach_the_availability_api(
     start_service: StartService,
 ) -> None:
-    # The burst arrives in two inbox commits; a gather delay of 300 ms (as in the duplicates
-    # test) keeps a stall of the machine between them from splitting it into two refreshes.
-    service = await start_service(coalesce_ms=300)
+    # The burst arrives in two inbox commits; a gather delay of 800 ms keeps a stall of the
+    # machine between them from splitting it into two refreshes (300 ms was once too short on
+    # PostgreSQL at load average 6).
+    service = await start_service(coalesce_ms=800)
     runtime = service.runtime
     emulator = service.emulator
     room = emulator.rooms[0]
