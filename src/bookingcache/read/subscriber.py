@@ -1,0 +1,139 @@
+"""One change-stream client as the hub sees it: its filter and its bounded queue of frames.
+
+The hub appends to the queue without waiting; the client's sender drains it. A queue that would
+grow past its bound is dropped at once and replaced by a ``reset`` the sender builds when it
+next runs (``reset_reason``), so a slow client costs at most its bound in memory and never
+holds up the hub or the other clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bookingcache.read.roomstate import RoomFrame
+
+# Why a client is told to start over.
+RESET_EXPIRED = "expired"  # its last event id is older than the change feed keeps
+RESET_SLOW = "slow"  # its queue overflowed
+RESET_ROOMS = "rooms"  # a room it followed was unlinked
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFilter:
+    """Which rooms a client follows: a building (and floor), room ids, or both (a room must
+    match both); nothing given: every room of the tenant."""
+
+    building: str | None = None
+    floor: str | None = None
+    rooms: frozenset[str] = frozenset()
+
+    def matches(self, room_id: str, building: str | None, floor: str | None) -> bool:
+        if self.rooms and room_id not in self.rooms:
+            return False
+        if self.building is not None and building != self.building:
+            return False
+        return self.floor is None or floor == self.floor
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A room event on its way: the feed position it belongs to (None: time passed, or a
+    change older than what the client was sent) and its frame."""
+
+    seq: int | None
+    frame: RoomFrame
+
+
+class Subscriber:
+    def __init__(self, tenant_id: str, stream_filter: StreamFilter, *, bound: int) -> None:
+        self.tenant_id = tenant_id
+        self.filter = stream_filter
+        self.bound = max(1, bound)
+        self.queue: deque[Delivery] = deque()
+        self.reset_reason: str | None = None
+        self.ended = False
+        self.ready = asyncio.Event()
+        # The newest feed position an ``id`` was sent for (ids are strictly increasing); -1:
+        # none yet.
+        self.last_id = -1
+
+    def offer(self, deliveries: Sequence[Delivery]) -> None:
+        """Queue the deliveries this client follows; past the bound, drop the queue for a
+        reset."""
+        wanted = [
+            item
+            for item in deliveries
+            if self.filter.matches(item.frame.room_id, item.frame.building, item.frame.floor)
+        ]
+        if not wanted or self.ended:
+            return
+        if self.reset_reason is not None:
+            return  # the reset carries every room's current state anyway
+        if len(self.queue) + len(wanted) > self.bound:
+            self.queue.clear()
+            self.reset_reason = RESET_SLOW
+        else:
+            self.queue.extend(wanted)
+        self.ready.set()
+
+    def reset(self, reason: str) -> None:
+        if self.ended:
+            return
+        self.queue.clear()
+        if self.reset_reason is None:
+            self.reset_reason = reason
+        self.ready.set()
+
+    def end(self) -> None:
+        """The stream ends (its tenant went away, or the service stops)."""
+        self.ended = True
+        self.queue.clear()
+        self.ready.set()
+
+    def take(self) -> list[Delivery]:
+        taken = list(self.queue)
+        self.queue.clear()
+        self.ready.clear()
+        return taken
+
+
+def room_lines(deliveries: Sequence[Delivery], subscriber: Subscriber) -> list[bytes]:
+    """The SSE text of the deliveries in order. An ``id`` goes on the last event of each feed
+    position, and only above the client's last id: a client that reconnects with it has then
+    been sent every room of every position up to it, and ids never repeat or go back."""
+    lines: list[bytes] = []
+    count = len(deliveries)
+    for index, item in enumerate(deliveries):
+        seq = item.seq
+        identified = (
+            seq is not None
+            and seq > subscriber.last_id
+            and (index + 1 == count or deliveries[index + 1].seq != seq)
+        )
+        if identified:
+            assert seq is not None
+            subscriber.last_id = seq
+            lines.append(b"id: %d\nevent: room\ndata: %s\n\n" % (seq, item.frame.data))
+        else:
+            lines.append(b"event: room\ndata: %s\n\n" % item.frame.data)
+    return lines
+
+
+def rooms_body(at: str, frames: Sequence[RoomFrame], *, reason: str | None = None) -> bytes:
+    """``{"reason"?, "at", "rooms": [RoomState, ...]}`` from the frames' encoded states."""
+    head = b'{"reason":"%s",' % reason.encode() if reason is not None else b"{"
+    rooms = b",".join(frame.data for frame in frames)
+    return b'%s"at":"%s","rooms":[%s]}' % (head, at.encode(), rooms)
+
+
+def whole_event(kind: str, position: int, body: bytes, subscriber: Subscriber) -> bytes:
+    """A snapshot or a reset: it holds every room up to ``position``, so it carries that id
+    (unless the client was already sent it, or the feed is still empty: no id then, and a
+    client that reconnects gets a new snapshot)."""
+    if position > subscriber.last_id and position > 0:
+        subscriber.last_id = position
+        return b"id: %d\nevent: %s\ndata: %s\n\n" % (position, kind.encode(), body)
+    return b"event: %s\ndata: %s\n\n" % (kind.encode(), body)
