@@ -34,6 +34,9 @@ from bookingcache.intake.service import IntakeService
 from bookingcache.orchestration.health import HealthMetrics
 from bookingcache.orchestration.orchestrator import Orchestrator
 from bookingcache.read.model import ReadModel
+from bookingcache.read.stream import StreamHub
+from bookingcache.read.streammetrics import StreamMetrics
+from bookingcache.read.tickets import StreamTickets
 from bookingcache.settings import (
     OrchestrationSettings,
     Settings,
@@ -144,6 +147,9 @@ class Container:
     sync: SyncRuntime
     intake: IntakeService
     read_model: ReadModel
+    stream_hub: StreamHub
+    # Issues and checks stream tickets; None in a container without an admin token (a worker).
+    tickets: StreamTickets | None
     # None when the subscription orchestration is turned off.
     orchestrator: Orchestrator | None
     database_probe: DatabaseProbe
@@ -152,10 +158,17 @@ class Container:
     def admin_token(self) -> str:
         return admin_token_of(self.settings)
 
+    @property
+    def stream_tickets(self) -> StreamTickets:
+        if self.tickets is None:
+            raise InvalidInput("this container has no admin token to sign stream tickets with")
+        return self.tickets
+
     def start_service(self) -> None:
         """The API process: the read model follows the store's signals, the orchestration runs,
         and the worker too when ``settings.run_worker``."""
         self.read_model.attach()
+        self.stream_hub.attach()
         self.database_probe.start()
         if self.orchestrator is not None:
             self.orchestrator.start()
@@ -172,6 +185,7 @@ class Container:
             await self.orchestrator.stop()
         await self.sync.stop()
         await self.database_probe.stop()
+        await self.stream_hub.detach()
         await self.read_model.detach()
         await self.intake.committer.drain()
         await self.connector.aclose()
@@ -281,6 +295,22 @@ async def build_container(
         poll_interval=dt.timedelta(milliseconds=settings.change_feed_poll_ms),
         token_refresh=dt.timedelta(seconds=settings.read_token_refresh_s),
     )
+    feed_poll = dt.timedelta(milliseconds=settings.change_feed_poll_ms)
+    stream_hub = StreamHub(
+        read_model,
+        store,
+        clock,
+        metrics=StreamMetrics.of(registry),
+        queue_bound=settings.stream_queue_events,
+        poll_interval=feed_poll,
+    )
+    tickets: StreamTickets | None = None
+    if settings.admin_token is not None:
+        tickets = StreamTickets(
+            admin_token_of(settings),
+            clock,
+            lifetime=dt.timedelta(seconds=settings.stream_ticket_ttl_s),
+        )
     return Container(
         settings=settings,
         clock=clock,
@@ -293,6 +323,8 @@ async def build_container(
         sync=sync,
         intake=intake,
         read_model=read_model,
+        stream_hub=stream_hub,
+        tickets=tickets,
         orchestrator=orchestrator,
         database_probe=DatabaseProbe(store, DatabaseMetrics.of(registry)),
     )

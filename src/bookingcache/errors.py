@@ -10,7 +10,8 @@
     ├── NotFound                404: unknown tenant, room, calendar
     ├── Conflict                409: the request contradicts stored state
     ├── Unauthorized            401: missing or wrong token
-    │   └── BadSignature        401: an unsigned, stale, wrongly signed or replayed signed call
+    │   ├── BadSignature        401: an unsigned, stale, wrongly signed or replayed signed call
+    │   └── BadTicket           401: a stream ticket that is malformed, expired or void
     ├── Forbidden               403: a valid token that may not do this
     ├── TooManyFailedAttempts   429: failed authentication over its budget, with Retry-After
     ├── StoreUnavailable        503: the database could not be reached or written
@@ -64,6 +65,10 @@ class Unauthorized(BookingCacheError):
 
 
 class BadSignature(Unauthorized):
+    pass
+
+
+class BadTicket(Unauthorized):
     pass
 
 

@@ -283,6 +283,27 @@ class Settings(BaseModel):
         description="an idle kept-alive connection closes after this long; behind a proxy "
         "that keeps connections open longer, set it above the proxy's idle timeout",
     )
+    stream_heartbeat_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="a change-stream client that has been sent nothing for this long is sent a "
+        "comment line, so that proxies keep its connection open",
+    )
+    stream_queue_events: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="room events queued for one change-stream client that reads too slowly; "
+        "past this, its queue is dropped and it is sent a reset with every room's state",
+    )
+    stream_ticket_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="how long a stream ticket may be used to open a change stream (a stream "
+        "opened with it stays open)",
+    )
 
     sync: SyncSettings = Field(default_factory=SyncSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)

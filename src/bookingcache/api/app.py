@@ -25,6 +25,7 @@ from bookingcache.api import (
     map_client,
     rooms,
     schedule,
+    stream,
     subscriptions,
     tenants,
 )
@@ -158,6 +159,7 @@ def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
     app.include_router(map_client.router)
     app.include_router(schedule.router)
     app.include_router(events.router)
+    app.include_router(stream.router)
     app.include_router(intake.router)
     app.include_router(subscriptions.router)
 
@@ -170,6 +172,8 @@ def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
                 routes=app.routes,
             )
             app.openapi_schema = problems_in_openapi(schema)
+            schemes = app.openapi_schema["components"].setdefault("securitySchemes", {})
+            schemes["StreamTicket"] = stream.TICKET_SCHEME
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -203,6 +207,7 @@ def problems_in_openapi(schema: dict[str, Any]) -> dict[str, Any]:
     for name, definition in [
         *rooms.openapi_components().items(),
         *intake.openapi_components().items(),
+        *stream.openapi_components().items(),
     ]:
         components.setdefault(name, definition)
     problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}

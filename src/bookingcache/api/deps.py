@@ -25,6 +25,8 @@ from bookingcache.errors import Forbidden, StoreUnavailable, Unauthorized
 from bookingcache.intake.service import IntakeService
 from bookingcache.orchestration.orchestrator import Orchestrator
 from bookingcache.read.model import ReadModel
+from bookingcache.read.stream import StreamHub
+from bookingcache.read.tickets import StreamTickets
 from bookingcache.settings import Settings
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
@@ -69,6 +71,12 @@ class Services(Protocol):
 
     @property
     def read_model(self) -> ReadModel: ...
+
+    @property
+    def stream_hub(self) -> StreamHub: ...
+
+    @property
+    def stream_tickets(self) -> StreamTickets: ...
 
     @property
     def orchestrator(self) -> Orchestrator | None:

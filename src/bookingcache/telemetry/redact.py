@@ -1,8 +1,9 @@
 """Credentials out of log lines: URLs lose their user information and their query values.
 
 A connector URL may carry a key in its query (an Azure Function's ``?code=``) or a user and
-password, and httpx logs every request's full URL. Whatever the service writes to its log goes
-through ``redact_urls``.
+password, and httpx logs every request's full URL. A change stream's request target carries a
+stream ticket (``?ticket=``), with or without a scheme and host before it. Whatever the service
+writes to its log goes through ``redact_urls``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ _URL = re.compile(r"""\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>\\]+""")
 _QUERY_VALUE = re.compile(r"=[^&;]*")
 
 
+_TICKET = re.compile(r"""([?&]ticket=)[^&\s"'<>\\]+""")
+
+
 def redact_urls(text: str) -> str:
-    """``text`` with every URL in it stripped of its user information and query values."""
+    """``text`` with every URL in it stripped of its user information and query values, and
+    every ``ticket=`` of a request target hidden."""
+    if "ticket=" in text:
+        text = _TICKET.sub(r"\1" + HIDDEN, text)
     if "://" not in text:
         return text
     return _URL.sub(_redact_one, text)

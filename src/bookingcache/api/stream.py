@@ -1,0 +1,273 @@
+"""The live change stream (Server-Sent Events) and the tickets browsers open it with.
+
+``GET /v1/tenants/{tenant}/stream`` sends a snapshot of the rooms a client follows, then one
+``room`` event per room whose displayed state changed (``read.stream.StreamHub`` computes them
+once per change for every client), a ``reset`` when the client must start over, and a comment
+line as heartbeat. It takes the read token (or the admin token) as ``Authorization: Bearer``,
+or a stream ticket as ``?ticket=``: ``POST .../stream/tickets`` issues one to a caller with the
+read token, so that the read token itself never travels in a URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from bookingcache.api.availability import BEARER, ReadingDep, authorised_reading
+from bookingcache.api.deps import TenantIdPath, services_of
+from bookingcache.api.problems import problem_responses
+from bookingcache.domain.availability import RoomStatus
+from bookingcache.domain.events import ShowAs
+from bookingcache.domain.tenancy import Tenant
+from bookingcache.errors import BadTicket, InvalidInput, NotFound, Unauthorized
+from bookingcache.read.stream import Opening, StreamHub
+from bookingcache.read.subscriber import (
+    StreamFilter,
+    Subscriber,
+    room_lines,
+    rooms_body,
+    whole_event,
+)
+from bookingcache.read.tickets import MAX_TICKET_LENGTH
+
+EVENT_STREAM = "text/event-stream"
+MAX_ROOMS = 1000
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
+
+router = APIRouter(
+    prefix="/v1/tenants/{tenant}",
+    tags=["stream"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+
+
+# --- wire shapes (documented in /openapi.json; the stream's data lines hold them) -------------
+
+
+class MeetingOut(BaseModel):
+    title: str | None = Field(description="after the tenant's title policy")
+    start: dt.datetime
+    end: dt.datetime
+    show_as: ShowAs
+
+
+class RoomStateOut(BaseModel):
+    """The data of a ``room`` event, and each room of a snapshot or reset."""
+
+    room: str
+    name: str
+    building: str | None
+    floor: str | None
+    capacity: int | None
+    status: RoomStatus = Field(description="now; unknown exactly when availability says so")
+    stale: bool
+    next_change_at: dt.datetime | None = Field(
+        description="the status's next change, looked for up to the end of the room's day"
+    )
+    next_status: RoomStatus | None
+    current: MeetingOut | None = Field(description="the meeting giving the status now")
+    next: MeetingOut | None = Field(description="the next meeting starting today")
+
+
+class StreamSnapshotOut(BaseModel):
+    """The data of a ``snapshot`` event: the first event of a new client."""
+
+    at: dt.datetime
+    rooms: list[RoomStateOut]
+
+
+class StreamResetOut(StreamSnapshotOut):
+    """The data of a ``reset`` event: replace everything held with these rooms."""
+
+    reason: str = Field(
+        description="expired (last id older than the feed keeps), slow (the client's queue "
+        "overflowed) or rooms (a followed room was unlinked)"
+    )
+
+
+class TicketOut(BaseModel):
+    ticket: str = Field(description="opaque; pass it as ?ticket= to open a stream")
+    expires_at: dt.datetime = Field(description="a stream must be opened before this")
+
+
+def openapi_components() -> dict[str, Any]:
+    """The event payloads' schemas, for the OpenAPI document's components."""
+    components: dict[str, Any] = {}
+    for model in (StreamSnapshotOut, StreamResetOut):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
+    return components
+
+
+# The ticket as an OpenAPI security scheme (the change stream's alternative to the bearer).
+TICKET_SCHEME: dict[str, Any] = {
+    "type": "apiKey",
+    "in": "query",
+    "name": "ticket",
+    "description": "a stream ticket from POST /v1/tenants/{tenant}/stream/tickets",
+}
+
+_STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: `retry: 2000`, then `snapshot` (a new client; data "
+        "StreamSnapshotOut), `room` (data RoomStateOut), `reset` (data StreamResetOut) events "
+        "and `: keep-alive` comments. Event ids are change-feed positions; send the last one "
+        "back as Last-Event-ID (or last_event_id) to resume without gap or duplicate.",
+        "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+    }
+}
+
+
+# --- endpoints -------------------------------------------------------------------------------
+
+
+@router.post(
+    "/stream/tickets",
+    status_code=201,
+    response_model=TicketOut,
+    summary="A short-lived ticket to open the tenant's change stream with (for EventSource)",
+    openapi_extra=BEARER,
+)
+async def issue_ticket(request: Request, reading: ReadingDep) -> TicketOut:
+    tickets = services_of(request.app).stream_tickets
+    ticket = tickets.issue(reading.tenant)
+    return TicketOut(ticket=ticket.value, expires_at=ticket.expires_at)
+
+
+async def stream_reader(
+    request: Request,
+    tenant: TenantIdPath,
+    ticket: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_TICKET_LENGTH,
+            description="a stream ticket (POST .../stream/tickets), instead of Authorization",
+        ),
+    ] = None,
+) -> Tenant:
+    """Who may open the stream: ``authorised_reading``'s rules for a bearer token, else a
+    stream ticket issued for this tenant, unexpired, whose tenant still exists (401
+    ``bad-stream-ticket`` otherwise, counted as a failed attempt; 403 for another tenant's)."""
+    if request.headers.get("authorization"):
+        return (await authorised_reading(request, tenant)).tenant
+    if ticket is None:
+        raise Unauthorized(
+            "send a stream ticket as ?ticket=... or a token as 'Authorization: Bearer ...'"
+        )
+    services = services_of(request.app)
+    throttle = request.app.state.auth_throttle
+    try:
+        claims = services.stream_tickets.check(ticket, tenant)
+        found = await services.store.get_tenant(tenant)
+        services.stream_tickets.still_valid(claims, found)
+    except (BadTicket, NotFound):
+        throttle.failed(throttle.client_address(request.scope), tenant, now=services.clock.now())
+        raise BadTicket(
+            "the stream ticket is not valid, has expired or its tenant is gone"
+        ) from None
+    return found
+
+
+StreamReaderDep = Annotated[Tenant, Depends(stream_reader)]
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses=_STREAM_RESPONSE,
+    summary="Live room states (Server-Sent Events), with a bearer token or a stream ticket",
+    openapi_extra={"security": [{"HTTPBearer": []}, {"StreamTicket": []}]},
+)
+async def stream_endpoint(
+    request: Request,
+    found: StreamReaderDep,
+    building: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    floor: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="needs building")
+    ] = None,
+    room: Annotated[
+        list[Annotated[str, Query(min_length=1, max_length=128)]] | None,
+        Query(description="a room id to follow (repeatable)"),
+    ] = None,
+    last_event_id: Annotated[
+        str | None, Query(description="the last event id seen (the Last-Event-ID header wins)")
+    ] = None,
+    last_event_header: Annotated[
+        str | None, Header(alias="Last-Event-ID", include_in_schema=False)
+    ] = None,
+) -> StreamingResponse:
+    services = services_of(request.app)
+    if floor is not None and building is None:
+        raise InvalidInput("query.floor: 'floor' needs 'building'")
+    rooms = frozenset(room or ())
+    if len(rooms) > MAX_ROOMS:
+        raise InvalidInput(f"query.room: at most {MAX_ROOMS} rooms")
+    resume = _event_id(last_event_header if last_event_header is not None else last_event_id)
+    hub = services.stream_hub
+    subscriber, opening = await hub.open(
+        found, StreamFilter(building, floor, rooms), last_event_id=resume
+    )
+    return StreamingResponse(
+        _events(hub, subscriber, opening, heartbeat_s=services.settings.stream_heartbeat_s),
+        media_type=EVENT_STREAM,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _event_id(text: str | None) -> int | None:
+    if text is None or text == "":
+        return None
+    if not _EVENT_ID.fullmatch(text.strip()):
+        raise InvalidInput("the last event id must be an id this stream sent (a whole number)")
+    return int(text.strip())
+
+
+async def _events(
+    hub: StreamHub, subscriber: Subscriber, opening: Opening, *, heartbeat_s: float
+) -> AsyncIterator[bytes]:
+    """The client's stream: what it is sent first, then what the hub queues for it, until it
+    disconnects (the response's task is cancelled) or its tenant goes."""
+    metrics = hub.metrics
+    try:
+        yield b"retry: 2000\n\n" + _opening_text(hub, subscriber, opening)
+        while not subscriber.ended:
+            if subscriber.reset_reason is not None:
+                yield _opening_text(hub, subscriber, hub.current(subscriber))
+                continue
+            deliveries = subscriber.take()
+            if deliveries:
+                lines = room_lines(deliveries, subscriber)
+                metrics.events.labels("room").inc(len(lines))
+                yield b"".join(lines)
+                continue
+            try:
+                await asyncio.wait_for(subscriber.ready.wait(), heartbeat_s)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+    finally:
+        hub.close(subscriber)
+
+
+def _opening_text(hub: StreamHub, subscriber: Subscriber, opening: Opening) -> bytes:
+    at = hub.now().isoformat().replace("+00:00", "Z")
+    if opening.kind == "resume":
+        lines = room_lines(opening.missed, subscriber)
+        hub.metrics.events.labels("room").inc(len(lines))
+        return b"".join(lines)
+    if opening.kind == "reset":
+        assert opening.reason is not None
+        hub.metrics.events.labels("reset").inc()
+        hub.metrics.resets.labels(opening.reason).inc()
+        body = rooms_body(at, opening.frames, reason=opening.reason)
+    else:
+        hub.metrics.events.labels("snapshot").inc()
+        body = rooms_body(at, opening.frames)
+    return whole_event(opening.kind, opening.position, body, subscriber)

@@ -1,0 +1,144 @@
+"""The change stream over a real socket: snapshot first, one event per changed room to the
+clients that follow it, resume without gap or duplicate, and a freed subscriber on disconnect."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx
+
+from bookingcache.read.stream import StreamHub
+from tests.stream.conftest import StreamTenant
+from tests.support.sse import open_stream
+from tests.support.waiting import until
+
+
+async def test_snapshot_first_then_one_event_per_changed_room(
+    tenant: StreamTenant, http: httpx.AsyncClient, hub: StreamHub
+) -> None:
+    floor1 = dict(building="HQ", floor="1")
+    async with (
+        open_stream(http, tenant.url, headers=tenant.reader, **floor1) as first,
+        open_stream(
+            http, tenant.url, ticket=await tenant.ticket(), building="HQ", floor="2"
+        ) as second,
+    ):
+        [snapshot] = await first.wait(1)
+        assert first.first_line == "retry: 2000"
+        assert snapshot.event == "snapshot"
+        assert [room["room"] for room in snapshot.json["rooms"]] == ["r1", "r2"]
+        assert snapshot.json["rooms"][0]["status"] == "free"
+        [other] = await second.wait(1)
+        assert [room["room"] for room in other.json["rooms"]] == ["r3"]
+
+        await tenant.book("r1@contoso.example", "Weekly")
+        events = await first.wait(2)
+        assert events[1].event == "room"
+        state = events[1].json
+        assert state["room"] == "r1"
+        assert state["status"] == "busy"
+        assert state["current"]["title"] == "Weekly"
+        assert int(events[1].id or 0) > int(snapshot.id or 0)
+
+        # The other floor's client hears of its own room's change, and of nothing before it.
+        await tenant.book("r3@contoso.example", "Review")
+        events = await second.wait(2)
+        assert [e.json["room"] for e in events[1:]] == ["r3"]
+        assert [e.json["room"] for e in first.events[1:]] == ["r1"]
+    await until(lambda: hub.subscriber_count == 0, what="the subscribers freed")
+
+
+async def test_resume_sends_each_missed_room_once_in_feed_order(
+    tenant: StreamTenant, http: httpx.AsyncClient
+) -> None:
+    async with open_stream(http, tenant.url, headers=tenant.reader, building="HQ") as before:
+        [snapshot] = await before.wait(1)
+    # Changes while nobody listens: r1 twice, r2 once, a room of another building.
+    await tenant.book("r1@contoso.example", "One")
+    await tenant.book("r2@contoso.example", "Two")
+    await tenant.book("r4@contoso.example", "Elsewhere")
+    await tenant.book("r1@contoso.example", "Three")
+    newest = await tenant.store.last_change_seq()
+
+    expected = ["r2", "r1"]
+    for how in ("header", "query"):
+        options: dict[str, str] = {"building": "HQ"}
+        headers = dict(tenant.reader)
+        if how == "header":
+            headers["Last-Event-ID"] = str(snapshot.id)
+        else:
+            options["last_event_id"] = str(snapshot.id)
+        async with open_stream(http, tenant.url, headers=headers, **options) as again:
+            count = len(expected)
+            missed = await again.wait(count)
+            assert [(e.event, e.json["room"]) for e in missed] == [("room", r) for r in expected]
+            assert missed[1].json["current"]["title"] == "Three"
+            ids = [int(e.id) for e in missed if e.id is not None]
+            assert ids == sorted(set(ids))
+            assert ids[-1] == newest
+            # Live changes follow on, with higher ids; nothing else was sent.
+            await tenant.book("r3@contoso.example", f"Live {how}")
+            live = await again.wait(count + 1)
+            assert live[count].json["room"] == "r3"
+            assert int(live[count].id or 0) > newest
+            assert len(again.events) == count + 1
+            newest = int(live[count].id or 0)
+        expected.append("r3")
+
+
+async def test_an_id_the_feed_no_longer_holds_gets_a_reset(
+    tenant: StreamTenant, http: httpx.AsyncClient
+) -> None:
+    async with open_stream(http, tenant.url, headers=tenant.reader) as before:
+        [snapshot] = await before.wait(1)
+    await tenant.book("r1@contoso.example", "One")
+    await tenant.book("r2@contoso.example", "Two")
+    # The retention passes: only the newest row is kept.
+    await tenant.store.prune_changes(before=tenant.clock.now() + dt.timedelta(days=1))
+    headers = {**tenant.reader, "Last-Event-ID": str(snapshot.id)}
+    async with open_stream(http, tenant.url, headers=headers) as again:
+        [reset] = await again.wait(1)
+    assert reset.event == "reset"
+    assert reset.json["reason"] == "expired"
+    assert {room["room"]: room["status"] for room in reset.json["rooms"]} == {
+        "r1": "busy",
+        "r2": "busy",
+        "r3": "free",
+        "r4": "free",
+    }
+    assert int(reset.id or 0) == await tenant.store.last_change_seq()
+
+
+async def test_time_passing_changes_the_status(
+    tenant: StreamTenant, http: httpx.AsyncClient
+) -> None:
+    await tenant.book("r1@contoso.example", "Later", "09:30", "10:00")
+    async with open_stream(http, tenant.url, headers=tenant.reader, room="r1") as stream:
+        [snapshot] = await stream.wait(1)
+        [room] = snapshot.json["rooms"]
+        assert room["status"] == "free"
+        assert (room["next_change_at"], room["next_status"]) == ("2026-11-23T09:30:00Z", "busy")
+        assert room["next"]["title"] == "Later"
+        assert room["current"] is None
+        tenant.clock.advance(dt.timedelta(minutes=31))
+        events = await stream.wait(2)
+        started = events[1].json
+        assert (started["status"], started["current"]["title"], started["next"]) == (
+            "busy",
+            "Later",
+            None,
+        )
+        # Time-driven events carry no id: they belong to the position already sent.
+        assert events[1].id is None
+        # The calendar turns stale an hour after its last sync.
+        tenant.clock.advance(dt.timedelta(hours=1))
+        events = await stream.wait(3)
+        assert (events[2].json["status"], events[2].json["stale"]) == ("unknown", True)
+
+
+async def test_heartbeat_comments_keep_the_connection_busy(
+    tenant: StreamTenant, http: httpx.AsyncClient
+) -> None:
+    # The served app's heartbeat interval is short (the ``stream_settings`` fixture).
+    async with open_stream(http, tenant.url, headers=tenant.reader) as stream:
+        assert await stream.wait_comment() == "keep-alive"
