@@ -3,11 +3,13 @@ clients that follow it, resume without gap or duplicate, and a freed subscriber 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import httpx
 
 from bookingcache.read.stream import StreamHub
+from bookingcache.store.port import Store
 from tests.stream.conftest import StreamTenant
 from tests.support.sse import open_stream
 from tests.support.waiting import until
@@ -28,6 +30,9 @@ async def test_snapshot_first_then_one_event_per_changed_room(
         assert snapshot.event == "snapshot"
         assert [room["room"] for room in snapshot.json["rooms"]] == ["r1", "r2"]
         assert snapshot.json["rooms"][0]["status"] == "free"
+        # The next meeting may be days ahead; the status changes no more today.
+        assert snapshot.json["rooms"][1]["next"]["start"] == "2026-11-25T09:00:00Z"
+        assert snapshot.json["rooms"][1]["next_change_at"] is None
         [other] = await second.wait(1)
         assert [room["room"] for room in other.json["rooms"]] == ["r3"]
 
@@ -142,3 +147,17 @@ async def test_heartbeat_comments_keep_the_connection_busy(
     # The served app's heartbeat interval is short (the ``stream_settings`` fixture).
     async with open_stream(http, tenant.url, headers=tenant.reader) as stream:
         assert await stream.wait_comment() == "keep-alive"
+
+
+async def test_a_change_another_process_wrote_reaches_the_stream(
+    tenant: StreamTenant, http: httpx.AsyncClient, other_store: Store
+) -> None:
+    """Written through a store of its own, as a separate worker would: PostgreSQL announces it,
+    on SQLite the hub reads the change feed while anyone listens."""
+    async with open_stream(http, tenant.url, headers=tenant.reader, room="r2") as stream:
+        await stream.wait(1)
+        elsewhere = dataclasses.replace(tenant, store=other_store)
+        await elsewhere.book("r2@contoso.example", "From the worker")
+        events = await stream.wait(2)
+    assert events[1].json["current"]["title"] == "From the worker"
+    assert int(events[1].id or 0) == await other_store.last_change_seq()

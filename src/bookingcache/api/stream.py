@@ -73,7 +73,9 @@ class RoomStateOut(BaseModel):
     )
     next_status: RoomStatus | None
     current: MeetingOut | None = Field(description="the meeting giving the status now")
-    next: MeetingOut | None = Field(description="the next meeting starting today")
+    next: MeetingOut | None = Field(
+        description="the next meeting to start, within the cached horizon (about 15 days)"
+    )
 
 
 class StreamSnapshotOut(BaseModel):

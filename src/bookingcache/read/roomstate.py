@@ -5,7 +5,8 @@ current and the next meeting (titles after the tenant's title policy) and stalen
 object, the instant it may next differ with nothing else happening (a meeting starting or
 ending, the data turning stale, the local day ending). The rules are the availability API's:
 ``status`` is ``unknown`` exactly when that API would say unknown, and the next change is looked
-for up to the end of the room's local day, as that API does by default.
+for up to the end of the room's local day, as that API does by default. The next meeting is the
+first to start after now among the events given (the read model's cached horizon).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def room_state(
             # The highest-ranked meeting running now, the earliest of those on a tie.
             if current is None or (-rank, start) < (-current[0], current[1]):
                 current = (rank, start, event, bounds)
-        elif now < start < until and (upcoming is None or start < upcoming[0]):
+        elif now < start and (upcoming is None or start < upcoming[0]):
             upcoming = (start, event, bounds)
     status = RoomStatus.UNKNOWN
     next_change_at: dt.datetime | None = None

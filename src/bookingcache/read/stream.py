@@ -252,7 +252,7 @@ class StreamHub:
             if entry is None:
                 continue
             calendar = view.calendar(entry.mailbox)
-            events = calendar.overlapping(since, end_of_day(since, entry.tz))
+            events = calendar.overlapping(since, max(view.horizon.end, end_of_day(since, entry.tz)))
             then, _ = room_state(
                 entry,
                 events,
@@ -297,6 +297,9 @@ class StreamHub:
                 await self._pass_tenant(stream, changed.get(tenant_id, {}), now)
             except NotFound:
                 self._end_tenant(tenant_id)
+            except Exception:  # one tenant's failure: its rooms are all recomputed next pass
+                log.exception("the change stream's pass of tenant %s failed", tenant_id)
+                stream.everything = True
         assert self._position is not None
         for stream in self._tenants.values():
             stream.position = max(stream.position, self._position)
@@ -346,8 +349,10 @@ class StreamHub:
     async def _frame(
         self, stream: _TenantStream, view: TenantView, entry: RoomEntry, now: dt.datetime
     ) -> RoomFrame:
-        until = end_of_day(now, entry.tz)
+        """The room's state from the cached events from now to the end of the horizon (the
+        next meeting may be days ahead), or to the end of its day when now is past it."""
         calendar = view.calendar(entry.mailbox)
+        until = max(view.horizon.end, end_of_day(now, entry.tz))
         if view.covers(now, until):
             events = calendar.overlapping(now, until)
         else:
