@@ -1,7 +1,16 @@
 """What ``bookingcache bench freshness`` does once everything runs: it books, moves and cancels
 meetings through the emulator's control API at a fixed rate (``Run.drive``), polls the bulk
-availability API for the rooms whose changes it has not seen yet (``Run.observe``), and sums up
-(``measure``)."""
+availability API for the rooms whose changes it has not seen yet (``Run.observe``), follows the
+change stream of every floor (``Run.on_stream``), and sums up (``measure``).
+
+Every change alters what the stream shows of its room, so that each has a stream latency too:
+a booking (or a booking moved) takes a slot earlier than any the room was given before, so it
+becomes the room's next meeting; a cancellation takes the room's next meeting away, and is made
+only when no earlier booking of the room is still unconfirmed (else a booking is made instead).
+A change is seen on the stream by the first ``room`` event of its room, arriving after the
+change was sent, whose next meeting starts where the change says (or, cancelled, no longer
+there), or where a later change of the room says: the stream sends states, and one refresh may
+carry two changes of a calendar."""
 
 from __future__ import annotations
 
@@ -9,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import random
 import ssl
 import time
@@ -18,6 +28,7 @@ from typing import Any
 import httpx
 
 from bookingcache.tools.bench.http import BenchError, percentile
+from bookingcache.tools.bench.sse import StreamClient
 
 TENANT = "bench"
 ADMIN_TOKEN = "bench-admin-" + "0123456789abcdef"
@@ -25,6 +36,7 @@ ORGANIZER = "organizer@bench.example"
 SLOT = dt.timedelta(minutes=30)
 BOOKING = dt.timedelta(minutes=15)
 SLOTS_PER_ROOM = 10 * 48
+ROOMS_PER_FLOOR = 100
 
 
 def mailbox(index: int) -> str:
@@ -33,6 +45,10 @@ def mailbox(index: int) -> str:
 
 def room_id(index: int) -> str:
     return f"room-{index:04d}"
+
+
+def floor_of(index: int) -> str:
+    return str(index // ROOMS_PER_FLOOR)
 
 
 @dataclass(slots=True)
@@ -44,6 +60,11 @@ class Change:
     booking: str | None = None
     slot: int | None = None  # the slot the booking holds once this change is seen
     seen: float | None = None
+    # The stream shows it when the room's next meeting starts at ``next_start`` (or, for a
+    # cancellation, no longer does).
+    next_start: str = ""
+    cancelled: bool = False
+    stream_seen: float | None = None
 
 
 def _iso(instant: dt.datetime) -> str:
@@ -77,20 +98,28 @@ class Run:
         self.pending: list[Change] = []
         # room -> booking id -> slot index, for bookings whose creation was seen
         self.bookings: dict[int, dict[str, int]] = {}
-        self.free_slots: dict[int, list[int]] = {}
         base = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         self.first_slot = base + dt.timedelta(days=1)
         self.window = (base, base + dt.timedelta(days=12))
         self.failures = 0
         self.poll_errors = 0
+        # The slot below every one the room was given: the next booking's.
+        self.lowest: dict[int, int] = {}
+        self.stream_pending: dict[int, list[Change]] = {}
+        self.stream_events = 0
+        self.streamed = asyncio.Event()  # set by every stream event
 
     def span(self, slot: int) -> tuple[dt.datetime, dt.datetime]:
         start = self.first_slot + slot * SLOT
         return start, start + BOOKING
 
     def take_slot(self, room: int) -> int:
-        slots = self.free_slots.setdefault(room, list(range(SLOTS_PER_ROOM)))
-        return slots.pop(self.rng.randrange(len(slots)))
+        """A slot earlier than any the room was given (its next meeting once booked)."""
+        slot = self.lowest.get(room, SLOTS_PER_ROOM) - 1
+        if slot < 0:
+            raise BenchError("a room ran out of slots: use more rooms or a shorter run")
+        self.lowest[room] = slot
+        return slot
 
     async def mutate(self) -> None:
         room = self.rng.randrange(self.args.rooms)
@@ -99,23 +128,27 @@ class Run:
         roll = self.rng.random()
         sent = time.perf_counter()
         body: dict[str, str] | None = None
+        earliest = min(confirmed.items(), key=lambda item: item[1]) if confirmed else None
         if confirmed and roll < 0.25:
             booking, old = self.rng.choice(list(confirmed.items()))
             del confirmed[booking]
             new = self.take_slot(room)
             change = Change(room, self.span(new), self.span(old), sent, booking, slot=new)
             start, end = self.span(new)
+            change.next_start = _iso(start)
             method, path = "POST", f"/mailboxes/{upn}/events/{booking}/move"
             body = {"start": _iso(start), "end": _iso(end)}
-        elif confirmed and roll < 0.40:
-            booking, old = self.rng.choice(list(confirmed.items()))
+        elif earliest is not None and earliest[1] == self.lowest[room] and roll < 0.40:
+            booking, old = earliest
             del confirmed[booking]
             change = Change(room, None, self.span(old), sent, booking)
+            change.next_start, change.cancelled = _iso(self.span(old)[0]), True
             method, path = "DELETE", f"/mailboxes/{upn}/events/{booking}"
         else:
             slot = self.take_slot(room)
             start, end = self.span(slot)
             change = Change(room, (start, end), None, sent, slot=slot)
+            change.next_start = _iso(start)
             method, path = "POST", f"/mailboxes/{upn}/bookings"
             body = {
                 "organizer": ORGANIZER,
@@ -124,6 +157,8 @@ class Run:
                 "end": _iso(end),
             }
         self.pending.append(change)
+        # Before the call: its event may arrive before the call's answer does.
+        self.stream_pending.setdefault(room, []).append(change)
         try:
             response = await self.control.request(method, path, json=body)
         except httpx.TransportError:
@@ -133,15 +168,39 @@ class Run:
             self.failures += 1
             if change in self.pending:
                 self.pending.remove(change)
+            if change in self.stream_pending.get(room, []):
+                self.stream_pending[room].remove(change)
             return
         if change.booking is None:
             change.booking = str(response.json()["id"])
-        if change.free is not None:
-            self.free_slots[room].append(self.slot_of(change.free))
         self.changes.append(change)
 
-    def slot_of(self, span: tuple[dt.datetime, dt.datetime]) -> int:
-        return int((span[0] - self.first_slot) / SLOT)
+    def on_stream(self, event: str, data: bytes, _id: str | None, arrived: float) -> None:
+        """A change-stream event: the room's pending changes it shows are seen."""
+        if event != "room":
+            return
+        self.stream_events += 1
+        self.streamed.set()
+        state = json.loads(data)
+        room = int(state["room"].split("-")[1])
+        waiting = self.stream_pending.get(room)
+        if not waiting:
+            return
+        upcoming = state["next"]["start"] if state["next"] else None
+        shown = [
+            change
+            for change in waiting
+            if (upcoming != change.next_start) == change.cancelled and change.sent < arrived
+        ]
+        if not shown:
+            return
+        # A state that shows a change holds the room's earlier changes too (two refreshes of
+        # one calendar may have become one, and the stream shows states, not each write).
+        newest = max(change.sent for change in shown)
+        for change in waiting:
+            if change.sent <= newest:
+                change.stream_seen = arrived
+        self.stream_pending[room] = [change for change in waiting if change.sent > newest]
 
     async def observe_once(self) -> None:
         if not self.pending:
@@ -213,24 +272,51 @@ class Run:
         await self.control.aclose()
 
 
+def _stream_pending(run: Run) -> int:
+    return sum(
+        1 for waiting in run.stream_pending.values() for change in waiting if change in run.changes
+    )
+
+
 async def measure(
     args: argparse.Namespace, info: dict[str, Any], service_url: str, verify: ssl.SSLContext
 ) -> dict[str, Any]:
     run = Run(args, service_url, info["control_url"], verify)
+    floors = sorted({floor_of(index) for index in range(args.rooms)}, key=int)
+    streams = [
+        StreamClient(
+            service_url,
+            f"/v1/tenants/{TENANT}/stream?building=HQ&floor={floor}",
+            ADMIN_TOKEN,
+            run.on_stream,
+        )
+        for floor in floors
+    ]
+    readers = [asyncio.create_task(stream.run()) for stream in streams]
     try:
+        await asyncio.wait_for(asyncio.gather(*(s.connected.wait() for s in streams)), 30)
         await run.control.post("/counters/reset")
         stop = asyncio.Event()
         observer = asyncio.create_task(run.observe(stop))
         await run.drive()
         run.driven = True
+        deadline = time.perf_counter() + args.settle
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(run.drained.wait(), timeout=args.settle)
+        while _stream_pending(run) and time.perf_counter() < deadline:
+            run.streamed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.streamed.wait(), deadline - time.perf_counter())
         stop.set()
         await observer
         counters = (await run.control.get("/counters")).json()
     finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
         await run.aclose()
     latencies = [(c.seen - c.sent) * 1000 for c in run.changes if c.seen is not None]
+    streamed = [(c.stream_seen - c.sent) * 1000 for c in run.changes if c.stream_seen is not None]
     requests = sum(counters.get("requests_per_mailbox", {}).values())
     if not latencies:
         raise BenchError("no change became visible")
@@ -245,6 +331,10 @@ async def measure(
         "graph_requests_per_mutation": round(requests / max(1, len(run.changes)), 3),
         "graph_throttled": counters.get("throttled", 0),
         "lost": len(run.pending),
+        "stream_p50_ms": round(percentile(streamed, 0.50), 1) if streamed else None,
+        "stream_p99_ms": round(percentile(streamed, 0.99), 1) if streamed else None,
+        "stream_lost": _stream_pending(run),
+        "stream_events": run.stream_events,
         "control_failures": run.failures,
         "poll_errors": run.poll_errors,
         "split": args.split,

@@ -1,5 +1,5 @@
 """``bookingcache bench freshness``: how long a change in Microsoft 365 takes to show in the
-availability API, end to end through real processes.
+availability API and on the change stream, end to end through real processes.
 
 A Graph emulator (``graph-emulator``, TLS) holds the room mailboxes and delivers change
 notifications to the service's Alternative 1 intake over loopback HTTP; the service
@@ -10,9 +10,12 @@ the worker reads the calendars through the connector, with ``--source push`` the
 carry them. The connector then creates the subscriptions, as the service's orchestration asks.
 
 The benchmark books, moves and cancels meetings through the emulator's control API at a
-fixed rate and polls the bulk availability API for the rooms with changes still unseen. A
-change's latency runs from just before its control call to the first availability answer that
-shows it; a change never seen within the settle time counts as lost. Graph requests per change
+fixed rate and polls the bulk availability API for the rooms with changes still unseen, while
+one change-stream client per floor (``?building=HQ&floor=N``, 100 rooms a floor) follows the
+stream. A change's latency runs from just before its control call to the first availability
+answer that shows it (``p50_ms``...), and to the first stream event of its room that shows it
+(``stream_p50_ms``, ``stream_p99_ms``); a change never seen within the settle time counts as
+lost (``lost``, ``stream_lost``). Graph requests per change
 come from the emulator's per-mailbox request counters.
 """
 
@@ -45,6 +48,7 @@ from bookingcache.tools.bench.activity import (
     ADMIN_TOKEN,
     ORGANIZER,
     TENANT,
+    floor_of,
     mailbox,
     measure,
     room_id,
@@ -161,6 +165,7 @@ async def _import_rooms(args: argparse.Namespace, service_url: str) -> None:
                 "mailbox": mailbox(i),
                 "name": f"Room {i:04d}",
                 "building": "HQ",
+                "floor": floor_of(i),
             }
             for i in range(args.rooms)
         ]
