@@ -23,6 +23,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bookingcache.tools.bench.freshness",
         "change in the Graph emulator to change in the availability API, end to end",
     ),
+    "stream": (
+        "bookingcache.tools.bench.stream",
+        "many change-stream clients on one service process: delivery, CPU and memory",
+    ),
     "hostile": (
         "bookingcache.tools.bench.hostile",
         "oversized request targets and stalled request heads against the service",
