@@ -158,7 +158,8 @@ class Run:
             }
         self.pending.append(change)
         # Before the call: its event may arrive before the call's answer does.
-        self.stream_pending.setdefault(room, []).append(change)
+        if not self.args.no_stream:
+            self.stream_pending.setdefault(room, []).append(change)
         try:
             response = await self.control.request(method, path, json=body)
         except httpx.TransportError:
@@ -283,6 +284,8 @@ async def measure(
 ) -> dict[str, Any]:
     run = Run(args, service_url, info["control_url"], verify)
     floors = sorted({floor_of(index) for index in range(args.rooms)}, key=int)
+    if args.no_stream:
+        floors = []
     streams = [
         StreamClient(
             service_url,

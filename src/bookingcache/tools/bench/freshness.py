@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
         default="graph",
         help="the tenant's event source (push needs --alternative 2)",
     )
+    parser.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="no change-stream clients (the availability API's figures without them)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
