@@ -49,6 +49,9 @@ _FEED_PAGE = 1000
 # changed nothing writes no feed row).
 _STALE_RECHECK = dt.timedelta(seconds=5)
 _FAILED_PASS_PAUSE_S = 1.0
+# Passes start at least this far apart: the commits of a burst are read, re-read and handed out
+# together (one feed read and one calendar read for many), at the cost of this much latency.
+_PASS_GAP_S = 0.02
 
 
 @dataclass(slots=True)
@@ -60,6 +63,7 @@ class _TenantStream:
     position: int = 0
     rooms_ref: object = None
     next_due: dt.datetime | None = None
+    stale: set[str] = field(default_factory=set)  # rooms whose calendar is stale
     stale_checked_at: dt.datetime | None = None
     everything: bool = False  # recompute every room in the next pass
 
@@ -271,12 +275,18 @@ class StreamHub:
             self._task = asyncio.create_task(self._run(), name="change stream hub")
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time() - _PASS_GAP_S
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_s)
+            gap = last + _PASS_GAP_S - loop.time()
+            if gap > 0:
+                await asyncio.sleep(gap)
             self._wake.clear()
             if not self._tenants:
                 continue
+            last = loop.time()
             try:
                 async with self._lock:
                     await self.run_pass()
@@ -338,6 +348,7 @@ class StreamHub:
         stream.position = position
         stream.stale_checked_at = now
         stream.next_due = _earliest(stream.frames.values())
+        stream.stale = {room_id for room_id, frame in stream.frames.items() if frame.stale}
 
     def _index(self, stream: _TenantStream, view: TenantView) -> None:
         by_mailbox: dict[str, list[str]] = {}
@@ -372,7 +383,7 @@ class StreamHub:
         rooms_dirty = tenant.id in self._dirty_rooms
         self._dirty_rooms.discard(tenant.id)
         due = stream.next_due is not None and stream.next_due <= now
-        recheck = any(frame.stale for frame in stream.frames.values()) and (
+        recheck = bool(stream.stale) and (
             stream.stale_checked_at is None or not now < stream.stale_checked_at + _STALE_RECHECK
         )
         if not (changes or everything or rooms_dirty or due or recheck):
@@ -397,7 +408,7 @@ class StreamHub:
             for mailbox in changes:
                 for room_id in stream.by_mailbox.get(mailbox, ()):
                     wanted[room_id] = view.rooms[room_id]
-            for room_id, frame in stream.frames.items():
+            for room_id, frame in stream.frames.items() if due or recheck else ():
                 if (frame.due is not None and frame.due <= now) or (recheck and frame.stale):
                     entry = view.rooms.get(room_id)
                     if entry is not None:
@@ -412,15 +423,26 @@ class StreamHub:
         for frame in computed:
             previous = stream.frames.get(frame.room_id)
             stream.frames[frame.room_id] = frame
+            if frame.stale:
+                stream.stale.add(frame.room_id)
+            else:
+                stream.stale.discard(frame.room_id)
             if previous is None or previous.data != frame.data:
                 deliveries.append(Delivery(seqs.get(frame.room_id), frame))
-        gone = [room_id for room_id in stream.frames if room_id not in view.rooms]
-        for room_id in gone:
-            frame = stream.frames.pop(room_id)
-            for subscriber in stream.subscribers:
-                if subscriber.filter.matches(room_id, frame.building, frame.floor):
-                    subscriber.reset(RESET_ROOMS)
-        stream.next_due = _earliest(stream.frames.values())
+        if everything or reindexed or due:
+            gone = [room_id for room_id in stream.frames if room_id not in view.rooms]
+            for room_id in gone:
+                frame = stream.frames.pop(room_id)
+                stream.stale.discard(room_id)
+                for subscriber in stream.subscribers:
+                    if subscriber.filter.matches(room_id, frame.building, frame.floor):
+                        subscriber.reset(RESET_ROOMS)
+            stream.next_due = _earliest(stream.frames.values())
+        else:  # only these rooms' times moved; one moved later makes a pass that finds none
+            dues = [frame.due for frame in computed if frame.due is not None]
+            if stream.next_due is not None:
+                dues.append(stream.next_due)
+            stream.next_due = min(dues) if dues else None
         stream.everything = False
         if deliveries:
             deliveries.sort(key=lambda item: (item.seq or 0, item.frame.room_id))
