@@ -237,7 +237,7 @@ async def _events(
 ) -> AsyncIterator[bytes]:
     """The client's stream: what it is sent first, then what the hub queues for it, until it
     disconnects (the response's task is cancelled) or its tenant goes."""
-    metrics = hub.metrics
+    room_events = hub.metrics.events.labels("room")
     try:
         yield b"retry: 2000\n\n" + _opening_text(hub, subscriber, opening)
         while not subscriber.ended:
@@ -247,11 +247,12 @@ async def _events(
             deliveries = subscriber.take()
             if deliveries:
                 lines = room_lines(deliveries, subscriber)
-                metrics.events.labels("room").inc(len(lines))
+                room_events.inc(len(lines))
                 yield b"".join(lines)
                 continue
             try:
-                await asyncio.wait_for(subscriber.ready.wait(), heartbeat_s)
+                async with asyncio.timeout(heartbeat_s):
+                    await subscriber.ready.wait()
             except TimeoutError:
                 yield b": keep-alive\n\n"
     finally:

@@ -60,6 +60,9 @@ class _TenantStream:
     frames: dict[str, RoomFrame] = field(default_factory=dict)
     by_mailbox: dict[str, list[str]] = field(default_factory=dict)
     subscribers: set[Subscriber] = field(default_factory=set)
+    # The subscribers by the floor they follow, (building, floor); under None those that follow
+    # something else (``_place``).
+    by_place: dict[tuple[str, str] | None, set[Subscriber]] = field(default_factory=dict)
     position: int = 0
     rooms_ref: object = None
     next_due: dt.datetime | None = None
@@ -163,6 +166,7 @@ class StreamHub:
             # No await from here to the end of the block: the frames taken and the position
             # are those the live events follow on from.
             stream.subscribers.add(subscriber)
+            stream.by_place.setdefault(_place(stream_filter), set()).add(subscriber)
             self.metrics.clients.inc()
             position = stream.position
             frames = self._matching(stream, stream_filter)
@@ -186,6 +190,9 @@ class StreamHub:
         if stream is None or subscriber not in stream.subscribers:
             return
         stream.subscribers.discard(subscriber)
+        place = stream.by_place.get(_place(subscriber.filter))
+        if place is not None:
+            place.discard(subscriber)
         self.metrics.clients.dec()
         if not stream.subscribers:
             del self._tenants[subscriber.tenant_id]
@@ -446,8 +453,7 @@ class StreamHub:
         stream.everything = False
         if deliveries:
             deliveries.sort(key=lambda item: (item.seq or 0, item.frame.room_id))
-            for subscriber in stream.subscribers:
-                subscriber.offer(deliveries)
+            _hand_out(stream, deliveries)
 
     def _end_tenant(self, tenant_id: str) -> None:
         stream = self._tenants.pop(tenant_id, None)
@@ -461,3 +467,27 @@ class StreamHub:
 def _earliest(frames: Iterable[RoomFrame]) -> dt.datetime | None:
     dues = [frame.due for frame in frames if frame.due is not None]
     return min(dues) if dues else None
+
+
+def _place(stream_filter: StreamFilter) -> tuple[str, str] | None:
+    """Where a subscriber is filed in ``by_place``: the floor it follows; None for the others
+    (a building, room ids, everything), whose deliveries are filtered one by one."""
+    if stream_filter.rooms or stream_filter.building is None or stream_filter.floor is None:
+        return None
+    return stream_filter.building, stream_filter.floor
+
+
+def _hand_out(stream: _TenantStream, deliveries: list[Delivery]) -> None:
+    """Offer each subscriber the deliveries it follows: those of a floor by a lookup per floor
+    that changed (the usual map client), the others filtered one by one."""
+    floors: dict[tuple[str, str] | None, list[Delivery]] = {}
+    for item in deliveries:
+        building, floor = item.frame.building, item.frame.floor
+        if building is not None and floor is not None:
+            floors.setdefault((building, floor), []).append(item)
+    by_place = stream.by_place
+    for place, items in floors.items():
+        for subscriber in by_place.get(place, ()):
+            subscriber.offer_followed(items)
+    for subscriber in by_place.get(None, ()):
+        subscriber.offer(deliveries)

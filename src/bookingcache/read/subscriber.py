@@ -68,6 +68,10 @@ class Subscriber:
             for item in deliveries
             if self.filter.matches(item.frame.room_id, item.frame.building, item.frame.floor)
         ]
+        self.offer_followed(wanted)
+
+    def offer_followed(self, wanted: Sequence[Delivery]) -> None:
+        """Queue deliveries known to be of rooms this client follows."""
         if not wanted or self.ended:
             return
         if self.reset_reason is not None:
