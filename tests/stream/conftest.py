@@ -143,7 +143,15 @@ async def make_tenant(
     await store.import_rooms(
         tenant_id,
         [
-            Room(tenant_id, room_id, f"{room_id}@contoso.example", room_id.upper(), building, floor)
+            Room(
+                tenant_id,
+                room_id,
+                f"{room_id}@contoso.example",
+                room_id.upper(),
+                building,
+                floor,
+                capacity=8 if room_id == "r1" else None,
+            )
             for room_id, (building, floor) in rooms.items()
         ],
     )

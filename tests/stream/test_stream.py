@@ -30,6 +30,7 @@ async def test_snapshot_first_then_one_event_per_changed_room(
         assert snapshot.event == "snapshot"
         assert [room["room"] for room in snapshot.json["rooms"]] == ["r1", "r2"]
         assert snapshot.json["rooms"][0]["status"] == "free"
+        assert [room["capacity"] for room in snapshot.json["rooms"]] == [8, None]
         # The next meeting may be days ahead; the status changes no more today.
         assert snapshot.json["rooms"][1]["next"]["start"] == "2026-11-25T09:00:00Z"
         assert snapshot.json["rooms"][1]["next_change_at"] is None

@@ -120,7 +120,7 @@ def room_state(
         "name": room.name,
         "building": room.building,
         "floor": room.floor,
-        "capacity": getattr(room, "capacity", None),
+        "capacity": room.capacity,
         "status": status.value,
         "stale": stale,
         "next_change_at": _text(next_change_at),
