@@ -36,7 +36,13 @@ from bookingcache.store.sql.schema import metadata
 from bookingcache.store.sql.store import SqlStore, open_store
 from tests.support import secrets_scan
 from tests.support.auth import ADMIN_TOKEN
-from tests.support.databases import POSTGRES_ENV, asyncpg_dsn, opened_store
+from tests.support.databases import (
+    POSTGRES_ENV,
+    SECRETS_KEY,
+    asyncpg_dsn,
+    opened_store,
+    sealing_box,
+)
 
 T = TypeVar("T")
 
@@ -56,7 +62,7 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
 
 
 async def _migrate(url: str) -> None:
-    store = await open_store(url, migrate=True)
+    store = await open_store(url, box=sealing_box(), migrate=True)
     await store.close()
 
 
@@ -211,6 +217,7 @@ def settings(tmp_path: Path, database_url: str, admin_token: str) -> Settings:
         data_dir=tmp_path / "data",
         database_url=database_url,
         admin_token=SecretStr(admin_token),
+        secrets_key=SecretStr(SECRETS_KEY),
         database_wait_s=0,
     )
 

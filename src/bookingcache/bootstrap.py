@@ -43,11 +43,14 @@ from bookingcache.settings import (
     SyncSettings,
     admin_token_of,
     ensure_admin_token,
+    ensure_secrets_key,
+    secrets_keys_of,
 )
 from bookingcache.store.inbox import Inbox
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
 from bookingcache.store.probe import DatabaseMetrics, DatabaseProbe
+from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql.inbox import SqlInbox
 from bookingcache.store.sql.jobs import SqlJobQueue
 from bookingcache.store.sql.notices import NoticesCollector
@@ -192,9 +195,15 @@ class Container:
         await self.store.close()
 
 
+def secret_box(settings: Settings) -> SecretBox:
+    """What seals the stored secrets: the settings' keys (``ensure_secrets_key``)."""
+    return SecretBox(secrets_keys_of(ensure_secrets_key(settings)))
+
+
 async def open_store_when_ready(settings: Settings, *, clock: Clock) -> SqlStore:
     """Open the store and migrate it to head, waiting up to ``database_wait_s`` for a database
     that is still starting (a container orchestrator may start us first)."""
+    box = secret_box(settings)
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         # Private: the database in it holds the tenants' secrets (an existing one is kept as is).
@@ -202,12 +211,22 @@ async def open_store_when_ready(settings: Settings, *, clock: Clock) -> SqlStore
     deadline = time.monotonic() + settings.database_wait_s
     while True:
         try:
-            return await open_store(url, migrate=True, clock=clock, fsync=settings.fsync)
+            return await open_store(url, box=box, migrate=True, clock=clock, fsync=settings.fsync)
         except StoreUnavailable as exc:
             if time.monotonic() >= deadline:
                 raise
             log.warning("database not ready, retrying: %s", exc)
             await asyncio.sleep(_DATABASE_RETRY_S)
+
+
+async def reseal_secrets(settings: Settings) -> int:
+    """Open the store (migrating it) and seal every stored secret again with the newest key of
+    ``BOOKINGCACHE_SECRETS_KEY``; how many were sealed (``bookingcache admin reseal``)."""
+    store = await open_store_when_ready(settings, clock=SystemClock())
+    try:
+        return await store.reseal_secrets()
+    finally:
+        await store.close()
 
 
 async def build_container(
@@ -217,8 +236,10 @@ async def build_container(
     metrics: CollectorRegistry | None = None,
     transports: Transports | None = None,
 ) -> Container:
-    """Every part of a service process, built and wired, nothing started."""
+    """Every part of a service process, built and wired, nothing started. Outside development
+    the settings must carry the secrets key (``ensure_secrets_key``)."""
     check_outbound_settings(settings)
+    settings = ensure_secrets_key(settings)
     if settings.public_base_url is None and settings.environment != "development":
         # The default, http://host:port, is for development: the orchestrator refuses to hand
         # it to a connector (contract.outbound) and says so on each calendar's health.

@@ -15,7 +15,8 @@
     ├── Forbidden               403: a valid token that may not do this
     ├── TooManyFailedAttempts   429: failed authentication over its budget, with Retry-After
     ├── StoreUnavailable        503: the database could not be reached or written
-    │   └── NotPersisted        503: accepted notifications could not be stored (sender retries)
+    │   ├── NotPersisted        503: accepted notifications could not be stored (sender retries)
+    │   └── SecretsUnreadable   503: stored secrets do not open with the configured keys
     └── UpstreamError           502/503: Graph or the connector failed
         └── Throttled           429/503 upstream with Retry-After
 
@@ -88,6 +89,11 @@ class StoreUnavailable(BookingCacheError):
 
 class NotPersisted(StoreUnavailable):
     pass
+
+
+class SecretsUnreadable(StoreUnavailable):
+    """A sealed secret in the database does not open with any configured key (a wrong or
+    missing ``BOOKINGCACHE_SECRETS_KEY``), or a value that should be sealed is not."""
 
 
 class UpstreamError(BookingCacheError):

@@ -5,14 +5,17 @@
 Tests and tools build them directly. Only the composition root reads them from the environment
 (``bootstrap.settings_from_environment``: ``BOOKINGCACHE_*``, ``BOOKINGCACHE_SYNC_*``,
 ``BOOKINGCACHE_ORCHESTRATION_*``); nothing here reads the environment or touches the disk. The
-admin token file in the data directory is read or written by ``ensure_admin_token``, which the
-composition root calls.
+admin token and secrets key files in the data directory are read or written by
+``ensure_admin_token`` and ``ensure_secrets_key``, which the composition root calls.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,6 +25,7 @@ from pydantic_settings import NoDecode
 from bookingcache.errors import InvalidInput
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 (a file name, not a secret)
+SECRETS_KEY_FILE = "secrets-key"
 DATABASE_FILE = "bookingcache.db"
 MIN_SECRET_LENGTH = 16
 
@@ -179,6 +183,12 @@ class Settings(BaseModel):
         default=None, description="URL the service is reached at; default http://host:port"
     )
     admin_token: SecretStr | None = None
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="the keys that seal the tenants' stored secrets (Fernet keys, "
+        "comma-separated, newest first: the first seals, every one opens); required outside "
+        "development, where a key is generated into the data directory",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="browser origins allowed to call the API (comma-separated), e.g. the map's",
@@ -359,6 +369,14 @@ class Settings(BaseModel):
             )
         return self
 
+    @field_validator("secrets_key")
+    @classmethod
+    def _check_secrets_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parse_secrets_keys(value.get_secret_value())
+        return value
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -388,25 +406,82 @@ def admin_token_with_origin(settings: Settings) -> tuple[Settings, AdminTokenOri
     this call, which alone may show it)."""
     if settings.admin_token is not None:
         return settings, "configured"
-    path = settings.data_dir / ADMIN_TOKEN_FILE
-    token = _read_token_file(path)
-    origin: AdminTokenOrigin = "stored"
-    if token is None:
-        origin = "generated"
-        token = secrets.token_urlsafe(32)
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # O_EXCL: two processes starting together must not each write a different token.
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            stored = _read_token_file(path)
-            if stored is None:
-                raise InvalidInput(f"{path} exists but holds no token") from None
-            token, origin = stored, "stored"
-        else:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(token + "\n")
+    token, origin = _stored_or_generated(
+        settings.data_dir, ADMIN_TOKEN_FILE, lambda: secrets.token_urlsafe(32)
+    )
     return settings.model_copy(update={"admin_token": SecretStr(token)}), origin
+
+
+def _stored_or_generated(
+    data_dir: Path, name: str, generate: Callable[[], str]
+) -> tuple[str, AdminTokenOrigin]:
+    """The secret in the data directory's file ``name``, or a new one written there (readable
+    by the owner only), with where it came from."""
+    path = data_dir / name
+    value = _read_token_file(path)
+    if value is not None:
+        return value, "stored"
+    value = generate()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # O_EXCL: two processes starting together must not each write a different secret.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        stored = _read_token_file(path)
+        if stored is None:
+            raise InvalidInput(f"{path} exists but holds nothing") from None
+        return stored, "stored"
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(value + "\n")
+    return value, "generated"
+
+
+def new_secrets_key() -> str:
+    """A new key for ``BOOKINGCACHE_SECRETS_KEY`` (Fernet's format: 32 random bytes, URL-safe
+    base64)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def parse_secrets_keys(value: str) -> list[str]:
+    """The keys of a ``BOOKINGCACHE_SECRETS_KEY`` value, newest first; ``ValueError`` naming
+    the position of a key that is not 32 bytes of URL-safe base64 (never the key itself)."""
+    keys = [key.strip() for key in value.split(",") if key.strip()]
+    if not keys:
+        raise ValueError("BOOKINGCACHE_SECRETS_KEY holds no key")
+    for position, key in enumerate(keys, start=1):
+        try:
+            raw = base64.urlsafe_b64decode(key.encode("ascii"))
+        except (binascii.Error, UnicodeEncodeError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError(
+                f"key {position} of BOOKINGCACHE_SECRETS_KEY is not a key: each is 32 bytes "
+                "of URL-safe base64 (`bookingcache admin new-key` makes one)"
+            )
+    return keys
+
+
+def ensure_secrets_key(settings: Settings) -> Settings:
+    """Settings with the keys that seal stored secrets: the configured ones; in development
+    only, else the one stored in the data directory or a new one generated there. Elsewhere a
+    missing key refuses to start (``InvalidInput``): a key made up on one host would lock
+    every other process out of the secrets, and losing it loses them."""
+    if settings.secrets_key is not None:
+        return settings
+    if settings.environment != "development":
+        raise InvalidInput(
+            f"BOOKINGCACHE_SECRETS_KEY is not set: {settings.environment} needs the key that "
+            "seals the tenants' stored secrets, the same in every process (make one with "
+            "`bookingcache admin new-key` and keep it as safe as the database's backups)"
+        )
+    key, _ = _stored_or_generated(settings.data_dir, SECRETS_KEY_FILE, new_secrets_key)
+    return settings.model_copy(update={"secrets_key": SecretStr(key)})
+
+
+def secrets_keys_of(settings: Settings) -> list[str]:
+    if settings.secrets_key is None:
+        raise InvalidInput("no secrets key configured; call ensure_secrets_key first")
+    return parse_secrets_keys(settings.secrets_key.get_secret_value())
 
 
 def _read_token_file(path: Path) -> str | None:

@@ -19,6 +19,7 @@ from bookingcache.bootstrap import service_app
 from bookingcache.clock import FixedClock
 from bookingcache.settings import Settings
 from tests.support.auth import ADMIN_TOKEN
+from tests.support.databases import SECRETS_KEY
 from tests.support.servers import serve_in_thread
 
 pytestmark = pytest.mark.slow
@@ -49,6 +50,7 @@ def served(tmp_path: Path, database_url: str) -> Iterator[str]:
         data_dir=tmp_path / "data",
         database_url=database_url,
         admin_token=SecretStr(ADMIN_TOKEN),
+        secrets_key=SecretStr(SECRETS_KEY),
         database_wait_s=0,
     )
     with serve_in_thread(service_app(settings, clock=FixedClock(dt.datetime.now(dt.UTC)))) as url:

@@ -20,6 +20,7 @@ from bookingcache.clock import FixedClock
 from bookingcache.settings import Settings
 from bookingcache.store.sql.store import SqlStore
 from tests.support.auth import ADMIN, ADMIN_TOKEN
+from tests.support.databases import SECRETS_KEY
 from tests.support.servers import serve_in_thread
 from tests.support.signing import sign
 from tests.support.tenants import add_org
@@ -152,6 +153,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) ->
         data_dir=tmp_path / "data",
         database_url=database_url,
         admin_token=SecretStr(ADMIN_TOKEN),
+        secrets_key=SecretStr(SECRETS_KEY),
         database_wait_s=0,
         trusted_proxy_hops=request.param,
     )

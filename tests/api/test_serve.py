@@ -13,10 +13,19 @@ import pytest
 
 from bookingcache.tools import processes
 from bookingcache.tools.processes import command, serve_command
+from tests.support.databases import SECRETS_KEY
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 BANNER = re.compile(r"listening on (http://127\.0\.0\.1:\d+) admin token: (\S+) \(new; kept in ")
+
+
+def _environment() -> dict[str, str]:
+    """The test's environment without its ``BOOKINGCACHE_*`` settings, with a secrets key
+    (production, the default, needs one)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKINGCACHE_")}
+    env["BOOKINGCACHE_SECRETS_KEY"] = SECRETS_KEY
+    return env
 
 
 def _first_line(data_dir: Path, env: dict[str, str], log: Path) -> str:
@@ -30,7 +39,7 @@ def _first_line(data_dir: Path, env: dict[str, str], log: Path) -> str:
 
 @pytest.mark.slow
 def test_serve_starts_prints_and_stops_cleanly(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKINGCACHE_")}
+    env = _environment()
     data_dir = tmp_path / "data"
     log = tmp_path / "serve.log"
     child = processes.start(serve_command(data_dir), env=env, log=log)
@@ -63,7 +72,7 @@ def test_serve_starts_prints_and_stops_cleanly(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_serve_never_shows_a_configured_admin_token(tmp_path: Path) -> None:
     configured = "a-configured-admin-token-0123456789"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKINGCACHE_")}
+    env = _environment()
     env["BOOKINGCACHE_ADMIN_TOKEN"] = configured
     log = tmp_path / "serve.log"
     line = _first_line(tmp_path / "data", env, log)
@@ -75,7 +84,7 @@ def test_serve_never_shows_a_configured_admin_token(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_serve_refuses_a_placeholder_admin_token(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKINGCACHE_")}
+    env = _environment()
     env["BOOKINGCACHE_ADMIN_TOKEN"] = "changeme"
     result = subprocess.run(
         command(
@@ -97,7 +106,7 @@ def test_serve_refuses_a_placeholder_admin_token(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_serve_reports_a_port_in_use(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKINGCACHE_")}
+    env = _environment()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -123,7 +132,7 @@ def test_serve_reports_a_port_in_use(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_served_process_takes_the_socket_peer_as_the_client_address(tmp_path: Path) -> None:
     """X-Forwarded-For from a loopback peer does not spread failed guesses over addresses."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKINGCACHE_")}
+    env = _environment()
     child = processes.start(serve_command(tmp_path / "data"), env=env, log=tmp_path / "serve.log")
     try:
         match = BANNER.search(child.ready(lambda _: True, timeout_s=START_TIMEOUT_S))

@@ -16,12 +16,17 @@ from bookingcache.cli import main
 from bookingcache.clock import SystemClock
 from bookingcache.errors import InvalidInput
 from bookingcache.settings import (
+    SECRETS_KEY_FILE,
     GraphSettings,
     Settings,
     SyncSettings,
     admin_token_of,
     ensure_admin_token,
+    ensure_secrets_key,
+    new_secrets_key,
+    secrets_keys_of,
 )
+from tests.support.databases import SECRETS_KEY
 
 
 @pytest.mark.parametrize("token", ["changeme", "CHANGEME", "changethis", "secret", "changeme123"])
@@ -122,12 +127,44 @@ def test_settings_built_in_code_read_no_environment(monkeypatch: pytest.MonkeyPa
 
 
 async def test_the_data_directory_is_created_private(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "new" / "data")
+    settings = Settings(environment="development", data_dir=tmp_path / "new" / "data")
     store = await open_store_when_ready(settings, clock=SystemClock())
     await store.close()
     assert stat.S_IMODE(settings.data_dir.stat().st_mode) == 0o700
     database = settings.data_dir / "bookingcache.db"
     assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    # Development's generated secrets key is the owner's alone, and kept for the next start.
+    key_file = settings.data_dir / SECRETS_KEY_FILE
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text().strip()
+    assert ensure_secrets_key(settings).secrets_key == SecretStr(key)
+
+
+def test_start_up_refuses_production_without_a_secrets_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("BOOKINGCACHE_ENVIRONMENT", "BOOKINGCACHE_SECRETS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for command in (["serve", "--port", "0"], ["worker"]):
+        assert main([*command, "--data-dir", str(tmp_path)]) == 1
+        error = capsys.readouterr().err
+        assert "BOOKINGCACHE_SECRETS_KEY is not set: production needs the key" in error
+        assert "bookingcache admin new-key" in error
+        assert list(tmp_path.iterdir()) == []  # nothing opened, no key made up
+    with pytest.raises(InvalidInput, match="BOOKINGCACHE_SECRETS_KEY is not set: staging"):
+        ensure_secrets_key(Settings(environment="staging", data_dir=tmp_path))
+
+
+def test_a_secrets_key_that_is_no_key_is_refused_without_being_shown() -> None:
+    good = new_secrets_key()
+    for value in ("not-a-key-at-all", f"{good},{good[:-4]}", " , "):
+        with pytest.raises(ValidationError) as raised:
+            Settings(secrets_key=SecretStr(value))
+        assert "BOOKINGCACHE_SECRETS_KEY" in str(raised.value)
+        assert value.strip(" ,") == "" or value.strip(" ,") not in str(raised.value)
+    keys = Settings(secrets_key=SecretStr(f" {good} , {new_secrets_key()} "))
+    assert secrets_keys_of(keys)[0] == good
+    assert len(secrets_keys_of(keys)) == 2
 
 
 @pytest.mark.parametrize(
@@ -163,6 +200,7 @@ async def test_a_service_with_an_http_public_base_url_does_not_start_in_staging(
         environment="staging",
         data_dir=tmp_path,
         admin_token=SecretStr("a-real-admin-token-of-some-length"),
+        secrets_key=SecretStr(SECRETS_KEY),
         public_base_url="http://bookings.example.com",
     )
     app = service_app(settings)

@@ -21,6 +21,7 @@ from bookingcache.store.sql.schema import inbox_batches, jobs
 from bookingcache.store.sql.store import SqlStore, open_store
 from bookingcache.store.sql.subscriptions import SqlSubscriptions
 from tests.support.auth import ADMIN, ADMIN_TOKEN
+from tests.support.databases import SECRETS_KEY, sealing_box
 from tests.support.processes import ServiceProcess
 from tests.support.servers import serve_in_thread
 from tests.support.signing import sign
@@ -126,6 +127,7 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(
     env = {
         "BOOKINGCACHE_DATABASE_URL": database_url,
         "BOOKINGCACHE_ADMIN_TOKEN": ADMIN_TOKEN,
+        "BOOKINGCACHE_SECRETS_KEY": SECRETS_KEY,
         "BOOKINGCACHE_LOG_LEVEL": "WARNING",
         # Its connector listens on loopback over http, which only development allows.
         "BOOKINGCACHE_ENVIRONMENT": "development",
@@ -174,7 +176,7 @@ async def test_sigkill_mid_burst_loses_no_accepted_notification(
                     assert linked.status_code == 201, linked.text
 
             # The subscriptions the orchestration would have recorded.
-            store = await open_store(database_url, migrate=False)
+            store = await open_store(database_url, box=sealing_box(), migrate=False)
             try:
                 registry = SqlSubscriptions(store, clock=SystemClock())
                 for index, mailbox in enumerate(mailboxes):

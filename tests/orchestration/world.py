@@ -31,6 +31,7 @@ from graph_emulator.auth import App
 from graph_emulator.lifecycle import SubscriptionHub
 from graph_emulator.server import BackgroundEmulator
 from tests.support.auth import ADMIN, ADMIN_TOKEN
+from tests.support.databases import SECRETS_KEY
 from tests.support.servers import bound_socket, serve_in_thread
 
 TENANT = "contoso"
@@ -172,6 +173,7 @@ def deployment(
             data_dir=tmp / "service",
             public_base_url=service_url,
             admin_token=SecretStr(ADMIN_TOKEN),
+            secrets_key=SecretStr(SECRETS_KEY),
             run_worker=True,
             sync=sync,
             orchestration=orchestration,

@@ -15,6 +15,7 @@ from bookingcache.bootstrap import service_app
 from bookingcache.clock import FixedClock
 from bookingcache.settings import OrchestrationSettings, Settings
 from bookingcache.store.sql.store import SqlStore
+from tests.support.databases import SECRETS_KEY
 
 
 @pytest.fixture
@@ -24,6 +25,7 @@ def settings(tmp_path: Path, database_url: str, admin_token: str) -> Settings:
         data_dir=tmp_path / "data",
         database_url=database_url,
         admin_token=SecretStr(admin_token),
+        secrets_key=SecretStr(SECRETS_KEY),
         database_wait_s=0,
         orchestration=OrchestrationSettings(enabled=False),
     )

@@ -58,6 +58,7 @@ from bookingcache.bootstrap import service_app
 from bookingcache.clock import FixedClock
 from bookingcache.settings import Settings
 from tests.support.auth import ADMIN, ADMIN_TOKEN
+from tests.support.databases import SECRETS_KEY
 from tests.support.fuzzing import SigningSender, drive
 
 EXAMPLES_QUICK = 12
@@ -76,6 +77,7 @@ def run_service(tmp_path: Path, database_url: str, examples: int) -> None:
         data_dir=tmp_path,
         database_url=database_url,
         admin_token=SecretStr(ADMIN_TOKEN),
+        secrets_key=SecretStr(SECRETS_KEY),
         database_wait_s=0,
         # Every generated call comes from one client address, and the wrong-credential probes
         # would spend its failure budget: the checks here are of the answers to wrong

@@ -9,6 +9,7 @@ import datetime as dt
 from bookingcache.domain.events import BasicEvent, EventDiff
 from bookingcache.domain.tenancy import Tenant
 from bookingcache.store.sql.store import SqlStore, open_store
+from tests.support.databases import sealing_box
 from tests.support.tenants import ACME as TENANT
 
 A = "a@acme.test"
@@ -31,7 +32,7 @@ def batch(writer: int) -> list[BasicEvent]:
 async def test_concurrent_replacements_serialise(
     store: SqlStore, tenant: Tenant, database_url: str
 ) -> None:
-    second = await open_store(database_url, migrate=False)
+    second = await open_store(database_url, box=sealing_box(), migrate=False)
     try:
         stores = [store, second]
         inputs = {writer: batch(writer) for writer in range(WRITERS)}

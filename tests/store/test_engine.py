@@ -34,7 +34,7 @@ from bookingcache.store.sql.schema import (
     tenants,
 )
 from bookingcache.store.sql.store import SqlStore, open_store
-from tests.support.databases import POSTGRES_ENV, asyncpg_dsn
+from tests.support.databases import POSTGRES_ENV, asyncpg_dsn, sealing_box
 from tests.support.tenants import TENANT, add_tenant
 
 
@@ -78,13 +78,15 @@ def test_unsupported_urls_are_refused(bad: str) -> None:
 async def test_unreachable_postgresql_is_store_unavailable() -> None:
     started = time.monotonic()
     with pytest.raises(StoreUnavailable):
-        await open_store("postgresql://postgres@127.0.0.1:1/nothing")
+        await open_store("postgresql://postgres@127.0.0.1:1/nothing", box=sealing_box())
     assert time.monotonic() - started < 10
 
 
 async def test_unopenable_sqlite_is_store_unavailable(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable):
-        await open_store(f"sqlite:///{tmp_path}/missing-directory/bookingcache.db")
+        await open_store(
+            f"sqlite:///{tmp_path}/missing-directory/bookingcache.db", box=sealing_box()
+        )
 
 
 async def test_wait_for_database_gives_up_after_its_timeout() -> None:
@@ -104,7 +106,7 @@ async def test_migrations_are_at_head(store: SqlStore) -> None:
     assert await engines.migrations_at_head(store.engine)
     await store.ping()
     # Migrating again is a no-op.
-    await engines.migrate(store.engine)
+    await engines.migrate(store.engine, sealing_box())
     assert await engines.migrations_at_head(store.engine)
 
 
@@ -167,6 +169,7 @@ async def _migrate_to(engine: AsyncEngine, revision: str, *, down: bool = False)
         config = Config()
         config.set_main_option("script_location", str(Path(engines.__file__).parent / "migrations"))
         config.attributes["connection"] = connection
+        config.attributes["secret_box"] = sealing_box()
         (command.downgrade if down else command.upgrade)(config, revision)
 
     async with engine.connect() as connection:
@@ -254,10 +257,11 @@ async def test_upgrading_keeps_the_old_inbox_as_batches_and_the_last_notificatio
                         ],
                     )
                     await connection.execute(sa.insert(_OLD_INBOX), old)
-            await engines.migrate(engine)
+            await engines.migrate(engine, sealing_box())
         finally:
             await engine.dispose()
-        store = await open_store(url, migrate=False)  # refused unless at the newest schema
+        # Refused unless at the newest schema.
+        store = await open_store(url, box=sealing_box(), migrate=False)
         try:
             async with store.read() as connection:
                 batches = (
@@ -336,7 +340,7 @@ async def test_a_database_with_intake_journal_marks_upgrades_cleanly(
                         sa.insert(marks),
                         {"slot": "slot-0", "segment": 3, "byte_offset": 512, "updated_at": at},
                     )
-            await engines.migrate(engine)
+            await engines.migrate(engine, sealing_box())
             async with engine.connect() as connection:
                 tables = await connection.run_sync(
                     lambda sync: set(sa.inspect(sync).get_table_names())
@@ -402,7 +406,7 @@ async def test_rooms_linked_before_capacities_upgrade_without_one(
                             "updated_at": at,
                         },
                     )
-            await engines.migrate(engine)
+            await engines.migrate(engine, sealing_box())
             assert await engines.migrations_at_head(engine)
             async with engine.connect() as connection:
                 rows = (
@@ -426,8 +430,8 @@ async def test_rooms_linked_before_capacities_upgrade_without_one(
 async def test_store_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/empty.db"
     with pytest.raises(StoreUnavailable, match="migration"):
-        await open_store(url, migrate=False)
-    store = await open_store(url, migrate=True)
+        await open_store(url, box=sealing_box(), migrate=False)
+    store = await open_store(url, box=sealing_box(), migrate=True)
     try:
         await store.ping()
     finally:
@@ -435,7 +439,7 @@ async def test_store_refuses_an_unmigrated_database(tmp_path: Path) -> None:
 
 
 async def test_sqlite_with_fsync_flushes_every_commit(tmp_path: Path) -> None:
-    store = await open_store(f"sqlite:///{tmp_path}/bookingcache.db", fsync=True)
+    store = await open_store(f"sqlite:///{tmp_path}/bookingcache.db", box=sealing_box(), fsync=True)
     try:
         async with store.read() as conn:
             assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == 2  # FULL
@@ -450,7 +454,7 @@ async def test_sqlite_with_fsync_flushes_every_commit(tmp_path: Path) -> None:
 
 async def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "bookingcache.db"
-    store = await open_store(f"sqlite:///{path}")
+    store = await open_store(f"sqlite:///{path}", box=sealing_box())
     try:
         await add_tenant(store)  # a write: the write-ahead log and shared memory exist now
         files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
@@ -462,7 +466,7 @@ async def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) 
 
 
 async def test_writes_go_on_after_a_failed_transaction(tmp_path: Path) -> None:
-    store = await open_store(f"sqlite:///{tmp_path}/bookingcache.db")
+    store = await open_store(f"sqlite:///{tmp_path}/bookingcache.db", box=sealing_box())
     try:
         with pytest.raises(NotFound):
             await store.delete_tenant("nobody")  # the service's error: rolled back
@@ -478,13 +482,13 @@ async def test_an_existing_sqlite_file_keeps_its_permissions(tmp_path: Path) -> 
     path = tmp_path / "bookingcache.db"
     path.touch()
     path.chmod(0o640)  # the operator's choice, say for a backup group
-    store = await open_store(f"sqlite:///{path}")
+    store = await open_store(f"sqlite:///{path}", box=sealing_box())
     await store.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
-    store = await open_store(f"sqlite:///{tmp_path}/bookingcache.db")
+    store = await open_store(f"sqlite:///{tmp_path}/bookingcache.db", box=sealing_box())
     try:
         async with store.read() as conn:
             assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
@@ -498,7 +502,7 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None
 @pytest.mark.postgres
 async def test_a_database_that_goes_away_is_store_unavailable() -> None:
     async with _scratch_postgres("gone") as (url, maintenance):
-        store = await open_store(url)
+        store = await open_store(url, box=sealing_box())
         try:
             assert await store.list_tenants() == []
             await maintenance.execute(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)')

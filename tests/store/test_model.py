@@ -18,6 +18,7 @@ from bookingcache.domain.events import BasicEvent, EventDiff, Sensitivity, ShowA
 from bookingcache.domain.tenancy import Room, Tenant, TenantSecrets
 from bookingcache.store.sql.rows import overlaps
 from bookingcache.store.sql.store import SqlStore, open_store
+from tests.support.databases import sealing_box
 
 T = TypeVar("T")
 BASE = dt.datetime(2026, 3, 29, tzinfo=dt.UTC)  # a DST change in Europe, for good measure
@@ -47,7 +48,7 @@ class LoopThread:
 @pytest.fixture
 def model_store(database_url: str) -> Iterator[tuple[LoopThread, SqlStore]]:
     runner = LoopThread()
-    store = runner.run(open_store(database_url, migrate=False))
+    store = runner.run(open_store(database_url, box=sealing_box(), migrate=False))
     try:
         yield runner, store
     finally:

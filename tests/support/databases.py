@@ -8,9 +8,19 @@ from collections.abc import AsyncIterator
 from sqlalchemy import make_url
 
 from bookingcache.clock import FixedClock
+from bookingcache.settings import new_secrets_key
+from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql.store import SqlStore, open_store
 
 POSTGRES_ENV = "BOOKINGCACHE_TEST_DATABASE_URL"
+
+# The key that seals the test databases' secrets, this run's own: the tests' stores, the
+# settings of the apps under test and the processes they start all take it.
+SECRETS_KEY = new_secrets_key()
+
+
+def sealing_box() -> SecretBox:
+    return SecretBox([SECRETS_KEY])
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -24,7 +34,7 @@ async def opened_store(
 ) -> AsyncIterator[SqlStore]:
     """A ``SqlStore`` on the migrated database at ``database_url``, closed on the way out
     (on the system clock unless given one)."""
-    opened = await open_store(database_url, migrate=False, clock=clock)
+    opened = await open_store(database_url, box=sealing_box(), migrate=False, clock=clock)
     try:
         yield opened
     finally:

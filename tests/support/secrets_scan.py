@@ -10,7 +10,8 @@ What it collects, for the whole session:
   (``SqlStore.create_tenant``, which the admin API's tenant creation and the tests' own set-ups
   both go through), every clientState the service makes current
   (``SqlSubscriptions.rotate_client_state``), the admin token and Graph client secrets of every
-  service container that starts (``Container.start_service`` / ``start_worker``), and on the
+  service container that starts (``Container.start_service`` / ``start_worker``) with the keys
+  that seal its stored secrets, and on the
   connector's side its webhook secret (``Signer`` / ``Verifier``), its Graph client secret
   (``MsalTokenProvider``) and the clientStates it is configured with (``Relay``). The
   clientStates the service hands the connector are registered where the service makes them;
@@ -268,6 +269,9 @@ def _service_hooks(scan: SecretScan, patches: _Patches) -> None:
         def wrapper(self: Any) -> Any:
             graph = self.settings.sync.graph
             scan.secret(self.admin_token, "the admin token")
+            if self.settings.secrets_key is not None:
+                for key in self.settings.secrets_key.get_secret_value().split(","):
+                    scan.secret(key.strip(), "a key of the secrets key")
             scan.secret(graph.client_secret, "the service's Graph client secret")
             for tenant in graph.tenants.values():
                 scan.secret(tenant.client_secret, "a tenant's Graph client secret")

@@ -20,6 +20,7 @@ from bookingcache.store.sql.schema import jobs
 from bookingcache.store.sql.store import SqlStore, open_store
 from bookingcache.tools import processes
 from bookingcache.tools.processes import command, worker_ready
+from tests.support.databases import SECRETS_KEY, sealing_box
 from tests.support.tenants import TENANT, add_tenant
 from tests.support.waiting import until
 
@@ -30,7 +31,12 @@ def _worker(
 ) -> Iterator[processes.Child]:
     """``bookingcache worker`` on ``data_dir`` (and ``args``), once it says it runs; stopped
     afterwards if it is still running."""
-    env = {**os.environ, "BOOKINGCACHE_LOG_LEVEL": "WARNING", **(env or {})}
+    env = {
+        **os.environ,
+        "BOOKINGCACHE_LOG_LEVEL": "WARNING",
+        "BOOKINGCACHE_SECRETS_KEY": SECRETS_KEY,
+        **(env or {}),
+    }
     argv = command("worker", "--data-dir", str(data_dir), *args)
     with processes.running(argv, env=env, ready=worker_ready, timeout_s=60) as child:
         yield child
@@ -52,7 +58,7 @@ async def test_on_postgresql_the_worker_takes_another_process_intake_at_once(
     within moments of another process's intake committing: the notice wakes it."""
     if not database_url.startswith("postgresql"):
         pytest.skip("notices are PostgreSQL's")
-    store = await open_store(database_url, migrate=False, clock=clock)
+    store = await open_store(database_url, box=sealing_box(), migrate=False, clock=clock)
     try:
         [first, room, *_] = await add_tenant(store, source=EventSource.PUSH, connector_url=None)
 

@@ -138,7 +138,12 @@ async def test_a_wrong_secret_or_a_skewed_clock_is_refused(
         lambda conn: conn.execute(
             tenants.update()
             .where(tenants.c.id == "fabrikam")
-            .values(signing_secret="whsec_" + "b3RoZXItdGVuYW50cy1zZWNyZXQtMDEyMzQ1Njc4OQ==")
+            .values(
+                # Stored sealed, as the store keeps every signing secret.
+                signing_secret=store.box.seal(
+                    "whsec_" + "b3RoZXItdGVuYW50cy1zZWNyZXQtMDEyMzQ1Njc4OQ=="
+                )
+            )
         )
     )
     other = CalendarState(tenant_id="fabrikam", mailbox=emulator.rooms[0].upn, time_zone="UTC")

@@ -22,6 +22,7 @@ from bookingcache.domain.notifications import InboxItem, NotificationKind
 from bookingcache.settings import Settings, SyncSettings
 from bookingcache.sync.runtime import SyncRuntime
 from tests.support.auth import ADMIN, ADMIN_TOKEN
+from tests.support.databases import SECRETS_KEY
 
 from .emulated import TENANT, Emulated, emulate
 
@@ -179,6 +180,7 @@ async def start_service(
                 data_dir=tmp_path / "data",
                 database_url=database_url,
                 admin_token=SecretStr(ADMIN_TOKEN),
+                secrets_key=SecretStr(SECRETS_KEY),
                 database_wait_s=0,
                 run_worker=True,
                 sync=sync,

@@ -130,6 +130,18 @@ def _run_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _configure_admin(parser: argparse.ArgumentParser) -> None:
+    from bookingcache.cli import admin
+
+    admin.configure(parser)
+
+
+def _run_admin(args: argparse.Namespace) -> int:
+    from bookingcache.cli import admin
+
+    return admin.run(args)
+
+
 _COMMANDS: dict[str, Command] = {
     "serve": Command("run the service (API and background work)", _configure_serve, _run_serve),
     "worker": Command(
@@ -147,6 +159,9 @@ _COMMANDS: dict[str, Command] = {
         "start the emulator, the connector and the service with rooms linked (one command)",
         _configure_demo,
         _run_demo,
+    ),
+    "admin": Command(
+        "operator's commands: secrets keys (see docs/api.md)", _configure_admin, _run_admin
     ),
     "bench": Command(
         "run a benchmark (see docs/benchmarks.md)",

@@ -20,6 +20,7 @@ from bookingcache.settings import (
     Settings,
     admin_token_of,
     admin_token_with_origin,
+    ensure_secrets_key,
 )
 from bookingcache.telemetry.logs import configure_logging
 
@@ -66,6 +67,8 @@ def serve(
         run_worker=run_worker,
     )
     configure_logging(settings)
+    # Outside development a missing key refuses to start here, before anything is opened.
+    settings = ensure_secrets_key(settings)
     settings, origin = admin_token_with_origin(settings)
     with event_loop_runner() as runner:
         return runner.run(_serve(settings, origin))

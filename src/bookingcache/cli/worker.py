@@ -21,7 +21,7 @@ from bookingcache.api.server import server_config
 from bookingcache.bootstrap import Container, open_worker, settings_from_environment
 from bookingcache.cli.serve import bind
 from bookingcache.errors import BookingCacheError
-from bookingcache.settings import Settings
+from bookingcache.settings import Settings, ensure_secrets_key
 from bookingcache.telemetry.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ def run_worker(
         run_worker=True,
     )
     configure_logging(settings)
+    # Outside development a missing key refuses to start here, before anything is opened.
+    settings = ensure_secrets_key(settings)
     return asyncio.run(_work(settings))
 
 

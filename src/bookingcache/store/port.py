@@ -65,6 +65,11 @@ class Store(Protocol):
         """Replace the signing secret and the read token (rotation); ``NotFound`` if unknown."""
         ...
 
+    async def reseal_secrets(self) -> int:
+        """Seal every stored secret (signing secrets, clientStates) again with the newest
+        secrets key, in one transaction; how many. ``SecretsUnreadable`` if one does not open."""
+        ...
+
     async def read_token_hashes(self) -> dict[str, str]:
         """Every tenant's read-token SHA-256 (hex), by tenant id, in one read: what a process
         keeps in memory to check read tokens without a database round trip per request."""

@@ -23,6 +23,7 @@ from bookingcache.store.port import (
     RoomsListener,
     TenantsListener,
 )
+from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql.notices import CHANGES_CHANNEL, Announcer, Notices
 
@@ -70,9 +71,15 @@ class SqlBase:
     """
 
     def __init__(
-        self, engine: AsyncEngine, *, clock: Clock | None = None, fsync: bool = False
+        self,
+        engine: AsyncEngine,
+        *,
+        box: SecretBox,
+        clock: Clock | None = None,
+        fsync: bool = False,
     ) -> None:
         self._engine = engine
+        self._box = box
         self._clock = clock or SystemClock()
         self._fsync = fsync
         # SQLite: the writer thread and its engine (one connection), made on first use.
@@ -91,6 +98,11 @@ class SqlBase:
     @property
     def engine(self) -> AsyncEngine:
         return self._engine
+
+    @property
+    def box(self) -> SecretBox:
+        """What seals the secrets this database keeps (``store.sealing``)."""
+        return self._box
 
     @property
     def dialect(self) -> str:

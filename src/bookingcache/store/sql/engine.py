@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from bookingcache.errors import InvalidInput, StoreUnavailable
+from bookingcache.store.sealing import SecretBox
 
 DATABASE_FILE = "bookingcache.db"
 WRITE_OPTION = "bookingcache_write"
@@ -238,7 +239,7 @@ def _head_revisions() -> frozenset[str]:
     return frozenset(ScriptDirectory.from_config(_alembic_config()).get_heads())
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, box: SecretBox) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
     current = _current_revisions(connection)
@@ -246,6 +247,8 @@ def _upgrade(connection: Connection) -> None:
         return  # a newer version migrated past this one's newest revision (``migrations_at_head``)
     config = _alembic_config()
     config.attributes["connection"] = connection
+    # Migrations that seal stored secrets (0008) take the store's keys from here.
+    config.attributes["secret_box"] = box
     command.upgrade(config, "head")
 
 
@@ -253,12 +256,13 @@ def _current_revisions(connection: Connection) -> frozenset[str]:
     return frozenset(MigrationContext.configure(connection).get_current_heads())
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Upgrade the database to the newest migration (one transaction)."""
+async def migrate(engine: AsyncEngine, box: SecretBox) -> None:
+    """Upgrade the database to the newest migration (one transaction); ``box`` seals the
+    secrets a migration finds in plain text."""
     async with engine.connect() as connection:
         connection = await connection.execution_options(**{WRITE_OPTION: True})
         async with connection.begin():
-            await connection.run_sync(_upgrade)
+            await connection.run_sync(_upgrade, box)
 
 
 class _QuietMigrationContext(logging.Filter):

@@ -106,6 +106,7 @@ tenants = Table(
     Column("title_policy", String(16), nullable=False),
     Column("default_time_zone", String(64), nullable=False),
     Column("staleness_bound_s", Integer, nullable=False),
+    # Sealed (``store.sealing``, migration 0008); read tokens only as hashes.
     Column("signing_secret", Text, nullable=False),
     Column("read_token_sha256", String(64), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
@@ -267,7 +268,7 @@ client_states = Table(
     metadata,
     Column("id", _serial(), primary_key=True, autoincrement=True),
     Column("tenant_id", String(ID), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
-    Column("secret", String(200), nullable=False),
+    Column("secret", Text, nullable=False),  # sealed (``store.sealing``, migration 0008)
     Column("created_at", UTCDateTime(), nullable=False),
     Column("retired_at", UTCDateTime(), nullable=True),
     Index(None, "tenant_id"),

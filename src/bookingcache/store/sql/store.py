@@ -30,6 +30,7 @@ from bookingcache.errors import (
     StoreUnavailable,
 )
 from bookingcache.store.port import CalendarChange, Store
+from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql import rooms as room_ops
 from bookingcache.store.sql import windows
@@ -42,7 +43,15 @@ from bookingcache.store.sql.rows import (
     tenant_values,
     token_hash,
 )
-from bookingcache.store.sql.schema import ID, MAILBOX, calendar_changes, calendars, rooms, tenants
+from bookingcache.store.sql.schema import (
+    ID,
+    MAILBOX,
+    calendar_changes,
+    calendars,
+    client_states,
+    rooms,
+    tenants,
+)
 
 
 class SqlStore(SqlBase):
@@ -58,7 +67,7 @@ class SqlStore(SqlBase):
         row = {
             "id": tenant.id,
             **values,
-            "signing_secret": secrets.signing_secret,
+            "signing_secret": self._box.seal(secrets.signing_secret),
             "read_token_sha256": token_hash(secrets.read_token),
             "created_at": created_at,
             "updated_at": now,
@@ -138,7 +147,39 @@ class SqlStore(SqlBase):
             secret = result.scalar_one_or_none()
         if secret is None:
             raise NotFound(f"tenant {tenant_id!r} not found")
-        return str(secret)
+        return self._box.open(str(secret))
+
+    async def check_box(self) -> None:
+        """``SecretsUnreadable`` unless the box opens a stored secret (when there is one): a
+        process with the wrong key refuses to start instead of failing every signed call."""
+        async with self.read() as conn:
+            sealed = await conn.scalar(select(tenants.c.signing_secret).limit(1))
+        if sealed is not None:
+            self._box.open(str(sealed))
+
+    async def reseal_secrets(self) -> int:
+        """Seal every stored secret again with the box's newest key (after a new key was put
+        first); how many were sealed. One transaction: all or nothing."""
+
+        def work(conn: Connection) -> int:
+            count = 0
+            for row in conn.execute(select(tenants.c.id, tenants.c.signing_secret)).all():
+                conn.execute(
+                    update(tenants)
+                    .where(tenants.c.id == row.id)
+                    .values(signing_secret=self._box.reseal(row.signing_secret))
+                )
+                count += 1
+            for row in conn.execute(select(client_states.c.id, client_states.c.secret)).all():
+                conn.execute(
+                    update(client_states)
+                    .where(client_states.c.id == row.id)
+                    .values(secret=self._box.reseal(row.secret))
+                )
+                count += 1
+            return count
+
+        return await self.transaction(work)
 
     async def check_read_token(self, tenant_id: str, token: str) -> bool:
         async with self.read() as conn:
@@ -156,7 +197,7 @@ class SqlStore(SqlBase):
                 update(tenants)
                 .where(tenants.c.id == tenant_id)
                 .values(
-                    signing_secret=secrets.signing_secret,
+                    signing_secret=self._box.seal(secrets.signing_secret),
                     read_token_sha256=token_hash(secrets.read_token),
                     updated_at=self._clock.now(),
                 )
@@ -425,12 +466,18 @@ class SqlStore(SqlBase):
 
 
 async def open_store(
-    url: str, *, migrate: bool = True, clock: Clock | None = None, fsync: bool = False
+    url: str,
+    *,
+    box: SecretBox,
+    migrate: bool = True,
+    clock: Clock | None = None,
+    fsync: bool = False,
 ) -> SqlStore:
     """Open the store at ``url`` (see ``engine.normalize_database_url``), migrating it to the
     newest schema unless ``migrate`` is false; ``StoreUnavailable`` if the database cannot be
-    reached (or, without ``migrate``, is not at the newest schema). ``fsync``: on SQLite,
-    every commit is flushed to disk before it returns."""
+    reached (or, without ``migrate``, is not at the newest schema), ``SecretsUnreadable`` if
+    ``box`` does not open the secrets it already keeps. ``fsync``: on SQLite, every commit is
+    flushed to disk before it returns."""
     engines.create_private_sqlite_file(url)
     engine = engines.create_engine(url, fsync=fsync)
     try:
@@ -443,9 +490,10 @@ async def open_store(
             except Exception as exc:  # drivers raise their own errors while connecting
                 raise StoreUnavailable(f"the database is not reachable: {exc}") from exc
             if migrate:
-                await engines.migrate(engine)
-        store = SqlStore(engine, clock=clock, fsync=fsync)
+                await engines.migrate(engine, box)
+        store = SqlStore(engine, box=box, clock=clock, fsync=fsync)
         await store.ping()
+        await store.check_box()
     except BaseException:
         await engine.dispose()
         raise

@@ -108,7 +108,7 @@ class SqlSubscriptions:
                 )
                 .order_by(client_states.c.id.desc())
             )
-            return [row.secret for row in rows]
+            return [self._store.box.open(row.secret) for row in rows]
 
     # --- what the orchestration writes --------------------------------------------------------
     async def record(
@@ -267,6 +267,7 @@ class SqlSubscriptions:
         if not secret or len(secret) > MAX_CLIENT_STATE:
             raise InvalidInput(f"a clientState must be 1 to {MAX_CLIENT_STATE} characters")
         now = self._clock.now()
+        sealed = self._store.box.seal(secret)
 
         def work(connection: Connection) -> None:
             exists = connection.scalar(sa.select(tenants.c.id).where(tenants.c.id == tenant_id))
@@ -279,7 +280,7 @@ class SqlSubscriptions:
             )
             connection.execute(
                 sa.insert(client_states).values(
-                    tenant_id=tenant_id, secret=secret, created_at=now, retired_at=None
+                    tenant_id=tenant_id, secret=sealed, created_at=now, retired_at=None
                 )
             )
 
@@ -294,7 +295,7 @@ class SqlSubscriptions:
                 .order_by(client_states.c.id.desc())
                 .limit(1)
             )
-        return None if secret is None else str(secret)
+        return None if secret is None else self._store.box.open(str(secret))
 
     async def subscription_ids(self, tenant_id: str) -> dict[str, str | None]:
         async with self._store.read() as connection:

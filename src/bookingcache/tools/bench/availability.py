@@ -33,6 +33,8 @@ from typing import Any
 
 from bookingcache.domain.events import BasicEvent, ShowAs
 from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets
+from bookingcache.settings import new_secrets_key
+from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql.store import SqlStore, open_store
 from bookingcache.tools.bench.http import (
     BenchError,
@@ -53,6 +55,8 @@ SEED_CONCURRENCY = 8
 # Single-room load alternates between the service and the baseline this many times each, so
 # that other work on the machine weighs on both alike.
 SINGLE_ROUNDS = 3
+# The key that seals the bench database's secrets, given to the service it starts too.
+SECRETS_KEY = new_secrets_key()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,7 +156,7 @@ async def _seed(
 
 
 async def _prepare(url: str, tenant_id: str, read_token: str, rooms: int, events: int) -> None:
-    store = await open_store(url, migrate=True)
+    store = await open_store(url, box=SecretBox([SECRETS_KEY]), migrate=True)
     try:
         await _seed(
             store, tenant_id=tenant_id, read_token=read_token, rooms=rooms, events_per_room=events
@@ -279,7 +283,10 @@ def main(argv: Sequence[str]) -> int:
         seed_s = time.perf_counter() - started
         try:
             with running_server(
-                data_dir=data_dir, database_url=url, admin_token=admin_token
+                secrets_key=SECRETS_KEY,
+                data_dir=data_dir,
+                database_url=url,
+                admin_token=admin_token,
             ) as server:
                 measured = asyncio.run(
                     _measure(server, tenant_id=tenant_id, read_token=read_token, args=args)

@@ -40,6 +40,8 @@ from typing import Any
 import httpx
 
 from bookingcache.clock import SystemClock
+from bookingcache.settings import new_secrets_key
+from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql.jobs import SqlJobQueue
 from bookingcache.store.sql.store import open_store
 from bookingcache.store.sql.subscriptions import SqlSubscriptions
@@ -62,6 +64,9 @@ from bookingcache.tools.processes import (
     wait_answering,
     worker_ready,
 )
+
+# The key that seals the bench database's secrets, given to the service it starts too.
+SECRETS_KEY = new_secrets_key()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -189,7 +194,7 @@ async def _first_sync(
     """Every room subscribed and its calendar read once. Without the connector the benchmark
     subscribes each room at Graph itself; with it, the service's orchestration has the
     connector do it (and, for ``push``, the connector's reconciliation pushes each window)."""
-    store = await open_store(database_url, migrate=False)
+    store = await open_store(database_url, box=SecretBox([SECRETS_KEY]), migrate=False)
     try:
         if _uses_connector(args):
             await _wait(
@@ -365,6 +370,7 @@ def main(argv: list[str]) -> int:
                 # service's own URL, which only development allows (docs/api.md).
                 "BOOKINGCACHE_ENVIRONMENT": "development",
                 "BOOKINGCACHE_ADMIN_TOKEN": ADMIN_TOKEN,
+                "BOOKINGCACHE_SECRETS_KEY": SECRETS_KEY,
                 "BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID": info["apps"]["full"]["client_id"],
                 "BOOKINGCACHE_SYNC_GRAPH__CLIENT_SECRET": info["apps"]["full"]["client_secret"],
                 "BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST": authority_root,

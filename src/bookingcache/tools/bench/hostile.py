@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bookingcache.settings import new_secrets_key
 from bookingcache.tools.bench.http import BenchError, Server, percentile, server
 from bookingcache.tools.processes import serve_command
 from bookingcache.tools.rawhttp import (
@@ -185,6 +186,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         env = {
             **os.environ,
             "BOOKINGCACHE_ADMIN_TOKEN": secrets.token_urlsafe(32),
+            "BOOKINGCACHE_SECRETS_KEY": new_secrets_key(),
             "BOOKINGCACHE_LOG_LEVEL": "WARNING",
             "BOOKINGCACHE_HTTP_HEADER_TIMEOUT_S": str(args.header_timeout_s),
         }

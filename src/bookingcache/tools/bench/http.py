@@ -67,6 +67,7 @@ def server(
 @contextlib.contextmanager
 def running_server(
     *,
+    secrets_key: str,
     data_dir: Path,
     database_url: str,
     admin_token: str,
@@ -78,6 +79,7 @@ def running_server(
     env = {
         **os.environ,
         "BOOKINGCACHE_ADMIN_TOKEN": admin_token,
+        "BOOKINGCACHE_SECRETS_KEY": secrets_key,
         "BOOKINGCACHE_LOG_LEVEL": "WARNING",
     }
     command = processes.serve_command(

@@ -35,6 +35,8 @@ from typing import Any
 from bookingcache.clock import SystemClock
 from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets
 from bookingcache.errors import InvalidInput
+from bookingcache.settings import new_secrets_key
+from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql.engine import create_database, drop_database
 from bookingcache.store.sql.inbox import SqlInbox
 from bookingcache.store.sql.jobs import SqlJobQueue
@@ -56,6 +58,9 @@ RATIO_FLOOR_EMBEDDED = 0.28
 RATIO_FLOOR_NO_WORKER = 0.36
 P99_LIMIT_MS = 20.0
 _LISTENING = re.compile(r"listening on http://(?P<host>[^:\s]+):(?P<port>\d+)")
+
+# The key that seals the bench database's secrets, given to the service it starts too.
+SECRETS_KEY = new_secrets_key()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,7 +95,7 @@ def mailbox(room: int) -> str:
 
 async def _prepare(url: str, rooms: int) -> None:
     clock = SystemClock()
-    store = await open_store(url, migrate=True, clock=clock)
+    store = await open_store(url, box=SecretBox([SECRETS_KEY]), migrate=True, clock=clock)
     try:
         # A push tenant: its refreshes have nothing to read, so the worker only does its
         # bookkeeping and no outside server is involved.
@@ -230,7 +235,7 @@ async def _load(
 
 
 async def _stored_resources(url: str) -> set[str]:
-    store = await open_store(url, migrate=False)
+    store = await open_store(url, box=SecretBox([SECRETS_KEY]), migrate=False)
     try:
         jobs = SqlJobQueue(store, clock=SystemClock())
         stored = await SqlInbox(store, jobs=jobs, clock=SystemClock()).notifications(TENANT)
@@ -267,6 +272,7 @@ def _measure_on(args: argparse.Namespace, data_dir: Path, url: str) -> dict[str,
     env = {
         **os.environ,
         "BOOKINGCACHE_ADMIN_TOKEN": secrets.token_urlsafe(24),
+        "BOOKINGCACHE_SECRETS_KEY": SECRETS_KEY,
         "BOOKINGCACHE_LOG_LEVEL": "WARNING",
     }
     python = sys.executable

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.tenancy import Room, Tenant, TenantSecrets
+from bookingcache.settings import new_secrets_key
+from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql.store import SqlStore, open_store
 
 TENANT = "store-bench"
@@ -55,7 +57,7 @@ async def _replace(store: SqlStore, mailbox: str, events: list[BasicEvent]) -> f
 
 
 async def run(url: str, rooms: int) -> dict[str, object]:
-    store = await open_store(url)
+    store = await open_store(url, box=SecretBox([new_secrets_key()]))
     try:
         await store.create_tenant(
             Tenant(id=TENANT, name="Store benchmark"), TenantSecrets("whsec_YmVuY2g=", "bench.t")
