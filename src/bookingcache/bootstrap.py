@@ -46,11 +46,13 @@ from bookingcache.settings import (
     ensure_secrets_key,
     secrets_keys_of,
 )
+from bookingcache.store.audit import AuditLog
 from bookingcache.store.inbox import Inbox
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
 from bookingcache.store.probe import DatabaseMetrics, DatabaseProbe
 from bookingcache.store.sealing import SecretBox
+from bookingcache.store.sql.audit import SqlAuditLog
 from bookingcache.store.sql.inbox import SqlInbox
 from bookingcache.store.sql.jobs import SqlJobQueue
 from bookingcache.store.sql.notices import NoticesCollector
@@ -143,6 +145,7 @@ class Container:
     clock: Clock
     metrics: CollectorRegistry
     store: Store
+    audit: AuditLog
     subscriptions: Subscriptions
     queue: JobQueue
     inbox: Inbox
@@ -337,6 +340,7 @@ async def build_container(
         clock=clock,
         metrics=registry,
         store=store,
+        audit=SqlAuditLog(store, clock=clock),
         subscriptions=subscriptions,
         queue=queue,
         inbox=inbox,

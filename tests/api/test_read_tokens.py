@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import httpx
@@ -176,12 +176,18 @@ class _TokenHashes:
         self.reads = 0
         self.down = False
         self.hashes = {"acme": hashlib.sha256(b"acme.token").hexdigest()}
+        self.uses: list[dict[str, dt.datetime]] = []
 
-    async def read_token_hashes(self) -> dict[str, str]:
+    async def read_token_owners(self) -> dict[str, str]:
         self.reads += 1
         if self.down:
             raise StoreUnavailable("the database is away")
-        return dict(self.hashes)
+        return {digest: tenant for tenant, digest in self.hashes.items()}
+
+    async def note_read_tokens_used(self, uses: Mapping[str, dt.datetime]) -> None:
+        if self.down:
+            raise StoreUnavailable("the database is away")
+        self.uses.append(dict(uses))
 
 
 async def test_failing_tokens_read_the_hashes_at_most_once_a_second_even_without_a_database(
@@ -207,3 +213,5 @@ async def test_failing_tokens_read_the_hashes_at_most_once_a_second_even_without
     store.hashes["globex"] = hashlib.sha256(b"globex.token").hexdigest()
     assert await access.read_token_valid("globex", "globex.token")
     assert store.reads == 3
+    # The uses noted meanwhile were written with that read, once the database was back.
+    assert store.uses == [{hashlib.sha256(b"acme.token").hexdigest(): clock.now() - MISS_RECHECK}]

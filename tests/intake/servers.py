@@ -34,7 +34,7 @@ class TruthConnector:
             assert self.secret is not None
             self._verifier.verify(
                 tenant_id="service",
-                secret=self.secret,
+                secrets=[self.secret],
                 method="GET",
                 path_with_query=target,
                 headers=request.headers,

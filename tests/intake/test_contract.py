@@ -3,16 +3,20 @@ signer, is accepted by the service, and its pushed window lands in the cache."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from bookingcache.clock import FixedClock
+from bookingcache.contract.signing import SignatureVerifier, sign_request
 from bookingcache.domain.tenancy import EventSource
+from bookingcache.errors import BadSignature
 from bookingcache.store.sql.store import SqlStore
 from bookingcache_connector.service import ServiceClient
-from bookingcache_connector.signing import Signer
+from bookingcache_connector.signing import SignatureError, Signer, Verifier
 from tests.support.inbox import stored_notifications
 from tests.support.tenants import add_org
 
@@ -79,3 +83,36 @@ async def test_the_connector_relay_client_is_accepted(
         end=dt.datetime(2026, 12, 7, tzinfo=dt.UTC),
     )
     assert [event.id for event in cached[mailbox]] == ["evt-1"]
+
+
+def test_a_call_signed_during_a_rotation_verifies_with_either_secret() -> None:
+    """During a signing-secret rotation the service signs its calls with both secrets, and the
+    connector accepts them whichever of the two it is configured with; a third does not."""
+    now = dt.datetime(2026, 3, 29, 1, 30, tzinfo=dt.UTC)
+    new, old, other = (f"whsec_{base64.b64encode(bytes([n]) * 32).decode()}" for n in (1, 2, 3))
+    target = "/v1/calendars/room%40x.example/events?start=2026-03-29T00:00:00Z"
+    request = httpx.Request("GET", f"https://connector.example{target}")
+    sign_request(request, secrets=[new, old], now=now)
+    assert len(request.headers["webhook-signature"].split()) == 2
+    for secret in (new, old):
+        Verifier(secret, FixedClock(now)).verify("GET", target, request.headers, b"")
+        service_side = SignatureVerifier(clock=FixedClock(now))
+        service_side.verify(
+            tenant_id="t",
+            secrets=[secret],
+            method="GET",
+            path_with_query=target,
+            headers=request.headers,
+            body=b"",
+        )
+    with pytest.raises(SignatureError):
+        Verifier(other, FixedClock(now)).verify("GET", target, request.headers, b"")
+    with pytest.raises(BadSignature):
+        SignatureVerifier(clock=FixedClock(now)).verify(
+            tenant_id="t",
+            secrets=[other],
+            method="GET",
+            path_with_query=target,
+            headers=request.headers,
+            body=b"",
+        )

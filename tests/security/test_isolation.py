@@ -257,7 +257,7 @@ class Call:
 
 
 def call_of(operation: Operation, document: dict[str, Any]) -> Call:
-    fill = {"tenant": TENANT, "room": ROOM}
+    fill = {"tenant": TENANT, "room": ROOM, "name": "default"}
     url = re.sub(r"\{(\w+)\}", lambda m: fill[m[1]], operation.path)
     params: dict[str, Any] = {}
     for parameter in operation.spec.get("parameters", []):

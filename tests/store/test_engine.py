@@ -31,7 +31,6 @@ from bookingcache.store.sql.schema import (
     inbox_batches,
     metadata,
     subscriptions,
-    tenants,
 )
 from bookingcache.store.sql.store import SqlStore, open_store
 from tests.support.databases import POSTGRES_ENV, asyncpg_dsn, sealing_box
@@ -179,6 +178,16 @@ async def _migrate_to(engine: AsyncEngine, revision: str, *, down: bool = False)
 
 
 # The inbox as revision 0003 had it: one row per accepted notification.
+# The tenants table as revisions before 0009 had it (with the one read token's hash).
+_OLD_TENANTS = sa.table(
+    "tenants",
+    *(sa.column(name) for name in ("id", "name", "event_source", "title_policy")),
+    *(sa.column(name) for name in ("default_time_zone", "staleness_bound_s")),
+    *(sa.column(name) for name in ("signing_secret", "read_token_sha256")),
+    sa.column("created_at", UTCDateTime()),
+    sa.column("updated_at", UTCDateTime()),
+)
+
 _OLD_INBOX = sa.table(
     "inbox",
     sa.column("tenant_id", sa.String()),
@@ -234,7 +243,7 @@ async def test_upgrading_keeps_the_old_inbox_as_batches_and_the_last_notificatio
                 connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
                 async with connection.begin():
                     await connection.execute(
-                        tenants.insert(),
+                        sa.insert(_OLD_TENANTS),
                         {
                             "id": "acme",
                             "name": "Acme",

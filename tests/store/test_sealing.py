@@ -35,7 +35,9 @@ CLIENT_STATE = "a-client-state-of-acme-0123456789"
 async def _raw(store: SqlStore) -> tuple[list[str], list[str]]:
     """What the tables hold, as stored: signing secrets, read-token hashes and clientStates."""
     async with store.read() as conn:
-        rows = (await conn.execute(sa.select(tenants))).mappings().all()
+        # The columns every revision since 0007 has.
+        columns = (tenants.c.id, tenants.c.name, tenants.c.signing_secret, tenants.c.connector_url)
+        rows = (await conn.execute(sa.select(*columns))).mappings().all()
         states = (await conn.execute(sa.select(client_states.c.secret))).scalars().all()
     stored = [str(value) for row in rows for value in row.values() if value is not None]
     return stored, [str(state) for state in states]

@@ -127,10 +127,14 @@ async def test_read_token_is_stored_only_as_its_hash(store: SqlStore, tenant: Te
     async with store.read() as conn:
         stored = (
             await conn.execute(
-                select(schema.tenants.c.read_token_sha256).where(schema.tenants.c.id == TENANT)
+                select(schema.read_tokens.c.name, schema.read_tokens.c.token_sha256).where(
+                    schema.read_tokens.c.tenant_id == TENANT
+                )
             )
-        ).scalar_one()
-    assert stored == hashlib.sha256(READ_TOKEN.encode()).hexdigest()
+        ).all()
+    assert [tuple(row) for row in stored] == [
+        ("default", hashlib.sha256(READ_TOKEN.encode()).hexdigest())
+    ]
     assert await store.get_signing_secret(TENANT) == SIGNING_SECRET
 
 
@@ -141,18 +145,73 @@ async def test_secrets_can_be_rotated(store: SqlStore, tenant: Tenant) -> None:
     assert not await store.check_read_token(TENANT, READ_TOKEN)
 
 
-async def test_read_token_hashes_are_read_in_one_go(store: SqlStore, tenant: Tenant) -> None:
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def test_read_token_owners_are_read_in_one_go(store: SqlStore, tenant: Tenant) -> None:
     await store.create_tenant(
         Tenant(id="globex", name="Globex", event_source=EventSource.PUSH),
         TenantSecrets("whsec_Z2xvYmV4", "globex.token"),
     )
-    assert await store.read_token_hashes() == {
-        TENANT: hashlib.sha256(READ_TOKEN.encode()).hexdigest(),
-        "globex": hashlib.sha256(b"globex.token").hexdigest(),
+    await store.create_read_token("globex", "lobby", "globex.lobby")
+    assert await store.read_token_owners() == {
+        _digest(READ_TOKEN): TENANT,
+        _digest("globex.token"): "globex",
+        _digest("globex.lobby"): "globex",
     }
     await store.set_tenant_secrets("globex", TenantSecrets("whsec_bmV3", "globex.new"))
     await store.delete_tenant(TENANT)
-    assert await store.read_token_hashes() == {"globex": hashlib.sha256(b"globex.new").hexdigest()}
+    assert await store.read_token_owners() == {_digest("globex.new"): "globex"}
+
+
+async def test_named_read_tokens_are_created_listed_used_and_revoked(
+    store: SqlStore, tenant: Tenant, clock: FixedClock
+) -> None:
+    created = await store.create_read_token(TENANT, "lobby", "acme.lobby-token")
+    assert (created.name, created.created_at, created.last_used_at) == ("lobby", clock.now(), None)
+    assert await store.check_read_token(TENANT, "acme.lobby-token")
+    assert await store.check_read_token(TENANT, READ_TOKEN)
+    with pytest.raises(Conflict):
+        await store.create_read_token(TENANT, "lobby", "acme.other")
+    with pytest.raises(NotFound):
+        await store.create_read_token("nobody", "lobby", "nobody.x")
+    used = clock.now() + dt.timedelta(minutes=3)
+    await store.note_read_tokens_used({_digest("acme.lobby-token"): used})
+    # An earlier use than the one stored changes nothing.
+    await store.note_read_tokens_used({_digest("acme.lobby-token"): clock.now()})
+    listed = await store.list_read_tokens(TENANT)
+    assert [(t.name, t.last_used_at) for t in listed] == [("default", None), ("lobby", used)]
+    await store.revoke_read_token(TENANT, "default")
+    assert not await store.check_read_token(TENANT, READ_TOKEN)
+    assert await store.check_read_token(TENANT, "acme.lobby-token")
+    with pytest.raises(NotFound):
+        await store.revoke_read_token(TENANT, "default")
+    with pytest.raises(NotFound):
+        await store.list_read_tokens("nobody")
+    async with store.read() as conn:
+        stored = list((await conn.execute(select(schema.read_tokens))).mappings())
+    assert not any("acme.lobby-token" in str(value) for row in stored for value in row.values())
+
+
+async def test_signing_secret_rotation_keeps_the_previous_one_for_the_overlap(
+    store: SqlStore, tenant: Tenant, clock: FixedClock
+) -> None:
+    until = await store.rotate_signing_secret(
+        TENANT, "whsec_bmV3LXNlY3JldA==", overlap=dt.timedelta(hours=2)
+    )
+    assert until == clock.now() + dt.timedelta(hours=2)
+    assert await store.get_signing_secret(TENANT) == "whsec_bmV3LXNlY3JldA=="
+    assert await store.signing_secrets(TENANT) == ["whsec_bmV3LXNlY3JldA==", SIGNING_SECRET]
+    clock.advance(dt.timedelta(hours=2))
+    assert await store.signing_secrets(TENANT) == ["whsec_bmV3LXNlY3JldA=="]
+    # A second rotation replaces the previous secret: only the last two ever verify.
+    await store.rotate_signing_secret(TENANT, "whsec_dGhpcmQ=", overlap=dt.timedelta(hours=1))
+    assert await store.signing_secrets(TENANT) == ["whsec_dGhpcmQ=", "whsec_bmV3LXNlY3JldA=="]
+    with pytest.raises(NotFound):
+        await store.rotate_signing_secret("nobody", "whsec_eA==", overlap=dt.timedelta(0))
+    with pytest.raises(NotFound):
+        await store.signing_secrets("nobody")
 
 
 async def test_tenants_listeners_hear_every_committed_tenant_write(

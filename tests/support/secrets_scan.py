@@ -8,10 +8,11 @@ What it collects, for the whole session:
 
 - **Secrets**, where they are made or handed over: a tenant's read token and signing secret
   (``SqlStore.create_tenant``, which the admin API's tenant creation and the tests' own set-ups
-  both go through), every clientState the service makes current
-  (``SqlSubscriptions.rotate_client_state``), the admin token and Graph client secrets of every
-  service container that starts (``Container.start_service`` / ``start_worker``) with the keys
-  that seal its stored secrets, and on the
+  both go through), every named read token (``create_read_token``) and rotated signing secret
+  (``rotate_signing_secret``, both of ``SqlCredentials``), every clientState the service makes
+  current (``SqlSubscriptions.rotate_client_state``), the admin token and Graph client secrets
+  of every service container that starts (``Container.start_service`` / ``start_worker``) with
+  the keys that seal its stored secrets, and on the
   connector's side its webhook secret (``Signer`` / ``Verifier``), its Graph client secret
   (``MsalTokenProvider``) and the clientStates it is configured with (``Relay``). The
   clientStates the service hands the connector are registered where the service makes them;
@@ -28,9 +29,10 @@ What it collects, for the whole session:
   container as it closes.
 
 Answers that hand a secret to its owner are not texts that leak; they are listed in
-``HANDOVERS``: the service's answer to a tenant's creation (the one place its secrets are
-shown), Graph's answers about subscriptions (Graph echoes the clientState to the subscription's
-owner), and the Graph emulator's inspection of those records. The fakes' and the emulator's
+``HANDOVERS``: the service's answers to a tenant's creation, a read token's creation and a
+signing secret's rotation (the places its secrets are shown), Graph's answers about
+subscriptions (Graph echoes the clientState to the subscription's owner), and the Graph
+emulator's inspection of those records. The fakes' and the emulator's
 other answers are scanned like any other.
 
 At the end of the session every text is searched for every secret; any hit makes the run fail
@@ -79,6 +81,18 @@ class Finding:
 # An answer that legitimately hands a secret to its owner: (method, URL path pattern, status).
 HANDOVERS: list[tuple[str, re.Pattern[str], int | None, str]] = [
     ("POST", re.compile(r"/v1/tenants"), 201, "a tenant's creation shows its secrets once"),
+    (
+        "POST",
+        re.compile(r"/v1/tenants/[^/]+/read-tokens"),
+        201,
+        "a read token's creation shows the token once",
+    ),
+    (
+        "POST",
+        re.compile(r"/v1/tenants/[^/]+/signing-secret:rotate"),
+        200,
+        "a signing secret's rotation shows the new secret once",
+    ),
     (
         "*",
         re.compile(r"(/v1\.0|/beta)?/subscriptions(/[^/]*)?"),
@@ -246,6 +260,7 @@ def _service_hooks(scan: SecretScan, patches: _Patches) -> None:
     from prometheus_client import generate_latest
 
     from bookingcache.bootstrap import Container
+    from bookingcache.store.sql.credentials import SqlCredentials
     from bookingcache.store.sql.store import SqlStore
     from bookingcache.store.sql.subscriptions import SqlSubscriptions
     from bookingcache.tools.processes import Child
@@ -293,7 +308,23 @@ def _service_hooks(scan: SecretScan, patches: _Patches) -> None:
 
         return wrapper
 
+    def create_read_token(original: Any) -> Any:
+        async def wrapper(self: Any, tenant_id: str, name: str, token: str) -> Any:
+            scan.secret(token, "a named read token")
+            return await original(self, tenant_id, name, token)
+
+        return wrapper
+
+    def rotate_signing(original: Any) -> Any:
+        async def wrapper(self: Any, tenant_id: str, secret: str, **kw: Any) -> Any:
+            scan.secret(secret, "a tenant's rotated signing secret")
+            return await original(self, tenant_id, secret, **kw)
+
+        return wrapper
+
     patches.wrap(SqlStore, "create_tenant", create_tenant)
+    patches.wrap(SqlCredentials, "create_read_token", create_read_token)
+    patches.wrap(SqlCredentials, "rotate_signing_secret", rotate_signing)
     patches.wrap(SqlSubscriptions, "rotate_client_state", rotate)
     patches.wrap(Container, "start_service", starting)
     patches.wrap(Container, "start_worker", starting)

@@ -162,7 +162,7 @@ async def test_the_connector_client_refuses_internal_urls_outside_development() 
             for url in (base, base.replace("127.0.0.1", "localhost")):
                 with pytest.raises(UrlNotAllowed) as caught:
                     await client.read_window(
-                        url, "r@x.example", secret="whsec_" + "A" * 44, start=start, end=end
+                        url, "r@x.example", secrets=["whsec_" + "A" * 44], start=start, end=end
                     )
                 assert public_error(caught.value) == "url-not-allowed"
         finally:
@@ -190,7 +190,7 @@ async def test_internal_notification_urls_are_not_handed_to_the_connector(
         with pytest.raises(UrlNotAllowed):
             await client.put_subscriptions(
                 "https://connector.example.com",
-                secret="whsec_" + "A" * 44,
+                secrets=["whsec_" + "A" * 44],
                 mailboxes=["r@x.example"],
                 notification_url=notification_url,
                 lifecycle_url=lifecycle_url,

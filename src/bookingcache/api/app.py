@@ -16,7 +16,9 @@ from prometheus_client import CollectorRegistry
 from starlette.types import Receive, Scope, Send
 
 from bookingcache.api import (
+    audit,
     availability,
+    credentials,
     docs_pages,
     events,
     fast_reads,
@@ -162,6 +164,8 @@ def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
     app.include_router(stream.router)
     app.include_router(intake.router)
     app.include_router(subscriptions.router)
+    app.include_router(credentials.router)
+    app.include_router(audit.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

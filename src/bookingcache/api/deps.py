@@ -28,6 +28,7 @@ from bookingcache.read.model import ReadModel
 from bookingcache.read.stream import StreamHub
 from bookingcache.read.tickets import StreamTickets
 from bookingcache.settings import Settings
+from bookingcache.store.audit import AuditLog
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
 from bookingcache.store.subscriptions import Subscriptions
@@ -65,6 +66,9 @@ class Services(Protocol):
 
     @property
     def subscriptions(self) -> Subscriptions: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
 
     @property
     def intake(self) -> IntakeService: ...

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import BaseModel
 
+from bookingcache.api.audit import AuditDep
 from bookingcache.api.deps import StoreDep, TenantIdPath, require_admin
 from bookingcache.api.problems import ProblemError, problem_responses
 from bookingcache.api.room_import import ImportRejected, parse_csv, parse_json
@@ -58,10 +59,21 @@ class ImportResult(BaseModel):
     },
 )
 async def put_room(
-    tenant: TenantIdPath, room: RoomIdPath, body: RoomLink, store: StoreDep, response: Response
+    tenant: TenantIdPath,
+    room: RoomIdPath,
+    body: RoomLink,
+    store: StoreDep,
+    response: Response,
+    audit: AuditDep,
 ) -> RoomOut:
     await store.get_tenant(tenant)
     stored, created = await store.put_room(body.to_room(tenant, room))
+    await audit.record(
+        "room.link",
+        tenant=tenant,
+        target=room,
+        details={"mailbox": stored.mailbox, "created": created},
+    )
     if created:
         response.status_code = status.HTTP_201_CREATED
         response.headers["Location"] = f"/v1/tenants/{tenant}/rooms/{room}"
@@ -79,8 +91,11 @@ async def get_room(tenant: TenantIdPath, room: RoomIdPath, store: StoreDep) -> R
     response_class=Response,
     summary="Unlink a room",
 )
-async def delete_room(tenant: TenantIdPath, room: RoomIdPath, store: StoreDep) -> Response:
+async def delete_room(
+    tenant: TenantIdPath, room: RoomIdPath, store: StoreDep, audit: AuditDep
+) -> Response:
     await store.delete_room(tenant, room)
+    await audit.record("room.unlink", tenant=tenant, target=room)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -124,7 +139,9 @@ _IMPORT_BODY: dict[str, Any] = {
     openapi_extra=_IMPORT_BODY,
     responses=problem_responses(413, 415, 422),
 )
-async def import_rooms(tenant: TenantIdPath, request: Request, store: StoreDep) -> ImportResult:
+async def import_rooms(
+    tenant: TenantIdPath, request: Request, store: StoreDep, audit: AuditDep
+) -> ImportResult:
     await store.get_tenant(tenant)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in ("text/csv", "application/json"):
@@ -138,6 +155,9 @@ async def import_rooms(tenant: TenantIdPath, request: Request, store: StoreDep) 
         ) from None
     rooms = [item.to_room(tenant, item.room_id) for item in imported]
     created, updated = await store.import_rooms(tenant, rooms)
+    await audit.record(
+        "rooms.import", tenant=tenant, details={"created": created, "updated": updated}
+    )
     return ImportResult(created=created, updated=updated)
 
 

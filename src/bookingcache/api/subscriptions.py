@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from bookingcache.api.audit import AuditDep
 from bookingcache.api.deps import (
     AdminDep,
     BearerDep,
@@ -156,10 +157,16 @@ async def all_subscriptions(_: AdminDep, orchestrator: OrchestratorDep) -> Healt
     openapi_extra=BEARER,
 )
 async def converge_now(
-    tenant: TenantIdPath, _: AdminDep, orchestrator: OrchestratorDep, container: ContainerDep
+    tenant: TenantIdPath,
+    _: AdminDep,
+    orchestrator: OrchestratorDep,
+    container: ContainerDep,
+    audit: AuditDep,
 ) -> ConvergeOut:
     await container.store.get_tenant(tenant)
-    return _converged(await orchestrator.converge(tenant))
+    converged = _converged(await orchestrator.converge(tenant))
+    await audit.record("subscriptions.converge", tenant=tenant)
+    return converged
 
 
 @router.post(
@@ -170,10 +177,17 @@ async def converge_now(
     openapi_extra=BEARER,
 )
 async def rotate_client_state(
-    tenant: TenantIdPath, _: AdminDep, orchestrator: OrchestratorDep, container: ContainerDep
+    tenant: TenantIdPath,
+    _: AdminDep,
+    orchestrator: OrchestratorDep,
+    container: ContainerDep,
+    audit: AuditDep,
 ) -> ConvergeOut:
     await container.store.get_tenant(tenant)
-    return _converged(await orchestrator.rotate_client_state(tenant))
+    grace_s = container.settings.orchestration.client_state_grace_s
+    rotated = _converged(await orchestrator.rotate_client_state(tenant))
+    await audit.record("client_state.rotate", tenant=tenant, details={"grace_s": grace_s})
+    return rotated
 
 
 # --- registration of the customer's own subscriptions ----------------------------------------
@@ -297,7 +311,11 @@ async def require_admin_or_tenant_signature(
     dependencies=[Depends(require_admin_or_tenant_signature)],
 )
 async def register(
-    tenant: TenantIdPath, body: RegistrationIn, container: ContainerDep
+    tenant: TenantIdPath,
+    body: RegistrationIn,
+    container: ContainerDep,
+    request: Request,
+    audit: AuditDep,
 ) -> RegistrationOut:
     rows = [
         RegisteredSubscription(row.mailbox, row.id, row.expirationDateTime)
@@ -331,6 +349,14 @@ async def register(
     # This process's intake hears of the new subscriptions and clientState at once (others
     # look them up as their notifications arrive: an unknown id or secret is read afresh).
     container.intake.directory.forget()
+    signed = "authorization" not in request.headers
+    await audit.record(
+        "subscriptions.register",
+        tenant=tenant,
+        details={"subscriptions": len(rows), "new": registered.new},
+        # A call signed with the tenant's signing secret is the tenant's connector, not an admin.
+        actor=f"tenant-signature:{tenant}" if signed else None,
+    )
     return RegistrationOut(
         tenant=tenant,
         refreshed=registered.new,

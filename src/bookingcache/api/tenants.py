@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import secrets
+from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bookingcache.api.audit import AuditDep
 from bookingcache.api.deps import (
     TENANT_ID_PATTERN,
     ClockDep,
@@ -248,7 +250,7 @@ def generate_secrets(tenant_id: str) -> TenantSecrets:
     responses=problem_responses(409, 422),
 )
 async def create_tenant(
-    body: TenantCreate, store: StoreDep, clock: ClockDep, settings: SettingsDep
+    body: TenantCreate, store: StoreDep, clock: ClockDep, settings: SettingsDep, audit: AuditDep
 ) -> TenantCreated:
     allowed_connector_url(body.connector_url, settings)
     tenant_secrets = generate_secrets(body.id)
@@ -264,6 +266,11 @@ async def create_tenant(
             created_at=clock.now(),
         ),
         tenant_secrets,
+    )
+    await audit.record(
+        "tenant.create",
+        tenant=tenant.id,
+        details={"fields": sorted(body.model_fields_set - {"id"}), "read_token": "default"},
     )
     return TenantCreated(
         **TenantOut.of(tenant).model_dump(),
@@ -295,7 +302,11 @@ async def get_tenant(tenant: TenantIdPath, store: StoreDep) -> TenantOut:
     responses=problem_responses(404, 422),
 )
 async def update_tenant(
-    tenant: TenantIdPath, body: TenantUpdate, store: StoreDep, settings: SettingsDep
+    tenant: TenantIdPath,
+    body: TenantUpdate,
+    store: StoreDep,
+    settings: SettingsDep,
+    audit: AuditDep,
 ) -> TenantUpdated:
     current = await store.get_tenant(tenant)
     changes = body.changes()
@@ -318,10 +329,23 @@ async def update_tenant(
     if not changes:
         return TenantUpdated(**TenantOut.of(current).model_dump(), resync_available=False)
     updated = await store.update_tenant(tenant, changes)
+    await audit.record(
+        "tenant.update",
+        tenant=tenant,
+        details={name: _audited(value) for name, value in sorted(changes.items())},
+    )
     return TenantUpdated(
         **TenantOut.of(updated).model_dump(),
         resync_available=updated.title_policy != current.title_policy,
     )
+
+
+def _audited(value: Any) -> Any:
+    """A changed setting as the audit log keeps it (none of a tenant's settings is secret; a
+    connector URL loses its query, which may carry a key)."""
+    if isinstance(value, str) and "?" in value:
+        return value.split("?", 1)[0] + "?…"
+    return value.value if isinstance(value, StrEnum) else value
 
 
 @router.post(
@@ -334,11 +358,14 @@ async def update_tenant(
     "For an event source `push` tenant nothing is read: its relay pushes windows itself.",
     responses=problem_responses(404),
 )
-async def resync_tenant(tenant: TenantIdPath, container: ContainerDep) -> ResyncOut:
+async def resync_tenant(
+    tenant: TenantIdPath, container: ContainerDep, audit: AuditDep
+) -> ResyncOut:
     await container.store.get_tenant(tenant)
     now = container.clock.now()
     due = {(tenant, c.mailbox): now for c in await container.store.list_calendars(tenant)}
     queued = await container.queue.enqueue(due, full_resync=True) if due else 0
+    await audit.record("calendars.resync", tenant=tenant, details={"calendars": queued})
     return ResyncOut(tenant=tenant, calendars=queued)
 
 
@@ -349,6 +376,7 @@ async def resync_tenant(tenant: TenantIdPath, container: ContainerDep) -> Resync
     summary="Delete a tenant with its rooms and cached events",
     responses=problem_responses(404),
 )
-async def delete_tenant(tenant: TenantIdPath, store: StoreDep) -> Response:
+async def delete_tenant(tenant: TenantIdPath, store: StoreDep, audit: AuditDep) -> Response:
     await store.delete_tenant(tenant)
+    await audit.record("tenant.delete", tenant=tenant)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

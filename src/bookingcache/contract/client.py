@@ -91,7 +91,7 @@ class ConnectorClient:
         self,
         connector_url: str,
         *,
-        secret: str,
+        secrets: Sequence[str],
         mailboxes: Sequence[str],
         notification_url: str,
         lifecycle_url: str,
@@ -123,7 +123,7 @@ class ConnectorClient:
             timeout=self._subscriptions_timeout_s,
         )
         answer = await self._call(
-            request, secret=secret, model=SubscriptionAnswer, what="the subscription call"
+            request, secrets=secrets, model=SubscriptionAnswer, what="the subscription call"
         )
         return [
             ConvergedSubscription(
@@ -141,7 +141,7 @@ class ConnectorClient:
         connector_url: str,
         mailbox: str,
         *,
-        secret: str,
+        secrets: Sequence[str],
         start: dt.datetime,
         end: dt.datetime,
     ) -> list[BasicEvent]:
@@ -156,7 +156,7 @@ class ConnectorClient:
             timeout=self._events_timeout_s,
         )
         window = await self._call(
-            request, secret=secret, model=WireWindow, what=f"the events of {mailbox}"
+            request, secrets=secrets, model=WireWindow, what=f"the events of {mailbox}"
         )
         if window.mailbox.casefold() != mailbox.casefold():
             raise UpstreamError(
@@ -177,9 +177,9 @@ class ConnectorClient:
         return connector_url.rstrip("/") + path
 
     async def _call(
-        self, request: httpx.Request, *, secret: str, model: type[Answer], what: str
+        self, request: httpx.Request, *, secrets: Sequence[str], model: type[Answer], what: str
     ) -> Answer:
-        sign_request(request, secret=secret, now=self._clock.now())
+        sign_request(request, secrets=secrets, now=self._clock.now())
         try:
             response = await self._http.send(request)
         except httpx.TimeoutException as exc:

@@ -17,7 +17,7 @@ import binascii
 import datetime as dt
 import hmac
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import httpx
 from standardwebhooks import Webhook
@@ -41,14 +41,20 @@ def signed_content(method: str, path_with_query: str, body: bytes) -> str:
         raise BadSignature("the body is not UTF-8, so no signature can match it") from exc
 
 
-def sign_request(request: httpx.Request, *, secret: str, now: dt.datetime) -> None:
-    """Add ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` to ``request``."""
+def sign_request(request: httpx.Request, *, secrets: Sequence[str], now: dt.datetime) -> None:
+    """Add ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` to ``request``: one
+    signature per secret, space-separated as Standard Webhooks allows, so that during a
+    signing-secret rotation a receiver that knows either secret accepts the call."""
+    if not secrets:
+        raise ValueError("signing needs at least one secret")
     content = signed_content(request.method, request.url.raw_path.decode("ascii"), request.content)
     message_id = f"msg_{uuid.uuid4().hex}"
-    signature = Webhook(secret).sign(msg_id=message_id, timestamp=now, data=content)
+    signatures = [
+        Webhook(secret).sign(msg_id=message_id, timestamp=now, data=content) for secret in secrets
+    ]
     request.headers["webhook-id"] = message_id
     request.headers["webhook-timestamp"] = str(int(now.timestamp()))
-    request.headers["webhook-signature"] = signature
+    request.headers["webhook-signature"] = " ".join(signatures)
 
 
 def _candidates(header: str) -> list[bytes]:
@@ -100,14 +106,15 @@ class SignatureVerifier:
         self,
         *,
         tenant_id: str,
-        secret: str,
+        secrets: Sequence[str],
         method: str,
         path_with_query: str,
         headers: Mapping[str, str],
         body: bytes,
     ) -> str:
-        """Check the call; returns its ``webhook-id`` (now reserved) or raises
-        ``BadSignature`` saying what was wrong."""
+        """Check the call against each of ``secrets`` (a signature by any one of them will
+        do); returns its ``webhook-id`` (now reserved) or raises ``BadSignature`` saying what
+        was wrong."""
         message_id = headers.get("webhook-id", "")
         stamp = headers.get("webhook-timestamp", "")
         signatures = headers.get("webhook-signature", "")
@@ -126,16 +133,18 @@ class SignatureVerifier:
             raise BadSignature("webhook-timestamp is more than 5 minutes away from now")
         sent_at = dt.datetime.fromtimestamp(int(stamp), tz=dt.UTC)
         content = signed_content(method, path_with_query, body)
-        try:
-            webhook = Webhook(secret)
-        except Exception as exc:  # the library rejects unusable secrets with its own errors
-            raise BadSignature("the tenant has no usable signing secret") from exc
-        expected = base64.b64decode(
-            webhook.sign(msg_id=message_id, timestamp=sent_at, data=content).split(",", 1)[1]
-        )
+        expected: list[bytes] = []
+        for secret in secrets:
+            try:
+                webhook = Webhook(secret)
+            except Exception as exc:  # the library rejects unusable secrets with its own errors
+                raise BadSignature("the tenant has no usable signing secret") from exc
+            signed = webhook.sign(msg_id=message_id, timestamp=sent_at, data=content)
+            expected.append(base64.b64decode(signed.split(",", 1)[1]))
         matched = False
         for candidate in _candidates(signatures):
-            matched |= hmac.compare_digest(expected, candidate)
+            for wanted in expected:
+                matched |= hmac.compare_digest(wanted, candidate)
         if not matched:
             raise BadSignature(NO_MATCH)
         if not self.replays.reserve(tenant_id, message_id, sent_at=sent_at, now=now):

@@ -48,6 +48,17 @@ class TenantSecrets:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadTokenInfo:
+    """What may be shown of a named read token: never the token, which only its creation
+    answer holds. ``last_used_at`` is late by up to a minute or so (the processes that check
+    tokens write it in batches)."""
+
+    name: str
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Room:
     """A map room (its id in the map) linked to a room mailbox."""
 

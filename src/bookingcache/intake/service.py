@@ -131,14 +131,14 @@ class IntakeService:
         time (in every process on the database); returns its ``webhook-id``. Raises
         ``BadSignature``, worded the same for a tenant the service does not know."""
         try:
-            secret = await self._store.get_signing_secret(tenant_id)
+            secrets = await self._store.signing_secrets(tenant_id)
         except NotFound as exc:
             # Said as a wrong signature is, so that unsigned callers cannot learn which
             # tenants exist.
             raise BadSignature(NO_MATCH) from exc
         message_id = self.verifier.verify(
             tenant_id=tenant_id,
-            secret=secret,
+            secrets=secrets,
             method=method,
             path_with_query=path_with_query,
             headers=headers,

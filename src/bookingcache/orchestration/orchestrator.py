@@ -276,7 +276,7 @@ class Orchestrator:
             if unregistered:
                 await self.subscriptions.fail(tenant_id, unregistered, error)
             return ConvergeResult(tenant_id, error=error)
-        secret = await self._store.get_signing_secret(tenant_id)
+        secrets = await self._store.signing_secrets(tenant_id)
         state = await self.client_state(tenant_id)
         mode = self.notification_mode(tenant_id, tenant.event_source)
         notification_url, lifecycle_url = self.notification_urls(
@@ -291,7 +291,7 @@ class Orchestrator:
         try:
             rows = await self._connector.put_subscriptions(
                 tenant.connector_url,
-                secret=secret,
+                secrets=secrets,
                 mailboxes=wanted,
                 notification_url=notification_url,
                 lifecycle_url=lifecycle_url,

@@ -1,11 +1,12 @@
-"""Who may read: every tenant's read-token hash held in memory, and tenants' settings kept
+"""Who may read: the hash of every read token held in memory, and tenants' settings kept
 briefly for the hot path.
 
 Read tokens are checked in memory, without a database round trip per request: the SHA-256 of
-every tenant's read token is read in one query and kept. It is read again
+every read token, with the tenant it belongs to (a tenant may have several, by name), is read in
+one query and kept. It is read again
 
-* before the next check after this process created or deleted a tenant or replaced its secrets
-  (the store's tenants listener calls ``forget``);
+* before the next check after this process created or deleted a tenant, or added, revoked or
+  replaced one of its read tokens (the store's tenants listener calls ``forget``);
 * before the next check once it is ``token_refresh`` old, so a token replaced or a tenant deleted
   by another process stops working within ``token_refresh`` (``read_token_refresh_s``);
 * when a token fails and the hashes are older than ``MISS_RECHECK``, so a tenant created or a
@@ -13,6 +14,10 @@ every tenant's read token is read in one query and kept. It is read again
   read (or attempt, while the database is away: the token is then just refused) per
   ``MISS_RECHECK``, however many arrive, and a token naming an unknown tenant costs the same as
   a wrong token naming a known one.
+
+When a token was last used is noted in memory and written, one batch for every token used
+since, whenever the hashes are read again (so at most every ``token_refresh`` while tokens are
+used); a failed write is logged and tried again with the next batch.
 
 Tenant settings (title policy, staleness bound, default zone) are re-read at most once per
 ``ttl``.
@@ -35,8 +40,8 @@ from bookingcache.store.port import Store
 log = logging.getLogger(__name__)
 
 MISS_RECHECK = dt.timedelta(seconds=1)
-# Compared against when the claimed tenant is unknown, so that case does the same work as a
-# wrong token of a known tenant. No token hashes to it but by a 2^-256 chance.
+# Compared against when the token is unknown, so that case does the same work as a known token
+# presented for another tenant. No tenant id equals it.
 _NO_TENANT = secrets.token_bytes(32)
 
 
@@ -58,7 +63,10 @@ class AccessCache:
         self._ttl = ttl
         self._token_refresh = token_refresh
         self._tenants: dict[str, tuple[dt.datetime, Tenant]] = {}
-        self._hashes: dict[str, bytes] = {}
+        # The tenant of every read token, by the token's SHA-256.
+        self._owners: dict[bytes, str] = {}
+        # Tokens used since the last batch was written: when, by the token's SHA-256.
+        self._used: dict[bytes, dt.datetime] = {}
         # When the hashes were read; None: read them before the next check.
         self._hashes_read_at: dt.datetime | None = None
         # Counts ``forget`` calls: one heard while the hashes are read makes them due again.
@@ -82,10 +90,11 @@ class AccessCache:
         tenant, after the same work)."""
         await self._reread_if(self._token_refresh)
         presented = hashlib.sha256(token.encode()).digest()
-        if self._matches(tenant_id, presented):
+        if self._matches(tenant_id, presented) or (
+            await self._recheck_after_miss() and self._matches(tenant_id, presented)
+        ):
+            self._used[presented] = self._clock.now()
             return True
-        if await self._recheck_after_miss():
-            return self._matches(tenant_id, presented)
         return False
 
     async def _recheck_after_miss(self) -> bool:
@@ -102,9 +111,14 @@ class AccessCache:
             return False
 
     def _matches(self, tenant_id: str, presented: bytes) -> bool:
-        stored = self._hashes.get(tenant_id)
-        same = hmac.compare_digest(presented, _NO_TENANT if stored is None else stored)
-        return same and stored is not None
+        # A dictionary probe by the SHA-256 of the presented token: its timing could tell only
+        # about that hash, which the caller already knows. The owner is then compared in
+        # constant time, the same work whether the token is known or not.
+        owner = self._owners.get(presented)
+        same = hmac.compare_digest(
+            tenant_id.encode(), _NO_TENANT if owner is None else owner.encode()
+        )
+        return same and owner is not None
 
     async def _reread_if(self, older_than: dt.timedelta) -> bool:
         """Read every tenant's hash again if those held are ``older_than`` (or were let go);
@@ -120,18 +134,39 @@ class AccessCache:
             ):
                 return False  # read meanwhile by another request
             forgotten = self._forgotten
-            hashes = await self._store.read_token_hashes()
-            self._hashes = {
-                tenant_id: bytes.fromhex(digest) for tenant_id, digest in hashes.items()
-            }
+            await self._write_uses()
+            owners = await self._store.read_token_owners()
+            self._owners = {bytes.fromhex(digest): tenant for digest, tenant in owners.items()}
             # A write heard meanwhile may have missed this read: the next check reads again.
             self._hashes_read_at = started if forgotten == self._forgotten else None
             return True
 
+    async def _write_uses(self) -> None:
+        """Write when the tokens used since the last batch were used (see the module)."""
+        if not self._used:
+            return
+        batch, self._used = self._used, {}
+        try:
+            await self._store.note_read_tokens_used(
+                {digest.hex(): at for digest, at in batch.items()}
+            )
+        except StoreUnavailable as exc:
+            log.warning("could not record when read tokens were last used: %s", exc)
+            for digest, at in batch.items():
+                self._used[digest] = max(at, self._used.get(digest, at))
+
+    async def flush(self) -> None:
+        """Write the pending last-used instants now (when the process stops)."""
+        async with self._hashes_lock:
+            await self._write_uses()
+
     def forget(self, tenant_id: str) -> None:
         """Drop what is kept about the tenant (it changed or went away): its settings, and
-        every hash, read again before the next check."""
+        every token's owner (a revoked token must stop working here at once), read again
+        before the next check."""
         self._tenants.pop(tenant_id, None)
-        self._hashes.pop(tenant_id, None)
+        self._owners = {
+            digest: owner for digest, owner in self._owners.items() if owner != tenant_id
+        }
         self._hashes_read_at = None
         self._forgotten += 1

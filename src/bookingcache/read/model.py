@@ -127,6 +127,10 @@ class ReadModel:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self.access.flush()
+        except Exception:  # stopping goes on: only a last-used instant is lost
+            log.exception("could not record when read tokens were last used")
 
     def feed_due(self) -> None:
         """Read the change feed before the next answer, whenever the last read was."""

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bookingcache.domain.events import BasicEvent, EventDiff
-from bookingcache.domain.tenancy import CalendarState, Room, Tenant, TenantSecrets
+from bookingcache.domain.tenancy import (
+    CalendarState,
+    ReadTokenInfo,
+    Room,
+    Tenant,
+    TenantSecrets,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +61,47 @@ class Store(Protocol):
         """Delete the tenant and everything it owns; ``NotFound`` if unknown."""
         ...
 
-    async def get_signing_secret(self, tenant_id: str) -> str: ...
+    async def get_signing_secret(self, tenant_id: str) -> str:
+        """The tenant's current signing secret: what the service signs with."""
+        ...
+
+    async def signing_secrets(self, tenant_id: str) -> list[str]:
+        """The signing secrets that verify now: the current one, and after a rotation the
+        previous one until its overlap ends; ``NotFound`` if unknown."""
+        ...
+
+    async def rotate_signing_secret(
+        self, tenant_id: str, secret: str, *, overlap: dt.timedelta
+    ) -> dt.datetime:
+        """Make ``secret`` current; the current one keeps verifying for ``overlap`` (replacing
+        any earlier previous one). When the overlap ends; ``NotFound`` if unknown."""
+        ...
 
     async def check_read_token(self, tenant_id: str, token: str) -> bool:
-        """Constant-time check of a presented read token against the stored hash."""
+        """Constant-time check of a presented read token against the tenant's stored hashes."""
         ...
 
     async def set_tenant_secrets(self, tenant_id: str, secrets: TenantSecrets) -> None:
-        """Replace the signing secret and the read token (rotation); ``NotFound`` if unknown."""
+        """Replace, at once, the signing secret (no overlap) and every read token by the one
+        given (named ``default``); ``NotFound`` if unknown."""
+        ...
+
+    async def create_read_token(self, tenant_id: str, name: str, token: str) -> ReadTokenInfo:
+        """Add a named read token (only its hash is kept); ``Conflict`` if the name is taken or
+        the tenant has the most it may, ``NotFound`` if the tenant is unknown."""
+        ...
+
+    async def list_read_tokens(self, tenant_id: str) -> Sequence[ReadTokenInfo]:
+        """The tenant's read tokens, oldest first; ``NotFound`` if unknown."""
+        ...
+
+    async def revoke_read_token(self, tenant_id: str, name: str) -> None:
+        """Delete the named read token; ``NotFound`` if the tenant or the name is unknown."""
+        ...
+
+    async def note_read_tokens_used(self, uses: Mapping[str, dt.datetime]) -> None:
+        """Record when read tokens (by the hex SHA-256 of each) were last used; an earlier
+        instant than the one stored changes nothing."""
         ...
 
     async def reseal_secrets(self) -> int:
@@ -70,9 +109,9 @@ class Store(Protocol):
         secrets key, in one transaction; how many. ``SecretsUnreadable`` if one does not open."""
         ...
 
-    async def read_token_hashes(self) -> dict[str, str]:
-        """Every tenant's read-token SHA-256 (hex), by tenant id, in one read: what a process
-        keeps in memory to check read tokens without a database round trip per request."""
+    async def read_token_owners(self) -> dict[str, str]:
+        """The tenant of every read token, by the token's SHA-256 (hex), in one read: what a
+        process keeps in memory to check read tokens without a database round trip."""
         ...
 
     # --- rooms -------------------------------------------------------------------------------
@@ -165,7 +204,7 @@ class Store(Protocol):
 
     def add_tenants_listener(self, callback: TenantsListener) -> None:
         """Call ``callback(tenant_id)`` in this process after every commit that created or
-        deleted the tenant, changed its settings or replaced its secrets."""
+        deleted the tenant, changed its settings, or added, revoked or replaced its secrets."""
         ...
 
     def remove_tenants_listener(self, callback: TenantsListener) -> None: ...

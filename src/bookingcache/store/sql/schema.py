@@ -106,11 +106,42 @@ tenants = Table(
     Column("title_policy", String(16), nullable=False),
     Column("default_time_zone", String(64), nullable=False),
     Column("staleness_bound_s", Integer, nullable=False),
-    # Sealed (``store.sealing``, migration 0008); read tokens only as hashes.
+    # Sealed (``store.sealing``, migration 0008). After a rotation the previous secret keeps
+    # verifying until ``previous_signing_secret_until`` (migration 0009).
     Column("signing_secret", Text, nullable=False),
-    Column("read_token_sha256", String(64), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("previous_signing_secret", Text, nullable=True),
+    Column("previous_signing_secret_until", UTCDateTime(), nullable=True),
+)
+
+# A tenant's named read tokens, only as SHA-256 hashes (migration 0009). ``last_used_at`` is
+# written by the processes that check them, late by up to their flush interval.
+read_tokens = Table(
+    "read_tokens",
+    metadata,
+    Column("tenant_id", String(ID), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_used_at", UTCDateTime(), nullable=True),
+)
+
+# Every admin change: who (a fingerprint of the admin credential), what, when, from where; never
+# a secret value (migration 0009).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", _serial(), primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("client", String(64), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("tenant_id", String(ID), nullable=True),
+    Column("target", String(MAILBOX), nullable=True),
+    Column("details", _json(), nullable=False),
+    Index(None, "tenant_id", "id"),
+    sqlite_autoincrement=True,
 )
 
 rooms = Table(

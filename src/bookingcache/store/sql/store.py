@@ -10,7 +10,6 @@ commit, so two refreshes of one calendar never interleave.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -34,14 +33,14 @@ from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql import rooms as room_ops
 from bookingcache.store.sql import windows
-from bookingcache.store.sql.base import SqlBase, translate_errors
+from bookingcache.store.sql.base import translate_errors
+from bookingcache.store.sql.credentials import DEFAULT_TOKEN, SqlCredentials, insert_read_token
 from bookingcache.store.sql.rows import (
     calendar_from_row,
     require_aware,
     room_from_row,
     tenant_from_row,
     tenant_values,
-    token_hash,
 )
 from bookingcache.store.sql.schema import (
     ID,
@@ -54,7 +53,7 @@ from bookingcache.store.sql.schema import (
 )
 
 
-class SqlStore(SqlBase):
+class SqlStore(SqlCredentials):
     """The ``Store`` port over one SQLAlchemy async engine (build it with ``open_store``)."""
 
     # --- tenants -------------------------------------------------------------------------
@@ -68,12 +67,16 @@ class SqlStore(SqlBase):
             "id": tenant.id,
             **values,
             "signing_secret": self._box.seal(secrets.signing_secret),
-            "read_token_sha256": token_hash(secrets.read_token),
             "created_at": created_at,
             "updated_at": now,
         }
+
+        def work(conn: Connection) -> None:
+            conn.execute(insert(tenants), row)
+            insert_read_token(conn, tenant.id, DEFAULT_TOKEN, secrets.read_token, at=now)
+
         try:
-            await self.transaction(lambda conn: conn.execute(insert(tenants), row))
+            await self.transaction(work)
         except IntegrityError as exc:
             raise Conflict(f"tenant {tenant.id!r} already exists") from exc
         self._notify_tenants(tenant.id)
@@ -139,16 +142,6 @@ class SqlStore(SqlBase):
         self._notify_rooms(tenant_id)
         self._notify_tenants(tenant_id)
 
-    async def get_signing_secret(self, tenant_id: str) -> str:
-        async with self.read() as conn:
-            result = await conn.execute(
-                select(tenants.c.signing_secret).where(tenants.c.id == tenant_id)
-            )
-            secret = result.scalar_one_or_none()
-        if secret is None:
-            raise NotFound(f"tenant {tenant_id!r} not found")
-        return self._box.open(str(secret))
-
     async def check_box(self) -> None:
         """``SecretsUnreadable`` unless the box opens a stored secret (when there is one): a
         process with the wrong key refuses to start instead of failing every signed call."""
@@ -163,57 +156,34 @@ class SqlStore(SqlBase):
 
         def work(conn: Connection) -> int:
             count = 0
-            for row in conn.execute(select(tenants.c.id, tenants.c.signing_secret)).all():
+            query = select(
+                tenants.c.id, tenants.c.signing_secret, tenants.c.previous_signing_secret
+            )
+            for row in conn.execute(query).all():
+                previous = row.previous_signing_secret
                 conn.execute(
                     update(tenants)
                     .where(tenants.c.id == row.id)
-                    .values(signing_secret=self._box.reseal(row.signing_secret))
+                    .values(
+                        signing_secret=self._box.reseal(row.signing_secret),
+                        previous_signing_secret=None
+                        if previous is None
+                        else self._box.reseal(previous),
+                    )
                 )
-                count += 1
-            for row in conn.execute(select(client_states.c.id, client_states.c.secret)).all():
+                count += 1 if previous is None else 2
+            states = conn.execute(select(client_states.c.id, client_states.c.secret)).all()
+            for state in states:
                 conn.execute(
                     update(client_states)
-                    .where(client_states.c.id == row.id)
-                    .values(secret=self._box.reseal(row.secret))
+                    .where(client_states.c.id == state.id)
+                    .values(secret=self._box.reseal(state.secret))
                 )
                 count += 1
             return count
 
         return await self.transaction(work)
 
-    async def check_read_token(self, tenant_id: str, token: str) -> bool:
-        async with self.read() as conn:
-            result = await conn.execute(
-                select(tenants.c.read_token_sha256).where(tenants.c.id == tenant_id)
-            )
-            stored = result.scalar_one_or_none()
-        if stored is None:
-            raise NotFound(f"tenant {tenant_id!r} not found")
-        return hmac.compare_digest(str(stored), token_hash(token))
-
-    async def set_tenant_secrets(self, tenant_id: str, secrets: TenantSecrets) -> None:
-        def work(conn: Connection) -> None:
-            result = conn.execute(
-                update(tenants)
-                .where(tenants.c.id == tenant_id)
-                .values(
-                    signing_secret=self._box.seal(secrets.signing_secret),
-                    read_token_sha256=token_hash(secrets.read_token),
-                    updated_at=self._clock.now(),
-                )
-            )
-            if result.rowcount == 0:
-                raise NotFound(f"tenant {tenant_id!r} not found")
-
-        await self.transaction(work)
-        self._notify_tenants(tenant_id)
-
-    async def read_token_hashes(self) -> dict[str, str]:
-        async with self.read() as conn:
-            result = await conn.execute(select(tenants.c.id, tenants.c.read_token_sha256))
-            return {str(tenant_id): str(digest) for tenant_id, digest in result}
-
-    # --- rooms ---------------------------------------------------------------------------
     async def put_room(self, room: Room) -> tuple[Room, bool]:
         room_ops.check_rooms(room.tenant_id, [room])
 

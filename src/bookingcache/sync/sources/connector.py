@@ -36,7 +36,7 @@ class ConnectorSource:
             raise UpstreamError(
                 f"tenant {tenant.id!r} has no connector URL", kind="connector-not-configured"
             )
-        secret = await self._store.get_signing_secret(tenant.id)
+        secrets = await self._store.signing_secrets(tenant.id)
         return await self._client.read_window(
-            tenant.connector_url, calendar.mailbox, secret=secret, start=start, end=end
+            tenant.connector_url, calendar.mailbox, secrets=secrets, start=start, end=end
         )

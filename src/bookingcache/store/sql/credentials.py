@@ -1,0 +1,214 @@
+"""The tenants' credentials in the database: named read tokens (only their SHA-256) and the
+signing secret with its rotation overlap (sealed, ``store.sealing``). ``SqlStore`` inherits
+these operations of the store port from ``SqlCredentials``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from bookingcache.domain.tenancy import ReadTokenInfo, TenantSecrets
+from bookingcache.errors import Conflict, InvalidInput, NotFound
+from bookingcache.store.sql.base import SqlBase
+from bookingcache.store.sql.rows import token_hash
+from bookingcache.store.sql.schema import read_tokens, tenants
+
+# The name of the read token a tenant is created with.
+DEFAULT_TOKEN = "default"  # noqa: S105 (a name, not a secret)
+MAX_READ_TOKENS = 100  # per tenant
+MAX_TOKEN_NAME = 64
+
+
+def _require_tenant(conn: Connection, tenant_id: str) -> None:
+    if conn.scalar(select(tenants.c.id).where(tenants.c.id == tenant_id)) is None:
+        raise NotFound(f"tenant {tenant_id!r} not found")
+
+
+def insert_read_token(
+    conn: Connection, tenant_id: str, name: str, token: str, *, at: dt.datetime
+) -> None:
+    """One named read token of the tenant (inside the caller's transaction)."""
+    conn.execute(
+        insert(read_tokens).values(
+            tenant_id=tenant_id, name=name, token_sha256=token_hash(token), created_at=at
+        )
+    )
+
+
+class SqlCredentials(SqlBase):
+    # --- read tokens ---------------------------------------------------------------------
+    async def check_read_token(self, tenant_id: str, token: str) -> bool:
+        async with self.read() as conn:
+            known = await conn.scalar(select(tenants.c.id).where(tenants.c.id == tenant_id))
+            if known is None:
+                raise NotFound(f"tenant {tenant_id!r} not found")
+            result = await conn.execute(
+                select(read_tokens.c.token_sha256).where(read_tokens.c.tenant_id == tenant_id)
+            )
+            stored = list(result.scalars())
+        presented = token_hash(token)
+        matches = [hmac.compare_digest(str(digest), presented) for digest in stored]
+        return any(matches)
+
+    async def read_token_owners(self) -> dict[str, str]:
+        async with self.read() as conn:
+            result = await conn.execute(select(read_tokens.c.token_sha256, read_tokens.c.tenant_id))
+            return {str(digest): str(tenant_id) for digest, tenant_id in result}
+
+    async def create_read_token(self, tenant_id: str, name: str, token: str) -> ReadTokenInfo:
+        if not name or len(name) > MAX_TOKEN_NAME:
+            raise InvalidInput(f"a read token's name must be 1 to {MAX_TOKEN_NAME} characters")
+        now = self._clock.now()
+
+        def work(conn: Connection) -> None:
+            _require_tenant(conn, tenant_id)
+            count = conn.scalar(select(func.count()).where(read_tokens.c.tenant_id == tenant_id))
+            if (count or 0) >= MAX_READ_TOKENS:
+                raise Conflict(f"a tenant has at most {MAX_READ_TOKENS} read tokens")
+            exists = conn.scalar(
+                select(read_tokens.c.name).where(
+                    read_tokens.c.tenant_id == tenant_id, read_tokens.c.name == name
+                )
+            )
+            if exists is not None:
+                raise Conflict(f"tenant {tenant_id!r} has a read token named {name!r}")
+            insert_read_token(conn, tenant_id, name, token, at=now)
+
+        try:
+            await self.transaction(work)
+        except IntegrityError as exc:  # two creations of one name at once
+            raise Conflict(f"tenant {tenant_id!r} has a read token named {name!r}") from exc
+        self._notify_tenants(tenant_id)
+        return ReadTokenInfo(name=name, created_at=now)
+
+    async def list_read_tokens(self, tenant_id: str) -> Sequence[ReadTokenInfo]:
+        async with self.read() as conn:
+            known = await conn.scalar(select(tenants.c.id).where(tenants.c.id == tenant_id))
+            if known is None:
+                raise NotFound(f"tenant {tenant_id!r} not found")
+            result = await conn.execute(
+                select(read_tokens.c.name, read_tokens.c.created_at, read_tokens.c.last_used_at)
+                .where(read_tokens.c.tenant_id == tenant_id)
+                .order_by(read_tokens.c.created_at, read_tokens.c.name)
+            )
+            return [
+                ReadTokenInfo(
+                    name=row.name, created_at=row.created_at, last_used_at=row.last_used_at
+                )
+                for row in result
+            ]
+
+    async def revoke_read_token(self, tenant_id: str, name: str) -> None:
+        def work(conn: Connection) -> None:
+            _require_tenant(conn, tenant_id)
+            deleted = conn.execute(
+                delete(read_tokens).where(
+                    read_tokens.c.tenant_id == tenant_id, read_tokens.c.name == name
+                )
+            )
+            if deleted.rowcount == 0:
+                raise NotFound(f"tenant {tenant_id!r} has no read token named {name!r}")
+
+        await self.transaction(work)
+        self._notify_tenants(tenant_id)
+
+    async def note_read_tokens_used(self, uses: Mapping[str, dt.datetime]) -> None:
+        if not uses:
+            return
+
+        def work(conn: Connection) -> None:
+            for digest, at in uses.items():
+                conn.execute(
+                    update(read_tokens)
+                    .where(
+                        read_tokens.c.token_sha256 == digest,
+                        or_(read_tokens.c.last_used_at.is_(None), read_tokens.c.last_used_at < at),
+                    )
+                    .values(last_used_at=at)
+                )
+
+        await self.transaction(work)
+
+    # --- signing secrets ---------------------------------------------------------------------
+    async def get_signing_secret(self, tenant_id: str) -> str:
+        async with self.read() as conn:
+            result = await conn.execute(
+                select(tenants.c.signing_secret).where(tenants.c.id == tenant_id)
+            )
+            secret = result.scalar_one_or_none()
+        if secret is None:
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        return self._box.open(str(secret))
+
+    async def signing_secrets(self, tenant_id: str) -> list[str]:
+        async with self.read() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        tenants.c.signing_secret,
+                        tenants.c.previous_signing_secret,
+                        tenants.c.previous_signing_secret_until,
+                    ).where(tenants.c.id == tenant_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        found = [self._box.open(str(row.signing_secret))]
+        until = row.previous_signing_secret_until
+        previous = row.previous_signing_secret
+        if previous is not None and until is not None and self._clock.now() < until:
+            found.append(self._box.open(str(previous)))
+        return found
+
+    async def rotate_signing_secret(
+        self, tenant_id: str, secret: str, *, overlap: dt.timedelta
+    ) -> dt.datetime:
+        now = self._clock.now()
+        until = now + overlap
+        sealed = self._box.seal(secret)
+
+        def work(conn: Connection) -> None:
+            result = conn.execute(
+                update(tenants)
+                .where(tenants.c.id == tenant_id)
+                .values(
+                    previous_signing_secret=tenants.c.signing_secret,
+                    previous_signing_secret_until=until,
+                    signing_secret=sealed,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"tenant {tenant_id!r} not found")
+
+        await self.transaction(work)
+        self._notify_tenants(tenant_id)
+        return until
+
+    async def set_tenant_secrets(self, tenant_id: str, secrets: TenantSecrets) -> None:
+        now = self._clock.now()
+        sealed = self._box.seal(secrets.signing_secret)
+
+        def work(conn: Connection) -> None:
+            result = conn.execute(
+                update(tenants)
+                .where(tenants.c.id == tenant_id)
+                .values(
+                    signing_secret=sealed,
+                    previous_signing_secret=None,
+                    previous_signing_secret_until=None,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"tenant {tenant_id!r} not found")
+            conn.execute(delete(read_tokens).where(read_tokens.c.tenant_id == tenant_id))
+            insert_read_token(conn, tenant_id, DEFAULT_TOKEN, secrets.read_token, at=now)
+
+        await self.transaction(work)
+        self._notify_tenants(tenant_id)
