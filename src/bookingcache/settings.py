@@ -412,6 +412,14 @@ def admin_token_with_origin(settings: Settings) -> tuple[Settings, AdminTokenOri
     return settings.model_copy(update={"admin_token": SecretStr(token)}), origin
 
 
+def stored_admin_token(settings: Settings) -> str | None:
+    """The admin token a running service uses, as another process finds it: the configured
+    one, else the data directory's file; None when there is neither (nothing is made)."""
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value()
+    return _read_token_file(settings.data_dir / ADMIN_TOKEN_FILE)
+
+
 def _stored_or_generated(
     data_dir: Path, name: str, generate: Callable[[], str]
 ) -> tuple[str, AdminTokenOrigin]:

@@ -161,7 +161,9 @@ _COMMANDS: dict[str, Command] = {
         _run_demo,
     ),
     "admin": Command(
-        "operator's commands: secrets keys (see docs/api.md)", _configure_admin, _run_admin
+        "operator's commands: secrets keys, read tokens, signing secrets, audit log",
+        _configure_admin,
+        _run_admin,
     ),
     "bench": Command(
         "run a benchmark (see docs/benchmarks.md)",
