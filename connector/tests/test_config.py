@@ -77,6 +77,7 @@ def test_all_settings_read_from_the_environment(tmp_path: Path) -> None:
         {**BASE, "CONNECTOR_PUSH_EVENTS": "perhaps"},
         {**BASE, "CONNECTOR_WINDOW_DAYS": "two"},
         {**BASE, "CONNECTOR_WEBHOOK_SECRET": "shared-password"},
+        {**BASE, "CONNECTOR_WEBHOOK_SECRET": "whsec_QUFB,shared-password"},
         {**BASE, "CONNECTOR_PUSH_RECONCILE_S": "-1"},
         {**BASE, "CONNECTOR_PUSH_RECONCILE_RATE": "0"},
         {**BASE, "CONNECTOR_TITLE_POLICY": "hide"},
@@ -176,3 +177,9 @@ def test_asgi_factory_builds_from_the_environment(
         assert httpx.get(f"{server.root}/nowhere").status_code == 404
         assert httpx.delete(f"{server.root}/v1/subscriptions").status_code == 405
     assert (tmp_path / "connector.sqlite3").exists()
+
+
+def test_two_webhook_secrets_are_taken_during_a_rotation() -> None:
+    both = "whsec_QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB, whsec_QkJCQkJCQkJCQkJCQkJCQkJCQkJC"
+    settings = load_settings({**BASE, "CONNECTOR_WEBHOOK_SECRET": both})
+    assert settings.webhook_secret == both

@@ -116,3 +116,28 @@ def test_a_call_signed_during_a_rotation_verifies_with_either_secret() -> None:
             headers=request.headers,
             body=b"",
         )
+
+
+def test_a_connector_given_both_secrets_signs_with_both_and_accepts_either() -> None:
+    """The connector's side of a rotation (CONNECTOR_WEBHOOK_SECRET="new,old"): the service
+    accepts its calls whichever secret it holds, and it accepts the service's calls signed with
+    either, as before the rotation (old) or after the overlap (new)."""
+    now = dt.datetime(2026, 10, 25, 0, 45, tzinfo=dt.UTC)
+    new, old = (f"whsec_{base64.b64encode(bytes([n]) * 32).decode()}" for n in (4, 5))
+    target = "/v1/tenants/acme/notifications"
+    body = b'{"changes": [], "lifecycle": [], "resync": []}'
+    headers = Signer(f"{new},{old}", FixedClock(now)).headers("POST", target, body)
+    assert len(headers["webhook-signature"].split()) == 2
+    for secrets in ([old], [new]):
+        SignatureVerifier(clock=FixedClock(now)).verify(
+            tenant_id="acme",
+            secrets=secrets,
+            method="POST",
+            path_with_query=target,
+            headers=headers,
+            body=body,
+        )
+    for secret in (old, new):
+        request = httpx.Request("GET", f"https://connector.example{target}")
+        sign_request(request, secrets=[secret], now=now)
+        Verifier(f"{new}, {old}", FixedClock(now)).verify("GET", target, request.headers, b"")

@@ -156,8 +156,13 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if not secret and not cert:
         raise ConfigError("set CONNECTOR_CLIENT_SECRET or CONNECTOR_CLIENT_CERT_PATH")
     webhook_secret = get("WEBHOOK_SECRET")
-    if webhook_secret is not None and not webhook_secret.startswith("whsec_"):
-        raise ConfigError("CONNECTOR_WEBHOOK_SECRET must be the tenant's whsec_... secret")
+    if webhook_secret is not None and not all(
+        part.strip().startswith("whsec_") for part in webhook_secret.split(",")
+    ):
+        raise ConfigError(
+            "CONNECTOR_WEBHOOK_SECRET must be the tenant's whsec_... secret (or, while the "
+            "service rotates it, the new and the old one, comma-separated)"
+        )
     push_reconcile_s = _number(env, "CONNECTOR_PUSH_RECONCILE_S", 900.0)
     push_reconcile_rate = _number(env, "CONNECTOR_PUSH_RECONCILE_RATE", 5.0)
     if push_reconcile_s < 0:

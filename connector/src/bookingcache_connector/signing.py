@@ -6,6 +6,10 @@ the 5-minute window and remembers every ``webhook-id`` it accepted within that w
 of a good call is refused too: in memory (``CallMemory``), or, as the connector runs it, in the
 state directory (``store.StoredCalls``), so that a restarted connector, or another process on the
 same directory, still refuses it.
+
+The secret may be several, comma-separated (``whsec_new,whsec_old``), while the service rotates
+the tenant's signing secret: calls are then signed with each (Standard Webhooks allows several
+signatures in one header) and a call signed with any of them is accepted.
 """
 
 from __future__ import annotations
@@ -32,21 +36,27 @@ def path_with_query(path: str, query: str) -> str:
     return f"{path}?{query}" if query else path
 
 
+def split_secrets(secret: str) -> list[str]:
+    """The secrets of a (possibly comma-separated) webhook secret setting."""
+    return [part.strip() for part in secret.split(",") if part.strip()]
+
+
 class Signer:
     def __init__(self, secret: str, clock: Clock) -> None:
-        self._webhook = Webhook(secret)
+        self._webhooks = [Webhook(part) for part in split_secrets(secret)]
         self._clock = clock
 
     def headers(self, method: str, path_and_query: str, body: bytes) -> dict[str, str]:
         msg_id = f"msg_{secrets.token_urlsafe(18)}"
         now = self._clock.now()
-        signature = self._webhook.sign(
-            msg_id=msg_id, timestamp=now, data=signed_content(method, path_and_query, body)
-        )
+        content = signed_content(method, path_and_query, body)
+        signatures = [
+            webhook.sign(msg_id=msg_id, timestamp=now, data=content) for webhook in self._webhooks
+        ]
         return {
             "webhook-id": msg_id,
             "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": signature,
+            "webhook-signature": " ".join(signatures),
         }
 
 
@@ -81,7 +91,7 @@ class Verifier:
         tolerance_s: int = 300,
         seen: SeenCalls | None = None,
     ) -> None:
-        self._webhook = Webhook(secret)
+        self._webhooks = [Webhook(part) for part in split_secrets(secret)]
         self._clock = clock
         self._tolerance = timedelta(seconds=tolerance_s)
         self._seen: SeenCalls = seen if seen is not None else CallMemory()
@@ -107,11 +117,14 @@ class Verifier:
             content = signed_content(method, path_and_query, body)
         except UnicodeDecodeError as exc:
             raise SignatureError("body is not UTF-8") from exc
-        expected = _signature_bytes(
-            self._webhook.sign(msg_id=msg_id, timestamp=sent_at, data=content)
-        )
+        expected = [
+            _signature_bytes(webhook.sign(msg_id=msg_id, timestamp=sent_at, data=content))
+            for webhook in self._webhooks
+        ]
         if not any(
-            hmac.compare_digest(expected, candidate) for candidate in _candidates(signatures)
+            hmac.compare_digest(wanted, candidate)
+            for candidate in _candidates(signatures)
+            for wanted in expected
         ):
             raise SignatureError("no matching signature")
         if not self._seen.claim(msg_id, sent_at, forget_before=now - self._tolerance):
