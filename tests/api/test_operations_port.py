@@ -23,6 +23,7 @@ from bookingcache.clock import FixedClock
 from bookingcache.settings import Settings
 from bookingcache.store.sql.store import SqlStore, open_store
 from bookingcache.tools.processes import free_port
+from tests.support.databases import SECRETS_KEY, sealing_box
 from tests.support.problems import assert_problem
 from tests.support.servers import bound_socket, serve_in_thread
 from tests.support.waiting import until
@@ -126,11 +127,13 @@ async def test_migrate_brings_a_new_database_to_the_newest_schema(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BOOKINGCACHE_DATABASE_WAIT_S", "0")
+    monkeypatch.setenv("BOOKINGCACHE_SECRETS_KEY", SECRETS_KEY)
     data_dir = tmp_path / "data"
     exit_code = await asyncio.to_thread(main, ["migrate", "--data-dir", str(data_dir)])
     assert exit_code == 0
     assert "newest schema" in capsys.readouterr().out
-    store = await open_store(f"sqlite:///{data_dir / 'bookingcache.db'}", migrate=False)
+    url = f"sqlite:///{data_dir / 'bookingcache.db'}"
+    store = await open_store(url, box=sealing_box(), migrate=False)
     await store.close()  # open_store without migrating refuses a schema that is behind
 
 

@@ -37,7 +37,7 @@ from graph_emulator.server import BackgroundEmulator
 from graph_emulator.state import new_state
 from tests.orchestration.world import FAST, FAST_SYNC, TENANT, World
 from tests.support.auth import ADMIN, ADMIN_TOKEN
-from tests.support.databases import POSTGRES_ENV, asyncpg_dsn
+from tests.support.databases import POSTGRES_ENV, SECRETS_KEY, asyncpg_dsn
 from tests.support.servers import bound_socket, serve_in_thread
 from tests.support.waiting import wait_for
 
@@ -73,6 +73,7 @@ def _settings(tmp: Path, database_url: str, service_url: str) -> Settings:
         database_url=database_url,
         public_base_url=service_url,
         admin_token=SecretStr(ADMIN_TOKEN),
+        secrets_key=SecretStr(SECRETS_KEY),
         database_wait_s=0,
         run_worker=True,
         sync=FAST_SYNC,

@@ -69,6 +69,7 @@ def _variables() -> dict[str, str]:
         "ACME_EMAIL": "ops@example.com",
         "POSTGRES_PASSWORD": secrets.token_hex(24),
         "BOOKINGCACHE_ADMIN_TOKEN": secrets.token_urlsafe(32),
+        "BOOKINGCACHE_SECRETS_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "BOOKINGCACHE_CORS_ORIGINS": "https://map.example.com",
         "BOOKINGCACHE_LOG_LEVEL": "INFO",
         "CONNECTOR_TENANT_ID": str(uuid.uuid4()),
@@ -224,7 +225,12 @@ def test_the_compose_stack_runs_from_its_images_commands(
     unknown = compose_variables(COMPOSE) - variables.keys()
     assert not unknown, f"compose.yaml reads variables this test does not set: {unknown}"
     scan = request.config.pluginmanager.get_plugin(PLUGIN_NAME).scan
-    for name in ("POSTGRES_PASSWORD", "BOOKINGCACHE_ADMIN_TOKEN", "CONNECTOR_CLIENT_SECRET"):
+    for name in (
+        "POSTGRES_PASSWORD",
+        "BOOKINGCACHE_ADMIN_TOKEN",
+        "BOOKINGCACHE_SECRETS_KEY",
+        "CONNECTOR_CLIENT_SECRET",
+    ):
         scan.secret(variables[name], name)
     scan.secret(variables["CONNECTOR_WEBHOOK_SECRET"], "signing secret")
     services: dict[str, Any] = load_compose(COMPOSE, variables)["services"]

@@ -38,6 +38,7 @@ IMAGES = {
 VARIABLES = {
     "POSTGRES_PASSWORD": "p" * 32,
     "BOOKINGCACHE_ADMIN_TOKEN": "t" * 32,
+    "BOOKINGCACHE_SECRETS_KEY": "k" * 43 + "=",
     "BOOKINGCACHE_DOMAIN": "bookingcache.example.com",
     "CONNECTOR_DOMAIN": "connector.example.com",
     "ACME_EMAIL": "ops@example.com",

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from bookingcache.store.probe import DatabaseMetrics, DatabaseProbe
 from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql.store import SqlStore, open_store
-from tests.support.databases import POSTGRES_ENV, asyncpg_dsn
+from tests.support.databases import POSTGRES_ENV, asyncpg_dsn, sealing_box
 
 
 def _set_revision(revision: str) -> Callable[[Connection], None]:
@@ -52,7 +52,7 @@ async def test_the_probe_says_when_postgresql_refuses_connections() -> None:
     url = await engines.create_database(server, name)
     maintenance = await asyncpg.connect(asyncpg_dsn(server), timeout=10)
     try:
-        store = await open_store(url, migrate=True)
+        store = await open_store(url, box=sealing_box(), migrate=True)
         registry = CollectorRegistry()
         probe = DatabaseProbe(store, DatabaseMetrics.of(registry), timeout_s=3)
         try:
@@ -89,7 +89,7 @@ async def test_a_schema_a_newer_version_migrated_counts_as_up(
     try:
         assert await probe.check()
         await store.ping()
-        restarted = await open_store(database_url, migrate=True)
+        restarted = await open_store(database_url, box=sealing_box(), migrate=True)
         await restarted.close()
         async with store.read() as connection:
             result = await connection.execute(text("SELECT version_num FROM alembic_version"))

@@ -35,6 +35,7 @@ from bookingcache.sync.metrics import SyncMetrics
 from bookingcache.sync.sources.push import PushSource
 from bookingcache.sync.worker import SourceSet, Worker
 from tests.support.auth import ADMIN
+from tests.support.databases import SECRETS_KEY
 from tests.support.relay import wire_event
 from tests.support.signing import sign
 from tests.support.tenants import Org, add_org
@@ -79,6 +80,7 @@ async def deployment(
             data_dir=getattr(tmp_path, "joinpath")("data"),  # noqa: B009 (a Path)
             database_url=database_url,
             admin_token=SecretStr(admin_token),
+            secrets_key=SecretStr(SECRETS_KEY),
             database_wait_s=0,
             run_worker=False,
             orchestration=OrchestrationSettings(enabled=False),
