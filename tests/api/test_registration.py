@@ -177,6 +177,15 @@ async def test_the_connector_may_send_it_signed_with_the_tenant_secret(
     assert (await health(client))[ROOMS[0]]["subscription_id"] == "sub-room-a@fabrikam.example"
     # The same call again is a replay.
     assert_problem(await client.post(REGISTER, **call), 401)
+    # The audit log names the tenant's signature as who registered, not an admin token.
+    audit = await client.get("/v1/audit", params={"tenant": TENANT, "limit": 1}, headers=ADMIN)
+    entry = audit.json()["entries"][0]
+    assert (entry["action"], entry["actor"]) == (
+        "subscriptions.register",
+        f"tenant-signature:{TENANT}",
+    )
+    assert entry["details"] == {"subscriptions": 1, "new": 1}
+    assert secret not in audit.text
 
 
 @pytest.mark.parametrize("wrong", ["stale", "other secret", "other tenant", "tampered"])
