@@ -88,6 +88,30 @@ async def test_a_deleted_tenants_ticket_stops_working(
     assert response.status_code == 401
 
 
+async def test_a_revoked_read_token_gets_no_ticket_and_no_stream(
+    tenant: StreamTenant, http: httpx.AsyncClient
+) -> None:
+    """Tickets belong to the tenant, not to the token that asked for one: a ticket issued before
+    the token was revoked opens the stream until it expires (60 s), and the revoked token itself
+    neither gets a new ticket nor opens the stream."""
+    made = await http.post(
+        f"/v1/tenants/{tenant.id}/read-tokens", json={"name": "lobby"}, headers=ADMIN
+    )
+    assert made.status_code == 201, made.text
+    lobby = {"Authorization": f"Bearer {made.json()['token']}"}
+    issued = await http.post(f"/v1/tenants/{tenant.id}/stream/tickets", headers=lobby)
+    assert issued.status_code == 201, issued.text
+    revoked = await http.delete(f"/v1/tenants/{tenant.id}/read-tokens/lobby", headers=ADMIN)
+    assert revoked.status_code == 204, revoked.text
+    refused = await http.post(f"/v1/tenants/{tenant.id}/stream/tickets", headers=lobby)
+    assert refused.status_code == 401, refused.text
+    assert (await _refused(http, tenant.url, headers=lobby)).status_code == 401
+    async with open_stream(http, tenant.url, ticket=issued.json()["ticket"]) as stream:
+        await stream.wait(1)
+    # The tenant's other token is untouched (``ticket`` requires its 201).
+    await tenant.ticket()
+
+
 async def test_a_bad_last_event_id_is_refused(
     tenant: StreamTenant, http: httpx.AsyncClient
 ) -> None:

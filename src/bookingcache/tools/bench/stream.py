@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from bookingcache.contract.signing import sign_request
+from bookingcache.settings import new_secrets_key
 from bookingcache.tools.bench.http import BenchError, Server, percentile, running_server
 from bookingcache.tools.bench.sse import OnEvent, StreamClient
 
@@ -150,7 +151,7 @@ class Bench:
             content=body.encode(),
             headers={"Content-Type": "application/json"},
         )
-        sign_request(request, secret=self.secret, now=now)
+        sign_request(request, secrets=[self.secret], now=now)
         response = await client.send(request)
         if response.status_code != 202:
             raise BenchError(f"a relay call answered {response.status_code}: {response.text[:200]}")
@@ -294,7 +295,12 @@ def main(argv: Sequence[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="bookingcache-stream-") as scratch:
             data_dir = Path(scratch)
             url = f"sqlite:///{data_dir / 'bench.db'}"
-            with running_server(data_dir=data_dir, database_url=url, admin_token=admin) as server:
+            with running_server(
+                secrets_key=new_secrets_key(),
+                data_dir=data_dir,
+                database_url=url,
+                admin_token=admin,
+            ) as server:
                 result = asyncio.run(Bench(args, server, admin).run())
     except BenchError as exc:
         print(f"bookingcache bench stream: {exc}")
