@@ -8,19 +8,16 @@ same ``listening on`` line as the service."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Sequence
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bookingcache.api.server import server_config
 from bookingcache.bootstrap import event_loop_runner
-from bookingcache.settings import Settings
+from bookingcache.tools.bench.intake_baseline import serve_bare
 
 
 def cached_body(size: int) -> bytes:
@@ -36,20 +33,6 @@ def baseline_app(body: bytes) -> Starlette:
     return Starlette(routes=[Route("/v1/tenants/{tenant}/rooms/{room}/availability", availability)])
 
 
-async def _serve(host: str, port: int, body: bytes) -> None:
-    config = server_config(baseline_app(body), Settings(), host=host, port=port, lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-            return
-        await asyncio.sleep(0.01)
-    bound_host, bound_port = server.servers[0].sockets[0].getsockname()[:2]
-    print(f"baseline listening on http://{bound_host}:{bound_port}", flush=True)
-    await task
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bookingcache.tools.bench.availability_baseline"
@@ -60,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The same event loop as ``bookingcache serve``: same process settings.
     with event_loop_runner() as runner:
-        runner.run(_serve(args.host, args.port, cached_body(args.body_bytes)))
+        runner.run(serve_bare(baseline_app(cached_body(args.body_bytes)), args.host, args.port))
     return 0
 
 

@@ -32,8 +32,10 @@ def baseline_app() -> Starlette:
     )
 
 
-async def _serve(host: str, port: int) -> None:
-    config = server_config(baseline_app(), Settings(), host=host, port=port, lifespan="on")
+async def serve_bare(app: Starlette, host: str, port: int) -> None:
+    """Serve ``app`` as ``bookingcache serve`` serves the service (the same server settings),
+    and print the same ``listening on`` line once it listens."""
+    config = server_config(app, Settings(), host=host, port=port, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The same event loop as ``bookingcache serve``: same process settings.
     with event_loop_runner() as runner:
-        runner.run(_serve(args.host, args.port))
+        runner.run(serve_bare(baseline_app(), args.host, args.port))
     return 0
 
 
