@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from bookingcache.tools.bench.http import BenchError, percentile
+from bookingcache.tools.bench.http import BenchError, paced, percentile
 from bookingcache.tools.bench.sse import StreamClient
 
 TENANT = "bench"
@@ -249,14 +249,8 @@ class Run:
             self.drained.set()
 
     async def drive(self) -> None:
-        interval = 1 / self.args.rate
-        total = int(self.args.rate * self.args.duration)
-        began = time.perf_counter()
         tasks: set[asyncio.Task[None]] = set()
-        for number in range(total):
-            delay = began + number * interval - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        async for _ in paced(self.args.rate, self.args.duration):
             task = asyncio.create_task(self.mutate())
             tasks.add(task)
             task.add_done_callback(tasks.discard)

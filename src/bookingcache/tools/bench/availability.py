@@ -40,6 +40,7 @@ from bookingcache.tools.bench.http import (
     BenchError,
     Server,
     percentile,
+    report,
     request_bytes,
     running_server,
     throughput,
@@ -302,9 +303,5 @@ def main(argv: Sequence[str]) -> int:
         "seed_s": round(seed_s, 1),
         **measured,
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for name, value in result.items():
-            print(f"{name:>24}: {value}")
+    report(result, as_json=args.json)
     return 0

@@ -55,7 +55,7 @@ from bookingcache.tools.bench.activity import (
     measure,
     room_id,
 )
-from bookingcache.tools.bench.http import BenchError
+from bookingcache.tools.bench.http import BenchError, report
 from bookingcache.tools.processes import (
     NotAnswering,
     command,
@@ -429,9 +429,5 @@ def main(argv: list[str]) -> int:
                         if (root / f"{name}.log").exists():
                             sys.stderr.write((root / f"{name}.log").read_text()[-3000:])
                     raise
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for name, value in result.items():
-            print(f"{name:>28}: {value}")
+    report(result, as_json=args.json)
     return 0

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bookingcache.errors import BookingCacheError
 from bookingcache.tools import processes
@@ -191,3 +193,25 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
     return ordered[rank - 1]
+
+
+async def paced(rate: float, duration: float) -> AsyncIterator[int]:
+    """The numbers of ``rate * duration`` steps, each yielded at its instant of a steady rate
+    (a step that falls behind is yielded at once: the schedule does not drift)."""
+    interval = 1 / rate
+    began = time.perf_counter()
+    for number in range(int(rate * duration)):
+        delay = began + number * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield number
+
+
+def report(result: Mapping[str, Any], *, as_json: bool) -> None:
+    """A benchmark's result: one JSON line, or one aligned ``name: value`` line per figure."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    width = max((len(name) for name in result), default=0)
+    for name, value in result.items():
+        print(f"{name:>{width}}: {value}")

@@ -46,6 +46,7 @@ from bookingcache.tools.bench.http import (
     BenchError,
     Connection,
     percentile,
+    report,
     request_bytes,
     server,
 )
@@ -348,9 +349,5 @@ def main(argv: Sequence[str]) -> int:
     except BenchError as exc:
         print(f"bookingcache bench intake: {exc}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for name, value in result.items():
-            print(f"{name:>26}: {value}")
+    report(result, as_json=args.json)
     return 0 if result["durable"] else 1

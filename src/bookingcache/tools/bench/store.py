@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import statistics
 import tempfile
 import time
@@ -23,6 +22,7 @@ from bookingcache.domain.tenancy import Room, Tenant, TenantSecrets
 from bookingcache.settings import new_secrets_key
 from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql.store import SqlStore, open_store
+from bookingcache.tools.bench.http import report
 
 TENANT = "store-bench"
 DAY = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
@@ -106,11 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as directory:
         url = args.database_url or f"sqlite:///{Path(directory) / 'bench.db'}"
         result = asyncio.run(run(url, args.rooms))
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value}")
+    report(result, as_json=args.json)
 
 
 if __name__ == "__main__":

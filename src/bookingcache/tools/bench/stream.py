@@ -36,7 +36,14 @@ import httpx
 
 from bookingcache.contract.signing import sign_request
 from bookingcache.settings import new_secrets_key
-from bookingcache.tools.bench.http import BenchError, Server, percentile, running_server
+from bookingcache.tools.bench.http import (
+    BenchError,
+    Server,
+    paced,
+    percentile,
+    report,
+    running_server,
+)
 from bookingcache.tools.bench.sse import OnEvent, StreamClient
 
 UTC = dt.UTC
@@ -180,14 +187,8 @@ class Bench:
             del self.sent[title]
 
     async def drive(self, client: httpx.AsyncClient) -> None:
-        interval = 1 / self.args.rate
-        total = int(self.args.rate * self.args.duration)
-        began = time.perf_counter()
         tasks: set[asyncio.Task[None]] = set()
-        for number in range(total):
-            delay = began + number * interval - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        async for number in paced(self.args.rate, self.args.duration):
             room = (number * 7919) % self.args.rooms  # every room in turn, floors mixed
             task = asyncio.create_task(self.change(client, number, room))
             tasks.add(task)
@@ -305,9 +306,5 @@ def main(argv: Sequence[str]) -> int:
     except BenchError as exc:
         print(f"bookingcache bench stream: {exc}")
         return 1
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for name, value in result.items():
-            print(f"{name:>26}: {value}")
+    report(result, as_json=args.json)
     return 0
