@@ -1,6 +1,6 @@
 """Every answer carries the security headers: JSON, text and HTML, errors (404, 405, 413, 500)
 and Graph's webhook fast path; the documentation pages get a policy that lets exactly their
-own scripts run."""
+own scripts run, the live availability page one that allows only its own origin's files."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ from tests.support.signing import sign
 from tests.support.tenants import add_org
 
 JSON_POLICY = "default-src 'none'; frame-ancestors 'none'"
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
 COMMON = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
@@ -144,6 +148,20 @@ async def test_documentation_pages_allow_exactly_their_own_scripts(
     assert set(_nonces(first.text)) == {nonce}
     assert set(_nonces(second.text)).isdisjoint({nonce})
     assert "/openapi.json" in first.text
+
+
+@pytest.mark.parametrize("path", ["/", "/page/app.js", "/page/page.css", "/page/icon.svg"])
+async def test_the_live_page_allows_only_files_of_its_own_origin(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    answer = await client.get(path)
+    assert answer.status_code == 200
+    assert_secured(answer, policy=PAGE_POLICY)
+    policy = answer.headers["content-security-policy"]
+    for allowed in ("'unsafe-inline'", "'unsafe-eval'", "'nonce-", "http:", "https:", "*", "data:"):
+        assert allowed not in policy, allowed
+    # Revalidated on each load: a new version of the service is picked up at once.
+    assert answer.headers["cache-control"] == "no-cache"
 
 
 @pytest.fixture(params=[0, 1], ids=["no-proxy-trusted", "one-proxy-trusted"])

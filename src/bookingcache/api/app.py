@@ -25,6 +25,7 @@ from bookingcache.api import (
     health,
     intake,
     map_client,
+    page,
     rooms,
     schedule,
     stream,
@@ -155,6 +156,7 @@ def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(docs_pages.router)
+    app.include_router(page.router)
     app.include_router(tenants.router)
     app.include_router(rooms.router)
     app.include_router(availability.router)
