@@ -134,6 +134,16 @@ async def test_runs_from_the_control_api_and_notifications_flow() -> None:
         assert stopped.json()["running"] is False
         bad = await client.post("/_emulator/simulator/start", json={"rooms": "room-0"})
         assert bad.status_code == 400
+        for hours in (0, 25, "3"):
+            refused = await client.post(
+                "/_emulator/simulator/start", json={"near_now_hours": hours}
+            )
+            assert refused.status_code == 400, hours
+        near = await client.post(
+            "/_emulator/simulator/start", json={"near_now_hours": 3, "rate_per_s": 0.01}
+        )
+        assert near.status_code == 201
+        assert near.json()["near_now_hours"] == 3
         no_rooms = await client.post(
             "/_emulator/simulator/start", json={"rooms": ["adele@contoso.example"]}
         )

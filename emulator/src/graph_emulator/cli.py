@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--seed", default="demo", help="'demo', 'empty' or a JSON file")
+    parser.add_argument("--seed", default="demo", help="'demo', 'live', 'empty' or a JSON file")
     parser.add_argument("--seed-number", type=int, default=1, help="makes the demo differ")
     parser.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed)")
     parser.add_argument("--tls-dir", type=Path, default=None)
@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         client_state_max_length=args.client_state_max,
     )
     state = new_state(config, seed=args.seed_number)
-    if args.seed == "demo":
-        apps = seed_demo(state)
+    if args.seed in ("demo", "live"):
+        apps = seed_demo(state, around_now=args.seed == "live")
     elif args.seed == "empty":
         apps = add_default_apps(state, scope=[])
     else:

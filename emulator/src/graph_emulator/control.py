@@ -310,6 +310,10 @@ class ControlApi:
             recurring_share=share,
             rooms=rooms,
         )
+        near_now = _number(body, "near_now_hours", None, low=0.25)
+        if near_now is not None and near_now > 24:
+            raise bad_request("'near_now_hours' must be between 0.25 and 24.")
+        settings.near_now_hours = None if near_now is None else float(near_now)
         max_actions = _number(body, "max_actions", None, low=1)
         settings.max_actions = None if max_actions is None else int(max_actions)
         if self.simulator is not None:

@@ -1,6 +1,7 @@
 """Tenants to start from: ``demo`` (rooms in two buildings with meetings from the start of the
 current week through the coming seven days, deterministic from a seed number and the emulator's
-clock) or a JSON file."""
+clock), ``live`` (the same, plus meetings around the current instant whatever the day and hour,
+so that rooms are busy now and change within minutes) or a JSON file."""
 
 from __future__ import annotations
 
@@ -203,9 +204,48 @@ def demo_days(now: dt.datetime, zones: set[ZoneInfo]) -> list[dt.date]:
     return days
 
 
-def seed_demo(state: EmulatorState) -> dict[str, App]:
+def _around_now(state: EmulatorState, rooms: list[Mailbox], people: list[Mailbox]) -> None:
+    """Meetings from a little before now to some hours ahead in every room, in the gaps between
+    the meetings it has, whatever the day and hour: about half the rooms are taken now, and
+    some change within the quarter hour (a meeting ending or starting)."""
+    rng = state.rng
+    now = state.clock.now().replace(second=0, microsecond=0)
+    now -= dt.timedelta(minutes=now.minute % 5)
+    for room in rooms:
+        cursor = now - dt.timedelta(minutes=rng.choice((5, 10, 20, 30, 45, 60, 90)))
+        until = now + dt.timedelta(hours=8)
+        while cursor < until:
+            length = dt.timedelta(minutes=rng.choice((15, 30, 30, 45, 60, 90)))
+            taken = [
+                i
+                for i in state.calendars.instances(room, cursor, cursor + length)
+                if not i.field("isCancelled") and i.field("showAs") != "free"
+            ]
+            if not taken and rng.random() < 0.6:
+                state.calendars.create_event(
+                    room.id,
+                    {
+                        "subject": rng.choice(TOPICS),
+                        "start": {
+                            "dateTime": cursor.strftime("%Y-%m-%dT%H:%M:%S"),
+                            "timeZone": "UTC",
+                        },
+                        "end": {
+                            "dateTime": (cursor + length).strftime("%Y-%m-%dT%H:%M:%S"),
+                            "timeZone": "UTC",
+                        },
+                        "sensitivity": "private" if rng.random() < 0.1 else "normal",
+                        "location": {"displayName": room.display_name},
+                    },
+                    organizer=rng.choice(people).upn,
+                )
+            cursor += length + dt.timedelta(minutes=rng.choice((0, 5, 10, 15, 30, 45)))
+
+
+def seed_demo(state: EmulatorState, *, around_now: bool = False) -> dict[str, App]:
     """A few dozen rooms across two buildings, with meetings on every working day from the start
-    of the current week (by the emulator's clock) through the coming seven days."""
+    of the current week (by the emulator's clock) through the coming seven days; with
+    ``around_now``, also meetings around the current instant (``_around_now``)."""
     rng = state.rng
     people = [_person(state, name) for name in PEOPLE]
     rooms = _rooms(state)
@@ -248,6 +288,8 @@ def seed_demo(state: EmulatorState) -> dict[str, App]:
                     "end": _when(renovation + dt.timedelta(days=1), 0, room.time_zone),
                 },
             )
+    if around_now:
+        _around_now(state, rooms, people)
     return add_default_apps(state, scope=[r for r in rooms if r.building == BUILDINGS[0][0]])
 
 

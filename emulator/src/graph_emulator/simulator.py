@@ -5,6 +5,12 @@ produces Graph's realistic notification burst).
 The choice of each action (which room, organizer, time, length, what to change) comes only from
 the seed and the calendars' contents, so the same seed on the same seeded tenant plays the same
 story; the event ids Exchange would assign come from the tenant's own generator.
+
+By default meetings go anywhere in working hours of the coming ``horizon_days``. With
+``near_now_hours`` the simulator works around the current instant instead, whatever the day and
+hour (the demo's mode): half its actions change what rooms are doing *now* (a free room booked
+from this minute, or a meeting under way cancelled, keeping about half the rooms busy), the
+others book, move and cancel meetings in the coming hours, in the gaps between meetings.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class SimulatorSettings:
     rooms: list[str] | None = None  # ids or UPNs; None = every room
     horizon_days: int = 7
     max_actions: int | None = None
+    # Book around the current instant, up to this many hours ahead, any day and hour.
+    near_now_hours: float | None = None
 
 
 @dataclass
@@ -88,6 +96,11 @@ class BookingSimulator:
 
     def step(self) -> dict[str, Any]:
         """Perform one action and return what was done."""
+        if self.settings.near_now_hours is not None:
+            entry = self._near_now_step(self.settings.near_now_hours)
+            self.actions[entry["action"]] += 1
+            self.log.append(entry)
+            return entry
         roll = self.rng.random()
         series = [b for b in self.bookings if b.recurring]
         if not self.bookings or roll < 0.55:
@@ -205,6 +218,105 @@ class BookingSimulator:
         self.state.calendars.cancel_occurrence(booking.mailbox_id, booking.event_id, original)
         return {"action": "cancel_occurrence", "original_start": original.isoformat()}
 
+    # -- around the current instant -----------------------------------------------------------
+
+    def _occupied(self, room: Mailbox, start: dt.datetime, end: dt.datetime) -> list[Any]:
+        """The instances that take ``room`` during [start, end)."""
+        return [
+            i
+            for i in self.state.calendars.instances(room, start, end)
+            if not i.field("isCancelled") and i.field("showAs") in ("busy", "tentative", "oof")
+        ]
+
+    def _near_now_step(self, hours: float) -> dict[str, Any]:
+        now = self.state.clock.now().replace(second=0, microsecond=0)
+        roll = self.rng.random()
+        if roll < 0.5:
+            return self._change_now(now)
+        if roll < 0.75:
+            offset = dt.timedelta(minutes=5 * self.rng.randrange(1, max(int(hours * 12), 2)))
+            return self._book_gap(self.rng.choice(self._rooms()), now + offset, "book_later")
+        if roll < 0.85 and self.bookings:
+            return self._move_near(now, hours)
+        return self._cancel_later(now, hours)
+
+    def _change_now(self, now: dt.datetime) -> dict[str, Any]:
+        """Book a free room from now, or end a meeting under way: about half the rooms busy."""
+        rooms = self._rooms()
+        taken = {
+            room.id: self._occupied(room, now, now + dt.timedelta(minutes=1)) for room in rooms
+        }
+        busy = [room for room in rooms if taken[room.id]]
+        free = [room for room in rooms if not taken[room.id]]
+        if free and (len(busy) < len(rooms) / 2 or self.rng.random() < 0.3):
+            return self._book_gap(self.rng.choice(free), now, "book_now")
+        room = self.rng.choice(busy)
+        instance = self.rng.choice(taken[room.id])
+        self._remove(room, instance)
+        return {"action": "cancel_now", "room": room.upn, "start": instance.start.isoformat()}
+
+    def _book_gap(self, room: Mailbox, start: dt.datetime, action: str) -> dict[str, Any]:
+        """A meeting from ``start`` in ``room``, ending before the next one begins."""
+        minutes = self.rng.choice((15, 30, 30, 45, 60, 90))
+        end = start + dt.timedelta(minutes=minutes)
+        clash = self._occupied(room, start, end)
+        if any(i.start <= start for i in clash):
+            return {"action": "skip", "room": room.upn}
+        if clash:
+            end = min(i.start for i in clash)
+        body: dict[str, Any] = {
+            "subject": self.rng.choice(SUBJECTS),
+            "start": graph_time(start),
+            "end": graph_time(end),
+            "attendees": [
+                {
+                    "type": "resource",
+                    "emailAddress": {"address": room.upn, "name": room.display_name},
+                }
+            ],
+        }
+        organizer = self.rng.choice(self._organizers())
+        event = self.state.calendars.create_event(room.id, body, organizer=organizer)
+        self.bookings.append(Booking(room.id, str(event["id"]), False))
+        return {"action": action, "room": room.upn, "start": body["start"]["dateTime"]}
+
+    def _move_near(self, now: dt.datetime, hours: float) -> dict[str, Any]:
+        booking = self.rng.choice(self.bookings)
+        room = self.state.directory.resolve(booking.mailbox_id)
+        start = now + dt.timedelta(minutes=5 * self.rng.randrange(0, max(int(hours * 12), 1)))
+        minutes = self.rng.choice((15, 30, 45, 60))
+        patch = {
+            "start": graph_time(start),
+            "end": graph_time(start + dt.timedelta(minutes=minutes)),
+        }
+        try:
+            self.state.calendars.update_event(room.id, booking.event_id, patch)
+        except GraphError:  # ended and gone meanwhile: forget it
+            self.bookings.remove(booking)
+            return {"action": "skip", "room": room.upn}
+        return {"action": "move", "room": room.upn, "start": patch["start"]["dateTime"]}
+
+    def _cancel_later(self, now: dt.datetime, hours: float) -> dict[str, Any]:
+        room = self.rng.choice(self._rooms())
+        later = [
+            i for i in self._occupied(room, now, now + dt.timedelta(hours=hours)) if i.start > now
+        ]
+        if not later:
+            return {"action": "skip", "room": room.upn}
+        instance = self.rng.choice(later)
+        self._remove(room, instance)
+        return {"action": "cancel_later", "room": room.upn, "start": instance.start.isoformat()}
+
+    def _remove(self, room: Mailbox, instance: Any) -> None:
+        """Cancel one meeting: an occurrence of a series alone, a single meeting whole."""
+        if instance.original_start is not None:
+            self.state.calendars.cancel_occurrence(
+                room.id, instance.event.id, instance.original_start
+            )
+            return
+        self.state.calendars.delete_event(room.id, instance.event.id)
+        self.bookings = [b for b in self.bookings if b.event_id != instance.event.id]
+
     # -- running ----------------------------------------------------------------------------------
 
     @property
@@ -248,6 +360,7 @@ class BookingSimulator:
             "seed": self.settings.seed,
             "rate_per_s": self.settings.rate_per_s,
             "recurring_share": self.settings.recurring_share,
+            "near_now_hours": self.settings.near_now_hours,
             "rooms": [m.upn for m in self._rooms()],
             "actions": dict(self.actions),
             "total": sum(self.actions.values()),
