@@ -163,13 +163,18 @@ function frame(rooms) {
       }
     }
   }
+  // Longitude and latitude (GeoJSON's own coordinates): a degree of longitude is shorter than
+  // one of latitude away from the equator, by the cosine of the latitude.
+  const geographic = minX >= -180 && maxX <= 180 && minY >= -90 && maxY <= 90
+    && maxX - minX < 1 && maxY - minY < 1;
+  const squeeze = geographic ? Math.cos((((minY + maxY) / 2) * Math.PI) / 180) : 1;
   const width = 1000;
-  const scale = width / Math.max(maxX - minX, 1e-9);
+  const scale = width / Math.max((maxX - minX) * squeeze, 1e-12);
   const height = Math.max((maxY - minY) * scale, 100);
   return {
     width,
     height,
-    point: ([px, py]) => [(px - minX) * scale, (maxY - py) * scale],
+    point: ([px, py]) => [(px - minX) * squeeze * scale, (maxY - py) * scale],
   };
 }
 
