@@ -1,13 +1,15 @@
 """The one-command demo, run for real: ``bookingcache demo`` as a subprocess starts the
-emulator, the connector and the service, serves availability that follows the simulator's
-bookings, and stops every process it started on SIGINT."""
+emulator, the connector and the service, serves availability that changes *now*, whatever the
+day and hour, as the simulator books, prints a bulk example that works as printed, and stops every
+process it started on SIGINT."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -46,18 +48,23 @@ def _ready_line(process: subprocess.Popen[str], timeout_s: float) -> dict[str, A
     raise AssertionError("the demo did not get ready in time")
 
 
-def _busy(http: httpx.Client, info: dict[str, Any]) -> dict[str, Any]:
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+def _banner(process: subprocess.Popen[str]) -> str:
+    """The readable block after the ready line, up to its last line."""
+    assert process.stdout is not None
+    lines = []
+    while not (line := process.stdout.readline()).startswith("The emulator's simulator"):
+        assert line, "the demo's output ended early"
+        lines.append(line)
+    return "".join(lines)
+
+
+def _now(http: httpx.Client, state: dict[str, Any]) -> dict[str, str]:
+    """Every room's status now."""
     answer = http.post(
-        f"/v1/tenants/{info['tenant']}/availability",
-        json={
-            "rooms": info["rooms"],
-            "start": now.isoformat(),
-            "end": (now + dt.timedelta(days=7)).isoformat(),
-        },
+        f"/v1/tenants/{state['tenant']}/availability", json={"rooms": state["rooms"]}
     )
     assert answer.status_code == 200, answer.text
-    return {room["room_id"]: room["busy"] for room in answer.json()["rooms"]}
+    return {room["room_id"]: room["status"] for room in answer.json()["rooms"]}
 
 
 def test_the_demo_starts_serves_changing_availability_and_stops(tmp_path: Path) -> None:
@@ -82,17 +89,44 @@ def test_the_demo_starts_serves_changing_availability_and_stops(tmp_path: Path) 
     )
     try:
         info = _ready_line(process, timeout_s=90)
-        assert info["subscriptions"]["healthy"] == len(info["rooms"]) > 0
-        headers = {"Authorization": f"Bearer {info['read_token']}"}
-        with httpx.Client(base_url=info["service_url"], headers=headers, timeout=30) as http:
-            before = _busy(http, info)
-            assert any(before.values()), "the seeded week has meetings"
-            deadline = time.monotonic() + 40
-            while _busy(http, info) == before:
-                assert time.monotonic() < deadline, "availability never followed the simulator"
+        banner = _banner(process)
+        # No secret in the line for scripts; they are in the readable block and the state file.
+        state_file = Path(info["state_file"])
+        assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+        state: dict[str, Any] = json.loads(state_file.read_text())
+        for secret in ("admin_token", "read_token", "signing_secret"):
+            assert state[secret] not in json.dumps(info)
+            assert state[secret] in banner or secret == "signing_secret"
+        assert len(json.dumps(info)) < 400
+        assert info["page_url"] == state["service_url"] + "/"
+        assert state["subscriptions"]["healthy"] == len(state["rooms"]) > 0
+        assert "Harbour House" in banner
+        assert str(tmp_path / "demo") in banner
+        headers = {"Authorization": f"Bearer {state['read_token']}"}
+        with httpx.Client(base_url=state["service_url"], headers=headers, timeout=30) as http:
+            before = _now(http, state)
+            # Whatever the day and hour, some rooms are taken now and some are free.
+            assert "free" in before.values(), before
+            assert any(s in ("busy", "tentative") for s in before.values()), before
+            deadline = time.monotonic() + 20
+            while _now(http, state) == before:
+                assert time.monotonic() < deadline, "no room changed now as the simulator ran"
                 time.sleep(0.5)
-            health = http.get(f"/v1/tenants/{info['tenant']}/subscriptions").json()
+            health = http.get(f"/v1/tenants/{state['tenant']}/subscriptions").json()
             assert any(row["last_notification_at"] for row in health["calendars"])
+        # The bulk example works as printed.
+        [command] = re.findall(r"curl -X POST .*?\\\n\s+-d .*?availability\n", banner, re.S)
+        printed = subprocess.run(
+            ["bash", "-c", command.replace("curl ", "curl -s --fail-with-body ", 1)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert printed.returncode == 0, printed.stdout + printed.stderr
+        answered = json.loads(printed.stdout)["rooms"]
+        assert answered
+        assert all(room["building"] == "Harbour House" for room in answered)
     finally:
         process.send_signal(signal.SIGINT)
         try:

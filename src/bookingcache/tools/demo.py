@@ -7,6 +7,11 @@ through the rooms API, which makes the service converge the subscriptions throug
 connector (Alternative 1: Graph notifies the service; ``--alternative 2``: Graph notifies the
 connector's relay, which forwards); starts the emulator's booking simulator; and prints the
 URLs and tokens to use. Ctrl-C (or SIGTERM) stops every process it started.
+
+It should look alive whatever the day and hour: the emulator is seeded ``live`` (meetings around
+the current instant, not only in the working days of the week) and its simulator books, ends and
+moves meetings from now to a few hours ahead, so rooms change on the page within seconds. Each
+room gets a floor plan shape (``floorplan``) and its seats.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import ssl
 import sys
 import tempfile
@@ -31,6 +37,7 @@ import httpx
 
 from bookingcache.errors import BookingCacheError
 from bookingcache.tools import processes
+from bookingcache.tools.floorplan import floor_plans
 from bookingcache.tools.processes import (
     LISTENING,
     Child,
@@ -42,6 +49,10 @@ from bookingcache.tools.processes import (
 
 TENANT = "demo"
 _STOP_GRACE_S = 10.0
+# The simulator books from now to this many hours ahead, whatever the day and hour.
+NEAR_NOW_HOURS = 3
+# Everything the demo made, secrets included, for scripts and tests (mode 0600).
+STATE_FILE = "demo.json"
 
 
 class DemoError(BookingCacheError):
@@ -81,7 +92,7 @@ class Demo:
             "--port",
             "0",
             "--seed",
-            "demo",
+            "live",
             "--tls",
             "--tls-dir",
             str(self.work_dir / "tls"),
@@ -203,7 +214,8 @@ class Demo:
         )
         with control:
             started = control.post(
-                "/simulator/start", json={"seed": 1, "rate_per_s": self.rate_per_s}
+                "/simulator/start",
+                json={"seed": 1, "rate_per_s": self.rate_per_s, "near_now_hours": NEAR_NOW_HOURS},
             )
             _expect(started, 201, "starting the simulator")
         return {
@@ -217,6 +229,7 @@ class Demo:
             "emulator_cert": emulator["cert_path"],
             "alternative": self.alternative,
             "rooms": list(rooms),
+            "floors": _floors_of(rooms),
             "subscriptions": health["counts"],
             "pids": {child.name: child.process.pid for child in self.children},
         }
@@ -244,7 +257,8 @@ class Demo:
 
 
 def _rooms_of(emulator: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Map room id -> the rooms API body, from the emulator's room mailboxes."""
+    """Map room id -> the rooms API body, from the emulator's room mailboxes, with a shape on
+    its floor's plan."""
     rooms: dict[str, dict[str, Any]] = {}
     for mailbox in emulator["mailboxes"]:
         room_id = str(mailbox["upn"]).split("@", 1)[0]
@@ -258,7 +272,33 @@ def _rooms_of(emulator: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if mailbox.get("capacity") is not None:
             body["capacity"] = int(mailbox["capacity"])
         rooms[room_id] = body
+    for room_id, shape in floor_plans(rooms).items():
+        rooms[room_id]["geometry"] = shape
     return rooms
+
+
+def _floors_of(rooms: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Building -> its floors, in natural order ("2" before "10")."""
+    floors: dict[str, set[str]] = {}
+    for body in rooms.values():
+        floors.setdefault(body.get("building") or "", set()).add(body.get("floor") or "")
+    return {
+        building: sorted(found, key=lambda f: (len(f), f))
+        for building, found in sorted(floors.items())
+    }
+
+
+def port_taken(port: int) -> bool:
+    """Whether something listens on the loopback ``port`` already (0: any port, never)."""
+    if port == 0:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _expect(response: httpx.Response, status: int, what: str) -> None:
@@ -292,13 +332,23 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def banner(info: dict[str, Any]) -> str:
+def banner(info: dict[str, Any], work_dir: Path) -> str:
     url, read, tenant = info["service_url"], info["read_token"], info["tenant"]
     room = info["rooms"][0] if info["rooms"] else "ROOM"
     mode = "Graph -> service" if info["alternative"] == 1 else "Graph -> connector relay -> service"
+    floors = info["floors"]
+    places = "\n".join(
+        f"  {building or '(no building)':<16} floors {', '.join(found)}"
+        for building, found in floors.items()
+    )
+    building = next(iter(floors), "")
+    floor = floors[building][0] if building else ""
+    bulk = json.dumps({"building": building, "floor": floor})
+    logs = ", ".join(f"{child}.log" for child in info["pids"])
     return f"""
 bookingcache demo is running (Alternative {info["alternative"]}: {mode})
 
+  live page        {url}/   (sign in with the read token below)
   service          {url}   (API docs: {url}/docs)
   admin token      {info["admin_token"]}
   tenant           {tenant}
@@ -306,15 +356,44 @@ bookingcache demo is running (Alternative {info["alternative"]}: {mode})
   connector        {info["connector_url"]}
   Graph emulator   {info["emulator_control_url"]}   (control API; CA: {info["emulator_cert"]})
   subscriptions    {info["subscriptions"]}
+  logs             {work_dir}/ ({logs})
+
+Buildings and floors:
+{places}
 
 Try:
   curl -H 'Authorization: Bearer {read}' {url}/v1/tenants/{tenant}/rooms/{room}/availability
+  curl -X POST -H 'Authorization: Bearer {read}' -H 'Content-Type: application/json' \\
+    -d '{bulk}' {url}/v1/tenants/{tenant}/availability
   curl -H 'Authorization: Bearer {read}' '{url}/v1/tenants/{tenant}/rooms:free?capacity=6'
   curl -H 'Authorization: Bearer {read}' {url}/v1/tenants/{tenant}/subscriptions
   curl -H 'Authorization: Bearer {info["admin_token"]}' {url}/metrics
 
-The emulator's simulator is booking rooms now. Press Ctrl-C to stop everything.
+The emulator's simulator is booking, ending and moving meetings from now to {NEAR_NOW_HOURS} hours
+ahead: watch the live page. Press Ctrl-C to stop everything.
 """
+
+
+def ready_line(info: dict[str, Any], work_dir: Path) -> str:
+    """The one JSON line for scripts: where things are, no secrets (they are in the readable
+    block and in the state file, mode 0600)."""
+    return json.dumps(
+        {
+            "demo": "ready",
+            "service_url": info["service_url"],
+            "page_url": info["service_url"] + "/",
+            "tenant": info["tenant"],
+            "state_file": str(work_dir / STATE_FILE),
+            "pids": info["pids"],
+        }
+    )
+
+
+def write_state(info: dict[str, Any], work_dir: Path) -> None:
+    path = work_dir / STATE_FILE
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        json.dump(info, out, indent=2)
 
 
 def run_demo(
@@ -324,6 +403,13 @@ def run_demo(
     data_dir: str | None = None,
     rate_per_s: float = 0.5,
 ) -> int:
+    if port_taken(port):
+        print(
+            f"bookingcache demo: port {port} is taken (another service or demo?); "
+            f"choose another with --port {port + 1}, or --port 0 for any free port",
+            file=sys.stderr,
+        )
+        return 2
     if data_dir is not None:
         work_dir = Path(data_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -350,8 +436,9 @@ def run_demo(
                 if child.log is not None and (tail := _tail(child.log)):
                     print(f"--- {child.log} (last lines) ---\n{tail}", file=sys.stderr)
             return status
-        print(json.dumps({"demo": "ready", **info}), flush=True)
-        print(banner(info), flush=True)
+        write_state(info, work_dir)
+        print(ready_line(info, work_dir), flush=True)
+        print(banner(info, work_dir), flush=True)
         while not demo.stop_requested.wait(0.5):
             if (dead := demo.dead_child()) is not None:
                 print(f"bookingcache demo: {dead.name} exited; see {dead.log}", file=sys.stderr)
