@@ -7,25 +7,23 @@ aborted: the test is about the policy, not about Swagger UI's rendering."""
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright import sync_api as playwright_api
 from pydantic import SecretStr
 
 from bookingcache.bootstrap import service_app
 from bookingcache.clock import FixedClock
 from bookingcache.settings import Settings
 from tests.support.auth import ADMIN_TOKEN
+from tests.support.browser import chromium_path
 from tests.support.databases import SECRETS_KEY
 from tests.support.servers import serve_in_thread
 
 pytestmark = pytest.mark.slow
-
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium")
 
 # Collects every violation the page reports, from before its first script runs.
 RECORD_VIOLATIONS = """
@@ -57,7 +55,6 @@ def served(tmp_path: Path, database_url: str) -> Iterator[str]:
         yield url
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/system-packages)")
 @pytest.mark.parametrize(
     ("page_path", "own_script_ran"),
     [
@@ -69,9 +66,8 @@ def served(tmp_path: Path, database_url: str) -> Iterator[str]:
 def test_documentation_pages_run_under_their_policy(
     served: str, page_path: str, own_script_ran: str | None
 ) -> None:
-    assert CHROMIUM is not None
     with playwright_api.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = driver.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         try:
             page = browser.new_page()
             console: list[str] = []
