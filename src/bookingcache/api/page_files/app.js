@@ -279,7 +279,23 @@ function roomsInOrder() {
   return page.order.map((id) => page.rooms.get(id)).filter(Boolean);
 }
 
+// The room that has the keyboard focus, to give it back after drawing anew.
+function focusedRoom() {
+  const active = document.activeElement;
+  if (!active || !active.closest) return null;
+  const holder = active.closest("#plan g[data-room], #tiles button[data-room]");
+  return holder ? holder.getAttribute("data-room") : null;
+}
+
+function refocus(id) {
+  if (id === null) return;
+  const target = document.querySelector(
+    `#plan g[data-room="${CSS.escape(id)}"], #tiles button[data-room="${CSS.escape(id)}"]`);
+  if (target) target.focus();
+}
+
 function draw() {
+  const focused = focusedRoom();
   const now = Date.now();
   const rooms = roomsInOrder();
   const options = { matches: page.matches, onOpen: openDetails, title: `Floor plan: ${floorTitle()}` };
@@ -293,12 +309,13 @@ function draw() {
     const room = page.rooms.get(page.open.id);
     if (room) renderDetails($("details-heading"), $("details-body"), room, now);
   }
+  refocus(focused);
 }
 
 // One room changed: replace its drawing only, keeping the keyboard focus where it was.
 function redrawRoom(room) {
   const now = Date.now();
-  const hadFocus = document.activeElement && document.activeElement.closest(`[data-room="${CSS.escape(room.id)}"]`);
+  const hadFocus = focusedRoom() === room.id;
   let replacement = null;
   const drawn = document.querySelector(`#plan g[data-room="${CSS.escape(room.id)}"]`);
   if (drawn) {
@@ -333,8 +350,7 @@ function closeDetails(refocus = true) {
   page.open = null;
   show("details", false);
   if (refocus && open) {
-    const target = document.querySelector(`#plan g[data-room="${CSS.escape(open.opener)}"], #tiles button[data-room="${CSS.escape(open.opener)}"]`);
-    if (target) target.focus();
+    refocus(open.opener);
   }
 }
 
