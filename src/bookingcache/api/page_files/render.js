@@ -280,12 +280,13 @@ function meetingLine(label, meeting, zone) {
 export function renderDetails(heading, body, room, now) {
   const said = describe(room, now);
   heading.textContent = room.name;
-  body.replaceChildren(
+  const parts = [
     el("p", { class: `badge status-${said.key}`, text: statusLabel(said.key) }),
     el("p", { text: said.until }),
     said.seats ? el("p", { text: said.seats }) : null,
     room.state && said.key !== "unknown" ? meetingLine("Now", room.state.current, room.zone) : null,
     room.state && said.key !== "unknown" ? meetingLine("Next", room.state.next, room.zone) : null,
     timeline(room, now, { large: true }),
-  );
+  ];
+  body.replaceChildren(...parts.filter(Boolean));
 }
