@@ -76,6 +76,8 @@ UNDOCUMENTED: dict[tuple[str, str], str] = {
     ("get", "/openapi.json"): "the public API's description",
     ("get", "/docs"): "the API's documentation page (Swagger UI)",
     ("get", "/redoc"): "the API's documentation page (ReDoc)",
+    ("get", "/"): "the live availability page: static HTML, it signs in with a read token itself",
+    ("get", "/page/{name}"): "the live availability page's scripts, style sheet and icon",
 }
 
 # Tables whose rows a refused call may change, with the reason (none today). A throttle that
