@@ -345,11 +345,11 @@ function openDetails(id, opener) {
   $("details-heading").focus();
 }
 
-function closeDetails(refocus = true) {
+function closeDetails(giveBack = true) {
   const open = page.open;
   page.open = null;
   show("details", false);
-  if (refocus && open) {
+  if (giveBack && open) {
     refocus(open.opener);
   }
 }
