@@ -214,14 +214,20 @@ export function planRoom(room, now, f, matches, onOpen) {
   }
   const cx = (box.x0 + box.x1) / 2;
   const cy = (box.y0 + box.y1) / 2;
-  const size = Math.max(Math.min((box.x1 - box.x0) / 9, (box.y1 - box.y0) / 4.5, 22), 8);
+  const width = box.x1 - box.x0;
+  // On its building's plan, a room's name goes without the building's ("1.01 Fjord").
+  const prefix = room.building ? `${room.building} ` : "";
+  const name = prefix && room.name.startsWith(prefix) && room.name.length > prefix.length
+    ? room.name.slice(prefix.length) : room.name;
+  // Big enough to read, small enough for the name to fit (bold letters: about 0.65 em wide).
+  const size = Math.max(
+    Math.min(width / (0.65 * Math.max(name.length, 10)), (box.y1 - box.y0) / 5.5, 22), 8);
   const text = (y, cls, words) =>
     svg("text", { x: cx.toFixed(1), y: y.toFixed(1), class: cls, "font-size": size.toFixed(1), "aria-hidden": "true" }, words);
   const short = (words, n) => (words.length > n ? `${words.slice(0, n - 1)}…` : words);
-  const width = box.x1 - box.x0;
-  const chars = Math.max(Math.floor(width / (size * 0.6)), 6);
+  const chars = Math.max(Math.floor(width / (size * 0.65)), 6);
   const lines = [
-    ["room-name", short(room.name, chars)],
+    ["room-name", short(name, chars)],
     ["room-status", statusLabel(said.key)],
     ["room-until", short(said.until, chars)],
   ];
