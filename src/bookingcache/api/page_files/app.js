@@ -186,6 +186,8 @@ async function loadFloor() {
   show("floor", true);
   $("floor-error").textContent = "";
   $("rooms-heading").textContent = floorTitle();
+  // Busy until the rooms' states are in (the availability answer or the stream's snapshot).
+  $("floor").setAttribute("aria-busy", "true");
   const api = page.api;
   let listed;
   try {
@@ -213,6 +215,7 @@ async function loadFloor() {
       if (generation !== page.generation) return;
       const fresh = new Map(states.map((s) => [s.room, s]));
       for (const room of page.rooms.values()) room.state = fresh.get(room.id) || null;
+      $("floor").setAttribute("aria-busy", "false");
       draw();
       later("timelines", 300, () => refreshTimelines(generation));
       if (page.filterQuery) later("filter", 300, () => runFilter(page.filterQuery));
@@ -256,6 +259,7 @@ async function refreshTimelines(generation) {
       room.segments = one.segments;
       if (!room.state) room.state = stateOf(one);
     }
+    $("floor").setAttribute("aria-busy", "false");
     draw();
   } catch (error) {
     if (generation === page.generation) failed(error, "timelines");
