@@ -50,11 +50,11 @@ export function formatTime(iso, zone) {
   }
 }
 
-// "Free until 10:00", "Busy until 11:30", "Free for the rest of the day", ...
+// "Free until 10:00", "Busy until 11:30", "Free rest of day", ...
 export function untilText(state, key, zone) {
   if (key === "unknown") return state && state.stale ? "No recent data" : "Not known";
   const occupied = occupies(state.status);
-  if (!state.next_change_at) return occupied ? "Taken for the rest of the day" : "Free all day";
+  if (!state.next_change_at) return occupied ? "Taken rest of day" : "Free rest of day";
   const at = formatTime(state.next_change_at, zone);
   if (occupied) return `${statusLabel(state.status)} until ${at}`;
   return `Free until ${at}`;
