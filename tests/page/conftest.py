@@ -1,5 +1,7 @@
-"""One demo and one signed-in browser tab for every browser test of the live page: starting
-the processes and the browser is most of these tests' time."""
+"""One demo and one signed-in browser tab for the browser tests of a module: starting the
+processes and the browser is most of these tests' time. Module-scoped, not wider: Playwright's
+synchronous driver holds the main thread's event loop while it runs, so it must be closed before
+another module's asynchronous tests run."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from tests.support.browser import chromium_path
 from tests.support.live_page import RECORD_VIOLATIONS, World
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     work_dir = tmp_path_factory.mktemp("demo")
     with pytest.MonkeyPatch.context() as patch:
