@@ -8,6 +8,7 @@ import {
   el, hasPlan, planFrame, planRoom, renderDetails, renderLegend, renderPlan,
   renderTiles, tile,
 } from "./render.js";
+import { formatTime } from "./status.js";
 import { LiveStream } from "./stream.js";
 
 const $ = (id) => document.getElementById(id);
@@ -394,7 +395,7 @@ async function runFilter(query) {
   const count = found.length === 1 ? "1 room is" : `${found.length} rooms are`;
   const list = el("ol", { class: "matches", "aria-label": "Free rooms" }, ...found.map((r) => {
     const room = page.rooms.get(r.id);
-    const until = r.free_until ? `free until ${new Date(r.free_until).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}` : "free rest of day";
+    const until = r.free_until ? `free until ${formatTime(r.free_until, room.zone)}` : "free rest of day";
     const seatsText = Number.isInteger(r.capacity) ? `, ${r.capacity} seats` : "";
     const button = el("button", { type: "button", "data-room": r.id, text: `${room.name}${seatsText}, ${until}` });
     button.addEventListener("click", () => openDetails(r.id, button));
