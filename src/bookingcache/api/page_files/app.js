@@ -176,6 +176,11 @@ function route() {
   if (changed || page.rooms.size === 0) loadFloor();
 }
 
+// Whether the floor follows the stream right now (data-live on its section).
+function live(on) {
+  $("floor").setAttribute("data-live", String(on));
+}
+
 // --- one floor ----------------------------------------------------------------------------------
 
 async function loadFloor() {
@@ -189,6 +194,7 @@ async function loadFloor() {
   $("rooms-heading").textContent = floorTitle();
   // Busy until the rooms' states are in (the availability answer or the stream's snapshot).
   $("floor").setAttribute("aria-busy", "true");
+  live(false);
   const api = page.api;
   let listed;
   try {
@@ -217,6 +223,7 @@ async function loadFloor() {
       const fresh = new Map(states.map((s) => [s.room, s]));
       for (const room of page.rooms.values()) room.state = fresh.get(room.id) || null;
       $("floor").setAttribute("aria-busy", "false");
+      live(true);
       draw();
       later("timelines", 300, () => refreshTimelines(generation));
       if (page.filterQuery) later("filter", 300, () => runFilter(page.filterQuery));
@@ -230,8 +237,15 @@ async function loadFloor() {
       later(`timeline:${room.id}`, 250, () => refreshTimeline(room, generation));
       if (page.filterQuery) later("filter", 300, () => runFilter(page.filterQuery));
     },
-    connected: () => show("connection", false),
-    lost: () => show("connection", true),
+    connected: () => {
+      show("connection", false);
+      // A resumed stream is current at once; a new one once its snapshot is in.
+      if (page.stream && page.stream.lastEventId !== null) live(true);
+    },
+    lost: () => {
+      show("connection", true);
+      live(false);
+    },
     denied: () => signOut("The token is no longer accepted. Sign in again."),
   });
   page.stream.start();
