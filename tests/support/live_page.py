@@ -93,6 +93,10 @@ class World:
         self.page.reload()
         self.page.wait_for_selector("#floor[aria-busy=false]", timeout=10_000)
 
+    def wait_live(self) -> None:
+        """Until the floor follows the stream: its snapshot is in, or its stream resumed."""
+        self.page.wait_for_selector("#floor[data-live=true]", timeout=10_000)
+
     def check_clean(self) -> None:
         """The read token stayed out of every URL; the page's policy was never violated."""
         token = str(self.info["read_token"])

@@ -1,8 +1,13 @@
 """The live availability page in a real browser (Debian's chromium through Playwright) against
-the demo's real processes (tests/page/conftest.py): every room of a floor is drawn, on the plan
-and as tiles, with its status in words; the free-room search and the keyboard work; the page fits
-a phone and the lobby display; the read token never appears in a URL and the page's policy is
-never violated.
+the demo's real processes (tests/page/conftest.py), one demo and one tab for the module:
+
+- every room of a floor is drawn, on the plan and as tiles, with its status in words;
+- a booking made in the emulator turns its room busy on the open page within 2 s, without a
+  reload, and its cancellation turns it free again;
+- the service is killed and restarted: the page says the connection is lost, reconnects with a
+  fresh ticket and the last change it saw, and shows the change made while it was away;
+- the free-room search and the keyboard work; the page fits a phone and the lobby display;
+- the read token never appears in a URL and the page's policy is never violated.
 
 ``BOOKINGCACHE_UPDATE_SCREENSHOT=1`` also writes the screenshot to ``docs/live-page.png``.
 """
@@ -12,13 +17,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from playwright import sync_api as playwright_api
+from playwright.sync_api import Route
 
-from tests.support.live_page import World, floor_rooms
+from tests.support.live_page import OCCUPIED, World, floor_rooms
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +64,69 @@ def test_every_room_of_a_floor_as_a_plan_and_as_tiles(world: World, tmp_path: Pa
     # Each tile has the room's day: a timeline with its text alternative.
     assert page.locator("#tiles .timeline-box[role=img]").count() == len(rooms)
     page.check("#view-plan")
+    world.check_clean()
+
+
+def test_a_booking_shows_within_two_seconds_and_its_cancellation_too(world: World) -> None:
+    room = world.quiet_room()
+    world.open_floor(room["building"], room["floor"])
+    world.wait_live()
+    page = world.page
+    here = world.room_selector(room["room_id"])
+    assert page.get_attribute(here, "data-status") == "free"
+    event_id = world.book(room["mailbox"])
+    occupied = ", ".join(f'{here}[data-status="{s}"]' for s in OCCUPIED)
+    page.wait_for_selector(occupied, timeout=2_000)
+    label = page.get_attribute(here, "aria-label") or ""
+    # Said in words too, with the room's name and seats first.
+    assert label.split(": ", 1)[1].startswith(("Busy", "Tentative")), label
+    world.cancel(room["mailbox"], event_id)
+    page.wait_for_selector(f'{here}[data-status="free"]', timeout=2_000)
+    world.check_clean()
+
+
+def test_the_page_reconnects_after_a_restart_and_misses_nothing(world: World) -> None:
+    room = world.quiet_room()
+    world.open_floor(room["building"], room["floor"])
+    world.wait_live()
+    page = world.page
+    here = world.room_selector(room["room_id"])
+    [service] = [c for c in world.demo.children if c.name == "service"]
+    world.demo.port = urlsplit(world.url).port or 0
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/stream?" in r.url else None)
+
+    service.kill()
+    world.demo.children.remove(service)
+    page.wait_for_selector("#connection:not([hidden])", timeout=5_000)
+    assert "reconnecting" in page.inner_text("#connection").lower()
+    event_id = world.book(room["mailbox"])
+
+    # Hold the page's streams back until the restarted service has the change: the page must
+    # then learn it from the stream it resumes, not from one it was already on.
+    def refuse(route: Route) -> None:
+        route.abort()
+
+    page.route("**/stream?*", refuse)
+    world.demo.start_service(str(world.info["admin_token"]))
+    deadline = time.monotonic() + 90
+    while world.status(room["room_id"])["status"] not in OCCUPIED:
+        assert time.monotonic() < deadline, "the restarted service never read the booking"
+        time.sleep(0.5)
+    assert page.is_visible("#connection")
+    assert page.get_attribute(here, "data-status") == "free"
+    resumed_from = len(streams)
+    page.unroute("**/stream?*", refuse)
+
+    page.wait_for_selector("#connection", state="hidden", timeout=10_000)
+    world.wait_live()
+    page.wait_for_selector(", ".join(f'{here}[data-status="{s}"]' for s in OCCUPIED), timeout=2_000)
+    # It resumed where it was: a fresh ticket, and the last change it had seen.
+    resumed = streams[resumed_from:]
+    assert resumed
+    assert all("ticket=" in url and "last_event_id=" in url for url in resumed)
+    world.cancel(room["mailbox"], event_id)
+    page.wait_for_selector(f'{here}[data-status="free"]', timeout=2_000)
     world.check_clean()
 
 
