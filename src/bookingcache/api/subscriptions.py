@@ -213,6 +213,14 @@ SIGNED_OR_ADMIN: dict[str, Any] = {
 }
 
 
+def _printable(value: str) -> str:
+    """``value`` unless it holds a control character (no id, mailbox or clientState has one,
+    and PostgreSQL cannot store a NUL)."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
 class RegisteredIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -226,6 +234,8 @@ class RegisteredIn(BaseModel):
     expirationDateTime: AwareDatetime = Field(
         description="when Graph ends the subscription, as Graph answered it"
     )
+
+    _printable_text = field_validator("id", "mailbox")(_printable)
 
 
 class RegistrationIn(BaseModel):
@@ -241,12 +251,7 @@ class RegistrationIn(BaseModel):
     )
     subscriptions: list[RegisteredIn] = Field(min_length=1, max_length=10_000)
 
-    @field_validator("clientState")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        if any(ord(char) < 32 or ord(char) == 127 for char in value):
-            raise ValueError("control characters are not allowed")
-        return value
+    _printable_state = field_validator("clientState")(_printable)
 
 
 class RegisteredOut(BaseModel):
