@@ -132,8 +132,10 @@ def room_state(
 
 
 def encode(state: dict[str, Any]) -> bytes:
-    """The state as one line of compact JSON."""
-    return json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode()
+    """The state as one line of compact ASCII JSON: a name or title holding a character some
+    readers take for a line break (U+2028, U+0085, ...) is escaped, so every SSE reader sees
+    the event's data on one line."""
+    return json.dumps(state, separators=(",", ":")).encode("ascii")
 
 
 def frame_of(
