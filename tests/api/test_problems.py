@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
+from fastapi.routing import APIRoute
 
+from bookingcache.api import stream
+from bookingcache.api.query import single_valued
 from bookingcache.errors import Throttled
 from tests.support.auth import ADMIN
 from tests.support.problems import assert_problem
@@ -101,3 +105,35 @@ async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
     assert len(made) == 16
     other = (await client.get("/nowhere")).headers["x-request-id"]
     assert other != made
+
+
+async def test_a_single_valued_query_parameter_given_twice_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    # FastAPI would bind the last value and never look at the first.
+    response = await client.get("/v1/audit?before=false&limit=5&before=7", headers=ADMIN)
+    body = assert_problem(response, 422)
+    assert [error["field"] for error in body["errors"]] == ["query.before"]
+    assert (await client.get("/v1/audit?before=7&limit=5", headers=ADMIN)).status_code == 200
+
+
+async def test_a_list_query_parameter_may_repeat(app: FastAPI, client: httpx.AsyncClient) -> None:
+    async def echo(
+        room: Annotated[list[str], Query()], floor: Annotated[str | None, Query()] = None
+    ) -> dict[str, Any]:
+        return {"room": room, "floor": floor}
+
+    app.add_api_route("/test/echo", echo)
+    response = await client.get("/test/echo?room=a&room=b&floor=2")
+    assert response.json() == {"room": ["a", "b"], "floor": "2"}
+    body = assert_problem(await client.get("/test/echo?room=a&floor=2&floor=3"), 422)
+    assert [error["field"] for error in body["errors"]] == ["query.floor"]
+
+
+def test_the_streams_room_filter_is_the_one_that_repeats() -> None:
+    (route,) = [
+        r for r in stream.router.routes if isinstance(r, APIRoute) and r.path.endswith("/stream")
+    ]
+    once = single_valued(route)
+    assert "room" not in once
+    assert {"building", "floor", "last_event_id"} <= once
