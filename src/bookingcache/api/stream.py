@@ -117,13 +117,24 @@ TICKET_SCHEME: dict[str, Any] = {
     "description": "a stream ticket from POST /v1/tenants/{tenant}/stream/tickets",
 }
 
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["snapshot", "room", "reset"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 _STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: `retry: 2000`, then `snapshot` (a new client; data "
         "StreamSnapshotOut), `room` (data RoomStateOut), `reset` (data StreamResetOut) events "
         "and `: keep-alive` comments. Event ids are change-feed positions; send the last one "
         "back as Last-Event-ID (or last_event_id) to resume without gap or duplicate.",
-        "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+        # OpenAPI 3.1 has an event stream's schema describe each event; the fields are those
+        # of an SSE event, as OpenAPI 3.2's itemSchema for text/event-stream names them.
+        "content": {EVENT_STREAM: {"schema": _EVENT_SCHEMA}},
     }
 }
 
