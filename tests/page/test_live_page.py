@@ -14,6 +14,7 @@ the demo's real processes (tests/page/conftest.py), one demo and one tab for the
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright import sync_api as playwright_api
@@ -214,6 +216,14 @@ def test_a_phone_and_the_lobby_display(world: World) -> None:
         assert page.evaluate("document.body.classList.contains('kiosk')")
         assert not page.is_visible("#filter")
         assert page.get_attribute("#kiosk-toggle", "aria-pressed") == "true"
+        # The header clock tells the floor's time as the rooms do: their zone, 24-hour.
+        room = floor_rooms(world, "Harbour House", "1")[0]
+        zone = ZoneInfo(world.status(room["id"])["time_zone"])
+        now = dt.datetime.now(zone)
+        shown = page.text_content("#clock")
+        assert shown in {f"{moment:%H:%M}" for moment in (now - dt.timedelta(minutes=1), now)}, (
+            shown
+        )
     finally:
         page.set_viewport_size({"width": 1280, "height": 900})
     world.check_clean()

@@ -314,6 +314,7 @@ function refocus(id) {
 }
 
 function draw() {
+  showClock();
   const focused = focusedRoom();
   const now = Date.now();
   const rooms = roomsInOrder();
@@ -461,10 +462,23 @@ function toggleKiosk() {
   }
 }
 
+// The floor's own time, as the rooms show theirs: 24-hour, in the rooms' zone once one is known
+// (redrawn with the rooms, so it turns to the floor's zone as soon as their timelines arrive).
+function showClock() {
+  let zone = null;
+  for (const room of page.rooms.values()) {
+    if (room.zone) {
+      zone = room.zone;
+      break;
+    }
+  }
+  $("clock").textContent = formatTime(new Date().toISOString(), zone);
+}
+
 function tick() {
-  $("clock").textContent = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   // "Free soon" and "busy soon" come near with time alone, and the timelines' "now" moves.
   if (page.rooms.size) draw();
+  else showClock();
 }
 
 // --- start --------------------------------------------------------------------------------------
