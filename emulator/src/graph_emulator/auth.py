@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -118,6 +119,7 @@ def issue_token(
     if lifetime is None:
         lifetime = state.rng.randint(config.token_lifetime_min_s, config.token_lifetime_max_s)
     now = int(state.clock.now().timestamp())
+    token_id = _b64(secrets.token_bytes(16))
     header = {"typ": "JWT", "alg": "HS256", "kid": "emulator"}
     claims = {
         "aud": audience,
@@ -131,8 +133,10 @@ def issue_token(
         "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, app.client_id)),
         "roles": sorted(app.roles),
         "tid": state.tenant_id,
+        "uti": token_id,
         "ver": "1.0",
     }
+    state.identity_faults.issued_token(token_id, app.client_id, now + lifetime, state.clock.now())
     signing_input = (
         _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())
     ).encode()
@@ -171,6 +175,8 @@ def verify_token(state: EmulatorState, token: str) -> AppPrincipal:
     now = state.clock.now().timestamp()
     if not isinstance(claims.get("exp"), int) or now >= claims["exp"]:
         raise _unauthorized("Lifetime validation failed, the token is expired.")
+    if state.identity_faults.is_revoked(claims.get("uti")):
+        raise _unauthorized("The access token has been revoked.")
     app = state.apps.get(str(claims.get("appid")))
     if app is None:
         raise _unauthorized("Invalid application.")
@@ -268,6 +274,9 @@ def routes(state: EmulatorState) -> list[Route]:
         )
 
     async def token(request: Request) -> Response:
+        failed = await state.identity_faults.token_request(state.clock)
+        if failed is not None:
+            return failed
         now = state.clock.now()
         tenant = request.path_params["tenant"]
         if tenant != state.tenant_id:

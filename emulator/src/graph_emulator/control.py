@@ -1,4 +1,5 @@
-"""The control API under ``/_emulator`` (not part of Graph; JSON in and out): fault injection,
+"""The control API under ``/_emulator`` (not part of Graph; JSON in and out): fault injection
+(notifications, mailboxes, the token endpoint, token revocation),
 counters, delivery pause, subscription removal and silencing, the virtual clock, calendar changes
 made as users would make them, and the booking simulator.
 
@@ -18,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 from graph_emulator.errors import GraphError, bad_request, not_found
 from graph_emulator.extension import Extension
 from graph_emulator.faults import ALL_MAILBOXES, MAILBOX_FAULT_KINDS, NOTIFICATION_FAULT_KINDS
+from graph_emulator.identity_faults import TOKEN_FAULT_KINDS
 from graph_emulator.lifecycle import LIFECYCLE_EVENTS, SubscriptionHub
 from graph_emulator.simulator import BookingSimulator, SimulatorSettings
 from graph_emulator.subscriptions import parse_body, parse_time
@@ -57,7 +59,8 @@ class ControlApi:
     # -- faults ------------------------------------------------------------------------
 
     async def faults(self, request: Request) -> Response:
-        return JSONResponse(self.hub.faults.describe())
+        token = self.state.identity_faults.describe()
+        return JSONResponse({**self.hub.faults.describe(), "token": token})
 
     async def add_notification_fault(self, request: Request) -> Response:
         body = parse_body(await request.body())
@@ -115,6 +118,37 @@ class ControlApi:
         key = None if mailbox is None else self._mailbox_key(mailbox)
         self.hub.faults.clear_mailbox_fault(key)
         return Response(status_code=204)
+
+    async def add_token_fault(self, request: Request) -> Response:
+        body = parse_body(await request.body())
+        kind = body.get("kind")
+        if kind not in TOKEN_FAULT_KINDS:
+            raise bad_request(f"'kind' must be one of {list(TOKEN_FAULT_KINDS)}.")
+        count = _number(body, "count", None, low=1)
+        probability = _number(body, "probability", 1.0)
+        if probability > 1:
+            raise bad_request("'probability' must be between 0 and 1.")
+        fault = self.state.identity_faults.set_token_fault(
+            kind,
+            count=None if count is None else int(count),
+            probability=float(probability),
+            retry_after_s=int(_number(body, "retry_after_s", 10)),
+            timeout_s=float(_number(body, "timeout_s", 30.0)),
+        )
+        return JSONResponse(fault.describe(), status_code=201)
+
+    async def clear_token_fault(self, request: Request) -> Response:
+        self.state.identity_faults.clear_token_fault()
+        return Response(status_code=204)
+
+    async def revoke_tokens(self, request: Request) -> Response:
+        body = parse_body(await request.body() or b"{}")
+        client_id = body.get("client_id")
+        if client_id is not None and (
+            not isinstance(client_id, str) or self.state.apps.get(client_id) is None
+        ):
+            raise bad_request("'client_id' must name an app of the tenant.")
+        return JSONResponse({"revoked": self.state.identity_faults.revoke(client_id)})
 
     async def expire_delta(self, request: Request) -> Response:
         body = parse_body(await request.body() or b"{}")
@@ -356,6 +390,9 @@ class ControlApi:
             (f"{p}/faults/notifications", self.clear_notification_faults, "DELETE"),
             (f"{p}/faults/mailboxes", self.add_mailbox_fault, "POST"),
             (f"{p}/faults/mailboxes", self.clear_mailbox_faults, "DELETE"),
+            (f"{p}/faults/token", self.add_token_fault, "POST"),
+            (f"{p}/faults/token", self.clear_token_fault, "DELETE"),
+            (f"{p}/tokens/revoke", self.revoke_tokens, "POST"),
             (f"{p}/delta/expire", self.expire_delta, "POST"),
             (f"{p}/subscriptions", self.subscriptions, "GET"),
             (f"{p}/subscriptions/{{id}}", self.remove_subscription, "DELETE"),

@@ -14,6 +14,7 @@ from graph_emulator.config import EmulatorConfig
 from graph_emulator.counters import Counters
 from graph_emulator.directory import Directory
 from graph_emulator.hooks import MailboxRequestHook
+from graph_emulator.identity_faults import IdentityFaults
 
 if TYPE_CHECKING:
     from graph_emulator.auth import AppRegistry
@@ -39,6 +40,8 @@ class EmulatorState:
     # sleep. Fault injection appends here.
     mailbox_request_hooks: list[MailboxRequestHook] = field(default_factory=list)
     token_secret: bytes = b""
+    # Token endpoint faults and revoked tokens (control API).
+    identity_faults: IdentityFaults = field(default_factory=IdentityFaults)
 
 
 def new_state(
