@@ -172,7 +172,9 @@ def test_asgi_factory_builds_from_the_environment(
     with ServerThread(create_app()) as server:
         response = httpx.get(f"{server.root}/healthz")
         assert response.status_code == 200
-        assert response.json() == {"status": "ok"}
+        health = response.json()
+        assert health["status"] == "ok"
+        assert health["loops"]["renewal"]["running"] is True  # started by the lifespan
         assert httpx.post(f"{server.root}/graph/notifications", content=b"{}").status_code == 503
         assert httpx.get(f"{server.root}/nowhere").status_code == 404
         assert httpx.delete(f"{server.root}/v1/subscriptions").status_code == 405

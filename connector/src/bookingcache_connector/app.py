@@ -2,7 +2,8 @@
 request heads and read timeouts); ``create_app`` is an ASGI app factory for any other server.
 
 Plain ASGI, no web framework: the surface is five routes and a framework would be the largest
-dependency an administrator has to audit. The relay's forwarding loop lives in the lifespan.
+dependency an administrator has to audit. The relay's forwarding loop and the periodic renewal
+live in the lifespan; ``GET /metrics`` serves the Prometheus metrics (``metrics.py``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .bootstrap import Connector, build_connector
 from .config import load_settings
 from .errors import ConnectorError
+from .loops import backoff_s
+from .metrics import age_s, render
 from .web import Request, security_headers
 
 Scope = MutableMapping[str, Any]
@@ -73,6 +77,10 @@ def create_app(
         if built is None:
             await _send(send, 503, b'{"detail": "not started"}', "application/json")
             return
+        if scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
+            exposition, content_type = render(built.metrics, lambda: gauges(built))
+            await _send(send, 200, exposition, content_type)
+            return
         body = bytearray()
         while True:
             message = await receive()
@@ -97,18 +105,72 @@ def create_app(
     return app
 
 
-async def renew_periodically(connector: Connector) -> None:
-    """The container's counterpart of the Functions timer: re-converge the last desired set."""
-    while True:
-        await connector.clock.sleep(connector.settings.renew_every_s)
-        try:
-            rows = await connector.subscriptions.timer()
-        except ConnectorError as exc:
-            log.warning("subscription renewal failed: %s", exc)
-            continue
-        for row in rows:
-            if row["status"] == "failed":
-                log.warning("renewal failed for %s: %s", row["mailbox"], row["error"])
+# The renewal retries a failed pass after a backoff from RENEW_RETRY_BASE_S, at most
+# RENEW_RETRY_CAP_S (and never later than the next regular pass).
+RENEW_RETRY_BASE_S = 30.0
+RENEW_RETRY_CAP_S = 900.0
+
+
+async def renew_periodically(connector: Connector, *, rng: random.Random | None = None) -> None:
+    """The container's counterpart of the Functions timer: re-converge the last desired set
+    every ``renew_every_s``. A pass that raises, or leaves a subscription ``failed``, is a
+    failure of the loop: logged, shown in ``/healthz``, and tried again after a backoff."""
+    status = connector.loops.get("renewal")
+    every = connector.settings.renew_every_s
+    jitter = rng or random.Random()  # noqa: S311 - jitter, not secrets
+    status.start()
+    try:
+        wait = every
+        while True:
+            await connector.clock.sleep(wait)
+            wait = every
+            try:
+                rows = await connector.subscriptions.timer()
+                failed = [r for r in rows if r["status"] == "failed"]
+                for row in failed:
+                    log.warning("renewal failed for %s: %s", row["mailbox"], row["error"])
+                if failed:
+                    raise RenewalIncomplete(f"{len(failed)} of {len(rows)} subscriptions failed")
+            except Exception as exc:  # noqa: BLE001 - the loop outlives every failure
+                cap = min(every, RENEW_RETRY_CAP_S)
+                wait = backoff_s(
+                    status.failures + 1, base_s=RENEW_RETRY_BASE_S, cap_s=cap, rng=jitter
+                )
+                status.failed(exc, connector.clock.now(), retry_in_s=wait)
+            else:
+                status.succeeded(connector.clock.now())
+    finally:
+        status.stop()
+
+
+class RenewalIncomplete(ConnectorError):
+    """A renewal pass that left subscriptions ``failed`` (each is logged with its reason)."""
+
+
+def gauges(connector: Connector) -> dict[str, tuple[str, float | dict[str, float]]]:
+    """The live values ``/metrics`` reads at each scrape."""
+    statuses = connector.loops.statuses
+    values: dict[str, tuple[str, float | dict[str, float]]] = {
+        "loop_running": (
+            "1 while a background loop's task runs.",
+            {name: float(st.running) for name, st in statuses.items()},
+        ),
+        "loop_consecutive_failures": (
+            "Failures in a row of each background loop (0 after a success).",
+            {name: float(st.failures) for name, st in statuses.items()},
+        ),
+    }
+    if connector.relay is not None:
+        store = connector.store
+        values["relay_backlog"] = (
+            "Notifications received and not yet accepted by the service.",
+            float(store.pending_count()),
+        )
+        values["relay_backlog_oldest_age_seconds"] = (
+            "Age of the oldest notification in the backlog (0 when empty).",
+            age_s(store.oldest_pending_at(), connector.clock.now()),
+        )
+    return values
 
 
 def _secured(scope: Scope, send: Send) -> Send:

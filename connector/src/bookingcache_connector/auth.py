@@ -9,6 +9,7 @@ the one used, whatever the environment says.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -18,12 +19,18 @@ import msal
 
 from .config import Settings
 from .errors import AuthError
+from .metrics import Metrics
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+# An OAuth error code (``invalid_client``, ``temporarily_unavailable``) is a metric label as is.
+_ERROR_CODE = re.compile(r"^[a-z_]{1,40}$")
 
 
 class TokenProvider(Protocol):
     async def token(self) -> str: ...
+
+    def invalidate(self, token: str) -> None:
+        """Forget ``token`` (Graph refused it), so that the next ``token()`` asks anew."""
 
 
 class MsalHttpClient:
@@ -80,8 +87,10 @@ class MsalTokenProvider:
         *,
         http_client: MsalHttpClient | None = None,
         scope: str = GRAPH_SCOPE,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics or Metrics()
         self._http = http_client or msal_http_client(settings)
         self._scope = scope
         self._app: msal.ConfidentialClientApplication | None = None
@@ -103,18 +112,50 @@ class MsalTokenProvider:
             return self._app
 
     def token_sync(self) -> str:
+        """A token from MSAL's cache or the token endpoint; every way that fails is an
+        :class:`AuthError` (``error`` is the OAuth error code, or ``server_error``,
+        ``timeout``, ``unreachable``, ``invalid_authority``)."""
+        try:
+            return self._acquire()
+        except AuthError as exc:
+            reason = exc.error if _ERROR_CODE.match(exc.error) else "other"
+            self._metrics.inc("token_failures", reason)
+            raise
+
+    def _acquire(self) -> str:
         try:
             result = self._application().acquire_token_for_client(scopes=[self._scope])
         except ValueError as exc:  # MSAL raises ValueError for an unreachable/invalid authority
             raise AuthError("invalid_authority", str(exc)) from exc
+        except httpx.TimeoutException as exc:
+            raise AuthError("timeout", f"the token endpoint did not answer in time: {exc}") from exc
         except httpx.HTTPError as exc:
             raise AuthError("unreachable", f"token endpoint unreachable: {exc}") from exc
+        except msal.exceptions.MsalServiceError as exc:
+            # MSAL's answer to a 5xx from the token endpoint ("HTTP Error: 503"), also while it
+            # holds the endpoint's Retry-After.
+            raise AuthError("server_error", f"the token endpoint failed: {exc}") from exc
+        except msal.exceptions.MsalError as exc:
+            raise AuthError("msal_error", str(exc)) from exc
         token = result.get("access_token") if isinstance(result, dict) else None
         if not isinstance(token, str):
             error = str(result.get("error", "unknown_error")) if result else "unknown_error"
             description = str(result.get("error_description", "")) if result else ""
             raise AuthError(error, description)
         return token
+
+    def invalidate(self, token: str) -> None:
+        """Drop ``token`` from MSAL's cache (only that one: a newer token another request
+        already fetched stays)."""
+        app = self._app
+        if app is None:
+            return
+        cache = app.token_cache
+        kind = msal.TokenCache.CredentialType.ACCESS_TOKEN
+        for entry in list(cache.search(kind)):
+            if entry.get("secret") == token:
+                cache.remove_at(entry)
+                self._metrics.inc("token_refreshes", "graph_refused")
 
     async def token(self) -> str:
         return await asyncio.to_thread(self.token_sync)

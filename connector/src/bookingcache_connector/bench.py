@@ -31,6 +31,9 @@ class _NoTokens:
     async def token(self) -> str:
         raise RuntimeError("the benchmark never calls Graph")
 
+    def invalidate(self, token: str) -> None:
+        raise RuntimeError("the benchmark never calls Graph")
+
 
 def _receiver(verifier: Verifier, counts: dict[str, int]) -> Any:
     async def app(scope: Any, receive: Any, send: Any) -> None:

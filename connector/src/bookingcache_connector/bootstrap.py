@@ -14,6 +14,8 @@ from .auth import MsalTokenProvider, TokenProvider, msal_http_client
 from .clock import Clock, SystemClock
 from .config import Settings
 from .graph import GraphClient
+from .loops import Loops
+from .metrics import Metrics
 from .relay import Relay
 from .service import ServiceClient
 from .signing import Signer, Verifier
@@ -36,6 +38,8 @@ class Connector:
     relay: Relay | None
     handlers: Handlers
     _clients: list[httpx.AsyncClient]
+    loops: Loops
+    metrics: Metrics
 
     async def aclose(self) -> None:
         for client in self._clients:
@@ -59,8 +63,10 @@ def build_connector(
 ) -> Connector:
     redact.install()
     clock = clock or SystemClock()
+    metrics = Metrics()
+    loops = Loops()
     tokens = tokens or MsalTokenProvider(
-        settings, http_client=msal_http_client(settings, msal_transport)
+        settings, http_client=msal_http_client(settings, msal_transport), metrics=metrics
     )
     graph_http = httpx.AsyncClient(
         verify=settings.ssl_context(),
@@ -77,6 +83,7 @@ def build_connector(
         per_mailbox_concurrency=settings.per_mailbox_concurrency,
         max_retries=settings.graph_max_retries,
         rng=rng,
+        metrics=metrics,
     )
     store = StateStore.in_directory(settings.state_dir)
     subscriptions = SubscriptionManager(
@@ -85,6 +92,7 @@ def build_connector(
         clock=clock,
         expiration_minutes=settings.expiration_minutes,
         renew_below_hours=settings.renew_below_hours,
+        metrics=metrics,
     )
     relay = None
     service: ServiceClient | None = None
@@ -124,6 +132,8 @@ def build_connector(
             reconcile_s=settings.push_reconcile_s,
             reconcile_rate_per_s=settings.push_reconcile_rate_per_s,
             rng=rng,
+            loops=loops,
+            metrics=metrics,
         )
     seen_calls = StoredCalls.in_directory(settings.state_dir)
     verifier = (
@@ -143,6 +153,8 @@ def build_connector(
         subscriptions=subscriptions,
         relay=relay,
         titles=settings.title_policy,
+        loops=loops,
+        store=store,
     )
     return Connector(
         settings=settings,
@@ -156,4 +168,6 @@ def build_connector(
         relay=relay,
         handlers=handlers,
         _clients=clients,
+        loops=loops,
+        metrics=metrics,
     )

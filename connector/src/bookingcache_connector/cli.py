@@ -179,9 +179,20 @@ def _healthcheck(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         sys.stderr.write(f"healthcheck: {url}: {type(exc).__name__}: {exc}\n")
         return 1
     if response.status_code != 200:
-        sys.stderr.write(f"healthcheck: {url}: {response.status_code}\n")
+        sys.stderr.write(f"healthcheck: {url}: {response.status_code}{_why(response)}\n")
         return 1
     return 0
+
+
+def _why(response: httpx.Response) -> str:
+    """The loops ``/healthz`` names as unhealthy, e.g. ``: relay failing (3 failures in a row)``."""
+    try:
+        unhealthy = response.json().get("unhealthy")
+    except (ValueError, AttributeError):
+        return ""
+    if not isinstance(unhealthy, dict) or not unhealthy:
+        return ""
+    return ": " + "; ".join(f"{name} {why}" for name, why in sorted(unhealthy.items()))
 
 
 def _serve(args: argparse.Namespace, env: Mapping[str, str], factory: Factory | None) -> int:

@@ -4,7 +4,8 @@ ConnectorError
 ├── ConfigError          settings missing or malformed (raised at start-up, never mid-request)
 ├── BadRequest           a caller sent something we cannot act on (-> 400 problem+json)
 ├── SignatureError       unsigned, stale, replayed or wrongly signed call (-> 401 problem+json)
-├── AuthError            MSAL could not get a Graph token (bad credentials, unknown tenant)
+├── AuthError            no Graph token: bad credentials, unknown tenant, or the token
+│                        endpoint failed (5xx, ``temporarily_unavailable``, a timeout)
 ├── GraphError           Graph answered with an error status (status, code, message)
 └── DeliveryError        the service did not accept a relayed notification
 """
@@ -44,4 +45,8 @@ class GraphError(ConnectorError):
 
 
 class DeliveryError(ConnectorError):
-    pass
+    """``status`` is the service's answer, None when it could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

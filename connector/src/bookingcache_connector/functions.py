@@ -71,10 +71,21 @@ def build_function_app(provider: Provider | None = None) -> func.FunctionApp:
     app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
     background: set[asyncio.Task[object]] = set()
 
+    async def drain(connector: Connector) -> None:
+        """One drain of the relay; a failure is recorded and logged, never raised (the next
+        notification or the minute's timer tries again)."""
+        relay = connector.relay
+        if relay is None:
+            return
+        try:
+            await relay.drain()
+        except Exception as exc:  # noqa: BLE001 - a background drain has no caller to tell
+            relay.status.failed(exc, connector.clock.now())
+
     def forward_soon(connector: Connector) -> None:
         if connector.relay is None:
             return
-        task: asyncio.Task[object] = asyncio.ensure_future(connector.relay.drain())
+        task: asyncio.Task[object] = asyncio.ensure_future(drain(connector))
         background.add(task)
         task.add_done_callback(background.discard)
 
@@ -114,19 +125,31 @@ def build_function_app(provider: Provider | None = None) -> func.FunctionApp:
     @app.function_name("renew_subscriptions")
     @app.timer_trigger(schedule="0 17 */6 * * *", arg_name="timer", run_on_startup=False)
     async def renew_subscriptions(timer: func.TimerRequest) -> None:
-        rows = await get().subscriptions.timer()
+        connector = get()
+        status = connector.loops.get("renewal")
+        try:
+            rows = await connector.subscriptions.timer()
+        except Exception as exc:  # noqa: BLE001 - the next timer tries again
+            status.failed(exc, connector.clock.now())
+            return
         failed = [r for r in rows if r["status"] == "failed"]
         log.info("renewal: %d subscriptions, %d failed", len(rows), len(failed))
         for r in failed:
             log.warning("renewal failed for %s: %s", r["mailbox"], r["error"])
+        if not failed:
+            status.succeeded(connector.clock.now())
 
     @app.function_name("relay_drain")
     @app.timer_trigger(schedule="0 */1 * * * *", arg_name="timer", run_on_startup=False)
     async def relay_drain(timer: func.TimerRequest) -> None:
-        relay = get().relay
+        connector = get()
+        relay = connector.relay
         if relay is not None:
             # Once a minute: a minute's worth of the reconciliation's pushes, then the backlog.
-            relay.reconcile(budget=round(relay.reconcile_rate_per_s * 60))
-            await relay.drain()
+            try:
+                relay.reconcile(budget=round(relay.reconcile_rate_per_s * 60))
+            except Exception as exc:  # noqa: BLE001 - the next minute tries again
+                relay.status.failed(exc, connector.clock.now())
+            await drain(connector)
 
     return app

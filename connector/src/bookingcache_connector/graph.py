@@ -3,7 +3,9 @@
 * at most ``per_mailbox_concurrency`` (4) requests in flight per mailbox (Outlook's limit is per
   app and mailbox, so one busy room never blocks another);
 * ``429``/``503`` wait for ``Retry-After`` (seconds), otherwise back off exponentially;
-* bounded retries, then the error is raised as :class:`GraphError`.
+* bounded retries, then the error is raised as :class:`GraphError`;
+* a ``401 InvalidAuthenticationToken`` (a token revoked, or refused before its expiry) drops
+  that token from MSAL's cache and the request is sent once more with a new one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .auth import TokenProvider
 from .clock import Clock, to_graph_utc
 from .errors import GraphError
 from .events import SELECT
+from .metrics import Metrics
 
 RETRY_STATUSES = {429, 503, 504}
 UTC_PREFERENCE = 'outlook.timezone="UTC"'
@@ -40,8 +43,10 @@ class GraphClient:
         per_mailbox_concurrency: int = 4,
         max_retries: int = 5,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
+        self._metrics = metrics or Metrics()
         self._tokens = tokens
         self._http = http
         self._clock = clock
@@ -68,6 +73,7 @@ class GraphClient:
         """One Graph call; ``url`` is a path below the base URL or a full ``@odata.nextLink``."""
         target = url if url.startswith(("https://", "http://")) else f"{self._base}{url}"
         attempt = 0
+        refreshed = False
         while True:
             token = await self._tokens.token()
             send_headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -82,17 +88,38 @@ class GraphClient:
                         method, target, params=params, headers=send_headers, content=content
                     )
                 except httpx.TransportError as exc:
+                    self._metrics.inc("graph_requests", "unreachable")
                     if attempt >= self._max_retries:
                         raise GraphError(0, "Unreachable", f"{method} {target}: {exc}") from exc
                     response = None
+            if response is not None:
+                self._count(response)
             if response is not None and response.status_code < 400:
                 return response
+            if (
+                response is not None
+                and response.status_code == 401
+                and not refreshed
+                and graph_error(response).code == "InvalidAuthenticationToken"
+            ):
+                # Graph refused a token MSAL still holds as valid: without this, MSAL would
+                # hand out the same token until it nears its expiry.
+                refreshed = True
+                self._tokens.invalidate(token)
+                continue
             if response is not None and (
                 response.status_code not in RETRY_STATUSES or attempt >= self._max_retries
             ):
                 raise graph_error(response)
             await self._clock.sleep(self._delay(response, attempt))
             attempt += 1
+
+    def _count(self, response: httpx.Response) -> None:
+        status = response.status_code
+        outcome = "success" if status < 400 else "client_error" if status < 500 else "server_error"
+        self._metrics.inc("graph_requests", outcome)
+        if status in (429, 503) and "Retry-After" in response.headers:
+            self._metrics.inc("graph_throttled", str(status))
 
     def _delay(self, response: httpx.Response | None, attempt: int) -> float:
         if response is not None:

@@ -22,7 +22,6 @@ import hmac
 import json
 import logging
 import random
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +29,8 @@ from typing import Any
 from .clock import Clock
 from .errors import BadRequest, ConnectorError, DeliveryError
 from .events import MalformedEvent, TitlePolicy, basic_event
+from .loops import Loops, LoopStatus, backoff_s
+from .metrics import Metrics
 from .service import ServiceClient
 from .store import InboxItem, StateStore
 
@@ -87,6 +88,8 @@ class Relay:
         reconcile_s: float = 900.0,
         reconcile_rate_per_s: float = 5.0,
         rng: random.Random | None = None,
+        loops: Loops | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -108,6 +111,14 @@ class Relay:
         self._requested: dict[str, datetime] = {}
         self._wake = asyncio.Event()
         self._drain_lock = asyncio.Lock()
+        self._problem: Exception | None = None
+        self._metrics = metrics or Metrics()
+        loops = loops or Loops()
+        self.status: LoopStatus = loops.get("relay")
+        # Reconciliation runs inside the relay's loop, but fails on its own (Graph, the store).
+        self.reconcile_status: LoopStatus | None = (
+            loops.get("reconcile") if self.reconciles else None
+        )
 
     @property
     def reconciles(self) -> bool:
@@ -151,6 +162,9 @@ class Relay:
             items = self._store.pending()
             if not items:
                 return None
+            # A Graph or token failure on the way (the map, a window) that did not stop the
+            # delivery: the drain counts as a failure of the loop all the same.
+            self._problem = None
             mailbox_of, fresh = await self._mailboxes(items)
             await self._reauthorize(items, mailbox_of)
             payload, handled = await self._payload(items, mailbox_of, drop_unknown=fresh)
@@ -158,12 +172,19 @@ class Relay:
                 try:
                     await self._service.notify(payload)
                 except DeliveryError as exc:
+                    refused = exc.status is not None and 400 <= exc.status < 500
+                    self._metrics.inc("relay_calls", "refused" if refused else "failed")
                     return self._failed(exc, mailbox_of)
+                self._metrics.inc("relay_calls", "relayed")
                 self._store.record_success()
                 pushed = [window["mailbox"] for window in payload.get("windows", ())]
                 if pushed:
                     self._store.record_pushed(pushed, self._clock.now())
             self._store.remove(handled)
+            if self._problem is not None:
+                self.status.failed(self._problem, self._clock.now())
+            else:
+                self.status.succeeded(self._clock.now())
             if not self._store.pending_count():
                 return None
             return 0.0 if handled else self._max_backoff
@@ -216,11 +237,12 @@ class Relay:
         now = self._clock.now()
         self._store.record_failure(now)
         since, attempts = self._store.failing_since()
-        log.warning("forwarding to the service failed (attempt %d): %s", attempts, exc)
         if since is not None and now - since >= self._resync_after:
             self._store.collapse_to_resync(mailbox_of, now)
         backoff = min(self._max_backoff, 0.5 * 2.0 ** min(attempts, 16))
-        return backoff * (0.5 + self._rng.random() / 2)
+        delay = backoff * (0.5 + self._rng.random() / 2)
+        self.status.failed(exc, now, retry_in_s=delay)
+        return delay
 
     async def _mailboxes(self, items: list[InboxItem]) -> tuple[dict[str, str], bool]:
         """The subscription map, refreshed from Graph when an item names an unknown id.
@@ -232,7 +254,8 @@ class Relay:
         try:
             await self._refresh_map()
         except ConnectorError as exc:
-            log.warning("could not refresh the subscription map: %s", exc)
+            # The notifications of known subscriptions are still delivered.
+            self._problem = self._problem or exc
             return mailbox_of, False
         return self._store.subscription_map(), True
 
@@ -304,7 +327,8 @@ class Relay:
                 raw = await self._read_window(mailbox, start, end)
                 events = [basic_event(e, self._titles).to_json() for e in raw]
             except (ConnectorError, MalformedEvent) as exc:
-                log.warning("could not read the window of %s: %s", mailbox, exc)
+                log.info("could not read the window of %s: %s", mailbox, exc)
+                self._problem = self._problem or exc
                 if mailbox not in resync:
                     resync.append(mailbox)
                 continue
@@ -320,35 +344,55 @@ class Relay:
 
     async def run(self, *, idle_s: float = 30.0, reconcile_every_s: float = 1.0) -> None:
         """Drain forever; woken by new notifications, otherwise retried on the backoff. With
-        pushed events, ``reconcile`` runs every ``reconcile_every_s`` too."""
+        pushed events, ``reconcile`` runs every ``reconcile_every_s`` too. No exception ends
+        the loop: each is recorded in ``status`` and logged, and the next try waits a backoff
+        that grows with the failures in a row."""
         budget = max(1, round(self.reconcile_rate_per_s * reconcile_every_s))
         next_reconcile = self._clock.now()
-        while True:
-            self._wake.clear()
-            if self.reconciles and self._clock.now() >= next_reconcile:
-                next_reconcile = self._clock.now() + timedelta(seconds=reconcile_every_s)
+        self.status.start()
+        if self.reconcile_status is not None:
+            self.reconcile_status.start()
+        try:
+            while True:
+                self._wake.clear()
+                if self.reconciles and self._clock.now() >= next_reconcile:
+                    next_reconcile = self._clock.now() + timedelta(seconds=reconcile_every_s)
+                    self._reconcile_once(budget)
                 try:
-                    self.reconcile(budget=budget)
-                except sqlite3.Error as exc:
-                    log.warning("could not queue the reconciliation's resyncs: %s", exc)
-            try:
-                delay = await self.drain()
-            except ConnectorError as exc:
-                log.warning("relay drain failed: %s", exc)
-                delay = idle_s
-            if delay == 0.0:
-                continue
-            if delay is not None:
-                await self._clock.sleep(delay)  # backing off: new arrivals wait too
-                continue
-            wait_s = min(idle_s, reconcile_every_s) if self.reconciles else idle_s
-            sleeper = asyncio.ensure_future(self._clock.sleep(wait_s))
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                waker.cancel()
+                    delay = await self.drain()
+                except Exception as exc:  # noqa: BLE001 - the loop outlives every failure
+                    delay = self._backoff(self.status.failures + 1)
+                    self.status.failed(exc, self._clock.now(), retry_in_s=delay)
+                if delay == 0.0:
+                    continue
+                if delay is not None:
+                    await self._clock.sleep(delay)  # backing off: new arrivals wait too
+                    continue
+                wait_s = min(idle_s, reconcile_every_s) if self.reconciles else idle_s
+                sleeper = asyncio.ensure_future(self._clock.sleep(wait_s))
+                waker = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+                    waker.cancel()
+        finally:
+            self.status.stop()
+            if self.reconcile_status is not None:
+                self.reconcile_status.stop()
+
+    def _reconcile_once(self, budget: int) -> None:
+        status = self.reconcile_status
+        assert status is not None
+        try:
+            self.reconcile(budget=budget)
+        except Exception as exc:  # noqa: BLE001 - retried on the next round
+            status.failed(exc, self._clock.now())
+        else:
+            status.succeeded(self._clock.now())
+
+    def _backoff(self, failures: int) -> float:
+        return backoff_s(failures, base_s=0.5, cap_s=self._max_backoff, rng=self._rng)
 
 
 def _z(moment: datetime) -> str:

@@ -48,5 +48,8 @@ class ServiceClient:
         except httpx.HTTPError as exc:
             raise DeliveryError(f"service unreachable: {exc}") from exc
         if not 200 <= response.status_code < 300:
-            raise DeliveryError(f"service answered {response.status_code}: {response.text[:200]}")
+            raise DeliveryError(
+                f"service answered {response.status_code}: {response.text[:200]}",
+                response.status_code,
+            )
         return response

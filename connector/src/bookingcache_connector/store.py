@@ -100,6 +100,12 @@ class StateStore:
             (count,) = self._db.execute("SELECT COUNT(*) FROM inbox").fetchone()
         return int(count)
 
+    def oldest_pending_at(self) -> datetime | None:
+        """When the oldest item of the backlog was received; None when it is empty."""
+        with self._lock:
+            (oldest,) = self._db.execute("SELECT MIN(received_at) FROM inbox").fetchone()
+        return datetime.fromisoformat(oldest) if oldest else None
+
     def remove(self, seqs: Iterable[int]) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")

@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote
 from .clock import Clock, parse_instant, to_graph_utc
 from .errors import BadRequest, GraphError
 from .graph import GraphClient
+from .metrics import Metrics
 from .ratelimit import SlidingWindow
 from .store import StateStore
 
@@ -135,8 +136,10 @@ class SubscriptionManager:
         renew_below_hours: int = 48,
         writes: SlidingWindow | None = None,
         listing: SlidingWindow | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._graph = graph
+        self._metrics = metrics or Metrics()
         self._store = store
         self._clock = clock
         self._lifetime = timedelta(minutes=expiration_minutes)
@@ -190,6 +193,11 @@ class SubscriptionManager:
         ]
         for sub in extras:
             rows.append(await self._delete_row(sub))
+        return self._counted(rows)
+
+    def _counted(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for r in rows:
+            self._metrics.inc("subscription_outcomes", str(r["status"]))
         return rows
 
     async def _converge_one(
@@ -300,7 +308,7 @@ class SubscriptionManager:
                 rows.append(row(mailbox, {**sub, **updated}, "renewed"))
             except GraphError as exc:
                 rows.append(row(mailbox, sub, "failed", readable(exc, mailbox)))
-        return rows
+        return self._counted(rows)
 
     async def renew_one(self, subscription_id: str, mailbox: str) -> None:
         """PATCH one subscription's expiry (which also reauthorizes it)."""

@@ -19,8 +19,11 @@ from .clock import Clock, parse_instant, to_graph_utc
 from .errors import BadRequest, ConnectorError, GraphError, SignatureError
 from .events import MalformedEvent, TitlePolicy, basic_event
 from .graph import GraphClient
+from .loops import Loops
+from .metrics import age_s
 from .relay import Relay
 from .signing import Verifier, path_with_query
+from .store import StateStore
 from .subscriptions import Desired, SubscriptionManager
 
 log = logging.getLogger(__name__)
@@ -92,8 +95,12 @@ class Handlers:
         subscriptions: SubscriptionManager,
         relay: Relay | None,
         titles: TitlePolicy = TitlePolicy.SEND,
+        loops: Loops | None = None,
+        store: StateStore | None = None,
     ) -> None:
         self._clock = clock
+        self._loops = loops or Loops()
+        self._store = store
         self._titles = titles
         self._verifier = verifier
         self._graph = graph
@@ -119,7 +126,7 @@ class Handlers:
     async def _route(self, request: Request) -> Response:
         method, path = request.method.upper(), request.path
         if path == "/healthz" and method == "GET":
-            return Response.json(200, {"status": "ok"})
+            return self.health()
         if path in ("/graph/notifications", "/graph/lifecycle") and method == "POST":
             return self.graph_post(
                 request, "change" if path.endswith("notifications") else "lifecycle"
@@ -142,6 +149,25 @@ class Handlers:
         ):
             return Response.problem(405, "Method Not Allowed", f"{method} is not allowed here")
         return Response.problem(404, "Not Found", f"no route for {path}")
+
+    def health(self) -> Response:
+        """200 while every loop its host started runs and none is failing; otherwise 503,
+        naming the loops in ``unhealthy``. Each loop's state, and the relay's backlog."""
+        unhealthy = self._loops.unhealthy()
+        body: dict[str, Any] = {
+            "status": "unhealthy" if unhealthy else "ok",
+            "loops": {name: st.to_json() for name, st in sorted(self._loops.statuses.items())},
+        }
+        if unhealthy:
+            body["unhealthy"] = unhealthy
+        if self._relay is not None and self._store is not None:
+            body["relay"] = {
+                "backlog": self._store.pending_count(),
+                "oldestAgeSeconds": round(
+                    age_s(self._store.oldest_pending_at(), self._clock.now()), 3
+                ),
+            }
+        return Response.json(503 if unhealthy else 200, body)
 
     def _verify(self, request: Request) -> None:
         if self._verifier is None:
