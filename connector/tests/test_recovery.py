@@ -9,6 +9,7 @@ less than five minutes left, as around the hourly refresh of a real one."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import ssl
@@ -28,6 +29,8 @@ from bookingcache_connector.bootstrap import build_connector
 from bookingcache_connector.cli import main
 from bookingcache_connector.clock import SystemClock
 from bookingcache_connector.config import Settings
+from bookingcache_connector.errors import GraphError
+from bookingcache_connector.graph import GraphClient
 from bookingcache_connector.signing import Signer
 from graph_emulator.config import EmulatorConfig
 from graph_emulator.directory import Mailbox
@@ -36,6 +39,7 @@ from graph_emulator.server import BackgroundEmulator
 from graph_emulator.state import new_state
 
 from .conftest import WEBHOOK_SECRET
+from .fakes import GRAPH, FakeClock, FakeGraph
 from .receiver import _SPEC, Receiver
 from .servers import ServerThread
 
@@ -129,8 +133,8 @@ def settings_for(emulated: Emulated, tmp_path: Path, **over: Any) -> Settings:
 def serve_connector(settings: Settings, receiver: Receiver | None = None) -> ServerThread:
     transport = httpx.ASGITransport(app=receiver.app()) if receiver is not None else None
     if receiver is not None:
-        settings = Settings(
-            **{**settings.__dict__, "service_url": "https://svc.test", "service_tenant": "contoso"}
+        settings = dataclasses.replace(
+            settings, service_url="https://svc.test", service_tenant="contoso"
         )
     return ServerThread(
         create_app(build=lambda: build_connector(settings, service_transport=transport))
@@ -383,3 +387,30 @@ def test_graph_throttling_is_waited_out_and_counted(long_tokens: Emulated, tmp_p
         assert (
             metric(text, "bookingcache_connector_graph_requests_total", outcome="client_error") == 1
         )
+
+
+class RefusedTokens:
+    """A token Graph refuses whatever is done: the connector asks for a new one once."""
+
+    def __init__(self) -> None:
+        self.invalidated: list[str] = []
+
+    async def token(self) -> str:
+        return "a-token-graph-refuses"
+
+    def invalidate(self, token: str) -> None:
+        self.invalidated.append(token)
+
+
+async def test_a_request_refused_again_with_a_new_token_is_not_retried_again(
+    graph: FakeGraph, clock: FakeClock
+) -> None:
+    tokens = RefusedTokens()
+    async with httpx.AsyncClient(transport=graph.transport()) as http:
+        client = GraphClient(base_url=GRAPH, tokens=tokens, http=http, clock=clock)
+        with pytest.raises(GraphError) as caught:
+            await client.list_subscriptions()
+    assert (caught.value.status, caught.value.code) == (401, "InvalidAuthenticationToken")
+    assert tokens.invalidated == ["a-token-graph-refuses"]
+    assert graph.requests == [("GET", "/subscriptions")] * 2
+    assert clock.slept == []  # no backoff: a 401 is not worth waiting for
