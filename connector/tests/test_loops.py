@@ -233,3 +233,43 @@ async def test_a_window_read_failure_counts_against_the_relay_though_it_delivers
     assert await relay.drain() is None
     assert relay.status.failures == 0
     assert relay.status.last_success_at is not None
+
+
+async def test_reconciliation_failures_are_its_own_and_do_not_stop_the_relay(
+    make_connector: Any, graph: FakeGraph, caplog: pytest.LogCaptureFixture
+) -> None:
+    known_subscriptions(graph)
+    receiver = Receiver(WEBHOOK_SECRET)
+    connector = relay_connector(make_connector, receiver, push_events=True)
+    relay = connector.relay
+    assert relay is not None
+    assert relay.reconcile_status is not None
+    await connector.subscriptions.list_all()  # the subscribed rooms
+    real_reconcile = relay.reconcile
+    broken = {"left": 1}
+
+    def reconcile(*, budget: int) -> int:
+        if broken["left"]:
+            broken["left"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_reconcile(budget=budget)
+
+    relay.reconcile = reconcile  # type: ignore[method-assign]
+    task = asyncio.create_task(relay.run(idle_s=3600))
+    try:
+        # The reconciliation then pushes every subscribed room's window.
+        await until(
+            lambda: len({w["mailbox"] for a in receiver.accepted for w in a["windows"]}) == 3
+        )
+        assert relay.reconcile_status.total_failures == 1
+        assert relay.reconcile_status.failures == 0
+        assert relay.status.total_failures == 0
+        assert relay.reconcile_status.running is True
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert relay.reconcile_status.running is False
+    lines = [r for r in caplog.records if "reconcile loop failed" in r.getMessage()]
+    assert len(lines) == 1
+    assert "OperationalError: disk I/O error" in lines[0].getMessage()
