@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from bookingcache.cli import main
 from bookingcache.clock import FixedClock
-from bookingcache.domain.tenancy import Tenant, TenantSecrets
+from bookingcache.domain.tenancy import GraphAccess, GraphCredential, Tenant, TenantSecrets
 from bookingcache.errors import SecretsUnreadable
 from bookingcache.settings import new_secrets_key
 from bookingcache.store.sealing import SecretBox
@@ -67,6 +67,51 @@ async def test_the_tables_hold_no_secret_in_plain_text(store: SqlStore, clock: F
     assert not any(CLIENT_STATE in value or SIGNING in value for value in stored + states)
     assert await store.get_signing_secret("acme") == SIGNING + "x"
     assert await subscriptions.client_states("acme") == [CLIENT_STATE + "x", CLIENT_STATE]
+
+
+async def test_a_tenants_graph_credential_is_sealed_at_rest_and_resealed(
+    store: SqlStore, database_url: str, clock: FixedClock
+) -> None:
+    secret = "graph-client-secret-of-acme-0123"
+    key = (
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"
+    )
+    access = GraphAccess(directory_tenant="acme.example", client_id="app")
+    await store.create_tenant(
+        Tenant(id="acme", name="Acme", graph=access),
+        TenantSecrets(SIGNING, READ_TOKEN),
+        graph_credential=GraphCredential(client_secret=secret),
+    )
+    await store.create_tenant(
+        Tenant(id="bolt", name="Bolt", graph=access),
+        TenantSecrets(SIGNING, READ_TOKEN + "b"),
+        graph_credential=GraphCredential(private_key=key, thumbprint="AB" * 20),
+    )
+
+    async def raw() -> list[str]:
+        async with store.read() as conn:
+            rows = (await conn.execute(sa.select(tenants))).all()
+        return [str(value) for row in rows for value in row]
+
+    assert not any(secret in value or "MIIEvQIBADANBgkqhkiG9w0" in value for value in await raw())
+    # A new key put first: reseal seals the credentials again, and only the new key opens them.
+    newer = new_secrets_key()
+    resealed = await open_store(
+        database_url, box=SecretBox([newer, SECRETS_KEY]), migrate=False, clock=clock
+    )
+    try:
+        assert await resealed.reseal_secrets() >= 4  # two signing secrets, two credentials
+    finally:
+        await resealed.close()
+    only_new = await open_store(database_url, box=SecretBox([newer]), migrate=False, clock=clock)
+    try:
+        assert await only_new.graph_credential("acme") == GraphCredential(client_secret=secret)
+        assert await only_new.graph_credential("bolt") == GraphCredential(
+            private_key=key, thumbprint="AB" * 20
+        )
+    finally:
+        await only_new.close()
+    assert not any(secret in value for value in await raw())
 
 
 async def test_a_wrong_key_refuses_to_open_the_store(

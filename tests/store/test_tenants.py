@@ -11,7 +11,17 @@ from sqlalchemy.engine import Connection
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.events import BasicEvent
-from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets, TitlePolicy
+from bookingcache.domain.tenancy import (
+    EventSource,
+    GraphAccess,
+    GraphCredential,
+    GraphPermission,
+    NotificationMode,
+    Room,
+    Tenant,
+    TenantSecrets,
+    TitlePolicy,
+)
 from bookingcache.errors import Conflict, InvalidInput, NotFound
 from bookingcache.store.sql import schema
 from bookingcache.store.sql.store import SqlStore
@@ -31,8 +41,16 @@ async def test_create_and_get_round_trip_every_field(store: SqlStore, clock: Fix
         title_policy=TitlePolicy.SHOW,
         default_time_zone="America/New_York",
         staleness_bound_s=900,
+        notification_mode=NotificationMode.RELAY,
+        graph=GraphAccess(
+            directory_tenant="globex.example", client_id="app", permission=GraphPermission.READ
+        ),
     )
-    created = await store.create_tenant(tenant, TenantSecrets("whsec_Z2xvYmV4", "globex.token"))
+    created = await store.create_tenant(
+        tenant,
+        TenantSecrets("whsec_Z2xvYmV4", "globex.token"),
+        graph_credential=GraphCredential(client_secret="globex-app-secret"),
+    )
 
     assert created.created_at == clock.now()
     assert await store.get_tenant("globex") == created
@@ -45,7 +63,55 @@ async def test_create_and_get_round_trip_every_field(store: SqlStore, clock: Fix
         default_time_zone="America/New_York",
         staleness_bound_s=900,
         created_at=clock.now(),
+        notification_mode=NotificationMode.RELAY,
+        graph=GraphAccess(
+            directory_tenant="globex.example",
+            client_id="app",
+            permission=GraphPermission.READ,
+            client_secret_set=True,
+        ),
     )
+    assert await store.graph_credential("globex") == GraphCredential(
+        client_secret="globex-app-secret"
+    )
+
+
+async def test_a_tenant_without_a_way_in_gets_its_event_sources_default(store: SqlStore) -> None:
+    secrets = TenantSecrets("whsec_Z2xvYmV4", "t.token")
+    pushed = await store.create_tenant(
+        Tenant(id="p", name="P", event_source=EventSource.PUSH), secrets
+    )
+    plain = await store.create_tenant(Tenant(id="c", name="C"), TenantSecrets("whsec_Yw==", "c.t"))
+    assert pushed.notification_mode is NotificationMode.RELAY
+    assert plain.notification_mode is NotificationMode.DIRECT
+
+
+async def test_each_change_of_the_graph_access_bumps_its_revision(store: SqlStore) -> None:
+    access = GraphAccess(directory_tenant="initech.example")
+    await store.create_tenant(
+        Tenant(id="initech", name="Initech", graph=access), TenantSecrets("whsec_aW5p", "i.t")
+    )
+    assert (await store.get_tenant("initech")).graph == access
+    await store.update_tenant("initech", {"name": "Initech AG"})
+    assert (await store.get_tenant("initech")).graph == access  # other fields: no new revision
+    own = GraphAccess(directory_tenant="initech.example", client_id="app")
+    secret = GraphCredential(client_secret="initech-secret-1")
+    await store.update_tenant("initech", {"graph": own, "graph_credential": secret})
+    first = (await store.get_tenant("initech")).graph
+    assert first is not None
+    assert (first.revision, first.client_secret_set) == (1, True)
+    key = GraphCredential(private_key="initech's private key, PEM", thumbprint="AB" * 20)
+    await store.update_tenant("initech", {"graph_credential": key})
+    second = (await store.get_tenant("initech")).graph
+    assert second is not None
+    assert (second.revision, second.client_secret_set) == (2, False)
+    assert second.certificate_thumbprint == "AB" * 20
+    assert await store.graph_credential("initech") == key
+    await store.update_tenant("initech", {"graph": None})
+    assert (await store.get_tenant("initech")).graph is None
+    assert await store.graph_credential("initech") is None
+    with pytest.raises(NotFound):
+        await store.graph_credential("nobody")
 
 
 async def test_duplicate_tenant_is_a_conflict_and_keeps_the_first(

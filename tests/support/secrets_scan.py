@@ -266,10 +266,10 @@ def _service_hooks(scan: SecretScan, patches: _Patches) -> None:
     from bookingcache.tools.processes import Child
 
     def create_tenant(original: Any) -> Any:
-        async def wrapper(self: Any, tenant: Any, secrets: Any) -> Any:
+        async def wrapper(self: Any, tenant: Any, secrets: Any, **kw: Any) -> Any:
             scan.secret(secrets.read_token, "a tenant's read token")
             scan.secret(secrets.signing_secret, "a tenant's signing secret")
-            return await original(self, tenant, secrets)
+            return await original(self, tenant, secrets, **kw)
 
         return wrapper
 
@@ -288,8 +288,6 @@ def _service_hooks(scan: SecretScan, patches: _Patches) -> None:
                 for key in self.settings.secrets_key.get_secret_value().split(","):
                     scan.secret(key.strip(), "a key of the secrets key")
             scan.secret(graph.client_secret, "the service's Graph client secret")
-            for tenant in graph.tenants.values():
-                scan.secret(tenant.client_secret, "a tenant's Graph client secret")
             return original(self)
 
         return wrapper
@@ -315,6 +313,15 @@ def _service_hooks(scan: SecretScan, patches: _Patches) -> None:
 
         return wrapper
 
+    def sealing_graph(original: Any) -> Any:
+        def wrapper(self: Any, credential: Any) -> Any:
+            if credential is not None:
+                scan.secret(credential.client_secret, "a tenant's Graph client secret")
+                scan.secret(credential.private_key, "a tenant's Graph certificate key")
+            return original(self, credential)
+
+        return wrapper
+
     def rotate_signing(original: Any) -> Any:
         async def wrapper(self: Any, tenant_id: str, secret: str, **kw: Any) -> Any:
             scan.secret(secret, "a tenant's rotated signing secret")
@@ -325,6 +332,7 @@ def _service_hooks(scan: SecretScan, patches: _Patches) -> None:
     patches.wrap(SqlStore, "create_tenant", create_tenant)
     patches.wrap(SqlCredentials, "create_read_token", create_read_token)
     patches.wrap(SqlCredentials, "rotate_signing_secret", rotate_signing)
+    patches.wrap(SqlCredentials, "sealed_graph_credential", sealing_graph)
     patches.wrap(SqlSubscriptions, "rotate_client_state", rotate)
     patches.wrap(Container, "start_service", starting)
     patches.wrap(Container, "start_worker", starting)

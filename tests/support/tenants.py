@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 
-from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets
+from bookingcache.domain.tenancy import EventSource, GraphAccess, Room, Tenant, TenantSecrets
 from bookingcache.store.port import Store
 
 SIGNING_SECRET = "whsec_" + "c3luYy10ZXN0LXNpZ25pbmctc2VjcmV0LTMyYnl0ZXM="
@@ -24,6 +24,7 @@ async def add_tenant(
     source: EventSource = EventSource.CONNECTOR,
     connector_url: str | None = "https://connector.test",
     time_zone: str = "UTC",
+    graph: GraphAccess | None = None,
 ) -> list[str]:
     """Create a tenant with ``rooms`` rooms; returns their mailboxes."""
     await store.create_tenant(
@@ -33,6 +34,7 @@ async def add_tenant(
             event_source=source,
             connector_url=connector_url,
             default_time_zone=time_zone,
+            graph=graph,
         ),
         TenantSecrets(signing_secret=SIGNING_SECRET, read_token=f"read-{tenant_id}-0123456789"),
     )

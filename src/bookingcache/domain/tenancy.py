@@ -22,6 +22,65 @@ class TitlePolicy(StrEnum):
     HIDE_PRIVATE = "hide_private"
 
 
+class NotificationMode(StrEnum):
+    """Where Graph delivers a tenant's change notifications (its way in)."""
+
+    DIRECT = "direct"  # Alternative 1: the service's own /graph/notifications/{tenant}
+    RELAY = "relay"  # Alternative 2: the connector's relay, which calls the service signed
+
+
+class GraphPermission(StrEnum):
+    """What the service's Graph app holds in a tenant's directory: ``read`` (Calendars.Read,
+    so calendarView/delta) or ``read_basic`` (Calendars.ReadBasic, plain calendarView)."""
+
+    READ = "read"
+    READ_BASIC = "read_basic"
+
+
+def default_notification_mode(source: EventSource) -> NotificationMode:
+    """A push tenant's events come with the relay's calls, so it can only work by relay."""
+    return NotificationMode.RELAY if source is EventSource.PUSH else NotificationMode.DIRECT
+
+
+@dataclass(frozen=True, slots=True)
+class GraphAccess:
+    """How the service's own Graph app reads a tenant's calendars (event source ``graph``):
+    everything but the secret itself, which the store keeps sealed (``GraphCredential``).
+
+    ``client_id`` None means the service's shared app (its settings) with its shared secret;
+    ``permission`` None means the shared setting. ``revision`` counts the changes of this
+    access (the store bumps it), so a process that built an MSAL app from an older one builds
+    a new one.
+    """
+
+    directory_tenant: str
+    client_id: str | None = None
+    permission: GraphPermission | None = None
+    client_secret_set: bool = False
+    certificate_thumbprint: str | None = None
+    revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GraphCredential:
+    """A tenant's own Graph app credential: a client secret, or a certificate's PEM private
+    key with the certificate's thumbprint (what MSAL's ``client_credential`` accepts)."""
+
+    client_secret: str | None = None
+    private_key: str | None = None
+    thumbprint: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.client_secret is None) == (self.private_key is None):
+            raise ValueError("a Graph credential is a client secret or a certificate")
+        if (self.private_key is None) != (self.thumbprint is None):
+            raise ValueError("a certificate needs its private key and its thumbprint")
+
+    def __repr__(self) -> str:  # never a secret in a log line or a traceback
+        kind = "secret" if self.client_secret is not None else f"certificate {self.thumbprint}"
+        return f"GraphCredential({kind})"
+
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
     id: str
@@ -32,6 +91,16 @@ class Tenant:
     default_time_zone: str = "UTC"
     staleness_bound_s: int = 3600
     created_at: dt.datetime | None = None
+    # None: the default of the event source (``default_notification_mode``).
+    notification_mode: NotificationMode | None = None
+    graph: GraphAccess | None = None
+
+    @property
+    def way_in(self) -> NotificationMode:
+        """Where Graph delivers this tenant's notifications."""
+        if self.notification_mode is None:
+            return default_notification_mode(self.event_source)
+        return self.notification_mode
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from bookingcache.domain.events import BasicEvent, EventDiff
 from bookingcache.domain.tenancy import (
     CalendarState,
+    GraphCredential,
     ReadTokenInfo,
     Room,
     Tenant,
@@ -43,8 +44,16 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     # --- tenants -----------------------------------------------------------------------------
-    async def create_tenant(self, tenant: Tenant, secrets: TenantSecrets) -> Tenant:
-        """Insert a tenant; ``Conflict`` if the id exists. Stores a hash of the read token."""
+    async def create_tenant(
+        self,
+        tenant: Tenant,
+        secrets: TenantSecrets,
+        *,
+        graph_credential: GraphCredential | None = None,
+    ) -> Tenant:
+        """Insert a tenant; ``Conflict`` if the id exists. Stores a hash of the read token, and
+        seals the signing secret and ``graph_credential`` (its own Graph app's, if any). A
+        tenant without a ``notification_mode`` gets its event source's default."""
         ...
 
     async def get_tenant(self, tenant_id: str) -> Tenant:
@@ -54,7 +63,15 @@ class Store(Protocol):
     async def list_tenants(self) -> Sequence[Tenant]: ...
 
     async def update_tenant(self, tenant_id: str, changes: Mapping[str, Any]) -> Tenant:
-        """Apply field changes (names as in ``Tenant``); ``NotFound`` if unknown."""
+        """Apply field changes (names as in ``Tenant``, and ``graph_credential``: a
+        ``GraphCredential`` to seal, or None to drop it); ``NotFound`` if unknown. A change of
+        ``graph`` or ``graph_credential`` bumps the graph access's revision; ``graph`` None
+        drops the credential too."""
+        ...
+
+    async def graph_credential(self, tenant_id: str) -> GraphCredential | None:
+        """The tenant's own Graph app credential, opened; None when it uses the service's
+        shared app. ``NotFound`` if unknown."""
         ...
 
     async def delete_tenant(self, tenant_id: str) -> None:

@@ -1,5 +1,6 @@
-"""The tenants' credentials in the database: named read tokens (only their SHA-256) and the
-signing secret with its rotation overlap (sealed, ``store.sealing``). ``SqlStore`` inherits
+"""The tenants' credentials in the database: named read tokens (only their SHA-256), the
+signing secret with its rotation overlap and the graph source's own credential (both sealed,
+``store.sealing``). ``SqlStore`` inherits
 these operations of the store port from ``SqlCredentials``."""
 
 from __future__ import annotations
@@ -7,15 +8,17 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from bookingcache.domain.tenancy import ReadTokenInfo, TenantSecrets
+from bookingcache.domain.tenancy import GraphCredential, ReadTokenInfo, TenantSecrets
 from bookingcache.errors import Conflict, InvalidInput, NotFound
+from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql.base import SqlBase
-from bookingcache.store.sql.rows import token_hash
+from bookingcache.store.sql.rows import tenant_values, token_hash
 from bookingcache.store.sql.schema import read_tokens, tenants
 
 # The name of the read token a tenant is created with.
@@ -212,3 +215,80 @@ class SqlCredentials(SqlBase):
 
         await self.transaction(work)
         self._notify_tenants(tenant_id)
+
+    # --- the graph source's credential -------------------------------------------------------
+    def sealed_graph_credential(self, credential: GraphCredential | None) -> dict[str, Any]:
+        """Column values of a tenant's own Graph credential, its secret parts sealed (None:
+        none, the service's shared app)."""
+        if credential is None:
+            return {
+                "graph_client_secret": None,
+                "graph_private_key": None,
+                "graph_certificate_thumbprint": None,
+            }
+        return {
+            "graph_client_secret": None
+            if credential.client_secret is None
+            else self._box.seal(credential.client_secret),
+            "graph_private_key": None
+            if credential.private_key is None
+            else self._box.seal(credential.private_key),
+            "graph_certificate_thumbprint": credential.thumbprint,
+        }
+
+    def tenant_change_values(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Column values of ``update_tenant``'s changes: a ``graph_credential`` sealed, the
+        access's revision bumped when it or the credential changes (``graph`` None drops the
+        credential too: no access keeps no secret)."""
+        changes = dict(changes)
+        if "graph" in changes and changes["graph"] is None:
+            changes.setdefault("graph_credential", None)
+        graph_changed = "graph" in changes or "graph_credential" in changes
+        sealed: dict[str, Any] = {}
+        if "graph_credential" in changes:
+            sealed = self.sealed_graph_credential(changes.pop("graph_credential"))
+        values = tenant_values(changes) | sealed
+        if graph_changed:
+            values["graph_revision"] = tenants.c.graph_revision + 1
+        return values
+
+    async def graph_credential(self, tenant_id: str) -> GraphCredential | None:
+        async with self.read() as conn:
+            result = await conn.execute(
+                select(
+                    tenants.c.graph_client_secret,
+                    tenants.c.graph_private_key,
+                    tenants.c.graph_certificate_thumbprint,
+                ).where(tenants.c.id == tenant_id)
+            )
+            row = result.first()
+        if row is None:
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        if row.graph_client_secret is not None:
+            return GraphCredential(client_secret=self._box.open(str(row.graph_client_secret)))
+        if row.graph_private_key is not None:
+            return GraphCredential(
+                private_key=self._box.open(str(row.graph_private_key)),
+                thumbprint=row.graph_certificate_thumbprint,
+            )
+        return None
+
+
+def reseal_graph_credentials(conn: Connection, box: SecretBox) -> int:
+    """Seal every tenant's Graph client secret and private key again with the newest key
+    (inside the caller's transaction); how many."""
+    count = 0
+    query = select(tenants.c.id, tenants.c.graph_client_secret, tenants.c.graph_private_key)
+    for row in conn.execute(query).all():
+        values = {
+            name: box.reseal(sealed)
+            for name, sealed in (
+                ("graph_client_secret", row.graph_client_secret),
+                ("graph_private_key", row.graph_private_key),
+            )
+            if sealed is not None
+        }
+        if values:
+            conn.execute(update(tenants).where(tenants.c.id == row.id).values(**values))
+            count += len(values)
+    return count

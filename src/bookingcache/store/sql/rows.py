@@ -12,7 +12,16 @@ from sqlalchemy.engine import Row
 from sqlalchemy.types import NullType
 
 from bookingcache.domain.events import BasicEvent, EventType, Sensitivity, ShowAs
-from bookingcache.domain.tenancy import CalendarState, EventSource, Room, Tenant, TitlePolicy
+from bookingcache.domain.tenancy import (
+    CalendarState,
+    EventSource,
+    GraphAccess,
+    GraphPermission,
+    NotificationMode,
+    Room,
+    Tenant,
+    TitlePolicy,
+)
 from bookingcache.domain.timezones import is_valid_time_zone
 from bookingcache.errors import InvalidInput
 from bookingcache.store.sql.schema import events
@@ -64,6 +73,21 @@ def tenant_from_row(row: Row[Any]) -> Tenant:
         default_time_zone=row.default_time_zone,
         staleness_bound_s=row.staleness_bound_s,
         created_at=row.created_at,
+        notification_mode=NotificationMode(row.notification_mode),
+        graph=graph_from_row(row),
+    )
+
+
+def graph_from_row(row: Row[Any]) -> GraphAccess | None:
+    if row.graph_directory_tenant is None:
+        return None
+    return GraphAccess(
+        directory_tenant=row.graph_directory_tenant,
+        client_id=row.graph_client_id,
+        permission=None if row.graph_permission is None else GraphPermission(row.graph_permission),
+        client_secret_set=row.graph_client_secret is not None,
+        certificate_thumbprint=row.graph_certificate_thumbprint,
+        revision=row.graph_revision,
     )
 
 
@@ -74,6 +98,8 @@ TENANT_FIELDS = (
     "title_policy",
     "default_time_zone",
     "staleness_bound_s",
+    "notification_mode",
+    "graph",
 )
 
 
@@ -88,8 +114,15 @@ def tenant_values(tenant: Tenant | dict[str, Any]) -> dict[str, Any]:
     for name, value in source.items():
         if name not in TENANT_FIELDS:
             raise InvalidInput(f"tenant field {name!r} cannot be changed")
+        if name == "graph":
+            values.update(graph_values(value))
+            continue
         if name == "event_source":
             value = _enum(EventSource, value, name)
+        elif name == "notification_mode":
+            # A tenant made without one gets its event source's default (the store's caller
+            # checked the pair).
+            value = None if value is None else _enum(NotificationMode, value, name)
         elif name == "title_policy":
             value = _enum(TitlePolicy, value, name)
         elif name == "staleness_bound_s":
@@ -107,7 +140,24 @@ def tenant_values(tenant: Tenant | dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _enum(kind: type[EventSource] | type[TitlePolicy], value: Any, name: str) -> str:
+def graph_values(access: GraphAccess | None) -> dict[str, Any]:
+    """Column values of a graph source's access, but not its secret (which the store seals and
+    writes with the revision)."""
+    if access is None:
+        return {"graph_directory_tenant": None, "graph_client_id": None, "graph_permission": None}
+    if not isinstance(access, GraphAccess):
+        raise InvalidInput("graph must be a GraphAccess or None")
+    permission = access.permission
+    return {
+        "graph_directory_tenant": access.directory_tenant,
+        "graph_client_id": access.client_id,
+        "graph_permission": None if permission is None else GraphPermission(permission).value,
+    }
+
+
+def _enum(
+    kind: type[EventSource] | type[TitlePolicy] | type[NotificationMode], value: Any, name: str
+) -> str:
     try:
         return kind(value).value
     except ValueError as exc:

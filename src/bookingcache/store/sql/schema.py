@@ -41,6 +41,9 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+# A directory (tenant id or verified domain) or client id of the graph source.
+GRAPH_NAME = 256
+
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """An aware instant stored as UTC.
@@ -113,6 +116,16 @@ tenants = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("previous_signing_secret", Text, nullable=True),
     Column("previous_signing_secret_until", UTCDateTime(), nullable=True),
+    # The way in and the graph source's access, set through the admin API (migration 0010).
+    # The client secret and the certificate's private key are sealed.
+    Column("notification_mode", String(16), nullable=False, server_default=text("'direct'")),
+    Column("graph_directory_tenant", String(GRAPH_NAME), nullable=True),
+    Column("graph_client_id", String(GRAPH_NAME), nullable=True),
+    Column("graph_permission", String(16), nullable=True),
+    Column("graph_client_secret", Text, nullable=True),
+    Column("graph_private_key", Text, nullable=True),
+    Column("graph_certificate_thumbprint", String(128), nullable=True),
+    Column("graph_revision", Integer, nullable=False, server_default=text("0")),
 )
 
 # A tenant's named read tokens, only as SHA-256 hashes (migration 0009). ``last_used_at`` is

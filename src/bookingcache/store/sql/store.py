@@ -19,7 +19,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bookingcache.clock import Clock
 from bookingcache.domain.events import BasicEvent, EventDiff
-from bookingcache.domain.tenancy import CalendarState, Room, Tenant, TenantSecrets
+from bookingcache.domain.tenancy import (
+    CalendarState,
+    GraphCredential,
+    Room,
+    Tenant,
+    TenantSecrets,
+)
 from bookingcache.errors import (
     BookingCacheError,
     Conflict,
@@ -34,7 +40,12 @@ from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql import rooms as room_ops
 from bookingcache.store.sql import windows
 from bookingcache.store.sql.base import translate_errors
-from bookingcache.store.sql.credentials import DEFAULT_TOKEN, SqlCredentials, insert_read_token
+from bookingcache.store.sql.credentials import (
+    DEFAULT_TOKEN,
+    SqlCredentials,
+    insert_read_token,
+    reseal_graph_credentials,
+)
 from bookingcache.store.sql.rows import (
     calendar_from_row,
     require_aware,
@@ -57,10 +68,17 @@ class SqlStore(SqlCredentials):
     """The ``Store`` port over one SQLAlchemy async engine (build it with ``open_store``)."""
 
     # --- tenants -------------------------------------------------------------------------
-    async def create_tenant(self, tenant: Tenant, secrets: TenantSecrets) -> Tenant:
+    async def create_tenant(
+        self,
+        tenant: Tenant,
+        secrets: TenantSecrets,
+        *,
+        graph_credential: GraphCredential | None = None,
+    ) -> Tenant:
         if not tenant.id or len(tenant.id) > ID:
             raise InvalidInput(f"tenant ids must be 1 to {ID} characters")
-        values = tenant_values(tenant)
+        values = tenant_values(tenant) | self.sealed_graph_credential(graph_credential)
+        values["notification_mode"] = tenant.way_in.value
         now = self._clock.now()
         created_at = require_aware("created_at", tenant.created_at) if tenant.created_at else now
         row = {
@@ -95,7 +113,7 @@ class SqlStore(SqlCredentials):
             return [tenant_from_row(row) for row in result]
 
     async def update_tenant(self, tenant_id: str, changes: Mapping[str, Any]) -> Tenant:
-        values = tenant_values(dict(changes))
+        values = self.tenant_change_values(changes)
 
         def work(conn: Connection) -> list[CalendarChange]:
             before = conn.execute(
@@ -172,6 +190,7 @@ class SqlStore(SqlCredentials):
                     )
                 )
                 count += 1 if previous is None else 2
+            count += reseal_graph_credentials(conn, self._box)
             states = conn.execute(select(client_states.c.id, client_states.c.secret)).all()
             for state in states:
                 conn.execute(
