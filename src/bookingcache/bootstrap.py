@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,10 +91,35 @@ class _OrchestrationEnvironment(OrchestrationSettings, BaseSettings):
     )
 
 
+# Settings that moved to each tenant's configuration in the admin API: a process that finds one
+# refuses to start rather than ignore what the operator meant (docs/operations.md).
+REMOVED_VARIABLES = {
+    "BOOKINGCACHE_ORCHESTRATION_NOTIFICATION_MODES": "notification_mode",
+    "BOOKINGCACHE_SYNC_GRAPH__TENANTS": "graph",
+}
+
+
+def refuse_removed_variables(environ: Mapping[str, str]) -> None:
+    """``InvalidInput`` naming every removed variable that is set, and how to move from it."""
+    found = sorted(name for name in REMOVED_VARIABLES if name in environ)
+    if not found:
+        return
+    fields = " and ".join(f"`{REMOVED_VARIABLES[name]}`" for name in found)
+    raise InvalidInput(
+        f"{', '.join(found)} {'is' if len(found) == 1 else 'are'} no longer read: each "
+        f"tenant's {fields} {'is' if len(found) == 1 else 'are'} set through the admin API "
+        "(PATCH /v1/tenants/{tenant}) and take effect in every process without a restart. Move "
+        "each tenant's entry there, then unset the variable (docs/operations.md, \"Moving from "
+        'the environment JSON")'
+    )
+
+
 def settings_from_environment(**overrides: Any) -> Settings:
     """The settings from ``BOOKINGCACHE_*`` (``BOOKINGCACHE_SYNC_*`` and
     ``BOOKINGCACHE_ORCHESTRATION_*`` for the nested ones), with ``overrides`` (those not None,
-    say from the command line) on top."""
+    say from the command line) on top. A removed variable that is still set refuses
+    (``refuse_removed_variables``)."""
+    refuse_removed_variables(os.environ)
     given = {name: value for name, value in overrides.items() if value is not None}
     service = _ServiceEnvironment(**given)
     values = service.model_dump(exclude={"sync", "orchestration"})

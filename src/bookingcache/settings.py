@@ -55,20 +55,9 @@ def is_placeholder_secret(value: str) -> bool:
     return not folded or folded in _PLACEHOLDER_SECRETS or folded.startswith("changeme")
 
 
-class GraphTenantSettings(BaseModel):
-    """How the service's own app reads one customer's Graph (event source ``graph``)."""
-
-    # The customer's Entra tenant id (or verified domain) that MSAL's authority names.
-    directory_tenant: str
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    # ``read``: the app holds Calendars.Read, so calendarView/delta is used;
-    # ``read_basic``: only Calendars.ReadBasic.All, so plain calendarView with $select.
-    permission: Literal["read", "read_basic"] | None = None
-
-
 class GraphSettings(BaseModel):
-    """The service's own Graph app, shared by every ``graph`` tenant unless one overrides it."""
+    """The service's own Graph app, shared by every ``graph`` tenant whose access (set through
+    the admin API) names no app of its own, and how the ``graph`` source talks to Graph."""
 
     client_id: str = ""
     client_secret: SecretStr = SecretStr("")
@@ -81,13 +70,11 @@ class GraphSettings(BaseModel):
     request_timeout_s: float = 10.0
     max_concurrent_per_mailbox: int = Field(default=4, ge=1, le=4)
     page_size: int = Field(default=500, ge=1, le=1000)
-    # Keyed by the service's tenant id.
-    tenants: dict[str, GraphTenantSettings] = Field(default_factory=dict)
 
 
 class SyncSettings(BaseModel):
     """The sync engine's knobs: ``BOOKINGCACHE_SYNC_*`` in the environment (nested with ``__``,
-    e.g. ``BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID``; ``BOOKINGCACHE_SYNC_GRAPH__TENANTS`` as JSON)."""
+    e.g. ``BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID``)."""
 
     # A notification makes its calendar's refresh due ``coalesce_ms`` later (the notifications
     # of one Exchange write arrive together); notifications that keep arriving less than
@@ -118,9 +105,6 @@ class SyncSettings(BaseModel):
     inbox_retention_days: float = Field(default=7.0, gt=0, le=3650)
     connector_timeout_s: float = Field(default=10.0, gt=0)
     graph: GraphSettings = Field(default_factory=GraphSettings)
-
-
-NotificationMode = Literal["direct", "relay"]
 
 
 class OrchestrationSettings(BaseModel):
@@ -155,10 +139,6 @@ class OrchestrationSettings(BaseModel):
     # calendar is reported ``silent``; a silent calendar is re-read this often.
     silent_after: int = Field(default=2, ge=1)
     silent_resync_s: float = Field(default=60.0, gt=0)
-    # Where Graph delivers a tenant's notifications: ``direct`` (Alternative 1, the service's
-    # own /graph/notifications/{tenant}) or ``relay`` (Alternative 2, the connector's relay).
-    # Tenants not listed use ``direct``, except push tenants, which can only work by relay.
-    notification_modes: dict[str, NotificationMode] = Field(default_factory=dict)
 
 
 class Settings(BaseModel):

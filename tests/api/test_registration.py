@@ -32,7 +32,16 @@ async def created(client: httpx.AsyncClient) -> dict[str, Any]:
     connector to converge through, with two linked rooms."""
     answer = await client.post(
         "/v1/tenants",
-        json=tenant_body(TENANT, event_source="graph", connector_url=None),
+        json=tenant_body(
+            TENANT,
+            event_source="graph",
+            connector_url=None,
+            graph={
+                "directory_tenant": "fabrikam.example",
+                "client_id": "2b3c4d5e-6f70-4a81-9b2c-3d4e5f607182",
+                "client_secret": "fabrikam-graph-app-secret",
+            },
+        ),
         headers=ADMIN,
     )
     assert answer.status_code == 201, answer.text

@@ -104,18 +104,48 @@ def test_the_sync_and_orchestration_settings_read_their_own_prefixes(
 ) -> None:
     monkeypatch.setenv("BOOKINGCACHE_SYNC_COALESCE_MS", "75")
     monkeypatch.setenv("BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID", "app-1")
-    monkeypatch.setenv(
-        "BOOKINGCACHE_SYNC_GRAPH__TENANTS", '{"contoso": {"directory_tenant": "contoso.example"}}'
-    )
     monkeypatch.setenv("BOOKINGCACHE_ORCHESTRATION_DEBOUNCE_S", "0.5")
-    monkeypatch.setenv("BOOKINGCACHE_ORCHESTRATION_NOTIFICATION_MODES", '{"contoso": "relay"}')
     settings = settings_from_environment(port=0)
     assert settings.port == 0  # what the command line gives wins
     assert settings.sync.coalesce_ms == 75
     assert settings.sync.graph.client_id == "app-1"
-    assert settings.sync.graph.tenants["contoso"].directory_tenant == "contoso.example"
     assert settings.orchestration.debounce_s == 0.5
-    assert settings.orchestration.notification_modes == {"contoso": "relay"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "field"),
+    [
+        ("BOOKINGCACHE_SYNC_GRAPH__TENANTS", "`graph`"),
+        ("BOOKINGCACHE_ORCHESTRATION_NOTIFICATION_MODES", "`notification_mode`"),
+    ],
+)
+def test_a_removed_environment_json_refuses_and_says_how_to_move(
+    monkeypatch: pytest.MonkeyPatch, variable: str, field: str
+) -> None:
+    monkeypatch.setenv(variable, '{"contoso": "relay"}')
+    with pytest.raises(InvalidInput) as refused:
+        settings_from_environment()
+    message = str(refused.value)
+    assert variable in message
+    assert field in message
+    assert "PATCH /v1/tenants/{tenant}" in message
+    assert "Moving from the environment JSON" in message
+    assert "contoso" not in message  # the value is not echoed
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "migrate"])
+def test_a_process_started_with_a_removed_variable_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    monkeypatch.setenv("BOOKINGCACHE_SYNC_GRAPH__TENANTS", "{}")
+    monkeypatch.setenv("BOOKINGCACHE_ENVIRONMENT", "development")
+    assert main([command, "--data-dir", str(tmp_path)]) != 0
+    error = capsys.readouterr().err
+    assert "BOOKINGCACHE_SYNC_GRAPH__TENANTS is no longer read" in error
+    assert not (tmp_path / "bookingcache.db").exists()
 
 
 def test_settings_built_in_code_read_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -101,8 +101,15 @@ async def test_bad_tenant_is_refused(client: httpx.AsyncClient, tenant_id: str) 
 async def test_push_and_graph_sources_need_no_connector_url(
     client: httpx.AsyncClient, tenant_id: str
 ) -> None:
-    for source in ("push", "graph"):
-        body = tenant_body(f"{tenant_id}-{source}", event_source=source, connector_url=None)
+    access = {
+        "directory_tenant": "contoso.example",
+        "client_id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+        "client_secret": "a-client-secret-of-contoso",
+    }
+    for source, extra in (("push", {}), ("graph", {"graph": access})):
+        body = tenant_body(
+            f"{tenant_id}-{source}", event_source=source, connector_url=None, **extra
+        )
         response = await client.post("/v1/tenants", json=body, headers=ADMIN)
         assert response.status_code == 201, response.text
         assert response.json()["event_source"] == source
@@ -163,7 +170,9 @@ async def test_patch_keeps_the_connector_rule(
         await client.patch(url, json={"default_time_zone": "Nowhere"}, headers=ADMIN), 422
     )
     response = await client.patch(
-        url, json={"event_source": "push", "connector_url": None}, headers=ADMIN
+        url,
+        json={"event_source": "push", "connector_url": None, "notification_mode": "relay"},
+        headers=ADMIN,
     )
     assert response.status_code == 200, response.text
     assert response.json()["connector_url"] is None

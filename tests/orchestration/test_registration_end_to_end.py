@@ -24,7 +24,7 @@ import pytest
 from pydantic import SecretStr
 
 from bookingcache.bootstrap import service_app
-from bookingcache.settings import GraphSettings, GraphTenantSettings, Settings
+from bookingcache.settings import GraphSettings, Settings
 from bookingcache_connector.cli import main as connector_main
 from graph_emulator.config import EmulatorConfig
 from graph_emulator.seed import seed_demo
@@ -93,7 +93,6 @@ def deployed(tmp_path: Path) -> Iterator[Deployment]:
             authority_host=emulator.root,
             graph_base_url=emulator.base_url,
             ca_bundle=str(cert),
-            tenants={TENANT: GraphTenantSettings(directory_tenant=state.tenant_id)},
         )
         settings = Settings(
             environment="development",
@@ -115,7 +114,12 @@ def deployed(tmp_path: Path) -> Iterator[Deployment]:
         )
         created = admin.post(
             "/v1/tenants",
-            json={"id": TENANT, "name": "Contoso", "event_source": "graph"},
+            json={
+                "id": TENANT,
+                "name": "Contoso",
+                "event_source": "graph",
+                "graph": {"directory_tenant": state.tenant_id},
+            },
         )
         assert created.status_code == 201, created.text
         for index, room in enumerate(rooms):

@@ -19,7 +19,6 @@ from pydantic import SecretStr
 from bookingcache.bootstrap import service_app
 from bookingcache.settings import (
     GraphSettings,
-    GraphTenantSettings,
     OrchestrationSettings,
     Settings,
     SyncSettings,
@@ -160,13 +159,8 @@ def deployment(
                         authority_host=emulator.root,
                         graph_base_url=emulator.base_url,
                         ca_bundle=str(cert),
-                        tenants={TENANT: GraphTenantSettings(directory_tenant=state.tenant_id)},
                     )
                 }
-            )
-        if alternative == 2:
-            orchestration = orchestration.model_copy(
-                update={"notification_modes": {TENANT: "relay"}}
             )
         settings = Settings(
             environment="development",
@@ -208,7 +202,9 @@ def deployment(
                 "connector_url": connector_url,
                 "event_source": event_source,
                 "default_time_zone": "Europe/Berlin",
-            },
+                "notification_mode": "relay" if alternative == 2 else "direct",
+            }
+            | ({"graph": {"directory_tenant": state.tenant_id}} if event_source == "graph" else {}),
         )
         assert created.status_code == 201, created.text
         secrets = created.json()["secrets"]

@@ -11,7 +11,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from bookingcache.settings import GraphSettings, GraphTenantSettings
+from bookingcache.domain.tenancy import GraphAccess
+from bookingcache.settings import GraphSettings
 from graph_emulator.app import create_app
 from graph_emulator.auth import App
 from graph_emulator.changes import ChangeType
@@ -65,9 +66,14 @@ class Emulated:
             graph_base_url=GRAPH_BASE,
             permission=permission,
             page_size=page_size,
-            tenants={TENANT: GraphTenantSettings(directory_tenant=self.state.tenant_id)},
             **extra,
         )
+
+    @property
+    def access(self) -> GraphAccess:
+        """The service tenant's graph access: the emulator's directory, read with the service's
+        shared app (``settings``)."""
+        return GraphAccess(directory_tenant=self.state.tenant_id)
 
     def book(self, room: Mailbox, start: dt.datetime, minutes: int, **extra: Any) -> str:
         end = start + dt.timedelta(minutes=minutes)

@@ -58,6 +58,7 @@ class Service:
                 "name": "Contoso",
                 "event_source": "graph",
                 "default_time_zone": "Europe/Berlin",
+                "graph": {"directory_tenant": self.emulator.state.tenant_id},
             },
             headers=ADMIN,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 
@@ -10,7 +11,13 @@ import pytest
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.events import BasicEvent
-from bookingcache.domain.tenancy import CalendarState, EventSource
+from bookingcache.domain.tenancy import (
+    CalendarState,
+    EventSource,
+    GraphAccess,
+    GraphCredential,
+    GraphPermission,
+)
 from bookingcache.errors import Throttled, UpstreamError
 from bookingcache.store.sql.store import SqlStore
 from bookingcache.sync.sources.graph import GraphSource
@@ -32,7 +39,11 @@ def emulator() -> Emulated:
 
 
 @pytest.fixture
-async def make_source(emulator: Emulated) -> AsyncIterator[SourceFactory]:
+async def make_source(emulator: Emulated, store: SqlStore) -> AsyncIterator[SourceFactory]:
+    """Sources reading the store's graph tenant (its access read again at every read)."""
+    await add_tenant(
+        store, source=EventSource.GRAPH, connector_url=None, rooms=0, graph=emulator.access
+    )
     made: list[GraphSource] = []
 
     def make(**settings: object) -> GraphSource:
@@ -40,6 +51,8 @@ async def make_source(emulator: Emulated) -> AsyncIterator[SourceFactory]:
             emulator.settings(**settings),  # type: ignore[arg-type]
             clock=FixedClock(START),
             transport=emulator.transport,
+            store=store,
+            access_refresh_s=0,
         )
         made.append(source)
         return source
@@ -171,12 +184,13 @@ async def test_read_basic_uses_plain_calendar_view_and_follows_every_page(
 
 
 async def test_read_basic_app_is_refused_delta_by_graph(
-    emulator: Emulated, make_source: SourceFactory
+    emulator: Emulated, make_source: SourceFactory, store: SqlStore
 ) -> None:
     _fill(emulator)
     # Misconfigured as holding Calendars.Read: Graph refuses delta, the refresh fails loudly.
     source = make_source(app="readbasic")
-    source._settings.tenants[TENANT].permission = "read"
+    access = dataclasses.replace(emulator.access, permission=GraphPermission.READ)
+    await store.update_tenant(TENANT, {"graph": access})
     with pytest.raises(UpstreamError):
         await source.read_window(_calendar(emulator), start=WINDOW[0], end=WINDOW[1])
 
@@ -198,13 +212,17 @@ async def test_throttling_surfaces_retry_after(
     assert events == []
 
 
-async def test_never_more_than_four_concurrent_requests_per_mailbox() -> None:
+async def test_never_more_than_four_concurrent_requests_per_mailbox(store: SqlStore) -> None:
     emulator = emulate(rooms=1, start=START, config=EmulatorConfig(mailbox_latency_s=0.05))
     _fill(emulator)
+    await add_tenant(
+        store, source=EventSource.GRAPH, connector_url=None, rooms=0, graph=emulator.access
+    )
     source = GraphSource(
         emulator.settings(app="readbasic", page_size=1),
         clock=FixedClock(START),
         transport=emulator.transport,
+        store=store,
     )
     try:
         reads = [
@@ -227,6 +245,43 @@ async def test_wrong_secret_is_an_upstream_error(
     source._settings.client_secret = source._settings.client_secret.__class__("wrong")
     with pytest.raises(UpstreamError, match="invalid_client"):
         await source.read_window(_calendar(emulator), start=WINDOW[0], end=WINDOW[1])
+
+
+async def test_a_tenants_own_app_and_its_new_secret_are_used_at_once(
+    emulator: Emulated, make_source: SourceFactory, store: SqlStore
+) -> None:
+    """The tenant's own app (set through the admin API) replaces the shared one; a changed
+    secret builds a new MSAL app at the next read, whatever the old one had cached."""
+    _fill(emulator)
+    room = emulator.rooms[0]
+    own = emulator.apps["full"]
+    source = make_source()
+    source._settings.client_secret = source._settings.client_secret.__class__("not-shared")
+    access = GraphAccess(directory_tenant=emulator.state.tenant_id, client_id=own.client_id)
+    await store.update_tenant(
+        TENANT,
+        {"graph": access, "graph_credential": GraphCredential(client_secret=own.client_secret)},
+    )
+    events = await source.read_window(_calendar(emulator), start=WINDOW[0], end=WINDOW[1])
+    assert _seen(events) == emulator.truth(room, *WINDOW)
+    wrong = GraphCredential(client_secret="rotated-away")
+    await store.update_tenant(TENANT, {"graph": access, "graph_credential": wrong})
+    with pytest.raises(UpstreamError, match="invalid_client"):
+        await source.read_window(_calendar(emulator), start=WINDOW[0], end=WINDOW[1])
+    right = GraphCredential(client_secret=own.client_secret)
+    await store.update_tenant(TENANT, {"graph": access, "graph_credential": right})
+    events = await source.read_window(_calendar(emulator), start=WINDOW[0], end=WINDOW[1])
+    assert _seen(events) == emulator.truth(room, *WINDOW)
+
+
+async def test_a_tenant_without_graph_access_is_not_configured(
+    emulator: Emulated, make_source: SourceFactory, store: SqlStore
+) -> None:
+    source = make_source()
+    await store.update_tenant(TENANT, {"graph": None})
+    with pytest.raises(UpstreamError) as raised:
+        await source.read_window(_calendar(emulator), start=WINDOW[0], end=WINDOW[1])
+    assert raised.value.kind == "graph-not-configured"
 
 
 async def test_a_token_graph_no_longer_accepts_is_replaced(
@@ -269,7 +324,7 @@ async def _refresh(source: GraphSource, store: SqlStore, room: str) -> set[str]:
 async def stored_source(
     emulator: Emulated, store: SqlStore
 ) -> AsyncIterator[Callable[[], GraphSource]]:
-    await add_tenant(store, source=EventSource.GRAPH, connector_url=None)
+    await add_tenant(store, source=EventSource.GRAPH, connector_url=None, graph=emulator.access)
     made: list[GraphSource] = []
 
     def make() -> GraphSource:

@@ -22,8 +22,22 @@ from bookingcache.api.deps import (
     require_admin,
 )
 from bookingcache.api.problems import FieldError, ProblemError, problem_responses
+from bookingcache.api.tenant_access import (
+    NOTIFICATION_MODE_DESCRIPTION,
+    GraphIn,
+    GraphOut,
+    check_combination,
+    graph_change,
+)
 from bookingcache.contract.outbound import DEVELOPMENT, URL_NOT_ALLOWED, OutboundPolicy, check_url
-from bookingcache.domain.tenancy import EventSource, Tenant, TenantSecrets, TitlePolicy
+from bookingcache.domain.tenancy import (
+    EventSource,
+    NotificationMode,
+    Tenant,
+    TenantSecrets,
+    TitlePolicy,
+    default_notification_mode,
+)
 from bookingcache.domain.timezones import resolve_time_zone
 from bookingcache.errors import InvalidInput
 from bookingcache.settings import Settings
@@ -122,6 +136,12 @@ class TenantCreate(BaseModel):
     staleness_bound_s: StalenessS | None = Field(
         default=None, description="Data older than this reads as unknown; default from settings"
     )
+    notification_mode: NotificationMode | None = Field(
+        default=None, description=NOTIFICATION_MODE_DESCRIPTION
+    )
+    graph: GraphIn | None = Field(
+        default=None, description="Required for event source `graph` (GraphIn)"
+    )
 
     _name = field_validator("name")(check_name)
     _tz = field_validator("default_time_zone")(canonical_time_zone)
@@ -139,7 +159,7 @@ class TenantCreate(BaseModel):
 
 
 class TenantUpdate(BaseModel):
-    """Only the fields present change; ``connector_url`` may be set to null."""
+    """Only the fields present change; ``connector_url`` and ``graph`` may be set to null."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -149,6 +169,14 @@ class TenantUpdate(BaseModel):
     title_policy: TitlePolicy | None = None
     default_time_zone: TimeZoneName | None = None
     staleness_bound_s: StalenessS | None = None
+    notification_mode: NotificationMode | None = Field(
+        default=None, description=NOTIFICATION_MODE_DESCRIPTION
+    )
+    graph: GraphIn | None = Field(
+        default=None,
+        description="Merged field by field into the stored access; null removes it (refused "
+        "while the event source is `graph`)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -167,13 +195,14 @@ class TenantUpdate(BaseModel):
 
     @model_validator(mode="after")
     def _no_null_except_url(self) -> TenantUpdate:
-        for name in self.model_fields_set - {"connector_url"}:
+        for name in self.model_fields_set - {"connector_url", "graph"}:
             if getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         return self
 
     def changes(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.model_fields_set}
+        """The plain fields present (``graph`` is merged apart, ``tenant_access``)."""
+        return {name: getattr(self, name) for name in self.model_fields_set - {"graph"}}
 
 
 class TenantOut(BaseModel):
@@ -185,6 +214,10 @@ class TenantOut(BaseModel):
     default_time_zone: str
     staleness_bound_s: int
     created_at: dt.datetime | None
+    notification_mode: NotificationMode = Field(description=NOTIFICATION_MODE_DESCRIPTION)
+    graph: GraphOut | None = Field(
+        description="The graph source's access, without its secret; null when none is set"
+    )
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantOut:
@@ -197,6 +230,8 @@ class TenantOut(BaseModel):
             default_time_zone=tenant.default_time_zone,
             staleness_bound_s=tenant.staleness_bound_s,
             created_at=tenant.created_at,
+            notification_mode=tenant.way_in,
+            graph=GraphOut.of(tenant.graph),
         )
 
 
@@ -253,6 +288,11 @@ async def create_tenant(
     body: TenantCreate, store: StoreDep, clock: ClockDep, settings: SettingsDep, audit: AuditDep
 ) -> TenantCreated:
     allowed_connector_url(body.connector_url, settings)
+    mode = body.notification_mode or default_notification_mode(body.event_source)
+    graph = graph_change(None, body.graph, present=body.graph is not None)
+    check_combination(
+        source=body.event_source, mode=mode, access=graph.access, shared_app=settings.sync.graph
+    )
     tenant_secrets = generate_secrets(body.id)
     tenant = await store.create_tenant(
         Tenant(
@@ -264,14 +304,20 @@ async def create_tenant(
             default_time_zone=body.default_time_zone,
             staleness_bound_s=body.staleness_bound_s or settings.default_staleness_s,
             created_at=clock.now(),
+            notification_mode=mode,
+            graph=graph.access,
         ),
         tenant_secrets,
+        graph_credential=graph.credential,
     )
-    await audit.record(
-        "tenant.create",
-        tenant=tenant.id,
-        details={"fields": sorted(body.model_fields_set - {"id"}), "read_token": "default"},
-    )
+    details: dict[str, Any] = {
+        "fields": sorted(body.model_fields_set - {"id"}),
+        "read_token": "default",
+        "notification_mode": mode.value,
+    }
+    if graph.access is not None:
+        details["graph"] = graph.audited()
+    await audit.record("tenant.create", tenant=tenant.id, details=details)
     return TenantCreated(
         **TenantOut.of(tenant).model_dump(),
         secrets=TenantSecretsOut(
@@ -298,7 +344,12 @@ async def get_tenant(tenant: TenantIdPath, store: StoreDep) -> TenantOut:
     summary="Change some of a tenant's settings",
     description="A new title policy applies to reads at once and to what is stored from the "
     "next refresh of each calendar; the answer's `resync_available` then says that "
-    "`POST /v1/tenants/{tenant}/calendars:resync` re-reads the cached calendars now.",
+    "`POST /v1/tenants/{tenant}/calendars:resync` re-reads the cached calendars now. "
+    "Every process picks up a new event source, way in (`notification_mode`) or Graph access "
+    "within seconds, without a restart: a new way in re-converges the tenant's subscriptions "
+    "to its notification URL, new Graph credentials replace the process's cached token "
+    "client. A contradiction (`push` with `direct`, `graph` without its access, a client "
+    "secret without its client id, ...) is a 422 whose field error points at the field.",
     responses=problem_responses(404, 422),
 )
 async def update_tenant(
@@ -312,6 +363,15 @@ async def update_tenant(
     changes = body.changes()
     allowed_connector_url(changes.get("connector_url"), settings)
     source = changes.get("event_source", current.event_source)
+    graph = graph_change(current.graph, body.graph, present="graph" in body.model_fields_set)
+    check_combination(
+        source=source,
+        mode=changes.get("notification_mode", current.way_in),
+        access=graph.access,
+        shared_app=settings.sync.graph,
+    )
+    if "graph" in body.model_fields_set:
+        changes.update(graph.store_changes())
     url = changes.get("connector_url", current.connector_url)
     if source is EventSource.CONNECTOR and url is None:
         raise ProblemError(
@@ -332,7 +392,11 @@ async def update_tenant(
     await audit.record(
         "tenant.update",
         tenant=tenant,
-        details={name: _audited(value) for name, value in sorted(changes.items())},
+        details={
+            name: graph.audited() if name == "graph" else _audited(value)
+            for name, value in sorted(changes.items())
+            if name != "graph_credential"
+        },
     )
     return TenantUpdated(
         **TenantOut.of(updated).model_dump(),
@@ -341,8 +405,8 @@ async def update_tenant(
 
 
 def _audited(value: Any) -> Any:
-    """A changed setting as the audit log keeps it (none of a tenant's settings is secret; a
-    connector URL loses its query, which may carry a key)."""
+    """A changed setting as the audit log keeps it (the graph access's secret never comes
+    here, ``GraphChange.audited``; a connector URL loses its query, which may carry a key)."""
     if isinstance(value, str) and "?" in value:
         return value.split("?", 1)[0] + "?…"
     return value.value if isinstance(value, StrEnum) else value

@@ -10,7 +10,9 @@ subscriptions up. A timer converges again
 - at once after a lifecycle event marked a subscription (``subscriptionRemoved``,
   ``reauthorizationRequired``) or a notification came from a subscription the service does
   not know;
-- when the backoff of a mailbox (or a whole connector) that failed has run out.
+- when the backoff of a mailbox (or a whole connector) that failed has run out;
+- within a tick when a tenant's way in (its notification mode or connector URL, set through the
+  admin API in any process) is no longer the one its subscriptions were converged to.
 
 Calendars whose subscription is new are refreshed once, so changes made while no subscription
 delivered (between an old subscription and its replacement) are read; calendars that turned
@@ -33,7 +35,7 @@ from math import inf
 from bookingcache.clock import Clock
 from bookingcache.contract.client import ConnectorClient
 from bookingcache.domain.subscriptions import NEW, RENEW, ConvergedSubscription
-from bookingcache.domain.tenancy import EventSource
+from bookingcache.domain.tenancy import NotificationMode, Tenant
 from bookingcache.errors import (
     CONNECTOR_NOT_CONFIGURED,
     SUBSCRIPTION_FAILED,
@@ -44,7 +46,7 @@ from bookingcache.errors import (
 )
 from bookingcache.orchestration.health import CalendarHealth, HealthMetrics, judge
 from bookingcache.orchestration.silence import SilenceTracker
-from bookingcache.settings import NotificationMode, OrchestrationSettings
+from bookingcache.settings import OrchestrationSettings
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
 from bookingcache.store.subscriptions import Subscriptions
@@ -100,6 +102,7 @@ class Orchestrator:
         self._connector = connector
         self._due: dict[str, float] = {}  # tenant -> monotonic time of its debounced converge
         self._last: dict[str, float] = {}  # tenant -> monotonic time of its last converge
+        self._ways_in: dict[str, tuple[str, str | None]] = {}  # tenant -> converged to
         self._backoff: dict[str, _Backoff] = {}  # tenant (whole call) or tenant/mailbox
         self._locks: dict[str, asyncio.Lock] = {}
         self._silent_refreshed: dict[tuple[str, str], float] = {}
@@ -113,6 +116,7 @@ class Orchestrator:
         if self._task is not None:
             return
         self._store.add_rooms_listener(self.rooms_changed)
+        self._store.add_tenants_listener(self.tenant_changed)
         self._task = asyncio.create_task(self._run(), name="subscription orchestration")
         self._follower = asyncio.create_task(
             self.silence.follow(self._store, interval_s=min(self.settings.tick_s, 1.0)),
@@ -121,6 +125,7 @@ class Orchestrator:
 
     async def stop(self) -> None:
         self._store.remove_rooms_listener(self.rooms_changed)
+        self._store.remove_tenants_listener(self.tenant_changed)
         tasks = [t for t in (self._task, self._follower) if t is not None]
         for task in tasks:
             task.cancel()
@@ -130,6 +135,11 @@ class Orchestrator:
     def rooms_changed(self, tenant_id: str) -> None:
         """A room link of ``tenant_id`` changed (the store's rooms listener)."""
         self.schedule(tenant_id)
+
+    def tenant_changed(self, _tenant_id: str) -> None:
+        """A tenant's settings changed in this process: the next tick, now, sees whether its
+        way in moved (changes made in other processes are seen at the next tick)."""
+        self._wake.set()
 
     def unknown_subscription(self, tenant_id: str) -> None:
         """A notification named a subscription the service does not know: the connector and
@@ -163,7 +173,13 @@ class Orchestrator:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
     async def _tenant_ids(self) -> list[str]:
-        return [tenant.id for tenant in await self._store.list_tenants()]
+        """Every tenant; one whose way in moved since its last converge is due now."""
+        tenants = await self._store.list_tenants()
+        for tenant in tenants:
+            converged = self._ways_in.get(tenant.id)
+            if converged is not None and converged != _way_in(tenant):
+                self._due[tenant.id] = time.monotonic()
+        return [tenant.id for tenant in tenants]
 
     async def tick(self) -> None:
         """One pass of the timer: converge every tenant that is due, refresh silent calendars,
@@ -206,15 +222,10 @@ class Orchestrator:
             await self._queue.enqueue(due)
 
     # --- converging ----------------------------------------------------------------------------
-    def notification_mode(self, tenant_id: str, event_source: str) -> NotificationMode:
-        if EventSource(event_source) is EventSource.PUSH:
-            return "relay"
-        return self.settings.notification_modes.get(tenant_id, "direct")
-
     def notification_urls(
         self, tenant_id: str, *, mode: NotificationMode, connector_url: str
     ) -> tuple[str, str]:
-        if mode == "relay":
+        if mode is NotificationMode.RELAY:
             base = connector_url.rstrip("/")
             return f"{base}/graph/notifications", f"{base}/graph/lifecycle"
         return (
@@ -263,6 +274,7 @@ class Orchestrator:
 
     async def _converge(self, tenant_id: str) -> ConvergeResult:
         tenant = await self._store.get_tenant(tenant_id)
+        self._ways_in[tenant_id] = _way_in(tenant)
         wanted = await self.desired_mailboxes(tenant_id)
         if not tenant.connector_url:
             # Nothing to converge through: the customer makes the subscriptions itself and
@@ -278,9 +290,8 @@ class Orchestrator:
             return ConvergeResult(tenant_id, error=error)
         secrets = await self._store.signing_secrets(tenant_id)
         state = await self.client_state(tenant_id)
-        mode = self.notification_mode(tenant_id, tenant.event_source)
         notification_url, lifecycle_url = self.notification_urls(
-            tenant_id, mode=mode, connector_url=tenant.connector_url
+            tenant_id, mode=tenant.way_in, connector_url=tenant.connector_url
         )
         # Graph asked to reauthorize these: the connector renews them whatever their expiry.
         asked = {
@@ -378,6 +389,7 @@ class Orchestrator:
     def _forget(self, tenant_id: str) -> None:
         self._due.pop(tenant_id, None)
         self._last.pop(tenant_id, None)
+        self._ways_in.pop(tenant_id, None)
         self._backoff.pop(tenant_id, None)
         for mailbox in self._mailboxes_in_backoff(tenant_id):
             self._backoff.pop(f"{tenant_id}/{mailbox}", None)
@@ -395,6 +407,11 @@ class Orchestrator:
             self.metrics.converges.set(sum(1 for key in self._backoff if "/" not in key))
             self._published = time.monotonic()
         return report
+
+
+def _way_in(tenant: Tenant) -> tuple[str, str | None]:
+    """What a tenant's notification URLs follow from."""
+    return tenant.way_in.value, tenant.connector_url
 
 
 def _new_client_state() -> str:

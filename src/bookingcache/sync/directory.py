@@ -2,9 +2,10 @@
 
 Every refresh needs the tenant's event source and the room's time zone. Reading both per
 refresh costs two database round trips each time; instead the tenant and all its calendars are
-read in one go and reused for ``ttl_s``. A change of event source or time zone therefore takes
-effect within ``ttl_s``; a calendar not (yet) in the cached list is read on its own, and a
-vanished tenant or calendar still surfaces as ``NotFound`` from the store.
+read in one go and reused for ``ttl_s``. A change of event source or time zone, made through
+the admin API in any process, therefore takes effect within ``ttl_s`` (5 seconds); a calendar
+not (yet) in the cached list is read on its own, and a vanished tenant or calendar still
+surfaces as ``NotFound`` from the store.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class _Entry:
 
 
 class SyncDirectory:
-    def __init__(self, store: Store, *, ttl_s: float = 10.0) -> None:
+    def __init__(self, store: Store, *, ttl_s: float = 5.0) -> None:
         self._store = store
         self._ttl_s = ttl_s
         self._entries: dict[str, _Entry] = {}

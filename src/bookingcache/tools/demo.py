@@ -109,8 +109,6 @@ class Demo:
             "BOOKINGCACHE_ADMIN_TOKEN": admin_token,
             "BOOKINGCACHE_ORCHESTRATION_DEBOUNCE_S": "0.5",
         }
-        if self.alternative == 2:
-            env["BOOKINGCACHE_ORCHESTRATION_NOTIFICATION_MODES"] = json.dumps({TENANT: "relay"})
         argv = serve_command(self.work_dir / "service", port=self.port)
         child = self._spawn("service", argv, env)
         self._ready(child, lambda text: LISTENING.search(text) is not None, timeout_s=60)
@@ -185,6 +183,7 @@ class Demo:
                     "event_source": "connector",
                     "connector_url": connector_url,
                     "default_time_zone": "Europe/Berlin",
+                    "notification_mode": "relay" if self.alternative == 2 else "direct",
                 },
             )
             _expect(created, 201, "creating the tenant")

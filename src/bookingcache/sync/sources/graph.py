@@ -1,5 +1,10 @@
 """Event source ``graph``: the service's own app reads the room calendar from Microsoft Graph.
 
+Each tenant's access (its directory, its own app's client id and sealed credential, or the
+service's shared app, and the permission) is set through the admin API and read from the store,
+again every ``access_refresh_s``: a changed access (a new secret, another app) gets a new MSAL
+app at once, in every process.
+
 - With ``Calendars.Read``: ``calendarView/delta``. The first round pages to the deltaLink; later
   rounds apply changes and ``@removed`` entries to the window state kept with the token, so the
   caller always receives the full window. The token is kept only after a whole round succeeded;
@@ -22,6 +27,7 @@ import asyncio
 import datetime as dt
 import re
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bookingcache.clock import Clock
 from bookingcache.contract.http import retry_after_s, schema_problems
 from bookingcache.domain.events import BasicEvent
-from bookingcache.domain.tenancy import CalendarState
+from bookingcache.domain.tenancy import CalendarState, GraphAccess
 from bookingcache.errors import Throttled, UpstreamError
 from bookingcache.settings import GraphSettings
 from bookingcache.store.port import Store
@@ -83,6 +89,13 @@ class DeltaState:
     events: dict[str, BasicEvent]
 
 
+@dataclass(slots=True)
+class _Access:
+    access: GraphAccess
+    provider: TokenProvider
+    read_at: float  # monotonic
+
+
 class MailboxLimiter:
     """One semaphore per (directory, mailbox) for the whole process."""
 
@@ -104,13 +117,15 @@ class GraphSource:
         settings: GraphSettings,
         *,
         clock: Clock,
+        store: Store,
         transport: httpx.AsyncBaseTransport | None = None,
-        store: Store | None = None,
+        access_refresh_s: float = 2.0,
     ) -> None:
         self._settings = settings
         self._clock = clock
-        # Where a stored delta link and its events are read from (None: memory only).
+        # Where each tenant's access is read from, and a stored delta link with its events.
         self._store = store
+        self._access_refresh_s = access_refresh_s
         verify: ssl.SSLContext | bool = True
         if settings.ca_bundle:
             verify = ssl.create_default_context(cafile=settings.ca_bundle)
@@ -123,7 +138,8 @@ class GraphSource:
             follow_redirects=False,
         )
         self._limiter = MailboxLimiter(settings.max_concurrent_per_mailbox)
-        self._tokens: dict[str, TokenProvider] = {}
+        self._access: dict[str, _Access] = {}
+        self._access_locks: dict[str, asyncio.Lock] = {}
         # A calendar's delta state; None: forgotten, the next read is a fresh round whatever
         # is stored; absent: not known to this process, the stored link may be continued.
         self._delta: dict[tuple[str, str], DeltaState | None] = {}
@@ -133,37 +149,81 @@ class GraphSource:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _provider(self, tenant_id: str) -> tuple[TokenProvider, str, str]:
-        tenant = self._settings.tenants.get(tenant_id)
-        if tenant is None:
-            raise UpstreamError(
-                f"tenant {tenant_id!r} has no Graph app configured", kind="graph-not-configured"
-            )
-        permission = tenant.permission or self._settings.permission
-        provider = self._tokens.get(tenant_id)
-        if provider is None:
-            secret = tenant.client_secret or self._settings.client_secret
-            client_id = tenant.client_id or self._settings.client_id
-            if not client_id or not secret.get_secret_value():
+    async def _provider(self, tenant_id: str) -> _Access:
+        """The tenant's access as stored (read again every ``access_refresh_s``) with a token
+        provider built from it; a changed access (its revision counts every change of the
+        credentials) gets a new provider, so a new secret is used at once."""
+        entry = self._access.get(tenant_id)
+        if entry is not None and time.monotonic() - entry.read_at < self._access_refresh_s:
+            return entry
+        lock = self._access_locks.setdefault(tenant_id, asyncio.Lock())
+        async with lock:
+            entry = self._access.get(tenant_id)
+            now = time.monotonic()
+            if entry is not None and now - entry.read_at < self._access_refresh_s:
+                return entry
+            access = (await self._store.get_tenant(tenant_id)).graph
+            if access is None:
+                self._access.pop(tenant_id, None)
                 raise UpstreamError(
-                    f"tenant {tenant_id!r}: Graph client id or secret missing",
+                    f"tenant {tenant_id!r} has no Graph access configured",
                     kind="graph-not-configured",
                 )
-            provider = self._tokens[tenant_id] = TokenProvider(
-                authority_host=self._settings.authority_host,
-                directory_tenant=tenant.directory_tenant,
-                client_id=client_id,
-                client_secret=secret.get_secret_value(),
-                scope=self._settings.scope,
-                http=self._http,
-                timeout_s=self._settings.request_timeout_s,
+            if entry is not None and entry.access == access:
+                entry.read_at = now
+                return entry
+            if entry is not None and (entry.access.directory_tenant, entry.access.client_id) != (
+                access.directory_tenant,
+                access.client_id,
+            ):
+                self._forget_tenant(tenant_id)  # delta links of another app or directory
+            entry = self._access[tenant_id] = _Access(
+                access, await self._token_provider(tenant_id, access), now
             )
-        return provider, tenant.directory_tenant, permission
+            return entry
+
+    async def _token_provider(self, tenant_id: str, access: GraphAccess) -> TokenProvider:
+        credential: str | dict[str, str]
+        if access.client_id is None:
+            client_id = self._settings.client_id
+            credential = self._settings.client_secret.get_secret_value()
+        else:
+            client_id = access.client_id
+            stored = await self._store.graph_credential(tenant_id)
+            if stored is None:
+                credential = ""
+            elif stored.client_secret is not None:
+                credential = stored.client_secret
+            else:
+                credential = {
+                    "private_key": stored.private_key or "",
+                    "thumbprint": stored.thumbprint or "",
+                }
+        if not client_id or not credential:
+            raise UpstreamError(
+                f"tenant {tenant_id!r}: Graph client id or credential missing",
+                kind="graph-not-configured",
+            )
+        return TokenProvider(
+            authority_host=self._settings.authority_host,
+            directory_tenant=access.directory_tenant,
+            client_id=client_id,
+            credential=credential,
+            scope=self._settings.scope,
+            http=self._http,
+            timeout_s=self._settings.request_timeout_s,
+        )
+
+    def _forget_tenant(self, tenant_id: str) -> None:
+        for key in [key for key in self._delta if key[0] == tenant_id]:
+            self._delta[key] = None
 
     async def read_window(
         self, calendar: CalendarState, *, start: dt.datetime, end: dt.datetime
     ) -> Sequence[BasicEvent] | None:
-        provider, directory, permission = self._provider(calendar.tenant_id)
+        entry = await self._provider(calendar.tenant_id)
+        provider, directory = entry.provider, entry.access.directory_tenant
+        permission = entry.access.permission or self._settings.permission
         semaphore = self._limiter(directory, calendar.mailbox)
         if permission == "read_basic":
             events = await self._calendar_view(provider, semaphore, calendar.mailbox, start, end)
@@ -190,7 +250,7 @@ class GraphSource:
         events are at least as new as the link's round, and a delta round applied to them
         still ends in Graph's current state."""
         link = calendar.extra.get("delta_link")
-        if self._store is None or not isinstance(link, str) or not link:
+        if not isinstance(link, str) or not link:
             return None
         if (calendar.window_start, calendar.window_end) != (start, end):
             return None

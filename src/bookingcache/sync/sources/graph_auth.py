@@ -71,7 +71,9 @@ class LoopBoundHttpClient:
 
 
 class TokenProvider:
-    """Tokens for one app in one customer directory."""
+    """Tokens for one app in one customer directory. ``credential`` is what MSAL's
+    ``client_credential`` takes: a client secret, or ``{"private_key": PEM, "thumbprint":
+    hex}`` for a certificate (MSAL signs the client assertion with it)."""
 
     def __init__(
         self,
@@ -79,14 +81,14 @@ class TokenProvider:
         authority_host: str,
         directory_tenant: str,
         client_id: str,
-        client_secret: str,
+        credential: str | dict[str, str],
         scope: str,
         http: httpx.AsyncClient,
         timeout_s: float,
     ) -> None:
         self._authority = f"{authority_host.rstrip('/')}/{directory_tenant}"
         self._client_id = client_id
-        self._client_secret = client_secret
+        self._credential = credential
         self._scope = scope
         self._http = http
         self._timeout_s = timeout_s
@@ -98,7 +100,7 @@ class TokenProvider:
         host = (urlsplit(self._authority).hostname or "").casefold()
         return msal.ConfidentialClientApplication(
             self._client_id,
-            client_credential=self._client_secret,
+            client_credential=self._credential,
             authority=self._authority,
             # Instance discovery only knows Microsoft's clouds; a sovereign or private authority
             # is used as given.

@@ -146,21 +146,24 @@ def _admin(service_url: str) -> httpx.AsyncClient:
 
 
 async def _create_tenant(
-    args: argparse.Namespace, service_url: str, connector_url: str | None
+    args: argparse.Namespace, service_url: str, connector_url: str | None, directory: str
 ) -> str:
     """The tenant, without rooms yet (so nothing asks the connector for subscriptions before
-    it runs); returns the tenant's signing secret, which the connector needs."""
+    it runs), with its way in and, for the graph source, the emulator's directory (read with
+    the service's shared app); returns the tenant's signing secret, which the connector
+    needs."""
+    body: dict[str, Any] = {
+        "id": TENANT,
+        "name": "Bench",
+        "event_source": args.source,
+        "connector_url": connector_url,
+        "default_time_zone": "Europe/Berlin",
+        "notification_mode": "relay" if args.alternative == 2 else "direct",
+    }
+    if args.source == "graph":
+        body["graph"] = {"directory_tenant": directory}
     async with _admin(service_url) as service:
-        created = await service.post(
-            "/v1/tenants",
-            json={
-                "id": TENANT,
-                "name": "Bench",
-                "event_source": args.source,
-                "connector_url": connector_url,
-                "default_time_zone": "Europe/Berlin",
-            },
-        )
+        created = await service.post("/v1/tenants", json=body)
         if created.status_code != 201:
             raise BenchError(f"creating the tenant failed: {created.text[:300]}")
         secret: str = created.json()["secrets"]["signing_secret"]
@@ -376,12 +379,6 @@ def main(argv: list[str]) -> int:
                 "BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST": authority_root,
                 "BOOKINGCACHE_SYNC_GRAPH__GRAPH_BASE_URL": info["base_url"],
                 "BOOKINGCACHE_SYNC_GRAPH__CA_BUNDLE": info["cert_path"],
-                "BOOKINGCACHE_SYNC_GRAPH__TENANTS": json.dumps(
-                    {TENANT: {"directory_tenant": info["tenant_id"]}}
-                ),
-                "BOOKINGCACHE_ORCHESTRATION_NOTIFICATION_MODES": json.dumps(
-                    {TENANT: "relay" if args.alternative == 2 else "direct"}
-                ),
                 "BOOKINGCACHE_ORCHESTRATION_DEBOUNCE_S": "0.5",
             }
             connector_port = free_port() if _uses_connector(args) else None
@@ -403,7 +400,9 @@ def main(argv: list[str]) -> int:
                 service_url = service.banner_url
                 verify = ssl.create_default_context(cafile=info["cert_path"])
                 try:
-                    secret = asyncio.run(_create_tenant(args, service_url, connector_url))
+                    secret = asyncio.run(
+                        _create_tenant(args, service_url, connector_url, info["tenant_id"])
+                    )
                     if connector_port is not None and connector_url is not None:
                         connector = processes.start(
                             _connector_command(connector_port),
