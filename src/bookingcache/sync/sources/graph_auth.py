@@ -56,6 +56,14 @@ class LoopBoundHttpClient:
         request_kwargs: dict[str, Any] = {
             key: kwargs[key] for key in ("params", "data", "headers") if kwargs.get(key) is not None
         }
+        data = request_kwargs.get("data")
+        if isinstance(data, dict):
+            # MSAL gives the certificate's client assertion as bytes, which httpx would send as
+            # their repr: the form carries text.
+            request_kwargs["data"] = {
+                key: value.decode("ascii") if isinstance(value, bytes) else value
+                for key, value in data.items()
+            }
         coroutine = self._client.request(method, url, **request_kwargs)
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         return future.result(timeout=self._timeout_s + 5)
