@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bookingcache.api.answers import bulk_answer, room_answers
 from bookingcache.api.deps import TenantIdPath, read_token_tenant, refused_token, services_of
+from bookingcache.api.numbers import WholeNumber
 from bookingcache.api.problems import FieldError, ProblemError, problem_responses
 from bookingcache.clock import Clock
 from bookingcache.domain.availability import (
@@ -123,7 +124,7 @@ class BulkAvailabilityRequest(BaseModel):
     floor: str | None = Field(default=None, min_length=1, max_length=64)
     start: dt.datetime | None = Field(default=None, description="default: now (to the minute)")
     end: dt.datetime | None = Field(default=None, description="default: end of each room's day")
-    min_free_minutes: int = Field(default=DEFAULT_MIN_FREE_MINUTES, ge=1, le=1440)
+    min_free_minutes: WholeNumber = Field(default=DEFAULT_MIN_FREE_MINUTES, ge=1, le=1440)
 
     @model_validator(mode="after")
     def _one_selection(self) -> BulkAvailabilityRequest:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bookingcache.api.audit import AuditDep
 from bookingcache.api.deps import StoreDep, TenantIdPath, require_admin
+from bookingcache.api.numbers import WholeNumber
 from bookingcache.api.problems import problem_responses
 from bookingcache.domain.tenancy import ReadTokenInfo
 
@@ -70,7 +71,7 @@ class ReadTokenList(BaseModel):
 
 class SigningRotation(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    overlap_s: int = Field(
+    overlap_s: WholeNumber = Field(
         default=DEFAULT_OVERLAP_S,
         ge=0,
         le=MAX_OVERLAP_S,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bookingcache.api.numbers import WholeNumber
 from bookingcache.api.tenants import canonical_time_zone, check_name, check_text
 from bookingcache.domain.tenancy import Room
 
@@ -169,7 +170,7 @@ class RoomLink(BaseModel):
         "usually a Polygon with closed rings (Point, MultiPolygon, ... are accepted too); "
         f"at most {MAX_GEOMETRY_POSITIONS} positions and {MAX_GEOMETRY_BYTES // 1024} KiB",
     )
-    capacity: int | None = Field(
+    capacity: WholeNumber | None = Field(
         default=None, ge=0, le=MAX_CAPACITY, description="How many people it seats", examples=[8]
     )
 

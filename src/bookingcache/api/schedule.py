@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bookingcache.api.answers import checked_window
 from bookingcache.api.availability import BEARER, ReadingDep
+from bookingcache.api.numbers import WholeNumber
 from bookingcache.api.problems import problem_responses
 from bookingcache.domain.availability import (
     availability_view,
@@ -71,7 +72,7 @@ class ScheduleRequest(BaseModel):
     )
     startTime: DateTimeTimeZone
     endTime: DateTimeTimeZone
-    availabilityViewInterval: int = Field(default=30, description="minutes, 5..1440")
+    availabilityViewInterval: WholeNumber = Field(default=30, description="minutes, 5..1440")
 
 
 class ScheduleItem(BaseModel):

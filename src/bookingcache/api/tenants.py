@@ -21,6 +21,7 @@ from bookingcache.api.deps import (
     TenantIdPath,
     require_admin,
 )
+from bookingcache.api.numbers import WholeNumber
 from bookingcache.api.problems import FieldError, ProblemError, problem_responses
 from bookingcache.api.tenant_access import (
     NOTIFICATION_MODE_DESCRIPTION,
@@ -67,7 +68,7 @@ ConnectorUrl = Annotated[
 TimeZoneName = Annotated[
     str, Field(min_length=1, max_length=128, examples=["Europe/Berlin", "W. Europe Standard Time"])
 ]
-StalenessS = Annotated[int, Field(gt=0, le=MAX_STALENESS_S)]
+StalenessS = Annotated[WholeNumber, Field(gt=0, le=MAX_STALENESS_S)]
 
 
 def check_connector_url(value: str) -> str:
