@@ -45,7 +45,14 @@ def test_bench_intake_on_sqlite(capsys: pytest.CaptureFixture[str]) -> None:
     assert isinstance(accepted, int)
     assert accepted > 0
     assert result["ratio_floor"] == 0.36
-    for key in ("baseline_rps", "service_rps", "ratio", "p99_ms"):
+    for key in (
+        "baseline_rps",
+        "service_rps",
+        "ratio",
+        "p99_ms",
+        "service_cpu_us_per_request",
+        "baseline_cpu_us_per_request",
+    ):
         value = result[key]
         assert isinstance(value, float), key
         assert value > 0, key

@@ -171,10 +171,16 @@ class Run:
     latencies_ms: list[float] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # CPU seconds the server process used during the measured time.
+    cpu_s: float = 0.0
 
     @property
     def rps(self) -> float:
         return self.answers / self.elapsed_s if self.elapsed_s else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_s / self.answers * 1e6 if self.answers else 0.0
 
 
 async def _load(
@@ -183,11 +189,13 @@ async def _load(
     *,
     args: argparse.Namespace,
     payloads: Payloads,
+    cpu_s: Callable[[], float],
     kill: Callable[[], None] | None = None,
 ) -> Run:
     """Keep ``args.connections`` connections busy for the warm-up and the measured time. With
     ``kill``, the server is killed at the end while every connection has a request out; those
-    requests are never answered, and count for nothing."""
+    requests are never answered, and count for nothing. ``cpu_s`` reads the server's CPU
+    time, taken at the start and the end of the measured time."""
     connections = [await Connection.open(host, port) for _ in range(args.connections)]
     run = Run()
     measuring = False
@@ -217,9 +225,11 @@ async def _load(
         await asyncio.sleep(args.warmup)
         measuring = True
         began = time.perf_counter()
+        cpu_began = cpu_s()
         if kill is not None:
             await asyncio.sleep(args.seconds)
             run.elapsed_s = time.perf_counter() - began
+            run.cpu_s = cpu_s() - cpu_began
             measuring = False
             killed = True
             kill()
@@ -227,6 +237,7 @@ async def _load(
         else:
             await asyncio.gather(*tasks)
             run.elapsed_s = time.perf_counter() - began
+            run.cpu_s = cpu_s() - cpu_began
     finally:
         for connection in connections:
             await connection.close()
@@ -285,6 +296,7 @@ def _measure_on(args: argparse.Namespace, data_dir: Path, url: str) -> dict[str,
                 baseline_server.port,
                 args=args,
                 payloads=Payloads(batch=args.batch, rooms=args.rooms),
+                cpu_s=baseline_server.cpu_s,
             )
         )
     service_command = serve_command(
@@ -299,6 +311,7 @@ def _measure_on(args: argparse.Namespace, data_dir: Path, url: str) -> dict[str,
                 service_server.port,
                 args=args,
                 payloads=Payloads(batch=args.batch, rooms=args.rooms),
+                cpu_s=service_server.cpu_s,
                 kill=service_server.child.kill,
             )
         )
@@ -314,6 +327,8 @@ def _measure_on(args: argparse.Namespace, data_dir: Path, url: str) -> dict[str,
         "p99_ms": round(p99_ms, 2),
         "p50_ms": round(percentile(service.latencies_ms, 0.50), 2),
         "baseline_p99_ms": round(percentile(baseline.latencies_ms, 0.99), 2),
+        "service_cpu_us_per_request": round(service.cpu_us_per_request, 1),
+        "baseline_cpu_us_per_request": round(baseline.cpu_us_per_request, 1),
         "notifications_per_request": args.batch,
         "connections": args.connections,
         "seconds": args.seconds,
