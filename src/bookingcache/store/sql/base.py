@@ -4,8 +4,8 @@ in-process listeners told about committed changes."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
@@ -26,6 +26,7 @@ from bookingcache.store.port import (
 from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql.notices import CHANGES_CHANNEL, Announcer, Notices
+from bookingcache.store.sql.writer import WriterThread
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class SqlBase:
         self._clock = clock or SystemClock()
         self._fsync = fsync
         # SQLite: the writer thread and its engine (one connection), made on first use.
-        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._writer: WriterThread | None = None
         self._writer_engine: Engine | None = None
         self._writer_connection: Connection | None = None
         self._listeners: list[ChangeListener] = []
@@ -133,8 +134,9 @@ class SqlBase:
                     conn = await self._connect(stack)
                     await stack.enter_async_context(conn.begin())
                     return await conn.run_sync(work)
-            loop = asyncio.get_running_loop()
-            running = loop.run_in_executor(self._writer_thread(), self._on_writer, work)
+            if self._writer is None:
+                self._writer = WriterThread("bookingcache-sqlite-writer")
+            running = self._writer.run(functools.partial(self._on_writer, work))
             try:
                 return await asyncio.shield(running)
             except asyncio.CancelledError:
@@ -143,13 +145,6 @@ class SqlBase:
                 with contextlib.suppress(Exception):
                     await running
                 raise
-
-    def _writer_thread(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._writer is None:
-            self._writer = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="bookingcache-sqlite-writer"
-            )
-        return self._writer
 
     def _on_writer(self, work: Callable[[Connection], T]) -> T:
         # On the writer thread, which alone opens and uses the writer engine's one connection.
@@ -310,6 +305,5 @@ class SqlBase:
             await announcer.close()
         if self._writer is not None:
             writer, self._writer = self._writer, None
-            await asyncio.get_running_loop().run_in_executor(writer, self._close_writer)
-            writer.shutdown(wait=True)
+            await writer.stop(self._close_writer)
         await self._engine.dispose()
