@@ -16,6 +16,7 @@ subscription, and finds when the worker must look again by itself.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,26 +64,34 @@ class Claimed:
     oldest_due: dt.datetime | None = None
 
 
-def _live_claim(now: dt.datetime, *, besides_own_row: bool = False) -> sa.Exists:
+# The claim's statements are built once per shape and run with their values: building one
+# (its subqueries, comparisons and their coercions) costs far more than running it, and a busy
+# worker claims up to every ``claim_gap_ms``.
+_NOW = sa.bindparam("now", type_=jobs.c.due_at.type)
+
+
+def _live_claim(*, besides_own_row: bool = False) -> sa.Exists:
     """Whether the calendar of the ``jobs`` row at hand is being refreshed: a claim of it
-    whose lease still runs (by another row than this one, with ``besides_own_row``)."""
+    whose lease still runs at ``:now`` (by another row than this one, with
+    ``besides_own_row``)."""
     running = _RUNNING
     conditions = [
         running.c.tenant_id == jobs.c.tenant_id,
         running.c.mailbox == jobs.c.mailbox,
         running.c.locked_by.is_not(None),
-        running.c.locked_until >= now,
+        running.c.locked_until >= _NOW,
     ]
     if besides_own_row:
         conditions.append(running.c.id != jobs.c.id)
     return sa.select(running.c.id).where(*conditions).exists()
 
 
-def _upcoming(now: dt.datetime) -> sa.Select[Any]:
-    """One statement: the earliest due time after ``now`` of a pending job whose calendar is
+@functools.cache
+def _upcoming() -> sa.Select[Any]:
+    """One statement: the earliest due time after ``:now`` of a pending job whose calendar is
     not being refreshed, the earliest lease to run out, how many jobs are pending, and the
-    earliest due time of the pending jobs due by ``now``."""
-    pending = [jobs.c.locked_by.is_(None), ~_live_claim(now), jobs.c.due_at > now]
+    earliest due time of the pending jobs due by ``:now``."""
+    pending = [jobs.c.locked_by.is_(None), ~_live_claim(), jobs.c.due_at > _NOW]
     earliest_due = sa.select(sa.func.min(jobs.c.due_at)).where(*pending).scalar_subquery()
     earliest_lease = (
         sa.select(sa.func.min(jobs.c.locked_until))
@@ -97,7 +106,7 @@ def _upcoming(now: dt.datetime) -> sa.Select[Any]:
     )
     oldest_due = (
         sa.select(sa.func.min(jobs.c.due_at))
-        .where(jobs.c.locked_by.is_(None), jobs.c.due_at <= now)
+        .where(jobs.c.locked_by.is_(None), jobs.c.due_at <= _NOW)
         .scalar_subquery()
     )
     return sa.select(earliest_due, earliest_lease, waiting, oldest_due)
@@ -108,12 +117,14 @@ def _lease(worker_id: str) -> str:
     return f"{worker_id[:150]}/{uuid.uuid4().hex}"
 
 
-def _candidates(claiming: Claim, postgres: bool) -> sa.Select[Any]:
-    now = claiming.now
-    live_claim = _live_claim(now, besides_own_row=True)
+@functools.cache
+def _candidates(postgres: bool, excluding: bool) -> sa.Select[Any]:
+    """The claimable jobs at ``:now``, ``:fetch`` at most, of tenants not in ``:excluded``
+    (with ``excluding``)."""
+    live_claim = _live_claim(besides_own_row=True)
     claimable = sa.or_(
-        sa.and_(jobs.c.locked_by.is_(None), jobs.c.due_at <= now, ~live_claim),
-        sa.and_(jobs.c.locked_by.is_not(None), jobs.c.locked_until < now, ~live_claim),
+        sa.and_(jobs.c.locked_by.is_(None), jobs.c.due_at <= _NOW, ~live_claim),
+        sa.and_(jobs.c.locked_by.is_not(None), jobs.c.locked_until < _NOW, ~live_claim),
     )
     query = sa.select(
         jobs.c.id,
@@ -125,13 +136,22 @@ def _candidates(claiming: Claim, postgres: bool) -> sa.Select[Any]:
         jobs.c.created_at,
         jobs.c.last_notified_at,
     ).where(claimable)
-    if claiming.excluded:
-        query = query.where(jobs.c.tenant_id.not_in(list(claiming.excluded)))
-    # Over-fetch: two candidates of one calendar (a dead claim and a pending job) collapse.
-    query = query.order_by(jobs.c.due_at, jobs.c.id).limit(claiming.limit * 2)
+    if excluding:
+        query = query.where(jobs.c.tenant_id.not_in(sa.bindparam("excluded", expanding=True)))
+    query = query.order_by(jobs.c.due_at, jobs.c.id).limit(sa.bindparam("fetch"))
     if postgres:
         query = query.with_for_update(of=jobs, skip_locked=True)
     return query
+
+
+_TAKE = (
+    sa.update(jobs)
+    .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(
+        locked_by=sa.bindparam("lease", type_=jobs.c.locked_by.type),
+        locked_until=sa.bindparam("until", type_=jobs.c.locked_until.type),
+    )
+)
 
 
 def claim(connection: Connection, claiming: Claim) -> Claimed:
@@ -140,7 +160,11 @@ def claim(connection: Connection, claiming: Claim) -> Claimed:
     quiet_since = now - dt.timedelta(seconds=claiming.coalesce_s)
     window = dt.timedelta(seconds=claiming.coalesce_window_s)
     holding = claiming.coalesce_window_s > claiming.coalesce_s
-    candidates = (connection.execute(_candidates(claiming, postgres))).all()
+    values: dict[str, Any] = {"now": now, "fetch": claiming.limit * 2}
+    if claiming.excluded:
+        values["excluded"] = list(claiming.excluded)
+    # Over-fetch: two candidates of one calendar (a dead claim and a pending job) collapse.
+    candidates = connection.execute(_candidates(postgres, bool(claiming.excluded)), values).all()
     chosen: dict[tuple[str, str], Any] = {}
     held: list[dt.datetime] = []
     for row in candidates:
@@ -164,9 +188,7 @@ def claim(connection: Connection, claiming: Claim) -> Claimed:
         # One lease per claim: (id, lease) fences each job of the batch.
         lease = _lease(claiming.worker_id)
         connection.execute(
-            sa.update(jobs)
-            .where(jobs.c.id.in_([row.id for row in chosen.values()]))
-            .values(locked_by=lease, locked_until=until)
+            _TAKE, {"ids": [row.id for row in chosen.values()], "lease": lease, "until": until}
         )
         notified = {
             key: as_utc(row.last_notified_at)
@@ -204,7 +226,7 @@ def _look_ahead(
     job falling due later, a held-back job's release, or a lease running out (jobs due now
     that the claim left are either beyond its limit or wait for a refresh to end, which the
     worker hears of anyway); and the earliest due time of the jobs due that wait."""
-    due, lease, count, oldest = (connection.execute(_upcoming(now))).one()
+    due, lease, count, oldest = (connection.execute(_upcoming(), {"now": now})).one()
     values = [as_utc(value) for value in (due, lease) if value is not None]
     if held_until is not None:
         values.append(held_until)
