@@ -335,11 +335,7 @@ class SqlJobQueue:
 
     async def _complete_many(self, batch: Sequence[Job]) -> set[int]:
         def work(connection: Connection) -> set[int]:
-            deleted = connection.execute(
-                sa.delete(jobs)
-                .where(sa.tuple_(jobs.c.id, jobs.c.locked_by).in_([(j.id, j.lease) for j in batch]))
-                .returning(jobs.c.id)
-            )
+            deleted = connection.execute(_COMPLETE, {"claims": [(j.id, j.lease) for j in batch]})
             return {row[0] for row in deleted}
 
         return await self._store.transaction(work)
@@ -424,8 +420,15 @@ class SqlJobQueue:
         return {(row.tenant_id, row.mailbox) for row in rows}
 
 
-# Built once: building the statement (its comparisons and their coercions) costs more than
-# running it, and intake runs it in every commit round.
+# Built once: building a statement (its comparisons and their coercions) costs more than
+# running it. The worker completes a round of refreshes with this one ((id, lease) pairs).
+_COMPLETE = (
+    sa.delete(jobs)
+    .where(sa.tuple_(jobs.c.id, jobs.c.locked_by).in_(sa.bindparam("claims", expanding=True)))
+    .returning(jobs.c.id)
+)
+
+# Built once, as ``_COMPLETE``: intake runs it in every commit round.
 _KNOWN = sa.select(calendars.c.mailbox).where(
     calendars.c.tenant_id == sa.bindparam("tenant"),
     calendars.c.mailbox.in_(sa.bindparam("mailboxes", expanding=True)),

@@ -473,18 +473,24 @@ def note_notifications(
     if not notified:
         return
     connection.execute(
-        sa.update(subscriptions)
-        .where(
-            subscriptions.c.tenant_id == sa.bindparam("t"),
-            subscriptions.c.mailbox == sa.bindparam("m"),
-            sa.or_(
-                subscriptions.c.last_notification_at.is_(None),
-                subscriptions.c.last_notification_at < sa.bindparam("at"),
-            ),
-        )
-        .values(last_notification_at=sa.bindparam("at")),
+        _NOTE_NOTIFICATION,
         [{"t": tenant, "m": mailbox, "at": at} for (tenant, mailbox), at in notified.items()],
     )
+
+
+# Built once: every claim of a worker runs it, and building it costs more than running it.
+_NOTE_NOTIFICATION = (
+    sa.update(subscriptions)
+    .where(
+        subscriptions.c.tenant_id == sa.bindparam("t"),
+        subscriptions.c.mailbox == sa.bindparam("m"),
+        sa.or_(
+            subscriptions.c.last_notification_at.is_(None),
+            subscriptions.c.last_notification_at < sa.bindparam("at"),
+        ),
+    )
+    .values(last_notification_at=sa.bindparam("at"))
+)
 
 
 def _newest(recorded: dt.datetime | None, pending: Any) -> dt.datetime | None:
