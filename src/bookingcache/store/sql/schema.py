@@ -318,3 +318,51 @@ client_states = Table(
     Index(None, "tenant_id"),
     sqlite_autoincrement=True,
 )
+
+# --- the cluster (migration 0011) ---------------------------------------------------------------
+# One row per periodic duty (convergence, sweep, silence, retention): who holds it until when.
+# ``token`` grows by one at every change of holder; a holder's writes compare it (fencing), and
+# ``cursor`` is the duty's own progress (the change feed position the silence duty judged to).
+duty_leases = Table(
+    "duty_leases",
+    metadata,
+    Column("duty", String(64), primary_key=True),
+    Column("holder", String(200), nullable=True),
+    Column("token", BigInteger, nullable=False, server_default=text("0")),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Column("acquired_at", UTCDateTime(), nullable=True),
+    Column("cursor", BigInteger, nullable=True),
+)
+
+# The live processes: each start is a new incarnation of a stable instance id, and heartbeats.
+# Job claims are made under the incarnation (``jobs.locked_by`` is ``<incarnation>/<claim>``).
+process_heartbeats = Table(
+    "process_heartbeats",
+    metadata,
+    Column("incarnation", String(200), primary_key=True),
+    Column("instance_id", String(200), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+    Index(None, "instance_id"),
+)
+
+# The silence duty's judgement of each calendar (``orchestration.silence``).
+calendar_silence = Table(
+    "calendar_silence",
+    metadata,
+    Column("tenant_id", String(ID), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("mailbox", String(MAILBOX), primary_key=True),
+    Column("baseline", UTCDateTime(), nullable=False),
+    Column("unannounced", Integer, nullable=False, server_default=text("0")),
+    Column("silent_since", UTCDateTime(), nullable=True),
+)
+
+# Each tenant's converge timing: when it was last converged and when a debounced converge is
+# due (a room change, a notification from an unknown subscription), whichever process asked.
+tenant_converges = Table(
+    "tenant_converges",
+    metadata,
+    Column("tenant_id", String(ID), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("last_at", UTCDateTime(), nullable=True),
+    Column("due_at", UTCDateTime(), nullable=True),
+)

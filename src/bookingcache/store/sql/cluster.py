@@ -1,0 +1,239 @@
+"""``SqlCluster``: the cluster port (``store.duties.Cluster``) over ``duty_leases`` and
+``process_heartbeats``, one behaviour on SQLite and PostgreSQL.
+
+A lease changes hands in one ``UPDATE ... WHERE holder = me OR expires_at < now``: on
+PostgreSQL the row lock orders two takers and the second re-checks the condition against the
+first's commit, so only one wins; on SQLite the write path is single-writer. Every change of
+holder adds one to ``token``.
+
+Job claims are made under ``<incarnation>/<claim>`` (``store.sql.claims``): releasing an
+incarnation's claims sets their lease to have run out, so the next claim takes them (and folds
+a pending job of the same calendar into them: one read).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bookingcache.clock import Clock
+from bookingcache.store.duties import Lease
+from bookingcache.store.sql import notices
+from bookingcache.store.sql.schema import duty_leases, jobs, process_heartbeats
+from bookingcache.store.sql.store import SqlStore
+
+_EPSILON = dt.timedelta(microseconds=1)
+
+
+class SqlCluster:
+    def __init__(self, store: SqlStore, *, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    # --- processes -------------------------------------------------------------------------
+    async def register(self, incarnation: str, instance_id: str) -> int:
+        now = self._clock.now()
+
+        def work(connection: Connection) -> int:
+            earlier = [
+                row.incarnation
+                for row in connection.execute(
+                    sa.select(process_heartbeats.c.incarnation).where(
+                        process_heartbeats.c.instance_id == instance_id,
+                        process_heartbeats.c.incarnation != incarnation,
+                    )
+                )
+            ]
+            taken = _let_go(connection, earlier, now=now)
+            _beat(connection, incarnation, instance_id, now=now)
+            return taken
+
+        taken = await self._store.transaction(work)
+        if taken:
+            self._store.announce(notices.JOBS_CHANNEL, "")
+        return taken
+
+    async def heartbeat(self, incarnation: str, *, dead_after_s: float) -> int:
+        now = self._clock.now()
+        silent_since = now - dt.timedelta(seconds=dead_after_s)
+
+        def work(connection: Connection) -> int:
+            # An upsert: a process that peers took for dead (stalled past ``dead_after_s``)
+            # comes back as a live one; the claims it lost meanwhile stay lost (fenced).
+            _beat(connection, incarnation, None, now=now)
+            dead = [
+                row.incarnation
+                for row in connection.execute(
+                    sa.select(process_heartbeats.c.incarnation).where(
+                        process_heartbeats.c.heartbeat_at < silent_since
+                    )
+                )
+            ]
+            return _let_go(connection, dead, now=now)
+
+        released = await self._store.transaction(work)
+        if released:
+            self._store.announce(notices.JOBS_CHANNEL, "")
+        return released
+
+    async def retire(self, incarnation: str) -> None:
+        def work(connection: Connection) -> None:
+            connection.execute(
+                sa.delete(process_heartbeats).where(process_heartbeats.c.incarnation == incarnation)
+            )
+            _free_leases(connection, [incarnation])
+
+        await self._store.transaction(work)
+
+    # --- leases ----------------------------------------------------------------------------
+    async def acquire(self, duty: str, holder: str, *, lease_s: float) -> Lease | None:
+        now = self._clock.now()
+        until = now + dt.timedelta(seconds=lease_s)
+
+        def work(connection: Connection) -> Lease | None:
+            connection.execute(
+                _upsert(connection, duty_leases)
+                .values(duty=duty, token=0)
+                .on_conflict_do_nothing(index_elements=["duty"])
+            )
+            renewed = connection.execute(
+                sa.update(duty_leases)
+                .where(
+                    duty_leases.c.duty == duty,
+                    duty_leases.c.holder == holder,
+                    duty_leases.c.expires_at >= now,
+                )
+                .values(expires_at=until)
+                .returning(duty_leases.c.token)
+            ).first()
+            if renewed is not None:
+                return Lease(duty, holder, int(renewed.token), until)
+            taken = connection.execute(
+                sa.update(duty_leases)
+                .where(
+                    duty_leases.c.duty == duty,
+                    sa.or_(
+                        duty_leases.c.holder.is_(None),
+                        duty_leases.c.expires_at.is_(None),
+                        duty_leases.c.expires_at < now,
+                    ),
+                )
+                .values(
+                    holder=holder,
+                    token=duty_leases.c.token + 1,
+                    expires_at=until,
+                    acquired_at=now,
+                )
+                .returning(duty_leases.c.token)
+            ).first()
+            return None if taken is None else Lease(duty, holder, int(taken.token), until)
+
+        return await self._store.transaction(work)
+
+    async def renew(self, lease: Lease, *, lease_s: float) -> Lease | None:
+        now = self._clock.now()
+        until = now + dt.timedelta(seconds=lease_s)
+
+        def work(connection: Connection) -> bool:
+            result = connection.execute(
+                sa.update(duty_leases)
+                .where(holds(lease), duty_leases.c.expires_at >= now)
+                .values(expires_at=until)
+            )
+            return (result.rowcount or 0) > 0
+
+        kept = await self._store.transaction(work)
+        return Lease(lease.duty, lease.holder, lease.token, until) if kept else None
+
+    async def release(self, lease: Lease) -> None:
+        def work(connection: Connection) -> None:
+            connection.execute(
+                sa.update(duty_leases).where(holds(lease)).values(holder=None, expires_at=None)
+            )
+
+        await self._store.transaction(work)
+
+    async def leases(self) -> list[Lease]:
+        async with self._store.read() as connection:
+            rows = await connection.execute(sa.select(duty_leases).order_by(duty_leases.c.duty))
+            return [
+                Lease(row.duty, row.holder, int(row.token), row.expires_at)
+                for row in rows
+                if row.holder is not None and row.expires_at is not None
+            ]
+
+
+def holds(lease: Lease) -> sa.ColumnElement[bool]:
+    """The lease row is still ``lease``'s: same duty, holder and token."""
+    return sa.and_(
+        duty_leases.c.duty == lease.duty,
+        duty_leases.c.holder == lease.holder,
+        duty_leases.c.token == lease.token,
+    )
+
+
+def fence(connection: Connection, lease: Lease, *, now: dt.datetime) -> bool:
+    """Inside a duty's write transaction: whether ``lease`` still holds (and has not run out).
+    On PostgreSQL the lease row stays locked to the end of the transaction, so no one takes the
+    duty over between this check and the commit."""
+    query = sa.select(duty_leases.c.duty).where(holds(lease), duty_leases.c.expires_at >= now)
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return connection.execute(query).first() is not None
+
+
+def _beat(
+    connection: Connection, incarnation: str, instance_id: str | None, *, now: dt.datetime
+) -> None:
+    upsert = _upsert(connection, process_heartbeats).values(
+        incarnation=incarnation,
+        instance_id=instance_id or incarnation.rsplit("@", 1)[0],
+        started_at=now,
+        heartbeat_at=now,
+    )
+    connection.execute(
+        upsert.on_conflict_do_update(index_elements=["incarnation"], set_={"heartbeat_at": now})
+    )
+
+
+def _upsert(connection: Connection, table: sa.Table) -> sa.dialects.postgresql.Insert:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)  # type: ignore[return-value]
+
+
+def _let_go(connection: Connection, incarnations: list[str], *, now: dt.datetime) -> int:
+    """The claims and leases of ``incarnations`` (dead, or earlier lives of this process) are
+    released: claims fall due now, leases are free; their heartbeat rows go."""
+    if not incarnations:
+        return 0
+    released = 0
+    for incarnation in incarnations:
+        prefix = f"{incarnation}/"
+        result = connection.execute(
+            sa.update(jobs)
+            .where(
+                jobs.c.locked_by.is_not(None),
+                sa.func.substr(jobs.c.locked_by, 1, len(prefix)) == prefix,
+                jobs.c.locked_until >= now,
+            )
+            .values(locked_until=now - _EPSILON)
+        )
+        released += max(result.rowcount or 0, 0)
+    _free_leases(connection, incarnations)
+    connection.execute(
+        sa.delete(process_heartbeats).where(process_heartbeats.c.incarnation.in_(incarnations))
+    )
+    return released
+
+
+def _free_leases(connection: Connection, incarnations: list[str]) -> None:
+    connection.execute(
+        sa.update(duty_leases)
+        .where(duty_leases.c.holder.in_(incarnations))
+        .values(holder=None, expires_at=None)
+    )

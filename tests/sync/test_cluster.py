@@ -1,0 +1,228 @@
+"""Cluster duties and claims on every engine under test, on a pinned clock: leases with fencing
+tokens, a process that lost its lease acting on nothing, a restart taking back its previous
+incarnation's claims at once, a silent peer's claims released well before their lease, and one
+read where an expired claim and a pending job meet."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from bookingcache.clock import FixedClock
+from bookingcache.domain.notifications import InboxItem
+from bookingcache.store.duties import CONVERGE, SILENCE, SWEEP, DutyKeeper, LeaseLost
+from bookingcache.store.dutystate import SilenceRecord
+from bookingcache.store.sql.cluster import SqlCluster
+from bookingcache.store.sql.dutystate import SqlDutyState
+from bookingcache.store.sql.inbox import SqlInbox
+from bookingcache.store.sql.jobs import SqlJobQueue
+from bookingcache.store.sql.store import SqlStore
+from tests.support.tenants import TENANT, add_tenant
+
+LEASE_S = 15.0
+RENEW_S = 5.0
+
+
+def _keeper(store: SqlStore, clock: FixedClock, name: str) -> DutyKeeper:
+    return DutyKeeper(
+        SqlCluster(store, clock=clock),
+        clock=clock,
+        incarnation=f"{name}@1",
+        instance_id=name,
+        lease_s=LEASE_S,
+        renew_s=RENEW_S,
+        heartbeat_s=1.0,
+        peer_dead_after_s=5.0,
+    )
+
+
+def _later(clock: FixedClock, seconds: float) -> None:
+    clock.advance(dt.timedelta(seconds=seconds))
+
+
+async def test_one_holder_per_duty_and_a_new_token_at_each_takeover(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    cluster = SqlCluster(store, clock=clock)
+    first = await cluster.acquire(SWEEP, "a@1", lease_s=LEASE_S)
+    assert first is not None
+    assert first.token == 1
+    assert await cluster.acquire(SWEEP, "b@1", lease_s=LEASE_S) is None
+    # Renewals keep the token and push the expiry.
+    _later(clock, RENEW_S)
+    renewed = await cluster.acquire(SWEEP, "a@1", lease_s=LEASE_S)
+    assert renewed is not None
+    assert renewed.token == 1
+    assert renewed.expires_at == clock.now() + dt.timedelta(seconds=LEASE_S)
+    # The holder stops renewing: within the lease nobody else gets it, after it someone does.
+    _later(clock, LEASE_S)
+    assert await cluster.acquire(SWEEP, "b@1", lease_s=LEASE_S) is None
+    _later(clock, 0.001)
+    taken = await cluster.acquire(SWEEP, "b@1", lease_s=LEASE_S)
+    assert taken is not None
+    assert taken.token == 2
+    # The former holder's lease is fenced off: it can renew nothing.
+    assert await cluster.renew(renewed, lease_s=LEASE_S) is None
+    assert await cluster.acquire(SWEEP, "a@1", lease_s=LEASE_S) is None
+    assert [(lease.duty, lease.holder, lease.token) for lease in await cluster.leases()] == [
+        (SWEEP, "b@1", 2)
+    ]
+
+
+async def test_a_holder_stopped_past_its_lease_finds_it_lost_before_acting(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    stopped, peer = _keeper(store, clock, "a"), _keeper(store, clock, "b")
+    for keeper in (stopped, peer):
+        keeper.want([SWEEP])
+        await keeper.register()
+        await keeper.tend()
+    assert stopped.holds(SWEEP)
+    assert not peer.holds(SWEEP)
+    assert await stopped.confirm(SWEEP) is not None
+    # "a" is stopped (SIGSTOP): it renews nothing while the peer keeps trying.
+    for _ in range(3):
+        _later(clock, RENEW_S + 0.1)
+        await peer.tend()
+    assert peer.holds(SWEEP)
+    # "a" resumes (SIGCONT) and is about to act: it must not.
+    assert await stopped.confirm(SWEEP) is None
+    assert not stopped.holds(SWEEP)
+    assert [lease.holder for lease in await peer.cluster.leases()] == ["b@1"]
+
+
+async def test_a_lapsed_lease_is_not_acted_on_even_when_nobody_took_it(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    keeper = _keeper(store, clock, "a")
+    keeper.want([CONVERGE])
+    await keeper.register()
+    await keeper.tend()
+    first = await keeper.confirm(CONVERGE)
+    assert first is not None
+    _later(clock, LEASE_S + 1)
+    assert await keeper.confirm(CONVERGE) is None  # its own clock says the lease lapsed
+    await keeper.tend()  # taken again as a free duty: a new token
+    again = await keeper.confirm(CONVERGE)
+    assert again is not None
+    assert again.token == first.token + 1
+
+
+async def test_a_write_under_a_lost_lease_is_refused_whole(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    [room, *_] = await add_tenant(store)
+    cluster, state = SqlCluster(store, clock=clock), SqlDutyState(store, clock=clock)
+    old = await cluster.acquire(SILENCE, "a@1", lease_s=LEASE_S)
+    assert old is not None
+    record = SilenceRecord(TENANT, room, baseline=clock.now(), unannounced=1)
+    await state.save_silence([record], cursor=7, lease=old)
+    _later(clock, LEASE_S + 1)
+    new = await cluster.acquire(SILENCE, "b@1", lease_s=LEASE_S)
+    assert new is not None
+    stale = SilenceRecord(TENANT, room, baseline=clock.now(), unannounced=5)
+    with pytest.raises(LeaseLost):
+        await state.save_silence([stale], cursor=9, lease=old)
+    assert await state.silence_cursor() == 7
+    assert (await state.silence_records())[(TENANT, room)].unannounced == 1
+    await state.save_silence([stale], cursor=9, lease=new)
+    assert await state.silence_cursor() == 9
+
+
+async def test_a_restart_takes_back_its_previous_incarnations_claims_at_once(
+    store: SqlStore, queue: SqlJobQueue, clock: FixedClock
+) -> None:
+    rooms = await add_tenant(store, rooms=3)
+    cluster = SqlCluster(store, clock=clock)
+    await cluster.register("worker-1@old", "worker-1")
+    await cluster.register("worker-2@x", "worker-2")
+    await queue.enqueue({(TENANT, room): clock.now() for room in rooms})
+    claimed = await queue.claim("worker-1@old", 2)
+    [other] = await queue.claim("worker-2@x", 5)
+    assert len(claimed) == 2
+    # worker-1 is killed and starts again, long before the claims' lease (30 s) runs out.
+    _later(clock, 1)
+    assert await queue.claim("worker-2@x", 5) == []
+    assert await cluster.register("worker-1@new", "worker-1") == 2
+    again = await queue.claim("worker-1@new", 5)
+    assert sorted(job.mailbox for job in again) == sorted(job.mailbox for job in claimed)
+    # The old incarnation's claims are fenced off; worker-2's claim was not touched.
+    assert not await queue.complete(claimed[0])
+    assert await queue.complete(other)
+
+
+async def test_a_silent_peers_claims_are_released_after_a_few_seconds(
+    store: SqlStore, queue: SqlJobQueue, clock: FixedClock
+) -> None:
+    [room, *_] = await add_tenant(store, rooms=1)
+    cluster = SqlCluster(store, clock=clock)
+    await cluster.register("dead@1", "dead")
+    await cluster.register("live@1", "live")
+    await queue.enqueue({(TENANT, room): clock.now()})
+    [job] = await queue.claim("dead@1", 1)
+    _later(clock, 3)
+    assert await cluster.heartbeat("live@1", dead_after_s=5) == 0  # not silent long enough
+    assert await queue.claim("live@1", 1) == []
+    _later(clock, 3)
+    assert await cluster.heartbeat("live@1", dead_after_s=5) == 1
+    [taken] = await queue.claim("live@1", 1)
+    assert taken.mailbox == job.mailbox
+    assert not await queue.complete(job)
+    assert await queue.complete(taken)
+
+
+async def test_an_expired_claim_and_a_pending_job_give_one_read(
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
+) -> None:
+    [room, *_] = await add_tenant(store, rooms=1)
+    cluster = SqlCluster(store, clock=clock)
+    await cluster.register("dead@1", "dead")
+    await queue.enqueue({(TENANT, room): clock.now()})
+    [dead] = await queue.claim("dead@1", 1)
+    # A notification while the refresh was in flight: a pending job beside the claim.
+    await inbox.append([InboxItem(TENANT, room, change_type="updated")])
+    _later(clock, 1)
+    assert await queue.claim("w@1", 5) == []  # the claim is live: the pending job waits
+    _later(clock, 6)
+    assert await cluster.heartbeat("w@1", dead_after_s=5) == 1
+    [one] = await queue.claim("w@1", 5)
+    assert one.mailbox == room
+    assert one.last_notified_at is not None  # it stands for the notification too
+    assert await queue.busy_calendars() == {(TENANT, room)}
+    assert await queue.complete(one)
+    _later(clock, 60)
+    assert await queue.claim("w@1", 5) == []  # nothing left: one read, not two
+    assert not await queue.complete(dead)
+
+
+async def test_converge_requests_are_shared_and_debounced(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    await add_tenant(store, rooms=1)
+    state = SqlDutyState(store, clock=clock)
+    start = clock.now()
+    await state.request_converge(TENANT, start + dt.timedelta(seconds=2), restart=True)
+    await state.request_converge(TENANT, start + dt.timedelta(seconds=5), restart=False)
+    assert (await state.converge_times())[TENANT].due_at == start + dt.timedelta(seconds=2)
+    await state.request_converge(TENANT, start + dt.timedelta(seconds=4), restart=True)
+    assert (await state.converge_times())[TENANT].due_at == start + dt.timedelta(seconds=4)
+    await state.converged(TENANT, start + dt.timedelta(seconds=4))
+    times = (await state.converge_times())[TENANT]
+    assert (times.last_at, times.due_at) == (start + dt.timedelta(seconds=4), None)
+    await state.request_converge("no-such-tenant", start, restart=True)
+    assert set(await state.converge_times()) == {TENANT}
+
+
+async def test_a_reaction_waits_for_the_interval_after_the_last_converge(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    await add_tenant(store, rooms=1)
+    state = SqlDutyState(store, clock=clock)
+    start = clock.now()
+    await state.request_converge(TENANT, start, restart=False, after_last_s=30)
+    assert (await state.converge_times())[TENANT].due_at == start  # never converged: at once
+    await state.converged(TENANT, start)
+    _later(clock, 10)
+    await state.request_converge(TENANT, clock.now(), restart=False, after_last_s=30)
+    assert (await state.converge_times())[TENANT].due_at == start + dt.timedelta(seconds=30)
