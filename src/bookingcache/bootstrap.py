@@ -15,7 +15,9 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import socket
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,12 +51,15 @@ from bookingcache.settings import (
     secrets_keys_of,
 )
 from bookingcache.store.audit import AuditLog
+from bookingcache.store.duties import DutyKeeper, DutyMetrics
 from bookingcache.store.inbox import Inbox
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
 from bookingcache.store.probe import DatabaseMetrics, DatabaseProbe
 from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql.audit import SqlAuditLog
+from bookingcache.store.sql.cluster import SqlCluster
+from bookingcache.store.sql.dutystate import SqlDutyState
 from bookingcache.store.sql.inbox import SqlInbox
 from bookingcache.store.sql.jobs import SqlJobQueue
 from bookingcache.store.sql.notices import NoticesCollector
@@ -186,10 +191,17 @@ class Container:
     # None when the subscription orchestration is turned off.
     orchestrator: Orchestrator | None
     database_probe: DatabaseProbe
+    # This process's cluster duties, heartbeat and incarnation (docs/operations.md).
+    duties: DutyKeeper
 
     @property
     def admin_token(self) -> str:
         return admin_token_of(self.settings)
+
+    @property
+    def claims_held(self) -> int:
+        """Refresh jobs this process's worker holds claimed now."""
+        return self.sync.worker.refreshing
 
     @property
     def stream_tickets(self) -> StreamTickets:
@@ -203,6 +215,7 @@ class Container:
         self.read_model.attach()
         self.stream_hub.attach()
         self.database_probe.start()
+        self.duties.launch()
         if self.orchestrator is not None:
             self.orchestrator.start()
         if self.settings.run_worker:
@@ -210,6 +223,7 @@ class Container:
 
     def start_worker(self) -> None:
         self.database_probe.start()
+        self.duties.launch()
         self.sync.start()
 
     async def close(self) -> None:
@@ -217,6 +231,7 @@ class Container:
         if self.orchestrator is not None:
             await self.orchestrator.stop()
         await self.sync.stop()
+        await self.duties.stop()
         await self.database_probe.stop()
         await self.stream_hub.detach()
         await self.read_model.detach()
@@ -285,6 +300,18 @@ async def build_container(
     if store.dialect == "postgresql":
         registry.register(NoticesCollector(lambda: store.notices))
     sync_settings = settings.sync
+    duties = DutyKeeper(
+        SqlCluster(store, clock=clock),
+        clock=clock,
+        incarnation=incarnation_of(settings),
+        instance_id=instance_id_of(settings),
+        lease_s=settings.duty_lease_s,
+        renew_s=settings.duty_renew_s,
+        heartbeat_s=settings.heartbeat_s,
+        peer_dead_after_s=settings.peer_dead_after_s,
+        metrics=DutyMetrics.of(registry),
+    )
+    duty_state = SqlDutyState(store, clock=clock)
     subscriptions = SqlSubscriptions(store, clock=clock)
     queue = SqlJobQueue(
         store,
@@ -317,6 +344,9 @@ async def build_container(
         settings=sync_settings,
         clock=clock,
         metrics=SyncMetrics.of(registry),
+        # Claims are made under the incarnation, so that a restart or a peer can release them.
+        worker_id=duties.incarnation,
+        duties=duties,
     )
     intake = IntakeService(
         store=store,
@@ -337,6 +367,8 @@ async def build_container(
             public_base_url=settings.resolved_public_base_url,
             settings=settings.orchestration,
             metrics=HealthMetrics.of(registry),
+            state=duty_state,
+            duties=duties,
         )
         # A notification from a subscription the service does not know: converge the tenant.
         intake.on_unknown_subscription = orchestrator.unknown_subscription
@@ -379,7 +411,18 @@ async def build_container(
         tickets=tickets,
         orchestrator=orchestrator,
         database_probe=DatabaseProbe(store, DatabaseMetrics.of(registry)),
+        duties=duties,
     )
+
+
+def instance_id_of(settings: Settings) -> str:
+    """The process's stable identity: ``instance_id``, or host:pid (a new one at each start)."""
+    return settings.instance_id or f"{socket.gethostname()[:100]}:{os.getpid()}"
+
+
+def incarnation_of(settings: Settings) -> str:
+    """A new incarnation of the instance at each start: ``<instance id>@<random>``."""
+    return f"{instance_id_of(settings)}@{uuid.uuid4().hex[:12]}"
 
 
 async def open_service(

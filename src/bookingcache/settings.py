@@ -184,6 +184,35 @@ class Settings(BaseModel):
     database_wait_s: float = Field(
         default=30.0, ge=0, description="how long start-up waits for the database"
     )
+    instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=120,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="this process's stable identity in the cluster (e.g. the pod or unit name): "
+        "a restarted process takes back at once the job claims and cluster duties its previous "
+        "incarnation held. Unique among the running processes; unset, host:pid (no take-back "
+        "at start; peers release the claims after peer_dead_after_s)",
+    )
+    duty_lease_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="how long a cluster duty's lease lasts (docs/operations.md, \"Cluster "
+        "duties\"); another process takes a dead holder's duty over within it plus one "
+        "duty_renew_s",
+    )
+    duty_renew_s: float = Field(
+        default=5.0, gt=0, description="how often a holder renews its duty leases"
+    )
+    heartbeat_s: float = Field(
+        default=1.0, gt=0, description="how often a process writes its heartbeat"
+    )
+    peer_dead_after_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="a process whose heartbeat stopped this long is dead: its job claims and "
+        "duty leases are released at once",
+    )
     change_feed_poll_ms: int = Field(
         default=100,
         ge=10,
@@ -331,6 +360,14 @@ class Settings(BaseModel):
     def _check_http_limits(self) -> Settings:
         if self.http_max_target_bytes >= self.http_max_head_bytes:
             raise ValueError("http_max_target_bytes must be less than http_max_head_bytes")
+        return self
+
+    @model_validator(mode="after")
+    def _check_duty_timing(self) -> Settings:
+        if self.duty_renew_s >= self.duty_lease_s:
+            raise ValueError("duty_renew_s must be less than duty_lease_s")
+        if self.heartbeat_s >= self.peer_dead_after_s:
+            raise ValueError("heartbeat_s must be less than peer_dead_after_s")
         return self
 
     @model_validator(mode="after")

@@ -71,13 +71,32 @@ async def test_a_worker_answers_health_readiness_and_metrics(
     operations: httpx.AsyncClient, worker: Container
 ) -> None:
     assert (await operations.get("/healthz")).json() == {"status": "ok"}
-    assert (await operations.get("/readyz")).json() == {"status": "ready"}
+    assert (await operations.get("/readyz")).json()["status"] == "ready"
 
     async def database_up() -> bool:
         return _value((await operations.get("/metrics")).text, "bookingcache_database_up") == 1
 
     await until(database_up, what="the probe's first check")
+
+    async def holds_its_duties() -> bool:
+        ready = (await operations.get("/readyz")).json()
+        return [duty["duty"] for duty in ready["duties"]] == ["retention", "sweep"]
+
+    # Alone on its database, the worker holds the duties a worker runs, and says so.
+    await until(holds_its_duties, what="the worker's duties")
+    ready = (await operations.get("/readyz")).json()
+    assert ready["candidate_duties"] == ["retention", "sweep"]
+    assert ready["incarnation"].startswith(ready["instance_id"] + "@")
+    assert ready["claims"] == 0
+    assert all(duty["token"] >= 1 for duty in ready["duties"])
     metrics = (await operations.get("/metrics")).text
+    held = {
+        sample.labels["duty"]: sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "bookingcache_duty_held"
+    }
+    assert held == {"retention": 1.0, "sweep": 1.0}
     assert _value(metrics, "bookingcache_sync_queue_depth") == 0
     assert _value(metrics, "bookingcache_sync_queue_oldest_due_seconds") == 0
     assert_problem(await operations.get("/v1/tenants"), 404)  # no API on this port

@@ -52,7 +52,7 @@ def test_serve_starts_prints_and_stops_cleanly(tmp_path: Path) -> None:
         assert (data_dir / "bookingcache.db").exists()
 
         with httpx.Client(base_url=url, timeout=5.0) as client:
-            assert client.get("/readyz").json() == {"status": "ready"}
+            assert client.get("/readyz").json()["status"] == "ready"
             assert client.get("/v1/tenants").status_code == 401
             listed = client.get("/v1/tenants", headers={"Authorization": f"Bearer {token}"})
             assert listed.status_code == 200

@@ -6,6 +6,7 @@ tenant's connector. The connector here is a recording server on a loopback port.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import json
 import time
@@ -65,8 +66,24 @@ def settings(settings: Settings) -> Settings:
 @pytest.fixture
 async def app(settings: Settings, clock: FixedClock) -> AsyncIterator[FastAPI]:
     app = service_app(settings, clock=clock)
-    async with app.router.lifespan_context(app):
-        yield app
+    # The converge timing is kept in the database by the service's clock (any process may
+    # hold the converge duty): the pinned clock moves on as time passes here.
+    moving = asyncio.create_task(_keep_pace(clock))
+    try:
+        async with app.router.lifespan_context(app):
+            yield app
+    finally:
+        moving.cancel()
+        await asyncio.gather(moving, return_exceptions=True)
+
+
+async def _keep_pace(clock: FixedClock) -> None:
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(0.01)
+        now = time.monotonic()
+        clock.advance(dt.timedelta(seconds=now - last))
+        last = now
 
 
 async def _quiet(connector: RecordingConnector, *, at_least: int) -> int:

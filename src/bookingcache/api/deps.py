@@ -29,6 +29,7 @@ from bookingcache.read.stream import StreamHub
 from bookingcache.read.tickets import StreamTickets
 from bookingcache.settings import Settings
 from bookingcache.store.audit import AuditLog
+from bookingcache.store.duties import DutyKeeper
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
 from bookingcache.store.subscriptions import Subscriptions
@@ -81,6 +82,12 @@ class Services(Protocol):
 
     @property
     def stream_tickets(self) -> StreamTickets: ...
+
+    @property
+    def duties(self) -> DutyKeeper: ...
+
+    @property
+    def claims_held(self) -> int: ...
 
     @property
     def orchestrator(self) -> Orchestrator | None:

@@ -32,6 +32,11 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="intake and API only; run `bookingcache worker` elsewhere to refresh calendars",
     )
+    parser.add_argument(
+        "--instance-id",
+        help="this process's stable identity in the cluster (BOOKINGCACHE_INSTANCE_ID): "
+        "started again under it, it takes its previous claims and duties back at once",
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -43,6 +48,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         database_url=args.database_url,
         run_worker=not args.no_worker,
+        instance_id=args.instance_id,
     )
 
 
@@ -55,6 +61,11 @@ def _configure_worker(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="serve /healthz, /readyz and /metrics on this port (default: no HTTP; 0: any free)",
     )
+    parser.add_argument(
+        "--instance-id",
+        help="this process's stable identity in the cluster (BOOKINGCACHE_INSTANCE_ID): "
+        "started again under it, it takes its previous claims and duties back at once",
+    )
 
 
 def _run_worker(args: argparse.Namespace) -> int:
@@ -65,6 +76,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         host=args.host,
         metrics_port=args.metrics_port,
+        instance_id=args.instance_id,
     )
 
 

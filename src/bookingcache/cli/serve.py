@@ -58,6 +58,7 @@ def serve(
     data_dir: str | None = None,
     database_url: str | None = None,
     run_worker: bool = True,
+    instance_id: str | None = None,
 ) -> int:
     settings = settings_from_environment(
         host=host,
@@ -65,6 +66,7 @@ def serve(
         data_dir=data_dir,
         database_url=database_url,
         run_worker=run_worker,
+        instance_id=instance_id,
     )
     configure_logging(settings)
     # Outside development a missing key refuses to start here, before anything is opened.

@@ -33,12 +33,14 @@ def run_worker(
     database_url: str | None = None,
     host: str | None = None,
     metrics_port: int | None = None,
+    instance_id: str | None = None,
 ) -> int:
     settings = settings_from_environment(
         data_dir=data_dir,
         database_url=database_url,
         host=host,
         metrics_port=metrics_port,
+        instance_id=instance_id,
         run_worker=True,
     )
     configure_logging(settings)

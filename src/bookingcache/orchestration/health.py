@@ -52,7 +52,6 @@ def judge(
     expiring_within: dt.timedelta,
     silence: SilenceTracker,
 ) -> CalendarHealth:
-    silence.notified(record.tenant_id, record.mailbox, record.last_notification_at)
     error = record.error or (record.refresh_error if record.consecutive_failures else None)
     if record.subscription_id is None and record.status != FAILED:
         state = State.UNSUBSCRIBED

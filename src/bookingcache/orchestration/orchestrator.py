@@ -17,6 +17,11 @@ subscriptions up. A timer converges again
 Calendars whose subscription is new are refreshed once, so changes made while no subscription
 delivered (between an old subscription and its replacement) are read; calendars that turned
 ``silent`` are refreshed every ``silent_resync_s`` until notifications return.
+
+The timer is the ``converge`` cluster duty: every API process runs it, but only the holder of
+the duty's lease acts, after confirming the lease. Each tenant's converge timing (when it was
+last converged, and a debounced converge any process asked for) lives in the database
+(``store.dutystate``), so that whichever process holds the duty honours it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import datetime as dt
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from math import inf
 
@@ -47,6 +52,8 @@ from bookingcache.errors import (
 from bookingcache.orchestration.health import CalendarHealth, HealthMetrics, judge
 from bookingcache.orchestration.silence import SilenceTracker
 from bookingcache.settings import OrchestrationSettings
+from bookingcache.store.duties import CONVERGE, DutyKeeper
+from bookingcache.store.dutystate import DutyState
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
 from bookingcache.store.subscriptions import Subscriptions
@@ -85,6 +92,8 @@ class Orchestrator:
         public_base_url: str,
         settings: OrchestrationSettings,
         metrics: HealthMetrics,
+        state: DutyState,
+        duties: DutyKeeper | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
@@ -93,16 +102,22 @@ class Orchestrator:
         self._base_url = public_base_url.rstrip("/")
         self.subscriptions = subscriptions
         self.metrics = metrics
+        self._state = state
+        self.duties = duties
         self.silence = SilenceTracker(
             subscriptions,
+            state,
             clock=clock,
             silent_after=settings.silent_after,
             observe_lag=self.metrics.notification_lag.observe,
+            duties=duties,
         )
         self._connector = connector
-        self._due: dict[str, float] = {}  # tenant -> monotonic time of its debounced converge
-        self._last: dict[str, float] = {}  # tenant -> monotonic time of its last converge
-        self._ways_in: dict[str, tuple[str, str | None]] = {}  # tenant -> converged to
+        # Each tenant's way in as last converged (by this process, while it holds the duty).
+        self._ways_in: dict[str, tuple[str, str | None]] = {}
+        # The earliest debounced converge the last tick saw (the timer wakes for it).
+        self._next_due: dt.datetime | None = None
+        self._requests: set[asyncio.Task[None]] = set()
         self._backoff: dict[str, _Backoff] = {}  # tenant (whole call) or tenant/mailbox
         self._locks: dict[str, asyncio.Lock] = {}
         self._silent_refreshed: dict[tuple[str, str], float] = {}
@@ -117,6 +132,8 @@ class Orchestrator:
             return
         self._store.add_rooms_listener(self.rooms_changed)
         self._store.add_tenants_listener(self.tenant_changed)
+        if self.duties is not None:
+            self.duties.want([CONVERGE])
         self._task = asyncio.create_task(self._run(), name="subscription orchestration")
         self._follower = asyncio.create_task(
             self.silence.follow(self._store, interval_s=min(self.settings.tick_s, 1.0)),
@@ -126,7 +143,7 @@ class Orchestrator:
     async def stop(self) -> None:
         self._store.remove_rooms_listener(self.rooms_changed)
         self._store.remove_tenants_listener(self.tenant_changed)
-        tasks = [t for t in (self._task, self._follower) if t is not None]
+        tasks = [t for t in (self._task, self._follower, *self._requests) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -143,58 +160,99 @@ class Orchestrator:
 
     def unknown_subscription(self, tenant_id: str) -> None:
         """A notification named a subscription the service does not know: the connector and
-        the service disagree, converge (at most once per ``react_min_interval_s``: a
-        deleted subscription may keep delivering for a while)."""
-        since = time.monotonic() - self._last.get(tenant_id, -inf)
-        self.schedule(tenant_id, delay_s=max(0.0, self.settings.react_min_interval_s - since))
+        the service disagree, converge (at most once per ``react_min_interval_s`` after the
+        tenant's last converge, in whichever process: a deleted subscription may keep
+        delivering for a while)."""
+        self._in_background(self._react(tenant_id))
+
+    async def _react(self, tenant_id: str) -> None:
+        await self._state.request_converge(
+            tenant_id,
+            self._clock.now(),
+            restart=False,
+            after_last_s=self.settings.react_min_interval_s,
+        )
+        self._wake.set()
 
     def schedule(self, tenant_id: str, *, delay_s: float | None = None) -> None:
+        """Converge the tenant ``delay_s`` from now (default: the debounce, which a new room
+        change restarts), whichever process holds the converge duty."""
+        self._in_background(self._schedule(tenant_id, delay_s))
+
+    async def _schedule(self, tenant_id: str, delay_s: float | None) -> None:
         delay = self.settings.debounce_s if delay_s is None else delay_s
-        due = time.monotonic() + delay
-        if delay_s is None or tenant_id not in self._due:
-            self._due[tenant_id] = due  # a new change restarts the debounce
-        else:
-            self._due[tenant_id] = min(self._due[tenant_id], due)
+        due = self._clock.now() + dt.timedelta(seconds=delay)
+        await self._state.request_converge(tenant_id, due, restart=delay_s is None)
         self._wake.set()
+
+    def _in_background(self, request: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(_logged(request), name="converge request")
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
 
     # --- the timer -----------------------------------------------------------------------------
     async def _run(self) -> None:
-        # Every tenant is due at start (``_last`` is empty), so the first tick converges all.
+        # A tenant never converged is due at once, so the first tick converges all.
         while True:
             try:
                 await self.tick()
             except Exception:  # the timer must outlive a failed pass
                 log.exception("subscription orchestration pass failed")
             wait = self.settings.tick_s
-            if self._due:
-                wait = max(0.0, min(wait, min(self._due.values()) - time.monotonic()))
+            if self._next_due is not None:
+                until_due = (self._next_due - self._clock.now()).total_seconds()
+                wait = max(0.0, min(wait, until_due))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
-    async def _tenant_ids(self) -> list[str]:
-        """Every tenant; one whose way in moved since its last converge is due now."""
+    async def _tenant_ids(self) -> tuple[list[str], set[str]]:
+        """Every tenant, and those whose way in moved since their last converge (due now)."""
         tenants = await self._store.list_tenants()
+        moved = set()
         for tenant in tenants:
             converged = self._ways_in.get(tenant.id)
             if converged is not None and converged != _way_in(tenant):
-                self._due[tenant.id] = time.monotonic()
-        return [tenant.id for tenant in tenants]
+                moved.add(tenant.id)
+        return [tenant.id for tenant in tenants], moved
 
     async def tick(self) -> None:
-        """One pass of the timer: converge every tenant that is due, refresh silent calendars,
-        publish the health gauges."""
+        """One pass of the timer: if this process holds the converge duty, converge every
+        tenant that is due and refresh silent calendars; publish the health gauges."""
+        if self.duties is None or await self.duties.confirm(CONVERGE) is not None:
+            await self._converge_due()
+            if self.duties is not None:
+                self.duties.ran(CONVERGE)
+        else:
+            self._next_due = None
+        if time.monotonic() - self._published >= _PUBLISH_EVERY_S:
+            await self.health()
+
+    async def _converge_due(self) -> None:
         mono = time.monotonic()
-        requested = {tenant for tenant, at in self._due.items() if at <= mono}
+        now = self._clock.now()
+        times = await self._state.converge_times()
+        requested = {
+            tenant for tenant, at in times.items() if at.due_at is not None and at.due_at <= now
+        }
+        pending = [at.due_at for at in times.values() if at.due_at is not None and at.due_at > now]
+        self._next_due = min(pending, default=None)
+
+        def since_last(tenant: str) -> float:
+            last = times[tenant].last_at if tenant in times else None
+            return inf if last is None else (now - last).total_seconds()
+
         timed: set[str] = set()
         every = self.settings.reconverge_every_s
-        for tenant in await self._tenant_ids():
-            if mono - self._last.get(tenant, -inf) >= every:
+        tenants, moved = await self._tenant_ids()
+        requested |= moved  # a tenant whose way in moved converges at once
+        for tenant in tenants:
+            if since_last(tenant) >= every:
                 timed.add(tenant)
-        renew_before = self._clock.now() + dt.timedelta(seconds=self.settings.renew_within_s)
+        renew_before = now + dt.timedelta(seconds=self.settings.renew_within_s)
         react = self.settings.react_min_interval_s
         for tenant in await self.subscriptions.tenants_needing_action(expiring_before=renew_before):
-            if mono - self._last.get(tenant, -inf) >= react:
+            if since_last(tenant) >= react:
                 timed.add(tenant)
         for key, backoff in list(self._backoff.items()):
             if "/" in key and backoff.retry_at <= mono:
@@ -202,11 +260,8 @@ class Orchestrator:
         # A room change converges at once; timed work waits for a failed tenant's backoff.
         due = requested | {tenant for tenant in timed if self._ready(tenant, mono)}
         for tenant in sorted(due):
-            self._due.pop(tenant, None)
             await self.converge(tenant)
         await self._refresh_silent(mono)
-        if mono - self._published >= _PUBLISH_EVERY_S:
-            await self.health()
 
     def _ready(self, tenant_id: str, mono: float) -> bool:
         backoff = self._backoff.get(tenant_id)
@@ -265,8 +320,8 @@ class Orchestrator:
     async def converge(self, tenant_id: str) -> ConvergeResult:
         lock = self._locks.setdefault(tenant_id, asyncio.Lock())
         async with lock:
-            self._last[tenant_id] = time.monotonic()
             try:
+                await self._state.converged(tenant_id, self._clock.now())
                 return await self._converge(tenant_id)
             except NotFound:
                 self._forget(tenant_id)
@@ -282,7 +337,7 @@ class Orchestrator:
             # they are; the calendars without one say why they have none.
             error = CONNECTOR_NOT_CONFIGURED
             for mailbox in await self.subscriptions.drop_unwanted(tenant_id, wanted):
-                self.silence.forget(tenant_id, mailbox)
+                await self.silence.forget(tenant_id, mailbox)
             known = await self.subscriptions.subscription_ids(tenant_id)
             unregistered = [mailbox for mailbox in wanted if not known.get(mailbox)]
             if unregistered:
@@ -332,7 +387,7 @@ class Orchestrator:
         known = await self.subscriptions.subscription_ids(tenant_id)
         await self.subscriptions.save(tenant_id, kept, started_at=started)
         for mailbox in await self.subscriptions.drop_unwanted(tenant_id, wanted):
-            self.silence.forget(tenant_id, mailbox)
+            await self.silence.forget(tenant_id, mailbox)
         for mailbox in set(self._mailboxes_in_backoff(tenant_id)) - set(folded.values()):
             self._backoff.pop(f"{tenant_id}/{mailbox}", None)
         for row in kept:
@@ -387,8 +442,6 @@ class Orchestrator:
         backoff.retry_at = time.monotonic() + delay
 
     def _forget(self, tenant_id: str) -> None:
-        self._due.pop(tenant_id, None)
-        self._last.pop(tenant_id, None)
         self._ways_in.pop(tenant_id, None)
         self._backoff.pop(tenant_id, None)
         for mailbox in self._mailboxes_in_backoff(tenant_id):
@@ -398,9 +451,15 @@ class Orchestrator:
     async def health(self, tenant_id: str | None = None) -> list[CalendarHealth]:
         now = self._clock.now()
         within = dt.timedelta(seconds=self.settings.expiring_within_s)
+        records = await self.subscriptions.calendars(tenant_id)
+        await self.silence.load()
+        for record in records:
+            await self.silence.notified(
+                record.tenant_id, record.mailbox, record.last_notification_at
+            )
         report = [
             judge(record, now=now, expiring_within=within, silence=self.silence)
-            for record in await self.subscriptions.calendars(tenant_id)
+            for record in records
         ]
         if tenant_id is None:
             self.metrics.publish(report)
@@ -416,3 +475,10 @@ def _way_in(tenant: Tenant) -> tuple[str, str | None]:
 
 def _new_client_state() -> str:
     return secrets.token_urlsafe(48)  # 64 characters, under Graph's 128
+
+
+async def _logged(request: Coroutine[object, object, None]) -> None:
+    try:
+        await request
+    except Exception:  # a lost request is made again by the timers (reconverge, sweep)
+        log.exception("could not record a converge request")

@@ -9,6 +9,7 @@ import logging
 
 from bookingcache.clock import Clock
 from bookingcache.settings import SyncSettings
+from bookingcache.store.duties import DutyKeeper
 from bookingcache.store.inbox import Inbox
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
@@ -31,6 +32,7 @@ class SyncRuntime:
         clock: Clock,
         metrics: SyncMetrics,
         worker_id: str | None = None,
+        duties: DutyKeeper | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
@@ -53,6 +55,7 @@ class SyncRuntime:
             interval_s=settings.sweep_interval_s,
             rate_per_s=settings.sweep_rate_per_s,
             inbox_retention_s=settings.inbox_retention_days * 86_400,
+            duties=duties,
         )
         self.running = False
 

@@ -8,6 +8,9 @@ out: the service has nothing to read for them, their data ages into ``unknown`` 
 
 Each pass also drops the inbox's record of notifications older than the retention (default
 7 days); what they asked for was done long before, by their calendars' jobs.
+
+Both are cluster duties (``sweep`` and ``retention``): every worker runs the timer, but only the
+holder of each duty's lease acts, after confirming the lease.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 
 from bookingcache.clock import Clock
 from bookingcache.domain.tenancy import EventSource as SourceKind
+from bookingcache.store.duties import RETENTION, SWEEP, DutyKeeper
 from bookingcache.store.inbox import Inbox
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
@@ -39,6 +43,7 @@ class Sweep:
         interval_s: float = 30.0,
         rate_per_s: float = 5.0,
         inbox_retention_s: float = 7 * 86_400.0,
+        duties: DutyKeeper | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -48,6 +53,7 @@ class Sweep:
         self.interval_s = interval_s
         self.rate_per_s = rate_per_s
         self.inbox_retention_s = inbox_retention_s
+        self.duties = duties
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> int:
@@ -94,16 +100,36 @@ class Sweep:
     async def run(self) -> None:
         while True:
             try:
-                await self.run_once()
+                if await self._holding(SWEEP):
+                    await self.run_once()
             except Exception:  # the timer must outlive a failed pass
                 log.exception("reconciliation sweep failed")
             try:
-                await self.prune_inbox()
+                if await self._holding(RETENTION):
+                    await self.prune_inbox()
             except Exception:
                 log.exception("pruning the inbox failed")
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(self._pause())
+
+    async def _holding(self, duty: str) -> bool:
+        """Whether this process acts for ``duty`` now (its lease confirmed), counting the run."""
+        if self.duties is None:
+            return True
+        if await self.duties.confirm(duty) is None:
+            return False
+        self.duties.ran(duty)
+        return True
+
+    def _pause(self) -> float:
+        """Until the next pass: the interval, or, while another process holds the duties, no
+        longer than a lease renewal, so a duty taken over runs within its bound."""
+        if self.duties is None or self.duties.holds(SWEEP):
+            return self.interval_s
+        return min(self.interval_s, self.duties.renew_s)
 
     def start(self) -> None:
+        if self.duties is not None:
+            self.duties.want([SWEEP, RETENTION])
         if self._task is None:
             self._task = asyncio.create_task(self.run(), name="reconciliation sweep")
 
