@@ -42,7 +42,7 @@ def test_the_prometheus_configuration_loads_the_rules(promtool: str) -> None:
     output = _run(promtool, "check", "config", "prometheus.yml")
     assert "1 rule files found" in output
     rules = _run(promtool, "check", "rules", "alerts.yml")
-    assert "SUCCESS: 16 rules found" in rules
+    assert "SUCCESS: 17 rules found" in rules
 
 
 def test_every_alert_has_a_unit_test_that_fires_it() -> None:
