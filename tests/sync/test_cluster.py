@@ -18,6 +18,7 @@ from bookingcache.store.sql.dutystate import SqlDutyState
 from bookingcache.store.sql.inbox import SqlInbox
 from bookingcache.store.sql.jobs import SqlJobQueue
 from bookingcache.store.sql.store import SqlStore
+from bookingcache.sync.sweep import Sweep
 from tests.support.tenants import TENANT, add_tenant
 
 LEASE_S = 15.0
@@ -226,3 +227,20 @@ async def test_a_reaction_waits_for_the_interval_after_the_last_converge(
     _later(clock, 10)
     await state.request_converge(TENANT, clock.now(), restart=False, after_last_s=30)
     assert (await state.converge_times())[TENANT].due_at == start + dt.timedelta(seconds=30)
+
+
+async def test_a_sweep_under_a_lost_lease_queues_nothing(
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
+) -> None:
+    await add_tenant(store, rooms=2)  # never refreshed: stale
+    cluster = SqlCluster(store, clock=clock)
+    old = await cluster.acquire(SWEEP, "a@1", lease_s=LEASE_S)
+    assert old is not None
+    _later(clock, LEASE_S + 1)
+    assert await cluster.acquire(SWEEP, "b@1", lease_s=LEASE_S) is not None
+    sweep = Sweep(store=store, queue=queue, inbox=inbox, clock=clock)
+    with pytest.raises(LeaseLost):
+        await sweep.run_once(fence=old)
+    assert await queue.busy_calendars() == set()
+    [new] = [lease for lease in await cluster.leases() if lease.holder == "b@1"]
+    assert await sweep.run_once(fence=new) == 2

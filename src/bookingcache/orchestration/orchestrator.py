@@ -260,6 +260,9 @@ class Orchestrator:
         # A room change converges at once; timed work waits for a failed tenant's backoff.
         due = requested | {tenant for tenant in timed if self._ready(tenant, mono)}
         for tenant in sorted(due):
+            # Converges may take long: each starts only while the lease still holds.
+            if self.duties is not None and await self.duties.confirm(CONVERGE) is None:
+                return
             await self.converge(tenant)
         await self._refresh_silent(mono)
 
@@ -274,7 +277,9 @@ class Orchestrator:
                 due[key] = self._clock.now()
                 self._silent_refreshed[key] = mono
         if due:
-            await self._queue.enqueue(due)
+            lease = None if self.duties is None else await self.duties.confirm(CONVERGE)
+            if self.duties is None or lease is not None:
+                await self._queue.enqueue(due, fence=lease)
 
     # --- converging ----------------------------------------------------------------------------
     def notification_urls(

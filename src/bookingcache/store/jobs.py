@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from bookingcache.store.duties import Lease
+
 # Told the earliest due time among the jobs a commit created or moved (None: now, or unknown).
 DueListener = Callable[[dt.datetime | None], None]
 
@@ -69,10 +71,16 @@ class JobQueue(Protocol):
     def stop_following(self) -> None: ...
 
     async def enqueue(
-        self, calendars_due: Mapping[tuple[str, str], dt.datetime], *, full_resync: bool = False
+        self,
+        calendars_due: Mapping[tuple[str, str], dt.datetime],
+        *,
+        full_resync: bool = False,
+        fence: Lease | None = None,
     ) -> int:
         """Give each calendar a refresh due at the given time unless it already has a pending
-        or running job. Returns how many jobs were created."""
+        or running job. Returns how many jobs were created. With ``fence`` (a cluster duty's
+        lease) nothing is written unless the lease still holds, compared in the same
+        transaction (``store.duties.LeaseLost`` otherwise)."""
         ...
 
     async def claim(

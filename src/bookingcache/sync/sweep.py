@@ -21,7 +21,7 @@ import logging
 
 from bookingcache.clock import Clock
 from bookingcache.domain.tenancy import EventSource as SourceKind
-from bookingcache.store.duties import RETENTION, SWEEP, DutyKeeper
+from bookingcache.store.duties import RETENTION, SWEEP, DutyKeeper, Lease, LeaseLost
 from bookingcache.store.inbox import Inbox
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
@@ -29,6 +29,8 @@ from bookingcache.store.port import Store
 log = logging.getLogger(__name__)
 
 _NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
+# What ``_holding`` answers for a sweep built without a cluster: every pass is its own.
+_FREE = Lease("", "", 0, dt.datetime.max.replace(tzinfo=dt.UTC))
 
 
 class Sweep:
@@ -56,8 +58,9 @@ class Sweep:
         self.duties = duties
         self._task: asyncio.Task[None] | None = None
 
-    async def run_once(self) -> int:
-        """One pass; returns how many refreshes it scheduled."""
+    async def run_once(self, *, fence: Lease | None = None) -> int:
+        """One pass; returns how many refreshes it scheduled. With ``fence`` (the sweep duty's
+        lease) the refreshes are queued only while the lease holds."""
         now = self._clock.now()
         bound = dt.timedelta(seconds=self.bound_s)
         readable = {
@@ -83,7 +86,7 @@ class Sweep:
             (calendar.tenant_id, calendar.mailbox): now + dt.timedelta(seconds=index * spacing_s)
             for index, calendar in enumerate(stale)
         }
-        scheduled = await self._queue.enqueue(due)
+        scheduled = await self._queue.enqueue(due, fence=fence)
         if scheduled:
             span_s = len(due) * spacing_s
             log.info("sweep scheduled %d stale calendars over %.1fs", scheduled, span_s)
@@ -100,25 +103,29 @@ class Sweep:
     async def run(self) -> None:
         while True:
             try:
-                if await self._holding(SWEEP):
-                    await self.run_once()
+                lease = await self._holding(SWEEP)
+                if lease is not None:
+                    await self.run_once(fence=None if lease is _FREE else lease)
+            except LeaseLost:
+                log.warning("the sweep duty's lease was lost: the pass queued nothing")
             except Exception:  # the timer must outlive a failed pass
                 log.exception("reconciliation sweep failed")
             try:
-                if await self._holding(RETENTION):
+                if await self._holding(RETENTION) is not None:
                     await self.prune_inbox()
             except Exception:
                 log.exception("pruning the inbox failed")
             await asyncio.sleep(self._pause())
 
-    async def _holding(self, duty: str) -> bool:
-        """Whether this process acts for ``duty`` now (its lease confirmed), counting the run."""
+    async def _holding(self, duty: str) -> Lease | None:
+        """The confirmed lease when this process acts for ``duty`` now (counting the run);
+        ``_FREE`` without a cluster; None: not this process's."""
         if self.duties is None:
-            return True
-        if await self.duties.confirm(duty) is None:
-            return False
-        self.duties.ran(duty)
-        return True
+            return _FREE
+        lease = await self.duties.confirm(duty)
+        if lease is not None:
+            self.duties.ran(duty)
+        return lease
 
     def _pause(self) -> float:
         """Until the next pass: the interval, or, while another process holds the duties, no

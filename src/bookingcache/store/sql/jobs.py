@@ -25,8 +25,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from bookingcache.clock import Clock
+from bookingcache.store.duties import Lease, LeaseLost
 from bookingcache.store.jobs import Job
-from bookingcache.store.sql import claims, notices
+from bookingcache.store.sql import claims, cluster, notices
 from bookingcache.store.sql.claims import FULL_RESYNC, REFRESH
 from bookingcache.store.sql.schema import calendars, jobs
 from bookingcache.store.sql.store import SqlStore
@@ -217,14 +218,18 @@ class SqlJobQueue:
         calendars_due: Mapping[tuple[str, str], dt.datetime],
         *,
         full_resync: bool = False,
+        fence: Lease | None = None,
     ) -> int:
         """Give each calendar a refresh due at the given time unless it already has a pending
-        or running job (the sweep's path). Returns how many jobs were created."""
+        or running job (the sweep's path). Returns how many jobs were created. With ``fence``,
+        only while that duty lease holds (``LeaseLost`` otherwise, and nothing written)."""
         if not calendars_due:
             return 0
         now = self._clock.now()
 
         def work(connection: Connection) -> tuple[int, dt.datetime | None]:
+            if fence is not None and not cluster.fence(connection, fence, now=now):
+                raise LeaseLost(f"the {fence.duty} duty's lease is no longer held")
             busy = self._busy(connection, calendars_due.keys())
             todo = {
                 key: (due, full_resync) for key, due in calendars_due.items() if key not in busy
