@@ -32,7 +32,7 @@ import pytest
 import sqlalchemy as sa
 
 from bookingcache.clock import SystemClock
-from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets
+from bookingcache.domain.tenancy import EventSource, GraphAccess, Room, Tenant, TenantSecrets
 from bookingcache.store.sql.jobs import SqlJobQueue
 from bookingcache.store.sql.schema import calendars, duty_leases, jobs
 from bookingcache.store.sql.store import SqlStore, open_store
@@ -82,7 +82,13 @@ def emulator(tmp_path: Path) -> Iterator[dict[str, Any]]:
 async def store(postgres: str, emulator: dict[str, Any]) -> Any:
     store = await open_store(postgres, box=sealing_box(), migrate=False, clock=SystemClock())
     await store.create_tenant(
-        Tenant(id=TENANT, name="Contoso", event_source=EventSource.GRAPH, connector_url=None),
+        Tenant(
+            id=TENANT,
+            name="Contoso",
+            event_source=EventSource.GRAPH,
+            connector_url=None,
+            graph=GraphAccess(directory_tenant=emulator["tenant_id"]),
+        ),
         TenantSecrets(signing_secret=SIGNING_SECRET, read_token=f"read-{TENANT}-0123456789"),
     )
     await store.import_rooms(
@@ -122,9 +128,6 @@ class Cluster:
             "BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST": emulator["authority"].rsplit("/", 1)[0],
             "BOOKINGCACHE_SYNC_GRAPH__GRAPH_BASE_URL": emulator["base_url"],
             "BOOKINGCACHE_SYNC_GRAPH__CA_BUNDLE": emulator["cert_path"],
-            "BOOKINGCACHE_SYNC_GRAPH__TENANTS": json.dumps(
-                {TENANT: {"directory_tenant": emulator["tenant_id"]}}
-            ),
         }
 
     def start(self, name: str, **env: str) -> processes.Child:
