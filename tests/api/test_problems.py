@@ -130,6 +130,20 @@ async def test_a_list_query_parameter_may_repeat(app: FastAPI, client: httpx.Asy
     assert [error["field"] for error in body["errors"]] == ["query.floor"]
 
 
+async def test_the_json_api_refuses_a_query_parameter_it_does_not_take(
+    client: httpx.AsyncClient,
+) -> None:
+    # A misspelt filter would otherwise answer as no filter at all.
+    response = await client.get("/v1/audit?tennant=contoso&limit=5", headers=ADMIN)
+    body = assert_problem(response, 422)
+    assert [error["field"] for error in body["errors"]] == ["query.tennant"]
+    assert "before, limit, tenant" in body["detail"]
+    nameless = assert_problem(await client.get("/v1/tenants?=false", headers=ADMIN), 422)
+    assert [error["field"] for error in nameless["errors"]] == ["query."]
+    # The pages are not the JSON API: the live page takes ?display=kiosk and whatever else.
+    assert (await client.get("/?display=kiosk&utm_source=lobby")).status_code == 200
+
+
 def test_the_streams_room_filter_is_the_one_that_repeats() -> None:
     (route,) = [
         r for r in stream.router.routes if isinstance(r, APIRoute) and r.path.endswith("/stream")

@@ -36,7 +36,7 @@ from bookingcache.api.deps import Services
 from bookingcache.api.limits import BodyLimitMiddleware, BodyLimits
 from bookingcache.api.metrics import HttpMetrics, MetricsMiddleware
 from bookingcache.api.problems import PROBLEM_JSON, Problem, install_problem_handlers
-from bookingcache.api.query import refuse_repeated_query
+from bookingcache.api.query import check_query
 from bookingcache.api.request_id import RequestIdMiddleware
 from bookingcache.api.security_headers import with_security_headers
 from bookingcache.api.throttle import AuthThrottle, ThrottleMetrics
@@ -126,7 +126,7 @@ def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
         # The service's own metrics are Prometheus (GET /metrics); FastAPI's OpenTelemetry
         # hooks would cost every request a look at the global providers for nothing.
         telemetry={"tracing": False, "metrics": False, "logs": False},
-        dependencies=[Depends(refuse_repeated_query)],
+        dependencies=[Depends(check_query)],
     )
     http_metrics = HttpMetrics(registry)
     body_limits = BodyLimits(

@@ -1,9 +1,12 @@
-"""A query parameter that an operation takes once is refused when it is given more than once.
+"""The query parameters of the JSON API's operations are the ones they document, each once.
 
-Starlette keeps every value of a repeated parameter and FastAPI binds the last one, so
-``?before=x&before=5`` would quietly answer as ``?before=5``: the first value, however wrong,
-would never be seen. Every operation of the API therefore refuses a repeat of any parameter it
-does not declare as a list (``room`` of the stream, for example, may repeat).
+- **Unknown parameters are refused** on ``/v1/`` (422, naming them): a misspelt filter
+  (``rooms:free?capcity=8``, ``map/rooms?bulding=HQ``) must not quietly answer as no filter.
+  The pages, Graph's webhooks and the connector's signed relay calls are left alone.
+- **A repeat of a single-valued parameter is refused** everywhere. Starlette keeps every value
+  and FastAPI binds the last one, so ``?before=x&before=5`` would answer as ``?before=5``: the
+  first value, however wrong, would never be seen. Parameters declared as lists (the stream's
+  ``room``) may repeat.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import types
 import typing
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
@@ -21,7 +25,22 @@ from bookingcache.api.problems import FieldError, ProblemError
 
 _SEQUENCES = (list, tuple, set, frozenset)
 # Kept on the route itself (routes are not hashable): worked out at its first request.
-_ONCE = "_bookingcache_single_valued_query"
+_KNOWN = "_bookingcache_query_parameters"
+_API_PREFIX = "/v1/"
+# The connector's relay calls are signed over their whole target, query included: the signature
+# check answers a query that was not signed (401), before anything reads the call.
+_SIGNED = frozenset({"/v1/tenants/{tenant}/notifications"})
+_MAX_NAMED = 10
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParameters:
+    """What an operation takes in its query."""
+
+    names: frozenset[str]
+    single_valued: frozenset[str]
+    # Whether a parameter it does not take is refused (the JSON API) or ignored (pages).
+    closed: bool
 
 
 def _takes_many(annotation: object) -> bool:
@@ -40,34 +59,61 @@ def _query_fields(dependant: Dependant) -> Iterator[tuple[str, object]]:
         yield from _query_fields(inner)
 
 
-def single_valued(route: APIRoute) -> frozenset[str]:
-    """The query parameters ``route`` takes at most once."""
-    known: frozenset[str] | None = vars(route).get(_ONCE)
+def query_parameters(route: APIRoute) -> QueryParameters:
+    """The query parameters ``route`` takes."""
+    known: QueryParameters | None = vars(route).get(_KNOWN)
     if known is None:
-        fields = _query_fields(route.dependant)
-        known = frozenset(name for name, annotation in fields if not _takes_many(annotation))
-        setattr(route, _ONCE, known)
+        fields = list(_query_fields(route.dependant))
+        known = QueryParameters(
+            names=frozenset(name for name, _ in fields),
+            single_valued=frozenset(name for name, kind in fields if not _takes_many(kind)),
+            closed=route.path.startswith(_API_PREFIX) and route.path not in _SIGNED,
+        )
+        setattr(route, _KNOWN, known)
     return known
 
 
-async def refuse_repeated_query(request: Request) -> None:
-    """An app-wide dependency: 422 for a single-valued query parameter given more than once."""
+def single_valued(route: APIRoute) -> frozenset[str]:
+    """The query parameters ``route`` takes at most once."""
+    return query_parameters(route).single_valued
+
+
+def _refuse(detail: str, names: list[str], message: str, kind: str) -> ProblemError:
+    return ProblemError(
+        422,
+        "invalid-input",
+        detail,
+        field_errors=[
+            FieldError(field=f"query.{name[:64]}", message=message, type=kind)
+            for name in names[:_MAX_NAMED]
+        ],
+    )
+
+
+async def check_query(request: Request) -> None:
+    """An app-wide dependency: 422 for a parameter the operation does not take (on the JSON
+    API) and for a single-valued parameter given more than once."""
     route = request.scope.get("route")
-    query = request.query_params
-    if not isinstance(route, APIRoute) or len(query) == len(query.multi_items()):
+    if not isinstance(route, APIRoute) or not request.scope.get("query_string"):
         return
-    once = single_valued(route)
-    counts = Counter(name for name, _ in query.multi_items())
-    repeated = sorted(name for name, count in counts.items() if count > 1 and name in once)
+    known = query_parameters(route)
+    items = request.query_params.multi_items()
+    if known.closed:
+        unknown = sorted({name for name, _ in items} - known.names)
+        if unknown:
+            taken = ", ".join(sorted(known.names)) or "none"
+            raise _refuse(
+                f"unknown query parameters; this operation takes: {taken}",
+                unknown,
+                "unknown",
+                "extra_forbidden",
+            )
+    counts = Counter(name for name, _ in items)
+    repeated = sorted(n for n, c in counts.items() if c > 1 and n in known.single_valued)
     if repeated:
-        raise ProblemError(
-            422,
-            "invalid-input",
+        raise _refuse(
             "a query parameter that takes one value was given more than once",
-            field_errors=[
-                FieldError(
-                    field=f"query.{name[:64]}", message="given more than once", type="repeated"
-                )
-                for name in repeated[:10]
-            ],
+            repeated,
+            "given more than once",
+            "repeated",
         )
