@@ -29,8 +29,9 @@ UTC = dt.UTC
 
 @dataclass(frozen=True, slots=True)
 class RoomFrame:
-    """One room's displayed state: its filter keys, the encoded ``RoomState`` and until when it
-    holds (None: until something is written)."""
+    """One room's displayed state: its filter keys, the encoded ``RoomState``, its ``room``
+    event without an id (encoded once, sent as is to every client that follows the room) and
+    until when it holds (None: until something is written)."""
 
     room_id: str
     building: str | None
@@ -38,6 +39,7 @@ class RoomFrame:
     data: bytes
     due: dt.datetime | None
     stale: bool
+    event: bytes
 
 
 def _text(instant: dt.datetime | None) -> str | None:
@@ -147,11 +149,13 @@ def frame_of(
     last_success_at: dt.datetime | None,
 ) -> RoomFrame:
     state, due = room_state(entry, events, tenant=tenant, now=now, last_success_at=last_success_at)
+    data = encode(state)
     return RoomFrame(
         room_id=entry.room_id,
         building=entry.room.building,
         floor=entry.room.floor,
-        data=encode(state),
+        data=data,
         due=due,
         stale=bool(state["stale"]),
+        event=b"event: room\ndata: %s\n\n" % data,
     )

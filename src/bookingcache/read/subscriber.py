@@ -105,9 +105,10 @@ class Subscriber:
 
 
 def room_lines(deliveries: Sequence[Delivery], subscriber: Subscriber) -> list[bytes]:
-    """The SSE text of the deliveries in order. An ``id`` goes on the last event of each feed
-    position, and only above the client's last id: a client that reconnects with it has then
-    been sent every room of every position up to it, and ids never repeat or go back."""
+    """The SSE text of the deliveries in order (each frame's ``room`` event, encoded once for
+    every client). An ``id`` goes on the last event of each feed position, and only above the
+    client's last id: a client that reconnects with it has then been sent every room of every
+    position up to it, and ids never repeat or go back."""
     lines: list[bytes] = []
     count = len(deliveries)
     for index, item in enumerate(deliveries):
@@ -120,9 +121,9 @@ def room_lines(deliveries: Sequence[Delivery], subscriber: Subscriber) -> list[b
         if identified:
             assert seq is not None
             subscriber.last_id = seq
-            lines.append(b"id: %d\nevent: room\ndata: %s\n\n" % (seq, item.frame.data))
+            lines.append(b"id: %d\n%s" % (seq, item.frame.event))
         else:
-            lines.append(b"event: room\ndata: %s\n\n" % item.frame.data)
+            lines.append(item.frame.event)
     return lines
 
 
