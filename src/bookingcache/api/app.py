@@ -29,6 +29,7 @@ from bookingcache.api import (
     rooms,
     schedule,
     stream,
+    stream_writer,
     subscriptions,
     tenants,
 )
@@ -80,6 +81,8 @@ class ServiceApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             send = with_security_headers(scope, send, trusted_proxy_hops=self.trusted_proxy_hops)
+            # The change stream's body is written here, past the layers that only add headers.
+            scope[stream_writer.RAW_SEND] = send
         fast = self.room_availability_read
         if scope["type"] == "http" and scope["method"] == "GET" and fast is not None:
             match = fast_reads.PATH.fullmatch(scope["path"])
@@ -138,6 +141,7 @@ def create_app(settings: Settings, *, services: ServicesFactory) -> FastAPI:
     app.state.http_metrics = http_metrics
     app.state.body_limits = body_limits
     app.state.auth_throttle = AuthThrottle(settings, ThrottleMetrics.of(registry))
+    app.state.stream_writer = stream_writer.StreamWriter(heartbeat_s=settings.stream_heartbeat_s)
     app.trusted_proxy_hops = settings.trusted_proxy_hops
     app.add_middleware(BodyLimitMiddleware, limits=body_limits)
     cors: CORSMiddleware | None = None

@@ -3,38 +3,35 @@
 ``GET /v1/tenants/{tenant}/stream`` sends a snapshot of the rooms a client follows, then one
 ``room`` event per room whose displayed state changed (``read.stream.StreamHub`` computes them
 once per change for every client), a ``reset`` when the client must start over, and a comment
-line as heartbeat. It takes the read token (or the admin token) as ``Authorization: Bearer``,
-or a stream ticket as ``?ticket=``: ``POST .../stream/tickets`` issues one to a caller with the
-read token, so that the read token itself never travels in a URL.
+line as heartbeat; the route answers through the middleware stack, and the process's
+``stream_writer.StreamWriter`` writes the body. It takes the read token (or the admin token) as
+``Authorization: Bearer``, or a stream ticket as ``?ticket=``: ``POST .../stream/tickets``
+issues one to a caller with the read token, so that the read token itself never travels in a
+URL.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from bookingcache.api.availability import BEARER, ReadingDep, authorised_reading
 from bookingcache.api.deps import TenantIdPath, services_of
 from bookingcache.api.problems import problem_responses
+from bookingcache.api.stream_writer import StreamWriter
 from bookingcache.domain.availability import RoomStatus
 from bookingcache.domain.events import ShowAs
 from bookingcache.domain.tenancy import Tenant
 from bookingcache.errors import BadTicket, InvalidInput, NotFound, Unauthorized
 from bookingcache.read.stream import Opening, StreamHub
-from bookingcache.read.subscriber import (
-    StreamFilter,
-    Subscriber,
-    room_lines,
-    rooms_body,
-    whole_event,
-)
+from bookingcache.read.subscriber import StreamFilter, Subscriber
 from bookingcache.read.tickets import MAX_TICKET_LENGTH
 
 EVENT_STREAM = "text/event-stream"
@@ -216,7 +213,7 @@ async def stream_endpoint(
     last_event_header: Annotated[
         str | None, Header(alias="Last-Event-ID", include_in_schema=False)
     ] = None,
-) -> StreamingResponse:
+) -> Response:
     services = services_of(request.app)
     if floor is not None and building is None:
         raise InvalidInput("query.floor: 'floor' needs 'building'")
@@ -228,11 +225,35 @@ async def stream_endpoint(
     subscriber, opening = await hub.open(
         found, StreamFilter(building, floor, rooms), last_event_id=resume
     )
-    return StreamingResponse(
-        _events(hub, subscriber, opening, heartbeat_s=services.settings.stream_heartbeat_s),
-        media_type=EVENT_STREAM,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return EventStreamResponse(request.app.state.stream_writer, hub, subscriber, opening)
+
+
+class EventStreamResponse(Response):
+    """The stream's answer: its head goes out through the middleware stack as any answer's
+    does, its body from the process's writer (``stream_writer``) until the client disconnects
+    or its stream ends. The hub's subscriber is closed when it is done, whatever happens."""
+
+    media_type = EVENT_STREAM
+
+    def __init__(
+        self, writer: StreamWriter, hub: StreamHub, subscriber: Subscriber, opening: Opening
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self._stream = (writer, hub, subscriber, opening)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        writer, hub, subscriber, opening = self._stream
+        await writer.serve(
+            hub,
+            subscriber,
+            opening,
+            scope=scope,
+            receive=receive,
+            send=send,
+            headers=self.raw_headers,
+        )
 
 
 def _event_id(text: str | None) -> int | None:
@@ -241,47 +262,3 @@ def _event_id(text: str | None) -> int | None:
     if not _EVENT_ID.fullmatch(text.strip()):
         raise InvalidInput("the last event id must be an id this stream sent (a whole number)")
     return int(text.strip())
-
-
-async def _events(
-    hub: StreamHub, subscriber: Subscriber, opening: Opening, *, heartbeat_s: float
-) -> AsyncIterator[bytes]:
-    """The client's stream: what it is sent first, then what the hub queues for it, until it
-    disconnects (the response's task is cancelled) or its tenant goes."""
-    room_events = hub.metrics.events.labels("room")
-    try:
-        yield b"retry: 2000\n\n" + _opening_text(hub, subscriber, opening)
-        while not subscriber.ended:
-            if subscriber.reset_reason is not None:
-                yield _opening_text(hub, subscriber, hub.current(subscriber))
-                continue
-            deliveries = subscriber.take()
-            if deliveries:
-                lines = room_lines(deliveries, subscriber)
-                room_events.inc(len(lines))
-                yield b"".join(lines)
-                continue
-            try:
-                async with asyncio.timeout(heartbeat_s):
-                    await subscriber.ready.wait()
-            except TimeoutError:
-                yield b": keep-alive\n\n"
-    finally:
-        hub.close(subscriber)
-
-
-def _opening_text(hub: StreamHub, subscriber: Subscriber, opening: Opening) -> bytes:
-    at = hub.now().isoformat().replace("+00:00", "Z")
-    if opening.kind == "resume":
-        lines = room_lines(opening.missed, subscriber)
-        hub.metrics.events.labels("room").inc(len(lines))
-        return b"".join(lines)
-    if opening.kind == "reset":
-        assert opening.reason is not None
-        hub.metrics.events.labels("reset").inc()
-        hub.metrics.resets.labels(opening.reason).inc()
-        body = rooms_body(at, opening.frames, reason=opening.reason)
-    else:
-        hub.metrics.events.labels("snapshot").inc()
-        body = rooms_body(at, opening.frames)
-    return whole_event(opening.kind, opening.position, body, subscriber)

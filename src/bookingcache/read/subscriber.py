@@ -1,16 +1,15 @@
 """One change-stream client as the hub sees it: its filter and its bounded queue of frames.
 
-The hub appends to the queue without waiting; the client's sender drains it. A queue that would
-grow past its bound is dropped at once and replaced by a ``reset`` the sender builds when it
-next runs (``reset_reason``), so a slow client costs at most its bound in memory and never
-holds up the hub or the other clients.
+The hub appends to the queue without waiting and tells the client's writer (``notify``), which
+drains it. A queue that would grow past its bound is dropped at once and replaced by a ``reset``
+the writer builds when it next writes to the client (``reset_reason``), so a slow client costs
+at most its bound in memory and never holds up the hub or the other clients.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bookingcache.read.roomstate import RoomFrame
@@ -55,7 +54,8 @@ class Subscriber:
         self.queue: deque[Delivery] = deque()
         self.reset_reason: str | None = None
         self.ended = False
-        self.ready = asyncio.Event()
+        # Called (without waiting) when there is something to write: events, a reset, the end.
+        self.notify: Callable[[Subscriber], None] = _ignore
         # The newest feed position an ``id`` was sent for (ids are strictly increasing); -1:
         # none yet.
         self.last_id = -1
@@ -81,7 +81,7 @@ class Subscriber:
             self.reset_reason = RESET_SLOW
         else:
             self.queue.extend(wanted)
-        self.ready.set()
+        self.notify(self)
 
     def reset(self, reason: str) -> None:
         if self.ended:
@@ -89,19 +89,23 @@ class Subscriber:
         self.queue.clear()
         if self.reset_reason is None:
             self.reset_reason = reason
-        self.ready.set()
+        self.notify(self)
 
     def end(self) -> None:
         """The stream ends (its tenant went away, or the service stops)."""
         self.ended = True
         self.queue.clear()
-        self.ready.set()
+        self.notify(self)
 
     def take(self) -> list[Delivery]:
         taken = list(self.queue)
         self.queue.clear()
-        self.ready.clear()
         return taken
+
+
+def _ignore(_subscriber: Subscriber) -> None:
+    """A subscriber's ``notify`` before its writer is attached: the writer looks at the queue
+    when it attaches."""
 
 
 def room_lines(deliveries: Sequence[Delivery], subscriber: Subscriber) -> list[bytes]:
