@@ -52,7 +52,10 @@ import schemathesis
 from pydantic import SecretStr
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.python.asgi import shutdown_lifespans
-from schemathesis.specs.openapi.checks import negative_data_rejection
+from schemathesis.specs.openapi.checks import (
+    negative_data_rejection,
+    response_schema_conformance,
+)
 
 from bookingcache.bootstrap import service_app
 from bookingcache.clock import FixedClock
@@ -103,6 +106,15 @@ def run_service(tmp_path: Path, database_url: str, examples: int) -> None:
         created = create.call(headers=ADMIN)
         assert created.status_code == 201, created.text
         secrets["relayer"] = created.json()["secrets"]["signing_secret"]
+        # A stream of a tenant that exists (generated input rarely names one): its events, as
+        # Schemathesis reads them, are the ones the document describes.
+        stream = schema["/v1/tenants/{tenant}/stream"]["GET"].Case(
+            path_parameters={"tenant": "relayer"}
+        )
+        streamed = stream.call(headers=ADMIN, timeout=2)
+        assert streamed.status_code == 200, streamed.text
+        assert b"event: snapshot\n" in streamed.content, streamed.content[:300]
+        stream.validate_response(streamed, checks=[response_schema_conformance])
 
         def prepare(case: Any, mode: GenerationMode) -> None:
             relay = RELAY.fullmatch(case.operation.path.replace("{tenant}", "t"))

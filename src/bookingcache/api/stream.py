@@ -114,24 +114,46 @@ TICKET_SCHEME: dict[str, Any] = {
     "description": "a stream ticket from POST /v1/tenants/{tenant}/stream/tickets",
 }
 
-_EVENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "event": {"type": "string", "enum": ["snapshot", "room", "reset"]},
-        "data": {"type": "string", "contentMediaType": "application/json"},
-        "id": {"type": "string"},
-        "retry": {"type": "integer", "minimum": 0},
-    },
-}
+
+def _event(name: str, data: str) -> dict[str, Any]:
+    """One kind of event, as an SSE reader parses it: its name, its data (a JSON document of
+    the ``data`` component) and the id it carries or inherits."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": f"#/components/schemas/{data}"},
+            },
+            "id": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+            "retry": {"type": "integer", "minimum": 0},
+        },
+    }
+
+
 _STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: `retry: 2000`, then `snapshot` (a new client; data "
         "StreamSnapshotOut), `room` (data RoomStateOut), `reset` (data StreamResetOut) events "
         "and `: keep-alive` comments. Event ids are change-feed positions; send the last one "
-        "back as Last-Event-ID (or last_event_id) to resume without gap or duplicate.",
-        # OpenAPI 3.1 has an event stream's schema describe each event; the fields are those
-        # of an SSE event, as OpenAPI 3.2's itemSchema for text/event-stream names them.
-        "content": {EVENT_STREAM: {"schema": _EVENT_SCHEMA}},
+        "back as Last-Event-ID (or last_event_id) to resume without gap or duplicate. The "
+        "schema describes one event as an SSE reader parses it.",
+        # OpenAPI 3.1 has an event stream's schema describe each event (as OpenAPI 3.2's
+        # itemSchema does): its fields, and its data checked against the event's payload.
+        "content": {
+            EVENT_STREAM: {
+                "schema": {
+                    "oneOf": [
+                        _event("snapshot", "StreamSnapshotOut"),
+                        _event("room", "RoomStateOut"),
+                        _event("reset", "StreamResetOut"),
+                    ]
+                }
+            }
+        },
     }
 }
 
