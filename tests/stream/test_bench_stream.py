@@ -17,7 +17,7 @@ def test_bench_stream_delivers_every_change_to_every_client_of_its_floor(
         [
             "stream",
             "--rooms", "20", "--rooms-per-floor", "10", "--clients", "6",
-            "--rate", "10", "--duration", "1", "--settle", "10", "--json",
+            "--rate", "10", "--duration", "1", "--settle", "10", "--baseline", "1", "--json",
         ]
     )  # fmt: skip
     out = capsys.readouterr().out
@@ -29,3 +29,6 @@ def test_bench_stream_delivers_every_change_to_every_client_of_its_floor(
     assert result["resets"] == 0
     assert 0 < result["delivery_p50_ms"] <= result["delivery_p99_ms"] < 10_000
     assert result["rss_before_clients_mb"] > 0
+    # The changes made with no client first give the stream's share of the server's CPU.
+    assert result["server_cpu_us_per_change_without_clients"] > 0
+    assert isinstance(result["stream_cpu_us_per_event"], float)

@@ -14,7 +14,11 @@ new title, so every change alters the room's state. It reports:
   the last change, ``starved_clients`` the clients with any, ``resets`` the resets received;
 * the server's CPU (user + system) per delivered event over the changes (it includes the relay
   calls' intake and writes), and its resident memory before the clients connected, with them
-  connected, and at its peak.
+  connected, and at its peak;
+* the stream's own share of that CPU: before the clients connect, the same changes run for
+  ``--baseline`` seconds with nobody listening, which gives the server's CPU per change without
+  the stream (intake, the worker's writes, the read model); ``stream_cpu_us_per_event`` is the
+  CPU over the changes less that much per change, divided by the events delivered.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ UTC = dt.UTC
 TENANT = "bench-stream"
 BUILDING = "HQ"
 CONNECT_CONCURRENCY = 50
+_BASELINE_SETTLE_S = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=100.0, help="changes per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of changes")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait after")
+    parser.add_argument(
+        "--baseline",
+        type=float,
+        default=10.0,
+        help="seconds of changes with no client first, for the stream's share of the CPU (0: none)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -196,6 +207,23 @@ class Bench:
         if tasks:
             await asyncio.gather(*tasks)
 
+    async def baseline(self, client: httpx.AsyncClient) -> tuple[float, int]:
+        """The same kind of changes with no client connected: the server's CPU seconds and the
+        changes made (their titles are no client's concern)."""
+        tasks: set[asyncio.Task[None]] = set()
+        cpu = self.server.cpu_s()
+        made = 0
+        async for number in paced(self.args.rate, self.args.baseline):
+            made = number + 1
+            room = (number * 7919) % self.args.rooms
+            task = asyncio.create_task(self.push(client, [(room, f"baseline-{number}")]))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+        await asyncio.sleep(_BASELINE_SETTLE_S)  # the embedded worker's writes of the last ones
+        return self.server.cpu_s() - cpu, made
+
     def expected(self, floor_clients: dict[int, list[int]]) -> int:
         return sum(len(floor_clients[self.floor_of(room)]) for room, _ in self.sent.values())
 
@@ -204,6 +232,9 @@ class Bench:
         limits = httpx.Limits(max_connections=16)
         async with httpx.AsyncClient(base_url=self.base, timeout=30, limits=limits) as client:
             await self.prepare(client)
+            base_cpu, base_changes = 0.0, 0
+            if args.baseline > 0:
+                base_cpu, base_changes = await self.baseline(client)
             rss_before, _ = self.server.rss_mb()
             floor_clients: dict[int, list[int]] = {}
             streams: list[StreamClient] = []
@@ -253,6 +284,16 @@ class Bench:
             starved += sum(1 for number in numbers if got.get(number, 0) < wanted)
         if not latencies:
             raise BenchError("no event was delivered")
+        deliveries = max(1, len(self.arrivals))
+        stream_cpu: dict[str, Any] = {}
+        if base_changes:
+            per_change = base_cpu / base_changes
+            stream_cpu = {
+                "server_cpu_us_per_change_without_clients": round(per_change * 1e6, 1),
+                "stream_cpu_us_per_event": round(
+                    (cpu_used - per_change * len(self.sent)) * 1e6 / deliveries, 1
+                ),
+            }
         return {
             "benchmark": "stream",
             "rooms": args.rooms,
@@ -269,7 +310,8 @@ class Bench:
             "delivery_p50_ms": round(percentile(latencies, 0.50), 1),
             "delivery_p99_ms": round(percentile(latencies, 0.99), 1),
             "delivery_max_ms": round(max(latencies), 1),
-            "server_cpu_us_per_event": round(cpu_used * 1e6 / max(1, len(self.arrivals)), 1),
+            "server_cpu_us_per_event": round(cpu_used * 1e6 / deliveries, 1),
+            **stream_cpu,
             "rss_before_clients_mb": rss_before,
             "rss_connected_mb": rss_connected,
             "rss_end_mb": rss_end,
