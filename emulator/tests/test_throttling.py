@@ -90,6 +90,14 @@ async def test_global_budget_per_app(tenant_factory: Any, graph_factory: Any) ->
         # Another app has its own budget.
         await graph.as_app("readbasic")
         assert (await graph.http.get(paths[0], params=WINDOW)).status_code == 200
+        # Requests and throttled requests per app (by client id), $batch members one each.
+        apps = tenant.apps
+        counters = tenant.state.counters.snapshot()
+        assert counters["requests_per_app"] == {
+            apps["full"].client_id: 8,
+            apps["readbasic"].client_id: 1,
+        }
+        assert counters["throttled_per_app"] == {apps["full"].client_id: 2}
         tenant.state.clock.advance(dt.timedelta(seconds=11))
         await graph.as_app("full")
         assert (await graph.http.get(paths[0], params=WINDOW)).status_code == 200

@@ -1,6 +1,8 @@
-"""Request counters the control API reports: per mailbox requests, throttled requests and the
-highest concurrency seen, plus named counters other parts may add (notifications sent, ...) and
-named peaks (the most requests one budget held in its window)."""
+"""Request counters the control API reports: requests and throttled requests per mailbox and
+per app (by client id: every Graph request an app makes, each ``$batch`` member counting and
+its envelope not, as Graph's limits count them), the highest concurrency seen, plus named
+counters other parts may add (notifications sent, ...) and named peaks (the most requests one
+budget held in its window)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ class Counters:
         self.requests_per_mailbox: Counter[str] = Counter()
         self.throttled_per_mailbox: Counter[str] = Counter()
         self.max_concurrency_per_mailbox: dict[str, int] = {}
+        self.requests_per_app: Counter[str] = Counter()
+        self.throttled_per_app: Counter[str] = Counter()
         self.named: Counter[str] = Counter()
 
     @property
@@ -22,8 +26,16 @@ class Counters:
     def record_request(self, mailbox_id: str) -> None:
         self.requests_per_mailbox[mailbox_id] += 1
 
-    def record_throttled(self, mailbox_id: str) -> None:
+    def record_throttled(self, mailbox_id: str, app_id: str | None = None) -> None:
         self.throttled_per_mailbox[mailbox_id] += 1
+        if app_id is not None:
+            self.throttled_per_app[app_id] += 1
+
+    def record_app_request(self, app_id: str) -> None:
+        self.requests_per_app[app_id] += 1
+
+    def record_app_throttled(self, app_id: str) -> None:
+        self.throttled_per_app[app_id] += 1
 
     def record_concurrency(self, mailbox_id: str, in_flight: int) -> None:
         if in_flight > self.max_concurrency_per_mailbox.get(mailbox_id, 0):
@@ -41,6 +53,8 @@ class Counters:
         self.requests_per_mailbox.clear()
         self.throttled_per_mailbox.clear()
         self.max_concurrency_per_mailbox.clear()
+        self.requests_per_app.clear()
+        self.throttled_per_app.clear()
         self.named.clear()
 
     def snapshot(self) -> dict[str, Any]:
@@ -49,5 +63,7 @@ class Counters:
             "throttled": self.throttled,
             "throttled_per_mailbox": dict(self.throttled_per_mailbox),
             "max_concurrency_per_mailbox": dict(self.max_concurrency_per_mailbox),
+            "requests_per_app": dict(self.requests_per_app),
+            "throttled_per_app": dict(self.throttled_per_app),
             **dict(self.named),
         }

@@ -187,7 +187,7 @@ class FaultRegistry:
             del self.mailbox[key]
         if fault.kind == "throttle":
             if self.counters is not None:
-                self.counters.record_throttled(mailbox_id)
+                self.counters.record_throttled(mailbox_id, app_id)
             raise GraphError(
                 429,
                 "ApplicationThrottled",

@@ -253,6 +253,7 @@ class SubscriptionApi:
             )
             return
         self.state.counters.incr("subscription_api_throttled")
+        self.state.counters.record_app_throttled(principal.app_id)
         self.state.counters.incr(f"subscription_{limit.name}_throttled")
         raise GraphError(
             429,

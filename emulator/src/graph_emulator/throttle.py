@@ -43,9 +43,11 @@ class Throttle:
         while recent and recent[0] <= now - config.app_request_window_s:
             recent.popleft()
         recent.append(now)
+        self._counters.record_app_request(app_id)
         self._counters.peak("app_requests_peak", len(recent))
         if len(recent) > config.app_request_limit:
             self._counters.incr("app_throttled")
+            self._counters.record_app_throttled(app_id)
             wait = recent[-config.app_request_limit] + config.app_request_window_s - now
             raise GraphError(
                 429,
@@ -72,13 +74,13 @@ class Throttle:
         recent.append(now)
         self._counters.peak("mailbox_requests_peak", len(recent))
         if len(recent) > config.mailbox_request_limit:
-            self._counters.record_throttled(mailbox_id)
+            self._counters.record_throttled(mailbox_id, app_id)
             wait = recent[-config.mailbox_request_limit] + config.mailbox_request_window_s - now
             raise throttled(
                 "Application is over its MailboxRequests limit.", math.ceil(max(wait, 1.0))
             )
         if self._in_flight[key] >= config.mailbox_concurrency_limit:
-            self._counters.record_throttled(mailbox_id)
+            self._counters.record_throttled(mailbox_id, app_id)
             raise throttled(
                 "Application is over its MailboxConcurrency limit.",
                 config.throttle_retry_after_s,
