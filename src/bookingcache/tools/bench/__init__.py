@@ -27,6 +27,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bookingcache.tools.bench.stream",
         "many change-stream clients on one service process: delivery, CPU and memory",
     ),
+    "compare": (
+        "bookingcache.tools.bench.compare",
+        "bookingcache's freshness and Graph cost beside calendarView and getSchedule pollers",
+    ),
     "hostile": (
         "bookingcache.tools.bench.hostile",
         "oversized request targets and stalled request heads against the service",
