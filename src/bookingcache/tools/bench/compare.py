@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import json
@@ -194,57 +195,72 @@ async def _import_rooms(service_url: str, rooms: int) -> None:
         raise BenchError(f"importing rooms failed: {imported.text[:300]}")
 
 
-def _start_service(
+def _start_services(
     stack: contextlib.ExitStack,
     args: argparse.Namespace,
     info: dict[str, Any],
     root: Path,
-    contender: Contender,
+    services: list[Contender],
 ) -> None:
-    """The contender's service (and connector), its tenant created and its rooms imported."""
-    alternative, source = SERVICES[contender.name]
-    app = info["apps"][contender.name]
-    data_dir = root / contender.name
-    data_dir.mkdir()
-    database_url = f"sqlite:///{data_dir / 'bookingcache.db'}"
-    env = _service_env(info, app, alternative, args.debounce_s)
-    service = stack.enter_context(
-        freshness._child(
+    """The contenders' services (and connectors), started side by side, their tenants
+    created; the rooms are imported later, once the calendars are seeded."""
+    started: list[tuple[Contender, processes.Child]] = []
+    for contender in services:
+        alternative, _ = SERVICES[contender.name]
+        data_dir = root / contender.name
+        data_dir.mkdir()
+        database_url = f"sqlite:///{data_dir / 'bookingcache.db'}"
+        env = _service_env(info, info["apps"][contender.name], alternative, args.debounce_s)
+        child = processes.start(
             serve_command(data_dir, "--database-url", database_url),
-            env,
+            env=env,
             log=data_dir / "service.log",
         )
-    )
-    contender.url = service.banner_url
-    contender.pids.append(service.pid)
-    options = argparse.Namespace(rooms=args.rooms, alternative=alternative, source=source)
-    connector_url = None
-    if alternative == 2:
-        port = free_port()
-        connector_url = f"http://127.0.0.1:{port}"
-    secret = asyncio.run(freshness._create_tenant(options, contender.url, connector_url))
-    # freshness's helpers read the app's credentials under "full".
-    own = {**info, "apps": {"full": app}}
-    if connector_url is not None:
-        connector = processes.start(
-            freshness._connector_command(port),
-            env=freshness._connector_env(options, own, data_dir, contender.url, secret),
-            log=data_dir / "connector.log",
-        )
-        stack.callback(connector.stop)
-        contender.pids.append(connector.pid)
+        stack.callback(child.stop)
+        started.append((contender, child))
+        alternative, source = SERVICES[contender.name]
+        options = argparse.Namespace(rooms=args.rooms, alternative=alternative, source=source)
+        # freshness's helpers read the app's credentials under "full".
+        own = {**info, "apps": {"full": info["apps"][contender.name]}}
+        contender.setup = (options, own, database_url)
+    connectors: list[tuple[Contender, processes.Child, str]] = []
+    for contender, child in started:
         try:
-            processes.wait_answering(connector.process, f"{connector_url}/healthz", timeout_s=60)
+            child.listening(timeout_s=120)
         except NotAnswering as exc:
-            raise BenchError(f"the connector {exc}") from exc
-    asyncio.run(_import_rooms(contender.url, args.rooms))
-    contender.setup = (options, own, database_url)
+            raise BenchError(f"{contender.name}: {exc}") from exc
+        contender.url = child.banner_url
+        contender.pids.append(child.pid)
+        assert contender.setup is not None
+        options, own, _ = contender.setup
+        port = free_port()
+        connector_url = f"http://127.0.0.1:{port}" if options.alternative == 2 else None
+        secret = asyncio.run(freshness._create_tenant(options, contender.url, connector_url))
+        if connector_url is not None:
+            connector = processes.start(
+                freshness._connector_command(port),
+                env=freshness._connector_env(
+                    options, own, root / contender.name, contender.url, secret
+                ),
+                log=root / contender.name / "connector.log",
+            )
+            stack.callback(connector.stop)
+            contender.pids.append(connector.pid)
+            connectors.append((contender, connector, connector_url))
+    for contender, connector, url in connectors:
+        try:
+            processes.wait_answering(connector.process, f"{url}/healthz", timeout_s=120)
+        except NotAnswering as exc:
+            raise BenchError(f"{contender.name}'s connector {exc}") from exc
 
 
 async def _first_syncs(contenders: list[Contender], verify: ssl.SSLContext) -> None:
+    """Every contender's rooms imported, subscribed and read once."""
+
     async def one(contender: Contender) -> None:
         assert contender.setup is not None
         options, own, database_url = contender.setup
+        await _import_rooms(contender.url, options.rooms)
         await freshness._first_sync(options, own, contender.url, database_url, verify)
 
     await asyncio.gather(*(one(c) for c in contenders))
@@ -481,12 +497,18 @@ def main(argv: list[str]) -> int:
         apps = info["apps"]
         contenders = [Contender(name, apps[name]["client_id"]) for name in (*SERVICES, *POLLERS)]
         try:
-            seeded = asyncio.run(_seed_calendars(info, office))
-            services = [c for c in contenders if c.name in SERVICES]
-            for contender in services:
-                _start_service(stack, args, info, root, contender)
+            phases: dict[str, float] = {}
+            # The calendars are seeded while the services start: nothing subscribes before
+            # the rooms are imported.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                seeding = pool.submit(asyncio.run, _seed_calendars(info, office))
+                services = [c for c in contenders if c.name in SERVICES]
+                _start_services(stack, args, info, root, services)
+                seeded = seeding.result()
+            phases["seed_and_start_s"] = round(time.monotonic() - began, 1)
             verify = ssl.create_default_context(cafile=info["cert_path"])
             asyncio.run(_first_syncs(services, verify))
+            phases["first_sync_s"] = round(time.monotonic() - began - sum(phases.values()), 1)
             for contender in contenders:
                 if contender.name in POLLERS:
                     _start_poller(stack, args, info, root, office, contender)
@@ -498,6 +520,7 @@ def main(argv: list[str]) -> int:
             raise
     result["seeded_meetings"] = seeded
     result["setup_s"] = round(setup_s, 1)
+    result["setup_phases_s"] = phases
     result["wall_s"] = round(time.monotonic() - began, 1)
     if args.plot is not None:
         from bookingcache.tools.bench.compare_plot import plot
