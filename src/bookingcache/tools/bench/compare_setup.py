@@ -98,9 +98,7 @@ def _seed_file(path: Path, rooms: int) -> None:
     path.write_text(json.dumps({"mailboxes": mailboxes, "apps": apps}), encoding="utf-8")
 
 
-def _service_env(
-    info: dict[str, Any], app: dict[str, str], alternative: int, debounce: float
-) -> dict[str, str]:
+def _service_env(info: dict[str, Any], app: dict[str, str], debounce: float) -> dict[str, str]:
     return {
         "BOOKINGCACHE_LOG_LEVEL": "WARNING",
         **os.environ,
@@ -112,12 +110,6 @@ def _service_env(
         "BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST": info["authority"].rsplit("/", 1)[0],
         "BOOKINGCACHE_SYNC_GRAPH__GRAPH_BASE_URL": info["base_url"],
         "BOOKINGCACHE_SYNC_GRAPH__CA_BUNDLE": info["cert_path"],
-        "BOOKINGCACHE_SYNC_GRAPH__TENANTS": json.dumps(
-            {TENANT: {"directory_tenant": info["tenant_id"]}}
-        ),
-        "BOOKINGCACHE_ORCHESTRATION_NOTIFICATION_MODES": json.dumps(
-            {TENANT: "relay" if alternative == 2 else "direct"}
-        ),
         "BOOKINGCACHE_ORCHESTRATION_DEBOUNCE_S": str(debounce),
     }
 
@@ -153,11 +145,10 @@ def start_services(
     created; the rooms are imported later, once the calendars are seeded."""
     started: list[tuple[Contender, processes.Child]] = []
     for contender in services:
-        alternative, _ = SERVICES[contender.name]
         data_dir = root / contender.name
         data_dir.mkdir()
         database_url = f"sqlite:///{data_dir / 'bookingcache.db'}"
-        env = _service_env(info, info["apps"][contender.name], alternative, args.debounce_s)
+        env = _service_env(info, info["apps"][contender.name], args.debounce_s)
         child = processes.start(
             serve_command(data_dir, "--database-url", database_url),
             env=env,
@@ -182,7 +173,9 @@ def start_services(
         options, own, _ = contender.setup
         port = free_port()
         connector_url = f"http://127.0.0.1:{port}" if options.alternative == 2 else None
-        secret = asyncio.run(freshness._create_tenant(options, contender.url, connector_url))
+        secret = asyncio.run(
+            freshness._create_tenant(options, contender.url, connector_url, info["tenant_id"])
+        )
         if connector_url is not None:
             connector = processes.start(
                 freshness._connector_command(port),
