@@ -126,11 +126,41 @@ async def test_delta_first_round_then_incremental_rounds(
     )
     second = await source.read_window(_calendar(emulator), start=start, end=end)
     assert _seen(second) == emulator.truth(room, start, end)
-    assert emulator.requests(room) - before == 1
+    # The edited occurrence's master arrives changed too, so a fresh round follows the delta
+    # page (see the next test): two requests.
+    assert emulator.requests(room) - before == 2
     # Nothing changed: still the whole window, from one request.
     third = await source.read_window(_calendar(emulator), start=start, end=end)
     assert _seen(third) == _seen(second)
+    assert emulator.requests(room) - before == 3
+
+
+async def test_an_occurrence_cancelled_in_a_series_is_gone_after_the_next_round(
+    emulator: Emulated, make_source: SourceFactory
+) -> None:
+    """Graph reports a series whose occurrence was cancelled by sending its master changed, not
+    the occurrence as removed: the source then reads the window whole."""
+    ids = _fill(emulator)
+    room = emulator.rooms[0]
+    source = make_source(page_size=100)
+    start, end = WINDOW
+    first = await source.read_window(_calendar(emulator), start=start, end=end)
+    assert len(_seen(first)) == 2 + 5
+    occurrence = next(
+        i for i in emulator.state.calendars.instances(room, start, end) if i.type == "occurrence"
+    )
+    emulator.state.calendars.delete_event(room.id, occurrence.id)
+    before = emulator.requests(room)
+    second = await source.read_window(_calendar(emulator), start=start, end=end)
+    assert occurrence.id not in {event.id for event in second}
+    assert _seen(second) == emulator.truth(room, start, end)
+    assert len(_seen(second)) == 2 + 4
     assert emulator.requests(room) - before == 2
+    # A change that touches no series stays one delta page.
+    emulator.move(room, ids[0], start + dt.timedelta(days=2, hours=8), 45)
+    third = await source.read_window(_calendar(emulator), start=start, end=end)
+    assert _seen(third) == emulator.truth(room, start, end)
+    assert emulator.requests(room) - before == 3
 
 
 async def test_delta_rounds_follow_every_page(

@@ -318,14 +318,19 @@ class GraphSource:
             state = await self._stored_state(calendar, start, end)
         if state is not None and (state.start, state.end) == (start, end):
             try:
-                events, link = await self._delta_round(
+                events, link, series_changed = await self._delta_round(
                     provider, semaphore, state.delta_link, dict(state.events)
                 )
             except SyncStateGone:
                 self._delta[key] = None
             else:
-                self._delta[key] = DeltaState(start, end, link, events)
-                return list(events.values())
+                if not series_changed:
+                    self._delta[key] = DeltaState(start, end, link, events)
+                    return list(events.values())
+                # A series master arrived changed: Graph does not report an occurrence that was
+                # cancelled in a series as removed, it sends the master instead, so which of the
+                # occurrences held are gone is unknowable from the round. A fresh round reads
+                # the window whole.
         # No token, a token of another window, or an expired one: a fresh round is a full read.
         self._delta[key] = None
         first = str(
@@ -335,7 +340,7 @@ class GraphSource:
             )
         )
         try:
-            events, link = await self._delta_round(provider, semaphore, first, {})
+            events, link, _ = await self._delta_round(provider, semaphore, first, {})
         except SyncStateGone as exc:
             raise UpstreamError(
                 f"Graph refused a fresh delta round: {exc}", kind="graph-error", status=exc.status
@@ -349,7 +354,10 @@ class GraphSource:
         semaphore: asyncio.Semaphore,
         url: str,
         events: dict[str, BasicEvent],
-    ) -> tuple[dict[str, BasicEvent], str]:
+    ) -> tuple[dict[str, BasicEvent], str, bool]:
+        """The round's events applied to ``events``, its delta link, and whether a series
+        master was among its items."""
+        series_changed = False
         next_url: str | None = url
         while next_url is not None:
             page = await self._get(provider, semaphore, next_url, delta=True)
@@ -362,13 +370,14 @@ class GraphSource:
                 if "@removed" in raw:
                     events.pop(item_id, None)
                     continue
+                series_changed = series_changed or raw.get("type") == "seriesMaster"
                 event = parse_graph_event(raw)
                 if event is None:
                     events.pop(item_id, None)
                 else:
                     events[item_id] = event
             if page.delta_link is not None:
-                return events, page.delta_link
+                return events, page.delta_link, series_changed
             next_url = page.next_link
         raise UpstreamError(
             "Graph ended a delta round without a deltaLink", kind="graph-bad-answer"
