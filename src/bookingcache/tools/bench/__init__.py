@@ -31,6 +31,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bookingcache.tools.bench.compare",
         "bookingcache's freshness and Graph cost beside calendarView and getSchedule pollers",
     ),
+    "soak": (
+        "bookingcache.tools.bench.soak",
+        "2 API processes and 2 workers on PostgreSQL under steady load: memory, queue, freshness",
+    ),
     "hostile": (
         "bookingcache.tools.bench.hostile",
         "oversized request targets and stalled request heads against the service",

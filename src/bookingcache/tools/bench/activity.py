@@ -67,6 +67,10 @@ class Change:
     stream_seen: float | None = None
 
 
+# A change, and the control API call that makes it: (change, method, path, JSON body).
+Request = tuple[Change, str, str, dict[str, str] | None]
+
+
 def _iso(instant: dt.datetime) -> str:
     return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -77,17 +81,22 @@ def _covered(
     return any(start <= span[0] and span[1] <= end for start, end in busy)
 
 
+def admin_client(service: str) -> httpx.AsyncClient:
+    """A client of a service process's API, with the benchmark's admin token."""
+    return httpx.AsyncClient(
+        base_url=service,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=30,
+        limits=httpx.Limits(max_connections=8),
+    )
+
+
 class Run:
     def __init__(
         self, args: argparse.Namespace, service: str, control: str, verify: ssl.SSLContext
     ) -> None:
         self.args = args
-        self.service = httpx.AsyncClient(
-            base_url=service,
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-            timeout=30,
-            limits=httpx.Limits(max_connections=8),
-        )
+        self.service = admin_client(service)
         self.control = httpx.AsyncClient(
             base_url=control, verify=verify, timeout=30, limits=httpx.Limits(max_connections=32)
         )
@@ -123,39 +132,49 @@ class Run:
 
     async def mutate(self) -> None:
         room = self.rng.randrange(self.args.rooms)
-        upn = mailbox(room)
         confirmed = self.bookings.get(room, {})
         roll = self.rng.random()
         sent = time.perf_counter()
-        body: dict[str, str] | None = None
         earliest = min(confirmed.items(), key=lambda item: item[1]) if confirmed else None
         if confirmed and roll < 0.25:
             booking, old = self.rng.choice(list(confirmed.items()))
             del confirmed[booking]
-            new = self.take_slot(room)
-            change = Change(room, self.span(new), self.span(old), sent, booking, slot=new)
-            start, end = self.span(new)
-            change.next_start = _iso(start)
-            method, path = "POST", f"/mailboxes/{upn}/events/{booking}/move"
-            body = {"start": _iso(start), "end": _iso(end)}
+            request = self.move(room, booking, old, self.take_slot(room), sent)
         elif earliest is not None and earliest[1] == self.lowest[room] and roll < 0.40:
             booking, old = earliest
             del confirmed[booking]
-            change = Change(room, None, self.span(old), sent, booking)
-            change.next_start, change.cancelled = _iso(self.span(old)[0]), True
-            method, path = "DELETE", f"/mailboxes/{upn}/events/{booking}"
+            request = self.cancel(room, booking, old, sent)
         else:
-            slot = self.take_slot(room)
-            start, end = self.span(slot)
-            change = Change(room, (start, end), None, sent, slot=slot)
-            change.next_start = _iso(start)
-            method, path = "POST", f"/mailboxes/{upn}/bookings"
-            body = {
-                "organizer": ORGANIZER,
-                "subject": "Bench",
-                "start": _iso(start),
-                "end": _iso(end),
-            }
+            request = self.book(room, self.take_slot(room), sent)
+        await self.send(*request)
+
+    def book(self, room: int, slot: int, sent: float) -> Request:
+        """A new booking of ``slot`` in ``room``."""
+        start, end = self.span(slot)
+        change = Change(room, (start, end), None, sent, slot=slot)
+        change.next_start = _iso(start)
+        body = {"organizer": ORGANIZER, "subject": "Bench", "start": _iso(start), "end": _iso(end)}
+        return change, "POST", f"/mailboxes/{mailbox(room)}/bookings", body
+
+    def move(self, room: int, booking: str, old: int, new: int, sent: float) -> Request:
+        """``booking`` moved from slot ``old`` to slot ``new``."""
+        start, end = self.span(new)
+        change = Change(room, (start, end), self.span(old), sent, booking, slot=new)
+        change.next_start = _iso(start)
+        path = f"/mailboxes/{mailbox(room)}/events/{booking}/move"
+        return change, "POST", path, {"start": _iso(start), "end": _iso(end)}
+
+    def cancel(self, room: int, booking: str, old: int, sent: float) -> Request:
+        """``booking``, in slot ``old``, cancelled."""
+        change = Change(room, None, self.span(old), sent, booking)
+        change.next_start, change.cancelled = _iso(self.span(old)[0]), True
+        return change, "DELETE", f"/mailboxes/{mailbox(room)}/events/{booking}", None
+
+    async def send(
+        self, change: Change, method: str, path: str, body: dict[str, str] | None
+    ) -> None:
+        """Make ``change`` at the emulator; it counts once the emulator took it."""
+        room = change.room
         self.pending.append(change)
         # Before the call: its event may arrive before the call's answer does.
         if not self.args.no_stream:

@@ -174,7 +174,7 @@ def start_services(
         port = free_port()
         connector_url = f"http://127.0.0.1:{port}" if options.alternative == 2 else None
         secret = asyncio.run(
-            freshness._create_tenant(options, contender.url, connector_url, info["tenant_id"])
+            freshness.create_tenant(options, contender.url, connector_url, info["tenant_id"])
         )
         if connector_url is not None:
             connector = processes.start(
@@ -201,7 +201,7 @@ async def first_syncs(contenders: list[Contender], verify: ssl.SSLContext) -> No
         assert contender.setup is not None
         options, own, database_url = contender.setup
         await _import_rooms(contender.url, options.rooms)
-        await freshness._first_sync(options, own, contender.url, database_url, verify)
+        await freshness.first_sync(options, own, [contender.url], database_url, verify)
 
     await asyncio.gather(*(one(c) for c in contenders))
 
@@ -230,7 +230,7 @@ def start_poller(
     ]  # fmt: skip
     env = {**os.environ, "BENCH_POLLER_CLIENT_SECRET": app["client_secret"]}
     child = stack.enter_context(
-        freshness._child(
+        freshness.child(
             argv, env, log=root / f"{contender.name}.log", ready=lambda line: line.startswith(READY)
         )
     )
@@ -245,8 +245,8 @@ def emulator(root: Path, rooms: int) -> Iterator[dict[str, Any]]:
         sys.executable, "-m", "graph_emulator.cli", "--seed", str(seed), "--tls",
         "--tls-dir", str(root / "tls"), "--allow-http-notifications", "--port", "0",
     ]  # fmt: skip
-    with freshness._child(
-        argv, os.environ, log=root / "emulator.log", ready=freshness._emulator_ready
+    with freshness.child(
+        argv, os.environ, log=root / "emulator.log", ready=freshness.emulator_ready
     ) as child:
         yield json.loads(child.banner)
 

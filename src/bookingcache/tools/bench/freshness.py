@@ -32,7 +32,7 @@ import ssl
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -116,12 +116,12 @@ def _uses_connector(args: argparse.Namespace) -> bool:
 # --- processes -------------------------------------------------------------------------------
 
 
-def _emulator_ready(line: str) -> bool:
+def emulator_ready(line: str) -> bool:
     """The emulator's first line: its addresses and apps as JSON."""
     return line.startswith("{")
 
 
-def _seed_file(path: Path, rooms: int) -> None:
+def seed_file(path: Path, rooms: int) -> None:
     mailboxes: list[dict[str, Any]] = [
         {
             "upn": mailbox(index),
@@ -138,6 +138,26 @@ def _seed_file(path: Path, rooms: int) -> None:
     path.write_text(json.dumps({"mailboxes": mailboxes, "apps": apps}), encoding="utf-8")
 
 
+def service_env(info: Mapping[str, Any]) -> dict[str, str]:
+    """The environment of the service's processes: the benchmark's admin token and secrets
+    key, and the emulator (``info``, its banner) as Microsoft Graph with the service's app."""
+    return {
+        "BOOKINGCACHE_LOG_LEVEL": "WARNING",
+        **os.environ,
+        # Everything runs on loopback over http: the emulator, the connector, the
+        # service's own URL, which only development allows (docs/api.md).
+        "BOOKINGCACHE_ENVIRONMENT": "development",
+        "BOOKINGCACHE_ADMIN_TOKEN": ADMIN_TOKEN,
+        "BOOKINGCACHE_SECRETS_KEY": SECRETS_KEY,
+        "BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID": info["apps"]["full"]["client_id"],
+        "BOOKINGCACHE_SYNC_GRAPH__CLIENT_SECRET": info["apps"]["full"]["client_secret"],
+        "BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST": info["authority"].rsplit("/", 1)[0],
+        "BOOKINGCACHE_SYNC_GRAPH__GRAPH_BASE_URL": info["base_url"],
+        "BOOKINGCACHE_SYNC_GRAPH__CA_BUNDLE": info["cert_path"],
+        "BOOKINGCACHE_ORCHESTRATION_DEBOUNCE_S": "0.5",
+    }
+
+
 def _admin(service_url: str) -> httpx.AsyncClient:
     """A client of the service's admin API, for the set-up."""
     return httpx.AsyncClient(
@@ -145,7 +165,7 @@ def _admin(service_url: str) -> httpx.AsyncClient:
     )
 
 
-async def _create_tenant(
+async def create_tenant(
     args: argparse.Namespace, service_url: str, connector_url: str | None, directory: str
 ) -> str:
     """The tenant, without rooms yet (so nothing asks the connector for subscriptions before
@@ -170,7 +190,7 @@ async def _create_tenant(
         return secret
 
 
-async def _import_rooms(args: argparse.Namespace, service_url: str) -> None:
+async def import_rooms(args: argparse.Namespace, service_url: str) -> None:
     async with _admin(service_url) as service:
         rooms = [
             {
@@ -187,27 +207,29 @@ async def _import_rooms(args: argparse.Namespace, service_url: str) -> None:
             raise BenchError(f"importing rooms failed: {imported.text[:300]}")
 
 
-async def _first_sync(
+async def first_sync(
     args: argparse.Namespace,
     info: dict[str, Any],
-    service_url: str,
+    service_urls: Sequence[str],
     database_url: str,
     verify: ssl.SSLContext,
 ) -> None:
     """Every room subscribed and its calendar read once. Without the connector the benchmark
-    subscribes each room at Graph itself; with it, the service's orchestration has the
+    subscribes each room at Graph itself, the rooms' notifications going to the service
+    processes of ``service_urls`` in turn; with it, the service's orchestration has the
     connector do it (and, for ``push``, the connector's reconciliation pushes each window)."""
     store = await open_store(database_url, box=SecretBox([SECRETS_KEY]), migrate=False)
     try:
         if _uses_connector(args):
             await _wait(
-                lambda: _all_subscribed(service_url, args.rooms), "the connector's subscriptions"
+                lambda: _all_subscribed(service_urls[0], args.rooms),
+                "the connector's subscriptions",
             )
         else:
             registry = SqlSubscriptions(store, clock=SystemClock())
             client_state = secrets.token_urlsafe(24)
             await registry.rotate_client_state(TENANT, client_state)
-            await _subscribe(args, info, service_url, client_state, registry, verify)
+            await _subscribe(args, info, service_urls, client_state, registry, verify)
         if args.source != "push":
             queue = SqlJobQueue(store, clock=SystemClock())
             now = dt.datetime.now(dt.UTC)
@@ -242,7 +264,7 @@ async def _wait(check: Callable[[], Awaitable[bool]], what: str, timeout_s: floa
 async def _subscribe(
     args: argparse.Namespace,
     info: dict[str, Any],
-    service_url: str,
+    service_urls: Sequence[str],
     client_state: str,
     registry: SqlSubscriptions,
     verify: ssl.SSLContext,
@@ -262,6 +284,7 @@ async def _subscribe(
         todo = list(range(args.rooms))
 
         async def one(index: int) -> None:
+            service_url = service_urls[index % len(service_urls)]
             while True:
                 response = await graph.post(
                     f"{info['base_url']}/subscriptions",
@@ -329,7 +352,7 @@ def _connector_command(port: int) -> list[str]:
 
 
 @contextmanager
-def _child(
+def child(
     argv: list[str],
     env: Mapping[str, str],
     *,
@@ -354,33 +377,18 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="bookingcache-freshness-") as tmp:
         root = Path(tmp)
         seed = root / "seed.json"
-        _seed_file(seed, args.rooms)
+        seed_file(seed, args.rooms)
         emulator_command = [
             sys.executable, "-m", "graph_emulator.cli", "--seed", str(seed), "--tls",
             "--tls-dir", str(root / "tls"), "--allow-http-notifications", "--port", "0",
         ]  # fmt: skip
-        with _child(
-            emulator_command, os.environ, log=root / "emulator.log", ready=_emulator_ready
+        with child(
+            emulator_command, os.environ, log=root / "emulator.log", ready=emulator_ready
         ) as emulator:
             info: dict[str, Any] = json.loads(emulator.banner)
-            authority_root = info["authority"].rsplit("/", 1)[0]
             data_dir = root / "service"
             database_url = args.database_url or f"sqlite:///{data_dir / 'bookingcache.db'}"
-            env = {
-                "BOOKINGCACHE_LOG_LEVEL": "WARNING",
-                **os.environ,
-                # Everything runs on loopback over http: the emulator, the connector, the
-                # service's own URL, which only development allows (docs/api.md).
-                "BOOKINGCACHE_ENVIRONMENT": "development",
-                "BOOKINGCACHE_ADMIN_TOKEN": ADMIN_TOKEN,
-                "BOOKINGCACHE_SECRETS_KEY": SECRETS_KEY,
-                "BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID": info["apps"]["full"]["client_id"],
-                "BOOKINGCACHE_SYNC_GRAPH__CLIENT_SECRET": info["apps"]["full"]["client_secret"],
-                "BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST": authority_root,
-                "BOOKINGCACHE_SYNC_GRAPH__GRAPH_BASE_URL": info["base_url"],
-                "BOOKINGCACHE_SYNC_GRAPH__CA_BUNDLE": info["cert_path"],
-                "BOOKINGCACHE_ORCHESTRATION_DEBOUNCE_S": "0.5",
-            }
+            env = service_env(info)
             connector_port = free_port() if _uses_connector(args) else None
             connector_url = f"http://127.0.0.1:{connector_port}" if connector_port else None
             service_command = serve_command(data_dir, "--database-url", database_url)
@@ -390,18 +398,16 @@ def main(argv: list[str]) -> int:
             if args.split:
                 service_command.append("--no-worker")
             with contextlib.ExitStack() as stack:
-                service = stack.enter_context(
-                    _child(service_command, env, log=root / "service.log")
-                )
+                service = stack.enter_context(child(service_command, env, log=root / "service.log"))
                 if args.split:  # started once the service has migrated the database
                     stack.enter_context(
-                        _child(worker_command, env, log=root / "worker.log", ready=worker_ready)
+                        child(worker_command, env, log=root / "worker.log", ready=worker_ready)
                     )
                 service_url = service.banner_url
                 verify = ssl.create_default_context(cafile=info["cert_path"])
                 try:
                     secret = asyncio.run(
-                        _create_tenant(args, service_url, connector_url, info["tenant_id"])
+                        create_tenant(args, service_url, connector_url, info["tenant_id"])
                     )
                     if connector_port is not None and connector_url is not None:
                         connector = processes.start(
@@ -416,8 +422,8 @@ def main(argv: list[str]) -> int:
                             )
                         except NotAnswering as exc:
                             raise BenchError(f"the connector {exc}") from exc
-                    asyncio.run(_import_rooms(args, service_url))
-                    asyncio.run(_first_sync(args, info, service_url, database_url, verify))
+                    asyncio.run(import_rooms(args, service_url))
+                    asyncio.run(first_sync(args, info, [service_url], database_url, verify))
                     result = asyncio.run(measure(args, info, service_url, verify))
                     if os.environ.get("BOOKINGCACHE_BENCH_KEEP_LOG"):
                         Path(os.environ["BOOKINGCACHE_BENCH_KEEP_LOG"]).write_text(

@@ -42,13 +42,18 @@ class Server:
 
     def rss_mb(self) -> tuple[float, float]:
         """(current, peak) resident memory of the server process in MiB, from /proc."""
-        fields: dict[str, float] = {}
-        status = Path(f"/proc/{self.pid}/status").read_text(encoding="ascii")
-        for line in status.splitlines():
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = int(value.split()[0]) / 1024
-        return round(fields["VmRSS"], 1), round(fields["VmHWM"], 1)
+        return rss_mb(self.pid)
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of process ``pid`` in MiB, from /proc."""
+    fields: dict[str, float] = {}
+    status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) / 1024
+    return round(fields["VmRSS"], 1), round(fields["VmHWM"], 1)
 
 
 @contextlib.contextmanager
