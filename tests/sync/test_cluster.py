@@ -5,6 +5,7 @@ read where an expired claim and a pending job meet."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
@@ -171,6 +172,33 @@ async def test_a_silent_peers_claims_are_released_after_a_few_seconds(
     assert taken.mailbox == job.mailbox
     assert not await queue.complete(job)
     assert await queue.complete(taken)
+
+
+async def test_peers_that_find_the_same_processes_dead_release_them_once_without_deadlock(
+    store: SqlStore, queue: SqlJobQueue, clock: FixedClock
+) -> None:
+    """Every live process's heartbeat looks for silent peers; when several find the same dead
+    ones at once, each dead process is released by one of them, and none of the heartbeats
+    fails (on PostgreSQL, two releases of one process used to deadlock on its rows)."""
+    rooms = await add_tenant(store, rooms=12)
+    cluster = SqlCluster(store, clock=clock)
+    for name in ("dead-a", "dead-b", "dead-c"):
+        await cluster.register(f"{name}@1", name)
+    await queue.enqueue({(TENANT, room): clock.now() for room in rooms})
+    for name in ("dead-a", "dead-b", "dead-c"):
+        assert len(await queue.claim(f"{name}@1", 4)) == 4
+        await cluster.acquire(f"duty-of-{name}", f"{name}@1", lease_s=LEASE_S)
+    live = [f"live-{n}@1" for n in range(6)]
+    for incarnation in live:
+        await cluster.register(incarnation, incarnation.split("@")[0])
+    _later(clock, 6)
+    released = await asyncio.gather(
+        *(cluster.heartbeat(incarnation, dead_after_s=5) for incarnation in live)
+    )
+    assert sum(released) == 12
+    assert await cluster.leases() == []
+    taken = await queue.claim("live-0@1", 20)
+    assert sorted(job.mailbox for job in taken) == sorted(rooms)
 
 
 async def test_an_expired_claim_and_a_pending_job_give_one_read(

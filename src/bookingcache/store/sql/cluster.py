@@ -59,21 +59,29 @@ class SqlCluster:
         now = self._clock.now()
         silent_since = now - dt.timedelta(seconds=dead_after_s)
 
-        def work(connection: Connection) -> int:
+        def beat(connection: Connection) -> None:
             # An upsert: a process that peers took for dead (stalled past ``dead_after_s``)
             # comes back as a live one; the claims it lost meanwhile stay lost (fenced).
             _beat(connection, incarnation, None, now=now)
-            dead = [
-                row.incarnation
-                for row in connection.execute(
-                    sa.select(process_heartbeats.c.incarnation).where(
-                        process_heartbeats.c.heartbeat_at < silent_since
-                    )
-                )
-            ]
+
+        def bury(connection: Connection) -> int:
+            # The silent peers' rows are locked first, in one order, and a row another process
+            # is already releasing (or whose owner is beating right now) is skipped: two
+            # processes never release one peer together, so they cannot deadlock on its claims
+            # and leases, and a beat that commits first keeps its process alive.
+            query = (
+                sa.select(process_heartbeats.c.incarnation)
+                .where(process_heartbeats.c.heartbeat_at < silent_since)
+                .order_by(process_heartbeats.c.incarnation)
+            )
+            if connection.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            dead = [row.incarnation for row in connection.execute(query)]
             return _let_go(connection, dead, now=now)
 
-        released = await self._store.transaction(work)
+        # Two transactions: a process's own beat never waits behind the release of a peer.
+        await self._store.transaction(beat)
+        released = await self._store.transaction(bury)
         if released:
             self._store.announce(notices.JOBS_CHANNEL, "")
         return released
