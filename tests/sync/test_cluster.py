@@ -11,9 +11,11 @@ import datetime as dt
 import pytest
 
 from bookingcache.clock import FixedClock
+from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.notifications import InboxItem
 from bookingcache.store.duties import CONVERGE, SILENCE, SWEEP, DutyKeeper, LeaseLost
 from bookingcache.store.dutystate import SilenceRecord
+from bookingcache.store.jobs import ClaimLost
 from bookingcache.store.sql.cluster import SqlCluster
 from bookingcache.store.sql.dutystate import SqlDutyState
 from bookingcache.store.sql.inbox import SqlInbox
@@ -172,6 +174,43 @@ async def test_a_silent_peers_claims_are_released_after_a_few_seconds(
     assert taken.mailbox == job.mailbox
     assert not await queue.complete(job)
     assert await queue.complete(taken)
+
+
+async def test_a_refresh_whose_claim_was_taken_over_writes_nothing(
+    store: SqlStore, queue: SqlJobQueue, clock: FixedClock
+) -> None:
+    """A process stalled past its claim (taken for dead, its claim retaken by a peer) that
+    resumes with an older read must not write it over the peer's newer one."""
+    [room, *_] = await add_tenant(store, rooms=1)
+    cluster = SqlCluster(store, clock=clock)
+    await cluster.register("stalled@1", "stalled")
+    await queue.enqueue({(TENANT, room): clock.now()})
+    [stalled] = await queue.claim("stalled@1", 1)
+    _later(clock, 6)
+    assert await cluster.heartbeat("live@1", dead_after_s=5) == 1
+    [taken] = await queue.claim("live@1", 1)
+    start, end = clock.now(), clock.now() + dt.timedelta(days=1)
+    newer = BasicEvent("new", start + dt.timedelta(hours=2), start + dt.timedelta(hours=3))
+    older = BasicEvent("old", start + dt.timedelta(hours=1), start + dt.timedelta(hours=2))
+
+    async def write(event: BasicEvent, claim: tuple[int, str]) -> None:
+        await store.replace_window(
+            TENANT, room, window_start=start, window_end=end, events=[event],
+            synced_at=clock.now(), claim=claim,
+        )  # fmt: skip
+
+    await write(newer, (taken.id, taken.lease))
+    synced = (await store.get_calendar(TENANT, room)).last_success_at
+    _later(clock, 1)
+    with pytest.raises(ClaimLost):
+        await write(older, (stalled.id, stalled.lease))
+    cached = await store.events_in_window(TENANT, [room], start=start, end=end)
+    assert [event.id for event in cached[room]] == ["new"]
+    assert (await store.get_calendar(TENANT, room)).last_success_at == synced
+    assert await queue.complete(taken)
+    # Once the job is done, no claim of it writes any more.
+    with pytest.raises(ClaimLost):
+        await write(older, (taken.id, taken.lease))
 
 
 async def test_peers_that_find_the_same_processes_dead_release_them_once_without_deadlock(

@@ -11,10 +11,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from bookingcache.errors import BookingCacheError
 from bookingcache.store.duties import Lease
 
 # Told the earliest due time among the jobs a commit created or moved (None: now, or unknown).
 DueListener = Callable[[dt.datetime | None], None]
+
+
+class ClaimLost(BookingCacheError):
+    """A refresh's claim was taken over (its lease ran out, or its process was taken for dead)
+    before the refresh wrote: the new claim's read is newer, so this one's is not written."""
 
 
 @dataclass(frozen=True, slots=True)

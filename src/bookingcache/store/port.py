@@ -168,11 +168,16 @@ class Store(Protocol):
         events: Sequence[BasicEvent],
         synced_at: dt.datetime,
         delta_link: str | None = None,
+        claim: tuple[int, str] | None = None,
     ) -> EventDiff:
         """Atomically make the cached events of ``mailbox`` that overlap the window exactly
         ``events``, record a successful sync at ``synced_at`` together with the source's
         ``delta_link`` for this window (``None`` clears it), append to the change feed when
-        anything changed, and return the diff. Events outside the window are untouched."""
+        anything changed, and return the diff. Events outside the window are untouched.
+
+        With ``claim`` (the id and lease of the refresh job that read them) the write is
+        fenced: it happens only while that claim is still the job's, else
+        ``store.jobs.ClaimLost`` and nothing is written."""
         ...
 
     async def calendar_names(self, tenant_id: str, mailboxes: Collection[str]) -> dict[str, str]:

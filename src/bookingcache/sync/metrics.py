@@ -14,6 +14,7 @@ SKIPPED = "skipped"  # nothing to read (a push tenant)
 GONE = "gone"  # the tenant or calendar went away
 THROTTLED = "throttled"  # 429/503: deferred by its Retry-After
 FAILED = "failed"  # any other error: retried with backoff
+SUPERSEDED = "superseded"  # the claim was taken over before the write: nothing written
 
 _DURATION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

@@ -37,7 +37,7 @@ from bookingcache.domain.tenancy import Tenant
 from bookingcache.domain.titles import withhold_titles
 from bookingcache.errors import BookingCacheError, NotFound, Throttled, public_error
 from bookingcache.settings import SyncSettings
-from bookingcache.store.jobs import Job, JobQueue
+from bookingcache.store.jobs import ClaimLost, Job, JobQueue
 from bookingcache.store.port import Store
 from bookingcache.sync import metrics as outcomes
 from bookingcache.sync.directory import SyncDirectory
@@ -278,6 +278,14 @@ class Worker:
             outcome = ""
             await self._bookkeep(self._queue.release(job))
             raise
+        except ClaimLost:
+            # Another worker took the job over while this one read (this process stalled past
+            # its lease, or was taken for dead): its read is newer; this one is dropped, and
+            # the job is the new claim's to finish.
+            outcome = outcomes.SUPERSEDED
+            log.info(
+                "refresh of %s/%s superseded: its claim was taken over", job.tenant_id, job.mailbox
+            )
         except NotFound as exc:
             # The tenant or calendar went away: nothing left to refresh.
             outcome = outcomes.GONE
@@ -380,6 +388,7 @@ class Worker:
             events=withhold_titles(events, tenant.title_policy),
             synced_at=self._clock.now(),
             delta_link=source.delta_link_of(job.tenant_id, job.mailbox),
+            claim=(job.id, job.lease),
         )
         log.debug(
             "refreshed %s/%s: %d events, %s, read %.0f ms, write %.0f ms",

@@ -329,6 +329,7 @@ class SqlStore(SqlCredentials):
         events: Sequence[BasicEvent],
         synced_at: dt.datetime,
         delta_link: str | None = None,
+        claim: tuple[int, str] | None = None,
     ) -> EventDiff:
         window_start = require_aware("window_start", window_start)
         window_end = require_aware("window_end", window_end)
@@ -338,6 +339,8 @@ class SqlStore(SqlCredentials):
         given = windows.events_by_id(events, window_start=window_start, window_end=window_end)
 
         def work(conn: Connection) -> tuple[EventDiff, list[CalendarChange]]:
+            if claim is not None:
+                windows.hold_claim(conn, *claim)
             windows.record_success_and_lock(
                 conn,
                 tenant_id,

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bookingcache.domain.events import BasicEvent, EventDiff
 from bookingcache.domain.timezones import is_valid_time_zone, resolve_time_zone
 from bookingcache.errors import InvalidInput, NotFound
+from bookingcache.store.jobs import ClaimLost
 from bookingcache.store.port import CalendarChange
 from bookingcache.store.sql import notices
 from bookingcache.store.sql.rows import (
@@ -30,7 +31,14 @@ from bookingcache.store.sql.rows import (
     overlap_condition,
     overlaps,
 )
-from bookingcache.store.sql.schema import EVENT_ID, calendar_changes, calendars, events, tenants
+from bookingcache.store.sql.schema import (
+    EVENT_ID,
+    calendar_changes,
+    calendars,
+    events,
+    jobs,
+    tenants,
+)
 
 T = TypeVar("T")
 
@@ -64,6 +72,17 @@ def events_by_id(
         for event_id, event in by_id.items()
         if overlaps(event, window_start, window_end)
     }
+
+
+def hold_claim(conn: Connection, job_id: int, lease: str) -> None:
+    """Inside a refresh's write: the job is still claimed by ``lease``, else ``ClaimLost``. On
+    PostgreSQL the job row stays locked to the end of the transaction, so no other worker
+    takes the claim over between this check and the commit (a claim skips locked rows)."""
+    query = select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.locked_by == lease)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    if conn.execute(query).first() is None:
+        raise ClaimLost(f"job {job_id} was claimed again before its refresh wrote")
 
 
 def record_success_and_lock(
