@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -28,9 +29,27 @@ LEASE_S = 15.0
 RENEW_S = 5.0
 
 
-def _keeper(store: SqlStore, clock: FixedClock, name: str) -> DutyKeeper:
+Clusters = Callable[[], SqlCluster]
+
+
+@pytest.fixture
+async def clusters(store: SqlStore, clock: FixedClock) -> AsyncIterator[Clusters]:
+    """New ``SqlCluster``s, one per process the test plays; their sessions end with the test
+    (a process's death is ``close()``: on PostgreSQL its liveness lock goes with its session)."""
+    made: list[SqlCluster] = []
+
+    def make() -> SqlCluster:
+        made.append(SqlCluster(store, clock=clock))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        await cluster.close()
+
+
+def _keeper(clusters: Clusters, clock: FixedClock, name: str) -> DutyKeeper:
     return DutyKeeper(
-        SqlCluster(store, clock=clock),
+        clusters(),
         clock=clock,
         incarnation=f"{name}@1",
         instance_id=name,
@@ -46,9 +65,9 @@ def _later(clock: FixedClock, seconds: float) -> None:
 
 
 async def test_one_holder_per_duty_and_a_new_token_at_each_takeover(
-    store: SqlStore, clock: FixedClock
+    store: SqlStore, clock: FixedClock, clusters: Clusters
 ) -> None:
-    cluster = SqlCluster(store, clock=clock)
+    cluster = clusters()
     first = await cluster.acquire(SWEEP, "a@1", lease_s=LEASE_S)
     assert first is not None
     assert first.token == 1
@@ -75,9 +94,9 @@ async def test_one_holder_per_duty_and_a_new_token_at_each_takeover(
 
 
 async def test_a_holder_stopped_past_its_lease_finds_it_lost_before_acting(
-    store: SqlStore, clock: FixedClock
+    store: SqlStore, clock: FixedClock, clusters: Clusters
 ) -> None:
-    stopped, peer = _keeper(store, clock, "a"), _keeper(store, clock, "b")
+    stopped, peer = _keeper(clusters, clock, "a"), _keeper(clusters, clock, "b")
     for keeper in (stopped, peer):
         keeper.want([SWEEP])
         await keeper.register()
@@ -97,9 +116,9 @@ async def test_a_holder_stopped_past_its_lease_finds_it_lost_before_acting(
 
 
 async def test_a_lapsed_lease_is_not_acted_on_even_when_nobody_took_it(
-    store: SqlStore, clock: FixedClock
+    store: SqlStore, clock: FixedClock, clusters: Clusters
 ) -> None:
-    keeper = _keeper(store, clock, "a")
+    keeper = _keeper(clusters, clock, "a")
     keeper.want([CONVERGE])
     await keeper.register()
     await keeper.tend()
@@ -114,10 +133,10 @@ async def test_a_lapsed_lease_is_not_acted_on_even_when_nobody_took_it(
 
 
 async def test_a_write_under_a_lost_lease_is_refused_whole(
-    store: SqlStore, clock: FixedClock
+    store: SqlStore, clock: FixedClock, clusters: Clusters
 ) -> None:
     [room, *_] = await add_tenant(store)
-    cluster, state = SqlCluster(store, clock=clock), SqlDutyState(store, clock=clock)
+    cluster, state = clusters(), SqlDutyState(store, clock=clock)
     old = await cluster.acquire(SILENCE, "a@1", lease_s=LEASE_S)
     assert old is not None
     record = SilenceRecord(TENANT, room, baseline=clock.now(), unannounced=1)
@@ -135,10 +154,10 @@ async def test_a_write_under_a_lost_lease_is_refused_whole(
 
 
 async def test_a_restart_takes_back_its_previous_incarnations_claims_at_once(
-    store: SqlStore, queue: SqlJobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, clock: FixedClock, clusters: Clusters
 ) -> None:
     rooms = await add_tenant(store, rooms=3)
-    cluster = SqlCluster(store, clock=clock)
+    cluster = clusters()
     await cluster.register("worker-1@old", "worker-1")
     await cluster.register("worker-2@x", "worker-2")
     await queue.enqueue({(TENANT, room): clock.now() for room in rooms})
@@ -157,14 +176,15 @@ async def test_a_restart_takes_back_its_previous_incarnations_claims_at_once(
 
 
 async def test_a_silent_peers_claims_are_released_after_a_few_seconds(
-    store: SqlStore, queue: SqlJobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, clock: FixedClock, clusters: Clusters
 ) -> None:
     [room, *_] = await add_tenant(store, rooms=1)
-    cluster = SqlCluster(store, clock=clock)
-    await cluster.register("dead@1", "dead")
+    cluster, dying = clusters(), clusters()
+    await dying.register("dead@1", "dead")
     await cluster.register("live@1", "live")
     await queue.enqueue({(TENANT, room): clock.now()})
     [job] = await queue.claim("dead@1", 1)
+    await dying.close()  # killed: on PostgreSQL its session, and its lock, are gone
     _later(clock, 3)
     assert await cluster.heartbeat("live@1", dead_after_s=5) == 0  # not silent long enough
     assert await queue.claim("live@1", 1) == []
@@ -176,18 +196,39 @@ async def test_a_silent_peers_claims_are_released_after_a_few_seconds(
     assert await queue.complete(taken)
 
 
+async def test_on_postgresql_a_silent_peer_whose_session_lives_is_not_taken_for_dead(
+    store: SqlStore, queue: SqlJobQueue, clock: FixedClock, clusters: Clusters
+) -> None:
+    """A process starved of CPU (or stopped) misses its heartbeats but keeps its session: its
+    claims run out with their lease, and nobody re-reads its calendars under it meanwhile. One
+    that died is found within two beats once its session is gone."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has no sessions to tell a slow process from a dead one")
+    [room, other, *_] = await add_tenant(store, rooms=2)
+    cluster, slow, dying = clusters(), clusters(), clusters()
+    await cluster.register("live@1", "live")
+    await slow.register("slow@1", "slow")
+    await dying.register("dead@1", "dead")
+    await queue.enqueue({(TENANT, room): clock.now(), (TENANT, other): clock.now()})
+    [held] = await queue.claim("slow@1", 1)
+    [lost] = await queue.claim("dead@1", 1)
+    await dying.close()
+    _later(clock, 30)
+    assert await cluster.heartbeat("live@1", dead_after_s=5, stale_after_s=2) == 1
+    [taken] = await queue.claim("live@1", 5)
+    assert taken.mailbox == lost.mailbox
+    assert await queue.complete(held)  # the slow one finishes its own refresh
+
+
 async def test_a_refresh_whose_claim_was_taken_over_writes_nothing(
     store: SqlStore, queue: SqlJobQueue, clock: FixedClock
 ) -> None:
-    """A process stalled past its claim (taken for dead, its claim retaken by a peer) that
-    resumes with an older read must not write it over the peer's newer one."""
+    """A process stalled past its claim (its claim retaken by a peer) that resumes with an
+    older read must not write it over the peer's newer one."""
     [room, *_] = await add_tenant(store, rooms=1)
-    cluster = SqlCluster(store, clock=clock)
-    await cluster.register("stalled@1", "stalled")
     await queue.enqueue({(TENANT, room): clock.now()})
     [stalled] = await queue.claim("stalled@1", 1)
-    _later(clock, 6)
-    assert await cluster.heartbeat("live@1", dead_after_s=5) == 1
+    _later(clock, queue.lease_s + 1)  # stalled past its claim's lease
     [taken] = await queue.claim("live@1", 1)
     start, end = clock.now(), clock.now() + dt.timedelta(days=1)
     newer = BasicEvent("new", start + dt.timedelta(hours=2), start + dt.timedelta(hours=3))
@@ -214,19 +255,20 @@ async def test_a_refresh_whose_claim_was_taken_over_writes_nothing(
 
 
 async def test_peers_that_find_the_same_processes_dead_release_them_once_without_deadlock(
-    store: SqlStore, queue: SqlJobQueue, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, clock: FixedClock, clusters: Clusters
 ) -> None:
     """Every live process's heartbeat looks for silent peers; when several find the same dead
     ones at once, each dead process is released by one of them, and none of the heartbeats
     fails (on PostgreSQL, two releases of one process used to deadlock on its rows)."""
     rooms = await add_tenant(store, rooms=12)
-    cluster = SqlCluster(store, clock=clock)
+    cluster, dying = clusters(), clusters()
     for name in ("dead-a", "dead-b", "dead-c"):
-        await cluster.register(f"{name}@1", name)
+        await dying.register(f"{name}@1", name)
     await queue.enqueue({(TENANT, room): clock.now() for room in rooms})
     for name in ("dead-a", "dead-b", "dead-c"):
         assert len(await queue.claim(f"{name}@1", 4)) == 4
         await cluster.acquire(f"duty-of-{name}", f"{name}@1", lease_s=LEASE_S)
+    await dying.close()
     live = [f"live-{n}@1" for n in range(6)]
     for incarnation in live:
         await cluster.register(incarnation, incarnation.split("@")[0])
@@ -241,13 +283,15 @@ async def test_peers_that_find_the_same_processes_dead_release_them_once_without
 
 
 async def test_an_expired_claim_and_a_pending_job_give_one_read(
-    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock, clusters: Clusters
 ) -> None:
     [room, *_] = await add_tenant(store, rooms=1)
-    cluster = SqlCluster(store, clock=clock)
-    await cluster.register("dead@1", "dead")
+    cluster, dying = clusters(), clusters()
+    await cluster.register("w@1", "w")
+    await dying.register("dead@1", "dead")
     await queue.enqueue({(TENANT, room): clock.now()})
     [dead] = await queue.claim("dead@1", 1)
+    await dying.close()
     # A notification while the refresh was in flight: a pending job beside the claim.
     await inbox.append([InboxItem(TENANT, room, change_type="updated")])
     _later(clock, 1)
@@ -297,10 +341,10 @@ async def test_a_reaction_waits_for_the_interval_after_the_last_converge(
 
 
 async def test_a_sweep_under_a_lost_lease_queues_nothing(
-    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock, clusters: Clusters
 ) -> None:
     await add_tenant(store, rooms=2)  # never refreshed: stale
-    cluster = SqlCluster(store, clock=clock)
+    cluster = clusters()
     old = await cluster.acquire(SWEEP, "a@1", lease_s=LEASE_S)
     assert old is not None
     _later(clock, LEASE_S + 1)

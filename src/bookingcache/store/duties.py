@@ -61,13 +61,20 @@ class Cluster(Protocol):
         claims were taken back."""
         ...
 
-    async def heartbeat(self, incarnation: str, *, dead_after_s: float) -> int:
-        """This incarnation is alive; release the claims and leases of peers silent for
-        ``dead_after_s``. How many claims were released."""
+    async def heartbeat(
+        self, incarnation: str, *, dead_after_s: float, stale_after_s: float | None = None
+    ) -> int:
+        """This incarnation is alive; release the claims and leases of dead peers: silent for
+        ``dead_after_s``, or, where the database can tell that a peer's session is gone, silent
+        for ``stale_after_s`` with it gone. How many claims were released."""
         ...
 
     async def retire(self, incarnation: str) -> None:
         """A clean stop: the heartbeat row goes and the incarnation's leases are free."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of what ties this process's incarnations to the database (its sessions)."""
         ...
 
     async def acquire(self, duty: str, holder: str, *, lease_s: float) -> Lease | None:
@@ -191,6 +198,7 @@ class DutyKeeper:
             with contextlib.suppress(Exception):  # the database may be gone; leases expire
                 await self.cluster.retire(self.incarnation)
             self._registered = False
+        await self.cluster.close()
         for duty in list(self._held):
             self._drop(duty)
 
@@ -209,7 +217,9 @@ class DutyKeeper:
             beats += 1
             try:
                 released = await self.cluster.heartbeat(
-                    self.incarnation, dead_after_s=self.peer_dead_after_s
+                    self.incarnation,
+                    dead_after_s=self.peer_dead_after_s,
+                    stale_after_s=2 * self.heartbeat_s,
                 )
                 if released:
                     self.released_peers += released

@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
+import asyncpg
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
@@ -230,6 +231,17 @@ class SqlBase:
         if self._announcer is None:
             self._announcer = Announcer(self._dsn())
         self._announcer.announce(channel, detail)
+
+    async def own_session(self, name: str) -> asyncpg.Connection:
+        """A PostgreSQL connection outside the pool, for state bound to a session (an advisory
+        lock), named ``name`` in ``pg_stat_activity``; the caller closes it."""
+        try:
+            connection: asyncpg.Connection = await asyncpg.connect(
+                self._dsn(), timeout=5, server_settings={"application_name": name}
+            )
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot connect to the database: {exc}") from exc
+        return connection
 
     def _dsn(self) -> str:
         """The database's URL as a plain driver connection takes it (PostgreSQL)."""

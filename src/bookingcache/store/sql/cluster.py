@@ -9,12 +9,25 @@ holder adds one to ``token``.
 Job claims are made under ``<incarnation>/<claim>`` (``store.sql.claims``): releasing an
 incarnation's claims sets their lease to have run out, so the next claim takes them (and folds
 a pending job of the same calendar into them: one read).
+
+Which peers are dead: on PostgreSQL each incarnation holds a session-level advisory lock on a
+connection of its own for as long as it lives. A process that dies loses its session, and with
+it the lock, at once; one that is only slow or stopped keeps both. A peer is dead once its lock
+is free and its heartbeat is older than ``stale_after_s`` (two beats): a kill is found within
+seconds, and a process starved of CPU on a loaded host is never taken for dead (its claims and
+leases run out by themselves if it never comes back). A process judges others only once it has
+held its own lock for ``dead_after_s``, so after the database restarts (every lock gone) the
+live processes have time to take theirs back. On SQLite, with one process, a peer is dead when
+its heartbeat is older than ``dead_after_s``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -25,15 +38,86 @@ from bookingcache.store.sql.schema import duty_leases, jobs, process_heartbeats
 from bookingcache.store.sql.store import SqlStore
 
 _EPSILON = dt.timedelta(microseconds=1)
+# The advisory locks' first key: liveness ("bk"); the second is ``hashtext(incarnation)``.
+_LIVENESS = 0x626B
+
+log = logging.getLogger(__name__)
+
+
+class _Liveness:
+    """One incarnation's session-level advisory lock, on a PostgreSQL connection of its own."""
+
+    def __init__(self, store: SqlStore, incarnation: str, clock: Clock) -> None:
+        self._store = store
+        self._incarnation = incarnation
+        self._clock = clock
+        self._session: asyncpg.Connection | None = None
+        self.since: dt.datetime | None = None  # held without a break since
+
+    async def keep(self) -> None:
+        """Hold the lock: take it again on a new session if the last one was lost."""
+        if self._session is not None and not self._session.is_closed():
+            try:
+                await self._session.fetchval("SELECT 1", timeout=5)
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                await self.close()
+        session = await self._store.own_session(f"bookingcache liveness {self._incarnation}")
+        try:
+            taken = await session.fetchval(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))", _LIVENESS, self._incarnation
+            )
+        except BaseException:
+            await session.close()
+            raise
+        if not taken:  # the lost session has not ended yet on the server: next beat
+            await session.close()
+            return
+        self._session, self.since = session, self._clock.now()
+
+    def held_for(self) -> float:
+        if self.since is None:
+            return 0.0
+        return (self._clock.now() - self.since).total_seconds()
+
+    async def close(self) -> None:
+        session, self._session, self.since = self._session, None, None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                await session.close(timeout=5)
 
 
 class SqlCluster:
     def __init__(self, store: SqlStore, *, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+        self._sessions: dict[str, _Liveness] = {}
+
+    def _sessions_bound(self) -> bool:
+        return self._store.dialect == "postgresql"
+
+    async def _live(self, incarnation: str) -> _Liveness | None:
+        """PostgreSQL: the incarnation's liveness lock, held (taken again if it was lost)."""
+        if not self._sessions_bound():
+            return None
+        liveness = self._sessions.get(incarnation)
+        if liveness is None:
+            liveness = self._sessions[incarnation] = _Liveness(
+                self._store, incarnation, self._clock
+            )
+        await liveness.keep()
+        return liveness
+
+    async def close(self) -> None:
+        """End this process's liveness sessions without retiring (what a crash does: peers
+        find it dead); a clean stop retires first."""
+        for liveness in self._sessions.values():
+            await liveness.close()
+        self._sessions.clear()
 
     # --- processes -------------------------------------------------------------------------
     async def register(self, incarnation: str, instance_id: str) -> int:
+        await self._live(incarnation)
         now = self._clock.now()
 
         def work(connection: Connection) -> int:
@@ -55,9 +139,16 @@ class SqlCluster:
             self._store.announce(notices.JOBS_CHANNEL, "")
         return taken
 
-    async def heartbeat(self, incarnation: str, *, dead_after_s: float) -> int:
+    async def heartbeat(
+        self, incarnation: str, *, dead_after_s: float, stale_after_s: float | None = None
+    ) -> int:
+        liveness = await self._live(incarnation)
         now = self._clock.now()
-        silent_since = now - dt.timedelta(seconds=dead_after_s)
+        if liveness is None:
+            silent_since = now - dt.timedelta(seconds=dead_after_s)
+        else:
+            stale_s = dead_after_s if stale_after_s is None else stale_after_s
+            silent_since = now - dt.timedelta(seconds=stale_s)
 
         def beat(connection: Connection) -> None:
             # An upsert: a process that peers took for dead (stalled past ``dead_after_s``)
@@ -76,11 +167,26 @@ class SqlCluster:
             )
             if connection.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            dead = [row.incarnation for row in connection.execute(query)]
-            return _let_go(connection, dead, now=now)
+            silent = [row.incarnation for row in connection.execute(query)]
+            if liveness is not None:
+                # Dead only when its session is gone too: its lock is free (taken here for the
+                # transaction only, and so let go at the commit).
+                silent = [
+                    peer
+                    for peer in silent
+                    if peer != incarnation
+                    and connection.execute(
+                        sa.select(
+                            sa.func.pg_try_advisory_xact_lock(_LIVENESS, sa.func.hashtext(peer))
+                        )
+                    ).scalar_one()
+                ]
+            return _let_go(connection, silent, now=now)
 
         # Two transactions: a process's own beat never waits behind the release of a peer.
         await self._store.transaction(beat)
+        if liveness is not None and liveness.held_for() < dead_after_s:
+            return 0  # just (re)joined: live peers may not have their locks back yet
         released = await self._store.transaction(bury)
         if released:
             self._store.announce(notices.JOBS_CHANNEL, "")
@@ -93,7 +199,12 @@ class SqlCluster:
             )
             _free_leases(connection, [incarnation])
 
-        await self._store.transaction(work)
+        try:
+            await self._store.transaction(work)
+        finally:
+            liveness = self._sessions.pop(incarnation, None)
+            if liveness is not None:
+                await liveness.close()
 
     # --- leases ----------------------------------------------------------------------------
     async def acquire(self, duty: str, holder: str, *, lease_s: float) -> Lease | None:
