@@ -1,10 +1,15 @@
 """The reconciliation sweep: the safety net that repairs missed or silent notifications.
 
-Every ``interval_s`` it gives a refresh to each calendar whose last successful refresh is older
-than ``bound_s`` (or that never had one) and that has no pending or running job. The refreshes
-are spread out: one every ``min(bound_s / n, 1 / rate_per_s)`` seconds, so they never burst,
-yet all of them fall within the bound however many calendars are stale. Push tenants are left
+Every ``interval_s`` it gives a refresh to each calendar that has no pending or running job and
+whose last successful refresh grows older than ``bound_s`` before the next pass. Each calendar
+is read at its own stable instant of its bound, so calendars refreshed together are
+read spread over the bound, not in a wave. Calendars already past their bound (never read, or
+the service was down) are spread out from now: one every ``min(bound_s / n, 1 / rate_per_s)``
+seconds, so they never burst, yet all of them fall within ``bound_s``. Push tenants are left
 out: the service has nothing to read for them, their data ages into ``unknown`` instead.
+
+A sweep refresh is an ordinary one: with ``Calendars.Read`` a calendarView delta round, which
+costs one request for an unchanged calendar.
 
 Each pass also drops the inbox's record of notifications older than the retention (default
 7 days); what they asked for was done long before, by their calendars' jobs.
@@ -25,12 +30,15 @@ from bookingcache.store.duties import RETENTION, SWEEP, DutyKeeper, Lease, Lease
 from bookingcache.store.inbox import Inbox
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
+from bookingcache.sync import cadence
 
 log = logging.getLogger(__name__)
 
 _NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
 # What ``_holding`` answers for a sweep built without a cluster: every pass is its own.
 _FREE = Lease("", "", 0, dt.datetime.max.replace(tzinfo=dt.UTC))
+
+Key = tuple[str, str]
 
 
 class Sweep:
@@ -62,35 +70,50 @@ class Sweep:
         """One pass; returns how many refreshes it scheduled. With ``fence`` (the sweep duty's
         lease) the refreshes are queued only while the lease holds."""
         now = self._clock.now()
-        bound = dt.timedelta(seconds=self.bound_s)
+        horizon = now + dt.timedelta(seconds=self.interval_s)
+        overdue: list[tuple[dt.datetime, Key]] = []
+        upcoming: dict[Key, dt.datetime] = {}
+        for key, last_success_at, bound_s in await self._bounds(now):
+            if last_success_at is None:
+                overdue.append((_NEVER, key))
+                continue
+            at = cadence.next_read(last_success_at, bound_s=bound_s, at=cadence.phase(*key))
+            if at <= now:
+                overdue.append((last_success_at, key))
+            elif at <= horizon:
+                upcoming[key] = at
+        if not overdue and not upcoming:
+            return 0
+        busy = await self._queue.busy_calendars()
+        overdue = sorted(item for item in overdue if item[1] not in busy)
+        due = {key: at for key, at in upcoming.items() if key not in busy}
+        spacing_s = min(self.bound_s / max(len(overdue), 1), 1 / self.rate_per_s)
+        for index, (_, key) in enumerate(overdue):
+            due[key] = now + dt.timedelta(seconds=index * spacing_s)
+        if not due:
+            return 0
+        scheduled = await self._queue.enqueue(due, fence=fence)
+        if scheduled:
+            log.info(
+                "sweep scheduled %d calendars (%d past their bound, spread over %.1fs)",
+                scheduled,
+                len(overdue),
+                len(overdue) * spacing_s,
+            )
+        return scheduled
+
+    async def _bounds(self, now: dt.datetime) -> list[tuple[Key, dt.datetime | None, float]]:
+        """Each readable calendar with its last success and its bound now."""
         readable = {
             tenant.id
             for tenant in await self._store.list_tenants()
             if SourceKind(tenant.event_source) is not SourceKind.PUSH
         }
-        stale = [
-            calendar
+        return [
+            ((calendar.tenant_id, calendar.mailbox), calendar.last_success_at, self.bound_s)
             for calendar in await self._store.list_calendars()
             if calendar.tenant_id in readable
-            and (calendar.last_success_at is None or now - calendar.last_success_at > bound)
         ]
-        if not stale:
-            return 0
-        busy = await self._queue.busy_calendars()
-        stale = [c for c in stale if (c.tenant_id, c.mailbox) not in busy]
-        if not stale:
-            return 0
-        stale.sort(key=lambda calendar: calendar.last_success_at or _NEVER)
-        spacing_s = min(self.bound_s / len(stale), 1 / self.rate_per_s)
-        due = {
-            (calendar.tenant_id, calendar.mailbox): now + dt.timedelta(seconds=index * spacing_s)
-            for index, calendar in enumerate(stale)
-        }
-        scheduled = await self._queue.enqueue(due, fence=fence)
-        if scheduled:
-            span_s = len(due) * spacing_s
-            log.info("sweep scheduled %d stale calendars over %.1fs", scheduled, span_s)
-        return scheduled
 
     async def prune_inbox(self) -> int:
         """Drop the inbox's record of notifications older than the retention."""
