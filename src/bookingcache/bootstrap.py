@@ -347,6 +347,8 @@ async def build_container(
         # Claims are made under the incarnation, so that a restart or a peer can release them.
         worker_id=duties.incarnation,
         duties=duties,
+        subscriptions=subscriptions,
+        duty_state=duty_state,
     )
     intake = IntakeService(
         store=store,

@@ -98,7 +98,12 @@ class SyncSettings(BaseModel):
     max_tries: int = Field(default=8, ge=1)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
+    # The reconciliation sweep reads a calendar once its last success is ``sweep_bound_s``
+    # old, or ``sweep_healthy_bound_s`` (capped by the tenant's staleness bound less
+    # ``sweep_bound_s``) while its subscription is listening (docs/sync.md, "The
+    # reconciliation sweep").
     sweep_bound_s: float = Field(default=900.0, gt=0)
+    sweep_healthy_bound_s: float = Field(default=4 * 3600.0, gt=0)
     sweep_interval_s: float = Field(default=30.0, gt=0)
     sweep_rate_per_s: float = Field(default=5.0, gt=0)
     # How long the inbox keeps what intake accepted (the record; the work is in the jobs).

@@ -248,7 +248,9 @@ def test_graph_faults_and_lost_notifications_still_converge(
 ) -> None:
     # A short reconciliation bound: what a dropped notification leaves stale is read again;
     # and at the connector too, for the push source.
-    sweeping = FAST_SYNC.model_copy(update={"sweep_bound_s": 2, "sweep_interval_s": 0.5})
+    sweeping = FAST_SYNC.model_copy(
+        update={"sweep_bound_s": 2, "sweep_healthy_bound_s": 2, "sweep_interval_s": 0.5}
+    )
     with _deployed(tmp_path, alternative, source, rooms=3, sync=sweeping, push_reconcile_s=2.0) as (
         world,
         rooms,

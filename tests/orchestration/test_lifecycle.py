@@ -107,7 +107,10 @@ def test_a_subscription_expired_at_graph_is_recreated(tmp_path: Path) -> None:
 def test_a_silenced_subscription_is_detected_and_the_calendar_stays_fresh(
     tmp_path: Path,
 ) -> None:
-    sweeping = FAST_SYNC.model_copy(update={"sweep_bound_s": 1, "sweep_interval_s": 0.3})
+    # The subscription looks listening until its silence is found: both bounds are short.
+    sweeping = FAST_SYNC.model_copy(
+        update={"sweep_bound_s": 1, "sweep_healthy_bound_s": 1, "sweep_interval_s": 0.3}
+    )
     with deployment(tmp_path, orchestration=FAST, sync=sweeping) as world:
         mailbox = world.rooms[2]["upn"]
         world.link("quiet", mailbox)

@@ -1,18 +1,24 @@
-"""The sweep's cadence: each calendar read at its own instant of its bound."""
+"""The sweep's cadence: each calendar read at its own instant of its bound, the long bound for
+calendars whose subscription is listening, the short one for every other."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 
+import pytest
 import sqlalchemy as sa
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.notifications import InboxItem, NotificationKind
+from bookingcache.store.dutystate import SilenceRecord
+from bookingcache.store.sql.dutystate import SqlDutyState
 from bookingcache.store.sql.inbox import SqlInbox
 from bookingcache.store.sql.jobs import SqlJobQueue
-from bookingcache.store.sql.schema import calendars, jobs
+from bookingcache.store.sql.schema import calendars, jobs, subscriptions
 from bookingcache.store.sql.store import SqlStore
+from bookingcache.store.sql.subscriptions import SqlSubscriptions
 from bookingcache.sync import cadence
 from bookingcache.sync.sweep import Sweep
 from tests.support.tenants import TENANT, add_tenant
@@ -62,6 +68,14 @@ def test_each_calendar_is_read_once_per_bound_at_its_own_instant() -> None:
     assert cadence.phase(TENANT, "Room-1@X.example") == cadence.phase(TENANT, "room-1@x.example")
 
 
+def test_the_long_bound_leaves_the_short_one_within_the_tenants_bound() -> None:
+    assert cadence.long_bound_s(short_s=900, healthy_s=14_400, staleness_s=3600) == 2700
+    assert cadence.long_bound_s(short_s=900, healthy_s=14_400, staleness_s=86_400) == 14_400
+    assert cadence.long_bound_s(short_s=900, healthy_s=1800, staleness_s=3600) == 1800
+    # A tenant bound under twice the short one: the short bound, as for every calendar.
+    assert cadence.long_bound_s(short_s=900, healthy_s=14_400, staleness_s=1200) == 900
+
+
 async def test_calendars_synced_together_are_read_spread_over_the_bound(
     store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
@@ -94,6 +108,138 @@ async def test_calendars_synced_together_are_read_spread_over_the_bound(
     assert set(again) == set(rooms)
     for mailbox, at in again.items():
         assert abs((at - due[mailbox]).total_seconds() - SHORT_S) < 1e-3
+
+
+@dataclasses.dataclass
+class Rig:
+    """A sweep with the subscriptions' records and the silence duty's judgements."""
+
+    store: SqlStore
+    clock: FixedClock
+    records: SqlSubscriptions
+    duty_state: SqlDutyState
+    queue: SqlJobQueue
+    inbox: SqlInbox
+
+    def sweep(self, *, healthy_bound_s: float = 4 * 3600.0) -> Sweep:
+        return Sweep(
+            store=self.store,
+            queue=self.queue,
+            inbox=self.inbox,
+            clock=self.clock,
+            bound_s=SHORT_S,
+            healthy_bound_s=healthy_bound_s,
+            interval_s=PASS_S,
+            subscriptions=self.records,
+            duty_state=self.duty_state,
+        )
+
+    async def listening(self, mailboxes: list[str], **judgement: object) -> None:
+        """Active subscriptions for days yet, and the silence duty's judgement of each."""
+        for mailbox in mailboxes:
+            expires = self.clock.now() + dt.timedelta(days=3)
+            await self.records.record(TENANT, mailbox, f"sub-{mailbox}", expires_at=expires)
+        await self.judged(mailboxes, baseline=self.clock.now(), **judgement)
+
+    async def judged(self, mailboxes: list[str], **judgement: object) -> None:
+        await self.duty_state.save_silence(
+            [SilenceRecord(TENANT, mailbox, **judgement) for mailbox in mailboxes],  # type: ignore[arg-type]
+            cursor=1,
+            lease=None,
+        )
+
+    async def subscription(self, mailbox: str, **values: object) -> None:
+        """Change the calendar's subscription row as intake and lifecycle events do."""
+        statement = sa.update(subscriptions).where(subscriptions.c.mailbox == mailbox)
+        await self.store.transaction(lambda conn: conn.execute(statement.values(**values)))
+
+
+@pytest.fixture
+def rig(store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock) -> Rig:
+    return Rig(
+        store,
+        clock,
+        SqlSubscriptions(store, clock=clock),
+        SqlDutyState(store, clock=clock),
+        queue,
+        inbox,
+    )
+
+
+async def test_only_calendars_whose_subscription_listens_get_the_long_bound(rig: Rig) -> None:
+    store, clock, records = rig.store, rig.clock, rig.records
+    rooms = await add_tenant(store, rooms=9)
+    synced = clock.now()
+    await _synced_at(store, synced)
+    healthy, failing, removed, expiring, refresh_fails = rooms[:5]
+    await rig.listening(rooms[:5])
+    await records.fail(TENANT, [failing], "the connector could not renew it")
+    await rig.subscription(removed, needs_action="recreate")
+    soon = clock.now() + dt.timedelta(minutes=30)
+    await records.record(TENANT, expiring, f"sub-{expiring}", expires_at=soon)
+    await store.record_sync_error(TENANT, refresh_fails, error="graph-error", at=clock.now())
+    silent, suspect, unheard, _unsubscribed = rooms[5:]  # the last: no subscription at all
+    await rig.listening([silent], silent_since=clock.now())
+    await rig.listening([suspect], unannounced=1)
+    # A subscription the silence duty never judged and that never notified: not heard from.
+    await records.record(TENANT, unheard, "sub-unheard", expires_at=soon + dt.timedelta(days=3))
+
+    long_s = 2700.0  # the tenant's staleness bound (3600 s) less the short bound
+    await _passes(rig.sweep(), clock, synced + dt.timedelta(seconds=long_s))
+    due = await _jobs(store)
+    assert due[healthy] == _grid(healthy, synced, long_s)
+    for mailbox in rooms[1:]:
+        assert due[mailbox] == _grid(mailbox, synced, SHORT_S), mailbox
+
+
+async def test_a_recent_notification_counts_as_heard_but_never_outweighs_silence(
+    rig: Rig,
+) -> None:
+    store, clock = rig.store, rig.clock
+    notified, silent, long_ago = await add_tenant(store, rooms=3)
+    synced = clock.now()
+    await _synced_at(store, synced)
+    for mailbox in (notified, long_ago):
+        await rig.records.record(TENANT, mailbox, f"sub-{mailbox}", expires_at=None)
+    await rig.listening([silent], silent_since=clock.now())
+    await rig.subscription(notified, last_notification_at=synced - dt.timedelta(minutes=5))
+    await rig.subscription(silent, last_notification_at=synced - dt.timedelta(seconds=1))
+    await rig.subscription(long_ago, last_notification_at=synced - dt.timedelta(hours=1))
+    await _passes(rig.sweep(healthy_bound_s=1800), clock, synced + dt.timedelta(seconds=1800))
+    due = await _jobs(store)
+    assert due[notified] == _grid(notified, synced, 1800)
+    assert due[silent] == _grid(silent, synced, SHORT_S)
+    assert due[long_ago] == _grid(long_ago, synced, SHORT_S)
+
+
+async def test_a_calendar_whose_notifications_stopped_is_reread_within_the_tenants_bound(
+    rig: Rig,
+) -> None:
+    store, clock = rig.store, rig.clock
+    [room] = await add_tenant(store, rooms=1)
+    tenant = await store.update_tenant(TENANT, {"staleness_bound_s": 5400})
+    bound = dt.timedelta(seconds=tenant.staleness_bound_s)
+    synced = clock.now()
+    await _synced_at(store, synced)
+    await rig.listening([room])
+    # However long the healthy bound, the subscription's silence costs no more than the
+    # tenant's bound: nothing arrives any more, and the sweep still reads the calendar.
+    sweep = rig.sweep(healthy_bound_s=86_400)
+    await _passes(sweep, clock, synced + bound)
+    [read] = (await _jobs(store)).values()
+    assert synced < read <= synced + bound - dt.timedelta(seconds=SHORT_S)
+
+    # That read found a change no notification announced: the silence duty counts it, and
+    # the calendar is on the short bound from then on, silent or not yet.
+    for judgement in ({"unannounced": 1}, {"unannounced": 2, "silent_since": read}):
+        previous = read
+        clock.set(previous)  # the read happened at its instant
+        await store.transaction(lambda conn: conn.execute(sa.delete(jobs)))
+        await _synced_at(store, previous)
+        await rig.judged([room], baseline=previous, **judgement)
+        await _passes(sweep, clock, previous + dt.timedelta(seconds=SHORT_S))
+        [read] = (await _jobs(store)).values()
+        assert read == _grid(room, previous, SHORT_S)
 
 
 async def test_a_sweep_refresh_is_a_delta_round_and_leaves_a_resync_one(

@@ -1,6 +1,17 @@
 """When the reconciliation sweep reads each calendar (``docs/sync.md``, "The reconciliation sweep").
 
-A calendar's bound is how old its last successful refresh may grow before the sweep reads it.
+A calendar's bound is how old its last successful refresh may grow before the sweep reads it:
+
+- the long bound, for a calendar whose subscription is *listening*: one that exists and is
+  neither failing nor removed nor marked for action, outlives the long bound, and was heard
+  from (a notification within the long bound, or the silence duty's judgement that the last
+  change it saw was announced); and whose refreshes succeed. The long bound is the
+  ``healthy`` setting, but never more than the tenant's staleness bound less the short bound,
+  so a quiet calendar never shows as stale, and one whose notifications stopped without a word
+  is still re-read within the tenant's bound;
+- the short bound for every other calendar: no subscription, a failing one, a silent one, and
+  one with a change the silence duty found unannounced (one more and it is silent; the short
+  bound finds it sooner).
 
 Each calendar is read on a grid of its own: the instants ``phase * bound + k * bound`` (seconds
 since the epoch), where the phase is a stable hash of the calendar in [0, 1). The sweep reads
@@ -14,6 +25,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+
+from bookingcache.domain.subscriptions import DELETED, FAILED, NO_ACTION
+from bookingcache.store.dutystate import SilenceRecord
+from bookingcache.store.subscriptions import CalendarRecord
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
@@ -34,3 +49,34 @@ def next_read(last_success_at: dt.datetime, *, bound_s: float, at: float) -> dt.
     latest = (last_success_at - _EPOCH) // _MICROSECOND + bound
     instant = latest - (latest - round(at * bound)) % bound
     return _EPOCH + instant * _MICROSECOND
+
+
+def long_bound_s(*, short_s: float, healthy_s: float, staleness_s: float) -> float:
+    """The long bound of a tenant whose staleness bound is ``staleness_s``: ``healthy_s`` but
+    at most the staleness bound less the short bound, and never below the short bound."""
+    return max(short_s, min(healthy_s, staleness_s - short_s))
+
+
+def listening(
+    record: CalendarRecord,
+    silence: SilenceRecord | None,
+    *,
+    now: dt.datetime,
+    bound_s: float,
+) -> bool:
+    """Whether the calendar's subscription may be trusted to announce its changes for the
+    next ``bound_s`` (the long bound)."""
+    within = dt.timedelta(seconds=bound_s)
+    if (
+        record.subscription_id is None
+        or record.status in (FAILED, DELETED)
+        or record.error is not None
+        or record.needs_action not in (None, NO_ACTION)
+        or record.consecutive_failures > 0
+        or (record.expires_at is not None and record.expires_at - now < within)
+    ):
+        return False
+    if silence is not None and (silence.silent_since is not None or silence.unannounced > 0):
+        return False
+    notified = record.last_notification_at
+    return silence is not None or (notified is not None and now - notified <= within)

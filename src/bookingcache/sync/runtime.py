@@ -10,9 +10,11 @@ import logging
 from bookingcache.clock import Clock
 from bookingcache.settings import SyncSettings
 from bookingcache.store.duties import DutyKeeper
+from bookingcache.store.dutystate import DutyState
 from bookingcache.store.inbox import Inbox
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
+from bookingcache.store.subscriptions import Subscriptions
 from bookingcache.sync.metrics import SyncMetrics
 from bookingcache.sync.sweep import Sweep
 from bookingcache.sync.worker import SourceSet, Worker
@@ -33,6 +35,8 @@ class SyncRuntime:
         metrics: SyncMetrics,
         worker_id: str | None = None,
         duties: DutyKeeper | None = None,
+        subscriptions: Subscriptions | None = None,
+        duty_state: DutyState | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
@@ -52,10 +56,13 @@ class SyncRuntime:
             inbox=inbox,
             clock=clock,
             bound_s=settings.sweep_bound_s,
+            healthy_bound_s=settings.sweep_healthy_bound_s,
             interval_s=settings.sweep_interval_s,
             rate_per_s=settings.sweep_rate_per_s,
             inbox_retention_s=settings.inbox_retention_days * 86_400,
             duties=duties,
+            subscriptions=subscriptions,
+            duty_state=duty_state,
         )
         self.running = False
 

@@ -1,15 +1,17 @@
 """The reconciliation sweep: the safety net that repairs missed or silent notifications.
 
 Every ``interval_s`` it gives a refresh to each calendar that has no pending or running job and
-whose last successful refresh grows older than ``bound_s`` before the next pass. Each calendar
-is read at its own stable instant of its bound, so calendars refreshed together are
+whose bound runs out before the next pass: the bound is how old its last successful refresh may
+grow. A calendar whose subscription is listening gets the tenant's long bound (``healthy_bound_s``
+capped by the tenant's staleness bound), every other one ``bound_s`` (``sync.cadence``). Each
+calendar is read at its own stable instant of its bound, so calendars refreshed together are
 read spread over the bound, not in a wave. Calendars already past their bound (never read, or
 the service was down) are spread out from now: one every ``min(bound_s / n, 1 / rate_per_s)``
 seconds, so they never burst, yet all of them fall within ``bound_s``. Push tenants are left
 out: the service has nothing to read for them, their data ages into ``unknown`` instead.
 
 A sweep refresh is an ordinary one: with ``Calendars.Read`` a calendarView delta round, which
-costs one request for an unchanged calendar.
+costs one request for an unchanged calendar (``docs/sync.md``, "The reconciliation sweep").
 
 Each pass also drops the inbox's record of notifications older than the retention (default
 7 days); what they asked for was done long before, by their calendars' jobs.
@@ -26,10 +28,13 @@ import logging
 
 from bookingcache.clock import Clock
 from bookingcache.domain.tenancy import EventSource as SourceKind
+from bookingcache.domain.tenancy import Tenant
 from bookingcache.store.duties import RETENTION, SWEEP, DutyKeeper, Lease, LeaseLost
+from bookingcache.store.dutystate import DutyState
 from bookingcache.store.inbox import Inbox
 from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
+from bookingcache.store.subscriptions import Subscriptions
 from bookingcache.sync import cadence
 
 log = logging.getLogger(__name__)
@@ -50,20 +55,28 @@ class Sweep:
         inbox: Inbox,
         clock: Clock,
         bound_s: float = 900.0,
+        healthy_bound_s: float = 4 * 3600.0,
         interval_s: float = 30.0,
         rate_per_s: float = 5.0,
         inbox_retention_s: float = 7 * 86_400.0,
         duties: DutyKeeper | None = None,
+        subscriptions: Subscriptions | None = None,
+        duty_state: DutyState | None = None,
     ) -> None:
+        """Without ``subscriptions`` no calendar counts as listening: all have ``bound_s``.
+        ``duty_state`` gives the silence duty's judgements."""
         self._store = store
         self._queue = queue
         self._inbox = inbox
         self._clock = clock
         self.bound_s = bound_s
+        self.healthy_bound_s = healthy_bound_s
         self.interval_s = interval_s
         self.rate_per_s = rate_per_s
         self.inbox_retention_s = inbox_retention_s
         self.duties = duties
+        self._subscriptions = subscriptions
+        self._duty_state = duty_state
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self, *, fence: Lease | None = None) -> int:
@@ -105,15 +118,35 @@ class Sweep:
     async def _bounds(self, now: dt.datetime) -> list[tuple[Key, dt.datetime | None, float]]:
         """Each readable calendar with its last success and its bound now."""
         readable = {
-            tenant.id
+            tenant.id: tenant
             for tenant in await self._store.list_tenants()
             if SourceKind(tenant.event_source) is not SourceKind.PUSH
         }
-        return [
-            ((calendar.tenant_id, calendar.mailbox), calendar.last_success_at, self.bound_s)
-            for calendar in await self._store.list_calendars()
-            if calendar.tenant_id in readable
-        ]
+        if self._subscriptions is None:
+            return [
+                ((calendar.tenant_id, calendar.mailbox), calendar.last_success_at, self.bound_s)
+                for calendar in await self._store.list_calendars()
+                if calendar.tenant_id in readable
+            ]
+        records = await self._subscriptions.calendars()
+        silence = {} if self._duty_state is None else await self._duty_state.silence_records()
+        found = []
+        for record in records:
+            tenant = readable.get(record.tenant_id)
+            if tenant is None:
+                continue
+            key = (record.tenant_id, record.mailbox)
+            long_s = self._long_bound_s(tenant)
+            heard = cadence.listening(record, silence.get(key), now=now, bound_s=long_s)
+            found.append((key, record.last_success_at, long_s if heard else self.bound_s))
+        return found
+
+    def _long_bound_s(self, tenant: Tenant) -> float:
+        return cadence.long_bound_s(
+            short_s=self.bound_s,
+            healthy_s=self.healthy_bound_s,
+            staleness_s=tenant.staleness_bound_s,
+        )
 
     async def prune_inbox(self) -> int:
         """Drop the inbox's record of notifications older than the retention."""
