@@ -17,8 +17,9 @@ from bookingcache.clock import FixedClock
 from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.notifications import InboxItem, NotificationKind
 from bookingcache.domain.tenancy import EventSource
-from bookingcache.errors import Throttled, UpstreamError
+from bookingcache.errors import StoreUnavailable, Throttled, UpstreamError
 from bookingcache.settings import SyncSettings
+from bookingcache.store.jobs import Job
 from bookingcache.store.sql.inbox import SqlInbox
 from bookingcache.store.sql.jobs import SqlJobQueue
 from bookingcache.store.sql.store import SqlStore
@@ -390,3 +391,32 @@ async def test_a_push_tenants_refresh_reads_nothing_and_leaves_the_cache(
         "pushy", [room], start=start, end=start + dt.timedelta(days=1)
     )
     assert [event.id for event in found[room]] == ["p"]
+
+
+class _AwayQueue(SqlJobQueue):
+    """A queue whose database is away for the first ``away`` completions."""
+
+    away = 2
+
+    async def complete(self, job: Job) -> bool:
+        if self.away:
+            self.away -= 1
+            raise StoreUnavailable("cannot connect to the database: connection refused")
+        return await super().complete(job)
+
+
+async def test_a_refresh_finished_while_the_database_is_away_is_completed_once_it_is_back(
+    store: SqlStore, source: MemorySource, make_worker: WorkerFactory, clock: FixedClock
+) -> None:
+    """Given up at once, the completion would leave the job claimed (and its calendar's next
+    refresh waiting) until the claim's lease ran out."""
+    [room, *_] = await add_tenant(store)
+    queue = _AwayQueue(store, clock=clock, coalesce_s=0.05, lease_s=5.0, max_attempts=5)
+    worker = make_worker(on=queue)
+    source.put(room, _event(clock, "a", 2))
+    await queue.enqueue({(TENANT, room): clock.now()})
+    await _round(worker)
+    assert queue.away == 0
+    assert source.reads[room] == 1
+    assert await queue.busy_calendars() == set()  # completed, not left claimed
+    assert await _cached(store, clock, room) == {"a"}

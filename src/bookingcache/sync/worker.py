@@ -27,7 +27,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -35,7 +35,13 @@ from bookingcache.clock import Clock
 from bookingcache.domain.tenancy import EventSource as SourceKind
 from bookingcache.domain.tenancy import Tenant
 from bookingcache.domain.titles import withhold_titles
-from bookingcache.errors import BookingCacheError, NotFound, Throttled, public_error
+from bookingcache.errors import (
+    BookingCacheError,
+    NotFound,
+    StoreUnavailable,
+    Throttled,
+    public_error,
+)
 from bookingcache.settings import SyncSettings
 from bookingcache.store.jobs import ClaimLost, Job, JobQueue
 from bookingcache.store.port import Store
@@ -276,7 +282,7 @@ class Worker:
                 outcome = await self._refresh(job)
         except asyncio.CancelledError:
             outcome = ""
-            await self._bookkeep(self._queue.release(job))
+            await self._bookkeep(lambda: self._queue.release(job), patient=False)
             raise
         except ClaimLost:
             # Another worker took the job over while this one read (this process stalled past
@@ -291,7 +297,7 @@ class Worker:
             outcome = outcomes.GONE
             self._directory.forget(job.tenant_id)
             log.info("job %s for %s/%s dropped: %s", job.id, job.tenant_id, job.mailbox, exc)
-            await self._bookkeep(self._queue.complete(job))
+            await self._bookkeep(lambda: self._queue.complete(job))
         except Throttled as exc:
             outcome = outcomes.THROTTLED
             self.stats.throttled += 1
@@ -305,7 +311,7 @@ class Worker:
             log.exception("refresh job %s for %s/%s crashed", job.id, job.tenant_id, job.mailbox)
             await self._failed(job, exc, self._backoff(job))
         else:
-            await self._bookkeep(self._queue.complete(job))
+            await self._bookkeep(lambda: self._queue.complete(job))
         finally:
             if self._metrics is not None and outcome:
                 self._metrics.refreshes.labels(outcome).inc()
@@ -332,12 +338,13 @@ class Worker:
             delay_s,
             error,
         )
+        at = self._clock.now()
         await self._bookkeep(
-            self._store.record_sync_error(
-                job.tenant_id, job.mailbox, error=public_error(exc), at=self._clock.now()
+            lambda: self._store.record_sync_error(
+                job.tenant_id, job.mailbox, error=public_error(exc), at=at
             )
         )
-        kept = await self._bookkeep(self._queue.retry(job, defer_s=delay_s, error=error))
+        kept = await self._bookkeep(lambda: self._queue.retry(job, defer_s=delay_s, error=error))
         if kept is False and job.attempts + 1 >= self._queue.max_attempts:
             self.stats.given_up += 1
             log.error(
@@ -348,14 +355,33 @@ class Worker:
                 error,
             )
 
-    async def _bookkeep(self, operation: Awaitable[T]) -> T | None:
-        try:
-            return await asyncio.shield(operation)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("worker %s: queue bookkeeping failed", self.worker_id)
-            return None
+    async def _bookkeep(
+        self, operation: Callable[[], Awaitable[T]], *, patient: bool = True
+    ) -> T | None:
+        """Settle a job in the queue. While the database is away, ``patient`` bookkeeping is
+        tried again (backing off to every 5 s) for as long as the claim's lease runs: given up
+        at once, a finished or failed refresh would leave its job claimed until the lease ran
+        out, and its calendar unread for that long after the database came back."""
+        deadline = time.monotonic() + self._queue.lease_s
+        delay_s = 0.25
+        waited = False
+        while True:
+            try:
+                return await asyncio.shield(operation())
+            except asyncio.CancelledError:
+                raise
+            except StoreUnavailable as exc:
+                if not patient or time.monotonic() + delay_s > deadline:
+                    log.error("worker %s: queue bookkeeping failed: %s", self.worker_id, exc)
+                    return None
+                if not waited:
+                    log.warning("worker %s: bookkeeping waits for the database", self.worker_id)
+                    waited = True
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+            except Exception:
+                log.exception("worker %s: queue bookkeeping failed", self.worker_id)
+                return None
 
     async def _refresh(self, job: Job) -> str:
         """One refresh; returns its outcome (``sync.metrics``)."""
