@@ -256,7 +256,14 @@ async def open_store_when_ready(settings: Settings, *, clock: Clock) -> SqlStore
     deadline = time.monotonic() + settings.database_wait_s
     while True:
         try:
-            return await open_store(url, box=box, migrate=True, clock=clock, fsync=settings.fsync)
+            return await open_store(
+                url,
+                box=box,
+                migrate=True,
+                clock=clock,
+                fsync=settings.fsync,
+                idle_transaction_s=settings.database_idle_transaction_s,
+            )
         except StoreUnavailable as exc:
             if time.monotonic() >= deadline:
                 raise

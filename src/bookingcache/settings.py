@@ -270,6 +270,16 @@ class Settings(BaseModel):
         "commit (intake's group commit shares one among the requests of a round). "
         "PostgreSQL's own settings (synchronous_commit) decide there",
     )
+    database_idle_transaction_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="on PostgreSQL, end a session of this process that sits idle inside a "
+        "transaction for longer (idle_in_transaction_session_timeout). The service's "
+        "transactions never wait on anything but the database, so only a process that is "
+        "stopped or starved mid-transaction is idle in one; ending its session frees the rows "
+        "it locked, which would otherwise hold up intake and the cluster's duty takeovers",
+    )
     http_max_target_bytes: int = Field(
         default=8 * 1024,
         ge=256,

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
+
+import pytest
+import sqlalchemy as sa
 
 from bookingcache.domain.events import BasicEvent, EventDiff
 from bookingcache.domain.tenancy import Tenant
@@ -71,3 +75,40 @@ async def test_concurrent_replacements_serialise(
     changes = await store.changes_since(0)
     assert len(changes) == WRITERS
     assert [c.seq for c in changes] == sorted(c.seq for c in changes)
+
+
+async def test_a_session_stopped_inside_a_transaction_lets_go_of_its_locks(
+    database_url: str,
+) -> None:
+    """A process stopped mid-transaction (SIGSTOP, a frozen host) would hold the rows it locked
+    for as long as it is stopped; the server ends its session after the idle limit instead."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer, and no sessions to end")
+    stopped = await open_store(database_url, box=sealing_box(), idle_transaction_s=0.5)
+    waiting = await open_store(database_url, box=sealing_box())
+    try:
+        async with stopped.engine.connect() as frozen:
+            await frozen.execute(sa.text("BEGIN"))
+            await frozen.execute(
+                sa.text("INSERT INTO duty_leases (duty, token) VALUES ('frozen', 0)")
+            )
+            # The frozen process does nothing more; another waits for the same row.
+            began = time.monotonic()
+            async with waiting.engine.begin() as other:
+                await other.execute(
+                    sa.text(
+                        "INSERT INTO duty_leases (duty, token) VALUES ('frozen', 1) "
+                        "ON CONFLICT (duty) DO NOTHING"
+                    )
+                )
+            assert time.monotonic() - began < 10
+            with pytest.raises(sa.exc.DBAPIError):
+                await frozen.execute(sa.text("SELECT 1"))
+        async with waiting.engine.connect() as connection:
+            token = await connection.scalar(
+                sa.text("SELECT token FROM duty_leases WHERE duty = 'frozen'")
+            )
+        assert token == 1  # the frozen insert was never committed
+    finally:
+        await stopped.close()
+        await waiting.close()

@@ -127,10 +127,21 @@ def sqlite_synchronous(fsync: bool) -> str:
     return "FULL" if fsync else "NORMAL"
 
 
-def create_engine(url: str, *, pool_size: int = 10, fsync: bool = False) -> AsyncEngine:
+# How long a session may sit idle inside a transaction before the server ends it.
+IDLE_TRANSACTION_S = 10.0
+
+
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    fsync: bool = False,
+    idle_transaction_s: float = IDLE_TRANSACTION_S,
+) -> AsyncEngine:
     """An engine for a URL accepted by ``normalize_database_url`` (normalized here). ``fsync``:
     on SQLite, every commit is flushed to disk (``sqlite_synchronous``); PostgreSQL's own
-    settings decide there."""
+    settings decide there. ``idle_transaction_s``: on PostgreSQL, a session idle inside a
+    transaction for longer is ended by the server (a stopped or starved process's locks go)."""
     normalized = normalize_database_url(url)
     parsed: URL = make_url(normalized)
     if parsed.get_backend_name() == "sqlite":
@@ -146,7 +157,10 @@ def create_engine(url: str, *, pool_size: int = 10, fsync: bool = False) -> Asyn
         connect_args={
             "timeout": CONNECT_TIMEOUT_S,
             "command_timeout": 60,
-            "server_settings": {"application_name": "bookingcache"},
+            "server_settings": {
+                "application_name": "bookingcache",
+                "idle_in_transaction_session_timeout": str(round(idle_transaction_s * 1000)),
+            },
         },
     )
 

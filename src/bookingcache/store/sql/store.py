@@ -464,14 +464,15 @@ async def open_store(
     migrate: bool = True,
     clock: Clock | None = None,
     fsync: bool = False,
+    idle_transaction_s: float = engines.IDLE_TRANSACTION_S,
 ) -> SqlStore:
     """Open the store at ``url`` (see ``engine.normalize_database_url``), migrating it to the
     newest schema unless ``migrate`` is false; ``StoreUnavailable`` if the database cannot be
     reached (or, without ``migrate``, is not at the newest schema), ``SecretsUnreadable`` if
     ``box`` does not open the secrets it already keeps. ``fsync``: on SQLite, every commit is
-    flushed to disk before it returns."""
+    flushed to disk before it returns. ``idle_transaction_s``: see ``engine.create_engine``."""
     engines.create_private_sqlite_file(url)
-    engine = engines.create_engine(url, fsync=fsync)
+    engine = engines.create_engine(url, fsync=fsync, idle_transaction_s=idle_transaction_s)
     try:
         async with translate_errors():
             try:
