@@ -8,7 +8,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import asyncpg
 from sqlalchemy import Engine, text
@@ -79,11 +79,13 @@ class SqlBase:
         box: SecretBox,
         clock: Clock | None = None,
         fsync: bool = False,
+        idle_transaction_s: float = engines.IDLE_TRANSACTION_S,
     ) -> None:
         self._engine = engine
         self._box = box
         self._clock = clock or SystemClock()
         self._fsync = fsync
+        self._idle_transaction_s = idle_transaction_s
         # SQLite: the writer thread and its engine (one connection), made on first use.
         self._writer: WriterThread | None = None
         self._writer_engine: Engine | None = None
@@ -231,6 +233,22 @@ class SqlBase:
         if self._announcer is None:
             self._announcer = Announcer(self._dsn())
         self._announcer.announce(channel, detail)
+
+    def companion(self, *, pool_size: int = 1) -> Self:
+        """This database through a pool of its own (PostgreSQL; on SQLite this store, whose
+        writes have one thread anyway): for work that must not wait behind this store's
+        connections when they are all busy, such as the cluster's heartbeats and leases. The
+        caller closes it."""
+        if engines.is_sqlite(self._engine):
+            return self
+        engine = engines.create_engine(
+            self._engine.url.render_as_string(hide_password=False),
+            pool_size=pool_size,
+            idle_transaction_s=self._idle_transaction_s,
+        )
+        return type(self)(
+            engine, box=self._box, clock=self._clock, idle_transaction_s=self._idle_transaction_s
+        )
 
     async def own_session(self, name: str) -> asyncpg.Connection:
         """A PostgreSQL connection outside the pool, for state bound to a session (an advisory

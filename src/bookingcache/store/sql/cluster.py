@@ -88,8 +88,13 @@ class _Liveness:
 
 
 class SqlCluster:
+    """Its heartbeats and leases go through a pool of their own (``SqlStore.companion``): when
+    every connection of the process's pool waits (behind a lock a stopped peer holds, or on a
+    database coming back), the process still beats, renews and takes duties over."""
+
     def __init__(self, store: SqlStore, *, clock: Clock) -> None:
-        self._store = store
+        self._main = store
+        self._store = store.companion()
         self._clock = clock
         self._sessions: dict[str, _Liveness] = {}
 
@@ -110,10 +115,12 @@ class SqlCluster:
 
     async def close(self) -> None:
         """End this process's liveness sessions without retiring (what a crash does: peers
-        find it dead); a clean stop retires first."""
+        find it dead), and the cluster's own pool; a clean stop retires first."""
         for liveness in self._sessions.values():
             await liveness.close()
         self._sessions.clear()
+        if self._store is not self._main:
+            await self._store.close()
 
     # --- processes -------------------------------------------------------------------------
     async def register(self, incarnation: str, instance_id: str) -> int:
@@ -136,7 +143,7 @@ class SqlCluster:
 
         taken = await self._store.transaction(work)
         if taken:
-            self._store.announce(notices.JOBS_CHANNEL, "")
+            self._main.announce(notices.JOBS_CHANNEL, "")
         return taken
 
     async def heartbeat(
@@ -189,7 +196,7 @@ class SqlCluster:
             return 0  # just (re)joined: live peers may not have their locks back yet
         released = await self._store.transaction(bury)
         if released:
-            self._store.announce(notices.JOBS_CHANNEL, "")
+            self._main.announce(notices.JOBS_CHANNEL, "")
         return released
 
     async def retire(self, incarnation: str) -> None:
