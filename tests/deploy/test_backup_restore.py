@@ -11,12 +11,9 @@ restore (the subscriptions at Graph name the service's URL)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import os
 import shutil
-import socket
-import ssl
 import subprocess
 import time
 import uuid
@@ -26,19 +23,11 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
-from bookingcache.bootstrap import service_app
-from bookingcache.settings import Settings
 from bookingcache.store.sql import engine as engines
-from graph_emulator.config import EmulatorConfig
-from graph_emulator.seed import seed_demo
-from graph_emulator.server import BackgroundEmulator
-from graph_emulator.state import new_state
-from tests.orchestration.world import FAST, FAST_SYNC, TENANT, World
-from tests.support.auth import ADMIN, ADMIN_TOKEN
-from tests.support.databases import POSTGRES_ENV, SECRETS_KEY, asyncpg_dsn
-from tests.support.servers import bound_socket, serve_in_thread
+from graph_emulator.state import EmulatorState
+from tests.orchestration.world import FAST, FAST_SYNC, TENANT, World, deployment
+from tests.support.databases import POSTGRES_ENV, asyncpg_dsn
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -66,32 +55,17 @@ def databases() -> Iterator[tuple[str, str]]:
             asyncio.run(engines.drop_database(server, name))
 
 
-def _settings(tmp: Path, database_url: str, service_url: str) -> Settings:
-    return Settings(
-        environment="development",
-        data_dir=tmp / "service",
-        database_url=database_url,
-        public_base_url=service_url,
-        admin_token=SecretStr(ADMIN_TOKEN),
-        secrets_key=SecretStr(SECRETS_KEY),
-        database_wait_s=0,
-        run_worker=True,
-        sync=FAST_SYNC,
-        orchestration=FAST,
-    )
-
-
-def _listening_on(port: int) -> socket.socket:
-    """The service's port again, for the process that replaces the first."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(128)
-    return sock
-
-
 def _z(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _read_since(state: EmulatorState, reads_before: dict[str, int]) -> dict[str, int]:
+    """How many more requests the emulator counted for each mailbox since ``reads_before``."""
+    return {
+        mailbox: count - reads_before.get(mailbox, 0)
+        for mailbox, count in state.counters.requests_per_mailbox.items()
+        if count != reads_before.get(mailbox, 0)
+    }
 
 
 def _settled(world: World, rooms: list[dict[str, Any]]) -> None:
@@ -111,88 +85,49 @@ def test_a_restored_dump_resumes_without_a_resync_storm(
 ) -> None:
     live, restored = databases
     pg_dump, pg_restore = _tool("pg_dump"), _tool("pg_restore")
-    state = new_state(EmulatorConfig(allow_http_notifications=True), seed=5)
-    apps = seed_demo(state)
-    with contextlib.ExitStack() as stack:
-        emulator = stack.enter_context(BackgroundEmulator(state, tls_dir=tmp_path / "tls"))
-        cert = emulator.listening.cert_path
-        assert cert is not None
-        first_sock, connector_sock = bound_socket(), bound_socket()
-        stack.callback(connector_sock.close)
-        port = first_sock.getsockname()[1]
-        service_url = f"http://127.0.0.1:{port}"
-        admin = stack.enter_context(httpx.Client(base_url=service_url, headers=ADMIN, timeout=30))
-        control = stack.enter_context(
+    with deployment(
+        tmp_path,
+        orchestration=FAST,
+        sync=FAST_SYNC,
+        database_url=live,
+        database_wait_s=0,
+    ) as world:
+        state, admin, control = world.emulator.state, world.admin, world.control
+        rooms = world.rooms[:ROOMS]
+
+        # --- the live service, dumped while it runs -----------------------------------------
+        for room in rooms:
+            world.link(room["id"], room["upn"])
+        reader = world.stack.enter_context(
             httpx.Client(
-                base_url=f"{emulator.root}/_emulator",
-                verify=ssl.create_default_context(cafile=str(cert)),
+                base_url=world.service_url,
+                headers={"Authorization": f"Bearer {world.read_token}"},
                 timeout=30,
             )
         )
-        rooms = [
-            {"upn": m.upn, "id": m.id}
-            for m in sorted(state.directory.rooms(), key=lambda m: m.upn)[:ROOMS]
-        ]
+        _settled(world, rooms)
+        now = dt.datetime.now(dt.UTC)
+        window = {"start": _z(now), "end": _z(now + dt.timedelta(days=7))}
 
-        # --- the live service, dumped while it runs -----------------------------------------
-        with serve_in_thread(service_app(_settings(tmp_path, live, service_url)), first_sock):
-            connector_url = f"http://127.0.0.1:{connector_sock.getsockname()[1]}"
-            created = admin.post(
-                "/v1/tenants",
-                json={
-                    "id": TENANT,
-                    "name": "Contoso",
-                    "connector_url": connector_url,
-                    "event_source": "connector",
-                    "default_time_zone": "Europe/Berlin",
-                },
-            )
-            assert created.status_code == 201, created.text
-            secrets = created.json()["secrets"]
-            world = World(
-                emulator=emulator,
-                app=apps["full"],
-                service_url=service_url,
-                admin=admin,
-                control=control,
-                tmp=tmp_path,
-                stack=stack,  # the connector outlives the first service
-                connector_url=connector_url,
-                read_token=secrets["read_token"],
-                signing_secret=secrets["signing_secret"],
-            )
-            world.start_connector(connector_sock)
+        def availability() -> dict[str, Any]:
+            answers = {}
             for room in rooms:
-                world.link(room["id"], room["upn"])
-            reader = stack.enter_context(
-                httpx.Client(
-                    base_url=service_url,
-                    headers={"Authorization": f"Bearer {world.read_token}"},
-                    timeout=30,
+                answer = reader.get(
+                    f"/v1/tenants/{TENANT}/rooms/{room['id']}/availability", params=window
                 )
-            )
-            _settled(world, rooms)
-            now = dt.datetime.now(dt.UTC)
-            window = {"start": _z(now), "end": _z(now + dt.timedelta(days=7))}
+                assert answer.status_code == 200, answer.text
+                answers[room["id"]] = answer.json()["busy"]
+            return answers
 
-            def availability() -> dict[str, Any]:
-                answers = {}
-                for room in rooms:
-                    answer = reader.get(
-                        f"/v1/tenants/{TENANT}/rooms/{room['id']}/availability", params=window
-                    )
-                    assert answer.status_code == 200, answer.text
-                    answers[room["id"]] = answer.json()["busy"]
-                return answers
-
-            before = availability()
-            assert any(before.values()), "the seeded calendars have meetings this week"
-            dump = tmp_path / "bookingcache.dump"
-            subprocess.run(
-                [pg_dump, "--format=custom", f"--file={dump}", f"--dbname={asyncpg_dsn(live)}"],
-                check=True,
-                timeout=60,
-            )
+        before = availability()
+        assert any(before.values()), "the seeded calendars have meetings this week"
+        dump = tmp_path / "bookingcache.dump"
+        subprocess.run(
+            [pg_dump, "--format=custom", f"--file={dump}", f"--dbname={asyncpg_dsn(live)}"],
+            check=True,
+            timeout=60,
+        )
+        world.stop_service()
 
         # --- restored into a fresh database, and a new service on it ------------------------
         subprocess.run(
@@ -203,58 +138,45 @@ def test_a_restored_dump_resumes_without_a_resync_storm(
         reads_before = dict(state.counters.requests_per_mailbox)
         # The emulator counted the first reads of every room: it would count a second.
         assert {room["id"] for room in rooms} <= set(reads_before)
-        second = service_app(_settings(tmp_path, restored, service_url))
-        with serve_in_thread(second, _listening_on(port)):
-            # The cache answers at once, as it was.
-            assert availability() == before
-            # The restarted orchestration converges the tenant (it does at every start) and the
-            # worker and its sweep run: let them, then count what was read meanwhile.
-            wait_for(
-                lambda: (
-                    admin.post(f"/v1/tenants/{TENANT}/subscriptions:converge").status_code == 200
-                ),
-                what="a converge through the connector",
+        world.start_service(database_url=restored)
+        # The cache answers at once, as it was.
+        assert availability() == before
+        # The restarted orchestration converges the tenant (it does at every start) and the
+        # worker and its sweep run: let them, then count what was read meanwhile.
+        wait_for(
+            lambda: admin.post(f"/v1/tenants/{TENANT}/subscriptions:converge").status_code == 200,
+            what="a converge through the connector",
+        )
+        health = world.health()
+        assert all(row["state"] == "healthy" for row in health.values()), health
+        quiet_until = time.monotonic() + 3.0
+        while time.monotonic() < quiet_until:
+            time.sleep(0.2)
+        assert _read_since(state, reads_before) == {}, "calendars read again after the restore"
+
+        # And it resumes: a booking made now reaches the map through its notification.
+        room = rooms[0]
+        organizer = next(m for m in state.directory.all() if not m.is_room)
+        start = (now + dt.timedelta(days=8)).replace(hour=2, minute=0, second=0, microsecond=0)
+        booked = control.post(
+            f"/mailboxes/{room['upn']}/bookings",
+            json={
+                "organizer": organizer.upn,
+                "subject": "After the restore",
+                "start": _z(start),
+                "end": _z(start + dt.timedelta(hours=1)),
+            },
+        )
+        assert booked.status_code == 201, booked.text
+
+        def shows_booking() -> bool:
+            answer = reader.get(
+                f"/v1/tenants/{TENANT}/rooms/{room['id']}/availability",
+                params={"start": _z(start), "end": _z(start + dt.timedelta(hours=1))},
             )
-            health = world.health()
-            assert all(row["state"] == "healthy" for row in health.values()), health
-            quiet_until = time.monotonic() + 3.0
-            while time.monotonic() < quiet_until:
-                time.sleep(0.2)
-            read_again = {
-                mailbox: count - reads_before.get(mailbox, 0)
-                for mailbox, count in state.counters.requests_per_mailbox.items()
-                if count != reads_before.get(mailbox, 0)
-            }
-            assert read_again == {}, "calendars read again after the restore"
+            return answer.status_code == 200 and bool(answer.json()["busy"])
 
-            # And it resumes: a booking made now reaches the map through its notification.
-            room = rooms[0]
-            organizer = next(m for m in state.directory.all() if not m.is_room)
-            start = (now + dt.timedelta(days=8)).replace(hour=2, minute=0, second=0, microsecond=0)
-            booked = control.post(
-                f"/mailboxes/{room['upn']}/bookings",
-                json={
-                    "organizer": organizer.upn,
-                    "subject": "After the restore",
-                    "start": _z(start),
-                    "end": _z(start + dt.timedelta(hours=1)),
-                },
-            )
-            assert booked.status_code == 201, booked.text
-
-            def shows_booking() -> bool:
-                answer = reader.get(
-                    f"/v1/tenants/{TENANT}/rooms/{room['id']}/availability",
-                    params={"start": _z(start), "end": _z(start + dt.timedelta(hours=1))},
-                )
-                return answer.status_code == 200 and bool(answer.json()["busy"])
-
-            wait_for(shows_booking, what="the new booking in the restored service's answers")
-            reads = state.counters.requests_per_mailbox
-            read_since = {
-                mailbox: count - reads_before.get(mailbox, 0)
-                for mailbox, count in reads.items()
-                if count != reads_before.get(mailbox, 0)
-            }
-            assert set(read_since) == {room["id"]}  # that calendar, and no other
-            assert 1 <= read_since[room["id"]] <= 3
+        wait_for(shows_booking, what="the new booking in the restored service's answers")
+        read_since = _read_since(state, reads_before)
+        assert set(read_since) == {room["id"]}  # that calendar, and no other
+        assert 1 <= read_since[room["id"]] <= 3

@@ -24,7 +24,6 @@ import datetime as dt
 import io
 import json
 import os
-import ssl
 import subprocess
 import sys
 import tarfile
@@ -41,16 +40,10 @@ import pytest
 from bookingcache.store.sql import engine as engines
 from bookingcache.tools import processes
 from bookingcache.tools.processes import Child, command, serve_command, worker_ready
-from bookingcache_connector.app import create_app as create_connector_app
-from bookingcache_connector.bootstrap import build_connector
-from bookingcache_connector.config import Settings as ConnectorSettings
-from graph_emulator.config import EmulatorConfig
-from graph_emulator.seed import seed_demo
-from graph_emulator.server import BackgroundEmulator
-from graph_emulator.state import new_state
 from tests.support.auth import ADMIN, ADMIN_TOKEN
 from tests.support.databases import POSTGRES_ENV, SECRETS_KEY
-from tests.support.servers import bound_socket, serve_in_thread
+from tests.support.emulated import emulated_graph, serve_connector
+from tests.support.servers import bound_socket, loopback_url
 from tests.support.signing import sign
 from tests.support.waiting import wait_for
 
@@ -226,23 +219,13 @@ def test_a_rolling_upgrade_keeps_answering_and_keeps_syncing(
     )
     assert probe.stdout.strip().startswith(str(previous_src)), probe.stdout
 
-    state = new_state(EmulatorConfig(allow_http_notifications=True), seed=5)
-    app = seed_demo(state)["full"]
-    mailboxes = sorted(m.upn for m in state.directory.rooms())[:ROOMS]
     with contextlib.ExitStack() as stack:
-        emulator = stack.enter_context(BackgroundEmulator(state, tls_dir=tmp_path / "tls"))
-        cert = emulator.listening.cert_path
-        assert cert is not None
-        control = stack.enter_context(
-            httpx.Client(
-                base_url=f"{emulator.root}/_emulator",
-                verify=ssl.create_default_context(cafile=str(cert)),
-                timeout=30,
-            )
-        )
+        graph = stack.enter_context(emulated_graph(tmp_path))
+        control = graph.control
+        mailboxes = sorted(m.upn for m in graph.state.directory.rooms())[:ROOMS]
         connector_sock = bound_socket()
         stack.callback(connector_sock.close)
-        connector_url = f"http://127.0.0.1:{connector_sock.getsockname()[1]}"
+        connector_url = loopback_url(connector_sock)
 
         # --- the previous build, on its own schema ------------------------------------------
         builds.run("previous", "migrate", "--database-url", database_url)
@@ -268,22 +251,15 @@ def test_a_rolling_upgrade_keeps_answering_and_keeps_syncing(
                 json={"mailbox": mailbox, "name": f"Room {n}"},
             )
             assert linked.status_code in (200, 201), linked.text
-        connector = ConnectorSettings(
-            tenant_id=state.tenant_id,
-            client_id=app.client_id,
-            client_secret=app.client_secret,
-            authority_host=emulator.root,
-            graph_url=emulator.base_url,
-            ca_bundle=cert,
-            webhook_secret=secrets["signing_secret"],
-            service_url=urls[1],
-            service_tenant=TENANT,
-            state_dir=tmp_path / "connector",
-            renew_every_s=0,
-        )
         stack.enter_context(
-            serve_in_thread(
-                create_connector_app(build=lambda: build_connector(connector)), connector_sock
+            serve_connector(
+                graph.emulator,
+                graph.apps["full"],
+                connector_sock,
+                webhook_secret=secrets["signing_secret"],
+                service_url=urls[1],
+                service_tenant=TENANT,
+                state_dir=tmp_path / "connector",
             )
         )
         reader = httpx.Client(

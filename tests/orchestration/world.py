@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +22,13 @@ from bookingcache.settings import (
     Settings,
     SyncSettings,
 )
-from bookingcache_connector.app import create_app as create_connector_app
-from bookingcache_connector.bootstrap import build_connector
-from bookingcache_connector.config import Settings as ConnectorSettings
 from graph_emulator.auth import App
 from graph_emulator.lifecycle import SubscriptionHub
 from graph_emulator.server import BackgroundEmulator
 from tests.support.auth import ADMIN, ADMIN_TOKEN
 from tests.support.databases import SECRETS_KEY
-from tests.support.servers import bound_socket, serve_in_thread
+from tests.support.emulated import emulated_graph, serve_connector
+from tests.support.servers import bound_socket, loopback_url, serve_in_thread
 
 TENANT = "contoso"
 
@@ -61,6 +58,10 @@ class World:
     control: httpx.Client
     tmp: Path
     stack: contextlib.ExitStack
+    settings: Settings
+    # The service's server alone, so that it can stop and start again on its port while the
+    # emulator and the connector run on.
+    service: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     connector_url: str = ""
     read_token: str = ""
     signing_secret: str = ""
@@ -76,27 +77,31 @@ class World:
         assert isinstance(hub, SubscriptionHub)
         return hub
 
+    def start_service(self, sock: socket.socket | None = None, **changes: Any) -> None:
+        """The service on ``sock``, or on its port again after ``stop_service``; ``changes``:
+        to its settings (another ``database_url``, say)."""
+        self.settings = self.settings.model_copy(update=changes)
+        sock = sock or bound_socket(int(self.service_url.rsplit(":", 1)[1]))
+        self.service.enter_context(serve_in_thread(service_app(self.settings), sock))
+
+    def stop_service(self) -> None:
+        self.service.close()
+
     def start_connector(self, sock: socket.socket) -> None:
-        cert = self.emulator.listening.cert_path
-        assert cert is not None
-        settings = ConnectorSettings(
-            tenant_id=self.emulator.state.tenant_id,
-            client_id=self.app.client_id,
-            client_secret=self.app.client_secret,
-            authority_host=self.emulator.root,
-            graph_url=self.emulator.base_url,
-            ca_bundle=cert,
-            webhook_secret=self.signing_secret,
-            service_url=self.service_url,
-            service_tenant=TENANT,
-            state_dir=self.tmp / "connector",
-            renew_every_s=0,
-            relay_max_backoff_s=0.5,
-            push_events=self.push_events,
-            push_reconcile_s=self.push_reconcile_s,
+        self.stack.enter_context(
+            serve_connector(
+                self.emulator,
+                self.app,
+                sock,
+                webhook_secret=self.signing_secret,
+                service_url=self.service_url,
+                service_tenant=TENANT,
+                state_dir=self.tmp / "connector",
+                relay_max_backoff_s=0.5,
+                push_events=self.push_events,
+                push_reconcile_s=self.push_reconcile_s,
+            )
         )
-        app = create_connector_app(build=lambda: build_connector(settings))
-        self.stack.enter_context(serve_in_thread(app, sock))
 
     # --- the service's API --------------------------------------------------------------------
     def link(self, room_id: str, mailbox: str, **extra: Any) -> None:
@@ -131,26 +136,21 @@ def deployment(
     alternative: int = 1,
     event_source: str = "connector",
     push_reconcile_s: float = 900.0,
+    **service: Any,
 ) -> Iterator[World]:
     """The deployment; ``event_source`` is the tenant's: ``connector`` (the worker reads the
     connector), ``graph`` (the worker reads the emulator with the service's own app, calendarView
-    delta) or ``push`` (the connector's relay calls carry the windows)."""
-    from graph_emulator.config import EmulatorConfig
-    from graph_emulator.seed import seed_demo
-    from graph_emulator.state import new_state
-
-    state = new_state(EmulatorConfig(allow_http_notifications=True), seed=5)
-    apps = seed_demo(state)
+    delta) or ``push`` (the connector's relay calls carry the windows). ``service``: more of the
+    service's settings (its ``database_url``, say)."""
     with contextlib.ExitStack() as stack:
-        emulator = stack.enter_context(BackgroundEmulator(state, tls_dir=tmp / "tls"))
-        cert = emulator.listening.cert_path
-        assert cert is not None
+        graph = stack.enter_context(emulated_graph(tmp))
+        emulator, state = graph.emulator, graph.state
         service_sock, connector_sock = bound_socket(), bound_socket()
         stack.callback(service_sock.close)
         stack.callback(connector_sock.close)
-        service_url = f"http://127.0.0.1:{service_sock.getsockname()[1]}"
+        service_url = loopback_url(service_sock)
         if event_source == "graph":
-            full = apps["full"]
+            full = graph.apps["full"]
             sync = sync.model_copy(
                 update={
                     "graph": GraphSettings(
@@ -158,7 +158,7 @@ def deployment(
                         client_secret=SecretStr(full.client_secret),
                         authority_host=emulator.root,
                         graph_base_url=emulator.base_url,
-                        ca_bundle=str(cert),
+                        ca_bundle=str(graph.cert),
                     )
                 }
             )
@@ -171,29 +171,25 @@ def deployment(
             run_worker=True,
             sync=sync,
             orchestration=orchestration,
+            **service,
         )
-        app = service_app(settings)
-        stack.enter_context(serve_in_thread(app, service_sock))
-        admin = stack.enter_context(httpx.Client(base_url=service_url, headers=ADMIN, timeout=30))
-        control = stack.enter_context(
-            httpx.Client(
-                base_url=f"{emulator.root}/_emulator",
-                verify=ssl.create_default_context(cafile=str(cert)),
-                timeout=30,
-            )
-        )
+        admin = httpx.Client(base_url=service_url, headers=ADMIN, timeout=30)
         world = World(
             emulator=emulator,
-            app=apps["full"],
+            app=graph.apps["full"],
             service_url=service_url,
             admin=admin,
-            control=control,
+            control=graph.control,
             tmp=tmp,
             stack=stack,
+            settings=settings,
             push_events=event_source == "push",
             push_reconcile_s=push_reconcile_s,
         )
-        connector_url = f"http://127.0.0.1:{connector_sock.getsockname()[1]}"
+        stack.enter_context(world.service)
+        world.start_service(service_sock)
+        stack.enter_context(admin)
+        connector_url = loopback_url(connector_sock)
         created = admin.post(
             "/v1/tenants",
             json={

@@ -13,14 +13,20 @@ from typing import Any
 import uvicorn
 
 
-def bound_socket() -> socket.socket:
+def bound_socket(port: int = 0) -> socket.socket:
     """A listening loopback socket on a free port, for an app whose URL must be known before
-    it starts (a service that is given its own public URL)."""
+    it starts (a service that is given its own public URL); on ``port`` when given, for the
+    process that replaces one that listened there."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(128)
     return sock
+
+
+def loopback_url(sock: socket.socket) -> str:
+    """The base URL of an app served on ``sock``."""
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @contextlib.contextmanager
@@ -37,7 +43,7 @@ def serve_in_thread(app: Any, sock: socket.socket | None = None, **config: Any) 
             raise RuntimeError("a loopback server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield loopback_url(sock)
     finally:
         server.should_exit = True
         thread.join(timeout=15)

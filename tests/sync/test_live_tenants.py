@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,16 +23,11 @@ import httpx
 import pytest
 
 from bookingcache.tools.processes import command, running, serve_command, worker_ready
-from bookingcache_connector.app import create_app as create_connector_app
-from bookingcache_connector.bootstrap import build_connector
-from bookingcache_connector.config import Settings as ConnectorSettings
-from graph_emulator.config import EmulatorConfig
-from graph_emulator.seed import seed_demo
 from graph_emulator.server import BackgroundEmulator
-from graph_emulator.state import new_state
 from tests.support.auth import ADMIN, ADMIN_TOKEN
 from tests.support.databases import SECRETS_KEY, opened_store
-from tests.support.servers import bound_socket, serve_in_thread
+from tests.support.emulated import emulated_graph, serve_connector
+from tests.support.servers import bound_socket, loopback_url
 
 pytestmark = pytest.mark.slow
 
@@ -78,14 +72,12 @@ def _environment(emulator: BackgroundEmulator, cert: Path) -> dict[str, str]:
 async def test_admin_changes_reach_a_separate_worker_and_the_subscriptions_without_restart(
     tmp_path: Path, database_url: str
 ) -> None:
-    state = new_state(EmulatorConfig(allow_http_notifications=True), seed=11)
-    app = seed_demo(state)["full"]
-    room = sorted(state.directory.rooms(), key=lambda m: m.upn)[0]
     with contextlib.ExitStack() as stack:
-        emulator = stack.enter_context(BackgroundEmulator(state, tls_dir=tmp_path / "tls"))
-        cert = emulator.listening.cert_path
-        assert cert is not None
-        env = _environment(emulator, cert)
+        graph = stack.enter_context(emulated_graph(tmp_path, seed=11))
+        state, emulator, control = graph.state, graph.emulator, graph.control
+        app = graph.apps["full"]
+        room = sorted(state.directory.rooms(), key=lambda m: m.upn)[0]
+        env = _environment(emulator, graph.cert)
         data_dir = tmp_path / "service"
         service = stack.enter_context(
             running(
@@ -104,16 +96,9 @@ async def test_admin_changes_reach_a_separate_worker_and_the_subscriptions_witho
         )
         service_url = service.banner_url
         admin = stack.enter_context(httpx.Client(base_url=service_url, headers=ADMIN, timeout=30))
-        control = stack.enter_context(
-            httpx.Client(
-                base_url=f"{emulator.root}/_emulator",
-                verify=ssl.create_default_context(cafile=str(cert)),
-                timeout=30,
-            )
-        )
         connector_sock = bound_socket()
         stack.callback(connector_sock.close)
-        connector_url = f"http://127.0.0.1:{connector_sock.getsockname()[1]}"
+        connector_url = loopback_url(connector_sock)
         created = admin.post(
             "/v1/tenants",
             json={
@@ -130,22 +115,15 @@ async def test_admin_changes_reach_a_separate_worker_and_the_subscriptions_witho
         )
         assert created.status_code == 201, created.text
         assert created.json()["notification_mode"] == "direct"
-        connector = ConnectorSettings(
-            tenant_id=state.tenant_id,
-            client_id=app.client_id,
-            client_secret=app.client_secret,
-            authority_host=emulator.root,
-            graph_url=emulator.base_url,
-            ca_bundle=cert,
-            webhook_secret=created.json()["secrets"]["signing_secret"],
-            service_url=service_url,
-            service_tenant=TENANT,
-            state_dir=tmp_path / "connector",
-            renew_every_s=0,
-        )
         stack.enter_context(
-            serve_in_thread(
-                create_connector_app(build=lambda: build_connector(connector)), connector_sock
+            serve_connector(
+                emulator,
+                app,
+                connector_sock,
+                webhook_secret=created.json()["secrets"]["signing_secret"],
+                service_url=service_url,
+                service_tenant=TENANT,
+                state_dir=tmp_path / "connector",
             )
         )
         linked = admin.put(
