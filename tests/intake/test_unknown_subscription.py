@@ -15,40 +15,21 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 from fastapi import FastAPI
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from bookingcache.bootstrap import service_app
 from bookingcache.clock import FixedClock
 from bookingcache.settings import OrchestrationSettings, Settings
 from bookingcache.store.sql.store import SqlStore
-from tests.support.servers import serve_in_thread
+from tests.support.connectors import RecordingConnector, recording_connector
 from tests.support.tenants import Org, add_org
 
 INTERVAL_S = 0.5
 
 
-class RecordingConnector:
-    """Answers the converge call (``PUT /v1/subscriptions``) with no subscriptions, and
-    remembers when each came."""
-
-    def __init__(self) -> None:
-        self.converges: list[float] = []
-        self.app = Starlette(routes=[Route("/v1/subscriptions", self._put, methods=["PUT"])])
-
-    async def _put(self, request: Request) -> JSONResponse:
-        await request.body()
-        self.converges.append(time.monotonic())
-        return JSONResponse({"subscriptions": []})
-
-
 @pytest.fixture
 def connector() -> Iterator[tuple[RecordingConnector, str]]:
-    recording = RecordingConnector()
-    with serve_in_thread(recording.app) as url:
-        yield recording, url
+    with recording_connector() as served:
+        yield served
 
 
 @pytest.fixture
@@ -90,11 +71,11 @@ async def _quiet(connector: RecordingConnector, *, at_least: int) -> int:
     """Wait until ``at_least`` converges came and no other for a while; their count."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        seen = len(connector.converges)
+        seen = len(connector.times)
         await asyncio.sleep(INTERVAL_S * 3)
-        if len(connector.converges) == seen >= at_least:
+        if len(connector.times) == seen >= at_least:
             return seen
-    raise AssertionError(f"the converges did not settle: {connector.converges}")
+    raise AssertionError(f"the converges did not settle: {connector.times}")
 
 
 async def _tenant(app: FastAPI, connector_url: str) -> tuple[Org, str]:
@@ -149,7 +130,7 @@ async def test_a_strangers_flood_of_unknown_subscriptions_never_reaches_the_conn
     before = await _quiet(recording, at_least=1)  # the new tenant's own converge
     sent = await _flood(client, org, [None, "guessed-client-state"], seconds=INTERVAL_S * 6)
     await asyncio.sleep(INTERVAL_S * 2)
-    assert len(recording.converges) == before
+    assert len(recording.times) == before
     assert _ignored(app, "unknown_subscription_wrong_client_state") == sent
     assert _ignored(app, "unknown_subscription") == 0
 
@@ -164,7 +145,7 @@ async def test_authentic_unknown_subscriptions_converge_at_most_once_per_interva
     started = time.monotonic()
     sent = await _flood(client, org, [state], seconds=flood_s)
     settled = await _quiet(recording, at_least=before + 1)
-    reacted = recording.converges[before:settled]
+    reacted = recording.times[before:settled]
     assert reacted, "an authentic unknown subscription converges the tenant"
     assert all(at >= started for at in reacted)
     # Consecutive converges start at least the interval apart. They are seen here when their

@@ -15,10 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from bookingcache.clock import SystemClock
 from bookingcache.domain.tenancy import Tenant, TenantSecrets
@@ -26,8 +22,8 @@ from bookingcache.store.sql.store import open_store
 from bookingcache.tools import processes
 from bookingcache.tools.processes import serve_command
 from tests.support.auth import ADMIN_TOKEN
+from tests.support.connectors import RecordingConnector, recording_connector
 from tests.support.databases import SECRETS_KEY, sealing_box
-from tests.support.servers import serve_in_thread
 from tests.support.tenants import SIGNING_SECRET, TENANT
 from tests.support.waiting import wait_for
 
@@ -37,25 +33,10 @@ DUTY_LEASE_S = 6.0
 DUTY_RENEW_S = 2.0
 
 
-class RecordingConnector:
-    """Answers the converge call (``PUT /v1/subscriptions``) with no subscriptions and keeps
-    the mailboxes each call asked for."""
-
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-        self.app = Starlette(routes=[Route("/v1/subscriptions", self._put, methods=["PUT"])])
-
-    async def _put(self, request: Request) -> JSONResponse:
-        body = await request.json()
-        self.calls.append(sorted(body.get("mailboxes", [])))
-        return JSONResponse({"subscriptions": []})
-
-
 @pytest.fixture
 def connector() -> Iterator[tuple[RecordingConnector, str]]:
-    recording = RecordingConnector()
-    with serve_in_thread(recording.app) as url:
-        yield recording, url
+    with recording_connector() as served:
+        yield served
 
 
 @pytest.fixture
@@ -142,18 +123,18 @@ def test_one_process_converges_for_the_cluster_and_another_takes_over(
 
     held_by = wait_for(holder, timeout_s=30, what="a process holds the converge duty")
     # The tenant was never converged: converged once, by the holder, not once per process.
-    wait_for(lambda: recording.calls, timeout_s=30, what="the first converge")
+    wait_for(lambda: recording.mailboxes, timeout_s=30, what="the first converge")
     settle = time.monotonic() + 3 * DUTY_RENEW_S
     while time.monotonic() < settle:
         assert holder() == held_by
         time.sleep(0.2)
-    assert recording.calls == [[]]
+    assert recording.mailboxes == [[]]
 
     # A room change answered by the other process is converged by the holder.
     other = next(name for name in apis if name != held_by)
     apis[other].link("room-1")
     wait_for(
-        lambda: recording.calls[-1] == ["room-1@contoso.example"],
+        lambda: recording.mailboxes[-1] == ["room-1@contoso.example"],
         timeout_s=30,
         what="the holder converged the other process's room change",
     )
@@ -167,7 +148,7 @@ def test_one_process_converges_for_the_cluster_and_another_takes_over(
     assert took_s < DUTY_LEASE_S + DUTY_RENEW_S + 5, took_s  # the bound, and the polls' slack
     apis[other].link("room-2")
     wait_for(
-        lambda: recording.calls[-1] == ["room-1@contoso.example", "room-2@contoso.example"],
+        lambda: recording.mailboxes[-1] == ["room-1@contoso.example", "room-2@contoso.example"],
         timeout_s=30,
         what="the new holder converged",
     )
