@@ -246,6 +246,37 @@ async def _killed_mid_refresh(
     return unfinished, started, killed_at
 
 
+async def _refreshed_after_a_kill(
+    store: SqlStore,
+    cluster: Cluster,
+    emulator: dict[str, Any],
+    per_read: dict[str, int],
+    *,
+    victim: str,
+    then: str,
+    what: str,
+    **env: str,
+) -> tuple[int, float, float]:
+    """Kill ``victim`` mid-refresh and start ``then`` (with ``env``): the calendars the victim
+    held and had not finished are refreshed well before the lease, each read once (as many
+    requests as ``per_read`` counted for one read). How many they were, and the seconds from
+    the kill and from the start to their refresh."""
+    unfinished, started, killed_at = await _killed_mid_refresh(store, cluster, emulator, victim)
+    cluster.start(then, **env)
+    ready_at = time.monotonic()
+    await until(
+        lambda: _all_fresh(store, started, unfinished),
+        timeout_s=JOB_LEASE_S / 2,
+        what=f"{what}, well before the lease",
+    )
+    since_kill_s, since_start_s = time.monotonic() - killed_at, time.monotonic() - ready_at
+    after = _requests(emulator)
+    assert {mailbox: after[mailbox] for mailbox in unfinished} == {
+        mailbox: per_read[mailbox] for mailbox in unfinished
+    }, "each calendar read once"
+    return len(unfinished), since_kill_s, since_start_s
+
+
 async def test_a_killed_workers_calendars_are_refreshed_by_a_peer_and_by_its_restart(
     store: SqlStore, cluster: Cluster, emulator: dict[str, Any]
 ) -> None:
@@ -255,42 +286,35 @@ async def test_a_killed_workers_calendars_are_refreshed_by_a_peer_and_by_its_res
 
     # 1. worker-a dies mid-refresh; a peer starts, and its heartbeat check finds worker-a's
     # heartbeat stopped and releases its claims.
-    unfinished, started, killed_at = await _killed_mid_refresh(store, cluster, emulator, "worker-a")
-    cluster.start("worker-b")
-    ready_at = time.monotonic()
-    await until(
-        lambda: _all_fresh(store, started, unfinished),
-        timeout_s=JOB_LEASE_S / 2,
-        what="the dead worker's calendars refreshed by its peer, well before the lease",
+    count, taken_over_s, after_start_s = await _refreshed_after_a_kill(
+        store,
+        cluster,
+        emulator,
+        per_read,
+        victim="worker-a",
+        then="worker-b",
+        what="the dead worker's calendars refreshed by its peer",
     )
-    taken_over_s, after_start_s = time.monotonic() - killed_at, time.monotonic() - ready_at
-    after = _requests(emulator)
-    assert {mailbox: after[mailbox] for mailbox in unfinished} == {
-        mailbox: per_read[mailbox] for mailbox in unfinished
-    }, "each calendar read once"
     print(
-        f"peer refreshed {len(unfinished)} calendars {taken_over_s:.1f}s after the kill, "
+        f"peer refreshed {count} calendars {taken_over_s:.1f}s after the kill, "
         f"{after_start_s:.1f}s after it started"
     )
 
     # 2. worker-b dies mid-refresh and starts again under the same instance id: it takes its
     # previous incarnation's claims back at once (no peer is left to release them).
-    unfinished, started, killed_at = await _killed_mid_refresh(store, cluster, emulator, "worker-b")
-    alone = {"BOOKINGCACHE_PEER_DEAD_AFTER_S": "600", "BOOKINGCACHE_HEARTBEAT_S": "1"}
-    cluster.start("worker-b", **alone)
-    ready_at = time.monotonic()
-    await until(
-        lambda: _all_fresh(store, started, unfinished),
-        timeout_s=JOB_LEASE_S / 2,
-        what="the restarted worker's calendars refreshed, well before the lease",
+    count, restarted_s, after_start_s = await _refreshed_after_a_kill(
+        store,
+        cluster,
+        emulator,
+        per_read,
+        victim="worker-b",
+        then="worker-b",
+        what="the restarted worker's calendars refreshed",
+        BOOKINGCACHE_PEER_DEAD_AFTER_S="600",
+        BOOKINGCACHE_HEARTBEAT_S="1",
     )
-    restarted_s, after_start_s = time.monotonic() - killed_at, time.monotonic() - ready_at
-    after = _requests(emulator)
-    assert {mailbox: after[mailbox] for mailbox in unfinished} == {
-        mailbox: per_read[mailbox] for mailbox in unfinished
-    }, "each calendar read once"
     print(
-        f"restart refreshed {len(unfinished)} calendars {restarted_s:.1f}s after the kill, "
+        f"restart refreshed {count} calendars {restarted_s:.1f}s after the kill, "
         f"{after_start_s:.1f}s after it started"
     )
 
