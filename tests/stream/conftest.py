@@ -10,7 +10,6 @@ import datetime as dt
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -21,13 +20,12 @@ from fastapi import FastAPI
 from bookingcache.api.server import server_config
 from bookingcache.bootstrap import service_app
 from bookingcache.clock import FixedClock
-from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.tenancy import Room
 from bookingcache.read.stream import StreamHub
 from bookingcache.settings import Settings
 from bookingcache.store.port import Store
 from tests.support.auth import ADMIN
-from tests.support.availability import NOW, event
+from tests.support.availability import NOW, Tenant, event
 from tests.support.servers import bound_socket
 
 
@@ -83,39 +81,18 @@ def hub(served: tuple[FastAPI, str]) -> StreamHub:
     return hub
 
 
-@dataclass
-class StreamTenant:
-    id: str
-    read_token: str
-    http: httpx.AsyncClient
-    store: Store
-    clock: FixedClock
-
-    @property
-    def reader(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.read_token}"}
+class StreamTenant(Tenant):
+    """The availability tests' tenant, with its change stream."""
 
     @property
     def url(self) -> str:
-        return f"/v1/tenants/{self.id}/stream"
+        return f"{self.base}/stream"
 
     async def ticket(self) -> str:
-        response = await self.http.post(
-            f"/v1/tenants/{self.id}/stream/tickets", headers=self.reader
-        )
+        response = await self.client.post(f"{self.url}/tickets", headers=self.reader)
         assert response.status_code == 201, response.text
         ticket: str = response.json()["ticket"]
         return ticket
-
-    async def sync(self, mailbox: str, events: list[BasicEvent]) -> None:
-        await self.store.replace_window(
-            self.id,
-            mailbox,
-            window_start=NOW - dt.timedelta(days=3),
-            window_end=NOW + dt.timedelta(days=10),
-            events=events,
-            synced_at=self.clock.now(),
-        )
 
     async def book(
         self, mailbox: str, title: str, start: str = "08:30", end: str = "10:30"
