@@ -23,6 +23,9 @@ import uvicorn
 from bookingcache.tools.rawhttp import (
     connect,
     flood,
+    flood_while_health_answers,
+    get_request,
+    problem_of,
     read_answer,
     read_answers,
     read_until_closed,
@@ -88,60 +91,24 @@ def serving(**limits: Any) -> Iterator[int]:
         thread.join(timeout=15)
 
 
-def _problem(answer: bytes) -> dict[str, Any]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert b"content-type: application/problem+json" in head.lower()
-    assert b"connection: close" in head.lower()
-    problem: dict[str, Any] = json.loads(body)
-    return problem
-
-
-def _get(path: str = "/healthz", *, headers: bytes = b"") -> bytes:
-    return b"GET " + path.encode() + b" HTTP/1.1\r\nHost: test\r\n" + headers + b"\r\n"
-
-
 def test_a_64_mib_request_line_is_refused_at_once_while_health_answers() -> None:
     with serving() as port:
-        stop = threading.Event()
-        health: list[float] = []
-        failures: list[BaseException] = []
-
-        def poll_health() -> None:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT_S) as client:
-                while not stop.is_set():
-                    try:
-                        assert client.get("/healthz").status_code == 200
-                    except BaseException as exc:  # noqa: BLE001 (reported by the test)
-                        failures.append(exc)
-                        return
-                    health.append(time.monotonic())
-
-        poller = threading.Thread(target=poll_health, daemon=True)
-        poller.start()
-        floods = []
-        started = time.monotonic()
-        while len(floods) < 5 or time.monotonic() - started < 0.5:
-            with connect(port) as sock:
-                floods.append(flood(sock, b"GET /", total=64 * MIB))
-        ended = time.monotonic()
-        stop.set()
-        poller.join(timeout=WAIT_S)
-
-    assert not failures, failures
-    for attempt in floods:
+        siege = flood_while_health_answers(port, b"GET /", total=64 * MIB, timeout_s=WAIT_S)
+    assert not siege.failures, siege.failures
+    for attempt in siege.floods:
         assert status_of(attempt.answer) == 414, attempt.answer[:200]
         assert attempt.sent < 8 * MIB
-        assert "request line" in _problem(attempt.answer)["detail"]
-    assert any(started <= at <= ended for at in health), "health did not answer during it"
+        assert "request line" in problem_of(attempt.answer)["detail"]
+    assert siege.health_answered_during, "health did not answer during it"
 
 
 def test_a_request_line_at_the_limit_is_served() -> None:
     with serving(http_max_request_line_bytes=1024) as port, connect(port) as sock:
         line = len(b"GET  HTTP/1.1\r")
         target = "/healthz?pad=" + "x" * (1024 - line - len("/healthz?pad="))
-        sock.sendall(_get(target))
+        sock.sendall(get_request(target))
         assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
-        sock.sendall(_get(target + "x"))
+        sock.sendall(get_request(target + "x"))
         assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 414
 
 
@@ -150,7 +117,7 @@ def test_a_head_over_the_limit_is_431() -> None:
         attempt = flood(sock, b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: ", total=64 * MIB)
     assert status_of(attempt.answer) == 431, attempt.answer[:200]
     assert attempt.sent < 8 * MIB
-    assert _problem(attempt.answer)["status"] == 431
+    assert problem_of(attempt.answer)["status"] == 431
     head = attempt.answer.split(b"\r\n\r\n", 1)[0].lower()
     assert b"\r\ncontent-security-policy: default-src 'none'; frame-ancestors 'none'" in head
     assert b"\r\nx-content-type-options: nosniff" in head
@@ -159,13 +126,13 @@ def test_a_head_over_the_limit_is_431() -> None:
 def test_too_many_header_fields_are_431() -> None:
     with serving(http_max_headers=100) as port:
         with connect(port) as sock:
-            sock.sendall(_get(headers=b"".join(b"X-%d: v\r\n" % i for i in range(99))))
+            sock.sendall(get_request(headers=b"".join(b"X-%d: v\r\n" % i for i in range(99))))
             assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
         with connect(port) as sock:
-            sock.sendall(_get(headers=b"".join(b"X-%d: v\r\n" % i for i in range(100))))
+            sock.sendall(get_request(headers=b"".join(b"X-%d: v\r\n" % i for i in range(100))))
             answer, closed = read_until_closed(sock, timeout_s=WAIT_S)
     assert status_of(answer) == 431
-    assert "more than 100 header fields" in _problem(answer)["detail"]
+    assert "more than 100 header fields" in problem_of(answer)["detail"]
     assert closed
 
 
@@ -183,13 +150,13 @@ def test_a_large_body_in_the_same_read_as_its_head_is_not_counted_as_head() -> N
 
 def test_pipelined_requests_are_all_answered() -> None:
     with serving() as port, connect(port) as sock:
-        sock.sendall(_get() * 3)
+        sock.sendall(get_request() * 3)
         answers = read_answers(sock, 3, timeout_s=WAIT_S)
     assert [status_of(a) for a in answers] == [200, 200, 200]
 
 
 def test_a_head_sent_a_byte_at_a_time_is_cut_at_the_header_timeout() -> None:
-    request = _get(headers=b"X-Slow: " + b"s" * 200 + b"\r\n")
+    request = get_request(headers=b"X-Slow: " + b"s" * 200 + b"\r\n")
     with serving(http_header_timeout_s=0.5) as port, connect(port) as sock:
         started = time.monotonic()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -231,7 +198,7 @@ def test_a_stalled_body_is_answered_408_after_the_body_timeout() -> None:
         sock.sendall(head + b"0123456789")
         answer, closed = read_until_closed(sock, timeout_s=WAIT_S)
     assert status_of(answer) == 408
-    assert "request body" in _problem(answer)["detail"]
+    assert "request body" in problem_of(answer)["detail"]
     assert closed
 
 
@@ -249,7 +216,7 @@ def test_a_body_that_keeps_coming_is_read_whatever_its_total_time() -> None:
 
 def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout() -> None:
     with serving(http_keep_alive_s=0.3) as port, connect(port) as sock:
-        sock.sendall(_get())
+        sock.sendall(get_request())
         assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
         started = time.monotonic()
         rest, closed = read_until_closed(sock, timeout_s=WAIT_S)
@@ -263,10 +230,10 @@ def test_a_kept_alive_connection_serves_a_request_after_the_header_timeout() -> 
         serving(http_header_timeout_s=0.5, http_keep_alive_s=5.0) as port,
         connect(port) as sock,
     ):
-        sock.sendall(_get())
+        sock.sendall(get_request())
         assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
         time.sleep(1.0)
-        sock.sendall(_get())
+        sock.sendall(get_request())
         assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
 
 

@@ -5,10 +5,15 @@ the server's limits)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import socket
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
 
 
 def connect(port: int, *, timeout_s: float = 10.0) -> socket.socket:
@@ -84,6 +89,21 @@ def _answer_end(received: bytearray) -> int | None:
     return end if len(received) >= end else None
 
 
+def get_request(path: str = "/healthz", *, headers: bytes = b"") -> bytes:
+    """A ``GET`` of ``path`` with ``headers`` (whole lines, each ending in CRLF) after Host."""
+    return b"GET " + path.encode() + b" HTTP/1.1\r\nHost: test\r\n" + headers + b"\r\n"
+
+
+def problem_of(answer: bytes) -> dict[str, Any]:
+    """The problem details of an answer that refuses a request: ``application/problem+json``,
+    and the connection closed after it (``connection: close``)."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head.lower(), head
+    assert b"connection: close" in head.lower(), head
+    problem: dict[str, Any] = json.loads(body)
+    return problem
+
+
 def status_of(answer: bytes) -> int | None:
     """The status code of the first answer in ``answer``, None if there is none."""
     if not answer.startswith(b"HTTP/1.1 "):
@@ -121,3 +141,60 @@ def flood(sock: socket.socket, prefix: bytes, *, total: int, chunk: int = 65536)
     with contextlib.suppress(OSError):
         answer = read_answer(sock, timeout_s=10.0)
     return Flood(sent=sent, answer=answer, seconds=time.monotonic() - started)
+
+
+@dataclass
+class Siege:
+    """Endless requests sent one after another while a client polls ``/healthz``."""
+
+    floods: list[Flood] = field(default_factory=list)
+    started: float = 0.0
+    ended: float = 0.0
+    health: list[float] = field(default_factory=list)  # when each health check answered 200
+    failures: list[str] = field(default_factory=list)  # a failed check ends the polling
+
+    @property
+    def health_answered_during(self) -> bool:
+        return any(self.started <= at <= self.ended for at in self.health)
+
+
+def flood_while_health_answers(
+    port: int,
+    prefix: bytes,
+    *,
+    total: int,
+    at_least: int = 5,
+    seconds: float = 0.5,
+    timeout_s: float = 10.0,
+) -> Siege:
+    """``flood`` the server on ``port`` (``prefix``, then ``total`` bytes) on one connection
+    after another, ``at_least`` times and for ``seconds`` at least, while another thread asks
+    its ``/healthz``."""
+    siege = Siege()
+    stop = threading.Event()
+
+    def poll_health() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout_s) as client:
+            while not stop.is_set():
+                try:
+                    status = client.get("/healthz").status_code
+                except httpx.HTTPError as error:
+                    siege.failures.append(f"{type(error).__name__}: {error}")
+                    return
+                if status != 200:
+                    siege.failures.append(f"health answered {status}")
+                    return
+                siege.health.append(time.monotonic())
+
+    poller = threading.Thread(target=poll_health, daemon=True)
+    poller.start()
+    siege.started = time.monotonic()
+    try:
+        while len(siege.floods) < at_least or time.monotonic() - siege.started < seconds:
+            with connect(port) as sock:
+                siege.floods.append(flood(sock, prefix, total=total))
+    finally:
+        siege.ended = time.monotonic()
+        stop.set()
+        poller.join(timeout=timeout_s)
+    return siege
