@@ -104,6 +104,13 @@ async def _round(worker: Worker) -> None:
     await worker.settle()
 
 
+async def _rounds_after_gather(worker: Worker, clock: FixedClock, rounds: int = 1) -> None:
+    """``rounds`` times: the clock moved past the gather delay, and a round of the worker."""
+    for _ in range(rounds):
+        clock.advance(GATHER)
+        await _round(worker)
+
+
 async def test_burst_gives_one_refresh_and_the_cache_follows(
     store: SqlStore,
     source: MemorySource,
@@ -119,10 +126,7 @@ async def test_burst_gives_one_refresh_and_the_cache_follows(
         await inbox.append([InboxItem(TENANT, room, change_type=change)])
     await _round(worker)
     assert source.reads[room] == 0  # the gather delay has not passed
-    clock.advance(GATHER)
-    await _round(worker)
-    clock.advance(GATHER)
-    await _round(worker)
+    await _rounds_after_gather(worker, clock, 2)
     assert source.reads[room] == 1
     assert await _cached(store, clock, room) == {"a"}
     assert await queue.busy_calendars() == set()
@@ -141,8 +145,7 @@ async def test_a_stream_of_notifications_within_the_window_gives_one_refresh(
     await inbox.append(
         [InboxItem(TENANT, other, change_type=c) for c in ("created", "updated", "updated")]
     )
-    clock.advance(GATHER)
-    await _round(worker)
+    await _rounds_after_gather(worker, clock)
     assert source.reads[other] == 1
     # Notifications every 20 ms for 240 ms: held while they keep coming.
     for _ in range(12):
@@ -151,10 +154,7 @@ async def test_a_stream_of_notifications_within_the_window_gives_one_refresh(
         await _round(worker)
         assert source.reads[room] == 0
     # They pause: claimed once quiet for the gather delay, and only once.
-    clock.advance(GATHER)
-    await _round(worker)
-    clock.advance(GATHER)
-    await _round(worker)
+    await _rounds_after_gather(worker, clock, 2)
     assert source.reads[room] == 1
     assert source.reads[other] == 1
     assert await _cached(store, clock, room) == {"a"}
@@ -240,8 +240,7 @@ async def test_throttled_waits_retry_after_and_errors_back_off(
     source.fail(room, Throttled("Graph answered 429", retry_after_s=0.4))
     source.fail(other, UpstreamError("connector answered 502"), UpstreamError("again"))
     await inbox.append([InboxItem(TENANT, room), InboxItem(TENANT, other)])
-    clock.advance(GATHER)
-    await _round(worker)
+    await _rounds_after_gather(worker, clock)
     assert source.reads == {room: 1, other: 1}
     # The 502's backoff is at least half its 0.05 s base (jitter never takes more), and at
     # most the 0.2 s cap; the 429 waits its 0.4 s.
@@ -276,13 +275,11 @@ async def test_refreshes_are_counted_by_outcome_with_their_duration(
     source.fail(other, Throttled("Graph answered 429", retry_after_s=0.2))
     source.fail(third, UpstreamError("connector answered 502"))
     await inbox.append([InboxItem(TENANT, m) for m in (room, other, third)])
-    clock.advance(GATHER)
-    await _round(worker)
+    await _rounds_after_gather(worker, clock)
     clock.advance(dt.timedelta(seconds=1))  # past every backoff
     await _round(worker)
     await inbox.append([InboxItem(TENANT, room)])  # read again: nothing changed
-    clock.advance(GATHER)
-    await _round(worker)
+    await _rounds_after_gather(worker, clock)
 
     def sample(name: str, outcome: str) -> float:
         return registry.get_sample_value(name, {"outcome": outcome}) or 0.0
@@ -352,8 +349,7 @@ async def test_full_resync_makes_the_source_forget_incremental_state(
     [room, *_] = await add_tenant(store)
     worker = make_worker()
     await inbox.append([InboxItem(TENANT, room, NotificationKind.MISSED)])
-    clock.advance(GATHER)
-    await _round(worker)
+    await _rounds_after_gather(worker, clock)
     assert source.reads[room] == 1
     assert source.forgotten == [room]
 
@@ -380,8 +376,7 @@ async def test_a_push_tenants_refresh_reads_nothing_and_leaves_the_cache(
     )
     worker = make_worker()
     await inbox.append([InboxItem("pushy", room)])
-    clock.advance(GATHER)
-    await _round(worker)
+    await _rounds_after_gather(worker, clock)
     assert worker.stats.refreshes == 0
     assert source.reads[room] == 0
     assert await queue.busy_calendars() == set()
