@@ -22,21 +22,31 @@ class Command:
     """The subcommand parses its own arguments: everything after its name goes to it as-is."""
 
 
-def _configure_serve(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to listen on (default 8080; 0: any free)")
-    parser.add_argument("--data-dir", help="where the SQLite database and admin token live")
+def _add_database(
+    parser: argparse.ArgumentParser, *, data_dir: str = "where the SQLite database lives"
+) -> None:
+    parser.add_argument("--data-dir", help=data_dir)
     parser.add_argument("--database-url", help="sqlite:///path or postgresql://...")
-    parser.add_argument(
-        "--no-worker",
-        action="store_true",
-        help="intake and API only; run `bookingcache worker` elsewhere to refresh calendars",
-    )
+
+
+def _add_instance_id(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--instance-id",
         help="this process's stable identity in the cluster (BOOKINGCACHE_INSTANCE_ID): "
         "started again under it, it takes its previous claims and duties back at once",
     )
+
+
+def _configure_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8080; 0: any free)")
+    _add_database(parser, data_dir="where the SQLite database and admin token live")
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="intake and API only; run `bookingcache worker` elsewhere to refresh calendars",
+    )
+    _add_instance_id(parser)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -53,19 +63,14 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _configure_worker(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="where the SQLite database lives")
-    parser.add_argument("--database-url", help="sqlite:///path or postgresql://...")
+    _add_database(parser)
     parser.add_argument("--host", help="address of the metrics port (default 127.0.0.1)")
     parser.add_argument(
         "--metrics-port",
         type=int,
         help="serve /healthz, /readyz and /metrics on this port (default: no HTTP; 0: any free)",
     )
-    parser.add_argument(
-        "--instance-id",
-        help="this process's stable identity in the cluster (BOOKINGCACHE_INSTANCE_ID): "
-        "started again under it, it takes its previous claims and duties back at once",
-    )
+    _add_instance_id(parser)
 
 
 def _run_worker(args: argparse.Namespace) -> int:
@@ -81,8 +86,7 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 
 def _configure_migrate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="where the SQLite database lives")
-    parser.add_argument("--database-url", help="sqlite:///path or postgresql://...")
+    _add_database(parser)
 
 
 def _run_migrate(args: argparse.Namespace) -> int:
