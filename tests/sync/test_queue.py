@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.notifications import InboxItem, NotificationKind
+from bookingcache.store.jobs import Job
 from bookingcache.store.sql.inbox import SqlInbox
 from bookingcache.store.sql.jobs import SqlJobQueue
 from bookingcache.store.sql.schema import inbox_batches, jobs, subscriptions
@@ -31,6 +32,25 @@ async def _entries(store: SqlStore) -> list[dict[str, Any]]:
     for batch in batches:
         assert batch._mapping["count"] == len(batch.notifications)
     return [entry for batch in batches for entry in batch.notifications]
+
+
+async def _claimed(
+    store: SqlStore,
+    inbox: SqlInbox,
+    queue: SqlJobQueue,
+    clock: FixedClock,
+    *kinds: NotificationKind,
+    worker: str = "w1",
+) -> tuple[str, Job]:
+    """A tenant's first room notified (one notification of each of ``kinds``, in turn; one
+    change when none is given), and a second later its job claimed by ``worker``: the room and
+    the job."""
+    [room, *_] = await add_tenant(store)
+    for kind in kinds or (NotificationKind.CHANGE,):
+        await inbox.append([InboxItem(TENANT, room, kind)])
+    clock.advance(dt.timedelta(seconds=1))
+    [job] = await queue.claim(worker, 10)
+    return room, job
 
 
 async def test_a_burst_becomes_one_job_due_after_the_coalescing_window(
@@ -196,10 +216,7 @@ async def test_notification_during_a_running_refresh_causes_one_more(
 async def test_a_crashed_workers_job_is_retaken_after_its_lease(
     store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
-    [room, *_] = await add_tenant(store)
-    await inbox.append([InboxItem(TENANT, room)])
-    clock.advance(dt.timedelta(seconds=1))
-    [lost] = await queue.claim("crashed", 10)
+    _, lost = await _claimed(store, inbox, queue, clock, worker="crashed")
     clock.advance(dt.timedelta(seconds=29))
     assert await queue.claim("w2", 10) == []
     clock.advance(dt.timedelta(seconds=2))
@@ -216,10 +233,7 @@ async def test_a_crashed_workers_job_is_retaken_after_its_lease(
 async def test_retry_defers_and_honours_backoff_then_gives_up(
     store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
-    [room, *_] = await add_tenant(store)
-    await inbox.append([InboxItem(TENANT, room)])
-    clock.advance(dt.timedelta(seconds=1))
-    [job] = await queue.claim("w1", 10)
+    room, job = await _claimed(store, inbox, queue, clock)
     assert await queue.retry(job, defer_s=5, error="Throttled: 429")
     # A notification during the backoff does not cut it short.
     await inbox.append([InboxItem(TENANT, room)])
@@ -246,10 +260,7 @@ async def test_retry_defers_and_honours_backoff_then_gives_up(
 async def test_retry_folds_into_a_pending_job_that_arrived_meanwhile(
     store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
-    [room, *_] = await add_tenant(store)
-    await inbox.append([InboxItem(TENANT, room, NotificationKind.MISSED)])
-    clock.advance(dt.timedelta(seconds=1))
-    [job] = await queue.claim("w1", 10)
+    room, job = await _claimed(store, inbox, queue, clock, NotificationKind.MISSED)
     assert job.full_resync
     await inbox.append([InboxItem(TENANT, room)])
     assert await queue.retry(job, defer_s=3, error="timeout")
@@ -266,10 +277,7 @@ async def test_retry_folds_into_a_pending_job_that_arrived_meanwhile(
 async def test_release_hands_a_job_back_due_now(
     store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
-    [room, *_] = await add_tenant(store)
-    await inbox.append([InboxItem(TENANT, room)])
-    clock.advance(dt.timedelta(seconds=1))
-    [job] = await queue.claim("w1", 10)
+    _, job = await _claimed(store, inbox, queue, clock)
     assert await queue.release(job)
     [again] = await queue.claim("w2", 10)
     assert again.id == job.id
@@ -345,11 +353,9 @@ async def test_lifecycle_events_mark_subscriptions_and_force_full_resync(
 async def test_a_change_upgrades_nothing_but_missed_upgrades_a_pending_refresh(
     store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
-    [room, *_] = await add_tenant(store)
-    await inbox.append([InboxItem(TENANT, room)])
-    await inbox.append([InboxItem(TENANT, room, NotificationKind.MISSED)])
-    clock.advance(dt.timedelta(seconds=1))
-    [job] = await queue.claim("w1", 10)
+    _, job = await _claimed(
+        store, inbox, queue, clock, NotificationKind.CHANGE, NotificationKind.MISSED
+    )
     assert job.full_resync
 
 
