@@ -163,6 +163,15 @@ async def test_an_occurrence_cancelled_in_a_series_is_gone_after_the_next_round(
     assert emulator.requests(room) - before == 3
 
 
+async def _read_once(emulator: Emulated, make_source: SourceFactory) -> tuple[Mailbox, GraphSource]:
+    """The first room filled and its window read once by a new source (a full round, which
+    leaves a delta link): the room and the source."""
+    _fill(emulator)
+    source = make_source()
+    await source.read_window(_calendar(emulator), start=WINDOW[0], end=WINDOW[1])
+    return emulator.rooms[0], source
+
+
 async def test_delta_rounds_follow_every_page(
     emulator: Emulated, make_source: SourceFactory
 ) -> None:
@@ -177,11 +186,8 @@ async def test_delta_rounds_follow_every_page(
 async def test_expired_delta_token_falls_back_to_a_full_round(
     emulator: Emulated, make_source: SourceFactory
 ) -> None:
-    _fill(emulator)
-    room = emulator.rooms[0]
-    source = make_source()
+    room, source = await _read_once(emulator, make_source)
     start, end = WINDOW
-    await source.read_window(_calendar(emulator), start=start, end=end)
     assert emulator.state.delta.expire(mailbox_id=room.id) >= 1
     emulator.book(room, start + dt.timedelta(days=3, hours=10), 60)
     events = await source.read_window(_calendar(emulator), start=start, end=end)
@@ -191,11 +197,8 @@ async def test_expired_delta_token_falls_back_to_a_full_round(
 async def test_a_token_of_another_window_is_not_reused(
     emulator: Emulated, make_source: SourceFactory
 ) -> None:
-    _fill(emulator)
-    room = emulator.rooms[0]
-    source = make_source()
+    room, source = await _read_once(emulator, make_source)
     start, end = WINDOW
-    await source.read_window(_calendar(emulator), start=start, end=end)
     later = (start + dt.timedelta(days=1), end + dt.timedelta(days=1))
     events = await source.read_window(_calendar(emulator), start=later[0], end=later[1])
     assert _seen(events) == emulator.truth(room, *later)
@@ -317,10 +320,7 @@ async def test_a_tenant_without_graph_access_is_not_configured(
 async def test_a_token_graph_no_longer_accepts_is_replaced(
     emulator: Emulated, make_source: SourceFactory
 ) -> None:
-    _fill(emulator)
-    room = emulator.rooms[0]
-    source = make_source()
-    await source.read_window(_calendar(emulator), start=WINDOW[0], end=WINDOW[1])
+    room, source = await _read_once(emulator, make_source)
     # Two hours later by the directory's clock: MSAL's cached token is expired there.
     emulator.state.clock.advance(dt.timedelta(hours=2))
     emulator.book(room, WINDOW[0] + dt.timedelta(days=4, hours=9), 30)
