@@ -67,18 +67,14 @@ def run(
     return code, json.loads(text) if text else None
 
 
-def test_subscribe_list_renew_delete(tmp_path: Path) -> None:
-    clock = FakeClock()
-    graph = FakeGraph(clock=clock)
-    rooms = tmp_path / "rooms.txt"
-    rooms.write_text(
-        "# building A\nroom-a1@contoso.example\n\nroom-a2@contoso.example  # 2nd floor\n"
-    )
-    e = env(tmp_path)
-    code, rows = run(
+def subscribe(
+    graph: FakeGraph, clock: FakeClock, environ: Mapping[str, str], rooms: Path
+) -> tuple[int, Any]:
+    """``subscribe`` of the mailboxes listed in ``rooms`` to ``URL``, with a client state."""
+    return run(
         graph,
         clock,
-        e,
+        environ,
         "subscribe",
         "--mailboxes",
         str(rooms),
@@ -87,6 +83,17 @@ def test_subscribe_list_renew_delete(tmp_path: Path) -> None:
         "--client-state",
         "s3cret",
     )
+
+
+def test_subscribe_list_renew_delete(tmp_path: Path) -> None:
+    clock = FakeClock()
+    graph = FakeGraph(clock=clock)
+    rooms = tmp_path / "rooms.txt"
+    rooms.write_text(
+        "# building A\nroom-a1@contoso.example\n\nroom-a2@contoso.example  # 2nd floor\n"
+    )
+    e = env(tmp_path)
+    code, rows = subscribe(graph, clock, e, rooms)
     assert code == 0
     assert [r["status"] for r in rows] == ["created", "created"]
     code, listed = run(graph, clock, e, "list")
@@ -110,18 +117,7 @@ def test_subscribe_exit_code_when_a_row_fails(tmp_path: Path) -> None:
     graph = FakeGraph(clock=clock, denied={"room-a2@contoso.example"})
     rooms = tmp_path / "rooms.txt"
     rooms.write_text("room-a1@contoso.example\nroom-a2@contoso.example\n")
-    code, rows = run(
-        graph,
-        clock,
-        env(tmp_path),
-        "subscribe",
-        "--mailboxes",
-        str(rooms),
-        "--notification-url",
-        URL,
-        "--client-state",
-        "s3cret",
-    )
+    code, rows = subscribe(graph, clock, env(tmp_path), rooms)
     assert code == 1
     assert [(r["status"], r["error"] is None) for r in rows] == [
         ("created", True),
@@ -181,18 +177,7 @@ def subscribed(tmp_path: Path, clock: FakeClock, graph: FakeGraph) -> dict[str, 
     rooms = tmp_path / "rooms.txt"
     rooms.write_text("room-a1@contoso.example\nroom-a2@contoso.example\n")
     e = env(tmp_path)
-    code, _ = run(
-        graph,
-        clock,
-        e,
-        "subscribe",
-        "--mailboxes",
-        str(rooms),
-        "--notification-url",
-        URL,
-        "--client-state",
-        "s3cret",
-    )
+    code, _ = subscribe(graph, clock, e, rooms)
     assert code == 0
     return e
 
