@@ -27,13 +27,13 @@ from bookingcache.tools.rawhttp import (
     get_request,
     problem_of,
     read_answer,
-    read_answers,
     read_until_closed,
     status_of,
 )
 from bookingcache_connector.config import Settings, load_settings
 from bookingcache_connector.errors import ConfigError
 from bookingcache_connector.server import server_config
+from tests.support import http_limits
 
 MIB = 1024 * 1024
 # Generous: these bound how long a test waits for what must happen, not how fast it happens.
@@ -124,117 +124,45 @@ def test_a_head_over_the_limit_is_431() -> None:
 
 
 def test_too_many_header_fields_are_431() -> None:
-    with serving(http_max_headers=100) as port:
-        with connect(port) as sock:
-            sock.sendall(get_request(headers=b"".join(b"X-%d: v\r\n" % i for i in range(99))))
-            assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
-        with connect(port) as sock:
-            sock.sendall(get_request(headers=b"".join(b"X-%d: v\r\n" % i for i in range(100))))
-            answer, closed = read_until_closed(sock, timeout_s=WAIT_S)
-    assert status_of(answer) == 431
-    assert "more than 100 header fields" in problem_of(answer)["detail"]
-    assert closed
+    http_limits.too_many_header_fields_are_431(serving)
 
 
 def test_a_large_body_in_the_same_read_as_its_head_is_not_counted_as_head() -> None:
-    body = b"b" * (512 * 1024)
-    head = b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % len(body)
-    small = {"http_max_request_line_bytes": 1024, "http_max_head_bytes": 4096}
-    with serving(**small) as port, connect(port) as sock:
-        sock.sendall(head + body + head + body)
-        answers = read_answers(sock, 2, timeout_s=WAIT_S)
-    for answer in answers:
-        assert status_of(answer) == 200, answer[:200]
-        assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {"length": len(body)}
+    http_limits.a_large_body_in_the_same_read_as_its_head_is_not_counted_as_head(
+        serving, {"http_max_request_line_bytes": 1024, "http_max_head_bytes": 4096}
+    )
 
 
 def test_pipelined_requests_are_all_answered() -> None:
-    with serving() as port, connect(port) as sock:
-        sock.sendall(get_request() * 3)
-        answers = read_answers(sock, 3, timeout_s=WAIT_S)
-    assert [status_of(a) for a in answers] == [200, 200, 200]
+    http_limits.pipelined_requests_are_all_answered(serving)
 
 
 def test_a_head_sent_a_byte_at_a_time_is_cut_at_the_header_timeout() -> None:
-    request = get_request(headers=b"X-Slow: " + b"s" * 200 + b"\r\n")
-    with serving(http_header_timeout_s=0.5) as port, connect(port) as sock:
-        started = time.monotonic()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            for byte in request:
-                sock.sendall(bytes([byte]))
-                time.sleep(0.02)
-                if time.monotonic() - started > WAIT_S:
-                    break
-        answer, closed = read_until_closed(sock, timeout_s=WAIT_S)
-    assert status_of(answer) == 408
-    assert closed
+    http_limits.a_head_sent_a_byte_at_a_time_is_cut_at_the_header_timeout(serving)
 
 
 def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout() -> None:
-    with serving(http_header_timeout_s=0.5) as port, connect(port) as sock:
-        answer, closed = read_until_closed(sock, timeout_s=WAIT_S)
-    assert (answer, closed) == (b"", True)
+    http_limits.a_connection_that_sends_nothing_is_closed_after_the_header_timeout(serving)
 
 
 def test_many_stalled_connections_do_not_keep_out_a_request_and_are_all_closed() -> None:
-    with serving(http_header_timeout_s=1.0) as port:
-        stalled = [connect(port) for _ in range(200)]
-        try:
-            for sock in stalled:
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Never: ")
-            with httpx.Client(timeout=WAIT_S) as client:
-                assert client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-            outcomes = [read_until_closed(sock, timeout_s=WAIT_S) for sock in stalled]
-        finally:
-            for sock in stalled:
-                sock.close()
-    assert all(closed for _, closed in outcomes)
-    assert {status_of(answer) for answer, _ in outcomes} == {408}
+    http_limits.many_stalled_connections_do_not_keep_out_a_request_and_are_all_closed(serving)
 
 
 def test_a_stalled_body_is_answered_408_after_the_body_timeout() -> None:
-    head = b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n"
-    with serving(http_body_timeout_s=0.5) as port, connect(port) as sock:
-        sock.sendall(head + b"0123456789")
-        answer, closed = read_until_closed(sock, timeout_s=WAIT_S)
-    assert status_of(answer) == 408
-    assert "request body" in problem_of(answer)["detail"]
-    assert closed
+    http_limits.a_stalled_body_is_answered_408_after_the_body_timeout(serving)
 
 
 def test_a_body_that_keeps_coming_is_read_whatever_its_total_time() -> None:
-    head = b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 12\r\n\r\n"
-    with serving(http_body_timeout_s=0.5) as port, connect(port) as sock:
-        sock.sendall(head)
-        for _ in range(12):
-            time.sleep(0.15)
-            sock.sendall(b"x")
-        answer = read_answer(sock, timeout_s=WAIT_S)
-    assert status_of(answer) == 200
-    assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {"length": 12}
+    http_limits.a_body_that_keeps_coming_is_read_whatever_its_total_time(serving)
 
 
 def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout() -> None:
-    with serving(http_keep_alive_s=0.3) as port, connect(port) as sock:
-        sock.sendall(get_request())
-        assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
-        started = time.monotonic()
-        rest, closed = read_until_closed(sock, timeout_s=WAIT_S)
-        waited = time.monotonic() - started
-    assert (rest, closed) == (b"", True)
-    assert waited < 4.0
+    http_limits.an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout(serving)
 
 
 def test_a_kept_alive_connection_serves_a_request_after_the_header_timeout() -> None:
-    with (
-        serving(http_header_timeout_s=0.5, http_keep_alive_s=5.0) as port,
-        connect(port) as sock,
-    ):
-        sock.sendall(get_request())
-        assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
-        time.sleep(1.0)
-        sock.sendall(get_request())
-        assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
+    http_limits.a_kept_alive_connection_serves_a_request_after_the_header_timeout(serving)
 
 
 BASE_ENV = {
