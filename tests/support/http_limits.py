@@ -150,3 +150,17 @@ def a_kept_alive_connection_serves_a_request_after_the_header_timeout(serving: S
         time.sleep(1.0)
         sock.sendall(get_request())
         assert status_of(read_answer(sock, timeout_s=WAIT_S)) == 200
+
+
+# The checks that take the server alone, for a test parametrised over them.
+CHECKS: tuple[Callable[[Serving], None], ...] = (
+    too_many_header_fields_are_431,
+    pipelined_requests_are_all_answered,
+    a_head_sent_a_byte_at_a_time_is_cut_at_the_header_timeout,
+    a_connection_that_sends_nothing_is_closed_after_the_header_timeout,
+    many_stalled_connections_do_not_keep_out_a_request_and_are_all_closed,
+    a_stalled_body_is_answered_408_after_the_body_timeout,
+    a_body_that_keeps_coming_is_read_whatever_its_total_time,
+    an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout,
+    a_kept_alive_connection_serves_a_request_after_the_header_timeout,
+)
