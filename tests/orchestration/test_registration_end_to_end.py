@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import io
 import json
-import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,14 +23,11 @@ import pytest
 from pydantic import SecretStr
 
 from bookingcache.bootstrap import service_app
-from bookingcache.settings import GraphSettings, Settings
+from bookingcache.settings import Settings
 from bookingcache_connector.cli import main as connector_main
-from graph_emulator.config import EmulatorConfig
-from graph_emulator.seed import seed_demo
-from graph_emulator.server import BackgroundEmulator
-from graph_emulator.state import new_state
 from tests.support.auth import ADMIN, ADMIN_TOKEN
-from tests.support.servers import bound_socket, serve_in_thread
+from tests.support.emulated import emulated_graph
+from tests.support.servers import bound_socket, loopback_url, serve_in_thread
 from tests.support.waiting import wait_for
 
 from .world import FAST, FAST_SYNC, TENANT
@@ -76,42 +72,30 @@ class Deployment:
 
 @contextlib.contextmanager
 def deployed(tmp_path: Path) -> Iterator[Deployment]:
-    state = new_state(EmulatorConfig(allow_http_notifications=True), seed=11)
-    apps = seed_demo(state)
-    full = apps["full"]
-    rooms = sorted(state.directory.rooms(), key=lambda m: m.upn)[:2]
     with contextlib.ExitStack() as stack:
-        emulator = stack.enter_context(BackgroundEmulator(state, tls_dir=tmp_path / "tls"))
-        cert = emulator.listening.cert_path
-        assert cert is not None
+        emulated = stack.enter_context(emulated_graph(tmp_path, seed=11))
+        state, emulator, cert, control = (
+            emulated.state,
+            emulated.emulator,
+            emulated.cert,
+            emulated.control,
+        )
+        full = emulated.apps["full"]
+        rooms = sorted(state.directory.rooms(), key=lambda m: m.upn)[:2]
         sock = bound_socket()
         stack.callback(sock.close)
-        service_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        graph = GraphSettings(
-            client_id=full.client_id,
-            client_secret=SecretStr(full.client_secret),
-            authority_host=emulator.root,
-            graph_base_url=emulator.base_url,
-            ca_bundle=str(cert),
-        )
+        service_url = loopback_url(sock)
         settings = Settings(
             environment="development",
             data_dir=tmp_path / "service",
             public_base_url=service_url,
             admin_token=SecretStr(ADMIN_TOKEN),
             run_worker=True,
-            sync=FAST_SYNC.model_copy(update={"graph": graph}),
+            sync=FAST_SYNC.model_copy(update={"graph": emulated.service_graph()}),
             orchestration=FAST,
         )
         stack.enter_context(serve_in_thread(service_app(settings), sock))
         admin = stack.enter_context(httpx.Client(base_url=service_url, headers=ADMIN, timeout=30))
-        control = stack.enter_context(
-            httpx.Client(
-                base_url=f"{emulator.root}/_emulator",
-                verify=ssl.create_default_context(cafile=str(cert)),
-                timeout=30,
-            )
-        )
         created = admin.post(
             "/v1/tenants",
             json={

@@ -16,12 +16,7 @@ import httpx
 from pydantic import SecretStr
 
 from bookingcache.bootstrap import service_app
-from bookingcache.settings import (
-    GraphSettings,
-    OrchestrationSettings,
-    Settings,
-    SyncSettings,
-)
+from bookingcache.settings import OrchestrationSettings, Settings, SyncSettings
 from graph_emulator.auth import App
 from graph_emulator.lifecycle import SubscriptionHub
 from graph_emulator.server import BackgroundEmulator
@@ -150,18 +145,7 @@ def deployment(
         stack.callback(connector_sock.close)
         service_url = loopback_url(service_sock)
         if event_source == "graph":
-            full = graph.apps["full"]
-            sync = sync.model_copy(
-                update={
-                    "graph": GraphSettings(
-                        client_id=full.client_id,
-                        client_secret=SecretStr(full.client_secret),
-                        authority_host=emulator.root,
-                        graph_base_url=emulator.base_url,
-                        ca_bundle=str(graph.cert),
-                    )
-                }
-            )
+            sync = sync.model_copy(update={"graph": graph.service_graph()})
         settings = Settings(
             environment="development",
             data_dir=tmp / "service",

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
+from bookingcache.settings import GraphSettings
 from bookingcache_connector.app import create_app as create_connector_app
 from bookingcache_connector.bootstrap import build_connector
 from bookingcache_connector.config import Settings as ConnectorSettings
@@ -37,6 +39,17 @@ class EmulatedGraph:
     @property
     def state(self) -> EmulatorState:
         return self.emulator.state
+
+    def service_graph(self, app: str = "full") -> GraphSettings:
+        """The service's own Graph settings (``sync.graph``) to read the emulator with ``app``."""
+        chosen = self.apps[app]
+        return GraphSettings(
+            client_id=chosen.client_id,
+            client_secret=SecretStr(chosen.client_secret),
+            authority_host=self.emulator.root,
+            graph_base_url=self.emulator.base_url,
+            ca_bundle=str(self.cert),
+        )
 
 
 @contextlib.contextmanager
