@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,6 +15,16 @@ from fastapi import APIRouter, FastAPI
 from bookingcache.api.deps import TenantReader
 from tests.support.api import tenant_body
 from tests.support.auth import ADMIN
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The commands set up the process's logging; the session's handlers come back after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -36,15 +35,6 @@ def test_invalid_settings_are_reported_not_raised(
     monkeypatch.setenv("BOOKINGCACHE_LOG_LEVEL", "LOUD")
     assert main(["serve", "--port", "0"]) == 2
     assert "log_level" in capsys.readouterr().err
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.mark.usefixtures("restore_logging")

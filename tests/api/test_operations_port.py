@@ -5,8 +5,7 @@ deployment runs (``bookingcache migrate``, ``bookingcache healthcheck``)."""
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -129,16 +128,6 @@ async def test_the_api_process_has_the_database_probe_too(settings: Settings) ->
                 return _value(metrics, "bookingcache_database_up") == 1
 
             await until(database_up, what="the probe's first check")
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The command sets up the process's logging; the session's handlers come back after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.mark.usefixtures("restore_logging")
