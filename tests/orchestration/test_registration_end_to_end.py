@@ -50,6 +50,17 @@ class Script:
         code = connector_main([*argv, "--json"], env=self.env, out=out)
         return code, json.loads(out.getvalue()) if out.getvalue() else None
 
+    def register(self) -> tuple[int, Any]:
+        """``register --send``: the subscriptions made for the service, given to it."""
+        return self.run(
+            "register",
+            "--notification-url",
+            self.notification_url,
+            "--client-state",
+            self.client_state,
+            "--send",
+        )
+
 
 @dataclass
 class Deployment:
@@ -158,14 +169,7 @@ def test_a_script_run_connector_registers_and_its_notifications_count(tmp_path: 
         # The service does not know them yet: it cannot converge a tenant without a connector.
         assert all(row["subscription_id"] is None for row in world.health().values())
 
-        code, rows = script.run(
-            "register",
-            "--notification-url",
-            script.notification_url,
-            "--client-state",
-            script.client_state,
-            "--send",
-        )
+        code, rows = script.register()
         assert code == 0, rows
         at_graph = world.graph_subscriptions()
         health = world.health()
@@ -213,14 +217,7 @@ def test_a_script_run_connector_registers_and_its_notifications_count(tmp_path: 
         time.sleep(1.1)
         code, rows = script.run("renew", "--all")
         assert code == 0, rows
-        code, rows = script.run(
-            "register",
-            "--notification-url",
-            script.notification_url,
-            "--client-state",
-            script.client_state,
-            "--send",
-        )
+        code, rows = script.register()
         assert code == 0, rows
         renewed = dt.datetime.fromisoformat(world.health()[first]["expires_at"])
         assert renewed > expiry_before
