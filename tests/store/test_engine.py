@@ -21,7 +21,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, make_url, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bookingcache.errors import InvalidInput, NotFound, StoreUnavailable
 from bookingcache.store.sql import engine as engines
@@ -163,6 +163,15 @@ async def _scratch_postgres(purpose: str) -> AsyncIterator[tuple[str, asyncpg.Co
         await maintenance.close()
 
 
+@contextlib.asynccontextmanager
+async def _writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection of ``engine`` that may write, in a transaction committed on the way out."""
+    async with engine.connect() as connection:
+        connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
+        async with connection.begin():
+            yield connection
+
+
 async def _migrate_to(engine: AsyncEngine, revision: str, *, down: bool = False) -> None:
     def run(connection: Connection) -> None:
         config = Config()
@@ -171,10 +180,8 @@ async def _migrate_to(engine: AsyncEngine, revision: str, *, down: bool = False)
         config.attributes["secret_box"] = sealing_box()
         (command.downgrade if down else command.upgrade)(config, revision)
 
-    async with engine.connect() as connection:
-        connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
-        async with connection.begin():
-            await connection.run_sync(run)
+    async with _writing(engine) as connection:
+        await connection.run_sync(run)
 
 
 # The inbox as revision 0003 had it: one row per accepted notification.
@@ -239,33 +246,31 @@ async def test_upgrading_keeps_the_old_inbox_as_batches_and_the_last_notificatio
                     t3, "alt1", a, "lifecycle", subscription_id="sub-a", lifecycle_event="missed"
                 ),
             ]
-            async with engine.connect() as connection:
-                connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
-                async with connection.begin():
-                    await connection.execute(
-                        sa.insert(_OLD_TENANTS),
-                        {
-                            "id": "acme",
-                            "name": "Acme",
-                            "event_source": "connector",
-                            "title_policy": "hide",
-                            "default_time_zone": "UTC",
-                            "staleness_bound_s": 900,
-                            "signing_secret": "whsec_eA==",
-                            "read_token_sha256": "0" * 64,
-                            "created_at": t0,
-                            "updated_at": t0,
-                        },
-                    )
-                    await connection.execute(
-                        subscriptions.insert(),
-                        [
-                            {"tenant_id": "acme", "mailbox": mailbox, "subscription_id": sub}
-                            | {"status": "active", "updated_at": t0}
-                            for mailbox, sub in ((a, "sub-a"), (c, "sub-c"))
-                        ],
-                    )
-                    await connection.execute(sa.insert(_OLD_INBOX), old)
+            async with _writing(engine) as connection:
+                await connection.execute(
+                    sa.insert(_OLD_TENANTS),
+                    {
+                        "id": "acme",
+                        "name": "Acme",
+                        "event_source": "connector",
+                        "title_policy": "hide",
+                        "default_time_zone": "UTC",
+                        "staleness_bound_s": 900,
+                        "signing_secret": "whsec_eA==",
+                        "read_token_sha256": "0" * 64,
+                        "created_at": t0,
+                        "updated_at": t0,
+                    },
+                )
+                await connection.execute(
+                    subscriptions.insert(),
+                    [
+                        {"tenant_id": "acme", "mailbox": mailbox, "subscription_id": sub}
+                        | {"status": "active", "updated_at": t0}
+                        for mailbox, sub in ((a, "sub-a"), (c, "sub-c"))
+                    ],
+                )
+                await connection.execute(sa.insert(_OLD_INBOX), old)
             await engines.migrate(engine, sealing_box())
         finally:
             await engine.dispose()
@@ -342,13 +347,11 @@ async def test_a_database_with_intake_journal_marks_upgrades_cleanly(
         engine = engines.create_engine(url)
         try:
             await _migrate_to(engine, "0005")
-            async with engine.connect() as connection:
-                connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
-                async with connection.begin():
-                    await connection.execute(
-                        sa.insert(marks),
-                        {"slot": "slot-0", "segment": 3, "byte_offset": 512, "updated_at": at},
-                    )
+            async with _writing(engine) as connection:
+                await connection.execute(
+                    sa.insert(marks),
+                    {"slot": "slot-0", "segment": 3, "byte_offset": 512, "updated_at": at},
+                )
             await engines.migrate(engine, sealing_box())
             async with engine.connect() as connection:
                 tables = await connection.run_sync(
@@ -370,14 +373,6 @@ async def test_rooms_linked_before_capacities_upgrade_without_one(
     """Revision 0007 adds ``rooms.capacity``: rooms linked before it have none, and going back
     drops the column with what it held."""
     at = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
-    old_tenants = sa.table(
-        "tenants",
-        *(sa.column(name) for name in ("id", "name", "event_source", "title_policy")),
-        *(sa.column(name) for name in ("default_time_zone", "staleness_bound_s")),
-        *(sa.column(name) for name in ("signing_secret", "read_token_sha256")),
-        sa.column("created_at", UTCDateTime()),
-        sa.column("updated_at", UTCDateTime()),
-    )
     old_rooms = sa.table(
         "rooms",
         *(sa.column(name) for name in ("tenant_id", "room_id", "mailbox", "name")),
@@ -387,34 +382,32 @@ async def test_rooms_linked_before_capacities_upgrade_without_one(
         engine = engines.create_engine(url)
         try:
             await _migrate_to(engine, "0006")
-            async with engine.connect() as connection:
-                connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
-                async with connection.begin():
-                    await connection.execute(
-                        sa.insert(old_tenants),
-                        {
-                            "id": "acme",
-                            "name": "Acme",
-                            "event_source": "connector",
-                            "title_policy": "show",
-                            "default_time_zone": "UTC",
-                            "staleness_bound_s": 3600,
-                            "signing_secret": "whsec_x",
-                            "read_token_sha256": "0" * 64,
-                            "created_at": at,
-                            "updated_at": at,
-                        },
-                    )
-                    await connection.execute(
-                        sa.insert(old_rooms),
-                        {
-                            "tenant_id": "acme",
-                            "room_id": "r1",
-                            "mailbox": "a@acme.test",
-                            "name": "A",
-                            "updated_at": at,
-                        },
-                    )
+            async with _writing(engine) as connection:
+                await connection.execute(
+                    sa.insert(_OLD_TENANTS),
+                    {
+                        "id": "acme",
+                        "name": "Acme",
+                        "event_source": "connector",
+                        "title_policy": "show",
+                        "default_time_zone": "UTC",
+                        "staleness_bound_s": 3600,
+                        "signing_secret": "whsec_x",
+                        "read_token_sha256": "0" * 64,
+                        "created_at": at,
+                        "updated_at": at,
+                    },
+                )
+                await connection.execute(
+                    sa.insert(old_rooms),
+                    {
+                        "tenant_id": "acme",
+                        "room_id": "r1",
+                        "mailbox": "a@acme.test",
+                        "name": "A",
+                        "updated_at": at,
+                    },
+                )
             await engines.migrate(engine, sealing_box())
             assert await engines.migrations_at_head(engine)
             async with engine.connect() as connection:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql.schema import UTCDateTime
-from tests.store.test_engine import ENGINES, _migrate_to, _scratch_database
+from tests.store.test_engine import ENGINES, _migrate_to, _scratch_database, _writing
 
 _TENANTS_0009 = sa.table(
     "tenants",
@@ -32,24 +32,22 @@ async def test_tenants_get_their_way_in_and_lose_it_again_downgrading(
         engine = engines.create_engine(url)
         try:
             await _migrate_to(engine, "0009")
-            async with engine.connect() as connection:
-                connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
-                async with connection.begin():
-                    for tenant_id, source in (("acme", "push"), ("bolt", "connector")):
-                        await connection.execute(
-                            sa.insert(_TENANTS_0009),
-                            {
-                                "id": tenant_id,
-                                "name": tenant_id.title(),
-                                "event_source": source,
-                                "title_policy": "show",
-                                "default_time_zone": "UTC",
-                                "staleness_bound_s": 3600,
-                                "signing_secret": "sealed elsewhere",
-                                "created_at": at,
-                                "updated_at": at,
-                            },
-                        )
+            async with _writing(engine) as connection:
+                for tenant_id, source in (("acme", "push"), ("bolt", "connector")):
+                    await connection.execute(
+                        sa.insert(_TENANTS_0009),
+                        {
+                            "id": tenant_id,
+                            "name": tenant_id.title(),
+                            "event_source": source,
+                            "title_policy": "show",
+                            "default_time_zone": "UTC",
+                            "staleness_bound_s": 3600,
+                            "signing_secret": "sealed elsewhere",
+                            "created_at": at,
+                            "updated_at": at,
+                        },
+                    )
             await _migrate_to(engine, "0010")
             async with engine.connect() as connection:
                 query = "SELECT id, notification_mode, graph_directory_tenant, graph_revision "
