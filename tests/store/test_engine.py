@@ -21,7 +21,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, make_url, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bookingcache.errors import InvalidInput, NotFound, StoreUnavailable
 from bookingcache.store.sql import engine as engines
@@ -33,7 +33,7 @@ from bookingcache.store.sql.schema import (
     subscriptions,
 )
 from bookingcache.store.sql.store import SqlStore, open_store
-from tests.support.databases import POSTGRES_ENV, asyncpg_dsn, sealing_box
+from tests.support.databases import POSTGRES_ENV, asyncpg_dsn, sealing_box, writing
 from tests.support.tenants import TENANT, add_tenant
 
 
@@ -163,15 +163,6 @@ async def _scratch_postgres(purpose: str) -> AsyncIterator[tuple[str, asyncpg.Co
         await maintenance.close()
 
 
-@contextlib.asynccontextmanager
-async def _writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection of ``engine`` that may write, in a transaction committed on the way out."""
-    async with engine.connect() as connection:
-        connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
-        async with connection.begin():
-            yield connection
-
-
 async def _migrate_to(engine: AsyncEngine, revision: str, *, down: bool = False) -> None:
     def run(connection: Connection) -> None:
         config = Config()
@@ -180,7 +171,7 @@ async def _migrate_to(engine: AsyncEngine, revision: str, *, down: bool = False)
         config.attributes["secret_box"] = sealing_box()
         (command.downgrade if down else command.upgrade)(config, revision)
 
-    async with _writing(engine) as connection:
+    async with writing(engine) as connection:
         await connection.run_sync(run)
 
 
@@ -194,6 +185,24 @@ _OLD_TENANTS = sa.table(
     sa.column("created_at", UTCDateTime()),
     sa.column("updated_at", UTCDateTime()),
 )
+
+
+def old_tenant(at: dt.datetime, **values: Any) -> dict[str, Any]:
+    """Tenant ``acme`` as a row of the tenants table before revision 0009 (``_OLD_TENANTS``),
+    created and updated ``at``; ``values`` in place of the usual ones."""
+    return {
+        "id": "acme",
+        "name": "Acme",
+        "event_source": "connector",
+        "title_policy": "show",
+        "default_time_zone": "UTC",
+        "staleness_bound_s": 3600,
+        "signing_secret": "whsec_x",
+        "read_token_sha256": "0" * 64,
+        "created_at": at,
+        "updated_at": at,
+    } | values
+
 
 _OLD_INBOX = sa.table(
     "inbox",
@@ -246,21 +255,12 @@ async def test_upgrading_keeps_the_old_inbox_as_batches_and_the_last_notificatio
                     t3, "alt1", a, "lifecycle", subscription_id="sub-a", lifecycle_event="missed"
                 ),
             ]
-            async with _writing(engine) as connection:
+            async with writing(engine) as connection:
                 await connection.execute(
                     sa.insert(_OLD_TENANTS),
-                    {
-                        "id": "acme",
-                        "name": "Acme",
-                        "event_source": "connector",
-                        "title_policy": "hide",
-                        "default_time_zone": "UTC",
-                        "staleness_bound_s": 900,
-                        "signing_secret": "whsec_eA==",
-                        "read_token_sha256": "0" * 64,
-                        "created_at": t0,
-                        "updated_at": t0,
-                    },
+                    old_tenant(
+                        t0, title_policy="hide", staleness_bound_s=900, signing_secret="whsec_eA=="
+                    ),
                 )
                 await connection.execute(
                     subscriptions.insert(),
@@ -347,7 +347,7 @@ async def test_a_database_with_intake_journal_marks_upgrades_cleanly(
         engine = engines.create_engine(url)
         try:
             await _migrate_to(engine, "0005")
-            async with _writing(engine) as connection:
+            async with writing(engine) as connection:
                 await connection.execute(
                     sa.insert(marks),
                     {"slot": "slot-0", "segment": 3, "byte_offset": 512, "updated_at": at},
@@ -382,22 +382,8 @@ async def test_rooms_linked_before_capacities_upgrade_without_one(
         engine = engines.create_engine(url)
         try:
             await _migrate_to(engine, "0006")
-            async with _writing(engine) as connection:
-                await connection.execute(
-                    sa.insert(_OLD_TENANTS),
-                    {
-                        "id": "acme",
-                        "name": "Acme",
-                        "event_source": "connector",
-                        "title_policy": "show",
-                        "default_time_zone": "UTC",
-                        "staleness_bound_s": 3600,
-                        "signing_secret": "whsec_x",
-                        "read_token_sha256": "0" * 64,
-                        "created_at": at,
-                        "updated_at": at,
-                    },
-                )
+            async with writing(engine) as connection:
+                await connection.execute(sa.insert(_OLD_TENANTS), old_tenant(at))
                 await connection.execute(
                     sa.insert(old_rooms),
                     {

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql.schema import UTCDateTime
-from tests.store.test_engine import ENGINES, _migrate_to, _scratch_database, _writing
+from tests.store.test_engine import ENGINES, _migrate_to, _scratch_database
+from tests.support.databases import writing
 
 _TENANTS_0009 = sa.table(
     "tenants",
@@ -32,7 +33,7 @@ async def test_tenants_get_their_way_in_and_lose_it_again_downgrading(
         engine = engines.create_engine(url)
         try:
             await _migrate_to(engine, "0009")
-            async with _writing(engine) as connection:
+            async with writing(engine) as connection:
                 for tenant_id, source in (("acme", "push"), ("bolt", "connector")):
                     await connection.execute(
                         sa.insert(_TENANTS_0009),

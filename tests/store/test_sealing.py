@@ -25,7 +25,8 @@ from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql.schema import client_states, tenants
 from bookingcache.store.sql.store import SqlStore, open_store
 from bookingcache.store.sql.subscriptions import SqlSubscriptions
-from tests.support.databases import SECRETS_KEY, opened_store, sealing_box
+from tests.store.test_engine import old_tenant
+from tests.support.databases import SECRETS_KEY, opened_store, sealing_box, writing
 
 SIGNING = "whsec_c2VhbGVkLXNpZ25pbmctc2VjcmV0LW9mLWFjbWU="
 READ_TOKEN = "acme.read-token-that-is-only-hashed"
@@ -159,10 +160,8 @@ def _migrate(connection: Connection, revision: str, down: bool) -> None:
 
 
 async def _migrate_to(store: SqlStore, revision: str, *, down: bool = False) -> None:
-    async with store.engine.connect() as connection:
-        connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
-        async with connection.begin():
-            await connection.run_sync(_migrate, revision, down)
+    async with writing(store.engine) as connection:
+        await connection.run_sync(_migrate, revision, down)
 
 
 async def test_migrating_seals_the_secrets_an_older_schema_kept_in_plain_text(
@@ -171,28 +170,15 @@ async def test_migrating_seals_the_secrets_an_older_schema_kept_in_plain_text(
     at = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
     async with opened_store(database_url, clock) as store:
         await _migrate_to(store, "0007", down=True)
-        async with store.engine.connect() as conn:
-            connection = await conn.execution_options(**{engines.WRITE_OPTION: True})
-            async with connection.begin():
-                await connection.execute(
-                    tenants.insert(),
-                    {
-                        "id": "acme",
-                        "name": "Acme",
-                        "event_source": "connector",
-                        "title_policy": "hide",
-                        "default_time_zone": "UTC",
-                        "staleness_bound_s": 900,
-                        "signing_secret": SIGNING,
-                        "read_token_sha256": "0" * 64,
-                        "created_at": at,
-                        "updated_at": at,
-                    },
-                )
-                await connection.execute(
-                    client_states.insert(),
-                    {"tenant_id": "acme", "secret": CLIENT_STATE, "created_at": at},
-                )
+        async with writing(store.engine) as connection:
+            await connection.execute(
+                tenants.insert(),
+                old_tenant(at, title_policy="hide", staleness_bound_s=900, signing_secret=SIGNING),
+            )
+            await connection.execute(
+                client_states.insert(),
+                {"tenant_id": "acme", "secret": CLIENT_STATE, "created_at": at},
+            )
         stored, states = await _raw(store)
         assert SIGNING in stored  # the older schema's plain text
         await engines.migrate(store.engine, sealing_box())

@@ -6,10 +6,12 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bookingcache.clock import FixedClock
 from bookingcache.settings import new_secrets_key
 from bookingcache.store.sealing import SecretBox
+from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql.store import SqlStore, open_store
 
 POSTGRES_ENV = "BOOKINGCACHE_TEST_DATABASE_URL"
@@ -39,3 +41,13 @@ async def opened_store(
         yield opened
     finally:
         await opened.close()
+
+
+@contextlib.asynccontextmanager
+async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection of ``engine`` that may write, in a transaction committed on the way out
+    (for what a test writes around the store: rows of an older schema, a migration)."""
+    async with engine.connect() as connection:
+        connection = await connection.execution_options(**{engines.WRITE_OPTION: True})
+        async with connection.begin():
+            yield connection
