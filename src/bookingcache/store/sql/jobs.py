@@ -173,7 +173,7 @@ class SqlJobQueue:
                 sa.bindparam("notified", type_=jobs.c.last_notified_at.type),
             ).where(
                 calendars.c.tenant_id == sa.bindparam("tenant"),
-                calendars.c.mailbox.in_(sa.bindparam("mailboxes", expanding=True)),
+                self._mailbox_in_list(),
             )
             statement = self._insert().from_select(
                 [
@@ -212,6 +212,18 @@ class SqlJobQueue:
                 },
             )
         return self._upsert
+
+    def _mailbox_in_list(self) -> Any:
+        """``calendars.mailbox`` among the list bound as ``mailboxes``, as one parameter: an
+        expanding ``IN`` would render a bind per mailbox at every run (intake runs this in every
+        commit round, with as many mailboxes as the round names), and on SQLite would make
+        another statement text, to prepare again, for every length of the list."""
+        if self._postgres:
+            return calendars.c.mailbox == sa.any_(
+                sa.bindparam("mailboxes", type_=postgresql.ARRAY(sa.String))
+            )
+        listed = sa.func.json_each(sa.bindparam("mailboxes", type_=sa.JSON)).table_valued("value")
+        return calendars.c.mailbox.in_(sa.select(listed.c.value))
 
     async def enqueue(
         self,
