@@ -37,22 +37,33 @@ ALWAYS: tuple[tuple[bytes, bytes], ...] = (
     (b"cross-origin-resource-policy", b"same-origin"),
 )
 _CREDENTIALS = frozenset({b"authorization", b"webhook-signature"})
+_NO_STORE = (b"cache-control", b"no-store")
+_HSTS = (b"strict-transport-security", HSTS)
+# What is added, by (over https, with a credential): built once, not per exchange.
+_ADDED: dict[tuple[bool, bool], tuple[tuple[bytes, bytes], ...]] = {
+    (https, credential): ALWAYS + ((_HSTS,) if https else ()) + ((_NO_STORE,) if credential else ())
+    for https in (False, True)
+    for credential in (False, True)
+}
+_NAMES = frozenset(name for name, _ in _ADDED[True, True])
 
 
 def with_security_headers(scope: Scope, send: Send, *, trusted_proxy_hops: int = 0) -> Send:
     """``send`` adding the security headers to the exchange's answer."""
-    extra = list(ALWAYS)
-    if came_over_https(scope, trusted_proxy_hops):
-        extra.append((b"strict-transport-security", HSTS))
-    if any(name.lower() in _CREDENTIALS for name, _ in scope.get("headers", ())):
-        extra.append((b"cache-control", b"no-store"))
+    credential = False
+    for name, _ in scope.get("headers", ()):
+        if name.lower() in _CREDENTIALS:
+            credential = True
+            break
+    extra = _ADDED[came_over_https(scope, trusted_proxy_hops), credential]
 
     async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = list(message.get("headers", ()))
-            present = {name.lower() for name, _ in headers}
-            headers += [(name, value) for name, value in extra if name not in present]
-            message = {**message, "headers": headers}
+            headers = message.get("headers", ())
+            # Most answers set none of these headers themselves: then all are added as they are.
+            own = {name.lower() for name, _ in headers} & _NAMES
+            added = [(n, v) for n, v in extra if n not in own] if own else extra
+            message = {**message, "headers": [*headers, *added]}
         await send(message)
 
     return send_with_headers
