@@ -16,6 +16,7 @@ import asyncio
 import functools
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event, make_url, text
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
@@ -217,7 +218,17 @@ def sqlite_writer_engine(url: URL, *, fsync: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight to the driver: SQLAlchemy's way of running a statement (its events, its
+        # result) cost more than the statement, once per write transaction. A failure is
+        # wrapped as SQLAlchemy wraps it (``OperationalError`` for a locked database).
+        driver = connection.connection.dbapi_connection
+        assert driver is not None
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(
+                "BEGIN IMMEDIATE", None, exc, sqlite3.Error, hide_parameters=True
+            ) from exc
 
     return engine
 
