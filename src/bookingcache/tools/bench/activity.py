@@ -91,6 +91,17 @@ def admin_client(service: str) -> httpx.AsyncClient:
     )
 
 
+async def control_call(
+    control: httpx.AsyncClient, method: str, path: str, body: dict[str, str] | None
+) -> httpx.Response | None:
+    """A call of the emulator's control API; None when it failed (no answer, or not 2xx)."""
+    try:
+        response = await control.request(method, path, json=body)
+    except httpx.TransportError:
+        return None
+    return response if response.status_code < 300 else None
+
+
 class Run:
     def __init__(
         self, args: argparse.Namespace, service: str, control: str, verify: ssl.SSLContext
@@ -179,11 +190,8 @@ class Run:
         # Before the call: its event may arrive before the call's answer does.
         if not self.args.no_stream:
             self.stream_pending.setdefault(room, []).append(change)
-        try:
-            response = await self.control.request(method, path, json=body)
-        except httpx.TransportError:
-            response = None
-        if response is None or response.status_code >= 300:
+        response = await control_call(self.control, method, path, body)
+        if response is None:
             # Not a change the service could ever show: left out of the figures, counted.
             self.failures += 1
             if change in self.pending:

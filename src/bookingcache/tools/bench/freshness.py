@@ -121,6 +121,15 @@ def emulator_ready(line: str) -> bool:
     return line.startswith("{")
 
 
+def emulator_command(root: Path, seed: Path, *extra: str) -> list[str]:
+    """The Graph emulator with the mailboxes of ``seed``, over TLS (its certificate in
+    ``root``), on a free port; ``extra`` adds options (``--latency-ms``)."""
+    return [
+        sys.executable, "-m", "graph_emulator.cli", "--seed", str(seed), "--tls",
+        "--tls-dir", str(root / "tls"), "--allow-http-notifications", "--port", "0", *extra,
+    ]  # fmt: skip
+
+
 def seed_file(path: Path, rooms: int) -> None:
     mailboxes: list[dict[str, Any]] = [
         {
@@ -378,12 +387,11 @@ def main(argv: list[str]) -> int:
         root = Path(tmp)
         seed = root / "seed.json"
         seed_file(seed, args.rooms)
-        emulator_command = [
-            sys.executable, "-m", "graph_emulator.cli", "--seed", str(seed), "--tls",
-            "--tls-dir", str(root / "tls"), "--allow-http-notifications", "--port", "0",
-        ]  # fmt: skip
         with child(
-            emulator_command, os.environ, log=root / "emulator.log", ready=emulator_ready
+            emulator_command(root, seed),
+            os.environ,
+            log=root / "emulator.log",
+            ready=emulator_ready,
         ) as emulator:
             info: dict[str, Any] = json.loads(emulator.banner)
             data_dir = root / "service"

@@ -36,13 +36,18 @@ class Server:
 
     def cpu_s(self) -> float:
         """User plus system CPU seconds the server process has used so far."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text(encoding="ascii")
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_s(self.pid)
 
     def rss_mb(self) -> tuple[float, float]:
         """(current, peak) resident memory of the server process in MiB, from /proc."""
         return rss_mb(self.pid)
+
+
+def cpu_s(pid: int) -> float:
+    """User plus system CPU seconds process ``pid`` has used so far, from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

@@ -45,13 +45,14 @@ import ssl
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from bookingcache.errors import InvalidInput
 from bookingcache.store.sql.engine import create_database, drop_database
@@ -78,12 +79,7 @@ WORKERS = 2
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bookingcache bench soak", description=__doc__)
-    parser.add_argument(
-        "--database-url",
-        required=True,
-        help="a PostgreSQL server (postgresql://...): the soak creates a database of its own "
-        "there and drops it afterwards",
-    )
+    database_url_option(parser)
     parser.add_argument("--rooms", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0, help="changes per second")
     parser.add_argument("--duration", type=float, default=600.0, help="measured seconds")
@@ -98,6 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", type=Path, help="draw the samples into this PNG")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
+
+
+def database_url_option(parser: argparse.ArgumentParser) -> None:
+    """``--database-url``: the PostgreSQL server on which the benchmark's ``database`` lives."""
+    parser.add_argument(
+        "--database-url",
+        required=True,
+        help="a PostgreSQL server (postgresql://...): the benchmark creates a database of its "
+        "own there and drops it afterwards",
+    )
 
 
 class SteadyRun(Run):
@@ -164,19 +170,26 @@ class Watched:
     samples: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def _queue(client: httpx.AsyncClient, urls: Sequence[str]) -> tuple[float, float]:
-    """(queue depth, oldest due seconds) as the workers' metrics show them (the largest)."""
-    depth = oldest = 0.0
+async def worker_samples(client: httpx.AsyncClient, urls: Sequence[str]) -> list[Sample]:
+    """Every sample of the workers' ``/metrics`` (at ``urls``), one worker after another."""
+    samples: list[Sample] = []
     for url in urls:
         answer = await client.get(f"{url}/metrics")
         if answer.status_code != 200:
             raise BenchError(f"a worker's /metrics answered {answer.status_code}")
         for family in text_string_to_metric_families(answer.text):
-            for sample in family.samples:
-                if sample.name == "bookingcache_sync_queue_depth":
-                    depth = max(depth, sample.value)
-                elif sample.name == "bookingcache_sync_queue_oldest_due_seconds":
-                    oldest = max(oldest, sample.value)
+            samples += family.samples
+    return samples
+
+
+async def _queue(client: httpx.AsyncClient, urls: Sequence[str]) -> tuple[float, float]:
+    """(queue depth, oldest due seconds) as the workers' metrics show them (the largest)."""
+    depth = oldest = 0.0
+    for sample in await worker_samples(client, urls):
+        if sample.name == "bookingcache_sync_queue_depth":
+            depth = max(depth, sample.value)
+        elif sample.name == "bookingcache_sync_queue_oldest_due_seconds":
+            oldest = max(oldest, sample.value)
     return depth, oldest
 
 
@@ -331,8 +344,9 @@ def _summary(
 
 
 @contextlib.contextmanager
-def _database(server_url: str) -> Iterator[str]:
-    name = f"bookingcache_bench_soak_{secrets.token_hex(4)}"
+def database(server_url: str, bench: str = "soak") -> Iterator[str]:
+    """A new PostgreSQL database on ``server_url`` for benchmark ``bench``, dropped after."""
+    name = f"bookingcache_bench_{bench}_{secrets.token_hex(4)}"
     try:
         url = asyncio.run(create_database(server_url, name))
     except InvalidInput as exc:
@@ -347,6 +361,22 @@ def _metrics_ready(line: str) -> bool:
     return line.startswith("bookingcache worker metrics listening on ")
 
 
+def start_worker(
+    stack: contextlib.ExitStack,
+    env: Mapping[str, str],
+    database_url: str,
+    data_dir: Path,
+    log: Path,
+) -> Child:
+    """A ``bookingcache worker`` on the database, serving its ``/metrics`` on a free port
+    (``Child.banner_url``), stopped when ``stack`` closes."""
+    argv = command(
+        "worker", "--database-url", database_url, "--data-dir", str(data_dir),
+        "--metrics-port", "0",
+    )  # fmt: skip
+    return stack.enter_context(freshness.child(argv, env, log=log, ready=_metrics_ready))
+
+
 def _cluster(
     stack: contextlib.ExitStack, root: Path, env: Mapping[str, str], database_url: str
 ) -> tuple[list[str], Watched]:
@@ -357,16 +387,10 @@ def _cluster(
     for index in range(API_PROCESSES):
         argv = serve_command(data_dir, "--database-url", database_url, "--no-worker")
         apis.append(stack.enter_context(freshness.child(argv, env, log=root / f"api{index}.log")))
-    workers: list[Child] = []
-    for index in range(WORKERS):
-        argv = command(
-            "worker", "--database-url", database_url, "--data-dir", str(data_dir),
-            "--metrics-port", "0",
-        )  # fmt: skip
-        log = root / f"worker{index}.log"
-        workers.append(
-            stack.enter_context(freshness.child(argv, env, log=log, ready=_metrics_ready))
-        )
+    workers = [
+        start_worker(stack, env, database_url, data_dir, root / f"worker{index}.log")
+        for index in range(WORKERS)
+    ]
     pids = {f"api{i}": c.pid for i, c in enumerate(apis)}
     pids |= {f"worker{i}": c.pid for i, c in enumerate(workers)}
     return [c.banner_url for c in apis], Watched(pids, [w.banner_url for w in workers])
@@ -375,15 +399,14 @@ def _cluster(
 def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     seed = root / "seed.json"
     freshness.seed_file(seed, args.rooms)
-    emulator_command = [
-        sys.executable, "-m", "graph_emulator.cli", "--seed", str(seed), "--tls",
-        "--tls-dir", str(root / "tls"), "--allow-http-notifications", "--port", "0",
-    ]  # fmt: skip
     with (
         freshness.child(
-            emulator_command, os.environ, log=root / "emulator.log", ready=freshness.emulator_ready
+            freshness.emulator_command(root, seed),
+            os.environ,
+            log=root / "emulator.log",
+            ready=freshness.emulator_ready,
         ) as emulator,
-        _database(args.database_url) as database_url,
+        database(args.database_url) as database_url,
         contextlib.ExitStack() as stack,
     ):
         info: dict[str, Any] = json.loads(emulator.banner)
@@ -401,6 +424,23 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             raise
 
 
+def measure_cluster(
+    bench: str,
+    measure: Callable[[argparse.Namespace, Path], dict[str, Any]],
+    args: argparse.Namespace,
+) -> dict[str, Any] | None:
+    """``measure`` run in a temporary directory, set up the way ``freshness``'s pieces read
+    ``args`` (Graph notifies the service, Alternative 1, through the graph source); None
+    once a ``BenchError`` is told."""
+    args.alternative, args.source = 1, "graph"
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"bookingcache-{bench}-") as tmp:
+            return measure(args, Path(tmp))
+    except BenchError as exc:
+        print(f"bookingcache bench {bench}: {exc}", file=sys.stderr)
+        return None
+
+
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
     if min(args.rooms, args.per_room) < 1 or min(args.rate, args.duration, args.interval) <= 0:
@@ -409,13 +449,8 @@ def main(argv: Sequence[str]) -> int:
     if args.per_room >= SLOTS:
         print(f"bookingcache bench soak: --per-room must be under {SLOTS}", file=sys.stderr)
         return 2
-    # What ``freshness``'s set-up reads: the Alternative 1 way in, through the graph source.
-    args.alternative, args.source = 1, "graph"
-    try:
-        with tempfile.TemporaryDirectory(prefix="bookingcache-soak-") as tmp:
-            result = _measure(args, Path(tmp))
-    except BenchError as exc:
-        print(f"bookingcache bench soak: {exc}", file=sys.stderr)
+    result = measure_cluster("soak", _measure, args)
+    if result is None:
         return 1
     if args.plot:
         from bookingcache.tools.bench.soak_plot import plot
