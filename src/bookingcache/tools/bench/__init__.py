@@ -35,6 +35,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bookingcache.tools.bench.soak",
         "2 API processes and 2 workers on PostgreSQL under steady load: memory, queue, freshness",
     ),
+    "scale": (
+        "bookingcache.tools.bench.scale",
+        "refreshes per second with 1, 2 and 4 workers on PostgreSQL, 2,000 rooms under change",
+    ),
     "hostile": (
         "bookingcache.tools.bench.hostile",
         "oversized request targets and stalled request heads against the service",
