@@ -17,7 +17,7 @@ the benchmark starts the workers, keeps them busy for ``--warmup`` seconds and m
   ``unchanged``).
 
 Refreshes per second are the successful ones (outcomes ``changed`` and ``unchanged``) the
-workers' ``/metrics`` count in the window; the failed, throttled and dropped ones are
+workers' ``/metrics`` count in the window; the failed, throttled, superseded and dropped ones are
 reported apart. The emulator's counters (reset at each window's start) give Graph's 429s
 (``graph_throttled``, none expected) and the highest number of requests in flight on one
 mailbox (at most 4, Graph's limit). Each process group's CPU seconds in the window (the API
