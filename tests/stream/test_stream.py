@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Any
 
 import httpx
+import pytest
 
+from bookingcache.errors import StoreUnavailable
+from bookingcache.read import stream as stream_module
 from bookingcache.read.stream import StreamHub
 from bookingcache.store.port import Store
 from tests.stream.conftest import StreamTenant
@@ -162,3 +166,33 @@ async def test_a_change_another_process_wrote_reaches_the_stream(
         events = await stream.wait(2)
     assert events[1].json["current"]["title"] == "From the worker"
     assert int(events[1].id or 0) == await other_store.last_change_seq()
+
+
+async def test_a_feed_read_that_fails_part_way_loses_no_change(
+    tenant: StreamTenant,
+    http: httpx.AsyncClient,
+    hub: StreamHub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database going away between two pages of the change feed: the pass fails, and the
+    next one reads the feed again from where the last whole read ended."""
+    monkeypatch.setattr(stream_module, "_FEED_PAGE", 1)
+    store = hub._store
+    read_page = store.changes_since
+    calls = {"pages": 0}
+
+    async def away_at_the_second_page(seq: int, *, limit: int = 1000) -> Any:
+        calls["pages"] += 1
+        if calls["pages"] == 2:
+            raise StoreUnavailable("cannot connect to the database: connection refused")
+        return await read_page(seq, limit=limit)
+
+    async with open_stream(http, tenant.url, headers=tenant.reader, building="HQ") as client:
+        await client.wait(1)
+        monkeypatch.setattr(store, "changes_since", away_at_the_second_page)
+        await tenant.book("r1@contoso.example", "Weekly")
+        events = await client.wait(2)
+        assert calls["pages"] >= 3  # the failed read, then the whole feed read again
+        assert events[1].event == "room"
+        assert events[1].json["room"] == "r1"
+        assert events[1].json["current"]["title"] == "Weekly"

@@ -327,15 +327,20 @@ class StreamHub:
             self._position = await self._store.last_change_seq()
             return {}
         found: dict[str, dict[str, int]] = {}
+        # The position moves only once every page is read: a read that fails part-way (the
+        # database going away) leaves it where it was, so the next pass reads those rows again
+        # instead of skipping changes whose rooms were never recomputed.
+        position = self._position
         while True:
-            page = await self._store.changes_since(self._position, limit=_FEED_PAGE)
+            page = await self._store.changes_since(position, limit=_FEED_PAGE)
             for change in page:
-                self._position = max(self._position, change.seq)
+                position = max(position, change.seq)
                 if change.tenant_id not in self._tenants:
                     continue
                 self._model.calendar_changed(change.tenant_id, change.mailbox)
                 found.setdefault(change.tenant_id, {})[change.mailbox] = change.seq
             if len(page) < _FEED_PAGE:
+                self._position = position
                 return found
 
     async def _prime(self, stream: _TenantStream) -> None:
