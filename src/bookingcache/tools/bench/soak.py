@@ -330,6 +330,14 @@ def _summary(
         "warmup_worst_interval_p99_ms": max(warmup_p99) if warmup_p99 else None,
         "lost": lost,
         "graph_throttled": counters.get("throttled", 0),
+        # Graph's view of the API processes' webhooks: an endpoint answering slower than 3 s
+        # too often is marked slow and its notifications wait 10 minutes (Graph's rule, as the
+        # emulator plays it: emulator/src/graph_emulator/delivery.py).
+        "graph_endpoints_marked_slow": counters.get("endpoints_marked_slow", 0),
+        "graph_endpoints_marked_drop": counters.get("endpoints_marked_drop", 0),
+        "graph_notifications_delayed_slow_endpoint": counters.get(
+            "notifications_delayed_slow_endpoint", 0
+        ),
         "bookings_held": sum(len(held) for held in run.bookings.values()),
         "rss_slope_mb_per_min": slopes,
         "rss_first_mb": window[0]["rss_mb"] if window else None,
