@@ -35,6 +35,16 @@ RoomsListener = Callable[[str], None]
 TenantsListener = Callable[[str], None]
 
 
+@dataclass(frozen=True, slots=True)
+class StoredWindow:
+    """A calendar's window as the last refresh wrote it: bounds, delta link, events."""
+
+    window_start: dt.datetime | None
+    window_end: dt.datetime | None
+    delta_link: str | None
+    events: list[BasicEvent]
+
+
 class Store(Protocol):
     # --- lifecycle ---------------------------------------------------------------------------
     async def ping(self) -> None:
@@ -199,6 +209,14 @@ class Store(Protocol):
         end: dt.datetime,
     ) -> dict[str, list[BasicEvent]]:
         """Cached events overlapping [start, end) per mailbox, ordered by start."""
+        ...
+
+    async def stored_window(
+        self, tenant_id: str, mailbox: str, *, start: dt.datetime, end: dt.datetime
+    ) -> StoredWindow | None:
+        """The calendar's stored window, its delta link, and its cached events overlapping
+        [start, end), all as one moment saw them (the link and the events written by the same
+        refresh); None when the calendar is unknown."""
         ...
 
     # --- change feed -------------------------------------------------------------------------

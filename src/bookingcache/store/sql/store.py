@@ -34,7 +34,7 @@ from bookingcache.errors import (
     NotFound,
     StoreUnavailable,
 )
-from bookingcache.store.port import CalendarChange, Store
+from bookingcache.store.port import CalendarChange, Store, StoredWindow
 from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql import rooms as room_ops
@@ -47,6 +47,7 @@ from bookingcache.store.sql.credentials import (
     reseal_graph_credentials,
 )
 from bookingcache.store.sql.rows import (
+    as_utc,
     calendar_from_row,
     require_aware,
     room_from_row,
@@ -422,6 +423,33 @@ class SqlStore(SqlCredentials):
         end = require_aware("end", end)
         async with self.read() as conn:
             return await windows.load_window(conn, tenant_id, mailboxes, start=start, end=end)
+
+    async def stored_window(
+        self, tenant_id: str, mailbox: str, *, start: dt.datetime, end: dt.datetime
+    ) -> StoredWindow | None:
+        start = require_aware("start", start)
+        end = require_aware("end", end)
+        async with self.read() as conn:
+            if conn.dialect.name == "postgresql":
+                # One snapshot for the row and the events: a refresh that commits between the
+                # two reads would pair an older link with newer events.
+                await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            row = (
+                await conn.execute(
+                    select(
+                        calendars.c.window_start, calendars.c.window_end, calendars.c.delta_link
+                    ).where(calendars.c.tenant_id == tenant_id, calendars.c.mailbox == mailbox)
+                )
+            ).first()
+            if row is None:
+                return None
+            found = await windows.load_window(conn, tenant_id, [mailbox], start=start, end=end)
+        return StoredWindow(
+            window_start=as_utc(row.window_start) if row.window_start else None,
+            window_end=as_utc(row.window_end) if row.window_end else None,
+            delta_link=row.delta_link,
+            events=found.get(mailbox, []),
+        )
 
     # --- change feed ---------------------------------------------------------------------
     async def changes_since(self, seq: int, *, limit: int = 1000) -> Sequence[CalendarChange]:

@@ -11,7 +11,8 @@ app at once, in every process.
   a 410 (``SyncStateNotFound``) or a token of another window starts a fresh round, which is a
   full read. The worker stores the round's link (``delta_link_of``) with the window's events in
   the ``replace_window`` transaction; a process that has no state for a calendar in memory (a
-  restart, another worker) continues from the stored link with the stored events as the base.
+  restart, another worker) continues from the stored link with the stored events as the base,
+  both read in one snapshot.
 - With only ``Calendars.ReadBasic.All``: plain ``calendarView`` with ``$select`` of the basic
   fields.
 
@@ -246,26 +247,21 @@ class GraphSource:
         self, calendar: CalendarState, start: dt.datetime, end: dt.datetime
     ) -> DeltaState | None:
         """The delta link stored with the calendar's cached window and those events, when the
-        link belongs to this window. The calendar row was read before the events, so the
-        events are at least as new as the link's round, and a delta round applied to them
-        still ends in Graph's current state."""
-        link = calendar.extra.get("delta_link")
-        if not isinstance(link, str) or not link:
-            return None
-        if (calendar.window_start, calendar.window_end) != (start, end):
-            return None
+        link belongs to this window. Both come from one snapshot, as the refresh that wrote
+        them left them: a link older than the events would lose an event created and
+        cancelled between the two, which the next round from that link never mentions."""
         # A day of slack each side: all-day events are placed in the room's zone by the store's
         # window rule; the exact rule of this source is applied here.
         slack = dt.timedelta(days=1)
-        found = await self._store.events_in_window(
-            calendar.tenant_id, [calendar.mailbox], start=start - slack, end=end + slack
+        stored = await self._store.stored_window(
+            calendar.tenant_id, calendar.mailbox, start=start - slack, end=end + slack
         )
-        events = {
-            event.id: event
-            for event in found.get(calendar.mailbox, [])
-            if overlaps(event, start, end)
-        }
-        return DeltaState(start, end, link, events)
+        if stored is None or not stored.delta_link:
+            return None
+        if (stored.window_start, stored.window_end) != (start, end):
+            return None
+        events = {event.id: event for event in stored.events if overlaps(event, start, end)}
+        return DeltaState(start, end, stored.delta_link, events)
 
     # --- reads -------------------------------------------------------------------------------
     def _users_url(self, mailbox: str) -> str:
