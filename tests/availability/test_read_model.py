@@ -10,6 +10,7 @@ import datetime as dt
 import pytest
 
 from bookingcache.clock import FixedClock
+from bookingcache.errors import StoreUnavailable
 from bookingcache.read.model import ReadModel
 from bookingcache.store.sql import notices
 from bookingcache.store.sql.store import SqlStore
@@ -199,3 +200,32 @@ async def test_on_postgresql_another_process_refresh_shows_before_the_next_poll(
         assert seen == ["m1", "m2"]
     finally:
         await model.detach()
+
+
+async def test_a_change_whose_read_failed_is_read_by_the_next_request(
+    tenant: Tenant, other_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database away just when a changed calendar is re-read: the request fails, and the
+    calendar stays to be read, so the next request (or the stream's next pass) sees the change
+    instead of the old events for good."""
+    await tenant.put_room("a1", "a1@contoso.example")
+    await tenant.sync("a1@contoso.example", [event("m1", "08:00", "09:30")])
+    clock = FixedClock(NOW)
+    model = ReadModel(other_store, clock, poll_interval=dt.timedelta(seconds=1))
+    settings = await other_store.get_tenant(tenant.id)
+    await model.view(settings)
+    await tenant.sync(
+        "a1@contoso.example", [event("m1", "08:00", "09:30"), event("m2", "10:00", "11:00")]
+    )
+    clock.advance(dt.timedelta(seconds=1))
+    read_events = other_store.events_in_window
+
+    async def away(*args: object, **kwargs: object) -> object:
+        raise StoreUnavailable("cannot connect to the database: connection refused")
+
+    monkeypatch.setattr(other_store, "events_in_window", away)
+    with pytest.raises(StoreUnavailable):
+        await model.view(settings)
+    monkeypatch.setattr(other_store, "events_in_window", read_events)
+    view = await model.view(settings)
+    assert [e.id for e in view.calendar("a1@contoso.example").events] == ["m1", "m2"]

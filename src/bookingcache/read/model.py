@@ -191,7 +191,13 @@ class ReadModel:
                 await self._reload_rooms(current)
             dirty = self._dirty.pop(tenant.id, None)
             if dirty:
-                await self._reload_calendars(current, sorted(dirty))
+                try:
+                    await self._reload_calendars(current, sorted(dirty))
+                except BaseException:
+                    # Not read (the database away): they stay dirty for the next reader, or
+                    # their changes would never reach this process's answers and streams.
+                    self._dirty.setdefault(tenant.id, set()).update(dirty)
+                    raise
             return current
 
     async def room(self, view: TenantView, room_id: str) -> RoomEntry:
@@ -300,8 +306,13 @@ class ReadModel:
         if consume:
             self._rooms_dirty.discard(view.tenant_id)
         view.rooms_read_at = self._clock.now()
-        rooms = await self._store.list_rooms(view.tenant_id)
-        listed = await self._store.list_calendars(view.tenant_id)
+        try:
+            rooms = await self._store.list_rooms(view.tenant_id)
+            listed = await self._store.list_calendars(view.tenant_id)
+        except BaseException:
+            if consume:  # not read: still to do
+                self._rooms_dirty.add(view.tenant_id)
+            raise
         states = {state.mailbox: state for state in listed}
         entries: dict[str, RoomEntry] = {}
         for room in rooms:
@@ -313,7 +324,14 @@ class ReadModel:
             previous = view.rooms.get(room.room_id)
             entries[room.room_id] = previous if previous == entry else entry
         linked = {entry.mailbox for entry in entries.values()}
-        loaded = await self._read_calendars(view, sorted(linked - view.calendars.keys()), states)
+        try:
+            loaded = await self._read_calendars(
+                view, sorted(linked - view.calendars.keys()), states
+            )
+        except BaseException:
+            if consume:
+                self._rooms_dirty.add(view.tenant_id)
+            raise
         changed = bool(loaded) or entries.keys() != view.rooms.keys()
         changed = changed or any(entry is not view.rooms[key] for key, entry in entries.items())
         view.rooms = entries
