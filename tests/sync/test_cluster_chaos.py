@@ -396,6 +396,13 @@ async def _holder(store: SqlStore, duty: str) -> str | None:
     return str(row.holder).split("@", 1)[0]
 
 
+async def _jobs_of(store: SqlStore, mailboxes: list[str]) -> list[dict[str, Any]]:
+    """The job rows of ``mailboxes``, for a failure's report."""
+    async with store.read() as connection:
+        rows = await connection.execute(sa.select(jobs).where(jobs.c.mailbox.in_(mailboxes)))
+        return [dict(row._mapping) for row in rows]
+
+
 async def _pending_jobs(store: SqlStore) -> int:
     async with store.read() as connection:
         return int(
@@ -698,7 +705,8 @@ async def _chaos(
         delivery = (await control.get("/delivery")).json()
         raise AssertionError(
             f"{len(wrong)} calendars differ from the emulator: {list(wrong.items())[:5]}; "
-            f"pending jobs {await _pending_jobs(store)}; emulator counters "
+            f"pending jobs {await _pending_jobs(store)}, theirs "
+            f"{await _jobs_of(store, list(wrong))}; emulator counters "
             f"{ {k: v for k, v in counters.items() if k.startswith(('notif', 'endpoints'))} }; "
             f"delivery {delivery}"
         ) from None
