@@ -442,3 +442,25 @@ async def test_a_stored_link_of_another_window_is_not_continued(
     events = await stored_source().read_window(calendar, start=later[0], end=later[1])
     assert _seen(events) == emulator.truth(room, *later)
     assert emulator.requests(room) - before >= 2  # a full round in pages of 2, not one delta
+
+
+async def test_a_worker_new_to_a_calendar_continues_from_the_link_stored_with_its_events(
+    emulator: Emulated, store: SqlStore, stored_source: Callable[[], GraphSource]
+) -> None:
+    """Another worker wrote since this one's directory read the calendar row: the link in that
+    row is older than the stored events. A booking made and cancelled between the two links is
+    in the events, and a round from the older link never mentions it; the round must start
+    from the link written with the events."""
+    _fill(emulator)
+    room = emulator.rooms[0]
+    first = stored_source()
+    await _refresh(first, store, room.upn)
+    directory_row = await store.get_calendar(TENANT, room.upn)  # read, then kept a while
+    booked = emulator.book(room, WINDOW[0] + dt.timedelta(days=4, hours=9), 30)
+    assert booked in await _refresh(first, store, room.upn)
+    emulator.state.calendars.delete_event(room.id, booked)
+    other = stored_source()
+    events = await other.read_window(directory_row, start=WINDOW[0], end=WINDOW[1])
+    assert events is not None
+    assert {event.id for event in events} == _truth_ids(emulator, room)
+    assert booked not in {event.id for event in events}
