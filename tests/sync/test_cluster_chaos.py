@@ -47,19 +47,26 @@ import pytest
 import sqlalchemy as sa
 
 from bookingcache.clock import SystemClock
-from bookingcache.domain.tenancy import EventSource, GraphAccess, Room, Tenant, TenantSecrets
 from bookingcache.store.sql.inbox import SqlInbox
 from bookingcache.store.sql.jobs import SqlJobQueue
-from bookingcache.store.sql.schema import calendars, duty_leases, jobs
+from bookingcache.store.sql.schema import jobs
 from bookingcache.store.sql.store import SqlStore, open_store
 from bookingcache.store.sql.subscriptions import SqlSubscriptions
 from bookingcache.tools import processes
 from bookingcache.tools.bench.http import BenchError
 from bookingcache.tools.bench.sse import StreamClient
 from bookingcache.tools.processes import command, free_port, serve_command, worker_ready
-from tests.support.databases import SECRETS_KEY, sealing_box
+from tests.support.cluster import (
+    claims_of,
+    duty_holder,
+    duty_runs,
+    fresh_since,
+    graph_tenant,
+    process_env,
+)
+from tests.support.databases import sealing_box
 from tests.support.pgcluster import PrivatePostgres
-from tests.support.tenants import SIGNING_SECRET, TENANT
+from tests.support.tenants import TENANT
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -143,12 +150,8 @@ class Cluster:
         self.children: dict[str, processes.Child] = {}
         self.ports: dict[str, int] = {}
         self.env = {
-            **os.environ,
-            "BOOKINGCACHE_LOG_LEVEL": "INFO",
-            "BOOKINGCACHE_ENVIRONMENT": "development",
+            **process_env(database_url, emulator),
             "BOOKINGCACHE_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BOOKINGCACHE_SECRETS_KEY": SECRETS_KEY,
-            "BOOKINGCACHE_DATABASE_URL": database_url,
             "BOOKINGCACHE_DUTY_LEASE_S": str(DUTY_LEASE_S),
             "BOOKINGCACHE_DATABASE_IDLE_TRANSACTION_S": str(IDLE_TRANSACTION_S),
             "BOOKINGCACHE_DUTY_RENEW_S": str(DUTY_RENEW_S),
@@ -156,11 +159,6 @@ class Cluster:
             "BOOKINGCACHE_PEER_DEAD_AFTER_S": str(PEER_DEAD_AFTER_S),
             "BOOKINGCACHE_SYNC_SWEEP_INTERVAL_S": str(SWEEP_INTERVAL_S),
             "BOOKINGCACHE_ORCHESTRATION_TICK_S": str(TICK_S),
-            "BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID": emulator["apps"]["full"]["client_id"],
-            "BOOKINGCACHE_SYNC_GRAPH__CLIENT_SECRET": emulator["apps"]["full"]["client_secret"],
-            "BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST": emulator["authority"].rsplit("/", 1)[0],
-            "BOOKINGCACHE_SYNC_GRAPH__GRAPH_BASE_URL": emulator["base_url"],
-            "BOOKINGCACHE_SYNC_GRAPH__CA_BUNDLE": emulator["cert_path"],
         }
 
     def start(self, name: str) -> processes.Child:
@@ -196,11 +194,7 @@ class Cluster:
         return total
 
     def runs(self, name: str, duty: str) -> float:
-        text = httpx.get(f"{self.url(name)}/metrics", timeout=10).text
-        for line in text.splitlines():
-            if line.startswith(f'bookingcache_duty_runs_total{{duty="{duty}"}}'):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return duty_runs(self.url(name), duty)
 
     def readiness(self, name: str) -> dict[str, Any]:
         answer = httpx.get(f"{self.url(name)}/readyz", timeout=10)
@@ -366,36 +360,6 @@ class Follower:
 # --- the database, as the test reads it ----------------------------------------------------
 
 
-async def _claims(store: SqlStore, instance: str) -> set[str]:
-    async with store.read() as connection:
-        rows = await connection.execute(
-            sa.select(jobs.c.mailbox).where(jobs.c.locked_by.like(f"{instance}@%"))
-        )
-        return set(rows.scalars())
-
-
-async def _fresh_since(store: SqlStore, since: dt.datetime) -> set[str]:
-    async with store.read() as connection:
-        rows = await connection.execute(
-            sa.select(calendars.c.mailbox).where(calendars.c.last_success_at >= since)
-        )
-        return set(rows.scalars())
-
-
-async def _holder(store: SqlStore, duty: str) -> str | None:
-    async with store.read() as connection:
-        row = (
-            await connection.execute(
-                sa.select(duty_leases.c.holder, duty_leases.c.expires_at).where(
-                    duty_leases.c.duty == duty
-                )
-            )
-        ).first()
-    if row is None or row.holder is None or row.expires_at < SystemClock().now():
-        return None
-    return str(row.holder).split("@", 1)[0]
-
-
 async def _jobs_of(store: SqlStore, mailboxes: list[str]) -> list[dict[str, Any]]:
     """The job rows of ``mailboxes``, for a failure's report."""
     async with store.read() as connection:
@@ -438,26 +402,6 @@ def _streamed_wrong(follower: Follower, traffic: Traffic) -> dict[str, Any]:
 
 
 # --- set-up --------------------------------------------------------------------------------
-
-
-async def _tenant(store: SqlStore, emulator: dict[str, Any]) -> None:
-    await store.create_tenant(
-        Tenant(
-            id=TENANT,
-            name="Contoso",
-            event_source=EventSource.GRAPH,
-            connector_url=None,
-            graph=GraphAccess(directory_tenant=emulator["tenant_id"]),
-        ),
-        TenantSecrets(signing_secret=SIGNING_SECRET, read_token=f"read-{TENANT}-0123456789"),
-    )
-    await store.import_rooms(
-        TENANT,
-        [
-            Room(tenant_id=TENANT, room_id=room_id(i), mailbox=mailbox(i), name=f"Room {i}")
-            for i in range(ROOMS)
-        ],
-    )
 
 
 async def _subscribe(
@@ -528,7 +472,7 @@ async def _first_sync(store: SqlStore, cluster: Cluster) -> None:
     everyone = {mailbox(i) for i in range(ROOMS)}
 
     async def synced() -> bool:
-        return everyone <= await _fresh_since(store, began)
+        return everyone <= await fresh_since(store, began)
 
     await until(synced, timeout_s=180, what="every room's first sync", every_s=0.5)
 
@@ -550,7 +494,7 @@ async def _kill_a_worker_mid_refresh(store: SqlStore, cluster: Cluster) -> tuple
     refreshing is fresh again; (how many it held, seconds)."""
 
     async def victim() -> str | None:
-        held = {name: await _claims(store, name) for name in ("worker0", "worker1", "worker2")}
+        held = {name: await claims_of(store, name) for name in ("worker0", "worker1", "worker2")}
         name, claims = max(held.items(), key=lambda item: len(item[1]))
         return name if len(claims) >= 3 else None
 
@@ -560,14 +504,14 @@ async def _kill_a_worker_mid_refresh(store: SqlStore, cluster: Cluster) -> tuple
     cluster.children[name].kill()
     killed_at, killed_wall = time.monotonic(), SystemClock().now()
     # What the dead process had claimed and not finished: its rows stay locked by it.
-    unfinished = await _claims(store, name)
+    unfinished = await claims_of(store, name)
     assert unfinished, "the worker was killed with refreshes in flight"
 
     async def released() -> bool:
-        return not await _claims(store, name) & unfinished
+        return not await claims_of(store, name) & unfinished
 
     async def fresh_again() -> bool:
-        return unfinished <= await _fresh_since(store, killed_wall)
+        return unfinished <= await fresh_since(store, killed_wall)
 
     await until(released, timeout_s=60, what="the killed worker's claims released", every_s=0.05)
     print(f"killed worker's claims released {time.monotonic() - killed_at:.2f} s after the kill")
@@ -592,15 +536,15 @@ async def _stop_the_sweep_holder(store: SqlStore, cluster: Cluster) -> float:
     """SIGSTOP the process holding the sweep duty past its lease, SIGCONT it once a peer took
     the duty over, and check that the resumed process does not act on it; the takeover's
     seconds."""
-    await until(lambda: _holder(store, "sweep"), timeout_s=30, what="a sweep holder")
-    holder = await _holder(store, "sweep")
+    await until(lambda: duty_holder(store, "sweep"), timeout_s=30, what="a sweep holder")
+    holder = await duty_holder(store, "sweep")
     assert holder is not None
     runs_before = await asyncio.to_thread(cluster.runs, holder, "sweep")
     os.kill(cluster.children[holder].pid, signal.SIGSTOP)
     stopped_at = time.monotonic()
 
     async def taken_over() -> bool:
-        now = await _holder(store, "sweep")
+        now = await duty_holder(store, "sweep")
         return now is not None and now != holder
 
     await until(taken_over, timeout_s=DUTY_LEASE_S + DUTY_RENEW_S + 10, what="the sweep taken over")
@@ -633,7 +577,7 @@ async def test_the_cluster_survives_its_faults_with_traffic_flowing(
         ) as control,
     ):  # fmt: skip
         try:
-            await _tenant(store, emulator)
+            await graph_tenant(store, emulator["tenant_id"], [mailbox(i) for i in range(ROOMS)])
             await asyncio.gather(*(asyncio.to_thread(cluster.start, n) for n in ("api0", "api1")))
             await _subscribe(store, emulator, cluster, trust)
             await _first_sync(store, cluster)

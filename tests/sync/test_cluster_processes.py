@@ -29,17 +29,22 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from bookingcache.clock import SystemClock
-from bookingcache.domain.tenancy import EventSource, GraphAccess, Room, Tenant, TenantSecrets
 from bookingcache.store.sql.jobs import SqlJobQueue
-from bookingcache.store.sql.schema import calendars, duty_leases, jobs
 from bookingcache.store.sql.store import SqlStore, open_store
 from bookingcache.tools import processes
 from bookingcache.tools.processes import command, free_port, worker_ready
-from tests.support.databases import SECRETS_KEY, sealing_box
-from tests.support.tenants import SIGNING_SECRET, TENANT
+from tests.support.cluster import (
+    claims_of,
+    duty_holder,
+    duty_runs,
+    fresh_since,
+    graph_tenant,
+    process_env,
+)
+from tests.support.databases import sealing_box
+from tests.support.tenants import TENANT
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -81,22 +86,8 @@ def emulator(tmp_path: Path) -> Iterator[dict[str, Any]]:
 @pytest.fixture
 async def store(postgres: str, emulator: dict[str, Any]) -> Any:
     store = await open_store(postgres, box=sealing_box(), migrate=False, clock=SystemClock())
-    await store.create_tenant(
-        Tenant(
-            id=TENANT,
-            name="Contoso",
-            event_source=EventSource.GRAPH,
-            connector_url=None,
-            graph=GraphAccess(directory_tenant=emulator["tenant_id"]),
-        ),
-        TenantSecrets(signing_secret=SIGNING_SECRET, read_token=f"read-{TENANT}-0123456789"),
-    )
-    await store.import_rooms(
-        TENANT,
-        [
-            Room(tenant_id=TENANT, room_id=f"r{index}", mailbox=room["upn"], name=f"Room {index}")
-            for index, room in enumerate(emulator["mailboxes"])
-        ],
+    await graph_tenant(
+        store, emulator["tenant_id"], [room["upn"] for room in emulator["mailboxes"]]
     )
     try:
         yield store
@@ -112,22 +103,13 @@ class Cluster:
         self.children: dict[str, processes.Child] = {}
         self.ports: dict[str, int] = {}
         self.env = {
-            **os.environ,
-            "BOOKINGCACHE_LOG_LEVEL": "INFO",
-            "BOOKINGCACHE_ENVIRONMENT": "development",
-            "BOOKINGCACHE_SECRETS_KEY": SECRETS_KEY,
-            "BOOKINGCACHE_DATABASE_URL": database_url,
+            **process_env(database_url, emulator),
             "BOOKINGCACHE_DUTY_LEASE_S": str(DUTY_LEASE_S),
             "BOOKINGCACHE_DUTY_RENEW_S": str(DUTY_RENEW_S),
             "BOOKINGCACHE_HEARTBEAT_S": "0.5",
             "BOOKINGCACHE_PEER_DEAD_AFTER_S": "2",
             "BOOKINGCACHE_SYNC_LEASE_S": str(JOB_LEASE_S),
             "BOOKINGCACHE_SYNC_SWEEP_INTERVAL_S": "1",
-            "BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID": emulator["apps"]["full"]["client_id"],
-            "BOOKINGCACHE_SYNC_GRAPH__CLIENT_SECRET": emulator["apps"]["full"]["client_secret"],
-            "BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST": emulator["authority"].rsplit("/", 1)[0],
-            "BOOKINGCACHE_SYNC_GRAPH__GRAPH_BASE_URL": emulator["base_url"],
-            "BOOKINGCACHE_SYNC_GRAPH__CA_BUNDLE": emulator["cert_path"],
         }
 
     def start(self, name: str, **env: str) -> processes.Child:
@@ -149,11 +131,7 @@ class Cluster:
         return result
 
     def runs(self, name: str, duty: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.ports[name]}/metrics", timeout=5).text
-        for line in text.splitlines():
-            if line.startswith(f'bookingcache_duty_runs_total{{duty="{duty}"}}'):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return duty_runs(f"http://127.0.0.1:{self.ports[name]}", duty)
 
     def close(self) -> None:
         for child in self.children.values():
@@ -170,22 +148,6 @@ def cluster(postgres: str, emulator: dict[str, Any], tmp_path: Path) -> Iterator
         yield running
     finally:
         running.close()
-
-
-async def _claims_of(store: SqlStore, instance: str) -> set[str]:
-    async with store.read() as connection:
-        rows = await connection.execute(
-            sa.select(jobs.c.mailbox).where(jobs.c.locked_by.like(f"{instance}@%"))
-        )
-        return set(rows.scalars())
-
-
-async def _fresh_since(store: SqlStore, since: Any) -> set[str]:
-    async with store.read() as connection:
-        rows = await connection.execute(
-            sa.select(calendars.c.mailbox).where(calendars.c.last_success_at >= since)
-        )
-        return set(rows.scalars())
 
 
 async def _enqueue_all(store: SqlStore, emulator: dict[str, Any]) -> Any:
@@ -225,7 +187,7 @@ async def _one_read_each(
 
 
 async def _all_fresh(store: SqlStore, since: Any, wanted: set[str]) -> bool:
-    return wanted <= await _fresh_since(store, since)
+    return wanted <= await fresh_since(store, since)
 
 
 async def _killed_mid_refresh(
@@ -235,13 +197,13 @@ async def _killed_mid_refresh(
     flight; what it held and not yet finished, the round's start, the kill's monotonic time
     (the emulator's counters are reset at the kill)."""
     started = await _enqueue_all(store, emulator)
-    await until(lambda: _claims_of(store, victim), timeout_s=60, what=f"{victim} claims")
+    await until(lambda: claims_of(store, victim), timeout_s=60, what=f"{victim} claims")
     await asyncio.sleep(LATENCY_MS / 1000 / 5)  # a round claimed in two batches is held whole
-    held = await _claims_of(store, victim)
+    held = await claims_of(store, victim)
     cluster.children[victim].kill()
     killed_at = time.monotonic()
     _reset_counters(emulator)
-    unfinished = held - await _fresh_since(store, started)
+    unfinished = held - await fresh_since(store, started)
     assert unfinished, "the refreshes were in flight when the worker was killed"
     return unfinished, started, killed_at
 
@@ -319,20 +281,6 @@ async def test_a_killed_workers_calendars_are_refreshed_by_a_peer_and_by_its_res
     )
 
 
-async def _holder(store: SqlStore, duty: str) -> str | None:
-    async with store.read() as connection:
-        row = (
-            await connection.execute(
-                sa.select(duty_leases.c.holder, duty_leases.c.expires_at).where(
-                    duty_leases.c.duty == duty
-                )
-            )
-        ).first()
-    if row is None or row.holder is None or row.expires_at < SystemClock().now():
-        return None
-    return str(row.holder).split("@", 1)[0]
-
-
 async def test_a_dead_holders_duties_are_taken_over_within_the_lease_and_a_renewal(
     store: SqlStore, cluster: Cluster
 ) -> None:
@@ -357,7 +305,7 @@ async def test_a_dead_holders_duties_are_taken_over_within_the_lease_and_a_renew
 
 
 async def _holds(store: SqlStore, name: str) -> bool:
-    return all([await _holder(store, duty) == name for duty in ("sweep", "retention")])
+    return all([await duty_holder(store, duty) == name for duty in ("sweep", "retention")])
 
 
 async def test_a_holder_stopped_past_its_lease_does_not_act_when_it_resumes(
