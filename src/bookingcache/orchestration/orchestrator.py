@@ -307,10 +307,14 @@ class Orchestrator:
     async def rotate_client_state(self, tenant_id: str) -> ConvergeResult:
         """A new clientState becomes current (the previous one keeps verifying for the grace
         period) and the subscriptions are converged to it."""
-        await self.subscriptions.rotate_client_state(
-            tenant_id, _new_client_state(), grace=self._grace()
-        )
-        return await self.converge(tenant_id)
+        lock = self._locks.setdefault(tenant_id, asyncio.Lock())
+        async with lock:
+            # Under the tenant's lock: a timed converge of this process can neither start
+            # between the rotation and this converge (and answer for it) nor overlap it.
+            await self.subscriptions.rotate_client_state(
+                tenant_id, _new_client_state(), grace=self._grace()
+            )
+            return await self._converge_locked(tenant_id)
 
     def _grace(self) -> dt.timedelta:
         return dt.timedelta(seconds=self.settings.client_state_grace_s)
@@ -325,12 +329,15 @@ class Orchestrator:
     async def converge(self, tenant_id: str) -> ConvergeResult:
         lock = self._locks.setdefault(tenant_id, asyncio.Lock())
         async with lock:
-            try:
-                await self._state.converged(tenant_id, self._clock.now())
-                return await self._converge(tenant_id)
-            except NotFound:
-                self._forget(tenant_id)
-                return ConvergeResult(tenant_id, error="tenant not found")
+            return await self._converge_locked(tenant_id)
+
+    async def _converge_locked(self, tenant_id: str) -> ConvergeResult:
+        try:
+            await self._state.converged(tenant_id, self._clock.now())
+            return await self._converge(tenant_id)
+        except NotFound:
+            self._forget(tenant_id)
+            return ConvergeResult(tenant_id, error="tenant not found")
 
     async def _converge(self, tenant_id: str) -> ConvergeResult:
         tenant = await self._store.get_tenant(tenant_id)
