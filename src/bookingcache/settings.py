@@ -7,6 +7,10 @@ Tests and tools build them directly. Only the composition root reads them from t
 ``BOOKINGCACHE_ORCHESTRATION_*``); nothing here reads the environment or touches the disk. The
 admin token and secrets key files in the data directory are read or written by
 ``ensure_admin_token`` and ``ensure_secrets_key``, which the composition root calls.
+
+It is longer than the other modules on purpose: every setting, its default, its bounds and its
+meaning are in one place, beside the environment variables that set them (listed in
+``docs/operations.md``).
 """
 
 from __future__ import annotations

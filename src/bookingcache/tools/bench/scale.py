@@ -28,6 +28,9 @@ The curve flattens at the first step whose speedup is under 90% of linear; the r
 is the CPU when the machine's cores were over 90% busy in that step, else the workers'
 concurrency (``max_refreshes_per_tenant`` refreshes in flight per worker, each waiting on
 Graph's latency).
+
+The module is one benchmark end to end (its processes, the load, the measurement and the
+report), a little over 500 lines; split up, its steps would only be read together.
 """
 
 from __future__ import annotations
