@@ -15,6 +15,7 @@ from bookingcache.clock import SystemClock
 from bookingcache.domain.tenancy import EventSource, GraphAccess, Room, Tenant, TenantSecrets
 from bookingcache.store.sql.schema import calendars, duty_leases, jobs
 from bookingcache.store.sql.store import SqlStore
+from bookingcache.tools.bench.freshness import graph_env
 from tests.support.databases import SECRETS_KEY
 from tests.support.tenants import SIGNING_SECRET, TENANT
 
@@ -83,11 +84,7 @@ def process_env(database_url: str, emulator: dict[str, Any]) -> dict[str, str]:
         "BOOKINGCACHE_ENVIRONMENT": "development",
         "BOOKINGCACHE_SECRETS_KEY": SECRETS_KEY,
         "BOOKINGCACHE_DATABASE_URL": database_url,
-        "BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID": emulator["apps"]["full"]["client_id"],
-        "BOOKINGCACHE_SYNC_GRAPH__CLIENT_SECRET": emulator["apps"]["full"]["client_secret"],
-        "BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST": emulator["authority"].rsplit("/", 1)[0],
-        "BOOKINGCACHE_SYNC_GRAPH__GRAPH_BASE_URL": emulator["base_url"],
-        "BOOKINGCACHE_SYNC_GRAPH__CA_BUNDLE": emulator["cert_path"],
+        **graph_env(emulator),
     }
 
 

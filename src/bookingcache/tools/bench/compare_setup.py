@@ -20,7 +20,7 @@ import httpx
 
 from bookingcache.tools import processes
 from bookingcache.tools.bench import freshness
-from bookingcache.tools.bench.activity import ADMIN_TOKEN, ORGANIZER, TENANT, mailbox, room_id
+from bookingcache.tools.bench.activity import ORGANIZER, TENANT, mailbox, room_id
 from bookingcache.tools.bench.http import BenchError
 from bookingcache.tools.bench.office import Change, Office, shows
 from bookingcache.tools.bench.pollers import READY
@@ -98,22 +98,6 @@ def _seed_file(path: Path, rooms: int) -> None:
     path.write_text(json.dumps({"mailboxes": mailboxes, "apps": apps}), encoding="utf-8")
 
 
-def _service_env(info: dict[str, Any], app: dict[str, str], debounce: float) -> dict[str, str]:
-    return {
-        "BOOKINGCACHE_LOG_LEVEL": "WARNING",
-        **os.environ,
-        "BOOKINGCACHE_ENVIRONMENT": "development",  # everything on loopback over http
-        "BOOKINGCACHE_ADMIN_TOKEN": ADMIN_TOKEN,
-        "BOOKINGCACHE_SECRETS_KEY": freshness.SECRETS_KEY,
-        "BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID": app["client_id"],
-        "BOOKINGCACHE_SYNC_GRAPH__CLIENT_SECRET": app["client_secret"],
-        "BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST": info["authority"].rsplit("/", 1)[0],
-        "BOOKINGCACHE_SYNC_GRAPH__GRAPH_BASE_URL": info["base_url"],
-        "BOOKINGCACHE_SYNC_GRAPH__CA_BUNDLE": info["cert_path"],
-        "BOOKINGCACHE_ORCHESTRATION_DEBOUNCE_S": str(debounce),
-    }
-
-
 async def _import_rooms(service_url: str, rooms: int) -> None:
     half = (rooms + 1) // 2
     body = {
@@ -148,7 +132,9 @@ def start_services(
         data_dir = root / contender.name
         data_dir.mkdir()
         database_url = f"sqlite:///{data_dir / 'bookingcache.db'}"
-        env = _service_env(info, info["apps"][contender.name], args.debounce_s)
+        env = freshness.service_env(
+            info, app=info["apps"][contender.name], debounce_s=args.debounce_s
+        )
         child = processes.start(
             serve_command(data_dir, "--database-url", database_url),
             env=env,

@@ -147,9 +147,25 @@ def seed_file(path: Path, rooms: int) -> None:
     path.write_text(json.dumps({"mailboxes": mailboxes, "apps": apps}), encoding="utf-8")
 
 
-def service_env(info: Mapping[str, Any]) -> dict[str, str]:
+def graph_env(info: Mapping[str, Any], app: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The service's settings that make the emulator (``info``, its banner) Microsoft Graph:
+    its authority, base URL and CA bundle, and ``app`` (the emulator's ``full`` app unless
+    given) as the service's own app registration."""
+    app = info["apps"]["full"] if app is None else app
+    return {
+        "BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID": app["client_id"],
+        "BOOKINGCACHE_SYNC_GRAPH__CLIENT_SECRET": app["client_secret"],
+        "BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST": info["authority"].rsplit("/", 1)[0],
+        "BOOKINGCACHE_SYNC_GRAPH__GRAPH_BASE_URL": info["base_url"],
+        "BOOKINGCACHE_SYNC_GRAPH__CA_BUNDLE": info["cert_path"],
+    }
+
+
+def service_env(
+    info: Mapping[str, Any], *, app: Mapping[str, str] | None = None, debounce_s: float = 0.5
+) -> dict[str, str]:
     """The environment of the service's processes: the benchmark's admin token and secrets
-    key, and the emulator (``info``, its banner) as Microsoft Graph with the service's app."""
+    key, and the emulator as Microsoft Graph (``graph_env``)."""
     return {
         "BOOKINGCACHE_LOG_LEVEL": "WARNING",
         **os.environ,
@@ -158,12 +174,8 @@ def service_env(info: Mapping[str, Any]) -> dict[str, str]:
         "BOOKINGCACHE_ENVIRONMENT": "development",
         "BOOKINGCACHE_ADMIN_TOKEN": ADMIN_TOKEN,
         "BOOKINGCACHE_SECRETS_KEY": SECRETS_KEY,
-        "BOOKINGCACHE_SYNC_GRAPH__CLIENT_ID": info["apps"]["full"]["client_id"],
-        "BOOKINGCACHE_SYNC_GRAPH__CLIENT_SECRET": info["apps"]["full"]["client_secret"],
-        "BOOKINGCACHE_SYNC_GRAPH__AUTHORITY_HOST": info["authority"].rsplit("/", 1)[0],
-        "BOOKINGCACHE_SYNC_GRAPH__GRAPH_BASE_URL": info["base_url"],
-        "BOOKINGCACHE_SYNC_GRAPH__CA_BUNDLE": info["cert_path"],
-        "BOOKINGCACHE_ORCHESTRATION_DEBOUNCE_S": "0.5",
+        **graph_env(info, app),
+        "BOOKINGCACHE_ORCHESTRATION_DEBOUNCE_S": str(debounce_s),
     }
 
 
