@@ -250,7 +250,14 @@ async def first_sync(
             registry = SqlSubscriptions(store, clock=SystemClock())
             client_state = secrets.token_urlsafe(24)
             await registry.rotate_client_state(TENANT, client_state)
-            await _subscribe(args, info, service_urls, client_state, registry, verify)
+            await subscribe_rooms(
+                info,
+                [mailbox(i) for i in range(args.rooms)],
+                service_urls=service_urls,
+                client_state=client_state,
+                registry=registry,
+                verify=verify,
+            )
         if args.source != "push":
             queue = SqlJobQueue(store, clock=SystemClock())
             now = dt.datetime.now(dt.UTC)
@@ -282,39 +289,53 @@ async def _wait(check: Callable[[], Awaitable[bool]], what: str, timeout_s: floa
         await asyncio.sleep(0.5)
 
 
-async def _subscribe(
-    args: argparse.Namespace,
-    info: dict[str, Any],
+async def subscribe_rooms(
+    info: Mapping[str, Any],
+    mailboxes: Sequence[str],
+    *,
+    tenant: str = TENANT,
     service_urls: Sequence[str],
     client_state: str,
     registry: SqlSubscriptions,
     verify: ssl.SSLContext,
+    apps: Sequence[Mapping[str, str]] = (),
+    expires_in: dt.timedelta = dt.timedelta(days=3),
 ) -> None:
-    async with httpx.AsyncClient(verify=verify, timeout=30) as graph:
-        token = await graph.post(
-            f"{info['authority']}/oauth2/v2.0/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": info["apps"]["full"]["client_id"],
-                "client_secret": info["apps"]["full"]["client_secret"],
-                "scope": "https://graph.microsoft.com/.default",
-            },
-        )
-        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-        expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        todo = list(range(args.rooms))
+    """The calendars ``mailboxes`` subscribed at Graph (the emulator, ``info``) as the
+    customer's administrator does it, and recorded in ``registry`` for ``tenant``. The
+    ``i``-th notifies ``service_urls[i % n]`` and is subscribed by ``apps[i % n]`` (the
+    emulator's ``full`` app unless given: each app may write 500 subscriptions per 20 s); 16
+    at a time, waiting out a 429's ``Retry-After``."""
+    async with httpx.AsyncClient(verify=verify, timeout=60) as graph:
+
+        async def token(app: Mapping[str, str]) -> str:
+            answer = await graph.post(
+                f"{info['authority']}/oauth2/v2.0/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": app["client_id"],
+                    "client_secret": app["client_secret"],
+                    "scope": "https://graph.microsoft.com/.default",
+                },
+            )
+            if answer.status_code != 200:
+                raise BenchError(f"no token for the subscriptions: {answer.text[:300]}")
+            return str(answer.json()["access_token"])
+
+        tokens = [await token(app) for app in (apps or [info["apps"]["full"]])]
+        expires = (dt.datetime.now(dt.UTC) + expires_in).strftime("%Y-%m-%dT%H:%M:%SZ")
 
         async def one(index: int) -> None:
             service_url = service_urls[index % len(service_urls)]
             while True:
                 response = await graph.post(
                     f"{info['base_url']}/subscriptions",
-                    headers=headers,
+                    headers={"Authorization": f"Bearer {tokens[index % len(tokens)]}"},
                     json={
                         "changeType": "created,updated,deleted",
-                        "notificationUrl": f"{service_url}/graph/notifications/{TENANT}",
-                        "lifecycleNotificationUrl": f"{service_url}/graph/lifecycle/{TENANT}",
-                        "resource": f"users/{mailbox(index)}/events",
+                        "notificationUrl": f"{service_url}/graph/notifications/{tenant}",
+                        "lifecycleNotificationUrl": f"{service_url}/graph/lifecycle/{tenant}",
+                        "resource": f"users/{mailboxes[index]}/events",
                         "expirationDateTime": expires,
                         "clientState": client_state,
                     },
@@ -326,8 +347,8 @@ async def _subscribe(
                     raise BenchError(f"creating a subscription failed: {response.text[:300]}")
                 body = response.json()
                 await registry.record(
-                    TENANT,
-                    mailbox(index),
+                    tenant,
+                    mailboxes[index],
                     body["id"],
                     expires_at=dt.datetime.fromisoformat(
                         body["expirationDateTime"].replace("Z", "+00:00")
@@ -335,6 +356,7 @@ async def _subscribe(
                 )
                 return
 
+        todo = list(range(len(mailboxes)))
         while todo:
             batch, todo = todo[:16], todo[16:]
             await asyncio.gather(*(one(index) for index in batch))
