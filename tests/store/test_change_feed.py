@@ -1,21 +1,30 @@
 """The change feed: one row per committed non-empty diff, in commit order, with in-process
-listeners called after the commit."""
+listeners called after the commit (told the calendar, not the seq)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Sequence
 
 import pytest
+from sqlalchemy import func, select
 
 from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.tenancy import Room, Tenant
 from bookingcache.errors import InvalidInput
-from bookingcache.store.port import CalendarChange
+from bookingcache.store.port import CalendarChange, ChangedCalendar
+from bookingcache.store.sql import windows
+from bookingcache.store.sql.schema import calendar_changes
 from bookingcache.store.sql.store import SqlStore
 from tests.support.tenants import ACME as TENANT
 
 DAY = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 END = DAY + dt.timedelta(days=1)
+
+
+def _calendars(changes: Sequence[CalendarChange]) -> list[ChangedCalendar]:
+    return [ChangedCalendar(change.tenant_id, change.mailbox) for change in changes]
 
 
 def ev(event_id: str, hour: int) -> BasicEvent:
@@ -47,9 +56,9 @@ async def test_feed_is_ordered_and_pages(store: SqlStore, tenant: Tenant) -> Non
 
 
 async def test_listeners_hear_committed_changes_only(store: SqlStore, tenant: Tenant) -> None:
-    heard: list[CalendarChange] = []
+    heard: list[ChangedCalendar] = []
 
-    def broken(change: CalendarChange) -> None:
+    def broken(change: ChangedCalendar) -> None:
         raise RuntimeError("a listener bug")
 
     store.add_change_listener(broken)
@@ -57,7 +66,7 @@ async def test_listeners_hear_committed_changes_only(store: SqlStore, tenant: Te
     await store.replace_window(
         TENANT, "a@acme.test", window_start=DAY, window_end=END, events=[ev("e1", 9)], synced_at=DAY
     )
-    assert heard == list(await store.changes_since(0))
+    assert heard == _calendars(await store.changes_since(0))
     # No change, no call; a refused write, no call.
     await store.replace_window(
         TENANT, "a@acme.test", window_start=DAY, window_end=END, events=[ev("e1", 9)], synced_at=DAY
@@ -103,7 +112,7 @@ async def test_pruning_keeps_recent_rows_and_the_newest(store: SqlStore, tenant:
 
 
 async def test_a_zone_change_tells_read_models_to_reload(store: SqlStore, tenant: Tenant) -> None:
-    heard: list[CalendarChange] = []
+    heard: list[ChangedCalendar] = []
     store.add_change_listener(heard.append)
     seq = await store.last_change_seq()
     # Same link again: nothing to reload.
@@ -119,4 +128,52 @@ async def test_a_zone_change_tells_read_models_to_reload(store: SqlStore, tenant
     assert sorted(c.mailbox for c in changes) == ["b@acme.test", "c@acme.test"]
     await store.update_tenant(TENANT, {"default_time_zone": "America/Chicago", "name": "Acme"})
     assert await store.changes_since(changes[-1].seq) == []
-    assert heard == list(await store.changes_since(seq))
+    assert heard == _calendars(await store.changes_since(seq))
+
+
+async def test_an_open_append_holds_no_one_up_and_commits_after_what_was_read(
+    store: SqlStore, tenant: Tenant
+) -> None:
+    """On PostgreSQL a seq is settled inside COMMIT (migration 0012): a transaction that appended
+    and is still open does not hold up another's append, and when it commits its row comes after
+    every row a reader has already seen, whatever number its INSERT drew first."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has one writer: appends are in commit order by nature")
+    a, b = "a@acme.test", "b@acme.test"
+    async with store.engine.connect() as connection:
+        transaction = await connection.begin()
+        await connection.run_sync(lambda sync: windows.append_changes(sync, [(TENANT, a)], at=DAY))
+        provisional = await connection.scalar(select(func.max(calendar_changes.c.seq)))
+        assert provisional is not None
+        # Another append commits while the first is open, within a short bound.
+        other = asyncio.create_task(
+            store.replace_window(
+                TENANT, b, window_start=DAY, window_end=END, events=[ev("e1", 9)], synced_at=DAY
+            )
+        )
+        done, _ = await asyncio.wait({other}, timeout=5)
+        if not done:
+            await transaction.rollback()
+            await other
+        assert done, "an append waited for another transaction that had appended and was open"
+        read = await store.changes_since(0)
+        assert [(c.mailbox, c.seq) for c in read] == [(b, await store.last_change_seq())]
+        cursor = read[-1].seq
+        assert provisional < cursor  # the open row drew its first number before the other
+        await transaction.commit()
+    later = await store.changes_since(cursor)
+    assert [c.mailbox for c in later] == [a]
+    assert later[0].seq > cursor
+    # The whole feed in commit order.
+    assert [c.mailbox for c in await store.changes_since(0)] == [b, a]
+
+
+async def test_a_transaction_s_rows_keep_their_order(store: SqlStore, tenant: Tenant) -> None:
+    mailboxes = ["c@acme.test", "a@acme.test", "b@acme.test"]
+    async with store.engine.begin() as connection:
+        await connection.run_sync(
+            lambda sync: windows.append_changes(sync, [(TENANT, m) for m in mailboxes], at=DAY)
+        )
+    changes = await store.changes_since(0)
+    assert [c.mailbox for c in changes] == mailboxes
+    assert [c.seq for c in changes] == sorted({c.seq for c in changes})

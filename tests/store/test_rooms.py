@@ -11,7 +11,7 @@ import pytest
 from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.tenancy import Room, Tenant
 from bookingcache.errors import InvalidInput, NotFound
-from bookingcache.store.port import CalendarChange
+from bookingcache.store.port import ChangedCalendar
 from bookingcache.store.sql.store import SqlStore
 from tests.support.tenants import ACME as TENANT
 
@@ -138,7 +138,7 @@ async def test_relinking_drops_the_old_calendar_and_its_events(
         synced_at=DAY,
     )
     seq = await store.last_change_seq()
-    seen: list[CalendarChange] = []
+    seen: list[ChangedCalendar] = []
     store.add_change_listener(seen.append)
 
     await store.put_room(Room(TENANT, "r1", "new-a@acme.test", "Room 1"))
@@ -151,7 +151,7 @@ async def test_relinking_drops_the_old_calendar_and_its_events(
     ) == {"a@acme.test": []}
     changes = await store.changes_since(seq)
     assert [(c.tenant_id, c.mailbox) for c in changes] == [(TENANT, "a@acme.test")]
-    assert seen == list(changes)
+    assert seen == [ChangedCalendar(c.tenant_id, c.mailbox) for c in changes]
 
 
 async def test_import_counts_created_and_updated(store: SqlStore, tenant: Tenant) -> None:

@@ -36,15 +36,16 @@ from bookingcache.domain.timezones import resolve_time_zone
 from bookingcache.errors import InvalidInput
 from bookingcache.read.access import AccessCache
 from bookingcache.read.views import PLACEMENT_SLACK, CachedCalendar, RoomEntry, TenantView
-from bookingcache.store.port import CalendarChange, Store
+from bookingcache.store.port import ChangedCalendar, Store
 
 __all__ = ["CachedCalendar", "ReadModel", "RoomEntry", "TenantView"]
 
 log = logging.getLogger(__name__)
 
 UTC = dt.UTC
-# Change-feed sequence numbers can become visible out of order on PostgreSQL (a transaction that
-# took a lower number commits later); polls look back this far and skip numbers already seen.
+# The store makes change-feed sequence numbers visible in commit order (on PostgreSQL they are
+# settled inside COMMIT, ``store.sql.windows.append_changes``); polls still look back this far
+# and skip numbers already seen, a margin that costs one short read.
 _FEED_LOOKBACK = 256
 _FEED_PAGE = 1000
 # Up to this many calendars' states are read by name (one query); more, and their tenant's
@@ -136,7 +137,7 @@ class ReadModel:
         """Read the change feed before the next answer, whenever the last read was."""
         self._last_poll = None
 
-    def _on_change(self, change: CalendarChange) -> None:
+    def _on_change(self, change: ChangedCalendar) -> None:
         self.calendar_changed(change.tenant_id, change.mailbox)
 
     def calendar_changed(self, tenant_id: str, mailbox: str) -> None:

@@ -10,9 +10,11 @@ calendar in the read model, computes the rooms' states once and offers the ones 
 the subscribers, whose bounded queues (``subscriber``) the clients' senders drain. No client
 costs a database read per change; a tenant nobody follows any more is forgotten.
 
-Event ids are change-feed sequence numbers. The store hands them out in commit order on both
-engines (``store.sql.windows.append_changes`` serialises appends on PostgreSQL), so once the hub
-has read up to a position no smaller one appears later. A client that comes back with the last
+Event ids are change-feed sequence numbers. The store makes them visible in commit order on both
+engines (on PostgreSQL each row gets its number inside its transaction's COMMIT, under a lock
+held only there: ``store.sql.windows.append_changes``), so once the hub has read up to a position
+no smaller one appears later. The in-process signal of a commit carries no number; the hub reads
+the numbers from the feed. A client that comes back with the last
 id it saw (``open`` with ``last_event_id``) is sent the current state of every room it follows
 that the feed changed since, each once, in feed order, and the rooms whose state changed with
 time since then; an id the feed no longer holds gets a ``reset``.
@@ -40,7 +42,7 @@ from bookingcache.read.subscriber import (
     StreamFilter,
     Subscriber,
 )
-from bookingcache.store.port import CalendarChange, Store
+from bookingcache.store.port import ChangedCalendar, Store
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +136,7 @@ class StreamHub:
     def wake(self) -> None:
         self._wake.set()
 
-    def _on_change(self, change: CalendarChange) -> None:
+    def _on_change(self, change: ChangedCalendar) -> None:
         if change.tenant_id in self._tenants:
             self._wake.set()
 

@@ -30,7 +30,17 @@ class CalendarChange:
     at: dt.datetime
 
 
-ChangeListener = Callable[[CalendarChange], None]
+@dataclass(frozen=True, slots=True)
+class ChangedCalendar:
+    """A calendar a write just committed a feed entry for, as this process's change listeners
+    hear of it. No feed position: on PostgreSQL the entry's seq is only settled inside the
+    commit (migration 0012); ``changes_since`` gives entries with their seqs."""
+
+    tenant_id: str
+    mailbox: str
+
+
+ChangeListener = Callable[[ChangedCalendar], None]
 RoomsListener = Callable[[str], None]
 TenantsListener = Callable[[str], None]
 
@@ -230,7 +240,8 @@ class Store(Protocol):
 
     # --- signals -----------------------------------------------------------------------------
     def add_change_listener(self, callback: ChangeListener) -> None:
-        """Call ``callback`` in this process after every commit that appended to the feed."""
+        """Call ``callback`` in this process after every commit that appended to the feed, once
+        per entry, with the entry's calendar (``ChangedCalendar``: no seq)."""
         ...
 
     def remove_change_listener(self, callback: ChangeListener) -> None: ...

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from bookingcache.clock import Clock, SystemClock
 from bookingcache.errors import BookingCacheError, InvalidInput, StoreUnavailable
 from bookingcache.store.port import (
-    CalendarChange,
+    ChangedCalendar,
     ChangeListener,
     RoomsListener,
     TenantsListener,
@@ -182,7 +182,8 @@ class SqlBase:
             engine.dispose()
 
     def add_change_listener(self, callback: ChangeListener) -> None:
-        """Call ``callback`` in this process after every commit that appended to the feed."""
+        """Call ``callback`` in this process after every commit that appended to the feed, once
+        per entry, with the entry's calendar (``ChangedCalendar``: no seq)."""
         self._listeners.append(callback)
 
     def remove_change_listener(self, callback: ChangeListener) -> None:
@@ -308,7 +309,7 @@ class SqlBase:
             except Exception:  # a listener's failure must not undo a committed write
                 log.exception("tenants listener failed for %s", tenant_id)
 
-    def _notify(self, changes: Sequence[CalendarChange]) -> None:
+    def _notify(self, changes: Sequence[ChangedCalendar]) -> None:
         for change in changes:
             for listener in list(self._listeners):
                 try:

@@ -34,7 +34,7 @@ from bookingcache.errors import (
     NotFound,
     StoreUnavailable,
 )
-from bookingcache.store.port import CalendarChange, Store, StoredWindow
+from bookingcache.store.port import CalendarChange, ChangedCalendar, Store, StoredWindow
 from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql import rooms as room_ops
@@ -116,7 +116,7 @@ class SqlStore(SqlCredentials):
     async def update_tenant(self, tenant_id: str, changes: Mapping[str, Any]) -> Tenant:
         values = self.tenant_change_values(changes)
 
-        def work(conn: Connection) -> list[CalendarChange]:
+        def work(conn: Connection) -> list[ChangedCalendar]:
             before = conn.execute(
                 select(tenants.c.default_time_zone).where(tenants.c.id == tenant_id)
             )
@@ -144,7 +144,7 @@ class SqlStore(SqlCredentials):
         return await self.get_tenant(tenant_id)
 
     async def delete_tenant(self, tenant_id: str) -> None:
-        def work(conn: Connection) -> list[CalendarChange]:
+        def work(conn: Connection) -> list[ChangedCalendar]:
             result = conn.execute(
                 select(calendars.c.mailbox).where(calendars.c.tenant_id == tenant_id)
             )
@@ -207,7 +207,7 @@ class SqlStore(SqlCredentials):
     async def put_room(self, room: Room) -> tuple[Room, bool]:
         room_ops.check_rooms(room.tenant_id, [room])
 
-        def work(conn: Connection) -> tuple[int, list[CalendarChange]]:
+        def work(conn: Connection) -> tuple[int, list[ChangedCalendar]]:
             room_ops.require_tenant(conn, room.tenant_id)
             created, _, dropped = room_ops.upsert_rooms(
                 conn, room.tenant_id, [room], at=self._clock.now()
@@ -244,7 +244,7 @@ class SqlStore(SqlCredentials):
             return [room_from_row(row) for row in result]
 
     async def delete_room(self, tenant_id: str, room_id: str) -> None:
-        def work(conn: Connection) -> list[CalendarChange]:
+        def work(conn: Connection) -> list[ChangedCalendar]:
             result = conn.execute(
                 delete(rooms)
                 .where(rooms.c.tenant_id == tenant_id, rooms.c.room_id == room_id)
@@ -264,7 +264,7 @@ class SqlStore(SqlCredentials):
     async def import_rooms(self, tenant_id: str, rooms_in: Sequence[Room]) -> tuple[int, int]:
         room_ops.check_rooms(tenant_id, rooms_in)
 
-        def work(conn: Connection) -> tuple[int, int, list[CalendarChange]]:
+        def work(conn: Connection) -> tuple[int, int, list[ChangedCalendar]]:
             room_ops.require_tenant(conn, tenant_id)
             created, updated, dropped = room_ops.upsert_rooms(
                 conn, tenant_id, rooms_in, at=self._clock.now()
@@ -278,7 +278,7 @@ class SqlStore(SqlCredentials):
 
     def _reload(
         self, conn: Connection, tenant_id: str, mailboxes: Sequence[str]
-    ) -> list[CalendarChange]:
+    ) -> list[ChangedCalendar]:
         """Feed rows for calendars read models must reload (dropped or placed differently)."""
         keys = [(tenant_id, mailbox) for mailbox in mailboxes]
         return windows.append_changes(conn, keys, at=self._clock.now())
@@ -339,7 +339,7 @@ class SqlStore(SqlCredentials):
             raise InvalidWindow("the window must end after it starts")
         given = windows.events_by_id(events, window_start=window_start, window_end=window_end)
 
-        def work(conn: Connection) -> tuple[EventDiff, list[CalendarChange]]:
+        def work(conn: Connection) -> tuple[EventDiff, list[ChangedCalendar]]:
             if claim is not None:
                 windows.hold_claim(conn, *claim)
             windows.record_success_and_lock(

@@ -12,7 +12,7 @@ import zoneinfo
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, text, true, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,7 +20,7 @@ from bookingcache.domain.events import BasicEvent, EventDiff
 from bookingcache.domain.timezones import is_valid_time_zone, resolve_time_zone
 from bookingcache.errors import InvalidInput, NotFound
 from bookingcache.store.jobs import ClaimLost
-from bookingcache.store.port import CalendarChange
+from bookingcache.store.port import ChangedCalendar
 from bookingcache.store.sql import notices
 from bookingcache.store.sql.rows import (
     EVENT_COLUMNS,
@@ -45,7 +45,6 @@ T = TypeVar("T")
 CHUNK = 500
 # All-day events are local dates; placed in any zone they move at most this far from UTC.
 _MAX_ZONE_OFFSET = dt.timedelta(hours=14)
-_FEED_LOCK_KEY = 0x66656564  # "feed": orders change-feed appends by commit on PostgreSQL
 
 
 def chunked(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -192,36 +191,26 @@ def apply_window(
 
 def append_changes(
     conn: Connection, keys: Iterable[tuple[str, str]], *, at: dt.datetime
-) -> list[CalendarChange]:
-    """Append one change-feed row per (tenant, mailbox).
+) -> list[ChangedCalendar]:
+    """Append one change-feed row per (tenant, mailbox); return the calendars, in that order.
 
-    On PostgreSQL a transaction-scoped advisory lock is taken first, so sequence numbers are
-    handed out in commit order and a poller that has read up to ``seq`` never later finds a
-    smaller one appear. SQLite's single writer gives the same order by itself.
+    Sequence numbers follow commit order, so a poller that has read up to ``seq`` never later
+    finds a smaller one appear. On PostgreSQL the server sees to it at commit: a deferred
+    trigger (migration 0012) takes a transaction-scoped advisory lock inside COMMIT and gives
+    each new row its final seq, so no lock is held across this process's round trips and the
+    seq the INSERT would return is provisional (none is returned: ``changes_since`` reads the
+    settled ones). SQLite's single writer gives the same order by itself.
     """
     rows: list[dict[str, Any]] = [
         {"tenant_id": tenant_id, "mailbox": mailbox, "at": at} for tenant_id, mailbox in keys
     ]
     if not rows:
         return []
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FEED_LOCK_KEY})
-    changes: list[CalendarChange] = []
     for chunk in chunked(rows):
-        result = conn.execute(
-            insert(calendar_changes).returning(
-                calendar_changes.c.seq, sort_by_parameter_order=True
-            ),
-            list(chunk),
-        )
-        seqs = result.scalars().all()
-        changes.extend(
-            CalendarChange(seq=seq, tenant_id=row["tenant_id"], mailbox=row["mailbox"], at=at)
-            for seq, row in zip(seqs, chunk, strict=True)
-        )
+        conn.execute(insert(calendar_changes), list(chunk))
     # Other processes' read models look at the feed when this commits, not at their next poll.
     notices.notify(conn, notices.CHANGES_CHANNEL)
-    return changes
+    return [ChangedCalendar(row["tenant_id"], row["mailbox"]) for row in rows]
 
 
 async def load_window(
