@@ -263,6 +263,7 @@ async def open_store_when_ready(settings: Settings, *, clock: Clock) -> SqlStore
                 clock=clock,
                 fsync=settings.fsync,
                 idle_transaction_s=settings.database_idle_transaction_s,
+                pool_size=settings.database_pool_size,
             )
         except StoreUnavailable as exc:
             if time.monotonic() >= deadline:

@@ -274,6 +274,15 @@ class Settings(BaseModel):
         "commit (intake's group commit shares one among the requests of a round). "
         "PostgreSQL's own settings (synchronous_commit) decide there",
     )
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="connections of this process's main pool to the database; it may grow by "
+        "as many again under load. On PostgreSQL a process holds at most twice this plus 5 "
+        "connections (docs/operations.md, Connection budget): lower it to fit more processes "
+        "within the server's max_connections",
+    )
     database_idle_transaction_s: float = Field(
         default=10.0,
         gt=0,

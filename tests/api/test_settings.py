@@ -58,6 +58,12 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert settings.log_level == "DEBUG"
     assert settings.resolved_database_url == f"sqlite:///{tmp_path.resolve()}/bookingcache.db"
     assert settings.resolved_public_base_url == "http://127.0.0.1:9123"
+    assert settings.database_pool_size == 10
+    monkeypatch.setenv("BOOKINGCACHE_DATABASE_POOL_SIZE", "4")
+    assert settings_from_environment().database_pool_size == 4
+    monkeypatch.setenv("BOOKINGCACHE_DATABASE_POOL_SIZE", "0")
+    with pytest.raises(ValidationError):
+        settings_from_environment()
 
 
 def test_admin_token_is_generated_once_and_kept(tmp_path: Path) -> None:

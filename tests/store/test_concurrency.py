@@ -112,3 +112,32 @@ async def test_a_session_stopped_inside_a_transaction_lets_go_of_its_locks(
     finally:
         await stopped.close()
         await waiting.close()
+
+
+async def test_the_pool_holds_the_connections_it_is_given(database_url: str) -> None:
+    """``BOOKINGCACHE_DATABASE_POOL_SIZE`` reaches the engine: a process asked for a smaller
+    pool holds no more than twice that many connections, however many transactions wait."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's pool is its readers'; PostgreSQL counts connections")
+    store = await open_store(database_url, box=sealing_box(), pool_size=2)
+    try:
+        held = 0
+        most = 0
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            nonlocal held, most
+            async with store.engine.connect() as connection:
+                await connection.execute(sa.text("SELECT 1"))
+                held += 1
+                most = max(most, held)
+                await release.wait()
+                held -= 1
+
+        tasks = [asyncio.create_task(hold()) for _ in range(6)]
+        await asyncio.sleep(0.5)
+        assert most == 4  # 2, and 2 more under load; the other two wait for one
+        release.set()
+        await asyncio.gather(*tasks)
+    finally:
+        await store.close()

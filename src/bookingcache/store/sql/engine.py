@@ -130,19 +130,21 @@ def sqlite_synchronous(fsync: bool) -> str:
 
 # How long a session may sit idle inside a transaction before the server ends it.
 IDLE_TRANSACTION_S = 10.0
+POOL_SIZE = 10  # the main pool's connections (it may grow by as many again on PostgreSQL)
 
 
 def create_engine(
     url: str,
     *,
-    pool_size: int = 10,
+    pool_size: int = POOL_SIZE,
     fsync: bool = False,
     idle_transaction_s: float = IDLE_TRANSACTION_S,
 ) -> AsyncEngine:
     """An engine for a URL accepted by ``normalize_database_url`` (normalized here). ``fsync``:
     on SQLite, every commit is flushed to disk (``sqlite_synchronous``); PostgreSQL's own
     settings decide there. ``idle_transaction_s``: on PostgreSQL, a session idle inside a
-    transaction for longer is ended by the server (a stopped or starved process's locks go)."""
+    transaction for longer is ended by the server (a stopped or starved process's locks go).
+    ``pool_size``: the pool's connections; on PostgreSQL it may grow by as many again."""
     normalized = normalize_database_url(url)
     parsed: URL = make_url(normalized)
     if parsed.get_backend_name() == "sqlite":

@@ -493,14 +493,18 @@ async def open_store(
     clock: Clock | None = None,
     fsync: bool = False,
     idle_transaction_s: float = engines.IDLE_TRANSACTION_S,
+    pool_size: int = engines.POOL_SIZE,
 ) -> SqlStore:
     """Open the store at ``url`` (see ``engine.normalize_database_url``), migrating it to the
     newest schema unless ``migrate`` is false; ``StoreUnavailable`` if the database cannot be
     reached (or, without ``migrate``, is not at the newest schema), ``SecretsUnreadable`` if
     ``box`` does not open the secrets it already keeps. ``fsync``: on SQLite, every commit is
-    flushed to disk before it returns. ``idle_transaction_s``: see ``engine.create_engine``."""
+    flushed to disk before it returns. ``idle_transaction_s`` and ``pool_size``: see
+    ``engine.create_engine``."""
     engines.create_private_sqlite_file(url)
-    engine = engines.create_engine(url, fsync=fsync, idle_transaction_s=idle_transaction_s)
+    engine = engines.create_engine(
+        url, fsync=fsync, idle_transaction_s=idle_transaction_s, pool_size=pool_size
+    )
     try:
         async with translate_errors():
             try:

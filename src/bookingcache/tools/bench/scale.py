@@ -3,8 +3,8 @@
 One API process (``serve --no-worker``, the intake Graph notifies) and a Graph emulator (TLS,
 ``--latency-ms``, 50 by default: each Graph request waits that long, as Microsoft 365's do)
 share a new PostgreSQL database holding ``--rooms`` rooms. Then, for 1, 2 and 4 workers in
-turn (``bookingcache worker``, default concurrency knobs, on the same database and emulator),
-the benchmark starts the workers, keeps them busy for ``--warmup`` seconds and measures for
+turn (``bookingcache worker``, default concurrency knobs, on the same database and emulator;
+every process's pool at ``POOL_SIZE``), the benchmark starts the workers, keeps them busy for ``--warmup`` seconds and measures for
 ``--duration`` seconds, then stops them:
 
 - Sustained change: ``--rate`` bookings a second are made or cancelled in random rooms through
@@ -79,6 +79,8 @@ SLOT = dt.timedelta(minutes=30)
 # Changes sent and not yet answered, at most (the control client's connections).
 IN_FLIGHT = 32
 REFILL_CHUNK = 250
+# Each process's main pool (BOOKINGCACHE_DATABASE_POOL_SIZE): 5 processes at 2 x 5 + 5 each.
+POOL_SIZE = 5
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -373,7 +375,7 @@ async def _phases(
     """The tenant and its rooms set up, then one window per worker count; ``api`` is the API
     process's URL and pid. Returns the windows, and the refill's aborted transactions."""
     pids = {"api": api[1], "emulator": emulator_pid}
-    env = freshness.service_env(info)
+    env = _service_env(info)
     verify = ssl.create_default_context(cafile=info["cert_path"])
     await freshness.create_tenant(args, api[0], None, info["tenant_id"])
     await freshness.import_rooms(args, api[0])
@@ -478,7 +480,7 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         soak.database(args.database_url, "scale") as database_url,
     ):
         info: dict[str, Any] = json.loads(emulator.banner)
-        env = freshness.service_env(info)
+        env = _service_env(info)
         api_argv = serve_command(root / "service", "--database-url", database_url, "--no-worker")
         with freshness.child(api_argv, env, log=root / "api.log") as api:
             serving = (api.banner_url, api.pid)
@@ -490,6 +492,12 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                     sys.stderr.write(f"--- {log.name}\n{log.read_text()[-2000:]}")
                 raise
     return _summary(args, phases, aborted)
+
+
+def _service_env(info: dict[str, Any]) -> dict[str, str]:
+    """The processes' environment, with pools small enough that the API process and 4 workers
+    (15 connections each at most) fit within a default PostgreSQL's 100 connections."""
+    return {**freshness.service_env(info), "BOOKINGCACHE_DATABASE_POOL_SIZE": str(POOL_SIZE)}
 
 
 def main(argv: Sequence[str]) -> int:
