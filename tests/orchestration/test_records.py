@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.notifications import InboxItem, NotificationKind
 from bookingcache.domain.subscriptions import RENEW, ConvergedSubscription
 from bookingcache.store.sql.inbox import SqlInbox
 from bookingcache.store.sql.jobs import SqlJobQueue
-from bookingcache.store.sql.schema import subscriptions
+from bookingcache.store.sql.schema import calendars, subscriptions
 from bookingcache.store.sql.store import SqlStore
 from bookingcache.store.sql.subscriptions import SqlSubscriptions, mark_lifecycle
+from bookingcache.store.subscriptions import Progress
 from tests.support.tenants import add_tenant
 
 
@@ -181,3 +184,40 @@ async def test_last_notification_shows_from_the_pending_refresh_and_lives_on_in_
     found = {r.mailbox: r.last_notification_at for r in await records.calendars()}
     assert found == {a: later, b: None}
     assert await records.last_notification("contoso", a) == later
+
+
+async def test_progress_counts_linked_subscribed_and_fresh_rooms_in_the_database(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    a, b, c = await add_tenant(store, rooms=3)
+    records = SqlSubscriptions(store, clock=clock)
+    hour_ago = {"contoso": clock.now() - dt.timedelta(hours=1), "nobody": clock.now()}
+    assert await records.progress(hour_ago) == {
+        "contoso": Progress(linked=3),
+        "nobody": Progress(),
+    }
+    expiry = clock.now() + dt.timedelta(days=1)
+    await records.save(
+        "contoso",
+        [
+            _row(a, "sub-a", "created", expires_at=expiry),
+            _row(b, "sub-b", "created", expires_at=clock.now() + dt.timedelta(minutes=1)),
+            _row(c, None, "failed", error="throttled"),
+        ],
+        started_at=clock.now(),
+    )
+
+    def read(mailbox: str, at: dt.datetime) -> Callable[[Connection], object]:
+        return lambda connection: connection.execute(
+            sa.update(calendars)
+            .where(calendars.c.tenant_id == "contoso", calendars.c.mailbox == mailbox)
+            .values(last_success_at=at)
+        )
+
+    await store.transaction(read(a, clock.now()))
+    await store.transaction(read(b, clock.now() - dt.timedelta(hours=2)))
+    assert (await records.progress(hour_ago))["contoso"] == Progress(3, 2, 1)
+    # b's subscription ends; a's read is older than the bound it is now judged by.
+    clock.advance(dt.timedelta(minutes=2))
+    later = {"contoso": clock.now()}
+    assert await records.progress(later) == {"contoso": Progress(3, 1, 0)}

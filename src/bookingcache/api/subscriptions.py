@@ -25,7 +25,7 @@ from bookingcache.api.problems import FieldError, ProblemError, problem_response
 from bookingcache.api.throttle import AuthThrottle
 from bookingcache.domain.subscriptions import RegisteredSubscription
 from bookingcache.errors import ERROR_CLASSES, BadSignature, StoreUnavailable
-from bookingcache.orchestration.health import CalendarHealth, State
+from bookingcache.orchestration.health import CalendarHealth, State, fresh_since
 from bookingcache.orchestration.orchestrator import ConvergeResult, Orchestrator
 from bookingcache.orchestration.registration import UnknownMailboxes, register_subscriptions
 
@@ -137,6 +137,42 @@ def _converged(result: ConvergeResult) -> ConvergeOut:
 )
 async def tenant_subscriptions(tenant: TenantReader, orchestrator: OrchestratorDep) -> HealthOut:
     return _health(await orchestrator.health(tenant.id))
+
+
+class OnboardingOut(BaseModel):
+    tenant: str
+    linked: int = Field(description="rooms the tenant links")
+    subscribed: int = Field(
+        description="of them, rooms whose calendar has a subscription that has not failed or ended"
+    )
+    fresh: int = Field(
+        description="of them, rooms whose calendar was read successfully within the tenant's "
+        "staleness bound (a new room counts once its first read is done)"
+    )
+    staleness_bound_s: int
+
+
+@router.get(
+    "/v1/tenants/{tenant}/onboarding",
+    response_model=OnboardingOut,
+    summary="How many of the tenant's rooms are linked, subscribed and fresh",
+    description=(
+        "Counted by the database in one query, so cheap to poll while thousands of rooms are "
+        "onboarded: the map is complete when `fresh` equals `linked`."
+    ),
+    responses=problem_responses(404),
+    openapi_extra=BEARER,
+)
+async def tenant_onboarding(tenant: TenantReader, container: ContainerDep) -> OnboardingOut:
+    cutoffs = fresh_since([tenant], now=container.clock.now())
+    progress = (await container.subscriptions.progress(cutoffs))[tenant.id]
+    return OnboardingOut(
+        tenant=tenant.id,
+        linked=progress.linked,
+        subscribed=progress.subscribed,
+        fresh=progress.fresh,
+        staleness_bound_s=tenant.staleness_bound_s,
+    )
 
 
 @router.get(

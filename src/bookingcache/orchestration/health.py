@@ -13,14 +13,16 @@ A calendar is, in this order of precedence:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from bookingcache.domain.subscriptions import FAILED, NO_ACTION, RECREATE, RENEW
+from bookingcache.domain.tenancy import Tenant
 from bookingcache.orchestration.silence import SilenceTracker
-from bookingcache.store.subscriptions import CalendarRecord
+from bookingcache.store.subscriptions import CalendarRecord, Progress
 from bookingcache.telemetry.metricsets import MetricSet
 
 
@@ -88,6 +90,12 @@ def judge(
     )
 
 
+def fresh_since(tenants: Iterable[Tenant], *, now: dt.datetime) -> dict[str, dt.datetime]:
+    """Each tenant's oldest successful read that is still fresh (within its staleness bound),
+    as ``Subscriptions.progress`` takes it."""
+    return {tenant.id: now - dt.timedelta(seconds=tenant.staleness_bound_s) for tenant in tenants}
+
+
 class HealthMetrics(MetricSet):
     def __init__(self, registry: CollectorRegistry) -> None:
         self.calendars = Gauge(
@@ -102,6 +110,13 @@ class HealthMetrics(MetricSet):
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
             registry=registry,
         )
+        self.rooms = Gauge(
+            "bookingcache_onboarding_rooms",
+            "Rooms of every tenant: linked, with a live subscription, read within the staleness "
+            "bound",
+            ["state"],
+            registry=registry,
+        )
         self.converges = Gauge(
             "bookingcache_subscription_converge_failures",
             "Tenants whose last subscription converge failed as a whole",
@@ -114,3 +129,8 @@ class HealthMetrics(MetricSet):
             counts[item.state] += 1
         for state, count in counts.items():
             self.calendars.labels(state.value).set(count)
+
+    def publish_progress(self, progress: Collection[Progress]) -> None:
+        self.rooms.labels("linked").set(sum(item.linked for item in progress))
+        self.rooms.labels("subscribed").set(sum(item.subscribed for item in progress))
+        self.rooms.labels("fresh").set(sum(item.fresh for item in progress))

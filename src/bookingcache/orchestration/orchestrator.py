@@ -49,7 +49,7 @@ from bookingcache.errors import (
     Throttled,
     public_error,
 )
-from bookingcache.orchestration.health import CalendarHealth, HealthMetrics, judge
+from bookingcache.orchestration.health import CalendarHealth, HealthMetrics, fresh_since, judge
 from bookingcache.orchestration.silence import SilenceTracker
 from bookingcache.settings import OrchestrationSettings
 from bookingcache.store.duties import CONVERGE, DutyKeeper
@@ -475,6 +475,8 @@ class Orchestrator:
         ]
         if tenant_id is None:
             self.metrics.publish(report)
+            cutoffs = fresh_since(await self._store.list_tenants(), now=now)
+            self.metrics.publish_progress((await self.subscriptions.progress(cutoffs)).values())
             self.metrics.converges.set(sum(1 for key in self._backoff if "/" not in key))
             self._published = time.monotonic()
         return report

@@ -11,7 +11,7 @@ secret are still accepted.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,6 +42,17 @@ class CalendarRecord:
     last_success_at: dt.datetime | None
     refresh_error: str | None
     consecutive_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a tenant's rooms are onboarded: ``linked`` rooms, of which ``subscribed`` (their
+    calendar has a subscription that has not failed or ended) and ``fresh`` (their calendar was
+    read successfully within the tenant's staleness bound)."""
+
+    linked: int = 0
+    subscribed: int = 0
+    fresh: int = 0
 
 
 class Subscriptions(Protocol):
@@ -117,6 +128,12 @@ class Subscriptions(Protocol):
     async def calendars(self, tenant_id: str | None = None) -> list[CalendarRecord]:
         """Every linked calendar (of one tenant, or all) with its subscription and its last
         change notification (the subscription's record, or a pending refresh's if newer)."""
+        ...
+
+    async def progress(self, fresh_since: Mapping[str, dt.datetime]) -> dict[str, Progress]:
+        """The onboarding progress of each tenant of ``fresh_since`` (tenant -> the oldest
+        successful read that still counts as fresh), counted in the database; a tenant
+        without rooms has zero counts."""
         ...
 
     async def last_notification(self, tenant_id: str, mailbox: str) -> dt.datetime | None:

@@ -31,6 +31,7 @@ from bookingcache.domain.subscriptions import (
     RegisteredSubscription,
 )
 from bookingcache.errors import InvalidInput, NotFound
+from bookingcache.store.sql.progress import count_progress
 from bookingcache.store.sql.rows import as_utc
 from bookingcache.store.sql.schema import (
     MAILBOX,
@@ -41,7 +42,7 @@ from bookingcache.store.sql.schema import (
     tenants,
 )
 from bookingcache.store.sql.store import SqlStore
-from bookingcache.store.subscriptions import CalendarRecord, SubscriptionOwner
+from bookingcache.store.subscriptions import CalendarRecord, Progress, SubscriptionOwner
 
 ACTIVE = "active"
 MAX_SUBSCRIPTION_ID = 200
@@ -394,6 +395,10 @@ class SqlSubscriptions:
                 )
                 for row in rows
             ]
+
+    async def progress(self, fresh_since: Mapping[str, dt.datetime]) -> dict[str, Progress]:
+        async with self._store.read() as connection:
+            return await count_progress(connection, fresh_since, now=self._clock.now())
 
     async def last_notification(self, tenant_id: str, mailbox: str) -> dt.datetime | None:
         async with self._store.read() as connection:
