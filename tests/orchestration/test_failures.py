@@ -47,6 +47,22 @@ def test_a_mailbox_that_cannot_be_subscribed_is_retried_with_backoff(world: Worl
     wait_for(lambda: world.health()[ghost]["state"] == "healthy", what="healthy", timeout_s=30)
 
 
+def test_a_converge_that_failed_as_a_whole_is_retried_when_its_backoff_runs_out(
+    world: World,
+) -> None:
+    # The connector cannot get a token: it answers the service's call with an error.
+    assert world.control.post("/faults/token", json={"kind": "unavailable"}).status_code == 201
+    mailbox = world.rooms[5]["upn"]
+    world.link("r5", mailbox)
+    wait_for(
+        lambda: (world.health()[mailbox]["last_error"] or "").startswith("connector-error"),
+        what="the failed converge recorded",
+    )
+    assert world.control.delete("/faults/token").status_code == 204
+    # No room changes and the 6-hourly timer is far: the backoff's end retries it.
+    _subscribed(world, mailbox)
+
+
 def test_a_notification_from_an_unknown_subscription_reconverges(
     world: World, tmp_path: Path
 ) -> None:

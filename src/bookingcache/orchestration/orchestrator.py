@@ -254,8 +254,10 @@ class Orchestrator:
         for tenant in await self.subscriptions.tenants_needing_action(expiring_before=renew_before):
             if since_last(tenant) >= react:
                 timed.add(tenant)
+        # A failed mailbox, or a tenant whose whole call failed, is retried once its backoff
+        # runs out.
         for key, backoff in list(self._backoff.items()):
-            if "/" in key and backoff.retry_at <= mono:
+            if backoff.retry_at <= mono:
                 timed.add(key.split("/", 1)[0])
         # A room change converges at once; timed work waits for a failed tenant's backoff.
         due = requested | {tenant for tenant in timed if self._ready(tenant, mono)}
