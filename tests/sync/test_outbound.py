@@ -221,3 +221,28 @@ async def test_tls_is_verified_for_the_name_while_the_checked_address_is_connect
             # ...not for the address connected to, which the certificate also names.
             with pytest.raises(httpx.ConnectError, match="Hostname mismatch"):
                 await client.get(f"https://graph.test:{port}/v1.0/")
+
+
+async def test_a_converge_may_take_as_long_as_graph_needs_to_subscribe_every_mailbox() -> None:
+    seen: list[httpx.Request] = []
+    transport = httpx.MockTransport(
+        lambda request: seen.append(request) or httpx.Response(200, json={"subscriptions": []})
+    )
+    clock = FixedClock(dt.datetime(2026, 3, 16, tzinfo=dt.UTC))
+    client = ConnectorClient(
+        clock=clock, transport=transport, policy=DEVELOPMENT, subscriptions_timeout_s=60
+    )
+    try:
+        await client.put_subscriptions(
+            "http://127.0.0.1:9",
+            secrets=["whsec_" + "A" * 44],
+            mailboxes=[f"r{n}@x.example" for n in range(10_000)],
+            notification_url="http://127.0.0.1:9/graph/notifications",
+            lifecycle_url="http://127.0.0.1:9/graph/lifecycle",
+            client_state="state",
+        )
+    finally:
+        await client.aclose()
+    # 500 subscription writes per 20 s: 10,000 new mailboxes take Graph 400 s at least.
+    assert seen[0].extensions["timeout"]["read"] == pytest.approx(60 + 400)
+    assert client.subscriptions_timeout_s(0) == 60

@@ -38,6 +38,11 @@ from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.subscriptions import ConvergedSubscription
 from bookingcache.errors import Throttled, UpstreamError
 
+# Graph's subscription API takes 500 writes per 20 s per app and tenant: a connector creating
+# the subscriptions of N new mailboxes needs N times this long at least (10,000 rooms linked at
+# once: 400 s), so a converge's timeout grows by it for each mailbox asked for.
+SECONDS_PER_SUBSCRIPTION_WRITE = 20 / 500
+
 Answer = TypeVar("Answer", bound=BaseModel)
 
 
@@ -70,9 +75,10 @@ class ConnectorClient:
     ) -> None:
         """``events_timeout_s`` bounds a window's read (a refresh waits for it);
         ``subscriptions_timeout_s`` a converge, in which the connector may create or renew
-        many subscriptions at Graph. ``policy``: which connector URLs may be called; when it
-        wants public hosts and no ``transport`` is given, the network is reached through
-        ``GuardedTransport``, which checks what a host resolves to."""
+        many subscriptions at Graph (plus ``SECONDS_PER_SUBSCRIPTION_WRITE`` per mailbox).
+        ``policy``: which connector URLs may be called; when it wants public hosts and no
+        ``transport`` is given, the network is reached through ``GuardedTransport``, which
+        checks what a host resolves to."""
         self._clock = clock
         self._policy = policy
         if transport is None and policy.public_only:
@@ -86,6 +92,11 @@ class ConnectorClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def subscriptions_timeout_s(self, mailboxes: int) -> float:
+        """How long a converge of ``mailboxes`` may take: the configured bound, plus the time
+        Graph's subscription API needs to take a write for each of them."""
+        return self._subscriptions_timeout_s + mailboxes * SECONDS_PER_SUBSCRIPTION_WRITE
 
     async def put_subscriptions(
         self,
@@ -120,7 +131,7 @@ class ConnectorClient:
             "PUT",
             self._url(connector_url, "/v1/subscriptions"),
             json=body,
-            timeout=self._subscriptions_timeout_s,
+            timeout=self.subscriptions_timeout_s(len(mailboxes)),
         )
         answer = await self._call(
             request, secrets=secrets, model=SubscriptionAnswer, what="the subscription call"
