@@ -39,6 +39,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bookingcache.tools.bench.scale",
         "refreshes per second with 1, 2 and 4 workers on PostgreSQL, 2,000 rooms under change",
     ),
+    "onboard": (
+        "bookingcache.tools.bench.onboard",
+        "10,000 rooms linked at once: time until all are subscribed and fresh, Graph's limits",
+    ),
     "hostile": (
         "bookingcache.tools.bench.hostile",
         "oversized request targets and stalled request heads against the service",

@@ -394,6 +394,28 @@ def _connector_command(port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def start_connector(
+    stack: contextlib.ExitStack,
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    root: Path,
+    service_url: str,
+    secret: str,
+    port: int,
+) -> None:
+    """The customer's connector on ``port``, answering, stopped when ``stack`` closes."""
+    connector = processes.start(
+        _connector_command(port),
+        env=_connector_env(args, info, root, service_url, secret),
+        log=root / "connector.log",
+    )
+    stack.callback(connector.stop)
+    try:
+        wait_answering(connector.process, f"http://127.0.0.1:{port}/healthz", timeout_s=30)
+    except NotAnswering as exc:
+        raise BenchError(f"the connector {exc}") from exc
+
+
 @contextmanager
 def child(
     argv: list[str],
@@ -451,19 +473,10 @@ def main(argv: list[str]) -> int:
                     secret = asyncio.run(
                         create_tenant(args, service_url, connector_url, info["tenant_id"])
                     )
-                    if connector_port is not None and connector_url is not None:
-                        connector = processes.start(
-                            _connector_command(connector_port),
-                            env=_connector_env(args, info, root, service_url, secret),
-                            log=root / "connector.log",
+                    if connector_port is not None:
+                        start_connector(
+                            stack, args, info, root, service_url, secret, connector_port
                         )
-                        stack.callback(connector.stop)
-                        try:
-                            wait_answering(
-                                connector.process, f"{connector_url}/healthz", timeout_s=30
-                            )
-                        except NotAnswering as exc:
-                            raise BenchError(f"the connector {exc}") from exc
                     asyncio.run(import_rooms(args, service_url))
                     asyncio.run(first_sync(args, info, [service_url], database_url, verify))
                     result = asyncio.run(measure(args, info, service_url, verify))
