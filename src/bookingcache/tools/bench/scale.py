@@ -4,8 +4,8 @@ One API process (``serve --no-worker``, the intake Graph notifies) and a Graph e
 ``--latency-ms``, 50 by default: each Graph request waits that long, as Microsoft 365's do)
 share a new PostgreSQL database holding ``--rooms`` rooms. Then, for 1, 2 and 4 workers in
 turn (``bookingcache worker``, default concurrency knobs, on the same database and emulator;
-every process's pool at ``POOL_SIZE``), the benchmark starts the workers, keeps them busy for ``--warmup`` seconds and measures for
-``--duration`` seconds, then stops them:
+every process's pool at ``POOL_SIZE``), the benchmark starts the workers, keeps them busy for
+``--warmup`` seconds and measures for ``--duration`` seconds, then stops them:
 
 - Sustained change: ``--rate`` bookings a second are made or cancelled in random rooms through
   the emulator's control API (each room holds at most ``--per-room`` of them), so Graph
