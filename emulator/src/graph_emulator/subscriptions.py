@@ -12,6 +12,9 @@ notification subscriptions on mailbox calendars, with Graph's rules:
 
 ``install(state)`` puts the ``SubscriptionHub`` on the state as its change sink and returns the
 routes with the delivery workers and the expiry sweep as start-up work.
+
+It is longer than the emulator's other modules because Graph's subscription rules above are
+checked together on each request; the delivery of notifications is in ``delivery``.
 """
 
 from __future__ import annotations

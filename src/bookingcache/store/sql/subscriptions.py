@@ -6,6 +6,9 @@ open, through the functions at the end of this module: the inbox resolves the ma
 lifecycle notification and marks the subscription for the orchestration
 (``resolve_mailboxes``, ``mark_lifecycle``), and a job claim records the newest change
 notification of each calendar it claims (``note_notifications``).
+
+It runs a little over 500 lines because it is the one writer of the table: split up, the
+writes would again sit in several modules, as they did before.
 """
 
 from __future__ import annotations
