@@ -266,8 +266,35 @@ async def test_write_and_list_limits_spread_calls(clock: FakeClock) -> None:
     window = SlidingWindow(500, 20, clock)
     start = clock.now()
     for _ in range(1200):
-        await window.acquire()
+        async with window.slot():
+            pass
     assert clock.now() - start >= timedelta(seconds=40)  # 1,200 writes need three 20-s windows
+
+
+async def test_a_request_holds_its_place_until_a_window_after_its_answer(
+    clock: FakeClock,
+) -> None:
+    # Graph counts a request when it arrives, which may be as late as its answer.
+    window = SlidingWindow(1, 20, clock)
+    async with window.slot():
+        clock.advance(5)  # answered 5 s after it was sent
+    start = clock.now()
+    async with window.slot():
+        pass
+    assert clock.now() - start == timedelta(seconds=20)
+
+
+async def test_a_retry_after_429_counts_against_the_limit_too(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    graph.add_subscription("room-0@contoso.example", expires_in=timedelta(days=6))
+    connector = make_connector()
+    window = SlidingWindow(2, 20, clock)
+    graph.throttle_next = 1
+    await connector.graph.list_subscriptions(quota=window)  # a 429, then its retry 7 s later
+    await connector.graph.list_subscriptions(quota=window)
+    # Both attempts of the first listing took a place: the next waits for the first to age out.
+    assert clock.slept == [7.0, 13.0]
 
 
 async def test_never_more_than_four_requests_per_mailbox(

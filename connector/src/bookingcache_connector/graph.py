@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections import defaultdict
@@ -26,6 +27,7 @@ from .clock import Clock, to_graph_utc
 from .errors import GraphError
 from .events import SELECT
 from .metrics import Metrics
+from .ratelimit import SlidingWindow
 
 RETRY_STATUSES = {429, 503, 504}
 UTC_PREFERENCE = 'outlook.timezone="UTC"'
@@ -69,8 +71,10 @@ class GraphClient:
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        quota: SlidingWindow | None = None,
     ) -> httpx.Response:
-        """One Graph call; ``url`` is a path below the base URL or a full ``@odata.nextLink``."""
+        """One Graph call; ``url`` is a path below the base URL or a full ``@odata.nextLink``.
+        ``quota``: a limit of Graph's that every attempt counts against, retries included."""
         target = url if url.startswith(("https://", "http://")) else f"{self._base}{url}"
         attempt = 0
         refreshed = False
@@ -82,7 +86,10 @@ class GraphClient:
             if json_body is not None:
                 content = json.dumps(json_body).encode()
                 send_headers["Content-Type"] = "application/json"
-            async with self._limits[mailbox.lower()]:
+            async with contextlib.AsyncExitStack() as held:
+                if quota is not None:
+                    await held.enter_async_context(quota.slot())
+                await held.enter_async_context(self._limits[mailbox.lower()])
                 try:
                     response = await self._http.request(
                         method, target, params=params, headers=send_headers, content=content
@@ -130,34 +137,48 @@ class GraphClient:
 
     # -- subscriptions ----------------------------------------------------------------------
 
-    async def list_subscriptions(self) -> list[dict[str, Any]]:
-        """Every subscription this app owns, across ``@odata.nextLink`` pages."""
+    async def list_subscriptions(
+        self, *, quota: SlidingWindow | None = None
+    ) -> list[dict[str, Any]]:
+        """Every subscription this app owns, across ``@odata.nextLink`` pages (each page a
+        request against ``quota``)."""
         items: list[dict[str, Any]] = []
         url: str | None = "/subscriptions"
         while url:
-            page = (await self.request("GET", url)).json()
+            page = (await self.request("GET", url, quota=quota)).json()
             items.extend(x for x in page.get("value", []) if isinstance(x, dict))
             url = page.get("@odata.nextLink")
         return items
 
-    async def create_subscription(self, body: dict[str, Any], *, mailbox: str) -> dict[str, Any]:
+    async def create_subscription(
+        self, body: dict[str, Any], *, mailbox: str, quota: SlidingWindow | None = None
+    ) -> dict[str, Any]:
         data: dict[str, Any] = (
-            await self.request("POST", "/subscriptions", mailbox=mailbox, json_body=body)
+            await self.request(
+                "POST", "/subscriptions", mailbox=mailbox, json_body=body, quota=quota
+            )
         ).json()
         return data
 
     async def update_subscription(
-        self, subscription_id: str, body: dict[str, Any], *, mailbox: str
+        self,
+        subscription_id: str,
+        body: dict[str, Any],
+        *,
+        mailbox: str,
+        quota: SlidingWindow | None = None,
     ) -> dict[str, Any]:
         path = f"/subscriptions/{quote(subscription_id, safe='')}"
         data: dict[str, Any] = (
-            await self.request("PATCH", path, mailbox=mailbox, json_body=body)
+            await self.request("PATCH", path, mailbox=mailbox, json_body=body, quota=quota)
         ).json()
         return data
 
-    async def delete_subscription(self, subscription_id: str, *, mailbox: str) -> None:
+    async def delete_subscription(
+        self, subscription_id: str, *, mailbox: str, quota: SlidingWindow | None = None
+    ) -> None:
         path = f"/subscriptions/{quote(subscription_id, safe='')}"
-        await self.request("DELETE", path, mailbox=mailbox)
+        await self.request("DELETE", path, mailbox=mailbox, quota=quota)
 
     # -- calendar ---------------------------------------------------------------------------
 

@@ -148,8 +148,7 @@ class SubscriptionManager:
         self._listing = listing or SlidingWindow(25, 20, clock)
 
     async def list_all(self) -> list[dict[str, Any]]:
-        await self._listing.acquire()
-        subscriptions = await self._graph.list_subscriptions()
+        subscriptions = await self._graph.list_subscriptions(quota=self._listing)
         for sub in subscriptions:
             mailbox = mailbox_of(sub)
             if mailbox and isinstance(sub.get("id"), str):
@@ -238,9 +237,8 @@ class SubscriptionManager:
         if patch or self._needs_renewal(sub) or mailbox.lower() in desired.renew_now:
             patch["expirationDateTime"] = self._expiry()
             try:
-                await self._writes.acquire()
                 updated = await self._graph.update_subscription(
-                    str(sub["id"]), patch, mailbox=mailbox
+                    str(sub["id"]), patch, mailbox=mailbox, quota=self._writes
                 )
             except GraphError as exc:
                 if exc.status != 404:
@@ -263,8 +261,7 @@ class SubscriptionManager:
         }
         if desired.lifecycle_url:
             body["lifecycleNotificationUrl"] = desired.lifecycle_url
-        await self._writes.acquire()
-        created = await self._graph.create_subscription(body, mailbox=mailbox)
+        created = await self._graph.create_subscription(body, mailbox=mailbox, quota=self._writes)
         self._store.remember_subscription(str(created["id"]), mailbox, desired.client_state)
         return created
 
@@ -276,9 +273,10 @@ class SubscriptionManager:
         return None
 
     async def _delete(self, sub: dict[str, Any], mailbox: str) -> None:
-        await self._writes.acquire()
         try:
-            await self._graph.delete_subscription(str(sub["id"]), mailbox=mailbox)
+            await self._graph.delete_subscription(
+                str(sub["id"]), mailbox=mailbox, quota=self._writes
+            )
         except GraphError as exc:
             if exc.status != 404:
                 raise
@@ -301,9 +299,11 @@ class SubscriptionManager:
                 rows.append(row(mailbox, sub, "unchanged"))
                 continue
             try:
-                await self._writes.acquire()
                 updated = await self._graph.update_subscription(
-                    str(sub["id"]), {"expirationDateTime": self._expiry()}, mailbox=mailbox
+                    str(sub["id"]),
+                    {"expirationDateTime": self._expiry()},
+                    mailbox=mailbox,
+                    quota=self._writes,
                 )
                 rows.append(row(mailbox, {**sub, **updated}, "renewed"))
             except GraphError as exc:
@@ -312,9 +312,11 @@ class SubscriptionManager:
 
     async def renew_one(self, subscription_id: str, mailbox: str) -> None:
         """PATCH one subscription's expiry (which also reauthorizes it)."""
-        await self._writes.acquire()
         await self._graph.update_subscription(
-            subscription_id, {"expirationDateTime": self._expiry()}, mailbox=mailbox
+            subscription_id,
+            {"expirationDateTime": self._expiry()},
+            mailbox=mailbox,
+            quota=self._writes,
         )
 
     async def delete(self, mailboxes: set[str] | None = None) -> list[dict[str, Any]]:
