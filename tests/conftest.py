@@ -34,7 +34,7 @@ from bookingcache.clock import FixedClock
 from bookingcache.settings import Settings
 from bookingcache.store.sql.schema import metadata
 from bookingcache.store.sql.store import SqlStore, open_store
-from tests.support import secrets_scan
+from tests.support import secrets_scan, serial_ast
 from tests.support.auth import ADMIN_TOKEN
 from tests.support.databases import (
     POSTGRES_ENV,
@@ -43,6 +43,9 @@ from tests.support.databases import (
     opened_store,
     sealing_box,
 )
+
+# Before any test starts a thread (tests/support/serial_ast.py says why).
+serial_ast.install()
 
 T = TypeVar("T")
 
