@@ -95,6 +95,14 @@ OPERATIONS = {
         "/v1/subscriptions/",
         "/v1/subscriptions?renew=all",
     ),
+    "PATCH /v1/subscriptions": Operation(
+        "PATCH",
+        "/v1/subscriptions",
+        json.dumps(DESIRED).encode(),
+        json.dumps({**DESIRED, "mailboxes": [ROOM, "room-b2@contoso.example"]}).encode(),
+        "/v1/subscriptions/",
+        "/v1/subscriptions?renew=all",
+    ),
     "GET /v1/calendars/{mailbox}/events": Operation(
         "GET",
         f"/v1/calendars/{ROOM}/events?{WINDOW}",
@@ -209,6 +217,8 @@ def assert_refused(response: httpx.Response) -> None:
 NOT_ROUTED = {
     ("PUT /v1/subscriptions", "tampered path"): 404,
     ("PUT /v1/subscriptions", "method changed"): 405,
+    ("PATCH /v1/subscriptions", "tampered path"): 404,
+    ("PATCH /v1/subscriptions", "method changed"): 405,
     ("GET /v1/calendars/{mailbox}/events", "method changed"): 405,
 }
 

@@ -76,6 +76,35 @@ async def test_add_then_idempotent_then_remove(
     assert set(graph.by_mailbox()) == {ROOMS[0], ROOMS[1], "room-d4@contoso.example"}
 
 
+async def test_a_partial_pass_leaves_the_mailboxes_it_does_not_name(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    manager = make_connector().subscriptions
+    await manager.converge(desired(ROOMS[:2]))
+    rows = await manager.converge(desired([ROOMS[2]]), prune=False)
+    assert statuses(rows) == {ROOMS[2]: "created"}
+    assert set(graph.by_mailbox()) == set(ROOMS)  # the first two are still there
+    # The stored desired set gained the third: a new process's timer keeps all three.
+    clock.advance(timedelta(days=5, hours=1).total_seconds())
+    rows = await make_connector().subscriptions.timer()
+    assert statuses(rows) == dict.fromkeys(ROOMS, "renewed")
+    # A full pass still removes what it does not name.
+    rows = await manager.converge(desired(ROOMS[1:]))
+    assert statuses(rows) == {ROOMS[0]: "deleted", ROOMS[1]: "unchanged", ROOMS[2]: "unchanged"}
+
+
+async def test_a_partial_pass_takes_the_new_urls_for_the_stored_set(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    manager = make_connector().subscriptions
+    await manager.converge(desired(ROOMS[:1]))
+    await manager.converge(desired(ROOMS[1:2], clientState="rotated-state"), prune=False)
+    rows = await make_connector().subscriptions.timer()
+    # The timer converges both mailboxes to the clientState of the latest call.
+    assert statuses(rows) == {ROOMS[0]: "recreated", ROOMS[1]: "unchanged"}
+    assert {sub["clientState"] for sub in graph.subscriptions.values()} == {"rotated-state"}
+
+
 async def test_foreign_subscriptions_of_the_app_are_left_alone(
     make_connector: Any, graph: FakeGraph
 ) -> None:
@@ -224,6 +253,23 @@ async def test_put_endpoint_converges_a_signed_call_and_refuses_a_bad_body(
             headers=signer.headers("PUT", "/v1/subscriptions", bad),
         )
         assert resp.status_code == 400
+
+
+async def test_patch_endpoint_converges_only_the_named_mailboxes(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    app = create_app(make_connector())
+    signer = Signer(WEBHOOK_SECRET, clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://c"
+    ) as http:
+        for method, rooms in (("PUT", ROOMS[:2]), ("PATCH", ROOMS[2:])):
+            body = json.dumps(desired(rooms).to_json()).encode()
+            headers = signer.headers(method, "/v1/subscriptions", body)
+            answer = await http.request(method, "/v1/subscriptions", content=body, headers=headers)
+            assert answer.status_code == 200, answer.text
+            assert statuses(answer.json()["subscriptions"]) == dict.fromkeys(rooms, "created")
+    assert set(graph.by_mailbox()) == set(ROOMS)
 
 
 async def test_timer_reconverges_last_desired_set(

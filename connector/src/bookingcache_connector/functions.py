@@ -103,7 +103,7 @@ def build_function_app(provider: Provider | None = None) -> func.FunctionApp:
         return await serve(req)
 
     @app.function_name("subscriptions")
-    @app.route(route="v1/subscriptions", methods=["PUT"])
+    @app.route(route="v1/subscriptions", methods=["PUT", "PATCH"])
     async def subscriptions(req: func.HttpRequest) -> func.HttpResponse:
         return await serve(req)
 

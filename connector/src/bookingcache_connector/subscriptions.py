@@ -3,6 +3,12 @@
 One pass: list this app's subscriptions, then per wanted mailbox create / renew / recreate /
 adopt / leave alone, and delete the subscriptions that point at our notification URL for
 mailboxes no longer wanted. Running it twice in a row changes nothing the second time.
+
+A partial pass (``PATCH /v1/subscriptions``) does the same for the mailboxes it names and
+leaves every other subscription alone: the service onboards a large set in parts, each within
+Graph's subscription-write budget of 20 s, so that no call runs long and the rooms show as
+subscribed part by part. The desired set it keeps for the renewal timer gains the named
+mailboxes.
 """
 
 from __future__ import annotations
@@ -71,6 +77,21 @@ class Desired:
             lifecycle,
             state,
             frozenset(m.strip().lower() for m in renew_now),
+        )
+
+    def including(self, saved: dict[str, Any] | None) -> Desired:
+        """This desired set with the mailboxes of ``saved`` (a stored set) added, for a partial
+        pass: the URLs and clientState are this set's."""
+        if saved is None:
+            return self
+        try:
+            earlier = Desired.from_json(saved)
+        except BadRequest:
+            return self
+        unique = {m.lower(): m for m in earlier.mailboxes}
+        unique.update((m.lower(), m) for m in self.mailboxes)
+        return Desired(
+            tuple(unique.values()), self.notification_url, self.lifecycle_url, self.client_state
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -165,8 +186,13 @@ class SubscriptionManager:
             return True
         return expires - self._clock.now() < self._renew_below
 
-    async def converge(self, desired: Desired) -> list[dict[str, Any]]:
-        self._store.save_desired(desired.to_json())
+    async def converge(self, desired: Desired, *, prune: bool = True) -> list[dict[str, Any]]:
+        """Converge to ``desired``; with ``prune`` false (a partial pass) the subscriptions of
+        mailboxes it does not name are left as they are."""
+        if prune:
+            self._store.save_desired(desired.to_json())
+        else:
+            self._store.save_desired(desired.including(self._store.load_desired()).to_json())
         existing = await self.list_all()
         by_mailbox: dict[str, dict[str, Any]] = {}
         for sub in existing:
@@ -184,6 +210,8 @@ class SubscriptionManager:
                 return await self._converge_one(mailbox, by_mailbox.get(mailbox.lower()), desired)
 
         rows = list(await asyncio.gather(*(one(m) for m in desired.mailboxes)))
+        if not prune:
+            return self._counted(rows)
         wanted = {m.lower() for m in desired.mailboxes}
         extras = [
             sub

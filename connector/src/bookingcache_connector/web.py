@@ -131,13 +131,16 @@ class Handlers:
             return self.graph_post(
                 request, "change" if path.endswith("notifications") else "lifecycle"
             )
-        if path == "/v1/subscriptions" and method == "PUT":
+        if path == "/v1/subscriptions" and method in ("PUT", "PATCH"):
             self._verify(request)
             try:
                 body = json.loads(request.body)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise BadRequest("body is not JSON") from exc
-            rows = await self._subscriptions.converge(Desired.from_json(body))
+            # PUT converges to exactly these mailboxes; PATCH only touches the ones it names.
+            rows = await self._subscriptions.converge(
+                Desired.from_json(body), prune=method == "PUT"
+            )
             return Response.json(200, {"subscriptions": rows})
         match = EVENTS_PATH.match(path)
         if match and method == "GET":
