@@ -1,6 +1,6 @@
 """The service's client of the customer's connector (connector/openapi.yaml): every call signed
 with the tenant's secret, every failure mapped the same way. It serves the subscription
-orchestration (``PUT /v1/subscriptions``) and the ``connector`` event source
+orchestration (``PUT`` and ``PATCH /v1/subscriptions``) and the ``connector`` event source
 (``GET /v1/calendars/{mailbox}/events``).
 
 Failures are ``UpstreamError`` of a stable kind: ``connector-timeout``,
@@ -108,10 +108,12 @@ class ConnectorClient:
         lifecycle_url: str,
         client_state: str,
         renew_now: Sequence[str] = (),
+        partial: bool = False,
     ) -> list[ConvergedSubscription]:
         """Converge the connector's subscriptions to ``mailboxes``; its row per mailbox.
         ``renew_now``: mailboxes whose subscription the connector renews whatever its expiry
-        (Graph asked to reauthorize them)."""
+        (Graph asked to reauthorize them). ``partial``: only these mailboxes' subscriptions,
+        leaving the others as they are (``PATCH``; a connector older than it answers 405)."""
         body: dict[str, Any] = {
             "mailboxes": list(mailboxes),
             "notificationUrl": notification_url,
@@ -128,7 +130,7 @@ class ConnectorClient:
             if problem is not None:
                 raise UrlNotAllowed(f"the {name} handed to the connector is refused: {problem}")
         request = self._http.build_request(
-            "PUT",
+            "PATCH" if partial else "PUT",
             self._url(connector_url, "/v1/subscriptions"),
             json=body,
             timeout=self.subscriptions_timeout_s(len(mailboxes)),

@@ -3,7 +3,8 @@
 A change of room links schedules a debounced converge of that tenant: one signed
 ``PUT {connector}/v1/subscriptions`` with every linked mailbox, the tenant's notification URLs
 and its current clientState; the connector's rows are stored where the intake looks
-subscriptions up. A timer converges again
+subscriptions up. When more than ``SUBSCRIBE_PART`` calendars have no subscription yet (a
+tenant onboarded), they are first subscribed part by part with ``PATCH``. A timer converges again
 
 - every tenant every ``reconverge_every_s`` and whenever a subscription expires within
   ``renew_within_s``, so renewal never rests on the connector's own timer alone;
@@ -30,10 +31,11 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import secrets
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from math import inf
 
@@ -47,6 +49,7 @@ from bookingcache.errors import (
     BookingCacheError,
     NotFound,
     Throttled,
+    UpstreamError,
     public_error,
 )
 from bookingcache.orchestration.health import CalendarHealth, HealthMetrics, fresh_since, judge
@@ -61,6 +64,10 @@ from bookingcache.store.subscriptions import Subscriptions
 log = logging.getLogger(__name__)
 
 _PUBLISH_EVERY_S = 15.0
+
+# Graph's subscription API takes 500 writes per 20 s per app and tenant: calendars without a
+# subscription are subscribed in parts of this many, one window's writes each.
+SUBSCRIBE_PART = 500
 
 
 @dataclass(slots=True)
@@ -367,17 +374,19 @@ class Orchestrator:
             m for m, a in (await self.subscriptions.needs_action(tenant_id)).items() if a == RENEW
         }
         renew_now = [mailbox for mailbox in wanted if mailbox in asked]
+        call = functools.partial(
+            self._connector.put_subscriptions,
+            tenant.connector_url,
+            secrets=secrets,
+            notification_url=notification_url,
+            lifecycle_url=lifecycle_url,
+            client_state=state,
+        )
         started = self._clock.now()
         try:
-            rows = await self._connector.put_subscriptions(
-                tenant.connector_url,
-                secrets=secrets,
-                mailboxes=wanted,
-                notification_url=notification_url,
-                lifecycle_url=lifecycle_url,
-                client_state=state,
-                renew_now=renew_now,
-            )
+            await self._subscribe_in_parts(tenant_id, wanted, call)
+            started = self._clock.now()
+            rows = await call(mailboxes=wanted, renew_now=renew_now)
         except BookingCacheError as exc:
             retry_after = exc.retry_after_s if isinstance(exc, Throttled) else None
             self._fail(tenant_id, retry_after_s=retry_after)
@@ -388,7 +397,71 @@ class Orchestrator:
                 await self.subscriptions.fail(tenant_id, wanted, error)
             return ConvergeResult(tenant_id, error=error)
         self._backoff.pop(tenant_id, None)
-        folded = {m.casefold(): m for m in wanted}
+        kept = await self._record(tenant_id, rows, wanted, started_at=started)
+        for mailbox in await self.subscriptions.drop_unwanted(tenant_id, wanted):
+            await self.silence.forget(tenant_id, mailbox)
+        for mailbox in set(self._mailboxes_in_backoff(tenant_id)) - set(wanted):
+            self._backoff.pop(f"{tenant_id}/{mailbox}", None)
+        result = ConvergeResult(tenant_id, rows=kept)
+        if result.failed:
+            # The connector's own words stay in the log, shortened (tenants see the class).
+            wanted_folded = {m.casefold() for m in wanted}
+            log.warning(
+                "subscriptions failed for %s: %s",
+                tenant_id,
+                "; ".join(
+                    f"{row.mailbox}: {(row.error or 'no reason given')[:200]}"
+                    for row in rows
+                    if row.failed and row.mailbox.casefold() in wanted_folded
+                ),
+            )
+        return result
+
+    async def _subscribe_in_parts(
+        self,
+        tenant_id: str,
+        wanted: Sequence[str],
+        call: Callable[..., Awaitable[list[ConvergedSubscription]]],
+    ) -> None:
+        """When more calendars than one part have no subscription yet (a tenant onboarded),
+        subscribe them part by part (``PATCH``) before the whole set's call. Each call then
+        stays within one window of Graph's subscription-write budget, so it neither runs for
+        minutes (a connector hosted as an Azure Function is cut after about 230 s) nor holds
+        back the rest: each part shows as subscribed, and gets its first read, when its call
+        returns. A connector that only converges whole sets (404 or 405) gets the one call."""
+        known = await self.subscriptions.subscription_ids(tenant_id)
+        missing = [mailbox for mailbox in wanted if not known.get(mailbox)]
+        if len(missing) <= SUBSCRIBE_PART:
+            return
+        for first in range(0, len(missing), SUBSCRIBE_PART):
+            part = missing[first : first + SUBSCRIBE_PART]
+            started = self._clock.now()
+            try:
+                rows = await call(mailboxes=part, partial=True)
+            except UpstreamError as exc:
+                if exc.status not in (404, 405):
+                    raise
+                log.info("the connector of %s converges whole sets only", tenant_id)
+                return
+            await self._record(tenant_id, rows, part, started_at=started)
+            log.info(
+                "subscribed %d of %d new calendars of %s",
+                min(first + SUBSCRIBE_PART, len(missing)),
+                len(missing),
+                tenant_id,
+            )
+
+    async def _record(
+        self,
+        tenant_id: str,
+        rows: Sequence[ConvergedSubscription],
+        mailboxes: Sequence[str],
+        *,
+        started_at: dt.datetime,
+    ) -> list[ConvergedSubscription]:
+        """Store the connector's rows of ``mailboxes`` (in their spelling), back off the
+        mailboxes that failed, and refresh the calendars whose subscription is new."""
+        folded = {m.casefold(): m for m in mailboxes}
         kept = [
             dataclasses.replace(
                 row,
@@ -399,30 +472,14 @@ class Orchestrator:
             if row.mailbox.casefold() in folded
         ]
         known = await self.subscriptions.subscription_ids(tenant_id)
-        await self.subscriptions.save(tenant_id, kept, started_at=started)
-        for mailbox in await self.subscriptions.drop_unwanted(tenant_id, wanted):
-            await self.silence.forget(tenant_id, mailbox)
-        for mailbox in set(self._mailboxes_in_backoff(tenant_id)) - set(folded.values()):
-            self._backoff.pop(f"{tenant_id}/{mailbox}", None)
+        await self.subscriptions.save(tenant_id, kept, started_at=started_at)
         for row in kept:
             if row.failed:
                 self._fail(f"{tenant_id}/{row.mailbox}")
             else:
                 self._backoff.pop(f"{tenant_id}/{row.mailbox}", None)
         await self._refresh_new(tenant_id, kept, known=known)
-        result = ConvergeResult(tenant_id, rows=kept)
-        if result.failed:
-            # The connector's own words stay in the log, shortened (tenants see the class).
-            log.warning(
-                "subscriptions failed for %s: %s",
-                tenant_id,
-                "; ".join(
-                    f"{row.mailbox}: {(row.error or 'no reason given')[:200]}"
-                    for row in rows
-                    if row.failed and row.mailbox.casefold() in folded
-                ),
-            )
-        return result
+        return kept
 
     async def _refresh_new(
         self, tenant_id: str, rows: Sequence[ConvergedSubscription], *, known: dict[str, str | None]
