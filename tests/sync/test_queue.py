@@ -418,6 +418,34 @@ async def test_sweep_enqueue_skips_busy_calendars(
     assert pulled.mailbox == rooms[1]
 
 
+async def test_a_requested_refresh_pulls_in_a_queued_one_and_follows_a_running_one(
+    store: SqlStore, queue: SqlJobQueue, clock: FixedClock
+) -> None:
+    queued, running, idle = await add_tenant(store)
+    later = clock.now() + dt.timedelta(minutes=15)
+    await queue.enqueue({(TENANT, queued): later, (TENANT, running): clock.now()})
+    [claimed] = await queue.claim("w1", 10)
+    assert claimed.mailbox == running
+    wanted = [(TENANT, m) for m in (queued, running, idle, "stranger@contoso.example")]
+    # A calendar the service does not cache is left out; the three it caches get a job.
+    assert await queue.request_refresh(wanted, due=clock.now()) == 3
+    found = await queue.claim("w2", 10)
+    # The one due in 15 minutes is due now, and the idle one has a job; the running one's
+    # successor waits for it to end.
+    assert sorted(job.mailbox for job in found) == sorted([queued, idle])
+    assert not any(job.full_resync for job in found)
+    assert await queue.complete(claimed)
+    [after] = await queue.claim("w2", 10)
+    assert after.mailbox == running
+    for job in (*found, after):
+        assert await queue.complete(job)
+    # A full resync asked for upgrades a queued refresh, and never pushes it later.
+    await queue.enqueue({(TENANT, queued): clock.now()})
+    await queue.request_refresh([(TENANT, queued)], due=later, full_resync=True)
+    [upgraded] = await queue.claim("w3", 10)
+    assert (upgraded.mailbox, upgraded.full_resync) == (queued, True)
+
+
 async def test_notifications_keep_the_time_they_arrived_not_the_time_they_were_stored(
     store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:

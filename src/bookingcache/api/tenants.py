@@ -427,9 +427,11 @@ async def resync_tenant(
     tenant: TenantIdPath, container: ContainerDep, audit: AuditDep
 ) -> ResyncOut:
     await container.store.get_tenant(tenant)
-    now = container.clock.now()
-    due = {(tenant, c.mailbox): now for c in await container.store.list_calendars(tenant)}
-    queued = await container.queue.enqueue(due, full_resync=True) if due else 0
+    calendars = [(tenant, c.mailbox) for c in await container.store.list_calendars(tenant)]
+    # A queued refresh is pulled in and made a full resync; a running one is followed by one.
+    queued = await container.queue.request_refresh(
+        calendars, due=container.clock.now(), full_resync=True
+    )
     await audit.record("calendars.resync", tenant=tenant, details={"calendars": queued})
     return ResyncOut(tenant=tenant, calendars=queued)
 

@@ -486,16 +486,17 @@ class Orchestrator:
     ) -> None:
         """Refresh each calendar whose subscription is new to the service: notifications may
         have gone unheard (between an old subscription and its replacement, or while the
-        service did not know the id)."""
-        now = self._clock.now()
-        due = {
-            (tenant_id, row.mailbox): now
+        service did not know the id). The read must begin after the subscription was made, so
+        a refresh already queued (the sweep's first read of a new room) is pulled in to now,
+        and one that runs is followed by another."""
+        new = [
+            (tenant_id, row.mailbox)
             for row in rows
             if not row.failed
             and (row.status in NEW or known.get(row.mailbox) != row.subscription_id)
-        }
-        if due:
-            await self._queue.enqueue(due)
+        ]
+        if new:
+            await self._queue.request_refresh(new, due=self._clock.now())
 
     def _mailboxes_in_backoff(self, tenant_id: str) -> list[str]:
         prefix = f"{tenant_id}/"

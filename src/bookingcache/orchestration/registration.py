@@ -73,12 +73,11 @@ async def register_subscriptions(
     if await subscriptions.current_client_state(tenant_id) != client_state:
         await subscriptions.rotate_client_state(tenant_id, client_state, grace=grace)
     await subscriptions.register(tenant_id, kept)
-    now = clock.now()
-    due = {
-        (tenant_id, row.mailbox): now
-        for row in kept
-        if known.get(row.mailbox) != row.subscription_id
-    }
-    if due:
-        await queue.enqueue(due)
-    return Registered(rows=kept, new=len(due))
+    # As after a converge: read each new subscription's calendar from now on, pulling in a
+    # refresh already queued and following one that runs.
+    new = [
+        (tenant_id, row.mailbox) for row in kept if known.get(row.mailbox) != row.subscription_id
+    ]
+    if new:
+        await queue.request_refresh(new, due=clock.now())
+    return Registered(rows=kept, new=len(new))

@@ -89,6 +89,20 @@ class JobQueue(Protocol):
         transaction (``store.duties.LeaseLost`` otherwise)."""
         ...
 
+    async def request_refresh(
+        self,
+        calendars: Iterable[tuple[str, str]],
+        *,
+        due: dt.datetime,
+        full_resync: bool = False,
+    ) -> int:
+        """Each calendar's refresh due at ``due`` at the latest, as a change notification asks
+        for one: a pending job is pulled in (never later, and never inside a failure's
+        backoff) and upgraded to a full resync when asked; a calendar whose refresh runs gets
+        a pending job after it, since that read may have begun before what asks for this one.
+        Calendars the service does not cache are left out. Returns how many got a job."""
+        ...
+
     async def claim(
         self, worker_id: str, limit: int, *, exclude_tenants: Iterable[str] = ()
     ) -> list[Job]:

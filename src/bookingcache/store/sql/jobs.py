@@ -254,6 +254,28 @@ class SqlJobQueue:
             self.committed(earliest)
         return created
 
+    async def request_refresh(
+        self,
+        calendars: Iterable[tuple[str, str]],
+        *,
+        due: dt.datetime,
+        full_resync: bool = False,
+    ) -> int:
+        wanted = dict.fromkeys(calendars, full_resync)
+        if not wanted:
+            return 0
+        now = self._clock.now()
+
+        def work(connection: Connection) -> int:
+            return self.make_pending(
+                connection, wanted, due=due, now=now, notified=now, changed=frozenset()
+            )
+
+        made = await self._store.transaction(work)
+        if made:
+            self.committed(due)
+        return made
+
     def _busy(
         self, connection: Connection, keys: Iterable[tuple[str, str]]
     ) -> set[tuple[str, str]]:
