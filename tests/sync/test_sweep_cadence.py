@@ -181,7 +181,8 @@ async def test_only_calendars_whose_subscription_listens_get_the_long_bound(rig:
     silent, suspect, unheard, _unsubscribed = rooms[5:]  # the last: no subscription at all
     await rig.listening([silent], silent_since=clock.now())
     await rig.listening([suspect], unannounced=1)
-    # A subscription the silence duty never judged and that never notified: not heard from.
+    # A subscription the silence duty never judged, in a tenant nothing was notified to: not
+    # heard from.
     await records.record(TENANT, unheard, "sub-unheard", expires_at=soon + dt.timedelta(days=3))
 
     long_s = 2700.0  # the tenant's staleness bound (3600 s) less the short bound
@@ -192,24 +193,35 @@ async def test_only_calendars_whose_subscription_listens_get_the_long_bound(rig:
         assert due[mailbox] == _grid(mailbox, synced, SHORT_S), mailbox
 
 
-async def test_a_recent_notification_counts_as_heard_but_never_outweighs_silence(
+async def test_a_recent_notification_to_the_tenant_counts_as_heard_but_never_outweighs_silence(
     rig: Rig,
 ) -> None:
     store, clock = rig.store, rig.clock
-    notified, silent, long_ago = await add_tenant(store, rooms=3)
+    notified, silent, unjudged = await add_tenant(store, rooms=3)
     synced = clock.now()
     await _synced_at(store, synced)
-    for mailbox in (notified, long_ago):
+    for mailbox in (notified, unjudged):
         await rig.records.record(TENANT, mailbox, f"sub-{mailbox}", expires_at=None)
     await rig.listening([silent], silent_since=clock.now())
     await rig.subscription(notified, last_notification_at=synced - dt.timedelta(minutes=5))
     await rig.subscription(silent, last_notification_at=synced - dt.timedelta(seconds=1))
-    await rig.subscription(long_ago, last_notification_at=synced - dt.timedelta(hours=1))
     await _passes(rig.sweep(healthy_bound_s=1800), clock, synced + dt.timedelta(seconds=1800))
     due = await _jobs(store)
     assert due[notified] == _grid(notified, synced, 1800)
+    # Never judged and never notified itself (an empty room): its tenant's notifications
+    # arrive, so its healthy subscription counts as heard.
+    assert due[unjudged] == _grid(unjudged, synced, 1800)
     assert due[silent] == _grid(silent, synced, SHORT_S)
-    assert due[long_ago] == _grid(long_ago, synced, SHORT_S)
+
+    # The tenant's last notification an hour ago, longer than the long bound: nothing heard.
+    await store.transaction(lambda conn: conn.execute(sa.delete(jobs)))
+    clock.set(synced)
+    for mailbox in (notified, silent):
+        await rig.subscription(mailbox, last_notification_at=synced - dt.timedelta(hours=1))
+    await _passes(rig.sweep(healthy_bound_s=1800), clock, synced + dt.timedelta(seconds=1800))
+    due = await _jobs(store)
+    for mailbox in (notified, unjudged, silent):
+        assert due[mailbox] == _grid(mailbox, synced, SHORT_S), mailbox
 
 
 async def test_a_calendar_whose_notifications_stopped_is_reread_within_the_tenants_bound(

@@ -4,11 +4,14 @@ A calendar's bound is how old its last successful refresh may grow before the sw
 
 - the long bound, for a calendar whose subscription is *listening*: one that exists and is
   neither failing nor removed nor marked for action, outlives the long bound, and was heard
-  from (a notification within the long bound, or the silence duty's judgement that the last
-  change it saw was announced); and whose refreshes succeed. The long bound is the
-  ``healthy`` setting, but never more than the tenant's staleness bound less the short bound,
-  so a quiet calendar never shows as stale, and one whose notifications stopped without a word
-  is still re-read within the tenant's bound;
+  from (the silence duty's judgement that the last change it saw was announced; or, for a
+  calendar the duty has not judged yet, a notification to its tenant within the long bound);
+  and whose refreshes succeed. A calendar the duty never judged is one whose reads never found
+  a change: an empty room, whose own subscription has had nothing to announce. Its tenant's
+  notifications show that the way in (endpoint, clientState, Graph's deliveries) works. The
+  long bound is the ``healthy`` setting, but never more than the tenant's staleness bound less
+  the short bound, so a quiet calendar never shows as stale, and one whose notifications
+  stopped without a word is still re-read within the tenant's bound;
 - the short bound for every other calendar: no subscription, a failing one, a silent one, and
   one with a change the silence duty found unannounced (one more and it is silent; the short
   bound finds it sooner).
@@ -63,9 +66,11 @@ def listening(
     *,
     now: dt.datetime,
     bound_s: float,
+    tenant_notified_at: dt.datetime | None = None,
 ) -> bool:
     """Whether the calendar's subscription may be trusted to announce its changes for the
-    next ``bound_s`` (the long bound)."""
+    next ``bound_s`` (the long bound). ``tenant_notified_at``: the latest change notification
+    to any calendar of the tenant."""
     within = dt.timedelta(seconds=bound_s)
     if (
         record.subscription_id is None
@@ -78,5 +83,7 @@ def listening(
         return False
     if silence is not None and (silence.silent_since is not None or silence.unannounced > 0):
         return False
-    notified = record.last_notification_at
-    return silence is not None or (notified is not None and now - notified <= within)
+    if silence is not None:
+        return True
+    heard = [at for at in (record.last_notification_at, tenant_notified_at) if at is not None]
+    return bool(heard) and now - max(heard) <= within

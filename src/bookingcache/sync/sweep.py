@@ -130,6 +130,13 @@ class Sweep:
             ]
         records = await self._subscriptions.calendars()
         silence = {} if self._duty_state is None else await self._duty_state.silence_records()
+        tenant_notified: dict[str, dt.datetime] = {}
+        for record in records:
+            at = record.last_notification_at
+            if at is not None:
+                tenant_notified[record.tenant_id] = max(
+                    at, tenant_notified.get(record.tenant_id, at)
+                )
         found = []
         for record in records:
             tenant = readable.get(record.tenant_id)
@@ -137,7 +144,13 @@ class Sweep:
                 continue
             key = (record.tenant_id, record.mailbox)
             long_s = self._long_bound_s(tenant)
-            heard = cadence.listening(record, silence.get(key), now=now, bound_s=long_s)
+            heard = cadence.listening(
+                record,
+                silence.get(key),
+                now=now,
+                bound_s=long_s,
+                tenant_notified_at=tenant_notified.get(record.tenant_id),
+            )
             found.append((key, record.last_success_at, long_s if heard else self.bound_s))
         return found
 
