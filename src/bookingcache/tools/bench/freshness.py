@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
 def _uses_connector(args: argparse.Namespace) -> bool:
     return bool(args.alternative == 2 or args.source != "graph")
 
@@ -258,14 +261,21 @@ async def first_sync(
                 registry=registry,
                 verify=verify,
             )
+        # Push windows come from the connector's reconciliation, whenever it runs.
+        subscribed = dt.datetime.now(dt.UTC) if args.source != "push" else _NEVER
         if args.source != "push":
+            # Each calendar read from now on, once its subscription exists: a read the sweep
+            # queued for later is pulled in.
             queue = SqlJobQueue(store, clock=SystemClock())
-            now = dt.datetime.now(dt.UTC)
-            await queue.enqueue({(TENANT, mailbox(i)): now for i in range(args.rooms)})
+            await queue.request_refresh(
+                [(TENANT, mailbox(i)) for i in range(args.rooms)], due=subscribed
+            )
 
         async def read() -> bool:
             calendars = await store.list_calendars(TENANT)
-            return all(c.last_success_at is not None for c in calendars)
+            return all(
+                c.last_success_at is not None and c.last_success_at >= subscribed for c in calendars
+            )
 
         await _wait(read, "the first sync of the rooms")
     finally:
