@@ -5,6 +5,7 @@ the tenant's onboarding progress polled until each room is subscribed and fresh.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,9 +16,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_bench_onboard_times_the_rooms_until_subscribed_and_fresh(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code = main(["onboard", "--rooms", "30", "--poll-s", "0.2", "--json"])
+    picture = tmp_path / "onboard.png"
+    code = main(["onboard", "--rooms", "30", "--poll-s", "0.2", "--json", "--plot", str(picture)])
     out = capsys.readouterr().out
     assert code == 0, out
     result = json.loads(out)
@@ -29,6 +31,7 @@ def test_bench_onboard_times_the_rooms_until_subscribed_and_fresh(
     assert result["throttled"] == result["over_limit"] == 0
     assert 1 <= result["peak_per_mailbox"] <= 4
     assert result["targets_met"] is True
+    assert picture.read_bytes().startswith(b"\x89PNG")
 
 
 def test_over_limit_sums_what_went_beyond_each_documented_limit() -> None:

@@ -8,7 +8,7 @@ serve``, SQLite unless ``--database-url``) has one tenant whose connector (a pro
 Alternative 2 by default) creates the subscriptions the service's orchestration asks for. The
 benchmark links every room in one ``rooms:import`` call, then polls the tenant's onboarding
 progress (``GET /v1/tenants/{tenant}/onboarding``) until every room is subscribed and fresh
-(its calendar read once), timing both from the import.
+(its calendar read once), timing both from the import. ``--plot`` draws what each poll showed.
 
 The emulator's counters, reset just before the import, give ``requests`` (every Graph request
 of every app, a ``$batch`` member each), ``throttled`` (429s), ``peak_per_mailbox`` (the most
@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=1800.0, help="seconds to wait for every room to be fresh"
     )
     parser.add_argument("--poll-s", type=float, default=1.0, help="progress polling")
+    parser.add_argument("--plot", type=Path, help="draw the progress into this PNG")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -108,6 +109,8 @@ async def watch(
     subscribed_s: float | None = None
     fresh_s: float | None = None
     progress: dict[str, Any] = {}
+    # What the operator saw at each poll: (seconds since the import, subscribed, fresh).
+    seen: list[tuple[float, int, int]] = []
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with httpx.AsyncClient(base_url=service_url, headers=headers, timeout=60) as service:
         while fresh_s is None and time.monotonic() - began < args.timeout:
@@ -116,6 +119,7 @@ async def watch(
                 raise BenchError(f"reading the progress failed: {answer.text[:300]}")
             progress = answer.json()
             at = time.monotonic() - began
+            seen.append((round(at, 2), progress["subscribed"], progress["fresh"]))
             if subscribed_s is None and progress["subscribed"] >= args.rooms:
                 subscribed_s = at
             if progress["fresh"] >= args.rooms:
@@ -143,6 +147,7 @@ async def watch(
         and fresh_s <= FRESH_WITHIN_S
         and beyond == 0
         and peak <= MAILBOX_CONCURRENCY,
+        "progress": seen,
     }
 
 
@@ -190,6 +195,11 @@ def main(argv: list[str]) -> int:
                     if (root / f"{name}.log").exists():
                         print((root / f"{name}.log").read_text()[-3000:], file=sys.stderr)
                 raise
+    if args.plot is not None:
+        from bookingcache.tools.bench.onboard_plot import plot
+
+        plot(result, args.plot, fresh_within_s=FRESH_WITHIN_S)
+    del result["progress"]  # the plot's; too long for the report
     report(result, as_json=args.json)
     return 0
 
