@@ -53,6 +53,10 @@ def test_bench_compare_measures_every_contender(
         assert figures["cpu_s"] > 0, name
     for name in SERVICES:
         assert contenders[name]["never_shown"] == 0, contenders[name]
+        # The service's own /metrics, per window: its refreshes (each change asks for one).
+        own = contenders[name]["own_counts"]
+        assert set(own) == {"busy", "quiet"}, name
+        assert sum(own["busy"]["refreshes"].values()) > 0, name
     # The pollers read every room (or batch) once per interval, whatever the activity.
     calendar_view = contenders["poll-calendarview"]["graph_requests"]
     assert calendar_view["busy"] >= 20 * 2

@@ -9,6 +9,7 @@ import datetime as dt
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.notifications import InboxItem, NotificationKind
@@ -20,6 +21,7 @@ from bookingcache.store.sql.schema import calendars, jobs, subscriptions
 from bookingcache.store.sql.store import SqlStore
 from bookingcache.store.sql.subscriptions import SqlSubscriptions
 from bookingcache.sync import cadence
+from bookingcache.sync.metrics import SyncMetrics
 from bookingcache.sync.sweep import Sweep
 from tests.support.tenants import TENANT, add_tenant
 
@@ -50,6 +52,16 @@ async def _passes(sweep: Sweep, clock: FixedClock, until: dt.datetime) -> None:
 
 def _grid(mailbox: str, synced: dt.datetime, bound_s: float) -> dt.datetime:
     return cadence.next_read(synced, bound_s=bound_s, at=cadence.phase(TENANT, mailbox))
+
+
+def _asked(registry: CollectorRegistry) -> dict[str, float]:
+    """``bookingcache_sync_sweep_reads_total`` by bound."""
+    return {
+        sample.labels["bound"]: sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "bookingcache_sync_sweep_reads_total"
+    }
 
 
 def test_each_calendar_is_read_once_per_bound_at_its_own_instant() -> None:
@@ -121,6 +133,8 @@ class Rig:
     queue: SqlJobQueue
     inbox: SqlInbox
 
+    registry: CollectorRegistry = dataclasses.field(default_factory=CollectorRegistry)
+
     def sweep(self, *, healthy_bound_s: float = 4 * 3600.0) -> Sweep:
         return Sweep(
             store=self.store,
@@ -132,6 +146,7 @@ class Rig:
             interval_s=PASS_S,
             subscriptions=self.records,
             duty_state=self.duty_state,
+            metrics=SyncMetrics.of(self.registry),
         )
 
     async def listening(self, mailboxes: list[str], **judgement: object) -> None:
@@ -191,6 +206,8 @@ async def test_only_calendars_whose_subscription_listens_get_the_long_bound(rig:
     assert due[healthy] == _grid(healthy, synced, long_s)
     for mailbox in rooms[1:]:
         assert due[mailbox] == _grid(mailbox, synced, SHORT_S), mailbox
+    # The metric tells the two kinds of read apart.
+    assert _asked(rig.registry) == {"long": 1, "short": 8}
 
 
 async def test_a_recent_notification_to_the_tenant_counts_as_heard_but_never_outweighs_silence(
@@ -258,8 +275,17 @@ async def test_a_sweep_refresh_is_a_delta_round_and_leaves_a_resync_one(
     store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:
     quiet, missed = await add_tenant(store, rooms=2)
-    sweep = Sweep(store=store, queue=queue, inbox=inbox, clock=clock, bound_s=SHORT_S)
+    registry = CollectorRegistry()
+    sweep = Sweep(
+        store=store,
+        queue=queue,
+        inbox=inbox,
+        clock=clock,
+        bound_s=SHORT_S,
+        metrics=SyncMetrics.of(registry),
+    )
     assert await sweep.run_once() == 2
+    assert _asked(registry) == {"overdue": 2}  # never read
     # Graph said it dropped notifications of one calendar: its job becomes a full resync,
     # which the sweep's job does not undo.
     await inbox.append([InboxItem(TENANT, missed, kind=NotificationKind.MISSED)])

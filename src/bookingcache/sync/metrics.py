@@ -45,6 +45,15 @@ class SyncMetrics(MetricSet):
             "worker last saw the queue (0: none waits)",
             registry=registry,
         )
+        self.sweep_asked = Counter(
+            "bookingcache_sync_sweep_reads",
+            "Calendar reads the reconciliation sweep asked for, by the calendar's bound: long "
+            "(its subscription is listening), short (any other), overdue (past its bound or "
+            "never read, spread out from now). A calendar that a notification gave a job "
+            "meanwhile keeps that one",
+            ["bound"],
+            registry=registry,
+        )
         self.running = Gauge(
             "bookingcache_sync_refreshes_running",
             "Refreshes running in this process",

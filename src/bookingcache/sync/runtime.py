@@ -63,6 +63,7 @@ class SyncRuntime:
             duties=duties,
             subscriptions=subscriptions,
             duty_state=duty_state,
+            metrics=metrics,
         )
         self.running = False
 

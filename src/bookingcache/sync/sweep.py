@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections import Counter
 
 from bookingcache.clock import Clock
 from bookingcache.domain.tenancy import EventSource as SourceKind
@@ -36,6 +37,7 @@ from bookingcache.store.jobs import JobQueue
 from bookingcache.store.port import Store
 from bookingcache.store.subscriptions import Subscriptions
 from bookingcache.sync import cadence
+from bookingcache.sync.metrics import SyncMetrics
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,9 @@ _NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
 _FREE = Lease("", "", 0, dt.datetime.max.replace(tzinfo=dt.UTC))
 
 Key = tuple[str, str]
+
+# The bound label of ``bookingcache_sync_sweep_scheduled``.
+LONG, SHORT, OVERDUE = "long", "short", "overdue"
 
 
 class Sweep:
@@ -62,6 +67,7 @@ class Sweep:
         duties: DutyKeeper | None = None,
         subscriptions: Subscriptions | None = None,
         duty_state: DutyState | None = None,
+        metrics: SyncMetrics | None = None,
     ) -> None:
         """Without ``subscriptions`` no calendar counts as listening: all have ``bound_s``.
         ``duty_state`` gives the silence duty's judgements."""
@@ -77,6 +83,7 @@ class Sweep:
         self.duties = duties
         self._subscriptions = subscriptions
         self._duty_state = duty_state
+        self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self, *, fence: Lease | None = None) -> int:
@@ -86,7 +93,8 @@ class Sweep:
         horizon = now + dt.timedelta(seconds=self.interval_s)
         overdue: list[tuple[dt.datetime, Key]] = []
         upcoming: dict[Key, dt.datetime] = {}
-        for key, last_success_at, bound_s in await self._bounds(now):
+        bounds: dict[Key, str] = {}
+        for key, last_success_at, bound_s, heard in await self._bounds(now):
             if last_success_at is None:
                 overdue.append((_NEVER, key))
                 continue
@@ -95,6 +103,7 @@ class Sweep:
                 overdue.append((last_success_at, key))
             elif at <= horizon:
                 upcoming[key] = at
+                bounds[key] = LONG if heard else SHORT
         if not overdue and not upcoming:
             return 0
         busy = await self._queue.busy_calendars()
@@ -103,9 +112,13 @@ class Sweep:
         spacing_s = min(self.bound_s / max(len(overdue), 1), 1 / self.rate_per_s)
         for index, (_, key) in enumerate(overdue):
             due[key] = now + dt.timedelta(seconds=index * spacing_s)
+            bounds[key] = OVERDUE
         if not due:
             return 0
         scheduled = await self._queue.enqueue(due, fence=fence)
+        if self._metrics is not None:
+            for label, count in Counter(bounds[key] for key in due).items():
+                self._metrics.sweep_asked.labels(bound=label).inc(count)
         if scheduled:
             log.info(
                 "sweep scheduled %d calendars (%d past their bound, spread over %.1fs)",
@@ -115,8 +128,9 @@ class Sweep:
             )
         return scheduled
 
-    async def _bounds(self, now: dt.datetime) -> list[tuple[Key, dt.datetime | None, float]]:
-        """Each readable calendar with its last success and its bound now."""
+    async def _bounds(self, now: dt.datetime) -> list[tuple[Key, dt.datetime | None, float, bool]]:
+        """Each readable calendar with its last success, its bound now, and whether that is
+        the long bound (its subscription is listening)."""
         readable = {
             tenant.id: tenant
             for tenant in await self._store.list_tenants()
@@ -124,7 +138,12 @@ class Sweep:
         }
         if self._subscriptions is None:
             return [
-                ((calendar.tenant_id, calendar.mailbox), calendar.last_success_at, self.bound_s)
+                (
+                    (calendar.tenant_id, calendar.mailbox),
+                    calendar.last_success_at,
+                    self.bound_s,
+                    False,
+                )
                 for calendar in await self._store.list_calendars()
                 if calendar.tenant_id in readable
             ]
@@ -151,7 +170,7 @@ class Sweep:
                 bound_s=long_s,
                 tenant_notified_at=tenant_notified.get(record.tenant_id),
             )
-            found.append((key, record.last_success_at, long_s if heard else self.bound_s))
+            found.append((key, record.last_success_at, long_s if heard else self.bound_s, heard))
         return found
 
     def _long_bound_s(self, tenant: Tenant) -> float:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from bookingcache.tools.bench import compare_setup, freshness
 from bookingcache.tools.bench.activity import TENANT, room_id
@@ -123,6 +124,44 @@ async def _counters(control: httpx.AsyncClient) -> dict[str, Any]:
     return counters
 
 
+# What a service's own /metrics say of its Graph cost in a window (``_service_counts``).
+_COUNTED = {
+    "bookingcache_sync_refreshes_total": ("refreshes", "outcome"),
+    "bookingcache_sync_sweep_reads_total": ("sweep_reads", "bound"),
+}
+
+
+async def _service_counts(contender: Contender) -> dict[str, dict[str, float]]:
+    """The service's refreshes by outcome and the sweep's reads by bound, so far."""
+    counts: dict[str, dict[str, float]] = {"refreshes": {}, "sweep_reads": {}}
+    if not contender.url:
+        return counts
+    async with httpx.AsyncClient(timeout=30) as client:
+        answer = await client.get(f"{contender.url}/metrics")
+    if answer.status_code != 200:
+        raise BenchError(f"{contender.name}'s /metrics answered {answer.status_code}")
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            counted = _COUNTED.get(sample.name)
+            if counted is not None:
+                kind, label = counted
+                counts[kind][sample.labels[label]] = sample.value
+    return counts
+
+
+def _delta(
+    after: dict[str, dict[str, float]], before: dict[str, dict[str, float]]
+) -> dict[str, dict[str, int]]:
+    return {
+        kind: {
+            key: round(value - before[kind].get(key, 0.0))
+            for key, value in sorted(values.items())
+            if value - before[kind].get(key, 0.0)
+        }
+        for kind, values in after.items()
+    }
+
+
 async def _measure(
     args: argparse.Namespace, info: dict[str, Any], office: Office, contenders: list[Contender]
 ) -> dict[str, Any]:
@@ -150,9 +189,13 @@ async def _measure(
             for window in WINDOWS:
                 began, before = time.monotonic(), await _counters(control)
                 cpu = {c.name: c.cpu_s() for c in contenders}
+                own_before = {c.name: await _service_counts(c) for c in contenders}
                 per_hour = rates[window] * args.rooms
                 await office.drive(control, window, per_hour, args.window_s, expect)
                 after = await _counters(control)
+                own = {
+                    c.name: _delta(await _service_counts(c), own_before[c.name]) for c in contenders
+                }
                 marks[window] = {
                     "seconds": time.monotonic() - began,
                     "ended": time.monotonic(),
@@ -167,6 +210,7 @@ async def _measure(
                         for c in contenders
                     },
                     "cpu_s": {c.name: c.cpu_s() - cpu[c.name] for c in contenders},
+                    "own": own,
                 }
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
@@ -225,6 +269,10 @@ def _figures(
             "cpu_s_quiet": round(marks["quiet"]["cpu_s"][name], 2),
             "staleness_ms": sorted(round(s, 1) for s in staleness),
         }
+        if contender.url:
+            # What the service's own /metrics counted in each window: what its Graph
+            # requests were made of (a push service reads nothing: its connector does).
+            figures[name]["own_counts"] = {w: marks[w]["own"][name] for w in WINDOWS}
     return {
         "rooms": args.rooms,
         "window_s": args.window_s,
