@@ -39,6 +39,7 @@ def test_defaults_point_at_microsoft() -> None:
     assert settings.renew_below_hours == 48
     assert settings.expiration_minutes <= 10_080
     assert (settings.push_reconcile_s, settings.push_reconcile_rate_per_s) == (900.0, 5.0)
+    assert settings.push_reconcile_healthy_s == 14_400.0
     assert settings.title_policy is TitlePolicy.SEND
 
 
@@ -55,9 +56,11 @@ def test_all_settings_read_from_the_environment(tmp_path: Path) -> None:
             "CONNECTOR_STATE_DIR": str(tmp_path),
             "CONNECTOR_PUSH_RECONCILE_S": "300",
             "CONNECTOR_PUSH_RECONCILE_RATE": "0.5",
+            "CONNECTOR_PUSH_RECONCILE_HEALTHY_S": "1800",
             "CONNECTOR_TITLE_POLICY": "Withhold_Private",
         }
     )
+    assert settings.push_reconcile_healthy_s == 1800.0
     assert settings.title_policy is TitlePolicy.WITHHOLD_PRIVATE
     assert (settings.push_reconcile_s, settings.push_reconcile_rate_per_s) == (300.0, 0.5)
     assert not settings.is_microsoft_authority
@@ -80,6 +83,7 @@ def test_all_settings_read_from_the_environment(tmp_path: Path) -> None:
         {**BASE, "CONNECTOR_WEBHOOK_SECRET": "whsec_QUFB,shared-password"},
         {**BASE, "CONNECTOR_PUSH_RECONCILE_S": "-1"},
         {**BASE, "CONNECTOR_PUSH_RECONCILE_RATE": "0"},
+        {**BASE, "CONNECTOR_PUSH_RECONCILE_HEALTHY_S": "-5"},
         {**BASE, "CONNECTOR_TITLE_POLICY": "hide"},
     ],
 )

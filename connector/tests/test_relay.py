@@ -3,11 +3,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from datetime import timedelta
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
+from bookingcache_connector import cadence
 from bookingcache_connector.app import create_app
 from bookingcache_connector.bootstrap import Connector
 from bookingcache_connector.events import BASIC_FIELDS, TitlePolicy
@@ -15,6 +17,7 @@ from bookingcache_connector.relay import Relay
 from bookingcache_connector.service import ServiceClient
 from bookingcache_connector.signing import Signer
 from bookingcache_connector.store import StateStore
+from bookingcache_connector.subscriptions import Desired
 
 from .conftest import WEBHOOK_SECRET
 from .fakes import FakeClock, FakeGraph, sample
@@ -261,16 +264,25 @@ async def test_push_mode_reconciles_every_calendar_within_the_bound(
     assert pushed_in_last_call() == [C3]
     assert relay.reconcile(budget=10) == 0  # every window is fresh
 
-    # A change notification's window counts as a push: only the others come due again.
+    # A change notification's window counts as a push: the bound starts again from it.
     # (The fake clock stays within the signature tolerance of the receiver's real clock.)
     await clock.sleep(60)
     await post(create_app(connector), "/graph/notifications", json.dumps(BATCH).encode())
     assert await relay.drain() is None
     assert pushed_in_last_call() == [A1, B2]
+    notified = clock.now()
     await clock.sleep(41)
-    assert relay.reconcile(budget=10) == 1
+    # No staleness bound from the service: the short bound. C3 is past it; A1 and B2 come
+    # due at their own instant of the bound that follows their push.
+    assert relay.reconcile_bound_s(clock.now()) == 100.0
+    again = [
+        mailbox
+        for mailbox in (A1, B2)
+        if cadence.next_push(notified, bound_s=100.0, at=cadence.phase(mailbox)) <= clock.now()
+    ]
+    assert relay.reconcile(budget=10) == 1 + len(again)
     assert await relay.drain() is None
-    assert pushed_in_last_call() == [C3]
+    assert pushed_in_last_call() == sorted([C3, *again])
 
     # A resync the service could not take waits in the inbox; it is not queued twice.
     await clock.sleep(101)
@@ -282,6 +294,116 @@ async def test_push_mode_reconciles_every_calendar_within_the_bound(
     assert await relay.drain() is None
     assert sorted(receiver.accepted[-1]["resync"]) == [A1, B2, C3]
     assert connector.store.pending_count() == 0
+
+
+async def test_push_reconciliation_keeps_the_long_bound_only_while_listening(
+    make_connector: Any, graph: FakeGraph, clock: FakeClock
+) -> None:
+    known_subscriptions(graph)
+    receiver = Receiver(WEBHOOK_SECRET)
+    connector = relay_connector(
+        make_connector,
+        receiver,
+        push_events=True,
+        push_reconcile_s=100.0,
+        push_reconcile_healthy_s=1000.0,
+    )
+    relay, store = connector.relay, connector.store
+    assert relay is not None
+    await connector.subscriptions.list_all()
+    # Graph notifies, but the service has not said its staleness bound: the short bound.
+    await post(create_app(connector), "/graph/notifications", json.dumps(BATCH).encode())
+    assert relay.reconcile_bound_s(clock.now()) == 100.0
+
+    def bound() -> float:
+        return relay.reconcile_bound_s(clock.now())
+
+    def bounded(staleness_s: float) -> None:
+        store.save_desired(
+            Desired.from_json(
+                {
+                    "mailboxes": [A1, B2, C3],
+                    "notificationUrl": "https://relay.test/graph/notifications",
+                    "clientState": "k3Yq0pL9-room-a1",
+                    "stalenessBoundS": staleness_s,
+                }
+            ).to_json()
+        )
+
+    async def notified() -> None:
+        answer = await post(app, "/graph/notifications", json.dumps(BATCH).encode())
+        assert answer.status_code == 202
+
+    # Listening: a window pushed at t comes due at its own instant of the long bound.
+    app = create_app(connector)
+    bounded(5000)
+    await notified()
+    assert bound() == 1000.0  # the healthy bound: the tenant's less the short one is longer
+    assert relay.reconcile(budget=10) == 3  # never pushed
+    assert await relay.drain() is None
+    pushed = clock.now()
+    due = {m: cadence.next_push(pushed, bound_s=1000.0, at=cadence.phase(m)) for m in (A1, B2, C3)}
+    assert all(pushed < at <= pushed + timedelta(seconds=1000) for at in due.values())
+    # Just before the first of those instants, and at it.
+    first = min(due.values())
+    await clock.sleep((first - clock.now()).total_seconds() - 0.001)
+    assert relay.reconcile(budget=10) == 0
+    await clock.sleep(0.001)
+    assert relay.reconcile(budget=10) == sum(at <= clock.now() for at in due.values()) >= 1
+
+    # Heard within the long bound, and no longer: the short bound again.
+    await notified()
+    heard = clock.now()
+    await clock.sleep(1000)
+    assert bound() == 1000.0
+    await clock.sleep(0.001)
+    assert bound() == 100.0
+    await notified()
+    assert bound() == 1000.0
+    # The tenant's bound of 400 s: the healthy 1000 s capped at 400 less the short bound.
+    bounded(400)
+    assert bound() == 300.0
+    # A tenant bound under twice the short one leaves the short one only.
+    bounded(150)
+    assert bound() == 100.0
+    # Nothing reaches the service, or the renewals fail: nothing may be trusted to last.
+    bounded(5000)
+    store.record_failure(clock.now())
+    assert bound() == 100.0
+    store.record_success()
+    renewal = connector.loops.get("renewal")
+    while not renewal.failing:
+        renewal.failed(RuntimeError("the token endpoint answered 503"), clock.now())
+    assert bound() == 100.0
+    renewal.succeeded(clock.now())
+    assert bound() == 1000.0
+    last_heard = store.heard_at()
+    assert last_heard is not None
+    assert last_heard > heard
+
+
+def test_rooms_pushed_together_come_due_spread_over_the_bound() -> None:
+    pushed = datetime(2026, 3, 29, 0, 30, 0, 250_000, tzinfo=UTC)  # a DST night in Europe
+    bound_s = 2700.0
+    due = [
+        cadence.next_push(pushed, bound_s=bound_s, at=cadence.phase(f"room-{i}@contoso.example"))
+        for i in range(1000)
+    ]
+    offsets = [(at - pushed).total_seconds() for at in due]
+    assert all(0 < offset <= bound_s for offset in offsets)
+    # Ten stretches of the bound each hold about a tenth (a binomial's spread: about 10).
+    tenths = Counter(min(int(offset // (bound_s / 10)), 9) for offset in offsets)
+    assert min(tenths.values()) >= 70
+    assert max(tenths.values()) <= 130
+    # Pushed at its instant, a window is next due exactly one bound later.
+    for index, at in enumerate(due[:50]):
+        phase = cadence.phase(f"room-{index}@contoso.example")
+        assert cadence.next_push(at, bound_s=bound_s, at=phase) - at == timedelta(seconds=bound_s)
+    # The phase is the mailbox's, however it is spelt.
+    assert cadence.phase("Room-1@Contoso.example") == cadence.phase("room-1@contoso.example")
+    assert cadence.long_bound_s(short_s=900, healthy_s=14_400, staleness_s=3600) == 2700
+    assert cadence.long_bound_s(short_s=900, healthy_s=14_400, staleness_s=None) == 900
+    assert cadence.long_bound_s(short_s=900, healthy_s=1800, staleness_s=86_400) == 1800
 
 
 async def test_reconciliation_needs_pushed_events_and_a_bound(

@@ -233,6 +233,26 @@ async def test_403_on_one_mailbox_fails_only_that_row(
     assert set(graph.by_mailbox()) == {ROOMS[0], ROOMS[2]}
 
 
+async def test_the_staleness_bound_is_remembered_with_the_desired_set(
+    make_connector: Any,
+) -> None:
+    connector = make_connector()
+    manager, store = connector.subscriptions, connector.store
+    await manager.converge(desired(ROOMS[:1]))
+    assert store.staleness_bound_s() is None  # a service that does not send it
+    await manager.converge(desired(ROOMS[:1], stalenessBoundS=3600))
+    assert store.staleness_bound_s() == 3600.0
+    # A partial pass without it keeps the stored one; with it, takes its own.
+    await manager.converge(desired(ROOMS[1:2]), prune=False)
+    assert store.staleness_bound_s() == 3600.0
+    await manager.converge(desired(ROOMS[2:], stalenessBoundS=7200.5), prune=False)
+    assert store.staleness_bound_s() == 7200.5
+    assert Desired.from_json(store.load_desired()).staleness_bound_s == 7200.5
+    for wrong in (0, -1, 30 * 86_400 + 1, "3600", True):
+        with pytest.raises(BadRequest, match="stalenessBoundS"):
+            desired(ROOMS[:1], stalenessBoundS=wrong)
+
+
 async def test_put_endpoint_converges_a_signed_call_and_refuses_a_bad_body(
     make_connector: Any, graph: FakeGraph, clock: FakeClock
 ) -> None:

@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from bookingcache.settings import SyncSettings
+from bookingcache_connector.store import StateStore
 from tests.support.waiting import wait_for
 
 from .world import FAST, FAST_SYNC, TENANT, World, deployment
@@ -238,6 +239,14 @@ def test_booked_moved_cancelled_and_an_edited_occurrence_show_in_availability(
         health = world.health()[room.mailbox]
         assert health["last_notification_at"] is not None
         assert health["state"] == "healthy"
+        # The connector was told the tenant's staleness bound, within which it keeps its
+        # reconciliation of pushed windows.
+        tenant = world.admin.get(f"/v1/tenants/{TENANT}").json()
+        state = StateStore.in_directory(world.tmp / "connector")
+        try:
+            assert state.staleness_bound_s() == tenant["staleness_bound_s"]
+        finally:
+            state.close()
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,10 @@ class World:
                 state_dir=self.tmp / "connector",
                 relay_max_backoff_s=0.5,
                 push_events=self.push_events,
+                # The same bound whether or not the subscriptions are listening: the tests
+                # that shorten it drop notifications on purpose.
                 push_reconcile_s=self.push_reconcile_s,
+                push_reconcile_healthy_s=self.push_reconcile_s,
             )
         )
 

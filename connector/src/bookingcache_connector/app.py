@@ -170,6 +170,12 @@ def gauges(connector: Connector) -> dict[str, tuple[str, float | dict[str, float
             "Age of the oldest notification in the backlog (0 when empty).",
             age_s(store.oldest_pending_at(), connector.clock.now()),
         )
+        if connector.relay.reconciles:
+            values["push_reconcile_bound_seconds"] = (
+                "How long a room's pushed window may go unpushed now: the long bound while "
+                "the subscriptions are listening, the short one otherwise.",
+                connector.relay.reconcile_bound_s(connector.clock.now()),
+            )
     return values
 
 

@@ -131,6 +131,7 @@ def build_connector(
             max_backoff_s=settings.relay_max_backoff_s,
             reconcile_s=settings.push_reconcile_s,
             reconcile_rate_per_s=settings.push_reconcile_rate_per_s,
+            reconcile_healthy_s=settings.push_reconcile_healthy_s,
             rng=rng,
             loops=loops,
             metrics=metrics,

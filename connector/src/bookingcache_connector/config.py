@@ -45,6 +45,7 @@ class Settings:
     # unasked), at most this many a second.
     push_reconcile_s: float = 900.0
     push_reconcile_rate_per_s: float = 5.0
+    push_reconcile_healthy_s: float = 4 * 3600.0
     expiration_minutes: int = 10_070
     renew_below_hours: int = 48
     renew_every_s: float = 6 * 3600.0
@@ -169,6 +170,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         raise ConfigError("CONNECTOR_PUSH_RECONCILE_S must be 0 (off) or more")
     if push_reconcile_rate <= 0:
         raise ConfigError("CONNECTOR_PUSH_RECONCILE_RATE must be more than 0")
+    push_reconcile_healthy_s = _number(env, "CONNECTOR_PUSH_RECONCILE_HEALTHY_S", 4 * 3600.0)
+    if push_reconcile_healthy_s < 0:
+        raise ConfigError("CONNECTOR_PUSH_RECONCILE_HEALTHY_S must be 0 or more")
     ca = get("CA_BUNDLE")
     states = tuple(s for s in (get("CLIENT_STATES") or "").split(",") if s.strip())
     return Settings(
@@ -192,6 +196,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         relay_max_backoff_s=_number(env, "CONNECTOR_RELAY_MAX_BACKOFF_S", 60.0),
         push_reconcile_s=push_reconcile_s,
         push_reconcile_rate_per_s=push_reconcile_rate,
+        push_reconcile_healthy_s=push_reconcile_healthy_s,
         expiration_minutes=int(_number(env, "CONNECTOR_EXPIRATION_MINUTES", 10_070)),
         renew_below_hours=int(_number(env, "CONNECTOR_RENEW_BELOW_HOURS", 48)),
         renew_every_s=_number(env, "CONNECTOR_RENEW_EVERY_S", 6 * 3600.0),

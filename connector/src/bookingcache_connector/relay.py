@@ -9,10 +9,11 @@ service answers again. Nothing is deleted from the inbox before the service acce
 
 With pushed events (the tenant's ``push`` source) the service has nothing it could read, so the
 connector is its safety net: ``reconcile`` queues a ``resync`` (which carries the calendar's
-window) for every subscribed mailbox whose window was not delivered within ``reconcile_s``,
-never-pushed mailboxes first, at most ``reconcile_rate_per_s`` a second. That pushes a newly
-subscribed calendar at once, keeps a quiet one from ageing into ``unknown`` at the service, and
-repairs a change notification Graph lost without a ``missed``.
+window) for every subscribed mailbox whose window comes due (``cadence``: within the long bound
+while the subscriptions are listening, ``reconcile_s`` otherwise, each mailbox at its own
+instant of the bound), never-pushed mailboxes first, at most ``reconcile_rate_per_s`` a second.
+That pushes a newly subscribed calendar at once, keeps a quiet one from ageing into ``unknown``
+at the service, and repairs a change notification Graph lost without a ``missed``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import cadence
 from .clock import Clock
 from .errors import BadRequest, ConnectorError, DeliveryError
 from .events import MalformedEvent, TitlePolicy, basic_event
@@ -87,6 +89,7 @@ class Relay:
         max_backoff_s: float = 60.0,
         reconcile_s: float = 900.0,
         reconcile_rate_per_s: float = 5.0,
+        reconcile_healthy_s: float = 4 * 3600.0,
         rng: random.Random | None = None,
         loops: Loops | None = None,
         metrics: Metrics | None = None,
@@ -106,8 +109,9 @@ class Relay:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._reconcile = timedelta(seconds=reconcile_s) if reconcile_s > 0 else None
         self.reconcile_rate_per_s = reconcile_rate_per_s
+        self._reconcile_healthy_s = reconcile_healthy_s
         # Mailboxes ``reconcile`` queued a resync for, and when: not queued again within the
-        # bound while that resync waits or its window read failed.
+        # short bound while that resync waits or its window read failed.
         self._requested: dict[str, datetime] = {}
         self._wake = asyncio.Event()
         self._drain_lock = asyncio.Lock()
@@ -115,6 +119,7 @@ class Relay:
         self._metrics = metrics or Metrics()
         loops = loops or Loops()
         self.status: LoopStatus = loops.get("relay")
+        self._renewal: LoopStatus = loops.get("renewal")
         # Reconciliation runs inside the relay's loop, but fails on its own (Graph, the store).
         self.reconcile_status: LoopStatus | None = (
             loops.get("reconcile") if self.reconciles else None
@@ -190,20 +195,25 @@ class Relay:
             return 0.0 if handled else self._max_backoff
 
     def reconcile(self, *, budget: int) -> int:
-        """Queue a ``resync`` for up to ``budget`` subscribed mailboxes whose window was not
-        pushed within ``reconcile_s`` (never pushed first, then the longest ago). Returns how
-        many were queued; none unless events are pushed."""
+        """Queue a ``resync`` for up to ``budget`` subscribed mailboxes whose window is due
+        (``reconcile_bound_s``; never pushed first, then the longest ago). Returns how many
+        were queued; none unless events are pushed."""
         if not self.reconciles or budget < 1:
             return 0
         assert self._reconcile is not None
         now = self._clock.now()
         pushed = self._store.last_pushed()
+        bound_s = self.reconcile_bound_s(now)
         never = datetime.min.replace(tzinfo=UTC)
         due = sorted(
             (pushed.get(mailbox, never), mailbox)
             for mailbox in set(self._store.subscription_map().values())
-            if now - pushed.get(mailbox, never) >= self._reconcile
-            and now - self._requested.get(mailbox, never) >= self._reconcile
+            if not self._waiting(mailbox, pushed.get(mailbox, never), now)
+            and (
+                mailbox not in pushed
+                or cadence.next_push(pushed[mailbox], bound_s=bound_s, at=cadence.phase(mailbox))
+                <= now
+            )
         )
         chosen = [mailbox for _, mailbox in due[:budget]]
         if chosen:
@@ -211,6 +221,36 @@ class Relay:
             self._requested.update(dict.fromkeys(chosen, now))
             self._wake.set()
         return len(chosen)
+
+    def _waiting(self, mailbox: str, pushed_at: datetime, now: datetime) -> bool:
+        """Whether a resync ``reconcile`` queued for ``mailbox`` is not delivered yet (it
+        waits in the inbox, or its window read failed): not queued again within
+        ``reconcile_s``."""
+        assert self._reconcile is not None
+        requested = self._requested.get(mailbox)
+        return requested is not None and requested > pushed_at and now - requested < self._reconcile
+
+    def reconcile_bound_s(self, now: datetime) -> float:
+        """How long a pushed window may go unpushed now (``cadence``): the long bound while
+        the subscriptions are listening (a change notification within it, and neither the
+        relay nor the renewals failing), the short one (``reconcile_s``) otherwise."""
+        assert self._reconcile is not None
+        short_s = self._reconcile.total_seconds()
+        long_s = cadence.long_bound_s(
+            short_s=short_s,
+            healthy_s=self._reconcile_healthy_s,
+            staleness_s=self._store.staleness_bound_s(),
+        )
+        if long_s <= short_s:
+            return short_s
+        heard = self._store.heard_at()
+        listening = (
+            heard is not None
+            and now - heard <= timedelta(seconds=long_s)
+            and self._store.failing_since()[0] is None
+            and not self._renewal.failing
+        )
+        return long_s if listening else short_s
 
     async def _reauthorize(self, items: list[InboxItem], mailbox_of: dict[str, str]) -> None:
         """Answer ``reauthorizationRequired`` ourselves: only the connector holds the Graph

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS relay (
     attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS pushed (mailbox TEXT PRIMARY KEY, pushed_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS heard (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL);
 """
 
 
@@ -75,7 +76,8 @@ class StateStore:
     # -- inbox ------------------------------------------------------------------------------
 
     def enqueue(self, rows: Iterable[tuple[str, str, str | None, str]], at: datetime) -> int:
-        """Commit ``(kind, subscription_id, mailbox, value)`` rows; returns how many."""
+        """Commit ``(kind, subscription_id, mailbox, value)`` rows; returns how many. A change
+        notification among them is also kept as the last one heard (``heard_at``)."""
         batch = [(k, s, m, v, at.isoformat()) for k, s, m, v in rows]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -84,8 +86,20 @@ class StateStore:
                 "VALUES (?, ?, ?, ?, ?)",
                 batch,
             )
+            if any(row[0] == "change" for row in batch):
+                self._db.execute(
+                    "INSERT INTO heard (id, at) VALUES (1, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                    (at.isoformat(),),
+                )
             self._db.execute("COMMIT")
         return len(batch)
+
+    def heard_at(self) -> datetime | None:
+        """When the last change notification from Graph was committed."""
+        with self._lock:
+            row = self._db.execute("SELECT at FROM heard").fetchone()
+        return None if row is None else datetime.fromisoformat(row[0])
 
     def pending(self, limit: int = 1000) -> list[InboxItem]:
         with self._lock:
@@ -225,6 +239,15 @@ class StateStore:
                 "ON CONFLICT (id) DO UPDATE SET body = excluded.body",
                 (json.dumps(body),),
             )
+
+    def staleness_bound_s(self) -> float | None:
+        """The tenant's staleness bound the service sent with the desired set, if it did."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT json_extract(body, '$.stalenessBoundS') FROM desired"
+            ).fetchone()
+        value = None if row is None else row[0]
+        return float(value) if isinstance(value, int | float) and value > 0 else None
 
     def load_desired(self) -> dict[str, Any] | None:
         with self._lock:

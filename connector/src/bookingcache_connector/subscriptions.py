@@ -30,6 +30,8 @@ from .store import StateStore
 CHANGE_TYPES = "created,updated,deleted"
 RESOURCE = re.compile(r"^/?users/(?P<mailbox>[^/]+)/events$", re.IGNORECASE)
 MAX_CLIENT_STATE = 128
+# The most a tenant's staleness bound may be (the service's own limit is lower).
+MAX_STALENESS_BOUND_S = 30 * 86_400
 PARALLEL_MAILBOXES = 8
 
 
@@ -42,6 +44,9 @@ class Desired:
     # Mailboxes (lower case) whose subscription is renewed in this pass whatever its expiry:
     # Graph asked for reauthorization. A one-off request, so not part of the stored set.
     renew_now: frozenset[str] = frozenset()
+    # The tenant's staleness bound at the service, in seconds: how old a room's pushed window
+    # may grow before the map shows it as unknown (the push reconciliation keeps within it).
+    staleness_bound_s: float | None = None
 
     @classmethod
     def from_json(cls, body: Any) -> Desired:
@@ -71,12 +76,22 @@ class Desired:
             isinstance(m, str) and m.strip().lower() in unique for m in renew_now
         ):
             raise BadRequest("renewNow must be a list of mailboxes from mailboxes")
+        staleness = body.get("stalenessBoundS")
+        if staleness is not None and (
+            isinstance(staleness, bool)
+            or not isinstance(staleness, int | float)
+            or not 0 < staleness <= MAX_STALENESS_BOUND_S
+        ):
+            raise BadRequest(
+                f"stalenessBoundS must be a number of seconds in (0, {MAX_STALENESS_BOUND_S}]"
+            )
         return cls(
             tuple(unique.values()),
             url,
             lifecycle,
             state,
             frozenset(m.strip().lower() for m in renew_now),
+            None if staleness is None else float(staleness),
         )
 
     def including(self, saved: dict[str, Any] | None) -> Desired:
@@ -91,16 +106,25 @@ class Desired:
         unique = {m.lower(): m for m in earlier.mailboxes}
         unique.update((m.lower(), m) for m in self.mailboxes)
         return Desired(
-            tuple(unique.values()), self.notification_url, self.lifecycle_url, self.client_state
+            tuple(unique.values()),
+            self.notification_url,
+            self.lifecycle_url,
+            self.client_state,
+            staleness_bound_s=self.staleness_bound_s
+            if self.staleness_bound_s is not None
+            else earlier.staleness_bound_s,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "mailboxes": list(self.mailboxes),
             "notificationUrl": self.notification_url,
             "lifecycleNotificationUrl": self.lifecycle_url,
             "clientState": self.client_state,
         }
+        if self.staleness_bound_s is not None:
+            body["stalenessBoundS"] = self.staleness_bound_s
+        return body
 
 
 def mailbox_of(subscription: dict[str, Any]) -> str | None:

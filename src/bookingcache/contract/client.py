@@ -109,11 +109,14 @@ class ConnectorClient:
         client_state: str,
         renew_now: Sequence[str] = (),
         partial: bool = False,
+        staleness_bound_s: float | None = None,
     ) -> list[ConvergedSubscription]:
         """Converge the connector's subscriptions to ``mailboxes``; its row per mailbox.
         ``renew_now``: mailboxes whose subscription the connector renews whatever its expiry
         (Graph asked to reauthorize them). ``partial``: only these mailboxes' subscriptions,
-        leaving the others as they are (``PATCH``; a connector older than it answers 405)."""
+        leaving the others as they are (``PATCH``; a connector older than it answers 405).
+        ``staleness_bound_s``: the tenant's, within which a connector that pushes events keeps
+        its reconciliation."""
         body: dict[str, Any] = {
             "mailboxes": list(mailboxes),
             "notificationUrl": notification_url,
@@ -122,6 +125,8 @@ class ConnectorClient:
         }
         if renew_now:
             body["renewNow"] = list(renew_now)
+        if staleness_bound_s is not None:
+            body["stalenessBoundS"] = staleness_bound_s
         for name, url in (
             ("notificationUrl", notification_url),
             ("lifecycleNotificationUrl", lifecycle_url),

@@ -381,6 +381,7 @@ class Orchestrator:
             notification_url=notification_url,
             lifecycle_url=lifecycle_url,
             client_state=state,
+            staleness_bound_s=tenant.staleness_bound_s,
         )
         started = self._clock.now()
         try:
