@@ -27,6 +27,7 @@ from tests.support.tenants import TENANT, add_tenant
 
 SHORT_S = 900.0
 PASS_S = 30.0
+_S = dt.timedelta(seconds=1)
 
 
 async def _jobs(store: SqlStore) -> dict[str, dt.datetime]:
@@ -221,7 +222,7 @@ async def test_a_recent_notification_to_the_tenant_counts_as_heard_but_never_out
         await rig.records.record(TENANT, mailbox, f"sub-{mailbox}", expires_at=None)
     await rig.listening([silent], silent_since=clock.now())
     await rig.subscription(notified, last_notification_at=synced - dt.timedelta(minutes=5))
-    await rig.subscription(silent, last_notification_at=synced - dt.timedelta(seconds=1))
+    await rig.subscription(silent, last_notification_at=synced - dt.timedelta(minutes=2))
     await _passes(rig.sweep(healthy_bound_s=1800), clock, synced + dt.timedelta(seconds=1800))
     due = await _jobs(store)
     assert due[notified] == _grid(notified, synced, 1800)
@@ -239,6 +240,37 @@ async def test_a_recent_notification_to_the_tenant_counts_as_heard_but_never_out
     due = await _jobs(store)
     for mailbox in (notified, unjudged, silent):
         assert due[mailbox] == _grid(mailbox, synced, SHORT_S), mailbox
+
+
+async def test_a_calendar_read_on_its_notification_is_next_read_one_bound_after_that_read(
+    rig: Rig,
+) -> None:
+    store, clock = rig.store, rig.clock
+    read_on_notice, swept, notified_before = await add_tenant(store, rooms=3)
+    synced = clock.now()
+    await _synced_at(store, synced)
+    await rig.listening([read_on_notice, swept, notified_before])
+    # Its last success came 2 s after its notification: the read that notification asked for.
+    notice = synced - dt.timedelta(seconds=2)
+    await rig.subscription(read_on_notice, last_notification_at=notice)
+    # Notified 10 minutes before its last success: that success was another read (the sweep's).
+    await rig.subscription(notified_before, last_notification_at=synced - dt.timedelta(minutes=10))
+    long_s = 2700.0
+    await _passes(rig.sweep(), clock, synced + dt.timedelta(seconds=long_s))
+    due = await _jobs(store)
+    assert due[read_on_notice] == synced + dt.timedelta(seconds=long_s)
+    for mailbox in (swept, notified_before):
+        assert due[mailbox] == _grid(mailbox, synced, long_s), mailbox
+
+    # The rule itself: never later than a bound after the last success, whatever the notice.
+    at = cadence.phase(TENANT, swept)
+    for notified in (None, synced, notice, synced - dt.timedelta(seconds=61), synced + _S):
+        when = cadence.due(synced, bound_s=long_s, at=at, notified_at=notified)
+        assert synced < when <= synced + dt.timedelta(seconds=long_s)
+    assert cadence.read_on_notice(synced, synced - dt.timedelta(seconds=cadence.NOTICE_S))
+    assert not cadence.read_on_notice(synced, synced - dt.timedelta(seconds=cadence.NOTICE_S + 1))
+    # A notification after the last success asks for a read still to come: not this one.
+    assert not cadence.read_on_notice(synced, synced + _S)
 
 
 async def test_a_calendar_whose_notifications_stopped_is_reread_within_the_tenants_bound(

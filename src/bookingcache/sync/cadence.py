@@ -22,6 +22,10 @@ it at the last grid instant that leaves its last success no older than the bound
 refreshed together (a tenant onboarded at once) are thus read at instants spread evenly over
 the bound, and stay spread: each is read once per bound at its own instant, whatever the others
 do.
+
+A calendar whose last success was a read that its own change notification asked for is read
+one bound after that read instead: a calendar that notifications keep reading needs no sweep
+read. Such reads need no grid to be spread: they come when the calendar's changes do.
 """
 
 from __future__ import annotations
@@ -52,6 +56,35 @@ def next_read(last_success_at: dt.datetime, *, bound_s: float, at: float) -> dt.
     latest = (last_success_at - _EPOCH) // _MICROSECOND + bound
     instant = latest - (latest - round(at * bound)) % bound
     return _EPOCH + instant * _MICROSECOND
+
+
+# How soon after its calendar's change notification a successful read counts as the read
+# that notification asked for (its burst is gathered for a moment, and the read may wait its
+# turn, a retry, or a throttled mailbox's Retry-After).
+NOTICE_S = 60.0
+
+
+def read_on_notice(last_success_at: dt.datetime, notified_at: dt.datetime | None) -> bool:
+    """Whether the last success came within ``NOTICE_S`` after the calendar's last change
+    notification: the read it asked for."""
+    if notified_at is None:
+        return False
+    return dt.timedelta(0) <= last_success_at - notified_at <= dt.timedelta(seconds=NOTICE_S)
+
+
+def due(
+    last_success_at: dt.datetime,
+    *,
+    bound_s: float,
+    at: float,
+    notified_at: dt.datetime | None = None,
+) -> dt.datetime:
+    """When the sweep reads the calendar next: one bound after a read its change notification
+    asked for (``notified_at``: its last), else at its grid instant (``next_read``). Either
+    way no later than its last success plus the bound."""
+    if read_on_notice(last_success_at, notified_at):
+        return last_success_at + dt.timedelta(seconds=bound_s)
+    return next_read(last_success_at, bound_s=bound_s, at=at)
 
 
 def long_bound_s(*, short_s: float, healthy_s: float, staleness_s: float) -> float:

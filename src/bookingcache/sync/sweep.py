@@ -5,10 +5,12 @@ whose bound runs out before the next pass: the bound is how old its last success
 grow. A calendar whose subscription is listening gets the tenant's long bound (``healthy_bound_s``
 capped by the tenant's staleness bound), every other one ``bound_s`` (``sync.cadence``). Each
 calendar is read at its own stable instant of its bound, so calendars refreshed together are
-read spread over the bound, not in a wave. Calendars already past their bound (never read, or
-the service was down) are spread out from now: one every ``min(bound_s / n, 1 / rate_per_s)``
-seconds, so they never burst, yet all of them fall within ``bound_s``. Push tenants are left
-out: the service has nothing to read for them, their data ages into ``unknown`` instead.
+read spread over the bound, not in a wave; or one bound after a read its change notification
+asked for, so a calendar that notifications keep reading needs no sweep read. Calendars
+already past their bound (never read, or the service was down) are spread out from now: one
+every ``min(bound_s / n, 1 / rate_per_s)`` seconds, so they never burst, yet all of them fall
+within ``bound_s``. Push tenants are left out: the service has nothing to read for them, their
+data ages into ``unknown`` instead.
 
 A sweep refresh is an ordinary one: with ``Calendars.Read`` a calendarView delta round, which
 costs one request for an unchanged calendar (``docs/sync.md``, "The reconciliation sweep").
@@ -26,6 +28,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections import Counter
+from dataclasses import dataclass
 
 from bookingcache.clock import Clock
 from bookingcache.domain.tenancy import EventSource as SourceKind
@@ -47,8 +50,21 @@ _FREE = Lease("", "", 0, dt.datetime.max.replace(tzinfo=dt.UTC))
 
 Key = tuple[str, str]
 
-# The bound label of ``bookingcache_sync_sweep_scheduled``.
+# The bound label of ``bookingcache_sync_sweep_reads_total``.
 LONG, SHORT, OVERDUE = "long", "short", "overdue"
+
+
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    """A readable calendar as the sweep sees it now."""
+
+    key: Key
+    last_success_at: dt.datetime | None
+    bound_s: float
+    # Whether ``bound_s`` is the long bound (its subscription is listening).
+    heard: bool = False
+    # Its last change notification.
+    notified_at: dt.datetime | None = None
 
 
 class Sweep:
@@ -94,16 +110,22 @@ class Sweep:
         overdue: list[tuple[dt.datetime, Key]] = []
         upcoming: dict[Key, dt.datetime] = {}
         bounds: dict[Key, str] = {}
-        for key, last_success_at, bound_s, heard in await self._bounds(now):
+        for found in await self._bounds(now):
+            key, last_success_at = found.key, found.last_success_at
             if last_success_at is None:
                 overdue.append((_NEVER, key))
                 continue
-            at = cadence.next_read(last_success_at, bound_s=bound_s, at=cadence.phase(*key))
+            at = cadence.due(
+                last_success_at,
+                bound_s=found.bound_s,
+                at=cadence.phase(*key),
+                notified_at=found.notified_at,
+            )
             if at <= now:
                 overdue.append((last_success_at, key))
             elif at <= horizon:
                 upcoming[key] = at
-                bounds[key] = LONG if heard else SHORT
+                bounds[key] = LONG if found.heard else SHORT
         if not overdue and not upcoming:
             return 0
         busy = await self._queue.busy_calendars()
@@ -128,9 +150,8 @@ class Sweep:
             )
         return scheduled
 
-    async def _bounds(self, now: dt.datetime) -> list[tuple[Key, dt.datetime | None, float, bool]]:
-        """Each readable calendar with its last success, its bound now, and whether that is
-        the long bound (its subscription is listening)."""
+    async def _bounds(self, now: dt.datetime) -> list[_Bound]:
+        """Each readable calendar with its last success and its bound now."""
         readable = {
             tenant.id: tenant
             for tenant in await self._store.list_tenants()
@@ -138,11 +159,8 @@ class Sweep:
         }
         if self._subscriptions is None:
             return [
-                (
-                    (calendar.tenant_id, calendar.mailbox),
-                    calendar.last_success_at,
-                    self.bound_s,
-                    False,
+                _Bound(
+                    (calendar.tenant_id, calendar.mailbox), calendar.last_success_at, self.bound_s
                 )
                 for calendar in await self._store.list_calendars()
                 if calendar.tenant_id in readable
@@ -170,7 +188,15 @@ class Sweep:
                 bound_s=long_s,
                 tenant_notified_at=tenant_notified.get(record.tenant_id),
             )
-            found.append((key, record.last_success_at, long_s if heard else self.bound_s, heard))
+            found.append(
+                _Bound(
+                    key,
+                    record.last_success_at,
+                    long_s if heard else self.bound_s,
+                    heard=heard,
+                    notified_at=record.last_notification_at,
+                )
+            )
         return found
 
     def _long_bound_s(self, tenant: Tenant) -> float:
