@@ -264,25 +264,29 @@ async def test_push_mode_reconciles_every_calendar_within_the_bound(
     assert pushed_in_last_call() == [C3]
     assert relay.reconcile(budget=10) == 0  # every window is fresh
 
-    # A change notification's window counts as a push: the bound starts again from it.
+    # A change notification's window counts as a push: those rooms come due one bound after
+    # it, the others at their instant of the bound.
     # (The fake clock stays within the signature tolerance of the receiver's real clock.)
     await clock.sleep(60)
     await post(create_app(connector), "/graph/notifications", json.dumps(BATCH).encode())
     assert await relay.drain() is None
     assert pushed_in_last_call() == [A1, B2]
-    notified = clock.now()
     await clock.sleep(41)
-    # No staleness bound from the service: the short bound. C3 is past it; A1 and B2 come
-    # due at their own instant of the bound that follows their push.
+    # No staleness bound from the service: the short bound. C3 is past it.
     assert relay.reconcile_bound_s(clock.now()) == 100.0
-    again = [
-        mailbox
-        for mailbox in (A1, B2)
-        if cadence.next_push(notified, bound_s=100.0, at=cadence.phase(mailbox)) <= clock.now()
-    ]
-    assert relay.reconcile(budget=10) == 1 + len(again)
+    assert relay.reconcile(budget=10) == 1
     assert await relay.drain() is None
-    assert pushed_in_last_call() == sorted([C3, *again])
+    assert pushed_in_last_call() == [C3]
+    # C3, pushed by the reconciliation, comes due at its instant of the bound.
+    c3_due = cadence.next_push(clock.now(), bound_s=100.0, at=cadence.phase(C3))
+    await clock.sleep(58)
+    early = int(c3_due <= clock.now())
+    assert relay.reconcile(budget=10) == early
+    await clock.sleep(1)  # a bound after the notification's push
+    late = int(c3_due <= clock.now()) - early
+    assert relay.reconcile(budget=10) == 2 + late
+    assert await relay.drain() is None
+    assert pushed_in_last_call() == sorted([A1, B2] + ([C3] if early + late else []))
 
     # A resync the service could not take waits in the inbox; it is not queued twice.
     await clock.sleep(101)
@@ -334,16 +338,21 @@ async def test_push_reconciliation_keeps_the_long_bound_only_while_listening(
         answer = await post(app, "/graph/notifications", json.dumps(BATCH).encode())
         assert answer.status_code == 202
 
-    # Listening: a window pushed at t comes due at its own instant of the long bound.
+    # Listening: a window a notification pushed comes due one long bound later, one the
+    # reconciliation pushed at its own instant of the long bound.
     app = create_app(connector)
     bounded(5000)
     await notified()
     assert bound() == 1000.0  # the healthy bound: the tenant's less the short one is longer
-    assert relay.reconcile(budget=10) == 3  # never pushed
+    assert await relay.drain() is None  # A1 and B2 changed
+    noticed = clock.now()
+    await clock.sleep(1)
+    assert relay.reconcile(budget=10) == 1  # C3, never pushed
     assert await relay.drain() is None
     pushed = clock.now()
-    due = {m: cadence.next_push(pushed, bound_s=1000.0, at=cadence.phase(m)) for m in (A1, B2, C3)}
-    assert all(pushed < at <= pushed + timedelta(seconds=1000) for at in due.values())
+    due = {m: noticed + timedelta(seconds=1000) for m in (A1, B2)}
+    due[C3] = cadence.next_push(pushed, bound_s=1000.0, at=cadence.phase(C3))
+    assert pushed < due[C3] <= pushed + timedelta(seconds=1000)
     # Just before the first of those instants, and at it.
     first = min(due.values())
     await clock.sleep((first - clock.now()).total_seconds() - 0.001)
@@ -399,6 +408,11 @@ def test_rooms_pushed_together_come_due_spread_over_the_bound() -> None:
     for index, at in enumerate(due[:50]):
         phase = cadence.phase(f"room-{index}@contoso.example")
         assert cadence.next_push(at, bound_s=bound_s, at=phase) - at == timedelta(seconds=bound_s)
+    # A push a change notification asked for: one bound after it, off the grid.
+    first = cadence.phase("room-0@contoso.example")
+    assert cadence.due(pushed, bound_s=bound_s, at=first, on_notice=False) == due[0]
+    on_notice = cadence.due(pushed, bound_s=bound_s, at=first, on_notice=True)
+    assert on_notice == pushed + timedelta(seconds=bound_s)
     # The phase is the mailbox's, however it is spelt.
     assert cadence.phase("Room-1@Contoso.example") == cadence.phase("room-1@contoso.example")
     assert cadence.long_bound_s(short_s=900, healthy_s=14_400, staleness_s=3600) == 2700

@@ -15,6 +15,9 @@ A mailbox is pushed at the instants ``phase * bound + k * bound`` (seconds since
 phase a stable hash of the mailbox in [0, 1): at the last such instant that leaves its last push
 no older than the bound. Rooms pushed together (onboarded at once, or after the service was
 unreachable) are thus pushed again spread evenly over the bound, not in a wave, and stay spread.
+A window last pushed because of its room's change notification is pushed again one bound after
+that push instead: a room that notifications keep pushing needs no reconciliation, and such
+pushes come when the room's changes do, spread by themselves.
 """
 
 from __future__ import annotations
@@ -39,6 +42,15 @@ def next_push(last_pushed_at: datetime, *, bound_s: float, at: float) -> datetim
     bound = round(bound_s * 1_000_000)
     latest = (last_pushed_at - _EPOCH) // _MICROSECOND + bound
     return _EPOCH + (latest - (latest - round(at * bound)) % bound) * _MICROSECOND
+
+
+def due(last_pushed_at: datetime, *, bound_s: float, at: float, on_notice: bool) -> datetime:
+    """When the window is pushed again: one bound after a push its change notification asked
+    for (``on_notice``), else at its grid instant; either way no later than one bound after
+    its last push."""
+    if on_notice:
+        return last_pushed_at + timedelta(seconds=bound_s)
+    return next_push(last_pushed_at, bound_s=bound_s, at=at)
 
 
 def long_bound_s(*, short_s: float, healthy_s: float, staleness_s: float | None) -> float:

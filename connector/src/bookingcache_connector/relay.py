@@ -11,7 +11,8 @@ With pushed events (the tenant's ``push`` source) the service has nothing it cou
 connector is its safety net: ``reconcile`` queues a ``resync`` (which carries the calendar's
 window) for every subscribed mailbox whose window comes due (``cadence``: within the long bound
 while the subscriptions are listening, ``reconcile_s`` otherwise, each mailbox at its own
-instant of the bound), never-pushed mailboxes first, at most ``reconcile_rate_per_s`` a second.
+instant of the bound, or one bound after a push its change notification asked for), never-pushed
+mailboxes first, at most ``reconcile_rate_per_s`` a second.
 That pushes a newly subscribed calendar at once, keeps a quiet one from ageing into ``unknown``
 at the service, and repairs a change notification Graph lost without a ``missed``.
 """
@@ -113,6 +114,9 @@ class Relay:
         # Mailboxes ``reconcile`` queued a resync for, and when: not queued again within the
         # short bound while that resync waits or its window read failed.
         self._requested: dict[str, datetime] = {}
+        # Mailboxes whose window a change notification had pushed, and when (this process's
+        # own pushes: after a restart the grid holds until the next one).
+        self._noticed: dict[str, datetime] = {}
         self._wake = asyncio.Event()
         self._drain_lock = asyncio.Lock()
         self._problem: Exception | None = None
@@ -184,7 +188,10 @@ class Relay:
                 self._store.record_success()
                 pushed = [window["mailbox"] for window in payload.get("windows", ())]
                 if pushed:
-                    self._store.record_pushed(pushed, self._clock.now())
+                    at = self._clock.now()
+                    self._store.record_pushed(pushed, at)
+                    changed = {change["mailbox"] for change in payload["changes"]}
+                    self._noticed.update((m, at) for m in pushed if m in changed)
             self._store.remove(handled)
             if self._problem is not None:
                 self.status.failed(self._problem, self._clock.now())
@@ -211,7 +218,12 @@ class Relay:
             if not self._waiting(mailbox, pushed.get(mailbox, never), now)
             and (
                 mailbox not in pushed
-                or cadence.next_push(pushed[mailbox], bound_s=bound_s, at=cadence.phase(mailbox))
+                or cadence.due(
+                    pushed[mailbox],
+                    bound_s=bound_s,
+                    at=cadence.phase(mailbox),
+                    on_notice=self._noticed.get(mailbox) == pushed[mailbox],
+                )
                 <= now
             )
         )
