@@ -28,8 +28,8 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import httpcore
-import httpx
 
+from bookingcache.contract.pool import PooledTransport, SocketStreams
 from bookingcache.errors import UpstreamError
 
 URL_NOT_ALLOWED = "url-not-allowed"
@@ -225,23 +225,11 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-class GuardedTransport(httpx.AsyncHTTPTransport):
+class GuardedTransport(PooledTransport):
     """httpx's own transport (no proxies from the environment) over ``GuardedBackend``."""
 
     def __init__(
         self, *, verify: ssl.SSLContext | bool = True, resolver: Resolver = system_resolver
     ) -> None:
-        super().__init__(verify=verify, trust_env=False)
-        context = verify if isinstance(verify, ssl.SSLContext) else None
-        if context is None:
-            context = httpx.create_ssl_context(verify=verify, trust_env=False)
-        # httpx does not take a network backend; its pool is replaced by one with ours, made
-        # with the pool settings httpx's defaults give.
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=5.0,
-            network_backend=GuardedBackend(resolver=resolver),
-        )
+        backend = GuardedBackend(resolver=resolver, inner=SocketStreams())
+        super().__init__(verify=verify, backend=backend)
