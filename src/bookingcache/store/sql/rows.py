@@ -304,8 +304,10 @@ def overlaps(event: BasicEvent, start: dt.datetime, end: dt.datetime) -> bool:
     return event.start < end and (event.end > start or event.start >= start)
 
 
-def overlap_condition(start: dt.datetime, end: dt.datetime) -> ColumnElement[bool]:
-    """``overlaps`` as SQL on the events table."""
+def overlap_condition(
+    start: dt.datetime | ColumnElement[Any], end: dt.datetime | ColumnElement[Any]
+) -> ColumnElement[bool]:
+    """``overlaps`` as SQL on the events table (of given instants, or of bound parameters)."""
     return and_(
         events.c.start_utc < end,
         or_(events.c.end_utc > start, events.c.start_utc >= start),

@@ -73,15 +73,40 @@ def events_by_id(
     }
 
 
+# The statements of a window's write are built once, with bound parameters: built again for
+# every write, their construction and cache keys cost more of the CPU than SQLite's work.
+_HELD = select(jobs.c.id).where(
+    jobs.c.id == bindparam("job_id"), jobs.c.locked_by == bindparam("lease")
+)
+_HELD_FOR_UPDATE = _HELD.with_for_update()
+
+
 def hold_claim(conn: Connection, job_id: int, lease: str) -> None:
     """Inside a refresh's write: the job is still claimed by ``lease``, else ``ClaimLost``. On
     PostgreSQL the job row stays locked to the end of the transaction, so no other worker
     takes the claim over between this check and the commit (a claim skips locked rows)."""
-    query = select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.locked_by == lease)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    if conn.execute(query).first() is None:
+    query = _HELD_FOR_UPDATE if conn.dialect.name == "postgresql" else _HELD
+    if conn.execute(query, {"job_id": job_id, "lease": lease}).first() is None:
         raise ClaimLost(f"job {job_id} was claimed again before its refresh wrote")
+
+
+_RECORD_SUCCESS = (
+    update(calendars)
+    .where(
+        calendars.c.tenant_id == bindparam("key_tenant"),
+        calendars.c.mailbox == bindparam("key_mailbox"),
+    )
+    .values(
+        last_refresh_at=bindparam("synced_at", type_=calendars.c.last_refresh_at.type),
+        last_success_at=bindparam("synced_at", type_=calendars.c.last_success_at.type),
+        last_error=None,
+        consecutive_failures=0,
+        window_start=bindparam("new_start", type_=calendars.c.window_start.type),
+        window_end=bindparam("new_end", type_=calendars.c.window_end.type),
+        delta_link=bindparam("new_link", type_=calendars.c.delta_link.type),
+    )
+    .returning(calendars.c.mailbox)
+)
 
 
 def record_success_and_lock(
@@ -105,24 +130,39 @@ def record_success_and_lock(
     fails, so the success is only recorded together with the events.
     """
     result = conn.execute(
-        update(calendars)
-        .where(calendars.c.tenant_id == tenant_id, calendars.c.mailbox == mailbox)
-        .values(
-            last_refresh_at=synced_at,
-            last_success_at=synced_at,
-            last_error=None,
-            consecutive_failures=0,
-            window_start=window_start,
-            window_end=window_end,
-            delta_link=delta_link,
-        )
-        .returning(calendars.c.mailbox)
+        _RECORD_SUCCESS,
+        {
+            "key_tenant": tenant_id,
+            "key_mailbox": mailbox,
+            "synced_at": synced_at,
+            "new_start": window_start,
+            "new_end": window_end,
+            "new_link": delta_link,
+        },
     )
     if result.first() is None:
         tenant = conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id))
         if tenant.first() is None:
             raise NotFound(f"tenant {tenant_id!r} not found")
         raise NotFound(f"no room of tenant {tenant_id!r} is linked to mailbox {mailbox!r}")
+
+
+_OF_CALENDAR = and_(
+    events.c.tenant_id == bindparam("key_tenant"), events.c.mailbox == bindparam("key_mailbox")
+)
+_IN_WINDOW = overlap_condition(bindparam("window_start"), bindparam("window_end"))
+_WITH_IDS = events.c.event_id.in_(bindparam("ids", expanding=True))
+# The cached events in the window now, and those of the given ids wherever they are.
+_CACHED = select(*EVENT_COLUMNS, _IN_WINDOW.label("in_window")).where(
+    _OF_CALENDAR, or_(_IN_WINDOW, _WITH_IDS)
+)
+_CACHED_BY_ID = select(*EVENT_COLUMNS).where(_OF_CALENDAR, _WITH_IDS)
+_DELETE_BY_ID = delete(events).where(_OF_CALENDAR, _WITH_IDS)
+_UPDATE_BY_ID = update(events).where(
+    events.c.tenant_id == bindparam("key_tenant"),
+    events.c.mailbox == bindparam("key_mailbox"),
+    events.c.event_id == bindparam("key_event"),
+)
 
 
 def apply_window(
@@ -135,15 +175,13 @@ def apply_window(
     given: dict[str, BasicEvent],
 ) -> EventDiff:
     """Make the cached events overlapping the window exactly ``given``; return the diff."""
-    of_calendar = and_(events.c.tenant_id == tenant_id, events.c.mailbox == mailbox)
-    in_window_now = overlap_condition(window_start, window_end)
+    key = {"key_tenant": tenant_id, "key_mailbox": mailbox}
     # An event that moved into the window is still cached under its id outside it, so the
     # given ids are looked up too (in the same query while they are few).
     ids = list(given)
     first, rest = ids[:CHUNK], ids[CHUNK:]
-    condition = or_(in_window_now, events.c.event_id.in_(first)) if first else in_window_now
     result = conn.execute(
-        select(*EVENT_COLUMNS, in_window_now.label("in_window")).where(of_calendar, condition)
+        _CACHED, {**key, "window_start": window_start, "window_end": window_end, "ids": first}
     )
     cached: dict[str, BasicEvent] = {}
     in_window: set[str] = set()
@@ -153,9 +191,7 @@ def apply_window(
         if row[-1]:
             in_window.add(event.id)
     for chunk in chunked(rest):
-        result = conn.execute(
-            select(*EVENT_COLUMNS).where(of_calendar, events.c.event_id.in_(chunk))
-        )
+        result = conn.execute(_CACHED_BY_ID, {**key, "ids": list(chunk)})
         cached.update((event.id, event) for event in map(event_from_tuple, result.all()))
 
     added = [event for event_id, event in given.items() if event_id not in cached]
@@ -167,20 +203,15 @@ def apply_window(
     removed = sorted(in_window - given.keys())
 
     for chunk in chunked(removed):
-        conn.execute(delete(events).where(of_calendar, events.c.event_id.in_(chunk)))
+        conn.execute(_DELETE_BY_ID, {**key, "ids": list(chunk)})
     if changed:
-        statement = update(events).where(
-            events.c.tenant_id == bindparam("key_tenant"),
-            events.c.mailbox == bindparam("key_mailbox"),
-            events.c.event_id == bindparam("key_event"),
-        )
         rows: list[dict[str, Any]] = []
         for event in changed:
             values = event_values(event)
             del values["event_id"]
             values.update(key_tenant=tenant_id, key_mailbox=mailbox, key_event=event.id)
             rows.append(values)
-        conn.execute(statement, rows)
+        conn.execute(_UPDATE_BY_ID, rows)
     if added:
         conn.execute(
             insert(events),
