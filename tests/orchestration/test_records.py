@@ -184,6 +184,9 @@ async def test_last_notification_shows_from_the_pending_refresh_and_lives_on_in_
     found = {r.mailbox: r.last_notification_at for r in await records.calendars()}
     assert found == {a: later, b: None}
     assert await records.last_notification("contoso", a) == later
+    # Many calendars in one read: the same answers, none for a calendar never notified.
+    many = await records.last_notifications([("contoso", a), ("contoso", b), ("other", a)])
+    assert many == {("contoso", a): later}
 
 
 async def test_progress_counts_linked_subscribed_and_fresh_rooms_in_the_database(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from bookingcache.clock import Clock
 from bookingcache.store.duties import SILENCE, DutyKeeper, Lease, LeaseLost
@@ -75,9 +75,9 @@ class SilenceTracker:
                         seq = await _retrying(store.last_change_seq, interval_s)
                     self._loaded = lease
                 changes = await store.changes_since(seq, limit=batch)
-                for change in changes:
-                    await self.judge(change)
-                    seq = change.seq
+                await self.judge(changes)
+                if changes:
+                    seq = changes[-1].seq
                 await self._save(seq, lease)
                 if self._duties is not None:
                     self._duties.ran(SILENCE)
@@ -107,13 +107,22 @@ class SilenceTracker:
         if self._loaded is None:
             self._seen = await self._state.silence_records()
 
-    async def judge(self, change: CalendarChange) -> None:
-        key = (change.tenant_id, change.mailbox)
-        try:
-            notified = await self._records.last_notification(*key)
-        except Exception:  # judging is best effort; the next change judges again
-            log.exception("could not judge change of %s/%s", *key)
+    async def judge(self, changes: Sequence[CalendarChange]) -> None:
+        """Judge changes of the feed in order, with one read of their calendars' newest
+        notifications."""
+        if not changes:
             return
+        keys = {(change.tenant_id, change.mailbox) for change in changes}
+        try:
+            notified = await self._records.last_notifications(keys)
+        except Exception:  # judging is best effort; the next change judges again
+            log.exception("could not judge %d changes", len(changes))
+            return
+        for change in changes:
+            self._judge_one(change, notified.get((change.tenant_id, change.mailbox)))
+
+    def _judge_one(self, change: CalendarChange, notified: dt.datetime | None) -> None:
+        key = (change.tenant_id, change.mailbox)
         seen = self._seen.get(key)
         self._dirty.add(key)
         if seen is None:

@@ -139,3 +139,10 @@ class Subscriptions(Protocol):
     async def last_notification(self, tenant_id: str, mailbox: str) -> dt.datetime | None:
         """When the calendar's newest change notification arrived, as far as it is known."""
         ...
+
+    async def last_notifications(
+        self, calendars: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], dt.datetime]:
+        """``last_notification`` of many calendars (tenant, mailbox) in one read; a calendar
+        with none known is left out."""
+        ...

@@ -404,18 +404,45 @@ class SqlSubscriptions:
             return await count_progress(connection, fresh_since, now=self._clock.now())
 
     async def last_notification(self, tenant_id: str, mailbox: str) -> dt.datetime | None:
+        return (await self.last_notifications([(tenant_id, mailbox)])).get((tenant_id, mailbox))
+
+    async def last_notifications(
+        self, calendars: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], dt.datetime]:
+        wanted = sorted(set(calendars))
+        found: dict[tuple[str, str], dt.datetime] = {}
+
+        def keep(key: tuple[str, str], at: dt.datetime) -> None:
+            if key not in found or at > found[key]:
+                found[key] = at
+
         async with self._store.read() as connection:
-            recorded = await connection.scalar(
-                sa.select(subscriptions.c.last_notification_at).where(
-                    subscriptions.c.tenant_id == tenant_id, subscriptions.c.mailbox == mailbox
+            for offset in range(0, len(wanted), _LOOKUP_CHUNK):
+                chunk = wanted[offset : offset + _LOOKUP_CHUNK]
+                recorded = await connection.execute(
+                    sa.select(
+                        subscriptions.c.tenant_id,
+                        subscriptions.c.mailbox,
+                        subscriptions.c.last_notification_at,
+                    ).where(
+                        sa.tuple_(subscriptions.c.tenant_id, subscriptions.c.mailbox).in_(chunk),
+                        subscriptions.c.last_notification_at.is_not(None),
+                    )
                 )
-            )
-            pending = await connection.scalar(
-                sa.select(sa.func.max(jobs.c.last_notified_at)).where(
-                    jobs.c.tenant_id == tenant_id, jobs.c.mailbox == mailbox
+                for row in recorded:
+                    keep((row.tenant_id, row.mailbox), row.last_notification_at)
+                # A pending refresh's notification is newer than the record until it is done.
+                pending = await connection.execute(
+                    sa.select(
+                        jobs.c.tenant_id, jobs.c.mailbox, sa.func.max(jobs.c.last_notified_at)
+                    )
+                    .where(sa.tuple_(jobs.c.tenant_id, jobs.c.mailbox).in_(chunk))
+                    .group_by(jobs.c.tenant_id, jobs.c.mailbox)
                 )
-            )
-        return _newest(recorded, pending)
+                for tenant_id, mailbox, at in pending:
+                    if at is not None:
+                        keep((tenant_id, mailbox), as_utc(at))
+        return found
 
 
 # --- inside other adapters' transactions ------------------------------------------------------
