@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bookingcache.clock import Clock
 from bookingcache.contract.signing import NO_MATCH, SignatureVerifier
 from bookingcache.domain.notifications import InboxItem
-from bookingcache.domain.tenancy import EventSource
+from bookingcache.domain.tenancy import EventSource, Tenant
 from bookingcache.domain.titles import withhold_titles
 from bookingcache.errors import BadSignature, NotFound, NotPersisted, UnsupportedMediaType
 from bookingcache.intake import graph, relay
@@ -108,11 +108,11 @@ class IntakeService:
         """Verify, validate and apply a relay call; nothing is stored unless all of it is
         valid. Raises ``BadSignature``, ``UnsupportedMediaType``, ``MalformedBody`` (and its
         ``InvalidRelayCall``) or ``NotPersisted``."""
-        message_id = await self.verify_signed(
+        tenant, message_id = await self._verify(
             tenant_id, method=method, path_with_query=path_with_query, headers=headers, body=body
         )
         try:
-            return await self._accept_relay(tenant_id, content_type=content_type, body=body)
+            return await self._accept_relay(tenant, content_type=content_type, body=body)
         except BaseException:
             # Not accepted: the sender may retry this very call.
             await self.release_signed(tenant_id, message_id)
@@ -130,8 +130,28 @@ class IntakeService:
         """Check that a call is signed with the tenant's signing secret, now, for the first
         time (in every process on the database); returns its ``webhook-id``. Raises
         ``BadSignature``, worded the same for a tenant the service does not know."""
+        return (
+            await self._verify(
+                tenant_id,
+                method=method,
+                path_with_query=path_with_query,
+                headers=headers,
+                body=body,
+            )
+        )[1]
+
+    async def _verify(
+        self,
+        tenant_id: str,
+        *,
+        method: str,
+        path_with_query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> tuple[Tenant, str]:
+        """``verify_signed``, with the tenant as read with its secrets."""
         try:
-            secrets = await self._store.signing_secrets(tenant_id)
+            tenant, secrets = await self._store.signed_tenant(tenant_id)
         except NotFound as exc:
             # Said as a wrong signature is, so that unsigned callers cannot learn which
             # tenants exist.
@@ -155,7 +175,7 @@ class IntakeService:
             # Accepted by another process on this database: a replay (this process keeps
             # the id reserved too).
             raise BadSignature("this webhook-id was already accepted (replay)")
-        return message_id
+        return tenant, message_id
 
     async def release_signed(self, tenant_id: str, message_id: str) -> None:
         """Forget a verified call that was not accepted after all, so that its sender may send
@@ -167,8 +187,9 @@ class IntakeService:
             log.warning("could not release webhook-id %s of %s", message_id, tenant_id)
 
     async def _accept_relay(
-        self, tenant_id: str, *, content_type: str | None, body: bytes
+        self, tenant: Tenant, *, content_type: str | None, body: bytes
     ) -> RelayOutcome:
+        tenant_id = tenant.id
         if not is_json(content_type):
             raise UnsupportedMediaType("the relay call must be sent as application/json")
         call = relay.parse_call(body)
@@ -176,20 +197,18 @@ class IntakeService:
         unknown, dropped = relay.drop_unknown(call, known)
         items = relay.inbox_items(call, tenant_id=tenant_id, known=known)
         applied = 0
-        if call.windows:
-            tenant = await self._store.get_tenant(tenant_id)
-            if EventSource(tenant.event_source) is EventSource.PUSH:
-                for window in call.windows:
-                    await self._store.replace_window(
-                        tenant_id,
-                        known[window.mailbox],
-                        window_start=window.start,
-                        window_end=window.end,
-                        events=withhold_titles(window.basic_events(), tenant.title_policy),
-                        synced_at=self._clock.now(),
-                    )
-                    applied += 1
-                self.metrics.pushed_windows.inc(applied)
+        if call.windows and EventSource(tenant.event_source) is EventSource.PUSH:
+            for window in call.windows:
+                await self._store.replace_window(
+                    tenant_id,
+                    known[window.mailbox],
+                    window_start=window.start,
+                    window_end=window.end,
+                    events=withhold_titles(window.basic_events(), tenant.title_policy),
+                    synced_at=self._clock.now(),
+                )
+                applied += 1
+            self.metrics.pushed_windows.inc(applied)
         await self._commit(items, via="alt2")
         if dropped:
             self.metrics.ignored.labels("unknown_mailbox").inc(dropped)

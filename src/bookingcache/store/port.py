@@ -107,6 +107,10 @@ class Store(Protocol):
         previous one until its overlap ends; ``NotFound`` if unknown."""
         ...
 
+    async def signed_tenant(self, tenant_id: str) -> tuple[Tenant, list[str]]:
+        """The tenant and its ``signing_secrets``, in one read; ``NotFound`` if unknown."""
+        ...
+
     async def rotate_signing_secret(
         self, tenant_id: str, secret: str, *, overlap: dt.timedelta
     ) -> dt.datetime:

@@ -10,15 +10,15 @@ import hmac
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from bookingcache.domain.tenancy import GraphCredential, ReadTokenInfo, TenantSecrets
+from bookingcache.domain.tenancy import GraphCredential, ReadTokenInfo, Tenant, TenantSecrets
 from bookingcache.errors import Conflict, InvalidInput, NotFound
 from bookingcache.store.sealing import SecretBox
 from bookingcache.store.sql.base import SqlBase
-from bookingcache.store.sql.rows import tenant_values, token_hash
+from bookingcache.store.sql.rows import tenant_from_row, tenant_values, token_hash
 from bookingcache.store.sql.schema import read_tokens, tenants
 
 # The name of the read token a tenant is created with.
@@ -41,6 +41,10 @@ def insert_read_token(
             tenant_id=tenant_id, name=name, token_sha256=token_hash(token), created_at=at
         )
     )
+
+
+# A tenant's whole row: its settings and its signing secrets, as a relay call needs both.
+_TENANT_ROW = select(tenants).where(tenants.c.id == bindparam("tenant_id"))
 
 
 class SqlCredentials(SqlBase):
@@ -149,16 +153,11 @@ class SqlCredentials(SqlBase):
         return self._box.open(str(secret))
 
     async def signing_secrets(self, tenant_id: str) -> list[str]:
+        return (await self.signed_tenant(tenant_id))[1]
+
+    async def signed_tenant(self, tenant_id: str) -> tuple[Tenant, list[str]]:
         async with self.read() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        tenants.c.signing_secret,
-                        tenants.c.previous_signing_secret,
-                        tenants.c.previous_signing_secret_until,
-                    ).where(tenants.c.id == tenant_id)
-                )
-            ).first()
+            row = (await conn.execute(_TENANT_ROW, {"tenant_id": tenant_id})).first()
         if row is None:
             raise NotFound(f"tenant {tenant_id!r} not found")
         found = [self._box.open(str(row.signing_secret))]
@@ -166,7 +165,7 @@ class SqlCredentials(SqlBase):
         previous = row.previous_signing_secret
         if previous is not None and until is not None and self._clock.now() < until:
             found.append(self._box.open(str(previous)))
-        return found
+        return tenant_from_row(row), found
 
     async def rotate_signing_secret(
         self, tenant_id: str, secret: str, *, overlap: dt.timedelta

@@ -17,7 +17,7 @@ import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -66,6 +66,12 @@ from bookingcache.store.sql.schema import (
     client_states,
     rooms,
     tenants,
+)
+
+# The calendars of a tenant among mailboxes (casefolded), as every relay call asks.
+_NAMES = select(calendars.c.mailbox).where(
+    calendars.c.tenant_id == bindparam("tenant_id"),
+    func.lower(calendars.c.mailbox).in_(bindparam("folded", expanding=True)),
 )
 
 
@@ -376,12 +382,7 @@ class SqlStore(SqlCredentials):
         found: dict[str, str] = {}
         async with self.read() as conn:
             for chunk in windows.chunked(sorted(folded)):
-                rows = await conn.execute(
-                    select(calendars.c.mailbox).where(
-                        calendars.c.tenant_id == tenant_id,
-                        func.lower(calendars.c.mailbox).in_(chunk),
-                    )
-                )
+                rows = await conn.execute(_NAMES, {"tenant_id": tenant_id, "folded": list(chunk)})
                 for row in rows:
                     found[row.mailbox.casefold()] = row.mailbox
         return {m: found[m.casefold()] for m in mailboxes if m.casefold() in found}
