@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from bookingcache.clock import FixedClock
+from bookingcache.contract.signing import ReplayCache
 from bookingcache.store.sql.store import SqlStore
 from tests.support.signing import sign
 from tests.support.snapshot import snapshot
@@ -213,3 +214,19 @@ async def test_an_unknown_tenant_hears_what_a_wrong_signature_hears(
     assert unknown.status_code == wrong.status_code == 401
     assert unknown.json()["detail"] == wrong.json()["detail"]
     assert "nobody" not in unknown.json()["detail"]
+
+
+def test_the_replay_cache_refuses_an_id_inside_the_window_and_forgets_old_ones() -> None:
+    cache = ReplayCache()
+    start = dt.datetime(2026, 3, 29, 0, 30, tzinfo=dt.UTC)
+    assert cache.reserve("t", "msg-0", sent_at=start, now=start)
+    assert not cache.reserve("t", "msg-0", sent_at=start, now=start + dt.timedelta(minutes=4))
+    assert cache.reserve("u", "msg-0", sent_at=start, now=start)  # another tenant's id
+    # 100 calls a second for ten minutes: ids older than the window are dropped as it goes.
+    for number in range(1, 60_000):
+        at = start + dt.timedelta(milliseconds=10 * number)
+        assert cache.reserve("t", f"msg-{number}", sent_at=at, now=at)
+    assert len(cache) <= 30_000 + 100 + 2
+    later = start + dt.timedelta(minutes=10)
+    assert not cache.reserve("t", "msg-59999", sent_at=later, now=later)
+    assert cache.reserve("t", "msg-0", sent_at=later, now=later)  # its first use left the window
