@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +77,8 @@ from bookingcache.sync.worker import SourceSet
 log = logging.getLogger(__name__)
 
 _DATABASE_RETRY_S = 0.5
+# How long one step of stopping a process may take (``Container.close``).
+STOP_STEP_S = 15.0
 
 
 # --- settings from the environment -------------------------------------------------------------
@@ -226,18 +228,77 @@ class Container:
         self.duties.launch()
         self.sync.start()
 
-    async def close(self) -> None:
-        """Stop what runs (stopping what never started is nothing), then close the clients."""
+    async def close(self, *, step_s: float = STOP_STEP_S) -> None:
+        """Stop what runs (stopping what never started is nothing), then close the clients.
+
+        Each step has ``step_s``: one that fails or overruns is logged, with what every task
+        of the process is waiting on, and the stop goes on, so that a process told to stop
+        always stops (the database rolls back what a connection left open, and leases run
+        out)."""
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         if self.orchestrator is not None:
-            await self.orchestrator.stop()
-        await self.sync.stop()
-        await self.duties.stop()
-        await self.database_probe.stop()
-        await self.stream_hub.detach()
-        await self.read_model.detach()
-        await self.intake.committer.drain()
-        await self.connector.aclose()
-        await self.store.close()
+            steps.append(("the subscription orchestration", self.orchestrator.stop))
+        steps += [
+            ("the sync worker", self.sync.stop),
+            ("the cluster duties", self.duties.stop),
+            ("the database probe", self.database_probe.stop),
+            ("the change stream", self.stream_hub.detach),
+            ("the read model", self.read_model.detach),
+            ("the inbox's last commit", self.intake.committer.drain),
+            ("the connector client", self.connector.aclose),
+            ("the store", self.store.close),
+        ]
+        for name, step in steps:
+            await stop_within(name, step, step_s)
+
+
+async def stop_within(name: str, step: Callable[[], Awaitable[None]], limit_s: float) -> bool:
+    """Run one step of a stop for at most ``limit_s``; False (logged) when it failed or
+    overran, in which case it is left to end on its own."""
+    task = asyncio.ensure_future(step())
+    done, _ = await asyncio.wait({task}, timeout=limit_s)
+    if not done:
+        log.error(
+            "stopping %s took longer than %g s; the stop goes on without it. "
+            "What the process's tasks wait on:\n%s",
+            name,
+            limit_s,
+            tasks_waiting(),
+        )
+        task.add_done_callback(_forget)
+        return False
+    if not task.cancelled() and task.exception() is not None:
+        log.error("stopping %s failed", name, exc_info=task.exception())
+        return False
+    return True
+
+
+def _forget(task: asyncio.Future[None]) -> None:
+    # A step that ended after the stop went on: its outcome was already reported as overrun.
+    if not task.cancelled():
+        task.exception()
+
+
+def tasks_waiting(*, depth: int = 12) -> str:
+    """Every other task of the running loop and the chain of awaits it is suspended in, from
+    its coroutine to the innermost one (a task's own stack shows only its outermost frame)."""
+    lines: list[str] = []
+    current = asyncio.current_task()
+    for task in sorted(asyncio.all_tasks(), key=lambda t: t.get_name()):
+        if task is current:
+            continue
+        lines.append(f"- {task.get_name()}")
+        awaited: Any = task.get_coro()
+        for _ in range(depth):
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is None:
+                if awaited is not None:
+                    lines.append(f"    awaiting {type(awaited).__name__}")
+                break
+            code = frame.f_code
+            lines.append(f"    {code.co_filename}:{frame.f_lineno} in {code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return "\n".join(lines)
 
 
 def secret_box(settings: Settings) -> SecretBox:

@@ -293,9 +293,9 @@ def _service_hooks(scan: SecretScan, patches: _Patches) -> None:
         return wrapper
 
     def closing(original: Any) -> Any:
-        async def wrapper(self: Any) -> Any:
+        async def wrapper(self: Any, **kw: Any) -> Any:
             scan.text("the service's /metrics", generate_latest(self.metrics).decode())
-            return await original(self)
+            return await original(self, **kw)
 
         return wrapper
 
