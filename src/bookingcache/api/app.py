@@ -67,16 +67,19 @@ of these closes the connection.
 
 
 class ServiceApp(FastAPI):
-    """The service's FastAPI app, with Graph's webhook POSTs answered before the middleware
-    stack and the router (see ``intake.GraphWebhook``, which does what those layers would do
-    for these requests). Every HTTP answer, from either way in and the outermost error
-    handler's 500 too, gets the security headers (``security_headers``)."""
+    """The service's FastAPI app, with Graph's webhook POSTs and the connector relay's calls
+    answered before the middleware stack and the router (see ``intake.BareExchange``, which
+    does what those layers would do for these requests). Every HTTP answer, from either way
+    in and the outermost error handler's 500 too, gets the security headers
+    (``security_headers``)."""
 
     # Set by ``create_app`` from the settings: how many proxies' X-Forwarded-* entries count.
     trusted_proxy_hops = 0
     # Set by ``create_app``: the single-room read's way around the routing (``fast_reads``);
     # None sends every request through the stack.
     room_availability_read: fast_reads.RoomAvailabilityRead | None = None
+    # Whether the connector relay's calls are answered before the stack (``intake.RelayEndpoint``).
+    relay_fast_path = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -95,6 +98,11 @@ class ServiceApp(FastAPI):
                 await intake.GraphWebhook(self, kind=match[1], tenant=match[2])(
                     scope, receive, send
                 )
+                return
+            match = intake.RELAY_PATH.fullmatch(scope["path"])
+            if match is not None and self.relay_fast_path and intake.RelayEndpoint.takes(scope):
+                scope["app"] = self
+                await intake.RelayEndpoint(self, tenant=match[1])(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 

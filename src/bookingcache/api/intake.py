@@ -4,14 +4,17 @@ see docs/intake.md."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
+from collections.abc import Awaitable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Path, Request, Response
 from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from bookingcache.api import request_id as request_ids
@@ -123,20 +126,22 @@ def openapi_components() -> dict[str, Any]:
     return components
 
 
-class GraphWebhook:
-    """Graph's POSTs to either webhook URL, served as a bare ASGI exchange: the handshake,
-    202, or a problem. ``ServiceApp`` hands matching requests here before the middleware
-    stack and the router (Graph judges an endpoint by its latency and throughput, and these
-    requests need none of the routing machinery); the documented FastAPI routes below answer
-    with the same object, so both ways in behave identically.
+class BareExchange:
+    """A notification POST served as a bare ASGI exchange. ``ServiceApp`` hands matching
+    requests here before the middleware stack and the router (senders judge an endpoint by its
+    latency and throughput, and these requests need none of the routing machinery); the
+    documented FastAPI routes below answer with the same object, so both ways in behave
+    identically.
 
     What the middleware stack gives other requests comes from the same code here: the request
     id (``request_id.assign``), the body limit (``limits``), the HTTP metrics
     (``HttpMetrics.observe``) and the problem answers (``problems.problem_of``)."""
 
-    def __init__(self, app: FastAPI, *, kind: str, tenant: str) -> None:
+    # The route's template, the label of its HTTP metrics.
+    route = ""
+
+    def __init__(self, app: FastAPI, *, tenant: str) -> None:
         self.app = app
-        self.kind = kind
         self.tenant = tenant
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -156,9 +161,26 @@ class GraphWebhook:
             )
             status = await _send_problem(scope, send, request_id, unexpected_problem(request_id))
         metrics: HttpMetrics = self.app.state.http_metrics
-        metrics.observe(
-            "POST", f"/graph/{self.kind}/{{tenant}}", status, time.perf_counter() - started
-        )
+        metrics.observe("POST", self.route, status, time.perf_counter() - started)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
+        """The exchange's answer, sent; its status. Raises what becomes a problem answer."""
+        raise NotImplementedError
+
+    def _body(self, scope: Scope, receive: Receive) -> Awaitable[bytes]:
+        """The request's body, within the path's limit (413 past it)."""
+        limits: BodyLimits = self.app.state.body_limits
+        limit = limits.limit_for(scope["path"])
+        check_declared(scope, limit)
+        return read_body(limited(receive, limit))
+
+
+class GraphWebhook(BareExchange):
+    """Graph's POSTs to either webhook URL: the handshake, 202, or a problem."""
+
+    def __init__(self, app: FastAPI, *, kind: str, tenant: str) -> None:
+        super().__init__(app, tenant=tenant)
+        self.route = f"/graph/{kind}/{{tenant}}"
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
         query = scope.get("query_string", b"")
@@ -177,10 +199,7 @@ class GraphWebhook:
                 return 200
         intake = services_of(self.app).intake
         try:
-            limits: BodyLimits = self.app.state.body_limits
-            limit = limits.limit_for(scope["path"])
-            check_declared(scope, limit)
-            body = await read_body(limited(receive, limit))
+            body = await self._body(scope, receive)
             content_type = next(
                 (value for name, value in scope["headers"] if name == b"content-type"), None
             )
@@ -310,28 +329,65 @@ async def relay_notifications(request: Request, tenant: TenantPath) -> RelayAcce
     """A call whose signature does not verify counts against its client address's budget of
     failed authentications: over it, the answer is 429 with `Retry-After` instead of 401. A call
     that verifies is never refused for it."""
-    services = services_of(request.app)
+    return await accept_relay(request.app, request.scope, tenant, await request.body())
+
+
+async def accept_relay(app: FastAPI, scope: Scope, tenant: str, body: bytes) -> RelayAccepted:
+    """What the relay call in ``scope`` with ``body`` did; raises what becomes its problem
+    answer. A call that does not verify counts against its address's failed attempts."""
+    services = services_of(app)
     intake = services.intake
-    raw_path = request.scope.get("raw_path") or request.url.path.encode()
-    query = request.scope.get("query_string", b"")
+    headers = Headers(scope=scope)
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string", b"")
     target = raw_path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
     try:
         outcome = await intake.receive_relay(
             tenant,
-            method=request.method,
+            method=scope["method"],
             path_with_query=target,
-            headers=request.headers,
-            content_type=request.headers.get("content-type"),
-            body=await request.body(),
+            headers=headers,
+            content_type=headers.get("content-type"),
+            body=body,
         )
     except BookingCacheError as exc:
         intake.metrics.count_rejected("alt2", exc)
         if isinstance(exc, BadSignature):
-            throttle: AuthThrottle = request.app.state.auth_throttle
-            throttle.failed(throttle.client_address(request.scope), None, now=services.clock.now())
+            throttle: AuthThrottle = app.state.auth_throttle
+            throttle.failed(throttle.client_address(scope), None, now=services.clock.now())
         raise
     return RelayAccepted(
         notifications=outcome.notifications,
         windowsApplied=outcome.windows_applied,
         ignoredMailboxes=outcome.ignored_mailboxes,
     )
+
+
+RELAY_PATH = re.compile(r"/v1/tenants/(" + TENANT_ID_PATTERN.strip("^$") + ")/notifications")
+
+
+class RelayEndpoint(BareExchange):
+    """The connector relay's signed call as a bare exchange, for the calls that need nothing
+    else of the stack: ``ServiceApp`` sends those with a query string (for the app's query
+    checks) or an ``Origin`` (for the CORS policy) the full way, to ``relay_notifications``.
+    Both answer through ``accept_relay``, and ``tests/intake/test_relay_fast_path.py`` holds
+    them to the same answers."""
+
+    route = "/v1/tenants/{tenant}/notifications"
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
+        body = await self._body(scope, receive)
+        accepted = await accept_relay(self.app, scope, self.tenant, body)
+        # As the route's JSON answer is encoded.
+        content = json.dumps(
+            accepted.model_dump(by_alias=True), ensure_ascii=False, separators=(",", ":")
+        )
+        await _send(send, 202, content.encode(), request_id, (b"content-type", b"application/json"))
+        return 202
+
+    @staticmethod
+    def takes(scope: Scope) -> bool:
+        """Whether the request needs nothing of the stack but what this exchange does."""
+        if scope.get("query_string"):
+            return False
+        return not any(name == b"origin" for name, _ in scope["headers"])
