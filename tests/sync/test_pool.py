@@ -152,3 +152,35 @@ async def test_the_idle_check_asks_the_socket_not_the_stream() -> None:
             stream.get_extra_info("ssl_object")  # anything else is the stream's own answer
     finally:
         ours.close()
+
+
+async def test_a_request_cancelled_in_its_tls_handshake_closes_its_socket() -> None:
+    """httpcore leaves the socket open when a request is cancelled during the handshake (the
+    server here accepts and never answers); the pool's stream closes it."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(5)
+    port = server.getsockname()[1]
+    transport = PooledTransport()
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            request = asyncio.create_task(client.get(f"https://127.0.0.1:{port}/"))
+            accepted, _ = await asyncio.to_thread(server.accept)
+            with accepted:
+                accepted.settimeout(5)
+                hello = await asyncio.to_thread(accepted.recv, 1)
+                assert hello == b"\x16"  # the client's TLS handshake has begun
+                request.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await request
+
+                def rest() -> bytes:
+                    data = b""
+                    while chunk := accepted.recv(65536):
+                        data += chunk
+                    return data
+
+                # The client's end is closed: the server reads to the end of the stream, where
+                # an open socket would leave it waiting until its timeout.
+                await asyncio.to_thread(rest)
+    finally:
+        server.close()

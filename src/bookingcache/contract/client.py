@@ -32,6 +32,7 @@ from bookingcache.contract.outbound import (
     UrlNotAllowed,
     check_url,
 )
+from bookingcache.contract.pool import PooledTransport
 from bookingcache.contract.signing import sign_request
 from bookingcache.contract.wire import WireWindow, format_utc
 from bookingcache.domain.events import BasicEvent
@@ -78,11 +79,16 @@ class ConnectorClient:
         many subscriptions at Graph (plus ``SECONDS_PER_SUBSCRIPTION_WRITE`` per mailbox).
         ``policy``: which connector URLs may be called; when it wants public hosts and no
         ``transport`` is given, the network is reached through ``GuardedTransport``, which
-        checks what a host resolves to."""
+        checks what a host resolves to, and otherwise through the same pool unguarded
+        (``PooledTransport``)."""
         self._clock = clock
         self._policy = policy
-        if transport is None and policy.public_only:
-            transport = GuardedTransport(verify=verify)
+        if transport is None:
+            transport = (
+                GuardedTransport(verify=verify)
+                if policy.public_only
+                else PooledTransport(verify=verify)
+            )
         self._events_timeout_s = events_timeout_s
         self._subscriptions_timeout_s = subscriptions_timeout_s
         # trust_env=False: where the connector is reached is the tenant's setting alone.

@@ -18,6 +18,7 @@ import ssl
 from collections.abc import Iterable
 from typing import Any
 
+import anyio
 import httpcore
 import httpx
 
@@ -63,8 +64,16 @@ class _Stream(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
     ) -> httpcore.AsyncNetworkStream:
+        try:
+            wrapped = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        except BaseException:
+            # httpcore closes the stream when the handshake fails, but not when the request is
+            # cancelled (a stop, a caller giving up) in the middle of it: the socket would stay
+            # open until the stream is collected.
+            with anyio.CancelScope(shield=True):
+                await self._inner.aclose()
+            raise
         # TLS runs over the same socket: a closed connection still shows on it.
-        wrapped = await self._inner.start_tls(ssl_context, server_hostname, timeout)
         return _Stream(wrapped, self._socket)
 
     def get_extra_info(self, info: str) -> Any:
