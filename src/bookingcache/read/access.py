@@ -63,6 +63,8 @@ class AccessCache:
         self._ttl = ttl
         self._token_refresh = token_refresh
         self._tenants: dict[str, tuple[dt.datetime, Tenant]] = {}
+        # The read of a tenant's settings in flight, shared by the requests that wait for it.
+        self._reading: dict[str, asyncio.Future[Tenant]] = {}
         # The tenant of every read token, by the token's SHA-256.
         self._owners: dict[bytes, str] = {}
         # Tokens used since the last batch was written: when, by the token's SHA-256.
@@ -76,13 +78,30 @@ class AccessCache:
         self._hashes_lock = asyncio.Lock()
 
     async def tenant(self, tenant_id: str) -> Tenant:
-        """The tenant's settings; ``NotFound`` for an unknown tenant."""
-        now = self._clock.now()
+        """The tenant's settings; ``NotFound`` for an unknown tenant.
+
+        Requests that find the settings out of date together share one read: without it,
+        every request in flight when they expire would ask the database the same question."""
         cached = self._tenants.get(tenant_id)
-        if cached is not None and _fresh(cached[0], now, self._ttl):
+        if cached is not None and _fresh(cached[0], self._clock.now(), self._ttl):
             return cached[1]
-        tenant = await self._store.get_tenant(tenant_id)
-        self._tenants[tenant_id] = (now, tenant)
+        reading = self._reading.get(tenant_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_tenant(tenant_id))
+            self._reading[tenant_id] = reading
+        # Shielded: a request that goes away does not cancel the others' read.
+        return await asyncio.shield(reading)
+
+    async def _read_tenant(self, tenant_id: str) -> Tenant:
+        now = self._clock.now()
+        forgotten = self._forgotten
+        try:
+            tenant = await self._store.get_tenant(tenant_id)
+        finally:
+            if self._reading.get(tenant_id) is asyncio.current_task():
+                del self._reading[tenant_id]
+        if forgotten == self._forgotten:  # else: it may predate the change; read again next
+            self._tenants[tenant_id] = (now, tenant)
         return tenant
 
     async def read_token_valid(self, tenant_id: str, token: str) -> bool:
@@ -165,6 +184,7 @@ class AccessCache:
         every token's owner (a revoked token must stop working here at once), read again
         before the next check."""
         self._tenants.pop(tenant_id, None)
+        self._reading.pop(tenant_id, None)  # a read in flight may predate the change
         self._owners = {
             digest: owner for digest, owner in self._owners.items() if owner != tenant_id
         }
