@@ -1,4 +1,4 @@
-"""The Graph client's connection pool (contract.pool): idle connections are checked on their
+"""The connector client's connection pool (contract.pool): idle connections are checked on their
 socket, a connection the server closed is not used again, and kept-alive connections are, over
 TLS too."""
 

@@ -8,6 +8,9 @@ attributes on every lookup: tens of microseconds per connection per pass. A work
 reads in flight to Graph keeps about 64 connections in the pool, so every request paid
 milliseconds of CPU before it was sent. ``SocketStreams`` keeps each connection's socket from
 when it was made and answers with one ``poll`` of it, which is what the lookup ends in.
+
+The connector client uses this pool; the Graph source's reads, the service's busiest outbound
+path, go over aiohttp's (``aiohttp_transport``), at about half the CPU again.
 """
 
 from __future__ import annotations

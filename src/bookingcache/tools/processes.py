@@ -28,7 +28,9 @@ import httpx
 from bookingcache.errors import BookingCacheError
 
 # The banner of ``bookingcache serve`` (and of the benchmarks' baseline server).
-LISTENING = re.compile(r"listening on (?P<url>http://(?P<host>\[[^\]]+\]|[^:\s/]+):(?P<port>\d+))")
+LISTENING = re.compile(
+    r"listening on (?P<url>https?://(?P<host>\[[^\]]+\]|[^:\s/]+):(?P<port>\d+))"
+)
 
 
 def command(name: str, *args: str) -> list[str]:

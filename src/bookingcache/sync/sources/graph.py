@@ -38,8 +38,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bookingcache.clock import Clock
+from bookingcache.contract.aiohttp_transport import AiohttpTransport
 from bookingcache.contract.http import retry_after_s, schema_problems
-from bookingcache.contract.pool import PooledTransport
 from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.tenancy import CalendarState, GraphAccess
 from bookingcache.errors import Throttled, UpstreamError
@@ -133,7 +133,7 @@ class GraphSource:
             verify = ssl.create_default_context(cafile=settings.ca_bundle)
         # trust_env=False: proxies and CA bundles come from settings, not the host environment.
         self._http = httpx.AsyncClient(
-            transport=transport or PooledTransport(verify=verify),
+            transport=transport or AiohttpTransport(verify=verify),
             timeout=settings.request_timeout_s,
             verify=verify,
             trust_env=False,

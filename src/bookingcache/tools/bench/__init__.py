@@ -43,6 +43,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bookingcache.tools.bench.onboard",
         "10,000 rooms linked at once: time until all are subscribed and fresh, Graph's limits",
     ),
+    "graph-client": (
+        "bookingcache.tools.bench.graph_client",
+        "CPU per Graph read through the Graph source's transport and through httpx's own",
+    ),
     "hostile": (
         "bookingcache.tools.bench.hostile",
         "oversized request targets and stalled request heads against the service",
