@@ -525,3 +525,20 @@ async def test_reauthorization_required_renews_the_subscription(
     assert [x["lifecycleEvent"] for c in receiver.accepted for x in c["lifecycle"]] == [
         "reauthorizationRequired"
     ] * 2
+
+
+def test_a_batch_reads_the_client_states_of_its_own_subscriptions(tmp_path: Any) -> None:
+    store = StateStore(tmp_path / "state.db")
+    try:
+        for n in range(1200):
+            store.remember_subscription(f"sub-{n}", f"room{n}@contoso.test", f"state-{n}")
+        store.remember_subscription("sub-none", "roomx@contoso.test", None)
+        # More ids than one IN list holds, some unknown, one without a clientState, repeats.
+        wanted = [f"sub-{n}" for n in range(0, 1200, 2)] + ["sub-999", "nobody", "sub-none"]
+        found = store.client_states_of(wanted + wanted[:10])
+        assert found == {f"sub-{n}": f"state-{n}" for n in range(0, 1200, 2)} | {
+            "sub-999": "state-999"
+        }
+        assert store.client_states_of([]) == {}
+    finally:
+        store.close()

@@ -141,18 +141,19 @@ class Relay:
         items = parse_batch(body, field)
         # A subscription this connector knows must carry its own clientState; others (created
         # elsewhere, not yet listed) any clientState the connector has been told about.
-        per_subscription = self._store.client_state_map()
-        known = set(self._configured_states) | set(per_subscription.values())
-        accepted = [
-            (kind, item["subscriptionId"], None, item[field])
-            for item in items
-            if state_matches(
-                item.get("clientState"),
-                [per_subscription[item["subscriptionId"]]]
-                if item["subscriptionId"] in per_subscription
-                else known,
-            )
-        ]
+        per_subscription = self._store.client_states_of(item["subscriptionId"] for item in items)
+        known: set[str] | None = None  # read only for a subscription not listed here
+        accepted = []
+        for item in items:
+            expected = per_subscription.get(item["subscriptionId"])
+            if expected is not None:
+                allowed: Iterable[str] = [expected]
+            else:
+                if known is None:
+                    known = set(self._configured_states) | self._store.client_states()
+                allowed = known
+            if state_matches(item.get("clientState"), allowed):
+                accepted.append((kind, item["subscriptionId"], None, item[field]))
         if len(accepted) < len(items):
             log.warning(
                 "ignored %d notification(s) with a wrong clientState", len(items) - len(accepted)
