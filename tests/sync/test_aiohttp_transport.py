@@ -78,6 +78,17 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     return head, await reader.readexactly(length)
 
 
+async def _never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+
+
+async def _cut_short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+    writer.write(_answer(b"x" * 100)[:-60])  # 40 of the 100 bytes promised
+    await writer.drain()
+    writer.close()
+
+
 async def test_a_request_goes_out_as_httpx_built_it(
     serve: Callable[[Handler], Awaitable[_Server]],
 ) -> None:
@@ -149,25 +160,16 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
 async def test_a_server_that_never_answers_is_a_read_timeout(
     serve: Callable[[Handler], Awaitable[_Server]],
 ) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-
-    server = await serve(handler)
+    server = await serve(_never_answer)
     async with httpx.AsyncClient(transport=AiohttpTransport(), timeout=0.3) as client:
         with pytest.raises(httpx.ReadTimeout):
             await client.get(server.url)
 
 
-async def test_a_body_cut_short_is_a_protocol_error_and_its_connection_is_closed(
+async def test_a_body_cut_short_is_a_protocol_error(
     serve: Callable[[Handler], Awaitable[_Server]],
 ) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(_answer(b"x" * 100)[:-60])  # 40 of the 100 bytes promised
-        await writer.drain()
-        writer.close()
-
-    server = await serve(handler)
+    server = await serve(_cut_short)
     async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
         with pytest.raises(httpx.RemoteProtocolError):
             await client.get(server.url)

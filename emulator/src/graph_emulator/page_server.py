@@ -17,6 +17,7 @@ from pathlib import Path
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from graph_emulator.server import bind
 from graph_emulator.tls import write_self_signed
 
 EVENTS = 10
@@ -82,10 +83,11 @@ class PageApp:
 async def _serve(tls_dir: Path, host: str) -> None:
     cert, key = write_self_signed(tls_dir, now=dt.datetime.now(dt.UTC))
     app = PageApp()
+    sock = bind(host, 0)
+    bound_host, bound_port = sock.getsockname()[:2]
+    app.body = delta_page(f"https://{bound_host}:{bound_port}")
     config = uvicorn.Config(
         app,
-        host=host,
-        port=0,
         http="httptools",
         lifespan="off",
         log_level="warning",
@@ -93,17 +95,8 @@ async def _serve(tls_dir: Path, host: str) -> None:
         ssl_certfile=str(cert),
         ssl_keyfile=str(key),
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-            return
-        await asyncio.sleep(0.01)
-    bound_host, bound_port = server.servers[0].sockets[0].getsockname()[:2]
-    app.body = delta_page(f"https://{bound_host}:{bound_port}")
     print(f"graph pages listening on https://{bound_host}:{bound_port}", flush=True)
-    await task
+    await uvicorn.Server(config).serve(sockets=[sock])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
