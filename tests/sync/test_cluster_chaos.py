@@ -80,7 +80,7 @@ RATE = 20.0  # changes per second
 BURST = 120  # changes at once, while an API process is killed
 SLOT = dt.timedelta(minutes=30)
 BOOKING = dt.timedelta(minutes=15)
-SLOTS = 48  # tomorrow's half hours
+SLOTS = 48  # the half hours of the day after tomorrow
 HELD = 3  # bookings a room holds at most
 DUTY_LEASE_S = 6.0
 DUTY_RENEW_S = 2.0
@@ -240,8 +240,10 @@ class Traffic:
     def __init__(self, control: httpx.AsyncClient) -> None:
         self.control = control
         self.rng = random.Random(2000)
-        tomorrow = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        self.first_slot = tomorrow + dt.timedelta(days=1)
+        today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        # The day after tomorrow: at least a day ahead whenever the test runs, so no booking
+        # starts while it runs (one that had started would no longer be a room's next meeting).
+        self.first_slot = today + dt.timedelta(days=2)
         self.held: dict[int, dict[str, int]] = {}  # room -> event id -> slot
         self.busy: set[int] = set()
         self.failures: list[str] = []
