@@ -5,7 +5,7 @@ in the same run.
 
 A server of one page (``python -m graph_emulator.page_server``, TLS, its own process) answers
 every request with the same page, so the figures are the client's: this process's user and
-system CPU (``getrusage``) over ``--requests`` GETs at ``--concurrency``, made as the Graph
+system CPU (``/proc``) over ``--requests`` GETs at ``--concurrency``, made as the Graph
 source makes them (``httpx.AsyncClient`` with its settings, a bearer token and the ``Prefer``
 header, the body read). The two transports alternate over ``--rounds`` rounds; ``ratio`` is the
 transport's CPU per request over httpx's own.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
+import os
 import ssl
 import sys
 import tempfile
@@ -27,8 +27,8 @@ import httpx
 
 from bookingcache.contract.aiohttp_transport import AiohttpTransport
 from bookingcache.contract.pool import PooledTransport
-from bookingcache.tools import processes
-from bookingcache.tools.bench.http import BenchError, report
+from bookingcache.tools.bench.http import BenchError, cpu_s, report
+from bookingcache.tools.bench.http import server as bench_server
 
 _PREFER = 'outlook.timezone="UTC", odata.maxpagesize=50'
 _PATH = "/v1.0/users/room@contoso.test/calendarView/delta?$deltatoken=R0usmci39OQxqJrxK4"
@@ -44,8 +44,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """This process's CPU seconds, all its threads."""
+    return cpu_s(os.getpid())
 
 
 async def _round(
@@ -118,12 +118,11 @@ def main(argv: Sequence[str]) -> int:
             str(tls_dir),
         ]
         try:
-            with processes.running(argv_server) as child:
-                match = processes.LISTENING.search(child.banner)
-                assert match is not None
+            with bench_server(argv_server, env=dict(os.environ)) as server:
                 trusted = ssl.create_default_context(cafile=str(tls_dir / "cert.pem"))
-                result = asyncio.run(_measure(match["url"] + _PATH, trusted, args))
-        except (processes.NotAnswering, BenchError) as exc:
+                url = f"https://{server.host}:{server.port}{_PATH}"
+                result = asyncio.run(_measure(url, trusted, args))
+        except BenchError as exc:
             print(f"bookingcache bench graph-client: {exc}", file=sys.stderr)
             return 1
     report(result, as_json=args.json)
