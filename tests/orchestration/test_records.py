@@ -32,7 +32,8 @@ def _row(
 
 
 async def _renewals_asked(records: SqlSubscriptions, tenant_id: str) -> set[str]:
-    return {m for m, action in (await records.needs_action(tenant_id)).items() if action == RENEW}
+    marks = await records.marks(tenant_id)
+    return {m for m, mark in marks.items() if mark.action == RENEW}
 
 
 async def test_rows_are_stored_failures_keep_the_old_subscription_and_unwanted_go(
@@ -49,7 +50,7 @@ async def test_rows_are_stored_failures_keep_the_old_subscription_and_unwanted_g
             _row(b, "sub-b", "created", expires_at=expiry),
             _row(c, None, "failed", error="Graph answered 403 for this mailbox"),
         ],
-        started_at=clock.now(),
+        answered={},
     )
     owners = await registry.lookup(["sub-a", "sub-b"])
     assert {s: o.mailbox for s, o in owners.items()} == {"sub-a": a, "sub-b": b}
@@ -60,9 +61,7 @@ async def test_rows_are_stored_failures_keep_the_old_subscription_and_unwanted_g
 
     # A later failure of b keeps its subscription (it may still deliver) with the error.
     clock.advance(dt.timedelta(minutes=1))
-    await records.save(
-        "contoso", [_row(b, None, "failed", error="throttled")], started_at=clock.now()
-    )
+    await records.save("contoso", [_row(b, None, "failed", error="throttled")], answered={})
     assert (await records.subscription_ids("contoso"))[b] == "sub-b"
     await records.fail("contoso", [a], "connector unreachable")
     again = {r.mailbox: r for r in await records.calendars("contoso")}
@@ -78,8 +77,9 @@ async def test_a_lifecycle_mark_made_during_a_converge_is_kept(
 ) -> None:
     [a] = await add_tenant(store, rooms=1)
     records = SqlSubscriptions(store, clock=clock)
-    await records.save("contoso", [_row(a, "sub-a", "created")], started_at=clock.now())
-    started = clock.now()
+    await records.save("contoso", [_row(a, "sub-a", "created")], answered={})
+    # A converge reads the marks (none), then calls the connector; the mark comes meanwhile.
+    answered = await records.marks("contoso")
     clock.advance(dt.timedelta(seconds=1))
     item = InboxItem(
         tenant_id="contoso",
@@ -92,42 +92,58 @@ async def test_a_lifecycle_mark_made_during_a_converge_is_kept(
     assert await records.tenants_needing_action(expiring_before=soon) == {"contoso"}
     clock.advance(dt.timedelta(seconds=1))
     # The converge that was out when the mark came answers "unchanged": the mark stays.
-    await records.save("contoso", [_row(a, "sub-a", "unchanged")], started_at=started)
+    await records.save("contoso", [_row(a, "sub-a", "unchanged")], answered=answered)
     assert await records.tenants_needing_action(expiring_before=soon) == {"contoso"}
-    # The next converge, started after the mark, settles it.
-    await records.save("contoso", [_row(a, "sub-a2", "recreated")], started_at=clock.now())
+    # The next converge reads the mark, and its answer settles it.
+    answered = await records.marks("contoso")
+    assert {m: mark.action for m, mark in answered.items()} == {a: "recreate"}
+    await records.save("contoso", [_row(a, "sub-a2", "recreated")], answered=answered)
     assert await records.tenants_needing_action(expiring_before=soon) == set()
     async with store.read() as connection:
         action = await connection.scalar(sa.select(subscriptions.c.needs_action))
     assert action == "none"
 
 
-async def test_a_lifecycle_mark_stored_after_a_converge_started_is_kept(
+async def test_a_lifecycle_mark_stored_after_the_marks_were_read_is_kept(
     store: SqlStore, clock: FixedClock
 ) -> None:
-    """The inbox stores a notification a little after it arrived (its group commit round). A
-    converge that started in between could not see the mark, so its save must not clear it."""
+    """The inbox stamps a mark when its transaction begins and commits it a little later (a
+    group commit round, a slow disk). A converge that read the marks in between could not
+    answer it, however early its stamp, so its save must not clear it."""
     [a] = await add_tenant(store, rooms=1)
     records = SqlSubscriptions(store, clock=clock)
     queue = SqlJobQueue(store, clock=clock, coalesce_s=0)
     inbox = SqlInbox(store, jobs=queue, clock=clock)
-    await records.save("contoso", [_row(a, "sub-a", "created")], started_at=clock.now())
-    arrived = clock.now()
+    await records.save("contoso", [_row(a, "sub-a", "created")], answered={})
+    stamped = clock.now()
     clock.advance(dt.timedelta(milliseconds=5))
-    started = clock.now()
-    clock.advance(dt.timedelta(milliseconds=5))
+    answered = await records.marks("contoso")
+    # Stored after the read, stamped before it.
+    clock.set(stamped)
     item = InboxItem(
         tenant_id="contoso",
         subscription_id="sub-a",
         mailbox=None,
         kind=NotificationKind.REAUTHORIZATION_REQUIRED,
     )
-    await inbox.append([item], received_at=arrived)
+    await inbox.append([item], received_at=stamped)
     assert await _renewals_asked(records, "contoso") == {a}
-    clock.advance(dt.timedelta(milliseconds=5))
-    await records.save("contoso", [_row(a, "sub-a", "unchanged")], started_at=started)
+    clock.advance(dt.timedelta(milliseconds=10))
+    await records.save("contoso", [_row(a, "sub-a", "unchanged")], answered=answered)
     assert await _renewals_asked(records, "contoso") == {a}
-    await records.save("contoso", [_row(a, "sub-a", "renewed")], started_at=clock.now())
+    # A second mark of the same kind, after the next converge read the first: its answer
+    # settles neither, because the row changed since the read.
+    answered = await records.marks("contoso")
+    clock.advance(dt.timedelta(milliseconds=10))
+    await inbox.append([item], received_at=clock.now())
+    await records.save("contoso", [_row(a, "sub-a", "renewed")], answered=answered)
+    assert await _renewals_asked(records, "contoso") == {a}
+    # A failed row settles nothing.
+    answered = await records.marks("contoso")
+    await records.save("contoso", [_row(a, None, "failed", error="throttled")], answered=answered)
+    assert await _renewals_asked(records, "contoso") == {a}
+    answered = await records.marks("contoso")
+    await records.save("contoso", [_row(a, "sub-a", "renewed")], answered=answered)
     assert await _renewals_asked(records, "contoso") == set()
 
 
@@ -207,7 +223,7 @@ async def test_progress_counts_linked_subscribed_and_fresh_rooms_in_the_database
             _row(b, "sub-b", "created", expires_at=clock.now() + dt.timedelta(minutes=1)),
             _row(c, None, "failed", error="throttled"),
         ],
-        started_at=clock.now(),
+        answered={},
     )
 
     def read(mailbox: str, at: dt.datetime) -> Callable[[Connection], object]:

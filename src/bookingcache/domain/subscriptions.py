@@ -23,6 +23,15 @@ RECREATE = "recreate"
 
 
 @dataclass(frozen=True, slots=True)
+class Mark:
+    """A subscription's lifecycle mark as read: what it asks for (``RENEW`` or ``RECREATE``)
+    and the row's ``updated_at`` then, which tells whether it changed since."""
+
+    action: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ConvergedSubscription:
     """The connector's answer for one mailbox of the desired set."""
 

@@ -35,13 +35,13 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from math import inf
 
 from bookingcache.clock import Clock
 from bookingcache.contract.client import ConnectorClient
-from bookingcache.domain.subscriptions import NEW, RENEW, ConvergedSubscription
+from bookingcache.domain.subscriptions import NEW, RENEW, ConvergedSubscription, Mark
 from bookingcache.domain.tenancy import NotificationMode, Tenant
 from bookingcache.errors import (
     CONNECTOR_NOT_CONFIGURED,
@@ -369,11 +369,6 @@ class Orchestrator:
         notification_url, lifecycle_url = self.notification_urls(
             tenant_id, mode=tenant.way_in, connector_url=tenant.connector_url
         )
-        # Graph asked to reauthorize these: the connector renews them whatever their expiry.
-        asked = {
-            m for m, a in (await self.subscriptions.needs_action(tenant_id)).items() if a == RENEW
-        }
-        renew_now = [mailbox for mailbox in wanted if mailbox in asked]
         call = functools.partial(
             self._connector.put_subscriptions,
             tenant.connector_url,
@@ -383,10 +378,13 @@ class Orchestrator:
             client_state=state,
             staleness_bound_s=tenant.staleness_bound_s,
         )
-        started = self._clock.now()
         try:
             await self._subscribe_in_parts(tenant_id, wanted, call)
-            started = self._clock.now()
+            # The lifecycle marks this call answers. Graph asked to reauthorize the ``renew``
+            # ones: the connector renews them whatever their expiry. Only these marks are
+            # settled when it answers; one stored while it is out waits for the next converge.
+            marks = await self.subscriptions.marks(tenant_id)
+            renew_now = [m for m in wanted if m in marks and marks[m].action == RENEW]
             rows = await call(mailboxes=wanted, renew_now=renew_now)
         except BookingCacheError as exc:
             retry_after = exc.retry_after_s if isinstance(exc, Throttled) else None
@@ -398,7 +396,7 @@ class Orchestrator:
                 await self.subscriptions.fail(tenant_id, wanted, error)
             return ConvergeResult(tenant_id, error=error)
         self._backoff.pop(tenant_id, None)
-        kept = await self._record(tenant_id, rows, wanted, started_at=started)
+        kept = await self._record(tenant_id, rows, wanted, answered=marks)
         for mailbox in await self.subscriptions.drop_unwanted(tenant_id, wanted):
             await self.silence.forget(tenant_id, mailbox)
         for mailbox in set(self._mailboxes_in_backoff(tenant_id)) - set(wanted):
@@ -436,7 +434,6 @@ class Orchestrator:
             return
         for first in range(0, len(missing), SUBSCRIBE_PART):
             part = missing[first : first + SUBSCRIBE_PART]
-            started = self._clock.now()
             try:
                 rows = await call(mailboxes=part, partial=True)
             except UpstreamError as exc:
@@ -444,7 +441,8 @@ class Orchestrator:
                     raise
                 log.info("the connector of %s converges whole sets only", tenant_id)
                 return
-            await self._record(tenant_id, rows, part, started_at=started)
+            # Marks are settled by the whole set's call, which reads them.
+            await self._record(tenant_id, rows, part, answered={})
             log.info(
                 "subscribed %d of %d new calendars of %s",
                 min(first + SUBSCRIBE_PART, len(missing)),
@@ -458,7 +456,7 @@ class Orchestrator:
         rows: Sequence[ConvergedSubscription],
         mailboxes: Sequence[str],
         *,
-        started_at: dt.datetime,
+        answered: Mapping[str, Mark],
     ) -> list[ConvergedSubscription]:
         """Store the connector's rows of ``mailboxes`` (in their spelling), back off the
         mailboxes that failed, and refresh the calendars whose subscription is new."""
@@ -473,7 +471,7 @@ class Orchestrator:
             if row.mailbox.casefold() in folded
         ]
         known = await self.subscriptions.subscription_ids(tenant_id)
-        await self.subscriptions.save(tenant_id, kept, started_at=started_at)
+        await self.subscriptions.save(tenant_id, kept, answered=answered)
         for row in kept:
             if row.failed:
                 self._fail(f"{tenant_id}/{row.mailbox}")

@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bookingcache.domain.subscriptions import ConvergedSubscription, RegisteredSubscription
+from bookingcache.domain.subscriptions import ConvergedSubscription, Mark, RegisteredSubscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +88,16 @@ class Subscriptions(Protocol):
         ...
 
     async def save(
-        self, tenant_id: str, rows: Sequence[ConvergedSubscription], *, started_at: dt.datetime
+        self,
+        tenant_id: str,
+        rows: Sequence[ConvergedSubscription],
+        *,
+        answered: Mapping[str, Mark],
     ) -> None:
-        """Store the connector's rows. A lifecycle mark recorded after ``started_at`` (while
-        the call was out) is kept for the next converge."""
+        """Store the connector's rows. A successful row settles its calendar's lifecycle mark
+        only if the mark is the one in ``answered`` (read before the call), unchanged since:
+        a mark stored while the call was out, which the call could not answer, is kept for
+        the next converge."""
         ...
 
     async def fail(self, tenant_id: str, mailboxes: Collection[str], error: str) -> None:
@@ -117,8 +123,9 @@ class Subscriptions(Protocol):
         """Mailbox -> the subscription id the service knows for it."""
         ...
 
-    async def needs_action(self, tenant_id: str) -> dict[str, str]:
-        """Mailbox -> ``renew`` / ``recreate`` for the tenant's subscriptions that need it."""
+    async def marks(self, tenant_id: str) -> dict[str, Mark]:
+        """Mailbox -> the lifecycle mark (``renew`` / ``recreate``) of the tenant's
+        subscriptions that have one."""
         ...
 
     async def tenants_needing_action(self, *, expiring_before: dt.datetime) -> set[str]:

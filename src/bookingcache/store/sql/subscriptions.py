@@ -31,6 +31,7 @@ from bookingcache.domain.subscriptions import (
     REGISTERED,
     RENEW,
     ConvergedSubscription,
+    Mark,
     RegisteredSubscription,
 )
 from bookingcache.errors import InvalidInput, NotFound
@@ -190,7 +191,11 @@ class SqlSubscriptions:
         await self._store.transaction(work)
 
     async def save(
-        self, tenant_id: str, rows: Sequence[ConvergedSubscription], *, started_at: dt.datetime
+        self,
+        tenant_id: str,
+        rows: Sequence[ConvergedSubscription],
+        *,
+        answered: Mapping[str, Mark],
     ) -> None:
         now = self._clock.now()
 
@@ -205,9 +210,18 @@ class SqlSubscriptions:
                 changes: dict[str, Any] = dict(fields)
                 if row.subscription_id or not row.failed:
                     changes["subscription_id"] = row.subscription_id
-                if not row.failed:
+                mark = answered.get(row.mailbox)
+                if mark is not None and not row.failed:
+                    # Compare and clear: the mark the call answered, if nothing wrote the
+                    # row since it was read.
                     changes["needs_action"] = sa.case(
-                        (subscriptions.c.updated_at <= started_at, NO_ACTION),
+                        (
+                            sa.and_(
+                                subscriptions.c.needs_action == mark.action,
+                                subscriptions.c.updated_at == mark.at,
+                            ),
+                            NO_ACTION,
+                        ),
                         else_=subscriptions.c.needs_action,
                     )
                 _save_row(
@@ -310,15 +324,19 @@ class SqlSubscriptions:
             )
             return {row.mailbox: row.subscription_id for row in rows}
 
-    async def needs_action(self, tenant_id: str) -> dict[str, str]:
+    async def marks(self, tenant_id: str) -> dict[str, Mark]:
         async with self._store.read() as connection:
             rows = await connection.execute(
-                sa.select(subscriptions.c.mailbox, subscriptions.c.needs_action).where(
+                sa.select(
+                    subscriptions.c.mailbox,
+                    subscriptions.c.needs_action,
+                    subscriptions.c.updated_at,
+                ).where(
                     subscriptions.c.tenant_id == tenant_id,
                     subscriptions.c.needs_action != NO_ACTION,
                 )
             )
-            return {row.mailbox: row.needs_action for row in rows}
+            return {row.mailbox: Mark(row.needs_action, row.updated_at) for row in rows}
 
     async def tenants_needing_action(self, *, expiring_before: dt.datetime) -> set[str]:
         async with self._store.read() as connection:
