@@ -30,7 +30,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event, make_url, text
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
@@ -131,6 +131,9 @@ def sqlite_synchronous(fsync: bool) -> str:
 # How long a session may sit idle inside a transaction before the server ends it.
 IDLE_TRANSACTION_S = 10.0
 POOL_SIZE = 10  # the main pool's connections (it may grow by as many again on PostgreSQL)
+# A PostgreSQL connection is checked before use only when it has been idle this long.
+PING_AFTER_IDLE_S = 1.0
+_USED_AT = "bookingcache_used_at"
 
 
 def create_engine(
@@ -144,18 +147,24 @@ def create_engine(
     on SQLite, every commit is flushed to disk (``sqlite_synchronous``); PostgreSQL's own
     settings decide there. ``idle_transaction_s``: on PostgreSQL, a session idle inside a
     transaction for longer is ended by the server (a stopped or starved process's locks go).
-    ``pool_size``: the pool's connections; on PostgreSQL it may grow by as many again."""
+    ``pool_size``: the pool's connections; on PostgreSQL it may grow by as many again.
+
+    On PostgreSQL the pool keeps every connection it opened, up to twice ``pool_size``: one
+    closed after each use beyond ``pool_size`` would have the server start a new session many
+    times a second under load. A connection idle for ``PING_AFTER_IDLE_S`` or more is checked
+    before use (``_ping_after_idle``), so one the server ended while it sat in the pool (a
+    restart, a failover) is replaced instead of failing a transaction; one used moments ago is
+    not (the check is three round trips)."""
     normalized = normalize_database_url(url)
     parsed: URL = make_url(normalized)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(normalized, pool_size=pool_size, fsync=fsync)
-    return create_async_engine(
+    engine = create_async_engine(
         normalized,
         hide_parameters=True,
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        pool_size=2 * pool_size,
+        max_overflow=0,
         pool_timeout=CONNECT_TIMEOUT_S * 2,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={
             "timeout": CONNECT_TIMEOUT_S,
@@ -166,6 +175,32 @@ def create_engine(
             },
         },
     )
+    _ping_after_idle(engine)
+    return engine
+
+
+def _ping_after_idle(engine: AsyncEngine) -> None:
+    """Check a pooled connection before use when it has been idle ``PING_AFTER_IDLE_S`` or
+    more. One that fails the check is replaced by a new connection (the pool retries the
+    checkout on ``DisconnectionError``); a new connection needs no check."""
+    dialect = engine.dialect
+
+    def used(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_USED_AT] = time.monotonic()
+
+    def check(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        last = record.info.get(_USED_AT)
+        if last is None or time.monotonic() - last < PING_AFTER_IDLE_S:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError("the pooled connection failed its check") from exc
+        if not alive:
+            raise DisconnectionError("the pooled connection failed its check")
+
+    event.listen(engine.sync_engine.pool, "checkin", used)
+    event.listen(engine.sync_engine.pool, "checkout", check)
 
 
 def _sqlite_settings(fsync: bool) -> Callable[[Any, ConnectionPoolEntry], None]:
