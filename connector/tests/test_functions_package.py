@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.side_lane]
 
 CONNECTOR = Path(__file__).resolve().parents[1]
 ROOT = CONNECTOR.parent

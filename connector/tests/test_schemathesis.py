@@ -109,6 +109,7 @@ def test_generated_input_never_breaks_the_connector(
 
 
 @pytest.mark.slow
+@pytest.mark.side_lane
 def test_generated_input_never_breaks_the_connector_deep(
     make_settings: Callable[..., Settings], clock: FakeClock, graph: FakeGraph
 ) -> None:

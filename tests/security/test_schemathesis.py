@@ -144,5 +144,6 @@ def test_generated_input_never_breaks_the_service(tmp_path: Path, database_url: 
 
 
 @pytest.mark.slow
+@pytest.mark.side_lane
 def test_generated_input_never_breaks_the_service_deep(tmp_path: Path, database_url: str) -> None:
     run_service(tmp_path, database_url, EXAMPLES_DEEP)

@@ -15,6 +15,7 @@ POLLERS = ("poll-calendarview", "poll-getschedule")
 
 
 @pytest.mark.slow
+@pytest.mark.side_lane
 def test_bench_compare_measures_every_contender(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -71,7 +71,7 @@ from tests.support.tenants import TENANT
 from tests.support.waiting import until
 
 # About two and a half minutes alone; on a machine busy with other work it has taken over four.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.side_lane, pytest.mark.timeout(600)]
 
 ROOMS = 2000
 LATENCY_MS = 300  # per Graph mailbox request: refreshes are in flight when a process dies
