@@ -125,9 +125,17 @@ class SqlBase:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (a deferred transaction on SQLite, rolled back after)."""
+        """A connection for reads: a deferred transaction on SQLite, rolled back after (its
+        statements share one snapshot); on PostgreSQL each statement on its own (autocommit).
+
+        At PostgreSQL's READ COMMITTED every statement takes its own snapshot inside a
+        transaction too, so a read loses nothing without one, and saves the ``BEGIN`` and the
+        ``ROLLBACK``: two of its three round trips. Writes go through ``transaction``."""
         async with translate_errors(), contextlib.AsyncExitStack() as stack:
-            yield await self._connect(stack)
+            conn = await self._connect(stack)
+            if not engines.is_sqlite(self._engine):
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
 
     async def transaction(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` as one write transaction (see the class docstring); its result."""
