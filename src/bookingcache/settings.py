@@ -112,6 +112,9 @@ class SyncSettings(BaseModel):
     sweep_rate_per_s: float = Field(default=5.0, gt=0)
     # How long the inbox keeps what intake accepted (the record; the work is in the jobs).
     inbox_retention_days: float = Field(default=7.0, gt=0, le=3650)
+    # How long the change feed keeps its rows: a change-stream client that reconnects with an
+    # older event id gets a ``reset`` (docs/api.md, "Event ids").
+    change_feed_retention_hours: float = Field(default=24.0, gt=0, le=87_600)
     connector_timeout_s: float = Field(default=10.0, gt=0)
     graph: GraphSettings = Field(default_factory=GraphSettings)
 

@@ -89,6 +89,27 @@ async def test_listeners_hear_committed_changes_only(store: SqlStore, tenant: Te
     assert len(await store.changes_since(0)) == 2
 
 
+async def test_pruning_goes_in_chunks_oldest_first_and_stops_at_a_younger_row(
+    store: SqlStore, tenant: Tenant
+) -> None:
+    for n in range(5):
+        await store.replace_window(
+            TENANT,
+            "a@acme.test",
+            window_start=DAY,
+            window_end=END,
+            events=[ev(f"e{n}", n)],
+            synced_at=DAY + dt.timedelta(hours=n),
+        )
+    seqs = [change.seq for change in await store.changes_since(0)]
+    # Four rows are older than the cut, in chunks of 1: at most 3 chunks go in one call.
+    cut = DAY + dt.timedelta(hours=3, minutes=30)
+    assert await store.prune_changes(before=cut, chunk=1, max_chunks=3) == 3
+    assert [change.seq for change in await store.changes_since(0)] == seqs[3:]
+    assert await store.prune_changes(before=cut, chunk=2, max_chunks=3) == 1
+    assert [change.seq for change in await store.changes_since(0)] == seqs[4:]
+
+
 async def test_pruning_keeps_recent_rows_and_the_newest(store: SqlStore, tenant: Tenant) -> None:
     for n in range(3):
         await store.replace_window(

@@ -70,6 +70,36 @@ async def test_many_stale_calendars_still_fit_in_the_bound(
     assert due[1] - due[0] == dt.timedelta(seconds=0.25)
 
 
+async def test_the_change_feed_keeps_its_rows_for_the_retention_only(
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
+) -> None:
+    [room, *_] = await add_tenant(store)
+    seqs = []
+    for hour in range(6):  # one changed window an hour
+        start = clock.now()
+        await store.replace_window(
+            TENANT,
+            room,
+            window_start=start,
+            window_end=start + dt.timedelta(days=1),
+            events=[BasicEvent(id=f"e{hour}", start=start, end=start + dt.timedelta(hours=1))],
+            synced_at=start,
+        )
+        seqs.append(await store.last_change_seq())
+        clock.advance(dt.timedelta(hours=1))
+    # Now is an hour after the last change: with 3 hours' retention the 3 oldest go.
+    sweep = Sweep(
+        store=store, queue=queue, inbox=inbox, clock=clock, change_feed_retention_s=3 * 3600
+    )
+    assert await sweep.prune_change_feed() == 3
+    assert [change.seq for change in await store.changes_since(0)] == seqs[3:]
+    assert await sweep.prune_change_feed() == 0
+    # Far past the retention, the newest row stays (the feed's position is never lost).
+    clock.advance(dt.timedelta(days=30))
+    assert await sweep.prune_change_feed() == 2
+    assert [change.seq for change in await store.changes_since(0)] == seqs[5:]
+
+
 async def test_the_inbox_keeps_its_record_for_the_retention_only(
     store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
 ) -> None:

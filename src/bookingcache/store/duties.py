@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 CONVERGE = "converge"  # subscription convergence and renewal
 SWEEP = "sweep"  # the reconciliation sweep
 SILENCE = "silence"  # silence detection over the change feed
-RETENTION = "retention"  # pruning the inbox's record
+RETENTION = "retention"  # pruning the inbox's record and the change feed
 DUTIES = (CONVERGE, SWEEP, SILENCE, RETENTION)
 
 

@@ -238,8 +238,11 @@ class Store(Protocol):
 
     async def last_change_seq(self) -> int: ...
 
-    async def prune_changes(self, *, before: dt.datetime) -> int:
-        """Drop change-feed rows older than ``before`` (the newest row is always kept)."""
+    async def prune_changes(
+        self, *, before: dt.datetime, chunk: int = 1000, max_chunks: int = 20
+    ) -> int:
+        """Drop change-feed rows older than ``before`` (the newest row is always kept), oldest
+        first, at most ``max_chunks`` transactions of ``chunk`` rows; how many went."""
         ...
 
     # --- signals -----------------------------------------------------------------------------

@@ -60,6 +60,7 @@ class SyncRuntime:
             interval_s=settings.sweep_interval_s,
             rate_per_s=settings.sweep_rate_per_s,
             inbox_retention_s=settings.inbox_retention_days * 86_400,
+            change_feed_retention_s=settings.change_feed_retention_hours * 3600,
             duties=duties,
             subscriptions=subscriptions,
             duty_state=duty_state,

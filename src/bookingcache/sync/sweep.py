@@ -80,6 +80,7 @@ class Sweep:
         interval_s: float = 30.0,
         rate_per_s: float = 5.0,
         inbox_retention_s: float = 7 * 86_400.0,
+        change_feed_retention_s: float = 86_400.0,
         duties: DutyKeeper | None = None,
         subscriptions: Subscriptions | None = None,
         duty_state: DutyState | None = None,
@@ -96,6 +97,7 @@ class Sweep:
         self.interval_s = interval_s
         self.rate_per_s = rate_per_s
         self.inbox_retention_s = inbox_retention_s
+        self.change_feed_retention_s = change_feed_retention_s
         self.duties = duties
         self._subscriptions = subscriptions
         self._duty_state = duty_state
@@ -214,6 +216,14 @@ class Sweep:
             log.info("pruned %d inbox rows received before %s", pruned, cutoff.isoformat())
         return pruned
 
+    async def prune_change_feed(self) -> int:
+        """Drop the change feed's rows older than its retention (the newest is always kept)."""
+        cutoff = self._clock.now() - dt.timedelta(seconds=self.change_feed_retention_s)
+        pruned = await self._store.prune_changes(before=cutoff)
+        if pruned:
+            log.info("pruned %d change-feed rows from before %s", pruned, cutoff.isoformat())
+        return pruned
+
     async def run(self) -> None:
         while True:
             try:
@@ -227,8 +237,9 @@ class Sweep:
             try:
                 if await self._holding(RETENTION) is not None:
                     await self.prune_inbox()
+                    await self.prune_change_feed()
             except Exception:
-                log.exception("pruning the inbox failed")
+                log.exception("pruning the inbox or the change feed failed")
             await asyncio.sleep(self._pause())
 
     async def _holding(self, duty: str) -> Lease | None:

@@ -475,19 +475,39 @@ class SqlStore(SqlCredentials):
             result = await conn.execute(select(func.max(calendar_changes.c.seq)))
             return int(result.scalar_one_or_none() or 0)
 
-    async def prune_changes(self, *, before: dt.datetime) -> int:
+    async def prune_changes(
+        self, *, before: dt.datetime, chunk: int = 1000, max_chunks: int = 20
+    ) -> int:
+        """Rows are read in seq order (the primary key's index) and a pass stops at the first
+        row as young as ``before``, so it never scans the feed for old rows that are not there;
+        only rows read and found older are deleted."""
         before = require_aware("before", before)
 
         def work(conn: Connection) -> int:
-            newest = conn.execute(select(func.max(calendar_changes.c.seq))).scalar()
-            result = conn.execute(
-                delete(calendar_changes).where(
-                    calendar_changes.c.at < before, calendar_changes.c.seq < (newest or 0)
-                )
+            newest = conn.execute(select(func.max(calendar_changes.c.seq))).scalar() or 0
+            rows = conn.execute(
+                select(calendar_changes.c.seq, calendar_changes.c.at)
+                .where(calendar_changes.c.seq < newest)
+                .order_by(calendar_changes.c.seq)
+                .limit(chunk)
             )
+            last = None
+            for row in rows:
+                if as_utc(row.at) >= before:
+                    break
+                last = row.seq
+            if last is None:
+                return 0
+            result = conn.execute(delete(calendar_changes).where(calendar_changes.c.seq <= last))
             return int(result.rowcount)
 
-        return await self.transaction(work)
+        deleted = 0
+        for _ in range(max_chunks):
+            gone = await self.transaction(work)
+            deleted += gone
+            if gone < chunk:
+                break
+        return deleted
 
 
 async def open_store(
