@@ -13,12 +13,13 @@ a clientState, a signing secret or a token's hash, and a failed write is logged 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -367,10 +368,17 @@ def _postgres_server(server_url: str) -> URL:
 
 
 async def _on_server(server: URL, statement: str) -> None:
-    dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    async with _connected(server) as connection:
+        await connection.execute(statement)
+
+
+@contextlib.asynccontextmanager
+async def _connected(url: URL) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of its own to the PostgreSQL database of ``url``, outside any pool."""
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
     connection = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S)
     try:
-        await connection.execute(statement)
+        yield connection
     finally:
         await connection.close()
 
@@ -388,6 +396,19 @@ async def drop_database(server_url: str, name: str) -> None:
     connections still open to it."""
     server = _postgres_server(server_url)
     await _on_server(server, f'DROP DATABASE IF EXISTS "{_identifier(name)}" WITH (FORCE)')
+
+
+async def autovacuum_on(database_url: str) -> bool:
+    """Whether the PostgreSQL server of ``database_url`` runs autovacuum (its default)."""
+    async with _connected(_postgres_server(database_url)) as connection:
+        return bool(await connection.fetchval("SELECT current_setting('autovacuum')::boolean"))
+
+
+async def vacuum(database_url: str) -> None:
+    """``VACUUM (ANALYZE)`` every table of the PostgreSQL database at ``database_url``: what
+    autovacuum does, for a benchmark on a server that runs without it."""
+    async with _connected(_postgres_server(database_url)) as connection:
+        await connection.execute("VACUUM (ANALYZE)")
 
 
 def _identifier(name: str) -> str:
