@@ -371,9 +371,11 @@ async def _phases(
     database_url: str,
     api: tuple[str, int],
     emulator_pid: int,
-) -> tuple[dict[str, dict[str, Any]], int]:
+) -> tuple[dict[str, dict[str, Any]], int, soak.VacuumStandIn | None]:
     """The tenant and its rooms set up, then one window per worker count; ``api`` is the API
-    process's URL and pid. Returns the windows, and the refill's aborted transactions."""
+    process's URL and pid. Returns the windows, the refill's aborted transactions, and the
+    stand-in for autovacuum where the server runs none (``soak.VacuumStandIn``: the refill
+    rewrites every job each second, and the phases run one after another on one database)."""
     pids = {"api": api[1], "emulator": emulator_pid}
     env = _service_env(info)
     verify = ssl.create_default_context(cafile=info["cert_path"])
@@ -385,6 +387,8 @@ async def _phases(
     # From the first sync on, every room is due at once.
     refiller = Refill(store, queue, args.rooms, args.refill_ms / 1000)
     refill = asyncio.create_task(refiller.run(stop))
+    stand_in = await soak.VacuumStandIn.wanted(database_url)
+    vacuuming = asyncio.create_task(stand_in.run(stop)) if stand_in is not None else None
     phases: dict[str, dict[str, Any]] = {}
     try:
         async with httpx.AsyncClient(
@@ -411,12 +415,17 @@ async def _phases(
     finally:
         stop.set()
         await refill
+        if vacuuming is not None:
+            await vacuuming
         await store.close()
-    return phases, refiller.aborted
+    return phases, refiller.aborted, stand_in
 
 
 def _summary(
-    args: argparse.Namespace, phases: dict[str, dict[str, Any]], refill_aborted: int
+    args: argparse.Namespace,
+    phases: dict[str, dict[str, Any]],
+    refill_aborted: int,
+    stand_in: soak.VacuumStandIn | None,
 ) -> dict[str, Any]:
     rates = {count: phase["refreshes_per_s"] for count, phase in phases.items()}
     one = rates["1"] or float("nan")
@@ -462,6 +471,7 @@ def _summary(
         "why": why,
         "graph_throttled": sum(phase["graph_throttled"] for phase in phases.values()),
         "refill_aborted": refill_aborted,
+        "vacuum_stand_in": stand_in.report() if stand_in is not None else None,
         "max_mailbox_concurrency": max(p["max_mailbox_concurrency"] for p in phases.values()),
         "cpu_s": {count: phase["cpu_s"] for count, phase in phases.items()},
         "machine_busy": {count: phase["machine_busy"] for count, phase in phases.items()},
@@ -486,12 +496,12 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             serving = (api.banner_url, api.pid)
             try:
                 measured = _phases(args, root, info, database_url, serving, emulator.pid)
-                phases, aborted = asyncio.run(measured)
+                phases, aborted, stand_in = asyncio.run(measured)
             except BenchError:
                 for log in sorted(root.glob("*.log")):
                     sys.stderr.write(f"--- {log.name}\n{log.read_text()[-2000:]}")
                 raise
-    return _summary(args, phases, aborted)
+    return _summary(args, phases, aborted, stand_in)
 
 
 def _service_env(info: dict[str, Any]) -> dict[str, str]:

@@ -276,6 +276,11 @@ class VacuumStandIn:
             "max_s": round(max(self.took_s), 3) if self.took_s else None,
         }
 
+    @classmethod
+    async def wanted(cls, database_url: str) -> VacuumStandIn | None:
+        """One for the database at ``database_url`` if its server runs no autovacuum."""
+        return None if await autovacuum_on(database_url) else cls(database_url)
+
 
 async def _soak(
     args: argparse.Namespace,
@@ -295,7 +300,7 @@ async def _soak(
     ]
     readers = [asyncio.create_task(stream.run()) for stream in streams]
     stop = asyncio.Event()
-    stand_in = None if await autovacuum_on(database_url) else VacuumStandIn(database_url)
+    stand_in = await VacuumStandIn.wanted(database_url)
     vacuuming = asyncio.create_task(stand_in.run(stop)) if stand_in is not None else None
     try:
         await asyncio.wait_for(asyncio.gather(*(s.connected.wait() for s in streams)), 30)
