@@ -12,7 +12,7 @@ import pytest
 
 from bookingcache.store.sql.engine import autovacuum_on
 from bookingcache.tools.bench import main
-from bookingcache.tools.bench.soak import VACUUM_EVERY_S
+from bookingcache.tools.bench.vacuum import VACUUM_EVERY_S
 from tests.support.databases import POSTGRES_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

@@ -64,6 +64,7 @@ from bookingcache.sync import metrics as outcomes
 from bookingcache.tools.bench import freshness, soak
 from bookingcache.tools.bench.activity import ORGANIZER, TENANT, control_call, mailbox
 from bookingcache.tools.bench.http import BenchError, cpu_s, paced, report
+from bookingcache.tools.bench.vacuum import VacuumStandIn
 from bookingcache.tools.processes import serve_command
 
 WORKER_COUNTS = (1, 2, 4)
@@ -371,10 +372,10 @@ async def _phases(
     database_url: str,
     api: tuple[str, int],
     emulator_pid: int,
-) -> tuple[dict[str, dict[str, Any]], int, soak.VacuumStandIn | None]:
+) -> tuple[dict[str, dict[str, Any]], int, VacuumStandIn | None]:
     """The tenant and its rooms set up, then one window per worker count; ``api`` is the API
     process's URL and pid. Returns the windows, the refill's aborted transactions, and the
-    stand-in for autovacuum where the server runs none (``soak.VacuumStandIn``: the refill
+    stand-in for autovacuum where the server runs none (``bench.vacuum``: the refill
     rewrites every job each second, and the phases run one after another on one database)."""
     pids = {"api": api[1], "emulator": emulator_pid}
     env = _service_env(info)
@@ -387,7 +388,7 @@ async def _phases(
     # From the first sync on, every room is due at once.
     refiller = Refill(store, queue, args.rooms, args.refill_ms / 1000)
     refill = asyncio.create_task(refiller.run(stop))
-    stand_in = await soak.VacuumStandIn.wanted(database_url)
+    stand_in = await VacuumStandIn.wanted(database_url)
     vacuuming = asyncio.create_task(stand_in.run(stop)) if stand_in is not None else None
     phases: dict[str, dict[str, Any]] = {}
     try:
@@ -425,7 +426,7 @@ def _summary(
     args: argparse.Namespace,
     phases: dict[str, dict[str, Any]],
     refill_aborted: int,
-    stand_in: soak.VacuumStandIn | None,
+    stand_in: VacuumStandIn | None,
 ) -> dict[str, Any]:
     rates = {count: phase["refreshes_per_s"] for count, phase in phases.items()}
     one = rates["1"] or float("nan")

@@ -32,7 +32,7 @@ drawn too; the memory slopes are fitted over the measured window only, after the
 caches and pools have filled.
 
 On a server that runs without autovacuum (PostgreSQL's default is on), the benchmark stands in
-for it: every ``VACUUM_EVERY_S`` it runs ``VACUUM (ANALYZE)`` on its database
+for it: every ``vacuum.VACUUM_EVERY_S`` it runs ``VACUUM (ANALYZE)`` on its database
 (``vacuum_stand_in``). Otherwise the rows every refresh deletes and updates (the jobs, the
 calendars' sync state) would pile up as dead rows that every claim scans, and the run would
 measure a server no operator runs.
@@ -61,7 +61,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from bookingcache.errors import InvalidInput
-from bookingcache.store.sql.engine import autovacuum_on, create_database, drop_database, vacuum
+from bookingcache.store.sql.engine import create_database, drop_database
 from bookingcache.tools.bench import freshness
 from bookingcache.tools.bench.activity import (
     ADMIN_TOKEN,
@@ -73,15 +73,13 @@ from bookingcache.tools.bench.activity import (
 )
 from bookingcache.tools.bench.http import BenchError, percentile, report, rss_mb
 from bookingcache.tools.bench.sse import StreamClient
+from bookingcache.tools.bench.vacuum import VacuumStandIn
 from bookingcache.tools.processes import Child, command, serve_command
 
 MEMORY_SLOPE_LIMIT_MB_PER_MIN = 1.0
 P99_LIMIT_MS = 1000.0
 # The bookings' slots: the 96 half hours of tomorrow and the day after.
 SLOTS = 96
-# How often the benchmark vacuums its database when the server runs no autovacuum: about
-# autovacuum's own pace (it wakes every minute, and takes a table once a fifth of it is dead).
-VACUUM_EVERY_S = 30.0
 API_PROCESSES = 2
 WORKERS = 2
 
@@ -249,37 +247,6 @@ def _intervals(run: SteadyRun, began: float, interval: float, total: float) -> l
             }
         )
     return rows
-
-
-@dataclass
-class VacuumStandIn:
-    """``VACUUM (ANALYZE)`` of the benchmark's database every ``VACUUM_EVERY_S``, in place of
-    the autovacuum the server does not run; how long each took."""
-
-    database_url: str
-    took_s: list[float] = field(default_factory=list)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), VACUUM_EVERY_S)
-            if stop.is_set():
-                return
-            started = time.perf_counter()
-            await vacuum(self.database_url)
-            self.took_s.append(time.perf_counter() - started)
-
-    def report(self) -> dict[str, Any]:
-        return {
-            "every_s": VACUUM_EVERY_S,
-            "runs": len(self.took_s),
-            "max_s": round(max(self.took_s), 3) if self.took_s else None,
-        }
-
-    @classmethod
-    async def wanted(cls, database_url: str) -> VacuumStandIn | None:
-        """One for the database at ``database_url`` if its server runs no autovacuum."""
-        return None if await autovacuum_on(database_url) else cls(database_url)
 
 
 async def _soak(
