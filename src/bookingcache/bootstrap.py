@@ -7,6 +7,9 @@ sources, the sync runtime, intake, the read model and the subscription orchestra
 is built later or anywhere else. ``open_service`` (the app of ``bookingcache serve``, built by
 ``service_app``) and ``open_worker`` (``bookingcache worker``) then start what their process
 runs. Tests call them with their own settings, a ``FixedClock`` and transports to fakes.
+
+It runs a little over 500 lines: it is the one composition root, each part it wires a few lines
+of construction; split up, the wiring of one process would be read across files.
 """
 
 from __future__ import annotations

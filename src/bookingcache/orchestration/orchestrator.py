@@ -23,6 +23,9 @@ The timer is the ``converge`` cluster duty: every API process runs it, but only 
 the duty's lease acts, after confirming the lease. Each tenant's converge timing (when it was
 last converged, and a debounced converge any process asked for) lives in the database
 (``store.dutystate``), so that whichever process holds the duty honours it.
+
+It runs a little over 500 lines: the converge of a tenant and the timer that decides when to
+run one share the backoff and the lifecycle marks, and each is read with the other.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ answer that shows it (``p50_ms``...), and to the first stream event of its room 
 (``stream_p50_ms``, ``stream_p99_ms``); a change never seen within the settle time counts as
 lost (``lost``, ``stream_lost``). Graph requests per change
 come from the emulator's per-mailbox request counters.
+
+The module runs just over 500 lines: besides its own benchmark it holds the pieces the cluster
+benchmarks (``soak``, ``scale``) start theirs with: the emulator, the service's processes, the
+tenant and its rooms, the first sync.
 """
 
 from __future__ import annotations
