@@ -18,8 +18,8 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 async def one_connection(_postgres_url: str | None) -> AsyncIterator[SqlStore]:
-    """The session's PostgreSQL test database on a store whose pool holds one connection at a
-    time, so that reads and writes share one server session."""
+    """The session's PostgreSQL test database on a store of the smallest pool: reads and
+    writes made one after another run on the one server session it opened."""
     assert _postgres_url is not None
     store = await open_store(_postgres_url, box=sealing_box(), migrate=False, pool_size=1)
     try:
