@@ -89,10 +89,9 @@ async def test_listeners_hear_committed_changes_only(store: SqlStore, tenant: Te
     assert len(await store.changes_since(0)) == 2
 
 
-async def test_pruning_goes_in_chunks_oldest_first_and_stops_at_a_younger_row(
-    store: SqlStore, tenant: Tenant
-) -> None:
-    for n in range(5):
+async def _changed_hourly(store: SqlStore, count: int) -> None:
+    """``count`` changes of one calendar, an hour apart from ``DAY`` on: one feed row each."""
+    for n in range(count):
         await store.replace_window(
             TENANT,
             "a@acme.test",
@@ -101,6 +100,12 @@ async def test_pruning_goes_in_chunks_oldest_first_and_stops_at_a_younger_row(
             events=[ev(f"e{n}", n)],
             synced_at=DAY + dt.timedelta(hours=n),
         )
+
+
+async def test_pruning_goes_in_chunks_oldest_first_and_stops_at_a_younger_row(
+    store: SqlStore, tenant: Tenant
+) -> None:
+    await _changed_hourly(store, 5)
     seqs = [change.seq for change in await store.changes_since(0)]
     # Four rows are older than the cut, in chunks of 1: at most 3 chunks go in one call.
     cut = DAY + dt.timedelta(hours=3, minutes=30)
@@ -111,15 +116,7 @@ async def test_pruning_goes_in_chunks_oldest_first_and_stops_at_a_younger_row(
 
 
 async def test_pruning_keeps_recent_rows_and_the_newest(store: SqlStore, tenant: Tenant) -> None:
-    for n in range(3):
-        await store.replace_window(
-            TENANT,
-            "a@acme.test",
-            window_start=DAY,
-            window_end=END,
-            events=[ev(f"e{n}", n)],
-            synced_at=DAY + dt.timedelta(hours=n),
-        )
+    await _changed_hourly(store, 3)
     newest = await store.last_change_seq()
     assert await store.prune_changes(before=DAY + dt.timedelta(hours=1, minutes=30)) == 2
     assert [c.seq for c in await store.changes_since(0)] == [newest]
