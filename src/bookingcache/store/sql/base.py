@@ -157,6 +157,20 @@ class SqlBase:
                     await running
                 raise
 
+    async def in_chunks(
+        self, work: Callable[[Connection], int], *, chunk: int, max_chunks: int
+    ) -> int:
+        """Run ``work`` (a transaction that handles at most ``chunk`` rows and says how many it
+        handled) again while it finds a full chunk, at most ``max_chunks`` times: a long pruning
+        holds no lock for long. The rows handled in all."""
+        handled = 0
+        for _ in range(max_chunks):
+            done = await self.transaction(work)
+            handled += done
+            if done < chunk:
+                break
+        return handled
+
     def _on_writer(self, work: Callable[[Connection], T]) -> T:
         # On the writer thread, which alone opens and uses the writer engine's one connection.
         # The connection stays checked out between transactions (checking it out and back in

@@ -116,13 +116,7 @@ class SqlInbox:
                 connection.execute(sa.delete(inbox_batches).where(inbox_batches.c.id.in_(old)))
             return len(old)
 
-        deleted = 0
-        for _ in range(max_chunks):
-            gone = await self._store.transaction(work)
-            deleted += gone
-            if gone < chunk:
-                break
-        return deleted
+        return await self._store.in_chunks(work, chunk=chunk, max_chunks=max_chunks)
 
     async def notifications(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(

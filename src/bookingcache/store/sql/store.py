@@ -501,13 +501,7 @@ class SqlStore(SqlCredentials):
             result = conn.execute(delete(calendar_changes).where(calendar_changes.c.seq <= last))
             return int(result.rowcount)
 
-        deleted = 0
-        for _ in range(max_chunks):
-            gone = await self.transaction(work)
-            deleted += gone
-            if gone < chunk:
-                break
-        return deleted
+        return await self.in_chunks(work, chunk=chunk, max_chunks=max_chunks)
 
 
 async def open_store(
