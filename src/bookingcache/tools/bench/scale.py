@@ -64,7 +64,7 @@ from bookingcache.sync import metrics as outcomes
 from bookingcache.tools.bench import freshness, soak
 from bookingcache.tools.bench.activity import ORGANIZER, TENANT, control_call, mailbox
 from bookingcache.tools.bench.http import BenchError, cpu_s, paced, report
-from bookingcache.tools.bench.vacuum import VacuumStandIn
+from bookingcache.tools.bench.vacuum import VacuumStandIn, vacuuming
 from bookingcache.tools.processes import serve_command
 
 WORKER_COUNTS = (1, 2, 4)
@@ -388,37 +388,36 @@ async def _phases(
     # From the first sync on, every room is due at once.
     refiller = Refill(store, queue, args.rooms, args.refill_ms / 1000)
     refill = asyncio.create_task(refiller.run(stop))
-    stand_in = await VacuumStandIn.wanted(database_url)
-    vacuuming = asyncio.create_task(stand_in.run(stop)) if stand_in is not None else None
     phases: dict[str, dict[str, Any]] = {}
-    try:
-        async with httpx.AsyncClient(
-            base_url=info["control_url"], verify=verify, timeout=30,
-            limits=httpx.Limits(max_connections=32),
-        ) as control:  # fmt: skip
-            cluster = Cluster(root, env, database_url, pids, control)
-            for count in WORKER_COUNTS:
-                with contextlib.ExitStack() as stack:
-                    started = [
-                        soak.start_worker(
-                            stack,
-                            env,
-                            database_url,
-                            root / "service",
-                            root / f"workers{count}-{index}.log",
+    async with vacuuming(database_url) as stand_in:
+        try:
+            async with httpx.AsyncClient(
+                base_url=info["control_url"], verify=verify, timeout=30,
+                limits=httpx.Limits(max_connections=32),
+            ) as control:  # fmt: skip
+                cluster = Cluster(root, env, database_url, pids, control)
+                for count in WORKER_COUNTS:
+                    with contextlib.ExitStack() as stack:
+                        started = [
+                            soak.start_worker(
+                                stack,
+                                env,
+                                database_url,
+                                root / "service",
+                                root / f"workers{count}-{index}.log",
+                            )
+                            for index in range(count)
+                        ]
+                        if not phases:  # the rooms' first sync, by the first phase's worker
+                            await freshness.first_sync(args, info, [api[0]], database_url, verify)
+                        urls = [w.banner_url for w in started]
+                        phases[str(count)] = await _window(
+                            args, cluster, urls, [w.pid for w in started]
                         )
-                        for index in range(count)
-                    ]
-                    if not phases:  # the rooms' first sync, by the first phase's worker
-                        await freshness.first_sync(args, info, [api[0]], database_url, verify)
-                    urls, worker_pids = [w.banner_url for w in started], [w.pid for w in started]
-                    phases[str(count)] = await _window(args, cluster, urls, worker_pids)
-    finally:
-        stop.set()
-        await refill
-        if vacuuming is not None:
-            await vacuuming
-        await store.close()
+        finally:
+            stop.set()
+            await refill
+            await store.close()
     return phases, refiller.aborted, stand_in
 
 

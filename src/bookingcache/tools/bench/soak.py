@@ -73,7 +73,7 @@ from bookingcache.tools.bench.activity import (
 )
 from bookingcache.tools.bench.http import BenchError, percentile, report, rss_mb
 from bookingcache.tools.bench.sse import StreamClient
-from bookingcache.tools.bench.vacuum import VacuumStandIn
+from bookingcache.tools.bench.vacuum import vacuuming
 from bookingcache.tools.processes import Child, command, serve_command
 
 MEMORY_SLOPE_LIMIT_MB_PER_MIN = 1.0
@@ -267,30 +267,27 @@ async def _soak(
     ]
     readers = [asyncio.create_task(stream.run()) for stream in streams]
     stop = asyncio.Event()
-    stand_in = await VacuumStandIn.wanted(database_url)
-    vacuuming = asyncio.create_task(stand_in.run(stop)) if stand_in is not None else None
-    try:
-        await asyncio.wait_for(asyncio.gather(*(s.connected.wait() for s in streams)), 30)
-        await run.control.post("/counters/reset")
-        began = time.perf_counter()
-        sampler = asyncio.create_task(_sample(watched, began, args.interval, stop))
-        observer = asyncio.create_task(run.observe(stop))
-        await run.drive()
-        run.driven = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(run.drained.wait(), timeout=args.settle)
-        stop.set()
-        await observer
-        await sampler
-        counters = (await run.control.get("/counters")).json()
-    finally:
-        stop.set()
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        await run.aclose()
-        if vacuuming is not None:
-            await vacuuming
+    async with vacuuming(database_url) as stand_in:
+        try:
+            await asyncio.wait_for(asyncio.gather(*(s.connected.wait() for s in streams)), 30)
+            await run.control.post("/counters/reset")
+            began = time.perf_counter()
+            sampler = asyncio.create_task(_sample(watched, began, args.interval, stop))
+            observer = asyncio.create_task(run.observe(stop))
+            await run.drive()
+            run.driven = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.drained.wait(), timeout=args.settle)
+            stop.set()
+            await observer
+            await sampler
+            counters = (await run.control.get("/counters")).json()
+        finally:
+            stop.set()
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+            await run.aclose()
     summary = _summary(args, run, began, watched, counters)
     summary["vacuum_stand_in"] = stand_in.report() if stand_in is not None else None
     return summary

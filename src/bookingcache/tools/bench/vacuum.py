@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,3 +48,20 @@ class VacuumStandIn:
     async def wanted(cls, database_url: str) -> VacuumStandIn | None:
         """One for the database at ``database_url`` if its server runs no autovacuum."""
         return None if await autovacuum_on(database_url) else cls(database_url)
+
+
+@contextlib.asynccontextmanager
+async def vacuuming(database_url: str) -> AsyncIterator[VacuumStandIn | None]:
+    """A ``VacuumStandIn`` at work for as long as the block runs, where the server at
+    ``database_url`` needs one (``None`` where it runs its own autovacuum)."""
+    stand_in = await VacuumStandIn.wanted(database_url)
+    if stand_in is None:
+        yield None
+        return
+    stop = asyncio.Event()
+    task = asyncio.create_task(stand_in.run(stop))
+    try:
+        yield stand_in
+    finally:
+        stop.set()
+        await task
