@@ -400,7 +400,10 @@ class Build:
             if keyword in ("ARG", "ENV"):
                 self._stage_scope(instruction, args, env)
             elif keyword == "RUN":
-                if not USER_SETUP.fullmatch(instruction.value):
+                packages = OS_PACKAGES.fullmatch(instruction.value)
+                if packages is not None:
+                    require_host_packages(packages.group(1).split())
+                elif not USER_SETUP.fullmatch(instruction.value):
                     raise NotUnderstood(
                         f"RUN in the final stage that is not user set-up: {instruction.value}"
                     )
@@ -448,6 +451,30 @@ class Build:
 # The final stage's RUN may only make the image's user and its home: groupadd, useradd and
 # ``install -d``, joined by ``&&``.
 USER_SETUP = re.compile(r"(?:(?:groupadd|useradd|install -d) [^&]+?(?: && |$))+")
+
+
+# ... or install Debian packages, which the processes then find on the host instead.
+OS_PACKAGES = re.compile(
+    r"apt-get update && apt-get install -y --no-install-recommends ([a-z0-9.+\- ]+?)\s+"
+    r"&& rm -rf /var/lib/apt/lists/\*"
+)
+
+
+def require_host_packages(names: list[str]) -> None:
+    """The image's Debian packages stand in for by the host's: each must be installed here,
+    or the processes would not run as they do in the image."""
+    for name in names:
+        status = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        if status != "install ok installed":
+            raise AssertionError(
+                f"the image installs the Debian package {name}; install it here too "
+                "(scripts/system-packages does)"
+            )
 
 
 def healthcheck_of(instruction: Instruction) -> Healthcheck:

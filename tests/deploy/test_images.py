@@ -304,6 +304,12 @@ def test_the_compose_stack_runs_from_its_images_commands(
         for process in [*apis, *workers]:
             port = "BOOKINGCACHE_METRICS_PORT" if process in workers else "BOOKINGCACHE_PORT"
             assert _metric(process.url(port), "bookingcache_database_up") == 1
+        # The service's processes run with the allocator their image preloads (jemalloc).
+        for process in [*apis, *workers]:
+            preload = process.env.get("LD_PRELOAD")
+            assert preload == "libjemalloc.so.2", f"{process.name} preloads {preload!r}"
+            maps = Path(f"/proc/{process.process.pid}/maps").read_text()
+            assert preload in maps, f"{process.name} runs without {preload}"
         for worker in workers:
             queue = _metric(
                 worker.url("BOOKINGCACHE_METRICS_PORT"), "bookingcache_sync_queue_depth"

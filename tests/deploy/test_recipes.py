@@ -21,11 +21,13 @@ from bookingcache.settings import Settings
 from bookingcache_connector.app import MAX_BODY as CONNECTOR_MAX_BODY
 from bookingcache_connector.cli import parser as connector_parser
 from tests.deploy.recipes import (
+    OS_PACKAGES,
     DockerIgnore,
     compose_healthcheck,
     healthcheck_of,
     load_compose,
     parse_dockerfile,
+    require_host_packages,
     start_order,
 )
 
@@ -72,6 +74,18 @@ def test_an_image_is_multi_stage_unprivileged_and_starts_its_packages_command(na
     cmd = final.last("CMD")
     assert cmd is not None
     assert cmd.exec_form() == ["serve"]
+
+
+def test_the_service_image_runs_its_processes_with_jemalloc() -> None:
+    final = parse_dockerfile(DEPLOY / "Dockerfile").final
+    installs = [OS_PACKAGES.fullmatch(run.value) for run in final.all("RUN")]
+    assert [match.group(1).split() for match in installs if match] == [["libjemalloc2"]]
+    env = " ".join(instruction.value for instruction in final.all("ENV"))
+    assert "LD_PRELOAD=libjemalloc.so.2" in env.split()
+    # The image test runs the image's processes on this machine: it needs the same package.
+    require_host_packages(["libjemalloc2"])
+    with pytest.raises(AssertionError, match="no-such-package-here"):
+        require_host_packages(["no-such-package-here"])
 
 
 def test_the_compose_file_runs_a_migration_two_apis_two_workers_a_connector_and_a_proxy() -> None:

@@ -58,6 +58,8 @@ def test_bench_soak_watches_the_cluster_under_steady_load(
     assert sum(row["changes"] for row in intervals) == result["mutations"]
     assert set(result["targets"]) == {"memory", "queue", "freshness"}
     assert plot.read_bytes().startswith(b"\x89PNG")
+    # The processes ran with the allocator the service's image preloads (checked in each).
+    assert result["allocator"] == "jemalloc"
     # Where the server runs no autovacuum, the benchmark stands in for it (the run is shorter
     # than its period: no pass yet).
     if asyncio.run(autovacuum_on(os.environ[POSTGRES_ENV])):

@@ -31,6 +31,11 @@ The queue and memory samples and the freshness of the warm-up's intervals are re
 drawn too; the memory slopes are fitted over the measured window only, after the processes'
 caches and pools have filled.
 
+The cluster's processes run with the memory allocator the service's image preloads
+(``--allocator jemalloc``, deploy/Dockerfile), or with the C library's own (``--allocator
+system``): under this load glibc's heap kept growing in the workers while their Python objects
+stayed level (docs/operations.md, "Memory").
+
 On a server that runs without autovacuum (PostgreSQL's default is on), the benchmark stands in
 for it: every ``vacuum.VACUUM_EVERY_S`` it runs ``VACUUM (ANALYZE)`` on its database
 (``vacuum_stand_in``). Otherwise the rows every refresh deletes and updates (the jobs, the
@@ -71,6 +76,7 @@ from bookingcache.tools.bench.activity import (
     Run,
     admin_client,
 )
+from bookingcache.tools.bench.allocator import ALLOCATORS, check_allocator, with_allocator
 from bookingcache.tools.bench.http import BenchError, percentile, report, rss_mb
 from bookingcache.tools.bench.sse import StreamClient
 from bookingcache.tools.bench.vacuum import vacuuming
@@ -98,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait after")
     parser.add_argument("--poll-ms", type=float, default=25.0, help="availability polling")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--allocator",
+        choices=sorted(ALLOCATORS),
+        default="jemalloc",
+        help="the cluster's memory allocator: jemalloc, as the service's image runs it "
+        "(the default), or the C library's own",
+    )
     parser.add_argument("--plot", type=Path, help="draw the samples into this PNG")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -289,6 +302,7 @@ async def _soak(
             await asyncio.gather(*readers, return_exceptions=True)
             await run.aclose()
     summary = _summary(args, run, began, watched, counters)
+    summary["allocator"] = args.allocator
     summary["vacuum_stand_in"] = stand_in.report() if stand_in is not None else None
     return summary
 
@@ -430,9 +444,10 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     ):
         info: dict[str, Any] = json.loads(emulator.banner)
         verify = ssl.create_default_context(cafile=info["cert_path"])
-        env = freshness.service_env(info)
+        env = with_allocator(freshness.service_env(info), args.allocator)
         services, watched = _cluster(stack, root, env, database_url)
         try:
+            check_allocator(watched.pids, args.allocator)
             asyncio.run(freshness.create_tenant(args, services[0], None, info["tenant_id"]))
             asyncio.run(freshness.import_rooms(args, services[0]))
             asyncio.run(freshness.first_sync(args, info, services, database_url, verify))
