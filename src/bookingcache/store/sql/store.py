@@ -50,6 +50,7 @@ from bookingcache.store.sql.credentials import (
     insert_read_token,
     reseal_graph_credentials,
 )
+from bookingcache.store.sql.lists import among
 from bookingcache.store.sql.rows import (
     as_utc,
     calendar_from_row,
@@ -325,7 +326,9 @@ class SqlStore(SqlCredentials):
         found: list[CalendarState] = []
         async with self.read() as conn:
             for chunk in windows.chunked(list(dict.fromkeys(mailboxes)), 500):
-                result = await conn.execute(statement.where(calendars.c.mailbox.in_(chunk)))
+                result = await conn.execute(
+                    statement.where(among(calendars.c.mailbox, chunk, dialect=conn.dialect.name))
+                )
                 found.extend(calendar_from_row(row) for row in result)
         found.sort(key=lambda state: (state.tenant_id, state.mailbox))
         return found

@@ -35,6 +35,7 @@ from bookingcache.domain.subscriptions import (
     RegisteredSubscription,
 )
 from bookingcache.errors import InvalidInput, NotFound
+from bookingcache.store.sql.lists import among
 from bookingcache.store.sql.progress import count_progress
 from bookingcache.store.sql.rows import as_utc
 from bookingcache.store.sql.schema import (
@@ -427,7 +428,9 @@ class SqlSubscriptions:
     async def last_notifications(
         self, calendars: Collection[tuple[str, str]]
     ) -> dict[tuple[str, str], dt.datetime]:
-        wanted = sorted(set(calendars))
+        by_tenant: dict[str, list[str]] = {}
+        for tenant_id, mailbox in sorted(set(calendars)):
+            by_tenant.setdefault(tenant_id, []).append(mailbox)
         found: dict[tuple[str, str], dt.datetime] = {}
 
         def keep(key: tuple[str, str], at: dt.datetime) -> None:
@@ -435,31 +438,34 @@ class SqlSubscriptions:
                 found[key] = at
 
         async with self._store.read() as connection:
-            for offset in range(0, len(wanted), _LOOKUP_CHUNK):
-                chunk = wanted[offset : offset + _LOOKUP_CHUNK]
-                recorded = await connection.execute(
-                    sa.select(
-                        subscriptions.c.tenant_id,
-                        subscriptions.c.mailbox,
-                        subscriptions.c.last_notification_at,
-                    ).where(
-                        sa.tuple_(subscriptions.c.tenant_id, subscriptions.c.mailbox).in_(chunk),
-                        subscriptions.c.last_notification_at.is_not(None),
+            dialect = connection.dialect.name
+            for tenant_id, mailboxes in by_tenant.items():
+                for offset in range(0, len(mailboxes), _LOOKUP_CHUNK):
+                    chunk = mailboxes[offset : offset + _LOOKUP_CHUNK]
+                    recorded = await connection.execute(
+                        sa.select(
+                            subscriptions.c.mailbox, subscriptions.c.last_notification_at
+                        ).where(
+                            subscriptions.c.tenant_id == tenant_id,
+                            among(subscriptions.c.mailbox, chunk, dialect=dialect),
+                            subscriptions.c.last_notification_at.is_not(None),
+                        )
                     )
-                )
-                for row in recorded:
-                    keep((row.tenant_id, row.mailbox), row.last_notification_at)
-                # A pending refresh's notification is newer than the record until it is done.
-                pending = await connection.execute(
-                    sa.select(
-                        jobs.c.tenant_id, jobs.c.mailbox, sa.func.max(jobs.c.last_notified_at)
+                    for row in recorded:
+                        keep((tenant_id, row.mailbox), row.last_notification_at)
+                    # A pending refresh's notification is newer than the record until it is
+                    # done.
+                    pending = await connection.execute(
+                        sa.select(jobs.c.mailbox, sa.func.max(jobs.c.last_notified_at))
+                        .where(
+                            jobs.c.tenant_id == tenant_id,
+                            among(jobs.c.mailbox, chunk, dialect=dialect),
+                        )
+                        .group_by(jobs.c.mailbox)
                     )
-                    .where(sa.tuple_(jobs.c.tenant_id, jobs.c.mailbox).in_(chunk))
-                    .group_by(jobs.c.tenant_id, jobs.c.mailbox)
-                )
-                for tenant_id, mailbox, at in pending:
-                    if at is not None:
-                        keep((tenant_id, mailbox), as_utc(at))
+                    for mailbox, at in pending:
+                        if at is not None:
+                            keep((tenant_id, mailbox), as_utc(at))
         return found
 
 
@@ -477,7 +483,13 @@ def resolve_mailboxes(connection: Connection, items: Sequence[InboxItem]) -> lis
     rows = connection.execute(
         sa.select(
             subscriptions.c.tenant_id, subscriptions.c.subscription_id, subscriptions.c.mailbox
-        ).where(subscriptions.c.subscription_id.in_({sub for _, sub in unknown}))
+        ).where(
+            among(
+                subscriptions.c.subscription_id,
+                {sub for _, sub in unknown},
+                dialect=connection.dialect.name,
+            )
+        )
     )
     found = {(row.tenant_id, row.subscription_id): row.mailbox for row in rows}
     return [

@@ -22,6 +22,7 @@ from bookingcache.errors import InvalidInput, NotFound
 from bookingcache.store.jobs import ClaimLost
 from bookingcache.store.port import ChangedCalendar
 from bookingcache.store.sql import notices
+from bookingcache.store.sql.lists import among
 from bookingcache.store.sql.rows import (
     EVENT_COLUMNS,
     RAW_EVENT_COLUMNS,
@@ -269,7 +270,11 @@ async def load_window(
     for chunk in chunked(wanted, 1000):
         result = await conn.execute(
             select(*RAW_EVENT_COLUMNS)
-            .where(events.c.tenant_id == tenant_id, events.c.mailbox.in_(chunk), condition)
+            .where(
+                events.c.tenant_id == tenant_id,
+                among(events.c.mailbox, chunk, dialect=conn.dialect.name),
+                condition,
+            )
             .order_by(events.c.mailbox, events.c.start_utc)
         )
         for mailbox, event in events_from_raw(result.all(), text_times=text_times):
@@ -302,7 +307,10 @@ async def _calendar_zones(
         result = await conn.execute(
             select(calendars.c.mailbox, calendars.c.time_zone, tenants.c.default_time_zone)
             .join(tenants, tenants.c.id == calendars.c.tenant_id)
-            .where(calendars.c.tenant_id == tenant_id, calendars.c.mailbox.in_(chunk))
+            .where(
+                calendars.c.tenant_id == tenant_id,
+                among(calendars.c.mailbox, chunk, dialect=conn.dialect.name),
+            )
         )
         for mailbox, own, default in result:
             name = own or default
