@@ -11,8 +11,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bookingcache.clock import FixedClock
 from bookingcache.domain.tenancy import Tenant
 from bookingcache.store.sql.store import SqlStore
+from bookingcache.store.sql.subscriptions import SqlSubscriptions
 from tests.support.tenants import ACME as TENANT
 
 MAILBOXES = ["a@acme.test", "b@acme.test", "c@acme.test"]
@@ -54,3 +56,15 @@ async def test_calendars_and_events_of_any_number_of_mailboxes_take_one_statemen
     else:
         assert len(of_calendars) == 3
         assert len(of_events) == 3
+
+
+async def test_intake_looks_up_any_number_of_subscriptions_with_one_statement_text(
+    store: SqlStore, tenant: Tenant, clock: FixedClock
+) -> None:
+    registry = SqlSubscriptions(store, clock=clock)
+    ids = ["sub-1", "sub-2", "sub-3"]
+    with statements(store) as seen:
+        for count in (1, 2, 3):
+            assert await registry.lookup(ids[:count]) == {}
+    texts = {text for text in seen if "FROM subscriptions" in text}
+    assert len(texts) == (1 if store.dialect == "postgresql" else 3), texts

@@ -97,7 +97,11 @@ class SqlSubscriptions:
                         subscriptions.c.subscription_id,
                         subscriptions.c.tenant_id,
                         subscriptions.c.mailbox,
-                    ).where(subscriptions.c.subscription_id.in_(chunk))
+                    ).where(
+                        among(
+                            subscriptions.c.subscription_id, chunk, dialect=connection.dialect.name
+                        )
+                    )
                 )
                 for row in rows:
                     found[row.subscription_id] = SubscriptionOwner(row.tenant_id, row.mailbox)
