@@ -48,7 +48,7 @@ async def test_snapshot_first_then_one_event_per_changed_room(
         assert state["room"] == "r1"
         assert state["status"] == "busy"
         assert state["current"]["title"] == "Weekly"
-        assert int(events[1].id or 0) > int(snapshot.id or 0)
+        assert (events[1].position or 0) > (snapshot.position or 0)
 
         # The other floor's client hears of its own room's change, and of nothing before it.
         await tenant.book("r3@contoso.example", "Review")
@@ -83,16 +83,16 @@ async def test_resume_sends_each_missed_room_once_in_feed_order(
             missed = await again.wait(count)
             assert [(e.event, e.json["room"]) for e in missed] == [("room", r) for r in expected]
             assert missed[1].json["current"]["title"] == "Three"
-            ids = [int(e.id) for e in missed if e.id is not None]
+            ids = [(e.position, e.at_ms) for e in missed if e.id is not None]
             assert ids == sorted(set(ids))
-            assert ids[-1] == newest
+            assert ids[-1][0] == newest
             # Live changes follow on, with higher ids; nothing else was sent.
             await tenant.book("r3@contoso.example", f"Live {how}")
             live = await again.wait(count + 1)
             assert live[count].json["room"] == "r3"
-            assert int(live[count].id or 0) > newest
+            assert (live[count].position or 0) > newest
             assert len(again.events) == count + 1
-            newest = int(live[count].id or 0)
+            newest = live[count].position or 0
         expected.append("r3")
 
 
@@ -116,7 +116,7 @@ async def test_an_id_the_feed_no_longer_holds_gets_a_reset(
         "r3": "free",
         "r4": "free",
     }
-    assert int(reset.id or 0) == await tenant.store.last_change_seq()
+    assert reset.position == await tenant.store.last_change_seq()
 
 
 async def test_time_passing_changes_the_status(
@@ -138,12 +138,64 @@ async def test_time_passing_changes_the_status(
             "Later",
             None,
         )
-        # Time-driven events carry no id: they belong to the position already sent.
-        assert events[1].id is None
+        # A time-driven event's id: the position already sent, and the instant it holds at.
+        assert events[1].position == snapshot.position
+        assert events[1].at_ms == int(tenant.clock.now().timestamp() * 1000)
         # The calendar turns stale an hour after its last sync.
         tenant.clock.advance(dt.timedelta(hours=1))
         events = await stream.wait(3)
         assert (events[2].json["status"], events[2].json["stale"]) == ("unknown", True)
+
+
+async def test_resume_after_time_changed_a_room_twice_sends_its_state_now(
+    tenant: StreamTenant, http: httpx.AsyncClient
+) -> None:
+    """The client saw a meeting start (a time-driven event), then the meeting ended while it
+    was away, with no write at all: the room's state now differs from the one the client holds,
+    though not from the state at the client's last change, and it is sent."""
+    await tenant.book("r1@contoso.example", "Short", "09:10", "09:20")
+    async with open_stream(http, tenant.url, headers=tenant.reader, room="r1") as before:
+        await before.wait(1)
+        tenant.clock.advance(dt.timedelta(minutes=11))
+        started = (await before.wait(2))[1]
+        assert started.json["status"] == "busy"
+        assert started.id is not None
+    tenant.clock.advance(dt.timedelta(minutes=10))
+    headers = {**tenant.reader, "Last-Event-ID": started.id}
+    async with open_stream(http, tenant.url, headers=headers, room="r1") as again:
+        [ended] = await again.wait(1)
+        assert (ended.event, ended.json["room"], ended.json["status"]) == ("room", "r1", "free")
+        assert ended.position == started.position
+        assert (ended.at_ms or 0) > (started.at_ms or 0)
+
+
+async def test_resume_does_not_send_a_time_driven_state_the_client_has(
+    tenant: StreamTenant, http: httpx.AsyncClient
+) -> None:
+    await tenant.book("r1@contoso.example", "Short", "09:10", "09:20")
+    async with open_stream(http, tenant.url, headers=tenant.reader, building="HQ") as before:
+        await before.wait(1)
+        tenant.clock.advance(dt.timedelta(minutes=11))
+        started = (await before.wait(2))[1]
+        assert started.json["status"] == "busy"
+    assert started.id is not None
+    headers = {**tenant.reader, "Last-Event-ID": started.id}
+    async with open_stream(http, tenant.url, headers=headers, building="HQ") as again:
+        # Nothing changed since: the first event is the live one that follows.
+        await tenant.book("r2@contoso.example", "Live")
+        [live] = await again.wait(1)
+        assert (live.json["room"], live.json["current"]["title"]) == ("r2", "Live")
+        assert (live.position or 0) > (started.position or 0)
+        assert len(again.events) == 1
+
+
+async def test_an_event_id_must_be_one_the_stream_sends(
+    tenant: StreamTenant, http: httpx.AsyncClient
+) -> None:
+    for wrong in ("x", "12-", "-5", "1.5", "1" * 19):
+        answer = await http.get(tenant.url, headers={**tenant.reader, "Last-Event-ID": wrong})
+        assert answer.status_code == 422, (wrong, answer.text)
+        assert "last event id" in answer.json()["detail"]
 
 
 async def test_heartbeat_comments_keep_the_connection_busy(
@@ -165,7 +217,7 @@ async def test_a_change_another_process_wrote_reaches_the_stream(
         await elsewhere.book("r2@contoso.example", "From the worker")
         events = await stream.wait(2)
     assert events[1].json["current"]["title"] == "From the worker"
-    assert int(events[1].id or 0) == await other_store.last_change_seq()
+    assert events[1].position == await other_store.last_change_seq()
 
 
 async def test_a_feed_read_that_fails_part_way_loses_no_change(

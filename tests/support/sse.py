@@ -23,6 +23,16 @@ class Event:
     def json(self) -> Any:
         return json.loads(self.data)
 
+    @property
+    def position(self) -> int | None:
+        """The change-feed position of the event's id (``<position>-<ms>``); None: no id."""
+        return None if self.id is None else int(self.id.split("-", 1)[0])
+
+    @property
+    def at_ms(self) -> int | None:
+        """The instant (Unix ms) of the event's id; None: no id."""
+        return None if self.id is None else int(self.id.split("-", 1)[1])
+
 
 @dataclass
 class StreamClient:

@@ -36,7 +36,8 @@ from bookingcache.read.tickets import MAX_TICKET_LENGTH
 
 EVENT_STREAM = "text/event-stream"
 MAX_ROOMS = 1000
-_EVENT_ID = re.compile(r"[0-9]{1,18}")
+# ``<feed position>-<Unix ms>`` as sent; a bare position is taken too (see ``read.stream``).
+_EVENT_ID = re.compile(r"([0-9]{1,18})(?:-([0-9]{1,15}))?")
 
 router = APIRouter(
     prefix="/v1/tenants/{tenant}",
@@ -128,7 +129,7 @@ def _event(name: str, data: str) -> dict[str, Any]:
                 "contentMediaType": "application/json",
                 "contentSchema": {"$ref": f"#/components/schemas/{data}"},
             },
-            "id": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+            "id": {"type": "string", "pattern": "^[0-9]{1,18}-[0-9]{1,15}$"},
             "retry": {"type": "integer", "minimum": 0},
         },
     }
@@ -138,8 +139,10 @@ _STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: `retry: 2000`, then `snapshot` (a new client; data "
         "StreamSnapshotOut), `room` (data RoomStateOut), `reset` (data StreamResetOut) events "
-        "and `: keep-alive` comments. Event ids are change-feed positions; send the last one "
-        "back as Last-Event-ID (or last_event_id) to resume without gap or duplicate. The "
+        "and `: keep-alive` comments. An event id is `<change-feed position>-<Unix ms>`: "
+        "the client has every change of its rooms up to that position and every change time "
+        "made up to that instant. Send the last one back as Last-Event-ID (or last_event_id) "
+        "to resume without gap or duplicate. The "
         "schema describes one event as an SSE reader parses it.",
         # OpenAPI 3.1 has an event stream's schema describe each event (as OpenAPI 3.2's
         # itemSchema does): its fields, and its data checked against the event's payload.
@@ -278,9 +281,14 @@ class EventStreamResponse(Response):
         )
 
 
-def _event_id(text: str | None) -> int | None:
+def _event_id(text: str | None) -> tuple[int, int | None] | None:
+    """A client's last event id as (feed position, Unix ms or None)."""
     if text is None or text == "":
         return None
-    if not _EVENT_ID.fullmatch(text.strip()):
-        raise InvalidInput("the last event id must be an id this stream sent (a whole number)")
-    return int(text.strip())
+    match = _EVENT_ID.fullmatch(text.strip())
+    if match is None:
+        raise InvalidInput(
+            "the last event id must be an id this stream sent (<position>-<milliseconds>)"
+        )
+    position, at_ms = match.groups()
+    return int(position), None if at_ms is None else int(at_ms)

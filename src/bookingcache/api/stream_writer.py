@@ -274,4 +274,4 @@ def opening_text(hub: StreamHub, subscriber: Subscriber, opening: Opening) -> by
     else:
         hub.metrics.events.labels("snapshot").inc()
         body = rooms_body(at, opening.frames)
-    return whole_event(opening.kind, opening.position, body, subscriber)
+    return whole_event(opening.kind, opening.position, opening.at_ms, body, subscriber)

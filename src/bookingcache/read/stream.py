@@ -10,14 +10,18 @@ calendar in the read model, computes the rooms' states once and offers the ones 
 the subscribers, whose bounded queues (``subscriber``) the clients' senders drain. No client
 costs a database read per change; a tenant nobody follows any more is forgotten.
 
-Event ids are change-feed sequence numbers. The store makes them visible in commit order on both
-engines (on PostgreSQL each row gets its number inside its transaction's COMMIT, under a lock
-held only there: ``store.sql.windows.append_changes``), so once the hub has read up to a position
-no smaller one appears later. The in-process signal of a commit carries no number; the hub reads
-the numbers from the feed. A client that comes back with the last
-id it saw (``open`` with ``last_event_id``) is sent the current state of every room it follows
-that the feed changed since, each once, in feed order, and the rooms whose state changed with
-time since then; an id the feed no longer holds gets a ``reset``.
+An event id is a change-feed sequence number and an instant, ``<seq>-<unix ms>``: the client
+has been sent every room it follows as of that position and that instant (``subscriber``). The
+store makes sequence numbers visible in commit order on both engines (on PostgreSQL each row
+gets its number inside its transaction's COMMIT, under a lock held only there:
+``store.sql.windows.append_changes``), so once the hub has read up to a position no smaller one
+appears later. The in-process signal of a commit carries no number; the hub reads the numbers
+from the feed. A client that comes back with the last id it saw (``open`` with
+``last_event_id``) is sent the current state of every room it follows that the feed changed
+since, each once, in feed order, and of every other room whose state at the id's instant
+differs from its state now (time passed: a meeting started or ended, a calendar turned stale),
+so it misses no change and is sent none twice; an id the feed no longer holds gets a ``reset``.
+An id without its instant (``<seq>``) stands for the instant its change was committed.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ _FAILED_PASS_PAUSE_S = 1.0
 # Passes start at least this far apart: the commits of a burst are read, re-read and handed out
 # together (one feed read and one calendar read for many), at the cost of this much latency.
 _PASS_GAP_S = 0.02
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MILLISECOND = dt.timedelta(milliseconds=1)
 
 
 @dataclass(slots=True)
@@ -71,6 +77,8 @@ class _TenantStream:
     stale: set[str] = field(default_factory=set)  # rooms whose calendar is stale
     stale_checked_at: dt.datetime | None = None
     everything: bool = False  # recompute every room in the next pass
+    # The instant the frames hold at: the last pass's (or the priming's) clock reading.
+    as_of: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,8 @@ class Opening:
     kind: str  # "snapshot", "reset" or "resume"
     position: int
     frames: list[RoomFrame]
+    # The instant (Unix ms) the frames hold at.
+    at_ms: int
     reason: str | None = None
     # For "resume": the rooms it missed, oldest change first, each with its feed position
     # (None: it belongs to an earlier position than the client's, or time passed).
@@ -155,9 +165,14 @@ class StreamHub:
     # --- clients -------------------------------------------------------------------------------
 
     async def open(
-        self, tenant: Tenant, stream_filter: StreamFilter, *, last_event_id: int | None
+        self,
+        tenant: Tenant,
+        stream_filter: StreamFilter,
+        *,
+        last_event_id: tuple[int, int | None] | None,
     ) -> tuple[Subscriber, Opening]:
-        """Register a client and say what it is sent first. The caller must ``close`` it."""
+        """Register a client and say what it is sent first; ``last_event_id`` is the last id
+        it saw, as (position, Unix ms or None). The caller must ``close`` it."""
         subscriber = Subscriber(tenant.id, stream_filter, bound=self.queue_bound)
         async with self._lock:
             stream = self._tenants.get(tenant.id)
@@ -171,18 +186,21 @@ class StreamHub:
             stream.by_place.setdefault(_place(stream_filter), set()).add(subscriber)
             self.metrics.clients.inc()
             position = stream.position
+            at_ms = _ms(stream.as_of)
             frames = self._matching(stream, stream_filter)
             self._ensure_running()
         if last_event_id is None:
-            return subscriber, Opening("snapshot", position, frames)
+            return subscriber, Opening("snapshot", position, frames, at_ms)
         try:
-            opening = await self._resume(stream, stream_filter, last_event_id, position, frames)
+            opening = await self._resume(stream, last_event_id, position, at_ms, frames)
         except BaseException:
             self.close(subscriber)
             raise
         if opening.kind == "resume":
             # The missed rooms' ids count on from the client's.
-            subscriber.last_id = last_event_id
+            position_seen, seen_ms = last_event_id
+            subscriber.last_id = position_seen
+            subscriber.last_at_ms = -1 if seen_ms is None else min(seen_ms, at_ms)
         return subscriber, opening
 
     def close(self, subscriber: Subscriber) -> None:
@@ -207,9 +225,13 @@ class StreamHub:
         subscriber.reset_reason = None
         subscriber.queue.clear()
         if stream is None:
-            return Opening("reset", subscriber.last_id, [], reason=reason)
+            return Opening("reset", subscriber.last_id, [], subscriber.last_at_ms, reason=reason)
         return Opening(
-            "reset", stream.position, self._matching(stream, subscriber.filter), reason=reason
+            "reset",
+            stream.position,
+            self._matching(stream, subscriber.filter),
+            _ms(stream.as_of),
+            reason=reason,
         )
 
     @staticmethod
@@ -223,16 +245,20 @@ class StreamHub:
     async def _resume(
         self,
         stream: _TenantStream,
-        stream_filter: StreamFilter,
-        last_id: int,
+        last: tuple[int, int | None],
         position: int,
+        at_ms: int,
         frames: list[RoomFrame],
     ) -> Opening:
+        last_id, last_ms = last
         found = await self._store.changes_since(last_id - 1, limit=1)
         first = found[0] if found else None
         if first is None or first.seq != last_id:
             # Not a position the feed still holds (pruned, or never handed out).
-            return Opening("reset", position, frames, reason=RESET_EXPIRED)
+            return Opening("reset", position, frames, at_ms, reason=RESET_EXPIRED)
+        # The instant the client's rooms held at: its id's (never later than the frames'), or
+        # for an id without one the commit of its change.
+        since = first.at if last_ms is None else _instant(min(last_ms, at_ms))
         by_room = {frame.room_id: frame for frame in frames}
         room_seq: dict[str, int] = {}
         cursor = last_id
@@ -248,11 +274,13 @@ class StreamHub:
             if len(page) < _FEED_PAGE:
                 break
             cursor = page[-1].seq
-        timed = await self._changed_by_time(stream, by_room, since=first.at)
-        missed = [Delivery(None, by_room[room_id]) for room_id in sorted(timed - room_seq.keys())]
+        timed = await self._changed_by_time(stream, by_room, since=since)
+        missed = [
+            Delivery(None, by_room[room_id], at_ms) for room_id in sorted(timed - room_seq.keys())
+        ]
         ordered = sorted(room_seq.items(), key=lambda item: (item[1], item[0]))
-        missed.extend(Delivery(seq, by_room[room_id]) for room_id, seq in ordered)
-        return Opening("resume", position, frames, missed=missed)
+        missed.extend(Delivery(seq, by_room[room_id], at_ms) for room_id, seq in ordered)
+        return Opening("resume", position, frames, at_ms, missed=missed)
 
     async def _changed_by_time(
         self, stream: _TenantStream, by_room: dict[str, RoomFrame], *, since: dt.datetime
@@ -307,7 +335,7 @@ class StreamHub:
         """Read what the feed holds since the last pass, follow time, and hand out what
         changed. Runs under the hub's lock."""
         changed = await self._read_feed()
-        now = self._clock.now()
+        now = _whole_ms(self._clock.now())
         for tenant_id in list(self._tenants):
             stream = self._tenants.get(tenant_id)
             if stream is None:
@@ -354,12 +382,13 @@ class StreamHub:
         stream.tenant = await self._model.access.tenant(stream.tenant.id)
         self._model.feed_due()
         view = await self._model.view(stream.tenant)
-        now = self._clock.now()
+        now = _whole_ms(self._clock.now())
         stream.frames = {}
         self._index(stream, view)
         for entry in view.rooms.values():
             stream.frames[entry.room_id] = await self._frame(stream, view, entry, now)
         stream.position = position
+        stream.as_of = now
         stream.stale_checked_at = now
         stream.next_due = _earliest(stream.frames.values())
         stream.stale = {room_id for room_id, frame in stream.frames.items() if frame.stale}
@@ -401,6 +430,8 @@ class StreamHub:
             stream.stale_checked_at is None or not now < stream.stale_checked_at + _STALE_RECHECK
         )
         if not (changes or everything or rooms_dirty or due or recheck):
+            # No frame changes before its due time, and none is due: they all hold now.
+            stream.as_of = now
             return
         stream.everything = True  # until this pass completes
         view = await self._model.view(tenant)
@@ -433,6 +464,8 @@ class StreamHub:
                 seqs[room_id] = seq
         computed = [await self._frame(stream, view, entry, now) for entry in targets]
         # From here on nothing yields: frames, queues and the position move together.
+        stream.as_of = now
+        at_ms = _ms(now)
         deliveries: list[Delivery] = []
         for frame in computed:
             previous = stream.frames.get(frame.room_id)
@@ -442,7 +475,7 @@ class StreamHub:
             else:
                 stream.stale.discard(frame.room_id)
             if previous is None or previous.data != frame.data:
-                deliveries.append(Delivery(seqs.get(frame.room_id), frame))
+                deliveries.append(Delivery(seqs.get(frame.room_id), frame, at_ms))
         if everything or reindexed or due:
             gone = [room_id for room_id in stream.frames if room_id not in view.rooms]
             for room_id in gone:
@@ -469,6 +502,22 @@ class StreamHub:
         for subscriber in stream.subscribers:
             subscriber.end()
             self.metrics.clients.dec()
+
+
+def _whole_ms(instant: dt.datetime) -> dt.datetime:
+    """``instant`` to the millisecond below, so that an event id states it exactly."""
+    return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
+
+
+def _ms(instant: dt.datetime | None) -> int:
+    """An instant as Unix milliseconds (-1: none)."""
+    if instant is None:
+        return -1
+    return (instant - _EPOCH) // _MILLISECOND
+
+
+def _instant(ms: int) -> dt.datetime:
+    return _EPOCH + ms * _MILLISECOND
 
 
 def _earliest(frames: Iterable[RoomFrame]) -> dt.datetime | None:

@@ -40,10 +40,18 @@ class StreamFilter:
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """A room event on its way: the feed position it belongs to (None: time passed, or a
-    change older than what the client was sent) and its frame."""
+    change older than what the client was sent), its frame, and the instant (Unix
+    milliseconds) the hub computed it for, up to which its pass followed time."""
 
     seq: int | None
     frame: RoomFrame
+    at_ms: int
+
+
+def event_id(position: int, at_ms: int) -> bytes:
+    """An event's id: ``<position>-<at>``, the feed position and the instant (Unix ms) up to
+    which the client has been sent every room it follows."""
+    return b"%d-%d" % (position, at_ms)
 
 
 class Subscriber:
@@ -56,9 +64,10 @@ class Subscriber:
         self.ended = False
         # Called (without waiting) when there is something to write: events, a reset, the end.
         self.notify: Callable[[Subscriber], None] = _ignore
-        # The newest feed position an ``id`` was sent for (ids are strictly increasing); -1:
-        # none yet.
+        # The newest id sent, as (feed position, Unix ms): ids are strictly increasing in that
+        # order; -1: none yet.
         self.last_id = -1
+        self.last_at_ms = -1
 
     def offer(self, deliveries: Sequence[Delivery]) -> None:
         """Queue the deliveries this client follows; past the bound, drop the queue for a
@@ -110,22 +119,24 @@ def _ignore(_subscriber: Subscriber) -> None:
 
 def room_lines(deliveries: Sequence[Delivery], subscriber: Subscriber) -> list[bytes]:
     """The SSE text of the deliveries in order (each frame's ``room`` event, encoded once for
-    every client). An ``id`` goes on the last event of each feed position, and only above the
-    client's last id: a client that reconnects with it has then been sent every room of every
-    position up to it, and ids never repeat or go back."""
+    every client). An ``id`` goes on the last event of each run of one feed position (a pass
+    hands out its time-driven events first, under the position already sent, then the feed's
+    in order) and one pass, and only when it moves past the client's last id: a client that
+    reconnects with it has then been sent every room of every position up to it, and every
+    change time made up to its instant; ids never repeat or go back."""
     lines: list[bytes] = []
     count = len(deliveries)
     for index, item in enumerate(deliveries):
-        seq = item.seq
-        identified = (
-            seq is not None
-            and seq > subscriber.last_id
-            and (index + 1 == count or deliveries[index + 1].seq != seq)
-        )
-        if identified:
-            assert seq is not None
-            subscriber.last_id = seq
-            lines.append(b"id: %d\n%s" % (seq, item.frame.event))
+        position = subscriber.last_id if item.seq is None else max(item.seq, subscriber.last_id)
+        following = deliveries[index + 1] if index + 1 < count else None
+        run_ends = following is None or following.seq != item.seq or following.at_ms != item.at_ms
+        if (
+            run_ends
+            and position > 0
+            and (position, item.at_ms) > (subscriber.last_id, subscriber.last_at_ms)
+        ):
+            subscriber.last_id, subscriber.last_at_ms = position, item.at_ms
+            lines.append(b"id: %s\n%s" % (event_id(position, item.at_ms), item.frame.event))
         else:
             lines.append(item.frame.event)
     return lines
@@ -138,11 +149,15 @@ def rooms_body(at: str, frames: Sequence[RoomFrame], *, reason: str | None = Non
     return b'%s"at":"%s","rooms":[%s]}' % (head, at.encode(), rooms)
 
 
-def whole_event(kind: str, position: int, body: bytes, subscriber: Subscriber) -> bytes:
-    """A snapshot or a reset: it holds every room up to ``position``, so it carries that id
-    (unless the client was already sent it, or the feed is still empty: no id then, and a
-    client that reconnects gets a new snapshot)."""
-    if position > subscriber.last_id and position > 0:
-        subscriber.last_id = position
-        return b"id: %d\nevent: %s\ndata: %s\n\n" % (position, kind.encode(), body)
+def whole_event(kind: str, position: int, at_ms: int, body: bytes, subscriber: Subscriber) -> bytes:
+    """A snapshot or a reset: it holds every room up to ``position`` as of ``at_ms``, so it
+    carries that id (unless the client was already sent it, or the feed is still empty: no id
+    then, and a client that reconnects gets a new snapshot)."""
+    if position > 0 and (position, at_ms) > (subscriber.last_id, subscriber.last_at_ms):
+        subscriber.last_id, subscriber.last_at_ms = position, at_ms
+        return b"id: %s\nevent: %s\ndata: %s\n\n" % (
+            event_id(position, at_ms),
+            kind.encode(),
+            body,
+        )
     return b"event: %s\ndata: %s\n\n" % (kind.encode(), body)
