@@ -8,8 +8,9 @@ import datetime as dt
 
 import pytest
 
+from bookingcache.clock import FixedClock
 from bookingcache.domain.events import BasicEvent
-from bookingcache.domain.tenancy import Room, Tenant
+from bookingcache.domain.tenancy import Room, Tenant, TitlePolicy
 from bookingcache.errors import InvalidInput, NotFound
 from bookingcache.store.port import ChangedCalendar
 from bookingcache.store.sql.store import SqlStore
@@ -217,3 +218,35 @@ async def test_rooms_listeners_hear_every_committed_room_write(
     store.remove_rooms_listener(heard.append)
     await store.delete_tenant(TENANT)
     assert heard == [TENANT, TENANT, TENANT]
+
+
+async def test_every_room_write_dates_the_tenants_layout(
+    store: SqlStore, tenant: Tenant, clock: FixedClock
+) -> None:
+    """``layout_changed_at``: the tenant's rooms or settings, whichever changed last."""
+    created = await store.layout_changed_at(TENANT)
+    assert created == clock.now()
+    minute = dt.timedelta(minutes=1)
+
+    clock.advance(minute)
+    await store.put_room(Room(TENANT, "r4", "d@acme.test", "Room 4"))
+    assert await store.layout_changed_at(TENANT) == clock.now()
+    clock.advance(minute)
+    await store.import_rooms(TENANT, [Room(TENANT, "r4", "d@acme.test", "Room four")])
+    assert await store.layout_changed_at(TENANT) == clock.now()
+    clock.advance(minute)
+    await store.delete_room(TENANT, "r4")
+    assert await store.layout_changed_at(TENANT) == clock.now()
+    clock.advance(minute)
+    await store.update_tenant(TENANT, {"title_policy": TitlePolicy.SHOW})
+    assert await store.layout_changed_at(TENANT) == clock.now()
+
+    # Reads and failed writes change nothing.
+    changed = clock.now()
+    clock.advance(minute)
+    await store.list_rooms(TENANT)
+    with pytest.raises(NotFound):
+        await store.delete_room(TENANT, "r4")
+    assert await store.layout_changed_at(TENANT) == changed
+    with pytest.raises(NotFound):
+        await store.layout_changed_at("nobody")

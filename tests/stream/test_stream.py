@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bookingcache.domain.tenancy import Room
 from bookingcache.errors import StoreUnavailable
 from bookingcache.read import stream as stream_module
 from bookingcache.read.stream import StreamHub
@@ -187,6 +188,36 @@ async def test_resume_does_not_send_a_time_driven_state_the_client_has(
         assert (live.json["room"], live.json["current"]["title"]) == ("r2", "Live")
         assert (live.position or 0) > (started.position or 0)
         assert len(again.events) == 1
+
+
+@pytest.mark.parametrize("change", ["link", "unlink", "rename"])
+async def test_resume_after_the_rooms_changed_is_a_reset(
+    tenant: StreamTenant, http: httpx.AsyncClient, change: str
+) -> None:
+    """Rooms written while the client was away: what it holds is no longer its rooms, and no
+    change of the feed says which, so it is told to start over with every room it follows."""
+    async with open_stream(http, tenant.url, headers=tenant.reader, building="HQ") as before:
+        [snapshot] = await before.wait(1)
+    assert snapshot.id is not None
+    tenant.clock.advance(dt.timedelta(minutes=1))
+    if change == "link":
+        room = Room(tenant.id, "r5", "r5@contoso.example", "R5", "HQ", "1")
+        await tenant.store.put_room(room)
+    elif change == "unlink":
+        await tenant.store.delete_room(tenant.id, "r2")
+    else:
+        room = await tenant.store.get_room(tenant.id, "r1")
+        await tenant.store.put_room(dataclasses.replace(room, name="Boardroom"))
+    tenant.clock.advance(dt.timedelta(seconds=1))
+    headers = {**tenant.reader, "Last-Event-ID": snapshot.id}
+    async with open_stream(http, tenant.url, headers=headers, building="HQ") as again:
+        [reset] = await again.wait(1)
+    assert (reset.event, reset.json["reason"]) == ("reset", "rooms")
+    expected = {"link": {"r1", "r2", "r3", "r5"}, "unlink": {"r1", "r3"}}
+    rooms = {room["room"]: room for room in reset.json["rooms"]}
+    assert set(rooms) == expected.get(change, {"r1", "r2", "r3"})
+    if change == "rename":
+        assert rooms["r1"]["name"] == "Boardroom"
 
 
 async def test_an_event_id_must_be_one_the_stream_sends(

@@ -88,7 +88,8 @@ class StreamResetOut(StreamSnapshotOut):
 
     reason: str = Field(
         description="expired (last id older than the feed keeps), slow (the client's queue "
-        "overflowed) or rooms (a followed room was unlinked)"
+        "overflowed) or rooms (a followed room was unlinked, or the tenant's rooms or "
+        "settings changed while the client was away)"
     )
 
 

@@ -259,6 +259,10 @@ class StreamHub:
         # The instant the client's rooms held at: its id's (never later than the frames'), or
         # for an id without one the commit of its change.
         since = first.at if last_ms is None else _instant(min(last_ms, at_ms))
+        if await self._store.layout_changed_at(stream.tenant.id) > since:
+            # Rooms linked, unlinked or moved, or the tenant's settings changed, while the
+            # client was away: its rooms are no longer the ones it holds.
+            return Opening("reset", position, frames, at_ms, reason=RESET_ROOMS)
         by_room = {frame.room_id: frame for frame in frames}
         room_seq: dict[str, int] = {}
         cursor = last_id

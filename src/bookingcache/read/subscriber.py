@@ -17,7 +17,9 @@ from bookingcache.read.roomstate import RoomFrame
 # Why a client is told to start over.
 RESET_EXPIRED = "expired"  # its last event id is older than the change feed keeps
 RESET_SLOW = "slow"  # its queue overflowed
-RESET_ROOMS = "rooms"  # a room it followed was unlinked
+# A room it followed was unlinked; or, when it came back, the tenant's rooms or settings had
+# changed since its last event.
+RESET_ROOMS = "rooms"
 
 
 @dataclass(frozen=True, slots=True)

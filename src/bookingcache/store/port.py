@@ -238,6 +238,12 @@ class Store(Protocol):
 
     async def last_change_seq(self) -> int: ...
 
+    async def layout_changed_at(self, tenant_id: str) -> dt.datetime:
+        """When the tenant's settings or its rooms (linked, replaced, unlinked) last changed:
+        what every room's displayed state depends on besides its calendar. ``NotFound`` for an
+        unknown tenant."""
+        ...
+
     async def prune_changes(
         self, *, before: dt.datetime, chunk: int = 1000, max_chunks: int = 20
     ) -> int:

@@ -54,6 +54,12 @@ def require_tenant(conn: Connection, tenant_id: str) -> None:
         raise NotFound(f"tenant {tenant_id!r} not found")
 
 
+def rooms_changed(conn: Connection, tenant_id: str, *, at: dt.datetime) -> None:
+    """Date the tenant's rooms as written now (a change-stream client away since then is sent a
+    reset when it comes back: ``read.stream``)."""
+    conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(rooms_changed_at=at))
+
+
 def upsert_rooms(
     conn: Connection, tenant_id: str, batch: Sequence[Room], *, at: dt.datetime
 ) -> tuple[int, int, list[str]]:
@@ -87,6 +93,7 @@ def upsert_rooms(
             replaced,
         )
 
+    rooms_changed(conn, tenant_id, at=at)
     zones = {room.mailbox: room.time_zone for room in batch}  # the last room's zone wins
     rezoned = _ensure_calendars(conn, tenant_id, zones, at=at)
     left = {

@@ -126,6 +126,8 @@ tenants = Table(
     Column("graph_private_key", Text, nullable=True),
     Column("graph_certificate_thumbprint", String(128), nullable=True),
     Column("graph_revision", Integer, nullable=False, server_default=text("0")),
+    # The last write of the tenant's rooms (linked, replaced, unlinked); migration 0013.
+    Column("rooms_changed_at", UTCDateTime(), nullable=True),
 )
 
 # A tenant's named read tokens, only as SHA-256 hashes (migration 0009). ``last_used_at`` is

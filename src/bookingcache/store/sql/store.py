@@ -265,6 +265,7 @@ class SqlStore(SqlCredentials):
             if mailbox is None:
                 room_ops.require_tenant(conn, tenant_id)
                 raise NotFound(f"room {room_id!r} of tenant {tenant_id!r} not found")
+            room_ops.rooms_changed(conn, tenant_id, at=self._clock.now())
             dropped = room_ops.drop_unlinked_calendars(conn, tenant_id, [mailbox])
             return self._reload(conn, tenant_id, dropped)
 
@@ -472,6 +473,21 @@ class SqlStore(SqlCredentials):
                 CalendarChange(seq=row.seq, tenant_id=row.tenant_id, mailbox=row.mailbox, at=row.at)
                 for row in result
             ]
+
+    async def layout_changed_at(self, tenant_id: str) -> dt.datetime:
+        async with self.read() as conn:
+            row = (
+                await conn.execute(
+                    select(tenants.c.updated_at, tenants.c.rooms_changed_at).where(
+                        tenants.c.id == tenant_id
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        updated: dt.datetime = row.updated_at
+        rooms_at: dt.datetime | None = row.rooms_changed_at
+        return updated if rooms_at is None else max(updated, rooms_at)
 
     async def last_change_seq(self) -> int:
         async with self.read() as conn:
