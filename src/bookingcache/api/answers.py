@@ -36,11 +36,22 @@ EARLIEST = dt.datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = dt.datetime(2200, 1, 1, tzinfo=UTC)
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def utc_text(instant: dt.datetime) -> str:
-    """ISO 8601 in UTC with ``Z`` (slot boundaries repeat across rooms: formatted once)."""
+    """ISO 8601 in UTC with ``Z``. Whole seconds (slot boundaries, which repeat across rooms
+    and requests) are formatted once and kept; other instants (a calendar's last sync, a new
+    one at every refresh) are formatted each time, so they never fill the memory."""
+    if instant.microsecond:
+        return _utc_iso(instant)
+    return _kept_utc_text(instant)
+
+
+def _utc_iso(instant: dt.datetime) -> str:
     text = instant.astimezone(UTC).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+# About 4 MB when full: a cached horizon's boundaries are a few thousand distinct instants.
+_kept_utc_text = functools.lru_cache(maxsize=1 << 14)(_utc_iso)
 
 
 def checked_window(start: dt.datetime, end: dt.datetime) -> Interval:
