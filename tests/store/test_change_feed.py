@@ -195,3 +195,32 @@ async def test_a_transaction_s_rows_keep_their_order(store: SqlStore, tenant: Te
     changes = await store.changes_since(0)
     assert [c.mailbox for c in changes] == mailboxes
     assert [c.seq for c in changes] == sorted({c.seq for c in changes})
+
+
+async def test_a_calendar_back_from_stale_is_in_the_feed_with_its_events_unchanged(
+    store: SqlStore, tenant: Tenant
+) -> None:
+    """What its rooms show changes (unknown to known) though its events do not: a stream client
+    that comes back learns it from the feed. Its tenant's staleness bound is an hour."""
+
+    async def sync(at: dt.datetime, mailbox: str = "a@acme.test") -> None:
+        await store.replace_window(
+            TENANT, mailbox, window_start=DAY, window_end=END, events=[], synced_at=at
+        )
+
+    async def rows() -> list[tuple[str, dt.datetime]]:
+        return [(change.mailbox, change.at) for change in await store.changes_since(0)]
+
+    await sync(DAY)  # the first sync, with no events: known from now on
+    assert await rows() == [("a@acme.test", DAY)]
+    await sync(DAY + dt.timedelta(minutes=50))
+    await sync(DAY + dt.timedelta(minutes=110))  # exactly the bound after the last: not stale
+    assert len(await rows()) == 1
+    back = DAY + dt.timedelta(minutes=170, seconds=1)  # an hour and a second after
+    await sync(back)
+    assert await rows() == [("a@acme.test", DAY), ("a@acme.test", back)]
+    await sync(back + dt.timedelta(minutes=1))
+    assert len(await rows()) == 2
+    # Another calendar's first sync is its own.
+    await sync(back, mailbox="b@acme.test")
+    assert (await rows())[-1] == ("b@acme.test", back)

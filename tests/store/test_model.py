@@ -133,6 +133,7 @@ def test_replacements_match_the_model(
     runner, store = model_store
     tenant_id = runner.run(_new_calendar(store))
     model = Model()
+    synced = False
     for start_slot, length, given_events in steps:
         start = BASE + start_slot * SLOT
         end = start + length * SLOT
@@ -159,5 +160,7 @@ def test_replacements_match_the_model(
         assert [e.start for e in stored] == sorted(e.start for e in stored)
 
         feed = runner.run(store.changes_since(seq_before))
-        assert len(feed) == (0 if expected.is_empty else 1)
+        # The calendar's first sync is in the feed whatever it changed: its rooms turn known.
+        assert len(feed) == (0 if expected.is_empty and synced else 1)
+        synced = True
         assert all(c.tenant_id == tenant_id and c.mailbox == MAILBOX for c in feed)

@@ -16,6 +16,7 @@ from bookingcache.read import stream as stream_module
 from bookingcache.read.stream import StreamHub
 from bookingcache.store.port import Store
 from tests.stream.conftest import StreamTenant
+from tests.support.availability import event
 from tests.support.sse import open_stream
 from tests.support.waiting import until
 
@@ -279,3 +280,25 @@ async def test_a_feed_read_that_fails_part_way_loses_no_change(
         assert events[1].event == "room"
         assert events[1].json["room"] == "r1"
         assert events[1].json["current"]["title"] == "Weekly"
+
+
+async def test_a_calendar_back_from_stale_reaches_a_client_that_comes_back(
+    tenant: StreamTenant, http: httpx.AsyncClient
+) -> None:
+    """The client saw the room turn unknown (no sync for an hour), then a sync with the same
+    events made it known again while the client was away: it is sent the room again."""
+    async with open_stream(http, tenant.url, headers=tenant.reader, room="r1") as before:
+        [snapshot] = await before.wait(1)
+        assert snapshot.json["rooms"][0]["stale"] is False
+        tenant.clock.advance(dt.timedelta(hours=1, minutes=1))
+        gone = (await before.wait(2))[1]
+        assert (gone.json["status"], gone.json["stale"]) == ("unknown", True)
+    assert gone.id is not None
+    # The events the tenant's rooms were synced with (``make_tenant``), unchanged.
+    later = event("r1-later", "2026-11-25T09:00:00+00:00", "2026-11-25T10:00:00+00:00")
+    await tenant.sync("r1@contoso.example", [later])
+    headers = {**tenant.reader, "Last-Event-ID": gone.id}
+    async with open_stream(http, tenant.url, headers=headers, room="r1") as again:
+        [back] = await again.wait(1)
+    assert (back.json["room"], back.json["status"], back.json["stale"]) == ("r1", "free", False)
+    assert (back.position or 0) > (gone.position or 0)

@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 
 _FEED_PAGE = 1000
 # Stale calendars are asked again this often whether a sync made them fresh (a sync that
-# changed nothing writes no feed row).
+# brings a calendar back writes a feed row, which the pass reads at once; this catches a
+# calendar whose staleness this process judged on a clock ahead of the writer's).
 _STALE_RECHECK = dt.timedelta(seconds=5)
 _FAILED_PASS_PAUSE_S = 1.0
 # Passes start at least this far apart: the commits of a burst are read, re-read and handed out

@@ -197,7 +197,8 @@ class Store(Protocol):
         """Atomically make the cached events of ``mailbox`` that overlap the window exactly
         ``events``, record a successful sync at ``synced_at`` together with the source's
         ``delta_link`` for this window (``None`` clears it), append to the change feed when
-        anything changed, and return the diff. Events outside the window are untouched.
+        anything changed or the calendar was unknown or stale until now (its rooms' displayed
+        state changes), and return the diff. Events outside the window are untouched.
 
         With ``claim`` (the id and lease of the refresh job that read them) the write is
         fenced: it happens only while that claim is still the job's, else

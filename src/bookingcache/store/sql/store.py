@@ -356,7 +356,7 @@ class SqlStore(SqlCredentials):
         def work(conn: Connection) -> tuple[EventDiff, list[ChangedCalendar]]:
             if claim is not None:
                 windows.hold_claim(conn, *claim)
-            windows.record_success_and_lock(
+            recovered = windows.record_success_and_lock(
                 conn,
                 tenant_id,
                 mailbox,
@@ -373,8 +373,10 @@ class SqlStore(SqlCredentials):
                 window_end=window_end,
                 given=given,
             )
-            if diff.is_empty:
+            if diff.is_empty and not recovered:
                 return diff, []
+            # A calendar back from stale (or synced for the first time) changes what its rooms
+            # show with the same events: the feed says so, as for a change of events.
             return diff, windows.append_changes(conn, [(tenant_id, mailbox)], at=synced_at)
 
         diff, changes = await self.transaction(work)

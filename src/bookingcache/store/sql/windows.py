@@ -16,6 +16,7 @@ from sqlalchemy import and_, bindparam, delete, insert, or_, select, true, updat
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bookingcache.domain.availability import is_stale
 from bookingcache.domain.events import BasicEvent, EventDiff
 from bookingcache.domain.timezones import is_valid_time_zone, resolve_time_zone
 from bookingcache.errors import InvalidInput, NotFound
@@ -26,6 +27,7 @@ from bookingcache.store.sql.lists import among
 from bookingcache.store.sql.rows import (
     EVENT_COLUMNS,
     RAW_EVENT_COLUMNS,
+    as_utc,
     event_from_tuple,
     event_values,
     events_from_raw,
@@ -91,12 +93,29 @@ def hold_claim(conn: Connection, job_id: int, lease: str) -> None:
         raise ClaimLost(f"job {job_id} was claimed again before its refresh wrote")
 
 
-_RECORD_SUCCESS = (
-    update(calendars)
-    .where(
-        calendars.c.tenant_id == bindparam("key_tenant"),
-        calendars.c.mailbox == bindparam("key_mailbox"),
+_THE_CALENDAR = and_(
+    calendars.c.tenant_id == bindparam("key_tenant"),
+    calendars.c.mailbox == bindparam("key_mailbox"),
+)
+_BEFORE = calendars.alias("before")
+# The calendar's last success before this one, and its tenant's staleness bound.
+_PREVIOUS = (
+    select(
+        _BEFORE.c.tenant_id,
+        _BEFORE.c.mailbox,
+        _BEFORE.c.last_success_at.label("previous_success"),
+        tenants.c.staleness_bound_s.label("bound_s"),
     )
+    .join(tenants, tenants.c.id == _BEFORE.c.tenant_id)
+    .where(
+        _BEFORE.c.tenant_id == bindparam("key_tenant"),
+        _BEFORE.c.mailbox == bindparam("key_mailbox"),
+    )
+)
+_PREVIOUS_ROW = _PREVIOUS.subquery("previous")
+_RECORD_SUCCESS_UPDATE = (
+    update(calendars)
+    .where(_THE_CALENDAR)
     .values(
         last_refresh_at=bindparam("synced_at", type_=calendars.c.last_refresh_at.type),
         last_success_at=bindparam("synced_at", type_=calendars.c.last_success_at.type),
@@ -106,8 +125,15 @@ _RECORD_SUCCESS = (
         window_end=bindparam("new_end", type_=calendars.c.window_end.type),
         delta_link=bindparam("new_link", type_=calendars.c.delta_link.type),
     )
-    .returning(calendars.c.mailbox)
 )
+_RECORD_SUCCESS = _RECORD_SUCCESS_UPDATE.returning(calendars.c.mailbox)
+# On PostgreSQL one statement: the FROM subquery reads the row as it was before the update (the
+# statement's snapshot). SQLite's RETURNING cannot name a FROM table: it reads first, in the
+# same transaction, which its one writer keeps to itself.
+_RECORD_SUCCESS_WITH_PREVIOUS = _RECORD_SUCCESS_UPDATE.where(
+    _PREVIOUS_ROW.c.tenant_id == calendars.c.tenant_id,
+    _PREVIOUS_ROW.c.mailbox == calendars.c.mailbox,
+).returning(calendars.c.mailbox, _PREVIOUS_ROW.c.previous_success, _PREVIOUS_ROW.c.bound_s)
 
 
 def record_success_and_lock(
@@ -119,10 +145,12 @@ def record_success_and_lock(
     window_end: dt.datetime,
     synced_at: dt.datetime,
     delta_link: str | None = None,
-) -> None:
+) -> bool:
     """Record a successful sync of the calendar and the source's delta link for the window
     (``None``: none), so link and cached events always commit together; ``NotFound`` if the
-    calendar does not exist.
+    calendar does not exist. Returns whether the calendar was unknown or stale until this
+    sync (never synced, or its last success older than the tenant's staleness bound): its
+    rooms' displayed state changes even when its events do not.
 
     This is the first statement of a replacement on purpose: on PostgreSQL the UPDATE holds
     the calendar row's lock until commit, so a second replacement of the same calendar waits
@@ -130,22 +158,32 @@ def record_success_and_lock(
     already holds the database's write lock. The transaction rolls back if anything later
     fails, so the success is only recorded together with the events.
     """
-    result = conn.execute(
-        _RECORD_SUCCESS,
-        {
-            "key_tenant": tenant_id,
-            "key_mailbox": mailbox,
-            "synced_at": synced_at,
-            "new_start": window_start,
-            "new_end": window_end,
-            "new_link": delta_link,
-        },
-    )
-    if result.first() is None:
+    values = {
+        "key_tenant": tenant_id,
+        "key_mailbox": mailbox,
+        "synced_at": synced_at,
+        "new_start": window_start,
+        "new_end": window_end,
+        "new_link": delta_link,
+    }
+    if conn.dialect.name == "postgresql":
+        row = conn.execute(_RECORD_SUCCESS_WITH_PREVIOUS, values).first()
+        previous = None if row is None else (row.previous_success, row.bound_s)
+    else:
+        before = conn.execute(_PREVIOUS, values).first()
+        row = conn.execute(_RECORD_SUCCESS, values).first()
+        previous = None if before is None else (before.previous_success, before.bound_s)
+    if row is None or previous is None:
         tenant = conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id))
         if tenant.first() is None:
             raise NotFound(f"tenant {tenant_id!r} not found")
         raise NotFound(f"no room of tenant {tenant_id!r} is linked to mailbox {mailbox!r}")
+    success, bound_s = previous
+    return is_stale(
+        None if success is None else as_utc(success),
+        now=synced_at,
+        bound=dt.timedelta(seconds=bound_s),
+    )
 
 
 _OF_CALENDAR = and_(
