@@ -11,16 +11,10 @@ import sqlalchemy as sa
 
 from bookingcache.store.sql import engine as engines
 from bookingcache.store.sql.schema import UTCDateTime
+from tests.store.tenant_rows import insert_tenant
 from tests.store.test_engine import ENGINES, _migrate_to, _scratch_database
 from tests.support.databases import writing
 
-_TENANTS = sa.table(
-    "tenants",
-    *(sa.column(name) for name in ("id", "name", "event_source", "title_policy")),
-    *(sa.column(name) for name in ("default_time_zone", "staleness_bound_s", "signing_secret")),
-    sa.column("created_at", UTCDateTime()),
-    sa.column("updated_at", UTCDateTime()),
-)
 _ROOMS = sa.table(
     "rooms",
     *(sa.column(name) for name in ("tenant_id", "room_id", "mailbox", "name")),
@@ -40,20 +34,7 @@ async def test_rooms_are_dated_by_their_newest_and_the_date_goes_downgrading(
             await _migrate_to(engine, "0012")
             async with writing(engine) as connection:
                 for tenant_id in ("acme", "bolt"):
-                    await connection.execute(
-                        sa.insert(_TENANTS),
-                        {
-                            "id": tenant_id,
-                            "name": tenant_id.title(),
-                            "event_source": "push",
-                            "title_policy": "show",
-                            "default_time_zone": "UTC",
-                            "staleness_bound_s": 3600,
-                            "signing_secret": "sealed elsewhere",
-                            "created_at": at,
-                            "updated_at": at,
-                        },
-                    )
+                    await insert_tenant(connection, tenant_id, event_source="push", at=at)
                 for number, hours in ((1, 3), (2, 7), (3, 5)):
                     await connection.execute(
                         sa.insert(_ROOMS),

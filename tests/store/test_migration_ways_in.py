@@ -10,17 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from bookingcache.store.sql import engine as engines
-from bookingcache.store.sql.schema import UTCDateTime
+from tests.store.tenant_rows import TENANTS_0009, insert_tenant
 from tests.store.test_engine import ENGINES, _migrate_to, _scratch_database
 from tests.support.databases import writing
 
-_TENANTS_0009 = sa.table(
-    "tenants",
-    *(sa.column(name) for name in ("id", "name", "event_source", "title_policy")),
-    *(sa.column(name) for name in ("default_time_zone", "staleness_bound_s", "signing_secret")),
-    sa.column("created_at", UTCDateTime()),
-    sa.column("updated_at", UTCDateTime()),
-)
 _GRAPH = ("graph_directory_tenant", "graph_client_id", "graph_client_secret", "graph_revision")
 
 
@@ -35,20 +28,7 @@ async def test_tenants_get_their_way_in_and_lose_it_again_downgrading(
             await _migrate_to(engine, "0009")
             async with writing(engine) as connection:
                 for tenant_id, source in (("acme", "push"), ("bolt", "connector")):
-                    await connection.execute(
-                        sa.insert(_TENANTS_0009),
-                        {
-                            "id": tenant_id,
-                            "name": tenant_id.title(),
-                            "event_source": source,
-                            "title_policy": "show",
-                            "default_time_zone": "UTC",
-                            "staleness_bound_s": 3600,
-                            "signing_secret": "sealed elsewhere",
-                            "created_at": at,
-                            "updated_at": at,
-                        },
-                    )
+                    await insert_tenant(connection, tenant_id, event_source=source, at=at)
             await _migrate_to(engine, "0010")
             async with engine.connect() as connection:
                 query = "SELECT id, notification_mode, graph_directory_tenant, graph_revision "
@@ -62,7 +42,7 @@ async def test_tenants_get_their_way_in_and_lose_it_again_downgrading(
                 columns = await connection.run_sync(
                     lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("tenants")}
                 )
-                kept = (await connection.execute(sa.select(_TENANTS_0009.c.id))).scalars().all()
+                kept = (await connection.execute(sa.select(TENANTS_0009.c.id))).scalars().all()
             assert "notification_mode" not in columns
             assert not columns & set(_GRAPH)
             assert sorted(kept) == ["acme", "bolt"]

@@ -17,7 +17,7 @@ from bookingcache.read.stream import StreamHub
 from bookingcache.store.port import Store
 from tests.stream.conftest import StreamTenant
 from tests.support.availability import event
-from tests.support.sse import open_stream
+from tests.support.sse import Event, open_stream
 from tests.support.waiting import until
 
 
@@ -149,21 +149,30 @@ async def test_time_passing_changes_the_status(
         assert (events[2].json["status"], events[2].json["stale"]) == ("unknown", True)
 
 
+async def _a_meeting_starts(
+    tenant: StreamTenant, http: httpx.AsyncClient, **stream_filter: str
+) -> Event:
+    """A client following ``stream_filter`` sees r1's 09:10-09:20 meeting start (time passing,
+    no write), then goes away; the time-driven event it got, with its id."""
+    await tenant.book("r1@contoso.example", "Short", "09:10", "09:20")
+    async with open_stream(http, tenant.url, headers=tenant.reader, **stream_filter) as before:
+        await before.wait(1)
+        tenant.clock.advance(dt.timedelta(minutes=11))
+        started = (await before.wait(2))[1]
+    assert (started.json["room"], started.json["status"]) == ("r1", "busy")
+    assert started.id is not None
+    return started
+
+
 async def test_resume_after_time_changed_a_room_twice_sends_its_state_now(
     tenant: StreamTenant, http: httpx.AsyncClient
 ) -> None:
     """The client saw a meeting start (a time-driven event), then the meeting ended while it
     was away, with no write at all: the room's state now differs from the one the client holds,
     though not from the state at the client's last change, and it is sent."""
-    await tenant.book("r1@contoso.example", "Short", "09:10", "09:20")
-    async with open_stream(http, tenant.url, headers=tenant.reader, room="r1") as before:
-        await before.wait(1)
-        tenant.clock.advance(dt.timedelta(minutes=11))
-        started = (await before.wait(2))[1]
-        assert started.json["status"] == "busy"
-        assert started.id is not None
+    started = await _a_meeting_starts(tenant, http, room="r1")
     tenant.clock.advance(dt.timedelta(minutes=10))
-    headers = {**tenant.reader, "Last-Event-ID": started.id}
+    headers = {**tenant.reader, "Last-Event-ID": started.id or ""}
     async with open_stream(http, tenant.url, headers=headers, room="r1") as again:
         [ended] = await again.wait(1)
         assert (ended.event, ended.json["room"], ended.json["status"]) == ("room", "r1", "free")
@@ -174,14 +183,8 @@ async def test_resume_after_time_changed_a_room_twice_sends_its_state_now(
 async def test_resume_does_not_send_a_time_driven_state_the_client_has(
     tenant: StreamTenant, http: httpx.AsyncClient
 ) -> None:
-    await tenant.book("r1@contoso.example", "Short", "09:10", "09:20")
-    async with open_stream(http, tenant.url, headers=tenant.reader, building="HQ") as before:
-        await before.wait(1)
-        tenant.clock.advance(dt.timedelta(minutes=11))
-        started = (await before.wait(2))[1]
-        assert started.json["status"] == "busy"
-    assert started.id is not None
-    headers = {**tenant.reader, "Last-Event-ID": started.id}
+    started = await _a_meeting_starts(tenant, http, building="HQ")
+    headers = {**tenant.reader, "Last-Event-ID": started.id or ""}
     async with open_stream(http, tenant.url, headers=headers, building="HQ") as again:
         # Nothing changed since: the first event is the live one that follows.
         await tenant.book("r2@contoso.example", "Live")
