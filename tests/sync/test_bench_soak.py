@@ -13,9 +13,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bookingcache.store.sql.engine import autovacuum_on, create_database, drop_database, vacuum
+from bookingcache.store.sql.engine import (
+    autovacuum_on,
+    autovacuum_pace,
+    autovacuum_visit,
+    create_database,
+    drop_database,
+)
 from bookingcache.tools.bench import main
-from bookingcache.tools.bench.vacuum import VACUUM_EVERY_S
 from tests.support.databases import POSTGRES_ENV, asyncpg_dsn
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -65,32 +70,72 @@ def test_bench_soak_watches_the_cluster_under_steady_load(
     if asyncio.run(autovacuum_on(os.environ[POSTGRES_ENV])):
         assert result["vacuum_stand_in"] is None
     else:
-        assert result["vacuum_stand_in"] == {"every_s": VACUUM_EVERY_S, "runs": 0, "max_s": None}
+        naptime_s = asyncio.run(autovacuum_pace(os.environ[POSTGRES_ENV])).naptime_s
+        assert result["vacuum_stand_in"] == {
+            "every_s": naptime_s,
+            "runs": 0,
+            "tables_vacuumed": 0,
+            "tables_analyzed": 0,
+            "max_s": None,
+        }
 
 
-async def test_the_vacuum_stand_in_clears_the_dead_rows() -> None:
+async def test_the_vacuum_stand_in_takes_what_autovacuum_would() -> None:
+    """A visit vacuums the table past autovacuum's threshold, analyzes the one only past the
+    analyze threshold, and leaves the one past neither with its dead rows."""
     server = os.environ[POSTGRES_ENV]
     name = f"bookingcache_vacuum_{secrets.token_hex(4)}"
     url = await create_database(server, name)
     try:
         connection = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
         try:
-            await connection.execute("CREATE TABLE churn (n integer)")
-            await connection.execute("INSERT INTO churn SELECT generate_series(1, 5000)")
-            await connection.execute("DELETE FROM churn WHERE n > 100")
-
-            async def dead_rows() -> int:
+            for table in ("churn", "changed", "calm"):
+                await connection.execute(f"CREATE TABLE {table} (n integer)")
+                await connection.execute(f"INSERT INTO {table} SELECT generate_series(1, 5000)")
+                # The inserts counted before the vacuum that settles them.
                 await connection.execute("SELECT pg_stat_force_next_flush()")
-                return int(
-                    await connection.fetchval(
-                        "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'churn'"
-                    )
-                )
+                await connection.execute(f"VACUUM (ANALYZE) {table}")
+            # 4,900 dead of 5,000: past 50 + 20% of the rows (autovacuum's defaults).
+            await connection.execute("DELETE FROM churn WHERE n > 100")
+            # 600 changed: past the analyze threshold (50 + 10%), not the vacuum one (50 + 20%).
+            await connection.execute("DELETE FROM changed WHERE n > 4400")
+            # 100 dead: past neither.
+            await connection.execute("DELETE FROM calm WHERE n > 4900")
 
-            assert await dead_rows() == 4900
-            await vacuum(url)
-            assert await dead_rows() == 0
+            async def dead_rows() -> dict[str, int]:
+                await connection.execute("SELECT pg_stat_force_next_flush()")
+                rows = await connection.fetch("SELECT relname, n_dead_tup FROM pg_stat_user_tables")
+                return {row["relname"]: row["n_dead_tup"] for row in rows}
+
+            assert await dead_rows() == {"churn": 4900, "changed": 600, "calm": 100}
+            visit = await autovacuum_visit(url)
+            assert visit.vacuumed == ("public.churn",)
+            assert visit.analyzed == ("public.changed",)
+            assert await dead_rows() == {"churn": 0, "changed": 600, "calm": 100}
+            # The next visit finds nothing due.
+            assert await autovacuum_visit(url) == type(visit)((), ())
         finally:
             await connection.close()
     finally:
         await drop_database(server, name)
+
+
+async def test_the_stand_in_keeps_autovacuum_s_pace() -> None:
+    """The pace is the server's autovacuum settings, with ``-1`` read as the manual one's."""
+    connection = await asyncpg.connect(asyncpg_dsn(os.environ[POSTGRES_ENV]), timeout=10)
+    try:
+        rows = await connection.fetch("SELECT name, setting FROM pg_settings")
+        settings = {row["name"]: row["setting"] for row in rows}
+    finally:
+        await connection.close()
+
+    def resolved(own: str, manual: str) -> float:
+        value = float(settings[own])
+        return float(settings[manual]) if value < 0 else value
+
+    pace = await autovacuum_pace(os.environ[POSTGRES_ENV])
+    assert pace.cost_delay_ms == resolved("autovacuum_vacuum_cost_delay", "vacuum_cost_delay")
+    assert pace.cost_limit == resolved("autovacuum_vacuum_cost_limit", "vacuum_cost_limit")
+    assert pace.naptime_s == float(settings["autovacuum_naptime"])
+    # Autovacuum sleeps between its rounds of work; a manual VACUUM (delay 0) would not.
+    assert pace.cost_delay_ms > 0

@@ -37,10 +37,10 @@ system``): under this load glibc's heap kept growing in the workers while their 
 stayed level (docs/operations.md, "Memory").
 
 On a server that runs without autovacuum (PostgreSQL's default is on), the benchmark stands in
-for it: every ``vacuum.VACUUM_EVERY_S`` it runs ``VACUUM (ANALYZE)`` on its database
-(``vacuum_stand_in``). Otherwise the rows every refresh deletes and updates (the jobs, the
-calendars' sync state) would pile up as dead rows that every claim scans, and the run would
-measure a server no operator runs.
+for it (``vacuum_stand_in``): every ``autovacuum_naptime`` it vacuums or analyzes the tables of
+its database that autovacuum would, at autovacuum's pace (``bench.vacuum``). Otherwise the rows
+every refresh deletes and updates (the jobs, the calendars' sync state) would pile up as dead
+rows that every claim scans, and the run would measure a server no operator runs.
 """
 
 from __future__ import annotations
