@@ -2,12 +2,21 @@
 
 Each benchmark is a module with ``main(argv) -> int``; adding one means adding an entry to
 ``BENCHMARKS``. Figures and the commands that produced them are in docs/benchmarks.md.
+
+A benchmark stopped with SIGTERM (``kill``, a CI job's time limit) stops as with Ctrl-C: its
+``finally`` blocks run, so the processes it started are stopped, the database it made is dropped
+and its temporary directory removed, and it exits with 128 plus the signal's number.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
 
 # name -> (module, one-line description)
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -69,5 +78,43 @@ def main(argv: list[str]) -> int:
         print(f"bookingcache bench: unknown benchmark {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(BENCHMARKS[name][0])
-    result: int = module.main(rest)
+    with _stopping() as stopped_by:
+        try:
+            result: int = module.main(rest)
+        except KeyboardInterrupt:
+            number = stopped_by[0] if stopped_by else signal.SIGINT
+            print(
+                f"bookingcache bench {name}: stopped ({signal.Signals(number).name})",
+                file=sys.stderr,
+            )
+            return 128 + number
     return result
+
+
+@contextlib.contextmanager
+def _stopping() -> Iterator[list[int]]:
+    """SIGTERM handled as SIGINT while the block runs: the handler raises SIGINT in this
+    process, which its handler at that moment turns into a ``KeyboardInterrupt`` (or, inside
+    ``asyncio.run``, into the main task's cancellation, as Ctrl-C does); where SIGINT has no
+    handler of Python's, it raises ``KeyboardInterrupt`` itself. Yields the list that
+    receives SIGTERM's number once it came. Only the main thread can set handlers: elsewhere
+    (a benchmark called from a test's thread) nothing changes."""
+    stopped_by: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped_by
+        return
+
+    def on_sigterm(number: int, _frame: FrameType | None) -> None:
+        stopped_by.append(number)
+        if callable(signal.getsignal(signal.SIGINT)):
+            signal.raise_signal(signal.SIGINT)
+        else:
+            # SIGINT ignored (a shell's background job) or left to the system: no handler of
+            # this process's would run, so interrupt here.
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield stopped_by
+    finally:
+        signal.signal(signal.SIGTERM, previous)
