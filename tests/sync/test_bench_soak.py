@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from bookingcache.store.sql.engine import (
+    AutovacuumVisit,
     autovacuum_on,
     autovacuum_pace,
     autovacuum_visit,
@@ -108,12 +109,12 @@ async def test_the_vacuum_stand_in_takes_what_autovacuum_would() -> None:
                 return {row["relname"]: row["n_dead_tup"] for row in rows}
 
             assert await dead_rows() == {"churn": 4900, "changed": 600, "calm": 100}
-            visit = await autovacuum_visit(url)
-            assert visit.vacuumed == ("public.churn",)
-            assert visit.analyzed == ("public.changed",)
+            assert await autovacuum_visit(url) == AutovacuumVisit(
+                vacuumed=("public.churn",), analyzed=("public.changed",)
+            )
             assert await dead_rows() == {"churn": 0, "changed": 600, "calm": 100}
             # The next visit finds nothing due.
-            assert await autovacuum_visit(url) == type(visit)((), ())
+            assert await autovacuum_visit(url) == AutovacuumVisit(vacuumed=(), analyzed=())
         finally:
             await connection.close()
     finally:
