@@ -19,20 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.processes import alive
+
 pytestmark = [pytest.mark.slow, pytest.mark.pinned_dates]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
-    except OSError:
-        return False
-    return status != "Z"
 
 
 def _ready_line(process: subprocess.Popen[str], timeout_s: float) -> dict[str, Any]:
@@ -137,4 +126,4 @@ def test_the_demo_starts_serves_changing_availability_and_stops(tmp_path: Path) 
             raise
     assert process.returncode == 0, stderr
     for name, pid in info["pids"].items():
-        assert not _alive(pid), f"{name} still runs"
+        assert not alive(pid), f"{name} still runs"

@@ -12,6 +12,20 @@ from bookingcache.tools import processes
 from bookingcache.tools.processes import serve_command
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; a zombie (exited, not yet reaped by its parent) counts as
+    gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except OSError:
+        return False
+    return status != "Z"
+
+
 class ServiceProcess:
     """``bookingcache serve`` in a child process, driven from a test's event loop."""
 

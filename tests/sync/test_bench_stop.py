@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from tests.support.databases import POSTGRES_ENV, asyncpg_dsn
+from tests.support.processes import alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -32,16 +33,6 @@ def _children(pid: int) -> set[int]:
         return {int(child) for child in path.read_text().split()}
     except FileNotFoundError:
         return set()
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (not gone, not a zombie left for its reaper)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    state = next(line for line in status.splitlines() if line.startswith("State:"))
-    return "zombie" not in state
 
 
 def _soak_databases() -> set[str]:
@@ -91,6 +82,6 @@ def test_a_stopped_soak_leaves_nothing_behind(stop_signal: int, tmp_path: Path) 
             process.communicate()
     assert process.returncode == 128 + stop_signal, err
     assert f"stopped ({signal.Signals(stop_signal).name})" in err
-    assert not [pid for pid in started if _running(pid)], err
+    assert not [pid for pid in started if alive(pid)], err
     assert not made & _soak_databases()
     assert not list(tmp_path.glob("bookingcache-soak-*"))
