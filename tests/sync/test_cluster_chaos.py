@@ -468,9 +468,7 @@ async def _kill_a_worker_mid_refresh(store: SqlStore, cluster: Cluster) -> tuple
         name, claims = max(held.items(), key=lambda item: len(item[1]))
         return name if len(claims) >= 3 else None
 
-    await until(victim, timeout_s=30, what="a worker with refreshes in flight", every_s=0.05)
-    name = await victim()
-    assert name is not None
+    name = await until(victim, timeout_s=30, what="a worker with refreshes in flight", every_s=0.05)
     cluster.children[name].kill()
     killed_at, killed_wall = time.monotonic(), SystemClock().now()
     # What the dead process had claimed and not finished: its rows stay locked by it.
@@ -506,9 +504,7 @@ async def _stop_the_sweep_holder(store: SqlStore, cluster: Cluster) -> float:
     """SIGSTOP the process holding the sweep duty past its lease, SIGCONT it once a peer took
     the duty over, and check that the resumed process does not act on it; the takeover's
     seconds."""
-    await until(lambda: duty_holder(store, "sweep"), timeout_s=30, what="a sweep holder")
-    holder = await duty_holder(store, "sweep")
-    assert holder is not None
+    holder = await until(lambda: duty_holder(store, "sweep"), timeout_s=30, what="a sweep holder")
     runs_before = await asyncio.to_thread(cluster.runs, holder, "sweep")
     os.kill(cluster.children[holder].pid, signal.SIGSTOP)
     stopped_at = time.monotonic()
