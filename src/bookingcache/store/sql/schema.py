@@ -279,6 +279,14 @@ jobs = Table(
         postgresql_where=text("locked_by IS NULL"),
         sqlite_where=text("locked_by IS NULL"),
     ),
+    # The claimed rows by calendar: a claim's "is this calendar's refresh running?" check.
+    Index(
+        "ix_jobs_claimed",
+        "tenant_id",
+        "mailbox",
+        postgresql_where=text("locked_by IS NOT NULL"),
+        sqlite_where=text("locked_by IS NOT NULL"),
+    ),
     Index(None, "due_at"),
     sqlite_autoincrement=True,
 )
