@@ -9,6 +9,7 @@ import datetime as dt
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 from bookingcache.domain.tenancy import Tenant
@@ -67,3 +68,8 @@ async def test_the_live_claim_check_reads_the_claimed_rows_index(
 
     assert "ix_jobs_claimed" in plan, plan
     assert "Seq Scan on jobs running" not in plan, plan
+
+
+async def test_the_service_s_sessions_do_not_compile_statements(store: SqlStore) -> None:
+    async with store.read() as connection:
+        assert await connection.scalar(sa.text("SHOW jit")) == "off"

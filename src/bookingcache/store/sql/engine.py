@@ -174,6 +174,9 @@ def create_engine(
             "server_settings": {
                 "application_name": "bookingcache",
                 "idle_in_transaction_session_timeout": str(round(idle_transaction_s * 1000)),
+                # Short statements only: compiling one costs more than it runs (a claim over a
+                # queue table full of dead rows passes jit_above_cost; docs/operations.md).
+                "jit": "off",
             },
         },
     )
