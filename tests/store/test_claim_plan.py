@@ -24,8 +24,8 @@ pytestmark = [
 
 NOW = dt.datetime(2026, 12, 7, 15, 0, tzinfo=dt.UTC)
 
-# One job after another through each calendar, as a busy worker leaves them: created pending,
-# claimed, deleted when done; three dead row versions each.
+# One job after another through a calendar, as a busy worker leaves them: created pending,
+# claimed, deleted when done; two dead row versions each.
 _CHURN = """
 DO $$
 BEGIN
