@@ -41,7 +41,7 @@ END $$
 
 
 async def test_the_live_claim_check_reads_the_claimed_rows_index(
-    store: SqlStore, tenant: Tenant, database_url: str
+    tenant: Tenant, database_url: str
 ) -> None:
     connection = await asyncpg.connect(asyncpg_dsn(database_url), timeout=10)
     try:
