@@ -8,7 +8,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Self, TypeVar
+from typing import Self, TypeVar, cast
 
 import asyncpg
 from sqlalchemy import Engine, text
@@ -137,8 +137,12 @@ class SqlBase:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
-    async def transaction(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` as one write transaction (see the class docstring); its result."""
+    async def transaction(self, work: Callable[[Connection], T], *, brief: bool = False) -> T:
+        """Run ``work`` as one write transaction (see the class docstring); its result.
+
+        ``brief``: the caller knows ``work`` to be a few statements over a few rows (intake's
+        commit round). On SQLite it then runs on the event loop's thread when it can start at
+        once there, which saves the hand-off to the writer thread and back (see ``_on_loop``)."""
         async with translate_errors():
             if not engines.is_sqlite(self._engine):
                 async with contextlib.AsyncExitStack() as stack:
@@ -147,6 +151,10 @@ class SqlBase:
                     return await conn.run_sync(work)
             if self._writer is None:
                 self._writer = WriterThread("bookingcache-sqlite-writer")
+            if brief and not self._fsync and self._writer.idle:
+                ran, result = self._on_loop(work)
+                if ran:
+                    return cast(T, result)
             running = self._writer.run(functools.partial(self._on_writer, work))
             try:
                 return await asyncio.shield(running)
@@ -171,28 +179,72 @@ class SqlBase:
                 break
         return handled
 
-    def _on_writer(self, work: Callable[[Connection], T]) -> T:
-        # On the writer thread, which alone opens and uses the writer engine's one connection.
-        # The connection stays checked out between transactions (checking it out and back in
-        # costs about as much as a small transaction). After the database's own failure it is
-        # closed, and the next transaction opens it again; the service's errors (an unknown
-        # tenant, a conflict) only roll the transaction back.
+    def _writer_conn(self) -> Connection:
+        """The writer engine's one connection, opened if it is not. It stays checked out
+        between transactions (checking it out and back in costs about as much as a small
+        transaction)."""
         if self._writer_connection is None:
             if self._writer_engine is None:
                 self._writer_engine = engines.sqlite_writer_engine(
                     self._engine.url, fsync=self._fsync
                 )
             self._writer_connection = self._writer_engine.connect()
-        conn = self._writer_connection
+        return self._writer_connection
+
+    def _on_writer(self, work: Callable[[Connection], T]) -> T:
+        # On the writer thread, which alone uses the writer connection while it has calls to
+        # run. After the database's own failure the connection is closed, and the next
+        # transaction opens it again; the service's errors (an unknown tenant, a conflict) only
+        # roll the transaction back.
+        conn = self._writer_conn()
         try:
             with conn.begin():
                 return work(conn)
         except BookingCacheError:
             raise
         except BaseException:
-            self._writer_connection = None
-            conn.close()
+            self._drop_writer_conn(conn)
             raise
+
+    def _on_loop(self, work: Callable[[Connection], T]) -> tuple[bool, T | None]:
+        """Run a brief ``work`` on the writer connection here, on the event loop's thread,
+        while the writer thread has nothing to do: (True, its result); (False, None) without
+        running it when another process holds SQLite's write lock, so that the caller hands it
+        to the writer thread, which waits for the lock without holding up the loop.
+
+        Handing a transaction to the writer thread and back costs more than a brief one takes:
+        a wake-up of each thread, each on a core whose caches hold none of the other's data,
+        and both threads taking turns at the interpreter lock (docs/benchmarks.md, "Intake").
+        Nothing else can use the connection meanwhile: the thread is idle, and only this thread
+        hands it work. Only without ``fsync``: a flush to disk per commit is for the thread."""
+        conn = self._writer_conn()
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        # Do not wait for the write lock here: take it at once or leave it to the thread.
+        driver.execute("PRAGMA busy_timeout=0")
+        try:
+            try:
+                transaction = conn.begin()
+            except OperationalError as exc:
+                if engines.is_sqlite_busy(exc):
+                    return False, None
+                self._drop_writer_conn(conn)
+                raise
+            try:
+                with transaction:
+                    return True, work(conn)
+            except BookingCacheError:
+                raise
+            except BaseException:
+                self._drop_writer_conn(conn)
+                raise
+        finally:
+            if self._writer_connection is conn:
+                driver.execute(f"PRAGMA busy_timeout={engines.SQLITE_BUSY_TIMEOUT_MS}")
+
+    def _drop_writer_conn(self, conn: Connection) -> None:
+        self._writer_connection = None
+        conn.close()
 
     def _close_writer(self) -> None:
         # On the writer thread: its connection, then its engine.

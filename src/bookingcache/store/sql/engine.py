@@ -123,6 +123,14 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def is_sqlite_busy(exc: DBAPIError) -> bool:
+    """Whether SQLite refused because another connection holds the lock it needs."""
+    orig = exc.orig
+    return isinstance(orig, sqlite3.OperationalError) and getattr(
+        orig, "sqlite_errorcode", None
+    ) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def sqlite_synchronous(fsync: bool) -> str:
     """SQLite's ``synchronous`` setting: ``FULL`` flushes the write-ahead log to disk at every
     commit (a commit survives a power cut), ``NORMAL`` leaves it to the operating system (a

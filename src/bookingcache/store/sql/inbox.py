@@ -27,6 +27,9 @@ from bookingcache.store.sql.store import SqlStore
 log = logging.getLogger(__name__)
 
 _MAX_KEY = 320
+# A round of at most this many notifications is stored as a brief transaction (SQLite may run
+# it on the event loop's thread: ``SqlBase.transaction``); about a millisecond of work.
+BRIEF_ROUND_ITEMS = 256
 _INSERT_BATCH = inbox_batches.insert()
 
 
@@ -56,7 +59,7 @@ class SqlInbox:
                 subscriptions.mark_lifecycle(connection, stored, now=now)
             return enqueued
 
-        enqueued = await self._store.transaction(work)
+        enqueued = await self._store.transaction(work, brief=len(items) <= BRIEF_ROUND_ITEMS)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("inbox: %d notifications, %d calendars to refresh", len(items), enqueued)
         if enqueued:

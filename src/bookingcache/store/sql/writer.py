@@ -33,6 +33,16 @@ class WriterThread:
         self._name = name
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # Calls handed over that have not ended and been handed back yet. Counted on the loop's
+        # thread only (up in ``run``, down in ``_settle`` after the thread ran the call), so it
+        # is never below what the thread still has to do, even for a call whose caller stopped
+        # waiting.
+        self._pending = 0
+
+    @property
+    def idle(self) -> bool:
+        """Whether every call handed over has run and its result is back on the loop."""
+        return self._pending == 0
 
     def run(self, call: Callable[[], T]) -> asyncio.Future[T]:
         """Queue ``call`` for the writer thread; a future of the running loop with its result
@@ -42,6 +52,7 @@ class WriterThread:
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
             self._thread.start()
+        self._pending += 1
         self._queue.put((loop, future, call))
         return future
 
@@ -63,27 +74,29 @@ class WriterThread:
             try:
                 result = call()
             except BaseException as exc:  # noqa: BLE001 (handed to the waiting caller)
-                _hand_back(loop, future, None, exc)
+                self._hand_back(loop, future, None, exc)
             else:
-                _hand_back(loop, future, result, None)
+                self._hand_back(loop, future, result, None)
             del loop, future, call
 
+    def _hand_back(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+        result: object,
+        error: BaseException | None,
+    ) -> None:
+        # A closed loop has nobody left to tell.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._settle, future, result, error)
 
-def _hand_back(
-    loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[Any],
-    result: object,
-    error: BaseException | None,
-) -> None:
-    # A closed loop has nobody left to tell.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(_settle, future, result, error)
-
-
-def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
+    def _settle(
+        self, future: asyncio.Future[Any], result: object, error: BaseException | None
+    ) -> None:
+        self._pending -= 1
+        if future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
