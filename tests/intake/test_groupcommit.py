@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from bookingcache.domain.notifications import InboxItem
 from bookingcache.errors import NotPersisted
-from bookingcache.intake.groupcommit import GroupCommitter
+from bookingcache.intake.groupcommit import GATHER_TURNS, GroupCommitter
 from bookingcache.store.sql.store import SqlStore
 from bookingcache.store.sql.subscriptions import SqlSubscriptions
 from tests.support.inbox import inbox_batch_rows, stored_notifications
@@ -58,6 +58,56 @@ async def test_requests_waiting_during_a_commit_share_the_next_one() -> None:
     await asyncio.gather(*(committer.submit(items(f"x{i}", 1)) for i in range(10)), late)
     # The latecomers queued behind the running commit and shared the next one.
     assert rounds[1:] == [(1, 1), (10, 10)]
+
+
+class QuickInbox:
+    """An inbox whose transactions end at once, as SQLite's brief rounds on the loop do."""
+
+    def __init__(self) -> None:
+        self.committed: list[list[InboxItem]] = []
+
+    async def write(self, items: Sequence[InboxItem]) -> None:
+        self.committed.append(list(items))
+
+
+async def _submit_after(committer: GroupCommitter, turns: int, tenant: str) -> None:
+    """A request that needs ``turns`` turns of the loop (parsing, classifying) to submit."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    await committer.submit(items(tenant, 1))
+
+
+async def test_requests_a_turn_or_two_behind_the_first_join_its_round() -> None:
+    inbox = QuickInbox()
+    rounds: list[tuple[int, int]] = []
+    committer = GroupCommitter(inbox.write, on_round=lambda r, n: rounds.append((r, n)))
+
+    await asyncio.gather(*(_submit_after(committer, i % GATHER_TURNS, f"t{i}") for i in range(12)))
+
+    assert rounds == [(12, 12)]
+
+
+async def test_without_gather_turns_a_quick_commit_takes_only_the_first_requests() -> None:
+    """What the turns are for: a commit that ends at once takes whoever submitted first."""
+    inbox = QuickInbox()
+    rounds: list[tuple[int, int]] = []
+    committer = GroupCommitter(
+        inbox.write, on_round=lambda r, n: rounds.append((r, n)), gather_turns=0
+    )
+
+    await asyncio.gather(*(_submit_after(committer, i % GATHER_TURNS, f"t{i}") for i in range(12)))
+
+    assert len(rounds) > 1
+    assert sum(n for _, n in rounds) == 12
+
+
+async def test_a_lone_request_is_committed_after_the_turns_alone() -> None:
+    inbox = QuickInbox()
+    committer = GroupCommitter(inbox.write)
+
+    await asyncio.wait_for(committer.submit(items("alone", 1)), 5)
+
+    assert inbox.committed == [items("alone", 1)]
 
 
 async def test_a_round_never_exceeds_its_item_budget_nor_splits_a_request() -> None:

@@ -10,6 +10,14 @@ When a shared commit fails, each request of the round is retried on its own, so 
 whose items cannot be stored (say, its tenant was deleted meanwhile) fails alone.
 The commit runs in its own task: a request that goes away (its client hung up) does not cancel
 a commit that holds other requests' items.
+
+Before a round takes the waiting requests it lets the event loop go round ``GATHER_TURNS``
+times. A request whose bytes have already arrived needs a turn or two to be parsed and
+classified before it submits; with those turns it joins this round instead of starting the
+next. Where a commit ends quickly (SQLite's brief rounds, which run on the loop's own thread),
+rounds were otherwise taken as soon as the first request of a burst submitted, and each
+carried about a third of the waiting requests (docs/benchmarks.md, "Intake"). A lone request
+waits for the turns of an idle loop, a few microseconds.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from bookingcache.errors import NotPersisted
 log = logging.getLogger(__name__)
 
 Write = Callable[[Sequence[InboxItem]], Awaitable[object]]
+# How many times the event loop goes round before a round takes the waiting requests.
+GATHER_TURNS = 3
 RoundObserver = Callable[[int, int], None]
 
 
@@ -44,6 +54,7 @@ class GroupCommitter:
         *,
         max_items: int = 5000,
         on_round: RoundObserver | None = None,
+        gather_turns: int = GATHER_TURNS,
     ) -> None:
         """``write`` stores items in ONE transaction (``JobQueue.append_inbox``). A round takes
         waiting requests until it holds ``max_items`` items (a request is never split).
@@ -51,6 +62,7 @@ class GroupCommitter:
         self._write = write
         self._max_items = max_items
         self._on_round = on_round
+        self._gather_turns = gather_turns
         self._waiting: list[_Waiter] = []
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
@@ -76,6 +88,8 @@ class GroupCommitter:
         batch: list[_Waiter] = []
         try:
             while self._waiting:
+                for _ in range(self._gather_turns):
+                    await asyncio.sleep(0)
                 batch = self._take()
                 await self._commit(batch)
                 batch = []
