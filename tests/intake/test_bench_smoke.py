@@ -36,8 +36,10 @@ def _run(capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, object]:
 
 @pytest.mark.slow
 def test_bench_intake_on_sqlite(capsys: pytest.CaptureFixture[str]) -> None:
-    result = _run(capsys, "--no-worker")
+    result = _run(capsys, "--no-worker", "--slice-seconds", "0.25")
     assert result["database"] == "sqlite"
+    # The servers took turns: two slices each, the service killed at the end of its second.
+    assert result["slices"] == 2
     assert result["worker"] is False
     assert result["durable"] is True
     assert result["lost_notifications"] == 0

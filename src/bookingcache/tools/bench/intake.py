@@ -1,11 +1,13 @@
 """``bookingcache bench intake``: Graph's notification webhook (Alternative 1) against a bare
 Starlette handler that only parses the same JSON and answers 202.
 
-Both servers run as one uvicorn process with the same settings on loopback; the same load
+Both servers run as one uvicorn process each with the same settings on loopback, side by side,
+and take turns under the load in slices of ``--slice-seconds`` (baseline, then service, until
+``--seconds`` each), so that what else the machine does falls on both alike. The same load
 generator (raw keep-alive HTTP/1.1, ``--connections`` connections, in this process) sends both
 the same kind of payload: a Graph ``changeNotificationCollection`` of ``--batch`` change
 notifications with valid ``clientState``s for subscriptions of ``--rooms`` room calendars, each
-notification naming a unique resource. The service is killed (SIGKILL) at the end of its run,
+notification naming a unique resource. The service is killed (SIGKILL) at the end of its last slice,
 with requests in flight; then every notification answered 202 is looked up in the inbox's
 stored batches (``durable``). The service stores in SQLite, or with ``--database-url`` in a
 database of its own on that PostgreSQL server.
@@ -58,6 +60,10 @@ CLIENT_STATE = "bench-client-state-0123456789"
 RATIO_FLOOR_EMBEDDED = 0.28
 RATIO_FLOOR_NO_WORKER = 0.36
 P99_LIMIT_MS = 20.0
+# The two servers take turns in slices of the measured time (``--slice-seconds``); each turn
+# after the first starts with this much unmeasured load, and each ends with this much rest.
+SLICE_WARMUP_S = 0.3
+SLICE_SETTLE_S = 0.5
 _LISTENING = re.compile(r"listening on http://(?P<host>[^:\s]+):(?P<port>\d+)")
 
 # The key that seals the bench database's secrets, given to the service it starts too.
@@ -69,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time per server")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured time first")
+    parser.add_argument(
+        "--slice-seconds",
+        type=float,
+        default=2.0,
+        help="the servers take turns under the load in slices of about this long",
+    )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--batch", type=int, default=2, help="notifications per request")
     parser.add_argument("--rooms", type=int, default=100, help="subscribed room calendars")
@@ -178,6 +190,14 @@ class Run:
     def rps(self) -> float:
         return self.answers / self.elapsed_s if self.elapsed_s else 0.0
 
+    def add(self, part: Run) -> None:
+        """Count a further slice of the same server's measured time."""
+        self.answers += part.answers
+        self.elapsed_s += part.elapsed_s
+        self.latencies_ms.extend(part.latencies_ms)
+        self.accepted.extend(part.accepted)
+        self.cpu_s += part.cpu_s
+
     @property
     def cpu_us_per_request(self) -> float:
         return self.cpu_s / self.answers * 1e6 if self.answers else 0.0
@@ -187,20 +207,22 @@ async def _load(
     host: str,
     port: int,
     *,
-    args: argparse.Namespace,
+    connections_wanted: int,
+    warmup_s: float,
+    seconds: float,
     payloads: Payloads,
     cpu_s: Callable[[], float],
     kill: Callable[[], None] | None = None,
 ) -> Run:
-    """Keep ``args.connections`` connections busy for the warm-up and the measured time. With
-    ``kill``, the server is killed at the end while every connection has a request out; those
-    requests are never answered, and count for nothing. ``cpu_s`` reads the server's CPU
-    time, taken at the start and the end of the measured time."""
-    connections = [await Connection.open(host, port) for _ in range(args.connections)]
+    """Keep ``connections_wanted`` connections busy for the warm-up and the measured time.
+    With ``kill``, the server is killed at the end while every connection has a request out;
+    those requests are never answered, and count for nothing. ``cpu_s`` reads the server's
+    CPU time, taken at the start and the end of the measured time."""
+    connections = [await Connection.open(host, port) for _ in range(connections_wanted)]
     run = Run()
     measuring = False
     killed = False
-    stop_at = time.perf_counter() + args.warmup + args.seconds
+    stop_at = time.perf_counter() + warmup_s + seconds
 
     async def work(connection: Connection) -> None:
         while (kill is not None or time.perf_counter() < stop_at) and not run.failures:
@@ -222,12 +244,12 @@ async def _load(
 
     tasks = [asyncio.create_task(work(c)) for c in connections]
     try:
-        await asyncio.sleep(args.warmup)
+        await asyncio.sleep(warmup_s)
         measuring = True
         began = time.perf_counter()
         cpu_began = cpu_s()
         if kill is not None:
-            await asyncio.sleep(args.seconds)
+            await asyncio.sleep(seconds)
             run.elapsed_s = time.perf_counter() - began
             run.cpu_s = cpu_s() - cpu_began
             measuring = False
@@ -289,32 +311,46 @@ def _measure_on(args: argparse.Namespace, data_dir: Path, url: str) -> dict[str,
     }
     python = sys.executable
     baseline_command = [python, "-m", "bookingcache.tools.bench.intake_baseline"]
-    with server(baseline_command, env=env) as baseline_server:
-        baseline = asyncio.run(
-            _load(
-                baseline_server.host,
-                baseline_server.port,
-                args=args,
-                payloads=Payloads(batch=args.batch, rooms=args.rooms),
-                cpu_s=baseline_server.cpu_s,
-            )
-        )
     service_command = serve_command(
         data_dir, "--database-url", url, *(["--no-worker"] if args.no_worker else [])
     )
-    # Killed in the middle of the load, not stopped: what was answered 202 must already be
-    # in the database.
-    with server(service_command, env=env) as service_server:
-        service = asyncio.run(
-            _load(
-                service_server.host,
-                service_server.port,
-                args=args,
-                payloads=Payloads(batch=args.batch, rooms=args.rooms),
-                cpu_s=service_server.cpu_s,
-                kill=service_server.child.kill,
-            )
-        )
+    payloads = Payloads(batch=args.batch, rooms=args.rooms)
+    baseline, service = Run(), Run()
+    slices = max(1, round(args.seconds / args.slice_seconds))
+    with (
+        server(baseline_command, env=env) as baseline_server,
+        server(service_command, env=env) as service_server,
+    ):
+        # Both servers run side by side and take turns under the load, slice by slice, so that
+        # the machine's other load (a neighbour on a shared host, a burst of I/O) falls on both
+        # alike instead of on whichever ran first.
+        for number in range(slices):
+            first, last = number == 0, number == slices - 1
+            for side, running, total in (
+                ("baseline", baseline_server, baseline),
+                ("service", service_server, service),
+            ):
+                # Killed in the middle of the load, not stopped: what was answered 202 must
+                # already be in the database.
+                kill = service_server.child.kill if side == "service" and last else None
+                total.add(
+                    asyncio.run(
+                        _load(
+                            running.host,
+                            running.port,
+                            connections_wanted=args.connections,
+                            warmup_s=args.warmup if first else min(args.warmup, SLICE_WARMUP_S),
+                            seconds=args.seconds / slices,
+                            payloads=payloads,
+                            cpu_s=running.cpu_s,
+                            kill=kill,
+                        )
+                    )
+                )
+                if not (side == "service" and last):
+                    # What the last slice left behind (the worker's refreshes of what it
+                    # accepted) settles before the other server's turn.
+                    time.sleep(SLICE_SETTLE_S)
     stored = asyncio.run(_stored_resources(url))
     lost = sum(1 for resource in service.accepted if resource not in stored)
     ratio = service.rps / baseline.rps if baseline.rps else 0.0
@@ -332,6 +368,7 @@ def _measure_on(args: argparse.Namespace, data_dir: Path, url: str) -> dict[str,
         "notifications_per_request": args.batch,
         "connections": args.connections,
         "seconds": args.seconds,
+        "slices": slices,
         "worker": not args.no_worker,
         "database": "postgresql" if args.database_url else "sqlite",
         "accepted_notifications": len(service.accepted),
@@ -344,7 +381,13 @@ def _measure_on(args: argparse.Namespace, data_dir: Path, url: str) -> dict[str,
 
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
-    if args.connections < 1 or args.batch < 1 or args.rooms < 1 or args.seconds <= 0:
+    if (
+        args.connections < 1
+        or args.batch < 1
+        or args.rooms < 1
+        or args.seconds <= 0
+        or args.slice_seconds <= 0
+    ):
         print("bookingcache bench intake: counts and --seconds must be positive", file=sys.stderr)
         return 2
     try:
