@@ -212,9 +212,9 @@ class SqlBase:
         running it when another process holds SQLite's write lock, so that the caller hands it
         to the writer thread, which waits for the lock without holding up the loop.
 
-        Handing a transaction to the writer thread and back costs more than a brief one takes:
-        a wake-up of each thread, each on a core whose caches hold none of the other's data,
-        and both threads taking turns at the interpreter lock (docs/benchmarks.md, "Intake").
+        What that saves is the hand-over to the writer thread and back: a wake-up of each
+        thread, often on a core whose caches hold none of the other's data, and both threads
+        taking turns at the interpreter lock (docs/benchmarks.md, "Intake").
         Nothing else can use the connection meanwhile: the thread is idle, and only this thread
         hands it work. Only without ``fsync``: a flush to disk per commit is for the thread."""
         conn = self._writer_conn()
