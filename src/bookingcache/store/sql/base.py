@@ -69,7 +69,9 @@ class SqlBase:
       settings as the async engine's (``store.engine``), from ``BEGIN IMMEDIATE`` to ``COMMIT``:
       one hand-off between threads per transaction. Handing every statement over (as the async
       SQLite driver does) costs a thread switch each, and in a busy process each such switch
-      may wait for the interpreter lock for up to its switch interval.
+      may wait for the interpreter lock for up to its switch interval. A ``brief`` transaction
+      (intake's commit round) runs on the event loop's thread instead while the writer thread
+      has nothing to do and SQLite's write lock is free (``_on_loop``).
     """
 
     def __init__(
