@@ -227,8 +227,8 @@ class SqlBase:
         try:
             try:
                 transaction = conn.begin()
-            except OperationalError as exc:
-                if engines.is_sqlite_busy(exc):
+            except BaseException as exc:
+                if isinstance(exc, OperationalError) and engines.is_sqlite_busy(exc):
                     return False, None
                 self._drop_writer_conn(conn)
                 raise
