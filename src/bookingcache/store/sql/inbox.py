@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 _MAX_KEY = 320
 # A round of at most this many notifications is stored as a brief transaction (SQLite may run
-# it on the event loop's thread: ``SqlBase.transaction``); about a millisecond of work.
+# it on the event loop's thread: ``SqlBase.transaction``); a larger one goes to the writer
+# thread, so that it does not hold up the loop.
 BRIEF_ROUND_ITEMS = 256
 _INSERT_BATCH = inbox_batches.insert()
 
