@@ -210,8 +210,8 @@ class Settings(BaseModel):
         default=15.0,
         gt=0,
         description="how long a cluster duty's lease lasts (docs/operations.md, \"Cluster "
-        "duties\"); another process takes a dead holder's duty over within it plus one "
-        "duty_renew_s",
+        "duties\"); another process takes a dead holder's duty over as the lease of its last "
+        "renewal runs out",
     )
     duty_renew_s: float = Field(
         default=5.0, gt=0, description="how often a holder renews its duty leases"

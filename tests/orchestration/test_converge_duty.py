@@ -139,7 +139,7 @@ def test_one_process_converges_for_the_cluster_and_another_takes_over(
         what="the holder converged the other process's room change",
     )
 
-    # The holder dies; the other takes the duty over within the lease and a renewal, and
+    # The holder dies; the other takes the duty over as the lease runs out, and
     # converges the next room change itself.
     apis[held_by].child.kill()
     killed = time.monotonic()

@@ -11,10 +11,17 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from bookingcache.clock import FixedClock
+from bookingcache.clock import FixedClock, SystemClock
 from bookingcache.domain.events import BasicEvent
 from bookingcache.domain.notifications import InboxItem
-from bookingcache.store.duties import CONVERGE, SILENCE, SWEEP, DutyKeeper, LeaseLost
+from bookingcache.store.duties import (
+    CONVERGE,
+    SILENCE,
+    SWEEP,
+    TAKEOVER_MARGIN_S,
+    DutyKeeper,
+    LeaseLost,
+)
 from bookingcache.store.dutystate import SilenceRecord
 from bookingcache.store.jobs import ClaimLost
 from bookingcache.store.sql.cluster import SqlCluster
@@ -24,6 +31,7 @@ from bookingcache.store.sql.jobs import SqlJobQueue
 from bookingcache.store.sql.store import SqlStore
 from bookingcache.sync.sweep import Sweep
 from tests.support.tenants import TENANT, add_tenant
+from tests.support.waiting import until
 
 LEASE_S = 15.0
 RENEW_S = 5.0
@@ -113,6 +121,54 @@ async def test_a_holder_stopped_past_its_lease_finds_it_lost_before_acting(
     assert await stopped.confirm(SWEEP) is None
     assert not stopped.holds(SWEEP)
     assert [lease.holder for lease in await peer.cluster.leases()] == ["b@1"]
+
+
+async def test_a_candidate_tries_again_as_the_holders_lease_runs_out(
+    store: SqlStore, clock: FixedClock, clusters: Clusters
+) -> None:
+    holder, candidate = _keeper(clusters, clock, "a"), _keeper(clusters, clock, "b")
+    for keeper in (holder, candidate):
+        keeper.want([SWEEP])
+        await keeper.register()
+    assert await holder.tend() == RENEW_S  # it holds all it wants: the next renewal
+    _later(clock, 1)
+    assert await candidate.tend() == RENEW_S  # the lease runs 14 s more, past a renewal
+    # The holder stops renewing: the candidate tries again as the lease ends, not a renewal
+    # period later.
+    _later(clock, 12)
+    assert await candidate.tend() == pytest.approx(2 + TAKEOVER_MARGIN_S)
+    assert not candidate.holds(SWEEP)
+    _later(clock, 2 + TAKEOVER_MARGIN_S)
+    assert await candidate.tend() == RENEW_S
+    assert candidate.holds(SWEEP)
+
+
+async def test_a_running_candidate_takes_a_stopped_holders_duty_when_its_lease_ends(
+    store: SqlStore,
+) -> None:
+    """The keeper's own loop, on the system's clock: renewals every 30 s, and a holder whose
+    0.5 s lease is not renewed. The candidate holds the duty long before its next renewal."""
+    clock = SystemClock()
+    stopped = SqlCluster(store, clock=clock)
+    candidate = DutyKeeper(
+        SqlCluster(store, clock=clock),
+        clock=clock,
+        incarnation="b@1",
+        instance_id="b",
+        lease_s=60,
+        renew_s=30,
+        heartbeat_s=30,
+    )
+    try:
+        assert await stopped.acquire(SWEEP, "a@1", lease_s=0.5) is not None
+        candidate.want([SWEEP])
+        candidate.launch()
+        await until(lambda: candidate.holds(SWEEP), timeout_s=10, what="the duty taken over")
+        [lease] = await stopped.leases()
+        assert (lease.holder, lease.token) == ("b@1", 2)
+    finally:
+        await candidate.stop()
+        await stopped.close()
 
 
 async def test_a_lapsed_lease_is_not_acted_on_even_when_nobody_took_it(

@@ -19,7 +19,7 @@ Then, with the traffic stopped and Graph's faults cleared:
   calendar at once (a refresh keeps one request in flight, so two overlapping refreshes would
   show as two concurrent requests of one mailbox at the emulator);
 - the sweep, retention, converge and silence duties ran once per period across the cluster, and
-  the sweep duty was taken over within its lease and a renewal; the resumed holder did not act;
+  the sweep duty was taken over as its lease ran out; the resumed holder did not act;
 - each API process's stream client holds every room's state as the emulator has it.
 
 It runs for about three minutes, marked slow: ``-m "not slow"`` leaves it out of a quick local
@@ -86,6 +86,7 @@ DUTY_LEASE_S = 6.0
 DUTY_RENEW_S = 2.0
 IDLE_TRANSACTION_S = 3.0  # under the duty lease: a stopped holder's locks go first
 HEARTBEAT_S = 0.5
+TAKEOVER_SLACK_S = 3.0  # past the lease: a transaction or two on a machine busy with other work
 PEER_DEAD_AFTER_S = 2.0
 SWEEP_INTERVAL_S = 2.0
 TICK_S = 2.0  # the orchestrator's timer: the converge duty's period
@@ -621,7 +622,7 @@ async def _chaos(
             f"delivery {delivery}"
         ) from None
     assert fresh_s <= FRESH_AFTER_KILL_S, f"the killed worker's calendars took {fresh_s:.2f} s"
-    assert takeover_s <= DUTY_LEASE_S + DUTY_RENEW_S + 1
+    assert takeover_s <= DUTY_LEASE_S + TAKEOVER_SLACK_S
 
     # Every notification Graph had answered 2xx is in the inbox.
     counters = (await control.get("/counters")).json()

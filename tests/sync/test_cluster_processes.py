@@ -281,7 +281,7 @@ async def test_a_killed_workers_calendars_are_refreshed_by_a_peer_and_by_its_res
     )
 
 
-async def test_a_dead_holders_duties_are_taken_over_within_the_lease_and_a_renewal(
+async def test_a_dead_holders_duties_are_taken_over_as_the_lease_runs_out(
     store: SqlStore, cluster: Cluster
 ) -> None:
     # Peers are not declared dead by their heartbeat here: the lease alone bounds the takeover.
@@ -293,7 +293,7 @@ async def test_a_dead_holders_duties_are_taken_over_within_the_lease_and_a_renew
     cluster.children["worker-a"].kill()
     await until(
         lambda: _holds(store, "worker-b"),
-        timeout_s=DUTY_LEASE_S + DUTY_RENEW_S + 10,  # the bound, and time to start a poll
+        timeout_s=DUTY_LEASE_S + 10,  # the bound, and a loaded machine's slack
         what="worker-b took the duties over",
     )
     ready = cluster.readiness("worker-b")
@@ -318,7 +318,7 @@ async def test_a_holder_stopped_past_its_lease_does_not_act_when_it_resumes(
     os.kill(stopped.pid, signal.SIGSTOP)
     await until(
         lambda: _holds(store, "worker-b"),
-        timeout_s=DUTY_LEASE_S + DUTY_RENEW_S + 10,
+        timeout_s=DUTY_LEASE_S + 10,
         what="worker-b took the duties over",
     )
     stalled_runs = cluster.runs("worker-b", "sweep")

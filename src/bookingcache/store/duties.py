@@ -39,6 +39,9 @@ SWEEP = "sweep"  # the reconciliation sweep
 SILENCE = "silence"  # silence detection over the change feed
 RETENTION = "retention"  # pruning the inbox's record and the change feed
 DUTIES = (CONVERGE, SWEEP, SILENCE, RETENTION)
+# A candidate tries a duty this long after the holder's lease ends by its clock: the lease is
+# taken only once it has run out (``expires_at < now``).
+TAKEOVER_MARGIN_S = 0.05
 
 
 class LeaseLost(Exception):
@@ -203,36 +206,63 @@ class DutyKeeper:
             self._drop(duty)
 
     async def _run(self) -> None:
+        next_tend_in = self.renew_s
         while not self._registered:
             try:
                 await self.register()
-                await self.tend()
+                next_tend_in = await self.tend()
             except Exception:  # the database may not be there yet
                 log.exception("could not join the cluster")
                 await asyncio.sleep(self.heartbeat_s)
-        renew_every = max(1, round(self.renew_s / self.heartbeat_s))
-        beats = 0
+        # Beats and renewals keep their own times by the loop's clock: a slow beat (a busy
+        # database, a starved process) neither stretches the renewal period nor delays a
+        # takeover that is due.
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + self.heartbeat_s
+        next_tend = loop.time() + next_tend_in
         while True:
-            await asyncio.sleep(self.heartbeat_s)
-            beats += 1
-            try:
-                released = await self.cluster.heartbeat(
-                    self.incarnation,
-                    dead_after_s=self.peer_dead_after_s,
-                    stale_after_s=2 * self.heartbeat_s,
-                )
-                if released:
-                    self.released_peers += released
-                    log.warning("released %d job claims of a silent peer", released)
-                if beats % renew_every == 0:
-                    await self.tend()
-            except Exception:  # the database may be away; leases lapse by themselves
-                log.exception("cluster heartbeat failed")
+            await asyncio.sleep(max(0.0, min(next_beat, next_tend) - loop.time()))
+            if loop.time() >= next_beat:
+                next_beat = loop.time() + self.heartbeat_s
+                await self._beat()
+            if loop.time() >= next_tend:
+                next_tend = loop.time() + self.renew_s
+                try:
+                    next_tend = loop.time() + await self.tend()
+                except Exception:  # the database may be away; leases lapse by themselves
+                    log.exception("could not renew the cluster's duties")
 
-    async def tend(self) -> None:
-        """Renew the held leases and take the free duties this process wants."""
+    async def _beat(self) -> None:
+        try:
+            released = await self.cluster.heartbeat(
+                self.incarnation,
+                dead_after_s=self.peer_dead_after_s,
+                stale_after_s=2 * self.heartbeat_s,
+            )
+        except Exception:  # the database may be away; leases lapse by themselves
+            log.exception("cluster heartbeat failed")
+            return
+        if released:
+            self.released_peers += released
+            log.warning("released %d job claims of a silent peer", released)
+
+    async def tend(self) -> float:
+        """Renew the held leases and take the free duties this process wants; the seconds
+        until the next try: a renewal period, or less when a duty held by another process
+        runs out sooner (so that a holder that stopped is replaced as its lease ends, not up
+        to a renewal period later)."""
         for duty in sorted(self._wanted):
             await self._acquire(duty)
+        others = [duty for duty in self._wanted if duty not in self._held]
+        if not others:
+            return self.renew_s
+        now = self._clock.now()
+        ends = [
+            (lease.expires_at - now).total_seconds()
+            for lease in await self.cluster.leases()
+            if lease.duty in others
+        ]
+        return min([self.renew_s, *(max(end, 0.0) + TAKEOVER_MARGIN_S for end in ends)])
 
     async def _acquire(self, duty: str) -> Lease | None:
         before = self._held.get(duty)
