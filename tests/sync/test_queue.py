@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from bookingcache.clock import FixedClock
 from bookingcache.domain.notifications import InboxItem, NotificationKind
 from bookingcache.store.jobs import Job
 from bookingcache.store.sql.inbox import SqlInbox
-from bookingcache.store.sql.jobs import SqlJobQueue
+from bookingcache.store.sql.jobs import BRIEF_CLAIM_DEPTH, SqlJobQueue
 from bookingcache.store.sql.schema import inbox_batches, jobs, subscriptions
 from bookingcache.store.sql.store import SqlStore
 from tests.support.tenants import TENANT, add_tenant
@@ -491,3 +493,37 @@ async def test_a_claim_reports_how_long_the_oldest_due_job_it_left_has_waited(
     await queue.enqueue({(TENANT, room): later})
     assert await queue.claim("w1", 10) == []
     assert (queue.depth, queue.oldest_due) == (1, None)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_on_sqlite_short_claims_and_completions_run_on_the_loops_thread(
+    store: SqlStore, queue: SqlJobQueue, inbox: SqlInbox, clock: FixedClock
+) -> None:
+    """A claim of a short queue and a completion are brief: with the writer thread idle they
+    run on the event loop's thread. Once a claim has left more than ``BRIEF_CLAIM_DEPTH`` jobs
+    pending, the next claim (which reads the whole queue) goes to the writer thread."""
+    rooms = await add_tenant(store, rooms=BRIEF_CLAIM_DEPTH + 20)
+    await inbox.append([InboxItem(TENANT, room) for room in rooms])
+    clock.advance(dt.timedelta(seconds=1))
+    threads: list[int] = []
+
+    def on_jobs(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if " jobs" in statement:
+            threads.append(threading.get_ident())
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", on_jobs)
+    try:
+        here = threading.get_ident()
+        first = await queue.claim("w1", 10)
+        assert len(first) == 10
+        assert queue.depth > BRIEF_CLAIM_DEPTH
+        assert set(threads) == {here}
+        threads.clear()
+        assert await queue.complete(first[0])
+        assert set(threads) == {here}
+        threads.clear()
+        assert len(await queue.claim("w1", 10)) == 10
+        assert threads
+        assert here not in threads
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", on_jobs)

@@ -70,7 +70,8 @@ class SqlBase:
       one hand-off between threads per transaction. Handing every statement over (as the async
       SQLite driver does) costs a thread switch each, and in a busy process each such switch
       may wait for the interpreter lock for up to its switch interval. A ``brief`` transaction
-      (intake's commit round) runs on the event loop's thread instead while the writer thread
+      (intake's commit round, the job queue's claims of a short queue and its completions)
+      runs on the event loop's thread instead while the writer thread
       has nothing to do and SQLite's write lock is free (``_on_loop``).
     """
 
@@ -143,8 +144,9 @@ class SqlBase:
         """Run ``work`` as one write transaction (see the class docstring); its result.
 
         ``brief``: the caller knows ``work`` to be a few statements over a few rows (intake's
-        commit round). On SQLite it then runs on the event loop's thread when it can start at
-        once there, which saves the hand-off to the writer thread and back (see ``_on_loop``)."""
+        commit round, a short queue's claim, a completion). On SQLite it then runs on the event
+        loop's thread when it can start at once there, which saves the hand-off to the writer
+        thread and back (see ``_on_loop``)."""
         async with translate_errors():
             if not engines.is_sqlite(self._engine):
                 async with contextlib.AsyncExitStack() as stack:

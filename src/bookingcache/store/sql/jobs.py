@@ -36,6 +36,12 @@ from bookingcache.store.sql.windows import chunked
 
 log = logging.getLogger(__name__)
 
+# A claim reads the whole queue to find when to look again (``claims``): with at most this many
+# jobs left at the last claim it is brief (SQLite may run it on the event loop's thread:
+# ``SqlBase.transaction``); a longer queue's claim goes to the writer thread, so that it does not
+# hold up the loop. Completions delete claimed rows by key: always brief.
+BRIEF_CLAIM_DEPTH = 256
+
 
 class SqlJobQueue:
     def __init__(
@@ -323,7 +329,8 @@ class SqlJobQueue:
             lease_s=self.lease_s,
         )
         outcome = await self._store.transaction(
-            lambda connection: claims.claim(connection, claiming)
+            lambda connection: claims.claim(connection, claiming),
+            brief=self.depth <= BRIEF_CLAIM_DEPTH,
         )
         self.held_until = outcome.held_until
         self.depth = outcome.depth
@@ -378,7 +385,7 @@ class SqlJobQueue:
             deleted = connection.execute(_COMPLETE, {"claims": [(j.id, j.lease) for j in batch]})
             return {row[0] for row in deleted}
 
-        return await self._store.transaction(work)
+        return await self._store.transaction(work, brief=True)
 
     async def retry(self, job: Job, *, defer_s: float, error: str) -> bool:
         """The refresh failed: make it pending again ``defer_s`` from now with one more attempt.
