@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bookingcache.store.sql import engine as engines
+from bookingcache.store.sql import pgserver
 from graph_emulator.state import EmulatorState
 from tests.orchestration.world import FAST, FAST_SYNC, TENANT, World, deployment
 from tests.support.databases import POSTGRES_ENV, asyncpg_dsn
@@ -47,12 +47,12 @@ def databases() -> Iterator[tuple[str, str]]:
     """Two fresh databases: the running service's, and the one its dump is restored into."""
     server = os.environ[POSTGRES_ENV]
     names = [f"bookingcache_backup_{uuid.uuid4().hex[:8]}_{n}" for n in ("live", "restored")]
-    urls = [asyncio.run(engines.create_database(server, name)) for name in names]
+    urls = [asyncio.run(pgserver.create_database(server, name)) for name in names]
     try:
         yield urls[0], urls[1]
     finally:
         for name in names:
-            asyncio.run(engines.drop_database(server, name))
+            asyncio.run(pgserver.drop_database(server, name))
 
 
 def _z(moment: dt.datetime) -> str:

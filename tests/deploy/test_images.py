@@ -35,7 +35,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bookingcache.store.sql import engine as engines
+from bookingcache.store.sql import pgserver
 from bookingcache.tools.processes import free_port
 from tests.deploy.recipes import (
     Build,
@@ -140,11 +140,11 @@ def database_server() -> Iterator[tuple[str, str]]:
     """A fresh, empty database on the test server: its URL, and the server's."""
     server = os.environ[POSTGRES_ENV]
     name = f"bookingcache_deploy_{uuid.uuid4().hex[:10]}"
-    url = asyncio.run(engines.create_database(server, name))
+    url = asyncio.run(pgserver.create_database(server, name))
     try:
         yield url, server
     finally:
-        asyncio.run(engines.drop_database(server, name))
+        asyncio.run(pgserver.drop_database(server, name))
 
 
 # Where a process listens: moved to a free loopback port each (containers each have their own).

@@ -38,6 +38,7 @@ import httpx
 import pytest
 
 from bookingcache.store.sql import engine as engines
+from bookingcache.store.sql import pgserver
 from bookingcache.tools import processes
 from bookingcache.tools.processes import Child, command, serve_command, worker_ready
 from tests.support.auth import ADMIN, ADMIN_TOKEN
@@ -77,11 +78,11 @@ def _previous_build(into: Path) -> Path:
 def database_url() -> Iterator[str]:
     server = os.environ[POSTGRES_ENV]
     name = f"bookingcache_upgrade_{uuid.uuid4().hex[:8]}"
-    created = asyncio.run(engines.create_database(server, name))
+    created = asyncio.run(pgserver.create_database(server, name))
     try:
         yield created
     finally:
-        asyncio.run(engines.drop_database(server, name))
+        asyncio.run(pgserver.drop_database(server, name))
 
 
 @dataclass

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from bookingcache.store.probe import DatabaseMetrics, DatabaseProbe
-from bookingcache.store.sql import engine as engines
+from bookingcache.store.sql import pgserver
 from bookingcache.store.sql.store import SqlStore, open_store
 from tests.support.databases import POSTGRES_ENV, asyncpg_dsn, sealing_box
 
@@ -49,7 +49,7 @@ async def test_the_probe_says_when_the_schema_is_behind(store: SqlStore) -> None
 async def test_the_probe_says_when_postgresql_refuses_connections() -> None:
     server = os.environ[POSTGRES_ENV]
     name = f"bookingcache_probe_{uuid.uuid4().hex[:10]}"
-    url = await engines.create_database(server, name)
+    url = await pgserver.create_database(server, name)
     maintenance = await asyncpg.connect(asyncpg_dsn(server), timeout=10)
     try:
         store = await open_store(url, box=sealing_box(), migrate=True)
@@ -71,7 +71,7 @@ async def test_the_probe_says_when_postgresql_refuses_connections() -> None:
             await store.close()
     finally:
         await maintenance.close()
-        await engines.drop_database(server, name)
+        await pgserver.drop_database(server, name)
 
 
 async def test_a_schema_a_newer_version_migrated_counts_as_up(

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from bookingcache.store.sql.engine import autovacuum_on, autovacuum_pace
+from bookingcache.store.sql.pgserver import autovacuum_on, autovacuum_pace
 from bookingcache.tools.bench import main
 from tests.support.databases import POSTGRES_ENV
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bookingcache.store.sql.engine import (
+from bookingcache.store.sql.pgserver import (
     AutovacuumVisit,
     autovacuum_on,
     autovacuum_pace,

@@ -39,9 +39,9 @@ from bookingcache.domain.tenancy import EventSource, Room, Tenant, TenantSecrets
 from bookingcache.errors import InvalidInput
 from bookingcache.settings import new_secrets_key
 from bookingcache.store.sealing import SecretBox
-from bookingcache.store.sql.engine import create_database, drop_database
 from bookingcache.store.sql.inbox import SqlInbox
 from bookingcache.store.sql.jobs import SqlJobQueue
+from bookingcache.store.sql.pgserver import create_database, drop_database
 from bookingcache.store.sql.store import open_store
 from bookingcache.store.sql.subscriptions import SqlSubscriptions
 from bookingcache.tools.bench.http import (

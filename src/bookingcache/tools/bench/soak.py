@@ -66,7 +66,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from bookingcache.errors import InvalidInput
-from bookingcache.store.sql.engine import create_database, drop_database
+from bookingcache.store.sql.pgserver import create_database, drop_database
 from bookingcache.tools.bench import freshness
 from bookingcache.tools.bench.activity import (
     ADMIN_TOKEN,

@@ -6,7 +6,7 @@ server no operator runs.
 
 The stand-in does what autovacuum would, with the server's own settings: one visit to the
 database every ``autovacuum_naptime``, taking only the tables past their thresholds, at
-autovacuum's cost-based pace (``engine.autovacuum_visit``). A manual ``VACUUM`` of the whole
+autovacuum's cost-based pace (``pgserver.autovacuum_visit``). A manual ``VACUUM`` of the whole
 database at full speed would take a core from the cluster for seconds at a time, which
 autovacuum does not."""
 
@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bookingcache.store.sql.engine import autovacuum_on, autovacuum_pace, autovacuum_visit
+from bookingcache.store.sql.pgserver import autovacuum_on, autovacuum_pace, autovacuum_visit
 
 
 @dataclass
