@@ -22,6 +22,11 @@ since, each once, in feed order, and of every other room whose state at the id's
 differs from its state now (time passed: a meeting started or ended, a calendar turned stale),
 so it misses no change and is sent none twice; an id the feed no longer holds gets a ``reset``.
 An id without its instant (``<seq>``) stands for the instant its change was committed.
+
+The module runs a little over 500 lines: the hub's passes over the feed, its resumes and its
+changes by time all read and move the same per-tenant state (the rooms' frames and the feed
+position they include) under one rule, that a client is never sent a position older than one it
+has; split up, that state would be shared between modules.
 """
 
 from __future__ import annotations
