@@ -68,6 +68,17 @@ def _keeper(clusters: Clusters, clock: FixedClock, name: str) -> DutyKeeper:
     )
 
 
+async def _wanting_the_sweep(
+    clusters: Clusters, clock: FixedClock
+) -> tuple[DutyKeeper, DutyKeeper]:
+    """Processes "a" and "b", registered and wanting the sweep; neither has tended yet."""
+    first, second = _keeper(clusters, clock, "a"), _keeper(clusters, clock, "b")
+    for keeper in (first, second):
+        keeper.want([SWEEP])
+        await keeper.register()
+    return first, second
+
+
 def _later(clock: FixedClock, seconds: float) -> None:
     clock.advance(dt.timedelta(seconds=seconds))
 
@@ -104,10 +115,8 @@ async def test_one_holder_per_duty_and_a_new_token_at_each_takeover(
 async def test_a_holder_stopped_past_its_lease_finds_it_lost_before_acting(
     store: SqlStore, clock: FixedClock, clusters: Clusters
 ) -> None:
-    stopped, peer = _keeper(clusters, clock, "a"), _keeper(clusters, clock, "b")
+    stopped, peer = await _wanting_the_sweep(clusters, clock)
     for keeper in (stopped, peer):
-        keeper.want([SWEEP])
-        await keeper.register()
         await keeper.tend()
     assert stopped.holds(SWEEP)
     assert not peer.holds(SWEEP)
@@ -126,10 +135,7 @@ async def test_a_holder_stopped_past_its_lease_finds_it_lost_before_acting(
 async def test_a_candidate_tries_again_as_the_holders_lease_runs_out(
     store: SqlStore, clock: FixedClock, clusters: Clusters
 ) -> None:
-    holder, candidate = _keeper(clusters, clock, "a"), _keeper(clusters, clock, "b")
-    for keeper in (holder, candidate):
-        keeper.want([SWEEP])
-        await keeper.register()
+    holder, candidate = await _wanting_the_sweep(clusters, clock)
     assert await holder.tend() == RENEW_S  # it holds all it wants: the next renewal
     _later(clock, 1)
     assert await candidate.tend() == RENEW_S  # the lease runs 14 s more, past a renewal
