@@ -15,6 +15,7 @@ from bookingcache.domain.tenancy import Tenant
 from bookingcache.store.sql.store import SqlStore, open_store
 from tests.support.databases import sealing_box
 from tests.support.tenants import ACME as TENANT
+from tests.support.waiting import until
 
 A = "a@acme.test"
 DAY = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
@@ -135,7 +136,8 @@ async def test_the_pool_holds_the_connections_it_is_given(database_url: str) -> 
                 held -= 1
 
         tasks = [asyncio.create_task(hold()) for _ in range(6)]
-        await asyncio.sleep(0.5)
+        await until(lambda: most >= 4, what="four connections held")
+        await asyncio.sleep(0.3)  # a fifth would have its connection by now
         assert most == 4  # 2, and 2 more under load; the other two wait for one
         release.set()
         await asyncio.gather(*tasks)
