@@ -10,7 +10,8 @@ The port ``Cluster`` (``store.sql.cluster.SqlCluster`` fills it) keeps, in the d
   ``peer_dead_after_s``, well before their leases run out.
 
 ``DutyKeeper`` is a process's side: it heartbeats, takes the free duties it can run and renews
-those it holds every ``renew_s`` (each lease lasts ``lease_s``), and before a duty acts it
+those it holds every ``renew_s`` (each lease lasts ``lease_s``), tries again for a duty held
+elsewhere as that holder's lease ends (when sooner than ``renew_s``), and before a duty acts it
 confirms the lease (``confirm``): not lapsed by this process's own reckoning (a process that was
 stopped past its lease finds it lapsed on waking) and renewed in the database under the same
 token (a process that lost the lease finds another holder). Writes that carry the lease compare
