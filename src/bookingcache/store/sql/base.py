@@ -12,7 +12,7 @@ from typing import Self, TypeVar, cast
 
 import asyncpg
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RootTransaction
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -197,12 +197,22 @@ class SqlBase:
 
     def _on_writer(self, work: Callable[[Connection], T]) -> T:
         # On the writer thread, which alone uses the writer connection while it has calls to
-        # run. After the database's own failure the connection is closed, and the next
-        # transaction opens it again; the service's errors (an unknown tenant, a conflict) only
-        # roll the transaction back.
+        # run.
         conn = self._writer_conn()
+        return self._committed(conn, conn.begin, work)
+
+    def _committed(
+        self,
+        conn: Connection,
+        begin: Callable[[], RootTransaction],
+        work: Callable[[Connection], T],
+    ) -> T:
+        """``work`` in the transaction ``begin`` starts on the writer connection, committed.
+        After the database's own failure the connection is closed, and the next transaction
+        opens it again; the service's errors (an unknown tenant, a conflict) only roll the
+        transaction back."""
         try:
-            with conn.begin():
+            with begin():
                 return work(conn)
         except BookingCacheError:
             raise
@@ -234,14 +244,7 @@ class SqlBase:
                     return False, None
                 self._drop_writer_conn(conn)
                 raise
-            try:
-                with transaction:
-                    return True, work(conn)
-            except BookingCacheError:
-                raise
-            except BaseException:
-                self._drop_writer_conn(conn)
-                raise
+            return True, self._committed(conn, lambda: transaction, work)
         finally:
             if self._writer_connection is conn:
                 driver.execute(f"PRAGMA busy_timeout={engines.SQLITE_BUSY_TIMEOUT_MS}")
